@@ -1,0 +1,132 @@
+"""HTTP glue every function shares: the resolver, and domain errors -> JSON responses.
+
+Every error body has one shape:
+    {"error": {"code": "...", "message": "...", "fields": [{"field": "...", "message": "..."}]}}
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from shared.errors import DomainError, NotFound, NotImplementedYet, PayloadTooLarge, StorageUnavailable
+from shared.observability import logger
+
+STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
+    NotFound: HTTPStatus.NOT_FOUND,
+    PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    StorageUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
+    NotImplementedYet: HTTPStatus.NOT_IMPLEMENTED,
+}
+
+
+def error_body(code: str, message: str, fields: list[dict[str, str]] | None = None) -> dict:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if fields:
+        error["fields"] = fields
+    return {"error": error}
+
+
+def error_response(
+    status: HTTPStatus, code: str, message: str, fields: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return Response(
+        status_code=status, content_type=content_types.APPLICATION_JSON,
+        body=error_body(code, message, fields), headers=headers,
+    )
+
+
+def json_response(status: int, body: Any) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+def _field_name(loc: tuple | list) -> str:
+    """('body', 'events', 3, 'price') -> 'events[3].price'; ('query', 'limit') -> 'limit'."""
+    parts = list(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else list(loc)
+    name = ""
+    for part in parts:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    return name or "body"
+
+
+def _validation_error(error: RequestValidationError) -> Response:
+    fields, status = [], HTTPStatus.UNPROCESSABLE_ENTITY
+    for item in error.errors():
+        if item["type"] == "json_invalid":
+            detail = item.get("ctx", {}).get("error", "invalid JSON")
+            return error_response(
+                HTTPStatus.BAD_REQUEST, "invalid_json", f"request body is not valid JSON: {detail}",
+                [{"field": "body", "message": "not valid JSON"}],
+            )
+        message = item.get("msg", item["type"])
+        if item["type"] == "extra_forbidden":
+            message = "unknown field (it would be lost)"
+        elif item["type"] in ("model_attributes_type", "model_type", "dict_type") and len(item["loc"]) == 1:
+            message, status = "request body must be a JSON object", HTTPStatus.BAD_REQUEST
+        fields.append({"field": _field_name(item["loc"]), "message": message})
+    names = ", ".join(sorted({f["field"] for f in fields}))
+    return error_response(status, "invalid_request", f"invalid request: {names}", fields)
+
+
+def create_app() -> APIGatewayHttpResolver:
+    app = APIGatewayHttpResolver(enable_validation=True)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(error: RequestValidationError) -> Response:
+        return _validation_error(error)
+
+    @app.exception_handler(DomainError)
+    def _domain(error: DomainError) -> Response:
+        status = STATUS_BY_ERROR.get(type(error), HTTPStatus.BAD_REQUEST)
+        fields = [{"field": error.field, "message": error.message}] if error.field else None
+        headers = None
+        if isinstance(error, StorageUnavailable):
+            logger.warning("storage unavailable", extra={"reason": error.message})
+            headers = {"Retry-After": str(error.retry_after_seconds)}
+        return error_response(status, error.code, error.message, fields, headers)
+
+    @app.exception_handler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        logger.exception("unhandled error")
+        return error_response(
+            HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error",
+            "the service failed to handle this request; it has been logged",
+        )
+
+    @app.not_found
+    def _no_route(_: Exception) -> Response:
+        event = app.current_event
+        return error_response(
+            HTTPStatus.NOT_FOUND, "no_route", f"no route for {event.http_method} {event.path}"
+        )
+
+    return app
+
+
+def body_size(event: dict[str, Any]) -> int:
+    body = event.get("body") or ""
+    return len(base64.b64decode(body)) if event.get("isBase64Encoded") else len(body.encode())
+
+
+def resolve(app: APIGatewayHttpResolver, event: dict[str, Any], context: LambdaContext,
+            max_body_bytes: int) -> dict[str, Any]:
+    """Refuse oversized bodies before anything parses them, then route."""
+    if body_size(event) > max_body_bytes:
+        limit = f"at most {max_body_bytes} bytes"
+        return {
+            "statusCode": HTTPStatus.REQUEST_ENTITY_TOO_LARGE.value,
+            "headers": {"Content-Type": content_types.APPLICATION_JSON},
+            "body": json.dumps(error_body(
+                "payload_too_large", f"request body is too large ({limit})",
+                [{"field": "body", "message": limit}],
+            )),
+            "isBase64Encoded": False,
+        }
+    return app.resolve(event, context)

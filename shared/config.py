@@ -1,0 +1,33 @@
+"""Settings read once from the environment and validated at cold start.
+
+A missing table name fails when the function starts, not on the first request that needs it.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    events_table: str = Field(alias="EVENTS_TABLE", min_length=3)
+    items_table: str = Field(alias="ITEMS_TABLE", min_length=3)
+    users_table: str = Field(alias="USERS_TABLE", min_length=3)
+    segments_table: str = Field(alias="SEGMENTS_TABLE", min_length=3)
+    model_bucket: str = Field(alias="MODEL_BUCKET", min_length=1)
+
+    # Events stamped further in the future than this are rejected as clock errors.
+    max_event_future_seconds: int = Field(alias="MAX_EVENT_FUTURE_SECONDS", default=300, ge=0)
+    # Parallel DynamoDB transactions per ingest request; I/O bound, so more than the vCPUs.
+    ingest_concurrency: int = Field(alias="INGEST_CONCURRENCY", default=16, ge=1, le=64)
+    # Request bodies above this are refused with 413 before any parsing.
+    max_body_bytes: int = Field(alias="MAX_BODY_BYTES", default=2_000_000, ge=1024)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.model_validate(dict(os.environ))

@@ -1,0 +1,122 @@
+"""Customer events: what a valid event is, and how a batch is split into valid and rejected.
+
+Each event of a batch is validated on its own, so one bad event never costs the others.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from shared.validation import Checked, validate_each
+
+MAX_EVENTS_PER_BATCH = 1000
+MAX_ID_LENGTH = 256
+# Anything older is a unit mistake (seconds as milliseconds, a zero date), not real history.
+EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+Identifier = Annotated[
+    str, Strict(), StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"\S")
+]
+CurrencyCode = Annotated[str, Strict(), StringConstraints(pattern=r"^[A-Z]{3}$")]
+Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=4, allow_inf_nan=False)]
+PropertyKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+PropertyValue = Annotated[str, Strict(), StringConstraints(max_length=1024)] | Annotated[
+    bool, Strict()
+] | Annotated[int, Strict()] | Annotated[float, Strict(), Field(allow_inf_nan=False)]
+
+
+class EventType(StrEnum):
+    VIEW = "view"
+    ADD_TO_CART = "add_to_cart"
+    REMOVE_FROM_CART = "remove_from_cart"
+    PURCHASE = "purchase"
+
+
+class Channel(StrEnum):
+    WEB = "web"
+    IOS = "ios"
+    ANDROID = "android"
+    STORE = "store"
+    EMAIL = "email"
+    PUSH = "push"
+
+
+def format_timestamp(moment: datetime) -> str:
+    """UTC, fixed width, so that string order is time order (the by_time index sorts on it)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Event(BaseModel):
+    """One customer interaction. ``(user_id, event_id)`` is its idempotency key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: Identifier
+    user_id: Identifier
+    item_id: Identifier
+    event_type: EventType
+    timestamp: AwareDatetime = Field(description="ISO 8601 with a zone, e.g. 2025-03-01T10:00:00Z")
+    quantity: Annotated[int, Strict(), Field(ge=1, le=100_000)] = 1
+    price: Money | None = Field(default=None, description="Unit price; required for purchases")
+    currency: CurrencyCode | None = Field(default=None, description="ISO 4217; required with price")
+    channel: Channel
+    session_id: Identifier | None = None
+    order_id: Identifier | None = Field(default=None, description="Groups purchase lines of one order")
+    campaign_id: Identifier | None = Field(default=None, description="Campaign the event is attributed to")
+    properties: dict[PropertyKey, PropertyValue] = Field(default_factory=dict, max_length=50)
+
+    @field_validator("timestamp")
+    @classmethod
+    def _plausible_time(cls, value: datetime, info: ValidationInfo) -> datetime:
+        context = info.context or {}
+        now: datetime = context.get("now") or datetime.now(timezone.utc)
+        max_future = timedelta(seconds=context.get("max_future_seconds", 300))
+        if value > now + max_future:
+            raise ValueError(
+                f"timestamp is in the future (more than {int(max_future.total_seconds())} s ahead "
+                "of the server clock)"
+            )
+        if value < EARLIEST_EVENT:
+            raise ValueError("timestamp is before 2000-01-01")
+        return value
+
+    @model_validator(mode="after")
+    def _money_is_complete(self) -> Event:
+        if self.event_type is EventType.PURCHASE and self.price is None:
+            raise ValueError("price: required for purchase events")
+        if self.price is not None and self.currency is None:
+            raise ValueError("currency: required when price is given")
+        return self
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.user_id, self.event_id)
+
+    @property
+    def ts(self) -> str:
+        return format_timestamp(self.timestamp)
+
+    @property
+    def line_total(self) -> Decimal:
+        return (self.price or Decimal(0)) * self.quantity
+
+
+def parse_batch(raw_events: list[Any], *, now: datetime, max_future_seconds: int) -> Checked[Event]:
+    return validate_each(
+        raw_events, Event, "event_id", {"now": now, "max_future_seconds": max_future_seconds}
+    )

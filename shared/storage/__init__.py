@@ -1,0 +1,1 @@
+"""The only code that talks to AWS (DynamoDB, S3). Maps AWS faults to shared.errors."""

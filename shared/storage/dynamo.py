@@ -1,0 +1,164 @@
+"""DynamoDB client, type conversion and fault mapping shared by every store.
+
+Clients are created on first use (so moto can start first in tests) and reused while the
+Lambda is warm. botocore's standard retry mode retries throttling and 5xx with exponential
+backoff and jitter; what still fails becomes StorageUnavailable, which the API answers with 503.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.errors import StorageUnavailable
+
+T = TypeVar("T")
+
+CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 5},
+    connect_timeout=2,
+    read_timeout=5,
+    max_pool_connections=64,
+)
+# Error codes that mean "try again later", not "your request is wrong".
+TRANSIENT_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionInProgressException",
+        "TransactionConflictException",
+        "LimitExceededException",
+    }
+)
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+@lru_cache(maxsize=1)
+def client() -> Any:
+    return boto3.client("dynamodb", config=CLIENT_CONFIG)
+
+
+def to_dynamo(value: Any) -> Any:
+    """Python value -> what TypeSerializer accepts (floats become Decimal, None-valued keys go)."""
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, Mapping):
+        return {k: to_dynamo(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [to_dynamo(v) for v in value]
+    return value
+
+
+def serialize(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(v) for k, v in to_dynamo(item).items()}
+
+
+def deserialize(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _plain(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def _plain(value: Any) -> Any:
+    """Decimals that hold whole numbers become int, so JSON shows 3, not 3.0."""
+    if isinstance(value, Decimal) and value == value.to_integral_value() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, set):
+        return sorted(_plain(v) for v in value)
+    return value
+
+
+def error_code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
+@contextmanager
+def aws_faults(action: str) -> Iterator[None]:
+    """Turn AWS faults that outlived botocore's retries into StorageUnavailable."""
+    try:
+        yield
+    except ClientError as error:
+        if error_code(error) in TRANSIENT_CODES:
+            raise StorageUnavailable(f"{action}: DynamoDB is throttling or unavailable") from error
+        raise
+    except BotoCoreError as error:  # endpoint unreachable, timeouts, broken connections
+        raise StorageUnavailable(f"{action}: DynamoDB is unreachable") from error
+
+
+def backoff_delays(attempts: int, base: float = 0.05, cap: float = 2.0) -> Iterator[float]:
+    """Full-jitter exponential backoff delays for our own retry loops."""
+    for attempt in range(attempts):
+        yield random.uniform(0, min(cap, base * 2**attempt))
+
+
+def with_leftovers(
+    call: Callable[[dict[str, Any]], dict[str, Any]],
+    request: dict[str, Any],
+    leftovers_key: str,
+    action: str,
+    attempts: int = 8,
+) -> list[dict[str, Any]]:
+    """Call a batch API until nothing is left unprocessed; return every response."""
+    responses = []
+    for delay in backoff_delays(attempts):
+        with aws_faults(action):
+            response = call(request)
+        responses.append(response)
+        leftovers = response.get(leftovers_key) or {}
+        if not leftovers:
+            return responses
+        request = {**request, "RequestItems": leftovers}
+        time.sleep(delay)
+    raise StorageUnavailable(f"{action}: DynamoDB kept returning unprocessed items")
+
+
+def batch_get(table: str, keys: list[dict[str, Any]], consistent: bool = False,
+              projection: str | None = None, names: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """BatchGetItem over any number of keys (100 per call), leftovers retried."""
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(keys), 100):
+        spec: dict[str, Any] = {
+            "Keys": [serialize(key) for key in keys[start : start + 100]],
+            "ConsistentRead": consistent,
+        }
+        if projection:
+            spec["ProjectionExpression"] = projection
+        if names:
+            spec["ExpressionAttributeNames"] = names
+        for response in with_leftovers(
+            lambda request: client().batch_get_item(**request),
+            {"RequestItems": {table: spec}},
+            "UnprocessedKeys",
+            "batch get",
+        ):
+            found.extend(deserialize(item) for item in response["Responses"].get(table, []))
+    return found
+
+
+def batch_put(table: str, items: list[Mapping[str, Any]]) -> None:
+    """BatchWriteItem puts (25 per call), unprocessed items retried with backoff."""
+    for start in range(0, len(items), 25):
+        requests = [{"PutRequest": {"Item": serialize(item)}} for item in items[start : start + 25]]
+        with_leftovers(
+            lambda request: client().batch_write_item(**request),
+            {"RequestItems": {table: requests}},
+            "UnprocessedItems",
+            "batch write",
+        )

@@ -1,0 +1,55 @@
+"""User storage: profile, consent and summary live in one item per user."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from shared.errors import NotFound
+from shared.events import format_timestamp
+from shared.storage import dynamo
+from shared.users import User, UserProfileIn
+
+
+class UserStore:
+    def __init__(self, users_table: str) -> None:
+        self.users_table = users_table
+
+    def put_profile(self, user_id: str, profile: UserProfileIn) -> User:
+        """Replace the profile fields; the summary (written at ingest) is never touched here."""
+        fields = {
+            "country": profile.country,
+            "region": profile.region,
+            "city": profile.city,
+            "attributes": profile.attributes,
+            "updated_at": format_timestamp(datetime.now(timezone.utc)),
+        }
+        if profile.consent is not None:
+            fields["consent"] = profile.consent.model_dump()
+        present = {name: value for name, value in fields.items() if value is not None}
+        absent = [name for name, value in fields.items() if value is None and name != "consent"]
+        expression = "SET " + ", ".join(f"#{name} = :{name}" for name in present)
+        if absent:
+            expression += " REMOVE " + ", ".join(f"#{name}" for name in absent)
+        with dynamo.aws_faults("write user"):
+            response = dynamo.client().update_item(
+                TableName=self.users_table,
+                Key=dynamo.serialize({"user_id": user_id}),
+                UpdateExpression=expression,
+                ExpressionAttributeNames={f"#{name}": name for name in (*present, *absent)},
+                ExpressionAttributeValues=dynamo.serialize({f":{k}": v for k, v in present.items()}),
+                ReturnValues="ALL_NEW",
+            )
+        return _user(dynamo.deserialize(response["Attributes"]))
+
+    def get(self, user_id: str) -> User:
+        with dynamo.aws_faults("read user"):
+            response = dynamo.client().get_item(
+                TableName=self.users_table, Key=dynamo.serialize({"user_id": user_id})
+            )
+        if "Item" not in response:
+            raise NotFound(f"user {user_id!r} is unknown", field="user_id")
+        return _user(dynamo.deserialize(response["Item"]))
+
+
+def _user(row: dict) -> User:
+    return User.model_validate({**row, "summary": row})

@@ -1,0 +1,63 @@
+"""Per-entry validation of batches: one bad entry is reported, the others go on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Rejection:
+    index: int
+    id: str | None
+    errors: list[FieldError]
+
+
+@dataclass
+class Checked(Generic[M]):
+    valid: list[M] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+def field_errors(error: ValidationError) -> list[FieldError]:
+    """Pydantic errors as (dotted field path, message); model-level messages name their field."""
+    result = []
+    for item in error.errors(include_url=False, include_input=False):
+        path = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if not path and ": " in message:
+            path, message = message.split(": ", 1)
+        if item["type"] == "extra_forbidden":
+            message = "unknown field (it would be lost)"
+        result.append(FieldError(path or "entry", message))
+    return result
+
+
+def validate_each(
+    entries: list[Any], model: type[M], id_field: str, context: dict[str, Any] | None = None
+) -> Checked[M]:
+    checked: Checked[M] = Checked()
+    for index, raw in enumerate(entries):
+        if not isinstance(raw, dict):
+            checked.rejected.append(
+                Rejection(index, None, [FieldError("entry", "must be a JSON object")])
+            )
+            continue
+        try:
+            checked.valid.append(model.model_validate(raw, context=context))
+        except ValidationError as error:
+            entry_id = raw.get(id_field)
+            checked.rejected.append(
+                Rejection(index, entry_id if isinstance(entry_id, str) else None, field_errors(error))
+            )
+    return checked
