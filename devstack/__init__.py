@@ -1,0 +1,1 @@
+"""Run shop-recs on one machine: DynamoDB Local, tables and routes from template.yaml, demo data."""

@@ -1,0 +1,181 @@
+"""devstack: run the service on one machine, no Docker, no AWS account.
+
+    devstack up [--port 3000]      start DynamoDB Local + tables + local API gateway (background)
+    devstack down                  stop them
+    devstack status                what runs where
+    devstack demo                  start (or reuse) the stack and run the demo job
+    devstack import-csv FILE       send an Online Retail style CSV through the API
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from devstack import stack
+from devstack.api_client import ApiClient, ApiError, SendTotals
+
+
+def progress_printer(label: str, total: int) -> Callable[[int], None]:
+    """A one-line progress display on stderr for long loads."""
+    started = time.monotonic()
+
+    def show(done: int) -> None:
+        rate = done / max(time.monotonic() - started, 1e-9)
+        end = "\n" if done >= total else ""
+        print(f"\r  {label}: {done:,}/{total:,} ({100 * done // max(total, 1)}%, {rate:,.0f}/s)",
+              end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
+def report_totals(label: str, totals: SendTotals) -> None:
+    print(f"  {label}: {totals.accepted:,} accepted, {totals.duplicates:,} duplicates, "
+          f"{len(totals.rejected):,} rejected")
+    for rejection in totals.rejected[:5]:
+        print(f"    rejected #{rejection['index']}: {rejection['errors']}")
+
+
+def ensure_up(args: argparse.Namespace) -> stack.StackState:
+    state, started = stack.up(args.port, args.state_dir)
+    print(f"local stack {'started' if started else 'already running'} at {state.url}")
+    return state
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    state, started = stack.up(args.port, args.state_dir, persist=args.persist)
+    if not started:
+        print(f"the local stack is already running at {state.url} (pid {state.pid}); "
+              "stop it with ./dev down")
+        return 0
+    print(f"local stack running at {state.url}\n  DynamoDB Local: {state.dynamodb_endpoint}\n"
+          f"  tables: {', '.join(state.tables.values())}\n  logs: {args.state_dir}/stack.log\n"
+          "  stop with ./dev down")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    state = stack.down(args.state_dir)
+    print("local stack stopped" if state else "no local stack is running")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    state = stack.read_state(args.state_dir)
+    if state and stack.alive(state.pid):
+        print(f"running at {state.url} (pid {state.pid}), DynamoDB Local at {state.dynamodb_endpoint}")
+        return 0
+    print("not running")
+    return 3
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    stack.serve(args.port, args.state_dir, persist=args.persist)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from devstack.demo_data import generate_shop
+
+    state = ensure_up(args)
+    api = ApiClient(state.url)
+    shop = generate_shop(seed=args.seed, n_users=args.users, n_items=args.items)
+    print(f"demo shop: {len(shop.items):,} items, {len(shop.users):,} customers, "
+          f"{len(shop.events):,} events over a year")
+    report_totals("catalog", api.put_items(shop.items, progress=progress_printer("items", len(shop.items))))
+    started = time.monotonic()
+    api.put_users(shop.users)
+    print(f"  profiles: {len(shop.users):,} stored in {time.monotonic() - started:.1f} s")
+    started = time.monotonic()
+    totals = api.send_events(shop.events, progress=progress_printer("events", len(shop.events)))
+    seconds = time.monotonic() - started
+    report_totals("events", totals)
+    print(f"  ingest rate over HTTP: {len(shop.events) / seconds:,.0f} events/s")
+
+    again = api.send_events(shop.events[:1000])
+    print(f"  the first 1,000 events sent again: {again.accepted} accepted, "
+          f"{again.duplicates} duplicates (idempotent)")
+    show_customer(api, shop)
+    print(f"\nThe stack keeps running at {state.url}; try:\n"
+          f"  curl {state.url}/users/{next(iter(shop.archetypes))}\n"
+          "Stop it with ./dev down")
+    return 0
+
+
+def show_customer(api: ApiClient, shop: Any) -> None:
+    by_archetype: dict[str, str] = {}
+    for user_id, archetype in shop.archetypes.items():
+        by_archetype.setdefault(archetype, user_id)
+    print("\none customer of each kind, as the service now knows them:")
+    for archetype, user_id in sorted(by_archetype.items()):
+        user = api.request("GET", f"/users/{user_id}").body
+        summary = user.get("summary", {}) if isinstance(user, dict) else {}
+        spend = ", ".join(f"{amount:,.2f} {currency}" for currency, amount in summary.get("spend", {}).items())
+        print(f"  {archetype:>10} {user_id}: {summary.get('purchase_count', 0)} purchases, "
+              f"spent {spend or 'nothing'}, last {summary.get('last_purchase_at') or 'never'}")
+
+
+def cmd_import_csv(args: argparse.Namespace) -> int:
+    from devstack.retail_csv import read_retail_csv
+
+    url = args.url or ensure_up(args).url
+    api = ApiClient(url)
+    started = time.monotonic()
+    data = read_retail_csv(args.file, currency=args.currency, limit_rows=args.limit)
+    print(f"read {data.rows:,} rows in {time.monotonic() - started:.1f} s: {len(data.events):,} purchases, "
+          f"{len(data.users):,} customers, {len(data.items):,} products")
+    for reason, count in sorted(data.skipped.items(), key=lambda kv: -kv[1]):
+        print(f"  skipped {count:,} rows: {reason}")
+    report_totals("catalog", api.put_items(data.items, progress=progress_printer("items", len(data.items))))
+    api.put_users(data.users)
+    print(f"  profiles: {len(data.users):,} stored")
+    report_totals("events", api.send_events(data.events, progress=progress_printer("events", len(data.events))))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="devstack", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = main.add_subparsers(dest="command", required=True)
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--port", type=int, default=stack.DEFAULT_PORT, help="gateway port")
+        sub.add_argument("--state-dir", type=Path, default=stack.DEFAULT_STATE_DIR)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    for name, handler, help_text in (("up", cmd_up, "start the local stack"),
+                                     ("serve", cmd_serve, "run the stack in the foreground")):
+        command(name, handler, help_text).add_argument(
+            "--persist", action="store_true", help="keep DynamoDB data across restarts")
+    command("down", cmd_down, "stop the local stack")
+    command("status", cmd_status, "is the local stack running?")
+    demo = command("demo", cmd_demo, "load demo data and show what the service does")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--users", type=int, default=2000)
+    demo.add_argument("--items", type=int, default=500)
+    importer = command("import-csv", cmd_import_csv, "import an Online Retail CSV (.csv or .csv.gz)")
+    importer.add_argument("file", type=Path)
+    importer.add_argument("--url", help="API base URL (default: the local stack)")
+    importer.add_argument("--currency", default="GBP")
+    importer.add_argument("--limit", type=int, help="read at most this many rows")
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (stack.StackError, ApiError) as error:
+        print(f"devstack: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""A local stand-in for API Gateway (HTTP API): template.yaml's routes -> the same handlers.
+
+Requests become API Gateway v2 (payload format 2.0) events and are passed, in-process, to each
+function's ``lambda_handler`` exactly as Lambda would. Each function runs one request at a time,
+like one warm Lambda instance (the Powertools resolver keeps per-request state on the app).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+from urllib.parse import parse_qsl, urlsplit
+
+from devstack.template import Route, http_routes, resources
+
+TEXT_TYPES = ("application/json", "text/", "application/x-www-form-urlencoded")
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of Lambda's context object that handlers and Powertools read."""
+
+    function_name: str
+    memory_limit_in_mb: int = 512
+    timeout_ms: int = 29_000
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:us-east-1:000000000000:function:{self.function_name}"
+
+    @property
+    def function_version(self) -> str:
+        return "$LATEST"
+
+    @property
+    def log_group_name(self) -> str:
+        return f"/aws/lambda/{self.function_name}"
+
+    @property
+    def log_stream_name(self) -> str:
+        return "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, self.timeout_ms - int((time.monotonic() - self.started) * 1000))
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def load_handler(route: Route) -> Callable[[dict, Any], Any]:
+    module_name, function_name = route.handler.rsplit(".", 1)
+    path = Path(route.code_dir) / f"{module_name.replace('.', '/')}.py"
+    spec = importlib.util.spec_from_file_location(f"lambda_{route.function}_{module_name}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {route.function}'s handler from {path}")
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # pydantic resolves the module's annotations through it
+    spec.loader.exec_module(module)  # cold start: settings are validated here
+    return getattr(module, function_name)
+
+
+def api_event(route: Route, method: str, raw_path: str, query: str, headers: dict[str, str],
+              body: bytes, path_parameters: dict[str, str], source_ip: str) -> dict[str, Any]:
+    """An API Gateway HTTP API payload 2.0 event, as AWS would send it."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    content_type = lowered.get("content-type", "application/json")
+    is_text = not body or content_type.startswith(TEXT_TYPES)
+    try:
+        text_body = body.decode() if is_text else None
+    except UnicodeDecodeError:
+        text_body = None
+    params: dict[str, list[str]] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        params.setdefault(name, []).append(value)
+    now = datetime.now(timezone.utc)
+    request_id = str(uuid.uuid4())
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": route.route_key,
+        "rawPath": raw_path,
+        "rawQueryString": query,
+        "headers": lowered,
+        "requestContext": {
+            "accountId": "000000000000",
+            "apiId": "local",
+            "domainName": lowered.get("host", "127.0.0.1"),
+            "domainPrefix": "local",
+            "http": {"method": method, "path": raw_path, "protocol": "HTTP/1.1",
+                     "sourceIp": source_ip, "userAgent": lowered.get("user-agent", "")},
+            "requestId": request_id,
+            "routeKey": route.route_key,
+            "stage": "$default",
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        },
+        "isBase64Encoded": text_body is None,
+    }
+    if "cookie" in lowered:
+        event["cookies"] = [c.strip() for c in lowered["cookie"].split(";")]
+    if params:
+        event["queryStringParameters"] = {k: ",".join(v) for k, v in params.items()}
+    if path_parameters:
+        event["pathParameters"] = path_parameters
+    if body:
+        event["body"] = text_body if text_body is not None else base64.b64encode(body).decode()
+    return event
+
+
+def lambda_result_to_http(result: Any) -> HttpResponse:
+    """Lambda's return value -> HTTP, with HTTP API's rules for a result without statusCode."""
+    if not isinstance(result, dict) or "statusCode" not in result:
+        body = result if isinstance(result, str) else json.dumps(result)
+        return HttpResponse(200, {"content-type": "application/json"}, body.encode())
+    headers = {k.lower(): str(v) for k, v in (result.get("headers") or {}).items()}
+    for name, values in (result.get("multiValueHeaders") or {}).items():
+        headers[name.lower()] = ",".join(map(str, values))
+    raw = result.get("body") or ""
+    body = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
+    response = HttpResponse(int(result["statusCode"]), headers, body)
+    if result.get("cookies"):
+        response.headers["set-cookie"] = "; ".join(result["cookies"])
+    return response
+
+
+class Gateway:
+    """Routes HTTP requests to the template's functions, loading each on first use."""
+
+    def __init__(self, template: dict[str, Any], allowed_origins: list[str]) -> None:
+        self.routes = http_routes(template)
+        self.functions = resources(template, "AWS::Serverless::Function")
+        self.allowed_origins = allowed_origins
+        self._handlers: dict[str, Callable[[dict, Any], Any]] = {}
+        self._locks = {name: threading.Lock() for name in self.functions}
+        self._load_lock = threading.Lock()
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        for route in self.routes:
+            found = route.pattern.match(path)
+            if found and route.method in (method, "ANY"):
+                return route, found.groupdict()
+        return None
+
+    def handler(self, route: Route) -> Callable[[dict, Any], Any]:
+        with self._load_lock:
+            if route.function not in self._handlers:
+                self._handlers[route.function] = load_handler(route)
+            return self._handlers[route.function]
+
+    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes,
+               source_ip: str = "127.0.0.1") -> HttpResponse:
+        url = urlsplit(target)
+        origin = {k.lower(): v for k, v in headers.items()}.get("origin")
+        if method == "OPTIONS" and origin:
+            return self._preflight(origin)
+        found = self.match(method, url.path)
+        if found is None:
+            return HttpResponse(404, {"content-type": "application/json"}, b'{"message":"Not Found"}')
+        route, path_parameters = found
+        event = api_event(route, method, url.path, url.query, headers, body, path_parameters, source_ip)
+        try:
+            handler = self.handler(route)
+            with self._locks[route.function]:
+                result = handler(event, LambdaContext(function_name=route.function))
+            response = lambda_result_to_http(result)
+        except Exception:  # noqa: BLE001 - what API Gateway answers when a function crashes
+            traceback.print_exc()
+            response = HttpResponse(
+                500, {"content-type": "application/json"}, b'{"message":"Internal Server Error"}'
+            )
+        self._add_cors(response, origin)
+        return response
+
+    def _cors_origin(self, origin: str | None) -> str | None:
+        if origin and ("*" in self.allowed_origins or origin in self.allowed_origins):
+            return origin
+        return None
+
+    def _add_cors(self, response: HttpResponse, origin: str | None) -> None:
+        allowed = self._cors_origin(origin)
+        if allowed:
+            response.headers["access-control-allow-origin"] = allowed
+
+    def _preflight(self, origin: str) -> HttpResponse:
+        response = HttpResponse(204, {}, b"")
+        if self._cors_origin(origin):
+            response.headers.update({
+                "access-control-allow-origin": origin,
+                "access-control-allow-methods": "GET,POST,PUT,DELETE,OPTIONS",
+                "access-control-allow-headers": "content-type,authorization",
+                "access-control-max-age": "600",
+            })
+        return response
+
+
+def make_server(gateway: Gateway, port: int) -> ThreadingHTTPServer:
+    class RequestHandler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else b""
+            response = gateway.handle(
+                self.command, self.path, dict(self.headers.items()), body, self.client_address[0]
+            )
+            self.send_response(response.status)
+            for name, value in response.headers.items():
+                if name not in ("content-length", "connection"):
+                    self.send_header(name, value)
+            self.send_header("content-length", str(len(response.body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(response.body)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            if os.environ.get("DEVSTACK_ACCESS_LOG"):
+                super().log_message(format, *args)
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), RequestHandler)
+    server.daemon_threads = True
+    return server

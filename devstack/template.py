@@ -1,0 +1,137 @@
+"""template.yaml as data: tables, routes and function environments for the local stack and tests.
+
+The local stack and the tests build everything from here, so the template, the tables the
+tests use and the routes the local gateway serves cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_PATH = PROJECT_ROOT / "template.yaml"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML loader that keeps CloudFormation short tags (!Ref X -> {"Ref": "X"})."""
+
+
+def _intrinsic(loader: yaml.Loader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if tag_suffix == "Ref" else f"Fn::{tag_suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if tag_suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _intrinsic)
+
+
+@lru_cache(maxsize=4)
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    return yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {
+        name: resource.get("Properties", {})
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == kind
+    }
+
+
+def local_table_name(logical_id: str, prefix: str) -> str:
+    return f"{prefix}-{logical_id}"
+
+
+def table_definitions(template: dict[str, Any], prefix: str) -> dict[str, dict[str, Any]]:
+    """CreateTable arguments for every AWS::DynamoDB::Table, keyed by logical id."""
+    tables = {}
+    for logical_id, props in resources(template, "AWS::DynamoDB::Table").items():
+        spec: dict[str, Any] = {
+            "TableName": local_table_name(logical_id, prefix),
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "KeySchema": props["KeySchema"],
+            "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+        }
+        for index_kind in ("LocalSecondaryIndexes", "GlobalSecondaryIndexes"):
+            if props.get(index_kind):
+                spec[index_kind] = props[index_kind]
+        tables[logical_id] = spec
+    return tables
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # API Gateway form: /items/{item_id}
+    function: str  # logical id
+    code_dir: Path
+    handler: str  # module.function, relative to code_dir
+    pattern: re.Pattern[str]
+
+    @property
+    def route_key(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+def _path_pattern(path: str) -> re.Pattern[str]:
+    regex = ""
+    for part in re.split(r"(\{[^}]+\})", path):
+        if part.startswith("{") and part.endswith("+}"):
+            regex += f"(?P<{part[1:-2]}>.+)"
+        elif part.startswith("{"):
+            regex += f"(?P<{part[1:-1]}>[^/]+)"
+        else:
+            regex += re.escape(part)
+    return re.compile(f"^{regex}$")
+
+
+def http_routes(template: dict[str, Any], root: Path = PROJECT_ROOT) -> list[Route]:
+    routes = []
+    for logical_id, props in resources(template, "AWS::Serverless::Function").items():
+        for event in (props.get("Events") or {}).values():
+            if event["Type"] != "HttpApi":
+                continue
+            path, method = event["Properties"]["Path"], event["Properties"]["Method"].upper()
+            routes.append(
+                Route(method, path, logical_id, root / props["CodeUri"], props["Handler"],
+                      _path_pattern(path))
+            )
+    # Literal segments win over parameters, as in API Gateway: /models/train before /models/{v}.
+    routes.sort(key=lambda r: (r.path.count("{"), -len(r.path)))
+    return routes
+
+
+def function_environment(
+    template: dict[str, Any], logical_id: str, refs: dict[str, str], parameters: dict[str, str]
+) -> dict[str, str]:
+    """Globals plus the function's own variables, with !Ref resolved to local names."""
+    global_vars = template.get("Globals", {}).get("Function", {}).get("Environment", {})
+    own = resources(template, "AWS::Serverless::Function")[logical_id].get("Environment", {})
+    merged = {**global_vars.get("Variables", {}), **own.get("Variables", {})}
+    resolved = {}
+    for name, value in merged.items():
+        if isinstance(value, dict) and "Ref" in value:
+            target = value["Ref"]
+            value = refs.get(target) or parameters.get(target) or _parameter_default(template, target)
+        resolved[name] = str(value)
+    return resolved
+
+
+def _parameter_default(template: dict[str, Any], name: str) -> str:
+    parameter = template.get("Parameters", {}).get(name)
+    if parameter is None or "Default" not in parameter:
+        raise KeyError(f"template.yaml: !Ref {name} resolves to nothing locally")
+    return str(parameter["Default"])
