@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Callable
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -115,18 +115,47 @@ def body_size(event: dict[str, Any]) -> int:
     return len(base64.b64decode(body)) if event.get("isBase64Encoded") else len(body.encode())
 
 
+def _early_error(status: HTTPStatus, code: str, message: str, field: str, detail: str) -> dict[str, Any]:
+    return {
+        "statusCode": status.value,
+        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "body": json.dumps(error_body(code, message, [{"field": field, "message": detail}])),
+        "isBase64Encoded": False,
+    }
+
+
+def _content_type(event: dict[str, Any]) -> str:
+    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
+    return headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 def resolve(app: APIGatewayHttpResolver, event: dict[str, Any], context: LambdaContext,
             max_body_bytes: int) -> dict[str, Any]:
-    """Refuse oversized bodies before anything parses them, then route."""
+    """Refuse oversized and non-JSON bodies before anything parses them, then route.
+
+    A body sent as a form (curl -d without a content type) would otherwise be parsed as form
+    fields and answered with a confusing list of missing ones.
+    """
     if body_size(event) > max_body_bytes:
         limit = f"at most {max_body_bytes} bytes"
-        return {
-            "statusCode": HTTPStatus.REQUEST_ENTITY_TOO_LARGE.value,
-            "headers": {"Content-Type": content_types.APPLICATION_JSON},
-            "body": json.dumps(error_body(
-                "payload_too_large", f"request body is too large ({limit})",
-                [{"field": "body", "message": limit}],
-            )),
-            "isBase64Encoded": False,
-        }
+        return _early_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large",
+                            f"request body is too large ({limit})", "body", limit)
+    content_type = _content_type(event)
+    if event.get("body") and content_type and not content_type.endswith("json"):
+        return _early_error(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+            f"request bodies must be JSON, got content-type {content_type}",
+            "content-type", "send 'content-type: application/json'",
+        )
     return app.resolve(event, context)
+
+
+def planned_handler(what: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """A Lambda handler for routes that are deployed but not built yet: 501, never a crash."""
+
+    def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        route = event.get("routeKey", "this route")
+        return _early_error(HTTPStatus.NOT_IMPLEMENTED, "not_implemented",
+                            f"{what} are not available yet", "route", f"{route} is planned")
+
+    return lambda_handler

@@ -1,0 +1,5 @@
+"""Admin function: deployed with its routes, answering 501 until it is built."""
+
+from shared.api import planned_handler
+
+lambda_handler = planned_handler("model training and activation")

@@ -1,0 +1,5 @@
+"""Segments function: deployed with its routes, answering 501 until it is built."""
+
+from shared.api import planned_handler
+
+lambda_handler = planned_handler("segment tags and segment membership")
