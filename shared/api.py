@@ -110,9 +110,9 @@ def create_app() -> APIGatewayHttpResolver:
     return app
 
 
-def body_size(event: dict[str, Any]) -> int:
+def _body_bytes(event: dict[str, Any]) -> bytes:
     body = event.get("body") or ""
-    return len(base64.b64decode(body)) if event.get("isBase64Encoded") else len(body.encode())
+    return base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
 
 
 def _early_error(status: HTTPStatus, code: str, message: str, field: str, detail: str) -> dict[str, Any]:
@@ -131,22 +131,28 @@ def _content_type(event: dict[str, Any]) -> str:
 
 def resolve(app: APIGatewayHttpResolver, event: dict[str, Any], context: LambdaContext,
             max_body_bytes: int) -> dict[str, Any]:
-    """Refuse oversized and non-JSON bodies before anything parses them, then route.
+    """Refuse oversized, non-JSON and non-object bodies before anything parses them, then route.
 
     A body sent as a form (curl -d without a content type) would otherwise be parsed as form
     fields and answered with a confusing list of missing ones.
     """
-    if body_size(event) > max_body_bytes:
+    body = _body_bytes(event)
+    if len(body) > max_body_bytes:
         limit = f"at most {max_body_bytes} bytes"
         return _early_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large",
                             f"request body is too large ({limit})", "body", limit)
     content_type = _content_type(event)
-    if event.get("body") and content_type and not content_type.endswith("json"):
+    if body and content_type and not content_type.endswith("json"):
         return _early_error(
             HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
             f"request bodies must be JSON, got content-type {content_type}",
             "content-type", "send 'content-type: application/json'",
         )
+    # Powertools validates a top-level JSON array element by element against the body model,
+    # which would report the array's contents as unknown fields.
+    if body.strip() and not body.lstrip().startswith(b"{"):
+        return _early_error(HTTPStatus.BAD_REQUEST, "invalid_request",
+                            "request body must be a JSON object", "body", "must be a JSON object")
     return app.resolve(event, context)
 
 

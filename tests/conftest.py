@@ -1,0 +1,109 @@
+"""Fixtures shared by every test: fake AWS credentials, tables from template.yaml on moto or
+on DynamoDB Local, and the local gateway that calls the functions as API Gateway would."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+# Set before anything creates a boto3 client, so no test can reach a real AWS account.
+os.environ.update({
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+    "POWERTOOLS_SERVICE_NAME": "shop-recs-tests",
+    "POWERTOOLS_METRICS_NAMESPACE": "ShopRecsTests",
+})
+
+from devstack.dynamodb_local import DynamoDBLocal, create_tables, delete_tables  # noqa: E402
+from devstack.gateway import Gateway, HttpResponse  # noqa: E402
+from devstack.template import load_template, table_definitions  # noqa: E402
+from shared.config import get_settings  # noqa: E402
+from shared.storage import dynamo  # noqa: E402
+
+TEMPLATE = load_template()
+TABLE_ENV = {"EventsTable": "EVENTS_TABLE", "ItemsTable": "ITEMS_TABLE",
+             "UsersTable": "USERS_TABLE", "SegmentsTable": "SEGMENTS_TABLE"}
+
+
+@dataclass
+class Api:
+    """The service as a client sees it, through the local gateway, in this process."""
+
+    gateway: Gateway
+
+    def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+             headers: dict[str, str] | None = None) -> HttpResponse:
+        data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+        return self.gateway.handle(method, path, {"content-type": "application/json", **(headers or {})}, data)
+
+    def json(self, method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        response = self.call(method, path, body, **kwargs)
+        return response.status, json.loads(response.body) if response.body else None
+
+
+def use_tables(monkeypatch: pytest.MonkeyPatch, names: dict[str, str]) -> None:
+    """Point the functions at these tables, as template.yaml's environment does on AWS."""
+    for logical_id, variable in TABLE_ENV.items():
+        monkeypatch.setenv(variable, names[logical_id])
+    monkeypatch.setenv("MODEL_BUCKET", "test-models")
+    get_settings.cache_clear()
+    dynamo.client.cache_clear()
+
+
+@pytest.fixture
+def moto_tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    from moto import mock_aws
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
+    with mock_aws():
+        client = dynamo.boto3.client("dynamodb")
+        names = {}
+        for logical_id, spec in table_definitions(TEMPLATE, "test").items():
+            client.create_table(**spec)
+            names[logical_id] = spec["TableName"]
+        use_tables(monkeypatch, names)
+        yield names
+        dynamo.client.cache_clear()
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def dynamodb_local() -> Iterator[str]:
+    instance = DynamoDBLocal.start()
+    yield instance.endpoint
+    instance.stop()
+
+
+@pytest.fixture
+def local_tables(dynamodb_local: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """Fresh tables on DynamoDB Local for one test."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local)
+    names = create_tables(dynamodb_local, f"t{uuid.uuid4().hex[:8]}", TEMPLATE)
+    use_tables(monkeypatch, names)
+    yield names
+    delete_tables(dynamodb_local, names)
+    dynamo.client.cache_clear()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def api(moto_tables: dict[str, str]) -> Api:
+    """The functions on moto: fast, for behaviour that does not depend on DynamoDB's details."""
+    return Api(Gateway(TEMPLATE, ["http://localhost:3000"]))
+
+
+@pytest.fixture
+def local_api(local_tables: dict[str, str]) -> Api:
+    """The functions on DynamoDB Local: transactions and conditions as AWS evaluates them."""
+    return Api(Gateway(TEMPLATE, ["http://localhost:3000"]))

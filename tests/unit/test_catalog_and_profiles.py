@@ -1,0 +1,72 @@
+"""The catalog and customer profiles: upserts, reads, and refusals that name the field."""
+
+from __future__ import annotations
+
+from tests.factories import item, purchase
+
+
+def test_an_item_put_can_be_read_back(api):
+    body = {k: v for k, v in item("sku-9", attributes={"recycled": True}).items() if k != "item_id"}
+
+    status, stored = api.json("PUT", "/items/sku-9", body)
+
+    assert status == 200
+    _, read = api.json("GET", "/items/sku-9")
+    assert read["title"] == "Item sku-9"
+    assert read["attributes"] == {"recycled": True}
+    assert read["in_stock"] is True
+    assert read == stored
+
+
+def test_a_second_put_replaces_the_item(api):
+    api.json("PUT", "/items/sku-9", {"title": "Old", "category": "toys"})
+    api.json("PUT", "/items/sku-9", {"title": "New", "category": "toys", "in_stock": False})
+    _, read = api.json("GET", "/items/sku-9")
+    assert (read["title"], read["in_stock"]) == ("New", False)
+
+
+def test_an_unknown_item_is_a_404_naming_it(api):
+    status, body = api.json("GET", "/items/nope")
+    assert status == 404
+    assert "nope" in body["error"]["message"]
+
+
+def test_a_catalog_batch_stores_the_good_items_and_lists_the_bad(api):
+    batch = [item("a"), item("b", price="cheap"), item("c"), {"title": "no id", "category": "x"}]
+
+    status, body = api.json("POST", "/items", {"items": batch})
+
+    assert status == 207
+    assert body["accepted"] == 2
+    assert [(r["index"], r["item_id"]) for r in body["rejected"]] == [(1, "b"), (3, None)]
+    assert body["rejected"][0]["errors"][0]["field"] == "price"
+    assert api.json("GET", "/items/c")[0] == 200
+
+
+def test_an_item_with_an_unknown_field_is_refused_not_silently_trimmed(api):
+    status, body = api.json("PUT", "/items/a", {"title": "t", "category": "c", "colour": "red"})
+    assert status == 422
+    assert body["error"]["fields"] == [{"field": "colour", "message": "unknown field (it would be lost)"}]
+
+
+def test_a_profile_keeps_the_purchase_summary_and_consent(api):
+    api.json("POST", "/events", {"events": [purchase("p-1", user_id="u-7")]})
+    api.json("PUT", "/users/u-7", {"country": "DE", "consent": {"personalization": False}})
+
+    status, user = api.json("PUT", "/users/u-7", {"country": "FR", "attributes": {"age_band": "25-34"}})
+
+    assert status == 200
+    assert user["country"] == "FR"
+    assert user["attributes"] == {"age_band": "25-34"}
+    assert user["consent"] == {"personalization": False}
+    assert user["summary"]["purchase_count"] == 1
+
+
+def test_a_bad_country_is_refused_naming_the_field(api):
+    status, body = api.json("PUT", "/users/u-7", {"country": "Germany"})
+    assert status == 422
+    assert body["error"]["fields"][0]["field"] == "country"
+
+
+def test_an_unknown_user_is_a_404(api):
+    assert api.json("GET", "/users/nobody")[0] == 404

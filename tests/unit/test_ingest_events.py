@@ -1,0 +1,164 @@
+"""POST /events as a shop's backend sees it: what is stored, what is refused and why."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.factories import ago, event, purchase
+
+
+def fields_of(rejection: dict) -> set[str]:
+    return {error["field"] for error in rejection["errors"]}
+
+
+def test_a_valid_batch_is_stored_and_counted(api):
+    status, body = api.json("POST", "/events", {"events": [event("e-1"), purchase("e-2")]})
+
+    assert status == 200
+    assert body == {"accepted": 2, "duplicates": 0, "rejected": []}
+    _, user = api.json("GET", "/users/u-1")
+    assert user["summary"]["purchase_count"] == 1
+
+
+def test_valid_events_are_kept_when_others_in_the_batch_are_rejected(api):
+    batch = [purchase("ok-1"), event("bad-1", event_type="wishlist"), purchase("ok-2", price=5)]
+
+    status, body = api.json("POST", "/events", {"events": batch})
+
+    assert status == 207
+    assert body["accepted"] == 2
+    assert body["rejected"] == [{"index": 1, "event_id": "bad-1", "errors": [
+        {"field": "event_type", "message": body["rejected"][0]["errors"][0]["message"]}]}]
+    assert "view" in body["rejected"][0]["errors"][0]["message"]
+    _, user = api.json("GET", "/users/u-1")
+    assert user["summary"]["purchase_count"] == 2
+    assert float(user["summary"]["spend"]["EUR"]) == 15.0
+
+
+def test_a_batch_where_every_event_is_bad_is_422(api):
+    status, body = api.json("POST", "/events", {"events": [event("x", quantity=-1)]})
+
+    assert status == 422
+    assert body["accepted"] == 0
+    assert fields_of(body["rejected"][0]) == {"quantity"}
+
+
+def test_the_same_event_sent_twice_is_stored_and_counted_once(api):
+    first = [purchase("e-1", price=20), purchase("e-1", price=20), event("e-2")]
+    assert api.json("POST", "/events", {"events": first})[1] == {
+        "accepted": 2, "duplicates": 1, "rejected": []}
+
+    status, body = api.json("POST", "/events", {"events": [purchase("e-1", price=20), purchase("e-3")]})
+
+    assert (status, body["accepted"], body["duplicates"]) == (200, 1, 1)
+    summary = api.json("GET", "/users/u-1")[1]["summary"]
+    assert summary["purchase_count"] == 2
+    assert float(summary["spend"]["EUR"]) == 30.0
+
+
+def test_the_same_event_id_for_two_users_is_two_events(api):
+    body = api.json("POST", "/events", {"events": [event("e-1", user_id="a"), event("e-1", user_id="b")]})[1]
+    assert body["accepted"] == 2
+
+
+def test_the_summary_tracks_first_and_last_purchase_and_spend_per_currency(api):
+    api.json("POST", "/events", {"events": [
+        purchase("p-1", timestamp="2026-03-01T10:00:00+02:00", price=10, quantity=3),
+        purchase("p-2", timestamp="2026-01-15T09:00:00Z", price=4.5, currency="GBP"),
+        event("v-1", timestamp="2025-12-01T00:00:00Z"),
+    ]})
+
+    summary = api.json("GET", "/users/u-1")[1]["summary"]
+
+    assert summary["purchase_count"] == 2
+    assert summary["units"] == 4
+    assert {k: float(v) for k, v in summary["spend"].items()} == {"EUR": 30.0, "GBP": 4.5}
+    assert summary["first_purchase_at"].startswith("2026-01-15T09:00:00")
+    assert summary["last_purchase_at"].startswith("2026-03-01T08:00:00")
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"event_type": "wishlist"}, "event_type"),
+    ({"timestamp": "2026-01-01T10:00:00"}, "timestamp"),
+    ({"timestamp": ago(hours=-2)}, "timestamp"),
+    ({"timestamp": "yesterday"}, "timestamp"),
+    ({"quantity": -2}, "quantity"),
+    ({"quantity": "2"}, "quantity"),
+    ({"user_id": ""}, "user_id"),
+    ({"item_id": "x" * 257}, "item_id"),
+    ({"event_id": 17}, "event_id"),
+    ({"channel": "fax"}, "channel"),
+    ({"colour": "red"}, "colour"),
+    ({"price": -1, "currency": "EUR"}, "price"),
+    ({"price": 3, "currency": "euro"}, "currency"),
+])
+def test_each_kind_of_bad_event_is_rejected_naming_its_field(api, change, field):
+    bad = {**event("bad"), **change}
+    status, body = api.json("POST", "/events", {"events": [bad, event("good")]})
+
+    assert status == 207
+    assert body["accepted"] == 1
+    assert field in fields_of(body["rejected"][0])
+
+
+def test_a_purchase_without_a_price_is_rejected(api):
+    bad = purchase("p-1")
+    del bad["price"], bad["currency"]
+    body = api.json("POST", "/events", {"events": [bad]})[1]
+    assert "price" in fields_of(body["rejected"][0])
+
+
+def test_an_event_that_is_not_an_object_is_rejected_with_its_index(api):
+    status, body = api.json("POST", "/events", {"events": [event("ok"), "nonsense"]})
+    assert status == 207
+    assert body["rejected"][0]["index"] == 1
+    assert body["rejected"][0]["event_id"] is None
+
+
+@pytest.mark.parametrize(("payload", "status", "field"), [
+    ({"events": []}, 422, "events"),
+    ({"events": [event(f"e-{i}") for i in range(1001)]}, 422, "events"),
+    ({}, 422, "events"),
+    ({"events": [event()], "source": "pos"}, 422, "source"),
+    ({"events": "all of them"}, 422, "events"),
+    ([event()], 400, "body"),
+])
+def test_a_malformed_batch_is_refused_naming_the_field(api, payload, status, field):
+    got_status, body = api.json("POST", "/events", payload)
+
+    assert got_status == status
+    assert field in {f["field"] for f in body["error"]["fields"]}
+
+
+def test_malformed_json_is_a_400_with_a_json_error(api):
+    status, body = api.json("POST", "/events", raw=b'{"events": [')
+    assert status == 400
+    assert body["error"]["code"] == "invalid_json"
+
+
+def test_an_oversized_body_is_refused_before_parsing(api):
+    huge = json.dumps({"events": [event(properties={"blob": "x" * 1000})] * 3000}).encode()
+    status, body = api.json("POST", "/events", raw=huge)
+    assert status == 413
+    assert body["error"]["fields"][0]["field"] == "body"
+
+
+def test_a_form_encoded_body_is_refused_with_the_content_type_to_use(api):
+    status, body = api.json("POST", "/events", raw=b"events=1",
+                            headers={"content-type": "application/x-www-form-urlencoded"})
+    assert status == 415
+    assert body["error"]["fields"][0]["field"] == "content-type"
+
+
+def test_an_unknown_route_is_a_json_404(api):
+    response = api.call("GET", "/nowhere")
+    assert response.status == 404
+    assert json.loads(response.body)
+
+
+def test_routes_of_later_functions_answer_501_not_500(api):
+    status, body = api.json("GET", "/popular")
+    assert status == 501
+    assert body["error"]["code"] == "not_implemented"
