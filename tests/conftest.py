@@ -66,6 +66,9 @@ def moto_tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     from moto import mock_aws
 
     monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
+    # moto rolls a failed transaction back by restoring a snapshot of every table, which undoes
+    # transactions that committed meanwhile on other threads; concurrency is tested on DynamoDB Local.
+    monkeypatch.setenv("INGEST_CONCURRENCY", "1")
     with mock_aws():
         client = dynamo.boto3.client("dynamodb")
         names = {}

@@ -68,5 +68,6 @@ def test_a_client_retry_after_a_partial_failure_stores_everything_exactly_once(a
 
     assert (status, body["accepted"], body["duplicates"]) == (200, 1, 1)
     for user, spend in (("healthy", 7), ("unlucky", 9)):
-        summary = api.json("GET", f"/users/{user}")[1]["summary"]
+        got = api.json("GET", f"/users/{user}")
+        summary = got[1]["summary"] if got[0] == 200 else pytest.fail(str(got))
         assert (summary["purchase_count"], float(summary["spend"]["EUR"])) == (1, spend)
