@@ -76,7 +76,9 @@ class DynamoDBLocal:
         if port_in_use(port):
             raise RuntimeError(f"port {port} is already in use: cannot start DynamoDB Local there")
         home = jar_dir()
-        storage = ["-inMemory"] if data_dir is None else ["-sharedDb", "-dbPath", str(data_dir)]
+        # -sharedDb: one database whatever the credentials and region, so the functions, the
+        # tests and the devstack tools (each with their own fake keys) see the same tables.
+        storage = ["-sharedDb", *(["-inMemory"] if data_dir is None else ["-dbPath", str(data_dir)])]
         if data_dir is not None:
             data_dir.mkdir(parents=True, exist_ok=True)
         log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115

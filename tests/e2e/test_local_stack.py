@@ -1,0 +1,75 @@
+"""The local stack as an engineer uses it: start, talk HTTP, start again, stop."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from devstack import stack
+from devstack.api_client import ApiClient
+from devstack.dynamodb_local import free_port, port_in_use
+from devstack.template import load_template
+from tests.factories import item, purchase
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def running_stack(tmp_path_factory):
+    state_dir = tmp_path_factory.mktemp("stack")
+    state, started = stack.up(free_port(), state_dir)
+    assert started
+    yield state, state_dir
+    stack.down(state_dir)
+
+
+def test_events_and_catalog_go_in_over_http(running_stack):
+    state, _ = running_stack
+    api = ApiClient(state.url)
+
+    items = api.put_items([item("sku-1"), item("sku-2", in_stock=False)])
+    events = api.send_events([purchase(f"p-{n}", price=5) for n in range(3)] * 2)
+
+    assert (items.accepted, events.accepted, events.duplicates) == (2, 3, 3)
+    assert api.request("GET", "/items/sku-2").body["in_stock"] is False
+    assert api.request("GET", "/users/u-1").body["summary"]["purchase_count"] == 3
+    bad = api.request("POST", "/events", {"events": [{"event_id": "x"}]})
+    assert bad.status == 422 and bad.body["rejected"][0]["event_id"] == "x"
+
+
+def test_cors_preflight_allows_the_configured_origin_only(running_stack):
+    state, _ = running_stack
+    api = ApiClient(state.url)
+    origin = load_template()["Parameters"]["AllowedOrigins"]["Default"].split(",")[0]
+    allowed = api.request("OPTIONS", "/events", headers={"origin": origin})
+    other = api.request("OPTIONS", "/events", headers={"origin": "https://evil.example"})
+    assert allowed.headers.get("access-control-allow-origin") == origin
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_second_start_says_the_stack_is_already_running(running_stack):
+    state, state_dir = running_stack
+    result = subprocess.run(
+        [sys.executable, "-m", "devstack.cli", "up", "--port", str(state.port), "--state-dir", str(state_dir)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0
+    assert "already running" in result.stdout
+    assert stack.read_state(state_dir).pid == state.pid
+
+
+def test_a_busy_port_is_reported_clearly(tmp_path, running_stack):
+    state, _ = running_stack
+    with pytest.raises(stack.StackError, match=f"port {state.port} is in use"):
+        stack.up(state.port, tmp_path / "other")
+
+
+def test_down_stops_the_gateway_and_dynamodb_local(tmp_path):
+    state, _ = stack.up(free_port(), tmp_path)
+    stopped = stack.down(tmp_path)
+    assert stopped.pid == state.pid
+    assert not port_in_use(state.port)
+    assert not stack.alive(state.dynamodb_pid)
+    assert stack.down(tmp_path) is None

@@ -1,0 +1,67 @@
+"""Ingest on DynamoDB Local: real transactions, conditions and concurrency."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import pytest
+
+from shared.storage import dynamo
+from tests.factories import event, purchase
+
+pytestmark = pytest.mark.integration
+
+
+def stored_events(table: str, user_id: str) -> list[dict]:
+    pages = dynamo.client().get_paginator("query").paginate(
+        TableName=table, KeyConditionExpression="user_id = :u",
+        ExpressionAttributeValues={":u": {"S": user_id}}, ConsistentRead=True)
+    return [dynamo.deserialize(item) for page in pages for item in page["Items"]]
+
+
+def test_a_full_batch_for_one_user_spans_transactions_and_is_idempotent(local_api, local_tables):
+    batch = [purchase(f"p-{i}", price=2, quantity=1 + i % 3) if i % 4 == 0 else event(f"v-{i}")
+             for i in range(1000)]
+
+    first = local_api.json("POST", "/events", {"events": batch})[1]
+    again = local_api.json("POST", "/events", {"events": batch})[1]
+
+    assert (first["accepted"], first["duplicates"]) == (1000, 0)
+    assert (again["accepted"], again["duplicates"]) == (0, 1000)
+    assert len(stored_events(local_tables["EventsTable"], "u-1")) == 1000
+    summary = local_api.json("GET", "/users/u-1")[1]["summary"]
+    purchases = [e for e in batch if e["event_type"] == "purchase"]
+    assert summary["purchase_count"] == len(purchases)
+    assert summary["units"] == sum(e["quantity"] for e in purchases)
+    assert Decimal(str(summary["spend"]["EUR"])) == sum(2 * e["quantity"] for e in purchases)
+
+
+def test_concurrent_overlapping_requests_count_each_purchase_once(local_api):
+    """Clients retrying in parallel: every batch shares users and half its events with another."""
+    users = [f"u-{n}" for n in range(5)]
+    purchases = [purchase(f"p-{n}", user_id=users[n % 5], price=1 + n % 7) for n in range(200)]
+    batches = [purchases[start:start + 60] for start in range(0, 200, 30)]
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda b: local_api.json("POST", "/events", {"events": b}), batches * 2))
+
+    assert all(status == 200 for status, _ in results)
+    assert sum(body["accepted"] for _, body in results) == 200
+    for user in users:
+        own = [p for p in purchases if p["user_id"] == user]
+        summary = local_api.json("GET", f"/users/{user}")[1]["summary"]
+        assert summary["purchase_count"] == len(own)
+        assert Decimal(str(summary["spend"]["EUR"])) == sum(Decimal(str(p["price"])) for p in own)
+
+
+def test_stored_events_keep_what_the_client_sent(local_api, local_tables):
+    sent = purchase("p-1", price=19.99, quantity=2, session_id="s-1", order_id="o-1",
+                    properties={"discount": True}, timestamp="2026-05-01T12:00:00+02:00")
+    local_api.json("POST", "/events", {"events": [sent]})
+
+    [row] = stored_events(local_tables["EventsTable"], "u-1")
+
+    assert row["ts"] == "2026-05-01T10:00:00.000000Z"
+    assert (row["price"], row["quantity"], row["order_id"]) == (Decimal("19.99"), 2, "o-1")
+    assert row["properties"] == {"discount": True}
