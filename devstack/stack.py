@@ -57,6 +57,12 @@ def read_state(state_dir: Path) -> StackState | None:
 
 def alive(pid: int) -> bool:
     try:
+        # A stack started by this very process lingers as a zombie until reaped.
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: the usual case, `./dev up` and `./dev down` are separate processes
+    try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
