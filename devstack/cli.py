@@ -20,14 +20,23 @@ from devstack.api_client import ApiClient, ApiError, SendTotals
 
 
 def progress_printer(label: str, total: int) -> Callable[[int], None]:
-    """A one-line progress display on stderr for long loads."""
+    """Progress of a long load on stderr: one updating line on a terminal, a line per 10% in logs."""
     started = time.monotonic()
+    interactive = sys.stderr.isatty()
+    shown_tenths = -1
 
     def show(done: int) -> None:
+        nonlocal shown_tenths
+        tenths = 10 * done // max(total, 1)
+        if not interactive and tenths == shown_tenths:
+            return
+        shown_tenths = tenths
         rate = done / max(time.monotonic() - started, 1e-9)
-        end = "\n" if done >= total else ""
-        print(f"\r  {label}: {done:,}/{total:,} ({100 * done // max(total, 1)}%, {rate:,.0f}/s)",
-              end=end, file=sys.stderr, flush=True)
+        line = f"  {label}: {done:,}/{total:,} ({100 * done // max(total, 1)}%, {rate:,.0f}/s)"
+        if interactive:
+            print(f"\r{line}", end="\n" if done >= total else "", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
     return show
 
@@ -113,7 +122,7 @@ def show_customer(api: ApiClient, shop: Any) -> None:
     for archetype, user_id in sorted(by_archetype.items()):
         user = api.request("GET", f"/users/{user_id}").body
         summary = user.get("summary", {}) if isinstance(user, dict) else {}
-        spend = ", ".join(f"{amount:,.2f} {currency}" for currency, amount in summary.get("spend", {}).items())
+        spend = ", ".join(f"{float(amount):,.2f} {currency}" for currency, amount in summary.get("spend", {}).items())
         print(f"  {archetype:>10} {user_id}: {summary.get('purchase_count', 0)} purchases, "
               f"spent {spend or 'nothing'}, last {summary.get('last_purchase_at') or 'never'}")
 
