@@ -1,0 +1,118 @@
+"""Ingest throughput: the ingest handler versus a plain boto3 batch writer, same events, same run.
+
+    ./dev bench ingest [--events 20000] [--rounds 2]
+
+Both store the same demo-shop events in DynamoDB Local (fresh tables each round). The raw
+writer is boto3's ``Table.batch_writer``: puts only, no validation, no idempotency, no summary.
+The handler is called in-process exactly as Lambda calls it (API Gateway v2 events of 1,000
+events each) and does everything production does: JSON parsing, per-event validation,
+conditional puts and the per-user purchase summary in one transaction per user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from devstack.demo_data import generate_shop  # noqa: E402
+from devstack.dynamodb_local import DynamoDBLocal, create_tables, delete_tables  # noqa: E402
+from devstack.gateway import LambdaContext, api_event, load_handler  # noqa: E402
+from devstack.dynamodb_local import LOCAL_CREDENTIALS  # noqa: E402
+from devstack.template import http_routes, load_template  # noqa: E402
+
+BATCH = 1000
+
+
+def raw_batch_writer(endpoint: str, table: str, events: list[dict]) -> float:
+    import boto3
+
+    from shared.events import Event
+    from shared.storage.events import event_item
+
+    now = datetime.now(timezone.utc)
+    # The stored shape is the same as the handler's; building it is not timed.
+    items = [event_item(Event.model_validate(e, context={"now": now}), "x") for e in events]
+    resource = boto3.resource("dynamodb", endpoint_url=endpoint)
+    started = time.perf_counter()
+    with resource.Table(table).batch_writer(overwrite_by_pkeys=["user_id", "event_id"]) as writer:
+        for item in items:
+            writer.put_item(Item=item)
+    return time.perf_counter() - started
+
+
+def through_handler(events: list[dict]) -> float:
+    template = load_template()
+    route = next(r for r in http_routes(template) if r.route_key == "POST /events")
+    handler = load_handler(route)  # cold start outside the timing, as on a warm Lambda
+    requests = [
+        api_event(route, "POST", "/events", "", {"content-type": "application/json"},
+                  json.dumps({"events": events[start:start + BATCH]}).encode(), {}, "127.0.0.1")
+        for start in range(0, len(events), BATCH)
+    ]
+    started = time.perf_counter()
+    for request in requests:
+        response = handler(request, LambdaContext(function_name=route.function))
+        if response["statusCode"] != 200:
+            raise SystemExit(f"handler answered {response['statusCode']}: {response['body'][:300]}")
+    return time.perf_counter() - started
+
+
+def point_functions_at(tables: dict[str, str], endpoint: str) -> None:
+    from shared.config import get_settings
+    from shared.storage import dynamo
+
+    os.environ.update({"EVENTS_TABLE": tables["EventsTable"], "ITEMS_TABLE": tables["ItemsTable"],
+                       "USERS_TABLE": tables["UsersTable"], "SEGMENTS_TABLE": tables["SegmentsTable"],
+                       "MODEL_BUCKET": "bench", "AWS_ENDPOINT_URL_DYNAMODB": endpoint})
+    get_settings.cache_clear()
+    dynamo.client.cache_clear()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    os.environ.update(LOCAL_CREDENTIALS)
+    os.environ.update({"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
+                       "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_NAMESPACE": "Bench"})
+
+    users = max(100, args.events // 25)
+    shop = generate_shop(seed=11, n_users=users, n_items=2000)
+    events = shop.events[: args.events]
+    purchases = sum(e["event_type"] == "purchase" for e in events)
+    print(f"{len(events):,} events of {len({e['user_id'] for e in events}):,} users "
+          f"({purchases:,} purchases), DynamoDB Local, {args.rounds} rounds, best of each")
+
+    dynamodb = DynamoDBLocal.start()
+    raw_times, handler_times = [], []
+    try:
+        for _ in range(args.rounds):
+            for timings, run in ((raw_times, "raw"), (handler_times, "handler")):
+                tables = create_tables(dynamodb.endpoint, f"bench-{uuid.uuid4().hex[:6]}")
+                point_functions_at(tables, dynamodb.endpoint)
+                if run == "raw":
+                    timings.append(raw_batch_writer(dynamodb.endpoint, tables["EventsTable"], events))
+                else:
+                    timings.append(through_handler(events))
+                delete_tables(dynamodb.endpoint, tables)
+    finally:
+        dynamodb.stop()
+
+    raw_rate, handler_rate = len(events) / min(raw_times), len(events) / min(handler_times)
+    print(f"  raw boto3 batch_writer : {raw_rate:8,.0f} events/s")
+    print(f"  ingest handler         : {handler_rate:8,.0f} events/s "
+          "(validation + idempotent transactions + summaries)")
+    print(f"  ratio handler/raw      : {handler_rate / raw_rate:8.2f}  (target >= 0.50)")
+
+
+if __name__ == "__main__":
+    main()
