@@ -73,3 +73,28 @@ def test_down_stops_the_gateway_and_dynamodb_local(tmp_path):
     assert not port_in_use(state.port)
     assert not stack.alive(state.dynamodb_pid)
     assert stack.down(tmp_path) is None
+
+
+def test_a_retail_csv_is_imported_through_the_api_and_reimporting_changes_nothing(running_stack, tmp_path):
+    state, _ = running_stack
+    csv_file = tmp_path / "retail.csv"
+    csv_file.write_text(
+        "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+        "581001,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,2011-06-01 10:00:00,2.55,17850.0,United Kingdom\n"
+        "581001,71053,WHITE METAL LANTERN,2,2011-06-01 10:00:00,3.39,17850.0,United Kingdom\n"
+        "C581002,71053,WHITE METAL LANTERN,-1,2011-06-02 10:00:00,3.39,17850.0,United Kingdom\n"
+        "581003,POST,POSTAGE,1,2011-06-02 10:00:00,18.00,17850.0,United Kingdom\n"
+    )
+    command = [sys.executable, "-m", "devstack.cli", "import-csv", str(csv_file), "--url", state.url]
+
+    first = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    assert first.returncode == 0, first.stderr
+    assert "skipped 1 rows: cancellation" in first.stdout
+    assert "skipped 1 rows: non-product code" in first.stdout
+    assert "events: 2 accepted, 0 duplicates" in first.stdout
+    assert "events: 0 accepted, 2 duplicates" in again.stdout
+    user = ApiClient(state.url).request("GET", "/users/17850").body
+    assert (user["country"], user["summary"]["purchase_count"], user["summary"]["units"]) == ("GB", 2, 8)
+    assert ApiClient(state.url).request("GET", "/items/71053").body["title"] == "WHITE METAL LANTERN"
