@@ -1,0 +1,62 @@
+"""The model artifact: one self-describing npz file, written and read without pickle."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class CorruptArtifact(Exception):
+    """The bytes are not a model this code wrote: truncated, altered or of another shape."""
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    item_ids: list[str]
+    user_ids: list[str]
+    item_factors: np.ndarray  # float32 (n_items, factors)
+    user_factors: np.ndarray  # float32 (n_users, factors)
+    popular_items: list[str]  # best first, over the recent popularity window
+    popular_by_country: dict[str, list[str]] = field(default_factory=dict)
+    customer_statistics: dict[str, Any] = field(default_factory=dict)  # for segmentation
+    parameters: dict[str, Any] = field(default_factory=dict)  # what serving needs to fold users in
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        meta = {"popular_by_country": self.popular_by_country,
+                "customer_statistics": self.customer_statistics, "parameters": self.parameters}
+        np.savez(buffer, item_ids=np.array(self.item_ids, dtype=str),
+                 user_ids=np.array(self.user_ids, dtype=str),
+                 item_factors=self.item_factors.astype(np.float32),
+                 user_factors=self.user_factors.astype(np.float32),
+                 popular_items=np.array(self.popular_items, dtype=str),
+                 meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, expected_sha256: str | None = None) -> ModelArtifact:
+        if expected_sha256 is not None and sha256(data) != expected_sha256:
+            raise CorruptArtifact("checksum mismatch: the artifact is not the one that was published")
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+                artifact = cls(
+                    item_ids=arrays["item_ids"].tolist(), user_ids=arrays["user_ids"].tolist(),
+                    item_factors=arrays["item_factors"], user_factors=arrays["user_factors"],
+                    popular_items=arrays["popular_items"].tolist(),
+                    **json.loads(arrays["meta"].tobytes()),
+                )
+        except (ValueError, KeyError, OSError, EOFError, json.JSONDecodeError) as error:
+            raise CorruptArtifact(f"unreadable model artifact: {error}") from error
+        if artifact.item_factors.shape[0] != len(artifact.item_ids) or \
+                artifact.user_factors.shape[0] != len(artifact.user_ids):
+            raise CorruptArtifact("factor matrices and id lists disagree in length")
+        return artifact
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

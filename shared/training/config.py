@@ -1,0 +1,41 @@
+"""Training parameters, with the defaults measured by bench/quality.py (see docs/model.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.events import EventType
+
+
+class TrainingConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window_days: int = Field(default=365, ge=1, le=3650, description="Interactions older than this are ignored")
+    holdout_days: int = Field(default=14, ge=1, description="Most recent days held out for evaluation")
+    max_interactions: int = Field(default=5_000_000, ge=1, description="More in the window: refuse, use an export")
+    event_weights: dict[EventType, float] = Field(default_factory=lambda: {
+        EventType.PURCHASE: 1.0, EventType.ADD_TO_CART: 0.3, EventType.VIEW: 0.05,
+        EventType.REMOVE_FROM_CART: 0.0,
+    })
+    recency_half_life_days: float = Field(default=60.0, gt=0)
+    # Confidence = 1 + alpha * log(1 + weight / epsilon) (Hu, Koren, Volinsky 2008, eq. 6).
+    alpha: float = Field(default=1.0, gt=0)
+    epsilon: float = Field(default=1.0, gt=0)
+    factors: int = Field(default=64, ge=2, le=512)
+    regularization: float = Field(default=20.0, ge=0)
+    iterations: int = Field(default=15, ge=1, le=100)
+    random_seed: int = 42
+    popularity_days: int = Field(default=30, ge=1, description="Recent window that ranks popular items")
+    top_k: int = Field(default=10, ge=1)
+    min_users_to_evaluate: int = Field(default=5, ge=1)
+    # Activation gate.
+    min_gain_over_popularity: float = Field(default=1.0, ge=0, description="model NDCG must exceed baseline x this")
+    max_drop_from_active: float = Field(default=0.1, ge=0, le=1, description="allowed NDCG drop vs the active version")
+
+
+def config_from_environment() -> TrainingConfig:
+    """TRAINING_CONFIG holds JSON overrides of the defaults, e.g. {"factors": 128}."""
+    return TrainingConfig.model_validate(json.loads(os.environ.get("TRAINING_CONFIG") or "{}"))

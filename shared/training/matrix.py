@@ -1,0 +1,45 @@
+"""From interactions to the users x items confidence matrix ALS is fitted on."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import coo_matrix, csr_matrix
+
+from shared.events import EventType
+from shared.training.config import TrainingConfig
+from shared.training.interactions import EVENT_CODES, Interactions
+
+DAY = 86_400.0
+
+
+def interaction_weights(interactions: Interactions, config: TrainingConfig, now: float) -> np.ndarray:
+    """Weight of each event: its type's weight, more for larger quantities, less when old."""
+    by_code = np.zeros(len(EVENT_CODES), dtype=np.float32)
+    for event_type, weight in config.event_weights.items():
+        by_code[EVENT_CODES[EventType(event_type)]] = weight
+    age_days = np.maximum(now - interactions.timestamps, 0) / DAY
+    decay = np.power(0.5, age_days / config.recency_half_life_days)
+    # log: ten units of an item say more than one, not ten times more.
+    quantity = 1.0 + np.log(np.maximum(interactions.quantities, 1.0))
+    return (by_code[interactions.event_codes] * quantity * decay).astype(np.float32)
+
+
+def confidence_matrix(interactions: Interactions, config: TrainingConfig, now: float,
+                      shape: tuple[int, int]) -> csr_matrix:
+    weights = interaction_weights(interactions, config, now)
+    keep = weights > 0
+    summed = coo_matrix((weights[keep], (interactions.users[keep], interactions.items[keep])),
+                        shape=shape, dtype=np.float32).tocsr()
+    summed.sum_duplicates()
+    summed.data = 1.0 + config.alpha * np.log1p(summed.data / config.epsilon)
+    return summed.astype(np.float32)
+
+
+def purchase_matrix(interactions: Interactions, shape: tuple[int, int]) -> csr_matrix:
+    """1 where the user bought the item: what recommendations leave out by default."""
+    bought = interactions.event_codes == EVENT_CODES[EventType.PURCHASE]
+    ones = np.ones(int(bought.sum()), dtype=np.float32)
+    matrix = coo_matrix((ones, (interactions.users[bought], interactions.items[bought])),
+                        shape=shape).tocsr()
+    matrix.data[:] = 1.0
+    return matrix
