@@ -74,7 +74,8 @@ def alive(pid: int) -> bool:
 def local_environment(template: dict[str, Any], endpoint: str, tables: dict[str, str],
                       state_dir: Path) -> dict[str, str]:
     """What every function sees locally: the template's variables with local names."""
-    refs = {**tables, "ModelBucket": f"{TABLE_PREFIX}-models"}
+    # No TrainFunction locally: the admin function trains in-process when its name is empty.
+    refs = {**tables, "ModelBucket": f"{TABLE_PREFIX}-models", "TrainFunction": ""}
     environment: dict[str, str] = {}
     for function in resources(template, "AWS::Serverless::Function"):
         for name, value in function_environment(template, function, refs, {}).items():
@@ -85,6 +86,7 @@ def local_environment(template: dict[str, Any], endpoint: str, tables: dict[str,
     environment.update({
         "AWS_ENDPOINT_URL_DYNAMODB": endpoint,
         "LOCAL_MODEL_DIR": str(state_dir / "models"),
+        "OPENBLAS_NUM_THREADS": "1",
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_DISABLED": "true",
         "POWERTOOLS_DEV": "false",

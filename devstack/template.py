@@ -125,7 +125,10 @@ def function_environment(
     for name, value in merged.items():
         if isinstance(value, dict) and "Ref" in value:
             target = value["Ref"]
-            value = refs.get(target) or parameters.get(target) or _parameter_default(template, target)
+            if target in refs:
+                value = refs[target]
+            else:
+                value = parameters.get(target) or _parameter_default(template, target)
         resolved[name] = str(value)
     return resolved
 

@@ -15,11 +15,12 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.errors import DomainError, NotFound, NotImplementedYet, PayloadTooLarge, StorageUnavailable
+from shared.errors import Conflict, DomainError, NotFound, NotImplementedYet, PayloadTooLarge, StorageUnavailable
 from shared.observability import logger
 
 STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
     NotFound: HTTPStatus.NOT_FOUND,
+    Conflict: HTTPStatus.CONFLICT,
     PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     StorageUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
     NotImplementedYet: HTTPStatus.NOT_IMPLEMENTED,

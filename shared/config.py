@@ -20,6 +20,11 @@ class Settings(BaseModel):
     segments_table: str = Field(alias="SEGMENTS_TABLE", min_length=3)
     model_bucket: str = Field(alias="MODEL_BUCKET", min_length=1)
 
+    # Where model versions live: the bucket on AWS, a folder on the local stack.
+    local_model_dir: str | None = Field(alias="LOCAL_MODEL_DIR", default=None)
+    # The function that trains; empty: POST /models/train trains in-process (local stack).
+    train_function_name: str = Field(alias="TRAIN_FUNCTION_NAME", default="")
+
     # Events stamped further in the future than this are rejected as clock errors.
     max_event_future_seconds: int = Field(alias="MAX_EVENT_FUTURE_SECONDS", default=300, ge=0)
     # Parallel DynamoDB transactions per ingest request; I/O bound, so more than the vCPUs.

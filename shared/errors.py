@@ -18,6 +18,12 @@ class NotFound(DomainError):
     code = "not_found"
 
 
+class Conflict(DomainError):
+    """The request is valid but the resource's state forbids it (e.g. activating a rejected model)."""
+
+    code = "conflict"
+
+
 class PayloadTooLarge(DomainError):
     code = "payload_too_large"
 

@@ -23,6 +23,7 @@ os.environ.update({
     "POWERTOOLS_METRICS_DISABLED": "true",
     "POWERTOOLS_SERVICE_NAME": "shop-recs-tests",
     "POWERTOOLS_METRICS_NAMESPACE": "ShopRecsTests",
+    "OPENBLAS_NUM_THREADS": "1",
 })
 
 from devstack.dynamodb_local import DynamoDBLocal, create_tables, delete_tables  # noqa: E402
@@ -32,6 +33,7 @@ from shared.config import get_settings  # noqa: E402
 from shared.storage import dynamo  # noqa: E402
 
 TEMPLATE = load_template()
+MODEL_BUCKET = "test-models"
 TABLE_ENV = {"EventsTable": "EVENTS_TABLE", "ItemsTable": "ITEMS_TABLE",
              "UsersTable": "USERS_TABLE", "SegmentsTable": "SEGMENTS_TABLE"}
 
@@ -56,7 +58,7 @@ def use_tables(monkeypatch: pytest.MonkeyPatch, names: dict[str, str]) -> None:
     """Point the functions at these tables, as template.yaml's environment does on AWS."""
     for logical_id, variable in TABLE_ENV.items():
         monkeypatch.setenv(variable, names[logical_id])
-    monkeypatch.setenv("MODEL_BUCKET", "test-models")
+    monkeypatch.setenv("MODEL_BUCKET", MODEL_BUCKET)
     get_settings.cache_clear()
     dynamo.client.cache_clear()
 
@@ -75,6 +77,8 @@ def moto_tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
         for logical_id, spec in table_definitions(TEMPLATE, "test").items():
             client.create_table(**spec)
             names[logical_id] = spec["TableName"]
+        dynamo.boto3.client("s3").create_bucket(Bucket=MODEL_BUCKET)
+        monkeypatch.delenv("LOCAL_MODEL_DIR", raising=False)
         use_tables(monkeypatch, names)
         yield names
         dynamo.client.cache_clear()
@@ -89,9 +93,10 @@ def dynamodb_local() -> Iterator[str]:
 
 
 @pytest.fixture
-def local_tables(dynamodb_local: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """Fresh tables on DynamoDB Local for one test."""
+def local_tables(dynamodb_local: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[dict[str, str]]:
+    """Fresh tables on DynamoDB Local for one test; models in a folder, as on the local stack."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local)
+    monkeypatch.setenv("LOCAL_MODEL_DIR", str(tmp_path / "models"))
     names = create_tables(dynamodb_local, f"t{uuid.uuid4().hex[:8]}", TEMPLATE)
     use_tables(monkeypatch, names)
     yield names

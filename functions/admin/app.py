@@ -1,5 +1,81 @@
-"""Admin function: deployed with its routes, answering 501 until it is built."""
+"""Admin function: start training, list model versions, activate one (roll back or forward)."""
 
-from shared.api import planned_handler
+from __future__ import annotations
 
-lambda_handler = planned_handler("model training and activation")
+import json
+from datetime import datetime, timezone
+from http import HTTPStatus
+from typing import Annotated
+
+import boto3
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.api import create_app, json_response, resolve
+from shared.config import get_settings
+from shared.observability import logger, metrics, tracer
+from shared.storage.dynamo import CLIENT_CONFIG
+from shared.storage.models import Manifest, ModelStore
+from shared.training.config import TrainingConfig, training_config
+
+settings = get_settings()
+models = ModelStore.from_settings(settings.model_bucket, settings.local_model_dir)
+app = create_app()
+
+Version = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class TrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    config: TrainingConfig | None = Field(
+        default=None, description="Parameters for this run only; unset ones keep their defaults")
+
+
+class ModelList(BaseModel):
+    active: str | None
+    versions: list[Manifest]
+
+
+@app.post("/models/train")
+def start_training(request: TrainRequest | None = None) -> Response[Manifest]:
+    overrides = request.config.model_dump(exclude_unset=True) if request and request.config else {}
+    config = training_config(overrides)
+    if settings.train_function_name:
+        boto3.client("lambda", config=CLIENT_CONFIG).invoke(
+            FunctionName=settings.train_function_name, InvocationType="Event",
+            Payload=json.dumps({"config": overrides}).encode())
+        return json_response(HTTPStatus.ACCEPTED, {"status": "started",
+                                                   "message": "training runs in the background; see GET /models"})
+    # The local stack has no train function: train here, and answer when it is done. Imported
+    # here because on AWS this function only invokes the trainer and does not ship the ML stack.
+    from shared.storage.training_data import load_training_data
+    from shared.training.job import run_training
+
+    manifest = run_training(
+        lambda cfg, now: load_training_data(settings.events_table, settings.users_table, cfg, now),
+        models, config, datetime.now(timezone.utc))
+    return json_response(HTTPStatus.CREATED, manifest.model_dump(mode="json"))
+
+
+@app.get("/models")
+def list_models(limit: Annotated[int, Query(ge=1, le=100)] = 20) -> ModelList:
+    versions = models.manifests()[:limit]
+    active = models.active()
+    return ModelList(active=active.version if active else None, versions=versions)
+
+
+@app.post("/models/<version>/activate")
+def activate(version: Version, force: Annotated[bool, Query()] = False) -> Manifest:
+    manifest = models.activate(version, force=force)
+    logger.info("model activated", extra={"version": version, "forced": force})
+    return manifest
+
+
+@logger.inject_lambda_context(correlation_id_path="requestContext.requestId")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return resolve(app, event, context, settings.max_body_bytes)

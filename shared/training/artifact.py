@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +51,7 @@ class ModelArtifact:
                     popular_items=arrays["popular_items"].tolist(),
                     **json.loads(arrays["meta"].tobytes()),
                 )
-        except (ValueError, KeyError, OSError, EOFError, json.JSONDecodeError) as error:
+        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as error:
             raise CorruptArtifact(f"unreadable model artifact: {error}") from error
         if artifact.item_factors.shape[0] != len(artifact.item_ids) or \
                 artifact.user_factors.shape[0] != len(artifact.user_ids):

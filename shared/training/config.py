@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,7 +26,7 @@ class TrainingConfig(BaseModel):
     alpha: float = Field(default=1.0, gt=0)
     epsilon: float = Field(default=1.0, gt=0)
     factors: int = Field(default=64, ge=2, le=512)
-    regularization: float = Field(default=20.0, ge=0)
+    regularization: float = Field(default=5.0, ge=0)
     iterations: int = Field(default=15, ge=1, le=100)
     random_seed: int = 42
     popularity_days: int = Field(default=30, ge=1, description="Recent window that ranks popular items")
@@ -36,6 +37,7 @@ class TrainingConfig(BaseModel):
     max_drop_from_active: float = Field(default=0.1, ge=0, le=1, description="allowed NDCG drop vs the active version")
 
 
-def config_from_environment() -> TrainingConfig:
-    """TRAINING_CONFIG holds JSON overrides of the defaults, e.g. {"factors": 128}."""
-    return TrainingConfig.model_validate(json.loads(os.environ.get("TRAINING_CONFIG") or "{}"))
+def training_config(overrides: dict[str, Any] | None = None) -> TrainingConfig:
+    """The defaults, then TRAINING_CONFIG's JSON (e.g. {"factors": 128}), then `overrides`."""
+    configured = json.loads(os.environ.get("TRAINING_CONFIG") or "{}")
+    return TrainingConfig.model_validate({**configured, **(overrides or {})})

@@ -6,6 +6,7 @@ ids mapped to integer indexes as it arrives, in fixed-size blocks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +66,12 @@ class InteractionLog:
         self._current[self._filled] = (user, item, EVENT_CODES[event_type], quantity, timestamp)
         self._filled += 1
         self.count += 1
+
+    def add_page(self, user_ids: Sequence[str], item_ids: Sequence[str], event_types: Sequence[EventType],
+                 quantities: Sequence[float], timestamps: Sequence[float]) -> None:
+        """The rows of one storage page."""
+        for row in zip(user_ids, item_ids, event_types, quantities, timestamps, strict=True):
+            self.add(*row)
 
     def finish(self) -> Interactions:
         rows = np.concatenate([*self._blocks, self._current[: self._filled]])

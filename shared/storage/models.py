@@ -1,0 +1,203 @@
+"""Model versions: artifacts, manifests and the active-version pointer, in S3 or a local folder.
+
+Layout (the same in the bucket and in LOCAL_MODEL_DIR):
+    models/<version>/model.npz       the artifact (written first)
+    models/<version>/manifest.json   status, metrics, parameters, window, timings, checksum
+    active.json                      {"version", "sha256", "activated_at"}: written last, in one put
+A version becomes active only by replacing active.json, which S3 and os.replace both do
+atomically, so serving never sees a half-published version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, Field
+
+from shared.errors import Conflict, NotFound, StorageUnavailable
+from shared.storage.dynamo import CLIENT_CONFIG
+from shared.training.artifact import CorruptArtifact, ModelArtifact, sha256
+
+ACTIVE_KEY = "active.json"
+# A run still "training" after Lambda's longest timeout was killed.
+ABANDONED_AFTER = timedelta(minutes=16)
+ACTIVATABLE = {"accepted"}
+
+
+class ArtifactInfo(BaseModel):
+    key: str
+    sha256: str
+    bytes: int
+
+
+class Manifest(BaseModel):
+    version: str
+    status: str = Field(description="training, accepted, rejected, insufficient_data, failed, abandoned")
+    reason: str = ""
+    started_at: datetime
+    finished_at: datetime | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    window: dict[str, str] = Field(default_factory=dict)
+    counts: dict[str, int] = Field(default_factory=dict)
+    metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)
+    artifact: ArtifactInfo | None = None
+    active: bool = False
+
+
+class ActivePointer(BaseModel):
+    version: str
+    sha256: str
+    activated_at: datetime
+
+
+class Blobs(Protocol):
+    def put(self, key: str, data: bytes) -> None: ...
+    def get(self, key: str) -> bytes: ...
+    def keys(self, prefix: str) -> list[str]: ...
+
+
+class LocalBlobs:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as temporary:
+            temporary.write(data)
+        os.replace(temporary.name, path)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"{key} does not exist") from None
+
+    def keys(self, prefix: str) -> list[str]:
+        base = self.root / prefix
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file()) if base.exists() else []
+
+
+class S3Blobs:
+    def __init__(self, bucket: str) -> None:
+        self.bucket = bucket
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = boto3.client("s3", config=CLIENT_CONFIG)
+        return self._client
+
+    def put(self, key: str, data: bytes) -> None:
+        with _s3_faults("write to the model bucket"):
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def get(self, key: str) -> bytes:
+        try:
+            with _s3_faults("read from the model bucket"):
+                return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise NotFound(f"{key} does not exist") from None
+            raise
+
+    def keys(self, prefix: str) -> list[str]:
+        keys = []
+        with _s3_faults("list the model bucket"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                keys += [entry["Key"] for entry in page.get("Contents", [])]
+        return keys
+
+
+S3_TRANSIENT_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"})
+
+
+@contextmanager
+def _s3_faults(action: str) -> Iterator[None]:
+    try:
+        yield
+    except BotoCoreError as error:
+        raise StorageUnavailable(f"{action}: S3 is unreachable") from error
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in S3_TRANSIENT_CODES:
+            raise StorageUnavailable(f"{action}: S3 is throttling or unavailable") from error
+        raise
+
+
+class ModelStore:
+    def __init__(self, blobs: Blobs) -> None:
+        self.blobs = blobs
+
+    @classmethod
+    def from_settings(cls, bucket: str, local_dir: str | None) -> ModelStore:
+        return cls(LocalBlobs(Path(local_dir)) if local_dir else S3Blobs(bucket))
+
+    def save(self, manifest: Manifest) -> None:
+        body = manifest.model_dump(mode="json", exclude={"active"})
+        self.blobs.put(f"models/{manifest.version}/manifest.json", json.dumps(body, indent=2).encode())
+
+    def publish(self, manifest: Manifest, artifact: ModelArtifact) -> None:
+        data = artifact.to_bytes()
+        key = f"models/{manifest.version}/model.npz"
+        self.blobs.put(key, data)
+        manifest.artifact = ArtifactInfo(key=key, sha256=sha256(data), bytes=len(data))
+
+    def manifest(self, version: str) -> Manifest:
+        try:
+            raw = self.blobs.get(f"models/{version}/manifest.json")
+        except NotFound:
+            raise NotFound(f"model version {version!r} does not exist", field="version") from None
+        return self._with_state(Manifest.model_validate_json(raw), self.active())
+
+    def manifests(self) -> list[Manifest]:
+        active = self.active()
+        found = [self._with_state(Manifest.model_validate_json(self.blobs.get(key)), active)
+                 for key in self.blobs.keys("models/") if key.endswith("/manifest.json")]
+        return sorted(found, key=lambda m: m.started_at, reverse=True)
+
+    def active(self) -> ActivePointer | None:
+        try:
+            return ActivePointer.model_validate_json(self.blobs.get(ACTIVE_KEY))
+        except NotFound:
+            return None
+
+    def activate(self, version: str, force: bool = False) -> Manifest:
+        """Make `version` the one serving uses; its artifact is read and checked first."""
+        manifest = self.manifest(version)
+        if manifest.artifact is None:
+            raise Conflict(f"version {version} has no artifact (status {manifest.status})", field="version")
+        if manifest.status not in ACTIVATABLE and not force:
+            raise Conflict(f"version {version} was {manifest.status}: {manifest.reason}. "
+                           "Activate it anyway with ?force=true", field="version")
+        self.load(manifest)
+        pointer = ActivePointer(version=version, sha256=manifest.artifact.sha256,
+                                activated_at=datetime.now(timezone.utc))
+        self.blobs.put(ACTIVE_KEY, pointer.model_dump_json().encode())
+        manifest.active = True
+        return manifest
+
+    def load(self, manifest: Manifest) -> ModelArtifact:
+        if manifest.artifact is None:
+            raise Conflict(f"version {manifest.version} has no artifact", field="version")
+        try:
+            return ModelArtifact.from_bytes(self.blobs.get(manifest.artifact.key), manifest.artifact.sha256)
+        except (CorruptArtifact, NotFound) as error:
+            raise Conflict(f"version {manifest.version} cannot be used: {error}", field="version") from error
+
+    @staticmethod
+    def _with_state(manifest: Manifest, active: ActivePointer | None) -> Manifest:
+        manifest.active = active is not None and active.version == manifest.version
+        if manifest.status == "training" and datetime.now(timezone.utc) - manifest.started_at > ABANDONED_AFTER:
+            manifest.status, manifest.reason = "abandoned", "the run stopped before it finished"
+        return manifest

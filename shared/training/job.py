@@ -1,0 +1,77 @@
+"""A training run from start to finish, recorded in its manifest whatever happens.
+
+Order matters for "no half-written version becomes active": the manifest says "training" first,
+the artifact is written, then the manifest with the outcome, and only then, for an accepted
+model, the active pointer. A run killed at any point leaves at worst a version marked
+"training" (listed as "abandoned" later) and the previous version still active.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+from shared.errors import StorageUnavailable
+from shared.events import format_timestamp
+from shared.observability import logger
+from shared.storage.models import Manifest, ModelStore
+from shared.training.config import TrainingConfig
+from shared.training.interactions import TooManyInteractions
+from shared.training.pipeline import ACCEPTED, TrainingData, train_model
+
+DataLoader = Callable[[TrainingConfig, datetime], TrainingData]
+
+
+def new_version(now: datetime) -> str:
+    return f"v{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def run_training(load: DataLoader, models: ModelStore, config: TrainingConfig,
+                 now: datetime | None = None) -> Manifest:
+    now = now or datetime.now(timezone.utc)
+    manifest = Manifest(
+        version=new_version(now), status="training", started_at=now,
+        parameters=config.model_dump(mode="json"),
+        window={"start": format_timestamp(now - timedelta(days=config.window_days)),
+                "holdout_start": format_timestamp(now - timedelta(days=config.holdout_days)),
+                "end": format_timestamp(now)},
+    )
+    models.save(manifest)
+    logger.info("training started", extra={"version": manifest.version})
+    try:
+        started = time.perf_counter()
+        data = load(config, now)
+        manifest.timings["load"] = time.perf_counter() - started
+        outcome = train_model(data, config, _active_ndcg(models))
+        manifest.status, manifest.reason = outcome.status, outcome.reason
+        manifest.metrics, manifest.counts = outcome.metrics, outcome.counts
+        manifest.timings.update(outcome.timings)
+        if outcome.artifact is not None:
+            started = time.perf_counter()
+            models.publish(manifest, outcome.artifact)
+            manifest.timings["publish"] = time.perf_counter() - started
+    except TooManyInteractions as error:
+        manifest.status = "failed"
+        manifest.reason = f"{error}: shorten window_days or train from a DynamoDB export"
+    except StorageUnavailable as error:
+        manifest.status, manifest.reason = "failed", f"storage unavailable: {error.message}"
+    except Exception as error:  # noqa: BLE001 - recorded in the manifest and the log, never half-published
+        logger.exception("training failed")
+        manifest.status, manifest.reason = "failed", f"unexpected error: {type(error).__name__}: {error}"
+    manifest.finished_at = datetime.now(timezone.utc)
+    manifest.timings = {stage: round(seconds, 3) for stage, seconds in manifest.timings.items()}
+    models.save(manifest)
+    if manifest.status == ACCEPTED:
+        manifest = models.activate(manifest.version)
+    logger.info("training finished", extra={"version": manifest.version, "status": manifest.status,
+                                            "reason": manifest.reason, "metrics": manifest.metrics})
+    return manifest
+
+
+def _active_ndcg(models: ModelStore) -> float | None:
+    pointer = models.active()
+    if pointer is None:
+        return None
+    return models.manifest(pointer.version).metrics.get("model", {}).get("ndcg")

@@ -1,0 +1,33 @@
+"""Generated shops turned into what training reads, in memory or in the tables."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from functools import lru_cache
+
+from devstack.demo_data import ShopData, generate_shop
+from shared.events import Event, EventType
+from shared.storage import dynamo
+from shared.storage.events import event_item
+from shared.training.interactions import InteractionLog, Interactions
+
+END = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+@lru_cache(maxsize=4)
+def shop(n_users: int = 800, n_items: int = 250, seed: int = 1) -> ShopData:
+    return generate_shop(seed=seed, n_users=n_users, n_items=n_items, end=END)
+
+
+def interactions_of(events: list[dict]) -> Interactions:
+    log = InteractionLog(limit=10_000_000)
+    for e in events:
+        log.add(e["user_id"], e["item_id"], EventType(e["event_type"]), e.get("quantity", 1),
+                datetime.fromisoformat(e["timestamp"]).timestamp())
+    return log.finish()
+
+
+def store_events(events_table: str, events: list[dict]) -> None:
+    """Seed the events table directly (ingestion has its own tests)."""
+    context = {"now": END, "max_future_seconds": 0}
+    dynamo.batch_put(events_table, [event_item(Event.model_validate(e, context=context), "seed") for e in events])

@@ -1,0 +1,115 @@
+"""The training pipeline on known data: weights, metrics, the gate, artifacts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.sparse import csr_matrix
+
+from shared.training.artifact import CorruptArtifact, ModelArtifact, sha256
+from shared.training.config import TrainingConfig
+from shared.training.evaluation import Metrics, ranking_metrics, top_items
+from shared.training.interactions import InteractionLog, TooManyInteractions
+from shared.training.matrix import DAY, confidence_matrix, interaction_weights
+from shared.training.pipeline import ACCEPTED, INSUFFICIENT_DATA, REJECTED, TrainingData, decide, train_model
+from tests.training_data import END, interactions_of, shop
+
+NOW = END.timestamp()
+
+
+def log_of(*rows):
+    log = InteractionLog(limit=100)
+    for user, item, kind, quantity, age_days in rows:
+        log.add(user, item, kind, quantity, NOW - age_days * DAY)
+    return log.finish()
+
+
+def test_a_purchase_outweighs_a_view_and_old_events_fade_by_the_half_life():
+    config = TrainingConfig(recency_half_life_days=30)
+    weights = interaction_weights(log_of(("u", "a", "purchase", 1, 0), ("u", "b", "view", 1, 0),
+                                         ("u", "c", "purchase", 1, 30)), config, NOW)
+    assert weights[0] == pytest.approx(1.0)
+    assert weights[1] == pytest.approx(config.event_weights["view"])
+    assert weights[2] == pytest.approx(0.5)
+
+
+def test_repeated_events_add_up_in_one_cell_and_removals_do_not_count():
+    interactions = log_of(("u", "a", "purchase", 1, 0), ("u", "a", "purchase", 3, 0),
+                          ("v", "a", "remove_from_cart", 1, 0))
+    matrix = confidence_matrix(interactions, TrainingConfig(), NOW, (2, 1))
+    assert matrix.nnz == 1
+    assert matrix[0, 0] == pytest.approx(1 + np.log1p(1 + (1 + np.log(3))))
+
+
+def test_the_log_refuses_more_than_its_limit():
+    log = InteractionLog(limit=2)
+    log.add("u", "a", "view", 1, NOW)
+    log.add("u", "b", "view", 1, NOW)
+    with pytest.raises(TooManyInteractions):
+        log.add("u", "c", "view", 1, NOW)
+
+
+def test_ranking_metrics_match_a_hand_computation():
+    relevant = csr_matrix(np.array([[1, 0, 0, 1, 0], [0, 0, 1, 0, 0]], dtype=np.float32))
+    metrics = ranking_metrics(np.array([[0, 1], [1, 2]]), relevant, n_items=5)
+    # user 0 hits at rank 1 of 2 relevant; user 1 hits at rank 2 of 1 relevant.
+    assert metrics.precision == pytest.approx(0.5)
+    assert metrics.map == pytest.approx((0.5 + 0.5) / 2)
+    assert metrics.ndcg == pytest.approx((1 / (1 + 1 / np.log2(3)) + 1 / np.log2(3)) / 2)
+    assert metrics.coverage == pytest.approx(3 / 5)
+
+
+def test_top_items_never_returns_excluded_items():
+    scores = lambda users: np.tile([5.0, 4, 3, 2, 1], (len(users), 1))  # noqa: E731
+    exclude = csr_matrix(np.array([[1, 1, 0, 0, 0], [0, 0, 0, 0, 0]]))
+    assert top_items(scores, np.array([0, 1]), exclude, 2).tolist() == [[2, 3], [0, 1]]
+
+
+@pytest.mark.parametrize(("model", "baseline", "active", "status"), [
+    (0.20, 0.10, None, ACCEPTED),
+    (0.10, 0.10, None, REJECTED),  # a tie does not beat popularity
+    (0.20, 0.10, 0.21, ACCEPTED),  # within 10 % of the active version
+    (0.20, 0.10, 0.30, REJECTED),  # far below what serves now
+])
+def test_the_activation_gate(model, baseline, active, status):
+    as_metrics = lambda ndcg: Metrics(0, 0, ndcg, 0, 10)  # noqa: E731
+    assert decide(as_metrics(model), as_metrics(baseline), active, TrainingConfig())[0] == status
+
+
+def test_on_a_shop_with_taste_the_model_beats_popularity_and_is_accepted():
+    outcome = train_model(TrainingData(interactions_of(shop().events), NOW), TrainingConfig())
+
+    assert outcome.status == ACCEPTED, outcome.reason
+    assert outcome.metrics["model"]["ndcg"] > 1.5 * outcome.metrics["popularity"]["ndcg"]
+    assert outcome.artifact.item_factors.shape == (outcome.counts["items"], 64)
+    assert outcome.artifact.popular_items[:3]
+
+
+def test_training_is_reproducible_for_a_seed():
+    data = TrainingData(interactions_of(shop().events), NOW)
+    first, again = (train_model(data, TrainingConfig()) for _ in range(2))
+    assert first.metrics == again.metrics
+
+
+def test_no_interactions_or_too_few_buyers_is_insufficient_data_not_a_crash():
+    empty = train_model(TrainingData(interactions_of([]), NOW), TrainingConfig())
+    one_user = train_model(TrainingData(log_of(("u", "a", "purchase", 1, 1), ("u", "b", "purchase", 1, 30)), NOW),
+                           TrainingConfig())
+    assert (empty.status, empty.artifact) == (INSUFFICIENT_DATA, None)
+    assert "no interactions" in empty.reason
+    assert one_user.status == INSUFFICIENT_DATA
+    assert "at least 5" in one_user.reason
+
+
+def test_an_artifact_survives_a_round_trip_and_a_damaged_one_is_refused():
+    artifact = ModelArtifact(["a", "b"], ["u"], np.ones((2, 3), np.float32), np.ones((1, 3), np.float32),
+                             ["b", "a"], {"DE": ["a"]}, {"customers": 1}, {"factors": 3})
+    data = artifact.to_bytes()
+
+    again = ModelArtifact.from_bytes(data, sha256(data))
+
+    assert (again.item_ids, again.popular_by_country, again.parameters) == (["a", "b"], {"DE": ["a"]}, {"factors": 3})
+    with pytest.raises(CorruptArtifact, match="checksum"):
+        ModelArtifact.from_bytes(data[:-10] + b"x" * 10, sha256(data))
+    with pytest.raises(CorruptArtifact):
+        ModelArtifact.from_bytes(data[: len(data) // 2])
