@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
+from typing import Any
 
 from devstack.demo_data import ShopData, generate_shop
 from shared.events import Event, EventType
@@ -11,7 +12,8 @@ from shared.storage import dynamo
 from shared.storage.events import event_item
 from shared.training.interactions import InteractionLog, Interactions
 
-END = datetime(2026, 11, 1, tzinfo=timezone.utc)
+# Shortly before now: the API trains as of the real clock, so the data must lead up to it.
+END = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 
 
 @lru_cache(maxsize=4)
@@ -27,7 +29,12 @@ def interactions_of(events: list[dict]) -> Interactions:
     return log.finish()
 
 
-def store_events(events_table: str, events: list[dict]) -> None:
+def store_events(events_table: str, events: list[dict], client: Any = None) -> None:
     """Seed the events table directly (ingestion has its own tests)."""
+    client = client or dynamo.client()
     context = {"now": END, "max_future_seconds": 0}
-    dynamo.batch_put(events_table, [event_item(Event.model_validate(e, context=context), "seed") for e in events])
+    items = [dynamo.serialize(event_item(Event.model_validate(e, context=context), "seed")) for e in events]
+    for start in range(0, len(items), 25):
+        request = {events_table: [{"PutRequest": {"Item": item}} for item in items[start:start + 25]]}
+        while request:
+            request = client.batch_write_item(RequestItems=request).get("UnprocessedItems")

@@ -1,0 +1,127 @@
+"""Training runs and model versions on DynamoDB Local: the lifecycle an operator relies on."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from devstack.dynamodb_local import client, create_tables, delete_tables
+from devstack.gateway import Gateway
+from shared.storage.models import LocalBlobs, ModelStore
+from tests.conftest import TEMPLATE, Api, use_tables
+from tests.training_data import shop, store_events
+
+pytestmark = pytest.mark.integration
+SHOP = (500, 200)
+
+
+@pytest.fixture(scope="module")
+def seeded_tables(dynamodb_local):
+    """One shop's events, shared read-only by this module's tests (seeding is the slow part)."""
+    names = create_tables(dynamodb_local, f"m{uuid.uuid4().hex[:8]}", TEMPLATE)
+    store_events(names["EventsTable"], shop(*SHOP).events, client(dynamodb_local))
+    yield names
+    delete_tables(dynamodb_local, names)
+
+
+@pytest.fixture
+def admin(seeded_tables, dynamodb_local, monkeypatch, tmp_path) -> Api:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local)
+    monkeypatch.setenv("LOCAL_MODEL_DIR", str(tmp_path))
+    use_tables(monkeypatch, seeded_tables)
+    return Api(Gateway(TEMPLATE, []))
+
+
+def train(api: Api, **config) -> dict:
+    status, manifest = api.json("POST", "/models/train", {"config": config} if config else None)
+    assert status == 201, manifest
+    return manifest
+
+
+def active(api: Api) -> str | None:
+    return api.json("GET", "/models")[1]["active"]
+
+
+def test_training_publishes_an_accepted_version_and_makes_it_active(admin, tmp_path):
+    manifest = train(admin)
+
+    assert manifest["status"] == "accepted", manifest["reason"]
+    assert manifest["active"] is True
+    assert manifest["metrics"]["model"]["ndcg"] > manifest["metrics"]["popularity"]["ndcg"]
+    assert set(manifest["timings"]) >= {"load", "matrix", "fit", "evaluate", "publish"}
+    assert manifest["counts"]["interactions"] == len(shop(*SHOP).events)
+    assert active(admin) == manifest["version"]
+    assert (tmp_path / "models" / manifest["version"] / "model.npz").exists()
+
+
+def test_a_version_can_be_rolled_back_to_and_forward_again(admin):
+    first, second = train(admin)["version"], train(admin)["version"]
+    assert active(admin) == second
+
+    status, body = admin.json("POST", f"/models/{first}/activate")
+
+    assert (status, body["version"], body["active"]) == (200, first, True)
+    assert active(admin) == first
+    assert admin.json("POST", f"/models/{second}/activate")[0] == 200
+    assert active(admin) == second
+
+
+def test_a_corrupted_artifact_is_never_activated_and_the_active_version_stays(admin, tmp_path):
+    good, bad = train(admin)["version"], train(admin)["version"]
+    admin.json("POST", f"/models/{good}/activate")
+    LocalBlobs(tmp_path).put(f"models/{bad}/model.npz", b"not a model")
+
+    status, body = admin.json("POST", f"/models/{bad}/activate")
+
+    assert status == 409
+    assert "checksum" in body["error"]["message"]
+    assert active(admin) == good
+
+
+def test_a_window_larger_than_allowed_fails_cleanly(admin):
+    manifest = train(admin, max_interactions=100)
+    assert manifest["status"] == "failed"
+    assert "more than 100 interactions" in manifest["reason"]
+    assert active(admin) is None
+
+
+def test_a_rejected_version_is_kept_with_its_reason_and_needs_force(admin):
+    rejected = train(admin, min_gain_over_popularity=100)
+
+    assert rejected["status"] == "rejected" and "popularity" in rejected["reason"]
+    assert rejected["metrics"]["model"] and active(admin) is None
+    assert admin.json("POST", f"/models/{rejected['version']}/activate")[0] == 409
+    assert admin.json("POST", f"/models/{rejected['version']}/activate?force=true")[0] == 200
+
+
+def test_a_run_killed_halfway_leaves_the_active_version_and_shows_as_abandoned(admin, monkeypatch):
+    good = train(admin)["version"]
+
+    def killed(*_args, **_kwargs):
+        raise SystemExit("the Lambda timed out")  # not an Exception: nothing catches it, like a kill
+
+    monkeypatch.setattr(ModelStore, "publish", killed)
+    with pytest.raises(SystemExit):
+        admin.gateway.handle("POST", "/models/train", {"content-type": "application/json"}, b"")
+    monkeypatch.setattr("shared.storage.models.ABANDONED_AFTER", timedelta(0))
+
+    listing = admin.json("GET", "/models")[1]
+    assert listing["active"] == good
+    assert listing["versions"][0]["status"] == "abandoned"
+
+
+def test_customers_who_withdrew_consent_are_not_trained_on(local_api, local_tables, tmp_path):
+    events = shop(150, 80, seed=4).events
+    store_events(local_tables["EventsTable"], events)
+    objector = events[-1]["user_id"]
+    local_api.json("PUT", f"/users/{objector}", {"consent": {"personalization": False}})
+
+    manifest = train(local_api, min_gain_over_popularity=0)
+
+    store = ModelStore(LocalBlobs(tmp_path / "models"))
+    artifact = store.load(store.manifest(manifest["version"]))
+    assert manifest["counts"]["excluded_users"] == 1
+    assert objector not in artifact.user_ids
+    assert len(artifact.user_ids) == len({e["user_id"] for e in events}) - 1

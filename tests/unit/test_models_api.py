@@ -1,0 +1,51 @@
+"""Training and model versions through the admin API, on moto (DynamoDB and S3)."""
+
+from __future__ import annotations
+
+import pytest
+
+from devstack.demo_data import generate_shop
+from shared.storage.models import S3Blobs
+from tests.conftest import MODEL_BUCKET
+from tests.training_data import END, store_events
+
+
+def versions(api):
+    return api.json("GET", "/models")[1]
+
+
+def test_a_model_is_published_to_the_bucket_and_activated(api, moto_tables):
+    """The S3 path; the version lifecycle is tested on DynamoDB Local, where scans are fast."""
+    store_events(moto_tables["EventsTable"], generate_shop(seed=2, n_users=80, n_items=40, end=END).events)
+
+    status, manifest = api.json("POST", "/models/train", {"config": {"min_gain_over_popularity": 0}})
+
+    assert (status, manifest["status"], manifest["active"]) == (201, "accepted", True), manifest["reason"]
+    keys = S3Blobs(MODEL_BUCKET).keys("")
+    assert {f"models/{manifest['version']}/model.npz", f"models/{manifest['version']}/manifest.json",
+            "active.json"} <= set(keys)
+
+
+def test_an_empty_table_gives_a_clear_status_and_no_version_becomes_active(api):
+    status, manifest = api.json("POST", "/models/train")
+
+    assert (status, manifest["status"], manifest["active"]) == (201, "insufficient_data", False)
+    assert "no interactions" in manifest["reason"]
+    assert versions(api)["active"] is None
+    status, body = api.json("POST", f"/models/{manifest['version']}/activate")
+    assert status == 409
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"config": {"factors": 0}}, "config.factors"),
+    ({"config": {"colour": 1}}, "config.colour"),
+    ({"settings": {}}, "settings"),
+])
+def test_bad_training_parameters_are_refused_naming_the_field(api, body, field):
+    status, error = api.json("POST", "/models/train", body)
+    assert status == 422
+    assert field in {f["field"] for f in error["error"]["fields"]}
+
+
+def test_an_unknown_version_is_a_404(api):
+    assert api.json("POST", "/models/v-nope/activate")[0] == 404
