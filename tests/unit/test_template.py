@@ -22,8 +22,12 @@ def test_cfn_lint_passes():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def api_samples() -> list[Path]:
+    return sorted(p for p in (PROJECT_ROOT / "events").rglob("*.json") if "routeKey" in json.loads(p.read_text()))
+
+
 def test_every_route_has_a_handler_and_a_sample_event(moto_tables):
-    samples = {json.loads(p.read_text())["routeKey"] for p in (PROJECT_ROOT / "events").rglob("*.json")}
+    samples = {json.loads(p.read_text())["routeKey"] for p in api_samples()}
     for route in http_routes(TEMPLATE):
         assert callable(load_handler(route)), route.route_key
         assert route.route_key in samples, f"no sample event in events/ for {route.route_key}"
@@ -47,7 +51,7 @@ def test_tables_have_the_keys_the_access_patterns_need():
     assert keys["UsersTable"] == {"user_id": "HASH"}
 
 
-@pytest.mark.parametrize("sample", sorted((PROJECT_ROOT / "events").rglob("*.json")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("sample", api_samples(), ids=lambda p: p.stem)
 def test_each_sample_event_gets_a_json_answer_without_a_server_error(moto_tables, sample: Path):
     event = json.loads(sample.read_text())
     route = next(r for r in http_routes(TEMPLATE) if r.route_key == event["routeKey"])
@@ -57,3 +61,19 @@ def test_each_sample_event_gets_a_json_answer_without_a_server_error(moto_tables
 
     assert result["statusCode"] < 500 or result["statusCode"] == 501, result
     json.loads(result["body"])
+
+
+@pytest.mark.parametrize("sample", sorted((PROJECT_ROOT / "events" / "train").glob("*.json")), ids=lambda p: p.stem)
+def test_the_train_function_handles_its_schedule_and_on_demand_events(moto_tables, sample: Path):
+    from devstack.gateway import LambdaContext
+    from devstack.template import Route
+
+    train = resources(TEMPLATE, "AWS::Serverless::Function")["TrainFunction"]
+    handler = load_handler(Route("", "", "TrainFunction", PROJECT_ROOT / train["CodeUri"], train["Handler"], None))
+
+    event = json.loads(sample.read_text())
+    manifest = handler(event, LambdaContext(function_name="TrainFunction"))
+
+    assert manifest["status"] == "insufficient_data"  # the tables are empty
+    assert {k: manifest["parameters"][k] for k in event.get("config", {})} == event.get("config", {})
+    assert manifest["finished_at"]
