@@ -108,6 +108,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  the first 1,000 events sent again: {again.accepted} accepted, "
           f"{again.duplicates} duplicates (idempotent)")
     show_customer(api, shop)
+    show_training(api)
     print(f"\nThe stack keeps running at {state.url}; try:\n"
           f"  curl {state.url}/users/{next(iter(shop.archetypes))}\n"
           "Stop it with ./dev down")
@@ -125,6 +126,20 @@ def show_customer(api: ApiClient, shop: Any) -> None:
         spend = ", ".join(f"{float(amount):,.2f} {currency}" for currency, amount in summary.get("spend", {}).items())
         print(f"  {archetype:>10} {user_id}: {summary.get('purchase_count', 0)} purchases, "
               f"spent {spend or 'nothing'}, last {summary.get('last_purchase_at') or 'never'}")
+
+
+def show_training(api: ApiClient) -> None:
+    print("\ntraining a model on the stored history (POST /models/train) ...", flush=True)
+    response = api.request("POST", "/models/train")
+    if response.status not in (200, 201, 202):
+        raise ApiError(response, "POST /models/train")
+    manifest = response.body
+    print(f"  version {manifest['version']}: {manifest['status']} ({manifest['reason']})")
+    for name, metrics in manifest.get("metrics", {}).items():
+        print(f"  {name:>10}: NDCG@10 {metrics['ndcg']:.3f}, precision@10 {metrics['precision']:.3f}, "
+              f"MAP@10 {metrics['map']:.3f}, coverage {metrics['coverage']:.2f}")
+    timings = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in manifest.get("timings", {}).items())
+    print(f"  active: {manifest['active']}; {timings}")
 
 
 def cmd_import_csv(args: argparse.Namespace) -> int:
