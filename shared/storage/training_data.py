@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.events import EventType, format_timestamp
+from shared.events import format_timestamp
 from shared.storage.scan import parallel_scan
 from shared.training.config import TrainingConfig
 from shared.training.customers import CustomerSummary, customer_statistics
@@ -36,7 +36,7 @@ def load_training_data(events_table: str, users_table: str, config: TrainingConf
         # Fixed-width UTC stamps: numpy parses a whole page at once.
         seconds = np.array([s[:-1] for s in stamps], dtype="datetime64[us]").astype(np.int64) / 1e6
         with lock:
-            log.add_page(users, items_, [EventType(t) for t in types], quantities, seconds)
+            log.add_page(users, items_, types, quantities, seconds)
 
     parallel_scan(
         events_table, segments, add_page,

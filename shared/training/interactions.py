@@ -1,7 +1,7 @@
 """Interactions gathered into compact numpy arrays while they stream in from storage.
 
-Millions of rows must not become millions of dicts: each row is reduced to four numbers and two
-ids mapped to integer indexes as it arrives, in fixed-size blocks.
+Millions of rows must not become millions of dicts: each page of rows is reduced, as it arrives,
+to numpy columns, the ids mapped to integer indexes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import numpy as np
 from shared.events import EventType
 
 EVENT_CODES = {event_type: code for code, event_type in enumerate(EventType)}
-BLOCK = 65_536
 
 
 class TooManyInteractions(Exception):
@@ -40,40 +39,34 @@ class Interactions:
 
 
 class InteractionLog:
-    """Append-only builder of Interactions; safe to feed from one thread at a time."""
+    """Append-only builder of Interactions; feed it from one thread at a time."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._user_index: dict[str, int] = {}
         self._item_index: dict[str, int] = {}
-        self._blocks: list[np.ndarray] = []
-        self._current = self._new_block()
-        self._filled = 0
+        self._pages: list[tuple[np.ndarray, ...]] = []
         self.count = 0
 
-    @staticmethod
-    def _new_block() -> np.ndarray:
-        return np.zeros(BLOCK, dtype=[("u", "i4"), ("i", "i4"), ("e", "i1"), ("q", "f4"), ("t", "f8")])
+    def add(self, user_id: str, item_id: str, event_type: str, quantity: float, timestamp: float) -> None:
+        self.add_page([user_id], [item_id], [event_type], [quantity], [timestamp])
 
-    def add(self, user_id: str, item_id: str, event_type: EventType, quantity: float, timestamp: float) -> None:
-        if self.count >= self.limit:
-            raise TooManyInteractions(f"the window holds more than {self.limit:,} interactions")
-        if self._filled == BLOCK:
-            self._blocks.append(self._current)
-            self._current, self._filled = self._new_block(), 0
-        user = self._user_index.setdefault(user_id, len(self._user_index))
-        item = self._item_index.setdefault(item_id, len(self._item_index))
-        self._current[self._filled] = (user, item, EVENT_CODES[event_type], quantity, timestamp)
-        self._filled += 1
-        self.count += 1
-
-    def add_page(self, user_ids: Sequence[str], item_ids: Sequence[str], event_types: Sequence[EventType],
+    def add_page(self, user_ids: Sequence[str], item_ids: Sequence[str], event_types: Sequence[str],
                  quantities: Sequence[float], timestamps: Sequence[float]) -> None:
-        """The rows of one storage page."""
-        for row in zip(user_ids, item_ids, event_types, quantities, timestamps, strict=True):
-            self.add(*row)
+        """The rows of one storage page: ids become integer indexes, the rest numpy columns."""
+        if self.count + len(user_ids) > self.limit:
+            raise TooManyInteractions(f"the window holds more than {self.limit:,} interactions")
+        users, items = self._user_index, self._item_index
+        self._pages.append((
+            np.fromiter((users.setdefault(u, len(users)) for u in user_ids), np.int32, len(user_ids)),
+            np.fromiter((items.setdefault(i, len(items)) for i in item_ids), np.int32, len(item_ids)),
+            np.fromiter((EVENT_CODES[t] for t in event_types), np.int8, len(event_types)),
+            np.asarray(quantities, dtype=np.float32),
+            np.asarray(timestamps, dtype=np.float64),
+        ))
+        self.count += len(user_ids)
 
     def finish(self) -> Interactions:
-        rows = np.concatenate([*self._blocks, self._current[: self._filled]])
-        return Interactions(list(self._user_index), list(self._item_index), rows["u"].copy(),
-                            rows["i"].copy(), rows["e"].copy(), rows["q"].copy(), rows["t"].copy())
+        columns = [np.concatenate([page[c] for page in self._pages]) if self._pages else np.zeros(0, dtype)
+                   for c, dtype in enumerate((np.int32, np.int32, np.int8, np.float32, np.float64))]
+        return Interactions(list(self._user_index), list(self._item_index), *columns)
