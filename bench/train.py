@@ -99,6 +99,16 @@ def run(size: int, dynamodb: DynamoDBLocal) -> None:
     total = sum(manifest.timings.values())
     print(f"  {'total':<12} {total:8.2f} {total / raw_fit:10.2f}")
     print(f"  {'raw implicit fit':<12} {raw_fit:4.2f} s (AlternatingLeastSquares.fit, same matrix and parameters)")
+    raw_scan = plain_scan(dynamodb.endpoint, tables["EventsTable"])
+    print(f"  {'raw boto3 scan':<12} {raw_scan:4.2f} s (one paginated Scan, items discarded): "
+          f"load is {manifest.timings['load'] / raw_scan:.2f}x that")
+
+
+def plain_scan(endpoint: str, table: str) -> float:
+    started = time.perf_counter()
+    for _ in client(endpoint).get_paginator("scan").paginate(TableName=table):
+        pass
+    return time.perf_counter() - started
 
 
 def main() -> None:
