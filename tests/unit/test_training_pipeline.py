@@ -113,3 +113,14 @@ def test_an_artifact_survives_a_round_trip_and_a_damaged_one_is_refused():
         ModelArtifact.from_bytes(data[:-10] + b"x" * 10, sha256(data))
     with pytest.raises(CorruptArtifact):
         ModelArtifact.from_bytes(data[: len(data) // 2])
+
+
+def test_items_only_ever_viewed_are_in_the_model_but_never_listed_as_popular():
+    events = [e for e in shop().events]
+    viewed_only = {**events[-1], "event_id": "v-new", "item_id": "sku-never-bought", "event_type": "view"}
+    viewed_only.pop("price", None), viewed_only.pop("currency", None), viewed_only.pop("order_id", None)
+
+    outcome = train_model(TrainingData(interactions_of(events + [viewed_only]), NOW), TrainingConfig())
+
+    assert "sku-never-bought" in outcome.artifact.item_ids
+    assert "sku-never-bought" not in outcome.artifact.popular_items
