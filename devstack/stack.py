@@ -87,6 +87,7 @@ def local_environment(template: dict[str, Any], endpoint: str, tables: dict[str,
         "AWS_ENDPOINT_URL_DYNAMODB": endpoint,
         "LOCAL_MODEL_DIR": str(state_dir / "models"),
         "OPENBLAS_NUM_THREADS": "1",
+        "MODEL_REFRESH_SECONDS": "5",  # a model trained locally is served within seconds
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_DISABLED": "true",
         "POWERTOOLS_DEV": "false",

@@ -25,6 +25,9 @@ class Settings(BaseModel):
     # The function that trains; empty: POST /models/train trains in-process (local stack).
     train_function_name: str = Field(alias="TRAIN_FUNCTION_NAME", default="")
 
+    # How often serving checks which model version is active (seconds).
+    model_refresh_seconds: float = Field(alias="MODEL_REFRESH_SECONDS", default=60, ge=0)
+
     # Events stamped further in the future than this are rejected as clock errors.
     max_event_future_seconds: int = Field(alias="MAX_EVENT_FUTURE_SECONDS", default=300, ge=0)
     # Parallel DynamoDB transactions per ingest request; I/O bound, so more than the vCPUs.

@@ -1,5 +1,122 @@
-"""Recommend function: deployed with its routes, answering 501 until it is built."""
+"""Recommend function: recommendations with reasons, similar items, personalized ranking, popular."""
 
-from shared.api import planned_handler
+from __future__ import annotations
 
-lambda_handler = planned_handler("recommendations, similar items, ranking and popular items")
+import time
+from collections.abc import Sequence
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.api import create_app, resolve
+from shared.catalog import Item
+from shared.config import get_settings
+from shared.errors import NotFound
+from shared.events import MAX_ID_LENGTH, Identifier
+from shared.observability import logger, metrics, tracer
+from shared.serving.active_model import ActiveModel
+from shared.serving.answers import PopularItems, Ranking, Recommendations, Similar
+from shared.serving.recommender import Recommender, Sources
+from shared.storage.catalog import CatalogStore, catalog_details, newest_in_category
+from shared.storage.history import recent_history
+from shared.storage.models import ModelStore
+from shared.storage.users import UserStore
+from shared.users import User
+
+settings = get_settings()
+catalog = CatalogStore(settings.items_table)
+users = UserStore(settings.users_table)
+active_model = ActiveModel(ModelStore.from_settings(settings.model_bucket, settings.local_model_dir),
+                           settings.model_refresh_seconds)
+app = create_app()
+
+PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]
+Limit = Annotated[int, Query(ge=1, le=100, description="How many items, 1 to 100")]
+MAX_RANKED_ITEMS = 500
+
+
+class CatalogReader:
+    def details(self, item_ids: Sequence[str]) -> dict[str, Item]:
+        return catalog_details(settings.items_table, item_ids)
+
+    def newest(self, category: str, limit: int) -> list[dict]:
+        return newest_in_category(settings.items_table, category, limit)
+
+
+def profile_or_none(user_id: str) -> User | None:
+    try:
+        return users.get(user_id)
+    except NotFound:
+        return None
+
+
+recommender = Recommender(Sources(
+    model=active_model.get, catalog=CatalogReader(),
+    history=lambda user_id: recent_history(settings.events_table, user_id), profile=profile_or_none,
+))
+
+
+class RankRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item_ids: list[Identifier] = Field(min_length=1, max_length=MAX_RANKED_ITEMS)
+
+
+def count(answer_strategy: str, personalized: bool, started: float) -> None:
+    metrics.add_metric(f"Strategy_{answer_strategy.replace(':', '_')}", MetricUnit.Count, 1)
+    if not personalized:
+        metrics.add_metric("ColdStartFallback", MetricUnit.Count, 1)
+    metrics.add_metric("ServeLatency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
+
+
+@app.get("/users/<user_id>/recommendations")
+def get_recommendations(
+    user_id: PathId, limit: Limit = 10,
+    category: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+    exclude: Annotated[str | None, Query(max_length=10_000, description="Comma-separated item ids to leave out")] = None,
+    include_purchased: Annotated[bool, Query()] = False,
+) -> Recommendations:
+    started = time.perf_counter()
+    answer = recommender.recommend(user_id, limit, category, [i for i in (exclude or "").split(",") if i],
+                                   include_purchased)
+    count(answer.strategy, answer.personalized, started)
+    metrics.add_metadata(key="model_version", value=answer.model_version)
+    return answer
+
+
+@app.post("/users/<user_id>/rank")
+def rank(user_id: PathId, request: RankRequest) -> Ranking:
+    started = time.perf_counter()
+    answer = recommender.rank(user_id, request.item_ids)
+    count("rank", answer.personalized, started)
+    return answer
+
+
+@app.get("/items/<item_id>/similar")
+def similar(item_id: PathId, limit: Limit = 10) -> Similar:
+    started = time.perf_counter()
+    answer = recommender.similar(catalog.get(item_id), limit)
+    count(answer.strategy, True, started)
+    return answer
+
+
+@app.get("/popular")
+def popular(
+    limit: Limit = 10,
+    category: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+    country: Annotated[str | None, Query(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")] = None,
+) -> PopularItems:
+    started = time.perf_counter()
+    answer = recommender.popular(limit, category, country)
+    count(answer.strategy, False, started)
+    return answer
+
+
+@logger.inject_lambda_context(correlation_id_path="requestContext.requestId")
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return resolve(app, event, context, settings.max_body_bytes)

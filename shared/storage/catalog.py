@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from shared.catalog import Item, ItemUpsert
+from shared.events import format_timestamp
 from shared.errors import NotFound
 from shared.storage import dynamo
 
@@ -22,7 +23,7 @@ class CatalogStore:
             )
             for item in items
         ]
-        dynamo.batch_put(self.items_table, [item.model_dump(mode="json") for item in stored])
+        dynamo.batch_put(self.items_table, [_record(item) for item in stored])
         return stored
 
     def get(self, item_id: str) -> Item:
@@ -33,3 +34,26 @@ class CatalogStore:
         if "Item" not in response:
             raise NotFound(f"item {item_id!r} is not in the catalog", field="item_id")
         return Item.model_validate(dynamo.deserialize(response["Item"]))
+
+
+def _record(item: Item) -> dict:
+    # Fixed-width UTC, so the by_category index sorts items by age whatever zone the shop sent.
+    return {**item.model_dump(mode="json"), "created_at": format_timestamp(item.created_at)}
+
+
+def catalog_details(items_table: str, item_ids: Sequence[str]) -> dict[str, Item]:
+    """Up to any number of items by id (BatchGetItem, 100 a call); unknown ids are left out."""
+    unique = list(dict.fromkeys(item_ids))
+    rows = dynamo.batch_get(items_table, [{"item_id": item_id} for item_id in unique])
+    return {row["item_id"]: Item.model_validate(row) for row in rows}
+
+
+def newest_in_category(items_table: str, category: str, limit: int) -> list[dict]:
+    """A category's newest items (by_category index): id, title, price, stock, age."""
+    with dynamo.aws_faults("query new items"):
+        response = dynamo.client().query(
+            TableName=items_table, IndexName="by_category", ScanIndexForward=False, Limit=limit,
+            KeyConditionExpression="category = :category",
+            ExpressionAttributeValues=dynamo.serialize({":category": category}),
+        )
+    return [dynamo.deserialize(item) for item in response.get("Items", [])]

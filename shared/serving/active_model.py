@@ -1,0 +1,59 @@
+"""The active model, kept in memory across warm invocations and refreshed without a redeploy.
+
+The pointer (active.json) is read at most every `refresh_seconds`. When it names a new version,
+that version is loaded; if loading fails (missing or corrupted artifact, S3 down), the version
+already in memory keeps serving, and the failure is logged and counted.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from shared.errors import Conflict, DomainError
+from shared.observability import logger, metrics
+from shared.serving.model import ServingModel
+from shared.storage.models import ModelStore
+
+
+class ActiveModel:
+    def __init__(self, store: ModelStore, refresh_seconds: float) -> None:
+        self.store = store
+        self.refresh_seconds = refresh_seconds
+        self.current: ServingModel | None = None
+        self._checked_at = float("-inf")
+        self._failed_version: str | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> ServingModel | None:
+        with self._lock:
+            if time.monotonic() - self._checked_at >= self.refresh_seconds:
+                self._checked_at = time.monotonic()
+                self._refresh()
+            return self.current
+
+    def _refresh(self) -> None:
+        try:
+            pointer = self.store.active()
+        except DomainError as error:
+            logger.warning("cannot read the active model pointer", extra={"reason": error.message})
+            metrics.add_metric("ModelPointerReadFailed", MetricUnit.Count, 1)
+            return
+        if pointer is None or (self.current and self.current.version == pointer.version):
+            return
+        if pointer.version == self._failed_version:
+            return  # already failed; retried when the pointer moves again
+        try:
+            artifact = self.store.load(self.store.manifest(pointer.version))
+            self.current = ServingModel(pointer.version, artifact)
+            self._failed_version = None
+            logger.info("model loaded", extra={"version": pointer.version})
+        except DomainError as error:
+            if isinstance(error, Conflict):  # the artifact itself is bad: do not fetch it again
+                self._failed_version = pointer.version
+            logger.error("model load failed; the previous version keeps serving",
+                         extra={"version": pointer.version, "reason": error.message,
+                                "serving": self.current.version if self.current else None})
+            metrics.add_metric("ModelLoadFailed", MetricUnit.Count, 1)

@@ -1,0 +1,63 @@
+"""Response bodies of the serving routes (documented in the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import BaseModel, Field
+
+from shared.catalog import Item
+
+
+class Because(BaseModel):
+    text: str = Field(description='Human-readable reason, e.g. "because you bought Oak chopping board"')
+    items: list[str] = Field(description="History items that contributed most (ALS explain), strongest first")
+
+
+class Recommendation(BaseModel):
+    item_id: str
+    score: float | None = Field(description="Model score; null for popular or new items")
+    title: str
+    category: str
+    price: Decimal | None
+    currency: str | None
+    reason: Because
+
+    @classmethod
+    def of(cls, item: Item, score: float | None, reason: Because) -> Recommendation:
+        return cls(item_id=item.item_id, score=None if score is None else round(score, 6), title=item.title,
+                   category=item.category, price=item.price, currency=item.currency, reason=reason)
+
+
+class Recommendations(BaseModel):
+    user_id: str
+    model_version: str | None
+    personalized: bool = Field(description="False: popular items (no consent, no usable history, or no model)")
+    strategy: str = Field(description="als, or why not: no_consent:popular, cold_start:popular_country, ...")
+    items: list[Recommendation]
+
+
+class Similar(BaseModel):
+    item_id: str
+    model_version: str | None
+    strategy: str
+    items: list[Recommendation]
+
+
+class RankedItem(BaseModel):
+    item_id: str
+    score: float | None
+    known: bool = Field(description="False: the model does not know this item; kept, at the end")
+
+
+class Ranking(BaseModel):
+    user_id: str
+    model_version: str | None
+    personalized: bool
+    items: list[RankedItem]
+
+
+class PopularItems(BaseModel):
+    model_version: str | None
+    strategy: str
+    items: list[Recommendation]

@@ -1,0 +1,30 @@
+"""A customer's recent events, newest first, in one strongly consistent Query (the by_time LSI)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from shared.serving.model import HistoryEvent
+from shared.storage import dynamo
+
+# Enough history to know a customer's taste; bounded so one request reads at most ~1 MB.
+HISTORY_LIMIT = 500
+
+
+def recent_history(events_table: str, user_id: str, limit: int = HISTORY_LIMIT) -> list[HistoryEvent]:
+    with dynamo.aws_faults("read history"):
+        response = dynamo.client().query(
+            TableName=events_table, IndexName="by_time", ScanIndexForward=False, Limit=limit,
+            ConsistentRead=True,  # an event stored a moment ago must count
+            KeyConditionExpression="user_id = :user",
+            ProjectionExpression="item_id, event_type, quantity, ts",
+            ExpressionAttributeValues=dynamo.serialize({":user": user_id}),
+        )
+    return [
+        HistoryEvent(
+            item_id=row["item_id"]["S"], event_type=row["event_type"]["S"],
+            quantity=int(row.get("quantity", {}).get("N", "1")),
+            timestamp=datetime.fromisoformat(row["ts"]["S"]).timestamp(),
+        )
+        for row in response.get("Items", [])
+    ]

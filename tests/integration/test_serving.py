@@ -1,0 +1,196 @@
+"""Recommendations, similar items, ranking and popular items on DynamoDB Local with a trained model."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from devstack.dynamodb_local import client, create_tables, delete_tables
+from devstack.gateway import Gateway
+from shared.catalog import ItemUpsert
+from shared.storage.catalog import CatalogStore
+from shared.storage.models import LocalBlobs, ModelStore
+from shared.storage.training_data import load_training_data
+from shared.training.config import TrainingConfig
+from shared.training.job import run_training
+from tests.conftest import TEMPLATE, Api, use_tables
+from tests.factories import ago, purchase
+from tests.training_data import shop, store_events
+
+pytestmark = pytest.mark.integration
+SHOP = shop(500, 200)
+
+
+@pytest.fixture(scope="module")
+def served(dynamodb_local, tmp_path_factory):
+    """One shop: events, catalog, a trained active model. Tests read it; the few that write use
+    customers and items of their own."""
+    names = create_tables(dynamodb_local, f"s{uuid.uuid4().hex[:8]}", TEMPLATE)
+    models_dir = tmp_path_factory.mktemp("models")
+    with pytest.MonkeyPatch.context() as patch:
+        environment(patch, dynamodb_local, names, models_dir)
+        store_events(names["EventsTable"], SHOP.events, client(dynamodb_local))
+        CatalogStore(names["ItemsTable"]).put_many([ItemUpsert.model_validate(i) for i in SHOP.items])
+        manifest = run_training(
+            lambda config, now: load_training_data(names["EventsTable"], names["UsersTable"], config, now),
+            ModelStore(LocalBlobs(models_dir)), TrainingConfig(min_gain_over_popularity=0))
+        assert manifest.active, manifest.reason
+    yield names, models_dir
+    delete_tables(dynamodb_local, names)
+
+
+def environment(patch, endpoint, names, models_dir):
+    patch.setenv("AWS_ENDPOINT_URL_DYNAMODB", endpoint)
+    patch.setenv("LOCAL_MODEL_DIR", str(models_dir))
+    patch.setenv("MODEL_REFRESH_SECONDS", "0")
+    use_tables(patch, names)
+
+
+@pytest.fixture
+def api(served, dynamodb_local, monkeypatch) -> Api:
+    environment(monkeypatch, dynamodb_local, *served)
+    return Api(Gateway(TEMPLATE, []))
+
+
+def loyal_customer() -> str:
+    buyers = Counter(e["user_id"] for e in SHOP.events if e["event_type"] == "purchase")
+    return next(u for u, _ in buyers.most_common() if SHOP.archetypes[u] == "loyal")
+
+
+def history_of(user_id):
+    return [e for e in SHOP.events if e["user_id"] == user_id]
+
+
+ITEMS = {item["item_id"]: item for item in SHOP.items}
+
+
+def test_a_known_customer_gets_personal_recommendations_with_reasons_from_their_history(api):
+    user = loyal_customer()
+    status, body = api.json("GET", f"/users/{user}/recommendations?limit=8")
+
+    assert status == 200, body
+    assert (body["personalized"], body["strategy"], len(body["items"])) == (True, "als", 8)
+    touched = {e["item_id"] for e in history_of(user)}
+    bought = {e["item_id"] for e in history_of(user) if e["event_type"] == "purchase"}
+    for item in body["items"]:
+        assert item["item_id"] not in bought
+        stocked = ITEMS[item["item_id"]]
+        assert stocked["in_stock"] and not stocked["retired"]
+        assert (item["title"], item["category"]) == (stocked["title"], stocked["category"])
+        if item["score"] is not None:
+            assert item["reason"]["items"] and set(item["reason"]["items"]) <= touched
+            assert item["reason"]["text"].startswith("because you")
+
+
+def test_an_event_ingested_now_changes_the_next_answer(api):
+    user = f"fresh-{uuid.uuid4().hex[:6]}"
+    basket = [i["item_id"] for i in SHOP.items if i["category"] == "toys"][:3]
+    api.json("POST", "/events", {"events": [purchase(f"p-{n}", user_id=user, item_id=item, timestamp=ago(days=2))
+                                            for n, item in enumerate(basket)]})
+    before = api.json("GET", f"/users/{user}/recommendations")[1]
+
+    garden = [i["item_id"] for i in SHOP.items if i["category"] == "garden"][:4]
+    api.json("POST", "/events", {"events": [purchase(f"g-{n}", user_id=user, item_id=item)
+                                            for n, item in enumerate(garden)]})
+    after = api.json("GET", f"/users/{user}/recommendations")[1]
+
+    assert before["personalized"] and after["personalized"]
+    assert [i["item_id"] for i in after["items"]] != [i["item_id"] for i in before["items"]]
+    assert not set(garden) & {i["item_id"] for i in after["items"]}  # just bought: left out
+
+
+def test_category_and_exclude_filters_still_fill_the_limit(api):
+    user = loyal_customer()
+    everything = api.json("GET", f"/users/{user}/recommendations?limit=5")[1]["items"]
+    excluded = [i["item_id"] for i in everything[:2]]
+
+    body = api.json("GET", f"/users/{user}/recommendations?limit=5&exclude={','.join(excluded)}")[1]
+    kitchen = api.json("GET", f"/users/{user}/recommendations?limit=5&category=kitchen")[1]
+
+    assert len(body["items"]) == 5 and not set(excluded) & {i["item_id"] for i in body["items"]}
+    assert kitchen["items"] and all(i["category"] == "kitchen" for i in kitchen["items"])
+
+
+def test_an_unknown_customer_gets_popular_items_marked_not_personalized(api):
+    body = api.json("GET", "/users/never-seen/recommendations?limit=5")[1]
+    assert (body["personalized"], body["strategy"], len(body["items"])) == (False, "cold_start:popular", 5)
+    assert all(ITEMS[i["item_id"]]["in_stock"] for i in body["items"])
+
+
+def test_a_customer_who_objected_gets_popular_items_and_their_history_is_not_read(api, monkeypatch):
+    objector = f"objector-{uuid.uuid4().hex[:6]}"
+    api.json("POST", "/events", {"events": [purchase("p-1", user_id=objector)]})
+    api.json("PUT", f"/users/{objector}", {"country": "DE", "consent": {"personalization": False}})
+    handler_module = api.gateway.handler(next(r for r in api.gateway.routes if r.path.endswith("recommendations")))
+    module = __import__("sys").modules[handler_module.__module__]
+
+    def must_not_read(_user_id):
+        raise AssertionError("history read for a customer who objected")
+
+    monkeypatch.setattr(module.recommender.sources, "history", must_not_read)
+    body = api.json("GET", f"/users/{objector}/recommendations")[1]
+
+    assert body["personalized"] is False and body["strategy"].startswith("no_consent")
+
+
+def test_new_catalog_items_reach_customers_who_buy_in_their_category(api):
+    user = loyal_customer()
+    favourite = Counter(ITEMS[e["item_id"]]["category"] for e in history_of(user)
+                        if e["event_type"] == "purchase").most_common(1)[0][0]
+    new_id = f"sku-new-{uuid.uuid4().hex[:6]}"
+    api.json("PUT", f"/items/{new_id}", {"title": "Brand new thing", "category": favourite,
+                                          "created_at": ago(days=1)})
+
+    items = api.json("GET", f"/users/{user}/recommendations?limit=10")[1]["items"]
+
+    new = [i for i in items if i["item_id"] == new_id]
+    assert new and new[0]["reason"]["text"].startswith(f"new in {favourite}")
+
+
+def test_similar_items_are_in_stock_and_an_unknown_item_is_a_404(api):
+    item = Counter(e["item_id"] for e in SHOP.events if e["event_type"] == "purchase").most_common(1)[0][0]
+    status, body = api.json("GET", f"/items/{item}/similar?limit=5")
+
+    assert (status, body["strategy"], len(body["items"])) == (200, "als_similar", 5)
+    assert item not in {i["item_id"] for i in body["items"]}
+    assert all(ITEMS[i["item_id"]]["in_stock"] and not ITEMS[i["item_id"]]["retired"] for i in body["items"])
+    status, body = api.json("GET", "/items/no-such-item/similar")
+    assert status == 404 and "no-such-item" in body["error"]["message"]
+
+
+def test_rank_orders_the_given_items_and_keeps_unknown_ones_at_the_end(api):
+    user = loyal_customer()
+    best = [i["item_id"] for i in api.json("GET", f"/users/{user}/recommendations?limit=3")[1]["items"]
+            if i["score"] is not None]
+    others = [i["item_id"] for i in SHOP.items[-5:]]
+    status, body = api.json("POST", f"/users/{user}/rank", {"item_ids": [*others, "mystery", *best]})
+
+    assert status == 200 and body["personalized"]
+    order = [i["item_id"] for i in body["items"]]
+    assert order[-1] == "mystery" and body["items"][-1]["known"] is False
+    scores = [i["score"] for i in body["items"][:-1]]
+    assert scores == sorted(scores, reverse=True)
+    assert order.index(best[0]) < len(order) - 1
+
+
+def test_popular_items_by_country_and_category(api):
+    body = api.json("GET", "/popular?limit=5&category=kitchen")[1]
+    assert body["items"] and all(i["category"] == "kitchen" for i in body["items"])
+    assert api.json("GET", "/popular?limit=3")[1]["strategy"] == "popular"
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("limit=0", "limit"), ("limit=101", "limit"), ("limit=ten", "limit"),
+])
+def test_bad_parameters_are_refused_naming_the_field(api, query, field):
+    status, body = api.json("GET", f"/users/u-1/recommendations?{query}")
+    assert status == 422 and body["error"]["fields"][0]["field"] == field
+
+
+@pytest.mark.parametrize("body", [{"item_ids": []}, {"item_ids": "a,b"}, {"item_ids": ["x"] * 501}, {"items": ["a"]}])
+def test_malformed_rank_requests_are_refused(api, body):
+    status, error = api.json("POST", "/users/u-1/rank", body)
+    assert status == 422 and error["error"]["fields"]
