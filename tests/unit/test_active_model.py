@@ -1,0 +1,78 @@
+"""Serving's model in memory: new versions picked up without a redeploy, bad ones never."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from shared.errors import StorageUnavailable
+from shared.serving.active_model import ActiveModel
+from shared.storage.models import ActivePointer, LocalBlobs, Manifest, ModelStore
+from shared.training.artifact import ModelArtifact
+from shared.training.config import TrainingConfig
+
+
+def publish(store: ModelStore, version: str, activate: bool = True) -> None:
+    rng = np.random.default_rng(len(version))
+    artifact = ModelArtifact(["a", "b", "c"], ["u"], rng.random((3, 4), dtype=np.float32),
+                             rng.random((1, 4), dtype=np.float32), ["a"], parameters=TrainingConfig().model_dump(mode="json"))
+    manifest = Manifest(version=version, status="accepted", started_at=datetime.now(timezone.utc))
+    store.publish(manifest, artifact)
+    store.save(manifest)
+    if activate:
+        store.activate(version)
+
+
+@pytest.fixture
+def store(tmp_path) -> ModelStore:
+    return ModelStore(LocalBlobs(tmp_path))
+
+
+def test_a_new_active_version_is_served_at_the_next_check(store):
+    publish(store, "v1")
+    serving = ActiveModel(store, refresh_seconds=0)
+    assert serving.get().version == "v1"
+
+    publish(store, "v2")
+
+    assert serving.get().version == "v2"
+
+
+def test_the_pointer_is_read_at_most_every_refresh_interval(store):
+    publish(store, "v1")
+    serving = ActiveModel(store, refresh_seconds=3600)
+    serving.get()
+    publish(store, "v2")
+    assert serving.get().version == "v1"
+
+
+def test_a_version_that_fails_to_load_leaves_the_previous_one_serving(store, caplog):
+    publish(store, "v1")
+    serving = ActiveModel(store, refresh_seconds=0)
+    serving.get()
+    publish(store, "v2", activate=False)
+    store.blobs.put("models/v2/model.npz", b"truncated")
+    pointer = ActivePointer(version="v2", sha256="0" * 64, activated_at=datetime.now(timezone.utc))
+    store.blobs.put("active.json", pointer.model_dump_json().encode())
+
+    assert serving.get().version == "v1"
+    assert serving.get().version == "v1"  # and it does not fetch the broken one on every request
+    assert "model load failed" in caplog.text
+
+
+def test_an_unreachable_bucket_keeps_the_loaded_model(store, monkeypatch):
+    publish(store, "v1")
+    serving = ActiveModel(store, refresh_seconds=0)
+    serving.get()
+
+    def down(*_):
+        raise StorageUnavailable("read from the model bucket: S3 is unreachable")
+
+    monkeypatch.setattr(store.blobs, "get", down)
+    assert serving.get().version == "v1"
+
+
+def test_no_active_version_means_no_model_not_an_error(store):
+    assert ActiveModel(store, refresh_seconds=0).get() is None
