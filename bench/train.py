@@ -84,6 +84,8 @@ def run(size: int, dynamodb: DynamoDBLocal) -> None:
 
     with tempfile.TemporaryDirectory() as models_dir:
         manifest = run_training(load, ModelStore(LocalBlobs(Path(models_dir))), config, now)
+    if "data" not in captured or manifest.status == "failed":
+        raise SystemExit(f"training run {manifest.status}: {manifest.reason}")
     data = captured["data"]
     shape = (len(data.interactions.user_ids), len(data.interactions.item_ids))
     matrix = confidence_matrix(data.interactions, config, data.end, shape)

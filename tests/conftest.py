@@ -61,6 +61,7 @@ def use_tables(monkeypatch: pytest.MonkeyPatch, names: dict[str, str]) -> None:
     monkeypatch.setenv("MODEL_BUCKET", MODEL_BUCKET)
     get_settings.cache_clear()
     dynamo.client.cache_clear()
+    dynamo.bulk_client.cache_clear()
 
 
 @pytest.fixture

@@ -48,9 +48,18 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 
+# Bulk reads (training's Scan) may wait longer per page than a request path ever should.
+BULK_CLIENT_CONFIG = CLIENT_CONFIG.merge(Config(read_timeout=120, max_pool_connections=16))
+
+
 @lru_cache(maxsize=1)
 def client() -> Any:
     return boto3.client("dynamodb", config=CLIENT_CONFIG)
+
+
+@lru_cache(maxsize=1)
+def bulk_client() -> Any:
+    return boto3.client("dynamodb", config=BULK_CLIENT_CONFIG)
 
 
 def to_dynamo(value: Any) -> Any:

@@ -21,7 +21,7 @@ def parallel_scan(table: str, segments: int, on_page: Callable[[list[dict[str, A
         request = {"TableName": table, "Segment": segment, "TotalSegments": segments, **scan_arguments}
         while True:
             with dynamo.aws_faults("scan"):
-                response = dynamo.client().scan(**request)
+                response = dynamo.bulk_client().scan(**request)
             on_page(response.get("Items", []))
             if "LastEvaluatedKey" not in response:
                 return

@@ -159,6 +159,6 @@ def test_an_unknown_route_is_a_json_404(api):
 
 
 def test_routes_of_later_functions_answer_501_not_500(api):
-    status, body = api.json("GET", "/popular")
+    status, body = api.json("GET", "/segments")
     assert status == 501
     assert body["error"]["code"] == "not_implemented"
