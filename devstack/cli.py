@@ -109,6 +109,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"{again.duplicates} duplicates (idempotent)")
     show_customer(api, shop)
     show_training(api)
+    show_recommendations(api, shop)
     print(f"\nThe stack keeps running at {state.url}; try:\n"
           f"  curl {state.url}/users/{next(iter(shop.archetypes))}\n"
           "Stop it with ./dev down")
@@ -140,6 +141,33 @@ def show_training(api: ApiClient) -> None:
               f"MAP@10 {metrics['map']:.3f}, coverage {metrics['coverage']:.2f}")
     timings = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in manifest.get("timings", {}).items())
     print(f"  active: {manifest['active']}; {timings}")
+
+
+def show_recommendations(api: ApiClient, shop: Any) -> None:
+    loyal = next(user for user, kind in shop.archetypes.items() if kind == "loyal")
+    print(f"\nrecommendations for {loyal} (GET /users/{loyal}/recommendations?limit=5):")
+    answer = print_recommendations(api, loyal)
+    if not answer["items"]:
+        return
+    bought = answer["items"][0]
+    api.request("POST", "/events", {"events": [{
+        "event_id": f"demo-{int(time.time())}", "user_id": loyal, "item_id": bought["item_id"],
+        "event_type": "purchase", "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "quantity": 1, "price": float(bought["price"] or 0), "currency": bought["currency"] or "EUR",
+        "channel": "web"}]})
+    print(f"\n{loyal} buys {bought['title']} ({bought['item_id']}); the next answer, no retraining:")
+    print_recommendations(api, loyal)
+    popular = api.request("GET", "/popular", query={"limit": 3}).body
+    print("\npopular for anonymous visitors (GET /popular?limit=3): "
+          + ", ".join(f"{i['title']} ({i['item_id']})" for i in popular["items"]))
+
+
+def print_recommendations(api: ApiClient, user_id: str) -> dict[str, Any]:
+    answer = api.request("GET", f"/users/{user_id}/recommendations", query={"limit": 5}).body
+    print(f"  model {answer['model_version']}, strategy {answer['strategy']}")
+    for item in answer["items"]:
+        print(f"  {item['item_id']:>10}  {item['title']:<28} {item['category']:<10} {item['reason']['text']}")
+    return answer
 
 
 def cmd_import_csv(args: argparse.Namespace) -> int:
