@@ -147,7 +147,8 @@ class _Customer:
     def _moment(self, first_day: float, last_day: float) -> datetime:
         """A visit time between `first_day` and `last_day` days ago, busier at Christmas and weekends."""
         while True:
-            moment = self.end - timedelta(days=float(self.rng.uniform(last_day, first_day)))
+            # An hour of margin: a session runs on for up to ~40 minutes after it starts.
+            moment = self.end - timedelta(days=float(self.rng.uniform(last_day, first_day)), hours=1)
             season = 2.5 if (moment.month == 12 and moment.day <= 23) or (moment.month == 11 and moment.day >= 20) else 1.0
             weekend = 1.3 if moment.weekday() >= 5 else 1.0
             if self.rng.random() < season * weekend / 3.25:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,6 +99,8 @@ def local_environment(template: dict[str, Any], endpoint: str, tables: dict[str,
 def serve(port: int, state_dir: Path, dynamodb_port: int = 0, persist: bool = False) -> None:
     """Run the stack in this process until SIGTERM or Ctrl-C; the state file marks it ready."""
     state_dir.mkdir(parents=True, exist_ok=True)
+    if not persist:  # models trained on data that is gone would serve items nobody bought
+        shutil.rmtree(state_dir / "models", ignore_errors=True)
     if port_in_use(port):
         raise StackError(f"port {port} is in use by another program: pick another with --port")
     template = load_template()

@@ -148,7 +148,8 @@ class Recommender:
         top = contributors[0]
         kinds = {e.event_type for e in history if e.item_id == top}
         verb = next((VERBS[kind] for kind in VERBS if kind in kinds), "liked")  # strongest kind first
-        return Because(text=f"because you {verb} {titles.get(top, top)}", items=contributors)
+        what = "it" if top == item_id else titles.get(top, top)  # e.g. viewed, not bought yet
+        return Because(text=f"because you {verb} {what}", items=contributors)
 
     def _new_in_favourite_categories(self, history: list[HistoryEvent], details: dict[str, Item],
                                      category: str | None, taken: set[str], now: datetime) -> list[Recommendation]:
