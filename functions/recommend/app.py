@@ -18,6 +18,7 @@ from shared.errors import NotFound
 from shared.events import MAX_ID_LENGTH, Identifier
 from shared.observability import logger, metrics, tracer
 from shared.serving.active_model import ActiveModel
+from shared.serving.model import ServingModel
 from shared.serving.answers import PopularItems, Ranking, Recommendations, Similar
 from shared.serving.recommender import Recommender, Sources
 from shared.storage.catalog import CatalogStore, catalog_details, newest_in_category
@@ -30,7 +31,7 @@ settings = get_settings()
 catalog = CatalogStore(settings.items_table)
 users = UserStore(settings.users_table)
 active_model = ActiveModel(ModelStore.from_settings(settings.model_bucket, settings.local_model_dir),
-                           settings.model_refresh_seconds)
+                           settings.model_refresh_seconds, ServingModel)
 app = create_app()
 
 PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]

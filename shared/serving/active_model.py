@@ -9,25 +9,32 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from aws_lambda_powertools.metrics import MetricUnit
 
 from shared.errors import Conflict, DomainError
 from shared.observability import logger, metrics
-from shared.serving.model import ServingModel
 from shared.storage.models import ModelStore
+from shared.training.artifact import ModelArtifact
+
+T = TypeVar("T")
 
 
-class ActiveModel:
-    def __init__(self, store: ModelStore, refresh_seconds: float) -> None:
+class ActiveModel(Generic[T]):
+    """`build(version, artifact)` turns the artifact into what the function needs (and has `.version`)."""
+
+    def __init__(self, store: ModelStore, refresh_seconds: float, build: Callable[[str, ModelArtifact], T]) -> None:
         self.store = store
         self.refresh_seconds = refresh_seconds
-        self.current: ServingModel | None = None
+        self.build = build
+        self.current: T | None = None
         self._checked_at = float("-inf")
         self._failed_version: str | None = None
         self._lock = threading.Lock()
 
-    def get(self) -> ServingModel | None:
+    def get(self) -> T | None:
         with self._lock:
             if time.monotonic() - self._checked_at >= self.refresh_seconds:
                 self._checked_at = time.monotonic()
@@ -47,7 +54,7 @@ class ActiveModel:
             return  # already failed; retried when the pointer moves again
         try:
             artifact = self.store.load(self.store.manifest(pointer.version))
-            self.current = ServingModel(pointer.version, artifact)
+            self.current = self.build(pointer.version, artifact)
             self._failed_version = None
             logger.info("model loaded", extra={"version": pointer.version})
         except DomainError as error:

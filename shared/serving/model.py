@@ -23,6 +23,11 @@ class HistoryEvent:
     event_type: str
     quantity: int
     timestamp: float  # seconds since the epoch
+    channel: str | None = None
+    price: float | None = None
+    currency: str | None = None
+    campaign_id: str | None = None
+    discount: bool = False
 
 
 @dataclass(frozen=True)

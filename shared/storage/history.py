@@ -17,14 +17,16 @@ def recent_history(events_table: str, user_id: str, limit: int = HISTORY_LIMIT) 
             TableName=events_table, IndexName="by_time", ScanIndexForward=False, Limit=limit,
             ConsistentRead=True,  # an event stored a moment ago must count
             KeyConditionExpression="user_id = :user",
-            ProjectionExpression="item_id, event_type, quantity, ts",
+            ProjectionExpression="item_id, event_type, quantity, ts, channel, price, currency, campaign_id, properties",
             ExpressionAttributeValues=dynamo.serialize({":user": user_id}),
         )
-    return [
-        HistoryEvent(
-            item_id=row["item_id"]["S"], event_type=row["event_type"]["S"],
-            quantity=int(row.get("quantity", {}).get("N", "1")),
-            timestamp=datetime.fromisoformat(row["ts"]["S"]).timestamp(),
-        )
-        for row in response.get("Items", [])
-    ]
+    return [_event(dynamo.deserialize(row)) for row in response.get("Items", [])]
+
+
+def _event(row: dict) -> HistoryEvent:
+    return HistoryEvent(
+        item_id=row["item_id"], event_type=row["event_type"], quantity=int(row.get("quantity", 1)),
+        timestamp=datetime.fromisoformat(row["ts"]).timestamp(), channel=row.get("channel"),
+        price=float(row["price"]) if "price" in row else None, currency=row.get("currency"),
+        campaign_id=row.get("campaign_id"), discount=bool((row.get("properties") or {}).get("discount")),
+    )

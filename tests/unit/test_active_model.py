@@ -9,6 +9,7 @@ import pytest
 
 from shared.errors import StorageUnavailable
 from shared.serving.active_model import ActiveModel
+from shared.serving.model import ServingModel
 from shared.storage.models import ActivePointer, LocalBlobs, Manifest, ModelStore
 from shared.training.artifact import ModelArtifact
 from shared.training.config import TrainingConfig
@@ -32,7 +33,7 @@ def store(tmp_path) -> ModelStore:
 
 def test_a_new_active_version_is_served_at_the_next_check(store):
     publish(store, "v1")
-    serving = ActiveModel(store, refresh_seconds=0)
+    serving = ActiveModel(store, 0, ServingModel)
     assert serving.get().version == "v1"
 
     publish(store, "v2")
@@ -42,7 +43,7 @@ def test_a_new_active_version_is_served_at_the_next_check(store):
 
 def test_the_pointer_is_read_at_most_every_refresh_interval(store):
     publish(store, "v1")
-    serving = ActiveModel(store, refresh_seconds=3600)
+    serving = ActiveModel(store, 3600, ServingModel)
     serving.get()
     publish(store, "v2")
     assert serving.get().version == "v1"
@@ -50,7 +51,7 @@ def test_the_pointer_is_read_at_most_every_refresh_interval(store):
 
 def test_a_version_that_fails_to_load_leaves_the_previous_one_serving(store, caplog):
     publish(store, "v1")
-    serving = ActiveModel(store, refresh_seconds=0)
+    serving = ActiveModel(store, 0, ServingModel)
     serving.get()
     publish(store, "v2", activate=False)
     store.blobs.put("models/v2/model.npz", b"truncated")
@@ -64,7 +65,7 @@ def test_a_version_that_fails_to_load_leaves_the_previous_one_serving(store, cap
 
 def test_an_unreachable_bucket_keeps_the_loaded_model(store, monkeypatch):
     publish(store, "v1")
-    serving = ActiveModel(store, refresh_seconds=0)
+    serving = ActiveModel(store, 0, ServingModel)
     serving.get()
 
     def down(*_):
@@ -75,4 +76,4 @@ def test_an_unreachable_bucket_keeps_the_loaded_model(store, monkeypatch):
 
 
 def test_no_active_version_means_no_model_not_an_error(store):
-    assert ActiveModel(store, refresh_seconds=0).get() is None
+    assert ActiveModel(store, 0, ServingModel).get() is None
