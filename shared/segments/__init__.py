@@ -1,0 +1,1 @@
+"""Segmentation: one pure function from a customer's data to explained tags (docs/segments.md)."""

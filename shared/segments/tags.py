@@ -1,0 +1,173 @@
+"""From features and the customer base's statistics to tags, each with the numbers behind it.
+
+One function, `segment`, serves a single customer on request and, in the nightly run, every
+customer: both paths give the same answer because they are the same code.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from shared.segments.features import CustomerFeatures
+
+BEHAVIOURAL = ("rfm", "value", "lifecycle", "behaviour", "technographic", "engagement")
+DEVICE_CHANNELS = ("web", "ios", "android", "store")
+CAMPAIGN_CHANNELS = ("email", "push")
+
+# The R x F grid (scores 1..5); docs/segments.md draws it.
+RFM_GRID = {
+    "Champions": lambda r, f: r == 5 and f >= 4,
+    "Loyal": lambda r, f: r in (3, 4) and f >= 4,
+    "Potential Loyalist": lambda r, f: r >= 4 and f in (2, 3),
+    "New": lambda r, f: r == 5 and f == 1,
+    "Promising": lambda r, f: r == 4 and f == 1,
+    "Need Attention": lambda r, f: r == 3 and f == 3,
+    "About To Sleep": lambda r, f: r == 3 and f <= 2,
+    "At Risk": lambda r, f: r <= 2 and f in (3, 4),
+    "Can't Lose Them": lambda r, f: r <= 2 and f == 5,
+    "Hibernating": lambda r, f: r == 2 and f <= 2,
+    "Lost": lambda r, f: r == 1 and f <= 2,
+}
+
+
+@dataclass(frozen=True)
+class Tag:
+    family: str
+    name: str
+    reason: str
+
+    @property
+    def segment_id(self) -> str:
+        return f"{self.family}:{re.sub(r'[^a-z0-9]+', '-', self.name.lower()).strip('-')}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"segment_id": self.segment_id, "family": self.family, "name": self.name, "reason": self.reason}
+
+
+def segment(features: CustomerFeatures, statistics: dict[str, Any], personalized: bool) -> list[Tag]:
+    """All tags of one customer. Without consent to personalization, only declared data is used."""
+    tags = _geography(features) + _declared(features)
+    if personalized:
+        tags = (_rfm(features, statistics) + _value(features, statistics) + _lifecycle(features, statistics)
+                + _behaviour(features) + _technographic(features) + _engagement(features) + tags)
+    return tags
+
+
+def score(value: float, edges: list[float], higher_is_better: bool = True) -> int:
+    """1..5 from quintile edges. A value exactly on an edge belongs to the quintile below it
+    (value <= e1 is the first quintile); recency scores reverse that: fewer days score higher."""
+    quintile = 1 + sum(value > edge for edge in edges)
+    return quintile if higher_is_better else 6 - quintile
+
+
+def _money(amount: float, currency: str | None) -> str:
+    return f"{amount:,.2f} {currency or ''}".strip()
+
+
+def _rfm(f: CustomerFeatures, stats: dict[str, Any]) -> list[Tag]:
+    edges_m = stats.get("spend_quintiles", {}).get(f.currency or "")
+    if f.recency_days is None or not edges_m or "recency_days_quintiles" not in stats:
+        return []
+    r = score(f.recency_days, stats["recency_days_quintiles"], higher_is_better=False)
+    fr = score(f.orders_total, stats["frequency_quintiles"])
+    m = score(f.monetary, edges_m)
+    name = next(name for name, rule in RFM_GRID.items() if rule(r, fr))
+    reason = (f"R{r} F{fr} M{m}: bought {f.orders_total} times, last {f.recency_days:.0f} days ago, "
+              f"spent {_money(f.monetary, f.currency)}")
+    return [Tag("rfm", name, reason), Tag("rfm", f"R{r}F{fr}M{m}", reason)]
+
+
+def _value(f: CustomerFeatures, stats: dict[str, Any]) -> list[Tag]:
+    percentiles = stats.get("spend_percentiles", {}).get(f.currency or "")
+    if not f.monetary or not percentiles:
+        return []
+    tiers = [("VIP", "95", "top 5%"), ("High value", "80", "top 20%"), ("Medium value", "50", "top 50%")]
+    tier, where = next(((name, label) for name, key, label in tiers if f.monetary > percentiles[key]),
+                       ("Low value", "bottom 50%"))
+    tags = [Tag("value", tier, f"spent {_money(f.monetary, f.currency)}: {where} by spend")]
+    predicted = predicted_value_90_days(f)
+    if predicted is not None:
+        tags.append(Tag("value", "Predicted value next 90 days",
+                        f"about {_money(predicted, f.currency)} expected in the next 90 days"))
+    return tags
+
+
+def predicted_value_90_days(f: CustomerFeatures) -> float | None:
+    """A simple, documented estimate: order rate x average order x chance the customer is still active.
+
+    rate = orders / max(tenure, 30 days); P(active) = exp(-rate x recency), the probability a
+    customer buying at that rate would have gone this long without an order by chance.
+    """
+    if f.orders_total < 2 or f.tenure_days is None or f.recency_days is None:
+        return None
+    rate = f.orders_total / max(f.tenure_days, 30.0)
+    alive = math.exp(-rate * f.recency_days)
+    return round(rate * 90 * (f.monetary / f.orders_total) * alive, 2)
+
+
+def _lifecycle(f: CustomerFeatures, stats: dict[str, Any]) -> list[Tag]:
+    if f.recency_days is None:
+        return [Tag("lifecycle", "Prospect", "has not bought yet")] if f.channels else []
+    if f.tenure_days is not None and f.tenure_days <= 30:
+        stage = ("New", f"first purchase {f.tenure_days:.0f} days ago")
+    elif f.recency_days <= 90:
+        stage = ("Active", f"last purchase {f.recency_days:.0f} days ago")
+    elif f.recency_days <= 180:
+        stage = ("Lapsing", f"no purchase for {f.recency_days:.0f} days (91 to 180)")
+    else:
+        stage = ("Churned", f"no purchase for {f.recency_days:.0f} days (over 180)")
+    tags = [Tag("lifecycle", *stage)]
+    high = stats.get("spend_percentiles", {}).get(f.currency or "", {}).get("80")
+    if high is not None and f.monetary > high and f.spend_last_90_days < 0.5 * f.spend_previous_90_days:
+        tags.append(Tag("lifecycle", "Declining", (
+            f"top 20% by spend, but {_money(f.spend_last_90_days, f.currency)} in the last 90 days against "
+            f"{_money(f.spend_previous_90_days, f.currency)} in the 90 before")))
+    return tags
+
+
+def _behaviour(f: CustomerFeatures) -> list[Tag]:
+    total = sum(f.category_purchases.values())
+    tags = [Tag("behaviour", f"Likes {category}", f"{count} of {total} purchases in {category}")
+            for category, count in sorted(f.category_purchases.items(), key=lambda kv: -kv[1])[:2]
+            if total and count / total >= 0.25]
+    if f.purchases >= 3 and f.discounted_purchases / f.purchases >= 0.5:
+        tags.append(Tag("behaviour", "Discount seeker",
+                        f"{f.discounted_purchases} of {f.purchases} purchases at a discount"))
+    return tags
+
+
+def _technographic(f: CustomerFeatures) -> list[Tag]:
+    devices = {c: n for c, n in f.channels.items() if c in DEVICE_CHANNELS}
+    if not devices:
+        return []
+    channel = max(devices, key=devices.get)
+    return [Tag("technographic", f"Prefers {channel}",
+                f"{devices[channel]} of {sum(devices.values())} visits on {channel}")]
+
+
+def _engagement(f: CustomerFeatures) -> list[Tag]:
+    return [Tag("engagement", f"Responds to {channel}", f"{count} interactions from {channel} campaigns")
+            for channel, count in sorted(f.campaign_channels.items()) if channel in CAMPAIGN_CHANNELS]
+
+
+def _geography(f: CustomerFeatures) -> list[Tag]:
+    return [Tag("geography", f"{kind.title()}: {value}", f"{kind} {value} in the profile")
+            for kind, value in (("country", f.country), ("region", f.region), ("city", f.city)) if value]
+
+
+def _declared(f: CustomerFeatures) -> list[Tag]:
+    tags = []
+    for key, family in (("age_band", "demographic"), ("household", "demographic"), ("company_type", "demographic")):
+        if isinstance(f.attributes.get(key), str):
+            tags.append(Tag(family, f"{key.replace('_', ' ').title()}: {f.attributes[key]}", f"declared {key}"))
+    interests = f.attributes.get("interests")
+    for interest in interests if isinstance(interests, list) else []:
+        tags.append(Tag("psychographic", f"Interested in {interest}", "declared interest"))
+    for key, value in sorted(f.attributes.items()):
+        if key.startswith("prefers_") and value is True:
+            tags.append(Tag("psychographic", f"Cares about {key.removeprefix('prefers_').replace('_', ' ')}",
+                            f"declared preference {key}"))
+    return tags
