@@ -194,3 +194,36 @@ def test_bad_parameters_are_refused_naming_the_field(api, query, field):
 def test_malformed_rank_requests_are_refused(api, body):
     status, error = api.json("POST", "/users/u-1/rank", body)
     assert status == 422 and error["error"]["fields"]
+
+
+# Segment tags, on the same shop: computed on request from the customer's current data.
+
+def test_a_customers_segment_tags_are_computed_from_their_current_data(api):
+    user = f"seg-{uuid.uuid4().hex[:6]}"
+    kitchen = [i["item_id"] for i in SHOP.items if i["category"] == "kitchen"][:3]
+    api.json("PUT", f"/users/{user}", {"country": "DE", "city": "Berlin",
+                                        "attributes": {"interests": ["cooking"]}})
+    api.json("POST", "/events", {"events": [
+        purchase(f"p-{n}", user_id=user, item_id=item, timestamp=ago(days=5 + n), channel="ios")
+        for n, item in enumerate(kitchen)]})
+
+    status, body = api.json("GET", f"/users/{user}/segments")
+
+    assert status == 200 and body["personalized"] is True
+    tags = {(t["family"], t["name"]) for t in body["tags"]}
+    assert {("lifecycle", "New"), ("behaviour", "Likes kitchen"), ("technographic", "Prefers ios"),
+            ("geography", "Country: DE"), ("psychographic", "Interested in cooking")} <= tags
+    assert body["features"]["orders_total"] == 3
+
+
+def test_segment_tags_of_an_unknown_customer_are_empty_and_an_objector_gets_no_behavioural_tags(api):
+    assert api.json("GET", "/users/nobody-at-all/segments")[1]["tags"] == []
+    user = f"seg-{uuid.uuid4().hex[:6]}"
+    api.json("POST", "/events", {"events": [purchase("p-1", user_id=user)]})
+    api.json("PUT", f"/users/{user}", {"country": "FR", "consent": {"personalization": False}})
+
+    body = api.json("GET", f"/users/{user}/segments")[1]
+
+    assert body["personalized"] is False
+    assert {t["family"] for t in body["tags"]} == {"geography"}
+    assert "orders_total" not in body["features"]
