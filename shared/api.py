@@ -9,13 +9,13 @@ from __future__ import annotations
 import base64
 import json
 from http import HTTPStatus
-from typing import Any, Callable
+from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.errors import Conflict, DomainError, NotFound, NotImplementedYet, PayloadTooLarge, StorageUnavailable
+from shared.errors import Conflict, DomainError, NotFound, PayloadTooLarge, StorageUnavailable
 from shared.observability import logger
 
 STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
@@ -23,7 +23,6 @@ STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
     Conflict: HTTPStatus.CONFLICT,
     PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     StorageUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
-    NotImplementedYet: HTTPStatus.NOT_IMPLEMENTED,
 }
 
 
@@ -156,13 +155,3 @@ def resolve(app: APIGatewayHttpResolver, event: dict[str, Any], context: LambdaC
                             "request body must be a JSON object", "body", "must be a JSON object")
     return app.resolve(event, context)
 
-
-def planned_handler(what: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
-    """A Lambda handler for routes that are deployed but not built yet: 501, never a crash."""
-
-    def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        route = event.get("routeKey", "this route")
-        return _early_error(HTTPStatus.NOT_IMPLEMENTED, "not_implemented",
-                            f"{what} are not available yet", "route", f"{route} is planned")
-
-    return lambda_handler

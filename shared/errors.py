@@ -37,6 +37,3 @@ class StorageUnavailable(DomainError):
         super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
 
-
-class NotImplementedYet(DomainError):
-    code = "not_implemented"

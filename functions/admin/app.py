@@ -51,12 +51,15 @@ def start_training(request: TrainRequest | None = None) -> Response[Manifest]:
                                                    "message": "training runs in the background; see GET /models"})
     # The local stack has no train function: train here, and answer when it is done. Imported
     # here because on AWS this function only invokes the trainer and does not ship the ML stack.
+    from shared.segments.job import materialize_after_training
     from shared.storage.training_data import load_training_data
     from shared.training.job import run_training
 
+    now = datetime.now(timezone.utc)
     manifest = run_training(
-        lambda cfg, now: load_training_data(settings.events_table, settings.users_table, cfg, now),
-        models, config, datetime.now(timezone.utc))
+        lambda cfg, at: load_training_data(settings.events_table, settings.users_table, cfg, at),
+        models, config, now)
+    materialize_after_training(settings, models, now)
     return json_response(HTTPStatus.CREATED, manifest.model_dump(mode="json"))
 
 

@@ -5,26 +5,27 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
 from shared.api import create_app, resolve
 from shared.config import get_settings
-from shared.errors import NotFound, NotImplementedYet
+from shared.errors import NotFound
 from shared.events import MAX_ID_LENGTH
 from shared.observability import logger, metrics, tracer
-from shared.segments.features import customer_features
-from shared.segments.tags import segment
+from shared.segments.tags import segment_customer
 from shared.serving.active_model import ActiveModel
 from shared.storage.catalog import catalog_details
 from shared.storage.history import recent_history
 from shared.storage.models import ModelStore
+from shared.storage.segments import SegmentStore
 from shared.storage.users import UserStore
 from shared.training.artifact import ModelArtifact
 
 settings = get_settings()
 users = UserStore(settings.users_table)
+segment_store = SegmentStore(settings.segments_table)
 
 
 class Statistics:
@@ -69,21 +70,54 @@ def user_segments(user_id: PathId) -> UserSegments:
     categories = {i: item.category for i, item in catalog_details(
         settings.items_table, [e.item_id for e in history if e.event_type == "purchase"]).items()}
     stats = statistics.get()
-    features = customer_features(profile or {}, history, categories, datetime.now(timezone.utc))
-    tags = segment(features, stats.values if stats else {}, personalized)
+    personalized, features, tags = segment_customer(profile, history, categories, stats.values if stats else {},
+                                                    datetime.now(timezone.utc))
     shown = vars(features) if personalized else {k: getattr(features, k) for k in ("country", "region", "city", "attributes")}
     return UserSegments(user_id=user_id, personalized=personalized, statistics_version=stats.version if stats else None,
                         tags=[SegmentTag(**t.as_dict()) for t in tags], features=shown)
 
 
+class SegmentSummary(BaseModel):
+    segment_id: str
+    family: str
+    name: str
+    members: int
+
+
+class SegmentList(BaseModel):
+    run: str | None = Field(description="The nightly run these counts come from")
+    materialized_at: str | None
+    segments: list[SegmentSummary]
+
+
+class Member(BaseModel):
+    user_id: str
+    reason: str
+
+
+class MemberPage(BaseModel):
+    segment_id: str
+    run: str
+    members: list[Member]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
+
+
 @app.get("/segments")
-def list_segments() -> dict:
-    raise NotImplementedYet("segment definitions and member counts are not available yet")
+def list_segments() -> SegmentList:
+    index = segment_store.index()
+    if index is None:
+        return SegmentList(run=None, materialized_at=None, segments=[])
+    return SegmentList(run=index["run"], materialized_at=index["at"], segments=sorted(
+        (SegmentSummary(segment_id=s, **v) for s, v in index["segments"].items()),
+        key=lambda s: (s.family, -s.members)))
 
 
 @app.get("/segments/<segment_id>/members")
-def segment_members(segment_id: PathId) -> dict:
-    raise NotImplementedYet("segment members are not available yet")
+def segment_members(segment_id: PathId, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                    cursor: Annotated[str | None, Query(max_length=2048)] = None) -> MemberPage:
+    run, members, next_cursor = segment_store.members(segment_id, limit, cursor)
+    return MemberPage(segment_id=segment_id, run=run, members=[Member(**m) for m in members],
+                      next_cursor=next_cursor)
 
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId")

@@ -13,6 +13,7 @@ from shared.storage.models import ModelStore
 from shared.storage.training_data import load_training_data
 from shared.training.config import TrainingConfig, training_config
 from shared.training.job import run_training
+from shared.segments.job import materialize_after_training
 
 settings = get_settings()
 models = ModelStore.from_settings(settings.model_bucket, settings.local_model_dir)
@@ -27,6 +28,8 @@ def load(config: TrainingConfig, now: datetime):  # noqa: ANN201 - TrainingData
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Event: an EventBridge scheduled event, or {"config": {...overrides}} from the admin API."""
-    manifest = run_training(load, models, training_config(event.get("config")), datetime.now(timezone.utc))
+    now = datetime.now(timezone.utc)
+    manifest = run_training(load, models, training_config(event.get("config")), now)
+    materialize_after_training(settings, models, now)
     metrics.add_metric("TrainingRuns", "Count", 1)
     return manifest.model_dump(mode="json")

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from shared.segments.features import CustomerFeatures
+from shared.segments.features import CustomerFeatures, customer_features
 
 BEHAVIOURAL = ("rfm", "value", "lifecycle", "behaviour", "technographic", "engagement")
 DEVICE_CHANNELS = ("web", "ios", "android", "store")
@@ -171,3 +171,15 @@ def _declared(f: CustomerFeatures) -> list[Tag]:
             tags.append(Tag("psychographic", f"Cares about {key.removeprefix('prefers_').replace('_', ' ')}",
                             f"declared preference {key}"))
     return tags
+
+
+def segment_customer(profile: dict[str, Any] | None, history: list, categories: dict[str, str],
+                     statistics: dict[str, Any], now: Any) -> tuple[bool, CustomerFeatures, list[Tag]]:
+    """The one entry point both paths use: a request for one customer and the nightly run for all.
+
+    `profile` is the stored user as JSON (None when only events are known); `history` must be
+    empty for a customer who objected, whose history is not to be read.
+    """
+    personalized = profile is None or profile["consent"]["personalization"]
+    features = customer_features(profile or {}, history if personalized else [], categories, now)
+    return personalized, features, segment(features, statistics, personalized)

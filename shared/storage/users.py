@@ -39,7 +39,7 @@ class UserStore:
                 ExpressionAttributeValues=dynamo.serialize({f":{k}": v for k, v in present.items()}),
                 ReturnValues="ALL_NEW",
             )
-        return _user(dynamo.deserialize(response["Attributes"]))
+        return user_from_row(dynamo.deserialize(response["Attributes"]))
 
     def get(self, user_id: str) -> User:
         with dynamo.aws_faults("read user"):
@@ -48,8 +48,8 @@ class UserStore:
             )
         if "Item" not in response:
             raise NotFound(f"user {user_id!r} is unknown", field="user_id")
-        return _user(dynamo.deserialize(response["Item"]))
+        return user_from_row(dynamo.deserialize(response["Item"]))
 
 
-def _user(row: dict) -> User:
+def user_from_row(row: dict) -> User:
     return User.model_validate({**row, "summary": row})

@@ -125,3 +125,40 @@ def test_customers_who_withdrew_consent_are_not_trained_on(local_api, local_tabl
     assert manifest["counts"]["excluded_users"] == 1
     assert objector not in artifact.user_ids
     assert len(artifact.user_ids) == len({e["user_id"] for e in events}) - 1
+
+
+def test_the_nightly_segments_agree_with_the_tags_computed_on_request(local_api, local_tables):
+    """Customers ingested through the API (so they have summaries), trained, materialized."""
+    demo = shop(60, 40, seed=6)
+    local_api.json("POST", "/items", {"items": demo.items})
+    for user in demo.users[:60]:
+        local_api.json("PUT", f"/users/{user['user_id']}", {k: v for k, v in user.items() if k != "user_id"})
+    for start in range(0, len(demo.events), 1000):
+        assert local_api.json("POST", "/events", {"events": demo.events[start:start + 1000]})[0] == 200
+    train(local_api, min_gain_over_popularity=0)
+
+    listing = local_api.json("GET", "/segments")[1]
+    members: dict[str, set[str]] = {}
+    for summary in listing["segments"]:
+        cursor, seen = None, []
+        while True:  # small pages, to exercise the cursor
+            page = local_api.json("GET", f"/segments/{summary['segment_id']}/members?limit=7"
+                                  + (f"&cursor={cursor}" if cursor else ""))[1]
+            seen += [m["user_id"] for m in page["members"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert len(seen) == summary["members"]
+        for user in seen:
+            members.setdefault(user, set()).add(summary["segment_id"])
+
+    assert {s["family"] for s in listing["segments"]} >= {"rfm", "lifecycle", "geography", "technographic"}
+    for user in {u["user_id"] for u in demo.users}:
+        on_request = {t["segment_id"] for t in local_api.json("GET", f"/users/{user}/segments")[1]["tags"]}
+        assert on_request == members.get(user, set()), user
+
+
+def test_a_segment_without_members_and_a_forged_cursor_are_clear_errors(local_api):
+    assert local_api.json("GET", "/segments")[1] == {"run": None, "materialized_at": None, "segments": []}
+    status, body = local_api.json("GET", "/segments/rfm:champions/members")
+    assert status == 404 and body["error"]["fields"][0]["field"] == "segment_id"

@@ -157,8 +157,3 @@ def test_an_unknown_route_is_a_json_404(api):
     assert response.status == 404
     assert json.loads(response.body)
 
-
-def test_routes_of_later_functions_answer_501_not_500(api):
-    status, body = api.json("GET", "/segments")
-    assert status == 501
-    assert body["error"]["code"] == "not_implemented"

@@ -1,0 +1,59 @@
+"""The nightly materialization: every customer's tags, by the same function as the request path."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from shared.observability import logger
+from shared.segments.tags import segment_customer
+from shared.storage.history import all_histories
+from shared.storage.scan import parallel_scan
+from shared.storage.segments import SegmentStore
+from shared.storage.users import user_from_row
+
+
+def materialize_segments(events_table: str, users_table: str, items_table: str, store: SegmentStore,
+                         statistics: dict[str, Any], now: datetime, run: str) -> dict[str, Any]:
+    profiles = {user_id: user.model_dump(mode="json") for user_id, user in _rows(users_table, "user_id",
+                                                                                   user_from_row).items()}
+    categories = {item_id: row["category"] for item_id, row in _rows(items_table, "item_id", dict).items()}
+    histories = all_histories(events_table)
+
+    def members() -> Iterator[tuple[str, str, str, str, str]]:
+        for user_id in profiles.keys() | histories.keys():
+            _, _, tags = segment_customer(profiles.get(user_id), histories.get(user_id, []), categories,
+                                          statistics, now)
+            for tag in tags:
+                yield tag.segment_id, tag.family, tag.name, user_id, tag.reason
+
+    index = store.write_run(run, now.isoformat(), members())
+    logger.info("segments materialized", extra={"run": run, "segments": len(index["segments"]),
+                                                "customers": len(profiles.keys() | histories.keys())})
+    return index
+
+
+def _rows(table: str, key: str, convert: Any) -> dict[str, Any]:
+    from shared.storage import dynamo
+
+    found: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def add_page(rows: list[dict]) -> None:
+        page = {row[key]["S"]: convert(dynamo.deserialize(row)) for row in rows}
+        with lock:
+            found.update(page)
+
+    parallel_scan(table, 4, add_page)
+    return found
+
+
+def materialize_after_training(settings: Any, models: Any, now: datetime) -> dict[str, Any]:
+    """With the statistics of whichever version is active after the run (none: no RFM or value tags)."""
+    pointer = models.active()
+    statistics = models.load(models.manifest(pointer.version)).customer_statistics if pointer else {}
+    return materialize_segments(settings.events_table, settings.users_table, settings.items_table,
+                                SegmentStore(settings.segments_table), statistics, now,
+                                run=now.strftime("%Y%m%dT%H%M%S"))
