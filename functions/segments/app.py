@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from http import HTTPStatus
 from typing import Annotated, Any
 
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
-from shared.api import create_app, resolve
+from shared.api import create_app, json_response, resolve
 from shared.config import get_settings
 from shared.errors import NotFound
 from shared.events import MAX_ID_LENGTH
 from shared.observability import logger, metrics, tracer
+from shared.segments.rules import CustomSegment, CustomSegmentIn
 from shared.segments.tags import segment_customer
 from shared.serving.active_model import ActiveModel
 from shared.storage.catalog import catalog_details
@@ -71,7 +74,7 @@ def user_segments(user_id: PathId) -> UserSegments:
         settings.items_table, [e.item_id for e in history if e.event_type == "purchase"]).items()}
     stats = statistics.get()
     personalized, features, tags = segment_customer(profile, history, categories, stats.values if stats else {},
-                                                    datetime.now(timezone.utc))
+                                                    datetime.now(timezone.utc), segment_store.definitions())
     shown = vars(features) if personalized else {k: getattr(features, k) for k in ("country", "region", "city", "attributes")}
     return UserSegments(user_id=user_id, personalized=personalized, statistics_version=stats.version if stats else None,
                         tags=[SegmentTag(**t.as_dict()) for t in tags], features=shown)
@@ -88,6 +91,7 @@ class SegmentList(BaseModel):
     run: str | None = Field(description="The nightly run these counts come from")
     materialized_at: str | None
     segments: list[SegmentSummary]
+    custom: list[CustomSegment] = Field(description="Custom definitions; members from the next nightly run on")
 
 
 class Member(BaseModel):
@@ -104,12 +108,25 @@ class MemberPage(BaseModel):
 
 @app.get("/segments")
 def list_segments() -> SegmentList:
-    index = segment_store.index()
-    if index is None:
-        return SegmentList(run=None, materialized_at=None, segments=[])
+    index = segment_store.index() or {"run": None, "at": None, "segments": {}}
     return SegmentList(run=index["run"], materialized_at=index["at"], segments=sorted(
         (SegmentSummary(segment_id=s, **v) for s, v in index["segments"].items()),
-        key=lambda s: (s.family, -s.members)))
+        key=lambda s: (s.family, -s.members)), custom=segment_store.definitions())
+
+
+@app.post("/segments")
+def create_segment(definition: CustomSegmentIn) -> Response[CustomSegment]:
+    stored = CustomSegment(segment_id=definition.segment_id, name=definition.name,
+                           description=definition.description, rule=definition.rule,
+                           created_at=datetime.now(timezone.utc))
+    segment_store.create_definition(stored)
+    return json_response(HTTPStatus.CREATED, stored.model_dump(mode="json"))
+
+
+@app.delete("/segments/<segment_id>")
+def delete_segment(segment_id: PathId) -> Response[None]:
+    segment_store.delete_definition(segment_id)
+    return Response(status_code=HTTPStatus.NO_CONTENT)
 
 
 @app.get("/segments/<segment_id>/members")

@@ -21,11 +21,12 @@ def materialize_segments(events_table: str, users_table: str, items_table: str, 
                                                                                    user_from_row).items()}
     categories = {item_id: row["category"] for item_id, row in _rows(items_table, "item_id", dict).items()}
     histories = all_histories(events_table)
+    custom = store.definitions()
 
     def members() -> Iterator[tuple[str, str, str, str, str]]:
         for user_id in profiles.keys() | histories.keys():
             _, _, tags = segment_customer(profiles.get(user_id), histories.get(user_id, []), categories,
-                                          statistics, now)
+                                          statistics, now, custom)
             for tag in tags:
                 yield tag.segment_id, tag.family, tag.name, user_id, tag.reason
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from shared.segments.features import CustomerFeatures, customer_features
+from shared.segments.rules import CustomSegment, matches
 
 BEHAVIOURAL = ("rfm", "value", "lifecycle", "behaviour", "technographic", "engagement")
 DEVICE_CHANNELS = ("web", "ios", "android", "store")
@@ -174,7 +176,8 @@ def _declared(f: CustomerFeatures) -> list[Tag]:
 
 
 def segment_customer(profile: dict[str, Any] | None, history: list, categories: dict[str, str],
-                     statistics: dict[str, Any], now: Any) -> tuple[bool, CustomerFeatures, list[Tag]]:
+                     statistics: dict[str, Any], now: Any, custom: Sequence[CustomSegment] = ()
+                     ) -> tuple[bool, CustomerFeatures, list[Tag]]:
     """The one entry point both paths use: a request for one customer and the nightly run for all.
 
     `profile` is the stored user as JSON (None when only events are known); `history` must be
@@ -182,4 +185,10 @@ def segment_customer(profile: dict[str, Any] | None, history: list, categories: 
     """
     personalized = profile is None or profile["consent"]["personalization"]
     features = customer_features(profile or {}, history if personalized else [], categories, now)
-    return personalized, features, segment(features, statistics, personalized)
+    tags = segment(features, statistics, personalized)
+    if personalized:  # custom rules read behaviour, so they follow consent like the built-in families
+        known = {t.name for t in tags} | {t.segment_id for t in tags}
+        tags += [Tag("custom", definition.name, f"matches the rule of {definition.name}"
+                     + (f": {definition.description}" if definition.description else ""))
+                 for definition in custom if matches(definition.rule, features, history, categories, known, now)]
+    return personalized, features, tags

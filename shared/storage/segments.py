@@ -15,10 +15,14 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from shared.errors import DomainError, NotFound
+from botocore.exceptions import ClientError
+
+from shared.errors import Conflict, DomainError, NotFound
+from shared.segments.rules import CustomSegment
 from shared.storage import dynamo
 
 INDEX_KEY = {"segment_id": "#index", "sk": "current"}
+CUSTOM_PARTITION = "#custom"  # one item per custom definition, sk = its segment id
 OLD_RUNS_KEPT_SECONDS = 3 * 86_400
 
 
@@ -40,6 +44,36 @@ class SegmentStore:
         index = {**INDEX_KEY, "run": run, "at": at, "segments": segments}
         dynamo.batch_put(self.table, [index])
         return index
+
+    def create_definition(self, definition: CustomSegment) -> None:
+        item = {"segment_id": CUSTOM_PARTITION, "sk": definition.segment_id,
+                "definition": definition.model_dump_json()}
+        try:
+            with dynamo.aws_faults("store a segment definition"):
+                dynamo.client().put_item(TableName=self.table, Item=dynamo.serialize(item),
+                                         ConditionExpression="attribute_not_exists(sk)")
+        except ClientError as error:
+            if dynamo.error_code(error) == "ConditionalCheckFailedException":
+                raise Conflict(f"a segment named {definition.name!r} exists already", field="name") from None
+            raise
+
+    def definitions(self) -> list[CustomSegment]:
+        with dynamo.aws_faults("read segment definitions"):
+            pages = dynamo.client().get_paginator("query").paginate(
+                TableName=self.table, KeyConditionExpression="segment_id = :custom",
+                ExpressionAttributeValues=dynamo.serialize({":custom": CUSTOM_PARTITION}))
+            return [CustomSegment.model_validate_json(row["definition"]["S"]) for page in pages
+                    for row in page["Items"]]
+
+    def delete_definition(self, segment_id: str) -> None:
+        try:
+            with dynamo.aws_faults("delete a segment definition"):
+                dynamo.client().delete_item(TableName=self.table, ConditionExpression="attribute_exists(sk)",
+                                            Key=dynamo.serialize({"segment_id": CUSTOM_PARTITION, "sk": segment_id}))
+        except ClientError as error:
+            if dynamo.error_code(error) == "ConditionalCheckFailedException":
+                raise NotFound(f"no custom segment {segment_id!r}", field="segment_id") from None
+            raise
 
     def index(self) -> dict[str, Any] | None:
         rows = dynamo.batch_get(self.table, [INDEX_KEY], consistent=True)
