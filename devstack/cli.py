@@ -110,6 +110,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     show_customer(api, shop)
     show_training(api)
     show_recommendations(api, shop)
+    show_segments(api, shop)
     print(f"\nThe stack keeps running at {state.url}; try:\n"
           f"  curl {state.url}/users/{next(iter(shop.archetypes))}\n"
           "Stop it with ./dev down")
@@ -160,6 +161,18 @@ def show_recommendations(api: ApiClient, shop: Any) -> None:
     popular = api.request("GET", "/popular", query={"limit": 3}).body
     print("\npopular for anonymous visitors (GET /popular?limit=3): "
           + ", ".join(f"{i['title']} ({i['item_id']})" for i in popular["items"]))
+
+
+def show_segments(api: ApiClient, shop: Any) -> None:
+    listing = api.request("GET", "/segments").body
+    rfm = [s for s in listing["segments"] if s["family"] == "rfm" and not s["name"].startswith("R")]
+    print(f"\nsegments materialized in run {listing['run']}: {len(listing['segments'])} segments; RFM sizes:")
+    print("  " + ", ".join(f"{s['name']} {s['members']}" for s in sorted(rfm, key=lambda s: -s["members"])))
+    loyal = next(user for user, kind in shop.archetypes.items() if kind == "loyal")
+    tags = api.request("GET", f"/users/{loyal}/segments").body["tags"]
+    print(f"{loyal}'s tags (GET /users/{loyal}/segments):")
+    for tag in tags[:8]:
+        print(f"  {tag['family']:>13}: {tag['name']:<22} {tag['reason']}")
 
 
 def print_recommendations(api: ApiClient, user_id: str) -> dict[str, Any]:
