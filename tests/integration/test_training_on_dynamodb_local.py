@@ -153,12 +153,15 @@ def test_the_nightly_segments_agree_with_the_tags_computed_on_request(local_api,
             members.setdefault(user, set()).add(summary["segment_id"])
 
     assert {s["family"] for s in listing["segments"]} >= {"rfm", "lifecycle", "geography", "technographic"}
+    forged = local_api.json("GET", f"/segments/{listing['segments'][0]['segment_id']}/members?cursor=bm9wZQ==")
+    assert forged[0] == 400 and forged[1]["error"]["fields"][0]["field"] == "cursor"
     for user in {u["user_id"] for u in demo.users}:
         on_request = {t["segment_id"] for t in local_api.json("GET", f"/users/{user}/segments")[1]["tags"]}
         assert on_request == members.get(user, set()), user
 
 
-def test_a_segment_without_members_and_a_forged_cursor_are_clear_errors(local_api):
-    assert local_api.json("GET", "/segments")[1] == {"run": None, "materialized_at": None, "segments": []}
+def test_before_any_nightly_run_there_are_no_segments_and_members_are_a_404(local_api):
+    assert local_api.json("GET", "/segments")[1] == {"run": None, "materialized_at": None, "segments": [],
+                                                     "custom": []}
     status, body = local_api.json("GET", "/segments/rfm:champions/members")
     assert status == 404 and body["error"]["fields"][0]["field"] == "segment_id"
