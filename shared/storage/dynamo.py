@@ -171,3 +171,15 @@ def batch_put(table: str, items: list[Mapping[str, Any]]) -> None:
             "UnprocessedItems",
             "batch write",
         )
+
+
+def batch_delete(table: str, keys: list[Mapping[str, Any]]) -> None:
+    """BatchWriteItem deletes (25 per call), unprocessed ones retried with backoff."""
+    for start in range(0, len(keys), 25):
+        requests = [{"DeleteRequest": {"Key": serialize(key)}} for key in keys[start : start + 25]]
+        with_leftovers(
+            lambda request: client().batch_write_item(**request),
+            {"RequestItems": {table: requests}},
+            "UnprocessedItems",
+            "batch delete",
+        )
