@@ -17,7 +17,7 @@ from shared.config import get_settings
 from shared.errors import NotFound
 from shared.events import MAX_ID_LENGTH, Identifier
 from shared.observability import logger, metrics, tracer
-from shared.serving.active_model import ActiveModel
+from shared.serving.active_model import ActiveModel, CachedPopular
 from shared.serving.model import ServingModel
 from shared.serving.answers import PopularItems, Ranking, Recommendations, Similar
 from shared.serving.recommender import Recommender, Sources
@@ -30,8 +30,9 @@ from shared.users import User
 settings = get_settings()
 catalog = CatalogStore(settings.items_table)
 users = UserStore(settings.users_table)
-active_model = ActiveModel(ModelStore.from_settings(settings.model_bucket, settings.local_model_dir),
-                           settings.model_refresh_seconds, ServingModel)
+model_store = ModelStore.from_settings(settings.model_bucket, settings.local_model_dir)
+active_model = ActiveModel(model_store, settings.model_refresh_seconds, ServingModel)
+cached_popular = CachedPopular(model_store, settings.model_refresh_seconds)
 app = create_app()
 
 PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]
@@ -57,6 +58,7 @@ def profile_or_none(user_id: str) -> User | None:
 recommender = Recommender(Sources(
     model=active_model.get, catalog=CatalogReader(),
     history=lambda user_id: recent_history(settings.events_table, user_id), profile=profile_or_none,
+    cached_popular=cached_popular.get,
 ))
 
 

@@ -16,6 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from shared.errors import Conflict, DomainError
 from shared.observability import logger, metrics
+from shared.serving.recommender import PopularLists
 from shared.storage.models import ModelStore
 from shared.training.artifact import ModelArtifact
 
@@ -64,3 +65,25 @@ class ActiveModel(Generic[T]):
                          extra={"version": pointer.version, "reason": error.message,
                                 "serving": self.current.version if self.current else None})
             metrics.add_metric("ModelLoadFailed", MetricUnit.Count, 1)
+
+
+class CachedPopular:
+    """The small popular list written beside each active model, for when no model is loaded."""
+
+    def __init__(self, store: ModelStore, refresh_seconds: float) -> None:
+        self.store = store
+        self.refresh_seconds = refresh_seconds
+        self.current: PopularLists | None = None
+        self._checked_at = float("-inf")
+
+    def get(self) -> PopularLists | None:
+        if time.monotonic() - self._checked_at >= self.refresh_seconds:
+            self._checked_at = time.monotonic()
+            try:
+                raw = self.store.cached_popular()
+            except DomainError as error:
+                logger.warning("cannot read the cached popular list", extra={"reason": error.message})
+                return self.current
+            if raw:
+                self.current = PopularLists(raw["version"], raw["items"], raw["by_country"], cached=True)
+        return self.current

@@ -32,12 +32,21 @@ class Catalog(Protocol):
     def newest(self, category: str, limit: int) -> list[dict]: ...
 
 
+@dataclass(frozen=True)
+class PopularLists:
+    version: str
+    items: list[str]
+    by_country: dict[str, list[str]]
+    cached: bool  # True: the small list kept beside the model, used while no model is loaded
+
+
 @dataclass
 class Sources:
     model: Callable[[], ServingModel | None]
     catalog: Catalog
     history: Callable[[str], list[HistoryEvent]]
     profile: Callable[[str], User | None]
+    cached_popular: Callable[[], PopularLists | None] = lambda: None
 
 
 class Recommender:
@@ -111,31 +120,35 @@ class Recommender:
     def popular(self, limit: int, category: str | None, country: str | None) -> PopularItems:
         model = self.sources.model()
         items = self._popular(model, limit, category, set(), country)
-        return PopularItems(model_version=model.version if model else None,
-                        strategy="popular_country" if country and model and country in model.artifact.popular_by_country
-                        else "popular", items=items)
+        lists = self._popular_lists(model)
+        return PopularItems(model_version=lists.version if lists else None,
+                            strategy=_popular_strategy(lists, country), items=items)
 
     # -- helpers
 
     def _popular_answer(self, user_id: str, model: ServingModel | None, limit: int, category: str | None,
                         excluded: set[str], country: str | None, reason: str) -> Recommendations:
         items = self._popular(model, limit, category, excluded, country)
-        by_country = bool(country and model and country in model.artifact.popular_by_country)
-        return Recommendations(user_id=user_id, model_version=model.version if model else None,
-                               personalized=False,
-                               strategy=f"{reason}:popular_country" if by_country else f"{reason}:popular",
+        lists = self._popular_lists(model)
+        return Recommendations(user_id=user_id, model_version=lists.version if lists else None,
+                               personalized=False, strategy=f"{reason}:{_popular_strategy(lists, country)}",
                                items=items)
+
+    def _popular_lists(self, model: ServingModel | None) -> PopularLists | None:
+        if model is not None:
+            return PopularLists(model.version, model.artifact.popular_items, model.artifact.popular_by_country, False)
+        return self.sources.cached_popular()
 
     def _popular(self, model: ServingModel | None, limit: int, category: str | None, excluded: set[str],
                  country: str | None) -> list[Recommendation]:
-        if model is None:
+        lists = self._popular_lists(model)
+        if lists is None:
             return []
-        ranked = model.artifact.popular_by_country.get(country or "", []) or model.artifact.popular_items
-        if country and ranked is not model.artifact.popular_items:
-            ranked = ranked + [i for i in model.artifact.popular_items if i not in set(ranked)]
+        ranked = lists.by_country.get(country or "", [])
+        ranked = ranked + [i for i in lists.items if i not in set(ranked)]
         candidates = [i for i in ranked if i not in excluded]
         details = self.sources.catalog.details(candidates)
-        where = f" in {country}" if country in model.artifact.popular_by_country else ""
+        where = f" in {country}" if country in lists.by_country else ""
         picked = [i for i in candidates if _available(details.get(i), category)][:limit]
         return [Recommendation.of(details[i], None, Because(text=f"popular{where} right now", items=[]))
                 for i in picked]
@@ -170,6 +183,13 @@ class Recommender:
                     text=f"new in {favourite}, a category you buy often", items=[])))
                 taken.add(item.item_id)
         return found
+
+
+def _popular_strategy(lists: PopularLists | None, country: str | None) -> str:
+    if lists is None:
+        return "popular:no_model"
+    name = "popular_country" if country and country in lists.by_country else "popular"
+    return f"{name}:cached" if lists.cached else name
 
 
 def _available(item: Item | None, category: str | None) -> bool:

@@ -28,6 +28,8 @@ from shared.storage.dynamo import CLIENT_CONFIG
 from shared.training.artifact import CorruptArtifact, ModelArtifact, sha256
 
 ACTIVE_KEY = "active.json"
+# A few kilobytes beside the model: popular items for cold starts when the model cannot be loaded.
+CACHED_POPULAR_KEY = "popular.json"
 # A run still "training" after Lambda's longest timeout was killed.
 ABANDONED_AFTER = timedelta(minutes=16)
 ACTIVATABLE = {"accepted"}
@@ -180,12 +182,22 @@ class ModelStore:
         if manifest.status not in ACTIVATABLE and not force:
             raise Conflict(f"version {version} was {manifest.status}: {manifest.reason}. "
                            "Activate it anyway with ?force=true", field="version")
-        self.load(manifest)
+        artifact = self.load(manifest)
+        self.blobs.put(CACHED_POPULAR_KEY, json.dumps({
+            "version": version, "items": artifact.popular_items[:100],
+            "by_country": {country: items[:50] for country, items in artifact.popular_by_country.items()},
+        }).encode())
         pointer = ActivePointer(version=version, sha256=manifest.artifact.sha256,
                                 activated_at=datetime.now(timezone.utc))
         self.blobs.put(ACTIVE_KEY, pointer.model_dump_json().encode())
         manifest.active = True
         return manifest
+
+    def cached_popular(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.blobs.get(CACHED_POPULAR_KEY))
+        except NotFound:
+            return None
 
     def load(self, manifest: Manifest) -> ModelArtifact:
         if manifest.artifact is None:

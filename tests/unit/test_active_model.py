@@ -77,3 +77,27 @@ def test_an_unreachable_bucket_keeps_the_loaded_model(store, monkeypatch):
 
 def test_no_active_version_means_no_model_not_an_error(store):
     assert ActiveModel(store, 0, ServingModel).get() is None
+
+
+def test_with_no_loadable_model_cold_starts_get_the_cached_popular_list_clearly_marked(store, tmp_path):
+    from shared.catalog import Item
+    from shared.serving.active_model import CachedPopular
+    from shared.serving.recommender import Recommender, Sources
+
+    publish(store, "v1")
+    store.blobs.put("models/v1/model.npz", b"damaged after activation")
+
+    class Catalog:
+        def details(self, ids):
+            return {i: Item(item_id=i, title=i.upper(), category="c") for i in ids}
+
+        def newest(self, category, limit):
+            return []
+
+    recommender = Recommender(Sources(model=ActiveModel(store, 0, ServingModel).get, catalog=Catalog(),
+                                      history=lambda _: [], profile=lambda _: None,
+                                      cached_popular=CachedPopular(store, 0).get))
+    answer = recommender.recommend("someone", 5)
+
+    assert (answer.personalized, answer.strategy, answer.model_version) == (False, "cold_start:popular:cached", "v1")
+    assert [i.item_id for i in answer.items] == ["a"]
