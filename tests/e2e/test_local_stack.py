@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
 import subprocess
 import sys
 
@@ -98,3 +101,34 @@ def test_a_retail_csv_is_imported_through_the_api_and_reimporting_changes_nothin
     user = ApiClient(state.url).request("GET", "/users/17850").body
     assert (user["country"], user["summary"]["purchase_count"], user["summary"]["units"]) == ("GB", 2, 8)
     assert ApiClient(state.url).request("GET", "/items/71053").body["title"] == "WHITE METAL LANTERN"
+
+
+def test_when_dynamodb_goes_away_clients_get_a_503_with_retry_after_not_a_crash(tmp_path):
+    state, _ = stack.up(free_port(), tmp_path)
+    try:
+        api = ApiClient(state.url, timeout=120)
+        assert api.request("POST", "/events", {"events": [purchase("p-1")]}).status == 200
+        os.kill(state.dynamodb_pid, signal.SIGKILL)
+
+        for method, path, body in (("POST", "/events", {"events": [purchase("p-2")]}),
+                                   ("GET", "/users/u-1/recommendations", None), ("GET", "/users/u-1", None)):
+            response = api.request(method, path, body)
+            assert response.status == 503, (path, response.body)
+            assert response.body["error"]["code"] == "storage_unavailable"
+            assert int(response.headers["retry-after"]) >= 1
+    finally:
+        stack.down(tmp_path)
+
+
+def test_a_flood_of_the_same_batch_from_many_clients_is_stored_once(running_stack):
+    state, _ = running_stack
+    api = ApiClient(state.url)
+    batch = [purchase(f"flood-{n}", user_id=f"flooder-{n % 10}", price=3) for n in range(500)]
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: api.send_events(batch), range(6)))
+
+    assert sum(a.accepted for a in answers) == 500
+    assert sum(a.duplicates for a in answers) == 2500
+    for n in range(10):
+        assert api.request("GET", f"/users/flooder-{n}").body["summary"]["purchase_count"] == 50
