@@ -79,10 +79,17 @@ class ServingModel:
                                          recalculate_user=True)
         return [Scored(self.item_ids[i], float(s)) for i, s in zip(ids, scores, strict=True)]
 
-    def explain(self, row: csr_matrix, item_id: str, top: int = 3) -> list[Scored]:
-        """The history items that contributed most to `item_id`'s score, largest first."""
-        _, contributions, _ = self.als.explain(0, row, self.index[item_id], N=top)
-        return [Scored(self.item_ids[i], float(s)) for i, s in contributions if s > 0]
+    def explain(self, row: csr_matrix, item_ids: list[str], top: int = 3) -> dict[str, list[str]]:
+        """For each item, the history items that contributed most to its score, largest first.
+
+        The customer's weights (a Cholesky factor) depend only on their history: implicit returns
+        them from the first call, and they are passed back so they are computed once per request.
+        """
+        weights, explained = None, {}
+        for item_id in item_ids:
+            _, contributions, weights = self.als.explain(0, row, self.index[item_id], user_weights=weights, N=top)
+            explained[item_id] = [self.item_ids[i] for i, s in contributions if s > 0]
+        return explained
 
     def rank(self, row: csr_matrix, item_ids: list[str]) -> dict[str, float]:
         vector = self.als.recalculate_user(0, row) if row.nnz else None

@@ -73,7 +73,9 @@ class Recommender:
         details = self.sources.catalog.details([c.item_id for c in candidates] + [e.item_id for e in history])
         picked = [c for c in candidates if _available(details.get(c.item_id), category)][:limit]
         titles = {item_id: item.title for item_id, item in details.items()}
-        recommended = [Recommendation.of(details[c.item_id], c.score, self._reason(model, row, c.item_id, history, titles))
+        contributors = model.explain(row, [c.item_id for c in picked])
+        recommended = [Recommendation.of(details[c.item_id], c.score,
+                                         _reason(c.item_id, contributors[c.item_id], history, titles))
                        for c in picked]
         taken = excluded | {r.item_id for r in recommended}
         new_items = self._new_in_favourite_categories(history, details, category, taken, now)
@@ -153,17 +155,6 @@ class Recommender:
         return [Recommendation.of(details[i], None, Because(text=f"popular{where} right now", items=[]))
                 for i in picked]
 
-    def _reason(self, model: ServingModel, row, item_id: str, history: list[HistoryEvent],
-                titles: dict[str, str]) -> Because:
-        contributors = [c.item_id for c in model.explain(row, item_id)]
-        if not contributors:
-            return Because(text="recommended for you", items=[])
-        top = contributors[0]
-        kinds = {e.event_type for e in history if e.item_id == top}
-        verb = next((VERBS[kind] for kind in VERBS if kind in kinds), "liked")  # strongest kind first
-        what = "it" if top == item_id else titles.get(top, top)  # e.g. viewed, not bought yet
-        return Because(text=f"because you {verb} {what}", items=contributors)
-
     def _new_in_favourite_categories(self, history: list[HistoryEvent], details: dict[str, Item],
                                      category: str | None, taken: set[str], now: datetime) -> list[Recommendation]:
         bought = Counter(details[e.item_id].category for e in history
@@ -183,6 +174,16 @@ class Recommender:
                     text=f"new in {favourite}, a category you buy often", items=[])))
                 taken.add(item.item_id)
         return found
+
+
+def _reason(item_id: str, contributors: list[str], history: list[HistoryEvent], titles: dict[str, str]) -> Because:
+    if not contributors:
+        return Because(text="recommended for you", items=[])
+    top = contributors[0]
+    kinds = {e.event_type for e in history if e.item_id == top}
+    verb = next((VERBS[kind] for kind in VERBS if kind in kinds), "liked")  # strongest kind first
+    what = "it" if top == item_id else titles.get(top, top)  # e.g. viewed, not bought yet
+    return Because(text=f"because you {verb} {what}", items=contributors)
 
 
 def _popular_strategy(lists: PopularLists | None, country: str | None) -> str:
