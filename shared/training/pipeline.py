@@ -89,7 +89,8 @@ def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float |
     before = interactions.select(interactions.timestamps < cutoff)
     after = interactions.select(interactions.timestamps >= cutoff)
     train_matrix = confidence_matrix(before, config, cutoff, shape)
-    evaluated = holdout(purchase_matrix(after, shape), purchase_matrix(before, shape),
+    bought_before = purchase_matrix(before, shape)  # the answers' exclusions and the holdout's
+    evaluated = holdout(purchase_matrix(after, shape), bought_before,
                         known_users=np.diff(train_matrix.indptr) > 0)
     timings["matrix"] = time.perf_counter() - started
     counts["evaluated_users"] = len(evaluated.users)
@@ -105,13 +106,12 @@ def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float |
     timings["fit"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    exclude = purchase_matrix(before, shape)
     recent = popularity(before, cutoff, config, shape[1])
     model_metrics = ranking_metrics(top_items(lambda users: user_factors[users] @ item_factors.T,
-                                              evaluated.users, exclude, config.top_k),
+                                              evaluated.users, bought_before, config.top_k),
                                     evaluated.relevant, shape[1])
     baseline_metrics = ranking_metrics(top_items(lambda users: np.tile(recent, (len(users), 1)),
-                                                 evaluated.users, exclude, config.top_k),
+                                                 evaluated.users, bought_before, config.top_k),
                                        evaluated.relevant, shape[1])
     status, reason = decide(model_metrics, baseline_metrics, active_ndcg, config)
     timings["evaluate"] = time.perf_counter() - started
