@@ -27,13 +27,10 @@ class CatalogStore:
         return stored
 
     def get(self, item_id: str) -> Item:
-        with dynamo.aws_faults("read item"):
-            response = dynamo.client().get_item(
-                TableName=self.items_table, Key=dynamo.serialize({"item_id": item_id})
-            )
-        if "Item" not in response:
+        row = dynamo.get_item(self.items_table, {"item_id": item_id}, "read item")
+        if row is None:
             raise NotFound(f"item {item_id!r} is not in the catalog", field="item_id")
-        return Item.model_validate(dynamo.deserialize(response["Item"]))
+        return Item.model_validate(row)
 
 
 def _record(item: Item) -> dict:

@@ -138,6 +138,13 @@ def with_leftovers(
     raise StorageUnavailable(f"{action}: DynamoDB kept returning unprocessed items")
 
 
+def get_item(table: str, key: Mapping[str, Any], action: str, consistent: bool = False) -> dict[str, Any] | None:
+    """One item by key, deserialized; None when there is none."""
+    with aws_faults(action):
+        response = client().get_item(TableName=table, Key=serialize(key), ConsistentRead=consistent)
+    return deserialize(response["Item"]) if "Item" in response else None
+
+
 def batch_get(table: str, keys: list[dict[str, Any]], consistent: bool = False,
               projection: str | None = None, names: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """BatchGetItem over any number of keys (100 per call), leftovers retried."""
@@ -163,23 +170,19 @@ def batch_get(table: str, keys: list[dict[str, Any]], consistent: bool = False,
 
 def batch_put(table: str, items: list[Mapping[str, Any]]) -> None:
     """BatchWriteItem puts (25 per call), unprocessed items retried with backoff."""
-    for start in range(0, len(items), 25):
-        requests = [{"PutRequest": {"Item": serialize(item)}} for item in items[start : start + 25]]
-        with_leftovers(
-            lambda request: client().batch_write_item(**request),
-            {"RequestItems": {table: requests}},
-            "UnprocessedItems",
-            "batch write",
-        )
+    _batch_write(table, [{"PutRequest": {"Item": serialize(item)}} for item in items], "batch write")
 
 
 def batch_delete(table: str, keys: list[Mapping[str, Any]]) -> None:
     """BatchWriteItem deletes (25 per call), unprocessed ones retried with backoff."""
-    for start in range(0, len(keys), 25):
-        requests = [{"DeleteRequest": {"Key": serialize(key)}} for key in keys[start : start + 25]]
+    _batch_write(table, [{"DeleteRequest": {"Key": serialize(key)}} for key in keys], "batch delete")
+
+
+def _batch_write(table: str, requests: list[dict[str, Any]], action: str) -> None:
+    for start in range(0, len(requests), 25):
         with_leftovers(
             lambda request: client().batch_write_item(**request),
-            {"RequestItems": {table: requests}},
+            {"RequestItems": {table: requests[start : start + 25]}},
             "UnprocessedItems",
-            "batch delete",
+            action,
         )

@@ -32,8 +32,8 @@ class PrivacyStore:
         return dynamo.deserialize(response["Attributes"])
 
     def export(self, user_id: str) -> dict[str, Any]:
-        profile = dynamo.batch_get(self.users_table, [{"user_id": user_id}], consistent=True)
-        return {"user_id": user_id, "profile": profile[0] if profile else None,
+        profile = dynamo.get_item(self.users_table, {"user_id": user_id}, "read profile", consistent=True)
+        return {"user_id": user_id, "profile": profile,
                 "events": [dynamo.deserialize(row) for row in self._events(user_id)],
                 "segment_memberships": [dynamo.deserialize(row) for row in self._memberships(user_id)]}
 

@@ -42,13 +42,10 @@ class UserStore:
         return user_from_row(dynamo.deserialize(response["Attributes"]))
 
     def get(self, user_id: str) -> User:
-        with dynamo.aws_faults("read user"):
-            response = dynamo.client().get_item(
-                TableName=self.users_table, Key=dynamo.serialize({"user_id": user_id})
-            )
-        if "Item" not in response:
+        row = dynamo.get_item(self.users_table, {"user_id": user_id}, "read user")
+        if row is None:
             raise NotFound(f"user {user_id!r} is unknown", field="user_id")
-        return user_from_row(dynamo.deserialize(response["Item"]))
+        return user_from_row(row)
 
 
 def user_from_row(row: dict) -> User:
