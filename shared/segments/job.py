@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -10,16 +9,16 @@ from typing import Any
 from shared.observability import logger
 from shared.segments.tags import segment_customer
 from shared.storage.history import all_histories
-from shared.storage.scan import parallel_scan
+from shared.storage.scan import scan_by_key
 from shared.storage.segments import SegmentStore
 from shared.storage.users import user_from_row
 
 
 def materialize_segments(events_table: str, users_table: str, items_table: str, store: SegmentStore,
                          statistics: dict[str, Any], now: datetime, run: str) -> dict[str, Any]:
-    profiles = {user_id: user.model_dump(mode="json") for user_id, user in _rows(users_table, "user_id",
-                                                                                   user_from_row).items()}
-    categories = {item_id: row["category"] for item_id, row in _rows(items_table, "item_id", dict).items()}
+    profiles = scan_by_key(users_table, "user_id", lambda row: user_from_row(row).model_dump(mode="json"))
+    categories = scan_by_key(items_table, "item_id", lambda row: row["category"],
+                             ProjectionExpression="item_id, category")
     histories = all_histories(events_table)
     custom = store.definitions()
 
@@ -34,21 +33,6 @@ def materialize_segments(events_table: str, users_table: str, items_table: str, 
     logger.info("segments materialized", extra={"run": run, "segments": len(index["segments"]),
                                                 "customers": len(profiles.keys() | histories.keys())})
     return index
-
-
-def _rows(table: str, key: str, convert: Any) -> dict[str, Any]:
-    from shared.storage import dynamo
-
-    found: dict[str, Any] = {}
-    lock = threading.Lock()
-
-    def add_page(rows: list[dict]) -> None:
-        page = {row[key]["S"]: convert(dynamo.deserialize(row)) for row in rows}
-        with lock:
-            found.update(page)
-
-    parallel_scan(table, 4, add_page)
-    return found
 
 
 def materialize_after_training(settings: Any, models: Any, now: datetime) -> dict[str, Any]:

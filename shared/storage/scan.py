@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -30,3 +31,18 @@ def parallel_scan(table: str, segments: int, on_page: Callable[[list[dict[str, A
     with ThreadPoolExecutor(max_workers=segments) as pool:
         for future in [pool.submit(scan_segment, segment) for segment in range(segments)]:
             future.result()
+
+
+def scan_by_key(table: str, key: str, convert: Callable[[dict[str, Any]], Any], segments: int = 4,
+                **scan_arguments: Any) -> dict[str, Any]:
+    """Every item of `table` as {item[key]: convert(deserialized item)}."""
+    found: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def add_page(items: list[dict[str, Any]]) -> None:
+        page = {item[key]["S"]: convert(dynamo.deserialize(item)) for item in items}
+        with lock:
+            found.update(page)
+
+    parallel_scan(table, segments, add_page, **scan_arguments)
+    return found

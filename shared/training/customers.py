@@ -7,34 +7,29 @@ the nightly run used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 
+from shared.users import PurchaseSummary
+
 QUINTILES = [20, 40, 60, 80]
 SPEND_PERCENTILES = [50, 80, 95]
 
 
-@dataclass(frozen=True)
-class CustomerSummary:
-    purchase_count: int
-    spend: dict[str, float]
-    first_purchase_at: datetime
-    last_purchase_at: datetime
-
-
-def customer_statistics(summaries: list[CustomerSummary], now: datetime) -> dict[str, Any]:
-    """Quintile edges of recency (days), frequency and spend (per currency), spend percentiles."""
+def customer_statistics(summaries: list[PurchaseSummary], now: datetime) -> dict[str, Any]:
+    """Quintile edges of recency (days), frequency and spend (per currency), spend percentiles,
+    over the customers who bought something."""
+    summaries = [s for s in summaries if s.last_purchase_at]
     if not summaries:
         return {"customers": 0, "as_of": now.isoformat()}
-    recency = np.array([(now - s.last_purchase_at).total_seconds() / 86_400 for s in summaries])
+    recency = np.array([(now - _moment(s.last_purchase_at)).total_seconds() / 86_400 for s in summaries])
     frequency = np.array([s.purchase_count for s in summaries], dtype=float)
     spend_by_currency: dict[str, list[float]] = {}
     for summary in summaries:
         for currency, amount in summary.spend.items():
-            spend_by_currency.setdefault(currency, []).append(amount)
+            spend_by_currency.setdefault(currency, []).append(float(amount))
     return {
         "customers": len(summaries),
         "as_of": now.isoformat(),
@@ -48,3 +43,7 @@ def customer_statistics(summaries: list[CustomerSummary], now: datetime) -> dict
 
 def _edges(values: np.ndarray, percentiles: list[int]) -> list[float]:
     return [round(float(v), 4) for v in np.percentile(values, percentiles)]
+
+
+def _moment(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
