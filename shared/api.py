@@ -57,7 +57,7 @@ def _field_name(loc: tuple | list) -> str:
 
 
 def _validation_error(error: RequestValidationError) -> Response:
-    fields, status = [], HTTPStatus.UNPROCESSABLE_ENTITY
+    fields = []
     for item in error.errors():
         if item["type"] == "json_invalid":
             detail = item.get("ctx", {}).get("error", "invalid JSON")
@@ -68,11 +68,9 @@ def _validation_error(error: RequestValidationError) -> Response:
         message = item.get("msg", item["type"])
         if item["type"] == "extra_forbidden":
             message = "unknown field (it would be lost)"
-        elif item["type"] in ("model_attributes_type", "model_type", "dict_type") and len(item["loc"]) == 1:
-            message, status = "request body must be a JSON object", HTTPStatus.BAD_REQUEST
         fields.append({"field": _field_name(item["loc"]), "message": message})
     names = ", ".join(sorted({f["field"] for f in fields}))
-    return error_response(status, "invalid_request", f"invalid request: {names}", fields)
+    return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_request", f"invalid request: {names}", fields)
 
 
 def create_app() -> APIGatewayHttpResolver:

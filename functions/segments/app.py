@@ -17,7 +17,7 @@ from shared.errors import NotFound
 from shared.events import MAX_ID_LENGTH
 from shared.observability import logger, metrics, tracer
 from shared.segments.rules import CustomSegment, CustomSegmentIn
-from shared.segments.tags import segment_customer
+from shared.segments.tags import may_personalize, segment_customer
 from shared.serving.active_model import ActiveModel
 from shared.storage.catalog import catalog_details
 from shared.storage.history import recent_history
@@ -66,8 +66,7 @@ def user_segments(user_id: PathId) -> UserSegments:
         profile = users.get(user_id).model_dump(mode="json")
     except NotFound:
         profile = None
-    personalized = profile is None or profile["consent"]["personalization"]
-    history = recent_history(settings.events_table, user_id) if personalized else []
+    history = recent_history(settings.events_table, user_id) if may_personalize(profile) else []
     if profile is None and not history:  # unknown customer: no tags, not an error
         return UserSegments(user_id=user_id, personalized=True, statistics_version=None, tags=[], features={})
     categories = {i: item.category for i, item in catalog_details(

@@ -175,6 +175,11 @@ def _declared(f: CustomerFeatures) -> list[Tag]:
     return tags
 
 
+def may_personalize(profile: dict[str, Any] | None) -> bool:
+    """A customer known only by their events has not objected; a stored objection is final."""
+    return profile is None or profile["consent"]["personalization"]
+
+
 def segment_customer(profile: dict[str, Any] | None, history: list, categories: dict[str, str],
                      statistics: dict[str, Any], now: Any, custom: Sequence[CustomSegment] = ()
                      ) -> tuple[bool, CustomerFeatures, list[Tag]]:
@@ -183,7 +188,7 @@ def segment_customer(profile: dict[str, Any] | None, history: list, categories: 
     `profile` is the stored user as JSON (None when only events are known); `history` must be
     empty for a customer who objected, whose history is not to be read.
     """
-    personalized = profile is None or profile["consent"]["personalization"]
+    personalized = may_personalize(profile)
     features = customer_features(profile or {}, history if personalized else [], categories, now)
     tags = segment(features, statistics, personalized)
     if personalized:  # custom rules read behaviour, so they follow consent like the built-in families
