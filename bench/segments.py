@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from devstack.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, client, create_tables  # noqa: E402
+from devstack.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, client, create_tables, write_items  # noqa: E402
 from devstack.gateway import LambdaContext, api_event, load_handler  # noqa: E402
 from devstack.template import http_routes, load_template  # noqa: E402
 from shared.segments.tags import RFM_GRID, segment_customer  # noqa: E402
@@ -127,9 +127,7 @@ def endpoint_bench(requests: int) -> None:
                              "price": {"N": "12"}, "currency": {"S": "EUR"},
                              "ts": {"S": datetime.fromtimestamp(event.timestamp - k * 3600, timezone.utc)
                                     .strftime("%Y-%m-%dT%H:%M:%S.%fZ")}})
-        for start in range(0, len(rows), 25):
-            db.batch_write_item(RequestItems={tables["EventsTable"]: [{"PutRequest": {"Item": r}}
-                                                                      for r in rows[start:start + 25]]})
+        write_items(db, tables["EventsTable"], rows)
         route = next(r for r in http_routes(load_template()) if r.path == "/users/{user_id}/segments")
         handler = load_handler(route)
         users = [f"u{i % 300}" for i in range(requests)]

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from scipy.sparse import csr_matrix  # noqa: E402
 
-from devstack.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, client, create_tables  # noqa: E402
+from devstack.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, client, create_tables, write_items  # noqa: E402
 from devstack.gateway import LambdaContext, api_event, load_handler  # noqa: E402
 from devstack.template import http_routes, load_template  # noqa: E402
 from shared.storage.models import LocalBlobs, Manifest, ModelStore  # noqa: E402
@@ -61,11 +61,8 @@ def seed(endpoint: str, tables: dict[str, str], n_items: int, n_users: int, hist
             events.append({"user_id": {"S": f"u{user}"}, "event_id": {"S": f"e{n}"}, "item_id": {"S": f"i{item}"},
                            "event_type": {"S": "purchase" if n % 3 == 0 else "view"}, "quantity": {"N": "1"},
                            "ts": {"S": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}})
-    for table, rows in ((tables["ItemsTable"], items), (tables["EventsTable"], events)):
-        for start in range(0, len(rows), 25):
-            request = {table: [{"PutRequest": {"Item": row}} for row in rows[start:start + 25]]}
-            while request:
-                request = dynamodb.batch_write_item(RequestItems=request).get("UnprocessedItems")
+    write_items(dynamodb, tables["ItemsTable"], items, threads=4)
+    write_items(dynamodb, tables["EventsTable"], events, threads=4)
 
 
 def publish_model(models_dir: Path, n_items: int, factors: int) -> ModelArtifact:

@@ -17,7 +17,6 @@ import sys
 import tempfile
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -27,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from devstack.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, client, create_tables  # noqa: E402
+from devstack.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, client, create_tables, write_items  # noqa: E402
 from shared.storage.models import LocalBlobs, ModelStore  # noqa: E402
 from shared.storage.training_data import load_training_data  # noqa: E402
 from shared.training.config import TrainingConfig  # noqa: E402
@@ -57,23 +56,11 @@ def synthetic_items(n: int, now: datetime, seed: int = 1) -> list[dict]:
     return rows
 
 
-def seed(endpoint: str, table: str, rows: list[dict]) -> None:
-    dynamodb = client(endpoint)
-
-    def write(start: int) -> None:
-        request = {table: [{"PutRequest": {"Item": row}} for row in rows[start:start + 25]]}
-        while request:
-            request = dynamodb.batch_write_item(RequestItems=request).get("UnprocessedItems")
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(write, range(0, len(rows), 25)))
-
-
 def run(size: int, dynamodb: DynamoDBLocal) -> None:
     now = datetime.now(timezone.utc)
     tables = create_tables(dynamodb.endpoint, f"bench-{uuid.uuid4().hex[:6]}")
     started = time.perf_counter()
-    seed(dynamodb.endpoint, tables["EventsTable"], synthetic_items(size, now))
+    write_items(client(dynamodb.endpoint), tables["EventsTable"], synthetic_items(size, now), threads=8)
     print(f"\n{size:,} interactions written in {time.perf_counter() - started:.0f} s (not timed)")
     config = TrainingConfig(min_gain_over_popularity=0)
     captured = {}

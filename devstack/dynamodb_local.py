@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,3 +134,18 @@ def delete_tables(endpoint: str, names: dict[str, str]) -> None:
     dynamodb = client(endpoint)
     for name in names.values():
         dynamodb.delete_table(TableName=name)
+
+
+def write_items(dynamodb: Any, table: str, items: list[dict[str, Any]], threads: int = 1) -> None:
+    """Seed `table` with already-serialized items, 25 per BatchWriteItem, resending unprocessed ones.
+
+    For tests and benchmarks that prepare data; the service itself writes through shared.storage.
+    """
+
+    def write(start: int) -> None:
+        request = {table: [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]}
+        while request:
+            request = dynamodb.batch_write_item(RequestItems=request).get("UnprocessedItems")
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(write, range(0, len(items), 25)))

@@ -7,6 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 from devstack.demo_data import ShopData, generate_shop
+from devstack.dynamodb_local import write_items
 from shared.events import Event, EventType
 from shared.storage import dynamo
 from shared.storage.events import event_item
@@ -34,7 +35,4 @@ def store_events(events_table: str, events: list[dict], client: Any = None) -> N
     client = client or dynamo.client()
     context = {"now": END, "max_future_seconds": 0}
     items = [dynamo.serialize(event_item(Event.model_validate(e, context=context), "seed")) for e in events]
-    for start in range(0, len(items), 25):
-        request = {events_table: [{"PutRequest": {"Item": item}} for item in items[start:start + 25]]}
-        while request:
-            request = client.batch_write_item(RequestItems=request).get("UnprocessedItems")
+    write_items(client, events_table, items)
