@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from devstack.demo_data import generate_shop  # noqa: E402
 from devstack.dynamodb_local import DynamoDBLocal, create_tables, delete_tables  # noqa: E402
 from devstack.gateway import LambdaContext, api_event, load_handler  # noqa: E402
+from devstack.local_auth import trusted_context  # noqa: E402
 from devstack.dynamodb_local import LOCAL_CREDENTIALS  # noqa: E402
 from devstack.template import http_routes, load_template  # noqa: E402
 
@@ -54,7 +55,8 @@ def through_handler(events: list[dict]) -> float:
     handler = load_handler(route)  # cold start outside the timing, as on a warm Lambda
     requests = [
         api_event(route, "POST", "/events", "", {"content-type": "application/json"},
-                  json.dumps({"events": events[start:start + BATCH]}).encode(), {}, "127.0.0.1")
+                  json.dumps({"events": events[start:start + BATCH]}).encode(), {}, "127.0.0.1",
+                  trusted_context())
         for start in range(0, len(events), BATCH)
     ]
     started = time.perf_counter()

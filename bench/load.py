@@ -42,18 +42,20 @@ def main() -> None:
     state_dir = Path(tempfile.mkdtemp(prefix="shop-recs-load-"))
     state, _ = stack.up(free_port(), state_dir)
     try:
-        run(state, args.clients, args.seconds)
+        run(state, state_dir, args.clients, args.seconds)
     finally:
         stack.down(state_dir)
 
 
-def run(state: stack.StackState, clients: int, seconds: float) -> None:
-    api = ApiClient(state.url)
+def run(state: stack.StackState, state_dir: Path, clients: int, seconds: float) -> None:
+    api = ApiClient.for_stack(state_dir)  # the shop's backend ingests, signed
+
     shop = generate_shop(seed=9, n_users=400, n_items=150)
     api.put_items(shop.items)
     api.send_events(shop.events)
     api.request("POST", "/models/train", {"config": {"min_gain_over_popularity": 0}})
     users = [u["user_id"] for u in shop.users]
+    customers = {user: api.as_customer(user) for user in users}  # each signed in with a token
     items = [i["item_id"] for i in shop.items]
     print(f"local stack at {state.url}: {len(shop.events):,} events loaded, model trained; "
           f"{clients} clients for {seconds:.0f} s")
@@ -81,7 +83,8 @@ def run(state: stack.StackState, clients: int, seconds: float) -> None:
                         accepted[0] += response.body["accepted"]
             else:
                 kind, started = "recommend", time.perf_counter()
-                response = api.request("GET", f"/users/{rng.choice(users)}/recommendations", query={"limit": 10})
+                user = rng.choice(users)
+                response = customers[user].request("GET", f"/users/{user}/recommendations", query={"limit": 10})
                 ok = response.status == 200
             elapsed = time.perf_counter() - started
             with lock:

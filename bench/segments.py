@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 
 from devstack.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, client, create_tables, write_items  # noqa: E402
 from devstack.gateway import LambdaContext, api_event, load_handler  # noqa: E402
+from devstack.local_auth import customer_context  # noqa: E402
 from devstack.template import http_routes, load_template  # noqa: E402
 from shared.segments.tags import RFM_GRID, segment_customer  # noqa: E402
 from shared.serving.model import HistoryEvent  # noqa: E402
@@ -133,7 +134,8 @@ def endpoint_bench(requests: int) -> None:
         users = [f"u{i % 300}" for i in range(requests)]
         ours, raw = [], []
         for user in users:
-            event = api_event(route, "GET", f"/users/{user}/segments", "", {}, b"", {"user_id": user}, "127.0.0.1")
+            event = api_event(route, "GET", f"/users/{user}/segments", "", {}, b"", {"user_id": user}, "127.0.0.1",
+                              customer_context(user))
             started = time.perf_counter()
             assert handler(event, LambdaContext(function_name=route.function))["statusCode"] == 200
             ours.append(time.perf_counter() - started)

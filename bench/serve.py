@@ -38,6 +38,7 @@ from scipy.sparse import csr_matrix  # noqa: E402
 
 from devstack.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, client, create_tables, write_items  # noqa: E402
 from devstack.gateway import LambdaContext, api_event, load_handler  # noqa: E402
+from devstack.local_auth import customer_context  # noqa: E402
 from devstack.template import http_routes, load_template  # noqa: E402
 from shared.storage.models import LocalBlobs, Manifest, ModelStore  # noqa: E402
 from shared.training.artifact import ModelArtifact  # noqa: E402
@@ -92,7 +93,7 @@ def through_handler(users: list[str], limit: int) -> list[float]:
     timings = []
     for user in users:
         event = api_event(route, "GET", f"/users/{user}/recommendations", f"limit={limit}", {}, b"",
-                          {"user_id": user}, "127.0.0.1")
+                          {"user_id": user}, "127.0.0.1", customer_context(user))
         started = time.perf_counter()
         response = handler(event, LambdaContext(function_name=route.function))
         timings.append(time.perf_counter() - started)
@@ -139,10 +140,11 @@ import time, sys
 started = time.perf_counter()
 sys.path.insert(0, {str(ROOT)!r})
 from devstack.gateway import LambdaContext, api_event, load_handler
+from devstack.local_auth import customer_context
 from devstack.template import http_routes, load_template
 route = next(r for r in http_routes(load_template()) if r.path == "/users/{{user_id}}/recommendations")
 handler = load_handler(route)
-event = api_event(route, "GET", "/users/{user}/recommendations", "limit={limit}", {{}}, b"", {{"user_id": "{user}"}}, "127.0.0.1")
+event = api_event(route, "GET", "/users/{user}/recommendations", "limit={limit}", {{}}, b"", {{"user_id": "{user}"}}, "127.0.0.1", customer_context("{user}"))
 assert handler(event, LambdaContext(function_name=route.function))["statusCode"] == 200
 print(time.perf_counter() - started)
 """

@@ -1,7 +1,9 @@
 """A small HTTP client of the service, for the demo, the importer and the end-to-end tests.
 
 It behaves as we ask shops' clients to: batches of at most 1,000 events, and a 503 answered by
-waiting Retry-After and sending the same batch again (safe: ingestion is idempotent).
+waiting Retry-After and sending the same batch again (safe: ingestion is idempotent). It calls
+as the shop's backend does (every request SigV4-signed) or as a signed-in customer (a bearer
+token): ``ApiClient.for_stack(state_dir)`` and ``.as_customer(user_id)`` on the local stack.
 """
 
 from __future__ import annotations
@@ -13,8 +15,15 @@ import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
+
+from devstack import stack
+from devstack.local_auth import LocalAuth
+
+# (method, url, headers, body) -> the headers to send: how a client proves who it is.
+Credentials = Callable[[str, str, dict[str, str], bytes], dict[str, str]]
 
 EVENT_BATCH = 1000
 ITEM_BATCH = 500
@@ -45,19 +54,67 @@ class ApiError(RuntimeError):
         self.response = response
 
 
+def signed_as_backend(auth: LocalAuth) -> Credentials:
+    return lambda method, url, headers, body: auth.sign(method, url, headers, body)
+
+
+def signed_with_aws_credentials(region: str | None = None) -> Credentials:
+    """The caller's own AWS credentials (environment, profile, role), as the IAM authorizer wants."""
+    import boto3
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    session = boto3.Session(region_name=region)
+    if session.get_credentials() is None or session.region_name is None:
+        raise ValueError("no AWS credentials or region: configure them (aws configure) or pass --region")
+
+    def sign(method: str, url: str, headers: dict[str, str], body: bytes) -> dict[str, str]:
+        request = AWSRequest(method=method, url=url, headers=dict(headers), data=body)
+        SigV4Auth(session.get_credentials().get_frozen_credentials(), "execute-api",
+                  session.region_name).add_auth(request)
+        return dict(request.headers.items())
+
+    return sign
+
+
+def bearer(token: str) -> Credentials:
+    return lambda method, url, headers, body: {**headers, "authorization": f"Bearer {token}"}
+
+
 class ApiClient:
-    def __init__(self, base_url: str, timeout: float = 60, retries_on_503: int = 5) -> None:
+    def __init__(self, base_url: str, credentials: Credentials | None = None, timeout: float = 60,
+                 retries_on_503: int = 5, auth: LocalAuth | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.credentials = credentials
         self.timeout = timeout
         self.retries_on_503 = retries_on_503
+        self.auth = auth
+
+    @classmethod
+    def for_stack(cls, state_dir: Path = stack.DEFAULT_STATE_DIR, **options: Any) -> ApiClient:
+        """The shop's backend talking to the local stack running from state_dir."""
+        state = stack.read_state(state_dir)
+        if state is None:
+            raise stack.StackError(f"no local stack is running from {state_dir}: start it with ./dev up")
+        auth = stack.local_auth(state_dir)
+        return cls(state.url, signed_as_backend(auth), auth=auth, **options)
+
+    def as_customer(self, user_id: str, expires_in: int = 3600) -> ApiClient:
+        """The same service, called by user_id signed in (a token from the local issuer)."""
+        if self.auth is None:
+            raise ValueError("only a client of the local stack can mint customer tokens")
+        token = self.auth.issue_token(user_id, expires_in)
+        return ApiClient(self.base_url, bearer(token), self.timeout, self.retries_on_503, self.auth)
 
     def request(self, method: str, path: str, body: Any = None,
                 query: dict[str, Any] | None = None, raw: bytes | None = None,
                 headers: dict[str, str] | None = None) -> ApiResponse:
         url = self.base_url + path + (f"?{urlencode(query, doseq=True)}" if query else "")
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        request = urllib.request.Request(url, data=data, method=method,
-                                         headers={"content-type": "application/json", **(headers or {})})
+        sent_headers = {"content-type": "application/json", **(headers or {})}
+        if self.credentials:
+            sent_headers = self.credentials(method, url, sent_headers, data or b"")
+        request = urllib.request.Request(url, data=data, method=method, headers=sent_headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
                 return _response(response.status, response.read(), response.headers)

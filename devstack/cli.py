@@ -5,6 +5,8 @@
     devstack status                what runs where
     devstack demo                  start (or reuse) the stack and run the demo job
     devstack import-csv FILE       send an Online Retail style CSV through the API
+    devstack token USER_ID         a signed-in customer's bearer token for the local stack
+    devstack credentials           curl options that sign requests as the shop's backend
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from devstack import stack
-from devstack.api_client import ApiClient, ApiError, SendTotals
+from devstack.api_client import ApiClient, ApiError, SendTotals, signed_with_aws_credentials
+from devstack.local_auth import LOCAL_REGION
 
 
 def progress_printer(label: str, total: int) -> Callable[[int], None]:
@@ -89,8 +92,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from devstack.demo_data import generate_shop
 
-    state = ensure_up(args)
-    api = ApiClient(state.url)
+    ensure_up(args)
+    api = ApiClient.for_stack(args.state_dir)
     shop = generate_shop(seed=args.seed, n_users=args.users, n_items=args.items)
     print(f"demo shop: {len(shop.items):,} items, {len(shop.users):,} customers, "
           f"{len(shop.events):,} events over a year")
@@ -111,8 +114,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     show_training(api)
     show_recommendations(api, shop)
     show_segments(api, shop)
-    print(f"\nThe stack keeps running at {state.url}; try:\n"
-          f"  curl {state.url}/users/{next(iter(shop.archetypes))}\n"
+    user_id = next(iter(shop.archetypes))
+    print(f"\nThe stack keeps running at {api.base_url}; try, as {user_id} signed in:\n"
+          f"  curl -H \"authorization: Bearer $(./dev token {user_id})\" {api.base_url}/users/{user_id}/recommendations\n"
+          f"or as the shop's backend:\n  curl $(./dev credentials) {api.base_url}/segments\n"
           "Stop it with ./dev down")
     return 0
 
@@ -146,8 +151,12 @@ def show_training(api: ApiClient) -> None:
 
 def show_recommendations(api: ApiClient, shop: Any) -> None:
     loyal = next(user for user, kind in shop.archetypes.items() if kind == "loyal")
-    print(f"\nrecommendations for {loyal} (GET /users/{loyal}/recommendations?limit=5):")
-    answer = print_recommendations(api, loyal)
+    customer = api.as_customer(loyal)
+    print(f"\n{loyal}, signed in, asks for recommendations (GET /users/{loyal}/recommendations?limit=5):")
+    answer = print_recommendations(customer, loyal)
+    other = next(user for user in shop.archetypes if user != loyal)
+    denied = customer.request("GET", f"/users/{other}/recommendations")
+    print(f"  {loyal} asking for {other}'s: HTTP {denied.status} {denied.body['error']['message']}")
     if not answer["items"]:
         return
     bought = answer["items"][0]
@@ -157,7 +166,7 @@ def show_recommendations(api: ApiClient, shop: Any) -> None:
         "quantity": 1, "price": float(bought["price"] or 0), "currency": bought["currency"] or "EUR",
         "channel": "web"}]})
     print(f"\n{loyal} buys {bought['title']} ({bought['item_id']}); the next answer, no retraining:")
-    print_recommendations(api, loyal)
+    print_recommendations(customer, loyal)
     popular = api.request("GET", "/popular", query={"limit": 3}).body
     print("\npopular for anonymous visitors (GET /popular?limit=3): "
           + ", ".join(f"{i['title']} ({i['item_id']})" for i in popular["items"]))
@@ -186,8 +195,11 @@ def print_recommendations(api: ApiClient, user_id: str) -> dict[str, Any]:
 def cmd_import_csv(args: argparse.Namespace) -> int:
     from devstack.retail_csv import read_retail_csv
 
-    url = args.url or ensure_up(args).url
-    api = ApiClient(url)
+    if args.url:
+        api = ApiClient(args.url, signed_with_aws_credentials(args.region))
+    else:
+        ensure_up(args)
+        api = ApiClient.for_stack(args.state_dir)
     started = time.monotonic()
     data = read_retail_csv(args.file, currency=args.currency, limit_rows=args.limit)
     print(f"read {data.rows:,} rows in {time.monotonic() - started:.1f} s: {len(data.events):,} purchases, "
@@ -198,6 +210,23 @@ def cmd_import_csv(args: argparse.Namespace) -> int:
     api.put_users(data.users)
     print(f"  profiles: {len(data.users):,} stored")
     report_totals("events", api.send_events(data.events, progress=progress_printer("events", len(data.events))))
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    auth = stack.local_auth(args.state_dir) if stack.read_state(args.state_dir) else None
+    if auth is None:
+        raise stack.StackError("no local stack is running: start it with ./dev up")
+    print(auth.issue_token(args.user_id, args.expires_in))
+    return 0
+
+
+def cmd_credentials(args: argparse.Namespace) -> int:
+    if stack.read_state(args.state_dir) is None:
+        raise stack.StackError("no local stack is running: start it with ./dev up")
+    auth = stack.local_auth(args.state_dir)
+    # Unquoted on purpose, for $(./dev credentials): neither value has spaces.
+    print(f"--aws-sigv4 aws:amz:{LOCAL_REGION}:execute-api --user {auth.access_key_id}:{auth.secret_access_key}")
     return 0
 
 
@@ -225,9 +254,15 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--items", type=int, default=500)
     importer = command("import-csv", cmd_import_csv, "import an Online Retail CSV (.csv or .csv.gz)")
     importer.add_argument("file", type=Path)
-    importer.add_argument("--url", help="API base URL (default: the local stack)")
+    importer.add_argument("--url", help="the trusted API's base URL on AWS, signed with your AWS "
+                          "credentials (default: the local stack)")
+    importer.add_argument("--region", default=None, help="the API's AWS region (with --url)")
     importer.add_argument("--currency", default="GBP")
     importer.add_argument("--limit", type=int, help="read at most this many rows")
+    token = command("token", cmd_token, "print a customer's bearer token for the local stack")
+    token.add_argument("user_id")
+    token.add_argument("--expires-in", type=int, default=3600, help="seconds")
+    command("credentials", cmd_credentials, "print curl options signing as the shop's backend")
     return main
 
 

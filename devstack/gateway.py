@@ -3,6 +3,12 @@
 Requests become API Gateway v2 (payload format 2.0) events and are passed, in-process, to each
 function's ``lambda_handler`` exactly as Lambda would. Each function runs one request at a time,
 like one warm Lambda instance (the Powertools resolver keeps per-request state on the app).
+
+Authentication is API Gateway's, with local keys (devstack.local_auth): a bearer token is
+checked as the public API's JWT authorizer checks it, a SigV4 signature as the trusted API's
+IAM authorizer does, and the function receives the same requestContext.authorizer. Two
+endpoints exist only here, for the demo pages: POST /dev/token ("sign in as" a customer) and
+/dev/trusted/<path> (a request forwarded as the shop's backend, which signs on AWS).
 """
 
 from __future__ import annotations
@@ -24,8 +30,11 @@ from types import ModuleType
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
+from devstack.local_auth import LocalAuth, Rejected, host_url, trusted_context
 from devstack.template import Route, http_routes, resources
 
+DEV_TRUSTED_PREFIX = "/dev/trusted"
+DEV_TOKEN_SECONDS = 3600
 TEXT_TYPES = ("application/json", "text/", "application/x-www-form-urlencoded")
 
 
@@ -79,7 +88,8 @@ def load_handler(route: Route) -> Callable[[dict, Any], Any]:
 
 
 def api_event(route: Route, method: str, raw_path: str, query: str, headers: dict[str, str],
-              body: bytes, path_parameters: dict[str, str], source_ip: str) -> dict[str, Any]:
+              body: bytes, path_parameters: dict[str, str], source_ip: str,
+              authorizer: dict[str, Any]) -> dict[str, Any]:
     """An API Gateway HTTP API payload 2.0 event, as AWS would send it."""
     lowered = {name.lower(): value for name, value in headers.items()}
     content_type = lowered.get("content-type", "application/json")
@@ -102,6 +112,7 @@ def api_event(route: Route, method: str, raw_path: str, query: str, headers: dic
         "requestContext": {
             "accountId": "000000000000",
             "apiId": "local",
+            "authorizer": authorizer,
             "domainName": lowered.get("host", "127.0.0.1"),
             "domainPrefix": "local",
             "http": {"method": method, "path": raw_path, "protocol": "HTTP/1.1",
@@ -144,10 +155,11 @@ def lambda_result_to_http(result: Any) -> HttpResponse:
 class Gateway:
     """Routes HTTP requests to the template's functions, loading each on first use."""
 
-    def __init__(self, template: dict[str, Any], allowed_origins: list[str]) -> None:
+    def __init__(self, template: dict[str, Any], allowed_origins: list[str], auth: LocalAuth) -> None:
         self.routes = http_routes(template)
         self.functions = resources(template, "AWS::Serverless::Function")
         self.allowed_origins = allowed_origins
+        self.auth = auth
         self._handlers: dict[str, Callable[[dict, Any], Any]] = {}
         self._locks = {name: threading.Lock() for name in self.functions}
         self._load_lock = threading.Lock()
@@ -167,27 +179,56 @@ class Gateway:
 
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes,
                source_ip: str = "127.0.0.1") -> HttpResponse:
-        url = urlsplit(target)
         origin = {k.lower(): v for k, v in headers.items()}.get("origin")
         if method == "OPTIONS" and origin:
             return self._preflight(origin)
+        path = urlsplit(target).path
+        if path == "/dev/token" and method == "POST":
+            response = self._dev_token(body)
+        elif path.startswith(DEV_TRUSTED_PREFIX + "/"):
+            forwarded = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            response = self._call_api(method, target[len(DEV_TRUSTED_PREFIX):], forwarded, body,
+                                      source_ip, trusted_context())
+        else:
+            response = self._call_api(method, target, headers, body, source_ip)
+        self._add_cors(response, origin)
+        return response
+
+    def _call_api(self, method: str, target: str, headers: dict[str, str], body: bytes,
+                  source_ip: str, authorizer: dict[str, Any] | None = None) -> HttpResponse:
+        url = urlsplit(target)
         found = self.match(method, url.path)
         if found is None:
-            return HttpResponse(404, {"content-type": "application/json"}, b'{"message":"Not Found"}')
+            return _gateway_answer(404, "Not Found")
         route, path_parameters = found
-        event = api_event(route, method, url.path, url.query, headers, body, path_parameters, source_ip)
+        if authorizer is None:
+            try:
+                authorizer = self.auth.authorizer_context(method, host_url(headers, target), headers, body)
+            except Rejected as rejected:
+                return _gateway_answer(rejected.status, rejected.message, rejected.detail)
+        if not authorizer.keys() & route.authenticated_by:  # on AWS: a route the caller's API lacks
+            return _gateway_answer(404, "Not Found")
+        event = api_event(route, method, url.path, url.query, headers, body, path_parameters,
+                          source_ip, authorizer)
         try:
             handler = self.handler(route)
             with self._locks[route.function]:
                 result = handler(event, LambdaContext(function_name=route.function))
-            response = lambda_result_to_http(result)
+            return lambda_result_to_http(result)
         except Exception:  # noqa: BLE001 - what API Gateway answers when a function crashes
             traceback.print_exc()
-            response = HttpResponse(
-                500, {"content-type": "application/json"}, b'{"message":"Internal Server Error"}'
-            )
-        self._add_cors(response, origin)
-        return response
+            return _gateway_answer(500, "Internal Server Error")
+
+    def _dev_token(self, body: bytes) -> HttpResponse:
+        try:
+            user_id = json.loads(body or b"{}").get("user_id")
+        except (json.JSONDecodeError, AttributeError):
+            user_id = None
+        if not isinstance(user_id, str) or not user_id:
+            return _json(400, {"error": {"code": "invalid_request", "message": "send {\"user_id\": \"...\"}",
+                                         "fields": [{"field": "user_id", "message": "required"}]}})
+        return _json(200, {"token": self.auth.issue_token(user_id, DEV_TOKEN_SECONDS),
+                           "expires_in": DEV_TOKEN_SECONDS})
 
     def _cors_origin(self, origin: str | None) -> str | None:
         if origin and ("*" in self.allowed_origins or origin in self.allowed_origins):
@@ -209,6 +250,21 @@ class Gateway:
                 "access-control-max-age": "600",
             })
         return response
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> HttpResponse:
+    return HttpResponse(status, {"content-type": "application/json", **(headers or {})},
+                        json.dumps(body).encode())
+
+
+def _gateway_answer(status: int, message: str, detail: str | None = None) -> HttpResponse:
+    """API Gateway's own answers: {"message": ...}; a JWT refusal says why in WWW-Authenticate."""
+    headers = {}
+    if status == 401 and detail:
+        headers["www-authenticate"] = f'Bearer error="invalid_token" error_description="{detail}"'
+    elif detail:
+        message = detail
+    return _json(status, {"message": message}, headers)
 
 
 def make_server(gateway: Gateway, port: int) -> ThreadingHTTPServer:

@@ -20,6 +20,7 @@ from typing import Any
 
 from devstack.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, create_tables, port_in_use
 from devstack.gateway import Gateway, make_server
+from devstack.local_auth import LocalAuth
 from devstack.template import PROJECT_ROOT, function_environment, load_template, resources
 
 DEFAULT_STATE_DIR = PROJECT_ROOT / ".devstack"
@@ -47,6 +48,11 @@ class StackState:
 
 def state_file(state_dir: Path) -> Path:
     return state_dir / "stack.json"
+
+
+def local_auth(state_dir: Path) -> LocalAuth:
+    """The running stack's token issuer and trusted access key (new at every start)."""
+    return LocalAuth.load(state_dir / "local-auth.json")
 
 
 def read_state(state_dir: Path) -> StackState | None:
@@ -112,7 +118,9 @@ def serve(port: int, state_dir: Path, dynamodb_port: int = 0, persist: bool = Fa
         tables = create_tables(dynamodb.endpoint, TABLE_PREFIX, template)
         os.environ.update(local_environment(template, dynamodb.endpoint, tables, state_dir))
         origins = [o.strip() for o in template["Parameters"]["AllowedOrigins"]["Default"].split(",")]
-        server = make_server(Gateway(template, origins), port)
+        auth = LocalAuth.create()
+        auth.save(state_dir / "local-auth.json")
+        server = make_server(Gateway(template, origins, auth), port)
         state = StackState(os.getpid(), server.server_address[1], dynamodb.process.pid,
                            dynamodb.endpoint, tables, time.time())
 

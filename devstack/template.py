@@ -80,6 +80,8 @@ class Route:
     code_dir: Path
     handler: str  # module.function, relative to code_dir
     pattern: re.Pattern[str]
+    # How the APIs serving this route authenticate: "jwt" (customers), "iam" (the shop's systems).
+    authenticated_by: frozenset[str] = frozenset()
 
     @property
     def route_key(self) -> str:
@@ -98,20 +100,40 @@ def _path_pattern(path: str) -> re.Pattern[str]:
     return re.compile(f"^{regex}$")
 
 
+def api_authentication(template: dict[str, Any]) -> dict[str, str]:
+    """Each HttpApi's logical id -> "jwt" or "iam", from its default authorizer."""
+    kinds = {}
+    for logical_id, props in resources(template, "AWS::Serverless::HttpApi").items():
+        auth = props.get("Auth", {})
+        default = auth.get("DefaultAuthorizer")
+        if default == "AWS_IAM":
+            kinds[logical_id] = "iam"
+        elif "JwtConfiguration" in auth.get("Authorizers", {}).get(default, {}):
+            kinds[logical_id] = "jwt"
+        else:
+            raise ValueError(f"template.yaml: {logical_id} has no JWT or IAM default authorizer")
+    return kinds
+
+
 def http_routes(template: dict[str, Any], root: Path = PROJECT_ROOT) -> list[Route]:
-    routes = []
+    """One Route per method and path, however many APIs serve it (each with one function)."""
+    kinds = api_authentication(template)
+    routes: dict[str, Route] = {}
     for logical_id, props in resources(template, "AWS::Serverless::Function").items():
         for event in (props.get("Events") or {}).values():
             if event["Type"] != "HttpApi":
                 continue
             path, method = event["Properties"]["Path"], event["Properties"]["Method"].upper()
-            routes.append(
-                Route(method, path, logical_id, root / props["CodeUri"], props["Handler"],
-                      _path_pattern(path))
+            kind = kinds[event["Properties"]["ApiId"]["Ref"]]
+            known = routes.get(f"{method} {path}")
+            if known and known.function != logical_id:
+                raise ValueError(f"template.yaml: {method} {path} goes to {known.function} and {logical_id}")
+            routes[f"{method} {path}"] = Route(
+                method, path, logical_id, root / props["CodeUri"], props["Handler"], _path_pattern(path),
+                (known.authenticated_by if known else frozenset()) | {kind},
             )
     # Literal segments win over parameters, as in API Gateway: /models/train before /models/{v}.
-    routes.sort(key=lambda r: (r.path.count("{"), -len(r.path)))
-    return routes
+    return sorted(routes.values(), key=lambda r: (r.path.count("{"), -len(r.path)))
 
 
 def function_environment(

@@ -15,6 +15,8 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from shared.auth import AccessDenied, authorize
+from shared.config import get_settings
 from shared.errors import Conflict, DomainError, NotFound, PayloadTooLarge, StorageUnavailable
 from shared.observability import logger
 
@@ -113,11 +115,13 @@ def _body_bytes(event: dict[str, Any]) -> bytes:
     return base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
 
 
-def _early_error(status: HTTPStatus, code: str, message: str, field: str, detail: str) -> dict[str, Any]:
+def _early_error(status: HTTPStatus, code: str, message: str, field: str | None = None,
+                 detail: str = "") -> dict[str, Any]:
+    fields = [{"field": field, "message": detail}] if field else None
     return {
         "statusCode": status.value,
         "headers": {"Content-Type": content_types.APPLICATION_JSON},
-        "body": json.dumps(error_body(code, message, [{"field": field, "message": detail}])),
+        "body": json.dumps(error_body(code, message, fields)),
         "isBase64Encoded": False,
     }
 
@@ -129,11 +133,18 @@ def _content_type(event: dict[str, Any]) -> str:
 
 def resolve(app: APIGatewayHttpResolver, event: dict[str, Any], context: LambdaContext,
             max_body_bytes: int) -> dict[str, Any]:
-    """Refuse oversized, non-JSON and non-object bodies before anything parses them, then route.
+    """Refuse callers who may not call this route, then oversized, non-JSON and non-object
+    bodies before anything parses them, then route.
 
     A body sent as a form (curl -d without a content type) would otherwise be parsed as form
     fields and answered with a confusing list of missing ones.
     """
+    try:
+        caller = authorize(event, get_settings().user_id_claim)
+    except AccessDenied as denied:
+        logger.info("access denied", extra={"route": event.get("routeKey"), "code": denied.code})
+        return _early_error(HTTPStatus(denied.status), denied.code, denied.message)
+    logger.append_keys(caller="trusted" if caller.trusted else "customer")
     body = _body_bytes(event)
     if len(body) > max_body_bytes:
         limit = f"at most {max_body_bytes} bytes"

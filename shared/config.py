@@ -32,6 +32,8 @@ class Settings(BaseModel):
     max_event_future_seconds: int = Field(alias="MAX_EVENT_FUTURE_SECONDS", default=300, ge=0)
     # Parallel DynamoDB transactions per ingest request; I/O bound, so more than the vCPUs.
     ingest_concurrency: int = Field(alias="INGEST_CONCURRENCY", default=16, ge=1, le=64)
+    # The JWT claim that holds a signed-in customer's user_id (Cognito: "sub" or a custom claim).
+    user_id_claim: str = Field(alias="USER_ID_CLAIM", default="sub", min_length=1)
     # Request bodies above this are refused with 413 before any parsing.
     max_body_bytes: int = Field(alias="MAX_BODY_BYTES", default=2_000_000, ge=1024)
 

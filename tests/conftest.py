@@ -26,8 +26,10 @@ os.environ.update({
     "OPENBLAS_NUM_THREADS": "1",
 })
 
+from devstack.api_client import Credentials, bearer, signed_as_backend  # noqa: E402
 from devstack.dynamodb_local import DynamoDBLocal, create_tables, delete_tables  # noqa: E402
 from devstack.gateway import Gateway, HttpResponse  # noqa: E402
+from devstack.local_auth import LocalAuth  # noqa: E402
 from devstack.template import load_template, table_definitions  # noqa: E402
 from shared.config import get_settings  # noqa: E402
 from shared.storage import dynamo  # noqa: E402
@@ -38,16 +40,38 @@ TABLE_ENV = {"EventsTable": "EVENTS_TABLE", "ItemsTable": "ITEMS_TABLE",
              "UsersTable": "USERS_TABLE", "SegmentsTable": "SEGMENTS_TABLE"}
 
 
+# The local issuer and trusted key every in-process gateway of the session checks against.
+LOCAL_AUTH = LocalAuth.create()
+
+
+def local_gateway(allowed_origins: list[str] | None = None) -> Gateway:
+    return Gateway(TEMPLATE, allowed_origins or [], LOCAL_AUTH)
+
+
 @dataclass
 class Api:
-    """The service as a client sees it, through the local gateway, in this process."""
+    """The service as a client sees it, through the local gateway, in this process.
+
+    By default it calls as the shop's backend (SigV4-signed); as_customer() and anonymous()
+    give the same service as other callers see it.
+    """
 
     gateway: Gateway
+    credentials: Credentials | None = signed_as_backend(LOCAL_AUTH)
 
     def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
              headers: dict[str, str] | None = None) -> HttpResponse:
         data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
-        return self.gateway.handle(method, path, {"content-type": "application/json", **(headers or {})}, data)
+        sent = {"content-type": "application/json", "host": "local", **(headers or {})}
+        if self.credentials:
+            sent = self.credentials(method, f"http://local{path}", sent, data)
+        return self.gateway.handle(method, path, sent, data)
+
+    def as_customer(self, user_id: str, **token_options: Any) -> Api:
+        return Api(self.gateway, bearer(LOCAL_AUTH.issue_token(user_id, **token_options)))
+
+    def anonymous(self) -> Api:
+        return Api(self.gateway, None)
 
     def json(self, method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
         response = self.call(method, path, body, **kwargs)
@@ -109,10 +133,10 @@ def local_tables(dynamodb_local: str, monkeypatch: pytest.MonkeyPatch, tmp_path)
 @pytest.fixture
 def api(moto_tables: dict[str, str]) -> Api:
     """The functions on moto: fast, for behaviour that does not depend on DynamoDB's details."""
-    return Api(Gateway(TEMPLATE, ["http://localhost:3000"]))
+    return Api(local_gateway(["http://localhost:3000"]))
 
 
 @pytest.fixture
 def local_api(local_tables: dict[str, str]) -> Api:
     """The functions on DynamoDB Local: transactions and conditions as AWS evaluates them."""
-    return Api(Gateway(TEMPLATE, ["http://localhost:3000"]))
+    return Api(local_gateway(["http://localhost:3000"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -29,8 +30,8 @@ def running_stack(tmp_path_factory):
 
 
 def test_events_and_catalog_go_in_over_http(running_stack):
-    state, _ = running_stack
-    api = ApiClient(state.url)
+    state, state_dir = running_stack
+    api = ApiClient.for_stack(state_dir)
 
     items = api.put_items([item("sku-1"), item("sku-2", in_stock=False)])
     events = api.send_events([purchase(f"p-{n}", price=5) for n in range(3)] * 2)
@@ -43,8 +44,8 @@ def test_events_and_catalog_go_in_over_http(running_stack):
 
 
 def test_cors_preflight_allows_the_configured_origin_only(running_stack):
-    state, _ = running_stack
-    api = ApiClient(state.url)
+    state, state_dir = running_stack
+    api = ApiClient.for_stack(state_dir)
     origin = load_template()["Parameters"]["AllowedOrigins"]["Default"].split(",")[0]
     allowed = api.request("OPTIONS", "/events", headers={"origin": origin})
     other = api.request("OPTIONS", "/events", headers={"origin": "https://evil.example"})
@@ -64,7 +65,7 @@ def test_a_second_start_says_the_stack_is_already_running(running_stack):
 
 
 def test_a_busy_port_is_reported_clearly(tmp_path, running_stack):
-    state, _ = running_stack
+    state, state_dir = running_stack
     with pytest.raises(stack.StackError, match=f"port {state.port} is in use"):
         stack.up(state.port, tmp_path / "other")
 
@@ -79,7 +80,7 @@ def test_down_stops_the_gateway_and_dynamodb_local(tmp_path):
 
 
 def test_a_retail_csv_is_imported_through_the_api_and_reimporting_changes_nothing(running_stack, tmp_path):
-    state, _ = running_stack
+    state, state_dir = running_stack
     csv_file = tmp_path / "retail.csv"
     csv_file.write_text(
         "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
@@ -88,7 +89,7 @@ def test_a_retail_csv_is_imported_through_the_api_and_reimporting_changes_nothin
         "C581002,71053,WHITE METAL LANTERN,-1,2011-06-02 10:00:00,3.39,17850.0,United Kingdom\n"
         "581003,POST,POSTAGE,1,2011-06-02 10:00:00,18.00,17850.0,United Kingdom\n"
     )
-    command = [sys.executable, "-m", "devstack.cli", "import-csv", str(csv_file), "--url", state.url]
+    command = [sys.executable, "-m", "devstack.cli", "import-csv", str(csv_file), "--state-dir", str(state_dir)]
 
     first = subprocess.run(command, capture_output=True, text=True, timeout=120)
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -98,15 +99,15 @@ def test_a_retail_csv_is_imported_through_the_api_and_reimporting_changes_nothin
     assert "skipped 1 rows: non-product code" in first.stdout
     assert "events: 2 accepted, 0 duplicates" in first.stdout
     assert "events: 0 accepted, 2 duplicates" in again.stdout
-    user = ApiClient(state.url).request("GET", "/users/17850").body
+    user = ApiClient.for_stack(state_dir).request("GET", "/users/17850").body
     assert (user["country"], user["summary"]["purchase_count"], user["summary"]["units"]) == ("GB", 2, 8)
-    assert ApiClient(state.url).request("GET", "/items/71053").body["title"] == "WHITE METAL LANTERN"
+    assert ApiClient.for_stack(state_dir).request("GET", "/items/71053").body["title"] == "WHITE METAL LANTERN"
 
 
 def test_when_dynamodb_goes_away_clients_get_a_503_with_retry_after_not_a_crash(tmp_path):
     state, _ = stack.up(free_port(), tmp_path)
     try:
-        api = ApiClient(state.url, timeout=120)
+        api = ApiClient.for_stack(tmp_path, timeout=120)
         assert api.request("POST", "/events", {"events": [purchase("p-1")]}).status == 200
         os.kill(state.dynamodb_pid, signal.SIGKILL)
 
@@ -121,8 +122,8 @@ def test_when_dynamodb_goes_away_clients_get_a_503_with_retry_after_not_a_crash(
 
 
 def test_a_flood_of_the_same_batch_from_many_clients_is_stored_once(running_stack):
-    state, _ = running_stack
-    api = ApiClient(state.url)
+    state, state_dir = running_stack
+    api = ApiClient.for_stack(state_dir)
     batch = [purchase(f"flood-{n}", user_id=f"flooder-{n % 10}", price=3) for n in range(500)]
 
     with ThreadPoolExecutor(6) as pool:
@@ -132,3 +133,27 @@ def test_a_flood_of_the_same_batch_from_many_clients_is_stored_once(running_stac
     assert sum(a.duplicates for a in answers) == 2500
     for n in range(10):
         assert api.request("GET", f"/users/flooder-{n}").body["summary"]["purchase_count"] == 50
+
+
+def test_over_http_customers_see_only_their_own_data_and_curl_can_sign_as_the_backend(running_stack):
+    state, state_dir = running_stack
+    backend = ApiClient.for_stack(state_dir)
+    backend.send_events([purchase("auth-1", user_id="u-auth")])
+    cli = [sys.executable, "-m", "devstack.cli"]
+    token = subprocess.run([*cli, "token", "u-auth", "--state-dir", str(state_dir)],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    signing = subprocess.run([*cli, "credentials", "--state-dir", str(state_dir)],
+                             capture_output=True, text=True, check=True).stdout.split()
+
+    def curl(*options: str) -> int:
+        result = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", *options],
+                                capture_output=True, text=True, timeout=30)
+        return int(result.stdout)
+
+    assert curl("-H", f"authorization: Bearer {token}", f"{state.url}/users/u-auth") == 200
+    assert curl("-H", f"authorization: Bearer {token}", f"{state.url}/users/u-1/recommendations") == 403
+    assert curl(f"{state.url}/users/u-auth") == 401
+    assert curl(*signing, f"{state.url}/segments") == 200
+    batch = json.dumps({"events": [purchase("auth-2", user_id="u-auth")]})
+    assert curl(*signing, "-H", "content-type: application/json", "--data", batch, f"{state.url}/events") == 200
+    assert backend.request("GET", "/users/u-auth").body["summary"]["purchase_count"] == 2

@@ -9,14 +9,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from devstack.dynamodb_local import client, create_tables, delete_tables
-from devstack.gateway import Gateway
 from shared.catalog import ItemUpsert
 from shared.storage.catalog import CatalogStore
 from shared.storage.models import LocalBlobs, ModelStore
 from shared.storage.training_data import load_training_data
 from shared.training.config import TrainingConfig
 from shared.training.job import run_training
-from tests.conftest import TEMPLATE, Api, use_tables
+from tests.conftest import TEMPLATE, Api, local_gateway, use_tables
 from tests.factories import ago, purchase
 from tests.training_data import shop, store_events
 
@@ -52,7 +51,7 @@ def environment(patch, endpoint, names, models_dir):
 @pytest.fixture
 def api(served, dynamodb_local, monkeypatch) -> Api:
     environment(monkeypatch, dynamodb_local, *served)
-    return Api(Gateway(TEMPLATE, []))
+    return Api(local_gateway())
 
 
 def loyal_customer() -> str:

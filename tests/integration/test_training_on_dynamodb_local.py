@@ -8,9 +8,8 @@ from datetime import timedelta
 import pytest
 
 from devstack.dynamodb_local import client, create_tables, delete_tables
-from devstack.gateway import Gateway
 from shared.storage.models import LocalBlobs, ModelStore
-from tests.conftest import TEMPLATE, Api, use_tables
+from tests.conftest import TEMPLATE, Api, local_gateway, use_tables
 from tests.training_data import shop, store_events
 
 pytestmark = pytest.mark.integration
@@ -31,7 +30,7 @@ def admin(seeded_tables, dynamodb_local, monkeypatch, tmp_path) -> Api:
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local)
     monkeypatch.setenv("LOCAL_MODEL_DIR", str(tmp_path))
     use_tables(monkeypatch, seeded_tables)
-    return Api(Gateway(TEMPLATE, []))
+    return Api(local_gateway())
 
 
 def train(api: Api, **config) -> dict:
@@ -104,7 +103,7 @@ def test_a_run_killed_halfway_leaves_the_active_version_and_shows_as_abandoned(a
 
     monkeypatch.setattr(ModelStore, "publish", killed)
     with pytest.raises(SystemExit):
-        admin.gateway.handle("POST", "/models/train", {"content-type": "application/json"}, b"")
+        admin.call("POST", "/models/train")
     monkeypatch.setattr("shared.storage.models.ABANDONED_AFTER", timedelta(0))
 
     listing = admin.json("GET", "/models")[1]

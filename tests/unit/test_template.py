@@ -60,6 +60,7 @@ def test_each_sample_event_gets_a_json_answer_without_a_server_error(moto_tables
     result = load_handler(route)(event, LambdaContext(function_name=route.function))
 
     assert result["statusCode"] < 500, result
+    assert result["statusCode"] not in (401, 403), "the sample's caller must be allowed this route"
     json.loads(result["body"])
 
 
@@ -77,3 +78,9 @@ def test_the_train_function_handles_its_schedule_and_on_demand_events(moto_table
     assert manifest["status"] == "insufficient_data"  # the tables are empty
     assert {k: manifest["parameters"][k] for k in event.get("config", {})} == event.get("config", {})
     assert manifest["finished_at"]
+
+
+def test_every_route_is_on_both_apis_so_customers_get_403_not_404():
+    """Customers and the shop's systems call the same paths; shared/auth.py decides, not routing."""
+    for route in http_routes(TEMPLATE):
+        assert route.authenticated_by == {"jwt", "iam"}, route.route_key

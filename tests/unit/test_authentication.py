@@ -1,0 +1,167 @@
+"""Who may call what: every route needs a caller API Gateway vouched for; a signed-in customer
+reaches only their own data; the shop's backend (SigV4) reaches everything."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from devstack.api_client import bearer
+from devstack.local_auth import LOCAL_AUDIENCE, LocalAuth, _b64
+from devstack.template import http_routes
+from shared.auth import CUSTOMER_ROUTES, CustomerAccess
+from tests.conftest import LOCAL_AUTH, TEMPLATE, Api
+from tests.factories import item, purchase
+
+ROUTES = http_routes(TEMPLATE)
+
+
+def concrete(path: str, user_id: str = "u-1") -> str:
+    return (path.replace("{user_id}", user_id).replace("{item_id}", "sku-1")
+            .replace("{segment_id}", "seg-1").replace("{version}", "v1"))
+
+
+def with_token(api: Api, token: str) -> Api:
+    return Api(api.gateway, bearer(token))
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.route_key)
+def test_every_route_refuses_a_caller_without_credentials(api, route):
+    status, body = api.anonymous().json(route.method, concrete(route.path), {})
+    assert status == 401, body
+
+
+def test_the_rules_name_only_routes_that_exist():
+    assert set(CUSTOMER_ROUTES) <= {r.route_key for r in ROUTES}
+
+
+def test_a_customer_reads_their_own_recommendations_and_segments(api):
+    api.json("POST", "/events", {"events": [purchase("p-1", user_id="u-1")]})
+    customer = api.as_customer("u-1")
+
+    for path in ("/users/u-1/recommendations", "/users/u-1/segments", "/users/u-1", "/users/u-1/export"):
+        status, body = customer.json("GET", path)
+        assert status == 200, (path, body)
+    assert customer.json("POST", "/users/u-1/rank", {"item_ids": ["sku-1", "sku-2"]})[0] == 200
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if CUSTOMER_ROUTES.get(r.route_key) is CustomerAccess.OWN],
+                         ids=lambda r: r.route_key)
+def test_a_customer_may_not_touch_another_customers_data(api, route):
+    api.json("POST", "/events", {"events": [purchase("p-1", user_id="u-2")]})
+
+    status, body = api.as_customer("u-1").json(route.method, concrete(route.path, "u-2"), {})
+
+    assert status == 403, body
+    assert body["error"]["code"] == "forbidden"
+    assert api.json("GET", "/users/u-2")[1]["summary"]["purchase_count"] == 1  # not erased
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.route_key not in CUSTOMER_ROUTES], ids=lambda r: r.route_key)
+def test_the_shops_own_routes_are_closed_to_customers(api, route):
+    status, body = api.as_customer("u-1").json(route.method, concrete(route.path), {})
+    assert status == 403, body
+
+
+def test_a_customer_cannot_ingest_events_even_about_themselves(api):
+    status, _ = api.as_customer("u-1").json("POST", "/events", {"events": [purchase("p-1", user_id="u-1")]})
+
+    assert status == 403
+    assert api.json("GET", "/users/u-1")[0] == 404  # nothing was stored
+
+
+def test_customers_read_the_catalog_and_popular_items(api):
+    attributes = {k: v for k, v in item("sku-1").items() if k != "item_id"}
+    assert api.json("PUT", "/items/sku-1", attributes)[0] == 200
+    customer = api.as_customer("u-1")
+
+    assert customer.json("GET", "/items/sku-1")[0] == 200
+    assert customer.json("GET", "/popular")[0] == 200
+    assert customer.json("GET", "/items/sku-1/similar")[0] in (200, 404)  # 404: no model yet, not 403
+
+
+def test_a_customer_can_object_and_be_forgotten_by_themselves(api):
+    api.json("POST", "/events", {"events": [purchase("p-1", user_id="u-1")]})
+    customer = api.as_customer("u-1")
+
+    assert customer.json("PUT", "/users/u-1/consent", {"personalization": False})[0] == 200
+    assert customer.json("DELETE", "/users/u-1")[0] in (200, 202, 204)
+    assert api.json("GET", "/users/u-1")[0] == 404
+
+
+def test_an_expired_token_is_refused_with_the_reason(api):
+    expired = LOCAL_AUTH.issue_token("u-1", expires_in=60, now=datetime.now(timezone.utc).timestamp() - 3600)
+
+    response = with_token(api, expired).call("GET", "/users/u-1/recommendations")
+
+    assert response.status == 401
+    assert "expired" in response.headers["www-authenticate"]
+
+
+def test_a_token_signed_by_another_key_is_refused(api):
+    impostor = dataclasses.replace(LocalAuth.create(), key_id=LOCAL_AUTH.key_id)  # same issuer and key id
+    assert with_token(api, impostor.issue_token("u-1")).call("GET", "/users/u-1").status == 401
+
+
+def test_a_token_whose_claims_were_edited_is_refused(api):
+    header, payload, signature = LOCAL_AUTH.issue_token("u-1").split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    edited = f"{header}.{_b64(json.dumps({**claims, 'sub': 'u-2'}).encode())}.{signature}"
+
+    assert with_token(api, edited).call("GET", "/users/u-2").status == 401
+
+
+def test_an_unsigned_token_is_refused(api):
+    header = _b64(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+    payload = _b64(json.dumps({"sub": "u-1", "iss": LOCAL_AUTH.issuer, "aud": LOCAL_AUDIENCE,
+                               "exp": 4_102_444_800}).encode())
+    assert with_token(api, f"{header}.{payload}.").call("GET", "/users/u-1").status == 401
+
+
+def test_a_token_for_another_application_is_refused(api):
+    token = LOCAL_AUTH.issue_token("u-1", aud="some-other-app")
+    assert with_token(api, token).call("GET", "/users/u-1").status == 401
+
+
+def test_a_token_without_the_user_id_claim_is_forbidden(api, monkeypatch):
+    monkeypatch.setenv("USER_ID_CLAIM", "custom:customer_id")
+    from shared.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        status, body = api.as_customer("u-1").json("GET", "/users/u-1/recommendations")
+        assert status == 403
+        assert "custom:customer_id" in body["error"]["message"]
+        token = LOCAL_AUTH.issue_token("cognito-sub-123", **{"custom:customer_id": "u-1"})
+        assert with_token(api, token).json("GET", "/users/u-1/segments")[0] == 200
+    finally:
+        get_settings.cache_clear()
+
+
+def test_a_backend_signature_with_the_wrong_secret_is_refused(api):
+    wrong = dataclasses.replace(LOCAL_AUTH, secret_access_key="not-the-secret")
+    response = Api(api.gateway, lambda m, u, h, b: wrong.sign(m, u, h, b)).call("GET", "/segments")
+    assert response.status == 403
+
+
+def test_a_backend_signature_does_not_carry_over_to_another_body(api):
+    signed = LOCAL_AUTH.sign("POST", "http://local/events", {"content-type": "application/json", "host": "local"},
+                             json.dumps({"events": [purchase("p-1")]}).encode())
+    forged_body = json.dumps({"events": [purchase("p-1", price=0.01)]}).encode()
+
+    assert api.gateway.handle("POST", "/events", signed, forged_body).status == 403
+    assert api.json("GET", "/users/u-1")[0] == 404
+
+
+def test_a_backend_signature_from_ten_minutes_ago_is_refused(api):
+    then = datetime.now(timezone.utc) - timedelta(minutes=10)
+    signed = LOCAL_AUTH.sign("GET", "http://local/segments", {"host": "local"}, b"", now=then)
+
+    response = api.gateway.handle("GET", "/segments", signed, b"")
+
+    assert response.status == 403
+    assert "expired" in json.loads(response.body)["message"].lower()
