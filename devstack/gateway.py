@@ -30,6 +30,7 @@ from types import ModuleType
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
+from devstack.docs_site import docs_response
 from devstack.local_auth import LocalAuth, Rejected, host_url, trusted_context
 from devstack.template import Route, http_routes, resources
 
@@ -183,7 +184,10 @@ class Gateway:
         if method == "OPTIONS" and origin:
             return self._preflight(origin)
         path = urlsplit(target).path
-        if path == "/dev/token" and method == "POST":
+        page = docs_response(path) if method == "GET" else None
+        if page is not None:
+            response = page
+        elif path == "/dev/token" and method == "POST":
             response = self._dev_token(body)
         elif path.startswith(DEV_TRUSTED_PREFIX + "/"):
             forwarded = {k: v for k, v in headers.items() if k.lower() != "authorization"}

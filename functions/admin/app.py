@@ -39,7 +39,11 @@ class ModelList(BaseModel):
     versions: list[Manifest]
 
 
-@app.post("/models/train")
+@app.post(
+    "/models/train", tags=["models"], summary="Train a new model version",
+    description="On AWS, starts the train function and answers 202 at once (follow it with GET /models); "
+                "on the local stack, trains in-process and answers 201 with the new version's manifest.",
+)
 def start_training(request: TrainRequest | None = None) -> Response[Manifest]:
     overrides = request.config.model_dump(exclude_unset=True) if request and request.config else {}
     config = training_config(overrides)
@@ -63,14 +67,17 @@ def start_training(request: TrainRequest | None = None) -> Response[Manifest]:
     return json_response(HTTPStatus.CREATED, manifest.model_dump(mode="json"))
 
 
-@app.get("/models")
+@app.get("/models", tags=["models"], summary="List model versions, newest first, and the active one")
 def list_models(limit: Annotated[int, Query(ge=1, le=100)] = 20) -> ModelList:
     versions = models.manifests()[:limit]
     active = models.active()
     return ModelList(active=active.version if active else None, versions=versions)
 
 
-@app.post("/models/<version>/activate")
+@app.post(
+    "/models/<version>/activate", tags=["models"], summary="Serve a model version (roll back or forward)",
+    description="409 when the version has no artifact, or failed its evaluation and force is not true.",
+)
 def activate(version: Version, force: Annotated[bool, Query()] = False) -> Manifest:
     manifest = models.activate(version, force=force)
     logger.info("model activated", extra={"version": version, "forced": force})

@@ -77,7 +77,12 @@ def batch_response(
     return json_response(status, body.model_dump())
 
 
-@app.post("/events")
+@app.post(
+    "/events", tags=["events"], summary="Record interaction events (1 to 1,000)",
+    description="Each event is validated on its own: 200 when all were stored, 207 when some were "
+                "rejected (the valid ones are stored), 422 when all were. Idempotent on (user_id, event_id): "
+                "after a timeout or a 503, send the same batch again.",
+)
 def post_events(batch: EventBatchIn) -> Response[BatchResult]:
     result = ingest_events(
         batch.events, events_store, max_future_seconds=settings.max_event_future_seconds
@@ -88,29 +93,35 @@ def post_events(batch: EventBatchIn) -> Response[BatchResult]:
     return batch_response(result.accepted, result.duplicates, result.rejected, "event_id")
 
 
-@app.put("/items/<item_id>")
+@app.put("/items/<item_id>", tags=["catalog"], summary="Create or replace a catalog item")
 def put_item(item_id: PathId, item: ItemIn) -> Item:
     return catalog.put_many([ItemUpsert(item_id=item_id, **item.model_dump())])[0]
 
 
-@app.post("/items")
+@app.post(
+    "/items", tags=["catalog"], summary="Create or replace catalog items (1 to 500)",
+    description="Answers like POST /events: 200, 207 with the rejected items listed, or 422.",
+)
 def post_items(batch: ItemBatchIn) -> Response[BatchResult]:
     checked = validate_each(batch.items, ItemUpsert, "item_id")
     stored = catalog.put_many(checked.valid)
     return batch_response(len(stored), 0, checked.rejected, "item_id")
 
 
-@app.get("/items/<item_id>")
+@app.get("/items/<item_id>", tags=["catalog"], summary="A catalog item")
 def get_item(item_id: PathId) -> Item:
     return catalog.get(item_id)
 
 
-@app.put("/users/<user_id>")
+@app.put(
+    "/users/<user_id>", tags=["customers"], summary="Create or replace a customer's profile",
+    description="Consent is kept when the body leaves it out; the purchase summary is never changed here.",
+)
 def put_user(user_id: PathId, profile: UserProfileIn) -> User:
     return users.put_profile(user_id, profile)
 
 
-@app.get("/users/<user_id>")
+@app.get("/users/<user_id>", tags=["customers"], summary="A customer's profile and purchase summary")
 def get_user(user_id: PathId) -> User:
     return users.get(user_id)
 

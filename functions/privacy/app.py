@@ -30,19 +30,30 @@ class Erased(BaseModel):
     erased: dict[str, int]
 
 
-@app.put("/users/<user_id>/consent")
+@app.put(
+    "/users/<user_id>/consent", tags=["privacy"], summary="Record a customer's consent to personalization",
+    description="personalization false (an objection): popular items only, declared-data segments only, "
+                "and not trained on from the next run.",
+)
 def put_consent(user_id: PathId, consent: Consent) -> User:
     """false: no personalized recommendations or behavioural segments, not trained on from the next run."""
     logger.info("consent changed", extra={"user_id": user_id, "personalization": consent.personalization})
     return user_from_row(privacy.set_consent(user_id, consent.personalization))
 
 
-@app.get("/users/<user_id>/export")
+@app.get(
+    "/users/<user_id>/export", tags=["privacy"], summary="Everything held about a customer (access)",
+    description="The profile, every event and the segment memberships.",
+)
 def export(user_id: PathId) -> dict[str, Any]:
     return privacy.export(user_id)
 
 
-@app.delete("/users/<user_id>")
+@app.delete(
+    "/users/<user_id>", tags=["privacy"], summary="Erase a customer",
+    description="Deletes their events, profile, purchase summary and segment memberships; "
+                "the next training run no longer sees them.",
+)
 def erase(user_id: PathId) -> Erased:
     erased = privacy.erase(user_id)
     logger.info("customer erased", extra={"user_id": user_id, **erased})

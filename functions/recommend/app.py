@@ -75,7 +75,12 @@ def count(answer_strategy: str, personalized: bool, started: float) -> None:
     metrics.add_metric("ServeLatency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
 
 
-@app.get("/users/<user_id>/recommendations")
+@app.get(
+    "/users/<user_id>/recommendations", tags=["recommendations"],
+    summary="Recommendations for a customer, each with a reason",
+    description="An unknown customer, or one without history or consent, gets popular items "
+                "(personalized: false; strategy says why).",
+)
 def get_recommendations(
     user_id: PathId, limit: Limit = 10,
     category: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
@@ -90,7 +95,10 @@ def get_recommendations(
     return answer
 
 
-@app.post("/users/<user_id>/rank")
+@app.post(
+    "/users/<user_id>/rank", tags=["recommendations"], summary="Order items by a customer's predicted interest",
+    description="The same items, best first; items the model does not know come last with known: false.",
+)
 def rank(user_id: PathId, request: RankRequest) -> Ranking:
     started = time.perf_counter()
     answer = recommender.rank(user_id, request.item_ids)
@@ -98,7 +106,7 @@ def rank(user_id: PathId, request: RankRequest) -> Ranking:
     return answer
 
 
-@app.get("/items/<item_id>/similar")
+@app.get("/items/<item_id>/similar", tags=["recommendations"], summary="Items bought by customers who bought this one")
 def similar(item_id: PathId, limit: Limit = 10) -> Similar:
     started = time.perf_counter()
     answer = recommender.similar(catalog.get(item_id), limit)
@@ -106,7 +114,7 @@ def similar(item_id: PathId, limit: Limit = 10) -> Similar:
     return answer
 
 
-@app.get("/popular")
+@app.get("/popular", tags=["recommendations"], summary="Popular items, optionally in a category or country")
 def popular(
     limit: Limit = 10,
     category: Annotated[str | None, Query(min_length=1, max_length=256)] = None,

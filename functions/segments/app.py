@@ -60,7 +60,10 @@ class UserSegments(BaseModel):
     features: dict[str, Any]
 
 
-@app.get("/users/<user_id>/segments")
+@app.get(
+    "/users/<user_id>/segments", tags=["segments"], summary="A customer's segment tags, computed now",
+    description="With the reason for each tag and the features behind them. An unknown customer has no tags.",
+)
 def user_segments(user_id: PathId) -> UserSegments:
     try:
         profile = users.get(user_id).model_dump(mode="json")
@@ -105,7 +108,10 @@ class MemberPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
 
 
-@app.get("/segments")
+@app.get(
+    "/segments", tags=["segments"], summary="Segments with member counts, and custom definitions",
+    description="Counts come from the latest nightly run.",
+)
 def list_segments() -> SegmentList:
     index = segment_store.index() or {"run": None, "at": None, "segments": {}}
     return SegmentList(run=index["run"], materialized_at=index["at"], segments=sorted(
@@ -113,7 +119,10 @@ def list_segments() -> SegmentList:
         key=lambda s: (s.family, -s.members)), custom=segment_store.definitions())
 
 
-@app.post("/segments")
+@app.post(
+    "/segments", tags=["segments"], summary="Define a custom segment",
+    description="Its members are computed from the next nightly run on; 409 when the name is taken.",
+)
 def create_segment(definition: CustomSegmentIn) -> Response[CustomSegment]:
     stored = CustomSegment(segment_id=definition.segment_id, name=definition.name,
                            description=definition.description, rule=definition.rule,
@@ -122,13 +131,16 @@ def create_segment(definition: CustomSegmentIn) -> Response[CustomSegment]:
     return json_response(HTTPStatus.CREATED, stored.model_dump(mode="json"))
 
 
-@app.delete("/segments/<segment_id>")
+@app.delete("/segments/<segment_id>", tags=["segments"], summary="Delete a custom segment definition")
 def delete_segment(segment_id: PathId) -> Response[None]:
     segment_store.delete_definition(segment_id)
     return Response(status_code=HTTPStatus.NO_CONTENT)
 
 
-@app.get("/segments/<segment_id>/members")
+@app.get(
+    "/segments/<segment_id>/members", tags=["segments"], summary="Members of a segment, a page at a time",
+    description="From the latest nightly run; pass next_cursor as ?cursor= for the next page.",
+)
 def segment_members(segment_id: PathId, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                     cursor: Annotated[str | None, Query(max_length=2048)] = None) -> MemberPage:
     run, members, next_cursor = segment_store.members(segment_id, limit, cursor)
