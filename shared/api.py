@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -131,6 +132,22 @@ def _content_type(event: dict[str, Any]) -> str:
     return headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(body: bytes) -> bool:
+    """JSON may spell half a UTF-16 pair ("\\udbd1"), which no store can encode: refuse it early."""
+    if not _SURROGATE_ESCAPE.search(body):  # the usual case: no parse needed
+        return False
+    try:
+        json.dumps(json.loads(body), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    except ValueError:
+        return False  # not JSON at all: the resolver says so, naming the position
+    return False
+
+
 def resolve(app: APIGatewayHttpResolver, event: dict[str, Any], context: LambdaContext,
             max_body_bytes: int) -> dict[str, Any]:
     """Refuse callers who may not call this route, then oversized, non-JSON and non-object
@@ -157,6 +174,10 @@ def resolve(app: APIGatewayHttpResolver, event: dict[str, Any], context: LambdaC
             f"request bodies must be JSON, got content-type {content_type}",
             "content-type", "send 'content-type: application/json'",
         )
+    if _has_lone_surrogate(body):
+        return _early_error(HTTPStatus.BAD_REQUEST, "invalid_json",
+                            "request body has a \\u escape that is half of a UTF-16 pair (not a character)",
+                            "body", "not valid Unicode")
     # Powertools validates a top-level JSON array element by element against the body model,
     # which would report the array's contents as unknown fields.
     if body.strip() and not body.lstrip().startswith(b"{"):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
 
-from shared.events import CurrencyCode, Identifier, Money
+from shared.events import CurrencyCode, Identifier, Moment, Money
 from shared.users import Attributes
 
 MAX_ITEMS_PER_BATCH = 500
@@ -29,7 +29,7 @@ class ItemIn(BaseModel):
     retired: Annotated[bool, Strict()] = Field(
         default=False, description="Retired items are never recommended again"
     )
-    created_at: AwareDatetime | None = Field(
+    created_at: Moment | None = Field(
         default=None, description="When the item entered the catalog; defaults to first upsert"
     )
     attributes: Attributes = Field(default_factory=dict)

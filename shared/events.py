@@ -11,8 +11,10 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     Strict,
@@ -32,12 +34,37 @@ EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=timezone.utc)
 Identifier = Annotated[
     str, Strict(), StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"\S")
 ]
+
+
+def _iso_text(value: Any) -> Any:
+    # Lax pydantic would read a number as Unix seconds; a client sending one has more often
+    # mixed up units, and the API promises an ISO 8601 string.
+    if not isinstance(value, (str, datetime)):
+        raise ValueError("must be an ISO 8601 date-time string with a zone, e.g. 2025-03-01T10:00:00Z")
+    return value
+
+
+Moment = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 CurrencyCode = Annotated[str, Strict(), StringConstraints(pattern=r"^[A-Z]{3}$")]
 Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=4, allow_inf_nan=False)]
+
+
+def _not_below_dynamodb_precision(value: float) -> float:
+    if value != 0 and abs(value) < 1e-130:
+        raise ValueError("too close to zero to store (DynamoDB numbers reach down to 1e-130)")
+    return value
+
+
+# What a DynamoDB number can hold: 38 significant digits, magnitudes from 1e-130 to 9.99e125.
+StoredInt = Annotated[int, Strict(), Field(gt=-(10**38), lt=10**38)]
+StoredFloat = Annotated[
+    float, Strict(), Field(allow_inf_nan=False, ge=-9.99e125, le=9.99e125),
+    AfterValidator(_not_below_dynamodb_precision),
+]
 PropertyKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 PropertyValue = Annotated[str, Strict(), StringConstraints(max_length=1024)] | Annotated[
     bool, Strict()
-] | Annotated[int, Strict()] | Annotated[float, Strict(), Field(allow_inf_nan=False)]
+] | StoredInt | StoredFloat
 
 
 class EventType(StrEnum):
@@ -70,7 +97,7 @@ class Event(BaseModel):
     user_id: Identifier
     item_id: Identifier
     event_type: EventType
-    timestamp: AwareDatetime = Field(description="ISO 8601 with a zone, e.g. 2025-03-01T10:00:00Z")
+    timestamp: Moment = Field(description="ISO 8601 with a zone, e.g. 2025-03-01T10:00:00Z")
     quantity: Annotated[int, Strict(), Field(ge=1, le=100_000)] = 1
     price: Money | None = Field(default=None, description="Unit price; required for purchases")
     currency: CurrencyCode | None = Field(default=None, description="ISO 4217; required with price")

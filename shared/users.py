@@ -9,15 +9,15 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
 
-from shared.events import Event, EventType, Identifier
+from shared.events import Event, EventType, Identifier, StoredFloat, StoredInt
 
 CountryCode = Annotated[str, Strict(), StringConstraints(pattern=r"^[A-Z]{2}$")]
 ShortText = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=256)]
 AttributeValue = (
     Annotated[str, Strict(), StringConstraints(max_length=1024)]
     | Annotated[bool, Strict()]
-    | Annotated[int, Strict()]
-    | Annotated[float, Strict(), Field(allow_inf_nan=False)]
+    | StoredInt
+    | StoredFloat
     | Annotated[list[Annotated[str, StringConstraints(max_length=256)]], Field(max_length=50)]
 )
 Attributes = Annotated[

@@ -4,37 +4,42 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from shared.events import EventType
+
+
+# Strict: lax pydantic would take false for 0 and "64" for 64; a config typo should be refused.
+Count = Annotated[int, Strict()]
+Number = Annotated[float, Strict()]
 
 
 class TrainingConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    window_days: int = Field(default=365, ge=1, le=3650, description="Interactions older than this are ignored")
-    holdout_days: int = Field(default=14, ge=1, description="Most recent days held out for evaluation")
-    max_interactions: int = Field(default=5_000_000, ge=1, description="More in the window: refuse, use an export")
-    event_weights: dict[EventType, float] = Field(default_factory=lambda: {
+    window_days: Count = Field(default=365, ge=1, le=3650, description="Interactions older than this are ignored")
+    holdout_days: Count = Field(default=14, ge=1, description="Most recent days held out for evaluation")
+    max_interactions: Count = Field(default=5_000_000, ge=1, description="More in the window: refuse, use an export")
+    event_weights: dict[EventType, Number] = Field(default_factory=lambda: {
         EventType.PURCHASE: 1.0, EventType.ADD_TO_CART: 0.3, EventType.VIEW: 0.05,
         EventType.REMOVE_FROM_CART: 0.0,
     })
-    recency_half_life_days: float = Field(default=60.0, gt=0)
+    recency_half_life_days: Number = Field(default=60.0, gt=0)
     # Confidence = 1 + alpha * log(1 + weight / epsilon) (Hu, Koren, Volinsky 2008, eq. 6).
-    alpha: float = Field(default=1.0, gt=0)
-    epsilon: float = Field(default=1.0, gt=0)
-    factors: int = Field(default=64, ge=2, le=512)
-    regularization: float = Field(default=5.0, ge=0)
-    iterations: int = Field(default=15, ge=1, le=100)
-    random_seed: int = 42
-    popularity_days: int = Field(default=30, ge=1, description="Recent window that ranks popular items")
-    top_k: int = Field(default=10, ge=1)
-    min_users_to_evaluate: int = Field(default=5, ge=1)
+    alpha: Number = Field(default=1.0, gt=0)
+    epsilon: Number = Field(default=1.0, gt=0)
+    factors: Count = Field(default=64, ge=2, le=512)
+    regularization: Number = Field(default=5.0, ge=0)
+    iterations: Count = Field(default=15, ge=1, le=100)
+    random_seed: Count = 42
+    popularity_days: Count = Field(default=30, ge=1, description="Recent window that ranks popular items")
+    top_k: Count = Field(default=10, ge=1)
+    min_users_to_evaluate: Count = Field(default=5, ge=1)
     # Activation gate.
-    min_gain_over_popularity: float = Field(default=1.0, ge=0, description="model NDCG must exceed baseline x this")
-    max_drop_from_active: float = Field(default=0.1, ge=0, le=1, description="allowed NDCG drop vs the active version")
+    min_gain_over_popularity: Number = Field(default=1.0, ge=0, description="model NDCG must exceed baseline x this")
+    max_drop_from_active: Number = Field(default=0.1, ge=0, le=1, description="allowed NDCG drop vs the active version")
 
 
 def training_config(overrides: dict[str, Any] | None = None) -> TrainingConfig:

@@ -70,3 +70,17 @@ def test_a_bad_country_is_refused_naming_the_field(api):
 
 def test_an_unknown_user_is_a_404(api):
     assert api.json("GET", "/users/nobody")[0] == 404
+
+
+def test_numbers_dynamodb_cannot_hold_are_refused_naming_the_attribute(api):
+    for value in (-2.33e294, 1e-200):
+        status, body = api.json("PUT", "/users/u-1", {"attributes": {"score": value}})
+        assert status == 422, (value, body)
+        assert body["error"]["fields"][0]["field"].startswith("attributes.score")
+    assert api.json("PUT", "/users/u-1", {"attributes": {"score": 9.5e125, "tiny": 1e-120}})[0] == 200
+
+
+def test_half_a_unicode_surrogate_pair_is_refused_as_invalid_json(api):
+    response = api.call("PUT", "/users/u-1", raw=b'{"region": "\\udbd1"}')
+    assert response.status == 400
+    assert api.json("PUT", "/users/u-1", {"region": "\U0001F600"})[0] == 200  # a real pair is fine

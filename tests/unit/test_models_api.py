@@ -49,3 +49,9 @@ def test_bad_training_parameters_are_refused_naming_the_field(api, body, field):
 
 def test_an_unknown_version_is_a_404(api):
     assert api.json("POST", "/models/v-nope/activate")[0] == 404
+
+
+def test_a_training_config_of_the_wrong_type_is_refused_not_coerced(api):
+    status, body = api.json("POST", "/models/train", {"config": {"regularization": False, "factors": "64"}})
+    assert status == 422
+    assert {f["field"] for f in body["error"]["fields"]} == {"config.regularization", "config.factors"}
