@@ -24,6 +24,7 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
@@ -290,7 +291,23 @@ def make_server(gateway: Gateway, port: int) -> ThreadingHTTPServer:
             if self.command != "HEAD":
                 self.wfile.write(response.body)
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _serve
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            # What the stdlib refuses itself (a URL over 64 KiB, a malformed request line),
+            # answered as API Gateway answers: JSON, not the stdlib's HTML page.
+            body = json.dumps({"message": message or HTTPStatus(code).phrase}).encode()
+            self.send_response(code)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.send_header("connection", "close")
+            self.end_headers()
+            if self.command != "HEAD" and code >= 200:
+                self.wfile.write(body)
+
+        def __getattr__(self, name: str) -> Any:
+            # Any method reaches the gateway, which answers what API Gateway answers (404).
+            if name.startswith("do_"):
+                return self._serve
+            raise AttributeError(name)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
             if os.environ.get("DEVSTACK_ACCESS_LOG"):

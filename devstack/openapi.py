@@ -149,6 +149,7 @@ ERROR_RESPONSES: dict[int, tuple[str, dict[str, Any]]] = {
     404: ("NotFound", _json("The item, customer, model version or segment does not exist", "Error")),
     409: ("Conflict", _json("The request is valid, but the resource's state forbids it", "Error")),
     413: ("PayloadTooLarge", _json("The body is larger than MAX_BODY_BYTES (2 MB by default)", "Error")),
+    414: ("UriTooLong", _json("The URL is longer than API Gateway accepts", "GatewayError")),
     415: ("UnsupportedMediaType", _json("The body is not sent as application/json", "Error")),
     422: ("ValidationFailed", _json("A parameter or a field is wrong: fields names each one", "Error")),
     500: ("InternalError", _json("The function failed; it has been logged", "Error", "GatewayError")),
@@ -159,7 +160,7 @@ ERROR_RESPONSES: dict[int, tuple[str, dict[str, Any]]] = {
                                  "schema": {"type": "integer", "minimum": 0}}})),
 }
 # Every route reads or writes DynamoDB or S3, so every route can answer 503.
-EVERY_ROUTE_ERRORS = (401, 403, 500, 503)
+EVERY_ROUTE_ERRORS = (401, 403, 414, 500, 503)
 BODY_ERRORS = (400, 413, 415)  # shared/api.py resolve() refuses such bodies before routing
 
 
