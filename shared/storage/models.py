@@ -84,6 +84,8 @@ class LocalBlobs:
             return (self.root / key).read_bytes()
         except FileNotFoundError:
             raise NotFound(f"{key} does not exist") from None
+        except OSError as error:  # the folder is gone, unmounted or unreadable: as S3 being down
+            raise StorageUnavailable(f"cannot read {key} from the model folder: {error}") from None
 
     def keys(self, prefix: str) -> list[str]:
         base = self.root / prefix

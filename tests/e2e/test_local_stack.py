@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -157,3 +158,61 @@ def test_over_http_customers_see_only_their_own_data_and_curl_can_sign_as_the_ba
     batch = json.dumps({"events": [purchase("auth-2", user_id="u-auth")]})
     assert curl(*signing, "-H", "content-type: application/json", "--data", batch, f"{state.url}/events") == 200
     assert backend.request("GET", "/users/u-auth").body["summary"]["purchase_count"] == 2
+
+
+def test_a_corrupted_model_or_an_unreachable_model_folder_never_stops_recommendations(tmp_path):
+    """The loaded version keeps serving; a cold start falls back to the cached popular list."""
+    from devstack.demo_data import generate_shop
+
+    stack.up(free_port(), tmp_path, persist=True)
+    try:
+        backend = ApiClient.for_stack(tmp_path)
+        shop = generate_shop(seed=3, n_users=120, n_items=40)
+        backend.put_items(shop.items)
+        backend.send_events(shop.events)
+        train = lambda: backend.request("POST", "/models/train", {"config": {"min_gain_over_popularity": 0}}).body
+        good, other = train()["version"], train()["version"]
+        assert backend.request("POST", f"/models/{good}/activate").status == 200
+        user = next(u for u in shop.archetypes if shop.archetypes[u] == "loyal")
+        customer = backend.as_customer(user)
+
+        def answer() -> dict:
+            response = customer.request("GET", f"/users/{user}/recommendations")
+            assert response.status == 200, response.body
+            return response.body
+
+        assert wait_until(lambda: answer()["model_version"] == good)
+        artifact = tmp_path / "models" / "models" / other / "model.npz"  # the local bucket
+        intact = artifact.read_bytes()
+        artifact.write_bytes(b"not a model")
+        assert backend.request("POST", f"/models/{other}/activate").status == 409  # checked first
+        artifact.write_bytes(intact)
+        # Corrupted after activation, before serving next looks (it looks every 5 s locally):
+        assert backend.request("POST", f"/models/{other}/activate").status == 200
+        artifact.write_bytes(b"not a model")
+        time.sleep(6)
+        assert answer()["model_version"] == good  # the corrupted version could not replace it
+
+        stack.down(tmp_path)
+        stack.up(free_port(), tmp_path, persist=True)  # a cold start that can load no model
+        cold = ApiClient.for_stack(tmp_path).as_customer(user)
+        body = cold.request("GET", f"/users/{user}/recommendations").body
+        assert body["strategy"].endswith(":cached") and not body["personalized"] and body["items"]
+
+        models = tmp_path / "models"
+        models.rename(tmp_path / "models-gone")
+        models.write_text("the bucket is unreachable")
+        time.sleep(6)
+        assert cold.request("GET", f"/users/{user}/recommendations").status == 200
+        assert cold.request("GET", "/popular").status == 200
+    finally:
+        stack.down(tmp_path)
+
+
+def wait_until(condition, seconds: float = 15) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.5)
+    return False
