@@ -7,13 +7,11 @@ checks against the code. Swagger UI's files come from npm's swagger-ui-dist (pac
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from devstack.http_response import HttpResponse
 from devstack.template import PROJECT_ROOT
 
-if TYPE_CHECKING:
-    from devstack.gateway import HttpResponse
 
 DOCUMENT_PATH = PROJECT_ROOT / "docs" / "openapi.json"
 ASSETS_DIR = PROJECT_ROOT / "node_modules" / "swagger-ui-dist"
@@ -49,10 +47,6 @@ PAGE = f"""<!DOCTYPE html>
 
 
 def _response(status: int, content_type: str, body: bytes) -> HttpResponse:
-    # gateway.py imports this module to serve /docs: importing it back here, not at the top,
-    # works whichever of the two is imported first.
-    from devstack.gateway import HttpResponse
-
     return HttpResponse(status, {"content-type": content_type, "cache-control": "no-cache",
                                  "x-content-type-options": "nosniff"}, body)
 

@@ -32,6 +32,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
 from devstack.docs_site import docs_response
+from devstack.http_response import HttpResponse
 from devstack.local_auth import LocalAuth, Rejected, host_url, trusted_context
 from devstack.template import Route, http_routes, resources
 
@@ -68,13 +69,6 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, self.timeout_ms - int((time.monotonic() - self.started) * 1000))
-
-
-@dataclass
-class HttpResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes
 
 
 def load_handler(route: Route) -> Callable[[dict, Any], Any]:

@@ -165,3 +165,21 @@ def test_a_backend_signature_from_ten_minutes_ago_is_refused(api):
 
     assert response.status == 403
     assert "expired" in json.loads(response.body)["message"].lower()
+
+
+def test_the_local_stacks_sign_in_endpoint_gives_a_token_for_that_customer_only(api):
+    anonymous = api.anonymous()
+    status, body = anonymous.json("POST", "/dev/token", {"user_id": "u-1"})
+    assert status == 200
+
+    customer = with_token(api, body["token"])
+    assert customer.json("GET", "/users/u-1/segments")[0] == 200
+    assert customer.json("GET", "/users/u-2/segments")[0] == 403
+    assert anonymous.json("POST", "/dev/token", {})[0] == 400
+
+
+def test_the_local_stacks_backend_proxy_calls_as_the_shops_backend(api):
+    anonymous = api.anonymous()
+    status, _ = anonymous.json("POST", "/dev/trusted/events", {"events": [purchase("p-1", user_id="u-1")]})
+    assert status == 200
+    assert anonymous.json("GET", "/dev/trusted/users/u-1")[1]["summary"]["purchase_count"] == 1
