@@ -85,7 +85,8 @@ def test_every_operation_documents_its_errors_with_the_error_body(committed: dic
         if "parameters" in operation or "requestBody" in operation:
             assert "422" in statuses, route_key
         for status, response in statuses.items():
-            if int(status) >= 400 and "$ref" in response:
+            # 414 comes from API Gateway itself, before any function: its body is GatewayError.
+            if int(status) >= 400 and "$ref" in response and status != "414":
                 schema = responses[response["$ref"].rsplit("/", 1)[1]]["content"]["application/json"]["schema"]
                 assert {"$ref": "#/components/schemas/Error"} in [schema, *schema.get("anyOf", [])], route_key
     assert "Retry-After" in responses["StorageUnavailable"]["headers"]
