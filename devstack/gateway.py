@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from devstack.docs_site import docs_response
 from devstack.http_response import HttpResponse
+from devstack.web_site import web_response
 from devstack.local_auth import LocalAuth, Rejected, host_url, trusted_context
 from devstack.template import Route, http_routes, resources
 
@@ -179,7 +180,7 @@ class Gateway:
         if method == "OPTIONS" and origin:
             return self._preflight(origin)
         path = urlsplit(target).path
-        page = docs_response(path) if method == "GET" else None
+        page = (docs_response(path) or web_response(method, path)) if method == "GET" else None
         if page is not None:
             response = page
         elif path == "/dev/token" and method == "POST":

@@ -1,0 +1,186 @@
+"""The demo pages in headless Chromium, clicked through as a person would, on a local stack
+holding a small demo shop that was sent through the API as the shop's backend sends it."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from devstack import stack
+from devstack.api_client import ApiClient, ApiError
+from devstack.demo_data import generate_shop
+from devstack.dynamodb_local import free_port
+
+pytest.importorskip("playwright")
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+RFM_CELL = re.compile(r"^R(\d)F(\d)M\d$")
+pytestmark = [
+    pytest.mark.browser, pytest.mark.e2e,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium: apt-get install chromium"),
+]
+
+
+@pytest.fixture(scope="module")
+def shop_stack(tmp_path_factory):
+    """A local stack with a trained model: (base url, the shop's backend client)."""
+    state_dir = tmp_path_factory.mktemp("web-stack")
+    state, _ = stack.up(free_port(), state_dir)
+    try:
+        api = ApiClient.for_stack(state_dir)
+        shop = generate_shop(seed=11, n_users=200, n_items=80)
+        assert not api.put_items(shop.items).rejected
+        api.put_users(shop.users)
+        assert not api.send_events(shop.events).rejected
+        trained = api.request("POST", "/models/train")
+        if trained.status != 201:
+            raise ApiError(trained, "POST /models/train")
+        yield state.url, api
+    finally:
+        stack.down(state_dir)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium):
+    context = chromium.new_context(viewport={"width": 1280, "height": 1000})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    crashes: list[str] = []
+    page.on("pageerror", lambda error: crashes.append(str(error)))
+    yield page
+    context.close()
+    assert not crashes, crashes
+
+
+def api_calls(page) -> list[tuple[str, str, str | None]]:
+    """(method, path, authorization header) of every request the page sends to the API from now on."""
+    calls: list[tuple[str, str, str | None]] = []
+    page.on("request", lambda request: calls.append(
+        (request.method, urlsplit(request.url).path, request.headers.get("authorization"))))
+    return calls
+
+
+def item_ids(page, selector: str) -> list[str]:
+    return page.locator(selector).evaluate_all("nodes => nodes.map(n => n.dataset.item)")
+
+
+def test_a_customer_sees_their_history_recommendations_and_tags_and_buys(shop_stack, page):
+    url, api = shop_stack
+    calls = api_calls(page)
+    page.goto(f"{url}/shop")
+
+    customer = page.locator('#customer optgroup[label^="Champions"] option').first.get_attribute("value")
+    page.select_option("#customer", customer)
+    expect(page.locator("#who")).to_contain_text(f"Signed in as {customer}")
+
+    held = api.request("GET", f"/users/{customer}/export").body
+    purchases = [e for e in held["events"] if e["event_type"] == "purchase"]
+    expect(page.locator("#history-meta")).to_contain_text(f"{len(purchases)} purchases")
+    expect(page.locator("#history tbody tr")).to_have_count(min(20, len(purchases)))
+    newest = max(purchases, key=lambda e: e["ts"])["item_id"]
+    assert item_ids(page, "#history tbody tr")[0] == newest
+
+    recommendations = page.locator("#recommendations li")
+    expect(recommendations.first).to_be_visible()
+    assert all(reason.strip() for reason in page.locator("#recommendations .reason").all_inner_texts())
+
+    tags = api.request("GET", f"/users/{customer}/segments").body["tags"]
+    shown = page.locator("#tags li").evaluate_all("nodes => nodes.map(n => n.dataset.segment)")
+    assert sorted(shown) == sorted(t["segment_id"] for t in tags) and "rfm:champions" in shown
+
+    first = recommendations.first
+    chosen, title = first.get_attribute("data-item"), first.locator(".title").inner_text()
+    first.locator(".title").click()
+    expect(page.locator("#product-title")).to_have_text(title)
+    expect(page.locator("#similar li[data-item]").first).to_be_visible()
+    before = item_ids(page, "#recommendations li")
+
+    page.click("#buy")
+    expect(page.locator("#buy-status")).to_contain_text(f"Bought {title}")
+    expect(page.locator("#recs-meta")).to_contain_text(f"Updated after buying {title}")
+    after = item_ids(page, "#recommendations li")
+    assert after != before and chosen not in after and after
+    expect(page.locator("#history-meta")).to_contain_text(f"{len(purchases) + 1} purchases")
+    assert item_ids(page, "#history tbody tr")[0] == chosen
+    expect(page.locator("#errors")).to_be_empty()
+
+    # The customer's own routes carried their bearer token; only the shop's backend work was trusted.
+    personal = [(m, p, auth) for m, p, auth in calls if p.startswith(("/users/", "/items/"))]
+    assert personal and all(auth and auth.startswith("Bearer ") for _, _, auth in personal)
+    trusted = {(m, p) for m, p, _ in calls if p.startswith("/dev/trusted/")}
+    assert ("POST", "/dev/trusted/events") in trusted
+    assert all(p.startswith(("/dev/trusted/segments", "/dev/trusted/events")) for _, p in trusted)
+
+
+def test_the_marketer_sees_segments_the_rfm_grid_members_and_model_quality(shop_stack, page):
+    url, api = shop_stack
+    listing = api.request("GET", "/segments").body["segments"]
+    page.goto(f"{url}/marketing")
+
+    groups = [s for s in listing if not (s["family"] == "rfm" and RFM_CELL.match(s["name"]))]
+    rows = page.locator("#segments tr[data-segment]")
+    expect(rows).to_have_count(len(groups))
+    sizes = dict(zip(rows.evaluate_all("nodes => nodes.map(n => n.dataset.segment)"),
+                     map(int, page.locator("#segments tr[data-segment] td.num").all_inner_texts())))
+    assert sizes == {s["segment_id"]: s["members"] for s in groups}
+
+    cells = Counter()
+    for s in listing:
+        if s["family"] == "rfm" and (score := RFM_CELL.match(s["name"])):
+            cells[f"{score[1]}{score[2]}"] += s["members"]
+    grid = page.locator("#rfm-grid td[data-count]")
+    expect(grid).to_have_count(25)
+    shown = {f"{r}{f}": int(n) for r, f, n in grid.evaluate_all(
+        "nodes => nodes.map(n => [n.dataset.r, n.dataset.f, n.dataset.count])")}
+    rfm_customers = sum(s["members"] for s in groups if s["family"] == "rfm")
+    assert sum(shown.values()) == sum(cells.values()) == rfm_customers > 0
+    assert {k: v for k, v in shown.items() if v} == dict(cells)
+    expect(page.locator("#rfm-total")).to_have_text(f"{rfm_customers} customers with RFM tags.")
+
+    largest = max((s for s in groups if s["family"] == "rfm"), key=lambda s: s["members"])
+    page.locator(f'#segments tr[data-segment="{largest["segment_id"]}"] button').click()
+    expect(page.locator("#members-title")).to_have_text(f"Members of {largest['name']}")
+    first_page = api.request("GET", f"/segments/{largest['segment_id']}/members", query={"limit": 20}).body
+    members = page.locator("#members li")
+    expect(members).to_have_count(len(first_page["members"]))
+    assert members.evaluate_all("nodes => nodes.map(n => n.dataset.user)") == [
+        m["user_id"] for m in first_page["members"]]
+    assert largest["members"] > 20 and first_page["next_cursor"]
+    page.click("#next-page")
+    expect(page.locator("#members-meta")).to_contain_text("page 2, members 21 to")
+    second = members.evaluate_all("nodes => nodes.map(n => n.dataset.user)")
+    assert len(second) == min(20, largest["members"] - 20)
+    assert not set(second) & {m["user_id"] for m in first_page["members"]}
+
+    manifest = api.request("GET", "/models").body["versions"][0]
+    bars = page.locator(f'#model-chart g[data-version="{manifest["version"]}"]')
+    for series in ("model", "popularity"):
+        value = manifest["metrics"][series]["ndcg"]
+        assert float(bars.locator(f'rect[data-series="{series}"]').get_attribute("data-value")) == value
+        expect(bars.locator(f'text[data-series="{series}"]')).to_have_text(f"{value:.3f}")
+    expect(page.locator(f'#models tr[data-version="{manifest["version"]}"]')).to_contain_text("accepted")
+    expect(page.locator("#errors")).to_be_empty()
+
+
+def test_an_api_error_is_shown_on_the_page(shop_stack, page):
+    url, _ = shop_stack
+    page.route("**/dev/trusted/models*", lambda route: route.fulfill(
+        status=503, content_type="application/json", headers={"retry-after": "1"},
+        body='{"error": {"code": "unavailable", "message": "storage is busy, try again"}}'))
+    page.goto(f"{url}/marketing")
+
+    expect(page.locator("#errors .error")).to_contain_text(
+        "GET /dev/trusted/models answered 503 unavailable: storage is busy, try again")
