@@ -209,10 +209,38 @@ def test_a_corrupted_model_or_an_unreachable_model_folder_never_stops_recommenda
         stack.down(tmp_path)
 
 
-def wait_until(condition, seconds: float = 15) -> bool:
+def wait_until(condition, seconds: float = 15, every: float = 0.5) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if condition():
             return True
-        time.sleep(0.5)
+        time.sleep(every)
     return False
+
+
+def test_a_training_run_killed_halfway_with_its_process_leaves_the_active_version(tmp_path):
+    from devstack.demo_data import generate_shop
+
+    state, _ = stack.up(free_port(), tmp_path, persist=True)
+    try:
+        backend = ApiClient.for_stack(tmp_path)
+        shop = generate_shop(seed=5, n_users=400, n_items=80)
+        backend.put_items(shop.items)
+        backend.send_events(shop.events)
+        config = {"config": {"min_gain_over_popularity": 0}}
+        good = backend.request("POST", "/models/train", config).body["version"]
+        bucket = tmp_path / "models" / "models"
+
+        ThreadPoolExecutor(1).submit(backend.request, "POST", "/models/train", config)
+        assert wait_until(lambda: any(json.loads(m.read_text())["status"] == "training"
+                                      for m in bucket.glob("*/manifest.json")), seconds=30, every=0.02)
+        os.kill(state.pid, signal.SIGKILL)  # the Lambda timed out or its host died, mid-run
+        stack.down(tmp_path)
+        stack.up(free_port(), tmp_path, persist=True)
+
+        listing = ApiClient.for_stack(tmp_path).request("GET", "/models").body
+        killed = next(v for v in listing["versions"] if v["version"] != good)
+        assert listing["active"] == good
+        assert killed["status"] == "training"  # shown as abandoned 16 minutes after it started
+    finally:
+        stack.down(tmp_path)
