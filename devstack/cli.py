@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,6 +44,18 @@ def progress_printer(label: str, total: int) -> Callable[[int], None]:
             print(line, file=sys.stderr, flush=True)
 
     return show
+
+
+def wait_with_progress(label: str, work: Callable[[], Any], every: float = 5.0) -> Any:
+    """work(), saying every few seconds that it is still going (one HTTP call gives no progress)."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(work)
+        while True:
+            try:
+                return future.result(timeout=every)
+            except FuturesTimeout:
+                print(f"  {label}: still running after {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
 
 
 def report_totals(label: str, totals: SendTotals) -> None:
@@ -137,7 +151,7 @@ def show_customer(api: ApiClient, shop: Any) -> None:
 
 def show_training(api: ApiClient) -> None:
     print("\ntraining a model on the stored history (POST /models/train) ...", flush=True)
-    response = api.request("POST", "/models/train")
+    response = wait_with_progress("training", lambda: api.request("POST", "/models/train"))
     if response.status not in (200, 201, 202):
         raise ApiError(response, "POST /models/train")
     manifest = response.body
