@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,15 @@ def test_every_route_is_on_both_apis_so_customers_get_403_not_404():
     """Customers and the shop's systems call the same paths; shared/auth.py decides, not routing."""
     for route in http_routes(TEMPLATE):
         assert route.authenticated_by == {"jwt", "iam"}, route.route_key
+
+
+def test_alarms_notify_the_topic_and_watch_metrics_the_code_emits():
+    emitted = set()
+    for source in [*(PROJECT_ROOT / "functions").rglob("*.py"), *(PROJECT_ROOT / "shared").rglob("*.py")]:
+        emitted |= set(re.findall(r'add_metric\(\s*"(\w+)"', source.read_text()))
+    alarms = resources(TEMPLATE, "AWS::CloudWatch::Alarm")
+    assert alarms
+    for name, alarm in alarms.items():
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+        if alarm["Namespace"] == "ShopRecs":
+            assert alarm["MetricName"] in emitted, f"{name} watches a metric nothing emits"
