@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -16,7 +17,7 @@ from devstack import stack
 from devstack.api_client import ApiClient
 from devstack.dynamodb_local import free_port, port_in_use
 from devstack.template import load_template
-from tests.factories import item, purchase
+from tests.factories import item, iso, purchase
 
 pytestmark = pytest.mark.e2e
 
@@ -136,6 +137,21 @@ def test_a_flood_of_the_same_batch_from_many_clients_is_stored_once(running_stac
         assert api.request("GET", f"/users/flooder-{n}").body["summary"]["purchase_count"] == 50
 
 
+def test_a_client_with_a_skewed_clock_loses_only_its_future_events_each_named(running_stack):
+    _, state_dir = running_stack
+    api = ApiClient.for_stack(state_dir)
+    skewed = [purchase(f"skew-{n}", user_id="skewed", timestamp=ahead(hours=2)) for n in range(300)]
+    honest = [purchase(f"ok-{n}", user_id="skewed") for n in range(200)]
+
+    with ThreadPoolExecutor(4) as pool:
+        totals = list(pool.map(api.send_events, [skewed + honest] * 4))
+
+    assert sum(t.accepted for t in totals) == 200
+    assert all(len(t.rejected) == 300 for t in totals)
+    assert {e["field"] for r in totals[0].rejected for e in r["errors"]} == {"timestamp"}
+    assert api.request("GET", "/users/skewed").body["summary"]["purchase_count"] == 200
+
+
 def test_over_http_customers_see_only_their_own_data_and_curl_can_sign_as_the_backend(running_stack):
     state, state_dir = running_stack
     backend = ApiClient.for_stack(state_dir)
@@ -207,6 +223,10 @@ def test_a_corrupted_model_or_an_unreachable_model_folder_never_stops_recommenda
         assert cold.request("GET", "/popular").status == 200
     finally:
         stack.down(tmp_path)
+
+
+def ahead(**delta: float) -> str:
+    return iso(datetime.now(timezone.utc) + timedelta(**delta))
 
 
 def wait_until(condition, seconds: float = 15, every: float = 0.5) -> bool:
