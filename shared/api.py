@@ -174,6 +174,11 @@ def resolve(app: APIGatewayHttpResolver, event: dict[str, Any], context: LambdaC
             f"request bodies must be JSON, got content-type {content_type}",
             "content-type", "send 'content-type: application/json'",
         )
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return _early_error(HTTPStatus.BAD_REQUEST, "invalid_json",
+                            f"request body is not UTF-8 (byte {error.start})", "body", "not valid UTF-8")
     if _has_lone_surrogate(body):
         return _early_error(HTTPStatus.BAD_REQUEST, "invalid_json",
                             "request body has a \\u escape that is half of a UTF-16 pair (not a character)",

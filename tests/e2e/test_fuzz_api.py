@@ -55,7 +55,9 @@ def fuzzed_stack(tmp_path_factory):
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None,
+# Derandomized: the same examples every run, so a failure in CI reproduces; to explore new
+# inputs, run it with derandomize=False and more examples.
+@settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                  HealthCheck.function_scoped_fixture])
 def test_no_request_gets_a_server_error_or_an_undocumented_answer(case, fuzzed_stack):

@@ -84,3 +84,9 @@ def test_half_a_unicode_surrogate_pair_is_refused_as_invalid_json(api):
     response = api.call("PUT", "/users/u-1", raw=b'{"region": "\\udbd1"}')
     assert response.status == 400
     assert api.json("PUT", "/users/u-1", {"region": "\U0001F600"})[0] == 200  # a real pair is fine
+
+
+def test_a_body_that_is_not_utf8_is_refused_as_invalid_json(api):
+    response = api.call("POST", "/segments", raw=b'{\xff\xfe4eq\xe93')
+    assert response.status == 400
+    assert b"not UTF-8" in response.body
