@@ -93,10 +93,7 @@ class ApiClient:
     @classmethod
     def for_stack(cls, state_dir: Path = stack.DEFAULT_STATE_DIR, **options: Any) -> ApiClient:
         """The shop's backend talking to the local stack running from state_dir."""
-        state = stack.read_state(state_dir)
-        if state is None:
-            raise stack.StackError(f"no local stack is running from {state_dir}: start it with ./dev up")
-        auth = stack.local_auth(state_dir)
+        state, auth = stack.running(state_dir)
         return cls(state.url, signed_as_backend(auth), auth=auth, **options)
 
     def as_customer(self, user_id: str, expires_in: int = 3600) -> ApiClient:

@@ -228,17 +228,13 @@ def cmd_import_csv(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    auth = stack.local_auth(args.state_dir) if stack.read_state(args.state_dir) else None
-    if auth is None:
-        raise stack.StackError("no local stack is running: start it with ./dev up")
+    _, auth = stack.running(args.state_dir)
     print(auth.issue_token(args.user_id, args.expires_in))
     return 0
 
 
 def cmd_credentials(args: argparse.Namespace) -> int:
-    if stack.read_state(args.state_dir) is None:
-        raise stack.StackError("no local stack is running: start it with ./dev up")
-    auth = stack.local_auth(args.state_dir)
+    _, auth = stack.running(args.state_dir)
     # Unquoted on purpose, for $(./dev credentials): neither value has spaces.
     print(f"--aws-sigv4 aws:amz:{LOCAL_REGION}:execute-api --user {auth.access_key_id}:{auth.secret_access_key}")
     return 0

@@ -50,9 +50,12 @@ def state_file(state_dir: Path) -> Path:
     return state_dir / "stack.json"
 
 
-def local_auth(state_dir: Path) -> LocalAuth:
-    """The running stack's token issuer and trusted access key (new at every start)."""
-    return LocalAuth.load(state_dir / "local-auth.json")
+def running(state_dir: Path) -> tuple[StackState, LocalAuth]:
+    """The stack running from state_dir, with its token issuer and trusted key (new at every start)."""
+    state = read_state(state_dir)
+    if state is None:
+        raise StackError(f"no local stack is running from {state_dir}: start it with ./dev up")
+    return state, LocalAuth.load(state_dir / "local-auth.json")
 
 
 def read_state(state_dir: Path) -> StackState | None:

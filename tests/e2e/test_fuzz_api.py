@@ -50,7 +50,7 @@ def fuzzed_stack(tmp_path_factory):
     backend = ApiClient.for_stack(state_dir)
     backend.put_items([item(f"sku-{n}") for n in range(5)])
     backend.send_events([purchase(f"p-{n}", user_id=f"u-{n % 3}", item_id=f"sku-{n % 5}") for n in range(12)])
-    yield state.url, SignedAsBackend(stack.local_auth(state_dir))
+    yield state.url, SignedAsBackend(stack.running(state_dir)[1])
     stack.down(state_dir)
 
 
