@@ -24,15 +24,16 @@ from pydantic import (
     model_validator,
 )
 
+from shared.limits import MAX_ID_BYTES, MAX_PROPERTIES_BYTES, at_most_bytes, fits_id_bytes
 from shared.validation import Checked, validate_each
 
 MAX_EVENTS_PER_BATCH = 1000
-MAX_ID_LENGTH = 256
 # Anything older is a unit mistake (seconds as milliseconds, a zero date), not real history.
 EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 Identifier = Annotated[
-    str, Strict(), StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"\S")
+    str, Strict(), StringConstraints(min_length=1, max_length=MAX_ID_BYTES, pattern=r"\S"),
+    AfterValidator(fits_id_bytes),
 ]
 
 
@@ -105,7 +106,9 @@ class Event(BaseModel):
     session_id: Identifier | None = None
     order_id: Identifier | None = Field(default=None, description="Groups purchase lines of one order")
     campaign_id: Identifier | None = Field(default=None, description="Campaign the event is attributed to")
-    properties: dict[PropertyKey, PropertyValue] = Field(default_factory=dict, max_length=50)
+    properties: Annotated[
+        dict[PropertyKey, PropertyValue], Field(max_length=50), AfterValidator(at_most_bytes(MAX_PROPERTIES_BYTES))
+    ] = Field(default_factory=dict, description=f"At most 50, and {MAX_PROPERTIES_BYTES:,} bytes when stored")
 
     @field_validator("timestamp")
     @classmethod

@@ -7,9 +7,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StringConstraints
 
 from shared.events import Event, EventType, Identifier, StoredFloat, StoredInt
+from shared.limits import MAX_ATTRIBUTES_BYTES, at_most_bytes
 
 CountryCode = Annotated[str, Strict(), StringConstraints(pattern=r"^[A-Z]{2}$")]
 ShortText = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=256)]
@@ -22,7 +23,8 @@ AttributeValue = (
 )
 Attributes = Annotated[
     dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], AttributeValue],
-    Field(max_length=50),
+    Field(max_length=50, description=f"At most 50, and {MAX_ATTRIBUTES_BYTES:,} bytes when stored"),
+    AfterValidator(at_most_bytes(MAX_ATTRIBUTES_BYTES)),
 ]
 
 
@@ -70,6 +72,8 @@ class User(BaseModel):
     consent: Consent = Field(default_factory=lambda: Consent(personalization=True))
     summary: PurchaseSummary = Field(default_factory=PurchaseSummary)
     updated_at: datetime | None = None
+    erased_at: datetime | None = Field(
+        default=None, description="Set when the customer was erased: all that is kept is this time and an objection")
 
 
 def fold_purchases(summary: PurchaseSummary, events: Iterable[Event]) -> PurchaseSummary:

@@ -27,6 +27,13 @@ class Rejection:
 class Checked(Generic[M]):
     valid: list[M] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)  # each valid entry's index in the batch
+
+    def reject_stored(self, refused: dict[int, FieldError], id_field: str) -> None:
+        """Move entries that storage refused (by their place in `valid`) to `rejected`."""
+        for place, error in refused.items():
+            self.rejected.append(Rejection(self.positions[place], getattr(self.valid[place], id_field), [error]))
+        self.rejected.sort(key=lambda rejection: rejection.index)
 
 
 def field_errors(error: ValidationError) -> list[FieldError]:
@@ -55,6 +62,7 @@ def validate_each(
             continue
         try:
             checked.valid.append(model.model_validate(raw, context=context))
+            checked.positions.append(index)
         except ValidationError as error:
             entry_id = raw.get(id_field)
             checked.rejected.append(

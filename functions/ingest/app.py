@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Path
+
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,14 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.api import create_app, json_response, resolve
 from shared.catalog import MAX_ITEMS_PER_BATCH, Item, ItemIn, ItemUpsert
 from shared.config import get_settings
-from shared.events import MAX_EVENTS_PER_BATCH, MAX_ID_LENGTH, Event
+from shared.errors import PayloadTooLarge
+from shared.events import MAX_EVENTS_PER_BATCH, Event
+from shared.http_params import PathId
 from shared.ingestion import ingest_events
 from shared.observability import logger, metrics, tracer
 from shared.storage.catalog import CatalogStore
 from shared.storage.events import EventStore
 from shared.storage.users import UserStore
 from shared.users import User, UserProfileIn
-from shared.validation import Rejection, validate_each
+from shared.validation import FieldError, Rejection, validate_each
 
 settings = get_settings()
 events_store = EventStore(settings.events_table, settings.users_table, settings.ingest_concurrency)
@@ -29,7 +31,6 @@ catalog = CatalogStore(settings.items_table)
 users = UserStore(settings.users_table)
 app = create_app()
 
-PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
 class EventBatchIn(BaseModel):
@@ -56,17 +57,23 @@ class BatchResult(BaseModel):
     )
 
 
+class EventBatchResult(BatchResult):
+    refused_after_erasure: int = Field(
+        description="Of the rejected: events of an erased customer stamped before the erasure")
+
+
 def batch_response(
-    accepted: int, duplicates: int, rejected: list[Rejection], id_name: str
+    accepted: int, duplicates: int, rejected: list[Rejection], id_name: str, **extra: int
 ) -> Response:
     """200 when nothing was rejected, 207 when some entries were, 422 when all were."""
-    body = BatchResult(
+    body = (EventBatchResult if extra else BatchResult)(
         accepted=accepted,
         duplicates=duplicates,
         rejected=[
             {"index": r.index, id_name: r.id, "errors": [vars(e) for e in r.errors]}
             for r in rejected
         ],
+        **extra,
     )
     if not rejected:
         status = HTTPStatus.OK
@@ -83,19 +90,24 @@ def batch_response(
                 "rejected (the valid ones are stored), 422 when all were. Idempotent on (user_id, event_id): "
                 "after a timeout or a 503, send the same batch again.",
 )
-def post_events(batch: EventBatchIn) -> Response[BatchResult]:
+def post_events(batch: EventBatchIn) -> Response[EventBatchResult]:
     result = ingest_events(
         batch.events, events_store, max_future_seconds=settings.max_event_future_seconds
     )
     metrics.add_metric("EventsAccepted", MetricUnit.Count, result.accepted)
     metrics.add_metric("EventsDuplicate", MetricUnit.Count, result.duplicates)
     metrics.add_metric("EventsRejected", MetricUnit.Count, len(result.rejected))
-    return batch_response(result.accepted, result.duplicates, result.rejected, "event_id")
+    metrics.add_metric("EventsRefusedErased", MetricUnit.Count, result.refused_after_erasure)
+    return batch_response(result.accepted, result.duplicates, result.rejected, "event_id",
+                          refused_after_erasure=result.refused_after_erasure)
 
 
 @app.put("/items/<item_id>", tags=["catalog"], summary="Create or replace a catalog item")
 def put_item(item_id: PathId, item: ItemIn) -> Item:
-    return catalog.put_many([ItemUpsert(item_id=item_id, **item.model_dump())])[0]
+    written = catalog.put_many([ItemUpsert(item_id=item_id, **item.model_dump())])
+    if written.refused:
+        raise PayloadTooLarge(written.refused[0], field="item")
+    return written.stored[0]
 
 
 @app.post(
@@ -104,8 +116,9 @@ def put_item(item_id: PathId, item: ItemIn) -> Item:
 )
 def post_items(batch: ItemBatchIn) -> Response[BatchResult]:
     checked = validate_each(batch.items, ItemUpsert, "item_id")
-    stored = catalog.put_many(checked.valid)
-    return batch_response(len(stored), 0, checked.rejected, "item_id")
+    written = catalog.put_many(checked.valid)
+    checked.reject_stored({place: FieldError("entry", reason) for place, reason in written.refused.items()}, "item_id")
+    return batch_response(len(written.stored), 0, checked.rejected, "item_id")
 
 
 @app.get("/items/<item_id>", tags=["catalog"], summary="A catalog item")

@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import Annotated
 
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,7 +15,8 @@ from shared.api import create_app, resolve
 from shared.catalog import Item
 from shared.config import get_settings
 from shared.errors import NotFound
-from shared.events import MAX_ID_LENGTH, Identifier
+from shared.events import Identifier
+from shared.http_params import PathId
 from shared.observability import logger, metrics, tracer
 from shared.serving.active_model import ActiveModel, CachedPopular
 from shared.serving.model import ServingModel
@@ -35,7 +36,6 @@ active_model = ActiveModel(model_store, settings.model_refresh_seconds, ServingM
 cached_popular = CachedPopular(model_store, settings.model_refresh_seconds)
 app = create_app()
 
-PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]
 Limit = Annotated[int, Query(ge=1, le=100, description="How many items, 1 to 100")]
 MAX_RANKED_ITEMS = 500
 

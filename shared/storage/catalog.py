@@ -3,28 +3,66 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from botocore.exceptions import ClientError
+
 from shared.catalog import Item, ItemUpsert
+from shared.errors import NotFound, StorageUnavailable
 from shared.events import format_timestamp
-from shared.errors import NotFound
 from shared.storage import dynamo
+
+# Puts run in parallel: the work is waiting on DynamoDB, one call per item.
+PUT_CONCURRENCY = 16
+
+
+@dataclass
+class CatalogWrite:
+    stored: list[Item] = field(default_factory=list)
+    refused: dict[int, str] = field(default_factory=dict)  # place in the request -> DynamoDB's reason
 
 
 class CatalogStore:
     def __init__(self, items_table: str) -> None:
         self.items_table = items_table
 
-    def put_many(self, items: Sequence[ItemUpsert]) -> list[Item]:
+    def put_many(self, items: Sequence[ItemUpsert]) -> CatalogWrite:
+        """One PutItem per item, so an item DynamoDB refuses fails alone and its neighbours are
+        stored (a BatchWriteItem fails all 25 of its items together). PutItem also keeps this
+        function free of BatchWriteItem, which can delete, and which ingest has no right to."""
         now = datetime.now(timezone.utc)
-        stored = [
-            Item(**item.model_dump(), updated_at=now).model_copy(
-                update={"created_at": item.created_at or now}
-            )
+        records = [  # validated already, as ItemUpsert
+            Item.model_construct(**{**item.model_dump(), "created_at": item.created_at or now}, updated_at=now)
             for item in items
         ]
-        dynamo.batch_put(self.items_table, [_record(item) for item in stored])
-        return stored
+        result = CatalogWrite()
+        unavailable = 0
+        with ThreadPoolExecutor(max_workers=max(1, min(PUT_CONCURRENCY, len(records)))) as pool:
+            outcomes = list(pool.map(self._put, records))
+        for place, (record, refusal) in enumerate(zip(records, outcomes)):
+            if refusal is None:
+                result.stored.append(record)
+            elif isinstance(refusal, StorageUnavailable):
+                unavailable += 1
+            else:
+                result.refused[place] = refusal
+        if unavailable:
+            raise StorageUnavailable(
+                f"{unavailable} of {len(records)} items could not be stored ({len(result.stored)} were); "
+                "send the same request again: a put replaces the item, so nothing is doubled")
+        return result
+
+    def _put(self, item: Item) -> str | StorageUnavailable | None:
+        try:
+            with dynamo.aws_faults("store an item"):
+                dynamo.client().put_item(TableName=self.items_table, Item=dynamo.serialize(_record(item)))
+        except StorageUnavailable as error:
+            return error
+        except ClientError as error:  # refused for this item alone (too large, bad value)
+            return f"refused by the store: {error.response.get('Error', {}).get('Message', dynamo.error_code(error))}"
+        return None
 
     def get(self, item_id: str) -> Item:
         row = dynamo.get_item(self.items_table, {"item_id": item_id}, "read item")

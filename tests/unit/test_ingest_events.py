@@ -17,7 +17,7 @@ def test_a_valid_batch_is_stored_and_counted(api):
     status, body = api.json("POST", "/events", {"events": [event("e-1"), purchase("e-2")]})
 
     assert status == 200
-    assert body == {"accepted": 2, "duplicates": 0, "rejected": []}
+    assert body == {"accepted": 2, "duplicates": 0, "rejected": [], "refused_after_erasure": 0}
     _, user = api.json("GET", "/users/u-1")
     assert user["summary"]["purchase_count"] == 1
 
@@ -48,7 +48,7 @@ def test_a_batch_where_every_event_is_bad_is_422(api):
 def test_the_same_event_sent_twice_is_stored_and_counted_once(api):
     first = [purchase("e-1", price=20), purchase("e-1", price=20), event("e-2")]
     assert api.json("POST", "/events", {"events": first})[1] == {
-        "accepted": 2, "duplicates": 1, "rejected": []}
+        "accepted": 2, "duplicates": 1, "rejected": [], "refused_after_erasure": 0}
 
     status, body = api.json("POST", "/events", {"events": [purchase("e-1", price=20), purchase("e-3")]})
 

@@ -1,0 +1,69 @@
+"""What fits DynamoDB: identifier bytes and the stored size of free-form data.
+
+DynamoDB measures keys and items in UTF-8 bytes, not characters: a partition key holds 2,048
+bytes, a sort key 1,024, an item 400 KB, a transaction 4 MB. Limits here are in bytes and leave
+room for every composite key the service builds from an id (a segment member's sort key is
+``m#<run>#<user_id>``), so an id that is accepted can always be stored, found and erased.
+
+Free-form maps (event properties, item and profile attributes) get a byte cap each, far under
+400 KB, so that one entry can never be refused by DynamoDB after it was accepted, and a
+transaction of a user's events can never reach 4 MB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from pydantic_core import PydanticCustomError
+
+# An id is at most 256 bytes in UTF-8 (64 four-byte characters, 256 ASCII ones). The longest key
+# built from it is a segment member's sort key, m#<run>#<id>: about 275 bytes of DynamoDB's 1,024.
+MAX_ID_BYTES = 256
+MAX_PROPERTIES_BYTES = 16 * 1024  # an event's properties
+MAX_ATTRIBUTES_BYTES = 32 * 1024  # an item's or a customer's attributes
+# DynamoDB refuses a transaction over 4 MB; chunks of a user's events stay well under it.
+MAX_TRANSACTION_BYTES = 3 * 1024 * 1024
+
+TOO_LARGE = "too_large"  # the pydantic error type the API answers with 413
+
+
+def utf8_length(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def fits_id_bytes(value: str) -> str:
+    size = utf8_length(value)
+    if size > MAX_ID_BYTES:
+        raise PydanticCustomError(
+            TOO_LARGE, "at most {limit} bytes in UTF-8 ({size} given)", {"limit": MAX_ID_BYTES, "size": size})
+    return value
+
+
+def stored_size(value: Any) -> int:
+    """The bytes DynamoDB counts for a value (its documented rules, numbers rounded up)."""
+    if isinstance(value, str):
+        return utf8_length(value)
+    if isinstance(value, bool) or value is None:
+        return 1
+    if isinstance(value, (int, float, Decimal)):
+        return 21  # at most: 38 significant digits in 20 bytes, plus one
+    if isinstance(value, Mapping):
+        return 3 + sum(utf8_length(str(k)) + stored_size(v) + 1 for k, v in value.items())
+    if isinstance(value, (list, tuple, set)):
+        return 3 + sum(stored_size(v) + 1 for v in value)
+    return utf8_length(str(value))
+
+
+def at_most_bytes(limit: int):  # noqa: ANN201 - a pydantic AfterValidator
+    """A validator refusing a value whose stored size is over `limit` bytes."""
+
+    def check(value: Any) -> Any:
+        size = stored_size(value)
+        if size > limit:
+            raise PydanticCustomError(
+                TOO_LARGE, "too large: {size} bytes when stored, at most {limit}", {"size": size, "limit": limit})
+        return value
+
+    return check
