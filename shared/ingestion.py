@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from shared.events import Event, parse_batch
-from shared.validation import Rejection
+from shared.validation import FieldError, Rejection
 
 
 class EventWriter(Protocol):
@@ -20,6 +20,7 @@ class IngestResult:
     accepted: int
     duplicates: int
     rejected: list[Rejection]
+    refused_after_erasure: int = 0
 
 
 def ingest_events(
@@ -30,4 +31,8 @@ def ingest_events(
         raw_events, now=now or datetime.now(timezone.utc), max_future_seconds=max_future_seconds
     )
     outcome = writer.write(batch.valid)
-    return IngestResult(len(outcome.stored), len(outcome.duplicates), batch.rejected)
+    place = {id(event): number for number, event in enumerate(batch.valid)}
+    batch.reject_stored({place[id(event)]: FieldError("timestamp", f"the customer's data was erased at {erased_at}; "
+                                                                   "events from before an erasure are refused")
+                         for event, erased_at in outcome.erased}, "event_id")
+    return IngestResult(len(outcome.stored), len(outcome.duplicates), batch.rejected, len(outcome.erased))

@@ -5,59 +5,80 @@ Separate from ingest so that only this function holds delete rights over custome
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from shared.api import create_app, resolve
+from shared.api import create_app, json_response, resolve
 from shared.config import get_settings
-from shared.events import MAX_ID_LENGTH
+from shared.http_params import PathId
 from shared.observability import logger, metrics, tracer
-from shared.storage.privacy import PrivacyStore
+from shared.storage.privacy import COMPLETE, PrivacyStore
 from shared.storage.users import user_from_row
 from shared.users import Consent, User
 
 settings = get_settings()
 privacy = PrivacyStore(settings.events_table, settings.users_table, settings.segments_table)
 app = create_app()
-PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]
+# Erasure stops deleting this long before the function's timeout, to answer in time.
+ERASE_MARGIN_SECONDS = 5.0
 
 
 class Erased(BaseModel):
     user_id: str
-    erased: dict[str, int]
+    status: str = Field(description="complete, or in_progress: call DELETE again to finish (202)")
+    erased_at: str = Field(description="Events stamped before this are refused from now on")
+    erased: dict[str, int] = Field(description="What this call deleted: events, segment_memberships")
+    kept: str = Field(description="What is kept, and why")
+
+
+class Export(BaseModel):
+    user_id: str
+    profile: dict[str, Any] | None
+    segment_memberships: list[dict[str, Any]]
+    events: list[dict[str, Any]] = Field(description="A page of events; follow next_cursor for the rest")
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
 
 
 @app.put(
     "/users/<user_id>/consent", tags=["privacy"], summary="Record a customer's consent to personalization",
-    description="personalization false (an objection): popular items only, declared-data segments only, "
-                "and not trained on from the next run.",
+    description="personalization false (an objection): popular items only, declared-data segments only "
+                "(behavioural memberships end at once), and not trained on from the next run.",
 )
 def put_consent(user_id: PathId, consent: Consent) -> User:
-    """false: no personalized recommendations or behavioural segments, not trained on from the next run."""
     logger.info("consent changed", extra={"user_id": user_id, "personalization": consent.personalization})
     return user_from_row(privacy.set_consent(user_id, consent.personalization))
 
 
 @app.get(
     "/users/<user_id>/export", tags=["privacy"], summary="Everything held about a customer (access)",
-    description="The profile, every event and the segment memberships.",
+    description="The profile, the segment memberships and the events, a page at a time (at most about 2 MB).",
 )
-def export(user_id: PathId) -> dict[str, Any]:
-    return privacy.export(user_id)
+def export(user_id: PathId, cursor: Annotated[str | None, Query(max_length=2048)] = None) -> Export:
+    return Export(**privacy.export(user_id, cursor))
 
 
 @app.delete(
     "/users/<user_id>", tags=["privacy"], summary="Erase a customer",
-    description="Deletes their events, profile, purchase summary and segment memberships; "
-                "the next training run no longer sees them.",
+    description="Deletes their events, profile, purchase summary and segment memberships, keeping only a "
+                "suppression record (when, and their objection if any). 200 when done; 202 when the "
+                "function's time ran out first: call again to finish. Events stamped before the erasure "
+                "are refused from then on.",
 )
-def erase(user_id: PathId) -> Erased:
-    erased = privacy.erase(user_id)
-    logger.info("customer erased", extra={"user_id": user_id, **erased})
-    return Erased(user_id=user_id, erased=erased)
+def erase(user_id: PathId) -> Response[Erased]:
+    context = app.lambda_context
+    erasure = privacy.erase(user_id, lambda: context.get_remaining_time_in_millis() / 1000 - ERASE_MARGIN_SECONDS)
+    logger.info("customer erased", extra={"user_id": user_id, "status": erasure.status, **erasure.erased})
+    kept = "user_id and the time of the erasure" + (", and the objection to personalization"
+                                                     if erasure.objection_kept else "")
+    body = Erased(user_id=user_id, status=erasure.status, erased_at=erasure.erased_at, erased=erasure.erased,
+                  kept=kept)
+    status = HTTPStatus.OK if erasure.status == COMPLETE else HTTPStatus.ACCEPTED
+    return json_response(status, body.model_dump())
 
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId")

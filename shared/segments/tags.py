@@ -15,7 +15,6 @@ from typing import Any
 from shared.segments.features import CustomerFeatures, customer_features
 from shared.segments.rules import CustomSegment, matches
 
-BEHAVIOURAL = ("rfm", "value", "lifecycle", "behaviour", "technographic", "engagement")
 DEVICE_CHANNELS = ("web", "ios", "android", "store")
 CAMPAIGN_CHANNELS = ("email", "push")
 

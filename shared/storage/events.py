@@ -5,6 +5,10 @@ Each user's events go in one DynamoDB transaction: a conditional put per event
 and one update of the user's summary guarded by its version. Either all of it is written or
 none, so a retried request never counts a purchase twice, and two requests racing on the same
 user never lose an update. Users are written in parallel: the work is waiting on I/O.
+
+Erasure is final: every transaction also checks the user's row for an erasure (``erased_at``)
+later than its oldest event, so an event from before an erasure can never be stored, even by a
+request that was already under way when the erasure started. Such events are refused and named.
 """
 
 from __future__ import annotations
@@ -20,12 +24,16 @@ from botocore.exceptions import ClientError
 
 from shared.errors import StorageUnavailable
 from shared.events import Event, EventType, format_timestamp
+from shared.limits import MAX_TRANSACTION_BYTES, stored_size
 from shared.storage import dynamo
 from shared.users import PurchaseSummary, fold_purchases
 
 # DynamoDB allows 100 actions per transaction; one is kept for the summary update.
 EVENTS_PER_TRANSACTION = 99
 TRANSACTION_ATTEMPTS = 8
+# The user's row allows an event unless the user was erased after it (events stamped before an
+# erasure are refused); ``erased_at`` uses the events' fixed-width stamps, so strings compare as times.
+NOT_ERASED_SINCE = "attribute_not_exists(erased_at) OR erased_at <= :oldest"
 SUMMARY_FIELDS = ("purchase_count", "units", "spend", "first_purchase_at", "last_purchase_at")
 
 
@@ -33,12 +41,20 @@ SUMMARY_FIELDS = ("purchase_count", "units", "spend", "first_purchase_at", "last
 class WriteOutcome:
     stored: list[Event] = field(default_factory=list)
     duplicates: list[Event] = field(default_factory=list)
+    erased: list[tuple[Event, str]] = field(default_factory=list)  # refused: from before this erasure
 
 
 @dataclass
 class _SummaryState:
     summary: PurchaseSummary
     version: int | None  # None: the user has no summary yet
+    erased_at: str | None = None  # the user's last erasure; older events are refused
+
+    def split_erased(self, pending: list[tuple[Event, Any]]) -> tuple[list[tuple[Event, Any]], list[Event]]:
+        if not self.erased_at:
+            return pending, []
+        kept = [(event, item) for event, item in pending if event.ts >= self.erased_at]
+        return kept, [event for event, _ in pending if event.ts < self.erased_at]
 
 
 def event_item(event: Event, ingested_at: str) -> dict[str, Any]:
@@ -83,12 +99,13 @@ class EventStore:
             ]
             for future in futures:
                 try:
-                    stored, duplicates = future.result()
+                    stored, duplicates, erased = future.result()
                 except StorageUnavailable:
                     failures += 1
                     continue
                 outcome.stored.extend(stored)
                 outcome.duplicates.extend(duplicates)
+                outcome.erased.extend(erased)
         if failures:
             raise StorageUnavailable(
                 f"events of {failures} of {len(by_user)} users could not be stored; "
@@ -99,25 +116,30 @@ class EventStore:
 
     def _write_user(
         self, user_id: str, events: list[Event], state: _SummaryState | None, ingested_at: str
-    ) -> tuple[list[Event], list[Event]]:
+    ) -> tuple[list[Event], list[Event], list[tuple[Event, str]]]:
         stored: list[Event] = []
         duplicates: list[Event] = []
-        for chunk in _chunks(events, EVENTS_PER_TRANSACTION):
-            chunk_stored, chunk_duplicates, state = self._write_chunk(
-                user_id, chunk, state, ingested_at
-            )
+        erased: list[tuple[Event, str]] = []
+        items = [(event, event_item(event, ingested_at)) for event in events]
+        for chunk in _chunks(items, EVENTS_PER_TRANSACTION, MAX_TRANSACTION_BYTES):
+            chunk_stored, chunk_duplicates, chunk_erased, state = self._write_chunk(user_id, chunk, state)
             stored += chunk_stored
             duplicates += chunk_duplicates
-        return stored, duplicates
+            erased += [(event, state.erased_at) for event in chunk_erased if state and state.erased_at]
+        return stored, duplicates, erased
 
     def _write_chunk(
-        self, user_id: str, events: list[Event], state: _SummaryState | None, ingested_at: str
-    ) -> tuple[list[Event], list[Event], _SummaryState | None]:
-        pending = [(event, dynamo.serialize(event_item(event, ingested_at))) for event in events]
+        self, user_id: str, items: list[tuple[Event, dict[str, Any]]], state: _SummaryState | None
+    ) -> tuple[list[Event], list[Event], list[Event], _SummaryState | None]:
+        pending = [(event, dynamo.serialize(item)) for event, item in items]
         duplicates: list[Event] = []
+        erased: list[Event] = []
         for delay in dynamo.backoff_delays(TRANSACTION_ATTEMPTS):
+            if state is not None:
+                pending, refused = state.split_erased(pending)
+                erased += refused
             if not pending:
-                return [], duplicates, state
+                return [], duplicates, erased, state
             actions = [
                 {
                     "Put": {
@@ -129,43 +151,58 @@ class EventStore:
                 for _, item in pending
             ]
             new_state = state
+            oldest = min(event.ts for event, _ in pending)
             if _has_purchase(event for event, _ in pending):
                 state = state or _SummaryState(PurchaseSummary(), None)
                 new_state = _SummaryState(
                     fold_purchases(state.summary, (event for event, _ in pending)),
                     (state.version or 0) + 1,
+                    state.erased_at,
                 )
-                actions.append(self._summary_update(user_id, state.version, new_state))
+                actions.append(self._summary_update(user_id, state.version, new_state, oldest))
+            else:
+                actions.append(self._not_erased_since(user_id, oldest))
             try:
                 with dynamo.aws_faults("store events"):
                     dynamo.client().transact_write_items(TransactItems=actions)
-                return [event for event, _ in pending], duplicates, new_state
+                return [event for event, _ in pending], duplicates, erased, new_state
             except ClientError as error:
                 if dynamo.error_code(error) != "TransactionCanceledException":
                     raise
                 reasons = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
-            # One reason per action, in order: the event puts, then the summary update if any.
-            put_reasons, summary_reason = reasons[: len(pending)], reasons[len(pending) :]
+            # One reason per action, in order: the event puts, then the user row's update or check.
+            put_reasons, user_reason = reasons[: len(pending)], reasons[len(pending) :]
             known = {i for i, code in enumerate(put_reasons) if code == "ConditionalCheckFailed"}
             duplicates += [event for i, (event, _) in enumerate(pending) if i in known]
             pending = [entry for i, entry in enumerate(pending) if i not in known]
-            if summary_reason == ["ConditionalCheckFailed"]:  # another request updated it first
-                state = self._read_summaries([user_id]).get(user_id)
+            if user_reason == ["ConditionalCheckFailed"]:  # another request updated it, or an erasure
+                state = self._read_summaries([user_id]).get(user_id) or _SummaryState(PurchaseSummary(), None)
             elif not known:
                 time.sleep(delay)  # a conflicting transaction or throttling: back off
         raise StorageUnavailable("store events: DynamoDB transactions kept being cancelled")
 
+    def _not_erased_since(self, user_id: str, oldest: str) -> dict[str, Any]:
+        return {
+            "ConditionCheck": {
+                "TableName": self.users_table,
+                "Key": dynamo.serialize({"user_id": user_id}),
+                "ConditionExpression": NOT_ERASED_SINCE,
+                "ExpressionAttributeValues": dynamo.serialize({":oldest": oldest}),
+            }
+        }
+
     def _summary_update(
-        self, user_id: str, expected_version: int | None, state: _SummaryState
+        self, user_id: str, expected_version: int | None, state: _SummaryState, oldest: str
     ) -> dict[str, Any]:
         values = {
             ":version": state.version,
+            ":oldest": oldest,
             **{f":{name}": getattr(state.summary, name) for name in SUMMARY_FIELDS},
         }
         if expected_version is None:
-            condition = "attribute_not_exists(summary_version)"
+            condition = f"attribute_not_exists(summary_version) AND ({NOT_ERASED_SINCE})"
         else:
-            condition = "summary_version = :expected"
+            condition = f"summary_version = :expected AND ({NOT_ERASED_SINCE})"
             values[":expected"] = expected_version
         assignments = ", ".join(f"{name} = :{name}" for name in SUMMARY_FIELDS)
         return {
@@ -185,14 +222,14 @@ class EventStore:
             self.users_table,
             [{"user_id": user} for user in user_ids],
             consistent=True,
-            projection=", ".join(("user_id", "summary_version", *SUMMARY_FIELDS)),
+            projection=", ".join(("user_id", "summary_version", "erased_at", *SUMMARY_FIELDS)),
         )
         return {
             row["user_id"]: _SummaryState(
-                PurchaseSummary.model_validate(row), row.get("summary_version")
+                PurchaseSummary.model_validate(row), row.get("summary_version"), row.get("erased_at")
             )
             for row in rows
-            if "summary_version" in row
+            if "summary_version" in row or "erased_at" in row
         }
 
 
@@ -200,6 +237,17 @@ def _has_purchase(events: Any) -> bool:
     return any(event.event_type is EventType.PURCHASE for event in events)
 
 
-def _chunks(items: list[Event], size: int) -> Iterator[list[Event]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _chunks(items: list[tuple[Event, dict[str, Any]]], count: int, max_bytes: int
+            ) -> Iterator[list[tuple[Event, dict[str, Any]]]]:
+    """At most `count` events and `max_bytes` stored bytes a chunk: DynamoDB's transaction limits."""
+    chunk: list[tuple[Event, dict[str, Any]]] = []
+    size = 0
+    for entry in items:
+        entry_size = stored_size(entry[1])
+        if chunk and (len(chunk) == count or size + entry_size > max_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(entry)
+        size += entry_size
+    if chunk:
+        yield chunk

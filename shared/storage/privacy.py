@@ -1,17 +1,49 @@
 """A customer's rights over their data: consent, access (export) and erasure.
 
-Erasure removes every item keyed by the customer: their events, their profile with consent and
-summary, and their segment memberships (found through the by_user index). The next training run
-cannot see them, because training reads only these tables.
+Erasure first replaces the customer's row by a suppression record (``erased_at``, and their
+objection if they had one: GDPR allows keeping what is needed to honour it), then deletes their
+events and segment memberships. Ingest checks that record in the same transaction as every
+event it stores, so an event stamped before the erasure can never come back, even from a request
+already under way. Deleting runs within the function's time; what is left is finished by the
+next call, and the record says whether the erasure is complete.
+
+An objection (consent withdrawn) ends the customer's behavioural segment memberships at once.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from botocore.exceptions import ClientError
+
+from shared.errors import DomainError, StorageUnavailable
 from shared.events import format_timestamp
+from shared.segments.families import needs_consent
 from shared.storage import dynamo
+
+# An export page holds at most this much JSON, far under Lambda's 6 MB response limit.
+EXPORT_PAGE_BYTES = 2_000_000
+EXPORT_QUERY_LIMIT = 1000
+# Erasure deletes a page of keys at a time and checks the clock between pages.
+ERASE_KEYS_PER_PAGE = 5000
+DELETE_THREADS = 8
+COMPLETE, IN_PROGRESS = "complete", "in_progress"
+
+
+@dataclass
+class Erasure:
+    user_id: str
+    erased_at: str
+    status: str = IN_PROGRESS
+    erased: dict[str, int] = field(default_factory=lambda: {"events": 0, "segment_memberships": 0})
+    objection_kept: bool = False
 
 
 class PrivacyStore:
@@ -29,39 +61,126 @@ class PrivacyStore:
                     ":consent": {"personalization": personalization},
                     ":at": format_timestamp(datetime.now(timezone.utc))}),
                 ReturnValues="ALL_NEW")
+        if not personalization:
+            self._delete_memberships(user_id, needs_consent)
         return dynamo.deserialize(response["Attributes"])
 
-    def export(self, user_id: str) -> dict[str, Any]:
-        profile = dynamo.get_item(self.users_table, {"user_id": user_id}, "read profile", consistent=True)
-        return {"user_id": user_id, "profile": profile,
-                "events": [dynamo.deserialize(row) for row in self._events(user_id)],
-                "segment_memberships": [dynamo.deserialize(row) for row in self._memberships(user_id)]}
+    def export(self, user_id: str, cursor: str | None = None) -> dict[str, Any]:
+        """The profile, segment memberships and a page of events (next_cursor for the rest)."""
+        events, next_cursor = self._events_page(user_id, _decode_cursor(cursor) if cursor else None)
+        return {"user_id": user_id,
+                "profile": dynamo.get_item(self.users_table, {"user_id": user_id}, "read profile", consistent=True),
+                "segment_memberships": [dynamo.deserialize(row) for row in self._memberships(user_id)],
+                "events": events, "next_cursor": next_cursor}
 
-    def erase(self, user_id: str) -> dict[str, int]:
-        events = [dynamo.deserialize(row) for row in self._events(user_id, keys_only=True)]
-        memberships = [dynamo.deserialize({k: row[k] for k in ("segment_id", "sk")}) for row in self._memberships(user_id)]
-        dynamo.batch_delete(self.events_table, events)
-        dynamo.batch_delete(self.segments_table, memberships)
-        with dynamo.aws_faults("erase profile"):
-            dynamo.client().delete_item(TableName=self.users_table, Key=dynamo.serialize({"user_id": user_id}))
-        return {"events": len(events), "segment_memberships": len(memberships)}
+    def erase(self, user_id: str, seconds_left: Callable[[], float]) -> Erasure:
+        """Suppress, then delete while `seconds_left()` is positive. Calling again continues."""
+        erasure = Erasure(user_id, format_timestamp(datetime.now(timezone.utc)))
+        erasure.objection_kept = self._suppress(erasure)
+        erasure.erased["segment_memberships"] = self._delete_memberships(user_id, lambda _: True)
+        while seconds_left() > 0:
+            keys = self._event_keys(user_id)
+            if not keys:
+                erasure.status = COMPLETE
+                break
+            self._delete_in_parallel(self.events_table, keys)
+            erasure.erased["events"] += len(keys)
+        with dynamo.aws_faults("record the erasure"):
+            dynamo.client().update_item(
+                TableName=self.users_table, Key=dynamo.serialize({"user_id": user_id}),
+                UpdateExpression="SET erasure_status = :status",
+                ExpressionAttributeValues=dynamo.serialize({":status": erasure.status}))
+        return erasure
 
-    def _events(self, user_id: str, keys_only: bool = False) -> list[dict[str, Any]]:
+    def _suppress(self, erasure: Erasure) -> bool:
+        """Replace the customer's row by the suppression record; True when it keeps an objection.
+
+        The put is conditional on the consent read just before, so an objection recorded in
+        between is never lost: the read and the put are tried again."""
+        key = {"user_id": erasure.user_id}
+        for delay in dynamo.backoff_delays(5):
+            row = dynamo.get_item(self.users_table, key, "read profile", consistent=True) or {}
+            consent = row.get("consent")
+            objected = isinstance(consent, dict) and consent.get("personalization") is False
+            record = {**key, "erased_at": erasure.erased_at, "erasure_status": IN_PROGRESS}
+            if objected:
+                record.update(consent=consent, consent_updated_at=row.get("consent_updated_at"))
+            condition, values = ("attribute_not_exists(consent)", {}) if consent is None else \
+                ("consent = :consent", {":consent": consent})
+            request: dict[str, Any] = {"TableName": self.users_table, "Item": dynamo.serialize(record),
+                                       "ConditionExpression": condition}
+            if values:
+                request["ExpressionAttributeValues"] = dynamo.serialize(values)
+            try:
+                with dynamo.aws_faults("record the erasure"):
+                    dynamo.client().put_item(**request)
+                return objected
+            except ClientError as error:
+                if dynamo.error_code(error) != "ConditionalCheckFailedException":
+                    raise
+            time.sleep(delay)
+        raise StorageUnavailable("erase: the customer's consent kept changing; try again")
+
+    def _event_keys(self, user_id: str) -> list[dict[str, Any]]:
+        """One page of the customer's event keys (up to 1 MB of keys: thousands)."""
+        with dynamo.aws_faults("read events"):
+            response = dynamo.client().query(
+                TableName=self.events_table, ConsistentRead=True, ProjectionExpression="user_id, event_id",
+                Limit=ERASE_KEYS_PER_PAGE,
+                KeyConditionExpression="user_id = :user",
+                ExpressionAttributeValues=dynamo.serialize({":user": user_id}))
+        return [dynamo.deserialize(row) for row in response.get("Items", [])]
+
+    def _events_page(self, user_id: str, start: str | None) -> tuple[list[dict[str, Any]], str | None]:
         request: dict[str, Any] = {"TableName": self.events_table, "ConsistentRead": True,
-                                   "KeyConditionExpression": "user_id = :user",
+                                   "Limit": EXPORT_QUERY_LIMIT, "KeyConditionExpression": "user_id = :user",
                                    "ExpressionAttributeValues": dynamo.serialize({":user": user_id})}
-        if keys_only:
-            request["ProjectionExpression"] = "user_id, event_id"
-        return self._query_all(request, "read events")
+        if start is not None:
+            request["ExclusiveStartKey"] = dynamo.serialize({"user_id": user_id, "event_id": start})
+        with dynamo.aws_faults("read events"):
+            response = dynamo.client().query(**request)
+        events: list[dict[str, Any]] = []
+        size = 0
+        for row in response.get("Items", []):
+            event = dynamo.deserialize(row)
+            size += len(json.dumps(event, default=str))
+            if events and size > EXPORT_PAGE_BYTES:  # cut here; the next page starts after the last one kept
+                return events, _encode_cursor(events[-1]["event_id"])
+            events.append(event)
+        last = response.get("LastEvaluatedKey")
+        return events, _encode_cursor(dynamo.deserialize(last)["event_id"]) if last else None
 
     def _memberships(self, user_id: str) -> list[dict[str, Any]]:
-        return self._query_all({"TableName": self.segments_table, "IndexName": "by_user",
-                                "KeyConditionExpression": "member_user_id = :user",
-                                "ExpressionAttributeValues": dynamo.serialize({":user": user_id})},
-                               "read segment memberships")
+        with dynamo.aws_faults("read segment memberships"):
+            pages = dynamo.client().get_paginator("query").paginate(
+                TableName=self.segments_table, IndexName="by_user",
+                KeyConditionExpression="member_user_id = :user",
+                ExpressionAttributeValues=dynamo.serialize({":user": user_id}))
+            return [row for page in pages for row in page["Items"]]
+
+    def _delete_memberships(self, user_id: str, which: Callable[[str], bool]) -> int:
+        keys = [{k: dynamo.deserialize(row)[k] for k in ("segment_id", "sk")} for row in self._memberships(user_id)]
+        keys = [key for key in keys if which(key["segment_id"])]
+        self._delete_in_parallel(self.segments_table, keys)
+        return len(keys)
 
     @staticmethod
-    def _query_all(request: dict[str, Any], action: str) -> list[dict[str, Any]]:
-        with dynamo.aws_faults(action):
-            pages = dynamo.client().get_paginator("query").paginate(**request)
-            return [row for page in pages for row in page["Items"]]
+    def _delete_in_parallel(table: str, keys: list[dict[str, Any]]) -> None:
+        """BatchWriteItem deletes, 25 a call, several calls at once: the work is waiting on DynamoDB."""
+        chunks = [keys[start:start + 25] for start in range(0, len(keys), 25)]
+        with ThreadPoolExecutor(max_workers=DELETE_THREADS) as pool:
+            list(pool.map(lambda chunk: dynamo.batch_delete(table, chunk), chunks))
+
+
+def _encode_cursor(event_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps(event_id).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        event_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except ValueError:
+        raise DomainError("cursor is not one this API returned", field="cursor") from None
+    if not isinstance(event_id, str):
+        raise DomainError("cursor is not one this API returned", field="cursor")
+    return event_id

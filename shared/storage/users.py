@@ -42,7 +42,8 @@ class UserStore:
         return user_from_row(dynamo.deserialize(response["Attributes"]))
 
     def get(self, user_id: str) -> User:
-        row = dynamo.get_item(self.users_table, {"user_id": user_id}, "read user")
+        # Strongly consistent: the consent in this row decides what the caller may be shown.
+        row = dynamo.get_item(self.users_table, {"user_id": user_id}, "read user", consistent=True)
         if row is None:
             raise NotFound(f"user {user_id!r} is unknown", field="user_id")
         return user_from_row(row)
