@@ -7,11 +7,15 @@ import threading
 import time
 from urllib.parse import quote
 
+from datetime import datetime, timezone
+
 import pytest
 
 from shared.segments.families import needs_consent
 from shared.storage import dynamo, privacy
 from shared.storage.privacy import EXPORT_PAGE_BYTES
+from shared.storage.training_data import load_training_data
+from shared.training.config import training_config
 from tests.factories import ago, event, purchase
 from tests.integration.test_ingest_on_dynamodb_local import stored_events
 from tests.training_data import shop, store_events
@@ -198,6 +202,10 @@ def test_an_erasure_that_runs_out_of_time_says_so_and_the_next_call_finishes_it(
 
     assert (first.status, first.erased["events"]) == ("in_progress", 200)
     assert dynamo.get_item(local_tables["UsersTable"], {"user_id": "u-long"}, "read")["erasure_status"] == "in_progress"
+    store_events(local_tables["EventsTable"], [event("e-x", user_id="u-other", timestamp=ago(days=1))])
+    training = load_training_data(local_tables["EventsTable"], local_tables["UsersTable"], training_config({}),
+                                  datetime.now(timezone.utc))
+    assert training.interactions.user_ids == ["u-other"]  # the events still to delete are not trained on
     status, body = local_api.json("DELETE", "/users/u-long")
     assert (status, body["status"], body["erased"]["events"]) == (200, "complete", 400)
     assert stored_events(local_tables["EventsTable"], "u-long") == []
