@@ -5,19 +5,33 @@
                       {"field": "purchases_in_category", "category": "kitchen", "days": 30, "op": ">=", "value": 2}]}}
 
 Rules are validated when they are created, with errors naming the part at fault, and evaluated
-by the same code on request and in the nightly run.
+by the same code on request and in the nightly run. A definition is accepted only if it reads
+back from its stored form and evaluates, so that no stored definition can fail a later read.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from shared.segments.features import DAY, CustomerFeatures
+from shared.observability import logger, metrics
+from shared.segments.features import DAY, CustomerFeatures, customer_features
 from shared.serving.model import HistoryEvent
+
+# The limits of custom segments, all here; docs/segments.md lists them. Every definition is
+# evaluated for every customer on each GET /users/{id}/segments and in the nightly run, and all of
+# them are listed by GET /segments: these bound what one definition, and all of them, can cost.
+MAX_DEFINITION_BODY_BYTES = 32 * 1024  # the body of POST /segments (413 above it)
+MAX_RULE_DEPTH = 5  # levels of all/any, one inside the other
+MAX_RULE_ENTRIES = 20  # entries in one all/any
+MAX_RULE_CONDITIONS = 50  # conditions in one rule, all levels together
+MAX_CUSTOM_SEGMENTS = 100  # definitions stored at once, unreadable ones included
 
 NUMERIC_FIELDS = {"recency_days", "orders_total", "monetary", "purchases_in_category", "spend_in_days", "events_in_days"}
 TEXT_FIELDS = {"country", "region", "city", "preferred_channel", "tag"}
@@ -57,12 +71,12 @@ class Condition(BaseModel):
 
 class AllOf(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    all: list[Rule] = Field(min_length=1, max_length=20)
+    all: list[Rule] = Field(min_length=1, max_length=MAX_RULE_ENTRIES)
 
 
 class AnyOf(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    any: list[Rule] = Field(min_length=1, max_length=20)
+    any: list[Rule] = Field(min_length=1, max_length=MAX_RULE_ENTRIES)
 
 
 def _kind(value: Any) -> str:
@@ -78,6 +92,66 @@ AllOf.model_rebuild()
 AnyOf.model_rebuild()
 
 
+def _group_key(node: dict[str, Any]) -> str | None:
+    """Which of all/any a raw rule is, the way `_kind` tells pydantic."""
+    return "all" if "all" in node else "any" if "any" in node else None
+
+
+NOT_FINITE = ("must be a finite number: NaN, Infinity and numbers too large for a double (such as 1e400) "
+              "cannot be compared")
+
+
+def _numbers(condition: dict[str, Any], path: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], float]]:
+    """The floats of a raw condition, each with where it is (a list value's entries too)."""
+    found = []
+    for name, value in condition.items():
+        for index, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            if isinstance(item, float):
+                found.append((path + (name,) + (() if index is None else (index,)), item))
+    return found
+
+
+def _error(kind: str, message: str, loc: tuple[str | int, ...], value: Any) -> InitErrorDetails:
+    # The message goes in as a template value: a literal brace in it would be read as a placeholder.
+    return InitErrorDetails(type=PydanticCustomError(kind, "{message}", {"message": message}), loc=loc, input=value)
+
+
+def _check_raw_rule(raw: Any, *, capped: bool) -> Any:
+    """Finite numbers everywhere, and (`capped`) the depth and size limits, on the rule as sent.
+
+    Runs before pydantic walks the rule, so a deeply nested rule is refused without being
+    descended into, and errors name the part at fault as the client wrote it (rule.all[1].value),
+    without the union tags pydantic would add. Without `capped` it reads stored definitions, which
+    an older version may have written under other limits: those still evaluate, so they stay.
+    """
+    errors: list[InitErrorDetails] = []
+    conditions = 0
+    pending: list[tuple[Any, tuple[str | int, ...], int]] = [(raw, (), 0)]
+    while pending:
+        node, path, depth = pending.pop()
+        if not isinstance(node, dict):
+            continue  # pydantic says what it should be
+        key = _group_key(node)
+        if key is None:
+            conditions += 1
+            errors += [_error("not_finite", NOT_FINITE, loc, number) for loc, number in _numbers(node, path)
+                       if not math.isfinite(number)]
+        elif capped and depth == MAX_RULE_DEPTH:
+            errors.append(_error("too_deep", f"nested too deep: at most {MAX_RULE_DEPTH} levels of all/any",
+                                 path + (key,), node))
+        elif isinstance(node[key], list):
+            if capped and len(node[key]) > MAX_RULE_ENTRIES:
+                errors.append(_error("too_many_entries", f"{len(node[key])} entries: at most {MAX_RULE_ENTRIES} "
+                                     f"in one {key}", path + (key,), node[key]))
+            pending += [(entry, path + (key, i), depth + 1) for i, entry in reversed(list(enumerate(node[key])))]
+    if capped and conditions > MAX_RULE_CONDITIONS:
+        errors.append(_error("too_many_conditions", f"{conditions} conditions: at most {MAX_RULE_CONDITIONS} in a "
+                             "rule, all levels together", (), raw))
+    if errors:
+        raise ValidationError.from_exception_data("rule", errors)
+    return raw
+
+
 class CustomSegmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -85,9 +159,34 @@ class CustomSegmentIn(BaseModel):
     description: str = Field(default="", max_length=1000)
     rule: Rule
 
+    @field_validator("rule", mode="before")
+    @classmethod
+    def _within_limits(cls, raw: Any) -> Any:
+        return _check_raw_rule(raw, capped=True)
+
+    @model_validator(mode="after")
+    def _storable(self) -> CustomSegmentIn:
+        """Store nothing that would not read back or evaluate: every later read would fail on it."""
+        now = datetime.now(timezone.utc)
+        stored = self.stored(now)
+        try:
+            again = from_stored_text(stored_text(stored))
+            if again != stored:
+                raise ValueError("it reads back different from what was written")
+            _matches(again.rule, customer_features({}, [], {}, now), [], {}, set(), now)
+        except Exception as error:  # noqa: BLE001 - whatever it is, the definition is refused, not stored
+            detail = error.errors()[0]["msg"] if isinstance(error, ValidationError) else str(error)
+            raise ValidationError.from_exception_data("rule", [_error(
+                "not_storable", f"cannot be stored and evaluated: {detail}", ("rule",), self.rule)]) from None
+        return self
+
     @property
     def segment_id(self) -> str:
         return "custom:" + re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
+
+    def stored(self, created_at: datetime) -> CustomSegment:
+        return CustomSegment(segment_id=self.segment_id, name=self.name, description=self.description,
+                             rule=self.rule, created_at=created_at)
 
 
 class CustomSegment(BaseModel):
@@ -97,13 +196,45 @@ class CustomSegment(BaseModel):
     rule: Rule
     created_at: datetime
 
+    @field_validator("rule", mode="before")
+    @classmethod
+    def _finite(cls, raw: Any) -> Any:
+        return _check_raw_rule(raw, capped=False)
+
+
+def stored_text(definition: CustomSegment) -> str:
+    """The form a definition is stored in; creation checks that it reads back with `from_stored_text`."""
+    return definition.model_dump_json()
+
+
+def from_stored_text(text: str) -> CustomSegment:
+    return CustomSegment.model_validate_json(text)
+
+
+_reported_failures: set[str] = set()
+
 
 def matches(rule: Rule, features: CustomerFeatures, history: list[HistoryEvent], categories: dict[str, str],
             tags: set[str], now: datetime) -> bool:
+    """Whether a customer is in a custom segment. A rule that raises is counted as not matching:
+    one faulty definition must not fail a customer's read, nor the nightly run for everyone."""
+    try:
+        return _matches(rule, features, history, categories, tags, now)
+    except Exception:  # noqa: BLE001 - the fault boundary of one definition
+        metrics.add_metric("SegmentRuleFailures", MetricUnit.Count, 1)
+        text = rule.model_dump_json()
+        if text not in _reported_failures:  # once per rule and process: the nightly run meets it per customer
+            _reported_failures.add(text)
+            logger.exception("a custom segment rule failed to evaluate; it is skipped", extra={"rule": text})
+        return False
+
+
+def _matches(rule: Rule, features: CustomerFeatures, history: list[HistoryEvent], categories: dict[str, str],
+             tags: set[str], now: datetime) -> bool:
     if isinstance(rule, AllOf):
-        return all(matches(r, features, history, categories, tags, now) for r in rule.all)
+        return all(_matches(r, features, history, categories, tags, now) for r in rule.all)
     if isinstance(rule, AnyOf):
-        return any(matches(r, features, history, categories, tags, now) for r in rule.any)
+        return any(_matches(r, features, history, categories, tags, now) for r in rule.any)
     actual = _value(rule, features, history, categories, tags, now)
     return _compare(actual, rule.op, rule.value)
 
