@@ -7,23 +7,25 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
 from shared.api import create_app, json_response, resolve
 from shared.config import get_settings
 from shared.errors import NotFound
-from shared.events import MAX_ID_LENGTH
+from shared.events import format_timestamp
+from shared.http_params import PathId
 from shared.observability import logger, metrics, tracer
-from shared.segments.rules import CustomSegment, CustomSegmentIn
+from shared.segments.families import needs_consent
+from shared.segments.rules import MAX_CUSTOM_SEGMENTS, MAX_DEFINITION_BODY_BYTES, CustomSegment, CustomSegmentIn
 from shared.segments.tags import may_personalize, segment_customer
 from shared.serving.active_model import ActiveModel
 from shared.storage.catalog import catalog_details
 from shared.storage.history import recent_history
 from shared.storage.models import ModelStore
 from shared.storage.segments import SegmentStore
-from shared.storage.users import UserStore
+from shared.storage.users import UserStore, withheld
 from shared.training.artifact import ModelArtifact
 
 settings = get_settings()
@@ -42,7 +44,6 @@ class Statistics:
 statistics = ActiveModel(ModelStore.from_settings(settings.model_bucket, settings.local_model_dir),
                          settings.model_refresh_seconds, Statistics)
 app = create_app()
-PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
 class SegmentTag(BaseModel):
@@ -94,6 +95,9 @@ class SegmentList(BaseModel):
     materialized_at: str | None
     segments: list[SegmentSummary]
     custom: list[CustomSegment] = Field(description="Custom definitions; members from the next nightly run on")
+    unreadable: list[str] = Field(description=(
+        "Ids of stored custom definitions that cannot be read (written by an older version, or damaged). "
+        "They are not applied; DELETE /segments/{id} removes them"))
 
 
 class Member(BaseModel):
@@ -114,19 +118,20 @@ class MemberPage(BaseModel):
 )
 def list_segments() -> SegmentList:
     index = segment_store.index() or {"run": None, "at": None, "segments": {}}
+    stored = segment_store.read_definitions()
     return SegmentList(run=index["run"], materialized_at=index["at"], segments=sorted(
         (SegmentSummary(segment_id=s, **v) for s, v in index["segments"].items()),
-        key=lambda s: (s.family, -s.members)), custom=segment_store.definitions())
+        key=lambda s: (s.family, -s.members)), custom=stored.readable, unreadable=stored.unreadable)
 
 
 @app.post(
     "/segments", tags=["segments"], summary="Define a custom segment",
-    description="Its members are computed from the next nightly run on; 409 when the name is taken.",
+    description=(f"Its members are computed from the next nightly run on; 409 when the name is taken or "
+                 f"{MAX_CUSTOM_SEGMENTS} segments are defined, 413 for a body over {MAX_DEFINITION_BODY_BYTES} "
+                 "bytes, 422 for a rule that cannot be evaluated or passes a limit (docs/segments.md)."),
 )
 def create_segment(definition: CustomSegmentIn) -> Response[CustomSegment]:
-    stored = CustomSegment(segment_id=definition.segment_id, name=definition.name,
-                           description=definition.description, rule=definition.rule,
-                           created_at=datetime.now(timezone.utc))
+    stored = definition.stored(datetime.now(timezone.utc))
     segment_store.create_definition(stored)
     return json_response(HTTPStatus.CREATED, stored.model_dump(mode="json"))
 
@@ -139,17 +144,27 @@ def delete_segment(segment_id: PathId) -> Response[None]:
 
 @app.get(
     "/segments/<segment_id>/members", tags=["segments"], summary="Members of a segment, a page at a time",
-    description="From the latest nightly run; pass next_cursor as ?cursor= for the next page.",
+    description="From the latest nightly run, less customers who objected or were erased since (a page may "
+                "hold fewer than limit); pass next_cursor as ?cursor= for the next page.",
 )
 def segment_members(segment_id: PathId, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                     cursor: Annotated[str | None, Query(max_length=2048)] = None) -> MemberPage:
     run, members, next_cursor = segment_store.members(segment_id, limit, cursor)
-    return MemberPage(segment_id=segment_id, run=run, members=[Member(**m) for m in members],
-                      next_cursor=next_cursor)
+    # The run may predate an objection or an erasure: such members leave every list at once.
+    since = format_timestamp(datetime.fromisoformat(run["at"]))
+    hidden = withheld(settings.users_table, [m["user_id"] for m in members], since, needs_consent(segment_id))
+    return MemberPage(segment_id=segment_id, run=run["run"], next_cursor=next_cursor,
+                      members=[Member(**m) for m in members if m["user_id"] not in hidden])
+
+
+# Under the service-wide MAX_BODY_BYTES: a definition is small, and refusing a larger body before it
+# is parsed bounds the work of validating it.
+BODY_LIMITS = {"POST /segments": MAX_DEFINITION_BODY_BYTES}
 
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId")
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    return resolve(app, event, context, settings.max_body_bytes)
+    limit = BODY_LIMITS.get(event.get("routeKey", ""), settings.max_body_bytes)
+    return resolve(app, event, context, min(limit, settings.max_body_bytes))

@@ -51,3 +51,13 @@ class UserStore:
 
 def user_from_row(row: dict) -> User:
     return User.model_validate({**row, "summary": row})
+
+
+def withheld(users_table: str, user_ids: list[str], since: str, behavioural: bool) -> set[str]:
+    """Of `user_ids`, those a list computed at `since` must no longer show: erased after it, or,
+    for a list built from behaviour, objecting now. Read strongly consistent, as consent decides."""
+    rows = dynamo.batch_get(users_table, [{"user_id": user} for user in dict.fromkeys(user_ids)],
+                            consistent=True, projection="user_id, consent, erased_at")
+    return {row["user_id"] for row in rows
+            if row.get("erased_at", "") > since
+            or (behavioural and (row.get("consent") or {}).get("personalization") is False)}

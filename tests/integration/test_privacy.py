@@ -209,3 +209,26 @@ def test_an_erasure_that_runs_out_of_time_says_so_and_the_next_call_finishes_it(
     status, body = local_api.json("DELETE", "/users/u-long")
     assert (status, body["status"], body["erased"]["events"]) == (200, "complete", 400)
     assert stored_events(local_tables["EventsTable"], "u-long") == []
+
+
+def test_a_list_computed_before_an_objection_or_an_erasure_no_longer_shows_the_customer(loaded, local_tables):
+    """The nightly run may have read the customer just before they objected or were erased, and
+    its members written after: the lists are checked against consent as they are read."""
+    api, user, demo = loaded
+    other = sorted({e["user_id"] for e in demo.events if e["event_type"] == "purchase"})[1]
+    memberships = {m["segment_id"] for m in api.json("GET", f"/users/{user}/export")[1]["segment_memberships"]}
+    behavioural = next(s for s in memberships if needs_consent(s))
+    declared = next(s for s in memberships if not needs_consent(s))
+    # As if the objection landed after the run read the customer: the consent changes, the rows stay.
+    dynamo.client().update_item(TableName=local_tables["UsersTable"], Key={"user_id": {"S": user}},
+                                UpdateExpression="SET consent = :c",
+                                ExpressionAttributeValues={":c": {"M": {"personalization": {"BOOL": False}}}})
+
+    assert user not in members_of(api, behavioural)
+    assert user in members_of(api, declared)  # declared data is not behaviour: it stays
+
+    other_segment = next(m["segment_id"] for m in api.json("GET", f"/users/{other}/export")[1]["segment_memberships"])
+    dynamo.client().update_item(TableName=local_tables["UsersTable"], Key={"user_id": {"S": other}},
+                                UpdateExpression="SET erased_at = :at",
+                                ExpressionAttributeValues={":at": {"S": "2999-01-01T00:00:00.000000Z"}})
+    assert other not in members_of(api, other_segment)
