@@ -43,10 +43,12 @@ DESCRIPTION = """\
 Recommendations and customer segments for online shops: events, the catalog and customer profiles
 in; recommendations with reasons, similar items, rankings, popular items and segment tags out.
 
-**Who may call.** The shop's own systems (backend, data pipeline, marketers' tools) sign every
-request with AWS SigV4 (`trustedIam`) and may call every route. A signed-in customer sends the
-bearer token (a JWT) of the shop's OIDC issuer (`customerJwt`) and may call only the routes that
-list it: those about one customer for their own `user_id` only, the catalog and popular items.
+**Who may call.** The stack has two base URLs. The shop's own systems (backend, data pipeline,
+marketers' tools) call the trusted API (`TrustedApiUrl`), signing every request with AWS SigV4
+(`trustedIam`); it carries every route. Signed-in customers call the public API (`PublicApiUrl`)
+with the bearer token (a JWT) of the shop's OIDC issuer (`customerJwt`); it carries only the
+routes that list `customerJwt`: those about one customer, for their own `user_id` only, the
+catalog and popular items. Any other path there is answered 404 by API Gateway.
 
 **Errors.** Every error the functions answer has one shape (`Error`):
 `{"error": {"code": "...", "message": "...", "fields": [{"field": "...", "message": "..."}]}}`.
@@ -80,8 +82,12 @@ SECURITY_SCHEMES = {
     },
 }
 
+# Which API authenticates each scheme's callers (devstack.template.api_authentication's kinds).
+SCHEME_AUTHENTICATION = {"customerJwt": "jwt", "trustedIam": "iam"}
+
 WHO_MAY_CALL = {
-    None: "**Who may call:** the shop's own systems (SigV4) only; customers get 403.",
+    None: "**Who may call:** the shop's own systems (SigV4) only. The route is not on the public API: "
+          "there, customers get 404.",
     CustomerAccess.OWN: "**Who may call:** the shop's own systems (SigV4), or a signed-in customer "
                         "for their own `user_id` only.",
     CustomerAccess.ANY: "**Who may call:** the shop's own systems (SigV4), or any signed-in customer.",
@@ -274,6 +280,24 @@ def check_routes(template_routes: dict[str, set[str]], served: dict[str, set[str
         raise OpenApiError("\n".join(problems))
 
 
+def check_public_api(routes: list[Route]) -> None:
+    """The public API carries exactly the routes shared/auth.py lets customers call.
+
+    The document's security comes from the template (which API serves a route); the description
+    from shared/auth.py. Were they to disagree, the document would promise customers a route
+    they cannot reach, or hide one they can.
+    """
+    public = {route.route_key for route in routes if "jwt" in route.authenticated_by}
+    problems = [f"template.yaml puts {key} on the public API, but shared/auth.py CUSTOMER_ROUTES does not "
+                "list it" for key in sorted(public - CUSTOMER_ROUTES.keys())]
+    problems += [f"shared/auth.py CUSTOMER_ROUTES lists {key}, but template.yaml does not put it on the public API"
+                 for key in sorted(CUSTOMER_ROUTES.keys() - public)]
+    problems += [f"template.yaml does not put {route.route_key} on the trusted API"
+                 for route in routes if "iam" not in route.authenticated_by]
+    if problems:
+        raise OpenApiError("\n".join(problems))
+
+
 def check_route_tables(route_keys: set[str]) -> None:
     """shared/auth.py and OUTCOMES name only routes that exist: a renamed route is not left behind."""
     problems = [f"{where} lists {key}, which template.yaml does not route"
@@ -292,8 +316,9 @@ def _success(documented: dict[str, Any], status: int) -> dict[str, Any]:
     return {**documented, "description": HTTPStatus(status).phrase}
 
 
-def complete_operation(route_key: str, operation: dict[str, Any]) -> dict[str, Any]:
+def complete_operation(route: Route, operation: dict[str, Any]) -> dict[str, Any]:
     """Powertools' operation plus who may call it and every status it can answer."""
+    route_key = route.route_key
     operation = copy.deepcopy(operation)
     if operation.get("summary", route_key) == route_key:  # Powertools' default
         raise OpenApiError(f"{route_key} has no summary: add summary=... to its route decorator")
@@ -302,7 +327,8 @@ def complete_operation(route_key: str, operation: dict[str, Any]) -> dict[str, A
         raise OpenApiError(f"{route_key} has tags {sorted(unknown_tags)}: use tags=[...] from "
                            f"{sorted(TAGS)} in its route decorator, or add a tag to TAGS in devstack/openapi.py")
     access = CUSTOMER_ROUTES.get(route_key)
-    operation["security"] = [{"customerJwt": []}, {"trustedIam": []}] if access else [{"trustedIam": []}]
+    operation["security"] = [{scheme: []} for scheme, authentication in SCHEME_AUTHENTICATION.items()
+                             if authentication in route.authenticated_by]
     operation["description"] = "\n\n".join(filter(None, [operation.get("description"), WHO_MAY_CALL[access]]))
 
     outcomes = OUTCOMES.get(route_key, Outcomes())
@@ -384,11 +410,12 @@ def build_document() -> dict[str, Any]:
         template_routes.setdefault(route.function, set()).add(route.route_key)
     check_routes(template_routes, served)
     check_route_tables({route.route_key for route in routes})
+    check_public_api(routes)
 
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = complete_operation(
-            route.route_key, operations[route.route_key])
+            route, operations[route.route_key])
     operation_ids = [op["operationId"] for item in paths.values() for op in item.values()]
     duplicates = sorted({i for i in operation_ids if operation_ids.count(i) > 1})
     if duplicates:
@@ -402,7 +429,8 @@ def build_document() -> dict[str, Any]:
         "openapi": openapi_versions.pop(),
         "info": {"title": TITLE, "version": version, "description": DESCRIPTION},
         "servers": [{"url": "/", "description": "Where this document is served from: the local stack "
-                                                "(./dev up, /docs), or the stack's ApiUrl output on AWS"}],
+                                                "(./dev up, /docs), which serves both APIs at one address; on "
+                                                "AWS, the stack's PublicApiUrl or TrustedApiUrl output"}],
         "tags": [{"name": name, "description": text} for name, text in TAGS.items() if name in used_tags],
         "paths": paths,
         "components": {

@@ -4,6 +4,7 @@ reaches only their own data; the shop's backend (SigV4) reaches everything."""
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
@@ -11,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from devstack.api_client import bearer
+from devstack.gateway import Gateway
 from devstack.local_auth import LOCAL_AUDIENCE, LocalAuth, _b64
 from devstack.template import http_routes
 from shared.auth import CUSTOMER_ROUTES, CustomerAccess
@@ -18,6 +20,7 @@ from tests.conftest import LOCAL_AUTH, TEMPLATE, Api
 from tests.factories import item, purchase
 
 ROUTES = http_routes(TEMPLATE)
+DEV_SECRET = {"x-devstack-secret": LOCAL_AUTH.dev_secret}  # what opens the local stack's /dev/ helpers
 
 
 def concrete(path: str, user_id: str = "u-1") -> str:
@@ -61,17 +64,44 @@ def test_a_customer_may_not_touch_another_customers_data(api, route):
     assert api.json("GET", "/users/u-2")[1]["summary"]["purchase_count"] == 1  # not erased
 
 
-@pytest.mark.parametrize("route", [r for r in ROUTES if r.route_key not in CUSTOMER_ROUTES], ids=lambda r: r.route_key)
-def test_the_shops_own_routes_are_closed_to_customers(api, route):
+SHOP_ROUTES = [r for r in ROUTES if r.route_key not in CUSTOMER_ROUTES]
+
+
+@pytest.mark.parametrize("route", SHOP_ROUTES, ids=lambda r: r.route_key)
+def test_the_shops_own_routes_do_not_exist_for_customers(api, route):
+    """They are not on the public API: API Gateway answers 404 before any function runs."""
     status, body = api.as_customer("u-1").json(route.method, concrete(route.path), {})
-    assert status == 403, body
+    assert (status, body) == (404, {"message": "Not Found"})
 
 
 def test_a_customer_cannot_ingest_events_even_about_themselves(api):
     status, _ = api.as_customer("u-1").json("POST", "/events", {"events": [purchase("p-1", user_id="u-1")]})
 
-    assert status == 403
+    assert status == 404
     assert api.json("GET", "/users/u-1")[0] == 404  # nothing was stored
+
+
+def with_every_route_on_the_public_api(template: dict) -> dict:
+    """template.yaml as it would be if someone put the shop's routes on the public API by mistake."""
+    template = copy.deepcopy(template)
+    for function in template["Resources"].values():
+        events = function.get("Properties", {}).get("Events") or {}
+        for name, event in list(events.items()):
+            if event["Type"] == "HttpApi" and event["Properties"]["ApiId"] == {"Ref": "TrustedApi"}:
+                events[f"{name}Public"] = {"Type": "HttpApi",
+                                           "Properties": {**event["Properties"], "ApiId": {"Ref": "PublicApi"}}}
+    return template
+
+
+@pytest.mark.parametrize("route", SHOP_ROUTES, ids=lambda r: r.route_key)
+def test_a_shop_route_put_on_the_public_api_by_mistake_still_refuses_customers(moto_tables, route):
+    """shared/auth.py is the second line: the function refuses a customer whatever the routing."""
+    careless = Api(Gateway(with_every_route_on_the_public_api(TEMPLATE), [], LOCAL_AUTH))
+
+    status, body = careless.as_customer("u-1").json(route.method, concrete(route.path, "u-1"), {})
+
+    assert status == 403, body
+    assert body["error"]["code"] == "forbidden"
 
 
 def test_customers_read_the_catalog_and_popular_items(api):
@@ -89,8 +119,10 @@ def test_a_customer_can_object_and_be_forgotten_by_themselves(api):
     customer = api.as_customer("u-1")
 
     assert customer.json("PUT", "/users/u-1/consent", {"personalization": False})[0] == 200
-    assert customer.json("DELETE", "/users/u-1")[0] in (200, 202, 204)
-    assert api.json("GET", "/users/u-1")[0] == 404
+    assert customer.json("DELETE", "/users/u-1")[0] == 200
+    forgotten = api.json("GET", "/users/u-1")[1]  # only the suppression record, with the objection
+    assert forgotten["erased_at"] and forgotten["summary"]["purchase_count"] == 0
+    assert forgotten["consent"] == {"personalization": False}
 
 
 def test_an_expired_token_is_refused_with_the_reason(api):
@@ -169,17 +201,18 @@ def test_a_backend_signature_from_ten_minutes_ago_is_refused(api):
 
 def test_the_local_stacks_sign_in_endpoint_gives_a_token_for_that_customer_only(api):
     anonymous = api.anonymous()
-    status, body = anonymous.json("POST", "/dev/token", {"user_id": "u-1"})
+    status, body = anonymous.json("POST", "/dev/token", {"user_id": "u-1"}, headers=DEV_SECRET)
     assert status == 200
 
     customer = with_token(api, body["token"])
     assert customer.json("GET", "/users/u-1/segments")[0] == 200
     assert customer.json("GET", "/users/u-2/segments")[0] == 403
-    assert anonymous.json("POST", "/dev/token", {})[0] == 400
+    assert anonymous.json("POST", "/dev/token", {}, headers=DEV_SECRET)[0] == 400
 
 
 def test_the_local_stacks_backend_proxy_calls_as_the_shops_backend(api):
     anonymous = api.anonymous()
-    status, _ = anonymous.json("POST", "/dev/trusted/events", {"events": [purchase("p-1", user_id="u-1")]})
+    status, _ = anonymous.json("POST", "/dev/trusted/events", {"events": [purchase("p-1", user_id="u-1")]},
+                               headers=DEV_SECRET)
     assert status == 200
-    assert anonymous.json("GET", "/dev/trusted/users/u-1")[1]["summary"]["purchase_count"] == 1
+    assert anonymous.json("GET", "/dev/trusted/users/u-1", headers=DEV_SECRET)[1]["summary"]["purchase_count"] == 1

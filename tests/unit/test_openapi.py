@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -66,6 +67,33 @@ def test_every_template_route_is_documented_with_who_may_call_it(committed: dict
         assert operation["security"] == [*customers, {"trustedIam": []}], route_key
         assert operation["summary"] != route_key, f"{route_key}: Powertools' placeholder summary"
         assert "**Who may call:**" in operation["description"], route_key
+        if not customers:  # not on the public API at all, so no 403 for customers there
+            assert "customers get 404" in operation["description"], route_key
+
+
+def test_the_documented_security_follows_the_apis_the_template_puts_a_route_on() -> None:
+    route = next(r for r in ROUTES if r.route_key == "GET /popular")
+    operation = {"summary": "Popular items", "tags": ["recommendations"], "responses": {"200": {}}}
+
+    on_both = openapi.complete_operation(route, operation)
+    trusted_only = openapi.complete_operation(dataclasses.replace(route, authenticated_by=frozenset({"iam"})),
+                                              operation)
+
+    assert on_both["security"] == [{"customerJwt": []}, {"trustedIam": []}]
+    assert trusted_only["security"] == [{"trustedIam": []}]
+
+
+def test_the_public_api_must_carry_exactly_the_routes_customers_may_call() -> None:
+    openapi.check_public_api(ROUTES)
+    public_by_mistake = [dataclasses.replace(r, authenticated_by=frozenset({"jwt", "iam"})) for r in ROUTES]
+    with pytest.raises(openapi.OpenApiError, match="puts POST /events on the public API, but shared/auth.py"):
+        openapi.check_public_api(public_by_mistake)
+    customers_left_out = [dataclasses.replace(r, authenticated_by=frozenset({"iam"})) for r in ROUTES]
+    with pytest.raises(openapi.OpenApiError, match="lists GET /popular, but template.yaml does not put it on the"):
+        openapi.check_public_api(customers_left_out)
+    trusted_left_out = [dataclasses.replace(r, authenticated_by=frozenset({"jwt"})) for r in ROUTES]
+    with pytest.raises(openapi.OpenApiError, match="does not put POST /events on the trusted API"):
+        openapi.check_public_api(trusted_left_out)
 
 
 def test_security_schemes_are_a_customer_jwt_and_aws_sigv4(committed: dict[str, Any]) -> None:

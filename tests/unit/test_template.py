@@ -6,14 +6,21 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from devstack.template import PROJECT_ROOT, http_routes, load_template, resources
+from devstack.template import (PROJECT_ROOT, api_authentication, function_environment, http_routes, load_template,
+                               resources)
 from devstack.gateway import load_handler
+from shared.auth import CUSTOMER_ROUTES
 
 TEMPLATE = load_template()
+FUNCTIONS = resources(TEMPLATE, "AWS::Serverless::Function")
 
 
 def test_cfn_lint_passes():
@@ -34,13 +41,94 @@ def test_every_route_has_a_handler_and_a_sample_event(moto_tables):
         assert route.route_key in samples, f"no sample event in events/ for {route.route_key}"
 
 
-def test_functions_only_get_the_access_they_need():
-    policies = {name: [next(iter(p)) for p in function.get("Policies", [])]
-                for name, function in resources(TEMPLATE, "AWS::Serverless::Function").items()}
-    assert not any("Crud" in p for p in policies["IngestFunction"]), "ingest must not delete"
-    assert all("Read" in p for p in policies["RecommendFunction"]), "serving only reads"
-    for name, function in resources(TEMPLATE, "AWS::Serverless::Function").items():
-        assert '"*"' not in json.dumps(function.get("Policies", [])), name
+# Actions that delete, and the SAM policy templates that grant some of them.
+DELETING_ACTIONS = ("dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:DeleteTable",
+                    "dynamodb:PartiQLDelete", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:DeleteBucket")
+DELETING_SAM_POLICIES = re.compile(r".*CrudPolicy$|^DynamoDBWritePolicy$")
+# The SAM policy templates functions may use, as SAM expands them: none of them deletes.
+READ_ONLY_SAM_POLICIES = {
+    "S3ReadPolicy": ("BucketName", ("", "/*"), ("s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation",
+                                                "s3:GetObjectVersion", "s3:GetLifecycleConfiguration")),
+    "DynamoDBReadPolicy": ("TableName", ("", "/index/*"), ("dynamodb:GetItem", "dynamodb:Scan", "dynamodb:Query",
+                                                          "dynamodb:BatchGetItem", "dynamodb:DescribeTable")),
+    "LambdaInvokePolicy": ("FunctionName", ("*",), ("lambda:InvokeFunction",)),
+}
+# Every delete right a function holds, and why it needs it. Nothing else may delete.
+MAY_DELETE = {
+    "PrivacyFunction": {
+        ("dynamodb:BatchWriteItem", "EventsTable"): "erasure deletes the customer's events",
+        ("dynamodb:BatchWriteItem", "SegmentsTable"): "erasure and an objection end segment memberships",
+    },
+    "SegmentsFunction": {
+        ("dynamodb:DeleteItem", "SegmentsTable"): "DELETE /segments/{segment_id} deletes a custom definition",
+    },
+    "TrainFunction": {
+        ("dynamodb:BatchWriteItem", "SegmentsTable"): "writes each run's segment members with batch_put",
+        ("s3:DeleteObject", "ModelBucket/models/*"): "prunes model versions past ModelVersionsKept or "
+                                                       "ModelMaxAgeDays",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Grant:
+    action: str  # as IAM reads it: wildcards allowed, case does not matter
+    resource: str  # a logical id, then what the ARN adds: EventsTable/index/by_time, ModelBucket/*
+
+
+def resource_name(resource: Any) -> str:
+    """!GetAtt X.Arn -> "X"; !Sub "${X.Arn}/index/by_time" -> "X/index/by_time"; "*" stays."""
+    if isinstance(resource, str):
+        return resource
+    if "Fn::GetAtt" in resource:
+        logical_id, attribute = resource["Fn::GetAtt"]
+        assert attribute == "Arn", resource
+        return logical_id
+    if "Fn::Sub" in resource and isinstance(resource["Fn::Sub"], str):
+        return re.sub(r"\$\{(\w+)\.Arn\}", r"\1", resource["Fn::Sub"])
+    raise AssertionError(f"a policy resource this test cannot read: {resource}")
+
+
+def grants(function: str) -> list[Grant]:
+    found = []
+    for policy in FUNCTIONS[function].get("Policies", []):
+        assert isinstance(policy, dict), f"{function}: managed policy {policy}: use statements"
+        if "Statement" in policy:
+            for statement in policy["Statement"]:
+                assert statement["Effect"] == "Allow" and "NotAction" not in statement, (function, statement)
+                actions, targets = statement["Action"], statement["Resource"]
+                found += [Grant(action, resource_name(target))
+                          for action in (actions if isinstance(actions, list) else [actions])
+                          for target in (targets if isinstance(targets, list) else [targets])]
+            continue
+        (name, parameters), = policy.items()
+        assert name in READ_ONLY_SAM_POLICIES, (
+            f"{function}: SAM policy {name}: add it to READ_ONLY_SAM_POLICIES once sure it cannot delete, "
+            "or write the statements it needs")
+        parameter, suffixes, actions = READ_ONLY_SAM_POLICIES[name]
+        target = parameters[parameter]["Ref"]
+        found += [Grant(action, target + suffix) for action in actions for suffix in suffixes]
+    return found
+
+
+def deletes(action: str) -> bool:
+    return any(fnmatchcase(deleting.lower(), action.lower()) for deleting in DELETING_ACTIONS)
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_a_function_holds_only_the_delete_rights_it_has_a_reason_for(function: str):
+    policies = FUNCTIONS[function].get("Policies", [])
+    templates = [name for policy in policies if isinstance(policy, dict) for name in policy if name != "Statement"]
+    deleting = [name for name in templates if DELETING_SAM_POLICIES.match(name)]
+    assert not deleting, f"{function}: {deleting} can delete; write statements with the actions it needs"
+    held = {(grant.action, grant.resource) for grant in grants(function) if deletes(grant.action)}
+    assert held == MAY_DELETE.get(function, {}).keys()
+
+
+def test_no_policy_grants_everything_on_everything():
+    for function in FUNCTIONS:
+        for grant in grants(function):
+            assert "*" not in (grant.action.split(":")[-1], grant.resource), (function, grant)
 
 
 def test_tables_have_the_keys_the_access_patterns_need():
@@ -81,10 +169,24 @@ def test_the_train_function_handles_its_schedule_and_on_demand_events(moto_table
     assert manifest["finished_at"]
 
 
-def test_every_route_is_on_both_apis_so_customers_get_403_not_404():
-    """Customers and the shop's systems call the same paths; shared/auth.py decides, not routing."""
-    for route in http_routes(TEMPLATE):
-        assert route.authenticated_by == {"jwt", "iam"}, route.route_key
+def routes_by_api() -> dict[str, set[str]]:
+    """Each HttpApi's logical id -> the route keys its events put on it, read from the template."""
+    on: dict[str, set[str]] = {}
+    for function in FUNCTIONS.values():
+        for event in (function.get("Events") or {}).values():
+            if event["Type"] == "HttpApi":
+                route = event["Properties"]
+                on.setdefault(route["ApiId"]["Ref"], set()).add(f"{route['Method'].upper()} {route['Path']}")
+    return on
+
+
+def test_the_public_api_carries_only_the_customer_routes_and_the_trusted_api_every_route():
+    """A shop-only route is not on the customers' API at all: no token can reach it there."""
+    assert api_authentication(TEMPLATE) == {"PublicApi": "jwt", "TrustedApi": "iam"}
+    on = routes_by_api()
+    assert on.keys() == {"PublicApi", "TrustedApi"}
+    assert on["PublicApi"] == CUSTOMER_ROUTES.keys()
+    assert on["TrustedApi"] == {route.route_key for route in http_routes(TEMPLATE)}
 
 
 def test_alarms_notify_the_topic_and_watch_metrics_the_code_emits():
@@ -97,3 +199,163 @@ def test_alarms_notify_the_topic_and_watch_metrics_the_code_emits():
         assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
         if alarm["Namespace"] == "ShopRecs":
             assert alarm["MetricName"] in emitted, f"{name} watches a metric nothing emits"
+
+
+# What CloudWatch Logs accepts as RetentionInDays.
+CLOUDWATCH_RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
+                             2557, 2922, 3288, 3653]
+
+
+def test_every_function_logs_to_a_group_kept_log_retention_days():
+    parameter = TEMPLATE["Parameters"]["LogRetentionDays"]
+    assert (parameter["Type"], parameter["Default"]) == ("Number", 30)
+    assert parameter["AllowedValues"] == CLOUDWATCH_RETENTION_DAYS
+    groups = resources(TEMPLATE, "AWS::Logs::LogGroup").values()
+    # The name Lambda writes to: a group of another name would be left empty, and Lambda would
+    # create its own, kept forever.
+    assert sorted(group["LogGroupName"]["Fn::Sub"] for group in groups) == sorted(
+        f"/aws/lambda/${{{function}}}" for function in FUNCTIONS)
+    assert all(group["RetentionInDays"] == {"Ref": "LogRetentionDays"} for group in groups)
+
+
+def test_the_train_function_gets_the_model_retention_parameters():
+    parameters = TEMPLATE["Parameters"]
+    assert parameters["ModelVersionsKept"] | {"Description": ""} == {
+        "Type": "Number", "Default": 10, "MinValue": 2, "Description": ""}
+    assert parameters["ModelMaxAgeDays"] | {"Description": ""} == {
+        "Type": "Number", "Default": 90, "MinValue": 7, "Description": ""}
+    own = FUNCTIONS["TrainFunction"]["Environment"]["Variables"]
+    assert own["MODEL_VERSIONS_KEPT"] == {"Ref": "ModelVersionsKept"}
+    assert own["MODEL_MAX_AGE_DAYS"] == {"Ref": "ModelMaxAgeDays"}
+    local = function_environment(TEMPLATE, "TrainFunction", {name: name for name in TEMPLATE["Resources"]}, {})
+    assert (local["MODEL_VERSIONS_KEPT"], local["MODEL_MAX_AGE_DAYS"]) == ("10", "90")
+
+
+def test_the_model_bucket_expires_replaced_versions_but_never_a_current_object():
+    bucket = resources(TEMPLATE, "AWS::S3::Bucket")["ModelBucket"]
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    rules = [rule for rule in bucket["LifecycleConfiguration"]["Rules"] if rule["Status"] == "Enabled"]
+    assert any(1 <= rule.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays", 0) <= 14 for rule in rules)
+    assert any(rule.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation") for rule in rules)
+    # The active model must outlive a training pause of any length: nothing expires or archives
+    # current objects (an archived one cannot be read without a restore).
+    for rule in bucket["LifecycleConfiguration"]["Rules"]:
+        assert not rule.keys() & {"ExpirationInDays", "ExpirationDate", "Transition", "Transitions"}, rule
+
+
+def iam_requests(service: str, operation: str, params: dict[str, Any], names: dict[str, str]) -> list[Grant]:
+    """What IAM checks for one AWS call: each action and resource, named as grants() names them."""
+    if service == "dynamodb":
+        if operation in ("BatchGetItem", "BatchWriteItem"):
+            return [Grant(f"dynamodb:{operation}", names[table]) for table in params["RequestItems"]]
+        if operation in ("TransactWriteItems", "TransactGetItems"):
+            # IAM has no transaction action: it checks each action inside the transaction.
+            actions = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
+                       "ConditionCheck": "ConditionCheckItem", "Get": "GetItem"}
+            return [Grant(f"dynamodb:{actions[kind]}", names[action["TableName"]])
+                    for entry in params["TransactItems"] for kind, action in entry.items()]
+        index = f"/index/{params['IndexName']}" if "IndexName" in params else ""
+        return [Grant(f"dynamodb:{operation}", names[params["TableName"]] + index)]
+    if service == "s3":
+        bucket = names[params["Bucket"]]
+        if operation in ("ListObjectsV2", "ListObjects", "ListObjectVersions"):
+            return [Grant("s3:ListBucket", bucket)]
+        if operation == "DeleteObjects":
+            return [Grant("s3:DeleteObject", f"{bucket}/{entry['Key']}") for entry in params["Delete"]["Objects"]]
+        action = {"HeadObject": "GetObject"}.get(operation, operation)
+        return [Grant(f"s3:{action}", f"{bucket}/{params['Key']}")]
+    if (service, operation) == ("lambda", "Invoke"):
+        return [Grant("lambda:InvokeFunction", names[params["FunctionName"]])]
+    raise AssertionError(f"{service}.{operation}: teach iam_requests which IAM actions it needs")
+
+
+def allowed(request: Grant, held: list[Grant]) -> bool:
+    return any(fnmatchcase(request.action.lower(), grant.action.lower()) and fnmatchcase(request.resource, grant.resource)
+               for grant in held)
+
+
+@dataclass
+class CallLog:
+    """The AWS calls each function makes, as (function, service, operation, parameters)."""
+
+    function: str | None = None
+    calls: list[tuple[str, str, str, dict[str, Any]]] = field(default_factory=list)
+
+    def record(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from botocore.client import BaseClient
+
+        original = BaseClient._make_api_call
+
+        def make_api_call(client: Any, operation: str, params: dict[str, Any]) -> Any:
+            if self.function:  # seeding the tables is not a function's doing
+                self.calls.append((self.function, client.meta.service_model.service_name, operation, params))
+            return original(client, operation, params)
+
+        monkeypatch.setattr(BaseClient, "_make_api_call", make_api_call)
+
+    def as_function(self, function: str, handler: Any) -> Any:
+        def call(event: dict[str, Any], context: Any) -> Any:
+            self.function = function
+            try:
+                return handler(event, context)
+            finally:
+                self.function = None
+        return call
+
+
+def test_every_aws_call_the_functions_make_is_granted_by_their_policies(api, moto_tables, monkeypatch):
+    """Least privilege must not cost a working function: a call its role lacks fails only on AWS."""
+    from devstack.demo_data import generate_shop
+    from devstack.gateway import LambdaContext
+    from devstack.template import Route
+    from shared.storage.models import Manifest, ModelStore, S3Blobs
+    from tests.conftest import MODEL_BUCKET
+    from tests.factories import item, purchase, event as view
+    from tests.training_data import END, store_events
+
+    log = CallLog()
+    log.record(monkeypatch)
+    gateway_handler = api.gateway.handler
+    monkeypatch.setattr(api.gateway, "handler", lambda route: log.as_function(route.function, gateway_handler(route)))
+    train = FUNCTIONS["TrainFunction"]
+    train_handler = log.as_function("TrainFunction", load_handler(
+        Route("", "", "TrainFunction", PROJECT_ROOT / train["CodeUri"], train["Handler"], None)))
+
+    shop = generate_shop(seed=2, n_users=40, n_items=30, end=END)
+    store_events(moto_tables["EventsTable"], shop.events)
+    models = ModelStore(S3Blobs(MODEL_BUCKET))
+    for age in range(100, 111):  # more than ModelVersionsKept, all past ModelMaxAgeDays: training prunes some
+        models.save(Manifest(version=f"v-old-{age}", status="rejected",
+                             started_at=datetime.now(timezone.utc) - timedelta(days=age)))
+    assert api.json("POST", "/items", {"items": [item("sku-1"), item("sku-2")]})[0] == 200
+    assert api.json("PUT", "/items/sku-3", {k: v for k, v in item("sku-3").items() if k != "item_id"})[0] == 200
+    assert api.json("PUT", "/users/u-1", {"country": "DE", "consent": {"personalization": True}})[0] == 200
+    assert api.json("POST", "/events", {"events": [purchase("p-1"), view("v-1", user_id="u-2")]})[0] == 200
+    assert api.json("GET", "/items/sku-1")[0] == 200
+    manifest = train_handler({"config": {"min_gain_over_popularity": 0}}, LambdaContext(function_name="TrainFunction"))
+    assert manifest["status"] == "accepted", manifest["reason"]
+    assert api.json("GET", "/models")[0] == 200
+    assert api.json("POST", f"/models/{manifest['version']}/activate")[0] == 200
+    shopper = next(iter(shop.archetypes))
+    for path in (f"/users/{shopper}/recommendations", "/items/sku-1/similar", "/popular", f"/users/{shopper}/segments",
+                 "/segments"):
+        assert api.json("GET", path)[0] in (200, 404), path
+    status, created = api.json("POST", "/segments", json.loads(json.loads(
+        (PROJECT_ROOT / "events" / "segments" / "post_segments.json").read_text())["body"]))
+    assert status == 201, created
+    segments = api.json("GET", "/segments")[1]["segments"]
+    assert api.json("GET", f"/segments/{segments[0]['segment_id']}/members")[0] == 200
+    assert api.json("DELETE", f"/segments/{created['segment_id']}")[0] == 204
+    assert api.json("GET", f"/users/{shopper}/export")[0] == 200
+    assert api.json("PUT", f"/users/{shopper}/consent", {"personalization": False})[0] == 200
+    assert api.json("DELETE", f"/users/{shopper}")[0] == 200
+
+    names = {physical: logical for logical, physical in moto_tables.items()} | {MODEL_BUCKET: "ModelBucket"}
+    requests = {(function, request) for function, service, operation, params in log.calls
+                for request in iam_requests(service, operation, params, names)}
+    assert {function for function, _ in requests} == FUNCTIONS.keys()
+    assert {(function, request) for function, request in requests if not allowed(request, grants(function))} == set()
+    # And each delete right is used: a right that nothing uses any more is one to take away.
+    used = {(function, right) for function, rights in MAY_DELETE.items() for right in rights
+            for caller, request in requests if caller == function and allowed(request, [Grant(*right)])}
+    assert used == {(function, right) for function, rights in MAY_DELETE.items() for right in rights}
