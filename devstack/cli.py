@@ -7,6 +7,7 @@
     devstack import-csv FILE       send an Online Retail style CSV through the API
     devstack token USER_ID         a signed-in customer's bearer token for the local stack
     devstack credentials           curl options that sign requests as the shop's backend
+    devstack secret                the x-devstack-secret header value that opens the stack's /dev/ helpers
 """
 
 from __future__ import annotations
@@ -240,6 +241,12 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secret(args: argparse.Namespace) -> int:
+    _, auth = stack.running(args.state_dir)
+    print(auth.dev_secret)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="devstack", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -273,6 +280,7 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("user_id")
     token.add_argument("--expires-in", type=int, default=3600, help="seconds")
     command("credentials", cmd_credentials, "print curl options signing as the shop's backend")
+    command("secret", cmd_secret, "print the secret the local stack's /dev/ helpers want (x-devstack-secret)")
     return main
 
 

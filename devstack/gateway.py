@@ -8,15 +8,22 @@ Authentication is API Gateway's, with local keys (devstack.local_auth): a bearer
 checked as the public API's JWT authorizer checks it, a SigV4 signature as the trusted API's
 IAM authorizer does, and the function receives the same requestContext.authorizer. Two
 endpoints exist only here, for the demo pages: POST /dev/token ("sign in as" a customer) and
-/dev/trusted/<path> (a request forwarded as the shop's backend, which signs on AWS).
+/dev/trusted/<path> (a request forwarded as the shop's backend, which signs on AWS). They open
+only with the stack's secret (the x-devstack-secret header, or the cookie the demo pages come
+with), never to another origin's page.
+
+Paths are decoded as API Gateway decodes them: the route is matched on the path as sent, where a
+parameter is one encoded segment, and the function gets pathParameters and rawPath decoded.
 """
 
 from __future__ import annotations
 
 import base64
+import hmac
 import importlib.util
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -29,15 +36,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from devstack.docs_site import docs_response
 from devstack.http_response import HttpResponse
-from devstack.web_site import web_response
+from devstack.web_site import PAGES, web_response
 from devstack.local_auth import LocalAuth, Rejected, host_url, trusted_context
 from devstack.template import Route, http_routes, resources
+from shared.config import Settings
 
+DEV_PREFIX = "/dev/"
 DEV_TRUSTED_PREFIX = "/dev/trusted"
+DEV_SECRET_HEADER = "x-devstack-secret"
+DEV_SECRET_COOKIE = "devstack_secret"
+# A client that stops sending (a Content-Length it never fills, an idle connection) is dropped.
+REQUEST_TIMEOUT_SECONDS = 10.0
+_DIGITS = re.compile(r"[0-9]+")
 DEV_TOKEN_SECONDS = 3600
 TEXT_TYPES = ("application/json", "text/", "application/x-www-form-urlencoded")
 
@@ -162,10 +176,11 @@ class Gateway:
         self._load_lock = threading.Lock()
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        """The route for a path as sent (percent-encoded), and its parameters decoded."""
         for route in self.routes:
             found = route.pattern.match(path)
             if found and route.method in (method, "ANY"):
-                return route, found.groupdict()
+                return route, {name: unquote(value) for name, value in found.groupdict().items()}
         return None
 
     def handler(self, route: Route) -> Callable[[dict, Any], Any]:
@@ -176,28 +191,62 @@ class Gateway:
 
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes,
                source_ip: str = "127.0.0.1") -> HttpResponse:
+        path = urlsplit(target).path
+        if path.startswith(DEV_PREFIX):  # no CORS headers, whatever AllowedOrigins says
+            return self._dev_helper(method, target, headers, body, source_ip)
         origin = {k.lower(): v for k, v in headers.items()}.get("origin")
         if method == "OPTIONS" and origin:
             return self._preflight(origin)
-        path = urlsplit(target).path
         page = (docs_response(path) or web_response(method, path)) if method == "GET" else None
         if page is not None:
             response = page
-        elif path == "/dev/token" and method == "POST":
-            response = self._dev_token(body)
-        elif path.startswith(DEV_TRUSTED_PREFIX + "/"):
-            forwarded = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-            response = self._call_api(method, target[len(DEV_TRUSTED_PREFIX):], forwarded, body,
-                                      source_ip, trusted_context())
+            if path in PAGES and page.status == 200:  # what lets the page's own scripts reach /dev/
+                response.headers["set-cookie"] = (f"{DEV_SECRET_COOKIE}={self.auth.dev_secret}; "
+                                                  "HttpOnly; SameSite=Strict; Path=/dev")
         else:
             response = self._call_api(method, target, headers, body, source_ip)
         self._add_cors(response, origin)
         return response
 
+    def _dev_helper(self, method: str, target: str, headers: dict[str, str], body: bytes,
+                    source_ip: str) -> HttpResponse:
+        refused = self._dev_refusal(headers)
+        if refused is not None:
+            return refused
+        path = urlsplit(target).path
+        if path == "/dev/token" and method == "POST":
+            return self._dev_token(body)
+        if path.startswith(DEV_TRUSTED_PREFIX + "/"):
+            # The backend signs its own requests: the browser's credentials stay here.
+            dropped = ("authorization", "cookie", DEV_SECRET_HEADER)
+            forwarded = {k: v for k, v in headers.items() if k.lower() not in dropped}
+            return self._call_api(method, target[len(DEV_TRUSTED_PREFIX):], forwarded, body,
+                                  source_ip, trusted_context())
+        return _gateway_answer(404, "Not Found")
+
+    def _dev_refusal(self, headers: dict[str, str]) -> HttpResponse | None:
+        """Why a /dev/ request may not pass, or None: the helpers mint tokens and call as the
+        backend, so only the stack's CLI, tests and own pages (the secret) may use them.
+
+        A page on another port of this host is same-site, so its requests carry a SameSite=Strict
+        cookie; the Origin check refuses it.
+        """
+        lowered = {k.lower(): v for k, v in headers.items()}
+        origin = lowered.get("origin")
+        if origin is not None and urlsplit(origin).netloc != lowered.get("host"):
+            return _json(403, {"message": "the local stack's /dev/ helpers answer only its own pages"})
+        presented = lowered.get(DEV_SECRET_HEADER) or _cookie(lowered.get("cookie", ""), DEV_SECRET_COOKIE)
+        if not presented:
+            return _json(401, {"message": f"the local stack's /dev/ helpers need its secret: send "
+                                          f"{DEV_SECRET_HEADER} (devstack secret prints it)"})
+        if not hmac.compare_digest(presented.encode(errors="replace"), self.auth.dev_secret.encode()):
+            return _json(403, {"message": "that is not this local stack's secret"})
+        return None
+
     def _call_api(self, method: str, target: str, headers: dict[str, str], body: bytes,
                   source_ip: str, authorizer: dict[str, Any] | None = None) -> HttpResponse:
         url = urlsplit(target)
-        found = self.match(method, url.path)
+        found = self.match(method, url.path)  # on the path as sent: an encoded '/' stays in its segment
         if found is None:
             return _gateway_answer(404, "Not Found")
         route, path_parameters = found
@@ -208,7 +257,7 @@ class Gateway:
                 return _gateway_answer(rejected.status, rejected.message, rejected.detail)
         if not authorizer.keys() & route.authenticated_by:  # on AWS: a route the caller's API lacks
             return _gateway_answer(404, "Not Found")
-        event = api_event(route, method, url.path, url.query, headers, body, path_parameters,
+        event = api_event(route, method, unquote(url.path), url.query, headers, body, path_parameters,
                           source_ip, authorizer)
         try:
             handler = self.handler(route)
@@ -252,6 +301,14 @@ class Gateway:
         return response
 
 
+def _cookie(header: str, name: str) -> str | None:
+    for pair in header.split(";"):
+        key, _, value = pair.strip().partition("=")
+        if key == name:
+            return value
+    return None
+
+
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> HttpResponse:
     return HttpResponse(status, {"content-type": "application/json", **(headers or {})},
                         json.dumps(body).encode())
@@ -267,12 +324,33 @@ def _gateway_answer(status: int, message: str, detail: str | None = None) -> Htt
     return _json(status, {"message": message}, headers)
 
 
+def body_limit() -> int:
+    """What the functions accept (shared/config.py): the gateway need not read more than that."""
+    return int(os.environ.get("MAX_BODY_BYTES") or Settings.model_fields["max_body_bytes"].default)
+
+
 def make_server(gateway: Gateway, port: int) -> ThreadingHTTPServer:
+    max_body = body_limit()
+
     class RequestHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = REQUEST_TIMEOUT_SECONDS  # each read and write; a timeout closes the connection
+
+        def _content_length(self) -> int | None:
+            """The body's announced size; None once a 400 or 413 has answered it."""
+            text = (self.headers.get("content-length") or "0").strip()
+            if not _DIGITS.fullmatch(text):
+                self.send_error(HTTPStatus.BAD_REQUEST, "Content-Length must be a number of bytes")
+                return None
+            if len(text.lstrip("0")) > len(str(max_body)) or int(text) > max_body:
+                self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request bodies are at most {max_body} bytes")
+                return None
+            return int(text)
 
         def _serve(self) -> None:
-            length = int(self.headers.get("content-length") or 0)
+            length = self._content_length()
+            if length is None:
+                return  # unread body: send_error closes the connection
             body = self.rfile.read(length) if length else b""
             response = gateway.handle(
                 self.command, self.path, dict(self.headers.items()), body, self.client_address[0]

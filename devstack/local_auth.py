@@ -3,7 +3,8 @@
 On AWS the public API's JWT authorizer checks a customer's token against the shop's OIDC
 issuer, and the trusted API's IAM authorizer checks a SigV4 signature. The local stack has
 its own issuer (an RSA key made when the stack starts) and one trusted access key, both kept
-in the state folder so the demo, the tests and `devstack token` can use them:
+in the state folder so the demo, the tests and `devstack token` can use them, with the secret
+that opens the stack's own /dev/ helpers (which mint tokens and call as the backend):
 
     LocalAuth.create()            new keys (the stack, a test session)
     auth.issue_token(user_id)     a customer's token, RS256, as a Cognito user pool would sign it
@@ -14,6 +15,7 @@ in the state folder so the demo, the tests and `devstack token` can use them:
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
 import os
@@ -65,6 +67,7 @@ class LocalAuth:
     key_id: str
     access_key_id: str
     secret_access_key: str
+    dev_secret: str
     issuer: str = LOCAL_ISSUER
     audience: str = LOCAL_AUDIENCE
 
@@ -75,6 +78,7 @@ class LocalAuth:
             key_id=secrets.token_hex(8),
             access_key_id="LOCAL" + secrets.token_hex(8).upper(),
             secret_access_key=secrets.token_urlsafe(30),
+            dev_secret=secrets.token_urlsafe(32),
         )
 
     # --- persistence: the stack writes it, clients on the same machine read it ---
@@ -84,7 +88,7 @@ class LocalAuth:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ).decode()
         data = {"signing_key_pem": pem, "key_id": self.key_id, "access_key_id": self.access_key_id,
-                "secret_access_key": self.secret_access_key}
+                "secret_access_key": self.secret_access_key, "dev_secret": self.dev_secret}
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as file:
@@ -119,6 +123,8 @@ class LocalAuth:
             signature = _unb64(signature_b64)
         except (ValueError, TypeError):
             raise _unauthorized("the token is not a JWT") from None
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            raise _unauthorized("the token is not a JWT")
         if header.get("alg") != "RS256" or header.get("kid") != self.key_id:
             raise _unauthorized("the token is not signed by a key of the issuer")
         try:
@@ -127,6 +133,8 @@ class LocalAuth:
             )
         except InvalidSignature:
             raise _unauthorized("the token's signature is invalid") from None
+        if not _registered_claims_typed(claims):
+            raise _unauthorized("the token's iss, sub, aud, exp, nbf or iat claim has the wrong type")
         if claims.get("iss") != self.issuer:
             raise _unauthorized("the token is from another issuer")
         audiences = claims.get("aud") or claims.get("client_id")
@@ -164,8 +172,15 @@ class LocalAuth:
         if len(credential) != 5 or credential[3:] != ["execute-api", "aws4_request"]:
             raise Rejected(403, "Forbidden", "the Authorization header is not a SigV4 signature for execute-api")
         access_key_id, date, region = credential[0], credential[1], credential[2]
+        if region != LOCAL_REGION:
+            raise Rejected(403, "Forbidden", f"Credential should be scoped to a valid region: {LOCAL_REGION}")
         if access_key_id != self.access_key_id:
             raise Rejected(403, "Forbidden", "the security token included in the request is invalid")
+        # botocore signs the declared hash when there is one; it must be the body actually sent.
+        declared = lowered.get("x-amz-content-sha256")
+        if declared is not None and declared != hashlib.sha256(body).hexdigest():
+            raise Rejected(403, "Forbidden", "x-amz-content-sha256 is not the SHA-256 of the body sent "
+                                             "(unsigned payloads are refused)")
         timestamp = lowered.get("x-amz-date", "")
         try:
             signed_at = datetime.strptime(timestamp, SIGV4_TIMESTAMP).replace(tzinfo=timezone.utc)
@@ -216,6 +231,14 @@ def trusted_context() -> dict[str, Any]:
 def customer_context(user_id: str) -> dict[str, Any]:
     """requestContext.authorizer of a customer's request the JWT authorizer accepted."""
     return {"jwt": {"claims": {"sub": user_id, "iss": LOCAL_ISSUER, "aud": LOCAL_AUDIENCE}, "scopes": None}}
+
+
+def _registered_claims_typed(claims: dict[str, Any]) -> bool:
+    """RFC 7519's types for the claims read here: strings, a string or strings, numbers."""
+    audience = claims.get("aud", "")
+    return (all(isinstance(claims.get(name, ""), str) for name in ("iss", "sub"))
+            and all(isinstance(a, str) for a in (audience if isinstance(audience, list) else [audience]))
+            and all(isinstance(claims.get(name, 0), (int, float)) for name in ("exp", "nbf", "iat")))
 
 
 def _claim_text(value: Any) -> str:

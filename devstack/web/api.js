@@ -1,6 +1,8 @@
 // How the demo pages reach the API, as a shop's website and tools would: a signed-in customer's
 // routes with their bearer token; the shop's backend routes through the local stack's
-// /dev/trusted/ stand-in for a server that signs its requests. Every failure is shown on the page.
+// /dev/trusted/ stand-in for a server that signs its requests. /dev/ opens with the HttpOnly cookie
+// the stack set when it served this page (sent by fetch to its own origin only, never readable here).
+// Every failure is shown on the page.
 
 export class ApiError extends Error {
   constructor(method, url, status, body) {
