@@ -33,11 +33,13 @@ def utf8_length(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
+def _refuse_over(limit: int, size: int, message: str) -> None:
+    if size > limit:
+        raise PydanticCustomError(TOO_LARGE, message, {"limit": limit, "size": size})
+
+
 def fits_id_bytes(value: str) -> str:
-    size = utf8_length(value)
-    if size > MAX_ID_BYTES:
-        raise PydanticCustomError(
-            TOO_LARGE, "at most {limit} bytes in UTF-8 ({size} given)", {"limit": MAX_ID_BYTES, "size": size})
+    _refuse_over(MAX_ID_BYTES, utf8_length(value), "at most {limit} bytes in UTF-8 ({size} given)")
     return value
 
 
@@ -60,10 +62,7 @@ def at_most_bytes(limit: int):  # noqa: ANN201 - a pydantic AfterValidator
     """A validator refusing a value whose stored size is over `limit` bytes."""
 
     def check(value: Any) -> Any:
-        size = stored_size(value)
-        if size > limit:
-            raise PydanticCustomError(
-                TOO_LARGE, "too large: {size} bytes when stored, at most {limit}", {"size": size, "limit": limit})
+        _refuse_over(limit, stored_size(value), "too large: {size} bytes when stored, at most {limit}")
         return value
 
     return check
