@@ -69,9 +69,8 @@ def seed(endpoint: str, tables: dict[str, str], n_items: int, n_users: int, hist
 def publish_model(models_dir: Path, n_items: int, factors: int) -> ModelArtifact:
     rng = np.random.default_rng(5)
     artifact = ModelArtifact(
-        item_ids=[f"i{i}" for i in range(n_items)], user_ids=[f"u{u}" for u in range(300)],
+        item_ids=[f"i{i}" for i in range(n_items)],
         item_factors=rng.normal(0, 0.1, (n_items, factors)).astype(np.float32),
-        user_factors=rng.normal(0, 0.1, (300, factors)).astype(np.float32),
         popular_items=[f"i{i}" for i in range(200)],
         parameters=TrainingConfig(factors=factors).model_dump(mode="json"))
     store = ModelStore(LocalBlobs(models_dir))
@@ -108,7 +107,7 @@ def raw_work(endpoint: str, tables: dict[str, str], artifact: ModelArtifact, use
     dynamodb = client(endpoint)
     model = AlternatingLeastSquares(factors=artifact.item_factors.shape[1], regularization=5.0)
     model.item_factors = artifact.item_factors
-    model.user_factors = artifact.user_factors[:1]
+    model.user_factors = np.zeros((1, artifact.item_factors.shape[1]), dtype=np.float32)  # refitted per request
     index = {item_id: i for i, item_id in enumerate(artifact.item_ids)}
     timings = []
     for user in users:

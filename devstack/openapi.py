@@ -191,6 +191,8 @@ OUTCOMES: dict[str, Outcomes] = {
     "POST /segments": Outcomes(success=(201,), errors=(409,)),
     "DELETE /segments/{segment_id}": Outcomes(success=(204,), errors=(404,)),
     "GET /segments/{segment_id}/members": Outcomes(errors=(400, 404)),
+    "GET /users/{user_id}/export": Outcomes(errors=(400,)),
+    "DELETE /users/{user_id}": Outcomes(success=(200, 202)),
     "POST /models/train": Outcomes(success=(201,), responses={
         202: _json("Training started in the background (on AWS); see GET /models", "TrainingStarted")}),
     "POST /models/{version}/activate": Outcomes(errors=(404, 409)),

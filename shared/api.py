@@ -11,6 +11,7 @@ import json
 import re
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import quote, unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -19,7 +20,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from shared.auth import AccessDenied, authorize
 from shared.config import get_settings
 from shared.errors import Conflict, DomainError, NotFound, PayloadTooLarge, StorageUnavailable
+from shared.limits import TOO_LARGE
 from shared.observability import logger
+from shared.request_limits import body_problem
 
 STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
     NotFound: HTTPStatus.NOT_FOUND,
@@ -73,11 +76,21 @@ def _validation_error(error: RequestValidationError) -> Response:
             message = "unknown field (it would be lost)"
         fields.append({"field": _field_name(item["loc"]), "message": message})
     names = ", ".join(sorted({f["field"] for f in fields}))
+    # The size caps of shared/limits.py on what was sent in the body; an id in the path is simply invalid.
+    if all(item["type"] == TOO_LARGE and item["loc"][:1] == ("body",) for item in error.errors()):
+        return error_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large", f"too large: {names}", fields)
     return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_request", f"invalid request: {names}", fields)
 
 
+class _DecodedPathResolver(APIGatewayHttpResolver):
+    """Hands routes the decoded ids: resolve() routes on a path whose ids are percent-encoded."""
+
+    def _convert_matches_into_route_keys(self, match: re.Match) -> dict[str, str]:
+        return {name: unquote(value) for name, value in match.groupdict().items()}
+
+
 def create_app() -> APIGatewayHttpResolver:
-    app = APIGatewayHttpResolver(enable_validation=True)
+    app = _DecodedPathResolver(enable_validation=True)
 
     @app.exception_handler(RequestValidationError)
     def _invalid(error: RequestValidationError) -> Response:
@@ -148,6 +161,31 @@ def _has_lone_surrogate(body: bytes) -> bool:
     return False
 
 
+_PATH_PARAMETER = re.compile(r"\{([^}]+)\}")
+
+
+def _routable(event: dict[str, Any]) -> dict[str, Any]:
+    """The event with rawPath rebuilt from its route and its ids, each percent-encoded.
+
+    API Gateway matches the route on the path as sent, then hands the function pathParameters
+    and rawPath both decoded: an id holding '/' no longer fits its route, and a decoded '?'
+    cuts rawPath short. Powertools routes on rawPath, so it gets each id as one encoded
+    segment, and _DecodedPathResolver hands the route the same decoded id auth.py checked.
+    """
+    _, _, template = (event.get("routeKey") or "").partition(" ")
+    parameters = event.get("pathParameters") or {}
+    if not parameters or "{" not in template:
+        return event
+    try:
+        path = _PATH_PARAMETER.sub(lambda found: quote(parameters[found.group(1)], safe=""), template)
+    except KeyError:  # a greedy {proxy+} or a parameter API Gateway did not send: route as sent
+        return event
+    stage = (event.get("requestContext") or {}).get("stage")
+    if stage and stage != "$default":  # Powertools strips "/<stage>" from rawPath
+        path = f"/{stage}{path}"
+    return {**event, "rawPath": path}
+
+
 def resolve(app: APIGatewayHttpResolver, event: dict[str, Any], context: LambdaContext,
             max_body_bytes: int) -> dict[str, Any]:
     """Refuse callers who may not call this route, then oversized, non-JSON and non-object
@@ -179,6 +217,9 @@ def resolve(app: APIGatewayHttpResolver, event: dict[str, Any], context: LambdaC
     except UnicodeDecodeError as error:
         return _early_error(HTTPStatus.BAD_REQUEST, "invalid_json",
                             f"request body is not UTF-8 (byte {error.start})", "body", "not valid UTF-8")
+    # Before the surrogate check, which parses the body.
+    if problem := body_problem(body):
+        return _early_error(*problem)
     if _has_lone_surrogate(body):
         return _early_error(HTTPStatus.BAD_REQUEST, "invalid_json",
                             "request body has a \\u escape that is half of a UTF-16 pair (not a character)",
@@ -188,5 +229,5 @@ def resolve(app: APIGatewayHttpResolver, event: dict[str, Any], context: LambdaC
     if body.strip() and not body.lstrip().startswith(b"{"):
         return _early_error(HTTPStatus.BAD_REQUEST, "invalid_request",
                             "request body must be a JSON object", "body", "must be a JSON object")
-    return app.resolve(event, context)
+    return app.resolve(_routable(event), context)
 

@@ -25,6 +25,12 @@ class Settings(BaseModel):
     # The function that trains; empty: POST /models/train trains in-process (local stack).
     train_function_name: str = Field(alias="TRAIN_FUNCTION_NAME", default="")
 
+    # Retention after each training run: a version is deleted once it is outside the newest
+    # MODEL_VERSIONS_KEPT models and older than MODEL_MAX_AGE_DAYS (the rule: ModelStore.prune).
+    # The minimums are template.yaml's: always one version to roll back to, and a week to notice.
+    model_versions_kept: int = Field(alias="MODEL_VERSIONS_KEPT", default=10, ge=2)
+    model_max_age_days: int = Field(alias="MODEL_MAX_AGE_DAYS", default=90, ge=7)
+
     # How often serving checks which model version is active (seconds).
     model_refresh_seconds: float = Field(alias="MODEL_REFRESH_SECONDS", default=60, ge=0)
 

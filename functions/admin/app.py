@@ -64,6 +64,8 @@ def start_training(request: TrainRequest | None = None) -> Response[Manifest]:
         lambda cfg, at: load_training_data(settings.events_table, settings.users_table, cfg, at),
         models, config, now)
     materialize_after_training(settings, models, now)
+    pruned = models.prune(settings.model_versions_kept, settings.model_max_age_days, now)
+    logger.info("old model versions pruned", extra={"versions": pruned})
     return json_response(HTTPStatus.CREATED, manifest.model_dump(mode="json"))
 
 

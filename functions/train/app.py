@@ -31,5 +31,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     now = datetime.now(timezone.utc)
     manifest = run_training(load, models, training_config(event.get("config")), now)
     materialize_after_training(settings, models, now)
+    pruned = models.prune(settings.model_versions_kept, settings.model_max_age_days, now)
+    logger.info("old model versions pruned", extra={"versions": pruned})
     metrics.add_metric("TrainingRuns", "Count", 1)
     return manifest.model_dump(mode="json")

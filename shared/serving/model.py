@@ -42,7 +42,9 @@ class ServingModel:
 
         self.version = version
         self.artifact = artifact
-        self.config = TrainingConfig.model_validate(artifact.parameters)
+        # Validated when the version was trained; read as stored, so tighter bounds in a later
+        # release never stop an older version from serving.
+        self.config = TrainingConfig.model_construct(**{**TrainingConfig().model_dump(), **artifact.parameters})
         self.item_ids = artifact.item_ids
         self.index = {item_id: i for i, item_id in enumerate(artifact.item_ids)}
         self.als = AlternatingLeastSquares(factors=artifact.item_factors.shape[1],

@@ -5,7 +5,8 @@ Layout (the same in the bucket and in LOCAL_MODEL_DIR):
     models/<version>/manifest.json   status, metrics, parameters, window, timings, checksum
     active.json                      {"version", "sha256", "activated_at"}: written last, in one put
 A version becomes active only by replacing active.json, which S3 and os.replace both do
-atomically, so serving never sees a half-published version.
+atomically, so serving never sees a half-published version. Old versions are deleted by
+ModelStore.prune after each training run.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class Blobs(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
     def get(self, key: str) -> bytes: ...
     def keys(self, prefix: str) -> list[str]: ...
+    def delete(self, key: str) -> None: ...
 
 
 class LocalBlobs:
@@ -90,6 +92,15 @@ class LocalBlobs:
     def keys(self, prefix: str) -> list[str]:
         base = self.root / prefix
         return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file()) if base.exists() else []
+
+    def delete(self, key: str) -> None:
+        path = self.root / key
+        try:
+            path.unlink(missing_ok=True)
+            if path.parent != self.root and not any(path.parent.iterdir()):
+                path.parent.rmdir()  # an empty version folder would read as a version without files
+        except OSError as error:
+            raise StorageUnavailable(f"cannot delete {key} from the model folder: {error}") from None
 
 
 class S3Blobs:
@@ -122,6 +133,10 @@ class S3Blobs:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
                 keys += [entry["Key"] for entry in page.get("Contents", [])]
         return keys
+
+    def delete(self, key: str) -> None:
+        with _s3_faults("delete from the model bucket"):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
 
 
 S3_TRANSIENT_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"})
@@ -208,6 +223,34 @@ class ModelStore:
             return ModelArtifact.from_bytes(self.blobs.get(manifest.artifact.key), manifest.artifact.sha256)
         except (CorruptArtifact, NotFound) as error:
             raise Conflict(f"version {manifest.version} cannot be used: {error}", field="version") from error
+
+    def prune(self, keep: int, max_age_days: int, now: datetime) -> list[str]:
+        """Delete the versions that are both outside the newest `keep` versions with a model and
+        started more than `max_age_days` before `now`; return their names, oldest first.
+
+        Both must hold, so the `keep` newest models stay however old they are (months without
+        training, or of failed runs, still leave `keep` to roll back to), and a burst of runs
+        never deletes a version younger than `max_age_days`. Runs that left no model (failed,
+        insufficient data, abandoned) do not count among the `keep`, and go once they are old.
+        Whatever the rule says, the active version stays, and so does a run still in progress
+        (status training, not yet listed as abandoned). A version's artifact is deleted before
+        its manifest: a prune cut short leaves a listed version that cannot be activated (409)
+        and is pruned next time, never a file that no listing shows.
+        """
+        cutoff = now - timedelta(days=max_age_days)
+        versions = self.manifests()
+        kept = {m.version for m in [m for m in versions if m.artifact is not None][:keep]}
+        pruned = []
+        for manifest in reversed(versions):
+            if manifest.version in kept or manifest.active or manifest.status == "training" \
+                    or manifest.started_at >= cutoff:
+                continue
+            folder = f"models/{manifest.version}/"
+            manifest_key = f"{folder}manifest.json"
+            for key in [k for k in self.blobs.keys(folder) if k != manifest_key] + [manifest_key]:
+                self.blobs.delete(key)
+            pruned.append(manifest.version)
+        return pruned
 
     @staticmethod
     def _with_state(manifest: Manifest, active: ActivePointer | None) -> Manifest:

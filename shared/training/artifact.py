@@ -1,4 +1,11 @@
-"""The model artifact: one self-describing npz file, written and read without pickle."""
+"""The model artifact: one self-describing npz file, written and read without pickle.
+
+It holds nothing about any one customer: item factors and ids, popular items, aggregates of the
+customer base and the parameters. Serving folds each customer in from their history, so the
+user factors ALS fits are dropped, and with them the customer ids. Artifacts written before
+this still carry `user_ids` and `user_factors`; they load, and those arrays are never read, so
+they leave the store only when retention prunes those versions (shared/storage/models.py).
+"""
 
 from __future__ import annotations
 
@@ -19,9 +26,7 @@ class CorruptArtifact(Exception):
 @dataclass(frozen=True)
 class ModelArtifact:
     item_ids: list[str]
-    user_ids: list[str]
     item_factors: np.ndarray  # float32 (n_items, factors)
-    user_factors: np.ndarray  # float32 (n_users, factors)
     popular_items: list[str]  # best first, over the recent popularity window
     popular_by_country: dict[str, list[str]] = field(default_factory=dict)
     customer_statistics: dict[str, Any] = field(default_factory=dict)  # for segmentation
@@ -32,9 +37,7 @@ class ModelArtifact:
         meta = {"popular_by_country": self.popular_by_country,
                 "customer_statistics": self.customer_statistics, "parameters": self.parameters}
         np.savez(buffer, item_ids=np.array(self.item_ids, dtype=str),
-                 user_ids=np.array(self.user_ids, dtype=str),
                  item_factors=self.item_factors.astype(np.float32),
-                 user_factors=self.user_factors.astype(np.float32),
                  popular_items=np.array(self.popular_items, dtype=str),
                  meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
         return buffer.getvalue()
@@ -46,16 +49,14 @@ class ModelArtifact:
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
                 artifact = cls(
-                    item_ids=arrays["item_ids"].tolist(), user_ids=arrays["user_ids"].tolist(),
-                    item_factors=arrays["item_factors"], user_factors=arrays["user_factors"],
+                    item_ids=arrays["item_ids"].tolist(), item_factors=arrays["item_factors"],
                     popular_items=arrays["popular_items"].tolist(),
                     **json.loads(arrays["meta"].tobytes()),
                 )
-        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as error:
+        except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as error:
             raise CorruptArtifact(f"unreadable model artifact: {error}") from error
-        if artifact.item_factors.shape[0] != len(artifact.item_ids) or \
-                artifact.user_factors.shape[0] != len(artifact.user_ids):
-            raise CorruptArtifact("factor matrices and id lists disagree in length")
+        if artifact.item_factors.shape[0] != len(artifact.item_ids):
+            raise CorruptArtifact("item factors and item ids disagree in length")
         return artifact
 
 

@@ -6,39 +6,45 @@ import json
 import os
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict
 
 from shared.events import EventType
 
 
 # Strict: lax pydantic would take false for 0 and "64" for 64; a config typo should be refused.
+# Every number is bounded: a run must not overflow a date (holdout_days 10^12), allocate without
+# end (factors 10^9) or fit NaNs (epsilon 10^-300, alpha 1e400 read as infinity).
 Count = Annotated[int, Strict()]
-Number = Annotated[float, Strict()]
+Number = Annotated[float, Strict(), AllowInfNan(False)]
+# numpy's RandomState, which implicit seeds, takes 0 to 2^32 - 1.
+MAX_SEED = 2**32 - 1
 
 
 class TrainingConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     window_days: Count = Field(default=365, ge=1, le=3650, description="Interactions older than this are ignored")
-    holdout_days: Count = Field(default=14, ge=1, description="Most recent days held out for evaluation")
-    max_interactions: Count = Field(default=5_000_000, ge=1, description="More in the window: refuse, use an export")
-    event_weights: dict[EventType, Number] = Field(default_factory=lambda: {
+    holdout_days: Count = Field(default=14, ge=1, le=365, description="Most recent days held out for evaluation")
+    max_interactions: Count = Field(default=5_000_000, ge=1, le=100_000_000,
+                                    description="More in the window: refuse, use an export")
+    event_weights: dict[EventType, Annotated[Number, Field(ge=0, le=100)]] = Field(default_factory=lambda: {
         EventType.PURCHASE: 1.0, EventType.ADD_TO_CART: 0.3, EventType.VIEW: 0.05,
         EventType.REMOVE_FROM_CART: 0.0,
     })
-    recency_half_life_days: Number = Field(default=60.0, gt=0)
+    recency_half_life_days: Number = Field(default=60.0, gt=0, le=36_500)
     # Confidence = 1 + alpha * log(1 + weight / epsilon) (Hu, Koren, Volinsky 2008, eq. 6).
-    alpha: Number = Field(default=1.0, gt=0)
-    epsilon: Number = Field(default=1.0, gt=0)
+    alpha: Number = Field(default=1.0, gt=0, le=1000)
+    epsilon: Number = Field(default=1.0, ge=1e-6, le=1e6)
     factors: Count = Field(default=64, ge=2, le=512)
-    regularization: Number = Field(default=5.0, ge=0)
+    regularization: Number = Field(default=5.0, ge=0, le=10_000)
     iterations: Count = Field(default=15, ge=1, le=100)
-    random_seed: Count = 42
-    popularity_days: Count = Field(default=30, ge=1, description="Recent window that ranks popular items")
-    top_k: Count = Field(default=10, ge=1)
-    min_users_to_evaluate: Count = Field(default=5, ge=1)
+    random_seed: Count = Field(default=42, ge=0, le=MAX_SEED)
+    popularity_days: Count = Field(default=30, ge=1, le=3650, description="Recent window that ranks popular items")
+    top_k: Count = Field(default=10, ge=1, le=100)
+    min_users_to_evaluate: Count = Field(default=5, ge=1, le=1_000_000)
     # Activation gate.
-    min_gain_over_popularity: Number = Field(default=1.0, ge=0, description="model NDCG must exceed baseline x this")
+    min_gain_over_popularity: Number = Field(default=1.0, ge=0, le=100,
+                                             description="model NDCG must exceed baseline x this")
     max_drop_from_active: Number = Field(default=0.1, ge=0, le=1, description="allowed NDCG drop vs the active version")
 
 

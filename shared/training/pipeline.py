@@ -117,11 +117,11 @@ def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float |
     timings["evaluate"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    user_factors, item_factors = fit_als(confidence_matrix(interactions, config, data.end, shape), config)
+    # The user factors stay here: serving folds each customer in from their own history.
+    _, item_factors = fit_als(confidence_matrix(interactions, config, data.end, shape), config)
     timings["final_fit"] = time.perf_counter() - started
     artifact = ModelArtifact(
-        item_ids=interactions.item_ids, user_ids=interactions.user_ids,
-        item_factors=item_factors, user_factors=user_factors,
+        item_ids=interactions.item_ids, item_factors=item_factors,
         popular_items=_ranked_ids(popularity(interactions, data.end, config, shape[1]), interactions.item_ids),
         popular_by_country=_popular_by_country(interactions, data, config),
         customer_statistics=data.customer_statistics,

@@ -4,6 +4,7 @@ body schema). Bounded: a few examples per operation, so it runs in the suite."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,44 @@ def test_no_request_gets_a_server_error_or_an_undocumented_answer(case, fuzzed_s
         # that span fields (a segment condition's "days" with its field) are not in the schema.
         schemathesis.checks.positive_data_acceptance,
     ])
+
+
+# Shapes a schema-driven generator never tries: they crash a JSON parser or a training run, not
+# a schema. Each must be refused with a 4xx and the error body.
+PARSER_CRASHERS = {
+    "nested 5,000 deep": b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    "an integer of 4,400 digits": b'{"events": [{"quantity": ' + b"9" * 4400 + b"}]}",
+}
+ROUTES_WITH_BODIES = [("POST", "/events"), ("POST", "/items"), ("PUT", "/users/u-0"),
+                      ("POST", "/users/u-0/rank"), ("POST", "/segments"), ("POST", "/models/train")]
+# Training settings, as sent, that would overflow a date, seed numpy with nonsense or fit NaNs
+# (1e400 reads as infinity).
+RUN_CRASHERS = {"holdout_days": "1000000000000", "random_seed": str(2**64), "epsilon": "1e-300", "alpha": "1e400"}
+
+
+def assert_refused_with_an_error_body(response: requests.Response) -> None:
+    assert 400 <= response.status_code < 500, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert error["code"] and error["message"]
+
+
+def send(fuzzed_stack, method: str, path: str, body: bytes) -> requests.Response:
+    base_url, signed = fuzzed_stack
+    return requests.request(method, base_url + path, data=body, auth=signed, timeout=60,
+                            headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES_WITH_BODIES)
+@pytest.mark.parametrize("shape", PARSER_CRASHERS)
+def test_bodies_that_would_crash_the_parser_get_a_4xx_with_an_error_body(fuzzed_stack, method, path, shape):
+    assert_refused_with_an_error_body(send(fuzzed_stack, method, path, PARSER_CRASHERS[shape]))
+
+
+@pytest.mark.parametrize("setting", RUN_CRASHERS)
+def test_absurd_training_settings_get_a_4xx_naming_the_setting(fuzzed_stack, setting):
+    body = f'{{"config": {{"{setting}": {RUN_CRASHERS[setting]}}}}}'.encode()
+    response = send(fuzzed_stack, "POST", "/models/train", body)
+
+    assert_refused_with_an_error_body(response)
+    assert [f["field"] for f in response.json()["error"]["fields"]] == [f"config.{setting}"]

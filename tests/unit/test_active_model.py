@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import io
+import json
 from datetime import datetime, timezone
 
 import numpy as np
 import pytest
+from scipy.sparse import csr_matrix
 
 from shared.errors import StorageUnavailable
 from shared.serving.active_model import ActiveModel
 from shared.serving.model import ServingModel
 from shared.storage.models import ActivePointer, LocalBlobs, Manifest, ModelStore
-from shared.training.artifact import ModelArtifact
+from shared.training.artifact import ModelArtifact, sha256
 from shared.training.config import TrainingConfig
 
 
 def publish(store: ModelStore, version: str, activate: bool = True) -> None:
     rng = np.random.default_rng(len(version))
-    artifact = ModelArtifact(["a", "b", "c"], ["u"], rng.random((3, 4), dtype=np.float32),
-                             rng.random((1, 4), dtype=np.float32), ["a"], parameters=TrainingConfig().model_dump(mode="json"))
+    artifact = ModelArtifact(["a", "b", "c"], rng.random((3, 4), dtype=np.float32), ["a"],
+                             parameters=TrainingConfig().model_dump(mode="json"))
     manifest = Manifest(version=version, status="accepted", started_at=datetime.now(timezone.utc))
     store.publish(manifest, artifact)
     store.save(manifest)
@@ -101,3 +104,23 @@ def test_with_no_loadable_model_cold_starts_get_the_cached_popular_list_clearly_
 
     assert (answer.personalized, answer.strategy, answer.model_version) == (False, "cold_start:popular:cached", "v1")
     assert [i.item_id for i in answer.items] == ["a"]
+
+
+def test_a_version_published_with_customer_rows_is_served_without_keeping_them(store):
+    buffer = io.BytesIO()  # the artifact as versions before customer rows were dropped wrote it
+    meta = {"popular_by_country": {}, "customer_statistics": {}, "parameters": TrainingConfig().model_dump(mode="json")}
+    np.savez(buffer, item_ids=np.array(["a", "b", "c"]), user_ids=np.array(["customer-1"]),
+             item_factors=np.eye(3, 4, dtype=np.float32), user_factors=np.ones((1, 4), np.float32),
+             popular_items=np.array(["a"]), meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    store.blobs.put("models/v0/model.npz", buffer.getvalue())
+    manifest = Manifest(version="v0", status="accepted", started_at=datetime.now(timezone.utc),
+                        artifact={"key": "models/v0/model.npz", "sha256": sha256(buffer.getvalue()),
+                                  "bytes": len(buffer.getvalue())})
+    store.save(manifest)
+    store.activate("v0")
+
+    served = ActiveModel(store, 0, ServingModel).get()
+
+    assert served.version == "v0"
+    assert served.recommend(csr_matrix(np.array([[1.0, 0, 0]], np.float32)), 2, set())
+    assert not hasattr(served.artifact, "user_ids") and not hasattr(served.artifact, "user_factors")

@@ -33,7 +33,7 @@ def test_an_id_is_limited_in_utf8_bytes_not_characters(api, field):
 
 def test_a_path_id_over_the_byte_limit_is_refused_naming_the_limit(api):
     status, body = api.json("GET", "/users/" + "%F0%9D%84%9E" * 65)  # 65 four-byte characters
-    assert status == 413
+    assert status == 422
     assert body["error"]["fields"][0]["field"] == "user_id"
     assert "256 bytes" in body["error"]["fields"][0]["message"]
 

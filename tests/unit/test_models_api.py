@@ -8,6 +8,7 @@ from devstack.demo_data import generate_shop
 from shared.storage.models import S3Blobs
 from tests.conftest import MODEL_BUCKET
 from tests.training_data import END, store_events
+from tests.unit.test_training_pipeline import customer_ids_in
 
 
 def versions(api):
@@ -55,3 +56,43 @@ def test_a_training_config_of_the_wrong_type_is_refused_not_coerced(api):
     status, body = api.json("POST", "/models/train", {"config": {"regularization": False, "factors": "64"}})
     assert status == 422
     assert {f["field"] for f in body["error"]["fields"]} == {"config.regularization", "config.factors"}
+
+
+def test_a_model_published_to_the_bucket_holds_no_customer_id(api, moto_tables):
+    events = [{**e, "user_id": f"customer-{e['user_id']}"}  # ids no item id or statistic could contain
+              for e in generate_shop(seed=2, n_users=80, n_items=40, end=END).events]
+    store_events(moto_tables["EventsTable"], events)
+
+    status, manifest = api.json("POST", "/models/train", {"config": {"min_gain_over_popularity": 0}})
+
+    assert (status, manifest["status"]) == (201, "accepted"), manifest["reason"]
+    assert manifest["counts"]["users"] == len({e["user_id"] for e in events})
+    published = S3Blobs(MODEL_BUCKET).get(manifest["artifact"]["key"])
+    assert customer_ids_in(published, {e["user_id"] for e in events}) == set()
+
+
+# Each far outside what a run can do: a date 10^12 days back, a matrix of 10^9 columns, NaNs.
+ABSURD = {
+    "window_days": 10**6, "holdout_days": 10**12, "max_interactions": 10**12, "factors": 10**9,
+    "iterations": 10**9, "random_seed": 2**64, "popularity_days": 10**9, "top_k": 10**9,
+    "min_users_to_evaluate": 10**12, "recency_half_life_days": 1e300, "alpha": 1e300, "epsilon": 1e-300,
+    "regularization": 1e300, "min_gain_over_popularity": 1e300, "max_drop_from_active": 2.0,
+    "event_weights": {"purchase": 1e300},
+}
+
+
+def test_every_numeric_training_setting_is_bounded_and_an_absurd_one_is_refused_by_name(api):
+    status, body = api.json("POST", "/models/train", {"config": ABSURD})
+
+    assert status == 422
+    assert {f["field"] for f in body["error"]["fields"]} == (
+        {f"config.{name}" for name in ABSURD if name != "event_weights"} | {"config.event_weights.purchase"})
+    assert api.json("GET", "/models")[1]["versions"] == []  # refused before any run started
+
+
+@pytest.mark.parametrize("value", ["1e400", "Infinity"])
+def test_an_infinite_setting_is_refused(api, value):
+    status, body = api.json("POST", "/models/train", raw=f'{{"config": {{"alpha": {value}}}}}'.encode())
+
+    assert status == 422
+    assert [f["field"] for f in body["error"]["fields"]] == ["config.alpha"]

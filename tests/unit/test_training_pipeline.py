@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+
 import numpy as np
 import pytest
 from scipy.sparse import csr_matrix
@@ -102,8 +105,8 @@ def test_no_interactions_or_too_few_buyers_is_insufficient_data_not_a_crash():
 
 
 def test_an_artifact_survives_a_round_trip_and_a_damaged_one_is_refused():
-    artifact = ModelArtifact(["a", "b"], ["u"], np.ones((2, 3), np.float32), np.ones((1, 3), np.float32),
-                             ["b", "a"], {"DE": ["a"]}, {"customers": 1}, {"factors": 3})
+    artifact = ModelArtifact(["a", "b"], np.ones((2, 3), np.float32), ["b", "a"], {"DE": ["a"]},
+                             {"customers": 1}, {"factors": 3})
     data = artifact.to_bytes()
 
     again = ModelArtifact.from_bytes(data, sha256(data))
@@ -124,3 +127,48 @@ def test_items_only_ever_viewed_are_in_the_model_but_never_listed_as_popular():
 
     assert "sku-never-bought" in outcome.artifact.item_ids
     assert "sku-never-bought" not in outcome.artifact.popular_items
+
+
+def customer_ids_in(data: bytes, user_ids: set[str]) -> set[str]:
+    """Ids found in an artifact's bytes (numpy stores strings as UTF-32) or in any of its arrays."""
+    found = {u for u in user_ids if u.encode() in data or u.encode("utf-32-le") in data}
+    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+        for name in arrays.files:
+            values = arrays[name]
+            text = values.tobytes().decode() if name == "meta" else json.dumps(values.tolist())
+            found |= {u for u in user_ids if u in text}
+    return found
+
+
+def test_a_model_holds_no_customer_id_and_no_customer_row():
+    # Ids that no item id or statistic could contain by chance.
+    events = [{**e, "user_id": f"customer-{e['user_id']}"} for e in shop().events]
+    user_ids = {e["user_id"] for e in events}
+    countries = {user: "DE" for user in user_ids}
+
+    outcome = train_model(TrainingData(interactions_of(events), NOW, countries), TrainingConfig())
+    data = outcome.artifact.to_bytes()
+
+    assert outcome.artifact.popular_by_country["DE"]  # the per-country aggregate is still there
+    assert customer_ids_in(data, user_ids) == set()
+    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+        assert sorted(arrays.files) == ["item_factors", "item_ids", "meta", "popular_items"]
+
+
+def legacy_artifact(user_ids: list[str]) -> bytes:
+    """An artifact as versions before this one wrote it, with a row per customer."""
+    buffer = io.BytesIO()
+    meta = {"popular_by_country": {}, "customer_statistics": {"customers": 2}, "parameters": {"factors": 3}}
+    np.savez(buffer, item_ids=np.array(["a", "b"]), user_ids=np.array(user_ids),
+             item_factors=np.ones((2, 3), np.float32), user_factors=np.ones((len(user_ids), 3), np.float32),
+             popular_items=np.array(["b"]), meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    return buffer.getvalue()
+
+
+def test_an_older_artifact_with_customer_rows_still_loads_and_is_never_written_back_with_them():
+    old = legacy_artifact(["customer-1", "customer-2"])
+
+    artifact = ModelArtifact.from_bytes(old, sha256(old))
+
+    assert (artifact.item_ids, artifact.popular_items, artifact.parameters) == (["a", "b"], ["b"], {"factors": 3})
+    assert customer_ids_in(artifact.to_bytes(), {"customer-1", "customer-2"}) == set()
