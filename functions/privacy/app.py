@@ -30,7 +30,7 @@ ERASE_MARGIN_SECONDS = 5.0
 
 class Erased(BaseModel):
     user_id: str
-    status: str = Field(description="complete, or in_progress: call DELETE again to finish (202)")
+    status: str = Field(description="complete, or in_progress (202): the scheduled sweep finishes it")
     erased_at: str = Field(description="Events stamped before this are refused from now on")
     erased: dict[str, int] = Field(description="What this call deleted: events, segment_memberships")
     kept: str = Field(description="What is kept, and why")
@@ -66,8 +66,8 @@ def export(user_id: PathId, cursor: Annotated[str | None, Query(max_length=2048)
     "/users/<user_id>", tags=["privacy"], summary="Erase a customer",
     description="Deletes their events, profile, purchase summary and segment memberships, keeping only a "
                 "suppression record (when, and their objection if any). 200 when done; 202 when the "
-                "function's time ran out first: call again to finish. Events stamped before the erasure "
-                "are refused from then on.",
+                "function's time ran out first: a scheduled sweep finishes it (erasure_status in the record). "
+                "Events stamped before the erasure are refused from then on.",
 )
 def erase(user_id: PathId) -> Response[Erased]:
     context = app.lambda_context
@@ -81,8 +81,21 @@ def erase(user_id: PathId) -> Response[Erased]:
     return json_response(status, body.model_dump())
 
 
+def finish_erasures(context: LambdaContext) -> dict[str, int]:
+    """The scheduled sweep: go on with every erasure that ran out of time, while time lasts."""
+    outcomes = {COMPLETE: 0, "in_progress": 0}
+    for user_id in privacy.pending_erasures():
+        erasure = privacy.finish(user_id, lambda: context.get_remaining_time_in_millis() / 1000 - ERASE_MARGIN_SECONDS)
+        if erasure is not None:
+            outcomes[erasure.status] += 1
+            logger.info("erasure continued", extra={"user_id": user_id, "status": erasure.status, **erasure.erased})
+    return outcomes
+
+
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId")
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    if event.get("task") == "finish_erasures":  # the schedule in template.yaml, not an HTTP request
+        return finish_erasures(context)
     return resolve(app, event, context, settings.max_body_bytes)

@@ -5,7 +5,7 @@ objection if they had one: GDPR allows keeping what is needed to honour it), the
 events and segment memberships. Ingest checks that record in the same transaction as every
 event it stores, so an event stamped before the erasure can never come back, even from a request
 already under way. Deleting runs within the function's time; what is left is finished by the
-next call, and the record says whether the erasure is complete.
+scheduled sweep (or by erasing again), and the record says whether the erasure is complete.
 
 An objection (consent withdrawn) ends the customer's behavioural segment memberships at once.
 """
@@ -27,6 +27,7 @@ from shared.errors import DomainError, StorageUnavailable
 from shared.events import format_timestamp
 from shared.segments.families import needs_consent
 from shared.storage import dynamo
+from shared.storage.scan import scan_by_key
 
 # An export page holds at most this much JSON, far under Lambda's 6 MB response limit.
 EXPORT_PAGE_BYTES = 2_000_000
@@ -74,20 +75,40 @@ class PrivacyStore:
                 "events": events, "next_cursor": next_cursor}
 
     def erase(self, user_id: str, seconds_left: Callable[[], float]) -> Erasure:
-        """Suppress, then delete while `seconds_left()` is positive. Calling again continues."""
+        """Suppress, then delete while `seconds_left()` is positive. Calling again erases again."""
         erasure = Erasure(user_id, format_timestamp(datetime.now(timezone.utc)))
         erasure.objection_kept = self._suppress(erasure)
         erasure.erased["segment_memberships"] = self._delete_memberships(user_id, lambda _: True)
+        return self._delete_events(erasure, seconds_left)
+
+    def pending_erasures(self) -> list[str]:
+        """Customers whose erasure ran out of time (a filtered Scan: the sweep, never a request)."""
+        return sorted(scan_by_key(self.users_table, "user_id", lambda row: row["user_id"],
+                                  FilterExpression="erasure_status = :pending", ProjectionExpression="user_id",
+                                  ExpressionAttributeValues={":pending": {"S": IN_PROGRESS}}))
+
+    def finish(self, user_id: str, seconds_left: Callable[[], float]) -> Erasure | None:
+        """Go on with an erasure that ran out of time, as of its own time: events the customer
+        sent after it are theirs again and stay. None when there is none to finish."""
+        row = dynamo.get_item(self.users_table, {"user_id": user_id}, "read profile", consistent=True) or {}
+        if row.get("erasure_status") != IN_PROGRESS:
+            return None
+        erasure = Erasure(user_id, row["erased_at"], objection_kept="consent" in row)
+        erasure.erased["segment_memberships"] = self._delete_memberships(user_id, lambda _: True)
+        return self._delete_events(erasure, seconds_left)
+
+    def _delete_events(self, erasure: Erasure, seconds_left: Callable[[], float]) -> Erasure:
+        start: dict[str, Any] | None = None
         while seconds_left() > 0:
-            keys = self._event_keys(user_id)
-            if not keys:
-                erasure.status = COMPLETE
-                break
+            keys, start = self._event_keys(erasure, start)
             self._delete_in_parallel(self.events_table, keys)
             erasure.erased["events"] += len(keys)
+            if start is None:
+                erasure.status = COMPLETE
+                break
         with dynamo.aws_faults("record the erasure"):
             dynamo.client().update_item(
-                TableName=self.users_table, Key=dynamo.serialize({"user_id": user_id}),
+                TableName=self.users_table, Key=dynamo.serialize({"user_id": erasure.user_id}),
                 UpdateExpression="SET erasure_status = :status",
                 ExpressionAttributeValues=dynamo.serialize({":status": erasure.status}))
         return erasure
@@ -121,15 +142,20 @@ class PrivacyStore:
             time.sleep(delay)
         raise StorageUnavailable("erase: the customer's consent kept changing; try again")
 
-    def _event_keys(self, user_id: str) -> list[dict[str, Any]]:
-        """One page of the customer's event keys (up to 1 MB of keys: thousands)."""
+    def _event_keys(self, erasure: Erasure, start: dict[str, Any] | None
+                    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """A page of keys of the events the erasure covers: every event stored before it, whatever
+        its stamp, and any stamped before it; and where the next page starts (None: the last)."""
+        request: dict[str, Any] = {
+            "TableName": self.events_table, "ConsistentRead": True, "Limit": ERASE_KEYS_PER_PAGE,
+            "ProjectionExpression": "user_id, event_id", "KeyConditionExpression": "user_id = :user",
+            "FilterExpression": "ingested_at < :at OR ts < :at",
+            "ExpressionAttributeValues": dynamo.serialize({":user": erasure.user_id, ":at": erasure.erased_at})}
+        if start:
+            request["ExclusiveStartKey"] = start
         with dynamo.aws_faults("read events"):
-            response = dynamo.client().query(
-                TableName=self.events_table, ConsistentRead=True, ProjectionExpression="user_id, event_id",
-                Limit=ERASE_KEYS_PER_PAGE,
-                KeyConditionExpression="user_id = :user",
-                ExpressionAttributeValues=dynamo.serialize({":user": user_id}))
-        return [dynamo.deserialize(row) for row in response.get("Items", [])]
+            response = dynamo.client().query(**request)
+        return [dynamo.deserialize(row) for row in response.get("Items", [])], response.get("LastEvaluatedKey")
 
     def _events_page(self, user_id: str, start: str | None) -> tuple[list[dict[str, Any]], str | None]:
         request: dict[str, Any] = {"TableName": self.events_table, "ConsistentRead": True,

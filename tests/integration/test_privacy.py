@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 
 import pytest
 
+from devstack.gateway import LambdaContext
+from devstack.template import PROJECT_ROOT
 from shared.segments.families import needs_consent
 from shared.storage import dynamo, privacy
 from shared.storage.privacy import EXPORT_PAGE_BYTES
@@ -232,3 +234,23 @@ def test_a_list_computed_before_an_objection_or_an_erasure_no_longer_shows_the_c
                                 UpdateExpression="SET erased_at = :at",
                                 ExpressionAttributeValues={":at": {"S": "2999-01-01T00:00:00.000000Z"}})
     assert other not in members_of(api, other_segment)
+
+
+def test_the_scheduled_sweep_finishes_an_erasure_and_keeps_what_the_customer_sent_since(local_api, local_tables,
+                                                                                         monkeypatch):
+    store_events(local_tables["EventsTable"], [event(f"e-{n}", user_id="u-long", timestamp=ago(days=1))
+                                               for n in range(300)])
+    monkeypatch.setattr(privacy, "ERASE_KEYS_PER_PAGE", 100)
+    store = privacy.PrivacyStore(local_tables["EventsTable"], local_tables["UsersTable"],
+                                 local_tables["SegmentsTable"])
+    clock = iter([1.0, 0.0])
+    assert store.erase("u-long", lambda: next(clock)).status == "in_progress"
+    local_api.json("POST", "/events", {"events": [event("after", user_id="u-long", timestamp=ago(seconds=-1))]})
+    sweep = json.loads((PROJECT_ROOT / "events" / "privacy" / "finish_erasures.json").read_text())
+
+    outcome = local_api.gateway.handler(next(r for r in local_api.gateway.routes if r.function == "PrivacyFunction"))(
+        sweep, LambdaContext(function_name="PrivacyFunction"))
+
+    assert outcome == {"complete": 1, "in_progress": 0}
+    assert [e["event_id"] for e in stored_events(local_tables["EventsTable"], "u-long")] == ["after"]
+    assert store.pending_erasures() == []

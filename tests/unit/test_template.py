@@ -359,3 +359,11 @@ def test_every_aws_call_the_functions_make_is_granted_by_their_policies(api, mot
     used = {(function, right) for function, rights in MAY_DELETE.items() for right in rights
             for caller, request in requests if caller == function and allowed(request, [Grant(*right)])}
     assert used == {(function, right) for function, rights in MAY_DELETE.items() for right in rights}
+
+
+def test_a_schedule_finishes_erasures_with_the_sample_events_payload():
+    sweep = FUNCTIONS["PrivacyFunction"]["Events"]["FinishErasures"]
+    assert sweep["Type"] == "ScheduleV2"
+    assert sweep["Properties"]["ScheduleExpression"] == {"Ref": "ErasureSweepSchedule"}
+    sample = json.loads((PROJECT_ROOT / "events" / "privacy" / "finish_erasures.json").read_text())
+    assert json.loads(sweep["Properties"]["Input"]) == sample
