@@ -31,7 +31,7 @@ from shared.storage.scan import scan_by_key
 
 # An export page holds at most this much JSON, far under Lambda's 6 MB response limit.
 EXPORT_PAGE_BYTES = 2_000_000
-EXPORT_QUERY_LIMIT = 1000
+EXPORT_QUERY_LIMIT = 5000  # DynamoDB returns at most 1 MB a page whatever this says
 # Erasure deletes a page of keys at a time and checks the clock between pages.
 ERASE_KEYS_PER_PAGE = 5000
 DELETE_THREADS = 8
