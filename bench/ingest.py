@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.quiet import quiet_handlers  # noqa: E402
 from devstack.demo_data import generate_shop  # noqa: E402
 from devstack.dynamodb_local import DynamoDBLocal, create_tables, delete_tables  # noqa: E402
 from devstack.gateway import LambdaContext, api_event, load_handler  # noqa: E402
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     os.environ.update(LOCAL_CREDENTIALS)
+    quiet_handlers()
     os.environ.update({"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
                        "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_NAMESPACE": "Bench"})
 

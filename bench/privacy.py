@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.quiet import quiet_handlers  # noqa: E402
 from devstack.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, client, create_tables, write_items  # noqa: E402
 from devstack.gateway import LambdaContext, api_event, load_handler  # noqa: E402
 from devstack.local_auth import trusted_context  # noqa: E402
@@ -67,6 +68,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     args = parser.parse_args()
     os.environ.update(LOCAL_CREDENTIALS)
+    quiet_handlers()
     os.environ.update({"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
                        "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_NAMESPACE": "Bench"})
     dynamodb_local = DynamoDBLocal.start()

@@ -28,12 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench.quiet import quiet_handlers  # noqa: E402
 from devstack.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, client, create_tables, write_items  # noqa: E402
 from devstack.gateway import LambdaContext, api_event, load_handler  # noqa: E402
 from devstack.local_auth import customer_context  # noqa: E402
 from devstack.template import http_routes, load_template  # noqa: E402
+from shared.history import HistoryEvent  # noqa: E402
 from shared.segments.tags import RFM_GRID, segment_customer  # noqa: E402
-from shared.serving.model import HistoryEvent  # noqa: E402
 
 NOW = datetime.now(timezone.utc)
 CATEGORIES = ["kitchen", "garden", "toys", "books"]
@@ -105,6 +106,7 @@ def compute_bench(n: int) -> None:
 
 def endpoint_bench(requests: int) -> None:
     os.environ.update(LOCAL_CREDENTIALS)
+    quiet_handlers()
     dynamodb = DynamoDBLocal.start()
     try:
         tables = create_tables(dynamodb.endpoint, f"bench-{uuid.uuid4().hex[:6]}")

@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from scipy.sparse import csr_matrix  # noqa: E402
 
+from bench.quiet import quiet_handlers  # noqa: E402
 from devstack.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, client, create_tables, write_items  # noqa: E402
 from devstack.gateway import LambdaContext, api_event, load_handler  # noqa: E402
 from devstack.local_auth import customer_context  # noqa: E402
@@ -152,6 +153,7 @@ print(time.perf_counter() - started)
 
 
 def main() -> None:
+    quiet_handlers()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--factors", type=int, default=64)
