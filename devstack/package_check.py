@@ -190,12 +190,22 @@ def imports_in(source: Path, module: str) -> list[Import]:
             found.append(Import(name, node.lineno, True, at_import))
             found.extend(Import(f"{name}.{alias.name}", node.lineno, False, at_import)
                          for alias in node.names)
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for child in node.orelse:  # the body is for type checkers; Python never runs it
+                visit(child, at_import)
+            return
         lazy = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
         for child in ast.iter_child_nodes(node):
             visit(child, at_import and not lazy)
 
     visit(ast.parse(source.read_text(), str(source)), True)
     return found
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    """`if TYPE_CHECKING:` or `if typing.TYPE_CHECKING:`."""
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def is_ours(module: str, handler_module: str) -> bool:

@@ -19,30 +19,21 @@ from shared.http_params import PathId
 from shared.observability import logger, metrics, tracer
 from shared.segments.families import needs_consent
 from shared.segments.rules import MAX_CUSTOM_SEGMENTS, MAX_DEFINITION_BODY_BYTES, CustomSegment, CustomSegmentIn
+from shared.segments.statistics import ActiveStatistics
 from shared.segments.tags import may_personalize, segment_customer
-from shared.serving.active_model import ActiveModel
 from shared.storage.catalog import catalog_details
 from shared.storage.history import recent_history
 from shared.storage.models import ModelStore
 from shared.storage.segments import SegmentStore
 from shared.storage.users import UserStore, withheld
-from shared.training.artifact import ModelArtifact
 
 settings = get_settings()
 users = UserStore(settings.users_table)
 segment_store = SegmentStore(settings.segments_table)
-
-
-class Statistics:
-    """What segmentation needs of the active model: the customer base's quantiles."""
-
-    def __init__(self, version: str, artifact: ModelArtifact) -> None:
-        self.version = version
-        self.values = artifact.customer_statistics
-
-
-statistics = ActiveModel(ModelStore.from_settings(settings.model_bucket, settings.local_model_dir),
-                         settings.model_refresh_seconds, Statistics)
+# The customer base's quantiles from statistics.json beside the active model, never the model
+# itself: this function ships no numpy (tests/unit/test_segments_imports.py).
+statistics = ActiveStatistics(ModelStore.from_settings(settings.model_bucket, settings.local_model_dir),
+                              settings.model_refresh_seconds)
 app = create_app()
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared.serving.model import HistoryEvent
+from shared.history import HistoryEvent
 
 DAY = 86_400.0
 

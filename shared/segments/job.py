@@ -36,9 +36,14 @@ def materialize_segments(events_table: str, users_table: str, items_table: str, 
 
 
 def materialize_after_training(settings: Any, models: Any, now: datetime) -> dict[str, Any]:
-    """With the statistics of whichever version is active after the run (none: no RFM or value tags)."""
+    """With the statistics of whichever version is active after the run (none: no RFM or value tags).
+
+    They are read from statistics.json, as the Segments function reads them. A version active
+    since before that file existed gets it here (the train function ships numpy to read the
+    artifact), so the Segments function has the statistics again after the next nightly run.
+    """
     pointer = models.active()
-    statistics = models.load(models.manifest(pointer.version)).customer_statistics if pointer else {}
+    statistics = models.ensure_statistics(pointer.version) if pointer else {}
     return materialize_segments(settings.events_table, settings.users_table, settings.items_table,
                                 SegmentStore(settings.segments_table), statistics, now,
                                 run=now.strftime("%Y%m%dT%H%M%S"))

@@ -20,9 +20,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from shared.history import HistoryEvent
 from shared.observability import logger, metrics
 from shared.segments.features import DAY, CustomerFeatures, customer_features
-from shared.serving.model import HistoryEvent
 
 # The limits of custom segments, all here; docs/segments.md lists them. Every definition is
 # evaluated for every customer on each GET /users/{id}/segments and in the nightly run, and all of

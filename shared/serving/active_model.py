@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -18,7 +18,9 @@ from shared.errors import Conflict, DomainError
 from shared.observability import logger, metrics
 from shared.serving.recommender import PopularLists
 from shared.storage.models import ModelStore
-from shared.training.artifact import ModelArtifact
+
+if TYPE_CHECKING:
+    from shared.training.artifact import ModelArtifact
 
 T = TypeVar("T")
 

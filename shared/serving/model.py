@@ -11,23 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse import csr_matrix
 
+from shared.history import HistoryEvent
 from shared.training.artifact import ModelArtifact
 from shared.training.config import TrainingConfig
 from shared.training.interactions import EVENT_CODES, Interactions
 from shared.training.matrix import confidence_matrix
-
-
-@dataclass(frozen=True)
-class HistoryEvent:
-    item_id: str
-    event_type: str
-    quantity: int
-    timestamp: float  # seconds since the epoch
-    channel: str | None = None
-    price: float | None = None
-    currency: str | None = None
-    campaign_id: str | None = None
-    discount: bool = False
 
 
 @dataclass(frozen=True)

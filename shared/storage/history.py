@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from shared.serving.model import HistoryEvent
+from shared.history import HistoryEvent
 from shared.storage import dynamo
 
 # Enough history to know a customer's taste; bounded so one request reads at most ~1 MB.

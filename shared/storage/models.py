@@ -1,12 +1,20 @@
 """Model versions: artifacts, manifests and the active-version pointer, in S3 or a local folder.
 
 Layout (the same in the bucket and in LOCAL_MODEL_DIR):
-    models/<version>/model.npz       the artifact (written first)
-    models/<version>/manifest.json   status, metrics, parameters, window, timings, checksum
-    active.json                      {"version", "sha256", "activated_at"}: written last, in one put
+    models/<version>/model.npz        the artifact (written first)
+    models/<version>/statistics.json  its customer statistics, what segmentation reads (next)
+    models/<version>/manifest.json    status, metrics, parameters, window, timings, checksum
+    active.json                       {"version", "sha256", "activated_at"}: written last, in one put
 A version becomes active only by replacing active.json, which S3 and os.replace both do
 atomically, so serving never sees a half-published version. Old versions are deleted by
 ModelStore.prune after each training run.
+
+statistics.json is a copy of what segmentation reads of the artifact, a few kilobytes, so the
+Segments function needs neither the artifact nor numpy. Versions published before it existed
+get it when they are activated (ModelStore.activate) or by the nightly run (shared/segments/job.py).
+
+The artifact's codec imports numpy; it is imported only where an artifact is encoded or decoded,
+so the functions that read manifests, pointers and statistics do not ship it.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
@@ -26,11 +34,14 @@ from pydantic import BaseModel, Field
 
 from shared.errors import Conflict, NotFound, StorageUnavailable
 from shared.storage.dynamo import CLIENT_CONFIG
-from shared.training.artifact import CorruptArtifact, ModelArtifact, sha256
+
+if TYPE_CHECKING:
+    from shared.training.artifact import ModelArtifact
 
 ACTIVE_KEY = "active.json"
 # A few kilobytes beside the model: popular items for cold starts when the model cannot be loaded.
 CACHED_POPULAR_KEY = "popular.json"
+STATISTICS_FILE = "statistics.json"
 # A run still "training" after Lambda's longest timeout was killed.
 ABANDONED_AFTER = timedelta(minutes=16)
 ACTIVATABLE = {"accepted"}
@@ -167,10 +178,46 @@ class ModelStore:
         self.blobs.put(f"models/{manifest.version}/manifest.json", json.dumps(body, indent=2).encode())
 
     def publish(self, manifest: Manifest, artifact: ModelArtifact) -> None:
+        from shared.training.artifact import sha256
+
         data = artifact.to_bytes()
         key = f"models/{manifest.version}/model.npz"
         self.blobs.put(key, data)
+        self.put_statistics(manifest.version, artifact.customer_statistics)
         manifest.artifact = ArtifactInfo(key=key, sha256=sha256(data), bytes=len(data))
+
+    def put_statistics(self, version: str, statistics: dict[str, Any]) -> None:
+        self.blobs.put(f"models/{version}/{STATISTICS_FILE}",
+                       json.dumps({"version": version, "customer_statistics": statistics}).encode())
+
+    def statistics(self, version: str) -> dict[str, Any] | None:
+        """The customer statistics published beside `version`; None for a version published
+        before statistics.json existed and not activated since."""
+        key = f"models/{version}/{STATISTICS_FILE}"
+        try:
+            raw = self.blobs.get(key)
+        except NotFound:
+            return None
+        try:
+            body = json.loads(raw)
+            statistics = body["customer_statistics"]
+            if body["version"] != version or not isinstance(statistics, dict):
+                raise ValueError("not the statistics of this version")
+        except (ValueError, KeyError, TypeError) as error:
+            raise Conflict(f"{key} cannot be used: {error}", field="version") from error
+        return statistics
+
+    def ensure_statistics(self, version: str) -> dict[str, Any]:
+        """The statistics of `version`, written from its artifact first when the file is missing
+        or damaged. Only then is the artifact loaded, with numpy: for code that ships it."""
+        try:
+            statistics = self.statistics(version)
+        except Conflict:
+            statistics = None
+        if statistics is None:
+            statistics = self.load(self.manifest(version)).customer_statistics
+            self.put_statistics(version, statistics)
+        return statistics
 
     def manifest(self, version: str) -> Manifest:
         try:
@@ -200,6 +247,9 @@ class ModelStore:
             raise Conflict(f"version {version} was {manifest.status}: {manifest.reason}. "
                            "Activate it anyway with ?force=true", field="version")
         artifact = self.load(manifest)
+        # Written on every activation, from the artifact just checked against its checksum: a
+        # version published before statistics.json existed gets it, and a damaged one is mended.
+        self.put_statistics(version, artifact.customer_statistics)
         self.blobs.put(CACHED_POPULAR_KEY, json.dumps({
             "version": version, "items": artifact.popular_items[:100],
             "by_country": {country: items[:50] for country, items in artifact.popular_by_country.items()},
@@ -217,6 +267,8 @@ class ModelStore:
             return None
 
     def load(self, manifest: Manifest) -> ModelArtifact:
+        from shared.training.artifact import CorruptArtifact, ModelArtifact
+
         if manifest.artifact is None:
             raise Conflict(f"version {manifest.version} has no artifact", field="version")
         try:

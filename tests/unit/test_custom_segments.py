@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from shared.history import HistoryEvent
 from shared.segments.rules import CustomSegment, CustomSegmentIn
 from shared.segments.tags import segment_customer
-from shared.serving.model import HistoryEvent
 from tests.factories import ago, purchase
 
 NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)

@@ -23,8 +23,8 @@ def test_a_model_is_published_to_the_bucket_and_activated(api, moto_tables):
 
     assert (status, manifest["status"], manifest["active"]) == (201, "accepted", True), manifest["reason"]
     keys = S3Blobs(MODEL_BUCKET).keys("")
-    assert {f"models/{manifest['version']}/model.npz", f"models/{manifest['version']}/manifest.json",
-            "active.json"} <= set(keys)
+    folder = f"models/{manifest['version']}"
+    assert {f"{folder}/model.npz", f"{folder}/statistics.json", f"{folder}/manifest.json", "active.json"} <= set(keys)
 
 
 def test_an_empty_table_gives_a_clear_status_and_no_version_becomes_active(api):

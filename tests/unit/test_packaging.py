@@ -151,6 +151,16 @@ def test_package_check_fails_an_import_time_import_and_only_notes_one_inside_a_f
     assert "implicit (app.py:1 -> shared/rules.py:4)" in capsys.readouterr().out
 
 
+def test_package_check_ignores_imports_only_type_checkers_see(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    rules = ("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    import numpy\nelse:\n    import scipy\n\n"
+             "def fit():\n    import implicit\n")
+    build = built_tree(tmp_path, {"build/SharedLayer/python/shared/rules.py": rules,
+                                  "source/shared/rules.py": rules})
+    problems, text = run_check(build)
+    assert len(problems) == 1 and "scipy (app.py:1 -> shared/rules.py:6)" in text and "numpy" not in text
+    assert "numpy" not in capsys.readouterr().out
+
+
 needs_gcc = pytest.mark.skipif(not (shutil.which("gcc") and shutil.which("readelf")),
                                reason="needs gcc and readelf")
 

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from shared.history import HistoryEvent
 from shared.segments.features import customer_features
 from shared.segments.tags import RFM_GRID, predicted_value_90_days, score, segment
-from shared.serving.model import HistoryEvent
 
 NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
 STATS = {
