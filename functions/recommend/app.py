@@ -44,7 +44,7 @@ class CatalogReader:
     def details(self, item_ids: Sequence[str]) -> dict[str, Item]:
         return catalog_details(settings.items_table, item_ids)
 
-    def newest(self, category: str, limit: int) -> list[dict]:
+    def newest(self, category: str, limit: int) -> list[Item]:
         return newest_in_category(settings.items_table, category, limit)
 
 

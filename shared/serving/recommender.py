@@ -2,7 +2,8 @@
 popular items. Rules only; where the data comes from is passed in (storage, the active model).
 
 Rules every answer keeps:
-- out-of-stock and retired items are never returned;
+- out-of-stock and retired items are never returned, nor excluded ones, nor (unless asked) ones the
+  customer already bought: one `AnswerFilter` (filters.py) decides for every answer;
 - a customer who objected to personalization gets popular items, and their history is not read;
 - a customer unknown to the model, or without usable history, gets popular items (for their
   country when it is known), marked as not personalized;
@@ -18,8 +19,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 from shared.catalog import Item
+from shared.history import HistoryEvent
 from shared.serving.answers import Because, PopularItems, RankedItem, Ranking, Recommendation, Recommendations, Similar
-from shared.serving.model import HistoryEvent, ServingModel
+from shared.serving.filters import AnswerFilter
+from shared.serving.model import ServingModel
 from shared.users import User
 
 NEW_ITEM_DAYS = 30
@@ -29,7 +32,7 @@ VERBS = {"purchase": "bought", "add_to_cart": "added to your cart", "view": "vie
 
 class Catalog(Protocol):
     def details(self, item_ids: Sequence[str]) -> dict[str, Item]: ...
-    def newest(self, category: str, limit: int) -> list[dict]: ...
+    def newest(self, category: str, limit: int) -> list[Item]: ...
 
 
 @dataclass(frozen=True)
@@ -60,43 +63,45 @@ class Recommender:
         profile = self.sources.profile(user_id)
         model = self.sources.model()
         country = profile.country if profile else None
+        asked = AnswerFilter.of(category, exclude)
         if profile is not None and not profile.consent.personalization:
-            return self._popular_answer(user_id, model, limit, category, set(exclude), country, "no_consent")
+            return self._popular_answer(user_id, model, limit, asked, country, "no_consent")
         history = self.sources.history(user_id)
-        excluded = set(exclude) | (set() if include_purchased else
-                                   {e.item_id for e in history if e.event_type == "purchase"})
+        shown = asked if include_purchased else asked.taking(e.item_id for e in history if e.event_type == "purchase")
         row = model.user_row(history, now.timestamp()) if model else None
         if model is None or row is None or row.nnz == 0:
-            return self._popular_answer(user_id, model, limit, category, excluded, country, "cold_start")
+            return self._popular_answer(user_id, model, limit, shown, country, "cold_start")
 
-        candidates = model.recommend(row, max(100, 4 * limit + len(excluded)), excluded)
+        candidates = model.recommend(row, max(100, 4 * limit + len(shown.excluded)), set(shown.excluded))
         details = self.sources.catalog.details([c.item_id for c in candidates] + [e.item_id for e in history])
-        picked = [c for c in candidates if _available(details.get(c.item_id), category)][:limit]
+        picked = [c for c in candidates if shown.allows(details.get(c.item_id))][:limit]
         titles = {item_id: item.title for item_id, item in details.items()}
         contributors = model.explain(row, [c.item_id for c in picked])
         recommended = [Recommendation.of(details[c.item_id], c.score,
                                          _reason(c.item_id, contributors[c.item_id], history, titles))
                        for c in picked]
-        taken = excluded | {r.item_id for r in recommended}
-        new_items = self._new_in_favourite_categories(history, details, category, taken, now)
+        shown = shown.taking(r.item_id for r in recommended)
+        new_items = self._new_in_favourite_categories(history, details, shown, now)
+        # Items cut here to make room stay excluded: popular items must not bring them back.
         recommended = recommended[: max(limit - len(new_items), 0)] + new_items
         if len(recommended) < limit:
-            recommended += self._popular(model, limit - len(recommended), category,
-                                         taken | {r.item_id for r in recommended}, country)
+            recommended += self._popular(model, limit - len(recommended),
+                                         shown.taking(r.item_id for r in new_items), country)
         return Recommendations(user_id=user_id, model_version=model.version, personalized=True,
                                strategy="als", items=recommended[:limit])
 
     def similar(self, item: Item, limit: int) -> Similar:
         model = self.sources.model()
         if model is None or not model.knows(item.item_id):
-            items = self._popular(model, limit, item.category, {item.item_id}, None)
+            items = self._popular(model, limit, AnswerFilter.of(item.category, [item.item_id]), None)
             return Similar(item_id=item.item_id, model_version=model.version if model else None,
                            strategy="popular_in_category", items=items)
         candidates = model.similar(item.item_id, max(50, 4 * limit))
         details = self.sources.catalog.details([c.item_id for c in candidates])
         because = f"customers who bought {item.title} also bought this"
+        shown = AnswerFilter.of(None, [item.item_id])
         items = [Recommendation.of(details[c.item_id], c.score, Because(text=because, items=[item.item_id]))
-                 for c in candidates if _available(details.get(c.item_id), None)][:limit]
+                 for c in candidates if shown.allows(details.get(c.item_id))][:limit]
         return Similar(item_id=item.item_id, model_version=model.version, strategy="als_similar", items=items)
 
     def rank(self, user_id: str, item_ids: list[str], now: datetime | None = None) -> Ranking:
@@ -121,16 +126,16 @@ class Recommender:
 
     def popular(self, limit: int, category: str | None, country: str | None) -> PopularItems:
         model = self.sources.model()
-        items = self._popular(model, limit, category, set(), country)
+        items = self._popular(model, limit, AnswerFilter.of(category), country)
         lists = self._popular_lists(model)
         return PopularItems(model_version=lists.version if lists else None,
                             strategy=_popular_strategy(lists, country), items=items)
 
     # -- helpers
 
-    def _popular_answer(self, user_id: str, model: ServingModel | None, limit: int, category: str | None,
-                        excluded: set[str], country: str | None, reason: str) -> Recommendations:
-        items = self._popular(model, limit, category, excluded, country)
+    def _popular_answer(self, user_id: str, model: ServingModel | None, limit: int, shown: AnswerFilter,
+                        country: str | None, reason: str) -> Recommendations:
+        items = self._popular(model, limit, shown, country)
         lists = self._popular_lists(model)
         return Recommendations(user_id=user_id, model_version=lists.version if lists else None,
                                personalized=False, strategy=f"{reason}:{_popular_strategy(lists, country)}",
@@ -141,38 +146,37 @@ class Recommender:
             return PopularLists(model.version, model.artifact.popular_items, model.artifact.popular_by_country, False)
         return self.sources.cached_popular()
 
-    def _popular(self, model: ServingModel | None, limit: int, category: str | None, excluded: set[str],
+    def _popular(self, model: ServingModel | None, limit: int, shown: AnswerFilter,
                  country: str | None) -> list[Recommendation]:
         lists = self._popular_lists(model)
         if lists is None:
             return []
         ranked = lists.by_country.get(country or "", [])
         ranked = ranked + [i for i in lists.items if i not in set(ranked)]
-        candidates = [i for i in ranked if i not in excluded]
+        candidates = shown.worth_reading(ranked)
         details = self.sources.catalog.details(candidates)
         where = f" in {country}" if country in lists.by_country else ""
-        picked = [i for i in candidates if _available(details.get(i), category)][:limit]
+        picked = [i for i in candidates if shown.allows(details.get(i))][:limit]
         return [Recommendation.of(details[i], None, Because(text=f"popular{where} right now", items=[]))
                 for i in picked]
 
     def _new_in_favourite_categories(self, history: list[HistoryEvent], details: dict[str, Item],
-                                     category: str | None, taken: set[str], now: datetime) -> list[Recommendation]:
+                                     shown: AnswerFilter, now: datetime) -> list[Recommendation]:
         bought = Counter(details[e.item_id].category for e in history
                          if e.event_type == "purchase" and e.item_id in details)
-        favourites = [c for c, _ in bought.most_common(2) if category in (None, c)]
-        since = (now - timedelta(days=NEW_ITEM_DAYS)).strftime("%Y-%m-%dT%H:%M:%S")
+        favourites = [c for c, _ in bought.most_common(2) if shown.in_category(c)]
+        # Whole seconds: an item created in the very second 30 days ago still counts as new.
+        since = (now - timedelta(days=NEW_ITEM_DAYS)).replace(microsecond=0)
         found: list[Recommendation] = []
         for favourite in favourites:
-            for row in self.sources.catalog.newest(favourite, 10):
+            for item in self.sources.catalog.newest(favourite, 10):
                 if len(found) >= NEW_ITEM_SLOTS:
                     return found
-                if row["created_at"] < since or row["item_id"] in taken or not row.get("in_stock", True) \
-                        or row.get("retired"):
+                if item.created_at is None or item.created_at < since or not shown.allows(item):
                     continue
-                item = Item.model_validate({**row, "category": favourite})
                 found.append(Recommendation.of(item, None, Because(
                     text=f"new in {favourite}, a category you buy often", items=[])))
-                taken.add(item.item_id)
+                shown = shown.taking([item.item_id])
         return found
 
 
@@ -191,7 +195,3 @@ def _popular_strategy(lists: PopularLists | None, country: str | None) -> str:
         return "popular:no_model"
     name = "popular_country" if country and country in lists.by_country else "popular"
     return f"{name}:cached" if lists.cached else name
-
-
-def _available(item: Item | None, category: str | None) -> bool:
-    return item is not None and item.in_stock and not item.retired and category in (None, item.category)

@@ -83,12 +83,13 @@ def catalog_details(items_table: str, item_ids: Sequence[str]) -> dict[str, Item
     return {row["item_id"]: Item.model_validate(row) for row in rows}
 
 
-def newest_in_category(items_table: str, category: str, limit: int) -> list[dict]:
-    """A category's newest items (by_category index): id, title, price, stock, age."""
+def newest_in_category(items_table: str, category: str, limit: int) -> list[Item]:
+    """A category's newest items, newest first, from the by_category index alone: its projection
+    has everything an answer shows or filters on, but not the attributes, which come back empty."""
     with dynamo.aws_faults("query new items"):
         response = dynamo.client().query(
             TableName=items_table, IndexName="by_category", ScanIndexForward=False, Limit=limit,
             KeyConditionExpression="category = :category",
             ExpressionAttributeValues=dynamo.serialize({":category": category}),
         )
-    return [dynamo.deserialize(item) for item in response.get("Items", [])]
+    return [Item.model_validate(dynamo.deserialize(item)) for item in response.get("Items", [])]
