@@ -35,6 +35,7 @@ from devstack.local_auth import customer_context  # noqa: E402
 from devstack.template import http_routes, load_template  # noqa: E402
 from shared.history import HistoryEvent  # noqa: E402
 from shared.segments.tags import RFM_GRID, segment_customer  # noqa: E402
+from shared.users import PurchaseSummary, User  # noqa: E402
 
 NOW = datetime.now(timezone.utc)
 CATEGORIES = ["kitchen", "garden", "toys", "books"]
@@ -57,11 +58,11 @@ def statistics(orders, recency, spend) -> dict:
             "spend_percentiles": {"EUR": dict(zip(["50", "80", "95"], np.percentile(spend, [50, 80, 95]).tolist()))}}
 
 
-def profile(orders: int, recency: float, tenure: float, spend: float) -> dict:
-    return {"country": "DE", "consent": {"personalization": True}, "attributes": {},
-            "summary": {"purchase_count": int(orders), "spend": {"EUR": float(spend)},
-                        "last_purchase_at": (NOW - timedelta(days=float(recency))).isoformat(),
-                        "first_purchase_at": (NOW - timedelta(days=float(tenure))).isoformat()}}
+def profile(orders: int, recency: float, tenure: float, spend: float) -> User:
+    return User(user_id="u", country="DE", summary=PurchaseSummary(
+        purchase_count=int(orders), spend={"EUR": float(spend)},
+        last_purchase_at=(NOW - timedelta(days=float(recency))).isoformat(),
+        first_purchase_at=(NOW - timedelta(days=float(tenure))).isoformat()))
 
 
 def history(i: int, recency: float) -> list[HistoryEvent]:

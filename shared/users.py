@@ -92,3 +92,9 @@ def fold_purchases(summary: PurchaseSummary, events: Iterable[Event]) -> Purchas
     return PurchaseSummary(
         purchase_count=count, units=units, spend=spend, first_purchase_at=first, last_purchase_at=last
     )
+
+
+def may_personalize(user: User | None) -> bool:
+    """The one consent test. A customer known only by their events has not objected; a stored
+    objection is final (it survives erasure, in the suppression record)."""
+    return user is None or user.consent.personalization

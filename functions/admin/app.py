@@ -55,7 +55,7 @@ def start_training(request: TrainRequest | None = None) -> Response[Manifest]:
                                                    "message": "training runs in the background; see GET /models"})
     # The local stack has no train function: train here, and answer when it is done. Imported
     # here because on AWS this function only invokes the trainer and does not ship the ML stack.
-    from shared.segments.job import materialize_after_training
+    from shared.segments.service import materialize_after_training
     from shared.storage.training_data import load_training_data
     from shared.training.job import run_training
 

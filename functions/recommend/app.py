@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.api import create_app, resolve
 from shared.catalog import Item
 from shared.config import get_settings
-from shared.errors import NotFound
 from shared.events import Identifier
 from shared.http_params import PathId
 from shared.observability import logger, metrics, tracer
@@ -26,7 +25,6 @@ from shared.storage.catalog import CatalogStore, catalog_details, newest_in_cate
 from shared.storage.history import recent_history
 from shared.storage.models import ModelStore
 from shared.storage.users import UserStore
-from shared.users import User
 
 settings = get_settings()
 catalog = CatalogStore(settings.items_table)
@@ -48,16 +46,9 @@ class CatalogReader:
         return newest_in_category(settings.items_table, category, limit)
 
 
-def profile_or_none(user_id: str) -> User | None:
-    try:
-        return users.get(user_id)
-    except NotFound:
-        return None
-
-
 recommender = Recommender(Sources(
     model=active_model.get, catalog=CatalogReader(),
-    history=lambda user_id: recent_history(settings.events_table, user_id), profile=profile_or_none,
+    history=lambda user_id: recent_history(settings.events_table, user_id), profile=users.find,
     cached_popular=cached_popular.get,
 ))
 

@@ -13,22 +13,18 @@ from pydantic import BaseModel, Field
 
 from shared.api import create_app, json_response, resolve
 from shared.config import get_settings
-from shared.errors import NotFound
 from shared.events import format_timestamp
 from shared.http_params import PathId
 from shared.observability import logger, metrics, tracer
 from shared.segments.families import needs_consent
 from shared.segments.rules import MAX_CUSTOM_SEGMENTS, MAX_DEFINITION_BODY_BYTES, CustomSegment, CustomSegmentIn
 from shared.segments.statistics import ActiveStatistics
-from shared.segments.tags import may_personalize, segment_customer
-from shared.storage.catalog import catalog_details
-from shared.storage.history import recent_history
+from shared.segments.service import customer_segments
 from shared.storage.models import ModelStore
 from shared.storage.segments import SegmentStore
-from shared.storage.users import UserStore, withheld
+from shared.storage.users import withheld
 
 settings = get_settings()
-users = UserStore(settings.users_table)
 segment_store = SegmentStore(settings.segments_table)
 # The customer base's quantiles from statistics.json beside the active model, never the model
 # itself: this function ships no numpy (tests/unit/test_segments_imports.py).
@@ -57,21 +53,16 @@ class UserSegments(BaseModel):
     description="With the reason for each tag and the features behind them. An unknown customer has no tags.",
 )
 def user_segments(user_id: PathId) -> UserSegments:
-    try:
-        profile = users.get(user_id).model_dump(mode="json")
-    except NotFound:
-        profile = None
-    history = recent_history(settings.events_table, user_id) if may_personalize(profile) else []
-    if profile is None and not history:  # unknown customer: no tags, not an error
-        return UserSegments(user_id=user_id, personalized=True, statistics_version=None, tags=[], features={})
-    categories = {i: item.category for i, item in catalog_details(
-        settings.items_table, [e.item_id for e in history if e.event_type == "purchase"]).items()}
     stats = statistics.get()
-    personalized, features, tags = segment_customer(profile, history, categories, stats.values if stats else {},
-                                                    datetime.now(timezone.utc), segment_store.definitions())
-    shown = vars(features) if personalized else {k: getattr(features, k) for k in ("country", "region", "city", "attributes")}
-    return UserSegments(user_id=user_id, personalized=personalized, statistics_version=stats.version if stats else None,
-                        tags=[SegmentTag(**t.as_dict()) for t in tags], features=shown)
+    found = customer_segments(settings, user_id, stats.values if stats else {}, segment_store.definitions(),
+                              datetime.now(timezone.utc))
+    if found is None:  # unknown customer: no tags, not an error
+        return UserSegments(user_id=user_id, personalized=True, statistics_version=None, tags=[], features={})
+    features = vars(found.features)
+    shown = features if found.personalized else {k: features[k] for k in ("country", "region", "city", "attributes")}
+    return UserSegments(user_id=user_id, personalized=found.personalized,
+                        statistics_version=stats.version if stats else None,
+                        tags=[SegmentTag(**t.as_dict()) for t in found.tags], features=shown)
 
 
 class SegmentSummary(BaseModel):

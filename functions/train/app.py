@@ -13,7 +13,7 @@ from shared.storage.models import ModelStore
 from shared.storage.training_data import load_training_data
 from shared.training.config import TrainingConfig, training_config
 from shared.training.job import run_training
-from shared.segments.job import materialize_after_training
+from shared.segments.service import materialize_after_training
 
 settings = get_settings()
 models = ModelStore.from_settings(settings.model_bucket, settings.local_model_dir)

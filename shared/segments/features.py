@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.history import HistoryEvent
+from shared.users import PurchaseSummary, User
 
 DAY = 86_400.0
 
@@ -36,16 +37,16 @@ class CustomerFeatures:
         return self.spend.get(self.currency, 0.0) if self.currency else 0.0
 
 
-def customer_features(profile: dict[str, Any], history: list[HistoryEvent], categories: dict[str, str],
+def customer_features(user: User | None, history: list[HistoryEvent], categories: dict[str, str],
                       now: datetime) -> CustomerFeatures:
-    """`profile`: the stored user (country, attributes, summary fields); `categories`: item -> category."""
-    summary = profile.get("summary") or {}
-    spend = {currency: float(amount) for currency, amount in (summary.get("spend") or {}).items()}
+    """`user`: the stored customer (None when only events are known); `categories`: item -> category."""
+    summary = user.summary if user else PurchaseSummary()
+    spend = {currency: float(amount) for currency, amount in summary.spend.items()}
     currency = max(spend, key=spend.get) if spend else None
     now_s = now.timestamp()
     purchases = [e for e in history if e.event_type == "purchase"]
-    last = _seconds(summary.get("last_purchase_at"))
-    first = _seconds(summary.get("first_purchase_at"))
+    last = _seconds(summary.last_purchase_at)
+    first = _seconds(summary.first_purchase_at)
     recent, previous = 0.0, 0.0
     for event in purchases:
         if event.currency == currency and event.price is not None:
@@ -55,7 +56,7 @@ def customer_features(profile: dict[str, Any], history: list[HistoryEvent], cate
             previous += amount if 90 < age <= 180 else 0.0
     return CustomerFeatures(
         purchases=len(purchases),
-        orders_total=int(summary.get("purchase_count") or 0),
+        orders_total=summary.purchase_count,
         spend=spend, currency=currency,
         recency_days=(now_s - last) / DAY if last else None,
         tenure_days=(now_s - first) / DAY if first else None,
@@ -64,8 +65,8 @@ def customer_features(profile: dict[str, Any], history: list[HistoryEvent], cate
         discounted_purchases=sum(e.discount for e in purchases),
         channels=dict(Counter(e.channel for e in history if e.channel)),
         campaign_channels=dict(Counter(e.channel for e in history if e.campaign_id and e.channel)),
-        country=profile.get("country"), region=profile.get("region"), city=profile.get("city"),
-        attributes=profile.get("attributes") or {},
+        country=user.country if user else None, region=user.region if user else None,
+        city=user.city if user else None, attributes=user.attributes if user else {},
     )
 
 

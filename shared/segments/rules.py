@@ -173,7 +173,7 @@ class CustomSegmentIn(BaseModel):
             again = from_stored_text(stored_text(stored))
             if again != stored:
                 raise ValueError("it reads back different from what was written")
-            _matches(again.rule, customer_features({}, [], {}, now), [], {}, set(), now)
+            _matches(again.rule, customer_features(None, [], {}, now), [], {}, set(), now)
         except Exception as error:  # noqa: BLE001 - whatever it is, the definition is refused, not stored
             detail = error.errors()[0]["msg"] if isinstance(error, ValidationError) else str(error)
             raise ValidationError.from_exception_data("rule", [_error(

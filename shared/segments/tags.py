@@ -14,6 +14,7 @@ from typing import Any
 
 from shared.segments.features import CustomerFeatures, customer_features
 from shared.segments.rules import CustomSegment, matches
+from shared.users import User, may_personalize
 
 DEVICE_CHANNELS = ("web", "ios", "android", "store")
 CAMPAIGN_CHANNELS = ("email", "push")
@@ -174,21 +175,16 @@ def _declared(f: CustomerFeatures) -> list[Tag]:
     return tags
 
 
-def may_personalize(profile: dict[str, Any] | None) -> bool:
-    """A customer known only by their events has not objected; a stored objection is final."""
-    return profile is None or profile["consent"]["personalization"]
-
-
-def segment_customer(profile: dict[str, Any] | None, history: list, categories: dict[str, str],
+def segment_customer(user: User | None, history: list, categories: dict[str, str],
                      statistics: dict[str, Any], now: Any, custom: Sequence[CustomSegment] = ()
                      ) -> tuple[bool, CustomerFeatures, list[Tag]]:
     """The one entry point both paths use: a request for one customer and the nightly run for all.
 
-    `profile` is the stored user as JSON (None when only events are known); `history` must be
-    empty for a customer who objected, whose history is not to be read.
+    `user` is the stored customer (None when only events are known); `history` must be empty
+    for a customer who objected, whose history is not to be read.
     """
-    personalized = may_personalize(profile)
-    features = customer_features(profile or {}, history if personalized else [], categories, now)
+    personalized = may_personalize(user)
+    features = customer_features(user, history if personalized else [], categories, now)
     tags = segment(features, statistics, personalized)
     if personalized:  # custom rules read behaviour, so they follow consent like the built-in families
         known = {t.name for t in tags} | {t.segment_id for t in tags}

@@ -23,7 +23,7 @@ from shared.history import HistoryEvent
 from shared.serving.answers import Because, PopularItems, RankedItem, Ranking, Recommendation, Recommendations, Similar
 from shared.serving.filters import AnswerFilter
 from shared.serving.model import ServingModel
-from shared.users import User
+from shared.users import User, may_personalize
 
 NEW_ITEM_DAYS = 30
 NEW_ITEM_SLOTS = 2
@@ -64,7 +64,7 @@ class Recommender:
         model = self.sources.model()
         country = profile.country if profile else None
         asked = AnswerFilter.of(category, exclude)
-        if profile is not None and not profile.consent.personalization:
+        if not may_personalize(profile):
             return self._popular_answer(user_id, model, limit, asked, country, "no_consent")
         history = self.sources.history(user_id)
         shown = asked if include_purchased else asked.taking(e.item_id for e in history if e.event_type == "purchase")
@@ -108,7 +108,7 @@ class Recommender:
         now = now or datetime.now(timezone.utc)
         profile = self.sources.profile(user_id)
         model = self.sources.model()
-        personalized = model is not None and (profile is None or profile.consent.personalization)
+        personalized = model is not None and may_personalize(profile)
         scores: dict[str, float] = {}
         if personalized:
             scores = model.rank(model.user_row(self.sources.history(user_id), now.timestamp()), item_ids)

@@ -11,7 +11,7 @@ ModelStore.prune after each training run.
 
 statistics.json is a copy of what segmentation reads of the artifact, a few kilobytes, so the
 Segments function needs neither the artifact nor numpy. Versions published before it existed
-get it when they are activated (ModelStore.activate) or by the nightly run (shared/segments/job.py).
+get it when they are activated (ModelStore.activate) or by the nightly run (shared/segments/service.py).
 
 The artifact's codec imports numpy; it is imported only where an artifact is encoded or decoded,
 so the functions that read manifests, pointers and statistics do not ship it.

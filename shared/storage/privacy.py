@@ -28,6 +28,8 @@ from shared.events import format_timestamp
 from shared.segments.families import needs_consent
 from shared.storage import dynamo
 from shared.storage.scan import scan_by_key
+from shared.storage.users import user_from_row
+from shared.users import may_personalize
 
 # An export page holds at most this much JSON, far under Lambda's 6 MB response limit.
 EXPORT_PAGE_BYTES = 2_000_000
@@ -122,7 +124,7 @@ class PrivacyStore:
         for delay in dynamo.backoff_delays(5):
             row = dynamo.get_item(self.users_table, key, "read profile", consistent=True) or {}
             consent = row.get("consent")
-            objected = isinstance(consent, dict) and consent.get("personalization") is False
+            objected = bool(row) and not may_personalize(user_from_row(row))
             record = {**key, "erased_at": erasure.erased_at, "erasure_status": IN_PROGRESS}
             if objected:
                 record.update(consent=consent, consent_updated_at=row.get("consent_updated_at"))

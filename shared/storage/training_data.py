@@ -12,6 +12,7 @@ from shared.events import format_timestamp
 from shared.storage.scan import parallel_scan, scan_by_key
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
 from shared.storage.users import user_from_row
+from shared.users import may_personalize
 from shared.training.config import TrainingConfig
 from shared.training.customers import customer_statistics
 from shared.training.interactions import InteractionLog
@@ -25,7 +26,7 @@ def load_training_data(events_table: str, users_table: str, config: TrainingConf
     rows = scan_by_key(users_table, "user_id", lambda row: row, segments)
     profiles = {user: user_from_row(row) for user, row in rows.items()}
     # Objected, or being erased: an erasure that ran out of time has left events still to delete.
-    excluded = {user for user, profile in profiles.items() if not profile.consent.personalization}
+    excluded = {user for user, profile in profiles.items() if not may_personalize(profile)}
     excluded |= {user for user, row in rows.items() if row.get("erasure_status") == ERASURE_IN_PROGRESS}
     window_start = format_timestamp(now - timedelta(days=config.window_days))
     log = InteractionLog(limit=config.max_interactions)

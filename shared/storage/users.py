@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from shared.errors import NotFound
 from shared.events import format_timestamp
 from shared.storage import dynamo
-from shared.users import User, UserProfileIn
+from shared.users import User, UserProfileIn, may_personalize
 
 
 class UserStore:
@@ -42,11 +42,15 @@ class UserStore:
         return user_from_row(dynamo.deserialize(response["Attributes"]))
 
     def get(self, user_id: str) -> User:
+        user = self.find(user_id)
+        if user is None:
+            raise NotFound(f"user {user_id!r} is unknown", field="user_id")
+        return user
+
+    def find(self, user_id: str) -> User | None:
         # Strongly consistent: the consent in this row decides what the caller may be shown.
         row = dynamo.get_item(self.users_table, {"user_id": user_id}, "read user", consistent=True)
-        if row is None:
-            raise NotFound(f"user {user_id!r} is unknown", field="user_id")
-        return user_from_row(row)
+        return user_from_row(row) if row is not None else None
 
 
 def user_from_row(row: dict) -> User:
@@ -59,5 +63,4 @@ def withheld(users_table: str, user_ids: list[str], since: str, behavioural: boo
     rows = dynamo.batch_get(users_table, [{"user_id": user} for user in dict.fromkeys(user_ids)],
                             consistent=True, projection="user_id, consent, erased_at")
     return {row["user_id"] for row in rows
-            if row.get("erased_at", "") > since
-            or (behavioural and (row.get("consent") or {}).get("personalization") is False)}
+            if row.get("erased_at", "") > since or (behavioural and not may_personalize(user_from_row(row)))}

@@ -9,6 +9,7 @@ import pytest
 from shared.history import HistoryEvent
 from shared.segments.rules import CustomSegment, CustomSegmentIn
 from shared.segments.tags import segment_customer
+from shared.users import PurchaseSummary, User
 from tests.factories import ago, purchase
 
 NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -29,9 +30,9 @@ def bought(item, days_ago):
 
 
 def custom_names(country, history, *definitions):
-    profile = {"country": country, "consent": {"personalization": True}, "attributes": {},
-               "summary": {"purchase_count": len(history), "spend": {"EUR": 10.0 * len(history)},
-                           "last_purchase_at": NOW.isoformat(), "first_purchase_at": NOW.isoformat()}}
+    profile = User(user_id="u-1", country=country, summary=PurchaseSummary(
+        purchase_count=len(history), spend={"EUR": 10.0 * len(history)},
+        last_purchase_at=NOW.isoformat(), first_purchase_at=NOW.isoformat()))
     categories = {"k1": "kitchen", "k2": "kitchen", "g1": "garden"}
     _, _, tags = segment_customer(profile, history, categories, {}, NOW, definitions)
     return [t.name for t in tags if t.family == "custom"]

@@ -15,7 +15,7 @@ from devstack.template import PROJECT_ROOT
 
 # Modules that compose domain rules with storage: what a handler or a scheduled job calls.
 SERVICES = {
-    "shared.segments.job",
+    "shared.segments.service",
     "shared.segments.statistics",
     "shared.serving.active_model",
     "shared.training.job",

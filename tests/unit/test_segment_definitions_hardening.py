@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from shared.segments import rules
-from shared.segments.job import materialize_segments
+from shared.config import get_settings
+from shared.segments.service import materialize_segments
 from shared.storage import dynamo
 from shared.storage import segments as segment_storage
 from shared.storage.segments import CUSTOM_PARTITION, SegmentStore
@@ -153,8 +154,8 @@ def a_german_customer(api) -> None:
 
 
 def materialize(tables: dict[str, str]) -> dict[str, Any]:
-    return materialize_segments(tables["EventsTable"], tables["UsersTable"], tables["ItemsTable"],
-                                SegmentStore(tables["SegmentsTable"]), {}, datetime.now(timezone.utc), run="r1")
+    return materialize_segments(get_settings(), SegmentStore(tables["SegmentsTable"]), {}, datetime.now(timezone.utc),
+                                run="r1")
 
 
 def custom_tags(api) -> set[str]:

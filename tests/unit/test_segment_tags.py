@@ -9,6 +9,7 @@ import pytest
 from shared.history import HistoryEvent
 from shared.segments.features import customer_features
 from shared.segments.tags import RFM_GRID, predicted_value_90_days, score, segment
+from shared.users import PurchaseSummary, User
 
 NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
 STATS = {
@@ -25,10 +26,10 @@ def buy(item, days_ago, price=10.0, channel="web", campaign=None, discount=False
 
 
 def customer(orders, last_days, first_days, spend, history=(), categories=None, **profile):
-    summary = {"purchase_count": orders, "spend": {"EUR": spend},
-               "last_purchase_at": (NOW - timedelta(days=last_days)).isoformat(),
-               "first_purchase_at": (NOW - timedelta(days=first_days)).isoformat()}
-    return customer_features({"summary": summary, **profile}, list(history), categories or {}, NOW)
+    summary = PurchaseSummary(purchase_count=orders, spend={"EUR": spend},
+                              last_purchase_at=(NOW - timedelta(days=last_days)).isoformat(),
+                              first_purchase_at=(NOW - timedelta(days=first_days)).isoformat())
+    return customer_features(User(user_id="u-1", summary=summary, **profile), list(history), categories or {}, NOW)
 
 
 def names(tags, family):

@@ -1,0 +1,86 @@
+"""The segments service: a customer's tags on request, and every customer's in the nightly run.
+
+Both gather the same typed inputs (the stored customer, their recent history, the categories
+of what they bought) and hand them to the one function, `segment_customer`, so the members a
+nightly run writes are the tags a request would show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.config import Settings
+from shared.history import HistoryEvent
+from shared.observability import logger
+from shared.segments.features import CustomerFeatures
+from shared.segments.rules import CustomSegment
+from shared.segments.tags import Tag, segment_customer
+from shared.storage.catalog import catalog_details
+from shared.storage.history import all_histories, recent_history
+from shared.storage.scan import scan_by_key
+from shared.storage.segments import SegmentStore
+from shared.storage.users import UserStore, user_from_row
+from shared.users import User, may_personalize
+
+
+@dataclass(frozen=True)
+class CustomerSegments:
+    personalized: bool
+    features: CustomerFeatures
+    tags: list[Tag]
+
+
+def customer_segments(settings: Settings, user_id: str, statistics: dict[str, Any],
+                      definitions: Sequence[CustomSegment], now: datetime) -> CustomerSegments | None:
+    """The customer's tags computed now from their current data; None for a customer not known at all."""
+    user = UserStore(settings.users_table).find(user_id)
+    history = recent_history(settings.events_table, user_id) if may_personalize(user) else []
+    if user is None and not history:
+        return None
+    categories = {item_id: item.category for item_id, item in catalog_details(
+        settings.items_table, [e.item_id for e in history if e.event_type == "purchase"]).items()}
+    return _segments(user, history, categories, statistics, definitions, now)
+
+
+def _segments(user: User | None, history: list[HistoryEvent], categories: dict[str, str],
+              statistics: dict[str, Any], definitions: Sequence[CustomSegment], now: datetime) -> CustomerSegments:
+    personalized, features, tags = segment_customer(user, history, categories, statistics, now, definitions)
+    return CustomerSegments(personalized, features, tags)
+
+
+def materialize_segments(settings: Settings, store: SegmentStore, statistics: dict[str, Any], now: datetime,
+                         run: str) -> dict[str, Any]:
+    """Every customer's tags, written as the members of a new run."""
+    users = scan_by_key(settings.users_table, "user_id", user_from_row)
+    categories = scan_by_key(settings.items_table, "item_id", lambda row: row["category"],
+                             ProjectionExpression="item_id, category")
+    histories = all_histories(settings.events_table)
+    definitions = store.definitions()
+
+    def members() -> Iterator[tuple[str, str, str, str, str]]:
+        for user_id in users.keys() | histories.keys():
+            user = users.get(user_id)
+            history = histories.get(user_id, []) if may_personalize(user) else []
+            for tag in _segments(user, history, categories, statistics, definitions, now).tags:
+                yield tag.segment_id, tag.family, tag.name, user_id, tag.reason
+
+    index = store.write_run(run, now.isoformat(), members())
+    logger.info("segments materialized", extra={"run": run, "segments": len(index["segments"]),
+                                                "customers": len(users.keys() | histories.keys())})
+    return index
+
+
+def materialize_after_training(settings: Settings, models: Any, now: datetime) -> dict[str, Any]:
+    """With the statistics of whichever version is active after the run (none: no RFM or value tags).
+
+    They are read from statistics.json, as the Segments function reads them. A version active
+    since before that file existed gets it here (the train function ships numpy to read the
+    artifact), so the Segments function has the statistics again after the next nightly run.
+    """
+    pointer = models.active()
+    statistics = models.ensure_statistics(pointer.version) if pointer else {}
+    return materialize_segments(settings, SegmentStore(settings.segments_table), statistics, now,
+                                run=now.strftime("%Y%m%dT%H%M%S"))
