@@ -26,15 +26,12 @@ from shared.errors import StorageUnavailable
 from shared.events import Event, EventType, format_timestamp
 from shared.limits import MAX_TRANSACTION_BYTES, stored_size
 from shared.storage import dynamo
+from shared.storage.users import SummaryState, not_erased_since, read_summaries, summary_update
 from shared.users import PurchaseSummary, fold_purchases
 
 # DynamoDB allows 100 actions per transaction; one is kept for the summary update.
 EVENTS_PER_TRANSACTION = 99
 TRANSACTION_ATTEMPTS = 8
-# The user's row allows an event unless the user was erased after it (events stamped before an
-# erasure are refused); ``erased_at`` uses the events' fixed-width stamps, so strings compare as times.
-NOT_ERASED_SINCE = "attribute_not_exists(erased_at) OR erased_at <= :oldest"
-SUMMARY_FIELDS = ("purchase_count", "units", "spend", "first_purchase_at", "last_purchase_at")
 
 
 @dataclass
@@ -42,19 +39,6 @@ class WriteOutcome:
     stored: list[Event] = field(default_factory=list)
     duplicates: list[Event] = field(default_factory=list)
     erased: list[tuple[Event, str]] = field(default_factory=list)  # refused: from before this erasure
-
-
-@dataclass
-class _SummaryState:
-    summary: PurchaseSummary
-    version: int | None  # None: the user has no summary yet
-    erased_at: str | None = None  # the user's last erasure; older events are refused
-
-    def split_erased(self, pending: list[tuple[Event, Any]]) -> tuple[list[tuple[Event, Any]], list[Event]]:
-        if not self.erased_at:
-            return pending, []
-        kept = [(event, item) for event, item in pending if event.ts >= self.erased_at]
-        return kept, [event for event, _ in pending if event.ts < self.erased_at]
 
 
 def event_item(event: Event, ingested_at: str) -> dict[str, Any]:
@@ -87,7 +71,7 @@ class EventStore:
             return outcome
 
         buying = [user for user, evs in by_user.items() if _has_purchase(evs)]
-        summaries = self._read_summaries(buying)
+        summaries = read_summaries(self.users_table, buying)
         ingested_at = format_timestamp(datetime.now(timezone.utc))
 
         failures = 0
@@ -115,7 +99,7 @@ class EventStore:
         return outcome
 
     def _write_user(
-        self, user_id: str, events: list[Event], state: _SummaryState | None, ingested_at: str
+        self, user_id: str, events: list[Event], state: SummaryState | None, ingested_at: str
     ) -> tuple[list[Event], list[Event], list[tuple[Event, str]]]:
         stored: list[Event] = []
         duplicates: list[Event] = []
@@ -129,8 +113,8 @@ class EventStore:
         return stored, duplicates, erased
 
     def _write_chunk(
-        self, user_id: str, items: list[tuple[Event, dict[str, Any]]], state: _SummaryState | None
-    ) -> tuple[list[Event], list[Event], list[Event], _SummaryState | None]:
+        self, user_id: str, items: list[tuple[Event, dict[str, Any]]], state: SummaryState | None
+    ) -> tuple[list[Event], list[Event], list[Event], SummaryState | None]:
         pending = [(event, dynamo.serialize(item)) for event, item in items]
         duplicates: list[Event] = []
         erased: list[Event] = []
@@ -153,15 +137,15 @@ class EventStore:
             new_state = state
             oldest = min(event.ts for event, _ in pending)
             if _has_purchase(event for event, _ in pending):
-                state = state or _SummaryState(PurchaseSummary(), None)
-                new_state = _SummaryState(
+                state = state or SummaryState(PurchaseSummary(), None)
+                new_state = SummaryState(
                     fold_purchases(state.summary, (event for event, _ in pending)),
                     (state.version or 0) + 1,
                     state.erased_at,
                 )
-                actions.append(self._summary_update(user_id, state.version, new_state, oldest))
+                actions.append(summary_update(self.users_table, user_id, state.version, new_state, oldest))
             else:
-                actions.append(self._not_erased_since(user_id, oldest))
+                actions.append(not_erased_since(self.users_table, user_id, oldest))
             try:
                 with dynamo.aws_faults("store events"):
                     dynamo.client().transact_write_items(TransactItems=actions)
@@ -176,62 +160,10 @@ class EventStore:
             duplicates += [event for i, (event, _) in enumerate(pending) if i in known]
             pending = [entry for i, entry in enumerate(pending) if i not in known]
             if user_reason == ["ConditionalCheckFailed"]:  # another request updated it, or an erasure
-                state = self._read_summaries([user_id]).get(user_id) or _SummaryState(PurchaseSummary(), None)
+                state = read_summaries(self.users_table, [user_id]).get(user_id) or SummaryState(PurchaseSummary(), None)
             elif not known:
                 time.sleep(delay)  # a conflicting transaction or throttling: back off
         raise StorageUnavailable("store events: DynamoDB transactions kept being cancelled")
-
-    def _not_erased_since(self, user_id: str, oldest: str) -> dict[str, Any]:
-        return {
-            "ConditionCheck": {
-                "TableName": self.users_table,
-                "Key": dynamo.serialize({"user_id": user_id}),
-                "ConditionExpression": NOT_ERASED_SINCE,
-                "ExpressionAttributeValues": dynamo.serialize({":oldest": oldest}),
-            }
-        }
-
-    def _summary_update(
-        self, user_id: str, expected_version: int | None, state: _SummaryState, oldest: str
-    ) -> dict[str, Any]:
-        values = {
-            ":version": state.version,
-            ":oldest": oldest,
-            **{f":{name}": getattr(state.summary, name) for name in SUMMARY_FIELDS},
-        }
-        if expected_version is None:
-            condition = f"attribute_not_exists(summary_version) AND ({NOT_ERASED_SINCE})"
-        else:
-            condition = f"summary_version = :expected AND ({NOT_ERASED_SINCE})"
-            values[":expected"] = expected_version
-        assignments = ", ".join(f"{name} = :{name}" for name in SUMMARY_FIELDS)
-        return {
-            "Update": {
-                "TableName": self.users_table,
-                "Key": dynamo.serialize({"user_id": user_id}),
-                "UpdateExpression": f"SET {assignments}, summary_version = :version",
-                "ConditionExpression": condition,
-                "ExpressionAttributeValues": dynamo.serialize(values),
-            }
-        }
-
-    def _read_summaries(self, user_ids: list[str]) -> dict[str, _SummaryState]:
-        if not user_ids:
-            return {}
-        rows = dynamo.batch_get(
-            self.users_table,
-            [{"user_id": user} for user in user_ids],
-            consistent=True,
-            projection=", ".join(("user_id", "summary_version", "erased_at", *SUMMARY_FIELDS)),
-        )
-        return {
-            row["user_id"]: _SummaryState(
-                PurchaseSummary.model_validate(row), row.get("summary_version"), row.get("erased_at")
-            )
-            for row in rows
-            if "summary_version" in row or "erased_at" in row
-        }
-
 
 def _has_purchase(events: Any) -> bool:
     return any(event.event_type is EventType.PURCHASE for event in events)

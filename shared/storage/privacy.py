@@ -14,22 +14,17 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from shared.errors import DomainError, StorageUnavailable
+from shared.errors import DomainError
 from shared.events import format_timestamp
 from shared.segments.families import needs_consent
 from shared.storage import dynamo
-from shared.storage.scan import scan_by_key
-from shared.storage.users import user_from_row
-from shared.users import may_personalize
+from shared.storage.users import UserStore
 
 # An export page holds at most this much JSON, far under Lambda's 6 MB response limit.
 EXPORT_PAGE_BYTES = 2_000_000
@@ -52,47 +47,38 @@ class Erasure:
 class PrivacyStore:
     def __init__(self, events_table: str, users_table: str, segments_table: str) -> None:
         self.events_table = events_table
-        self.users_table = users_table
+        self.users = UserStore(users_table)
         self.segments_table = segments_table
 
     def set_consent(self, user_id: str, personalization: bool) -> dict[str, Any]:
-        with dynamo.aws_faults("record consent"):
-            response = dynamo.client().update_item(
-                TableName=self.users_table, Key=dynamo.serialize({"user_id": user_id}),
-                UpdateExpression="SET consent = :consent, consent_updated_at = :at",
-                ExpressionAttributeValues=dynamo.serialize({
-                    ":consent": {"personalization": personalization},
-                    ":at": format_timestamp(datetime.now(timezone.utc))}),
-                ReturnValues="ALL_NEW")
+        row = self.users.set_consent(user_id, personalization)
         if not personalization:
             self._delete_memberships(user_id, needs_consent)
-        return dynamo.deserialize(response["Attributes"])
+        return row
 
     def export(self, user_id: str, cursor: str | None = None) -> dict[str, Any]:
         """The profile, segment memberships and a page of events (next_cursor for the rest)."""
         events, next_cursor = self._events_page(user_id, _decode_cursor(cursor) if cursor else None)
         return {"user_id": user_id,
-                "profile": dynamo.get_item(self.users_table, {"user_id": user_id}, "read profile", consistent=True),
+                "profile": self.users.row(user_id),
                 "segment_memberships": [dynamo.deserialize(row) for row in self._memberships(user_id)],
                 "events": events, "next_cursor": next_cursor}
 
     def erase(self, user_id: str, seconds_left: Callable[[], float]) -> Erasure:
         """Suppress, then delete while `seconds_left()` is positive. Calling again erases again."""
         erasure = Erasure(user_id, format_timestamp(datetime.now(timezone.utc)))
-        erasure.objection_kept = self._suppress(erasure)
+        erasure.objection_kept = self.users.suppress(user_id, erasure.erased_at, IN_PROGRESS)
         erasure.erased["segment_memberships"] = self._delete_memberships(user_id, lambda _: True)
         return self._delete_events(erasure, seconds_left)
 
     def pending_erasures(self) -> list[str]:
         """Customers whose erasure ran out of time (a filtered Scan: the sweep, never a request)."""
-        return sorted(scan_by_key(self.users_table, "user_id", lambda row: row["user_id"],
-                                  FilterExpression="erasure_status = :pending", ProjectionExpression="user_id",
-                                  ExpressionAttributeValues={":pending": {"S": IN_PROGRESS}}))
+        return self.users.with_erasure_status(IN_PROGRESS)
 
     def finish(self, user_id: str, seconds_left: Callable[[], float]) -> Erasure | None:
         """Go on with an erasure that ran out of time, as of its own time: events the customer
         sent after it are theirs again and stay. None when there is none to finish."""
-        row = dynamo.get_item(self.users_table, {"user_id": user_id}, "read profile", consistent=True) or {}
+        row = self.users.row(user_id) or {}
         if row.get("erasure_status") != IN_PROGRESS:
             return None
         erasure = Erasure(user_id, row["erased_at"], objection_kept="consent" in row)
@@ -108,41 +94,9 @@ class PrivacyStore:
             if start is None:
                 erasure.status = COMPLETE
                 break
-        with dynamo.aws_faults("record the erasure"):
-            dynamo.client().update_item(
-                TableName=self.users_table, Key=dynamo.serialize({"user_id": erasure.user_id}),
-                UpdateExpression="SET erasure_status = :status",
-                ExpressionAttributeValues=dynamo.serialize({":status": erasure.status}))
+        self.users.set_erasure_status(erasure.user_id, erasure.status)
         return erasure
 
-    def _suppress(self, erasure: Erasure) -> bool:
-        """Replace the customer's row by the suppression record; True when it keeps an objection.
-
-        The put is conditional on the consent read just before, so an objection recorded in
-        between is never lost: the read and the put are tried again."""
-        key = {"user_id": erasure.user_id}
-        for delay in dynamo.backoff_delays(5):
-            row = dynamo.get_item(self.users_table, key, "read profile", consistent=True) or {}
-            consent = row.get("consent")
-            objected = bool(row) and not may_personalize(user_from_row(row))
-            record = {**key, "erased_at": erasure.erased_at, "erasure_status": IN_PROGRESS}
-            if objected:
-                record.update(consent=consent, consent_updated_at=row.get("consent_updated_at"))
-            condition, values = ("attribute_not_exists(consent)", {}) if consent is None else \
-                ("consent = :consent", {":consent": consent})
-            request: dict[str, Any] = {"TableName": self.users_table, "Item": dynamo.serialize(record),
-                                       "ConditionExpression": condition}
-            if values:
-                request["ExpressionAttributeValues"] = dynamo.serialize(values)
-            try:
-                with dynamo.aws_faults("record the erasure"):
-                    dynamo.client().put_item(**request)
-                return objected
-            except ClientError as error:
-                if dynamo.error_code(error) != "ConditionalCheckFailedException":
-                    raise
-            time.sleep(delay)
-        raise StorageUnavailable("erase: the customer's consent kept changing; try again")
 
     def _event_keys(self, erasure: Erasure, start: dict[str, Any] | None
                     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
