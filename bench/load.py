@@ -53,7 +53,7 @@ def run(state: stack.StackState, state_dir: Path, clients: int, seconds: float) 
     shop = generate_shop(seed=9, n_users=400, n_items=150)
     api.put_items(shop.items)
     api.send_events(shop.events)
-    api.request("POST", "/models/train", {"config": {"min_gain_over_popularity": 0}})
+    api.train_and_wait({"min_gain_over_popularity": 0})
     users = [u["user_id"] for u in shop.users]
     customers = {user: api.as_customer(user) for user in users}  # each signed in with a token
     items = [i["item_id"] for i in shop.items]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
@@ -25,8 +26,14 @@ from devstack.local_auth import LocalAuth
 # (method, url, headers, body) -> the headers to send: how a client proves who it is.
 Credentials = Callable[[str, str, dict[str, str], bytes], dict[str, str]]
 
+# (method, path, body) -> (status, body): any way of calling the service, over HTTP or in-process.
+Request = Callable[[str, str, Any], tuple[int, Any]]
+
 EVENT_BATCH = 1000
 ITEM_BATCH = 500
+# A run still "training" after this is listed as abandoned (shared/storage/models.py).
+TRAINING_TIMEOUT_SECONDS = 16 * 60
+MODELS_LISTED = "/models?limit=100"
 
 
 @dataclass
@@ -52,6 +59,53 @@ class ApiError(RuntimeError):
     def __init__(self, response: ApiResponse, what: str) -> None:
         super().__init__(f"{what}: HTTP {response.status}: {json.dumps(response.body)[:500]}")
         self.response = response
+
+
+def train_and_wait(request: Request, config: dict[str, Any] | None = None,
+                   timeout: float = TRAINING_TIMEOUT_SECONDS, every: float = 1.0,
+                   still_running: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """POST /models/train, then poll until the run it started has finished: its manifest.
+
+    The start answers before the run has a version (on AWS the train function makes it), so the
+    run is the version GET /models did not list before. Its manifest has its outcome before the
+    run ends: the run then activates an accepted model and materializes the customer segments.
+    A client over HTTP sees the end in GET /segments (materialized at the run's start time or
+    later); one that can see the run itself (still_running, an in-process gateway) waits for it
+    to end, and learns at once of a run that died without an outcome.
+    """
+    status, before = request("GET", MODELS_LISTED, None)
+    if status != 200:
+        raise ApiError(ApiResponse(status, before, {}), "GET /models")
+    known = {version["version"] for version in before["versions"]}
+    status, started = request("POST", "/models/train", None if config is None else {"config": config})
+    if status != 202:
+        raise ApiError(ApiResponse(status, started, {}), "POST /models/train")
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = still_running() if still_running else None  # asked first: the run may end meanwhile
+        status, listing = request("GET", MODELS_LISTED, None)
+        if status != 200:
+            raise ApiError(ApiResponse(status, listing, {}), "GET /models")
+        run = next((v for v in listing["versions"] if v["version"] not in known), None)
+        if run is not None and run["status"] != "training":
+            if alive is False:
+                return run
+            if alive is None and _segments_materialized_since(request, run["started_at"]):
+                listing = request("GET", MODELS_LISTED, None)[1]  # read again: now it is active if accepted
+                return next(v for v in listing["versions"] if v["version"] == run["version"])
+        if alive is False:
+            raise RuntimeError(f"the training run ended without an outcome: {run or 'it has no version'}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"training did not finish within {timeout:.0f} s: {run or 'the run has no version yet'}")
+        time.sleep(every)
+
+
+def _segments_materialized_since(request: Request, started_at: str) -> bool:
+    status, listing = request("GET", "/segments", None)
+    if status != 200:
+        raise ApiError(ApiResponse(status, listing, {}), "GET /segments")
+    at = listing.get("materialized_at")
+    return at is not None and datetime.fromisoformat(at) >= datetime.fromisoformat(started_at)
 
 
 def signed_as_backend(auth: LocalAuth) -> Credentials:
@@ -117,6 +171,14 @@ class ApiClient:
                 return _response(response.status, response.read(), response.headers)
         except urllib.error.HTTPError as error:
             return _response(error.code, error.read(), error.headers)
+
+    def train_and_wait(self, config: dict[str, Any] | None = None, **options: Any) -> dict[str, Any]:
+        """A training run, started and followed to its outcome: its manifest (train_and_wait)."""
+        def request(method: str, path: str, body: Any) -> tuple[int, Any]:
+            response = self.request(method, path, body)
+            return response.status, response.body
+
+        return train_and_wait(request, config, **options)
 
     def call_retrying(self, method: str, path: str, body: Any = None) -> ApiResponse:
         """The request, sent again after Retry-After while the service answers 503."""

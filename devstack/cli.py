@@ -151,11 +151,9 @@ def show_customer(api: ApiClient, shop: Any) -> None:
 
 
 def show_training(api: ApiClient) -> None:
-    print("\ntraining a model on the stored history (POST /models/train) ...", flush=True)
-    response = wait_with_progress("training", lambda: api.request("POST", "/models/train"))
-    if response.status not in (200, 201, 202):
-        raise ApiError(response, "POST /models/train")
-    manifest = response.body
+    print("\ntraining a model on the stored history (POST /models/train, then GET /models until it is done) ...",
+          flush=True)
+    manifest = wait_with_progress("training", api.train_and_wait)
     print(f"  version {manifest['version']}: {manifest['status']} ({manifest['reason']})")
     for name, metrics in manifest.get("metrics", {}).items():
         print(f"  {name:>10}: NDCG@10 {metrics['ndcg']:.3f}, precision@10 {metrics['precision']:.3f}, "

@@ -12,6 +12,10 @@ endpoints exist only here, for the demo pages: POST /dev/token ("sign in as" a c
 only with the stack's secret (the x-devstack-secret header, or the cookie the demo pages come
 with), never to another origin's page.
 
+There is no train function to invoke: the admin function is given a trainer that runs
+TrainFunction's handler in a background thread (devstack.local_trainer), so training answers
+at once and goes on as it does on AWS.
+
 Paths are decoded as API Gateway decodes them: the route is matched on the path as sent, where a
 parameter is one encoded segment, and the function gets pathParameters and rawPath decoded.
 """
@@ -42,7 +46,8 @@ from devstack.docs_site import docs_response
 from devstack.http_response import HttpResponse
 from devstack.web_site import PAGES, web_response
 from devstack.local_auth import LocalAuth, Rejected, host_url, trusted_context
-from devstack.template import Route, http_routes, resources
+from devstack.local_trainer import LocalTrainer
+from devstack.template import PROJECT_ROOT, Route, http_routes, resources
 from shared.config import Settings
 
 DEV_PREFIX = "/dev/"
@@ -174,6 +179,7 @@ class Gateway:
         self._handlers: dict[str, Callable[[dict, Any], Any]] = {}
         self._locks = {name: threading.Lock() for name in self.functions}
         self._load_lock = threading.Lock()
+        self.trainer = self._local_trainer(template)
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         """The route for a path as sent (percent-encoded), and its parameters decoded."""
@@ -186,8 +192,29 @@ class Gateway:
     def handler(self, route: Route) -> Callable[[dict, Any], Any]:
         with self._load_lock:
             if route.function not in self._handlers:
-                self._handlers[route.function] = load_handler(route)
+                handler = load_handler(route)
+                self._compose(sys.modules[handler.__module__])
+                self._handlers[route.function] = handler
             return self._handlers[route.function]
+
+    def _compose(self, module: ModuleType) -> None:
+        """What differs locally is injected into a function here; its code never asks where it runs."""
+        if hasattr(module, "trainer"):  # the admin function: its AWS trainer invokes a Lambda
+            module.trainer = self.trainer
+
+    def _local_trainer(self, template: dict[str, Any]) -> LocalTrainer:
+        """The function the admin function starts (its TRAIN_FUNCTION_NAME), run in-process."""
+        starts = [variables["TRAIN_FUNCTION_NAME"]["Ref"] for variables in
+                  ((props.get("Environment") or {}).get("Variables", {}) for props in self.functions.values())
+                  if isinstance(variables.get("TRAIN_FUNCTION_NAME"), dict)]
+        if len(set(starts)) != 1:
+            raise ValueError(f"template.yaml: expected one function named by TRAIN_FUNCTION_NAME, found {starts}")
+        name = starts[0]
+        props = self.functions[name]
+        timeout = props.get("Timeout") or template.get("Globals", {}).get("Function", {}).get("Timeout", 3)
+        route = Route("", "", name, PROJECT_ROOT / props["CodeUri"], props["Handler"], re.compile(""))
+        return LocalTrainer(name, lambda: load_handler(route),
+                            lambda: LambdaContext(function_name=name, timeout_ms=int(timeout) * 1000))
 
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes,
                source_ip: str = "127.0.0.1") -> HttpResponse:

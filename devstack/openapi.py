@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from pydantic import BaseModel, Field
@@ -131,13 +131,6 @@ class GatewayError(BaseModel):
     message: str
 
 
-class TrainingStarted(BaseModel):
-    """POST /models/train on AWS: the train function runs in the background."""
-
-    status: Literal["started"]
-    message: str
-
-
 def _json(description: str, *schemas: str, **extra: Any) -> dict[str, Any]:
     refs = [{"$ref": SCHEMAS + name} for name in schemas]
     schema = refs[0] if len(refs) == 1 else {"anyOf": refs}
@@ -193,8 +186,7 @@ OUTCOMES: dict[str, Outcomes] = {
     "GET /segments/{segment_id}/members": Outcomes(errors=(400, 404)),
     "GET /users/{user_id}/export": Outcomes(errors=(400,)),
     "DELETE /users/{user_id}": Outcomes(success=(200, 202)),
-    "POST /models/train": Outcomes(success=(201,), responses={
-        202: _json("Training started in the background (on AWS); see GET /models", "TrainingStarted")}),
+    "POST /models/train": Outcomes(success=(202,), errors=(409,)),
     "POST /models/{version}/activate": Outcomes(errors=(404, 409)),
 }
 
@@ -395,7 +387,7 @@ def build_document() -> dict[str, Any]:
     documents = function_documents(routes, version)
 
     schemas = Schemas()
-    schemas.add_models(Error, GatewayError, TrainingStarted)
+    schemas.add_models(Error, GatewayError)
     operations: dict[str, dict[str, Any]] = {}
     served: dict[str, set[str]] = {}
     for function, document in documents.items():

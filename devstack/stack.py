@@ -84,8 +84,9 @@ def alive(pid: int) -> bool:
 def local_environment(template: dict[str, Any], endpoint: str, tables: dict[str, str],
                       state_dir: Path) -> dict[str, str]:
     """What every function sees locally: the template's variables with local names."""
-    # No TrainFunction locally: the admin function trains in-process when its name is empty.
-    refs = {**tables, "ModelBucket": f"{TABLE_PREFIX}-models", "TrainFunction": ""}
+    # The train function is never invoked by name locally: the gateway gives the admin function
+    # a trainer that runs its handler in a thread (devstack/local_trainer.py).
+    refs = {**tables, "ModelBucket": f"{TABLE_PREFIX}-models", "TrainFunction": f"{TABLE_PREFIX}-TrainFunction"}
     environment: dict[str, str] = {}
     for function in resources(template, "AWS::Serverless::Function"):
         for name, value in function_environment(template, function, refs, {}).items():

@@ -22,7 +22,7 @@ class Settings(BaseModel):
 
     # Where model versions live: the bucket on AWS, a folder on the local stack.
     local_model_dir: str | None = Field(alias="LOCAL_MODEL_DIR", default=None)
-    # The function that trains; empty: POST /models/train trains in-process (local stack).
+    # The function POST /models/train starts, asynchronously (the local stack runs it in a thread).
     train_function_name: str = Field(alias="TRAIN_FUNCTION_NAME", default="")
 
     # Retention after each training run: a version is deleted once it is outside the newest

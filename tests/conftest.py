@@ -3,9 +3,11 @@ on DynamoDB Local, and the local gateway that calls the functions as API Gateway
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +26,10 @@ os.environ.update({
     "POWERTOOLS_SERVICE_NAME": "shop-recs-tests",
     "POWERTOOLS_METRICS_NAMESPACE": "ShopRecsTests",
     "OPENBLAS_NUM_THREADS": "1",
+    "TRAIN_FUNCTION_NAME": "shop-recs-test-train",  # moto_tables creates it, as the stack does
 })
 
-from devstack.api_client import Credentials, bearer, signed_as_backend  # noqa: E402
+from devstack.api_client import Credentials, bearer, signed_as_backend, train_and_wait  # noqa: E402
 from devstack.dynamodb_local import DynamoDBLocal, create_tables, delete_tables  # noqa: E402
 from devstack.gateway import Gateway, HttpResponse  # noqa: E402
 from devstack.local_auth import LocalAuth  # noqa: E402
@@ -77,6 +80,11 @@ class Api:
         response = self.call(method, path, body, **kwargs)
         return response.status, json.loads(response.body) if response.body else None
 
+    def train_and_wait(self, config: dict[str, Any] | None = None, timeout: float = 300) -> dict[str, Any]:
+        """POST /models/train, followed through GET /models to the run's manifest."""
+        return train_and_wait(self.json, config, timeout, every=0.05,
+                              still_running=lambda: self.gateway.trainer.running)
+
 
 def use_tables(monkeypatch: pytest.MonkeyPatch, names: dict[str, str]) -> None:
     """Point the functions at these tables, as template.yaml's environment does on AWS."""
@@ -96,18 +104,31 @@ def moto_tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     # moto rolls a failed transaction back by restoring a snapshot of every table, which undoes
     # transactions that committed meanwhile on other threads; concurrency is tested on DynamoDB Local.
     monkeypatch.setenv("INGEST_CONCURRENCY", "1")
-    with mock_aws():
+    with mock_aws(config={"lambda": {"use_docker": False}}):
         client = dynamo.boto3.client("dynamodb")
         names = {}
         for logical_id, spec in table_definitions(TEMPLATE, "test").items():
             client.create_table(**spec)
             names[logical_id] = spec["TableName"]
         dynamo.boto3.client("s3").create_bucket(Bucket=MODEL_BUCKET)
+        create_train_function()
         monkeypatch.delenv("LOCAL_MODEL_DIR", raising=False)
         use_tables(monkeypatch, names)
         yield names
         dynamo.client.cache_clear()
     get_settings.cache_clear()
+
+
+def create_train_function() -> None:
+    """The function the admin function invokes on AWS (a stub: moto runs no code without Docker)."""
+    role = dynamo.boto3.client("iam").create_role(
+        RoleName="train", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}))
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as archive:
+        archive.writestr("app.py", "def lambda_handler(event, context):\n    return event\n")
+    dynamo.boto3.client("lambda").create_function(
+        FunctionName=os.environ["TRAIN_FUNCTION_NAME"], Runtime="python3.12", Role=role["Role"]["Arn"],
+        Handler="app.lambda_handler", Code={"ZipFile": code.getvalue()})
 
 
 @pytest.fixture(scope="session")
@@ -131,12 +152,16 @@ def local_tables(dynamodb_local: str, monkeypatch: pytest.MonkeyPatch, tmp_path)
 
 
 @pytest.fixture
-def api(moto_tables: dict[str, str]) -> Api:
+def api(moto_tables: dict[str, str]) -> Iterator[Api]:
     """The functions on moto: fast, for behaviour that does not depend on DynamoDB's details."""
-    return Api(local_gateway(["http://localhost:3000"]))
+    api = Api(local_gateway(["http://localhost:3000"]))
+    yield api
+    api.gateway.trainer.wait(60)  # a run started in the background never outlives its tables
 
 
 @pytest.fixture
-def local_api(local_tables: dict[str, str]) -> Api:
+def local_api(local_tables: dict[str, str]) -> Iterator[Api]:
     """The functions on DynamoDB Local: transactions and conditions as AWS evaluates them."""
-    return Api(local_gateway(["http://localhost:3000"]))
+    api = Api(local_gateway(["http://localhost:3000"]))
+    yield api
+    api.gateway.trainer.wait(60)

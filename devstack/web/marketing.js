@@ -82,6 +82,8 @@ async function showMembers(segment, cursor = null) {
   $("next-page").hidden = !page.next_cursor;
 }
 
+let modelsRefresh = null;
+
 async function showModels() {
   models = await trusted("GET", "/models");
   $("models").tBodies[0].replaceChildren(...models.versions.map((v) => {
@@ -94,6 +96,9 @@ async function showModels() {
       el("td", { class: "muted" }, v.reason));
   }));
   drawChart();
+  // POST /models/train answers at once and the run goes on: follow it here until it has an outcome.
+  clearTimeout(modelsRefresh);
+  if (models.versions.some((v) => v.status === "training")) modelsRefresh = setTimeout(showModels, 5000);
 }
 
 const when = (iso) => `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC`;

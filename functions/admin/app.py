@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from functools import lru_cache
 from http import HTTPStatus
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import boto3
 from aws_lambda_powertools.event_handler import Response
@@ -15,13 +15,37 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.api import create_app, json_response, resolve
 from shared.config import get_settings
+from shared.errors import Conflict
 from shared.observability import logger, metrics, tracer
 from shared.storage.dynamo import CLIENT_CONFIG
 from shared.storage.models import Manifest, ModelStore
 from shared.training.config import TrainingConfig, training_config
 
+
+@lru_cache(maxsize=1)
+def lambda_client() -> Any:
+    """Created on first use (moto starts first in tests) and reused while the Lambda is warm."""
+    return boto3.client("lambda", config=CLIENT_CONFIG)
+
+
+class LambdaTrainer:
+    """Starts the train function asynchronously: Lambda queues the event and answers at once.
+
+    The local stack has no train function: its gateway replaces `trainer` below with one that
+    runs the same handler in a thread (devstack/local_trainer.py).
+    """
+
+    def __init__(self, function_name: str) -> None:
+        self.function_name = function_name
+
+    def start(self, overrides: dict[str, Any]) -> None:
+        lambda_client().invoke(FunctionName=self.function_name, InvocationType="Event",
+                               Payload=json.dumps({"config": overrides}).encode())
+
+
 settings = get_settings()
 models = ModelStore.from_settings(settings.model_bucket, settings.local_model_dir)
+trainer = LambdaTrainer(settings.train_function_name)
 app = create_app()
 
 Version = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
@@ -34,6 +58,13 @@ class TrainRequest(BaseModel):
         default=None, description="Parameters for this run only; unset ones keep their defaults")
 
 
+class TrainingStarted(BaseModel):
+    """The run goes on in the background: GET /models lists it, "training" and then its outcome."""
+
+    status: Literal["started"]
+    message: str
+
+
 class ModelList(BaseModel):
     active: str | None
     versions: list[Manifest]
@@ -41,32 +72,20 @@ class ModelList(BaseModel):
 
 @app.post(
     "/models/train", tags=["models"], summary="Train a new model version",
-    description="On AWS, starts the train function and answers 202 at once (follow it with GET /models); "
-                "on the local stack, trains in-process and answers 201 with the new version's manifest.",
+    description="Starts a run in the background and answers 202 at once: GET /models lists it as "
+                "\"training\", then with its outcome. 409 while another run is in progress.",
 )
-def start_training(request: TrainRequest | None = None) -> Response[Manifest]:
+def start_training(request: TrainRequest | None = None) -> Response[TrainingStarted]:
     overrides = request.config.model_dump(exclude_unset=True) if request and request.config else {}
-    config = training_config(overrides)
-    if settings.train_function_name:
-        boto3.client("lambda", config=CLIENT_CONFIG).invoke(
-            FunctionName=settings.train_function_name, InvocationType="Event",
-            Payload=json.dumps({"config": overrides}).encode())
-        return json_response(HTTPStatus.ACCEPTED, {"status": "started",
-                                                   "message": "training runs in the background; see GET /models"})
-    # The local stack has no train function: train here, and answer when it is done. Imported
-    # here because on AWS this function only invokes the trainer and does not ship the ML stack.
-    from shared.segments.service import materialize_after_training
-    from shared.storage.training_data import load_training_data
-    from shared.training.job import run_training
-
-    now = datetime.now(timezone.utc)
-    manifest = run_training(
-        lambda cfg, at: load_training_data(settings.events_table, settings.users_table, cfg, at),
-        models, config, now)
-    materialize_after_training(settings, models, now)
-    pruned = models.prune(settings.model_versions_kept, settings.model_max_age_days, now)
-    logger.info("old model versions pruned", extra={"versions": pruned})
-    return json_response(HTTPStatus.CREATED, manifest.model_dump(mode="json"))
+    training_config(overrides)  # with TRAINING_CONFIG's settings: a bad mix is a 422 now, not a failed run later
+    running = next((m for m in models.manifests() if m.status == "training"), None)
+    if running is not None:
+        raise Conflict(f"training run {running.version} is in progress (started {running.started_at:%Y-%m-%d %H:%M:%S} "
+                       "UTC); follow it with GET /models and start another when it has finished")
+    trainer.start(overrides)
+    logger.info("training started", extra={"overrides": overrides})
+    return json_response(HTTPStatus.ACCEPTED, TrainingStarted(
+        status="started", message="training runs in the background; follow it with GET /models").model_dump())
 
 
 @app.get("/models", tags=["models"], summary="List model versions, newest first, and the active one")

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from devstack import stack
-from devstack.api_client import ApiClient, ApiError
+from devstack.api_client import ApiClient
 from devstack.demo_data import generate_shop
 from devstack.dynamodb_local import free_port
 
@@ -37,9 +37,7 @@ def shop_stack(tmp_path_factory):
         assert not api.put_items(shop.items).rejected
         api.put_users(shop.users)
         assert not api.send_events(shop.events).rejected
-        trained = api.request("POST", "/models/train")
-        if trained.status != 201:
-            raise ApiError(trained, "POST /models/train")
+        api.train_and_wait(timeout=300)
         yield state.url, api
     finally:
         stack.down(state_dir)

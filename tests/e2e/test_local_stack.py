@@ -186,7 +186,7 @@ def test_a_corrupted_model_or_an_unreachable_model_folder_never_stops_recommenda
         shop = generate_shop(seed=3, n_users=120, n_items=40)
         backend.put_items(shop.items)
         backend.send_events(shop.events)
-        train = lambda: backend.request("POST", "/models/train", {"config": {"min_gain_over_popularity": 0}}).body
+        train = lambda: backend.train_and_wait({"min_gain_over_popularity": 0}, timeout=300)
         good, other = train()["version"], train()["version"]
         assert backend.request("POST", f"/models/{good}/activate").status == 200
         user = next(u for u in shop.archetypes if shop.archetypes[u] == "loyal")
@@ -247,11 +247,11 @@ def test_a_training_run_killed_halfway_with_its_process_leaves_the_active_versio
         shop = generate_shop(seed=5, n_users=400, n_items=80)
         backend.put_items(shop.items)
         backend.send_events(shop.events)
-        config = {"config": {"min_gain_over_popularity": 0}}
-        good = backend.request("POST", "/models/train", config).body["version"]
+        config = {"min_gain_over_popularity": 0}
+        good = backend.train_and_wait(config, timeout=300)["version"]
         bucket = tmp_path / "models" / "models"
 
-        ThreadPoolExecutor(1).submit(backend.request, "POST", "/models/train", config)
+        assert backend.request("POST", "/models/train", {"config": config}).status == 202
         assert wait_until(lambda: any(json.loads(m.read_text())["status"] == "training"
                                       for m in bucket.glob("*/manifest.json")), seconds=30, every=0.02)
         os.kill(state.pid, signal.SIGKILL)  # the Lambda timed out or its host died, mid-run

@@ -19,18 +19,18 @@ def test_a_model_is_published_to_the_bucket_and_activated(api, moto_tables):
     """The S3 path; the version lifecycle is tested on DynamoDB Local, where scans are fast."""
     store_events(moto_tables["EventsTable"], generate_shop(seed=2, n_users=80, n_items=40, end=END).events)
 
-    status, manifest = api.json("POST", "/models/train", {"config": {"min_gain_over_popularity": 0}})
+    manifest = api.train_and_wait({"min_gain_over_popularity": 0})
 
-    assert (status, manifest["status"], manifest["active"]) == (201, "accepted", True), manifest["reason"]
+    assert (manifest["status"], manifest["active"]) == ("accepted", True), manifest["reason"]
     keys = S3Blobs(MODEL_BUCKET).keys("")
     folder = f"models/{manifest['version']}"
     assert {f"{folder}/model.npz", f"{folder}/statistics.json", f"{folder}/manifest.json", "active.json"} <= set(keys)
 
 
 def test_an_empty_table_gives_a_clear_status_and_no_version_becomes_active(api):
-    status, manifest = api.json("POST", "/models/train")
+    manifest = api.train_and_wait()
 
-    assert (status, manifest["status"], manifest["active"]) == (201, "insufficient_data", False)
+    assert (manifest["status"], manifest["active"]) == ("insufficient_data", False)
     assert "no interactions" in manifest["reason"]
     assert versions(api)["active"] is None
     status, body = api.json("POST", f"/models/{manifest['version']}/activate")
@@ -63,9 +63,9 @@ def test_a_model_published_to_the_bucket_holds_no_customer_id(api, moto_tables):
               for e in generate_shop(seed=2, n_users=80, n_items=40, end=END).events]
     store_events(moto_tables["EventsTable"], events)
 
-    status, manifest = api.json("POST", "/models/train", {"config": {"min_gain_over_popularity": 0}})
+    manifest = api.train_and_wait({"min_gain_over_popularity": 0})
 
-    assert (status, manifest["status"]) == (201, "accepted"), manifest["reason"]
+    assert manifest["status"] == "accepted", manifest["reason"]
     assert manifest["counts"]["users"] == len({e["user_id"] for e in events})
     published = S3Blobs(MODEL_BUCKET).get(manifest["artifact"]["key"])
     assert customer_ids_in(published, {e["user_id"] for e in events}) == set()
