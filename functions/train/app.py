@@ -10,17 +10,15 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from shared.config import get_settings
 from shared.observability import logger, metrics, tracer
 from shared.storage.models import ModelStore
-from shared.storage.training_data import load_training_data
+from shared.storage.customers import Customers
+from shared.storage.training_data import read_nightly
 from shared.training.config import TrainingConfig, training_config
 from shared.training.job import run_training
+from shared.training.pipeline import TrainingData
 from shared.segments.service import materialize_after_training
 
 settings = get_settings()
 models = ModelStore.from_settings(settings.model_bucket, settings.local_model_dir)
-
-
-def load(config: TrainingConfig, now: datetime):  # noqa: ANN201 - TrainingData
-    return load_training_data(settings.events_table, settings.users_table, config, now)
 
 
 @logger.inject_lambda_context
@@ -29,8 +27,16 @@ def load(config: TrainingConfig, now: datetime):  # noqa: ANN201 - TrainingData
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Event: an EventBridge scheduled event, or {"config": {...overrides}} from the admin API."""
     now = datetime.now(timezone.utc)
+    customers: list[Customers] = []
+
+    def load(config: TrainingConfig, at: datetime) -> TrainingData:
+        read = read_nightly(settings.events_table, settings.users_table, settings.items_table, config, at)
+        customers.append(read.customers)  # only these outlive training: the interactions are freed with it
+        return read.training_data()
+
     manifest = run_training(load, models, training_config(event.get("config")), now)
-    materialize_after_training(settings, models, now)
+    # The segments use what training read; a read that failed is tried again for them.
+    materialize_after_training(settings, models, now, customers[0] if customers else None)
     pruned = models.prune(settings.model_versions_kept, settings.model_max_age_days, now)
     logger.info("old model versions pruned", extra={"versions": pruned})
     metrics.add_metric("TrainingRuns", "Count", 1)

@@ -19,10 +19,10 @@ from shared.segments.features import CustomerFeatures
 from shared.segments.rules import CustomSegment
 from shared.segments.tags import Tag, segment_customer
 from shared.storage.catalog import catalog_details
-from shared.storage.history import all_histories, recent_history
-from shared.storage.scan import scan_by_key
+from shared.storage.customers import Customers, load_customers
+from shared.storage.history import recent_history
 from shared.storage.segments import SegmentStore
-from shared.storage.users import UserStore, user_from_row
+from shared.storage.users import UserStore
 from shared.users import User, may_personalize
 
 
@@ -52,12 +52,14 @@ def _segments(user: User | None, history: list[HistoryEvent], categories: dict[s
 
 
 def materialize_segments(settings: Settings, store: SegmentStore, statistics: dict[str, Any], now: datetime,
-                         run: str) -> dict[str, Any]:
-    """Every customer's tags, written as the members of a new run."""
-    users = scan_by_key(settings.users_table, "user_id", user_from_row)
-    categories = scan_by_key(settings.items_table, "item_id", lambda row: row["category"],
-                             ProjectionExpression="item_id, category")
-    histories = all_histories(settings.events_table)
+                         run: str, customers: Customers | None = None) -> dict[str, Any]:
+    """Every customer's tags, written as the members of a new run.
+
+    `customers` is what the nightly run already read for training; without it they are read here.
+    """
+    if customers is None:
+        customers = load_customers(settings.events_table, settings.users_table, settings.items_table)
+    users, histories, categories = customers.users, customers.histories, customers.categories
     definitions = store.definitions()
 
     def members() -> Iterator[tuple[str, str, str, str, str]]:
@@ -73,7 +75,8 @@ def materialize_segments(settings: Settings, store: SegmentStore, statistics: di
     return index
 
 
-def materialize_after_training(settings: Settings, models: Any, now: datetime) -> dict[str, Any]:
+def materialize_after_training(settings: Settings, models: Any, now: datetime,
+                               customers: Customers | None = None) -> dict[str, Any]:
     """With the statistics of whichever version is active after the run (none: no RFM or value tags).
 
     They are read from statistics.json, as the Segments function reads them. A version active
@@ -83,4 +86,4 @@ def materialize_after_training(settings: Settings, models: Any, now: datetime) -
     pointer = models.active()
     statistics = models.ensure_statistics(pointer.version) if pointer else {}
     return materialize_segments(settings, SegmentStore(settings.segments_table), statistics, now,
-                                run=now.strftime("%Y%m%dT%H%M%S"))
+                                run=now.strftime("%Y%m%dT%H%M%S"), customers=customers)

@@ -20,34 +20,13 @@ def recent_history(events_table: str, user_id: str, limit: int = HISTORY_LIMIT) 
             ProjectionExpression="item_id, event_type, quantity, ts, channel, price, currency, campaign_id, properties",
             ExpressionAttributeValues=dynamo.serialize({":user": user_id}),
         )
-    return [_event(dynamo.deserialize(row)) for row in response.get("Items", [])]
+    return [history_event(dynamo.deserialize(row)) for row in response.get("Items", [])]
 
 
-def _event(row: dict) -> HistoryEvent:
+def history_event(row: dict) -> HistoryEvent:
     return HistoryEvent(
         item_id=row["item_id"], event_type=row["event_type"], quantity=int(row.get("quantity", 1)),
         timestamp=datetime.fromisoformat(row["ts"]).timestamp(), channel=row.get("channel"),
         price=float(row["price"]) if "price" in row else None, currency=row.get("currency"),
         campaign_id=row.get("campaign_id"), discount=bool((row.get("properties") or {}).get("discount")),
     )
-
-
-def all_histories(events_table: str, limit: int = HISTORY_LIMIT) -> dict[str, list[HistoryEvent]]:
-    """Every customer's newest `limit` events, as recent_history would return them (nightly runs)."""
-    import threading
-
-    from shared.storage.scan import parallel_scan
-
-    histories: dict[str, list[HistoryEvent]] = {}
-    lock = threading.Lock()
-
-    def add_page(rows: list[dict]) -> None:
-        page = [(row["user_id"]["S"], _event(dynamo.deserialize(row))) for row in rows]
-        with lock:
-            for user_id, event in page:
-                histories.setdefault(user_id, []).append(event)
-
-    parallel_scan(events_table, 8, add_page,
-                  ProjectionExpression="user_id, item_id, event_type, quantity, ts, channel, price, currency, "
-                                       "campaign_id, properties")
-    return {user: sorted(events, key=lambda e: -e.timestamp)[:limit] for user, events in histories.items()}

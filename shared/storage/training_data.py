@@ -1,63 +1,121 @@
-"""Everything a training run reads: the window's interactions and who may be trained on."""
+"""What a nightly run reads, each table once: the training window and every customer's segments inputs.
+
+Users, events and items are each scanned in one parallel pass, and every events page is handed
+to both readers: training keeps the window's interactions of those it may train on, segments keep
+each customer's newest events. Scans are the run's largest read, so no table is read twice.
+"""
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from shared.events import format_timestamp
-from shared.storage.scan import parallel_scan, scan_by_key
+from shared.storage.customers import (HISTORY_FIELDS, SCAN_SEGMENTS, Customers, HistoryPages, catalog_categories,
+                                      scan_events)
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
+from shared.storage.scan import scan_by_key
 from shared.storage.users import user_from_row
-from shared.users import may_personalize
 from shared.training.config import TrainingConfig
 from shared.training.customers import customer_statistics
-from shared.training.interactions import InteractionLog
+from shared.training.interactions import InteractionLog, TooManyInteractions
 from shared.training.pipeline import TrainingData
+from shared.users import User, may_personalize
 
-SCAN_SEGMENTS = 8
+TRAINING_FIELDS = ("user_id", "item_id", "event_type", "quantity", "ts")
+
+
+@dataclass(frozen=True)
+class NightlyRead:
+    customers: Customers
+    training: TrainingData | None
+    overflow: TooManyInteractions | None  # the window held more than the run may train on
+
+    def training_data(self) -> TrainingData:
+        if self.overflow is not None:
+            raise self.overflow
+        assert self.training is not None
+        return self.training
+
+
+def read_nightly(events_table: str, users_table: str, items_table: str, config: TrainingConfig, now: datetime,
+                 segments: int = SCAN_SEGMENTS) -> NightlyRead:
+    """Training data and segments inputs from one scan of each table."""
+    users, excluded = _users(users_table, segments)
+    training, histories = _TrainingPages(config, now, excluded), HistoryPages()
+
+    def on_page(items: list[dict[str, Any]]) -> None:
+        training.add_page(items)
+        histories.add_page(items)
+
+    # Unfiltered: segments read every event, training skips those before its window itself.
+    scan_events(events_table, on_page, HISTORY_FIELDS, segments)
+    return NightlyRead(Customers(users, histories.finish(), catalog_categories(items_table)),
+                       None if training.overflow else training.finish(users, excluded, now), training.overflow)
 
 
 def load_training_data(events_table: str, users_table: str, config: TrainingConfig, now: datetime,
                        segments: int = SCAN_SEGMENTS) -> TrainingData:
-    rows = scan_by_key(users_table, "user_id", lambda row: row, segments)
-    profiles = {user: user_from_row(row) for user, row in rows.items()}
-    # Objected, or being erased: an erasure that ran out of time has left events still to delete.
-    excluded = {user for user, profile in profiles.items() if not may_personalize(profile)}
-    excluded |= {user for user, row in rows.items() if row.get("erasure_status") == ERASURE_IN_PROGRESS}
-    window_start = format_timestamp(now - timedelta(days=config.window_days))
-    log = InteractionLog(limit=config.max_interactions)
-    lock = threading.Lock()
+    """Training alone: DynamoDB filters the events to the window."""
+    users, excluded = _users(users_table, segments)
+    training = _TrainingPages(config, now, excluded)
+    scan_events(events_table, training.add_page, TRAINING_FIELDS, segments,
+                FilterExpression=f"#f{TRAINING_FIELDS.index('ts')} >= :start",
+                ExpressionAttributeValues={":start": {"S": training.window_start}})
+    if training.overflow is not None:
+        raise training.overflow
+    return training.finish(users, excluded, now)
 
-    def add_page(items: list[dict[str, Any]]) -> None:
+
+def _users(users_table: str, segments: int) -> tuple[dict[str, User], set[str]]:
+    """Every stored customer, and those not to train on: objected, or being erased (an erasure
+    that ran out of time has left events still to delete)."""
+    rows = scan_by_key(users_table, "user_id", lambda row: row, segments)
+    users = {user_id: user_from_row(row) for user_id, row in rows.items()}
+    excluded = {user_id for user_id, user in users.items() if not may_personalize(user)}
+    excluded |= {user_id for user_id, row in rows.items() if row.get("erasure_status") == ERASURE_IN_PROGRESS}
+    return users, excluded
+
+
+class _TrainingPages:
+    """The window's interactions of those who may be trained on, fed page by page from several threads."""
+
+    def __init__(self, config: TrainingConfig, now: datetime, excluded: set[str]) -> None:
+        self.window_start = format_timestamp(now - timedelta(days=config.window_days))
+        self.excluded = excluded
+        self.log = InteractionLog(limit=config.max_interactions)
+        self.overflow: TooManyInteractions | None = None
+        self.lock = threading.Lock()
+
+    def add_page(self, items: list[dict[str, Any]]) -> None:
+        if self.overflow is not None:
+            return
+        start, excluded = self.window_start, self.excluded
         rows = [(item["user_id"]["S"], item["item_id"]["S"], item["event_type"]["S"],
                  float(item.get("quantity", {}).get("N", "1")), item["ts"]["S"])
-                for item in items if item["user_id"]["S"] not in excluded]
+                for item in items if item["ts"]["S"] >= start and item["user_id"]["S"] not in excluded]
         if not rows:
             return
-        users, items_, types, quantities, stamps = zip(*rows)
+        users, item_ids, types, quantities, stamps = zip(*rows)
         # Fixed-width UTC stamps: numpy parses a whole page at once.
         seconds = np.array([s[:-1] for s in stamps], dtype="datetime64[us]").astype(np.int64) / 1e6
-        with lock:
-            log.add_page(users, items_, types, quantities, seconds)
+        with self.lock:
+            try:
+                self.log.add_page(users, item_ids, types, quantities, seconds)
+            except TooManyInteractions as error:
+                # Kept, not raised: the same pass goes on reading every customer's history for segments.
+                self.overflow = error
 
-    parallel_scan(
-        events_table, segments, add_page,
-        ProjectionExpression="#u, #i, #e, #q, #t",
-        FilterExpression="#t >= :start",
-        ExpressionAttributeNames={"#u": "user_id", "#i": "item_id", "#e": "event_type",
-                                  "#q": "quantity", "#t": "ts"},
-        ExpressionAttributeValues={":start": {"S": window_start}},
-    )
-    trained = [profile for user, profile in profiles.items() if user not in excluded]
-    return TrainingData(
-        interactions=log.finish(),
-        end=now.timestamp(),
-        countries={p.user_id: p.country for p in trained if p.country},
-        customer_statistics=customer_statistics([p.summary for p in trained], now),
-        excluded_users=len(excluded),
-    )
-
+    def finish(self, users: dict[str, User], excluded: set[str], now: datetime) -> TrainingData:
+        trained = [user for user_id, user in users.items() if user_id not in excluded]
+        return TrainingData(
+            interactions=self.log.finish(),
+            end=now.timestamp(),
+            countries={u.user_id: u.country for u in trained if u.country},
+            customer_statistics=customer_statistics([u.summary for u in trained], now),
+            excluded_users=len(excluded),
+        )

@@ -1,0 +1,75 @@
+"""Every customer as the nightly segments see them, read without numpy: the Segments function
+imports this module (through the segments service) and ships no numpy or scipy."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from shared.history import HistoryEvent
+from shared.storage import dynamo
+from shared.storage.history import HISTORY_LIMIT, history_event
+from shared.storage.scan import parallel_scan, scan_by_key
+from shared.storage.users import user_from_row
+from shared.users import User
+
+SCAN_SEGMENTS = 8
+# What history_event reads of an event, and the user it belongs to.
+HISTORY_FIELDS = ("user_id", "item_id", "event_type", "quantity", "ts", "channel", "price", "currency",
+                  "campaign_id", "properties")
+
+
+@dataclass(frozen=True)
+class Customers:
+    """Stored profiles, each customer's newest events, and the category of every catalog item."""
+
+    users: dict[str, User]
+    histories: dict[str, list[HistoryEvent]]
+    categories: dict[str, str]  # item_id -> category
+
+
+class HistoryPages:
+    """Each customer's newest `limit` events, as recent_history returns them, fed page by page
+    from several scan threads."""
+
+    def __init__(self, limit: int = HISTORY_LIMIT) -> None:
+        self.limit = limit
+        self.histories: dict[str, list[HistoryEvent]] = {}
+        self.lock = threading.Lock()
+
+    def add_page(self, items: list[dict[str, Any]]) -> None:
+        page = [(item["user_id"]["S"], history_event(dynamo.deserialize(item))) for item in items]
+        with self.lock:
+            for user_id, event in page:
+                history = self.histories.setdefault(user_id, [])
+                history.append(event)
+                if len(history) >= 2 * self.limit:
+                    # Trimmed as it grows: a customer with a long past holds at most twice the limit.
+                    history.sort(key=lambda e: -e.timestamp)
+                    del history[self.limit:]
+
+    def finish(self) -> dict[str, list[HistoryEvent]]:
+        return {user: sorted(events, key=lambda e: -e.timestamp)[:self.limit]
+                for user, events in self.histories.items()}
+
+
+def scan_events(events_table: str, on_page: Any, fields: tuple[str, ...], segments: int = SCAN_SEGMENTS,
+                **scan_arguments: Any) -> None:
+    """One parallel pass over the events, projected to `fields` (placeholders #f0, #f1, ...)."""
+    names = {f"#f{n}": field for n, field in enumerate(fields)}
+    parallel_scan(events_table, segments, on_page, ProjectionExpression=", ".join(names),
+                  ExpressionAttributeNames=names, **scan_arguments)
+
+
+def catalog_categories(items_table: str) -> dict[str, str]:
+    return scan_by_key(items_table, "item_id", lambda row: row["category"], ProjectionExpression="item_id, category")
+
+
+def load_customers(events_table: str, users_table: str, items_table: str,
+                   segments: int = SCAN_SEGMENTS) -> Customers:
+    """Segments' inputs alone, for a run whose training read did not happen."""
+    users = scan_by_key(users_table, "user_id", user_from_row, segments)
+    histories = HistoryPages()
+    scan_events(events_table, histories.add_page, HISTORY_FIELDS, segments)
+    return Customers(users, histories.finish(), catalog_categories(items_table))
