@@ -86,8 +86,6 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.update(LOCAL_CREDENTIALS)
     quiet_handlers()
-    os.environ.update({"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
-                       "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_NAMESPACE": "Bench"})
 
     users = max(100, args.events // 25)
     shop = generate_shop(seed=11, n_users=users, n_items=2000)

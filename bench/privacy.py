@@ -69,8 +69,6 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.update(LOCAL_CREDENTIALS)
     quiet_handlers()
-    os.environ.update({"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
-                       "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_NAMESPACE": "Bench"})
     dynamodb_local = DynamoDBLocal.start()
     try:
         dynamodb = client(dynamodb_local.endpoint)

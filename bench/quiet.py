@@ -15,6 +15,6 @@ def quiet_handlers() -> None:
     from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
     os.environ.update({"POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_TRACE_DISABLED": "true",
-                       "POWERTOOLS_LOG_LEVEL": "WARNING"})
+                       "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_NAMESPACE": "Bench"})
     AmazonCloudWatchEMFProvider.add_cold_start_metric = lambda self, context: None  # type: ignore[method-assign]
     warnings.filterwarnings("ignore", message="No application metrics to publish")

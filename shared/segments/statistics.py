@@ -13,8 +13,6 @@ statistics_version null in the answer, in every warm function alike. Each refres
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +20,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from shared.errors import DomainError
 from shared.observability import logger, metrics
+from shared.refresh import Every
 from shared.storage.models import ModelStore
 
 
@@ -36,15 +35,11 @@ class ActiveStatistics:
         self.store = store
         self.refresh_seconds = refresh_seconds
         self.current: CustomerStatistics | None = None
-        self._checked_at = float("-inf")
-        self._lock = threading.Lock()
+        self._refresh_when_due = Every(refresh_seconds, self._refresh)
 
     def get(self) -> CustomerStatistics | None:
-        with self._lock:
-            if time.monotonic() - self._checked_at >= self.refresh_seconds:
-                self._checked_at = time.monotonic()
-                self._refresh()
-            return self.current
+        self._refresh_when_due()
+        return self.current
 
     def _refresh(self) -> None:
         try:

@@ -7,8 +7,6 @@ already in memory keeps serving, and the failure is logged and counted.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -16,6 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from shared.errors import Conflict, DomainError
 from shared.observability import logger, metrics
+from shared.refresh import Every
 from shared.serving.recommender import PopularLists
 from shared.storage.models import ModelStore
 
@@ -33,16 +32,12 @@ class ActiveModel(Generic[T]):
         self.refresh_seconds = refresh_seconds
         self.build = build
         self.current: T | None = None
-        self._checked_at = float("-inf")
         self._failed_version: str | None = None
-        self._lock = threading.Lock()
+        self._refresh_when_due = Every(refresh_seconds, self._refresh)
 
     def get(self) -> T | None:
-        with self._lock:
-            if time.monotonic() - self._checked_at >= self.refresh_seconds:
-                self._checked_at = time.monotonic()
-                self._refresh()
-            return self.current
+        self._refresh_when_due()
+        return self.current
 
     def _refresh(self) -> None:
         try:
@@ -76,16 +71,17 @@ class CachedPopular:
         self.store = store
         self.refresh_seconds = refresh_seconds
         self.current: PopularLists | None = None
-        self._checked_at = float("-inf")
+        self._refresh_when_due = Every(refresh_seconds, self._refresh)
 
     def get(self) -> PopularLists | None:
-        if time.monotonic() - self._checked_at >= self.refresh_seconds:
-            self._checked_at = time.monotonic()
-            try:
-                raw = self.store.cached_popular()
-            except DomainError as error:
-                logger.warning("cannot read the cached popular list", extra={"reason": error.message})
-                return self.current
-            if raw:
-                self.current = PopularLists(raw["version"], raw["items"], raw["by_country"], cached=True)
+        self._refresh_when_due()
         return self.current
+
+    def _refresh(self) -> None:
+        try:
+            raw = self.store.cached_popular()
+        except DomainError as error:
+            logger.warning("cannot read the cached popular list", extra={"reason": error.message})
+            return
+        if raw:
+            self.current = PopularLists(raw["version"], raw["items"], raw["by_country"], cached=True)
