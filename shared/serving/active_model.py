@@ -15,7 +15,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from shared.errors import Conflict, DomainError
 from shared.observability import logger, metrics
 from shared.refresh import Every
-from shared.serving.recommender import PopularLists
+from shared.serving.popular import PopularLists
 from shared.storage.models import ModelStore
 
 if TYPE_CHECKING:

@@ -23,6 +23,7 @@ from shared.history import HistoryEvent
 from shared.serving.answers import Because, PopularItems, RankedItem, Ranking, Recommendation, Recommendations, Similar
 from shared.serving.filters import AnswerFilter
 from shared.serving.model import ServingModel
+from shared.serving.popular import PopularLists
 from shared.users import User, may_personalize
 
 NEW_ITEM_DAYS = 30
@@ -33,14 +34,6 @@ VERBS = {"purchase": "bought", "add_to_cart": "added to your cart", "view": "vie
 class Catalog(Protocol):
     def details(self, item_ids: Sequence[str]) -> dict[str, Item]: ...
     def newest(self, category: str, limit: int) -> list[Item]: ...
-
-
-@dataclass(frozen=True)
-class PopularLists:
-    version: str
-    items: list[str]
-    by_country: dict[str, list[str]]
-    cached: bool  # True: the small list kept beside the model, used while no model is loaded
 
 
 @dataclass

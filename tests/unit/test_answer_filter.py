@@ -10,7 +10,8 @@ import pytest
 
 from shared.catalog import Item, ItemUpsert
 from shared.serving.filters import AnswerFilter
-from shared.serving.recommender import PopularLists, Recommender, Sources
+from shared.serving.popular import PopularLists
+from shared.serving.recommender import Recommender, Sources
 from shared.storage.catalog import CatalogStore, newest_in_category
 
 

@@ -1,0 +1,13 @@
+"""Popular lists as serving keeps them: a plain type, apart from the ALS module and its imports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PopularLists:
+    version: str
+    items: list[str]
+    by_country: dict[str, list[str]]
+    cached: bool  # True: the small list kept beside the model, used while no model is loaded
