@@ -123,8 +123,8 @@ def endpoint_bench(requests: int) -> None:
             db.put_item(TableName=tables["UsersTable"], Item={
                 "user_id": {"S": f"u{i}"}, "country": {"S": "DE"}, "purchase_count": {"N": str(int(orders[i]))},
                 "spend": {"M": {"EUR": {"N": str(spend[i])}}},
-                "last_purchase_at": {"S": p["summary"]["last_purchase_at"]},
-                "first_purchase_at": {"S": p["summary"]["first_purchase_at"]}})
+                "last_purchase_at": {"S": p.summary.last_purchase_at},
+                "first_purchase_at": {"S": p.summary.first_purchase_at}})
             for k, event in enumerate(history(i, recency[i]) * 8):
                 rows.append({"user_id": {"S": f"u{i}"}, "event_id": {"S": f"e{k}"}, "item_id": {"S": event.item_id},
                              "event_type": {"S": event.event_type}, "quantity": {"N": "1"}, "channel": {"S": "web"},

@@ -186,7 +186,7 @@ def segment_customer(user: User | None, history: list, categories: dict[str, str
     personalized = may_personalize(user)
     features = customer_features(user, history if personalized else [], categories, now)
     tags = segment(features, statistics, personalized)
-    if personalized:  # custom rules read behaviour, so they follow consent like the built-in families
+    if personalized and custom:  # custom rules read behaviour, so they follow consent like the built-in families
         known = {t.name for t in tags} | {t.segment_id for t in tags}
         tags += [Tag("custom", definition.name, f"matches the rule of {definition.name}"
                      + (f": {definition.description}" if definition.description else ""))
