@@ -9,15 +9,14 @@ from typing import Any
 
 from shared.history import HistoryEvent
 from shared.storage import dynamo
-from shared.storage.history import HISTORY_LIMIT, history_event
+from shared.storage.history import HISTORY_FIELDS, HISTORY_LIMIT, history_event
 from shared.storage.scan import parallel_scan, scan_by_key
-from shared.storage.users import user_from_row
+from shared.storage.users import all_user_rows, user_from_row
 from shared.users import User
 
 SCAN_SEGMENTS = 8
 # What history_event reads of an event, and the user it belongs to.
-HISTORY_FIELDS = ("user_id", "item_id", "event_type", "quantity", "ts", "channel", "price", "currency",
-                  "campaign_id", "properties")
+USER_HISTORY_FIELDS = ("user_id", *HISTORY_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ def catalog_categories(items_table: str) -> dict[str, str]:
 def load_customers(events_table: str, users_table: str, items_table: str,
                    segments: int = SCAN_SEGMENTS) -> Customers:
     """Segments' inputs alone, for a run whose training read did not happen."""
-    users = scan_by_key(users_table, "user_id", user_from_row, segments)
+    users = {user_id: user_from_row(row) for user_id, row in all_user_rows(users_table, segments).items()}
     histories = HistoryPages()
-    scan_events(events_table, histories.add_page, HISTORY_FIELDS, segments)
+    scan_events(events_table, histories.add_page, USER_HISTORY_FIELDS, segments)
     return Customers(users, histories.finish(), catalog_categories(items_table))

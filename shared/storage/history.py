@@ -9,6 +9,8 @@ from shared.storage import dynamo
 
 # Enough history to know a customer's taste; bounded so one request reads at most ~1 MB.
 HISTORY_LIMIT = 500
+# What history_event reads of a stored event.
+HISTORY_FIELDS = ("item_id", "event_type", "quantity", "ts", "channel", "price", "currency", "campaign_id", "properties")
 
 
 def recent_history(events_table: str, user_id: str, limit: int = HISTORY_LIMIT) -> list[HistoryEvent]:
@@ -17,7 +19,7 @@ def recent_history(events_table: str, user_id: str, limit: int = HISTORY_LIMIT) 
             TableName=events_table, IndexName="by_time", ScanIndexForward=False, Limit=limit,
             ConsistentRead=True,  # an event stored a moment ago must count
             KeyConditionExpression="user_id = :user",
-            ProjectionExpression="item_id, event_type, quantity, ts, channel, price, currency, campaign_id, properties",
+            ProjectionExpression=", ".join(HISTORY_FIELDS),
             ExpressionAttributeValues=dynamo.serialize({":user": user_id}),
         )
     return [history_event(dynamo.deserialize(row)) for row in response.get("Items", [])]

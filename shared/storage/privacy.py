@@ -12,15 +12,12 @@ An objection (consent withdrawn) ends the customer's behavioural segment members
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from shared.errors import DomainError
 from shared.events import format_timestamp
 from shared.segments.families import needs_consent
 from shared.storage import dynamo
@@ -58,7 +55,7 @@ class PrivacyStore:
 
     def export(self, user_id: str, cursor: str | None = None) -> dict[str, Any]:
         """The profile, segment memberships and a page of events (next_cursor for the rest)."""
-        events, next_cursor = self._events_page(user_id, _decode_cursor(cursor) if cursor else None)
+        events, next_cursor = self._events_page(user_id, dynamo.decode_cursor(cursor) if cursor else None)
         return {"user_id": user_id,
                 "profile": self.users.row(user_id),
                 "segment_memberships": [dynamo.deserialize(row) for row in self._memberships(user_id)],
@@ -89,14 +86,13 @@ class PrivacyStore:
         start: dict[str, Any] | None = None
         while seconds_left() > 0:
             keys, start = self._event_keys(erasure, start)
-            self._delete_in_parallel(self.events_table, keys)
+            dynamo.batch_delete(self.events_table, keys, threads=DELETE_THREADS)
             erasure.erased["events"] += len(keys)
             if start is None:
                 erasure.status = COMPLETE
                 break
         self.users.set_erasure_status(erasure.user_id, erasure.status)
         return erasure
-
 
     def _event_keys(self, erasure: Erasure, start: dict[str, Any] | None
                     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -127,10 +123,10 @@ class PrivacyStore:
             event = dynamo.deserialize(row)
             size += len(json.dumps(event, default=str))
             if events and size > EXPORT_PAGE_BYTES:  # cut here; the next page starts after the last one kept
-                return events, _encode_cursor(events[-1]["event_id"])
+                return events, dynamo.encode_cursor(events[-1]["event_id"])
             events.append(event)
         last = response.get("LastEvaluatedKey")
-        return events, _encode_cursor(dynamo.deserialize(last)["event_id"]) if last else None
+        return events, dynamo.encode_cursor(dynamo.deserialize(last)["event_id"]) if last else None
 
     def _memberships(self, user_id: str) -> list[dict[str, Any]]:
         with dynamo.aws_faults("read segment memberships"):
@@ -143,26 +139,7 @@ class PrivacyStore:
     def _delete_memberships(self, user_id: str, which: Callable[[str], bool]) -> int:
         keys = [{k: dynamo.deserialize(row)[k] for k in ("segment_id", "sk")} for row in self._memberships(user_id)]
         keys = [key for key in keys if which(key["segment_id"])]
-        self._delete_in_parallel(self.segments_table, keys)
+        dynamo.batch_delete(self.segments_table, keys, threads=DELETE_THREADS)
         return len(keys)
 
-    @staticmethod
-    def _delete_in_parallel(table: str, keys: list[dict[str, Any]]) -> None:
-        """BatchWriteItem deletes, 25 a call, several calls at once: the work is waiting on DynamoDB."""
-        chunks = [keys[start:start + 25] for start in range(0, len(keys), 25)]
-        with ThreadPoolExecutor(max_workers=DELETE_THREADS) as pool:
-            list(pool.map(lambda chunk: dynamo.batch_delete(table, chunk), chunks))
 
-
-def _encode_cursor(event_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps(event_id).encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        event_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except ValueError:
-        raise DomainError("cursor is not one this API returned", field="cursor") from None
-    if not isinstance(event_id, str):
-        raise DomainError("cursor is not one this API returned", field="cursor")
-    return event_id

@@ -10,8 +10,6 @@ is written, and members of old runs are never mixed in; they expire through the 
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -135,19 +133,12 @@ class SegmentStore:
             response = dynamo.client().query(**request)
         found = [dynamo.deserialize(row) for row in response.get("Items", [])]
         last = response.get("LastEvaluatedKey")
-        next_cursor = _encode(dynamo.deserialize(last)["sk"]) if last else None
+        next_cursor = dynamo.encode_cursor(dynamo.deserialize(last)["sk"]) if last else None
         return index, [{"user_id": r["member_user_id"], "reason": r["reason"]} for r in found], next_cursor
 
 
-def _encode(sk: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps(sk).encode()).decode()
-
-
 def _decode(cursor: str, prefix: str) -> str:
-    try:
-        sk = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except ValueError:
-        raise DomainError("cursor is not one this API returned", field="cursor") from None
-    if not isinstance(sk, str) or not sk.startswith(prefix):
+    sk = dynamo.decode_cursor(cursor)
+    if not sk.startswith(prefix):
         raise DomainError("cursor belongs to an older run; start again without it", field="cursor")
     return sk

@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 
 from shared.events import format_timestamp
-from shared.storage.customers import (HISTORY_FIELDS, SCAN_SEGMENTS, Customers, HistoryPages, catalog_categories,
-                                      scan_events)
+from shared.storage.customers import (SCAN_SEGMENTS, USER_HISTORY_FIELDS, Customers, HistoryPages,
+                                      catalog_categories, scan_events)
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
-from shared.storage.scan import scan_by_key
-from shared.storage.users import user_from_row
+from shared.storage.users import all_user_rows, user_from_row
 from shared.training.config import TrainingConfig
 from shared.training.customers import customer_statistics
 from shared.training.interactions import InteractionLog, TooManyInteractions
@@ -53,7 +52,7 @@ def read_nightly(events_table: str, users_table: str, items_table: str, config: 
         histories.add_page(items)
 
     # Unfiltered: segments read every event, training skips those before its window itself.
-    scan_events(events_table, on_page, HISTORY_FIELDS, segments)
+    scan_events(events_table, on_page, USER_HISTORY_FIELDS, segments)
     return NightlyRead(Customers(users, histories.finish(), catalog_categories(items_table)),
                        None if training.overflow else training.finish(users, excluded, now), training.overflow)
 
@@ -74,7 +73,7 @@ def load_training_data(events_table: str, users_table: str, config: TrainingConf
 def _users(users_table: str, segments: int) -> tuple[dict[str, User], set[str]]:
     """Every stored customer, and those not to train on: objected, or being erased (an erasure
     that ran out of time has left events still to delete)."""
-    rows = scan_by_key(users_table, "user_id", lambda row: row, segments)
+    rows = all_user_rows(users_table, segments)
     users = {user_id: user_from_row(row) for user_id, row in rows.items()}
     excluded = {user_id for user_id, user in users.items() if not may_personalize(user)}
     excluded |= {user_id for user_id, row in rows.items() if row.get("erasure_status") == ERASURE_IN_PROGRESS}

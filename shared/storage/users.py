@@ -56,13 +56,12 @@ class UserStore:
         return user
 
     def find(self, user_id: str) -> User | None:
-        # Strongly consistent: the consent in this row decides what the caller may be shown.
-        row = dynamo.get_item(self.users_table, {"user_id": user_id}, "read user", consistent=True)
+        row = self.row(user_id)
         return user_from_row(row) if row is not None else None
 
-
     def row(self, user_id: str) -> dict[str, Any] | None:
-        """The stored row as it is (an export shows everything held)."""
+        """The stored row as it is (an export shows everything held). Strongly consistent: the
+        consent in it decides what the caller may be shown."""
         return dynamo.get_item(self.users_table, {"user_id": user_id}, "read user", consistent=True)
 
     def set_consent(self, user_id: str, personalization: bool) -> dict[str, Any]:
@@ -117,8 +116,14 @@ class UserStore:
                                   FilterExpression="erasure_status = :status", ProjectionExpression="user_id",
                                   ExpressionAttributeValues={":status": {"S": status}}))
 
+
 def user_from_row(row: dict) -> User:
     return User.model_validate({**row, "summary": row})
+
+
+def all_user_rows(users_table: str, segments: int = 4) -> dict[str, dict[str, Any]]:
+    """Every stored row, by user id (a parallel Scan: for the nightly run, never a request)."""
+    return scan_by_key(users_table, "user_id", lambda row: row, segments)
 
 
 def withheld(users_table: str, user_ids: list[str], since: str, behavioural: bool) -> set[str]:
