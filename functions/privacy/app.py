@@ -5,6 +5,7 @@ Separate from ingest so that only this function holds delete rights over custome
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -17,7 +18,7 @@ from shared.api import create_app, json_response, resolve
 from shared.config import get_settings
 from shared.http_params import PathId
 from shared.observability import logger, metrics, tracer
-from shared.storage.privacy import COMPLETE, PrivacyStore
+from shared.storage.privacy import COMPLETE, IN_PROGRESS, PrivacyStore
 from shared.storage.users import user_from_row
 from shared.users import Consent, User
 
@@ -26,6 +27,10 @@ privacy = PrivacyStore(settings.events_table, settings.users_table, settings.seg
 app = create_app()
 # Erasure stops deleting this long before the function's timeout, to answer in time.
 ERASE_MARGIN_SECONDS = 5.0
+
+
+def seconds_left(context: LambdaContext) -> Callable[[], float]:
+    return lambda: context.get_remaining_time_in_millis() / 1000 - ERASE_MARGIN_SECONDS
 
 
 class Erased(BaseModel):
@@ -70,8 +75,7 @@ def export(user_id: PathId, cursor: Annotated[str | None, Query(max_length=2048)
                 "Events stamped before the erasure are refused from then on.",
 )
 def erase(user_id: PathId) -> Response[Erased]:
-    context = app.lambda_context
-    erasure = privacy.erase(user_id, lambda: context.get_remaining_time_in_millis() / 1000 - ERASE_MARGIN_SECONDS)
+    erasure = privacy.erase(user_id, seconds_left(app.lambda_context))
     logger.info("customer erased", extra={"user_id": user_id, "status": erasure.status, **erasure.erased})
     kept = "user_id and the time of the erasure" + (", and the objection to personalization"
                                                      if erasure.objection_kept else "")
@@ -83,9 +87,9 @@ def erase(user_id: PathId) -> Response[Erased]:
 
 def finish_erasures(context: LambdaContext) -> dict[str, int]:
     """The scheduled sweep: go on with every erasure that ran out of time, while time lasts."""
-    outcomes = {COMPLETE: 0, "in_progress": 0}
+    outcomes = {COMPLETE: 0, IN_PROGRESS: 0}
     for user_id in privacy.pending_erasures():
-        erasure = privacy.finish(user_id, lambda: context.get_remaining_time_in_millis() / 1000 - ERASE_MARGIN_SECONDS)
+        erasure = privacy.finish(user_id, seconds_left(context))
         if erasure is not None:
             outcomes[erasure.status] += 1
             logger.info("erasure continued", extra={"user_id": user_id, "status": erasure.status, **erasure.erased})

@@ -13,16 +13,13 @@ from pydantic import BaseModel, Field
 
 from shared.api import create_app, json_response, resolve
 from shared.config import get_settings
-from shared.events import format_timestamp
 from shared.http_params import PathId
 from shared.observability import logger, metrics, tracer
-from shared.segments.families import needs_consent
 from shared.segments.rules import MAX_CUSTOM_SEGMENTS, MAX_DEFINITION_BODY_BYTES, CustomSegment, CustomSegmentIn
 from shared.segments.statistics import ActiveStatistics
-from shared.segments.service import customer_segments
+from shared.segments.service import current_members, customer_segments
 from shared.storage.models import ModelStore
 from shared.storage.segments import SegmentStore
-from shared.storage.users import withheld
 
 settings = get_settings()
 segment_store = SegmentStore(settings.segments_table)
@@ -131,12 +128,8 @@ def delete_segment(segment_id: PathId) -> Response[None]:
 )
 def segment_members(segment_id: PathId, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                     cursor: Annotated[str | None, Query(max_length=2048)] = None) -> MemberPage:
-    run, members, next_cursor = segment_store.members(segment_id, limit, cursor)
-    # The run may predate an objection or an erasure: such members leave every list at once.
-    since = format_timestamp(datetime.fromisoformat(run["at"]))
-    hidden = withheld(settings.users_table, [m["user_id"] for m in members], since, needs_consent(segment_id))
-    return MemberPage(segment_id=segment_id, run=run["run"], next_cursor=next_cursor,
-                      members=[Member(**m) for m in members if m["user_id"] not in hidden])
+    run, members, next_cursor = current_members(settings, segment_store, segment_id, limit, cursor)
+    return MemberPage(segment_id=segment_id, run=run, next_cursor=next_cursor, members=[Member(**m) for m in members])
 
 
 # Under the service-wide MAX_BODY_BYTES: a definition is small, and refusing a larger body before it

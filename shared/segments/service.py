@@ -14,7 +14,9 @@ from typing import Any
 
 from shared.config import Settings
 from shared.history import HistoryEvent
+from shared.events import format_timestamp
 from shared.observability import logger
+from shared.segments.families import needs_consent
 from shared.segments.features import CustomerFeatures
 from shared.segments.rules import CustomSegment
 from shared.segments.tags import Tag, segment_customer
@@ -22,7 +24,7 @@ from shared.storage.catalog import catalog_details
 from shared.storage.customers import Customers, load_customers
 from shared.storage.history import recent_history
 from shared.storage.segments import SegmentStore
-from shared.storage.users import UserStore
+from shared.storage.users import UserStore, withheld
 from shared.users import User, may_personalize
 
 
@@ -49,6 +51,16 @@ def _segments(user: User | None, history: list[HistoryEvent], categories: dict[s
               statistics: dict[str, Any], definitions: Sequence[CustomSegment], now: datetime) -> CustomerSegments:
     personalized, features, tags = segment_customer(user, history, categories, statistics, now, definitions)
     return CustomerSegments(personalized, features, tags)
+
+
+def current_members(settings: Settings, store: SegmentStore, segment_id: str, limit: int, cursor: str | None
+                    ) -> tuple[str, list[dict[str, str]], str | None]:
+    """A page of the latest run's members (its run id, the members, the next cursor), less those who
+    objected or were erased since the run read them: they leave every list at once."""
+    index, members, next_cursor = store.members(segment_id, limit, cursor)
+    since = format_timestamp(datetime.fromisoformat(index["at"]))
+    hidden = withheld(settings.users_table, [m["user_id"] for m in members], since, needs_consent(segment_id))
+    return index["run"], [m for m in members if m["user_id"] not in hidden], next_cursor
 
 
 def materialize_segments(settings: Settings, store: SegmentStore, statistics: dict[str, Any], now: datetime,
