@@ -4,7 +4,7 @@
     devstack down                  stop them
     devstack status                what runs where
     devstack demo                  start (or reuse) the stack and run the demo job
-    devstack import-csv FILE       send an Online Retail style CSV through the API
+    devstack import-csv FILE       send a CSV of order lines (Online Retail, Ta-Feng, --mapping) through the API
     devstack token USER_ID         a signed-in customer's bearer token for the local stack
     devstack credentials           curl options that sign requests as the shop's backend
     devstack secret                the x-devstack-secret header value that opens the stack's /dev/ helpers
@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -206,7 +208,7 @@ def print_recommendations(api: ApiClient, user_id: str) -> dict[str, Any]:
 
 
 def cmd_import_csv(args: argparse.Namespace) -> int:
-    from devstack.retail_csv import read_retail_csv
+    from devstack.retail_csv import PRESETS, OrderLines, detect_mapping, read_order_lines
 
     if args.url:
         api = ApiClient(args.url, signed_with_aws_credentials(args.region))
@@ -214,15 +216,27 @@ def cmd_import_csv(args: argparse.Namespace) -> int:
         ensure_up(args)
         api = ApiClient.for_stack(args.state_dir)
     started = time.monotonic()
-    data = read_retail_csv(args.file, currency=args.currency, limit_rows=args.limit)
-    print(f"read {data.rows:,} rows in {time.monotonic() - started:.1f} s: {len(data.events):,} purchases, "
+    if args.mapping in PRESETS:
+        mapping = PRESETS[args.mapping]
+    elif args.mapping:
+        text = Path(args.mapping).read_text() if Path(args.mapping).is_file() else args.mapping
+        mapping = OrderLines.from_dict(json.loads(text))
+    else:
+        mapping = detect_mapping(args.file)
+    if args.currency:
+        mapping = dataclasses.replace(mapping, currency=args.currency)
+    data = read_order_lines(args.file, mapping, limit_rows=args.limit)
+    print(f"read {data.rows:,} rows ({data.mapping}) in {time.monotonic() - started:.1f} s: "
+          f"{len(data.events):,} purchases, {len(data.returns):,} returns "
+          f"({data.returns_matched:,} netted against their order, {data.returns_unmatched:,} without it), "
           f"{len(data.users):,} customers, {len(data.items):,} products")
     for reason, count in sorted(data.skipped.items(), key=lambda kv: -kv[1]):
         print(f"  skipped {count:,} rows: {reason}")
     report_totals("catalog", api.put_items(data.items, progress=progress_printer("items", len(data.items))))
     api.put_users(data.users)
     print(f"  profiles: {len(data.users):,} stored")
-    report_totals("events", api.send_events(data.events, progress=progress_printer("events", len(data.events))))
+    events = data.all_events()
+    report_totals("events", api.send_events(events, progress=progress_printer("events", len(events))))
     return 0
 
 
@@ -267,12 +281,18 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--users", type=int, default=2000)
     demo.add_argument("--items", type=int, default=500)
-    importer = command("import-csv", cmd_import_csv, "import an Online Retail CSV (.csv or .csv.gz)")
+    importer = command("import-csv", cmd_import_csv, "import a CSV of order lines (.csv or .csv.gz): "
+                       "Online Retail (I, II), Ta-Feng, or any with --mapping")
     importer.add_argument("file", type=Path)
     importer.add_argument("--url", help="the trusted API's base URL on AWS, signed with your AWS "
                           "credentials (default: the local stack)")
     importer.add_argument("--region", default=None, help="the API's AWS region (with --url)")
-    importer.add_argument("--currency", default="GBP")
+    importer.add_argument("--currency", default=None, help="overrides the mapping's (GBP, TWD for Ta-Feng)")
+    importer.add_argument("--mapping", default=None, help="a preset (online_retail, online_retail_ii, ta_feng) "
+                          "or a JSON mapping (text or file): {\"user\": COL, \"item\": COL, \"quantity\": COL, "
+                          "\"timestamp\": COL, \"price\" or \"line_total\": COL, \"order\", \"title\", "
+                          "\"category\", \"country\": COL, \"date_format\": \"%%d/%%m/%%Y\", \"timezone\", "
+                          "\"currency\"}; default: the preset whose columns the file has")
     importer.add_argument("--limit", type=int, help="read at most this many rows")
     token = command("token", cmd_token, "print a customer's bearer token for the local stack")
     token.add_argument("user_id")

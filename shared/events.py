@@ -6,7 +6,7 @@ Each event of a batch is validated on its own, so one bad event never costs the 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -37,7 +37,7 @@ Identifier = Annotated[
 ]
 
 
-def _iso_text(value: Any) -> Any:
+def iso_text(value: Any) -> Any:
     # Lax pydantic would read a number as Unix seconds; a client sending one has more often
     # mixed up units, and the API promises an ISO 8601 string.
     if not isinstance(value, (str, datetime)):
@@ -45,9 +45,42 @@ def _iso_text(value: Any) -> Any:
     return value
 
 
-Moment = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+Moment = Annotated[AwareDatetime, BeforeValidator(iso_text)]
 CurrencyCode = Annotated[str, Strict(), StringConstraints(pattern=r"^[A-Z]{3}$")]
-Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=4, allow_inf_nan=False)]
+# Money: below 10,000,000,000 (10 digits before the point), at most 4 decimals kept; an event's
+# price is then rounded to its currency's minor units. A binary float sent in JSON (2.07 may
+# arrive as 2.0700000000000003) is rounded, not refused.
+MAX_MONEY = Decimal(10**10)
+MONEY_DECIMALS = 4
+DEFAULT_MINOR_UNITS = 2
+# ISO 4217 minor units where they are not 2.
+MINOR_UNITS = {
+    **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX",
+                     "UYI", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+}
+
+
+def minor_units(currency: str | None) -> int:
+    """Decimals of a currency's amounts (ISO 4217): 0 for JPY, 3 for KWD, 2 by default."""
+    return MINOR_UNITS.get(currency or "", DEFAULT_MINOR_UNITS)
+
+
+def round_money(value: Decimal, decimals: int) -> Decimal:
+    """Half up, as shops round a price; 2.0700000000000003 -> 2.07. The bound holds after
+    rounding too: 9999999999.99999 would round up to 10,000,000,000, and is refused."""
+    rounded = value.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+    if rounded >= MAX_MONEY:
+        raise ValueError(f"must be below {MAX_MONEY:,} once rounded to {decimals} decimals")
+    return rounded
+
+
+Money = Annotated[
+    Decimal,
+    Field(ge=0, lt=MAX_MONEY, allow_inf_nan=False,
+          description=f"At least 0 and below {MAX_MONEY:,}; rounded half up to {MONEY_DECIMALS} decimals"),
+    AfterValidator(lambda value: round_money(value, MONEY_DECIMALS)),
+]
 
 
 def _not_below_dynamodb_precision(value: float) -> float:
@@ -73,6 +106,8 @@ class EventType(StrEnum):
     ADD_TO_CART = "add_to_cart"
     REMOVE_FROM_CART = "remove_from_cart"
     PURCHASE = "purchase"
+    # Appended last: training encodes event types by their position here.
+    RETURN = "return"
 
 
 class Channel(StrEnum):
@@ -100,11 +135,26 @@ class Event(BaseModel):
     event_type: EventType
     timestamp: Moment = Field(description="ISO 8601 with a zone, e.g. 2025-03-01T10:00:00Z")
     quantity: Annotated[int, Strict(), Field(ge=1, le=100_000)] = 1
-    price: Money | None = Field(default=None, description="Unit price; required for purchases")
+    # currency comes first so that the price can be rounded to its minor units
     currency: CurrencyCode | None = Field(default=None, description="ISO 4217; required with price")
+    price: Money | None = Field(
+        default=None,
+        description=(
+            "Unit price (for a return: the refunded unit price); required for purchases and returns. "
+            f"At least 0 and below {MAX_MONEY:,} (10 digits before the point); rounded half up to the "
+            "currency's minor units (ISO 4217: 2 decimals by default, 0 for JPY and KRW, 3 for BHD, "
+            "JOD, KWD, OMR and TND), so a float artifact such as 2.0700000000000003 is stored as 2.07"
+        ),
+    )
     channel: Channel
     session_id: Identifier | None = None
-    order_id: Identifier | None = Field(default=None, description="Groups purchase lines of one order")
+    order_id: Identifier | None = Field(
+        default=None,
+        description=(
+            "Groups purchase lines of one order (a purchase without one counts its day, UTC, as the "
+            "order); on a return, the order it returns from"
+        ),
+    )
     campaign_id: Identifier | None = Field(default=None, description="Campaign the event is attributed to")
     properties: Annotated[
         dict[PropertyKey, PropertyValue], Field(max_length=50), AfterValidator(at_most_bytes(MAX_PROPERTIES_BYTES))
@@ -125,10 +175,17 @@ class Event(BaseModel):
             raise ValueError("timestamp is before 2000-01-01")
         return value
 
+    @field_validator("price")
+    @classmethod
+    def _to_minor_units(cls, value: Decimal | None, info: ValidationInfo) -> Decimal | None:
+        if value is None:
+            return None
+        return round_money(value, minor_units(info.data.get("currency")))
+
     @model_validator(mode="after")
     def _money_is_complete(self) -> Event:
-        if self.event_type is EventType.PURCHASE and self.price is None:
-            raise ValueError("price: required for purchase events")
+        if self.event_type in (EventType.PURCHASE, EventType.RETURN) and self.price is None:
+            raise ValueError(f"price: required for {self.event_type} events")
         if self.price is not None and self.currency is None:
             raise ValueError("currency: required when price is given")
         return self

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StringConstraints
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, Strict, StringConstraints, computed_field, model_validator,
+)
 
 from shared.events import Event, EventType, Identifier, StoredFloat, StoredInt
 from shared.limits import MAX_ATTRIBUTES_BYTES, at_most_bytes
+from shared.purchases import order_key
 
 CountryCode = Annotated[str, Strict(), StringConstraints(pattern=r"^[A-Z]{2}$")]
 ShortText = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=256)]
@@ -52,15 +56,43 @@ class UserProfileIn(BaseModel):
 
 
 class PurchaseSummary(BaseModel):
-    """Per-user totals over stored purchase events; ``spend`` is per currency."""
+    """Per-user totals over stored purchase and return events, per currency where money.
+
+    ``orders``: distinct orders (``order_id``; a purchase without one counts its UTC day as the
+    order). ``lines``: purchase events; ``units``: their quantities. ``spend``: purchases net of
+    returns (below zero when returns refer to purchases older than the stored history);
+    ``returned``: the refunded amounts; ``returns``: return events.
+
+    Rows written before orders were counted hold only ``purchase_count`` (purchase lines): they
+    load with ``lines`` = ``orders`` = ``purchase_count``, the best count available, until the
+    next purchase adds to them. ``purchase_count`` is still shown, as ``lines``, for clients that
+    read it.
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    purchase_count: int = 0
-    units: int = 0
-    spend: dict[str, Decimal] = Field(default_factory=dict)
+    orders: int = Field(default=0, description="Distinct orders (order_id; without one, the purchase day, UTC)")
+    lines: int = Field(default=0, description="Purchase lines (purchase events)")
+    units: int = Field(default=0, description="Units bought (sum of purchase quantities)")
+    spend: dict[str, Decimal] = Field(default_factory=dict, description="Per currency, net of returns")
+    returned: dict[str, Decimal] = Field(default_factory=dict, description="Refunded, per currency")
+    returns: int = Field(default=0, description="Return lines (return events)")
     first_purchase_at: str | None = None
     last_purchase_at: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_legacy_row(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "purchase_count" in data and "lines" not in data:
+            count = data["purchase_count"]
+            data = {**data, "lines": count}
+            data.setdefault("orders", count)
+        return data
+
+    @computed_field(description="Deprecated: the same as lines")  # type: ignore[prop-decorator]
+    @property
+    def purchase_count(self) -> int:
+        return self.lines
 
 
 class User(BaseModel):
@@ -76,21 +108,36 @@ class User(BaseModel):
         default=None, description="Set when the customer was erased: all that is kept is this time and an objection")
 
 
-def fold_purchases(summary: PurchaseSummary, events: Iterable[Event]) -> PurchaseSummary:
-    """The summary after adding ``events`` (only purchases count), in any arrival order."""
-    count, units = summary.purchase_count, summary.units
-    spend = dict(summary.spend)
+def fold_purchases(
+    summary: PurchaseSummary, events: Iterable[Event], known_orders: AbstractSet[bytes] = frozenset()
+) -> PurchaseSummary:
+    """The summary after adding ``events`` (purchases and returns count), in any arrival order.
+
+    ``known_orders``: the keys (``shared.purchases.order_key``) of the orders already counted;
+    a purchase of one of them, or of an order seen earlier in ``events``, adds a line, not an order.
+    """
+    orders, lines, units, returns = summary.orders, summary.lines, summary.units, summary.returns
+    spend, returned = dict(summary.spend), dict(summary.returned)
     first, last = summary.first_purchase_at, summary.last_purchase_at
+    seen = set(known_orders)
     for event in events:
-        if event.event_type is not EventType.PURCHASE:
-            continue
-        count += 1
-        units += event.quantity
-        spend[event.currency] = spend.get(event.currency, Decimal(0)) + event.line_total
-        first = event.ts if first is None else min(first, event.ts)
-        last = event.ts if last is None else max(last, event.ts)
+        if event.event_type is EventType.PURCHASE:
+            key = order_key(event.order_id, event.timestamp)
+            if key not in seen:
+                seen.add(key)
+                orders += 1
+            lines += 1
+            units += event.quantity
+            spend[event.currency] = spend.get(event.currency, Decimal(0)) + event.line_total
+            first = event.ts if first is None else min(first, event.ts)
+            last = event.ts if last is None else max(last, event.ts)
+        elif event.event_type is EventType.RETURN:
+            returns += 1
+            spend[event.currency] = spend.get(event.currency, Decimal(0)) - event.line_total
+            returned[event.currency] = returned.get(event.currency, Decimal(0)) + event.line_total
     return PurchaseSummary(
-        purchase_count=count, units=units, spend=spend, first_purchase_at=first, last_purchase_at=last
+        orders=orders, lines=lines, units=units, spend=spend, returned=returned, returns=returns,
+        first_purchase_at=first, last_purchase_at=last,
     )
 
 

@@ -1,8 +1,9 @@
 """Event storage: exactly-once writes of events together with the user's purchase summary.
 
 Each user's events go in one DynamoDB transaction: a conditional put per event
-(``attribute_not_exists``: an existing ``(user_id, event_id)`` is a duplicate, not a rewrite)
-and one update of the user's summary guarded by its version. Either all of it is written or
+(``attribute_not_exists``: an existing ``(user_id, event_id)`` is a duplicate, not a rewrite),
+one update of the user's summary guarded by its version and, with purchases, one update of the
+user's purchase keys (the items already bought, the orders already counted), guarded by its own. Either all of it is written or
 none, so a retried request never counts a purchase twice, and two requests racing on the same
 user never lose an update. Users are written in parallel: the work is waiting on I/O.
 
@@ -26,12 +27,16 @@ from shared.errors import StorageUnavailable
 from shared.events import Event, EventType, format_timestamp
 from shared.limits import MAX_TRANSACTION_BYTES, stored_size
 from shared.storage import dynamo
-from shared.storage.users import SummaryState, not_erased_since, read_summaries, summary_update
+from shared.storage.users import (
+    SummaryState, not_erased_since, purchases_update, read_summaries, summary_update,
+)
 from shared.users import PurchaseSummary, fold_purchases
 
-# DynamoDB allows 100 actions per transaction; one is kept for the summary update.
-EVENTS_PER_TRANSACTION = 99
+# DynamoDB allows 100 actions per transaction; two are kept for the summary update and the
+# update of the customer's purchase keys (already-bought items, seen orders).
+EVENTS_PER_TRANSACTION = 98
 TRANSACTION_ATTEMPTS = 8
+SUMMARY_EVENTS = (EventType.PURCHASE, EventType.RETURN)
 
 
 @dataclass
@@ -70,7 +75,7 @@ class EventStore:
         if not by_user:
             return outcome
 
-        buying = [user for user, evs in by_user.items() if _has_purchase(evs)]
+        buying = [user for user, evs in by_user.items() if _changes_summary(evs)]
         summaries = read_summaries(self.users_table, buying)
         ingested_at = format_timestamp(datetime.now(timezone.utc))
 
@@ -136,12 +141,19 @@ class EventStore:
             ]
             new_state = state
             oldest = min(event.ts for event, _ in pending)
-            if _has_purchase(event for event, _ in pending):
+            events = [event for event, _ in pending]
+            if _changes_summary(events):
                 state = state or SummaryState(PurchaseSummary(), None)
+                purchases = state.purchases
+                if _has_purchase(events):
+                    purchases, add_items, add_orders = state.purchases.adding(events)
+                    actions.append(purchases_update(
+                        self.users_table, user_id, state.purchases, purchases, add_items, add_orders))
                 new_state = SummaryState(
-                    fold_purchases(state.summary, (event for event, _ in pending)),
+                    fold_purchases(state.summary, events, state.purchases.orders),
                     (state.version or 0) + 1,
                     state.erased_at,
+                    purchases,
                 )
                 actions.append(summary_update(self.users_table, user_id, state.version, new_state, oldest))
             else:
@@ -154,12 +166,13 @@ class EventStore:
                 if dynamo.error_code(error) != "TransactionCanceledException":
                     raise
                 reasons = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
-            # One reason per action, in order: the event puts, then the user row's update or check.
-            put_reasons, user_reason = reasons[: len(pending)], reasons[len(pending) :]
+            # One reason per action, in order: the event puts, then the user's items (the purchase
+            # keys' update, the profile row's update or check).
+            put_reasons, user_reasons = reasons[: len(pending)], reasons[len(pending) :]
             known = {i for i, code in enumerate(put_reasons) if code == "ConditionalCheckFailed"}
             duplicates += [event for i, (event, _) in enumerate(pending) if i in known]
             pending = [entry for i, entry in enumerate(pending) if i not in known]
-            if user_reason == ["ConditionalCheckFailed"]:  # another request updated it, or an erasure
+            if "ConditionalCheckFailed" in user_reasons:  # another request updated them, or an erasure
                 state = read_summaries(self.users_table, [user_id]).get(user_id) or SummaryState(PurchaseSummary(), None)
             elif not known:
                 time.sleep(delay)  # a conflicting transaction or throttling: back off
@@ -167,6 +180,10 @@ class EventStore:
 
 def _has_purchase(events: Any) -> bool:
     return any(event.event_type is EventType.PURCHASE for event in events)
+
+
+def _changes_summary(events: Any) -> bool:
+    return any(event.event_type in SUMMARY_EVENTS for event in events)
 
 
 def _chunks(items: list[tuple[Event, dict[str, Any]]], count: int, max_bytes: int

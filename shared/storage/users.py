@@ -5,14 +5,16 @@ that erasure leaves."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from shared.errors import NotFound, StorageUnavailable
-from shared.events import Event, format_timestamp
+from shared.events import Event, EventType, format_timestamp
+from shared.purchases import MAX_ITEM_KEYS, MAX_ORDER_KEYS, PurchasedItems, item_key, order_key
 from shared.storage import dynamo
 from shared.storage.scan import scan_by_key
 from shared.users import PurchaseSummary, User, UserProfileIn, may_personalize
@@ -80,6 +82,7 @@ class UserStore:
 
         The put is conditional on the consent read just before, so an objection recorded in
         between is never lost: the read and the put are tried again."""
+        forget_purchases = True
         for delay in dynamo.backoff_delays(5):
             row = self.row(user_id) or {}
             consent = row.get("consent")
@@ -93,13 +96,22 @@ class UserStore:
                                        "ConditionExpression": condition}
             if values:
                 request["ExpressionAttributeValues"] = dynamo.serialize(values)
+            # The purchase keys go in the same transaction: no ingest can slip in between.
+            forget = {"TableName": self.users_table, "Key": dynamo.serialize(purchases_key(user_id)),
+                      "ConditionExpression": "attribute_not_exists(user_id) OR purchases_of = :of",
+                      "ExpressionAttributeValues": dynamo.serialize({":of": user_id})}
+            actions = [{"Put": request}, {"Delete": forget}] if forget_purchases else [{"Put": request}]
             try:
                 with dynamo.aws_faults("record the erasure"):
-                    dynamo.client().put_item(**request)
+                    dynamo.client().transact_write_items(TransactItems=actions)
                 return objected
             except ClientError as error:
-                if dynamo.error_code(error) != "ConditionalCheckFailedException":
+                if dynamo.error_code(error) != "TransactionCanceledException":
                     raise
+                reasons = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
+                if reasons[1:] == ["ConditionalCheckFailed"] and reasons[0] in (None, "None"):
+                    forget_purchases = False  # that key holds a customer whose id ends so, not keys
+                    continue
             time.sleep(delay)
         raise StorageUnavailable("erase: the customer's consent kept changing; try again")
 
@@ -122,8 +134,10 @@ def user_from_row(row: dict) -> User:
 
 
 def all_user_rows(users_table: str, segments: int = 4) -> dict[str, dict[str, Any]]:
-    """Every stored row, by user id (a parallel Scan: for the nightly run, never a request)."""
-    return scan_by_key(users_table, "user_id", lambda row: row, segments)
+    """Every stored row, by user id (a parallel Scan: for the nightly run, never a request).
+    Customers' purchase keys, kept in their own items, are not rows of customers."""
+    return scan_by_key(users_table, "user_id", lambda row: row, segments,
+                       FilterExpression="attribute_not_exists(purchases_of)")
 
 
 def withheld(users_table: str, user_ids: list[str], since: str, behavioural: bool) -> set[str]:
@@ -140,16 +154,98 @@ def withheld(users_table: str, user_ids: list[str], since: str, behavioural: boo
 # The user's row allows an event unless the user was erased after it (events stamped before an
 # erasure are refused); ``erased_at`` uses the events' fixed-width stamps, so strings compare as times.
 NOT_ERASED_SINCE = "attribute_not_exists(erased_at) OR erased_at <= :oldest"
-SUMMARY_FIELDS = ("purchase_count", "units", "spend", "first_purchase_at", "last_purchase_at")
+SUMMARY_FIELDS = ("orders", "lines", "units", "spend", "returned", "returns", "first_purchase_at", "last_purchase_at")
+# Rows written before orders were counted: read so that they load (PurchaseSummary maps it).
+LEGACY_SUMMARY_FIELDS = ("purchase_count",)
+
+# A customer's purchase keys (already-bought items, seen orders) live in their own item of the
+# users table, beside the profile row: the profile row is read on every request and must stay
+# small (DynamoDB charges a read by the whole item's size, whatever the projection).
+# Its key is the user id and this suffix; ``purchases_of`` names the owner, so a profile row
+# whose id happens to end so is never taken for one.
+PURCHASES_SUFFIX = "\x00purchases"
+PURCHASES_FIELDS = ("purchases_of", "item_keys", "order_keys", "items_truncated", "orders_truncated",
+                    "purchases_version")
+
+
+def purchases_key(user_id: str) -> dict[str, str]:
+    return {"user_id": user_id + PURCHASES_SUFFIX}
+
+
+def is_purchases_row(row: dict[str, Any]) -> bool:
+    return "purchases_of" in row and row["user_id"] == row["purchases_of"] + PURCHASES_SUFFIX
+
+
+KEY_SETS = ("item_keys", "order_keys")
+
+
+def _keys(value: Any) -> frozenset[bytes]:
+    return frozenset(value or ())
+
+
+def _from_raw(raw: dict[str, Any]) -> dict[str, Any]:
+    """A raw item as a row, its key sets as frozensets of bytes (kept apart from deserialize)."""
+    sets = {name: frozenset(raw[name].get("BS", ())) for name in KEY_SETS if name in raw}
+    return {**dynamo.deserialize({k: v for k, v in raw.items() if k not in KEY_SETS}), **sets}
+
+
+def _batch_get_raw(table: str, keys: list[dict[str, Any]], projection: list[str]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(keys), 100):
+        spec = {"Keys": [dynamo.serialize(key) for key in keys[start:start + 100]], "ConsistentRead": True,
+                "ProjectionExpression": ", ".join(f"#{name}" for name in projection),
+                "ExpressionAttributeNames": {f"#{name}": name for name in projection}}
+        for response in dynamo.with_leftovers(lambda request: dynamo.client().batch_get_item(**request),
+                                              {"RequestItems": {table: spec}}, "UnprocessedKeys", "batch get"):
+            found.extend(_from_raw(item) for item in response["Responses"].get(table, []))
+    return found
+
+
+@dataclass(frozen=True)
+class PurchaseKeys:
+    """A customer's stored purchase keys, with the version ingest conditions its update on."""
+
+    items: frozenset[bytes] = frozenset()
+    orders: frozenset[bytes] = frozenset()
+    items_truncated: bool = False
+    orders_truncated: bool = False
+    version: int | None = None  # None: no purchases item yet
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any] | None) -> PurchaseKeys:
+        if not row:
+            return cls()
+        return cls(_keys(row.get("item_keys")), _keys(row.get("order_keys")),
+                   bool(row.get("items_truncated")), bool(row.get("orders_truncated")),
+                   row.get("purchases_version"))
+
+    def adding(self, events: Iterable[Event]) -> tuple[PurchaseKeys, frozenset[bytes], frozenset[bytes]]:
+        """The keys after storing `events`' purchases, and the item and order keys to ADD (new
+        ones only, as many as the caps allow; past a cap the set is marked truncated)."""
+        purchases = [event for event in events if event.event_type is EventType.PURCHASE]
+        new_items = list(dict.fromkeys(k for k in (item_key(e.item_id) for e in purchases) if k not in self.items))
+        new_orders = list(dict.fromkeys(
+            k for k in (order_key(e.order_id, e.timestamp) for e in purchases) if k not in self.orders))
+        item_room, order_room = MAX_ITEM_KEYS - len(self.items), MAX_ORDER_KEYS - len(self.orders)
+        add_items, add_orders = frozenset(new_items[:max(item_room, 0)]), frozenset(new_orders[:max(order_room, 0)])
+        after = PurchaseKeys(
+            self.items | add_items, self.orders | add_orders,
+            self.items_truncated or len(new_items) > item_room,
+            self.orders_truncated or len(new_orders) > order_room,
+            (self.version or 0) + 1,
+        )
+        return after, add_items, add_orders
 
 
 @dataclass
 class SummaryState:
-    """A user's purchase summary as ingest last read it, with its version and last erasure."""
+    """A user's purchase summary as ingest last read it, with its version and last erasure, and
+    their purchase keys (the orders already counted, the items already bought)."""
 
     summary: PurchaseSummary
     version: int | None  # None: the user has no summary yet
     erased_at: str | None = None  # the user's last erasure; older events are refused
+    purchases: PurchaseKeys = field(default_factory=PurchaseKeys)
 
     def split_erased(self, pending: list[tuple[Event, Any]]) -> tuple[list[tuple[Event, Any]], list[Event]]:
         if not self.erased_at:
@@ -174,22 +270,57 @@ def summary_update(
     users_table: str, user_id: str, expected_version: int | None, state: SummaryState, oldest: str
 ) -> dict[str, Any]:
     """A transaction action: the new summary, if the version is the one read and no erasure came after `oldest`."""
+    fields = [name for name in SUMMARY_FIELDS if getattr(state.summary, name) is not None]  # no purchase yet
     values = {
         ":version": state.version,
         ":oldest": oldest,
-        **{f":{name}": getattr(state.summary, name) for name in SUMMARY_FIELDS},
+        **{f":{name}": getattr(state.summary, name) for name in fields},
     }
     if expected_version is None:
         condition = f"attribute_not_exists(summary_version) AND ({NOT_ERASED_SINCE})"
     else:
         condition = f"summary_version = :expected AND ({NOT_ERASED_SINCE})"
         values[":expected"] = expected_version
-    assignments = ", ".join(f"{name} = :{name}" for name in SUMMARY_FIELDS)
+    assignments = ", ".join(f"#{name} = :{name}" for name in fields)
     return {
         "Update": {
             "TableName": users_table,
             "Key": dynamo.serialize({"user_id": user_id}),
-            "UpdateExpression": f"SET {assignments}, summary_version = :version",
+            "UpdateExpression": f"SET {assignments}, summary_version = :version REMOVE purchase_count",
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {f"#{name}": name for name in fields},
+            "ExpressionAttributeValues": dynamo.serialize(values),
+        }
+    }
+
+
+def purchases_update(users_table: str, user_id: str, expected: PurchaseKeys, after: PurchaseKeys,
+                     add_items: frozenset[bytes], add_orders: frozenset[bytes]) -> dict[str, Any]:
+    """A transaction action: ADD the new item and order keys (a retry adds nothing twice), if the
+    purchases item is the one read (its version), so that orders are never counted twice."""
+    values: dict[str, Any] = {":of": user_id, ":version": after.version,
+                              ":items_truncated": after.items_truncated, ":orders_truncated": after.orders_truncated}
+    adds = []
+    if add_items:
+        adds.append("item_keys :items")
+        values[":items"] = set(add_items)
+    if add_orders:
+        adds.append("order_keys :orders")
+        values[":orders"] = set(add_orders)
+    if expected.version is None:
+        condition = "attribute_not_exists(purchases_version)"
+    else:
+        condition = "purchases_version = :expected AND purchases_of = :of"
+        values[":expected"] = expected.version
+    expression = ("SET purchases_of = :of, purchases_version = :version, items_truncated = :items_truncated, "
+                  "orders_truncated = :orders_truncated")
+    if adds:
+        expression += " ADD " + ", ".join(adds)
+    return {
+        "Update": {
+            "TableName": users_table,
+            "Key": dynamo.serialize(purchases_key(user_id)),
+            "UpdateExpression": expression,
             "ConditionExpression": condition,
             "ExpressionAttributeValues": dynamo.serialize(values),
         }
@@ -197,19 +328,37 @@ def summary_update(
 
 
 def read_summaries(users_table: str, user_ids: list[str]) -> dict[str, SummaryState]:
-    """The summary states of these users, strongly consistent (those with a summary or an erasure)."""
+    """The summary states of these users, strongly consistent (those with a summary, an erasure
+    or purchase keys), each with their purchase keys: both items in one BatchGetItem."""
     if not user_ids:
         return {}
-    rows = dynamo.batch_get(
-        users_table,
-        [{"user_id": user} for user in user_ids],
-        consistent=True,
-        projection=", ".join(("user_id", "summary_version", "erased_at", *SUMMARY_FIELDS)),
-    )
-    return {
-        row["user_id"]: SummaryState(
-            PurchaseSummary.model_validate(row), row.get("summary_version"), row.get("erased_at")
+    keys = [{"user_id": user} for user in user_ids] + [purchases_key(user) for user in user_ids]
+    fields = ["user_id", "summary_version", "erased_at", *SUMMARY_FIELDS, *LEGACY_SUMMARY_FIELDS, *PURCHASES_FIELDS]
+    rows = _batch_get_raw(users_table, keys, fields)
+    profiles = {row["user_id"]: row for row in rows if not is_purchases_row(row)}
+    purchases = {row["purchases_of"]: row for row in rows if is_purchases_row(row)}
+    states = {}
+    for user in user_ids:
+        row = profiles.get(user) or {}
+        if "summary_version" in row or "erased_at" in row or user in purchases:
+            states[user] = SummaryState(
+                PurchaseSummary.model_validate(row), row.get("summary_version"), row.get("erased_at"),
+                PurchaseKeys.from_row(purchases.get(user)),
+            )
+    return states
+
+
+# --- what serving reads: the already-bought set ---
+
+
+def purchased_items(users_table: str, user_id: str) -> PurchasedItems:
+    """Every item the customer ever bought (as keys), kept at ingest: one strongly consistent GetItem."""
+    with dynamo.aws_faults("read purchased items"):
+        response = dynamo.client().get_item(
+            TableName=users_table, Key=dynamo.serialize(purchases_key(user_id)), ConsistentRead=True,
+            ProjectionExpression="user_id, purchases_of, item_keys, items_truncated",
         )
-        for row in rows
-        if "summary_version" in row or "erased_at" in row
-    }
+    row = _from_raw(response["Item"]) if "Item" in response else None
+    if not row or not is_purchases_row(row) or row["purchases_of"] != user_id:
+        return PurchasedItems()
+    return PurchasedItems(_keys(row.get("item_keys")), bool(row.get("items_truncated")))

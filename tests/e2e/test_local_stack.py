@@ -97,12 +97,15 @@ def test_a_retail_csv_is_imported_through_the_api_and_reimporting_changes_nothin
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
 
     assert first.returncode == 0, first.stderr
-    assert "skipped 1 rows: cancellation" in first.stdout
+    assert "2 purchases, 1 returns" in first.stdout  # the cancellation is netted, not dropped
     assert "skipped 1 rows: non-product code" in first.stdout
-    assert "events: 2 accepted, 0 duplicates" in first.stdout
-    assert "events: 0 accepted, 2 duplicates" in again.stdout
+    assert "events: 3 accepted, 0 duplicates" in first.stdout
+    assert "events: 0 accepted, 3 duplicates" in again.stdout
     user = ApiClient.for_stack(state_dir).request("GET", "/users/17850").body
-    assert (user["country"], user["summary"]["purchase_count"], user["summary"]["units"]) == ("GB", 2, 8)
+    summary = user["summary"]
+    assert (user["country"], summary["orders"], summary["lines"], summary["units"], summary["returns"]) == (
+        "GB", 1, 2, 8, 1)
+    assert summary["spend"] == {"GBP": "18.69"} and summary["returned"] == {"GBP": "3.39"}  # 15.30 + 6.78 - 3.39
     assert ApiClient.for_stack(state_dir).request("GET", "/items/71053").body["title"] == "WHITE METAL LANTERN"
 
 

@@ -65,3 +65,39 @@ def test_stored_events_keep_what_the_client_sent(local_api, local_tables):
     assert row["ts"] == "2026-05-01T10:00:00.000000Z"
     assert (row["price"], row["quantity"], row["order_id"]) == (Decimal("19.99"), 2, "o-1")
     assert row["properties"] == {"discount": True}
+
+
+def test_concurrent_overlapping_requests_count_each_order_and_return_once(local_api):
+    """Lines of the same orders spread over racing, overlapping batches: each order counted once."""
+    from shared.config import get_settings
+    from shared.storage.users import purchased_items
+
+    lines = [purchase(f"p-{n}", user_id=f"u-{n % 3}", item_id=f"sku-{n}", order_id=f"o-{n % 3}-{n // 30}")
+             for n in range(180)]
+    lines += [event(f"r-{n}", user_id=f"u-{n % 3}", item_id=f"sku-{n}", event_type="return", price=10.0,
+                    currency="EUR", order_id=f"o-{n % 3}-0") for n in range(0, 30, 5)]
+    batches = [lines[start:start + 60] for start in range(0, len(lines), 30)]
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda b: local_api.json("POST", "/events", {"events": b}), batches * 2))
+
+    assert all(status == 200 for status, _ in results)
+    for user in range(3):
+        summary = local_api.json("GET", f"/users/u-{user}")[1]["summary"]
+        returns = len([n for n in range(0, 30, 5) if n % 3 == user])
+        assert (summary["orders"], summary["lines"], summary["returns"]) == (6, 60, returns)
+        assert Decimal(str(summary["spend"]["EUR"])) == 10 * (60 - returns)
+        bought = purchased_items(get_settings().users_table, f"u-{user}")
+        assert len(bought) == 60 and all(f"sku-{n}" in bought for n in range(user, 180, 3))
+
+
+def test_every_item_of_5000_purchase_lines_is_in_the_set(local_api):
+    from shared.config import get_settings
+    from shared.storage.users import purchased_items
+
+    lines = [purchase(f"p{n}", item_id=f"sku-{n}", order_id=f"o-{n // 10}") for n in range(5000)]
+    for start in range(0, 5000, 1000):
+        assert local_api.json("POST", "/events", {"events": lines[start:start + 1000]})[1]["accepted"] == 1000
+    bought = purchased_items(get_settings().users_table, "u-1")
+    assert len(bought) == 5000 and all(f"sku-{n}" in bought for n in range(5000))
+    assert local_api.json("GET", "/users/u-1")[1]["summary"]["orders"] == 500

@@ -58,6 +58,7 @@ MAY_DELETE = {
     "PrivacyFunction": {
         ("dynamodb:BatchWriteItem", "EventsTable"): "erasure deletes the customer's events",
         ("dynamodb:BatchWriteItem", "SegmentsTable"): "erasure and an objection end segment memberships",
+        ("dynamodb:DeleteItem", "UsersTable"): "erasure deletes the customer's already-bought and orders sets",
     },
     "SegmentsFunction": {
         ("dynamodb:DeleteItem", "SegmentsTable"): "DELETE /segments/{segment_id} deletes a custom definition",
