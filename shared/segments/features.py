@@ -16,8 +16,10 @@ DAY = 86_400.0
 @dataclass(frozen=True)
 class CustomerFeatures:
     purchases: int = 0  # purchase events in the history read
-    orders_total: int = 0  # the summary's purchase_count (all time)
-    spend: dict[str, float] = field(default_factory=dict)  # all time, per currency (summary)
+    orders_total: int = 0  # distinct orders, all time (the summary's orders)
+    lines: int = 0  # purchase lines, all time
+    units: int = 0  # units bought, all time
+    spend: dict[str, float] = field(default_factory=dict)  # all time, per currency, net of returns (summary)
     currency: str | None = None  # where most of the spend is
     recency_days: float | None = None
     tenure_days: float | None = None  # since the first purchase
@@ -37,29 +39,56 @@ class CustomerFeatures:
         return self.spend.get(self.currency, 0.0) if self.currency else 0.0
 
 
+@dataclass(frozen=True)
+class PurchaseFigures:
+    """What RFM, value and CLV read of a purchase summary, the same for one customer's tags and
+    for the customer-base statistics of the nightly run (shared/training/customers.py)."""
+
+    orders: int
+    lines: int
+    units: int
+    spend: dict[str, float]  # per currency, net of returns
+    currency: str | None  # where most of the spend is
+    recency_days: float | None  # since the last purchase
+    tenure_days: float | None  # since the first purchase
+
+    @property
+    def monetary(self) -> float:
+        return self.spend.get(self.currency, 0.0) if self.currency else 0.0
+
+
+def purchase_figures(summary: PurchaseSummary, now: datetime) -> PurchaseFigures:
+    spend = {currency: float(amount) for currency, amount in summary.spend.items()}
+    last, first, now_s = _seconds(summary.last_purchase_at), _seconds(summary.first_purchase_at), now.timestamp()
+    return PurchaseFigures(
+        orders=summary.orders, lines=summary.lines, units=summary.units, spend=spend,
+        currency=max(spend, key=spend.get) if spend else None,
+        # Whole days: a tag computed on request seconds after the nightly run lands on the same
+        # side of every threshold (quintile edges, CLV tiers) as the nightly one, until a day turns.
+        recency_days=float((now_s - last) // DAY) if last is not None else None,
+        tenure_days=float((now_s - first) // DAY) if first is not None else None,
+    )
+
+
 def customer_features(user: User | None, history: list[HistoryEvent], categories: dict[str, str],
                       now: datetime) -> CustomerFeatures:
     """`user`: the stored customer (None when only events are known); `categories`: item -> category."""
-    summary = user.summary if user else PurchaseSummary()
-    spend = {currency: float(amount) for currency, amount in summary.spend.items()}
-    currency = max(spend, key=spend.get) if spend else None
+    figures = purchase_figures(user.summary if user else PurchaseSummary(), now)
+    currency = figures.currency
     now_s = now.timestamp()
     purchases = [e for e in history if e.event_type == "purchase"]
-    last = _seconds(summary.last_purchase_at)
-    first = _seconds(summary.first_purchase_at)
-    recent, previous = 0.0, 0.0
-    for event in purchases:
-        if event.currency == currency and event.price is not None:
+    recent, previous = 0.0, 0.0  # net of returns, like the summary's spend
+    for event in history:
+        if event.event_type in ("purchase", "return") and event.currency == currency and event.price is not None:
             age = (now_s - event.timestamp) / DAY
-            amount = event.price * event.quantity
+            amount = event.price * event.quantity * (1 if event.event_type == "purchase" else -1)
             recent += amount if age <= 90 else 0.0
             previous += amount if 90 < age <= 180 else 0.0
     return CustomerFeatures(
         purchases=len(purchases),
-        orders_total=summary.purchase_count,
-        spend=spend, currency=currency,
-        recency_days=(now_s - last) / DAY if last else None,
-        tenure_days=(now_s - first) / DAY if first else None,
+        orders_total=figures.orders, lines=figures.lines, units=figures.units,
+        spend=figures.spend, currency=currency,
+        recency_days=figures.recency_days, tenure_days=figures.tenure_days,
         spend_last_90_days=round(recent, 2), spend_previous_90_days=round(previous, 2),
         category_purchases=dict(Counter(categories[e.item_id] for e in purchases if e.item_id in categories)),
         discounted_purchases=sum(e.discount for e in purchases),

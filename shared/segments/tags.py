@@ -6,12 +6,12 @@ customer: both paths give the same answer because they are the same code.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from shared.segments import clv
 from shared.segments.features import CustomerFeatures, customer_features
 from shared.segments.rules import CustomSegment, matches
 from shared.users import User, may_personalize
@@ -54,6 +54,7 @@ def segment(features: CustomerFeatures, statistics: dict[str, Any], personalized
     tags = _geography(features) + _declared(features)
     if personalized:
         tags = (_rfm(features, statistics) + _value(features, statistics) + _lifecycle(features, statistics)
+                + _clv(features, statistics)
                 + _behaviour(features) + _technographic(features) + _engagement(features) + tags)
     return tags
 
@@ -69,6 +70,15 @@ def _money(amount: float, currency: str | None) -> str:
     return f"{amount:,.2f} {currency or ''}".strip()
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def _orders(f: CustomerFeatures) -> str:
+    """'5 orders (37 lines, 420 units)': orders are what frequency counts, lines and units beside."""
+    return f"{_plural(f.orders_total, 'order')} ({_plural(f.lines, 'line')}, {_plural(f.units, 'unit')})"
+
+
 def _rfm(f: CustomerFeatures, stats: dict[str, Any]) -> list[Tag]:
     edges_m = stats.get("spend_quintiles", {}).get(f.currency or "")
     if f.recency_days is None or not edges_m or "recency_days_quintiles" not in stats:
@@ -77,7 +87,7 @@ def _rfm(f: CustomerFeatures, stats: dict[str, Any]) -> list[Tag]:
     fr = score(f.orders_total, stats["frequency_quintiles"])
     m = score(f.monetary, edges_m)
     name = next(name for name, rule in RFM_GRID.items() if rule(r, fr))
-    reason = (f"R{r} F{fr} M{m}: bought {f.orders_total} times, last {f.recency_days:.0f} days ago, "
+    reason = (f"R{r} F{fr} M{m}: bought {_orders(f)}, last {f.recency_days:.0f} days ago, "
               f"spent {_money(f.monetary, f.currency)}")
     return [Tag("rfm", name, reason), Tag("rfm", f"R{r}F{fr}M{m}", reason)]
 
@@ -89,25 +99,54 @@ def _value(f: CustomerFeatures, stats: dict[str, Any]) -> list[Tag]:
     tiers = [("VIP", "95", "top 5%"), ("High value", "80", "top 20%"), ("Medium value", "50", "top 50%")]
     tier, where = next(((name, label) for name, key, label in tiers if f.monetary > percentiles[key]),
                        ("Low value", "bottom 50%"))
-    tags = [Tag("value", tier, f"spent {_money(f.monetary, f.currency)}: {where} by spend")]
-    predicted = predicted_value_90_days(f)
-    if predicted is not None:
-        tags.append(Tag("value", "Predicted value next 90 days",
-                        f"about {_money(predicted, f.currency)} expected in the next 90 days"))
-    return tags
+    return [Tag("value", tier, f"spent {_money(f.monetary, f.currency)}: {where} by spend")]
 
 
-def predicted_value_90_days(f: CustomerFeatures) -> float | None:
-    """A simple, documented estimate: order rate x average order x chance the customer is still active.
+# CLV tiers by the predicted value over the horizon, from the nightly percentiles
+# (shared/training/customers.py, CLV_PERCENTILES): a value above the 90th percentile is in the top 10%.
+CLV_TIERS = (("CLV: top 10%", "90", "top 10%"), ("CLV: high", "70", "top 30%"), ("CLV: medium", "40", "top 60%"))
+# Churn risk from BG/NBD's probability that a repeat customer is still active.
+CHURN_HIGH_BELOW = 0.3
+CHURN_MEDIUM_BELOW = 0.7
 
-    rate = orders / max(tenure, 30 days); P(active) = exp(-rate x recency), the probability a
-    customer buying at that rate would have gone this long without an order by chance.
-    """
-    if f.orders_total < 2 or f.tenure_days is None or f.recency_days is None:
+
+def predict_clv(f: CustomerFeatures, stats: dict[str, Any]) -> clv.Prediction | None:
+    """The customer's BG/NBD (and, in their main currency, Gamma-Gamma) prediction over the
+    horizon; None without fitted parameters (older statistics, a refused fit) or without a purchase."""
+    bg_nbd = clv.bg_nbd_from(stats)
+    if bg_nbd is None or f.orders_total < 1 or f.recency_days is None or f.tenure_days is None:
         return None
-    rate = f.orders_total / max(f.tenure_days, 30.0)
-    alive = math.exp(-rate * f.recency_days)
-    return round(rate * 90 * (f.monetary / f.orders_total) * alive, 2)
+    horizon = int((stats.get("clv") or {}).get("horizon_days") or clv.HORIZON_DAYS)
+    return clv.predict(bg_nbd, clv.gamma_gamma_from(stats, f.currency), f.orders_total, f.recency_days,
+                       f.tenure_days, f.monetary if f.currency else None, horizon)
+
+
+def _percent(share: float) -> str:
+    return "below 1%" if share < 0.005 else "over 99%" if share > 0.995 and share < 1 else f"{share:.0%}"
+
+
+def _clv(f: CustomerFeatures, stats: dict[str, Any]) -> list[Tag]:
+    prediction = predict_clv(f, stats)
+    if prediction is None:
+        return []
+    alive = f"{_percent(prediction.alive)} likely still active"
+    tags = []
+    percentiles = ((stats.get("clv") or {}).get("value_percentiles") or {}).get(f.currency or "")
+    if prediction.value is not None and percentiles:
+        tier, where = next(((name, label) for name, key, label in CLV_TIERS if prediction.value > percentiles[key]),
+                           ("CLV: low", "bottom 40%"))
+        tags.append(Tag("value", tier, (
+            f"expected {prediction.orders:.1f} orders and {_money(prediction.value, f.currency)} in the next "
+            f"{prediction.horizon_days} days (about {_money(prediction.order_value, f.currency)} an order); "
+            f"{alive}: {where} by predicted value")))
+    if f.orders_total >= 2:  # with one order, BG/NBD cannot tell a customer who left: P(alive) is 1
+        risk = ("high" if prediction.alive < CHURN_HIGH_BELOW
+                else "medium" if prediction.alive < CHURN_MEDIUM_BELOW else "low")
+        tags.append(Tag("lifecycle", f"Churn risk: {risk}", (
+            f"{alive}: {_plural(f.orders_total, 'order')} over {max(f.tenure_days - f.recency_days, 0):.0f} days, "
+            f"the last {f.recency_days:.0f} days ago; expected {prediction.orders:.1f} orders in the next "
+            f"{prediction.horizon_days} days")))
+    return tags
 
 
 def _lifecycle(f: CustomerFeatures, stats: dict[str, Any]) -> list[Tag]:
