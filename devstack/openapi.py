@@ -181,6 +181,7 @@ OUTCOMES: dict[str, Outcomes] = {
     "GET /items/{item_id}": Outcomes(errors=(404,)),
     "GET /users/{user_id}": Outcomes(errors=(404,)),
     "GET /items/{item_id}/similar": Outcomes(errors=(404,)),
+    "GET /items/{item_id}/bought-together": Outcomes(errors=(404,)),
     "POST /segments": Outcomes(success=(201,), errors=(409,)),
     "DELETE /segments/{segment_id}": Outcomes(success=(204,), errors=(404,)),
     "GET /segments/{segment_id}/members": Outcomes(errors=(400, 404)),

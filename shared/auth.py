@@ -25,12 +25,14 @@ CUSTOMER_ROUTES: dict[str, CustomerAccess] = {
     "GET /users/{user_id}": CustomerAccess.OWN,
     "GET /users/{user_id}/recommendations": CustomerAccess.OWN,
     "POST /users/{user_id}/rank": CustomerAccess.OWN,
+    "POST /users/{user_id}/basket-recommendations": CustomerAccess.OWN,
     "GET /users/{user_id}/segments": CustomerAccess.OWN,
     "PUT /users/{user_id}/consent": CustomerAccess.OWN,
     "GET /users/{user_id}/export": CustomerAccess.OWN,
     "DELETE /users/{user_id}": CustomerAccess.OWN,
     "GET /items/{item_id}": CustomerAccess.ANY,
     "GET /items/{item_id}/similar": CustomerAccess.ANY,
+    "GET /items/{item_id}/bought-together": CustomerAccess.ANY,
     "GET /popular": CustomerAccess.ANY,
 }
 

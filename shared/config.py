@@ -34,6 +34,12 @@ class Settings(BaseModel):
     # How often serving checks which model version is active (seconds).
     model_refresh_seconds: float = Field(alias="MODEL_REFRESH_SECONDS", default=60, ge=0)
 
+    # The mix of a recommendation list (shared/serving/recommender.py, Mix): at most this share of
+    # the slots for items the customer only viewed or carted (showing them again is "recently
+    # viewed", a client's own list), and at most this share for new items no model has seen yet.
+    seen_items_share: float = Field(alias="SEEN_ITEMS_SHARE", default=0.2, ge=0, le=1)
+    new_items_share: float = Field(alias="NEW_ITEMS_SHARE", default=0.2, ge=0, le=1)
+
     # Events stamped further in the future than this are rejected as clock errors.
     max_event_future_seconds: int = Field(alias="MAX_EVENT_FUTURE_SECONDS", default=300, ge=0)
     # Parallel DynamoDB transactions per ingest request; I/O bound, so more than the vCPUs.

@@ -26,7 +26,7 @@ def interactions_of(events: list[dict]) -> Interactions:
     log = InteractionLog(limit=10_000_000)
     for e in events:
         log.add(e["user_id"], e["item_id"], EventType(e["event_type"]), e.get("quantity", 1),
-                datetime.fromisoformat(e["timestamp"]).timestamp())
+                datetime.fromisoformat(e["timestamp"]).timestamp(), e.get("order_id"))
     return log.finish()
 
 

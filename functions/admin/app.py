@@ -19,7 +19,7 @@ from shared.errors import Conflict
 from shared.observability import logger, metrics, tracer
 from shared.storage.dynamo import CLIENT_CONFIG
 from shared.storage.models import Manifest, ModelStore
-from shared.training.config import TrainingConfig, training_config
+from shared.training.config import AsOf, TrainingConfig, training_config
 
 
 @lru_cache(maxsize=1)
@@ -56,6 +56,10 @@ class TrainRequest(BaseModel):
 
     config: TrainingConfig | None = Field(
         default=None, description="Parameters for this run only; unset ones keep their defaults")
+    as_of: AsOf | None = Field(
+        default=None, description="Train and evaluate as of this moment (ISO 8601, UTC without a zone; not in "
+                                  "the future): the window, decay, popularity and holdout count back from it "
+                                  "and later events are ignored. A backtest on imported history")
 
 
 class TrainingStarted(BaseModel):
@@ -65,8 +69,15 @@ class TrainingStarted(BaseModel):
     message: str
 
 
+class Serving(BaseModel):
+    version: str
+    strategy: str = Field(description="hybrid, als, knn, or popular: what customers get")
+    reason: str = Field(description="Why, with the holdout's figures")
+
+
 class ModelList(BaseModel):
     active: str | None
+    serving: Serving | None = Field(description="The active version's strategy and why; null: nothing active")
     versions: list[Manifest]
 
 
@@ -76,7 +87,9 @@ class ModelList(BaseModel):
                 "\"training\", then with its outcome. 409 while another run is in progress.",
 )
 def start_training(request: TrainRequest | None = None) -> Response[TrainingStarted]:
-    overrides = request.config.model_dump(exclude_unset=True) if request and request.config else {}
+    overrides = request.config.model_dump(mode="json", exclude_unset=True) if request and request.config else {}
+    if request is not None and request.as_of is not None:
+        overrides["as_of"] = request.as_of.isoformat()
     training_config(overrides)  # with TRAINING_CONFIG's settings: a bad mix is a 422 now, not a failed run later
     running = next((m for m in models.manifests() if m.status == "training"), None)
     if running is not None:
@@ -90,9 +103,12 @@ def start_training(request: TrainRequest | None = None) -> Response[TrainingStar
 
 @app.get("/models", tags=["models"], summary="List model versions, newest first, and the active one")
 def list_models(limit: Annotated[int, Query(ge=1, le=100)] = 20) -> ModelList:
-    versions = models.manifests()[:limit]
-    active = models.active()
-    return ModelList(active=active.version if active else None, versions=versions)
+    everything = models.manifests()
+    active = next((m for m in everything if m.active), None)
+    serving = None if active is None else Serving(
+        version=active.version, strategy=active.strategy or "als",
+        reason=active.strategy_reason or f"{active.status}: {active.reason}")
+    return ModelList(active=active.version if active else None, serving=serving, versions=everything[:limit])
 
 
 @app.post(

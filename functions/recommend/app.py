@@ -1,4 +1,5 @@
-"""Recommend function: recommendations with reasons, similar items, personalized ranking, popular."""
+"""Recommend function: recommendations with reasons, similar items, items bought together (one item's
+or a cart's), personalized ranking, popular."""
 
 from __future__ import annotations
 
@@ -19,12 +20,14 @@ from shared.http_params import PathId
 from shared.observability import logger, metrics, tracer
 from shared.serving.active_model import ActiveModel, CachedPopular
 from shared.serving.model import ServingModel
-from shared.serving.answers import PopularItems, Ranking, Recommendations, Similar
-from shared.serving.recommender import Recommender, Sources
+from shared.serving.answers import (BasketRecommendations, BoughtTogether, PopularItems, Ranking, Recommendations,
+                                    Similar)
+from shared.serving.complements import BoughtTogetherRules, ComplementData, ComplementSources, ModelComplements
+from shared.serving.recommender import Mix, Recommender, Sources
 from shared.storage.catalog import CatalogStore, catalog_details, newest_in_category
 from shared.storage.history import recent_history
 from shared.storage.models import ModelStore
-from shared.storage.users import UserStore
+from shared.storage.users import UserStore, purchased_items
 
 settings = get_settings()
 catalog = CatalogStore(settings.items_table)
@@ -36,6 +39,7 @@ app = create_app()
 
 Limit = Annotated[int, Query(ge=1, le=100, description="How many items, 1 to 100")]
 MAX_RANKED_ITEMS = 500
+MAX_CART_ITEMS = 100
 
 
 class CatalogReader:
@@ -50,6 +54,21 @@ recommender = Recommender(Sources(
     model=active_model.get, catalog=CatalogReader(),
     history=lambda user_id: recent_history(settings.events_table, user_id), profile=users.find,
     cached_popular=cached_popular.get,
+    purchased=lambda user_id: purchased_items(settings.users_table, user_id),
+), Mix(settings.seen_items_share, settings.new_items_share))
+
+model_complements = ModelComplements()
+
+
+def active_complements() -> ComplementData | None:
+    """The complements of the model that serves (none until its artifact carries them)."""
+    return model_complements.get(active_model.get())
+
+
+bought_together_rules = BoughtTogetherRules(ComplementSources(
+    complements=active_complements, catalog=CatalogReader(),
+    popular=lambda limit, category: recommender.popular(limit, category, None),
+    profile=users.find, purchased=lambda user_id: purchased_items(settings.users_table, user_id),
 ))
 
 
@@ -57,6 +76,18 @@ class RankRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     item_ids: list[Identifier] = Field(min_length=1, max_length=MAX_RANKED_ITEMS)
+
+
+class CartRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item_ids: list[Identifier] = Field(min_length=1, max_length=MAX_CART_ITEMS,
+                                       description="The items in the cart (1 to 100)")
+
+
+class BasketRequest(CartRequest):
+    user_id: Identifier | None = Field(
+        default=None, description="The customer whose cart it is: what they bought is left out")
 
 
 def count(answer_strategy: str, personalized: bool, started: float) -> None:
@@ -101,6 +132,47 @@ def rank(user_id: PathId, request: RankRequest) -> Ranking:
 def similar(item_id: PathId, limit: Limit = 10) -> Similar:
     started = time.perf_counter()
     answer = recommender.similar(catalog.get(item_id), limit)
+    count(answer.strategy, True, started)
+    return answer
+
+
+@app.get(
+    "/items/<item_id>/bought-together", tags=["recommendations"],
+    summary="Items bought in the same order as this one (complements), each with how many customers did",
+    description="Ranked by a log-likelihood ratio over orders, at least 3 customers each; variants of the "
+                "same product come last. Without a model or complements: popular items in its category "
+                "(strategy says so).",
+)
+def bought_together(item_id: PathId, limit: Limit = 10) -> BoughtTogether:
+    started = time.perf_counter()
+    answer = bought_together_rules.bought_together(catalog.get(item_id), limit)
+    count(answer.strategy, True, started)
+    return answer
+
+
+@app.post(
+    "/recommendations/basket", tags=["recommendations"],
+    summary="Items that go with a whole cart (complements of its items), for the shop's systems",
+    description="Leaves out the cart's items and, when user_id is given (and the customer has not "
+                "objected to personalization), what that customer bought. A signed-in customer calls "
+                "POST /users/{user_id}/basket-recommendations.",
+)
+def basket(request: BasketRequest, limit: Limit = 10) -> BasketRecommendations:
+    started = time.perf_counter()
+    answer = bought_together_rules.basket(request.item_ids, limit, request.user_id)
+    count(answer.strategy, True, started)
+    return answer
+
+
+@app.post(
+    "/users/<user_id>/basket-recommendations", tags=["recommendations"],
+    summary="Items that go with a customer's cart, leaving out what they bought",
+    description="The same answer as POST /recommendations/basket for this customer; a signed-in customer "
+                "may ask for their own cart only.",
+)
+def customer_basket(user_id: PathId, request: CartRequest, limit: Limit = 10) -> BasketRecommendations:
+    started = time.perf_counter()
+    answer = bought_together_rules.basket(request.item_ids, limit, user_id)
     count(answer.strategy, True, started)
     return answer
 

@@ -19,14 +19,21 @@ from shared.segments.service import materialize_after_training
 
 settings = get_settings()
 models = ModelStore.from_settings(settings.model_bucket, settings.local_model_dir)
+# The hourly schedule's task: train only while no version serves, so a new shop gets popular
+# items (at least) within the hour of its first purchases, not at the next nightly run.
+FIRST_MODEL = "first_model"
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Event: an EventBridge scheduled event, or {"config": {...overrides}} from the admin API."""
+    """Event: the nightly schedule's, {"task": "first_model"} from the hourly one, or
+    {"config": {...overrides}} from the admin API."""
     now = datetime.now(timezone.utc)
+    first_model = event.get("task") == FIRST_MODEL
+    if first_model and models.active() is not None:
+        return {"skipped": "a version is active; the nightly run trains the next one"}
     customers: list[Customers] = []
 
     def load(config: TrainingConfig, at: datetime) -> TrainingData:
@@ -35,6 +42,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return read.training_data()
 
     manifest = run_training(load, models, training_config(event.get("config")), now)
+    if first_model and not manifest.counts.get("interactions"):
+        models.discard(manifest)  # no purchases yet: nothing to keep but the log line
+        return manifest.model_dump(mode="json")
     # The segments use what training read; a read that failed is tried again for them.
     materialize_after_training(settings, models, now, customers[0] if customers else None)
     pruned = models.prune(settings.model_versions_kept, settings.model_max_age_days, now)

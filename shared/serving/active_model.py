@@ -84,4 +84,5 @@ class CachedPopular:
             logger.warning("cannot read the cached popular list", extra={"reason": error.message})
             return
         if raw:
-            self.current = PopularLists(raw["version"], raw["items"], raw["by_country"], cached=True)
+            self.current = PopularLists(raw["version"], raw["items"], raw["by_country"], cached=True,
+                                        by_category=raw.get("by_category", {}))

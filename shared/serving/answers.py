@@ -33,7 +33,9 @@ class Recommendations(BaseModel):
     user_id: str
     model_version: str | None
     personalized: bool = Field(description="False: popular items (no consent, no usable history, or no model)")
-    strategy: str = Field(description="als, or why not: no_consent:popular, cold_start:popular_country, ...")
+    strategy: str = Field(description="The version's strategy (hybrid, als, knn), or why not personal and what "
+                                      "instead: no_consent:popular, cold_start:popular_country, chosen:popular (the "
+                                      "active version serves popular items: they beat its model), ...")
     items: list[Recommendation]
 
 
@@ -60,4 +62,20 @@ class Ranking(BaseModel):
 class PopularItems(BaseModel):
     model_version: str | None
     strategy: str
+    items: list[Recommendation]
+
+
+class BoughtTogether(BaseModel):
+    item_id: str
+    model_version: str | None
+    strategy: str = Field(description="complements, or why not: no_complements:popular_in_category "
+                                      "(no model, or no item bought together with it often enough)")
+    items: list[Recommendation]
+
+
+class BasketRecommendations(BaseModel):
+    user_id: str | None = Field(description="The customer whose purchases were left out, if one was given")
+    model_version: str | None
+    strategy: str = Field(description="complements, or why not: no_complements:popular_in_category")
+    cart: list[str] = Field(description="The cart's item ids as considered: each once, in the order sent")
     items: list[Recommendation]

@@ -1,7 +1,9 @@
 """A published model, ready to answer: fold a customer in, recommend, explain, find similar items.
 
-The customer's vector is recomputed on every request from their current history (ALS fold-in,
-implicit's recalculate_user), so an event ingested a second ago changes the next answer.
+The customer is scored on every request from their current history (ALS fold-in, implicit's
+recalculate_user, blended with item neighbours and popularity by shared/training/hybrid.py's
+Scorer, the code the evaluation ranked with), so an event ingested a second ago changes the next
+answer.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from scipy.sparse import csr_matrix
 from shared.history import HistoryEvent
 from shared.training.artifact import ModelArtifact
 from shared.training.config import TrainingConfig
+from shared.training.evaluation import top_items
+from shared.training.hybrid import Blend, Scorer
 from shared.training.interactions import EVENT_CODES, Interactions
 from shared.training.matrix import confidence_matrix
 
@@ -25,9 +29,11 @@ class Scored:
 
 
 class ServingModel:
-    def __init__(self, version: str, artifact: ModelArtifact) -> None:
-        from implicit.cpu.als import AlternatingLeastSquares
+    """Serves the version's strategy: a blend (hybrid, als, knn) scored by the training's Scorer,
+    or, for a popular-strategy version (no model in it), nothing personal: `personalized` is
+    False and the recommender answers with the popular lists."""
 
+    def __init__(self, version: str, artifact: ModelArtifact) -> None:
         self.version = version
         self.artifact = artifact
         # Validated when the version was trained; read as stored, so tighter bounds in a later
@@ -35,14 +41,19 @@ class ServingModel:
         self.config = TrainingConfig.model_construct(**{**TrainingConfig().model_dump(), **artifact.parameters})
         self.item_ids = artifact.item_ids
         self.index = {item_id: i for i, item_id in enumerate(artifact.item_ids)}
-        self.als = AlternatingLeastSquares(factors=artifact.item_factors.shape[1],
-                                           regularization=self.config.regularization, alpha=1.0,
-                                           random_state=self.config.random_seed)
-        self.als.item_factors = np.ascontiguousarray(artifact.item_factors, dtype=np.float32)
-        self.als.user_factors = np.zeros((1, artifact.item_factors.shape[1]), dtype=np.float32)
+        self.strategy = artifact.strategy
+        self.personalized = artifact.has_model
+        # Versions before the blend: ALS alone (their parameters hold no blend).
+        blend = Blend.of(artifact.parameters.get("blend")) or Blend(als=1)
+        popularity = (artifact.item_popularity if artifact.item_popularity is not None
+                      else np.zeros(len(self.item_ids), dtype=np.float32))
+        self.scorer = Scorer(artifact.item_factors if self.personalized else np.zeros((0, 1), np.float32),
+                             self.config.regularization, artifact.neighbours, popularity, blend,
+                             self.config.random_seed)
+        self.als = self.scorer.als
 
     def knows(self, item_id: str) -> bool:
-        return item_id in self.index
+        return self.als is not None and item_id in self.index
 
     def user_row(self, history: list[HistoryEvent], now: float) -> csr_matrix:
         """The customer's confidence row, weighted exactly as in training; unknown items dropped."""
@@ -58,36 +69,38 @@ class ServingModel:
         return confidence_matrix(interactions, self.config, now, (1, len(self.item_ids)))
 
     def recommend(self, row: csr_matrix, count: int, exclude: set[str]) -> list[Scored]:
-        if row.nnz == 0:
+        """The best `count` items for the row, as the evaluation ranks them (the same scorer and
+        the same top-N code), the excluded ones left out."""
+        if row.nnz == 0 or not self.personalized:
             return []
-        filter_items = np.array(sorted(self.index[i] for i in exclude if i in self.index), dtype=np.int32)
-        count = min(count, len(self.item_ids) - len(filter_items))
+        left_out = sorted(self.index[i] for i in exclude if i in self.index)
+        count = min(count, len(self.item_ids) - len(left_out))
         if count <= 0:
             return []
-        ids, scores = self.als.recommend(0, row, N=count, filter_already_liked_items=False,
-                                         filter_items=filter_items if len(filter_items) else None,
-                                         recalculate_user=True)
-        return [Scored(self.item_ids[i], float(s)) for i, s in zip(ids, scores, strict=True)]
+        scores = self.scorer.scores(row)
+        excluded = csr_matrix((np.ones(len(left_out), np.float32), (np.zeros(len(left_out), np.int32), left_out)),
+                              shape=(1, len(self.item_ids)))
+        ranked = top_items(lambda _: scores, np.zeros(1, dtype=np.int64), excluded, count)[0]
+        return [Scored(self.item_ids[i], float(scores[0, i])) for i in ranked]
 
     def explain(self, row: csr_matrix, item_ids: list[str], top: int = 3) -> dict[str, list[str]]:
-        """For each item, the history items that contributed most to its score, largest first.
-
-        The customer's weights (a Cholesky factor) depend only on their history: implicit returns
-        them from the first call, and they are passed back so they are computed once per request.
-        """
-        weights, explained = None, {}
+        """For each item, the history items that added most to its score, largest first (the
+        ALS part as implicit's explain splits it, the neighbours part by similarity)."""
+        if not item_ids or not self.personalized:
+            return {item_id: [] for item_id in item_ids}
+        found = self.scorer.contributions(row, [self.index[i] for i in item_ids])
+        explained = {}
         for item_id in item_ids:
-            _, contributions, weights = self.als.explain(0, row, self.index[item_id], user_weights=weights, N=top)
-            explained[item_id] = [self.item_ids[i] for i, s in contributions if s > 0]
+            parts = sorted(found[self.index[item_id]].items(), key=lambda part: -part[1])
+            explained[item_id] = [self.item_ids[j] for j, value in parts[:top] if value > 0]
         return explained
 
     def rank(self, row: csr_matrix, item_ids: list[str]) -> dict[str, float]:
-        vector = self.als.recalculate_user(0, row) if row.nnz else None
         known = [i for i in item_ids if i in self.index]
-        if vector is None or not known:
+        if row.nnz == 0 or not known or not self.personalized:
             return {}
-        scores = self.als.item_factors[[self.index[i] for i in known]] @ np.asarray(vector).ravel()
-        return dict(zip(known, map(float, scores), strict=True))
+        scores = self.scorer.scores(row)[0]
+        return {i: float(scores[self.index[i]]) for i in known}
 
     def similar(self, item_id: str, count: int) -> list[Scored]:
         count = min(count + 1, len(self.item_ids))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -11,3 +11,4 @@ class PopularLists:
     items: list[str]
     by_country: dict[str, list[str]]
     cached: bool  # True: the small list kept beside the model, used while no model is loaded
+    by_category: dict[str, list[str]] = field(default_factory=dict)

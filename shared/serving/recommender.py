@@ -12,23 +12,25 @@ Rules every answer keeps:
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 from shared.catalog import Item
 from shared.history import HistoryEvent
-from shared.serving.answers import Because, PopularItems, RankedItem, Ranking, Recommendation, Recommendations, Similar
+from shared.purchases import PurchasedItems, item_key
+from shared.serving import reasons
+from shared.serving.answers import PopularItems, RankedItem, Ranking, Recommendation, Recommendations, Similar
 from shared.serving.filters import AnswerFilter
 from shared.serving.model import ServingModel
 from shared.serving.popular import PopularLists
 from shared.users import User, may_personalize
 
 NEW_ITEM_DAYS = 30
-NEW_ITEM_SLOTS = 2
-VERBS = {"purchase": "bought", "add_to_cart": "added to your cart", "view": "viewed"}
+SEEN = ("view", "add_to_cart")
 
 
 class Catalog(Protocol):
@@ -43,11 +45,31 @@ class Sources:
     history: Callable[[str], list[HistoryEvent]]
     profile: Callable[[str], User | None]
     cached_popular: Callable[[], PopularLists | None] = lambda: None
+    # Every item the customer ever bought (kept at ingest), however long their history.
+    purchased: Callable[[str], Container[str]] = lambda _: frozenset()
+
+
+@dataclass(frozen=True)
+class Mix:
+    """How a personal list is composed, as shares of the slots asked for, rounded down: with the
+    defaults, a list of 10 holds at most 2 items the customer only viewed or carted and at most 2
+    new items; a list of 1, 2, 3 or 4 holds neither (settings SEEN_ITEMS_SHARE, NEW_ITEMS_SHARE)."""
+
+    seen_share: float = 0.2
+    new_share: float = 0.2
+
+    def seen_slots(self, limit: int) -> int:
+        return math.floor(limit * self.seen_share + 1e-9)
+
+    def new_slots(self, limit: int) -> int:
+        return math.floor(limit * self.new_share + 1e-9)
 
 
 class Recommender:
-    def __init__(self, sources: Sources) -> None:
+    def __init__(self, sources: Sources, mix: Mix | None = None) -> None:
         self.sources = sources
+        self.mix = mix or Mix()
+        self._item_keys: tuple[str | None, dict[bytes, str]] = (None, {})
 
     def recommend(self, user_id: str, limit: int, category: str | None = None,
                   exclude: Sequence[str] = (), include_purchased: bool = False,
@@ -60,28 +82,46 @@ class Recommender:
         if not may_personalize(profile):
             return self._popular_answer(user_id, model, limit, asked, country, "no_consent")
         history = self.sources.history(user_id)
-        shown = asked if include_purchased else asked.taking(e.item_id for e in history if e.event_type == "purchase")
+        shown = asked
+        if not include_purchased:
+            bought = self.sources.purchased(user_id)
+            # The history's purchases too: events stored before the bought set was kept.
+            shown = asked.without_bought(bought).taking(e.item_id for e in history if e.event_type == "purchase")
+        if model is not None and not getattr(model, "personalized", True):  # the version's strategy is popular
+            return self._popular_answer(user_id, model, limit, shown, country, "chosen")
         row = model.user_row(history, now.timestamp()) if model else None
         if model is None or row is None or row.nnz == 0:
             return self._popular_answer(user_id, model, limit, shown, country, "cold_start")
 
-        candidates = model.recommend(row, max(100, 4 * limit + len(shown.excluded)), set(shown.excluded))
+        leave_out = set(shown.excluded) | self._bought_in_model(model, shown.bought)
+        candidates = model.recommend(row, max(100, 4 * limit + len(leave_out)), leave_out)
         details = self.sources.catalog.details([c.item_id for c in candidates] + [e.item_id for e in history])
-        picked = [c for c in candidates if shown.allows(details.get(c.item_id))][:limit]
+        seen = {e.item_id for e in history if e.event_type in SEEN}
+        picked, seen_slots = [], self.mix.seen_slots(limit)
+        for candidate in candidates:
+            if len(picked) == limit:
+                break
+            if not shown.allows(details.get(candidate.item_id)):
+                continue
+            if candidate.item_id in seen:
+                if seen_slots == 0:
+                    continue
+                seen_slots -= 1
+            picked.append(candidate)
         titles = {item_id: item.title for item_id, item in details.items()}
         contributors = model.explain(row, [c.item_id for c in picked])
         recommended = [Recommendation.of(details[c.item_id], c.score,
                                          _reason(c.item_id, contributors[c.item_id], history, titles))
                        for c in picked]
         shown = shown.taking(r.item_id for r in recommended)
-        new_items = self._new_in_favourite_categories(history, details, shown, now)
+        new_items = self._new_in_favourite_categories(history, details, shown, now, self.mix.new_slots(limit))
         # Items cut here to make room stay excluded: popular items must not bring them back.
         recommended = recommended[: max(limit - len(new_items), 0)] + new_items
         if len(recommended) < limit:
             recommended += self._popular(model, limit - len(recommended),
                                          shown.taking(r.item_id for r in new_items), country)
         return Recommendations(user_id=user_id, model_version=model.version, personalized=True,
-                               strategy="als", items=recommended[:limit])
+                               strategy=getattr(model, "strategy", "als"), items=recommended[:limit])
 
     def similar(self, item: Item, limit: int) -> Similar:
         model = self.sources.model()
@@ -91,9 +131,9 @@ class Recommender:
                            strategy="popular_in_category", items=items)
         candidates = model.similar(item.item_id, max(50, 4 * limit))
         details = self.sources.catalog.details([c.item_id for c in candidates])
-        because = f"customers who bought {item.title} also bought this"
+        because = reasons.similar_to(item.item_id, item.title)
         shown = AnswerFilter.of(None, [item.item_id])
-        items = [Recommendation.of(details[c.item_id], c.score, Because(text=because, items=[item.item_id]))
+        items = [Recommendation.of(details[c.item_id], c.score, because)
                  for c in candidates if shown.allows(details.get(c.item_id))][:limit]
         return Similar(item_id=item.item_id, model_version=model.version, strategy="als_similar", items=items)
 
@@ -136,7 +176,8 @@ class Recommender:
 
     def _popular_lists(self, model: ServingModel | None) -> PopularLists | None:
         if model is not None:
-            return PopularLists(model.version, model.artifact.popular_items, model.artifact.popular_by_country, False)
+            return PopularLists(model.version, model.artifact.popular_items, model.artifact.popular_by_country, False,
+                                getattr(model.artifact, "popular_by_category", {}))
         return self.sources.cached_popular()
 
     def _popular(self, model: ServingModel | None, limit: int, shown: AnswerFilter,
@@ -146,41 +187,50 @@ class Recommender:
             return []
         ranked = lists.by_country.get(country or "", [])
         ranked = ranked + [i for i in lists.items if i not in set(ranked)]
+        if shown.category is not None:  # the category's own list: its items may not be in the overall one
+            ranked = ranked + [i for i in lists.by_category.get(shown.category, []) if i not in set(ranked)]
         candidates = shown.worth_reading(ranked)
         details = self.sources.catalog.details(candidates)
-        where = f" in {country}" if country in lists.by_country else ""
+        because = reasons.popular(country if country in lists.by_country else None)
         picked = [i for i in candidates if shown.allows(details.get(i))][:limit]
-        return [Recommendation.of(details[i], None, Because(text=f"popular{where} right now", items=[]))
-                for i in picked]
+        return [Recommendation.of(details[i], None, because) for i in picked]
+
+    def _bought_in_model(self, model: ServingModel, bought: Container[str]) -> set[str]:
+        """The model's items the customer bought. The bought set holds keys, so the model's ids are
+        keyed once per version, and the lookup costs one probe per key the customer has."""
+        if not isinstance(bought, PurchasedItems):
+            return {item_id for item_id in model.item_ids if item_id in bought}
+        version, by_key = self._item_keys
+        if version != model.version:
+            by_key = {item_key(item_id): item_id for item_id in model.item_ids}
+            self._item_keys = (model.version, by_key)
+        return {by_key[key] for key in bought.keys if key in by_key}
 
     def _new_in_favourite_categories(self, history: list[HistoryEvent], details: dict[str, Item],
-                                     shown: AnswerFilter, now: datetime) -> list[Recommendation]:
+                                     shown: AnswerFilter, now: datetime, slots: int) -> list[Recommendation]:
         bought = Counter(details[e.item_id].category for e in history
                          if e.event_type == "purchase" and e.item_id in details)
         favourites = [c for c, _ in bought.most_common(2) if shown.in_category(c)]
         # Whole seconds: an item created in the very second 30 days ago still counts as new.
         since = (now - timedelta(days=NEW_ITEM_DAYS)).replace(microsecond=0)
         found: list[Recommendation] = []
+        if slots == 0:
+            return found
         for favourite in favourites:
             for item in self.sources.catalog.newest(favourite, 10):
-                if len(found) >= NEW_ITEM_SLOTS:
+                if len(found) >= slots:
                     return found
                 if item.created_at is None or item.created_at < since or not shown.allows(item):
                     continue
-                found.append(Recommendation.of(item, None, Because(
-                    text=f"new in {favourite}, a category you buy often", items=[])))
+                found.append(Recommendation.of(item, None, reasons.new_in_category(favourite)))
                 shown = shown.taking([item.item_id])
         return found
 
 
-def _reason(item_id: str, contributors: list[str], history: list[HistoryEvent], titles: dict[str, str]) -> Because:
-    if not contributors:
-        return Because(text="recommended for you", items=[])
-    top = contributors[0]
+def _reason(item_id: str, contributors: list[str], history: list[HistoryEvent], titles: dict[str, str]):
+    top = contributors[0] if contributors else None
     kinds = {e.event_type for e in history if e.item_id == top}
-    verb = next((VERBS[kind] for kind in VERBS if kind in kinds), "liked")  # strongest kind first
-    what = "it" if top == item_id else titles.get(top, top)  # e.g. viewed, not bought yet
-    return Because(text=f"because you {verb} {what}", items=contributors)
+    return reasons.from_history(item_id, contributors, kinds, titles.get(top, top) if top else "")
 
 
 def _popular_strategy(lists: PopularLists | None, country: str | None) -> str:

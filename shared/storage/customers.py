@@ -62,7 +62,15 @@ def scan_events(events_table: str, on_page: Any, fields: tuple[str, ...], segmen
 
 
 def catalog_categories(items_table: str) -> dict[str, str]:
-    return scan_by_key(items_table, "item_id", lambda row: row["category"], ProjectionExpression="item_id, category")
+    return catalog_labels(items_table)[0]
+
+
+def catalog_labels(items_table: str) -> tuple[dict[str, str], dict[str, str]]:
+    """item_id -> category and item_id -> title, in one scan of the catalog."""
+    rows = scan_by_key(items_table, "item_id", lambda row: (row["category"], row.get("title", "")),
+                       ProjectionExpression="item_id, category, #title", ExpressionAttributeNames={"#title": "title"})
+    return ({item_id: category for item_id, (category, _) in rows.items()},
+            {item_id: title for item_id, (_, title) in rows.items()})
 
 
 def load_customers(events_table: str, users_table: str, items_table: str,

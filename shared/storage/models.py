@@ -65,6 +65,9 @@ class Manifest(BaseModel):
     metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
     artifact: ArtifactInfo | None = None
+    strategy: str = Field(default="", description="What this version serves: hybrid, als, knn, or popular "
+                                                  "(empty: a version trained before strategies, ALS)")
+    strategy_reason: str = Field(default="", description="Why this strategy, with the holdout's figures")
     active: bool = False
 
 
@@ -253,6 +256,7 @@ class ModelStore:
         self.blobs.put(CACHED_POPULAR_KEY, json.dumps({
             "version": version, "items": artifact.popular_items[:100],
             "by_country": {country: items[:50] for country, items in artifact.popular_by_country.items()},
+            "by_category": {category: items[:20] for category, items in artifact.popular_by_category.items()},
         }).encode())
         pointer = ActivePointer(version=version, sha256=manifest.artifact.sha256,
                                 activated_at=datetime.now(timezone.utc))
@@ -297,12 +301,21 @@ class ModelStore:
             if manifest.version in kept or manifest.active or manifest.status == "training" \
                     or manifest.started_at >= cutoff:
                 continue
-            folder = f"models/{manifest.version}/"
-            manifest_key = f"{folder}manifest.json"
-            for key in [k for k in self.blobs.keys(folder) if k != manifest_key] + [manifest_key]:
-                self.blobs.delete(key)
+            self._delete(manifest.version)
             pruned.append(manifest.version)
         return pruned
+
+    def discard(self, manifest: Manifest) -> None:
+        """Forget a run that found nothing to learn from and published nothing (the hourly
+        first-model check on a shop without purchases yet), so such runs do not pile up."""
+        if manifest.artifact is None and not manifest.active:
+            self._delete(manifest.version)
+
+    def _delete(self, version: str) -> None:
+        folder = f"models/{version}/"
+        manifest_key = f"{folder}manifest.json"
+        for key in [k for k in self.blobs.keys(folder) if k != manifest_key] + [manifest_key]:
+            self.blobs.delete(key)
 
     @staticmethod
     def _with_state(manifest: Manifest, active: ActivePointer | None) -> Manifest:

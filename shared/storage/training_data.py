@@ -14,18 +14,19 @@ from typing import Any
 
 import numpy as np
 
-from shared.events import format_timestamp
+from shared.events import EventType, format_timestamp
 from shared.storage.customers import (SCAN_SEGMENTS, USER_HISTORY_FIELDS, Customers, HistoryPages,
-                                      catalog_categories, scan_events)
+                                      catalog_labels, scan_events)
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
 from shared.storage.users import all_user_rows, user_from_row
 from shared.training.config import TrainingConfig
 from shared.training.customers import customer_statistics
-from shared.training.interactions import InteractionLog, TooManyInteractions
+from shared.training.interactions import EVENT_CODES, InteractionLog, Interactions, TooManyInteractions
 from shared.training.pipeline import TrainingData
 from shared.users import User, may_personalize
 
-TRAINING_FIELDS = ("user_id", "item_id", "event_type", "quantity", "ts")
+TRAINING_FIELDS = ("user_id", "item_id", "event_type", "quantity", "ts", "order_id")
+RETURN = EventType.RETURN.value
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,12 @@ def read_nightly(events_table: str, users_table: str, items_table: str, config: 
         training.add_page(items)
         histories.add_page(items)
 
-    # Unfiltered: segments read every event, training skips those before its window itself.
-    scan_events(events_table, on_page, USER_HISTORY_FIELDS, segments)
-    return NightlyRead(Customers(users, histories.finish(), catalog_categories(items_table)),
-                       None if training.overflow else training.finish(users, excluded, now), training.overflow)
+    # Unfiltered: segments read every event, training skips those outside its window itself.
+    scan_events(events_table, on_page, (*USER_HISTORY_FIELDS, "order_id"), segments)
+    categories, titles = catalog_labels(items_table)
+    return NightlyRead(Customers(users, histories.finish(), categories),
+                       None if training.overflow else training.finish(users, excluded, now, categories, titles),
+                       training.overflow)
 
 
 def load_training_data(events_table: str, users_table: str, config: TrainingConfig, now: datetime,
@@ -63,8 +66,8 @@ def load_training_data(events_table: str, users_table: str, config: TrainingConf
     users, excluded = _users(users_table, segments)
     training = _TrainingPages(config, now, excluded)
     scan_events(events_table, training.add_page, TRAINING_FIELDS, segments,
-                FilterExpression=f"#f{TRAINING_FIELDS.index('ts')} >= :start",
-                ExpressionAttributeValues={":start": {"S": training.window_start}})
+                FilterExpression=f"#f{TRAINING_FIELDS.index('ts')} BETWEEN :start AND :end",
+                ExpressionAttributeValues={":start": {"S": training.window_start}, ":end": {"S": training.window_end}})
     if training.overflow is not None:
         raise training.overflow
     return training.finish(users, excluded, now)
@@ -84,37 +87,75 @@ class _TrainingPages:
     """The window's interactions of those who may be trained on, fed page by page from several threads."""
 
     def __init__(self, config: TrainingConfig, now: datetime, excluded: set[str]) -> None:
+        # The window counts back from the run's end: now, or the as_of a backtest gives.
         self.window_start = format_timestamp(now - timedelta(days=config.window_days))
+        self.window_end = format_timestamp(now)
         self.excluded = excluded
         self.log = InteractionLog(limit=config.max_interactions)
         self.overflow: TooManyInteractions | None = None
         self.lock = threading.Lock()
+        self.returned: dict[tuple[str, str], float] = {}  # units returned, by (user, item)
 
     def add_page(self, items: list[dict[str, Any]]) -> None:
         if self.overflow is not None:
             return
-        start, excluded = self.window_start, self.excluded
+        start, end, excluded = self.window_start, self.window_end, self.excluded
         rows = [(item["user_id"]["S"], item["item_id"]["S"], item["event_type"]["S"],
-                 float(item.get("quantity", {}).get("N", "1")), item["ts"]["S"])
-                for item in items if item["ts"]["S"] >= start and item["user_id"]["S"] not in excluded]
+                 float(item.get("quantity", {}).get("N", "1")), item["ts"]["S"], item.get("order_id", {}).get("S"))
+                for item in items if start <= item["ts"]["S"] <= end and item["user_id"]["S"] not in excluded]
+        returns = [row for row in rows if row[2] == RETURN]
+        if returns:
+            # Returns are no interaction of their own: they take back purchases, at finish().
+            rows = [row for row in rows if row[2] != RETURN]
+            with self.lock:
+                for user_id, item_id, _, quantity, _, _ in returns:
+                    self.returned[(user_id, item_id)] = self.returned.get((user_id, item_id), 0.0) + quantity
         if not rows:
             return
-        users, item_ids, types, quantities, stamps = zip(*rows)
+        users, item_ids, types, quantities, stamps, orders = zip(*rows)
         # Fixed-width UTC stamps: numpy parses a whole page at once.
         seconds = np.array([s[:-1] for s in stamps], dtype="datetime64[us]").astype(np.int64) / 1e6
         with self.lock:
             try:
-                self.log.add_page(users, item_ids, types, quantities, seconds)
+                self.log.add_page(users, item_ids, types, quantities, seconds, orders)
             except TooManyInteractions as error:
                 # Kept, not raised: the same pass goes on reading every customer's history for segments.
                 self.overflow = error
 
-    def finish(self, users: dict[str, User], excluded: set[str], now: datetime) -> TrainingData:
+    def finish(self, users: dict[str, User], excluded: set[str], now: datetime,
+               categories: dict[str, str] | None = None, titles: dict[str, str] | None = None) -> TrainingData:
         trained = [user for user_id, user in users.items() if user_id not in excluded]
         return TrainingData(
-            interactions=self.log.finish(),
+            categories=categories or {}, titles=titles or {},
+            interactions=net_of_returns(self.log.finish(), self.returned),
             end=now.timestamp(),
             countries={u.user_id: u.country for u in trained if u.country},
             customer_statistics=customer_statistics([u.summary for u in trained], now),
             excluded_users=len(excluded),
         )
+
+
+def net_of_returns(interactions: Interactions, returned: dict[tuple[str, str], float]) -> Interactions:
+    """Without the purchases of every (user, item) whose units bought, less those returned
+    (`returned`, in the same window), are none: an item returned in full is no positive."""
+    if not returned or not len(interactions):
+        return interactions
+    user_index = {user_id: i for i, user_id in enumerate(interactions.user_ids)}
+    item_index = {item_id: i for i, item_id in enumerate(interactions.item_ids)}
+    n_items = max(len(interactions.item_ids), 1)
+    pair = interactions.users.astype(np.int64) * n_items + interactions.items
+    purchase = interactions.event_codes == EVENT_CODES[EventType.PURCHASE]
+    bought: dict[int, float] = {}
+    keys, inverse = np.unique(pair[purchase], return_inverse=True)
+    for key, units in zip(keys.tolist(), np.bincount(inverse, weights=interactions.quantities[purchase]).tolist()):
+        bought[key] = units
+    taken_back = [
+        key for key in (user_index[u] * n_items + item_index[i] for (u, i) in returned
+                        if u in user_index and i in item_index)
+        if key in bought
+    ]
+    gone = [key for key in taken_back
+            if bought[key] - returned[(interactions.user_ids[key // n_items], interactions.item_ids[key % n_items])] <= 0]
+    if not gone:
+        return interactions
+    return interactions.select(~(purchase & np.isin(pair, np.array(gone, dtype=np.int64))))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict
+from pydantic import AfterValidator, AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
-from shared.events import EventType
+from shared.events import EventType, iso_text
 
 
 # Strict: lax pydantic would take false for 0 and "64" for 64; a config typo should be refused.
@@ -18,6 +19,20 @@ Count = Annotated[int, Strict()]
 Number = Annotated[float, Strict(), AllowInfNan(False)]
 # numpy's RandomState, which implicit seeds, takes 0 to 2^32 - 1.
 MAX_SEED = 2**32 - 1
+
+
+class BlendWeights(BaseModel):
+    """Fixed weights of the served blend (shared/training/hybrid.py), instead of choosing them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    als: Number = Field(default=0.0, ge=0, le=100)
+    knn: Number = Field(default=0.0, ge=0, le=100)
+    popularity: Number = Field(default=0.0, ge=0, le=100)
+
+
+# A string, never a number (lax pydantic reads one as Unix seconds); checked by past_moment below.
+AsOf = Annotated[datetime, BeforeValidator(iso_text), AfterValidator(lambda value: past_moment(value))]
 
 
 class TrainingConfig(BaseModel):
@@ -39,13 +54,38 @@ class TrainingConfig(BaseModel):
     regularization: Number = Field(default=5.0, ge=0, le=10_000)
     iterations: Count = Field(default=15, ge=1, le=100)
     random_seed: Count = Field(default=42, ge=0, le=MAX_SEED)
-    popularity_days: Count = Field(default=30, ge=1, le=3650, description="Recent window that ranks popular items")
+    popularity_days: Count = Field(default=30, ge=1, le=3650,
+                                   description="Window of the plain popularity baseline bench/quality.py reports")
+    popularity_half_life_days: Number = Field(
+        default=30.0, gt=0, le=36_500,
+        description="Popular items: distinct buyers, each weighted 0.5^(age / this), counted back from the newest purchase")
+    neighbours: Count = Field(default=50, ge=1, le=500,
+                              description="Nearest items kept per item (cosine over purchases, squared)")
+    blend: BlendWeights | None = Field(
+        default=None, description="Fixed blend weights; unset: chosen on a validation split before the holdout")
+    max_validation_users: Count = Field(default=5000, ge=1, le=1_000_000,
+                                        description="Customers sampled to choose the blend")
+    as_of: AsOf | None = Field(
+        default=None, description="Train and evaluate as of this moment (ISO 8601; without a zone, UTC): "
+                                  "the window, decay, popularity and holdout count back from it, later events are "
+                                  "ignored. Unset: now")
     top_k: Count = Field(default=10, ge=1, le=100)
     min_users_to_evaluate: Count = Field(default=5, ge=1, le=1_000_000)
     # Activation gate.
     min_gain_over_popularity: Number = Field(default=1.0, ge=0, le=100,
                                              description="model NDCG must exceed baseline x this")
     max_drop_from_active: Number = Field(default=0.1, ge=0, le=1, description="allowed NDCG drop vs the active version")
+
+
+
+def past_moment(value: datetime) -> datetime:
+    """An as_of: in UTC (a moment without a zone is read as UTC), not in the future, not before 1970."""
+    value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    if value > datetime.now(timezone.utc):
+        raise ValueError("as_of is in the future")
+    if value.year < 1970:
+        raise ValueError("as_of is before 1970")
+    return value
 
 
 def training_config(overrides: dict[str, Any] | None = None) -> TrainingConfig:

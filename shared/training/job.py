@@ -4,6 +4,16 @@ Order matters for "no half-written version becomes active": the manifest says "t
 the artifact is written, then the manifest with the outcome, and only then, for an accepted
 model, the active pointer. A run killed at any point leaves at worst a version marked
 "training" (listed as "abandoned" later) and the previous version still active.
+
+The run's end is `config.as_of` when set (a backtest on imported history), else now: the window,
+the recency decay, popularity and the holdout count back from it, and later events are ignored.
+
+Which version serves (`should_activate`): an accepted model, as always. A run whose strategy is
+"popular" (the model did not beat popularity, or there was too little data to evaluate one)
+activates its popular-only version when nothing serves yet, when what serves is itself
+popular, or when popularity beat the model on this holdout: customers get the better strategy.
+It never replaces an active model when its own model was rejected for falling below that one,
+nor for too little data.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ from shared.observability import logger
 from shared.storage.models import Manifest, ModelStore
 from shared.training.config import TrainingConfig
 from shared.training.interactions import TooManyInteractions
-from shared.training.pipeline import ACCEPTED, TrainingData, train_model
+from shared.training.pipeline import ACCEPTED, POPULAR, TrainingData, TrainingOutcome, train_model
 
 DataLoader = Callable[[TrainingConfig, datetime], TrainingData]
 
@@ -31,27 +41,31 @@ def new_version(now: datetime) -> str:
 def run_training(load: DataLoader, models: ModelStore, config: TrainingConfig,
                  now: datetime | None = None) -> Manifest:
     now = now or datetime.now(timezone.utc)
+    end = config.as_of or now
     manifest = Manifest(
         version=new_version(now), status="training", started_at=now,
         parameters=config.model_dump(mode="json"),
-        window={"start": format_timestamp(now - timedelta(days=config.window_days)),
-                "holdout_start": format_timestamp(now - timedelta(days=config.holdout_days)),
-                "end": format_timestamp(now)},
+        window={"start": format_timestamp(end - timedelta(days=config.window_days)),
+                "holdout_start": format_timestamp(end - timedelta(days=config.holdout_days)),
+                "end": format_timestamp(end)},
     )
     models.save(manifest)
-    logger.info("training started", extra={"version": manifest.version})
+    logger.info("training started", extra={"version": manifest.version, "end": manifest.window["end"]})
+    activate = False
     try:
         started = time.perf_counter()
-        data = load(config, now)
+        data = load(config, end)
         manifest.timings["load"] = time.perf_counter() - started
         outcome = train_model(data, config, _active_ndcg(models))
         manifest.status, manifest.reason = outcome.status, outcome.reason
+        manifest.strategy, manifest.strategy_reason = outcome.strategy, outcome.strategy_reason
         manifest.metrics, manifest.counts = outcome.metrics, outcome.counts
         manifest.timings.update(outcome.timings)
         if outcome.artifact is not None:
             started = time.perf_counter()
             models.publish(manifest, outcome.artifact)
             manifest.timings["publish"] = time.perf_counter() - started
+        activate = should_activate(outcome, manifest, _active_strategy(models))
     except TooManyInteractions as error:
         manifest.status = "failed"
         manifest.reason = f"{error}: shorten window_days or train from a DynamoDB export"
@@ -63,11 +77,30 @@ def run_training(load: DataLoader, models: ModelStore, config: TrainingConfig,
     manifest.finished_at = datetime.now(timezone.utc)
     manifest.timings = {stage: round(seconds, 3) for stage, seconds in manifest.timings.items()}
     models.save(manifest)
-    if manifest.status == ACCEPTED:
-        manifest = models.activate(manifest.version)
+    if manifest.artifact is not None and activate:
+        # A popular-strategy version is not "accepted" (its model lost or was never fitted).
+        manifest = models.activate(manifest.version, force=manifest.status != ACCEPTED)
     logger.info("training finished", extra={"version": manifest.version, "status": manifest.status,
                                             "reason": manifest.reason, "metrics": manifest.metrics})
     return manifest
+
+
+def should_activate(outcome: TrainingOutcome, manifest: Manifest, active_strategy: str | None) -> bool:
+    """None: no version is active."""
+    if outcome.artifact is None:
+        return False
+    if manifest.status == ACCEPTED:
+        return True
+    if outcome.strategy != POPULAR:
+        return False  # a model rejected for falling below the active one
+    return active_strategy is None or active_strategy == POPULAR or outcome.popularity_is_better
+
+
+def _active_strategy(models: ModelStore) -> str | None:
+    pointer = models.active()
+    if pointer is None:
+        return None
+    return models.manifest(pointer.version).strategy or "als"
 
 
 def _active_ndcg(models: ModelStore) -> float | None:

@@ -1,4 +1,12 @@
-"""One training run: split, fit, evaluate against popularity, decide, fit on everything."""
+"""One training run: split, choose the blend, fit, evaluate against popularity, decide, fit on everything.
+
+Three splits of the window, all counted back from its end (now, or `as_of`):
+- validation: the holdout before the holdout. The blend's weights (shared/training/hybrid.py) are
+  chosen there, from `BLENDS`, on the shop's own data; the holdout itself is never looked at;
+- holdout: the last `holdout_days`. The chosen blend and popularity are scored there, and the gate
+  decides which strategy serves: the model, or popularity when the model does not beat it;
+- everything: the published version is fitted on the whole window.
+"""
 
 from __future__ import annotations
 
@@ -10,23 +18,32 @@ from typing import Any
 import numpy as np
 from scipy.sparse import csr_matrix
 
+from shared.events import EventType
 from shared.training.artifact import ModelArtifact
+from shared.training.complements import (Complements, basket_keys_by_day, complements_for_artifact,
+                                         compute_complements, titles_by_index)
 from shared.training.config import TrainingConfig
-from shared.training.evaluation import Metrics, holdout, ranking_metrics, top_items
-from shared.training.interactions import Interactions
+from shared.training.evaluation import Holdout, Metrics, holdout, ranking_metrics, top_items
+from shared.training.hybrid import (BLENDS, DEFAULT_BLEND, Blend, Scorer, item_neighbours, recent_popularity,
+                                    zscore)
+from shared.training.interactions import EVENT_CODES, Interactions
 from shared.training.matrix import DAY, confidence_matrix, purchase_matrix
 
 ACCEPTED, REJECTED, INSUFFICIENT_DATA = "accepted", "rejected", "insufficient_data"
+POPULAR = "popular"
 POPULAR_LIST_LENGTH = 200
+CATEGORY_LIST_LENGTH = 20
 
 
 @dataclass
 class TrainingData:
     interactions: Interactions
-    end: float  # seconds since the epoch: "now" for this run
+    end: float  # seconds since the epoch: "now" (or as_of) for this run; later events are ignored
     countries: dict[str, str] = field(default_factory=dict)  # user_id -> ISO country
     customer_statistics: dict[str, Any] = field(default_factory=dict)
     excluded_users: int = 0  # withdrew consent: not trained on
+    categories: dict[str, str] = field(default_factory=dict)  # item_id -> category
+    titles: dict[str, str] = field(default_factory=dict)  # item_id -> title: tells variants apart
 
 
 @dataclass
@@ -37,6 +54,9 @@ class TrainingOutcome:
     artifact: ModelArtifact | None = None
     counts: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    strategy: str = POPULAR  # what this version serves: hybrid, als, knn, or popular
+    strategy_reason: str = ""
+    popularity_is_better: bool = False  # rejected because popularity beat the model on the holdout
 
 
 def decide(model: Metrics, baseline: Metrics, active_ndcg: float | None, config: TrainingConfig) -> tuple[str, str]:
@@ -65,76 +85,220 @@ def fit_als(matrix: csr_matrix, config: TrainingConfig) -> tuple[np.ndarray, np.
 
 
 def popularity(interactions: Interactions, until: float, config: TrainingConfig, n_items: int) -> np.ndarray:
-    """Distinct buyers per item over the recent popularity window (all time if that is empty)."""
+    """The plain baseline bench/quality.py reports: distinct buyers per item over the
+    `popularity_days` before `until` (all time if that is empty)."""
     bought = purchase_matrix(interactions.select(interactions.timestamps >= until - config.popularity_days * DAY),
                              (len(interactions.user_ids), n_items))
     counts = np.asarray((bought > 0).sum(axis=0)).ravel().astype(np.float64)
     if counts.sum() == 0:
         counts = np.asarray((purchase_matrix(interactions, bought.shape) > 0).sum(axis=0)).ravel().astype(np.float64)
-    # Ties broken by all-time interactions, so the list is stable.
     return counts + np.bincount(interactions.items, minlength=n_items) * 1e-6
+
+
+def popular_scores(interactions: Interactions, until: float, config: TrainingConfig, n_items: int) -> np.ndarray:
+    """What the popular strategy ranks by: recent popularity (decayed distinct buyers, anchored at
+    the newest purchase), ties broken by all-time interactions so the list is stable. Positive for
+    every item bought at least once: never an empty list while any purchase exists."""
+    return (recent_popularity(interactions, until, config.popularity_half_life_days, n_items).astype(np.float64)
+            + np.bincount(interactions.items, minlength=n_items) * 1e-9)
+
+
+@dataclass
+class Fitted:
+    """A blend fitted on one part of the data, ready to score its rows."""
+
+    scorer: Scorer
+    rows: csr_matrix  # confidence rows of every user, as of the part's end
+    bought: csr_matrix  # purchases before the part's end: what the answers leave out
+    popularity: np.ndarray  # popular_scores at the part's end
+
+
+def fit_blend(interactions: Interactions, until: float, config: TrainingConfig, blend: Blend,
+              shape: tuple[int, int]) -> Fitted:
+    """ALS (when the blend uses it), item neighbours and recent popularity, on the events before `until`."""
+    before = interactions.select(interactions.timestamps < until)
+    rows = confidence_matrix(before, config, until, shape)
+    bought = purchase_matrix(before, shape)
+    item_factors = fit_als(rows, config)[1] if blend.als > 0 else np.zeros((0, config.factors), np.float32)
+    neighbours = item_neighbours(bought, config.neighbours) if blend.knn > 0 else None
+    scores = popular_scores(before, until, config, shape[1])
+    scorer = Scorer(item_factors, config.regularization, neighbours, scores, blend, config.random_seed)
+    return Fitted(scorer, rows, bought, scores)
+
+
+def score_blends(fitted: Fitted, evaluated: Holdout, blends: tuple[Blend, ...], k: int) -> dict[Blend, Metrics]:
+    """Every blend on the same customers; the parts are computed once, then weighed per blend."""
+    chunk = 512
+    ranked: dict[Blend, list[np.ndarray]] = {blend: [] for blend in blends}
+    popular = fitted.scorer.popularity[None, :]
+    for start in range(0, len(evaluated.users), chunk):
+        users = evaluated.users[start : start + chunk]
+        als, knn = fitted.scorer.parts(fitted.rows[users])
+        als = zscore(als) if als is not None else 0.0
+        knn = zscore(knn) if knn is not None else 0.0
+        for blend in blends:
+            scores = (blend.als * als + blend.knn * knn + blend.popularity * popular) * np.ones((len(users), 1))
+            ranked[blend].append(top_items(lambda _, s=scores: s, np.arange(len(users)), fitted.bought[users], k))
+    n_items = fitted.rows.shape[1]
+    return {blend: ranking_metrics(np.vstack(parts) if parts else np.zeros((0, k), np.int64), evaluated.relevant,
+                                   n_items) for blend, parts in ranked.items()}
+
+
+def choose_blend(interactions: Interactions, cutoff: float, config: TrainingConfig,
+                 shape: tuple[int, int]) -> tuple[Blend, str]:
+    """The blend that scores best on the validation split: the `holdout_days` before the cutoff."""
+    if config.blend is not None:
+        blend = Blend(config.blend.als, config.blend.knn, config.blend.popularity)
+        return blend, f"blend fixed by the configuration: {blend.as_dict()}"
+    validation_cut = cutoff - config.holdout_days * DAY
+    earlier = interactions.select(interactions.timestamps < validation_cut)
+    later = interactions.select((interactions.timestamps >= validation_cut) & (interactions.timestamps < cutoff))
+    everything = Blend(1, 1, 1)
+    fitted = fit_blend(interactions, validation_cut, config, everything, shape)
+    evaluated = holdout(purchase_matrix(later, shape), fitted.bought,
+                        known_users=np.diff(confidence_matrix(earlier, config, validation_cut, shape).indptr) > 0)
+    if len(evaluated.users) < config.min_users_to_evaluate:
+        return DEFAULT_BLEND, (f"only {len(evaluated.users)} customers to validate on: the default blend "
+                               f"{DEFAULT_BLEND.as_dict()}")
+    if len(evaluated.users) > config.max_validation_users:
+        pick = np.sort(np.random.default_rng(config.random_seed).choice(
+            len(evaluated.users), config.max_validation_users, replace=False))
+        evaluated = Holdout(evaluated.users[pick], evaluated.relevant[pick])
+    scored = score_blends(fitted, evaluated, BLENDS, config.top_k)
+    best = max(BLENDS, key=lambda blend: (round(scored[blend].ndcg, 6), -BLENDS.index(blend)))
+    return best, (f"blend {best.as_dict()} scored NDCG@{config.top_k} {scored[best].ndcg:.4f} on the validation "
+                  f"split ({len(evaluated.users)} customers; popularity alone "
+                  f"{scored[BLENDS[0]].ndcg:.4f})")
+
+
+@dataclass
+class Evaluation:
+    """What the holdout says: the chosen blend and popularity, scored alike."""
+
+    blend: Blend
+    blend_reason: str
+    model: Metrics
+    popularity: Metrics
+    evaluated_users: int
+
+
+def evaluate(data: TrainingData, config: TrainingConfig) -> Evaluation | str:
+    """Choose the blend before the holdout, fit it, score it and popularity on the holdout; or why not."""
+    interactions = _until_end(data)
+    shape = (len(interactions.user_ids), len(interactions.item_ids))
+    cutoff = data.end - config.holdout_days * DAY
+    after = interactions.select(interactions.timestamps >= cutoff)
+    blend, blend_reason = choose_blend(interactions, cutoff, config, shape)
+    fitted = fit_blend(interactions, cutoff, config, blend, shape)
+    evaluated = holdout(purchase_matrix(after, shape), fitted.bought, known_users=np.diff(fitted.rows.indptr) > 0)
+    if len(evaluated.users) < config.min_users_to_evaluate:
+        return (f"only {len(evaluated.users)} customers bought something new in the last {config.holdout_days} "
+                f"days; at least {config.min_users_to_evaluate} are needed to evaluate a model")
+    model = ranking_metrics(top_items(lambda users: fitted.scorer.scores(fitted.rows[users]), evaluated.users,
+                                      fitted.bought, config.top_k), evaluated.relevant, shape[1])
+    baseline = ranking_metrics(top_items(lambda users: np.tile(fitted.popularity, (len(users), 1)), evaluated.users,
+                                         fitted.bought, config.top_k), evaluated.relevant, shape[1])
+    return Evaluation(blend, blend_reason, model, baseline, len(evaluated.users))
 
 
 def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float | None = None) -> TrainingOutcome:
     timings: dict[str, float] = {}
-    interactions = data.interactions
+    interactions = _until_end(data)
     shape = (len(interactions.user_ids), len(interactions.item_ids))
     counts = {"interactions": len(interactions), "users": shape[0], "items": shape[1],
               "excluded_users": data.excluded_users}
     if len(interactions) == 0:
         return TrainingOutcome(INSUFFICIENT_DATA, f"no interactions in the last {config.window_days} days",
-                               counts=counts)
+                               counts=counts, strategy_reason="nothing to serve: no purchase yet")
+    has_purchases = bool((interactions.event_codes == EVENT_CODES[EventType.PURCHASE]).any())
     started = time.perf_counter()
     cutoff = data.end - config.holdout_days * DAY
     before = interactions.select(interactions.timestamps < cutoff)
-    after = interactions.select(interactions.timestamps >= cutoff)
-    train_matrix = confidence_matrix(before, config, cutoff, shape)
-    bought_before = purchase_matrix(before, shape)  # the answers' exclusions and the holdout's
-    evaluated = holdout(purchase_matrix(after, shape), bought_before,
-                        known_users=np.diff(train_matrix.indptr) > 0)
-    timings["matrix"] = time.perf_counter() - started
+    known = np.diff(confidence_matrix(before, config, cutoff, shape).indptr) > 0
+    evaluated = holdout(purchase_matrix(interactions.select(interactions.timestamps >= cutoff), shape),
+                        purchase_matrix(before, shape), known_users=known)
     counts["evaluated_users"] = len(evaluated.users)
+    timings["matrix"] = time.perf_counter() - started
     if len(evaluated.users) < config.min_users_to_evaluate:
-        return TrainingOutcome(
-            INSUFFICIENT_DATA,
-            f"only {len(evaluated.users)} customers bought something new in the last {config.holdout_days} "
-            f"days; at least {config.min_users_to_evaluate} are needed to evaluate a model",
-            counts=counts, timings=timings)
+        reason = (f"only {len(evaluated.users)} customers bought something new in the last {config.holdout_days} "
+                  f"days; at least {config.min_users_to_evaluate} are needed to evaluate a model")
+        if not has_purchases:
+            return TrainingOutcome(INSUFFICIENT_DATA, reason, counts=counts, timings=timings,
+                                   strategy_reason="nothing to serve: no purchase yet")
+        return TrainingOutcome(INSUFFICIENT_DATA, reason, counts=counts, timings=timings,
+                               artifact=_artifact(data, interactions, config, None, POPULAR),
+                               strategy=POPULAR, strategy_reason="too little data to evaluate a model: popular items")
 
     started = time.perf_counter()
-    user_factors, item_factors = fit_als(train_matrix, config)
-    timings["fit"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    recent = popularity(before, cutoff, config, shape[1])
-    model_metrics = ranking_metrics(top_items(lambda users: user_factors[users] @ item_factors.T,
-                                              evaluated.users, bought_before, config.top_k),
-                                    evaluated.relevant, shape[1])
-    baseline_metrics = ranking_metrics(top_items(lambda users: np.tile(recent, (len(users), 1)),
-                                                 evaluated.users, bought_before, config.top_k),
-                                       evaluated.relevant, shape[1])
-    status, reason = decide(model_metrics, baseline_metrics, active_ndcg, config)
+    result = evaluate(data, config)
     timings["evaluate"] = time.perf_counter() - started
+    assert isinstance(result, Evaluation)  # the same customers were counted above
+    status, reason = decide(result.model, result.popularity, active_ndcg, config)
+    popularity_is_better = status == REJECTED and result.model.ndcg <= (
+        result.popularity.ndcg * config.min_gain_over_popularity)
+    if popularity_is_better:
+        strategy = POPULAR
+        strategy_reason = (f"popularity (NDCG@{config.top_k} {result.popularity.ndcg:.4f}) is at least as good as "
+                           f"the {result.blend.strategy} model ({result.model.ndcg:.4f}) on the holdout")
+    else:
+        strategy = result.blend.strategy
+        strategy_reason = (f"{strategy}: NDCG@{config.top_k} {result.model.ndcg:.4f} vs popularity "
+                           f"{result.popularity.ndcg:.4f} on the holdout; {result.blend_reason}")
 
     started = time.perf_counter()
     # The user factors stay here: serving folds each customer in from their own history.
-    _, item_factors = fit_als(confidence_matrix(interactions, config, data.end, shape), config)
+    fitted = None if strategy == POPULAR else fit_blend(interactions, data.end + 1, config, result.blend, shape)
     timings["final_fit"] = time.perf_counter() - started
-    artifact = ModelArtifact(
+    artifact = _artifact(data, interactions, config, fitted, strategy)
+    return TrainingOutcome(status, reason, {"model": result.model.as_dict(), "popularity": result.popularity.as_dict()},
+                           artifact, counts, timings, strategy, strategy_reason, popularity_is_better)
+
+
+def _until_end(data: TrainingData) -> Interactions:
+    """Events after the run's end (as_of) are ignored, whatever the loader returned."""
+    interactions = data.interactions
+    later = interactions.timestamps > data.end
+    return interactions.select(~later) if later.any() else interactions
+
+
+def _artifact(data: TrainingData, interactions: Interactions, config: TrainingConfig, fitted: Fitted | None,
+              strategy: str) -> ModelArtifact:
+    n_items = len(interactions.item_ids)
+    scores = popular_scores(interactions, data.end + 1, config, n_items)
+    scorer = fitted.scorer if fitted is not None else None
+    item_factors = (scorer.als.item_factors if scorer is not None and scorer.als is not None
+                    else np.zeros((0, config.factors), np.float32))
+    if strategy != POPULAR and item_factors.shape[0] == 0:
+        # A blend without ALS still publishes factors: similar items and explanations use them.
+        item_factors = fit_als(fitted.rows, config)[1]
+    parameters = config.model_dump(mode="json")
+    if scorer is not None:
+        parameters["blend"] = scorer.blend.as_dict()
+    return ModelArtifact(
         item_ids=interactions.item_ids, item_factors=item_factors,
-        popular_items=_ranked_ids(popularity(interactions, data.end, config, shape[1]), interactions.item_ids),
+        popular_items=_ranked_ids(scores, interactions.item_ids),
         popular_by_country=_popular_by_country(interactions, data, config),
         customer_statistics=data.customer_statistics,
-        parameters=config.model_dump(mode="json"),
+        parameters=parameters,
+        strategy=strategy,
+        popular_by_category=_popular_by_category(scores, interactions.item_ids, data.categories),
+        item_popularity=scores.astype(np.float32),
+        neighbours=scorer.neighbours if scorer is not None else None,
+        complements=complements_for_artifact(_complements(data, interactions)),
     )
-    return TrainingOutcome(status, reason, {"model": model_metrics.as_dict(),
-                                            "popularity": baseline_metrics.as_dict()},
-                           artifact, counts, timings)
 
 
-def _ranked_ids(scores: np.ndarray, ids: list[str]) -> list[str]:
-    order = np.argsort(-scores, kind="stable")[:POPULAR_LIST_LENGTH]
-    return [ids[i] for i in order if scores[i] >= 1]
+def _complements(data: TrainingData, interactions: Interactions) -> Complements:
+    """Bought together: pairs in one basket (an order; without an order id, a customer's day)."""
+    bought = interactions.select(interactions.event_codes == EVENT_CODES[EventType.PURCHASE])
+    baskets = bought.baskets if bought.baskets is not None else basket_keys_by_day(bought.users, bought.timestamps)
+    return compute_complements(bought.users, bought.items, baskets, len(interactions.item_ids),
+                               titles_by_index(interactions.item_ids, data.titles))
+
+
+def _ranked_ids(scores: np.ndarray, ids: list[str], length: int = POPULAR_LIST_LENGTH) -> list[str]:
+    order = np.argsort(-scores, kind="stable")[:length]
+    return [ids[i] for i in order if scores[i] > 1e-6]  # bought at least once (the tie-break alone is smaller)
 
 
 def _popular_by_country(interactions: Interactions, data: TrainingData, config: TrainingConfig) -> dict[str, list[str]]:
@@ -145,7 +309,20 @@ def _popular_by_country(interactions: Interactions, data: TrainingData, config: 
     popular = {}
     for country, users in users_by_country.items():
         mine = interactions.select(np.isin(interactions.users, users))
-        ranked = _ranked_ids(popularity(mine, data.end, config, len(interactions.item_ids)), interactions.item_ids)
+        ranked = _ranked_ids(popular_scores(mine, data.end + 1, config, len(interactions.item_ids)),
+                             interactions.item_ids)
         if len(ranked) >= 10:
             popular[country] = ranked
     return popular
+
+
+def _popular_by_category(scores: np.ndarray, ids: list[str], categories: dict[str, str]) -> dict[str, list[str]]:
+    """Each category's most popular items, by the same scores as the overall list."""
+    by_category: dict[str, list[str]] = defaultdict(list)
+    for i in np.argsort(-scores, kind="stable"):
+        if scores[i] <= 1e-6:
+            break
+        category = categories.get(ids[i])
+        if category and len(by_category[category]) < CATEGORY_LIST_LENGTH:
+            by_category[category].append(ids[i])
+    return dict(by_category)

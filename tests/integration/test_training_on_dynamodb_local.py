@@ -47,7 +47,7 @@ def test_training_publishes_an_accepted_version_and_makes_it_active(admin, tmp_p
     assert manifest["status"] == "accepted", manifest["reason"]
     assert manifest["active"] is True
     assert manifest["metrics"]["model"]["ndcg"] > manifest["metrics"]["popularity"]["ndcg"]
-    assert set(manifest["timings"]) >= {"load", "matrix", "fit", "evaluate", "publish"}
+    assert set(manifest["timings"]) >= {"load", "matrix", "evaluate", "final_fit", "publish"}
     assert manifest["counts"]["interactions"] == len(shop(*SHOP).events)
     assert active(admin) == manifest["version"]
     assert (tmp_path / "models" / manifest["version"] / "model.npz").exists()
@@ -84,11 +84,16 @@ def test_a_window_larger_than_allowed_fails_cleanly(admin):
     assert active(admin) is None
 
 
-def test_a_rejected_version_is_kept_with_its_reason_and_needs_force(admin):
+def test_a_model_that_loses_to_popularity_serves_popularity_and_going_back_to_it_needs_force(admin):
+    good = train(admin)["version"]
     rejected = train(admin, min_gain_over_popularity=100)
 
     assert rejected["status"] == "rejected" and "popularity" in rejected["reason"]
-    assert rejected["metrics"]["model"] and active(admin) is None
+    assert rejected["metrics"]["model"] and rejected["strategy"] == "popular"
+    assert active(admin) == rejected["version"]  # customers get the better strategy: popular items
+    serving = admin.json("GET", "/models")[1]["serving"]
+    assert (serving["version"], serving["strategy"]) == (rejected["version"], "popular") and serving["reason"]
+    assert admin.json("POST", f"/models/{good}/activate")[0] == 200  # a rollback to the accepted model
     assert admin.json("POST", f"/models/{rejected['version']}/activate")[0] == 409
     assert admin.json("POST", f"/models/{rejected['version']}/activate?force=true")[0] == 200
 

@@ -96,3 +96,21 @@ def test_an_infinite_setting_is_refused(api, value):
 
     assert status == 422
     assert [f["field"] for f in body["error"]["fields"]] == ["config.alpha"]
+
+
+@pytest.mark.parametrize("as_of", ["2999-01-01T00:00:00Z", "1960-01-01", "last tuesday"])
+def test_a_bad_as_of_is_refused_naming_the_field(api, as_of):
+    status, error = api.json("POST", "/models/train", {"as_of": as_of})
+    assert status == 422
+    assert "as_of" in {f["field"] for f in error["error"]["fields"]}
+
+
+def test_models_say_which_strategy_serves_and_why(api, moto_tables):
+    store_events(moto_tables["EventsTable"], generate_shop(seed=2, n_users=80, n_items=40, end=END).events)
+
+    manifest = api.train_and_wait({"min_gain_over_popularity": 0})
+    listed = versions(api)
+
+    assert listed["serving"]["version"] == manifest["version"] == listed["active"]
+    assert listed["serving"]["strategy"] == manifest["strategy"] != ""
+    assert "NDCG@10" in listed["serving"]["reason"]

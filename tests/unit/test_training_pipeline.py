@@ -152,7 +152,11 @@ def test_a_model_holds_no_customer_id_and_no_customer_row():
     assert outcome.artifact.popular_by_country["DE"]  # the per-country aggregate is still there
     assert customer_ids_in(data, user_ids) == set()
     with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-        assert sorted(arrays.files) == ["item_factors", "item_ids", "meta", "popular_items"]
+        # Complements are pair counts per item: how many customers bought both, never who.
+        assert sorted(arrays.files) == [
+            "complements_baskets", "complements_customers", "complements_indices", "complements_indptr",
+            "complements_scores", "complements_variant", "item_factors", "item_ids", "item_popularity", "meta",
+            "neighbours_data", "neighbours_indices", "neighbours_indptr", "neighbours_shape", "popular_items"]
 
 
 def legacy_artifact(user_ids: list[str]) -> bytes:

@@ -1,0 +1,199 @@
+"""The served strategy: a blend of ALS, item neighbours and recent popularity, one scorer for
+evaluation and serving alike.
+
+    score(customer, item) = w_als * z(ALS fold-in score)
+                          + w_knn * z(item-kNN score of the customer's history)
+                          + w_pop * z(log(1 + recent popularity))
+
+z standardises a customer's scores over every item (mean 0, standard deviation 1), so the three
+are on one scale whatever the shop. The customer's row is the confidence row of
+`shared.training.matrix` (training and serving build it alike); the kNN part weighs each history
+item by its confidence minus one (alpha x log(1 + weight)), so a view counts less than a purchase
+and an old purchase less than a new one. The weights are picked per shop on a validation split
+inside the training data (shared/training/pipeline.py), from `BLENDS`.
+
+Evaluation calls `Scorer.scores` on many rows at once, serving on one: the same code, so serving
+ranks exactly as the evaluation did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.sparse import coo_matrix, csr_matrix
+
+from shared.training.interactions import EVENT_CODES, Interactions
+from shared.events import EventType
+
+DAY = 86_400.0
+BLOCK = 1024  # items per block when the item-item similarities are computed
+# Neighbour similarities are cosine raised to this power: a close neighbour counts for much more
+# than several loose ones (measured on both shops' validation splits, docs/model.md).
+SHARPENING = 2.0
+
+
+@dataclass(frozen=True)
+class Blend:
+    als: float = 0.0
+    knn: float = 0.0
+    popularity: float = 0.0
+
+    @property
+    def strategy(self) -> str:
+        """hybrid (two or more parts), als, knn or popular (popularity alone)."""
+        parts = [name for name, weight in (("als", self.als), ("knn", self.knn), ("popular", self.popularity))
+                 if weight > 0]
+        return parts[0] if len(parts) == 1 else "hybrid"
+
+    def as_dict(self) -> dict[str, float]:
+        return {"als": self.als, "knn": self.knn, "popularity": self.popularity}
+
+    @classmethod
+    def of(cls, values: dict[str, Any] | None) -> Blend | None:
+        return None if not values else cls(float(values.get("als", 0)), float(values.get("knn", 0)),
+                                           float(values.get("popularity", 0)))
+
+
+# The validation grid: each part alone, then the mixes. Small: each is a few matrix products.
+BLENDS = (
+    Blend(popularity=1), Blend(als=1), Blend(knn=1),
+    Blend(als=1, knn=1), Blend(als=1, popularity=0.5), Blend(knn=1, popularity=0.5),
+    Blend(als=1, knn=1, popularity=0.5), Blend(als=1, knn=1, popularity=1),
+    Blend(als=1, knn=0.5, popularity=0.5), Blend(als=0.5, knn=1, popularity=0.5),
+    Blend(als=1, knn=1, popularity=2), Blend(als=0.5, knn=1, popularity=1),
+    Blend(knn=0.5, popularity=1), Blend(knn=0.25, popularity=1), Blend(als=0.25, knn=0.5, popularity=1),
+    Blend(als=0.5, knn=0.5, popularity=1),
+)
+# Used when the training data is too small for a validation split.
+DEFAULT_BLEND = Blend(als=1, knn=1, popularity=1)
+
+
+def item_neighbours(purchases: csr_matrix, k: int, sharpening: float = SHARPENING) -> csr_matrix:
+    """Cosine similarity of items over binary purchases (users x items), the `k` nearest of each
+    item kept, raised to `sharpening`: row j holds j's neighbours, so `history_row @ neighbours`
+    scores every item."""
+    bought = (purchases > 0).astype(np.float32).tocsr()
+    norms = np.sqrt(np.asarray(bought.sum(axis=0)).ravel())
+    normalized = bought.multiply(1.0 / np.maximum(norms, 1e-12)[None, :]).tocsc().astype(np.float32)
+    n_items = purchases.shape[1]
+    rows, cols, values = [], [], []
+    by_item = normalized.T.tocsr()
+    for start in range(0, n_items, BLOCK):
+        stop = min(start + BLOCK, n_items)
+        block = np.asarray((by_item[start:stop] @ normalized).todense(), dtype=np.float32)
+        block[np.arange(stop - start), np.arange(start, stop)] = 0.0  # not its own neighbour
+        keep = min(k, n_items)
+        best = np.argpartition(-block, keep - 1, axis=1)[:, :keep]
+        found = np.take_along_axis(block, best, axis=1)
+        positive = found > 0
+        rows.append(np.nonzero(positive)[0] + start)
+        cols.append(best[positive])
+        values.append(np.power(found[positive], sharpening, dtype=np.float32))
+    if not rows:
+        return csr_matrix((n_items, n_items), dtype=np.float32)
+    return coo_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(n_items, n_items), dtype=np.float32).tocsr()
+
+
+def recent_popularity(interactions: Interactions, until: float, half_life_days: float, n_items: int) -> np.ndarray:
+    """Distinct buyers per item, each weighted 0.5^(age / half-life) by their newest purchase of
+    it, counted back from the newest purchase before `until` (so an old history still ranks)."""
+    bought = (interactions.event_codes == EVENT_CODES[EventType.PURCHASE]) & (interactions.timestamps < until)
+    if not bought.any():
+        return np.zeros(n_items, dtype=np.float32)
+    stamps = interactions.timestamps[bought]
+    anchor = float(stamps.max())
+    items, newest = _max_per_cell(interactions.users[bought], interactions.items[bought], stamps, n_items)
+    weights = np.power(0.5, (anchor - newest) / DAY / half_life_days)
+    return np.bincount(items, weights=weights, minlength=n_items).astype(np.float32)
+
+
+def _max_per_cell(users: np.ndarray, items: np.ndarray, stamps: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """The newest stamp of each (user, item): items and stamps, one per distinct pair."""
+    key = users.astype(np.int64) * n_items + items
+    order = np.lexsort((stamps, key))
+    key, stamps = key[order], stamps[order]
+    last = np.r_[key[1:] != key[:-1], True]
+    return (key[last] % n_items).astype(np.int64), stamps[last]
+
+
+def zscore(scores: np.ndarray) -> np.ndarray:
+    scores = scores - scores.mean(axis=1, keepdims=True)
+    spread = scores.std(axis=1, keepdims=True)
+    return scores / np.where(spread > 0, spread, 1.0)
+
+
+class Scorer:
+    """Scores every item for confidence rows (customers x items), as the blend says."""
+
+    def __init__(self, item_factors: np.ndarray, regularization: float, neighbours: csr_matrix | None,
+                 popularity: np.ndarray, blend: Blend, random_seed: int = 42) -> None:
+        self.blend = blend
+        self.n_items = len(popularity)
+        self.neighbours = neighbours
+        self.popularity = zscore(np.log1p(np.asarray(popularity, dtype=np.float32))[None, :])[0]
+        self.als = _als_for(item_factors, regularization, random_seed) if item_factors.shape[0] else None
+
+    def parts(self, rows: csr_matrix) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The raw ALS and kNN scores of the rows (None for a part the blend does not use)."""
+        als = knn = None
+        if self.blend.als > 0 and self.als is not None:
+            factors = self.als.recalculate_user(np.arange(rows.shape[0]), rows)
+            als = np.asarray(factors, dtype=np.float32).reshape(rows.shape[0], -1) @ self.als.item_factors.T
+        if self.blend.knn > 0 and self.neighbours is not None:
+            knn = np.asarray((_history_weights(rows) @ self.neighbours).todense(), dtype=np.float32)
+        return als, knn
+
+    def scores(self, rows: csr_matrix) -> np.ndarray:
+        total = np.zeros((rows.shape[0], self.n_items), dtype=np.float32)
+        als, knn = self.parts(rows)
+        if als is not None:
+            total += self.blend.als * zscore(als)
+        if knn is not None:
+            total += self.blend.knn * zscore(knn)
+        if self.blend.popularity > 0:
+            total += self.blend.popularity * self.popularity[None, :]
+        return total
+
+    def contributions(self, row: csr_matrix, items: list[int]) -> dict[int, dict[int, float]]:
+        """For each item, how much each history item added to its score (the popularity part
+        belongs to no history item): the ALS part as implicit's explain splits it, the kNN part
+        as the neighbour similarities weighted by the history, both on the blend's scale."""
+        als, knn = self.parts(row)
+        found: dict[int, dict[int, float]] = {item: {} for item in items}
+        history = row.indices
+        if knn is not None:
+            spread = float(knn[0].std()) or 1.0
+            weights = _history_weights(row)
+            for item in items:
+                column = self.neighbours[history, item].toarray().ravel() * weights.data
+                for j, value in zip(history, column):
+                    if value:
+                        found[item][int(j)] = found[item].get(int(j), 0.0) + self.blend.knn * value / spread
+        if als is not None:
+            spread = float(als[0].std()) or 1.0
+            cholesky = None
+            for item in items:
+                _, parts, cholesky = self.als.explain(0, row, item, user_weights=cholesky, N=len(history))
+                for j, value in parts:
+                    found[item][int(j)] = found[item].get(int(j), 0.0) + self.blend.als * value / spread
+        return found
+
+
+def _history_weights(rows: csr_matrix) -> csr_matrix:
+    """Confidence 1 + alpha x log(1 + weight) -> alpha x log(1 + weight): what each history item weighs."""
+    weights = rows.copy().astype(np.float32)
+    weights.data = np.maximum(weights.data - 1.0, 0.0)
+    return weights
+
+
+def _als_for(item_factors: np.ndarray, regularization: float, random_seed: int) -> Any:
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    als = AlternatingLeastSquares(factors=item_factors.shape[1], regularization=regularization, alpha=1.0,
+                                  random_state=random_seed)
+    als.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
+    als.user_factors = np.zeros((1, item_factors.shape[1]), dtype=np.float32)
+    return als

@@ -1,0 +1,168 @@
+"""The served strategy: the blend ranks in serving exactly as in the evaluation, popular-only
+versions serve, the gate's choice decides what activates, and training as of a date."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from shared.history import HistoryEvent
+from shared.serving.model import ServingModel
+from shared.storage.models import Manifest
+from shared.training.artifact import ModelArtifact
+from shared.training.config import TrainingConfig
+from shared.training.evaluation import top_items
+from shared.training.hybrid import Blend
+from shared.training.interactions import InteractionLog
+from shared.training.job import should_activate
+from shared.training.matrix import DAY
+from shared.training.pipeline import (ACCEPTED, INSUFFICIENT_DATA, POPULAR, REJECTED, TrainingData, TrainingOutcome,
+                                      _artifact, fit_blend, train_model)
+from tests.training_data import END, interactions_of, shop
+
+NOW = END.timestamp()
+
+
+@pytest.fixture(scope="module")
+def fitted_shop():
+    interactions = interactions_of(shop().events)
+    config = TrainingConfig(blend={"als": 1, "knn": 1, "popularity": 0.5})
+    data = TrainingData(interactions, NOW)
+    shape = (len(interactions.user_ids), len(interactions.item_ids))
+    fitted = fit_blend(interactions, NOW + 1, config, Blend(1, 1, 0.5), shape)
+    artifact = ModelArtifact.from_bytes(_artifact(data, interactions, config, fitted, "hybrid").to_bytes())
+    return interactions, fitted, ServingModel("v1", artifact)
+
+
+def test_serving_ranks_a_customer_exactly_as_the_evaluation_scorer(fitted_shop):
+    interactions, fitted, model = fitted_shop
+    users = np.flatnonzero(np.diff(fitted.rows.indptr) > 0)[:25]
+
+    evaluated = top_items(lambda chunk: fitted.scorer.scores(fitted.rows[chunk]), users, fitted.bought, 10)
+
+    for user, expected in zip(users, evaluated):
+        bought = {interactions.item_ids[i] for i in fitted.bought[user].indices}
+        served = model.recommend(fitted.rows[user], 10, bought)
+        assert [s.item_id for s in served] == [interactions.item_ids[i] for i in expected]
+    assert model.strategy == "hybrid" and model.personalized
+
+
+def test_explanations_name_items_of_the_customers_history(fitted_shop):
+    interactions, fitted, model = fitted_shop
+    user = int(np.flatnonzero(np.diff(fitted.rows.indptr) > 2)[0])
+    row = fitted.rows[user]
+    picked = [s.item_id for s in model.recommend(row, 5, set())]
+
+    explained = model.explain(row, picked)
+
+    history = {interactions.item_ids[i] for i in row.indices}
+    assert any(explained[item] for item in picked)
+    assert all(set(explained[item]) <= history for item in picked)
+
+
+def log_of(*rows, end=NOW):
+    log = InteractionLog(limit=100)
+    for user, item, kind, age_days in rows:
+        log.add(user, item, kind, 1, end - age_days * DAY)
+    return log.finish()
+
+
+def test_too_little_data_with_a_purchase_still_publishes_popular_lists_that_serve():
+    data = TrainingData(log_of(("u", "a", "purchase", 1), ("u", "b", "purchase", 30), ("v", "b", "view", 2)), NOW,
+                        categories={"a": "tea", "b": "tea"})
+
+    outcome = train_model(data, TrainingConfig())
+
+    assert (outcome.status, outcome.strategy) == (INSUFFICIENT_DATA, POPULAR)
+    artifact = ModelArtifact.from_bytes(outcome.artifact.to_bytes())
+    assert artifact.item_factors.shape == (0, 64)
+    assert artifact.popular_items == ["a", "b"]
+    assert artifact.popular_by_category == {"tea": ["a", "b"]}
+    model = ServingModel("v1", artifact)
+    assert (model.personalized, model.strategy, model.knows("a")) == (False, POPULAR, False)
+    history = [HistoryEvent("a", "purchase", 1, NOW)]
+    assert model.recommend(model.user_row(history, NOW), 5, set()) == []
+    assert model.rank(model.user_row(history, NOW), ["a"]) == {}
+
+
+def test_popular_items_of_an_old_imported_history_are_never_empty():
+    """Two years before the run's end, far outside the 30-day popularity window of old."""
+    data = TrainingData(log_of(("u", "a", "purchase", 730), ("v", "a", "purchase", 731), ("v", "b", "purchase", 735)),
+                        NOW)
+
+    outcome = train_model(data, TrainingConfig(window_days=3650))
+
+    assert outcome.artifact.popular_items == ["a", "b"]
+
+
+def test_events_after_the_runs_end_are_ignored():
+    as_of = NOW - 100 * DAY
+    data = TrainingData(log_of(("u", "a", "purchase", 120), ("u", "b", "purchase", 10), ("v", "c", "purchase", 5)),
+                        as_of)
+
+    outcome = train_model(data, TrainingConfig())
+
+    assert outcome.counts["interactions"] == 1
+    assert outcome.artifact.popular_items == ["a"]
+
+
+def test_on_a_shop_with_taste_the_blend_is_chosen_on_validation_and_serves():
+    outcome = train_model(TrainingData(interactions_of(shop().events), NOW), TrainingConfig())
+
+    assert (outcome.status, outcome.strategy) == (ACCEPTED, outcome.artifact.strategy)
+    assert outcome.strategy in ("hybrid", "als", "knn")
+    assert "validation split" in outcome.strategy_reason
+    assert outcome.artifact.parameters["blend"]
+
+
+def outcome_of(status: str, strategy: str, popularity_is_better: bool = False) -> TrainingOutcome:
+    artifact = ModelArtifact(["a"], np.zeros((0, 2), np.float32), ["a"], strategy=strategy)
+    return TrainingOutcome(status, "", artifact=artifact, strategy=strategy,
+                           popularity_is_better=popularity_is_better)
+
+
+@pytest.mark.parametrize(("status", "strategy", "popularity_is_better", "active", "activates"), [
+    (ACCEPTED, "hybrid", False, "hybrid", True),
+    (REJECTED, POPULAR, True, None, True),  # nothing serves yet
+    (REJECTED, POPULAR, True, "hybrid", True),  # popularity beat the model: customers get popularity
+    (REJECTED, POPULAR, True, POPULAR, True),
+    (REJECTED, "hybrid", False, "hybrid", False),  # worse than the active version: it stays
+    (INSUFFICIENT_DATA, POPULAR, False, None, True),
+    (INSUFFICIENT_DATA, POPULAR, False, POPULAR, True),
+    (INSUFFICIENT_DATA, POPULAR, False, "als", False),  # a model keeps serving
+])
+def test_which_runs_activate(status, strategy, popularity_is_better, active, activates):
+    manifest = Manifest(version="v", status=status, started_at=datetime.now(timezone.utc))
+    outcome = outcome_of(status, strategy, popularity_is_better)
+    assert should_activate(outcome, manifest, active) is activates
+
+
+@pytest.mark.parametrize("value", ["2999-01-01T00:00:00Z", "1969-12-31T23:59:59Z", "yesterday"])
+def test_as_of_is_a_past_moment(value):
+    with pytest.raises(ValueError, match="as_of"):
+        TrainingConfig.model_validate({"as_of": value})
+
+
+def test_as_of_without_a_zone_is_utc():
+    assert TrainingConfig.model_validate({"as_of": "2011-09-01"}).as_of == datetime(2011, 9, 1, tzinfo=timezone.utc)
+
+
+def test_a_run_as_of_a_date_reads_and_records_the_window_back_from_it(tmp_path):
+    from shared.storage.models import LocalBlobs, ModelStore
+    from shared.training.job import run_training
+
+    store = ModelStore(LocalBlobs(tmp_path))
+    as_of = END - timedelta(days=400)
+    asked = []
+
+    def load(config, end):
+        asked.append(end)
+        return TrainingData(log_of(("u", "a", "purchase", 3, ), end=end.timestamp()), end.timestamp())
+
+    manifest = run_training(load, store, TrainingConfig(as_of=as_of))
+
+    assert asked == [as_of]
+    assert manifest.window["end"].startswith(f"{as_of:%Y-%m-%dT%H}")
+    assert (manifest.strategy, manifest.active) == (POPULAR, True)  # nothing served: popular items now do
