@@ -128,7 +128,8 @@ def rank(user_id: PathId, request: RankRequest) -> Ranking:
     return answer
 
 
-@app.get("/items/<item_id>/similar", tags=["recommendations"], summary="Items bought by customers who bought this one")
+@app.get("/items/<item_id>/similar", tags=["recommendations"],
+         summary="Substitutes: items close to this one in the model (what to show instead of it)")
 def similar(item_id: PathId, limit: Limit = 10) -> Similar:
     started = time.perf_counter()
     answer = recommender.similar(catalog.get(item_id), limit)

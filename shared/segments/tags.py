@@ -74,6 +74,11 @@ def _plural(count: int, word: str) -> str:
     return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
+def _days_ago(days: float) -> str:
+    """'today', '1 day ago', '12 days ago': days are whole days (features.py)."""
+    return "today" if days < 1 else f"{_plural(int(days), 'day')} ago"
+
+
 def _orders(f: CustomerFeatures) -> str:
     """'5 orders (37 lines, 420 units)': orders are what frequency counts, lines and units beside."""
     return f"{_plural(f.orders_total, 'order')} ({_plural(f.lines, 'line')}, {_plural(f.units, 'unit')})"
@@ -87,7 +92,7 @@ def _rfm(f: CustomerFeatures, stats: dict[str, Any]) -> list[Tag]:
     fr = score(f.orders_total, stats["frequency_quintiles"])
     m = score(f.monetary, edges_m)
     name = next(name for name, rule in RFM_GRID.items() if rule(r, fr))
-    reason = (f"R{r} F{fr} M{m}: bought {_orders(f)}, last {f.recency_days:.0f} days ago, "
+    reason = (f"R{r} F{fr} M{m}: {_orders(f)}, the last one {_days_ago(f.recency_days)}, "
               f"spent {_money(f.monetary, f.currency)}")
     return [Tag("rfm", name, reason), Tag("rfm", f"R{r}F{fr}M{m}", reason)]
 
@@ -144,7 +149,7 @@ def _clv(f: CustomerFeatures, stats: dict[str, Any]) -> list[Tag]:
                 else "medium" if prediction.alive < CHURN_MEDIUM_BELOW else "low")
         tags.append(Tag("lifecycle", f"Churn risk: {risk}", (
             f"{alive}: {_plural(f.orders_total, 'order')} over {max(f.tenure_days - f.recency_days, 0):.0f} days, "
-            f"the last {f.recency_days:.0f} days ago; expected {prediction.orders:.1f} orders in the next "
+            f"the last one {_days_ago(f.recency_days)}; expected {prediction.orders:.1f} orders in the next "
             f"{prediction.horizon_days} days")))
     return tags
 
@@ -153,9 +158,9 @@ def _lifecycle(f: CustomerFeatures, stats: dict[str, Any]) -> list[Tag]:
     if f.recency_days is None:
         return [Tag("lifecycle", "Prospect", "has not bought yet")] if f.channels else []
     if f.tenure_days is not None and f.tenure_days <= 30:
-        stage = ("New", f"first purchase {f.tenure_days:.0f} days ago")
+        stage = ("New", f"first purchase {_days_ago(f.tenure_days)}")
     elif f.recency_days <= 90:
-        stage = ("Active", f"last purchase {f.recency_days:.0f} days ago")
+        stage = ("Active", f"last purchase {_days_ago(f.recency_days)}")
     elif f.recency_days <= 180:
         stage = ("Lapsing", f"no purchase for {f.recency_days:.0f} days (91 to 180)")
     else:

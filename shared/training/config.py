@@ -63,6 +63,10 @@ class TrainingConfig(BaseModel):
                               description="Nearest items kept per item (cosine over purchases, squared)")
     blend: BlendWeights | None = Field(
         default=None, description="Fixed blend weights; unset: chosen on a validation split before the holdout")
+    validation_folds: Count = Field(
+        default=2, ge=1, le=6,
+        description="Periods of holdout_days before the holdout the blend is chosen on (best sum of NDCGs), "
+                    "each with its own fit: one more fit per fold")
     max_validation_users: Count = Field(default=5000, ge=1, le=1_000_000,
                                         description="Customers sampled to choose the blend")
     as_of: AsOf | None = Field(

@@ -1,8 +1,10 @@
 """One training run: split, choose the blend, fit, evaluate against popularity, decide, fit on everything.
 
 Three splits of the window, all counted back from its end (now, or `as_of`):
-- validation: the holdout before the holdout. The blend's weights (shared/training/hybrid.py) are
-  chosen there, from `BLENDS`, on the shop's own data; the holdout itself is never looked at;
+- validation: the `validation_folds` (2) periods of `holdout_days` before the holdout, each scored
+  with its own fit on the events before it. The blend's weights (shared/training/hybrid.py) are
+  chosen there, from `BLENDS`, on the shop's own data (best sum of NDCGs over the folds); the
+  holdout itself is never looked at;
 - holdout: the last `holdout_days`. The chosen blend and popularity are scored there, and the gate
   decides which strategy serves: the model, or popularity when the model does not beat it;
 - everything: the published version is fitted on the whole window.
@@ -146,29 +148,51 @@ def score_blends(fitted: Fitted, evaluated: Holdout, blends: tuple[Blend, ...], 
 
 def choose_blend(interactions: Interactions, cutoff: float, config: TrainingConfig,
                  shape: tuple[int, int]) -> tuple[Blend, str]:
-    """The blend that scores best on the validation split: the `holdout_days` before the cutoff."""
+    """The blend with the best sum of NDCGs over the validation folds, never looking at the holdout.
+
+    Fold i (from 0) is the `holdout_days` ending `i x holdout_days` before the cutoff, scored with
+    a fit on the events before it: fold 0 is the month before the holdout, fold 1 the month before
+    that. `validation_folds` (2) of them: one month alone is a few hundred customers on a small
+    shop, and the best mixes are within noise of each other there. A fold with too few customers
+    is left out; none left, the default blend."""
     if config.blend is not None:
         blend = Blend(config.blend.als, config.blend.knn, config.blend.popularity)
         return blend, f"blend fixed by the configuration: {blend.as_dict()}"
-    validation_cut = cutoff - config.holdout_days * DAY
-    earlier = interactions.select(interactions.timestamps < validation_cut)
-    later = interactions.select((interactions.timestamps >= validation_cut) & (interactions.timestamps < cutoff))
-    everything = Blend(1, 1, 1)
-    fitted = fit_blend(interactions, validation_cut, config, everything, shape)
-    evaluated = holdout(purchase_matrix(later, shape), fitted.bought,
-                        known_users=np.diff(confidence_matrix(earlier, config, validation_cut, shape).indptr) > 0)
-    if len(evaluated.users) < config.min_users_to_evaluate:
-        return DEFAULT_BLEND, (f"only {len(evaluated.users)} customers to validate on: the default blend "
+    folds: list[tuple[int, dict[Blend, Metrics]]] = []
+    for fold in range(config.validation_folds):
+        fold_end = cutoff - fold * config.holdout_days * DAY
+        scored = _score_fold(interactions, fold_end - config.holdout_days * DAY, fold_end, config, shape)
+        if scored is not None:
+            folds.append(scored)
+    if not folds:
+        return DEFAULT_BLEND, (f"too few customers to validate on (fewer than {config.min_users_to_evaluate} in "
+                               f"each of {config.validation_folds} validation folds): the default blend "
                                f"{DEFAULT_BLEND.as_dict()}")
+    totals = {blend: sum(scored[blend].ndcg for _, scored in folds) for blend in BLENDS}
+    best = max(BLENDS, key=lambda blend: (round(totals[blend], 6), -BLENDS.index(blend)))
+    per_fold = "; ".join(f"{customers} customers: {scored[best].ndcg:.4f}, popularity alone {scored[BLENDS[0]].ndcg:.4f}"
+                         for customers, scored in folds)
+    return best, (f"blend {best.as_dict()} scored NDCG@{config.top_k} {totals[best] / len(folds):.4f} on average on "
+                  f"{len(folds)} validation split{'s' if len(folds) > 1 else ''} of {config.holdout_days} days "
+                  f"before the holdout ({per_fold})")
+
+
+def _score_fold(interactions: Interactions, start: float, end: float, config: TrainingConfig,
+                shape: tuple[int, int]) -> tuple[int, dict[Blend, Metrics]] | None:
+    """Every blend of `BLENDS`, fitted on the events before `start`, scored on [start, end); None
+    (and no fit) when fewer than `min_users_to_evaluate` customers bought something new there."""
+    earlier = interactions.select(interactions.timestamps < start)
+    later = interactions.select((interactions.timestamps >= start) & (interactions.timestamps < end))
+    evaluated = holdout(purchase_matrix(later, shape), purchase_matrix(earlier, shape),
+                        known_users=np.diff(confidence_matrix(earlier, config, start, shape).indptr) > 0)
+    if len(evaluated.users) < config.min_users_to_evaluate:
+        return None
     if len(evaluated.users) > config.max_validation_users:
         pick = np.sort(np.random.default_rng(config.random_seed).choice(
             len(evaluated.users), config.max_validation_users, replace=False))
         evaluated = Holdout(evaluated.users[pick], evaluated.relevant[pick])
-    scored = score_blends(fitted, evaluated, BLENDS, config.top_k)
-    best = max(BLENDS, key=lambda blend: (round(scored[blend].ndcg, 6), -BLENDS.index(blend)))
-    return best, (f"blend {best.as_dict()} scored NDCG@{config.top_k} {scored[best].ndcg:.4f} on the validation "
-                  f"split ({len(evaluated.users)} customers; popularity alone "
-                  f"{scored[BLENDS[0]].ndcg:.4f})")
+    fitted = fit_blend(interactions, start, config, Blend(1, 1, 1), shape)
+    return len(evaluated.users), score_blends(fitted, evaluated, BLENDS, config.top_k)
 
 
 @dataclass

@@ -59,7 +59,7 @@ def test_a_frequent_recent_big_spender_is_a_champion_and_vip_with_the_numbers_in
     assert "Champions" in names(tags, "rfm")
     assert "R5F5M5" in names(tags, "rfm")
     champion = next(t for t in tags if t.name == "Champions")
-    assert champion.reason == "R5 F5 M5: bought 14 orders (37 lines, 420 units), last 3 days ago, spent 2,340.00 EUR"
+    assert champion.reason == "R5 F5 M5: 14 orders (37 lines, 420 units), the last one 3 days ago, spent 2,340.00 EUR"
     assert names(tags, "value")[0] == "VIP"
     assert "top 5%" in next(t for t in tags if t.name == "VIP").reason
 
@@ -123,7 +123,7 @@ def test_frequency_counts_orders_not_lines():
     # one 20-line invoice is one order: F1, not "bought 20 times"
     one_big_order = segment(customer(1, 5, 5, 400.0, lines=20, units=240), STATS, personalized=True)
     assert "R5F1M5" in names(one_big_order, "rfm") and "New" in names(one_big_order, "rfm")
-    assert "bought 1 order (20 lines, 240 units)" in next(t for t in one_big_order if t.name == "New").reason
+    assert "1 order (20 lines, 240 units)" in next(t for t in one_big_order if t.name == "New").reason
 
 
 # Parameters of the order of a real shop's, in days (Online Retail's BG/NBD fit is close to these).
@@ -158,7 +158,7 @@ def test_clv_tier_reason_shows_expected_orders_value_and_probability_alive():
 
 def test_a_probability_alive_below_half_a_percent_reads_below_1_percent():
     lapsed = tag(segment(customer(14, 300, 400, 1400.0), CLV_STATS, personalized=True), "Churn risk")
-    assert lapsed.reason.startswith("below 1% likely still active: 14 orders over 100 days, the last 300 days ago")
+    assert lapsed.reason.startswith("below 1% likely still active: 14 orders over 100 days, the last one 300 days ago")
 
 
 @pytest.mark.parametrize(("orders", "last", "first", "tier", "risk"), [
@@ -174,7 +174,7 @@ def test_clv_tiers_and_churn_risk(orders, last, first, tier, risk):
     assert tag(tags, "CLV: ").name == tier
     assert (tag(tags, "Churn risk") and tag(tags, "Churn risk").name) == risk
     if risk:
-        assert f"likely still active: {orders} orders over {first - last} days, the last {last} days ago" in \
+        assert f"likely still active: {orders} orders over {first - last} days, the last one {last} days ago" in \
             tag(tags, "Churn risk").reason
 
 

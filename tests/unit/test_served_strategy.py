@@ -13,13 +13,14 @@ from shared.serving.model import ServingModel
 from shared.storage.models import Manifest
 from shared.training.artifact import ModelArtifact
 from shared.training.config import TrainingConfig
-from shared.training.evaluation import top_items
-from shared.training.hybrid import Blend
+from shared.training import pipeline
+from shared.training.evaluation import Metrics, top_items
+from shared.training.hybrid import BLENDS, DEFAULT_BLEND, Blend
 from shared.training.interactions import InteractionLog
 from shared.training.job import should_activate
 from shared.training.matrix import DAY
 from shared.training.pipeline import (ACCEPTED, INSUFFICIENT_DATA, POPULAR, REJECTED, TrainingData, TrainingOutcome,
-                                      _artifact, fit_blend, train_model)
+                                      _artifact, choose_blend, fit_blend, train_model)
 from tests.training_data import END, interactions_of, shop
 
 NOW = END.timestamp()
@@ -115,6 +116,54 @@ def test_on_a_shop_with_taste_the_blend_is_chosen_on_validation_and_serves():
     assert outcome.strategy in ("hybrid", "als", "knn")
     assert "validation split" in outcome.strategy_reason
     assert outcome.artifact.parameters["blend"]
+
+
+def scored_as(ndcgs: dict[Blend, float]) -> dict[Blend, Metrics]:
+    return {blend: Metrics(0.0, 0.0, ndcgs.get(blend, 0.0), 0.0, 100) for blend in BLENDS}
+
+
+def test_the_blend_with_the_best_sum_over_the_validation_folds_wins(monkeypatch):
+    """Not the best of the last month alone: A leads it by a hair, B wins the sum."""
+    a, b = BLENDS[3], BLENDS[7]
+    folds = {0: scored_as({a: 0.126, b: 0.125}), 1: scored_as({a: 0.120, b: 0.128})}
+    asked = []
+
+    def score_fold(interactions, start, end, config, shape):
+        fold = round((NOW - 30 * DAY - end) / (30 * DAY))
+        asked.append((start, end))
+        return 100, folds[fold]
+
+    monkeypatch.setattr(pipeline, "_score_fold", score_fold)
+    cutoff = NOW - 30 * DAY
+    config = TrainingConfig(holdout_days=30)
+
+    assert choose_blend(None, cutoff, config, (1, 1))[0] == b
+    assert asked == [(cutoff - 30 * DAY, cutoff), (cutoff - 60 * DAY, cutoff - 30 * DAY)]  # never the holdout
+    asked.clear()
+    assert choose_blend(None, cutoff, config.model_copy(update={"validation_folds": 1}), (1, 1))[0] == a
+    assert asked == [(cutoff - 30 * DAY, cutoff)]
+
+
+def test_a_fold_with_too_few_customers_is_left_out_and_none_left_is_the_default_blend():
+    interactions = interactions_of(shop().events)
+    shape = (len(interactions.user_ids), len(interactions.item_ids))
+    cutoff = NOW - 14 * DAY
+    config = TrainingConfig()  # two folds of 14 days: [cutoff - 28 d, cutoff - 14 d) and [cutoff - 14 d, cutoff)
+
+    def since(days: int):
+        return interactions.select(interactions.timestamps >= cutoff - days * DAY)
+
+    blend, reason = choose_blend(since(14), cutoff, config, shape)  # nobody known before either fold
+    assert blend == DEFAULT_BLEND and "too few customers" in reason
+
+    blend, reason = choose_blend(since(28), cutoff, config, shape)  # nobody known before the older fold
+    assert blend in BLENDS and "on 1 validation split of 14 days" in reason
+
+
+@pytest.mark.parametrize("folds", [0, 7, "2", 1.0])
+def test_validation_folds_is_a_small_count(folds):
+    with pytest.raises(ValueError, match="validation_folds"):
+        TrainingConfig.model_validate({"validation_folds": folds})
 
 
 def outcome_of(status: str, strategy: str, popularity_is_better: bool = False) -> TrainingOutcome:
