@@ -262,8 +262,13 @@ def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float |
         result.popularity.ndcg * config.min_gain_over_popularity)
     if popularity_is_better:
         strategy = POPULAR
-        strategy_reason = (f"popularity (NDCG@{config.top_k} {result.popularity.ndcg:.4f}) is at least as good as "
-                           f"the {result.blend.strategy} model ({result.model.ndcg:.4f}) on the holdout")
+        if result.blend.strategy == POPULAR:  # the blend grid's own choice: popularity alone
+            strategy_reason = (f"the validation months chose popularity alone ({result.blend_reason}); "
+                               f"the popular list serves (NDCG@{config.top_k} {result.popularity.ndcg:.4f} "
+                               f"on the holdout)")
+        else:
+            strategy_reason = (f"popularity (NDCG@{config.top_k} {result.popularity.ndcg:.4f}) is at least as good "
+                               f"as the {result.blend.strategy} model ({result.model.ndcg:.4f}) on the holdout")
     else:
         strategy = result.blend.strategy
         strategy_reason = (f"{strategy}: NDCG@{config.top_k} {result.model.ndcg:.4f} vs popularity "
