@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.limits import MAX_ID_BYTES, MAX_PROPERTIES_BYTES, at_most_bytes, fits_id_bytes
+from shared.limits import ID_PATTERN, MAX_ID_BYTES, MAX_PROPERTIES_BYTES, at_most_bytes, fits_id_bytes
 from shared.validation import Checked, validate_each
 
 MAX_EVENTS_PER_BATCH = 1000
@@ -32,7 +32,7 @@ MAX_EVENTS_PER_BATCH = 1000
 EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 Identifier = Annotated[
-    str, Strict(), StringConstraints(min_length=1, max_length=MAX_ID_BYTES, pattern=r"\S"),
+    str, Strict(), StringConstraints(min_length=1, max_length=MAX_ID_BYTES, pattern=ID_PATTERN),
     AfterValidator(fits_id_bytes),
 ]
 

@@ -20,6 +20,9 @@ from pydantic_core import PydanticCustomError
 
 # An id is at most 256 bytes in UTF-8 (64 four-byte characters, 256 ASCII ones). The longest key
 # built from it is a segment member's sort key, m#<run>#<id>: about 275 bytes of DynamoDB's 1,024.
+# Not blank, and no NUL: a customer's bought-set item is keyed "<user_id>\x00purchases" in the
+# users table (shared/storage/users.py), so no id, in a body or a path, may hold the separator.
+ID_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
 MAX_ID_BYTES = 256
 MAX_PROPERTIES_BYTES = 16 * 1024  # an event's properties
 MAX_ATTRIBUTES_BYTES = 32 * 1024  # an item's or a customer's attributes

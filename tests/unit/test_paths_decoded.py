@@ -117,3 +117,15 @@ def test_any_id_round_trips_through_the_events_api_gateway_sends(ingest, user_id
         assert result["statusCode"] == 200, result
     assert json.loads(profile["body"])["user_id"] == json.loads(own_profile["body"])["user_id"] == user_id
     assert json.loads(catalog_entry["body"])["item_id"] == user_id
+
+
+@pytest.mark.parametrize(("method", "path"), [("PUT", "/users/u-1%00purchases"), ("GET", "/users/u-1%00purchases"),
+                                              ("DELETE", "/users/u-1%00purchases")])
+def test_an_id_with_a_nul_cannot_reach_a_customers_bought_set(api, method, path):
+    """The bought set of u-1 is the users-table item "u-1\\x00purchases": no path may name it."""
+    assert api.json("POST", "/events", {"events": [purchase("p-1", "u-1", "sku-1")]})[0] == 200
+
+    status, body = api.json(method, path, PROFILE if method == "PUT" else None)
+
+    assert status == 422 and body["error"]["fields"][0]["field"] == "user_id"
+    assert api.json("GET", "/users/u-1")[1]["summary"]["orders"] == 1
