@@ -70,7 +70,7 @@ class ModelComplements:
         if model is None:
             return None
         if model.version != self._version:
-            arrays = getattr(model.artifact, "complements", None) or {}
+            arrays = model.artifact.complements
             found = from_artifact_arrays(arrays, len(model.item_ids))
             self._data = ComplementData(model.version, list(model.item_ids), found, dict(model.index)) \
                 if found is not None else None

@@ -87,7 +87,7 @@ class Recommender:
             bought = self.sources.purchased(user_id)
             # The history's purchases too: events stored before the bought set was kept.
             shown = asked.without_bought(bought).taking(e.item_id for e in history if e.event_type == "purchase")
-        if model is not None and not getattr(model, "personalized", True):  # the version's strategy is popular
+        if model is not None and not model.personalized:  # the version's strategy is popular
             return self._popular_answer(user_id, model, limit, shown, country, "chosen")
         row = model.user_row(history, now.timestamp()) if model else None
         if model is None or row is None or row.nnz == 0:
@@ -121,7 +121,7 @@ class Recommender:
             recommended += self._popular(model, limit - len(recommended),
                                          shown.taking(r.item_id for r in new_items), country)
         return Recommendations(user_id=user_id, model_version=model.version, personalized=True,
-                               strategy=getattr(model, "strategy", "als"), items=recommended[:limit])
+                               strategy=model.strategy, items=recommended[:limit])
 
     def similar(self, item: Item, limit: int) -> Similar:
         model = self.sources.model()
@@ -177,7 +177,7 @@ class Recommender:
     def _popular_lists(self, model: ServingModel | None) -> PopularLists | None:
         if model is not None:
             return PopularLists(model.version, model.artifact.popular_items, model.artifact.popular_by_country, False,
-                                getattr(model.artifact, "popular_by_category", {}))
+                                model.artifact.popular_by_category)
         return self.sources.cached_popular()
 
     def _popular(self, model: ServingModel | None, limit: int, shown: AnswerFilter,

@@ -26,6 +26,8 @@ class RankedModel:
     """A model that ranks items in a fixed order: the recommender's rules are what is tested."""
 
     version = "v-test"
+    strategy = "hybrid"
+    personalized = True
 
     def __init__(self, order: list[str]) -> None:
         self.item_ids = order
