@@ -240,6 +240,17 @@ def cmd_import_csv(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill_bought_sets(args: argparse.Namespace) -> int:
+    import os
+
+    from devstack.backfill import main as backfill
+    from devstack.dynamodb_local import LOCAL_CREDENTIALS
+
+    state = ensure_up(args)
+    os.environ.update({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL_DYNAMODB": state.dynamodb_endpoint})
+    return backfill([state.tables["EventsTable"], state.tables["UsersTable"]])
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     _, auth = stack.running(args.state_dir)
     print(auth.issue_token(args.user_id, args.expires_in))
@@ -294,6 +305,8 @@ def parser() -> argparse.ArgumentParser:
                           "\"category\", \"country\": COL, \"date_format\": \"%%d/%%m/%%Y\", \"timezone\", "
                           "\"currency\"}; default: the preset whose columns the file has")
     importer.add_argument("--limit", type=int, help="read at most this many rows")
+    command("backfill-bought-sets", cmd_backfill_bought_sets,
+            "give customers stored before the bought set their item and order keys (devstack/backfill.py)")
     token = command("token", cmd_token, "print a customer's bearer token for the local stack")
     token.add_argument("user_id")
     token.add_argument("--expires-in", type=int, default=3600, help="seconds")
