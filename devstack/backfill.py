@@ -8,7 +8,7 @@ version condition as ingest (`PurchaseKeys.adding`, `purchases_update`, in a tra
 ingest's erasure check): it can run while events arrive (a version conflict is read again and
 retried), never brings back the keys of an erased customer, and running it twice adds nothing.
 
-    ./dev backfill-bought-sets                              the local stack's tables
+    .venv/bin/devstack backfill-bought-sets                              the local stack's tables
     .venv/bin/python -m devstack.backfill EVENTS USERS      tables on AWS, with your credentials
 
 The summary's `orders` of such a customer stays what it was (their purchase lines: the best
