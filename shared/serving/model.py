@@ -8,12 +8,14 @@ answer.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import csr_matrix
 
 from shared.history import HistoryEvent
+from shared.purchases import PurchasedItems, item_key
 from shared.training.artifact import ModelArtifact
 from shared.training.config import TrainingConfig
 from shared.training.evaluation import top_items
@@ -41,6 +43,9 @@ class ServingModel:
         self.config = TrainingConfig.model_construct(**{**TrainingConfig().model_dump(), **artifact.parameters})
         self.item_ids = artifact.item_ids
         self.index = {item_id: i for i, item_id in enumerate(artifact.item_ids)}
+        # The bought set holds keys of ids (shared/purchases.py): keyed once per version, a
+        # customer's bought items are then one probe per key they have.
+        self._ids_by_key = {item_key(item_id): item_id for item_id in artifact.item_ids}
         self.strategy = artifact.strategy
         self.personalized = artifact.has_model
         # Versions before the blend: ALS alone (their parameters hold no blend).
@@ -54,6 +59,12 @@ class ServingModel:
 
     def knows(self, item_id: str) -> bool:
         return self.als is not None and item_id in self.index
+
+    def bought(self, purchased: Container[str]) -> set[str]:
+        """The model's items among `purchased` (a bought set of keys, or any set of ids)."""
+        if isinstance(purchased, PurchasedItems):
+            return {self._ids_by_key[key] for key in purchased.keys if key in self._ids_by_key}
+        return {item_id for item_id in self.item_ids if item_id in purchased}
 
     def user_row(self, history: list[HistoryEvent], now: float) -> csr_matrix:
         """The customer's confidence row, weighted exactly as in training; unknown items dropped."""

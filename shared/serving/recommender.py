@@ -21,7 +21,6 @@ from typing import Protocol
 
 from shared.catalog import Item
 from shared.history import HistoryEvent
-from shared.purchases import PurchasedItems, item_key
 from shared.serving import reasons
 from shared.serving.answers import PopularItems, RankedItem, Ranking, Recommendation, Recommendations, Similar
 from shared.serving.filters import AnswerFilter
@@ -69,7 +68,6 @@ class Recommender:
     def __init__(self, sources: Sources, mix: Mix | None = None) -> None:
         self.sources = sources
         self.mix = mix or Mix()
-        self._item_keys: tuple[str | None, dict[bytes, str]] = (None, {})
 
     def recommend(self, user_id: str, limit: int, category: str | None = None,
                   exclude: Sequence[str] = (), include_purchased: bool = False,
@@ -93,7 +91,7 @@ class Recommender:
         if model is None or row is None or row.nnz == 0:
             return self._popular_answer(user_id, model, limit, shown, country, "cold_start")
 
-        leave_out = set(shown.excluded) | self._bought_in_model(model, shown.bought)
+        leave_out = set(shown.excluded) | model.bought(shown.bought)
         candidates = model.recommend(row, max(100, 4 * limit + len(leave_out)), leave_out)
         details = self.sources.catalog.details([c.item_id for c in candidates] + [e.item_id for e in history])
         seen = {e.item_id for e in history if e.event_type in SEEN}
@@ -194,17 +192,6 @@ class Recommender:
         because = reasons.popular(country if country in lists.by_country else None)
         picked = [i for i in candidates if shown.allows(details.get(i))][:limit]
         return [Recommendation.of(details[i], None, because) for i in picked]
-
-    def _bought_in_model(self, model: ServingModel, bought: Container[str]) -> set[str]:
-        """The model's items the customer bought. The bought set holds keys, so the model's ids are
-        keyed once per version, and the lookup costs one probe per key the customer has."""
-        if not isinstance(bought, PurchasedItems):
-            return {item_id for item_id in model.item_ids if item_id in bought}
-        version, by_key = self._item_keys
-        if version != model.version:
-            by_key = {item_key(item_id): item_id for item_id in model.item_ids}
-            self._item_keys = (model.version, by_key)
-        return {by_key[key] for key in bought.keys if key in by_key}
 
     def _new_in_favourite_categories(self, history: list[HistoryEvent], details: dict[str, Item],
                                      shown: AnswerFilter, now: datetime, slots: int) -> list[Recommendation]:

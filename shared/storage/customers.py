@@ -62,7 +62,7 @@ def scan_events(events_table: str, on_page: Any, fields: tuple[str, ...], segmen
 
 
 def catalog_categories(items_table: str) -> dict[str, str]:
-    return catalog_labels(items_table)[0]
+    return scan_by_key(items_table, "item_id", lambda row: row["category"], ProjectionExpression="item_id, category")
 
 
 def catalog_labels(items_table: str) -> tuple[dict[str, str], dict[str, str]]:

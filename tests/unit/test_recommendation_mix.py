@@ -33,6 +33,9 @@ class RankedModel:
         self.item_ids = order
         self.asked_to_leave_out: set[str] = set()
 
+    def bought(self, purchased):
+        return {item_id for item_id in self.item_ids if item_id in purchased}
+
     def user_row(self, history, now):
         return Row(nnz=len(history))
 

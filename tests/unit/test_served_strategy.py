@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from shared.history import HistoryEvent
+from shared.purchases import PurchasedItems
 from shared.serving.model import ServingModel
 from shared.storage.models import Manifest
 from shared.training.artifact import ModelArtifact
@@ -48,6 +49,14 @@ def test_serving_ranks_a_customer_exactly_as_the_evaluation_scorer(fitted_shop):
         served = model.recommend(fitted.rows[user], 10, bought)
         assert [s.item_id for s in served] == [interactions.item_ids[i] for i in expected]
     assert model.strategy == "hybrid" and model.personalized
+
+
+def test_a_bought_set_of_keys_names_the_models_items_bought_and_nothing_else(fitted_shop):
+    _, _, model = fitted_shop
+    bought = PurchasedItems.of([*model.item_ids[:3], "not-in-the-model"])
+
+    assert model.bought(bought) == set(model.item_ids[:3])
+    assert model.bought(frozenset(model.item_ids[3:5])) == set(model.item_ids[3:5])
 
 
 def test_explanations_name_items_of_the_customers_history(fitted_shop):
