@@ -106,8 +106,14 @@ class EventType(StrEnum):
     ADD_TO_CART = "add_to_cart"
     REMOVE_FROM_CART = "remove_from_cart"
     PURCHASE = "purchase"
-    # Appended last: training encodes event types by their position here.
+    # Training encodes event types by their position here: a new type is appended, never inserted.
     RETURN = "return"
+    CLICK = "click"  # an item clicked, e.g. in a list of recommendations
+    SEARCH = "search"  # the customer searched: properties.query; item_id optional (a result picked)
+
+
+# The one type whose item_id may be left out: a search is about no item in particular.
+ITEMLESS_EVENTS = frozenset({EventType.SEARCH})
 
 
 class Channel(StrEnum):
@@ -131,7 +137,8 @@ class Event(BaseModel):
 
     event_id: Identifier
     user_id: Identifier
-    item_id: Identifier
+    item_id: Identifier | None = Field(
+        default=None, description="Required, except for search events (where it may name a result picked)")
     event_type: EventType
     timestamp: Moment = Field(description="ISO 8601 with a zone, e.g. 2025-03-01T10:00:00Z")
     quantity: Annotated[int, Strict(), Field(ge=1, le=100_000)] = 1
@@ -158,7 +165,8 @@ class Event(BaseModel):
     campaign_id: Identifier | None = Field(default=None, description="Campaign the event is attributed to")
     properties: Annotated[
         dict[PropertyKey, PropertyValue], Field(max_length=50), AfterValidator(at_most_bytes(MAX_PROPERTIES_BYTES))
-    ] = Field(default_factory=dict, description=f"At most 50, and {MAX_PROPERTIES_BYTES:,} bytes when stored")
+    ] = Field(default_factory=dict, description=f"At most 50, and {MAX_PROPERTIES_BYTES:,} bytes when stored; "
+                                                "a search event's text is properties.query (required for search)")
 
     @field_validator("timestamp")
     @classmethod
@@ -181,6 +189,16 @@ class Event(BaseModel):
         if value is None:
             return None
         return round_money(value, minor_units(info.data.get("currency")))
+
+    @model_validator(mode="after")
+    def _item_and_query(self) -> Event:
+        if self.item_id is None and self.event_type not in ITEMLESS_EVENTS:
+            raise ValueError(f"item_id: required for {self.event_type} events")
+        if self.event_type is EventType.SEARCH:
+            query = self.properties.get("query")
+            if not isinstance(query, str) or not query.strip():
+                raise ValueError("properties.query: required for search events: the text searched, not blank")
+        return self
 
     @model_validator(mode="after")
     def _money_is_complete(self) -> Event:

@@ -71,9 +71,17 @@ class CatalogStore:
         return Item.model_validate(row)
 
 
+# Optional display fields, stored only when given: items stored before them simply lack them.
+DISPLAY_FIELDS = ("image_url", "url")
+
+
 def _record(item: Item) -> dict:
     # Fixed-width UTC, so the by_category index sorts items by age whatever zone the shop sent.
-    return {**item.model_dump(mode="json"), "created_at": format_timestamp(item.created_at)}
+    record = {**item.model_dump(mode="json"), "created_at": format_timestamp(item.created_at)}
+    for name in DISPLAY_FIELDS:
+        if record.get(name) is None:
+            record.pop(name, None)
+    return record
 
 
 def catalog_details(items_table: str, item_ids: Sequence[str]) -> dict[str, Item]:
@@ -84,12 +92,21 @@ def catalog_details(items_table: str, item_ids: Sequence[str]) -> dict[str, Item
 
 
 def newest_in_category(items_table: str, category: str, limit: int) -> list[Item]:
-    """A category's newest items, newest first, from the by_category index alone: its projection
-    has everything an answer shows or filters on, but not the attributes, which come back empty."""
+    """A category's newest items, newest first, from the by_category index: its projection has
+    everything an answer filters on, but not the attributes, which come back empty, nor the
+    display fields (image_url, url), which are read from the table for the items found (an
+    index's projection cannot change once deployed)."""
     with dynamo.aws_faults("query new items"):
         response = dynamo.client().query(
             TableName=items_table, IndexName="by_category", ScanIndexForward=False, Limit=limit,
             KeyConditionExpression="category = :category",
             ExpressionAttributeValues=dynamo.serialize({":category": category}),
         )
-    return [Item.model_validate(dynamo.deserialize(item)) for item in response.get("Items", [])]
+    rows = [dynamo.deserialize(item) for item in response.get("Items", [])]
+    if rows:  # one BatchGetItem of the items found, projected to their display fields
+        names = {f"#d{n}": name for n, name in enumerate(DISPLAY_FIELDS)}
+        display = {row["item_id"]: row for row in dynamo.batch_get(
+            items_table, [{"item_id": row["item_id"]} for row in rows],
+            projection=", ".join(["item_id", *names]), names=names)}
+        rows = [{**display.get(row["item_id"], {}), **row} for row in rows]
+    return [Item.model_validate(row) for row in rows]

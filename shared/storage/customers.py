@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from shared.history import HistoryEvent
@@ -30,27 +31,36 @@ class Customers:
 
 class HistoryPages:
     """Each customer's newest `limit` events, as recent_history returns them, fed page by page
-    from several scan threads."""
+    from several scan threads. Like recent_history, events naming no item (searches) count within
+    the limit but are left out of the history."""
 
     def __init__(self, limit: int = HISTORY_LIMIT) -> None:
         self.limit = limit
-        self.histories: dict[str, list[HistoryEvent]] = {}
+        self.histories: dict[str, list[tuple[float, HistoryEvent | None]]] = {}
         self.lock = threading.Lock()
 
     def add_page(self, items: list[dict[str, Any]]) -> None:
-        page = [(item["user_id"]["S"], history_event(dynamo.deserialize(item))) for item in items]
+        page = [(item["user_id"]["S"], _entry(item)) for item in items]
         with self.lock:
-            for user_id, event in page:
+            for user_id, entry in page:
                 history = self.histories.setdefault(user_id, [])
-                history.append(event)
+                history.append(entry)
                 if len(history) >= 2 * self.limit:
                     # Trimmed as it grows: a customer with a long past holds at most twice the limit.
-                    history.sort(key=lambda e: -e.timestamp)
+                    history.sort(key=lambda e: -e[0])
                     del history[self.limit:]
 
     def finish(self) -> dict[str, list[HistoryEvent]]:
-        return {user: sorted(events, key=lambda e: -e.timestamp)[:self.limit]
-                for user, events in self.histories.items()}
+        return {user: [event for _, event in sorted(entries, key=lambda e: -e[0])[:self.limit] if event is not None]
+                for user, entries in self.histories.items()}
+
+
+def _entry(item: dict[str, Any]) -> tuple[float, HistoryEvent | None]:
+    """An event's time, and its history row (None for an event naming no item, such as a search)."""
+    if "item_id" in item:
+        event = history_event(dynamo.deserialize(item))
+        return event.timestamp, event
+    return datetime.fromisoformat(item["ts"]["S"]).timestamp(), None
 
 
 def scan_events(events_table: str, on_page: Any, fields: tuple[str, ...], segments: int = SCAN_SEGMENTS,

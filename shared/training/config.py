@@ -44,7 +44,8 @@ class TrainingConfig(BaseModel):
                                     description="More in the window: refuse, use an export")
     event_weights: dict[EventType, Annotated[Number, Field(ge=0, le=100)]] = Field(default_factory=lambda: {
         EventType.PURCHASE: 1.0, EventType.ADD_TO_CART: 0.3, EventType.VIEW: 0.05,
-        EventType.REMOVE_FROM_CART: 0.0,
+        EventType.REMOVE_FROM_CART: 0.0, EventType.CLICK: 0.1,
+        EventType.SEARCH: 0.0,  # a search says what the customer looked for, not which item they liked
     })
     recency_half_life_days: Number = Field(default=60.0, gt=0, le=36_500)
     # Confidence = 1 + alpha * log(1 + weight / epsilon) (Hu, Koren, Volinsky 2008, eq. 6).
