@@ -3,6 +3,8 @@
 What the recommender and the segments must find in it:
 - item popularity follows a power law (a few items sell a lot), within each category;
 - each customer prefers one to three categories, and most of what they touch comes from them;
+- the interests a customer declares follow their favourite categories (`INTEREST_CATEGORIES`),
+  most of the time: `DECLARED_FROM_FAVOURITES` of them, the rest are noise;
 - customers behave as one of five kinds (new, loyal, lapsing, churned, one-off) whose timing
   RFM and lifecycle segments should recover;
 - visits are sessions (views, sometimes add-to-cart, sometimes an order of one or more items),
@@ -40,6 +42,11 @@ CITIES = {"DE": ["Berlin", "Hamburg", "Munich"], "FR": ["Paris", "Lyon"], "GB": 
 CHANNELS = ["web", "ios", "android", "store", "email"]
 CHANNEL_WEIGHTS = [0.45, 0.2, 0.2, 0.1, 0.05]
 INTERESTS = ["cooking", "gardening", "sustainability", "design", "outdoors", "crafts", "reading", "pets"]
+# What each interest leads a customer to buy; sustainability is no category's (always noise).
+INTEREST_CATEGORIES = {"cooking": ["kitchen"], "gardening": ["garden"], "outdoors": ["outdoor"], "pets": ["pets"],
+                       "reading": ["books"], "design": ["lighting", "textiles"], "crafts": ["stationery", "textiles"],
+                       "sustainability": []}
+DECLARED_FROM_FAVOURITES = 0.7
 AGE_BANDS = ["18-24", "25-34", "35-44", "45-54", "55-64", "65+"]
 HOUSEHOLDS = ["single", "couple", "family", "business"]
 MATERIALS = ["wood", "glass", "ceramic", "cotton", "metal", "paper"]
@@ -63,6 +70,9 @@ class ShopData:
 def generate_shop(seed: int = 7, n_users: int = 2000, n_items: int = 500, days: int = 365,
                   end: datetime | None = None, currency: str = "EUR") -> ShopData:
     rng = np.random.default_rng(seed)
+    # Interests come from a stream of their own: every other value is the same as before they
+    # followed the favourite categories.
+    interest_rng = np.random.default_rng([seed, 7])
     end = end or datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     catalog = _Catalog(rng, n_items, days, end, currency)
     users, archetypes, events = [], {}, []
@@ -70,8 +80,13 @@ def generate_shop(seed: int = 7, n_users: int = 2000, n_items: int = 500, days: 
     for number, kind in enumerate(kinds, start=1):
         user_id = f"u-{number:05d}"
         archetypes[user_id] = str(kind)
-        users.append(_user(rng, user_id))
-        events += _Customer(rng, user_id, str(kind), catalog, days, end, currency).events()
+        user = _user(rng, user_id)
+        customer = _Customer(rng, user_id, str(kind), catalog, days, end, currency)
+        if "interests" in user["attributes"]:
+            user["attributes"]["interests"] = _interests(interest_rng, customer.favourites,
+                                                         len(user["attributes"]["interests"]))
+        users.append(user)
+        events += customer.events()
     events.sort(key=lambda e: e["timestamp"])
     return ShopData(catalog.items, users, events, archetypes)
 
@@ -91,8 +106,9 @@ class _Catalog:
             created = end - timedelta(days=float(rng.uniform(0, days)))
             if rng.random() < 0.04:  # new arrivals, which have no history yet
                 created = end - timedelta(days=float(rng.uniform(0, 14)))
+            item_id = f"sku-{index + 1:05d}"
             self.items.append({
-                "item_id": f"sku-{index + 1:05d}",
+                "item_id": item_id,
                 "title": f"{rng.choice(adjectives)} {rng.choice(nouns)}",
                 "category": category,
                 "price": round(float(median_price * rng.lognormal(0, 0.45)), 2),
@@ -102,6 +118,8 @@ class _Catalog:
                 "created_at": _iso(created),
                 "attributes": {"brand": str(rng.choice(BRANDS)), "material": str(rng.choice(MATERIALS)),
                                "recycled": bool(rng.random() < 0.2)},
+                "url": f"https://demo.shop-recs.example/items/{item_id}",
+                "image_url": f"https://demo.shop-recs.example/images/{item_id}.svg",
             })
         for position, category in enumerate(names):
             members = np.flatnonzero(category_of == position)
@@ -216,6 +234,19 @@ def _user(rng: np.random.Generator, user_id: str) -> dict[str, Any]:
     if rng.random() < 0.03:
         user["consent"] = {"personalization": False}
     return user
+
+
+def _interests(rng: np.random.Generator, favourites: list[str], count: int) -> list[str]:
+    """`count` distinct interests: each, with probability `DECLARED_FROM_FAVOURITES`, one that leads
+    to a favourite category (while any is left), else any other."""
+    related = [i for i in INTERESTS if set(INTEREST_CATEGORIES[i]) & set(favourites)]
+    chosen: list[str] = []
+    for _ in range(count):
+        pool = [i for i in related if i not in chosen]
+        if not pool or rng.random() >= DECLARED_FROM_FAVOURITES:
+            pool = [i for i in INTERESTS if i not in chosen]
+        chosen.append(str(pool[rng.integers(len(pool))]))
+    return chosen
 
 
 def _zipf(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:

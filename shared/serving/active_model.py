@@ -85,4 +85,5 @@ class CachedPopular:
             return
         if raw:
             self.current = PopularLists(raw["version"], raw["items"], raw["by_country"], cached=True,
-                                        by_category=raw.get("by_category", {}))
+                                        by_category=raw.get("by_category", {}),
+                                        by_interest=raw.get("by_interest", {}))

@@ -21,21 +21,27 @@ class Recommendation(BaseModel):
     category: str
     price: Decimal | None
     currency: str | None
+    image_url: str | None = Field(description="The item's picture (https), as the catalog has it; null when none")
+    url: str | None = Field(description="The item's page in the shop (https), as the catalog has it; null when none")
     reason: Because
 
     @classmethod
     def of(cls, item: Item, score: float | None, reason: Because) -> Recommendation:
         return cls(item_id=item.item_id, score=None if score is None else round(score, 6), title=item.title,
-                   category=item.category, price=item.price, currency=item.currency, reason=reason)
+                   category=item.category, price=item.price, currency=item.currency, image_url=item.image_url,
+                   url=item.url, reason=reason)
 
 
 class Recommendations(BaseModel):
     user_id: str
     model_version: str | None
-    personalized: bool = Field(description="False: popular items (no consent, no usable history, or no model)")
-    strategy: str = Field(description="The version's strategy (hybrid, als, knn), or why not personal and what "
-                                      "instead: no_consent:popular, cold_start:popular_country, chosen:popular (the "
-                                      "active version serves popular items: they beat its model), ...")
+    personalized: bool = Field(description="True: from the customer's own history, or from the interests they "
+                                           "declared when they have none; false: popular items (no consent, no usable "
+                                           "history or interests, or no model)")
+    strategy: str = Field(description="The version's strategy (hybrid, als, knn), or why not from history and what "
+                                      "instead: cold_start:interests (their declared interests), no_consent:popular, "
+                                      "cold_start:popular_country, chosen:popular (the active version serves popular "
+                                      "items: they beat its model), ...")
     items: list[Recommendation]
 
 

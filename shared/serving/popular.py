@@ -12,3 +12,5 @@ class PopularLists:
     by_country: dict[str, list[str]]
     cached: bool  # True: the small list kept beside the model, used while no model is loaded
     by_category: dict[str, list[str]] = field(default_factory=dict)
+    # Declared interest (normalised, shared/training/interests.py) -> what its customers buy most.
+    by_interest: dict[str, list[str]] = field(default_factory=dict)

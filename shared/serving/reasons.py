@@ -1,9 +1,9 @@
 """Every reason text an answer can carry, in one place, so they can be proofread together.
 
 A reason names what it stands on: the customer's own events ("because you bought Oak chopping
-board"), the shop's figures ("popular in GB right now", "bought together by 136 customers") or
-the catalog ("new in kitchen, a category you buy often"). tests/unit/test_reasons.py renders
-every template and proofreads it.
+board") or declared interests ("because you're interested in cooking"), the shop's figures
+("popular in GB right now", "bought together by 136 customers") or the catalog ("new in kitchen,
+a category you buy often"). tests/unit/test_reasons.py renders every template and proofreads it.
 """
 
 from __future__ import annotations
@@ -11,16 +11,18 @@ from __future__ import annotations
 from shared.serving.answers import Because
 
 # The strongest kind of event first: a reason names the strongest thing the customer did.
-HISTORY_KINDS = ("purchase", "add_to_cart", "view")
+HISTORY_KINDS = ("purchase", "add_to_cart", "click", "view")
 _BECAUSE_YOU = {
     "purchase": "because you bought {title}",
     "add_to_cart": "because you added {title} to your cart",
+    "click": "because you looked at {title}",
     "view": "because you viewed {title}",
 }
 # The recommended item is itself one the customer viewed or carted (a bounded share of a list).
 _YOU_SAW_THIS = {
     "purchase": "you bought this before",
     "add_to_cart": "in your cart, not bought yet",
+    "click": "you looked at this recently",
     "view": "you viewed this recently",
 }
 
@@ -57,6 +59,11 @@ def often_bought_with(title: str, count: int, contributors: list[str]) -> Becaus
 
 def new_in_category(category: str) -> Because:
     return Because(text=f"new in {category}, a category you buy often", items=[])
+
+
+def interested_in(interest: str) -> Because:
+    """A cold start's items from an interest the customer declared in their profile, in their words."""
+    return Because(text=f"because you're interested in {interest}", items=[])
 
 
 def similar_to(item_id: str, title: str) -> Because:

@@ -6,7 +6,10 @@ Rules every answer keeps:
   customer already bought: one `AnswerFilter` (filters.py) decides for every answer;
 - a customer who objected to personalization gets popular items, and their history is not read;
 - a customer unknown to the model, or without usable history, gets popular items (for their
-  country when it is known), marked as not personalized;
+  country when it is known), marked as not personalized; unless they declared interests in their
+  profile: then the popular items of those interests, marked personalized (their own declared
+  data, so only with their consent), with the reason "because you're interested in cooking",
+  whatever the version's strategy (a popular version has the interests' lists too);
 - new catalog items, which no model has seen yet, reach customers as "new in a category you buy".
 """
 
@@ -26,10 +29,13 @@ from shared.serving.answers import PopularItems, RankedItem, Ranking, Recommenda
 from shared.serving.filters import AnswerFilter
 from shared.serving.model import ServingModel
 from shared.serving.popular import PopularLists
+from shared.training import interests
 from shared.users import User, may_personalize
 
 NEW_ITEM_DAYS = 30
-SEEN = ("view", "add_to_cart")
+# A cold start's declared interests served in turn: the first ones declared, at most this many.
+MAX_SERVED_INTERESTS = 5
+SEEN = ("view", "click", "add_to_cart")
 
 
 class Catalog(Protocol):
@@ -41,7 +47,8 @@ class Catalog(Protocol):
 class Sources:
     model: Callable[[], ServingModel | None]
     catalog: Catalog
-    history: Callable[[str], list[HistoryEvent]]
+    # The events of these ids, merged: the customer's own id first, then the visitor ids linked to it.
+    history: Callable[[list[str]], list[HistoryEvent]]
     profile: Callable[[str], User | None]
     cached_popular: Callable[[], PopularLists | None] = lambda: None
     # Every item the customer ever bought (kept at ingest), however long their history.
@@ -79,15 +86,19 @@ class Recommender:
         asked = AnswerFilter.of(category, exclude)
         if not may_personalize(profile):
             return self._popular_answer(user_id, model, limit, asked, country, "no_consent")
-        history = self.sources.history(user_id)
+        history = self.sources.history([user_id, *_linked(profile)])
         shown = asked
         if not include_purchased:
             bought = self.sources.purchased(user_id)
             # The history's purchases too: events stored before the bought set was kept.
             shown = asked.without_bought(bought).taking(e.item_id for e in history if e.event_type == "purchase")
+        row = model.user_row(history, now.timestamp()) if model else None
+        if row is None or row.nnz == 0:  # no usable history: their declared interests, if any have lists
+            interested = self._interests_answer(user_id, model, limit, shown, country, profile)
+            if interested is not None:
+                return interested
         if model is not None and not model.personalized:  # the version's strategy is popular
             return self._popular_answer(user_id, model, limit, shown, country, "chosen")
-        row = model.user_row(history, now.timestamp()) if model else None
         if model is None or row is None or row.nnz == 0:
             return self._popular_answer(user_id, model, limit, shown, country, "cold_start")
 
@@ -142,7 +153,8 @@ class Recommender:
         personalized = model is not None and may_personalize(profile)
         scores: dict[str, float] = {}
         if personalized:
-            scores = model.rank(model.user_row(self.sources.history(user_id), now.timestamp()), item_ids)
+            history = self.sources.history([user_id, *_linked(profile)])
+            scores = model.rank(model.user_row(history, now.timestamp()), item_ids)
         if not scores:  # no consent, no model or no usable history: popularity order
             personalized = False
             order = {item_id: i for i, item_id in enumerate(model.artifact.popular_items)} if model else {}
@@ -172,10 +184,51 @@ class Recommender:
                                personalized=False, strategy=f"{reason}:{_popular_strategy(lists, country)}",
                                items=items)
 
+    def _interests_answer(self, user_id: str, model: ServingModel | None, limit: int, shown: AnswerFilter,
+                          country: str | None, profile: User | None) -> Recommendations | None:
+        """A cold start who declared interests: the popular items of each interest, taken in turn
+        (an interest named like a category: that category's list; otherwise the interest's own),
+        then popular items when short. None when no declared interest has a list."""
+        lists = self._popular_lists(model)
+        declared = interests.declared(profile.attributes) if profile is not None else []
+        if lists is None or not declared:
+            return None
+        categories = {interests.normalise(category): category for category in lists.by_category}
+        queues = []
+        for key, text in declared:
+            ranked = lists.by_category[categories[key]] if key in categories else lists.by_interest.get(key, [])
+            if ranked:
+                queues.append((reasons.interested_in(text), shown.worth_reading(ranked)))
+            if len(queues) == MAX_SERVED_INTERESTS:
+                break
+        if not queues:
+            return None
+        details = self.sources.catalog.details(list(dict.fromkeys(i for _, ranked in queues for i in ranked)))
+        picked: list[Recommendation] = []
+        taken: set[str] = set()
+        pending = [(because, iter(ranked)) for because, ranked in queues]
+        while pending and len(picked) < limit:
+            for entry in list(pending):  # one item of each interest in turn, the first declared first
+                because, ranked = entry
+                item_id = next((i for i in ranked if i not in taken and shown.allows(details.get(i))), None)
+                if item_id is None:
+                    pending.remove(entry)
+                    continue
+                taken.add(item_id)
+                picked.append(Recommendation.of(details[item_id], None, because))
+                if len(picked) == limit:
+                    break
+        if not picked:  # nothing of theirs can be shown (filters, stock): popular, as for anyone
+            return None
+        if len(picked) < limit:
+            picked += self._popular(model, limit - len(picked), shown.taking(taken), country)
+        return Recommendations(user_id=user_id, model_version=lists.version, personalized=True,
+                               strategy="cold_start:interests" + (":cached" if lists.cached else ""), items=picked)
+
     def _popular_lists(self, model: ServingModel | None) -> PopularLists | None:
         if model is not None:
             return PopularLists(model.version, model.artifact.popular_items, model.artifact.popular_by_country, False,
-                                model.artifact.popular_by_category)
+                                model.artifact.popular_by_category, model.artifact.popular_by_interest)
         return self.sources.cached_popular()
 
     def _popular(self, model: ServingModel | None, limit: int, shown: AnswerFilter,
@@ -212,6 +265,11 @@ class Recommender:
                 found.append(Recommendation.of(item, None, reasons.new_in_category(favourite)))
                 shown = shown.taking([item.item_id])
         return found
+
+
+def _linked(profile: User | None) -> list[str]:
+    """The visitor ids linked to the customer (their devices before they signed in)."""
+    return profile.linked_visitors if profile is not None else []
 
 
 def _reason(item_id: str, contributors: list[str], history: list[HistoryEvent], titles: dict[str, str]):

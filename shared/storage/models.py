@@ -257,6 +257,7 @@ class ModelStore:
             "version": version, "items": artifact.popular_items[:100],
             "by_country": {country: items[:50] for country, items in artifact.popular_by_country.items()},
             "by_category": {category: items[:20] for category, items in artifact.popular_by_category.items()},
+            "by_interest": {interest: items[:20] for interest, items in artifact.popular_by_interest.items()},
         }).encode())
         pointer = ActivePointer(version=version, sha256=manifest.artifact.sha256,
                                 activated_at=datetime.now(timezone.utc))

@@ -22,6 +22,7 @@ from shared.storage.users import all_user_rows, user_from_row
 from shared.training.config import TrainingConfig
 from shared.training.customers import customer_statistics
 from shared.training.interactions import EVENT_CODES, InteractionLog, Interactions, TooManyInteractions
+from shared.training.interests import declared
 from shared.training.pipeline import TrainingData
 from shared.users import User, may_personalize
 
@@ -102,7 +103,8 @@ class _TrainingPages:
         start, end, excluded = self.window_start, self.window_end, self.excluded
         rows = [(item["user_id"]["S"], item["item_id"]["S"], item["event_type"]["S"],
                  float(item.get("quantity", {}).get("N", "1")), item["ts"]["S"], item.get("order_id", {}).get("S"))
-                for item in items if start <= item["ts"]["S"] <= end and item["user_id"]["S"] not in excluded]
+                for item in items if start <= item["ts"]["S"] <= end and item["user_id"]["S"] not in excluded
+                and "item_id" in item]  # a search names no item: no interaction
         returns = [row for row in rows if row[2] == RETURN]
         if returns:
             # Returns are no interaction of their own: they take back purchases, at finish().
@@ -130,6 +132,7 @@ class _TrainingPages:
             interactions=net_of_returns(self.log.finish(), self.returned),
             end=now.timestamp(),
             countries={u.user_id: u.country for u in trained if u.country},
+            interests={u.user_id: [key for key, _ in found] for u in trained if (found := declared(u.attributes))},
             customer_statistics=customer_statistics([u.summary for u in trained], now),
             excluded_users=len(excluded),
         )

@@ -2,8 +2,9 @@
 
 It holds nothing about any one customer: item factors and ids, the item neighbours and recent
 popularity the served strategy blends in (shared/training/hybrid.py), popular items (overall, by
-country, by category), aggregates of the customer base and the parameters. A version whose
-strategy is "popular" carries no model: its item factors are an empty (0, factors) array.
+country, by category, by declared interest), aggregates of the customer base and the parameters.
+A version whose strategy is "popular" carries no model: its item factors are an empty
+(0, factors) array.
 
 To add an array: a field here with a default, and its name in `ARRAYS` (or a sparse matrix in
 `SPARSE`); artifacts written before it load with the default. Serving folds each customer in from their history, so the
@@ -46,11 +47,15 @@ class ModelArtifact:
     # Bought together (shared/training/complements.py): flat arrays named complements_*, read by
     # shared.training.complements.from_artifact_arrays, which checks them against the items.
     complements: dict[str, np.ndarray] = field(default_factory=dict)
+    # Declared interest (normalised, shared/training/interests.py) -> the items its customers buy
+    # most; interests named like a category are served from that category's list instead.
+    popular_by_interest: dict[str, list[str]] = field(default_factory=dict)
 
     # Dense arrays and sparse matrices besides the ids, optional: None when absent.
     ARRAYS = ("item_popularity",)
     SPARSE = ("neighbours",)
-    META = ("popular_by_country", "customer_statistics", "parameters", "strategy", "popular_by_category")
+    META = ("popular_by_country", "customer_statistics", "parameters", "strategy", "popular_by_category",
+            "popular_by_interest")
 
     @property
     def has_model(self) -> bool:

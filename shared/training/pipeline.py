@@ -29,6 +29,7 @@ from shared.training.evaluation import Holdout, Metrics, holdout, ranking_metric
 from shared.training.hybrid import (BLENDS, DEFAULT_BLEND, Blend, Scorer, item_neighbours, recent_popularity,
                                     zscore)
 from shared.training.interactions import EVENT_CODES, Interactions
+from shared.training.interests import INTEREST_LIST_LENGTH, MAX_INTERESTS, MIN_INTEREST_BUYERS, normalise
 from shared.training.matrix import DAY, confidence_matrix, purchase_matrix
 
 ACCEPTED, REJECTED, INSUFFICIENT_DATA = "accepted", "rejected", "insufficient_data"
@@ -46,6 +47,8 @@ class TrainingData:
     excluded_users: int = 0  # withdrew consent: not trained on
     categories: dict[str, str] = field(default_factory=dict)  # item_id -> category
     titles: dict[str, str] = field(default_factory=dict)  # item_id -> title: tells variants apart
+    # user_id -> declared interests, normalised (shared/training/interests.py), of those trained on
+    interests: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -303,6 +306,7 @@ def _artifact(data: TrainingData, interactions: Interactions, config: TrainingCo
     parameters = config.model_dump(mode="json")
     if scorer is not None:
         parameters["blend"] = scorer.blend.as_dict()
+    by_category = _popular_by_category(scores, interactions.item_ids, data.categories)
     return ModelArtifact(
         item_ids=interactions.item_ids, item_factors=item_factors,
         popular_items=_ranked_ids(scores, interactions.item_ids),
@@ -310,10 +314,11 @@ def _artifact(data: TrainingData, interactions: Interactions, config: TrainingCo
         customer_statistics=data.customer_statistics,
         parameters=parameters,
         strategy=strategy,
-        popular_by_category=_popular_by_category(scores, interactions.item_ids, data.categories),
+        popular_by_category=by_category,
         item_popularity=scores.astype(np.float32),
         neighbours=scorer.neighbours if scorer is not None else None,
         complements=complements_for_artifact(_complements(data, interactions)),
+        popular_by_interest=_popular_by_interest(interactions, data, config, set(by_category)),
     )
 
 
@@ -342,6 +347,39 @@ def _popular_by_country(interactions: Interactions, data: TrainingData, config: 
                              interactions.item_ids)
         if len(ranked) >= 10:
             popular[country] = ranked
+    return popular
+
+
+def _popular_by_interest(interactions: Interactions, data: TrainingData, config: TrainingConfig,
+                         categories: set[str]) -> dict[str, list[str]]:
+    """For each declared interest, the items most bought by the customers who declared it, ranked
+    as the other popular lists (decayed distinct buyers). Only interests of at least
+    `MIN_INTEREST_BUYERS` buyers, the `MAX_INTERESTS` with the most, `INTEREST_LIST_LENGTH` items
+    each. An interest named like one of `categories` (those with a popular list; casefolded) is
+    left out: serving answers it with that category's own list."""
+    if not data.interests:
+        return {}
+    purchase = interactions.event_codes == EVENT_CODES[EventType.PURCHASE]
+    buyers = set(np.unique(interactions.users[purchase]).tolist())
+    categories = {normalise(category) for category in categories}
+    users_by_interest: dict[str, list[int]] = defaultdict(list)
+    for index, user_id in enumerate(interactions.user_ids):
+        if index in buyers:
+            for interest in dict.fromkeys(data.interests.get(user_id, ())):
+                if interest not in categories:
+                    users_by_interest[interest].append(index)
+    held = sorted(((interest, users) for interest, users in users_by_interest.items()
+                   if len(users) >= MIN_INTEREST_BUYERS), key=lambda pair: (-len(pair[1]), pair[0]))
+    # Each customer's rows, found once: an interest then reads only its own customers' rows.
+    by_user = np.argsort(interactions.users, kind="stable")
+    starts = np.searchsorted(interactions.users[by_user], np.arange(len(interactions.user_ids) + 1))
+    popular = {}
+    for interest, users in held[:MAX_INTERESTS]:
+        mine = interactions.select(np.concatenate([by_user[starts[u]:starts[u + 1]] for u in users]))
+        ranked = _ranked_ids(popular_scores(mine, data.end + 1, config, len(interactions.item_ids)),
+                             interactions.item_ids, INTEREST_LIST_LENGTH)
+        if ranked:
+            popular[interest] = ranked
     return popular
 
 

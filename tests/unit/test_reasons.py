@@ -17,6 +17,8 @@ RENDERED = {
     "carted": (reasons.from_history("x", ["oak"], {"add_to_cart", "view"}, TITLE),
                "because you added Oak chopping board to your cart"),
     "viewed": (reasons.from_history("x", ["oak"], {"view"}, TITLE), "because you viewed Oak chopping board"),
+    "clicked": (reasons.from_history("x", ["oak"], {"click", "view"}, TITLE), "because you looked at Oak chopping board"),
+    "clicked this": (reasons.from_history("oak", ["oak"], {"click"}, TITLE), "you looked at this recently"),
     "other kind": (reasons.from_history("x", ["oak"], {"remove_from_cart"}, TITLE),
                    "because of your interest in Oak chopping board"),
     "no contributor": (reasons.from_history("x", [], set(), ""), "recommended for you"),
@@ -27,6 +29,8 @@ RENDERED = {
     "popular in a country": (reasons.popular("GB"), "popular in GB right now"),
     "new": (reasons.new_in_category("kitchen"), "new in kitchen, a category you buy often"),
     "similar": (reasons.similar_to("oak", TITLE), "similar to Oak chopping board"),
+    "interested in": (reasons.interested_in("cooking"), "because you're interested in cooking"),
+    "interested in, their words": (reasons.interested_in("Slow Food"), "because you're interested in Slow Food"),
     "popular in a category": (reasons.popular_in_category("kitchen"), "popular in kitchen"),
     "popular in no category": (reasons.popular_in_category(None), "popular right now"),
     "bought together": (reasons.bought_together("oak", 136), "bought together by 136 customers"),
@@ -64,4 +68,4 @@ def test_every_template_function_is_proofread_here():
     public = {name for name, f in inspect.getmembers(reasons, inspect.isfunction)
               if f.__module__ == reasons.__name__ and not name.startswith("_")}
     assert public == {"from_history", "popular", "popular_in_category", "new_in_category", "similar_to",
-                      "bought_together", "often_bought_with", "customers"}
+                      "bought_together", "often_bought_with", "customers", "interested_in"}
