@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import secrets
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -257,6 +258,25 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sam_env(args: argparse.Namespace) -> int:
+    """The --env-vars file for `sam local start-api`: the local stack's issuer key, so that
+    `./dev token` tokens open the customer routes there (shared/sam_local.py), and a visitor
+    token key. sam local runs the functions against the AWS account and tables of your
+    credentials: point them at a development stack's tables by adding their names."""
+    _, auth = stack.running(args.state_dir)
+    path = args.state_dir / "sam-env.json"
+    key_file = args.state_dir / "sam-visitor-key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_urlsafe(48))
+        key_file.chmod(0o600)
+    path.write_text(json.dumps({"Parameters": {
+        "LOCAL_ISSUER_JWKS": json.dumps(auth.jwks()),
+        "VISITOR_TOKEN_SECRET_ARN": "", "VISITOR_TOKEN_SECRET": key_file.read_text()}}, indent=2))
+    path.chmod(0o600)
+    print(path)
+    return 0
+
+
 def cmd_credentials(args: argparse.Namespace) -> int:
     _, auth = stack.running(args.state_dir)
     # Unquoted on purpose, for $(./dev credentials): neither value has spaces.
@@ -311,6 +331,7 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("user_id")
     token.add_argument("--expires-in", type=int, default=3600, help="seconds")
     command("credentials", cmd_credentials, "print curl options signing as the shop's backend")
+    command("sam-env", cmd_sam_env, "write the --env-vars file for sam local start-api (prints its path)")
     command("secret", cmd_secret, "print the secret the local stack's /dev/ helpers want (x-devstack-secret)")
     return main
 

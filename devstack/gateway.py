@@ -58,6 +58,8 @@ DEV_SECRET_COOKIE = "devstack_secret"
 REQUEST_TIMEOUT_SECONDS = 10.0
 _DIGITS = re.compile(r"[0-9]+")
 DEV_TOKEN_SECONDS = 3600
+# What the page's scripts may read of an answer (CorsConfiguration.ExposeHeaders in template.yaml).
+EXPOSED_HEADERS = "etag,retry-after"
 TEXT_TYPES = ("application/json", "text/", "application/x-www-form-urlencoded")
 
 
@@ -277,12 +279,14 @@ class Gateway:
         if found is None:
             return _gateway_answer(404, "Not Found")
         route, path_parameters = found
-        if authorizer is None:
+        if authorizer is None and _open_route(route, headers):
+            authorizer = {}  # API Gateway checks nothing; the function sees no authorizer context
+        elif authorizer is None:
             try:
                 authorizer = self.auth.authorizer_context(method, host_url(headers, target), headers, body)
             except Rejected as rejected:
                 return _gateway_answer(rejected.status, rejected.message, rejected.detail)
-        if not authorizer.keys() & route.authenticated_by:  # on AWS: a route the caller's API lacks
+        if authorizer and not authorizer.keys() & route.authenticated_by:  # on AWS: a route the caller's API lacks
             return _gateway_answer(404, "Not Found")
         event = api_event(route, method, unquote(url.path), url.query, headers, body, path_parameters,
                           source_ip, authorizer)
@@ -315,6 +319,7 @@ class Gateway:
         allowed = self._cors_origin(origin)
         if allowed:
             response.headers["access-control-allow-origin"] = allowed
+            response.headers["access-control-expose-headers"] = EXPOSED_HEADERS
 
     def _preflight(self, origin: str) -> HttpResponse:
         response = HttpResponse(204, {}, b"")
@@ -326,6 +331,13 @@ class Gateway:
                 "access-control-max-age": "600",
             })
         return response
+
+
+def _open_route(route: Route, headers: dict[str, str]) -> bool:
+    """A request the public API passes without an authorizer: the route has none there, and the
+    request is not SigV4-signed for the trusted API's copy of it."""
+    signed = {k.lower(): v for k, v in headers.items()}.get("authorization", "").startswith("AWS4-HMAC-SHA256")
+    return "none" in route.authenticated_by and not (signed and "iam" in route.authenticated_by)
 
 
 def _cookie(header: str, name: str) -> str | None:

@@ -113,6 +113,18 @@ class LocalAuth:
         signature = self.signing_key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
         return f"{signing_input}.{_b64(signature)}"
 
+    def jwks(self) -> dict[str, Any]:
+        """The issuer's public key as a JWK Set, with the issuer and audience it signs for: what
+        the functions check tokens against under sam local (LOCAL_ISSUER_JWKS)."""
+        numbers = self.signing_key.public_key().public_numbers()
+
+        def b64_int(value: int) -> str:
+            return _b64(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+        return {"issuer": self.issuer, "audience": self.audience,
+                "keys": [{"kty": "RSA", "alg": "RS256", "use": "sig", "kid": self.key_id,
+                          "n": b64_int(numbers.n), "e": b64_int(numbers.e)}]}
+
     def verify_token(self, token: str, now: float | None = None) -> dict[str, Any]:
         """The claims, if API Gateway's JWT authorizer would accept the token."""
         moment = time.time() if now is None else now

@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 
 from devstack.gateway import load_handler
 from devstack.template import PROJECT_ROOT, Route, http_routes, load_template
-from shared.auth import CUSTOMER_ROUTES, CustomerAccess
+from shared.auth import CLIENT_ROUTES, Access
 from shared.config import get_settings
 
 DOCUMENT_PATH = PROJECT_ROOT / "docs" / "openapi.json"
@@ -45,10 +45,13 @@ in; recommendations with reasons, similar items, rankings, popular items and seg
 
 **Who may call.** The stack has two base URLs. The shop's own systems (backend, data pipeline,
 marketers' tools) call the trusted API (`TrustedApiUrl`), signing every request with AWS SigV4
-(`trustedIam`); it carries every route. Signed-in customers call the public API (`PublicApiUrl`)
-with the bearer token (a JWT) of the shop's OIDC issuer (`customerJwt`); it carries only the
-routes that list `customerJwt`: those about one customer, for their own `user_id` only, the
-catalog and popular items. Any other path there is answered 404 by API Gateway.
+(`trustedIam`); it carries every route but a visitor's own. Browsers and apps call the public API
+(`PublicApiUrl`), which carries only the routes listed for them, each with what it takes:
+no credentials (catalog, popular items, similar and bought-together items, a new visitor:
+cacheable, nothing personal), a visitor token (`visitorToken`, from `POST /visitors`: that
+visitor's own events and recommendations), or a signed-in customer's bearer token
+(`customerJwt`, from the shop's OIDC issuer: their own `user_id` only). Any other path there is
+answered 404 by API Gateway.
 
 **Errors.** Every error the functions answer has one shape (`Error`):
 `{"error": {"code": "...", "message": "...", "fields": [{"field": "...", "message": "..."}]}}`.
@@ -58,13 +61,14 @@ send the same request again.
 """
 
 TAGS = {
-    "events": "What customers did: views, carts, purchases",
+    "events": "What customers did: views, carts, clicks, searches, purchases, returns",
     "catalog": "The shop's items",
     "customers": "Customer profiles",
     "recommendations": "Recommendations, similar items, rankings, popular items",
     "segments": "Segment tags of a customer; segment definitions and members",
     "privacy": "A customer's consent, access to their data, and erasure",
     "models": "Model versions: train, list, activate",
+    "visitors": "Logged-out visitors: an anonymous id and its token; linking it to the customer who signs in",
 }
 
 SECURITY_SCHEMES = {
@@ -73,6 +77,11 @@ SECURITY_SCHEMES = {
         "description": "A signed-in customer's token from the shop's OIDC issuer (e.g. Cognito), checked by "
                        "API Gateway's JWT authorizer. Routes about one customer accept it only for the "
                        "user_id in the token (the USER_ID_CLAIM claim, `sub` by default).",
+    },
+    "visitorToken": {
+        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "description": "A logged-out visitor's token from POST /visitors (HS256, an hour; renew at "
+                       "POST /visitors/{visitor_id}/token), checked by the function: only for its own visitor_id.",
     },
     "trustedIam": {
         "type": "apiKey", "in": "header", "name": "Authorization",
@@ -84,13 +93,19 @@ SECURITY_SCHEMES = {
 
 # Which API authenticates each scheme's callers (devstack.template.api_authentication's kinds).
 SCHEME_AUTHENTICATION = {"customerJwt": "jwt", "trustedIam": "iam"}
+# The public API's routes without an authorizer: what the function itself asks for.
+SCHEME_OF_ACCESS = {Access.VISITOR: "visitorToken", Access.RENEWAL: "visitorToken"}
 
 WHO_MAY_CALL = {
     None: "**Who may call:** the shop's own systems (SigV4) only. The route is not on the public API: "
-          "there, customers get 404.",
-    CustomerAccess.OWN: "**Who may call:** the shop's own systems (SigV4), or a signed-in customer "
-                        "for their own `user_id` only.",
-    CustomerAccess.ANY: "**Who may call:** the shop's own systems (SigV4), or any signed-in customer.",
+          "there, browsers and apps get 404.",
+    Access.CUSTOMER: "**Who may call:** the shop's own systems (SigV4), or a signed-in customer "
+                     "for their own `user_id` only.",
+    Access.PUBLIC: "**Who may call:** anyone, without credentials, on the public API (the answer is the same for "
+                   "everyone and carries `Cache-Control` and an `ETag`); the shop's own systems (SigV4) too.",
+    Access.VISITOR: "**Who may call:** a visitor with their token (`POST /visitors`), for their own `visitor_id` only.",
+    Access.RENEWAL: "**Who may call:** a visitor with their token, valid or expired less than 30 days ago, for their "
+                    "own `visitor_id` only.",
 }
 
 # Settings are validated when a function's module is imported (shared/config.py); no value shows
@@ -150,6 +165,10 @@ ERROR_RESPONSES: dict[int, tuple[str, dict[str, Any]]] = {
     413: ("PayloadTooLarge", _json("The body is larger than MAX_BODY_BYTES (2 MB by default)", "Error")),
     414: ("UriTooLong", _json("The URL is longer than API Gateway accepts", "GatewayError")),
     415: ("UnsupportedMediaType", _json("The body is not sent as application/json", "Error")),
+    429: ("TooManyRequests", _json(
+        "This token's event budget for the window is spent: wait Retry-After seconds", "Error",
+        headers={"Retry-After": {"description": "Seconds until the next window",
+                                 "schema": {"type": "integer", "minimum": 1}}})),
     422: ("ValidationFailed", _json("A parameter or a field is wrong: fields names each one", "Error")),
     500: ("InternalError", _json("The function failed; it has been logged", "Error", "GatewayError")),
     503: ("StorageUnavailable", _json(
@@ -182,6 +201,10 @@ OUTCOMES: dict[str, Outcomes] = {
     "GET /users/{user_id}": Outcomes(errors=(404,)),
     "GET /items/{item_id}/similar": Outcomes(errors=(404,)),
     "GET /items/{item_id}/bought-together": Outcomes(errors=(404,)),
+    "POST /visitors": Outcomes(success=(201,)),
+    "POST /visitors/{visitor_id}/events": Outcomes(success=(200, 207), errors=(429,), responses={422: BATCH_REJECTED}),
+    "POST /users/{user_id}/events": Outcomes(success=(200, 207), errors=(429,), responses={422: BATCH_REJECTED}),
+    "POST /users/{user_id}/visitors": Outcomes(errors=(400, 409)),
     "POST /segments": Outcomes(success=(201,), errors=(409,)),
     "DELETE /segments/{segment_id}": Outcomes(success=(204,), errors=(404,)),
     "GET /segments/{segment_id}/members": Outcomes(errors=(400, 404)),
@@ -282,13 +305,17 @@ def check_public_api(routes: list[Route]) -> None:
     from shared/auth.py. Were they to disagree, the document would promise customers a route
     they cannot reach, or hide one they can.
     """
-    public = {route.route_key for route in routes if "jwt" in route.authenticated_by}
-    problems = [f"template.yaml puts {key} on the public API, but shared/auth.py CUSTOMER_ROUTES does not "
-                "list it" for key in sorted(public - CUSTOMER_ROUTES.keys())]
-    problems += [f"shared/auth.py CUSTOMER_ROUTES lists {key}, but template.yaml does not put it on the public API"
-                 for key in sorted(CUSTOMER_ROUTES.keys() - public)]
+    public = {route.route_key for route in routes if route.authenticated_by & {"jwt", "none"}}
+    problems = [f"template.yaml puts {key} on the public API, but shared/auth.py CLIENT_ROUTES does not "
+                "list it" for key in sorted(public - CLIENT_ROUTES.keys())]
+    problems += [f"shared/auth.py CLIENT_ROUTES lists {key}, but template.yaml does not put it on the public API"
+                 for key in sorted(CLIENT_ROUTES.keys() - public)]
+    open_routes = {route.route_key for route in routes if "none" in route.authenticated_by}
+    problems += [f"template.yaml has no authorizer on {key}, but shared/auth.py says it needs a customer's token"
+                 for key in sorted(open_routes) if CLIENT_ROUTES.get(key) is Access.CUSTOMER]
     problems += [f"template.yaml does not put {route.route_key} on the trusted API"
-                 for route in routes if "iam" not in route.authenticated_by]
+                 for route in routes if "iam" not in route.authenticated_by
+                 and CLIENT_ROUTES.get(route.route_key) not in (Access.VISITOR, Access.RENEWAL)]
     if problems:
         raise OpenApiError("\n".join(problems))
 
@@ -296,7 +323,7 @@ def check_public_api(routes: list[Route]) -> None:
 def check_route_tables(route_keys: set[str]) -> None:
     """shared/auth.py and OUTCOMES name only routes that exist: a renamed route is not left behind."""
     problems = [f"{where} lists {key}, which template.yaml does not route"
-                for where, table in (("shared/auth.py CUSTOMER_ROUTES", CUSTOMER_ROUTES),
+                for where, table in (("shared/auth.py CLIENT_ROUTES", CLIENT_ROUTES),
                                      ("devstack/openapi.py OUTCOMES", OUTCOMES))
                 for key in sorted(table.keys() - route_keys)]
     if problems:
@@ -321,9 +348,13 @@ def complete_operation(route: Route, operation: dict[str, Any]) -> dict[str, Any
     if unknown_tags:
         raise OpenApiError(f"{route_key} has tags {sorted(unknown_tags)}: use tags=[...] from "
                            f"{sorted(TAGS)} in its route decorator, or add a tag to TAGS in devstack/openapi.py")
-    access = CUSTOMER_ROUTES.get(route_key)
+    access = CLIENT_ROUTES.get(route_key)
     operation["security"] = [{scheme: []} for scheme, authentication in SCHEME_AUTHENTICATION.items()
                              if authentication in route.authenticated_by]
+    if access in SCHEME_OF_ACCESS:
+        operation["security"].append({SCHEME_OF_ACCESS[access]: []})
+    elif access is Access.PUBLIC:
+        operation["security"].append({})  # OpenAPI's "no credentials needed"
     operation["description"] = "\n\n".join(filter(None, [operation.get("description"), WHO_MAY_CALL[access]]))
 
     outcomes = OUTCOMES.get(route_key, Outcomes())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -86,7 +87,9 @@ def local_environment(template: dict[str, Any], endpoint: str, tables: dict[str,
     """What every function sees locally: the template's variables with local names."""
     # The train function is never invoked by name locally: the gateway gives the admin function
     # a trainer that runs its handler in a thread (devstack/local_trainer.py).
-    refs = {**tables, "ModelBucket": f"{TABLE_PREFIX}-models", "TrainFunction": f"{TABLE_PREFIX}-TrainFunction"}
+    # No Secrets Manager here: VisitorTokenSecret's ARN is empty and the key itself is given.
+    refs = {**tables, "ModelBucket": f"{TABLE_PREFIX}-models", "TrainFunction": f"{TABLE_PREFIX}-TrainFunction",
+            "VisitorTokenSecret": ""}
     environment: dict[str, str] = {}
     for function in resources(template, "AWS::Serverless::Function"):
         for name, value in function_environment(template, function, refs, {}).items():
@@ -102,6 +105,7 @@ def local_environment(template: dict[str, Any], endpoint: str, tables: dict[str,
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_DISABLED": "true",
         "POWERTOOLS_DEV": "false",
+        "VISITOR_TOKEN_SECRET": secrets.token_urlsafe(48),  # visitors start again with each stack
     })
     return environment
 

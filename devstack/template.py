@@ -80,7 +80,8 @@ class Route:
     code_dir: Path
     handler: str  # module.function, relative to code_dir
     pattern: re.Pattern[str]
-    # How the APIs serving this route authenticate: "jwt" (customers), "iam" (the shop's systems).
+    # How the APIs serving this route authenticate: "jwt" (customers), "iam" (the shop's systems),
+    # "none" (a public API route without an authorizer: anyone, or a visitor token the function checks).
     authenticated_by: frozenset[str] = frozenset()
 
     @property
@@ -124,7 +125,8 @@ def http_routes(template: dict[str, Any], root: Path = PROJECT_ROOT) -> list[Rou
             if event["Type"] != "HttpApi":
                 continue
             path, method = event["Properties"]["Path"], event["Properties"]["Method"].upper()
-            kind = kinds[event["Properties"]["ApiId"]["Ref"]]
+            no_authorizer = (event["Properties"].get("Auth") or {}).get("Authorizer") == "NONE"
+            kind = "none" if no_authorizer else kinds[event["Properties"]["ApiId"]["Ref"]]
             known = routes.get(f"{method} {path}")
             if known and known.function != logical_id:
                 raise ValueError(f"template.yaml: {method} {path} goes to {known.function} and {logical_id}")

@@ -7,8 +7,10 @@ Every error body has one shape:
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote, unquote
@@ -17,15 +19,23 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.auth import AccessDenied, authorize
+from shared.auth import ANONYMOUS, AccessDenied, Caller, CallerKind, authorize
 from shared.config import get_settings
-from shared.errors import Conflict, DomainError, NotFound, PayloadTooLarge, StorageUnavailable
+from shared.errors import (Conflict, DomainError, Forbidden, NotFound, PayloadTooLarge, StorageUnavailable,
+                           TooManyRequests)
 from shared.limits import TOO_LARGE
 from shared.observability import logger
 from shared.request_limits import body_problem
+from shared.visitors import VisitorTokens
+
+# Public answers (catalog, popularity: the same for everyone) may be kept this long by a CDN or
+# browser; they change when a model or an item does, which the ETag tells a revalidating cache.
+PUBLIC_MAX_AGE_SECONDS = 300
 
 STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
     NotFound: HTTPStatus.NOT_FOUND,
+    Forbidden: HTTPStatus.FORBIDDEN,
+    TooManyRequests: HTTPStatus.TOO_MANY_REQUESTS,
     Conflict: HTTPStatus.CONFLICT,
     PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     StorageUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
@@ -103,6 +113,7 @@ def create_app() -> APIGatewayHttpResolver:
         headers = None
         if isinstance(error, StorageUnavailable):
             logger.warning("storage unavailable", extra={"reason": error.message})
+        if isinstance(error, (StorageUnavailable, TooManyRequests)):
             headers = {"Retry-After": str(error.retry_after_seconds)}
         return error_response(status, error.code, error.message, fields, headers)
 
@@ -134,7 +145,7 @@ def _early_error(status: HTTPStatus, code: str, message: str, field: str | None 
     fields = [{"field": field, "message": detail}] if field else None
     return {
         "statusCode": status.value,
-        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "headers": {"Content-Type": content_types.APPLICATION_JSON, "Cache-Control": "no-store"},
         "body": json.dumps(error_body(code, message, fields)),
         "isBase64Encoded": False,
     }
@@ -186,8 +197,13 @@ def _routable(event: dict[str, Any]) -> dict[str, Any]:
     return {**event, "rawPath": path}
 
 
+def caller(app: APIGatewayHttpResolver) -> Caller:
+    """Who is calling this request, as resolve() authorised them."""
+    return app.context.get("caller", ANONYMOUS)
+
+
 def resolve(app: APIGatewayHttpResolver, event: dict[str, Any], context: LambdaContext,
-            max_body_bytes: int) -> dict[str, Any]:
+            max_body_bytes: int, visitor_tokens: Callable[[], VisitorTokens] | None = None) -> dict[str, Any]:
     """Refuse callers who may not call this route, then oversized, non-JSON and non-object
     bodies before anything parses them, then route.
 
@@ -195,11 +211,24 @@ def resolve(app: APIGatewayHttpResolver, event: dict[str, Any], context: LambdaC
     fields and answered with a confusing list of missing ones.
     """
     try:
-        caller = authorize(event, get_settings().user_id_claim)
+        who = authorize(event, get_settings().user_id_claim, visitor_tokens)
     except AccessDenied as denied:
         logger.info("access denied", extra={"route": event.get("routeKey"), "code": denied.code})
         return _early_error(HTTPStatus(denied.status), denied.code, denied.message)
-    logger.append_keys(caller="trusted" if caller.trusted else "customer")
+    except StorageUnavailable as unavailable:  # the visitor token key could not be read
+        logger.warning("storage unavailable", extra={"reason": unavailable.message})
+        answer = _early_error(HTTPStatus.SERVICE_UNAVAILABLE, unavailable.code, unavailable.message)
+        answer["headers"]["Retry-After"] = str(unavailable.retry_after_seconds)
+        return answer
+    logger.append_keys(caller=who.kind.value)
+    problem = _body_refusal(event, max_body_bytes)
+    if problem is not None:
+        return problem
+    app.append_context(caller=who)
+    return _cache_headers(event, who, app.resolve(_routable(event), context))
+
+
+def _body_refusal(event: dict[str, Any], max_body_bytes: int) -> dict[str, Any] | None:
     body = _body_bytes(event)
     if len(body) > max_body_bytes:
         limit = f"at most {max_body_bytes} bytes"
@@ -229,5 +258,22 @@ def resolve(app: APIGatewayHttpResolver, event: dict[str, Any], context: LambdaC
     if body.strip() and not body.lstrip().startswith(b"{"):
         return _early_error(HTTPStatus.BAD_REQUEST, "invalid_request",
                             "request body must be a JSON object", "body", "must be a JSON object")
-    return app.resolve(_routable(event), context)
+    return None
 
+
+def _cache_headers(event: dict[str, Any], who: Caller, result: dict[str, Any]) -> dict[str, Any]:
+    """Public GET answers are cacheable by anyone, with an ETag (a matching If-None-Match gets
+    304); everything else is personal or the shop's own, and no cache may keep it."""
+    headers = result.setdefault("headers", {})
+    public = who.kind is CallerKind.ANONYMOUS and event.get("routeKey", "").startswith("GET ")
+    if not public or result.get("statusCode") != HTTPStatus.OK:
+        headers["Cache-Control"] = "no-store"  # an error (a 503 above all) must not be kept either
+        return result
+    raw = result.get("body") or ""
+    etag = '"' + hashlib.sha256(raw.encode() if isinstance(raw, str) else raw).hexdigest()[:32] + '"'
+    headers.update({"Cache-Control": f"public, max-age={PUBLIC_MAX_AGE_SECONDS}", "ETag": etag,
+                    "Vary": "Origin"})
+    asked = {name.lower(): value for name, value in (event.get("headers") or {}).items()}.get("if-none-match", "")
+    if etag in {tag.strip().removeprefix("W/") for tag in asked.split(",")} or asked.strip() == "*":
+        return {**result, "statusCode": HTTPStatus.NOT_MODIFIED.value, "body": "", "isBase64Encoded": False}
+    return result

@@ -46,6 +46,13 @@ class Settings(BaseModel):
     ingest_concurrency: int = Field(alias="INGEST_CONCURRENCY", default=16, ge=1, le=64)
     # The JWT claim that holds a signed-in customer's user_id (Cognito: "sub" or a custom claim).
     user_id_claim: str = Field(alias="USER_ID_CLAIM", default="sub", min_length=1)
+    # The key that signs visitor tokens: a Secrets Manager secret's ARN on AWS; the key itself on
+    # the local stack and under sam local (shared/storage/secrets.py).
+    visitor_token_secret_arn: str = Field(alias="VISITOR_TOKEN_SECRET_ARN", default="")
+    visitor_token_secret: str = Field(alias="VISITOR_TOKEN_SECRET", default="")
+    # Events a visitor's or customer's own token may send (browsers and apps), per window.
+    client_events_per_window: int = Field(alias="CLIENT_EVENTS_PER_WINDOW", default=600, ge=1)
+    client_events_window_seconds: int = Field(alias="CLIENT_EVENTS_WINDOW_SECONDS", default=600, ge=1)
     # Request bodies above this are refused with 413 before any parsing.
     max_body_bytes: int = Field(alias="MAX_BODY_BYTES", default=2_000_000, ge=1024)
 

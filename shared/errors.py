@@ -24,6 +24,22 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class Forbidden(DomainError):
+    """The caller proved who they are, but not a right to this (another customer's visitor token)."""
+
+    code = "forbidden"
+
+
+class TooManyRequests(DomainError):
+    """A client token's event budget for the window is spent."""
+
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class PayloadTooLarge(DomainError):
     code = "payload_too_large"
 

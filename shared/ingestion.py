@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -25,11 +25,14 @@ class IngestResult:
 
 def ingest_events(
     raw_events: list[Any], writer: EventWriter, *, max_future_seconds: int,
-    now: datetime | None = None,
+    now: datetime | None = None, refusal: Callable[[Event], FieldError | None] | None = None,
 ) -> IngestResult:
+    """refusal: a rule a valid event must also pass (a client's, shared/client_events.py)."""
     batch = parse_batch(
         raw_events, now=now or datetime.now(timezone.utc), max_future_seconds=max_future_seconds
     )
+    if refusal is not None:
+        batch.refuse(refusal, "event_id")
     outcome = writer.write(batch.valid)
     place = {id(event): number for number, event in enumerate(batch.valid)}
     batch.reject_stored({place[id(event)]: FieldError("timestamp", f"the customer's data was erased at {erased_at}; "

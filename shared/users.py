@@ -106,6 +106,10 @@ class User(BaseModel):
     updated_at: datetime | None = None
     erased_at: datetime | None = Field(
         default=None, description="Set when the customer was erased: all that is kept is this time and an objection")
+    linked_visitors: list[str] = Field(
+        default_factory=list, description="Visitor ids (devices used before signing in) linked to this customer, "
+                                          "newest first: their events count in the customer's recommendations")
+    linked_to: str | None = Field(default=None, description="For a visitor id: the customer it is linked to")
 
 
 def fold_purchases(

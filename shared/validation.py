@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -33,6 +34,21 @@ class Checked(Generic[M]):
         """Move entries that storage refused (by their place in `valid`) to `rejected`."""
         for place, error in refused.items():
             self.rejected.append(Rejection(self.positions[place], getattr(self.valid[place], id_field), [error]))
+        self.rejected.sort(key=lambda rejection: rejection.index)
+
+
+    def refuse(self, refusal: Callable[[M], FieldError | None], id_field: str) -> None:
+        """Move valid entries that a rule refuses to `rejected`, each with the rule's reason."""
+        kept: list[M] = []
+        positions: list[int] = []
+        for entry, position in zip(self.valid, self.positions):
+            error = refusal(entry)
+            if error is None:
+                kept.append(entry)
+                positions.append(position)
+            else:
+                self.rejected.append(Rejection(position, getattr(entry, id_field), [error]))
+        self.valid, self.positions = kept, positions
         self.rejected.sort(key=lambda rejection: rejection.index)
 
 

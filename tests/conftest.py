@@ -27,6 +27,7 @@ os.environ.update({
     "POWERTOOLS_METRICS_NAMESPACE": "ShopRecsTests",
     "OPENBLAS_NUM_THREADS": "1",
     "TRAIN_FUNCTION_NAME": "shop-recs-test-train",  # moto_tables creates it, as the stack does
+    "VISITOR_TOKEN_SECRET": "test-visitor-token-key-of-at-least-32-bytes",
 })
 
 from devstack.api_client import Credentials, bearer, signed_as_backend, train_and_wait  # noqa: E402

@@ -39,6 +39,8 @@ class Erased(BaseModel):
     erased_at: str = Field(description="Events stamped before this are refused from now on")
     erased: dict[str, int] = Field(description="What this call deleted: events, segment_memberships")
     kept: str = Field(description="What is kept, and why")
+    linked_visitors: list[str] = Field(default_factory=list,
+                                       description="The customer's linked visitor ids, erased with them")
 
 
 class Export(BaseModel):
@@ -61,7 +63,8 @@ def put_consent(user_id: PathId, consent: Consent) -> User:
 
 @app.get(
     "/users/<user_id>/export", tags=["privacy"], summary="Everything held about a customer (access)",
-    description="The profile, the segment memberships and the events, a page at a time (at most about 2 MB).",
+    description="The profile, the segment memberships and the events, a page at a time (at most about 2 MB): "
+                "the customer's own, then those of each visitor id linked to them.",
 )
 def export(user_id: PathId, cursor: Annotated[str | None, Query(max_length=2048)] = None) -> Export:
     return Export(**privacy.export(user_id, cursor))
@@ -80,7 +83,7 @@ def erase(user_id: PathId) -> Response[Erased]:
     kept = "user_id and the time of the erasure" + (", and the objection to personalization"
                                                      if erasure.objection_kept else "")
     body = Erased(user_id=user_id, status=erasure.status, erased_at=erasure.erased_at, erased=erasure.erased,
-                  kept=kept)
+                  kept=kept, linked_visitors=erasure.linked_visitors)
     status = HTTPStatus.OK if erasure.status == COMPLETE else HTTPStatus.ACCEPTED
     return json_response(status, body.model_dump())
 

@@ -20,13 +20,15 @@ from shared.http_params import PathId
 from shared.observability import logger, metrics, tracer
 from shared.serving.active_model import ActiveModel, CachedPopular
 from shared.serving.model import ServingModel
+from shared.visitors import VisitorTokens
 from shared.serving.answers import (BasketRecommendations, BoughtTogether, PopularItems, Ranking, Recommendations,
                                     Similar)
 from shared.serving.complements import BoughtTogetherRules, ComplementData, ComplementSources, ModelComplements
 from shared.serving.recommender import Mix, Recommender, Sources
 from shared.storage.catalog import CatalogStore, catalog_details, newest_in_category
-from shared.storage.history import recent_history
+from shared.storage.history import recent_history_of
 from shared.storage.models import ModelStore
+from shared.storage.secrets import visitor_tokens as stored_visitor_tokens
 from shared.storage.users import UserStore, purchased_items
 
 settings = get_settings()
@@ -52,7 +54,7 @@ class CatalogReader:
 
 recommender = Recommender(Sources(
     model=active_model.get, catalog=CatalogReader(),
-    history=lambda user_id: recent_history(settings.events_table, user_id), profile=users.find,
+    history=lambda user_ids: recent_history_of(settings.events_table, user_ids), profile=users.find,
     cached_popular=cached_popular.get,
     purchased=lambda user_id: purchased_items(settings.users_table, user_id),
 ), Mix(settings.seen_items_share, settings.new_items_share))
@@ -115,6 +117,24 @@ def get_recommendations(
     count(answer.strategy, answer.personalized, started)
     metrics.add_metadata(key="model_version", value=answer.model_version)
     return answer
+
+
+@app.get(
+    "/visitors/<visitor_id>/recommendations", tags=["recommendations"],
+    summary="Recommendations for a logged-out visitor (their token), from this session's own events",
+    description="The same answer as GET /users/{user_id}/recommendations for the visitor's anonymous id: events the "
+                "visitor sent a moment ago count; with none yet, popular items.",
+)
+def get_visitor_recommendations(
+    visitor_id: PathId, limit: Limit = 10,
+    category: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+    exclude: Annotated[str | None, Query(max_length=10_000, description="Comma-separated item ids to leave out")] = None,
+) -> Recommendations:
+    return get_recommendations(visitor_id, limit, category, exclude)
+
+
+def visitor_tokens() -> VisitorTokens:
+    return stored_visitor_tokens(settings.visitor_token_secret_arn, settings.visitor_token_secret)
 
 
 @app.post(
@@ -194,4 +214,4 @@ def popular(
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    return resolve(app, event, context, settings.max_body_bytes)
+    return resolve(app, event, context, settings.max_body_bytes, visitor_tokens)

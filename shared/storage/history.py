@@ -1,4 +1,7 @@
-"""A customer's recent events, newest first, in one strongly consistent Query (the by_time LSI)."""
+"""A customer's recent events, newest first, in one strongly consistent Query (the by_time LSI).
+
+History is about items: events stored without an item_id (searches) are left out, though they
+count within the limit read."""
 
 from __future__ import annotations
 
@@ -22,13 +25,32 @@ def recent_history(events_table: str, user_id: str, limit: int = HISTORY_LIMIT) 
             ProjectionExpression=", ".join(HISTORY_FIELDS),
             ExpressionAttributeValues=dynamo.serialize({":user": user_id}),
         )
-    return [history_event(dynamo.deserialize(row)) for row in response.get("Items", [])]
+    return [history_event(dynamo.deserialize(row)) for row in response.get("Items", []) if "item_id" in row]
 
 
 def history_event(row: dict) -> HistoryEvent:
+    """A stored event with an item_id as a history row; an event without one (a search) is no
+    history row, and its readers leave it out before calling this."""
     return HistoryEvent(
         item_id=row["item_id"], event_type=row["event_type"], quantity=int(row.get("quantity", 1)),
         timestamp=datetime.fromisoformat(row["ts"]).timestamp(), channel=row.get("channel"),
         price=float(row["price"]) if "price" in row else None, currency=row.get("currency"),
         campaign_id=row.get("campaign_id"), discount=bool((row.get("properties") or {}).get("discount")),
     )
+
+
+# The newest linked visitor ids (devices used before signing in) whose history counts, and how
+# many events of each: a bounded read however many devices a customer has linked.
+LINKED_IDS_READ = 5
+LINKED_HISTORY_LIMIT = 100
+
+
+def recent_history_of(events_table: str, user_ids: list[str], limit: int = HISTORY_LIMIT) -> list[HistoryEvent]:
+    """The first id's recent history with that of the newest ids linked to it, newest first, at
+    most `limit`."""
+    history = recent_history(events_table, user_ids[0], limit)
+    if len(user_ids) == 1:
+        return history
+    for linked in user_ids[1:1 + LINKED_IDS_READ]:
+        history += recent_history(events_table, linked, LINKED_HISTORY_LIMIT)
+    return sorted(history, key=lambda event: -event.timestamp)[:limit]

@@ -8,6 +8,10 @@ already under way. Deleting runs within the function's time; what is left is fin
 scheduled sweep (or by erasing again), and the record says whether the erasure is complete.
 
 An objection (consent withdrawn) ends the customer's behavioural segment memberships at once.
+
+A customer's linked visitor ids (devices used before signing in) are theirs too: export pages
+through their events after the customer's own, and erasure erases them with the customer. Every
+suppression record is written before any deleting starts, so the sweep finds each one unfinished.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from shared.errors import DomainError
 from shared.events import format_timestamp
 from shared.segments.families import needs_consent
 from shared.storage import dynamo
@@ -39,6 +44,7 @@ class Erasure:
     status: str = IN_PROGRESS
     erased: dict[str, int] = field(default_factory=lambda: {"events": 0, "segment_memberships": 0})
     objection_kept: bool = False
+    linked_visitors: list[str] = field(default_factory=list)
 
 
 class PrivacyStore:
@@ -54,19 +60,38 @@ class PrivacyStore:
         return row
 
     def export(self, user_id: str, cursor: str | None = None) -> dict[str, Any]:
-        """The profile, segment memberships and a page of events (next_cursor for the rest)."""
-        events, next_cursor = self._events_page(user_id, dynamo.decode_cursor(cursor) if cursor else None)
-        return {"user_id": user_id,
-                "profile": self.users.row(user_id),
+        """The profile, segment memberships and a page of events (next_cursor for the rest): the
+        customer's own, then each linked visitor id's (each event names its user_id)."""
+        profile = self.users.row(user_id)
+        owners = [user_id, *linked_visitors(profile)]
+        place, start = _export_position(dynamo.decode_cursor(cursor) if cursor else None, len(owners))
+        events, last = self._events_page(owners[place], start)
+        if last is not None:
+            next_cursor = _export_cursor(place, last)
+        else:
+            next_cursor = _export_cursor(place + 1, "") if place + 1 < len(owners) else None
+        return {"user_id": user_id, "profile": profile,
                 "segment_memberships": [dynamo.deserialize(row) for row in self._memberships(user_id)],
                 "events": events, "next_cursor": next_cursor}
 
     def erase(self, user_id: str, seconds_left: Callable[[], float]) -> Erasure:
-        """Suppress, then delete while `seconds_left()` is positive. Calling again erases again."""
-        erasure = Erasure(user_id, format_timestamp(datetime.now(timezone.utc)))
-        erasure.objection_kept = self.users.suppress(user_id, erasure.erased_at, IN_PROGRESS)
-        erasure.erased["segment_memberships"] = self._delete_memberships(user_id, lambda _: True)
-        return self._delete_events(erasure, seconds_left)
+        """Suppress, then delete while `seconds_left()` is positive. Calling again erases again.
+        The customer's linked visitor ids go with them."""
+        erased_at = format_timestamp(datetime.now(timezone.utc))
+        linked = linked_visitors(self.users.row(user_id))
+        erasures = [Erasure(owner, erased_at) for owner in [user_id, *linked]]
+        for erasure in erasures:  # every record first: the sweep then finishes whatever is left
+            erasure.objection_kept = self.users.suppress(erasure.user_id, erased_at, IN_PROGRESS)
+        for erasure in erasures:
+            erasure.erased["segment_memberships"] = self._delete_memberships(erasure.user_id, lambda _: True)
+            self._delete_events(erasure, seconds_left)
+        customer = erasures[0]
+        customer.linked_visitors = linked
+        for visitor in erasures[1:]:
+            customer.erased = {k: v + visitor.erased[k] for k, v in customer.erased.items()}
+            if visitor.status != COMPLETE:
+                customer.status = IN_PROGRESS
+        return customer
 
     def pending_erasures(self) -> list[str]:
         """Customers whose erasure ran out of time (a filtered Scan: the sweep, never a request)."""
@@ -110,6 +135,7 @@ class PrivacyStore:
         return [dynamo.deserialize(row) for row in response.get("Items", [])], response.get("LastEvaluatedKey")
 
     def _events_page(self, user_id: str, start: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the user's events, and the last event_id read when more follow."""
         request: dict[str, Any] = {"TableName": self.events_table, "ConsistentRead": True,
                                    "Limit": EXPORT_QUERY_LIMIT, "KeyConditionExpression": "user_id = :user",
                                    "ExpressionAttributeValues": dynamo.serialize({":user": user_id})}
@@ -123,10 +149,10 @@ class PrivacyStore:
             event = dynamo.deserialize(row)
             size += len(json.dumps(event, default=str))
             if events and size > EXPORT_PAGE_BYTES:  # cut here; the next page starts after the last one kept
-                return events, dynamo.encode_cursor(events[-1]["event_id"])
+                return events, events[-1]["event_id"]
             events.append(event)
         last = response.get("LastEvaluatedKey")
-        return events, dynamo.encode_cursor(dynamo.deserialize(last)["event_id"]) if last else None
+        return events, dynamo.deserialize(last)["event_id"] if last else None
 
     def _memberships(self, user_id: str) -> list[dict[str, Any]]:
         with dynamo.aws_faults("read segment memberships"):
@@ -143,3 +169,24 @@ class PrivacyStore:
         return len(keys)
 
 
+
+
+def linked_visitors(row: dict[str, Any] | None) -> list[str]:
+    return [v for v in (row or {}).get("linked_visitors") or [] if isinstance(v, str)]
+
+
+# An export cursor: the last event_id read, as before linked ids existed (the customer's own
+# events); for a linked id's events, its place among the owners and NUL first (ids hold no NUL).
+def _export_cursor(place: int, event_id: str) -> str:
+    return dynamo.encode_cursor(event_id if place == 0 else f"\x00{place}\x00{event_id}")
+
+
+def _export_position(key: str | None, owners: int) -> tuple[int, str | None]:
+    if key is None:
+        return 0, None
+    if not key.startswith("\x00"):
+        return 0, key
+    _, place, event_id = (key.split("\x00") + ["", ""])[:3]
+    if not place.isdigit() or not 0 < int(place) < owners:
+        raise DomainError("cursor is not one this API returned (or the linked ids changed)", field="cursor")
+    return int(place), event_id or None

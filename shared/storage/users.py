@@ -12,7 +12,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from shared.errors import NotFound, StorageUnavailable
+from shared.errors import Conflict, NotFound, StorageUnavailable
 from shared.events import Event, EventType, format_timestamp
 from shared.purchases import MAX_ITEM_KEYS, MAX_ORDER_KEYS, PurchasedItems, item_key, order_key
 from shared.storage import dynamo
@@ -114,6 +114,80 @@ class UserStore:
                     continue
             time.sleep(delay)
         raise StorageUnavailable("erase: the customer's consent kept changing; try again")
+
+    def count_client_events(self, user_id: str, count: int, now: float, limit: int, window_seconds: int) -> int:
+        """Count `count` events sent with this id's own token in the current window; the seconds to
+        wait when that would pass `limit` (0: allowed). Two conditional updates at most: one adds
+        to this window's count, the other starts a new window."""
+        window = int(now) // window_seconds * window_seconds
+        key = dynamo.serialize({"user_id": user_id})
+        try:
+            with dynamo.aws_faults("count client events"):
+                dynamo.client().update_item(
+                    TableName=self.users_table, Key=key, UpdateExpression="ADD client_events :n",
+                    ConditionExpression="client_window = :window AND client_events <= :room",
+                    ExpressionAttributeValues=dynamo.serialize({":n": count, ":window": window, ":room": limit - count}))
+            return 0
+        except ClientError as error:
+            if dynamo.error_code(error) != "ConditionalCheckFailedException":
+                raise
+        try:
+            with dynamo.aws_faults("count client events"):
+                dynamo.client().update_item(
+                    TableName=self.users_table, Key=key,
+                    UpdateExpression="SET client_window = :window, client_events = :n",
+                    ConditionExpression="(attribute_not_exists(client_window) OR client_window <> :window) AND :n <= :limit",
+                    ExpressionAttributeValues=dynamo.serialize({":n": count, ":window": window, ":limit": limit}))
+            return 0
+        except ClientError as error:
+            if dynamo.error_code(error) != "ConditionalCheckFailedException":
+                raise
+        return max(1, window + window_seconds - int(now))
+
+    def link_visitor(self, user_id: str, visitor_id: str, linked_at: str, limit: int) -> tuple[str, list[str]]:
+        """Link a visitor's id to a customer; when it was first linked, and all the customer's
+        linked ids, newest first (export and erasure cover every one of them).
+
+        The visitor's row names its customer, and may name only one: an anonymous trail never
+        joins two customers' histories (Conflict). Linking again changes nothing. Past `limit`
+        ids a new one is refused (Conflict): dropping an old one would hide it from erasure."""
+        with dynamo.aws_faults("link visitor"):
+            try:
+                response = dynamo.client().update_item(
+                    TableName=self.users_table, Key=dynamo.serialize({"user_id": visitor_id}),
+                    UpdateExpression="SET linked_to = :customer, linked_at = if_not_exists(linked_at, :at)",
+                    ConditionExpression="attribute_not_exists(linked_to) OR linked_to = :customer",
+                    ExpressionAttributeValues=dynamo.serialize({":customer": user_id, ":at": linked_at}),
+                    ReturnValues="UPDATED_NEW")
+            except ClientError as error:
+                if dynamo.error_code(error) != "ConditionalCheckFailedException":
+                    raise
+                raise Conflict(f"visitor {visitor_id!r} is already linked to another customer",
+                               field="visitor_token") from None
+        first_linked = dynamo.deserialize(response["Attributes"]).get("linked_at", linked_at)
+        for delay in dynamo.backoff_delays(5):
+            row = self.row(user_id) or {}
+            before = row.get("linked_visitors")
+            if visitor_id in (before or []):
+                return first_linked, before
+            if len(before or []) >= limit:
+                raise Conflict(f"customer {user_id!r} has {limit} linked visitor ids, the most kept: erase the "
+                               "customer, or link from the shop's systems after merging ids", field="visitor_token")
+            after = [visitor_id, *(before or [])]
+            condition, values = ("attribute_not_exists(linked_visitors)", {":after": after}) if before is None else \
+                ("linked_visitors = :before", {":after": after, ":before": before})
+            try:
+                with dynamo.aws_faults("link visitor"):
+                    dynamo.client().update_item(
+                        TableName=self.users_table, Key=dynamo.serialize({"user_id": user_id}),
+                        UpdateExpression="SET linked_visitors = :after", ConditionExpression=condition,
+                        ExpressionAttributeValues=dynamo.serialize(values))
+                return first_linked, after
+            except ClientError as error:
+                if dynamo.error_code(error) != "ConditionalCheckFailedException":
+                    raise
+            time.sleep(delay)
+        raise StorageUnavailable("link visitor: the customer's links kept changing; try again")
 
     def set_erasure_status(self, user_id: str, status: str) -> None:
         with dynamo.aws_faults("record the erasure"):

@@ -14,7 +14,7 @@ from schemathesis.core.result import Err
 from devstack import openapi
 from devstack.template import http_routes, load_template
 from shared.api import error_body
-from shared.auth import CUSTOMER_ROUTES, CustomerAccess
+from shared.auth import CLIENT_ROUTES, Access
 
 ROUTES = http_routes(load_template())
 
@@ -62,17 +62,20 @@ def test_check_fails_on_a_stale_document_and_says_how_to_regenerate(
 def test_every_template_route_is_documented_with_who_may_call_it(committed: dict[str, Any]) -> None:
     documented = operations(committed)
     assert documented.keys() == {route.route_key for route in ROUTES}
+    expected = {None: [{"trustedIam": []}], Access.CUSTOMER: [{"customerJwt": []}, {"trustedIam": []}],
+                Access.PUBLIC: [{"trustedIam": []}, {}], Access.VISITOR: [{"visitorToken": []}],
+                Access.RENEWAL: [{"visitorToken": []}]}
     for route_key, operation in documented.items():
-        customers = [{"customerJwt": []}] if route_key in CUSTOMER_ROUTES else []
-        assert operation["security"] == [*customers, {"trustedIam": []}], route_key
+        access = CLIENT_ROUTES.get(route_key)
+        assert operation["security"] == expected[access], route_key
         assert operation["summary"] != route_key, f"{route_key}: Powertools' placeholder summary"
         assert "**Who may call:**" in operation["description"], route_key
-        if not customers:  # not on the public API at all, so no 403 for customers there
-            assert "customers get 404" in operation["description"], route_key
+        if access is None:  # not on the public API at all, so no 403 for browsers there
+            assert "browsers and apps get 404" in operation["description"], route_key
 
 
 def test_the_documented_security_follows_the_apis_the_template_puts_a_route_on() -> None:
-    route = next(r for r in ROUTES if r.route_key == "GET /popular")
+    route = next(r for r in ROUTES if r.route_key == "GET /users/{user_id}/recommendations")
     operation = {"summary": "Popular items", "tags": ["recommendations"], "responses": {"200": {}}}
 
     on_both = openapi.complete_operation(route, operation)
@@ -158,7 +161,7 @@ def test_routes_must_match_the_template_both_ways() -> None:
 
 
 def test_auth_may_not_list_a_route_the_template_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(openapi, "CUSTOMER_ROUTES",
-                        {**CUSTOMER_ROUTES, "GET /orders": CustomerAccess.OWN})
-    with pytest.raises(openapi.OpenApiError, match="CUSTOMER_ROUTES lists GET /orders, which template.yaml"):
+    monkeypatch.setattr(openapi, "CLIENT_ROUTES",
+                        {**CLIENT_ROUTES, "GET /orders": Access.CUSTOMER})
+    with pytest.raises(openapi.OpenApiError, match="CLIENT_ROUTES lists GET /orders, which template.yaml"):
         openapi.check_route_tables({route.route_key for route in ROUTES})

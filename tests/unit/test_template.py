@@ -17,7 +17,7 @@ import pytest
 from devstack.template import (PROJECT_ROOT, api_authentication, function_environment, http_routes, load_template,
                                resources)
 from devstack.gateway import load_handler
-from shared.auth import CUSTOMER_ROUTES
+from shared.auth import CLIENT_ROUTES, Access
 
 TEMPLATE = load_template()
 FUNCTIONS = resources(TEMPLATE, "AWS::Serverless::Function")
@@ -81,6 +81,8 @@ def resource_name(resource: Any) -> str:
     """!GetAtt X.Arn -> "X"; !Sub "${X.Arn}/index/by_time" -> "X/index/by_time"; "*" stays."""
     if isinstance(resource, str):
         return resource
+    if "Ref" in resource:  # a secret's ARN
+        return resource["Ref"]
     if "Fn::GetAtt" in resource:
         logical_id, attribute = resource["Fn::GetAtt"]
         assert attribute == "Arn", resource
@@ -141,9 +143,24 @@ def test_tables_have_the_keys_the_access_patterns_need():
     assert keys["UsersTable"] == {"user_id": "HASH"}
 
 
+def with_visitor_token(event: dict[str, Any]) -> dict[str, Any]:
+    """A visitor route's sample names its token ${VISITOR_TOKEN}: tokens expire, samples do not."""
+    import time
+
+    from shared.config import get_settings
+    from shared.visitors import VisitorTokens
+
+    headers = event.get("headers") or {}
+    if "${VISITOR_TOKEN}" in headers.get("authorization", ""):
+        visitor_id = event["pathParameters"]["visitor_id"]
+        token = VisitorTokens(get_settings().visitor_token_secret.encode()).issue(visitor_id, time.time()).token
+        event = {**event, "headers": {**headers, "authorization": f"Bearer {token}"}}
+    return event
+
+
 @pytest.mark.parametrize("sample", api_samples(), ids=lambda p: p.stem)
 def test_each_sample_event_gets_a_json_answer_without_a_server_error(moto_tables, sample: Path):
-    event = json.loads(sample.read_text())
+    event = with_visitor_token(json.loads(sample.read_text()))
     route = next(r for r in http_routes(TEMPLATE) if r.route_key == event["routeKey"])
     from devstack.gateway import LambdaContext
 
@@ -181,13 +198,20 @@ def routes_by_api() -> dict[str, set[str]]:
     return on
 
 
-def test_the_public_api_carries_only_the_customer_routes_and_the_trusted_api_every_route():
-    """A shop-only route is not on the customers' API at all: no token can reach it there."""
+def test_the_public_api_carries_only_the_client_routes_and_the_trusted_api_every_shop_route():
+    """A shop-only route is not on the browsers' API at all: no token can reach it there. Only
+    public and visitor routes go without the JWT authorizer (visitor tokens are checked by
+    shared/auth.py); the trusted API has every route but those of a visitor's own token."""
     assert api_authentication(TEMPLATE) == {"PublicApi": "jwt", "TrustedApi": "iam"}
     on = routes_by_api()
     assert on.keys() == {"PublicApi", "TrustedApi"}
-    assert on["PublicApi"] == CUSTOMER_ROUTES.keys()
-    assert on["TrustedApi"] == {route.route_key for route in http_routes(TEMPLATE)}
+    assert on["PublicApi"] == CLIENT_ROUTES.keys()
+    visitors_own = {key for key, access in CLIENT_ROUTES.items() if access in (Access.VISITOR, Access.RENEWAL)}
+    assert on["TrustedApi"] == {route.route_key for route in http_routes(TEMPLATE)} - visitors_own
+    unauthenticated = {f"{e['Properties']['Method']} {e['Properties']['Path']}" for f in FUNCTIONS.values()
+                       for e in (f.get("Events") or {}).values()
+                       if e["Type"] == "HttpApi" and (e["Properties"].get("Auth") or {}).get("Authorizer") == "NONE"}
+    assert unauthenticated == {key for key, access in CLIENT_ROUTES.items() if access is not Access.CUSTOMER}
 
 
 def test_alarms_notify_the_topic_and_watch_metrics_the_code_emits():
@@ -265,6 +289,8 @@ def iam_requests(service: str, operation: str, params: dict[str, Any], names: di
             return [Grant("s3:DeleteObject", f"{bucket}/{entry['Key']}") for entry in params["Delete"]["Objects"]]
         action = {"HeadObject": "GetObject"}.get(operation, operation)
         return [Grant(f"s3:{action}", f"{bucket}/{params['Key']}")]
+    if (service, operation) == ("secretsmanager", "GetSecretValue"):
+        return [Grant("secretsmanager:GetSecretValue", names[params["SecretId"]])]
     if (service, operation) == ("lambda", "Invoke"):
         return [Grant("lambda:InvokeFunction", names[params["FunctionName"]])]
     raise AssertionError(f"{service}.{operation}: teach iam_requests which IAM actions it needs")
@@ -310,10 +336,20 @@ def test_every_aws_call_the_functions_make_is_granted_by_their_policies(api, mot
     from devstack.gateway import LambdaContext
     from devstack.template import Route
     from shared.storage.models import Manifest, ModelStore, S3Blobs
-    from tests.conftest import MODEL_BUCKET
+    from devstack.api_client import bearer
+    from tests.conftest import MODEL_BUCKET, Api
     from tests.factories import item, purchase, event as view
     from tests.training_data import END, store_events
 
+    import boto3
+
+    from shared.config import get_settings
+
+    # The AWS way to the visitor token key: a secret, not the key in the environment.
+    secret = boto3.client("secretsmanager").create_secret(Name="visitor-key", SecretString="k" * 64)["ARN"]
+    monkeypatch.setenv("VISITOR_TOKEN_SECRET_ARN", secret)
+    monkeypatch.delenv("VISITOR_TOKEN_SECRET")
+    get_settings.cache_clear()
     log = CallLog()
     log.record(monkeypatch)
     gateway_handler = api.gateway.handler
@@ -347,11 +383,21 @@ def test_every_aws_call_the_functions_make_is_granted_by_their_policies(api, mot
     segments = api.json("GET", "/segments")[1]["segments"]
     assert api.json("GET", f"/segments/{segments[0]['segment_id']}/members")[0] == 200
     assert api.json("DELETE", f"/segments/{created['segment_id']}")[0] == 204
+    status, visitor = api.anonymous().json("POST", "/visitors")
+    assert status == 201, visitor
+    as_visitor = Api(api.gateway, bearer(visitor["token"]))
+    assert as_visitor.json("POST", f"/visitors/{visitor['visitor_id']}/events",
+                           {"events": [{k: v for k, v in view("v-9").items() if k != "user_id"}]})[0] == 200
+    assert as_visitor.json("GET", f"/visitors/{visitor['visitor_id']}/recommendations")[0] == 200
+    assert as_visitor.json("POST", f"/visitors/{visitor['visitor_id']}/token")[0] == 200
+    assert api.as_customer(shopper).json("POST", f"/users/{shopper}/visitors",
+                                         {"visitor_token": visitor["token"]})[0] == 200
     assert api.json("GET", f"/users/{shopper}/export")[0] == 200
     assert api.json("PUT", f"/users/{shopper}/consent", {"personalization": False})[0] == 200
     assert api.json("DELETE", f"/users/{shopper}")[0] == 200
 
-    names = {physical: logical for logical, physical in moto_tables.items()} | {MODEL_BUCKET: "ModelBucket"}
+    names = {physical: logical for logical, physical in moto_tables.items()} | {MODEL_BUCKET: "ModelBucket",
+                                                                                secret: "VisitorTokenSecret"}
     requests = {(function, request) for function, service, operation, params in log.calls
                 for request in iam_requests(service, operation, params, names)}
     assert {function for function, _ in requests} == FUNCTIONS.keys()

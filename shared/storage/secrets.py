@@ -1,0 +1,30 @@
+"""The key that signs visitor tokens: a Secrets Manager secret on AWS, read once per cold start.
+
+The local stack and `sam local` have no Secrets Manager: they give the key itself in
+VISITOR_TOKEN_SECRET. On AWS only the secret's ARN is in the environment, so the key is never in
+the function's configuration, where anyone allowed to read that could see it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.errors import StorageUnavailable
+from shared.storage.dynamo import CLIENT_CONFIG
+from shared.visitors import VisitorTokens
+
+
+@lru_cache(maxsize=4)
+def visitor_tokens(secret_arn: str, local_key: str) -> VisitorTokens:
+    if secret_arn:
+        try:
+            value = boto3.client("secretsmanager", config=CLIENT_CONFIG).get_secret_value(SecretId=secret_arn)
+        except (ClientError, BotoCoreError) as error:  # not cached: the next request tries again
+            raise StorageUnavailable(f"the visitor token key could not be read ({type(error).__name__})") from error
+        return VisitorTokens(value["SecretString"].encode())
+    if local_key:
+        return VisitorTokens(local_key.encode())
+    raise StorageUnavailable("visitor tokens are not configured: VISITOR_TOKEN_SECRET_ARN is empty")

@@ -1,0 +1,247 @@
+"""Logged-out visitors and signed-in customers calling from a browser or app: a visitor token in
+one call, their own events and recommendations, public cacheable answers, and linking a device's
+anonymous history to the customer who signs in on it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from devstack.api_client import bearer
+from shared.config import get_settings
+from shared.visitors import REFRESH_SECONDS, TOKEN_SECONDS, VisitorTokens
+from tests.conftest import Api, local_gateway
+from tests.factories import ago, event, item, purchase
+
+
+def new_visitor(api: Api) -> tuple[str, Api]:
+    status, body = api.anonymous().json("POST", "/visitors")
+    assert status == 201, body
+    assert body["token_type"] == "Bearer" and body["expires_in"] == TOKEN_SECONDS
+    return body["visitor_id"], Api(api.gateway, bearer(body["token"]))
+
+
+def view(event_id: str, item_id: str = "sku-1", **fields) -> dict:
+    entry = event(event_id, item_id=item_id, **fields)
+    del entry["user_id"]  # a client may leave its own id out
+    return entry
+
+
+def test_a_visitor_gets_an_id_and_a_token_without_credentials_and_sends_their_own_events(api):
+    visitor_id, visitor = new_visitor(api)
+
+    status, body = visitor.json("POST", f"/visitors/{visitor_id}/events",
+                                {"events": [view("e-1"), view("e-2", event_type="add_to_cart"),
+                                            view("e-3", event_type="click"),
+                                            {**view("e-4", event_type="search"), "properties": {"query": "oak"}}]})
+
+    assert (status, body["accepted"]) == (200, 4), body
+    stored = api.json("GET", f"/users/{visitor_id}/export")[1]["events"]
+    assert {e["event_id"] for e in stored} == {"e-1", "e-2", "e-3", "e-4"}
+    assert {e["user_id"] for e in stored} == {visitor_id}
+    again = visitor.json("POST", f"/visitors/{visitor_id}/events", {"events": [view("e-1")]})[1]
+    assert (again["accepted"], again["duplicates"]) == (0, 1)  # the kit's retries are idempotent
+
+
+def test_two_visitors_get_different_ids(api):
+    assert new_visitor(api)[0] != new_visitor(api)[0]
+
+
+def test_a_visitor_token_opens_only_its_own_id(api):
+    visitor_id, visitor = new_visitor(api)
+    other_id, _ = new_visitor(api)
+
+    status, body = visitor.json("POST", f"/visitors/{other_id}/events", {"events": [view("e-1")]})
+    assert (status, body["error"]["code"]) == (403, "forbidden")
+    assert visitor.json("GET", f"/visitors/{other_id}/recommendations")[0] == 403
+    # nor a customer's data, nor the shop's routes: a visitor token is no customer token
+    assert visitor.json("GET", f"/users/{visitor_id}/recommendations")[0] == 401
+    assert visitor.json("POST", "/events", {"events": [event("e-1", user_id=visitor_id)]})[0] == 401
+
+
+def test_a_client_batch_refuses_each_event_it_may_not_send_and_keeps_the_rest(api):
+    visitor_id, visitor = new_visitor(api)
+    sent = [view("ok-1"),
+            {**view("buy-1", event_type="purchase"), "price": 10, "currency": "EUR"},
+            {**view("ret-1", event_type="return"), "price": 10, "currency": "EUR"},
+            {**view("other-1"), "user_id": "u-someone-else"},
+            view("old-1", timestamp=ago(days=8)),
+            view("ok-2", event_type="remove_from_cart")]
+
+    status, body = visitor.json("POST", f"/visitors/{visitor_id}/events", {"events": sent})
+
+    assert status == 207 and body["accepted"] == 2
+    refused = {r["event_id"]: r["errors"][0] for r in body["rejected"]}
+    assert refused["buy-1"]["field"] == "event_type" and "backend" in refused["buy-1"]["message"]
+    assert refused["ret-1"]["field"] == "event_type"
+    assert refused["other-1"]["field"] == "user_id"
+    assert refused["old-1"]["field"] == "timestamp"
+    summary = api.json("GET", f"/users/{visitor_id}")[1]["summary"]
+    assert summary["orders"] == 0 and summary["spend"] == {}  # a page's claim is never revenue
+
+
+def test_a_client_batch_holds_at_most_100_events(api):
+    visitor_id, visitor = new_visitor(api)
+    status, body = visitor.json("POST", f"/visitors/{visitor_id}/events",
+                                {"events": [view(f"e-{n}") for n in range(101)]})
+    assert status == 422 and body["error"]["fields"][0]["field"] == "events"
+
+
+def test_a_token_that_sends_too_many_events_waits(moto_tables, monkeypatch):
+    monkeypatch.setenv("CLIENT_EVENTS_PER_WINDOW", "5")
+    get_settings.cache_clear()
+    api = Api(local_gateway())
+    visitor_id, visitor = new_visitor(api)
+
+    assert visitor.json("POST", f"/visitors/{visitor_id}/events", {"events": [view(f"a-{n}") for n in range(4)]})[0] == 200
+    response = visitor.call("POST", f"/visitors/{visitor_id}/events", {"events": [view("b-1"), view("b-2")]})
+
+    assert response.status == 429
+    assert 1 <= int(response.headers["retry-after"]) <= 600
+    assert len(api.json("GET", f"/users/{visitor_id}/export")[1]["events"]) == 4
+    other_id, other = new_visitor(api)  # the budget is per token's id
+    assert other.json("POST", f"/visitors/{other_id}/events", {"events": [view("c-1")]})[0] == 200
+    get_settings.cache_clear()
+
+
+def test_a_customer_sends_their_own_events_with_their_token(api):
+    customer = api.as_customer("u-1")
+
+    assert customer.json("POST", "/users/u-1/events", {"events": [view("e-1")]})[1]["accepted"] == 1
+    assert customer.json("POST", "/users/u-2/events", {"events": [view("e-2")]})[0] == 403
+    status, body = customer.json("POST", "/users/u-1/events", {"events": [purchase("p-1")]})
+    assert status == 422 and "backend" in body["rejected"][0]["errors"][0]["message"]
+    assert api.json("GET", "/users/u-1")[1]["summary"]["orders"] == 0
+
+
+def test_an_expired_visitor_token_is_refused_but_renews_for_the_same_id(api):
+    keys = VisitorTokens(get_settings().visitor_token_secret.encode())
+    yesterday = keys.issue("v_returning", time.time() - 86_400)
+    visitor = Api(api.gateway, bearer(yesterday.token))
+
+    status, body = visitor.json("GET", "/visitors/v_returning/recommendations")
+    assert status == 401 and "expired" in body["error"]["message"]
+    status, renewed = visitor.json("POST", "/visitors/v_returning/token")
+    assert status == 200 and renewed["visitor_id"] == "v_returning"
+    assert Api(api.gateway, bearer(renewed["token"])).json("GET", "/visitors/v_returning/recommendations")[0] == 200
+
+    too_old = keys.issue("v_returning", time.time() - TOKEN_SECONDS - REFRESH_SECONDS - 60)
+    assert Api(api.gateway, bearer(too_old.token)).json("POST", "/visitors/v_returning/token")[0] == 401
+
+
+def test_a_visitor_token_signed_with_another_key_is_refused(api):
+    forged = VisitorTokens(b"someone-elses-key-of-at-least-32-bytes!").issue("v_x", time.time())
+    assert Api(api.gateway, bearer(forged.token)).json("POST", "/visitors/v_x/events",
+                                                       {"events": [view("e-1")]})[0] == 401
+
+
+PUBLIC_PATHS = ["/popular", "/items/sku-1", "/items/sku-1/similar", "/items/sku-1/bought-together"]
+
+
+@pytest.mark.parametrize("path", PUBLIC_PATHS)
+def test_public_answers_need_no_credentials_and_are_cacheable(api, path):
+    api.json("PUT", "/items/sku-1", {k: v for k, v in item("sku-1").items() if k != "item_id"})
+
+    response = api.anonymous().call("GET", path)
+
+    assert response.status == 200, response.body
+    assert response.headers["cache-control"] == "public, max-age=300"
+    etag = response.headers["etag"]
+    again = api.anonymous().call("GET", path, headers={"if-none-match": etag})
+    assert (again.status, again.body) == (304, b"")
+    assert again.headers["etag"] == etag
+
+
+def test_personal_answers_are_never_cached(api):
+    response = api.as_customer("u-1").call("GET", "/users/u-1/recommendations")
+    assert response.status == 200
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_a_changed_item_gets_a_new_etag(api):
+    api.json("PUT", "/items/sku-1", {k: v for k, v in item("sku-1").items() if k != "item_id"})
+    before = api.anonymous().call("GET", "/items/sku-1").headers["etag"]
+    api.json("PUT", "/items/sku-1", {k: v for k, v in item("sku-1", price=9.5).items() if k != "item_id"})
+
+    response = api.anonymous().call("GET", "/items/sku-1", headers={"if-none-match": before})
+
+    assert response.status == 200 and response.headers["etag"] != before
+
+
+def test_signing_in_links_the_visitor_and_needs_proof_of_both_ids(api):
+    visitor_id, visitor = new_visitor(api)
+    token = visitor.credentials("GET", "http://local/", {}, b"")["authorization"].split(" ", 1)[1]
+    customer = api.as_customer("u-1")
+
+    status, link = customer.json("POST", "/users/u-1/visitors", {"visitor_token": token})
+    assert status == 200, link
+    assert (link["visitor_id"], link["linked_visitors"]) == (visitor_id, [visitor_id])
+    assert api.json("GET", "/users/u-1")[1]["linked_visitors"] == [visitor_id]
+    assert customer.json("POST", "/users/u-1/visitors", {"visitor_token": token})[1]["linked_visitors"] == [visitor_id]
+
+    assert customer.json("POST", "/users/u-1/visitors", {"visitor_token": token[:-4] + "AAAA"})[0] == 403
+    assert customer.json("POST", "/users/u-1/visitors", {"visitor_id": visitor_id})[0] == 400  # no proof
+    # one device's anonymous trail never joins a second customer's history
+    status, body = api.as_customer("u-2").json("POST", "/users/u-2/visitors", {"visitor_token": token})
+    assert (status, body["error"]["code"]) == (409, "conflict")
+    # the shop's backend vouches for the link itself
+    assert api.json("POST", "/users/u-3/visitors", {"visitor_id": "v_from_backend"})[0] == 200
+
+
+def linked_customer(api: Api) -> tuple[str, Api]:
+    visitor_id, visitor = new_visitor(api)
+    token = visitor.credentials("GET", "http://local/", {}, b"")["authorization"].split(" ", 1)[1]
+    assert visitor.json("POST", f"/visitors/{visitor_id}/events", {"events": [view("anon-1"), view("anon-2")]})[0] == 200
+    api.json("POST", "/events", {"events": [purchase("p-1", user_id="u-1")]})
+    assert api.as_customer("u-1").json("POST", "/users/u-1/visitors", {"visitor_token": token})[0] == 200
+    return visitor_id, visitor
+
+
+def test_a_customers_export_covers_their_linked_visitor_ids(api):
+    visitor_id, _ = linked_customer(api)
+    customer = api.as_customer("u-1")
+
+    pages, cursor = [], None
+    while True:
+        status, page = customer.json("GET", "/users/u-1/export" + (f"?cursor={cursor}" if cursor else ""))
+        assert status == 200, page
+        pages.append(page)
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+
+    held = {(e["user_id"], e["event_id"]) for page in pages for e in page["events"]}
+    assert held == {("u-1", "p-1"), (visitor_id, "anon-1"), (visitor_id, "anon-2")}
+    assert pages[0]["profile"]["linked_visitors"] == [visitor_id]
+
+
+def test_erasing_a_customer_erases_their_linked_visitor_ids(api):
+    visitor_id, visitor = linked_customer(api)
+
+    status, erased = api.as_customer("u-1").json("DELETE", "/users/u-1")
+
+    assert status == 200, erased
+    assert erased["linked_visitors"] == [visitor_id]
+    assert erased["erased"]["events"] == 3
+    assert api.json("GET", f"/users/{visitor_id}/export")[1]["events"] == []
+    assert api.json("GET", f"/users/{visitor_id}")[1]["erased_at"]
+    # the device's trail is gone for good: its events from before the erasure are refused
+    late = visitor.json("POST", f"/visitors/{visitor_id}/events", {"events": [view("anon-3", timestamp=ago(hours=2))]})
+    assert late[0] == 422 and "erased" in late[1]["rejected"][0]["errors"][0]["message"]
+
+
+def test_every_linked_visitor_id_is_kept_for_export_and_erasure_though_history_reads_the_newest(api):
+    customer = api.as_customer("u-1")
+    visitors = []
+    for n in range(7):  # a phone that signs out and in again: a new visitor each time
+        visitor_id, visitor = new_visitor(api)
+        visitor.json("POST", f"/visitors/{visitor_id}/events", {"events": [view(f"anon-{n}")]})
+        token = visitor.credentials("GET", "http://local/", {}, b"")["authorization"].split(" ", 1)[1]
+        assert customer.json("POST", "/users/u-1/visitors", {"visitor_token": token})[0] == 200
+        visitors.append(visitor_id)
+
+    assert api.json("GET", "/users/u-1")[1]["linked_visitors"] == visitors[::-1]
+    erased = customer.json("DELETE", "/users/u-1")[1]
+    assert sorted(erased["linked_visitors"]) == sorted(visitors) and erased["erased"]["events"] == 7
+    assert all(api.json("GET", f"/users/{v}/export")[1]["events"] == [] for v in visitors)
