@@ -30,10 +30,11 @@ async function call(method, url, { body, token } = {}) {
 /** The shop's backend: the request is signed as a trusted caller (on AWS, with SigV4). */
 export const trusted = (method, path, body) => call(method, `/dev/trusted${path}`, { body });
 
-/** "Sign in as" a customer, as the shop's identity provider would; returns their session. */
+/** "Sign in as" a customer, as the shop's identity provider would; returns their session, with the
+ * bearer token (for the web kit) and when it expires. */
 export async function signIn(userId) {
   const { token, expires_in: expiresIn } = await call("POST", "/dev/token", { body: { user_id: userId } });
-  return { userId, expiresIn, get: (path) => call("GET", path, { token }) };
+  return { userId, token, expiresIn, expiresAt: Date.now() + expiresIn * 1000, get: (path) => call("GET", path, { token }) };
 }
 
 /** One path segment: ":" and "@" stay as they are (RFC 3986 allows them), so "rfm:champions" reads as sent. */

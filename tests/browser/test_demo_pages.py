@@ -93,15 +93,15 @@ def test_a_customer_sees_their_history_recommendations_and_tags_and_buys(shop_st
 
     recommendations = page.locator("#recommendations li")
     expect(recommendations.first).to_be_visible()
-    assert all(reason.strip() for reason in page.locator("#recommendations .reason").all_inner_texts())
+    assert all(reason.strip() for reason in page.locator("#recommendations .shop-recs-reason").all_inner_texts())
 
     tags = api.request("GET", f"/users/{customer}/segments").body["tags"]
     shown = page.locator("#tags li").evaluate_all("nodes => nodes.map(n => n.dataset.segment)")
     assert sorted(shown) == sorted(t["segment_id"] for t in tags) and "rfm:champions" in shown
 
     first = recommendations.first
-    chosen, title = first.get_attribute("data-item"), first.locator(".title").inner_text()
-    first.locator(".title").click()
+    chosen, title = first.get_attribute("data-item"), first.locator(".shop-recs-title").inner_text()
+    first.locator(".shop-recs-title").click()
     expect(page.locator("#product-title")).to_have_text(title)
     expect(page.locator("#similar li[data-item]").first).to_be_visible()
     before = item_ids(page, "#recommendations li")
@@ -115,9 +115,13 @@ def test_a_customer_sees_their_history_recommendations_and_tags_and_buys(shop_st
     assert item_ids(page, "#history tbody tr")[0] == chosen
     expect(page.locator("#errors")).to_be_empty()
 
-    # The customer's own routes carried their bearer token; only the shop's backend work was trusted.
-    personal = [(m, p, auth) for m, p, auth in calls if p.startswith(("/users/", "/items/"))]
+    # The customer's own routes carried their bearer token, the visitor's routes its own; the catalog
+    # and popular items went without (public, cacheable); only the shop's backend work was trusted.
+    personal = [(m, p, auth) for m, p, auth in calls if p.startswith(("/users/", "/visitors/"))]
     assert personal and all(auth and auth.startswith("Bearer ") for _, _, auth in personal)
+    assert ("POST", f"/users/{customer}/visitors") in {(m, p) for m, p, _ in personal}  # the device, linked
+    public = [auth for m, p, auth in calls if p.startswith(("/items/", "/popular"))]
+    assert public and not any(public)
     trusted = {(m, p) for m, p, _ in calls if p.startswith("/dev/trusted/")}
     assert ("POST", "/dev/trusted/events") in trusted
     assert all(p.startswith(("/dev/trusted/segments", "/dev/trusted/events")) for _, p in trusted)
