@@ -34,6 +34,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from shared.sam_local import claims_problem
+
 LOCAL_ISSUER = "https://issuer.shop-recs.local"
 LOCAL_AUDIENCE = "shop-recs-local"
 LOCAL_REGION = "us-east-1"
@@ -145,17 +147,9 @@ class LocalAuth:
             )
         except InvalidSignature:
             raise _unauthorized("the token's signature is invalid") from None
-        if not _registered_claims_typed(claims):
-            raise _unauthorized("the token's iss, sub, aud, exp, nbf or iat claim has the wrong type")
-        if claims.get("iss") != self.issuer:
-            raise _unauthorized("the token is from another issuer")
-        audiences = claims.get("aud") or claims.get("client_id")
-        if self.audience not in (audiences if isinstance(audiences, list) else [audiences]):
-            raise _unauthorized("the token is for another audience")
-        if not isinstance(claims.get("exp"), (int, float)) or claims["exp"] <= moment:
-            raise _unauthorized("the token has expired")
-        if isinstance(claims.get("nbf"), (int, float)) and claims["nbf"] > moment:
-            raise _unauthorized("the token is not valid yet")
+        problem = claims_problem(claims, self.issuer, self.audience, moment)  # the rules sam local checks too
+        if problem:
+            raise _unauthorized(problem)
         return claims
 
     # --- trusted callers: SigV4 ---
@@ -243,14 +237,6 @@ def trusted_context() -> dict[str, Any]:
 def customer_context(user_id: str) -> dict[str, Any]:
     """requestContext.authorizer of a customer's request the JWT authorizer accepted."""
     return {"jwt": {"claims": {"sub": user_id, "iss": LOCAL_ISSUER, "aud": LOCAL_AUDIENCE}, "scopes": None}}
-
-
-def _registered_claims_typed(claims: dict[str, Any]) -> bool:
-    """RFC 7519's types for the claims read here: strings, a string or strings, numbers."""
-    audience = claims.get("aud", "")
-    return (all(isinstance(claims.get(name, ""), str) for name in ("iss", "sub"))
-            and all(isinstance(a, str) for a in (audience if isinstance(audience, list) else [audience]))
-            and all(isinstance(claims.get(name, 0), (int, float)) for name in ("exp", "nbf", "iat")))
 
 
 def _claim_text(value: Any) -> str:

@@ -75,13 +75,31 @@ def verify_local_token(token: str, jwks_text: str, now: float) -> dict[str, Any]
     key = keys[0]
     if not rs256_valid(f"{header_b64}.{claims_b64}".encode(), signature, _int(key["n"]), _int(key["e"])):
         raise LocalTokenRefused("the token's signature is invalid")
-    audiences = claims.get("aud")
-    if claims.get("iss") != issuer.get("issuer"):
-        raise LocalTokenRefused("the token is from another issuer")
-    if issuer.get("audience") not in (audiences if isinstance(audiences, list) else [audiences]):
-        raise LocalTokenRefused("the token is for another audience")
-    if not isinstance(claims.get("exp"), (int, float)) or claims["exp"] <= now:
-        raise LocalTokenRefused("the token has expired")
-    if isinstance(claims.get("nbf"), (int, float)) and claims["nbf"] > now:
-        raise LocalTokenRefused("the token is not valid yet")
+    problem = claims_problem(claims, issuer.get("issuer"), issuer.get("audience"), now)
+    if problem:
+        raise LocalTokenRefused(problem)
     return claims
+
+
+def claims_problem(claims: dict[str, Any], issuer: Any, audience: Any, now: float) -> str | None:
+    """What API Gateway's JWT authorizer refuses in a signed token's claims, or None."""
+    if not _registered_claims_typed(claims):
+        return "the token's iss, sub, aud, exp, nbf or iat claim has the wrong type"
+    if claims.get("iss") != issuer:
+        return "the token is from another issuer"
+    audiences = claims.get("aud") or claims.get("client_id")
+    if audience not in (audiences if isinstance(audiences, list) else [audiences]):
+        return "the token is for another audience"
+    if not isinstance(claims.get("exp"), (int, float)) or claims["exp"] <= now:
+        return "the token has expired"
+    if isinstance(claims.get("nbf"), (int, float)) and claims["nbf"] > now:
+        return "the token is not valid yet"
+    return None
+
+
+def _registered_claims_typed(claims: dict[str, Any]) -> bool:
+    """RFC 7519's types for the claims read here: strings, a string or strings, numbers."""
+    audience = claims.get("aud", "")
+    return (all(isinstance(claims.get(name, ""), str) for name in ("iss", "sub"))
+            and all(isinstance(a, str) for a in (audience if isinstance(audience, list) else [audience]))
+            and all(isinstance(claims.get(name, 0), (int, float)) for name in ("exp", "nbf", "iat")))

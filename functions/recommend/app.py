@@ -40,6 +40,8 @@ cached_popular = CachedPopular(model_store, settings.model_refresh_seconds)
 app = create_app()
 
 Limit = Annotated[int, Query(ge=1, le=100, description="How many items, 1 to 100")]
+InCategory = Annotated[str | None, Query(min_length=1, max_length=256)]
+Excluded = Annotated[str | None, Query(max_length=10_000, description="Comma-separated item ids to leave out")]
 MAX_RANKED_ITEMS = 500
 MAX_CART_ITEMS = 100
 
@@ -106,9 +108,7 @@ def count(answer_strategy: str, personalized: bool, started: float) -> None:
                 "(personalized: false; strategy says why).",
 )
 def get_recommendations(
-    user_id: PathId, limit: Limit = 10,
-    category: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
-    exclude: Annotated[str | None, Query(max_length=10_000, description="Comma-separated item ids to leave out")] = None,
+    user_id: PathId, limit: Limit = 10, category: InCategory = None, exclude: Excluded = None,
     include_purchased: Annotated[bool, Query()] = False,
 ) -> Recommendations:
     started = time.perf_counter()
@@ -126,9 +126,7 @@ def get_recommendations(
                 "visitor sent a moment ago count; with none yet, popular items.",
 )
 def get_visitor_recommendations(
-    visitor_id: PathId, limit: Limit = 10,
-    category: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
-    exclude: Annotated[str | None, Query(max_length=10_000, description="Comma-separated item ids to leave out")] = None,
+    visitor_id: PathId, limit: Limit = 10, category: InCategory = None, exclude: Excluded = None,
 ) -> Recommendations:
     return get_recommendations(visitor_id, limit, category, exclude)
 
@@ -201,7 +199,7 @@ def customer_basket(user_id: PathId, request: CartRequest, limit: Limit = 10) ->
 @app.get("/popular", tags=["recommendations"], summary="Popular items, optionally in a category or country")
 def popular(
     limit: Limit = 10,
-    category: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+    category: InCategory = None,
     country: Annotated[str | None, Query(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")] = None,
 ) -> PopularItems:
     started = time.perf_counter()

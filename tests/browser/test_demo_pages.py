@@ -5,50 +5,20 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from devstack import stack
-from devstack.api_client import ApiClient
-from devstack.demo_data import generate_shop
-from devstack.dynamodb_local import free_port
+from tests.browser.conftest import CHROMIUM
 
 pytest.importorskip("playwright")
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import expect  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
 RFM_CELL = re.compile(r"^R(\d)F(\d)M\d$")
 pytestmark = [
     pytest.mark.browser, pytest.mark.e2e,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium: apt-get install chromium"),
 ]
-
-
-@pytest.fixture(scope="module")
-def shop_stack(tmp_path_factory):
-    """A local stack with a trained model: (base url, the shop's backend client)."""
-    state_dir = tmp_path_factory.mktemp("web-stack")
-    state, _ = stack.up(free_port(), state_dir)
-    try:
-        api = ApiClient.for_stack(state_dir)
-        shop = generate_shop(seed=11, n_users=200, n_items=80)
-        assert not api.put_items(shop.items).rejected
-        api.put_users(shop.users)
-        assert not api.send_events(shop.events).rejected
-        api.train_and_wait(timeout=300)
-        yield state.url, api
-    finally:
-        stack.down(state_dir)
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -76,7 +46,7 @@ def item_ids(page, selector: str) -> list[str]:
 
 
 def test_a_customer_sees_their_history_recommendations_and_tags_and_buys(shop_stack, page):
-    url, api = shop_stack
+    url, api, _ = shop_stack
     calls = api_calls(page)
     page.goto(f"{url}/shop")
 
@@ -128,7 +98,7 @@ def test_a_customer_sees_their_history_recommendations_and_tags_and_buys(shop_st
 
 
 def test_the_marketer_sees_segments_the_rfm_grid_members_and_model_quality(shop_stack, page):
-    url, api = shop_stack
+    url, api, _ = shop_stack
     listing = api.request("GET", "/segments").body["segments"]
     page.goto(f"{url}/marketing")
 
@@ -178,7 +148,7 @@ def test_the_marketer_sees_segments_the_rfm_grid_members_and_model_quality(shop_
 
 
 def test_an_api_error_is_shown_on_the_page(shop_stack, page):
-    url, _ = shop_stack
+    url, _, _ = shop_stack
     page.route("**/dev/trusted/models*", lambda route: route.fulfill(
         status=503, content_type="application/json", headers={"retry-after": "1"},
         body='{"error": {"code": "unavailable", "message": "storage is busy, try again"}}'))

@@ -13,14 +13,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from devstack import stack
-from devstack.api_client import ApiClient
-from devstack.demo_data import generate_shop
-from devstack.dynamodb_local import free_port
+from tests.browser.conftest import CHROMIUM
 
 KIT = Path(__file__).parents[2] / "clients" / "js" / "shop-recs.js"
 KIT_BUDGET = 5 * 1024  # bytes, gzipped at level 9
-CHROMIUM = Path("/usr/bin/chromium")
 # A page of the stack's origin that loads the kit as a shop's page would (served by the test).
 TEST_PAGE = """<!doctype html><meta charset="utf-8"><title>kit</title>
 <ol id="list"></ol>
@@ -43,32 +39,6 @@ def test_the_kit_is_under_5_kb_gzipped():
     size = len(gzip.compress(KIT.read_bytes(), compresslevel=9))
     print(f"\nclients/js/shop-recs.js: {KIT.stat().st_size} bytes, {size} gzipped (level 9)")
     assert size < KIT_BUDGET
-
-
-@pytest.fixture(scope="module")
-def shop_stack(tmp_path_factory):
-    """A local stack with a trained model: (base url, the shop's backend client, the shop)."""
-    state_dir = tmp_path_factory.mktemp("kit-stack")
-    state, _ = stack.up(free_port(), state_dir)
-    try:
-        api = ApiClient.for_stack(state_dir)
-        shop = generate_shop(seed=11, n_users=200, n_items=80)
-        assert not api.put_items(shop.items).rejected
-        api.put_users(shop.users)
-        assert not api.send_events(shop.events).rejected
-        api.train_and_wait(timeout=300)
-        yield state.url, api, shop
-    finally:
-        stack.down(state_dir)
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 class Traffic:

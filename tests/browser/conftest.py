@@ -1,0 +1,41 @@
+"""What every browser test shares: one local stack with a small demo shop sent through the API
+as the shop's backend sends it and a trained model, and one headless Chromium."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from devstack import stack
+from devstack.api_client import ApiClient
+from devstack.demo_data import generate_shop
+from devstack.dynamodb_local import free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def shop_stack(tmp_path_factory):
+    """(base url, the shop's backend client, the generated shop)."""
+    state_dir = tmp_path_factory.mktemp("web-stack")
+    state, _ = stack.up(free_port(), state_dir)
+    try:
+        api = ApiClient.for_stack(state_dir)
+        shop = generate_shop(seed=11, n_users=200, n_items=80)
+        assert not api.put_items(shop.items).rejected
+        api.put_users(shop.users)
+        assert not api.send_events(shop.events).rejected
+        api.train_and_wait(timeout=300)
+        yield state.url, api, shop
+    finally:
+        stack.down(state_dir)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield browser
+        browser.close()
