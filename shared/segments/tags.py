@@ -177,7 +177,8 @@ def _lifecycle(f: CustomerFeatures, stats: dict[str, Any]) -> list[Tag]:
 def _behaviour(f: CustomerFeatures) -> list[Tag]:
     total = sum(f.category_purchases.values())
     tags = [Tag("behaviour", f"Likes {category}", f"{count} of {total} purchases in {category}")
-            for category, count in sorted(f.category_purchases.items(), key=lambda kv: -kv[1])[:2]
+            # Ties by name: the request and the nightly run read history in different orders.
+            for category, count in sorted(f.category_purchases.items(), key=lambda kv: (-kv[1], kv[0]))[:2]
             if total and count / total >= 0.25]
     if f.purchases >= 3 and f.discounted_purchases / f.purchases >= 0.5:
         tags.append(Tag("behaviour", "Discount seeker",
