@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from devstack import stack
-from devstack.api_client import ApiClient, ApiError, SendTotals, signed_with_aws_credentials
+from devstack.api_client import ApiClient, ApiError, SendTotals, bearer, signed_with_aws_credentials
 from devstack.local_auth import LOCAL_REGION
 
 
@@ -184,8 +184,27 @@ def show_recommendations(api: ApiClient, shop: Any) -> None:
     print(f"\n{loyal} buys {bought['title']} ({bought['item_id']}); the next answer, no retraining:")
     print_recommendations(customer, loyal)
     popular = api.request("GET", "/popular", query={"limit": 3}).body
-    print("\npopular for anonymous visitors (GET /popular?limit=3): "
+    print("\npopular for anonymous visitors (GET /popular?limit=3, no credentials): "
           + ", ".join(f"{i['title']} ({i['item_id']})" for i in popular["items"]))
+    show_visitor(api, [i["item_id"] for i in answer["items"][1:3]])
+
+
+def show_visitor(api: ApiClient, viewed: list[str]) -> None:
+    """A logged-out visitor, as the web kit makes one: a token, two views, their own answer."""
+    anonymous = ApiClient(api.base_url, None, api.timeout, api.retries_on_503, api.auth)
+    visitor = anonymous.request("POST", "/visitors").body
+    as_visitor = ApiClient(api.base_url, bearer(visitor["token"]), api.timeout, api.retries_on_503, api.auth)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    as_visitor.request("POST", f"/visitors/{visitor['visitor_id']}/events", {"events": [
+        {"event_id": f"demo-view-{n}", "item_id": item_id, "event_type": "view", "timestamp": now, "channel": "web"}
+        for n, item_id in enumerate(viewed)]})
+    answer = as_visitor.request("GET", f"/visitors/{visitor['visitor_id']}/recommendations",
+                                query={"limit": 3}).body
+    print(f"\na logged-out visitor ({visitor['visitor_id']}, POST /visitors) views {', '.join(viewed)}; "
+          f"their next answer ({answer['strategy']}):")
+    for item in answer["items"]:
+        print(f"  {item['item_id']:>10}  {item['title']:<28} {item['category']:<10} {item['reason']['text']}")
+    print("  (the storefront at /shop does the same through the web kit, clients/js/shop-recs.js)")
 
 
 def show_segments(api: ApiClient, shop: Any) -> None:
