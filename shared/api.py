@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.auth import ANONYMOUS, AccessDenied, Caller, CallerKind, authorize
 from shared.config import get_settings
+from shared.consent import Recorder
 from shared.errors import (Conflict, DomainError, Forbidden, NotFound, PayloadTooLarge, StorageUnavailable,
                            TooManyRequests)
 from shared.limits import TOO_LARGE
@@ -200,6 +201,12 @@ def _routable(event: dict[str, Any]) -> dict[str, Any]:
 def caller(app: APIGatewayHttpResolver) -> Caller:
     """Who is calling this request, as resolve() authorised them."""
     return app.context.get("caller", ANONYMOUS)
+
+
+def recorder(app: APIGatewayHttpResolver) -> Recorder:
+    """Who records a consent change: the caller kind, and a trusted system's identity."""
+    who = caller(app)
+    return Recorder(who.kind.value, who.principal if who.trusted else None)
 
 
 def resolve(app: APIGatewayHttpResolver, event: dict[str, Any], context: LambdaContext,

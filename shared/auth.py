@@ -42,6 +42,7 @@ CLIENT_ROUTES: dict[str, Access] = {
     "POST /users/{user_id}/basket-recommendations": Access.CUSTOMER,
     "GET /users/{user_id}/segments": Access.CUSTOMER,
     "PUT /users/{user_id}/consent": Access.CUSTOMER,
+    "GET /users/{user_id}/consent": Access.CUSTOMER,
     "GET /users/{user_id}/export": Access.CUSTOMER,
     "DELETE /users/{user_id}": Access.CUSTOMER,
     "POST /users/{user_id}/events": Access.CUSTOMER,

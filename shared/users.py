@@ -12,6 +12,7 @@ from pydantic import (
     AfterValidator, BaseModel, ConfigDict, Field, Strict, StringConstraints, computed_field, model_validator,
 )
 
+from shared.consent import Consent, ConsentUpdate, Purpose, stored_consent
 from shared.events import Event, EventType, Identifier, StoredFloat, StoredInt
 from shared.limits import MAX_ATTRIBUTES_BYTES, at_most_bytes
 from shared.purchases import order_key
@@ -32,14 +33,6 @@ Attributes = Annotated[
 ]
 
 
-class Consent(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    personalization: Annotated[bool, Strict()] = Field(
-        description="False: the customer objects to personalization (recommendations, segments)"
-    )
-
-
 class UserProfileIn(BaseModel):
     """Body of PUT /users/{user_id}: replaces the profile; consent is kept when omitted."""
 
@@ -52,7 +45,8 @@ class UserProfileIn(BaseModel):
         default_factory=dict,
         description="Declared data: age_band, company_type, interests (list), ...",
     )
-    consent: Consent | None = None
+    consent: ConsentUpdate | None = Field(default=None, description=(
+        "Recorded as PUT /users/{user_id}/consent records it (only the purposes sent change, with history)"))
 
 
 class PurchaseSummary(BaseModel):
@@ -101,7 +95,7 @@ class User(BaseModel):
     region: str | None = None
     city: str | None = None
     attributes: dict = Field(default_factory=dict)
-    consent: Consent = Field(default_factory=lambda: Consent(personalization=True))
+    consent: Consent = Field(default_factory=Consent, description="Per purpose: granted, when, where, which text")
     summary: PurchaseSummary = Field(default_factory=PurchaseSummary)
     updated_at: datetime | None = None
     erased_at: datetime | None = Field(
@@ -110,6 +104,14 @@ class User(BaseModel):
         default_factory=list, description="Visitor ids (devices used before signing in) linked to this customer, "
                                           "newest first: their events count in the customer's recommendations")
     linked_to: str | None = Field(default=None, description="For a visitor id: the customer it is linked to")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_consent(cls, data: Any) -> Any:
+        """A row's consent as stored (the single flag of before maps, at its consent_updated_at)."""
+        if isinstance(data, dict) and isinstance(data.get("consent"), dict):
+            data = {**data, "consent": stored_consent(data["consent"], data.get("consent_updated_at"))}
+        return data
 
 
 def fold_purchases(
@@ -146,6 +148,13 @@ def fold_purchases(
 
 
 def may_personalize(user: User | None) -> bool:
-    """The one consent test. A customer known only by their events has not objected; a stored
-    objection is final (it survives erasure, in the suppression record)."""
-    return user is None or user.consent.personalization
+    """Recommendations, ranking, basket suggestions and training may use the customer's data.
+    A customer known only by their events has not objected; a stored objection is final (it
+    survives erasure, in the suppression record)."""
+    return user is None or user.consent.granted(Purpose.PERSONALIZATION)
+
+
+def may_profile(user: User | None) -> bool:
+    """Behavioural segments (RFM, value, lifecycle, behaviour, custom rules) may read the
+    customer's data: the same defaults and finality as may_personalize, for profiling."""
+    return user is None or user.consent.granted(Purpose.PROFILING)

@@ -14,7 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.api import caller, create_app, json_response, resolve
+from shared.api import caller, create_app, json_response, recorder, resolve
 from shared.catalog import MAX_ITEMS_PER_BATCH, Item, ItemIn, ItemUpsert
 from shared.client_events import MAX_CLIENT_EVENTS_PER_BATCH, client_rules, owned
 from shared.config import get_settings
@@ -247,10 +247,11 @@ def get_item(item_id: PathId) -> Item:
 
 @app.put(
     "/users/<user_id>", tags=["customers"], summary="Create or replace a customer's profile",
-    description="Consent is kept when the body leaves it out; the purchase summary is never changed here.",
+    description="Consent is kept when the body leaves it out; when sent, it is recorded as PUT "
+                "/users/{user_id}/consent records it. The purchase summary is never changed here.",
 )
 def put_user(user_id: PathId, profile: UserProfileIn) -> User:
-    return users.put_profile(user_id, profile)
+    return users.put_profile(user_id, profile, recorder(app))
 
 
 @app.get("/users/<user_id>", tags=["customers"], summary="A customer's profile and purchase summary")

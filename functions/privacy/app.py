@@ -14,13 +14,12 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
-from shared.api import create_app, json_response, resolve
+from shared.api import create_app, json_response, recorder, resolve
 from shared.config import get_settings
 from shared.http_params import PathId
 from shared.observability import logger, metrics, tracer
 from shared.storage.privacy import COMPLETE, IN_PROGRESS, PrivacyStore
-from shared.storage.users import user_from_row
-from shared.users import Consent, User
+from shared.consent import Consent, ConsentHistory, ConsentUpdate
 
 settings = get_settings()
 privacy = PrivacyStore(settings.events_table, settings.users_table, settings.segments_table)
@@ -46,24 +45,50 @@ class Erased(BaseModel):
 class Export(BaseModel):
     user_id: str
     profile: dict[str, Any] | None
+    consent: Consent = Field(description="The current consent, every purpose")
+    consent_history: ConsentHistory = Field(description="Every consent change recorded, oldest first")
     segment_memberships: list[dict[str, Any]]
     events: list[dict[str, Any]] = Field(description="A page of events; follow next_cursor for the rest")
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
 
 
+class ConsentState(BaseModel):
+    user_id: str
+    consent: Consent = Field(description="Every purpose: granted, when, where, which text, who recorded it")
+
+
+class ConsentRecord(ConsentState):
+    history: ConsentHistory = Field(description="Every change recorded, oldest first (the newest 200)")
+
+
 @app.put(
-    "/users/<user_id>/consent", tags=["privacy"], summary="Record a customer's consent to personalization",
-    description="personalization false (an objection): popular items only, declared-data segments only "
-                "(behavioural memberships end at once), and not trained on from the next run.",
+    "/users/<user_id>/consent", tags=["privacy"], summary="Record a customer's consent, per purpose and channel",
+    description="Only the purposes sent change; each is recorded with its time, source, text version and "
+                "who recorded it, and appended to the history. personalization withdrawn: popular items only, "
+                "not trained on from the next run. profiling withdrawn: declared-data segments only (behavioural "
+                "memberships end at once). Contact channels (email, sms, push) are not granted until opted in. "
+                'The body of before, {"personalization": false}, sets personalization and profiling.',
 )
-def put_consent(user_id: PathId, consent: Consent) -> User:
-    logger.info("consent changed", extra={"user_id": user_id, "personalization": consent.personalization})
-    return user_from_row(privacy.set_consent(user_id, consent.personalization))
+def put_consent(user_id: PathId, update: ConsentUpdate) -> ConsentState:
+    consent = privacy.set_consent(user_id, update, recorder(app))
+    logger.info("consent changed", extra={"user_id": user_id,
+                                          **{p.value: u.granted for p, u in update.updates().items()}})
+    return ConsentState(user_id=user_id, consent=consent)
+
+
+@app.get(
+    "/users/<user_id>/consent", tags=["privacy"], summary="A customer's consent and its history",
+    description="The current state of every purpose (defaults for those never recorded: personalization and "
+                "profiling granted, contact channels not) and every change recorded.",
+)
+def get_consent(user_id: PathId) -> ConsentRecord:
+    consent, history = privacy.consent(user_id)
+    return ConsentRecord(user_id=user_id, consent=consent, history=history)
 
 
 @app.get(
     "/users/<user_id>/export", tags=["privacy"], summary="Everything held about a customer (access)",
-    description="The profile, the segment memberships and the events, a page at a time (at most about 2 MB): "
+    description="The profile, the consent and its history, the segment memberships and the events, a page at a time (at most about 2 MB): "
                 "the customer's own, then those of each visitor id linked to them.",
 )
 def export(user_id: PathId, cursor: Annotated[str | None, Query(max_length=2048)] = None) -> Export:
@@ -73,15 +98,17 @@ def export(user_id: PathId, cursor: Annotated[str | None, Query(max_length=2048)
 @app.delete(
     "/users/<user_id>", tags=["privacy"], summary="Erase a customer",
     description="Deletes their events, profile, purchase summary and segment memberships, keeping only a "
-                "suppression record (when, and their objection if any). 200 when done; 202 when the "
+                "suppression record (when, and their objections if any: each purpose withdrawn, with when, "
+                "where, which text and who; the consent history goes). 200 when done; 202 when the "
                 "function's time ran out first: a scheduled sweep finishes it (erasure_status in the record). "
                 "Events stamped before the erasure are refused from then on.",
 )
 def erase(user_id: PathId) -> Response[Erased]:
     erasure = privacy.erase(user_id, seconds_left(app.lambda_context))
     logger.info("customer erased", extra={"user_id": user_id, "status": erasure.status, **erasure.erased})
-    kept = "user_id and the time of the erasure" + (", and the objection to personalization"
-                                                     if erasure.objection_kept else "")
+    kept = "user_id and the time of the erasure" + (
+        f", and the objections (consent withdrawn: {', '.join(erasure.objections_kept)})"
+        if erasure.objections_kept else "")
     body = Erased(user_id=user_id, status=erasure.status, erased_at=erasure.erased_at, erased=erasure.erased,
                   kept=kept, linked_visitors=erasure.linked_visitors)
     status = HTTPStatus.OK if erasure.status == COMPLETE else HTTPStatus.ACCEPTED

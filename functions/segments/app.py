@@ -39,7 +39,7 @@ class SegmentTag(BaseModel):
 
 class UserSegments(BaseModel):
     user_id: str
-    personalized: bool = Field(description="False: the customer objected; only declared data is used")
+    personalized: bool = Field(description="False: the customer objected to profiling; only declared data is used")
     statistics_version: str | None = Field(description="Model version whose customer statistics were used")
     tags: list[SegmentTag]
     features: dict[str, Any]

@@ -25,7 +25,7 @@ from shared.storage.customers import Customers, load_customers
 from shared.storage.history import recent_history
 from shared.storage.segments import SegmentStore
 from shared.storage.users import UserStore, withheld
-from shared.users import User, may_personalize
+from shared.users import User, may_profile
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def customer_segments(settings: Settings, user_id: str, statistics: dict[str, An
                       definitions: Sequence[CustomSegment], now: datetime) -> CustomerSegments | None:
     """The customer's tags computed now from their current data; None for a customer not known at all."""
     user = UserStore(settings.users_table).find(user_id)
-    history = recent_history(settings.events_table, user_id) if may_personalize(user) else []
+    history = recent_history(settings.events_table, user_id) if may_profile(user) else []
     if user is None and not history:
         return None
     categories = {item_id: item.category for item_id, item in catalog_details(
@@ -56,7 +56,7 @@ def _segments(user: User | None, history: list[HistoryEvent], categories: dict[s
 def current_members(settings: Settings, store: SegmentStore, segment_id: str, limit: int, cursor: str | None
                     ) -> tuple[str, list[dict[str, str]], str | None]:
     """A page of the latest run's members (its run id, the members, the next cursor), less those who
-    objected or were erased since the run read them: they leave every list at once."""
+    objected to profiling or were erased since the run read them: they leave every list at once."""
     index, members, next_cursor = store.members(segment_id, limit, cursor)
     since = format_timestamp(datetime.fromisoformat(index["at"]))
     hidden = withheld(settings.users_table, [m["user_id"] for m in members], since, needs_consent(segment_id))
@@ -77,7 +77,7 @@ def materialize_segments(settings: Settings, store: SegmentStore, statistics: di
     def members() -> Iterator[tuple[str, str, str, str, str]]:
         for user_id in users.keys() | histories.keys():
             user = users.get(user_id)
-            history = histories.get(user_id, []) if may_personalize(user) else []
+            history = histories.get(user_id, []) if may_profile(user) else []
             for tag in _segments(user, history, categories, statistics, definitions, now).tags:
                 yield tag.segment_id, tag.family, tag.name, user_id, tag.reason
 

@@ -14,7 +14,7 @@ from typing import Any
 from shared.segments import clv
 from shared.segments.features import CustomerFeatures, customer_features
 from shared.segments.rules import CustomSegment, matches
-from shared.users import User, may_personalize
+from shared.users import User, may_profile
 
 DEVICE_CHANNELS = ("web", "ios", "android", "store")
 CAMPAIGN_CHANNELS = ("email", "push")
@@ -50,7 +50,7 @@ class Tag:
 
 
 def segment(features: CustomerFeatures, statistics: dict[str, Any], personalized: bool) -> list[Tag]:
-    """All tags of one customer. Without consent to personalization, only declared data is used."""
+    """All tags of one customer. Without consent to profiling, only declared data is used."""
     tags = _geography(features) + _declared(features)
     if personalized:
         tags = (_rfm(features, statistics) + _value(features, statistics) + _lifecycle(features, statistics)
@@ -226,12 +226,14 @@ def segment_customer(user: User | None, history: list, categories: dict[str, str
     """The one entry point both paths use: a request for one customer and the nightly run for all.
 
     `user` is the stored customer (None when only events are known); `history` must be empty
-    for a customer who objected, whose history is not to be read.
+    for a customer who objected to profiling, whose history is not to be read. Declared data
+    (country, age band, declared interests) are the customer's own statements, not an evaluation
+    of their behaviour: their tags stay whatever the consent.
     """
-    personalized = may_personalize(user)
+    personalized = may_profile(user)
     features = customer_features(user, history if personalized else [], categories, now)
     tags = segment(features, statistics, personalized)
-    if personalized and custom:  # custom rules read behaviour, so they follow consent like the built-in families
+    if personalized and custom:  # custom rules read behaviour, so they follow profiling consent like the built-in families
         known = {t.name for t in tags} | {t.segment_id for t in tags}
         tags += [Tag("custom", definition.name, f"matches the rule of {definition.name}"
                      + (f": {definition.description}" if definition.description else ""))

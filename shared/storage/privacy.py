@@ -1,13 +1,16 @@
 """A customer's rights over their data: consent, access (export) and erasure.
 
 Erasure first replaces the customer's row by a suppression record (``erased_at``, and their
-objection if they had one: GDPR allows keeping what is needed to honour it), then deletes their
+objections if they had any: each purpose withdrawn, with when, where, which text and who recorded
+it; GDPR allows keeping what is needed to honour an objection), then deletes their
 events and segment memberships. Ingest checks that record in the same transaction as every
 event it stores, so an event stamped before the erasure can never come back, even from a request
 already under way. Deleting runs within the function's time; what is left is finished by the
 scheduled sweep (or by erasing again), and the record says whether the erasure is complete.
 
-An objection (consent withdrawn) ends the customer's behavioural segment memberships at once.
+Every consent change is kept in the customer's consent history (shared/storage/users.py), which
+export shows and erasure deletes (the suppression record keeps the objections, the proof needed).
+Withdrawing profiling ends the customer's behavioural segment memberships at once.
 
 A customer's linked visitor ids (devices used before signing in) are theirs too: export pages
 through their events after the customer's own, and erasure erases them with the customer. Every
@@ -22,11 +25,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from shared.consent import Consent, ConsentHistory, ConsentUpdate, Purpose, Recorder
 from shared.errors import DomainError
 from shared.events import format_timestamp
 from shared.segments.families import needs_consent
 from shared.storage import dynamo
-from shared.storage.users import UserStore
+from shared.storage.users import UserStore, user_from_row
 
 # An export page holds at most this much JSON, far under Lambda's 6 MB response limit.
 EXPORT_PAGE_BYTES = 2_000_000
@@ -43,7 +47,7 @@ class Erasure:
     erased_at: str
     status: str = IN_PROGRESS
     erased: dict[str, int] = field(default_factory=lambda: {"events": 0, "segment_memberships": 0})
-    objection_kept: bool = False
+    objections_kept: list[str] = field(default_factory=list)  # the purposes withdrawn, kept as proof
     linked_visitors: list[str] = field(default_factory=list)
 
 
@@ -53,15 +57,22 @@ class PrivacyStore:
         self.users = UserStore(users_table)
         self.segments_table = segments_table
 
-    def set_consent(self, user_id: str, personalization: bool) -> dict[str, Any]:
-        row = self.users.set_consent(user_id, personalization)
-        if not personalization:
+    def set_consent(self, user_id: str, update: ConsentUpdate, recorder: Recorder) -> Consent:
+        """Record the purposes sent; profiling withdrawn ends the behavioural memberships now."""
+        consent = user_from_row(self.users.set_consent(user_id, update, recorder)).consent
+        if Purpose.PROFILING in update.updates() and not consent.granted(Purpose.PROFILING):
             self._delete_memberships(user_id, needs_consent)
-        return row
+        return consent
+
+    def consent(self, user_id: str) -> tuple[Consent, ConsentHistory]:
+        row = self.users.row(user_id)
+        consent = user_from_row(row).consent if row else Consent()
+        return consent, self.users.consent_history(user_id)
 
     def export(self, user_id: str, cursor: str | None = None) -> dict[str, Any]:
-        """The profile, segment memberships and a page of events (next_cursor for the rest): the
-        customer's own, then each linked visitor id's (each event names its user_id)."""
+        """The profile, the consent with its history, segment memberships and a page of events
+        (next_cursor for the rest): the customer's own, then each linked visitor id's (each event
+        names its user_id)."""
         profile = self.users.row(user_id)
         owners = [user_id, *linked_visitors(profile)]
         place, start = _export_position(dynamo.decode_cursor(cursor) if cursor else None, len(owners))
@@ -70,7 +81,9 @@ class PrivacyStore:
             next_cursor = _export_cursor(place, last)
         else:
             next_cursor = _export_cursor(place + 1, "") if place + 1 < len(owners) else None
-        return {"user_id": user_id, "profile": profile,
+        consent = user_from_row(profile).consent if profile else Consent()
+        return {"user_id": user_id, "profile": profile, "consent": consent,
+                "consent_history": self.users.consent_history(user_id),
                 "segment_memberships": [dynamo.deserialize(row) for row in self._memberships(user_id)],
                 "events": events, "next_cursor": next_cursor}
 
@@ -81,7 +94,7 @@ class PrivacyStore:
         linked = linked_visitors(self.users.row(user_id))
         erasures = [Erasure(owner, erased_at) for owner in [user_id, *linked]]
         for erasure in erasures:  # every record first: the sweep then finishes whatever is left
-            erasure.objection_kept = self.users.suppress(erasure.user_id, erased_at, IN_PROGRESS)
+            erasure.objections_kept = self.users.suppress(erasure.user_id, erased_at, IN_PROGRESS)
         for erasure in erasures:
             erasure.erased["segment_memberships"] = self._delete_memberships(erasure.user_id, lambda _: True)
             self._delete_events(erasure, seconds_left)
@@ -103,7 +116,7 @@ class PrivacyStore:
         row = self.users.row(user_id) or {}
         if row.get("erasure_status") != IN_PROGRESS:
             return None
-        erasure = Erasure(user_id, row["erased_at"], objection_kept="consent" in row)
+        erasure = Erasure(user_id, row["erased_at"], objections_kept=list(row.get("consent") or {}))
         erasure.erased["segment_memberships"] = self._delete_memberships(user_id, lambda _: True)
         return self._delete_events(erasure, seconds_left)
 

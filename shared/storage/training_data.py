@@ -24,7 +24,7 @@ from shared.training.customers import customer_statistics
 from shared.training.interactions import EVENT_CODES, InteractionLog, Interactions, TooManyInteractions
 from shared.training.interests import declared
 from shared.training.pipeline import TrainingData
-from shared.users import User, may_personalize
+from shared.users import User, may_personalize, may_profile
 
 TRAINING_FIELDS = ("user_id", "item_id", "event_type", "quantity", "ts", "order_id")
 RETURN = EventType.RETURN.value
@@ -127,13 +127,16 @@ class _TrainingPages:
     def finish(self, users: dict[str, User], excluded: set[str], now: datetime,
                categories: dict[str, str] | None = None, titles: dict[str, str] | None = None) -> TrainingData:
         trained = [user for user_id, user in users.items() if user_id not in excluded]
+        # The customer statistics are the segments' thresholds: over those who may be profiled (an
+        # erasure's suppression record holds no purchases, so it counts for nothing).
+        profiled = [user for user in users.values() if may_profile(user)]
         return TrainingData(
             categories=categories or {}, titles=titles or {},
             interactions=net_of_returns(self.log.finish(), self.returned),
             end=now.timestamp(),
             countries={u.user_id: u.country for u in trained if u.country},
             interests={u.user_id: [key for key, _ in found] for u in trained if (found := declared(u.attributes))},
-            customer_statistics=customer_statistics([u.summary for u in trained], now),
+            customer_statistics=customer_statistics([u.summary for u in profiled], now),
             excluded_users=len(excluded),
         )
 

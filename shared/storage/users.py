@@ -17,15 +17,17 @@ from shared.events import Event, EventType, format_timestamp
 from shared.purchases import MAX_ITEM_KEYS, MAX_ORDER_KEYS, PurchasedItems, item_key, order_key
 from shared.storage import dynamo
 from shared.storage.scan import scan_by_key
-from shared.users import PurchaseSummary, User, UserProfileIn, may_personalize
+from shared.consent import HISTORY_LIMIT, ConsentHistory, ConsentUpdate, Recorder
+from shared.users import PurchaseSummary, User, UserProfileIn, may_profile
 
 
 class UserStore:
     def __init__(self, users_table: str) -> None:
         self.users_table = users_table
 
-    def put_profile(self, user_id: str, profile: UserProfileIn) -> User:
-        """Replace the profile fields; the summary (written at ingest) is never touched here."""
+    def put_profile(self, user_id: str, profile: UserProfileIn, recorder: Recorder) -> User:
+        """Replace the profile fields; the summary (written at ingest) is never touched here. Consent,
+        when sent, is recorded as set_consent records it (the purposes sent, with history)."""
         fields = {
             "country": profile.country,
             "region": profile.region,
@@ -33,10 +35,8 @@ class UserStore:
             "attributes": profile.attributes,
             "updated_at": format_timestamp(datetime.now(timezone.utc)),
         }
-        if profile.consent is not None:
-            fields["consent"] = profile.consent.model_dump()
         present = {name: value for name, value in fields.items() if value is not None}
-        absent = [name for name, value in fields.items() if value is None and name != "consent"]
+        absent = [name for name, value in fields.items() if value is None]
         expression = "SET " + ", ".join(f"#{name} = :{name}" for name in present)
         if absent:
             expression += " REMOVE " + ", ".join(f"#{name}" for name in absent)
@@ -49,7 +49,10 @@ class UserStore:
                 ExpressionAttributeValues=dynamo.serialize({f":{k}": v for k, v in present.items()}),
                 ReturnValues="ALL_NEW",
             )
-        return user_from_row(dynamo.deserialize(response["Attributes"]))
+        row = dynamo.deserialize(response["Attributes"])
+        if profile.consent is not None:
+            row = self.set_consent(user_id, profile.consent, recorder)
+        return user_from_row(row)
 
     def get(self, user_id: str) -> User:
         user = self.find(user_id)
@@ -66,51 +69,98 @@ class UserStore:
         consent in it decides what the caller may be shown."""
         return dynamo.get_item(self.users_table, {"user_id": user_id}, "read user", consistent=True)
 
-    def set_consent(self, user_id: str, personalization: bool) -> dict[str, Any]:
-        with dynamo.aws_faults("record consent"):
-            response = dynamo.client().update_item(
-                TableName=self.users_table, Key=dynamo.serialize({"user_id": user_id}),
-                UpdateExpression="SET consent = :consent, consent_updated_at = :at",
-                ExpressionAttributeValues=dynamo.serialize({
-                    ":consent": {"personalization": personalization},
-                    ":at": format_timestamp(datetime.now(timezone.utc))}),
-                ReturnValues="ALL_NEW")
-        return dynamo.deserialize(response["Attributes"])
+    def consent_history(self, user_id: str) -> ConsentHistory:
+        row = dynamo.get_item(self.users_table, consent_key(user_id), "read consent history", consistent=True)
+        return ConsentHistory(**row) if row and row.get("consent_of") == user_id else ConsentHistory()
 
-    def suppress(self, user_id: str, erased_at: str, status: str) -> bool:
-        """Replace the row by the suppression record of an erasure; True when it keeps an objection.
+    def set_consent(self, user_id: str, update: ConsentUpdate, recorder: Recorder) -> dict[str, Any]:
+        """Record the purposes sent: the row's current state and an entry each in the history, in
+        one transaction, conditional on both as read (a change or erasure in between: read again)."""
+        for delay in dynamo.backoff_delays(6):
+            row = self.row(user_id) or {}
+            history_row = dynamo.get_item(self.users_table, consent_key(user_id), "read consent history",
+                                          consistent=True)
+            at = format_timestamp(datetime.now(timezone.utc))
+            changes = update.changes(at, recorder)
+            after = user_from_row({**row, "user_id": user_id}).consent.after(changes)
+            history = ConsentHistory(**history_row) if history_row else ConsentHistory()
+            entries = [*history.changes, *changes]
+            kept = entries[-HISTORY_LIMIT:]
+            version = (history_row or {}).get("consent_version", 0)
+            stored = row.get("consent")
+            condition, values = ("attribute_not_exists(consent)", {}) if stored is None else \
+                ("consent = :before", {":before": stored})
+            update_row: dict[str, Any] = {
+                "TableName": self.users_table, "Key": dynamo.serialize({"user_id": user_id}),
+                "UpdateExpression": "SET consent = :consent, consent_updated_at = :at",
+                "ConditionExpression": condition,
+                "ExpressionAttributeValues": dynamo.serialize({**values, ":consent": after.recorded(), ":at": at})}
+            record = {**consent_key(user_id), "consent_of": user_id, "consent_version": version + 1,
+                      "dropped": history.dropped + len(entries) - len(kept),
+                      "changes": [_compact(change.model_dump(mode="json")) for change in kept]}
+            put_history: dict[str, Any] = {"TableName": self.users_table, "Item": dynamo.serialize(record)}
+            if history_row is None:
+                put_history["ConditionExpression"] = "attribute_not_exists(user_id)"
+            else:
+                put_history["ConditionExpression"] = "consent_version = :version"
+                put_history["ExpressionAttributeValues"] = dynamo.serialize({":version": version})
+            try:
+                with dynamo.aws_faults("record consent"):
+                    dynamo.client().transact_write_items(TransactItems=[{"Update": update_row}, {"Put": put_history}])
+                return {**row, "user_id": user_id, "consent": after.recorded(), "consent_updated_at": at}
+            except ClientError as error:
+                if dynamo.error_code(error) != "TransactionCanceledException":
+                    raise
+            time.sleep(delay)
+        raise StorageUnavailable("record consent: the customer's consent kept changing; try again")
 
-        The put is conditional on the consent read just before, so an objection recorded in
-        between is never lost: the read and the put are tried again."""
-        forget_purchases = True
+    def suppress(self, user_id: str, erased_at: str, status: str) -> list[str]:
+        """Replace the row by the suppression record of an erasure; the purposes whose withdrawal it
+        keeps (the objections, each with when, where, which text and who: the proof of it).
+
+        The consent history goes with the rest: the record's objections are the proof kept, and
+        grants are consent to processing that the erasure ends. The put is conditional on the
+        consent read just before, so a change recorded in between is never lost: the read and the
+        put are tried again."""
+        optional = {"purchases": True, "history": True}
         for delay in dynamo.backoff_delays(5):
             row = self.row(user_id) or {}
             consent = row.get("consent")
-            objected = bool(row) and not may_personalize(user_from_row(row))
-            record = {"user_id": user_id, "erased_at": erased_at, "erasure_status": status}
-            if objected:
-                record.update(consent=consent, consent_updated_at=row.get("consent_updated_at"))
+            kept = user_from_row({**row, "user_id": user_id}).consent.withdrawn() if row else {}
+            record: dict[str, Any] = {"user_id": user_id, "erased_at": erased_at, "erasure_status": status}
+            if kept:
+                record.update(consent=kept, consent_updated_at=row.get("consent_updated_at"))
             condition, values = ("attribute_not_exists(consent)", {}) if consent is None else \
                 ("consent = :consent", {":consent": consent})
             request: dict[str, Any] = {"TableName": self.users_table, "Item": dynamo.serialize(record),
                                        "ConditionExpression": condition}
             if values:
                 request["ExpressionAttributeValues"] = dynamo.serialize(values)
-            # The purchase keys go in the same transaction: no ingest can slip in between.
-            forget = {"TableName": self.users_table, "Key": dynamo.serialize(purchases_key(user_id)),
-                      "ConditionExpression": "attribute_not_exists(user_id) OR purchases_of = :of",
-                      "ExpressionAttributeValues": dynamo.serialize({":of": user_id})}
-            actions = [{"Put": request}, {"Delete": forget}] if forget_purchases else [{"Put": request}]
+            # The purchase keys and the consent history go in the same transaction: no ingest or
+            # consent change can slip in between. Each names its owner, so a row of a customer whose
+            # id happens to end so is never deleted for one.
+            deletes = {
+                "purchases": {"TableName": self.users_table, "Key": dynamo.serialize(purchases_key(user_id)),
+                              "ConditionExpression": "attribute_not_exists(user_id) OR purchases_of = :of",
+                              "ExpressionAttributeValues": dynamo.serialize({":of": user_id})},
+                "history": {"TableName": self.users_table, "Key": dynamo.serialize(consent_key(user_id)),
+                            "ConditionExpression": "attribute_not_exists(user_id) OR consent_of = :of",
+                            "ExpressionAttributeValues": dynamo.serialize({":of": user_id})},
+            }
+            names = [name for name in deletes if optional[name]]
+            actions = [{"Put": request}, *({"Delete": deletes[name]} for name in names)]
             try:
                 with dynamo.aws_faults("record the erasure"):
                     dynamo.client().transact_write_items(TransactItems=actions)
-                return objected
+                return list(kept)
             except ClientError as error:
                 if dynamo.error_code(error) != "TransactionCanceledException":
                     raise
                 reasons = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
-                if reasons[1:] == ["ConditionalCheckFailed"] and reasons[0] in (None, "None"):
-                    forget_purchases = False  # that key holds a customer whose id ends so, not keys
+                failed = [name for name, code in zip(names, reasons[1:]) if code == "ConditionalCheckFailed"]
+                if failed and reasons[0] in (None, "None"):
+                    for name in failed:  # that key holds a customer whose id ends so
+                        optional[name] = False
                     continue
             time.sleep(delay)
         raise StorageUnavailable("erase: the customer's consent kept changing; try again")
@@ -203,24 +253,38 @@ class UserStore:
                                   ExpressionAttributeValues={":status": {"S": status}}))
 
 
+# A customer's consent history lives in its own item beside the profile row (which every request
+# reads, and must stay small): the user id and this suffix; ``consent_of`` names the owner.
+CONSENT_SUFFIX = "\x00consent"
+
+
+def consent_key(user_id: str) -> dict[str, str]:
+    return {"user_id": user_id + CONSENT_SUFFIX}
+
+
+def _compact(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entry.items() if v is not None}
+
+
 def user_from_row(row: dict) -> User:
     return User.model_validate({**row, "summary": row})
 
 
 def all_user_rows(users_table: str, segments: int = 4) -> dict[str, dict[str, Any]]:
     """Every stored row, by user id (a parallel Scan: for the nightly run, never a request).
-    Customers' purchase keys, kept in their own items, are not rows of customers."""
+    Customers' purchase keys and consent histories, kept in their own items, are not rows of customers."""
     return scan_by_key(users_table, "user_id", lambda row: row, segments,
-                       FilterExpression="attribute_not_exists(purchases_of)")
+                       FilterExpression="attribute_not_exists(purchases_of) AND attribute_not_exists(consent_of)")
 
 
 def withheld(users_table: str, user_ids: list[str], since: str, behavioural: bool) -> set[str]:
     """Of `user_ids`, those a list computed at `since` must no longer show: erased after it, or,
-    for a list built from behaviour, objecting now. Read strongly consistent, as consent decides."""
+    for a list built from behaviour, objecting to profiling now. Read strongly consistent, as
+    consent decides."""
     rows = dynamo.batch_get(users_table, [{"user_id": user} for user in dict.fromkeys(user_ids)],
                             consistent=True, projection="user_id, consent, erased_at")
     return {row["user_id"] for row in rows
-            if row.get("erased_at", "") > since or (behavioural and not may_personalize(user_from_row(row)))}
+            if row.get("erased_at", "") > since or (behavioural and not may_profile(user_from_row(row)))}
 
 
 # --- what ingest writes: the purchase summary, in the same transaction as the events ---

@@ -1,6 +1,6 @@
 """Statistics of the customer base that segmentation compares each customer with.
 
-Computed at training time over every customer who may be personalized, stored in the model
+Computed at training time over every customer who may be profiled (consent to profiling), stored in the model
 artifact (and statistics.json beside it), so that one customer's tags can be computed on request
 against the same thresholds and CLV parameters the nightly run used.
 """

@@ -78,9 +78,9 @@ def test_withdrawing_consent_stops_personalization_at_once(loaded):
     api, user, _ = loaded
     assert api.json("GET", f"/users/{user}/recommendations")[1]["personalized"] is True
 
-    status, profile = api.json("PUT", f"/users/{user}/consent", {"personalization": False})
+    status, answer = api.json("PUT", f"/users/{user}/consent", {"personalization": False})
 
-    assert status == 200 and profile["consent"] == {"personalization": False}
+    assert status == 200 and answer["consent"]["personalization"]["granted"] is False
     assert api.json("GET", f"/users/{user}/recommendations")[1]["strategy"].startswith("no_consent")
     assert api.json("PUT", f"/users/{user}/consent", {"personalization": "no"})[0] == 422
 
@@ -97,6 +97,24 @@ def test_withdrawing_consent_ends_behavioural_memberships_at_once_and_keeps_decl
     after = {m["segment_id"] for m in api.json("GET", f"/users/{user}/export")[1]["segment_memberships"]}
     assert after == {s for s in before if not needs_consent(s)}
     assert all(user not in members_of(api, segment) for segment in behavioural)
+
+
+def test_withdrawing_personalization_alone_keeps_the_segments_and_profiling_alone_the_recommendations(loaded):
+    api, user, _ = loaded
+    before = {m["segment_id"] for m in api.json("GET", f"/users/{user}/export")[1]["segment_memberships"]}
+
+    assert api.json("PUT", f"/users/{user}/consent", {"personalization": {"granted": False}})[0] == 200
+    assert {m["segment_id"] for m in api.json("GET", f"/users/{user}/export")[1]["segment_memberships"]} == before
+    assert api.json("GET", f"/users/{user}/recommendations")[1]["personalized"] is False
+
+    assert api.json("PUT", f"/users/{user}/consent", {"personalization": {"granted": True},
+                                                      "profiling": {"granted": False}, "source": "backend"})[0] == 200
+    assert api.json("GET", f"/users/{user}/recommendations")[1]["personalized"] is True
+    after = {m["segment_id"] for m in api.json("GET", f"/users/{user}/export")[1]["segment_memberships"]}
+    assert after == {s for s in before if not needs_consent(s)}
+    history = api.json("GET", f"/users/{user}/consent")[1]["history"]["changes"]
+    assert [(c["purpose"], c["granted"]) for c in history] == [
+        ("personalization", False), ("personalization", True), ("profiling", False)]
 
 
 def members_of(api, segment_id: str) -> set[str]:
@@ -124,7 +142,10 @@ def test_an_erasure_keeps_only_a_suppression_record_with_the_objection(local_api
     # The customer comes back: the objection still holds, for every answer.
     local_api.json("PUT", "/users/u-obj", {"country": "FR"})
     local_api.json("POST", "/events", {"events": [purchase("p-2", user_id="u-obj", timestamp=ago(seconds=0))]})
-    assert local_api.json("GET", "/users/u-obj")[1]["consent"] == {"personalization": False}
+    consent = local_api.json("GET", "/users/u-obj/consent")[1]
+    assert {p: s["granted"] for p, s in consent["consent"].items() if s["source"] != "default"} == \
+        {"personalization": False, "profiling": False}
+    assert consent["history"]["changes"] == []  # the history goes; the objections are the proof kept
     assert local_api.json("GET", "/users/u-obj/recommendations")[1]["strategy"].startswith("no_consent")
 
 

@@ -124,7 +124,8 @@ def test_a_customer_can_object_and_be_forgotten_by_themselves(api):
     assert customer.json("DELETE", "/users/u-1")[0] == 200
     forgotten = api.json("GET", "/users/u-1")[1]  # only the suppression record, with the objection
     assert forgotten["erased_at"] and forgotten["summary"]["purchase_count"] == 0
-    assert forgotten["consent"] == {"personalization": False}
+    assert forgotten["consent"]["personalization"]["granted"] is False
+    assert forgotten["consent"]["personalization"]["by"] == "customer"
 
 
 def test_an_expired_token_is_refused_with_the_reason(api):

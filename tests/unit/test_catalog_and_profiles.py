@@ -58,7 +58,8 @@ def test_a_profile_keeps_the_purchase_summary_and_consent(api):
     assert status == 200
     assert user["country"] == "FR"
     assert user["attributes"] == {"age_band": "25-34"}
-    assert user["consent"] == {"personalization": False}
+    assert user["consent"]["personalization"]["granted"] is False
+    assert user["consent"]["profiling"]["granted"] is False  # the single flag sets both
     assert user["summary"]["purchase_count"] == 1
 
 

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from shared.catalog import Item
+from shared.consent import Recorder
 from shared.events import EventType
 from shared.history import HistoryEvent
 from shared.serving.model import ServingModel
@@ -268,11 +269,11 @@ def test_a_trained_artifact_carries_popular_by_interest():
 
 
 def test_the_training_loader_reads_declared_interests_of_those_it_may_train_on(moto_tables):
-    users = UserStore(moto_tables["UsersTable"])
-    users.put_profile("u-1", UserProfileIn(country="DE", attributes={"interests": ["  Cooking", "pets"]}))
+    users, backend = UserStore(moto_tables["UsersTable"]), Recorder("trusted")
+    users.put_profile("u-1", UserProfileIn(country="DE", attributes={"interests": ["  Cooking", "pets"]}), backend)
     users.put_profile("u-2", UserProfileIn(attributes={"interests": ["reading"]},
-                                           consent={"personalization": False}))
-    users.put_profile("u-3", UserProfileIn(attributes={"age_band": "25-34"}))
+                                           consent={"personalization": False}), backend)
+    users.put_profile("u-3", UserProfileIn(attributes={"age_band": "25-34"}), backend)
     store_events(moto_tables["EventsTable"], [purchase("p-1", user_id="u-1", item_id="a", timestamp=ago(days=2))])
 
     data = load_training_data(moto_tables["EventsTable"], moto_tables["UsersTable"], TrainingConfig(),

@@ -58,7 +58,8 @@ MAY_DELETE = {
     "PrivacyFunction": {
         ("dynamodb:BatchWriteItem", "EventsTable"): "erasure deletes the customer's events",
         ("dynamodb:BatchWriteItem", "SegmentsTable"): "erasure and an objection end segment memberships",
-        ("dynamodb:DeleteItem", "UsersTable"): "erasure deletes the customer's already-bought and orders sets",
+        ("dynamodb:DeleteItem", "UsersTable"): "erasure deletes the customer's already-bought and orders sets "
+                                                "and consent history",
     },
     "SegmentsFunction": {
         ("dynamodb:DeleteItem", "SegmentsTable"): "DELETE /segments/{segment_id} deletes a custom definition",
@@ -394,6 +395,7 @@ def test_every_aws_call_the_functions_make_is_granted_by_their_policies(api, mot
                                          {"visitor_token": visitor["token"]})[0] == 200
     assert api.json("GET", f"/users/{shopper}/export")[0] == 200
     assert api.json("PUT", f"/users/{shopper}/consent", {"personalization": False})[0] == 200
+    assert api.json("GET", f"/users/{shopper}/consent")[0] == 200
     assert api.json("DELETE", f"/users/{shopper}")[0] == 200
 
     names = {physical: logical for logical, physical in moto_tables.items()} | {MODEL_BUCKET: "ModelBucket",
