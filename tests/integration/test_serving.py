@@ -203,10 +203,15 @@ def test_rank_orders_the_given_items_and_keeps_unknown_ones_at_the_end(api):
 
     assert status == 200 and body["personalized"]
     order = [i["item_id"] for i in body["items"]]
-    assert order[-1] == "mystery" and body["items"][-1]["known"] is False
-    scores = [i["score"] for i in body["items"][:-1]]
-    assert scores == sorted(scores, reverse=True)
-    assert order.index(best[0]) < len(order) - 1
+    known = [i for i in body["items"] if i["known"]]
+    # Known items first, best first; then the unknown ones (the mystery id, and any catalog item
+    # the model has no interactions of at this hour's training window) in the order sent.
+    assert body["items"][:len(known)] == known and best[0] in order[:len(known)]
+    assert [i["score"] for i in known] == sorted((i["score"] for i in known), reverse=True)
+    unknown = [i["item_id"] for i in body["items"][len(known):]]
+    assert "mystery" in unknown and all(i["score"] is None for i in body["items"][len(known):])
+    sent = [*others, "mystery", *best]
+    assert unknown == sorted(unknown, key=sent.index)
 
 
 def test_popular_items_by_country_and_category(api):
