@@ -231,8 +231,15 @@ class ModelStore:
 
     def manifests(self) -> list[Manifest]:
         active = self.active()
-        found = [self._with_state(Manifest.model_validate_json(self.blobs.get(key)), active)
-                 for key in self.blobs.keys("models/") if key.endswith("/manifest.json")]
+        found = []
+        for key in self.blobs.keys("models/"):
+            if not key.endswith("/manifest.json"):
+                continue
+            try:
+                raw = self.blobs.get(key)
+            except NotFound:  # pruned by a training run between the listing and this read
+                continue
+            found.append(self._with_state(Manifest.model_validate_json(raw), active))
         return sorted(found, key=lambda m: m.started_at, reverse=True)
 
     def active(self) -> ActivePointer | None:
