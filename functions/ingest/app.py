@@ -25,11 +25,11 @@ from shared.ingestion import IngestResult, ingest_events
 from shared.observability import logger, metrics, tracer
 from shared.storage.catalog import CatalogStore
 from shared.storage.events import EventStore
-from shared.storage.secrets import visitor_tokens as stored_visitor_tokens
+from shared.storage.secrets import configured_visitor_tokens as visitor_tokens
 from shared.storage.users import UserStore
 from shared.users import User, UserProfileIn
 from shared.validation import FieldError, Rejection, validate_each
-from shared.visitors import InvalidVisitorToken, VisitorTokens, new_visitor_id
+from shared.visitors import InvalidVisitorToken, new_visitor_id
 
 settings = get_settings()
 events_store = EventStore(settings.events_table, settings.users_table, settings.ingest_concurrency)
@@ -39,10 +39,6 @@ app = create_app()
 # Every linked visitor id is kept (export and erasure cover them all); past this many a new link is
 # refused (409), which keeps the profile row, read on every request, under one 4 KB read unit.
 MAX_LINKED_VISITORS = 100
-
-
-def visitor_tokens() -> VisitorTokens:
-    return stored_visitor_tokens(settings.visitor_token_secret_arn, settings.visitor_token_secret)
 
 
 class EventBatchIn(BaseModel):

@@ -20,7 +20,6 @@ from shared.http_params import PathId
 from shared.observability import logger, metrics, tracer
 from shared.serving.active_model import ActiveModel, CachedPopular
 from shared.serving.model import ServingModel
-from shared.visitors import VisitorTokens
 from shared.serving.answers import (BasketRecommendations, BoughtTogether, PopularItems, Ranking, Recommendations,
                                     Similar)
 from shared.serving.complements import BoughtTogetherRules, ComplementData, ComplementSources, ModelComplements
@@ -28,7 +27,7 @@ from shared.serving.recommender import Mix, Recommender, Sources
 from shared.storage.catalog import CatalogStore, catalog_details, newest_in_category
 from shared.storage.history import recent_history_of
 from shared.storage.models import ModelStore
-from shared.storage.secrets import visitor_tokens as stored_visitor_tokens
+from shared.storage.secrets import configured_visitor_tokens as visitor_tokens
 from shared.storage.users import UserStore, purchased_items
 
 settings = get_settings()
@@ -129,10 +128,6 @@ def get_visitor_recommendations(
     visitor_id: PathId, limit: Limit = 10, category: InCategory = None, exclude: Excluded = None,
 ) -> Recommendations:
     return get_recommendations(visitor_id, limit, category, exclude)
-
-
-def visitor_tokens() -> VisitorTokens:
-    return stored_visitor_tokens(settings.visitor_token_secret_arn, settings.visitor_token_secret)
 
 
 @app.post(

@@ -12,6 +12,7 @@ from functools import lru_cache
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from shared.config import get_settings
 from shared.errors import StorageUnavailable
 from shared.storage.dynamo import CLIENT_CONFIG
 from shared.visitors import VisitorTokens
@@ -28,3 +29,9 @@ def visitor_tokens(secret_arn: str, local_key: str) -> VisitorTokens:
     if local_key:
         return VisitorTokens(local_key.encode())
     raise StorageUnavailable("visitor tokens are not configured: VISITOR_TOKEN_SECRET_ARN is empty")
+
+
+def configured_visitor_tokens() -> VisitorTokens:
+    """The visitor tokens of this function's settings (the functions that take visitors call this)."""
+    settings = get_settings()
+    return visitor_tokens(settings.visitor_token_secret_arn, settings.visitor_token_secret)
