@@ -10,7 +10,7 @@ import pytest
 from scipy.sparse import csr_matrix
 
 from shared.training.artifact import CorruptArtifact, ModelArtifact, sha256
-from shared.training.config import TrainingConfig
+from shared.training.config import BlendWeights, TrainingConfig
 from shared.training.evaluation import Metrics, ranking_metrics, top_items
 from shared.training.interactions import InteractionLog, TooManyInteractions
 from shared.training.matrix import DAY, confidence_matrix, interaction_weights
@@ -146,7 +146,10 @@ def test_a_model_holds_no_customer_id_and_no_customer_row():
     user_ids = {e["user_id"] for e in events}
     countries = {user: "DE" for user in user_ids}
 
-    outcome = train_model(TrainingData(interactions_of(events), NOW, countries), TrainingConfig())
+    # Every part of the blend, so every array a model can hold is written and searched; a chosen
+    # blend may leave the neighbours out.
+    every_part = TrainingConfig(blend=BlendWeights(als=1, knn=1, popularity=1))
+    outcome = train_model(TrainingData(interactions_of(events), NOW, countries), every_part)
     data = outcome.artifact.to_bytes()
 
     assert outcome.artifact.popular_by_country["DE"]  # the per-country aggregate is still there
