@@ -41,7 +41,8 @@ from devstack.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, client, cr
 from devstack.gateway import LambdaContext, api_event, load_handler  # noqa: E402
 from devstack.local_auth import customer_context  # noqa: E402
 from devstack.template import http_routes, load_template  # noqa: E402
-from shared.storage.models import LocalBlobs, Manifest, ModelStore  # noqa: E402
+from shared.storage.blobs import LocalBlobs  # noqa: E402
+from shared.storage.models import Manifest, ModelStore  # noqa: E402
 from shared.training.artifact import ModelArtifact  # noqa: E402
 from shared.training.config import TrainingConfig  # noqa: E402
 

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from devstack.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, client, create_tables, write_items  # noqa: E402
-from shared.storage.models import LocalBlobs, ModelStore  # noqa: E402
+from shared.storage.blobs import LocalBlobs  # noqa: E402
+from shared.storage.models import ModelStore  # noqa: E402
 from shared.storage.training_data import load_training_data  # noqa: E402
 from shared.training.config import TrainingConfig  # noqa: E402
 from shared.training.job import run_training  # noqa: E402

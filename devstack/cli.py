@@ -8,6 +8,7 @@
     devstack token USER_ID         a signed-in customer's bearer token for the local stack
     devstack credentials           curl options that sign requests as the shop's backend
     devstack secret                the x-devstack-secret header value that opens the stack's /dev/ helpers
+    devstack bus [-n 20]           the local event bus's last entries (triggers, docs/triggers.md)
 """
 
 from __future__ import annotations
@@ -114,16 +115,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     api = ApiClient.for_stack(args.state_dir)
     shop = generate_shop(seed=args.seed, n_users=args.users, n_items=args.items)
     print(f"demo shop: {len(shop.items):,} items, {len(shop.users):,} customers, "
-          f"{len(shop.events):,} events over a year")
+          f"{len(shop.events):,} events over a year, {len(shop.messages):,} messages sent")
     report_totals("catalog", api.put_items(shop.items, progress=progress_printer("items", len(shop.items))))
     started = time.monotonic()
     api.put_users(shop.users)
     print(f"  profiles: {len(shop.users):,} stored in {time.monotonic() - started:.1f} s")
     started = time.monotonic()
-    totals = api.send_events(shop.events, progress=progress_printer("events", len(shop.events)))
+    everything = shop.all_events()  # by time: each message sent before the sessions that answer it
+    totals = api.send_events(everything, progress=progress_printer("events", len(everything)))
     seconds = time.monotonic() - started
     report_totals("events", totals)
-    print(f"  ingest rate over HTTP: {len(shop.events) / seconds:,.0f} events/s")
+    print(f"  ingest rate over HTTP: {len(everything) / seconds:,.0f} events/s")
 
     again = api.send_events(shop.events[:1000])
     print(f"  the first 1,000 events sent again: {again.accepted} accepted, "
@@ -309,6 +311,23 @@ def cmd_secret(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bus(args: argparse.Namespace) -> int:
+    """The local bus's last entries, through the gateway's GET /dev/bus, one line each."""
+    import urllib.parse
+    import urllib.request
+
+    state, auth = stack.running(args.state_dir)
+    query = urllib.parse.urlencode({"limit": args.n, **({"detail_type": args.detail_type} if args.detail_type else {})})
+    request = urllib.request.Request(f"{state.url}/dev/bus?{query}", headers={"x-devstack-secret": auth.dev_secret})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        entries = json.loads(response.read())["entries"]
+    for entry in entries:
+        print(entry["Time"], entry["DetailType"], entry["Detail"])
+    if not entries:
+        print("the local bus is empty", file=sys.stderr)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="devstack", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -352,6 +371,9 @@ def parser() -> argparse.ArgumentParser:
     command("credentials", cmd_credentials, "print curl options signing as the shop's backend")
     command("sam-env", cmd_sam_env, "write the --env-vars file for sam local start-api (prints its path)")
     command("secret", cmd_secret, "print the secret the local stack's /dev/ helpers want (x-devstack-secret)")
+    bus = command("bus", cmd_bus, "print the local event bus's last entries (triggers)")
+    bus.add_argument("-n", type=int, default=20, help="how many, the newest (1 to 1000)")
+    bus.add_argument("--detail-type", default=None, help='only these, e.g. "Segment Entered"')
     return main
 
 

@@ -9,14 +9,19 @@ What the recommender and the segments must find in it:
   RFM and lifecycle segments should recover;
 - visits are sessions (views, sometimes add-to-cart, sometimes an order of one or more items),
   with a preferred channel per customer, occasional discounts and email or push campaigns;
-- more activity in late November and December, and at weekends.
+- more activity in late November and December, and at weekends;
+- the messages the shop sent (`ShopData.messages`, message_sent events): a monthly campaign
+  (`cmp-<YYYYMM>-<channel>`, the ids the campaign sessions above carry, so those sessions count as
+  responses) to each customer subscribed to email or push (everyone who answered one, and
+  `SUBSCRIBED` of the others, who opt in to that channel), and for `PROMOTED` of the email
+  subscribers a promotion every five days over the last four weeks that nobody answers (fatigue).
 
 Deterministic for a seed; everything is built as the API expects it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -57,6 +62,11 @@ ACTIVE_WINDOW = {"new": (30, 0), "loyal": (365, 0), "lapsing": (330, 75), "churn
                  "one-off": (365, 0)}
 VISITS_PER_YEAR = {"new": 60, "loyal": 40, "lapsing": 24, "churned": 18, "one-off": 1}
 FAVOURITE_SHARE = 0.75
+# The contact budget's demo: the share of customers who never answered a campaign on a channel but
+# are subscribed to it all the same, and of email subscribers who also get the weekly promotion.
+SUBSCRIBED = 0.3
+PROMOTED = 0.2
+MESSAGE_CHANNELS = ("email", "push")
 
 
 @dataclass
@@ -65,6 +75,12 @@ class ShopData:
     users: list[dict[str, Any]]
     events: list[dict[str, Any]]
     archetypes: dict[str, str]
+    # The shop's own message_sent events (they name no item), apart from the customers' behaviour.
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    def all_events(self) -> list[dict[str, Any]]:
+        """Behaviour and messages sent, by time (each send before the sessions that answer it)."""
+        return sorted(self.events + self.messages, key=lambda e: e["timestamp"])
 
 
 def generate_shop(seed: int = 7, n_users: int = 2000, n_items: int = 500, days: int = 365,
@@ -73,6 +89,9 @@ def generate_shop(seed: int = 7, n_users: int = 2000, n_items: int = 500, days: 
     # Interests come from a stream of their own: every other value is the same as before they
     # followed the favourite categories.
     interest_rng = np.random.default_rng([seed, 7])
+    # So do the messages sent (the contact budget, issue 16).
+    message_rng = np.random.default_rng([seed, 16])
+    messages: list[dict[str, Any]] = []
     end = end or datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     catalog = _Catalog(rng, n_items, days, end, currency)
     users, archetypes, events = [], {}, []
@@ -86,9 +105,12 @@ def generate_shop(seed: int = 7, n_users: int = 2000, n_items: int = 500, days: 
             user["attributes"]["interests"] = _interests(interest_rng, customer.favourites,
                                                          len(user["attributes"]["interests"]))
         users.append(user)
-        events += customer.events()
+        own = customer.events()
+        events += own
+        messages += _messages(message_rng, user, own, end)
     events.sort(key=lambda e: e["timestamp"])
-    return ShopData(catalog.items, users, events, archetypes)
+    messages.sort(key=lambda e: e["timestamp"])
+    return ShopData(catalog.items, users, events, archetypes, messages)
 
 
 class _Catalog:
@@ -234,6 +256,38 @@ def _user(rng: np.random.Generator, user_id: str) -> dict[str, Any]:
     if rng.random() < 0.03:
         user["consent"] = {"personalization": False}
     return user
+
+
+def _messages(rng: np.random.Generator, user: dict[str, Any], own: list[dict[str, Any]],
+              end: datetime) -> list[dict[str, Any]]:
+    """The shop's sends to one customer, from their first visit on; subscribers opt in (`user`'s consent)."""
+    if not own:
+        return []
+    answered = {e["campaign_id"].rsplit("-", 1)[1] for e in own if e.get("campaign_id")}
+    first = min(datetime.fromisoformat(e["timestamp"]) for e in own)
+    subscribed = [c for c in MESSAGE_CHANNELS if c in answered or rng.random() < SUBSCRIBED]
+    if not subscribed:
+        return []
+    user["consent"] = {**user.get("consent", {}), **{c: {"granted": True} for c in subscribed},
+                       "source": "web-signup"}
+    sends = []
+    month = first.replace(day=1, hour=0, minute=0, second=0)
+    while month <= end:
+        # The first month's message goes out just before their first visit, never before they came.
+        moment = max(month, first - timedelta(hours=1))
+        sends += [_sent(user["user_id"], f"cmp-{month:%Y%m}-{c}", c, moment) for c in subscribed]
+        month = (month + timedelta(days=32)).replace(day=1)
+    if "email" in subscribed and rng.random() < PROMOTED:
+        for number in range(6):  # every five days over the last four weeks: fatigue, unless answered
+            moment = (end - timedelta(days=28 - 5 * number)).replace(hour=9, minute=0, second=0, microsecond=0)
+            if moment >= first:
+                sends.append(_sent(user["user_id"], f"promo-{moment:%Y%m%d}-email", "email", moment))
+    return sends
+
+
+def _sent(user_id: str, campaign: str, channel: str, moment: datetime) -> dict[str, Any]:
+    return {"event_id": f"{user_id}-{campaign}", "user_id": user_id, "event_type": "message_sent",
+            "timestamp": _iso(moment), "channel": channel, "campaign_id": campaign}
 
 
 def _interests(rng: np.random.Generator, favourites: list[str], count: int) -> list[str]:

@@ -6,9 +6,10 @@ like one warm Lambda instance (the Powertools resolver keeps per-request state o
 
 Authentication is API Gateway's, with local keys (devstack.local_auth): a bearer token is
 checked as the public API's JWT authorizer checks it, a SigV4 signature as the trusted API's
-IAM authorizer does, and the function receives the same requestContext.authorizer. Two
-endpoints exist only here, for the demo pages: POST /dev/token ("sign in as" a customer) and
-/dev/trusted/<path> (a request forwarded as the shop's backend, which signs on AWS). They open
+IAM authorizer does, and the function receives the same requestContext.authorizer. Three
+endpoints exist only here, for the demo pages: POST /dev/token ("sign in as" a customer),
+/dev/trusted/<path> (a request forwarded as the shop's backend, which signs on AWS), and GET /dev/bus
+reads the local event bus (docs/triggers.md) for the tests and the marketer page. They open
 only with the stack's secret (the x-devstack-secret header, or the cookie the demo pages come
 with), never to another origin's page.
 
@@ -46,9 +47,11 @@ from devstack.docs_site import docs_response
 from devstack.http_response import HttpResponse
 from devstack.web_site import PAGES, web_response
 from devstack.local_auth import LocalAuth, Rejected, host_url, trusted_context
+from devstack.local_jobs import LocalJobs
 from devstack.local_trainer import LocalTrainer
 from devstack.template import PROJECT_ROOT, Route, http_routes, resources
 from shared.config import Settings
+from shared.storage.bus import LocalBus
 
 DEV_PREFIX = "/dev/"
 DEV_TRUSTED_PREFIX = "/dev/trusted"
@@ -182,6 +185,7 @@ class Gateway:
         self._locks = {name: threading.Lock() for name in self.functions}
         self._load_lock = threading.Lock()
         self.trainer = self._local_trainer(template)
+        self.jobs: dict[str, LocalJobs] = {}  # by function module: their background jobs
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         """The route for a path as sent (percent-encoded), and its parameters decoded."""
@@ -203,6 +207,8 @@ class Gateway:
         """What differs locally is injected into a function here; its code never asks where it runs."""
         if hasattr(module, "trainer"):  # the admin function: its AWS trainer invokes a Lambda
             module.trainer = self.trainer
+        if hasattr(module, "runner"):  # the campaigns function: on AWS it invokes itself for the job
+            module.runner = self.jobs.setdefault(module.__name__, LocalJobs(module.run))
 
     def _local_trainer(self, template: dict[str, Any]) -> LocalTrainer:
         """The function the admin function starts (its TRAIN_FUNCTION_NAME), run in-process."""
@@ -245,6 +251,8 @@ class Gateway:
         path = urlsplit(target).path
         if path == "/dev/token" and method == "POST":
             return self._dev_token(body)
+        if path == "/dev/bus" and method == "GET":
+            return _dev_bus(urlsplit(target).query)
         if path.startswith(DEV_TRUSTED_PREFIX + "/"):
             # The backend signs its own requests: the browser's credentials stay here.
             dropped = ("authorization", "cookie", DEV_SECRET_HEADER)
@@ -338,6 +346,27 @@ def _open_route(route: Route, headers: dict[str, str]) -> bool:
     request is not SigV4-signed for the trusted API's copy of it."""
     signed = {k.lower(): v for k, v in headers.items()}.get("authorization", "").startswith("AWS4-HMAC-SHA256")
     return "none" in route.authenticated_by and not (signed and "iam" in route.authenticated_by)
+
+
+DEV_BUS_LIMIT = 1000
+
+
+def _dev_bus(query: str) -> HttpResponse:
+    """GET /dev/bus?detail_type=...&since=...&limit=...: the local bus's newest entries, newest last,
+    as EventBridge would deliver them (Detail as JSON text). Empty when the stack has no bus file."""
+    params = dict(parse_qsl(query))
+    try:
+        limit = int(params.get("limit", "100"))
+        if not 1 <= limit <= DEV_BUS_LIMIT:
+            raise ValueError
+        if params.get("since"):
+            datetime.fromisoformat(params["since"].replace("Z", "+00:00"))
+    except ValueError:
+        return _json(400, {"error": {"code": "invalid_request", "message": (
+            f"limit: 1 to {DEV_BUS_LIMIT}; since: an ISO 8601 time")}})
+    path = os.environ.get("LOCAL_BUS_FILE")
+    entries = LocalBus(Path(path)).read(params.get("detail_type"), params.get("since"), limit) if path else []
+    return _json(200, {"entries": entries})
 
 
 def _cookie(header: str, name: str) -> str | None:

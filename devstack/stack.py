@@ -27,6 +27,7 @@ from devstack.template import PROJECT_ROOT, function_environment, load_template,
 DEFAULT_STATE_DIR = PROJECT_ROOT / ".devstack"
 DEFAULT_PORT = 3000
 TABLE_PREFIX = "shop-recs"
+BUS_FILE = "bus.jsonl"  # the local event bus (shared/storage/bus.py, LocalBus)
 
 
 class StackError(RuntimeError):
@@ -88,8 +89,10 @@ def local_environment(template: dict[str, Any], endpoint: str, tables: dict[str,
     # The train function is never invoked by name locally: the gateway gives the admin function
     # a trainer that runs its handler in a thread (devstack/local_trainer.py).
     # No Secrets Manager here: VisitorTokenSecret's ARN is empty and the key itself is given.
+    # Campaign exports go to LOCAL_CAMPAIGN_DIR instead of CampaignBucket (below).
     refs = {**tables, "ModelBucket": f"{TABLE_PREFIX}-models", "TrainFunction": f"{TABLE_PREFIX}-TrainFunction",
-            "VisitorTokenSecret": ""}
+            "CampaignBucket": f"{TABLE_PREFIX}-campaigns",
+            "VisitorTokenSecret": "", "ShopEventsBus": f"{TABLE_PREFIX}-events"}
     environment: dict[str, str] = {}
     for function in resources(template, "AWS::Serverless::Function"):
         for name, value in function_environment(template, function, refs, {}).items():
@@ -100,6 +103,10 @@ def local_environment(template: dict[str, Any], endpoint: str, tables: dict[str,
     environment.update({
         "AWS_ENDPOINT_URL_DYNAMODB": endpoint,
         "LOCAL_MODEL_DIR": str(state_dir / "models"),
+        # Campaign exports and their status: what the campaign bucket holds on AWS.
+        "LOCAL_CAMPAIGN_DIR": str(state_dir / "campaigns"),
+        # Triggers go to a JSON Lines file instead of EventBridge; GET /dev/bus reads it.
+        "LOCAL_BUS_FILE": str(state_dir / BUS_FILE),
         "OPENBLAS_NUM_THREADS": "1",
         "MODEL_REFRESH_SECONDS": "5",  # a model trained locally is served within seconds
         "POWERTOOLS_TRACE_DISABLED": "true",
@@ -115,6 +122,7 @@ def serve(port: int, state_dir: Path, dynamodb_port: int = 0, persist: bool = Fa
     state_dir.mkdir(parents=True, exist_ok=True)
     if not persist:  # models trained on data that is gone would serve items nobody bought
         shutil.rmtree(state_dir / "models", ignore_errors=True)
+        (state_dir / BUS_FILE).unlink(missing_ok=True)  # events about data that is gone
     if port_in_use(port):
         raise StackError(f"port {port} is in use by another program: pick another with --port")
     template = load_template()

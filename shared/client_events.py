@@ -6,6 +6,8 @@ The shop's backend sends everything on POST /events. A client's batch is held to
 - behaviour only: views, cart changes, clicks and searches. Purchases and returns are refused:
   they carry money, and only the shop's backend, which took the payment, can vouch for it, so
   revenue, RFM and the bought set never count what a page claims;
+  message_sent events are refused too: a send counts against the customer's contact budget
+  (shared/contact.py), so only the shop's backend, which sent it, records it;
 - recent: at most 7 days old (an app's offline queue), never in the future (as for every event);
 - small batches (100) and a budget per token and window (shared/config.py), checked in storage.
 """

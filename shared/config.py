@@ -8,7 +8,11 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from shared.contact import DEFAULT_CONTACT_CAPS, ContactCaps, caps_from_text
 
 
 class Settings(BaseModel):
@@ -22,6 +26,14 @@ class Settings(BaseModel):
 
     # Where model versions live: the bucket on AWS, a folder on the local stack.
     local_model_dir: str | None = Field(alias="LOCAL_MODEL_DIR", default=None)
+    # Where triggers are published (docs/triggers.md): an EventBridge bus on AWS, a JSON Lines file on
+    # the local stack; with neither, publishing is off.
+    event_bus_name: str | None = Field(alias="EVENT_BUS_NAME", default=None)
+    local_bus_file: str | None = Field(alias="LOCAL_BUS_FILE", default=None)
+    # Where campaign exports and their status live: a bucket on AWS (its objects expire: they name
+    # customers), a folder on the local stack. Only the Campaigns function has them.
+    campaign_bucket: str = Field(alias="CAMPAIGN_BUCKET", default="")
+    local_campaign_dir: str | None = Field(alias="LOCAL_CAMPAIGN_DIR", default=None)
     # The function POST /models/train starts, asynchronously (the local stack runs it in a thread).
     train_function_name: str = Field(alias="TRAIN_FUNCTION_NAME", default="")
 
@@ -55,6 +67,10 @@ class Settings(BaseModel):
     client_events_window_seconds: int = Field(alias="CLIENT_EVENTS_WINDOW_SECONDS", default=600, ge=1)
     # Request bodies above this are refused with 413 before any parsing.
     max_body_bytes: int = Field(alias="MAX_BODY_BYTES", default=2_000_000, ge=1024)
+    # The contact budget (shared/contact.py): at most count messages per channel in days, e.g.
+    # "email:2/7,sms:1/7,push:3/7"; a channel left out is not capped. Bad text fails at cold start.
+    contact_caps: Annotated[ContactCaps, BeforeValidator(caps_from_text)] = Field(
+        alias="CONTACT_CAPS", default_factory=lambda: ContactCaps.parse(DEFAULT_CONTACT_CAPS))
 
 
 @lru_cache(maxsize=1)

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.consent import CONTACT_CHANNELS
 from shared.limits import ID_PATTERN, MAX_ID_BYTES, MAX_PROPERTIES_BYTES, at_most_bytes, fits_id_bytes
 from shared.validation import Checked, validate_each
 
@@ -110,10 +111,14 @@ class EventType(StrEnum):
     RETURN = "return"
     CLICK = "click"  # an item clicked, e.g. in a list of recommendations
     SEARCH = "search"  # the customer searched: properties.query; item_id optional (a result picked)
+    # The shop sent the customer a message (shared/contact.py): campaign_id, channel email, sms or
+    # push; no item. Only the shop's backend records these.
+    MESSAGE_SENT = "message_sent"
 
 
-# The one type whose item_id may be left out: a search is about no item in particular.
-ITEMLESS_EVENTS = frozenset({EventType.SEARCH})
+# The types whose item_id may be left out: a search is about no item in particular, and a message
+# sent names none (it may not: an item would put it in the customer's history).
+ITEMLESS_EVENTS = frozenset({EventType.SEARCH, EventType.MESSAGE_SENT})
 
 
 class Channel(StrEnum):
@@ -123,6 +128,7 @@ class Channel(StrEnum):
     STORE = "store"
     EMAIL = "email"
     PUSH = "push"
+    SMS = "sms"
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -138,7 +144,9 @@ class Event(BaseModel):
     event_id: Identifier
     user_id: Identifier
     item_id: Identifier | None = Field(
-        default=None, description="Required, except for search events (where it may name a result picked)")
+        default=None, description=(
+            "Required, except for search events (where it may name a result picked) and message_sent "
+            "events (which name no item)"))
     event_type: EventType
     timestamp: Moment = Field(description="ISO 8601 with a zone, e.g. 2025-03-01T10:00:00Z")
     quantity: Annotated[int, Strict(), Field(ge=1, le=100_000)] = 1
@@ -162,7 +170,9 @@ class Event(BaseModel):
             "order); on a return, the order it returns from"
         ),
     )
-    campaign_id: Identifier | None = Field(default=None, description="Campaign the event is attributed to")
+    campaign_id: Identifier | None = Field(default=None, description=(
+        "Campaign the event is attributed to; required for message_sent. An event carrying the campaign "
+        "of a message sent counts as a response to it"))
     properties: Annotated[
         dict[PropertyKey, PropertyValue], Field(max_length=50), AfterValidator(at_most_bytes(MAX_PROPERTIES_BYTES))
     ] = Field(default_factory=dict, description=f"At most 50, and {MAX_PROPERTIES_BYTES:,} bytes when stored; "
@@ -198,6 +208,18 @@ class Event(BaseModel):
             query = self.properties.get("query")
             if not isinstance(query, str) or not query.strip():
                 raise ValueError("properties.query: required for search events: the text searched, not blank")
+        return self
+
+    @model_validator(mode="after")
+    def _message_sent(self) -> Event:
+        if self.event_type is not EventType.MESSAGE_SENT:
+            return self
+        if self.item_id is not None:
+            raise ValueError("item_id: a message_sent event names no item (put what it showed in properties)")
+        if self.campaign_id is None:
+            raise ValueError("campaign_id: required for message_sent events: the campaign the message belongs to")
+        if self.channel not in CONTACT_CHANNELS:
+            raise ValueError(f"channel: a message is sent by email, sms or push, not {self.channel}")
         return self
 
     @model_validator(mode="after")

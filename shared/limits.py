@@ -12,9 +12,9 @@ transaction of a user's events can never reach 4 MB.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic_core import PydanticCustomError
 
@@ -69,3 +69,22 @@ def at_most_bytes(limit: int):  # noqa: ANN201 - a pydantic AfterValidator
         return value
 
     return check
+
+
+T = TypeVar("T")
+
+
+def chunks_within(items: Iterable[T], count: int, max_bytes: int, size: Callable[[T], int]) -> Iterator[list[T]]:
+    """`items` in order, at most `count` and `max_bytes` (by `size`) a chunk: a batch API's limits
+    (DynamoDB's transactions, EventBridge's PutEvents). An item larger than `max_bytes` goes alone."""
+    chunk: list[T] = []
+    total = 0
+    for item in items:
+        item_size = size(item)
+        if chunk and (len(chunk) == count or total + item_size > max_bytes):
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(item)
+        total += item_size
+    if chunk:
+        yield chunk

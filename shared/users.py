@@ -13,6 +13,7 @@ from pydantic import (
 )
 
 from shared.consent import Consent, ConsentUpdate, Purpose, stored_consent
+from shared.contact import ContactLedger
 from shared.events import Event, EventType, Identifier, StoredFloat, StoredInt
 from shared.limits import MAX_ATTRIBUTES_BYTES, at_most_bytes
 from shared.purchases import order_key
@@ -97,6 +98,8 @@ class User(BaseModel):
     attributes: dict = Field(default_factory=dict)
     consent: Consent = Field(default_factory=Consent, description="Per purpose: granted, when, where, which text")
     summary: PurchaseSummary = Field(default_factory=PurchaseSummary)
+    contacts: ContactLedger = Field(default_factory=ContactLedger, description=(
+        "Per contact channel: messages sent (message_sent events), the campaigns answered, the response rate"))
     updated_at: datetime | None = None
     erased_at: datetime | None = Field(
         default=None, description="Set when the customer was erased: all that is kept is this time and an objection")

@@ -40,6 +40,7 @@ from shared.storage import dynamo  # noqa: E402
 
 TEMPLATE = load_template()
 MODEL_BUCKET = "test-models"
+CAMPAIGN_BUCKET = "test-campaigns"
 TABLE_ENV = {"EventsTable": "EVENTS_TABLE", "ItemsTable": "ITEMS_TABLE",
              "UsersTable": "USERS_TABLE", "SegmentsTable": "SEGMENTS_TABLE"}
 
@@ -92,6 +93,7 @@ def use_tables(monkeypatch: pytest.MonkeyPatch, names: dict[str, str]) -> None:
     for logical_id, variable in TABLE_ENV.items():
         monkeypatch.setenv(variable, names[logical_id])
     monkeypatch.setenv("MODEL_BUCKET", MODEL_BUCKET)
+    monkeypatch.setenv("CAMPAIGN_BUCKET", CAMPAIGN_BUCKET)
     get_settings.cache_clear()
     dynamo.client.cache_clear()
     dynamo.bulk_client.cache_clear()
@@ -112,8 +114,10 @@ def moto_tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
             client.create_table(**spec)
             names[logical_id] = spec["TableName"]
         dynamo.boto3.client("s3").create_bucket(Bucket=MODEL_BUCKET)
+        dynamo.boto3.client("s3").create_bucket(Bucket=CAMPAIGN_BUCKET)
         create_train_function()
         monkeypatch.delenv("LOCAL_MODEL_DIR", raising=False)
+        monkeypatch.delenv("LOCAL_CAMPAIGN_DIR", raising=False)
         use_tables(monkeypatch, names)
         yield names
         dynamo.client.cache_clear()
@@ -121,15 +125,17 @@ def moto_tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
 
 
 def create_train_function() -> None:
-    """The function the admin function invokes on AWS (a stub: moto runs no code without Docker)."""
+    """The functions invoked asynchronously on AWS, as stubs (moto runs no code without Docker):
+    the train function the admin function starts, and the campaigns function, which starts itself."""
     role = dynamo.boto3.client("iam").create_role(
         RoleName="train", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}))
     code = io.BytesIO()
     with zipfile.ZipFile(code, "w") as archive:
         archive.writestr("app.py", "def lambda_handler(event, context):\n    return event\n")
-    dynamo.boto3.client("lambda").create_function(
-        FunctionName=os.environ["TRAIN_FUNCTION_NAME"], Runtime="python3.12", Role=role["Role"]["Arn"],
-        Handler="app.lambda_handler", Code={"ZipFile": code.getvalue()})
+    for name in (os.environ["TRAIN_FUNCTION_NAME"], "CampaignsFunction"):
+        dynamo.boto3.client("lambda").create_function(
+            FunctionName=name, Runtime="python3.12", Role=role["Role"]["Arn"],
+            Handler="app.lambda_handler", Code={"ZipFile": code.getvalue()})
 
 
 @pytest.fixture(scope="session")
@@ -144,6 +150,7 @@ def local_tables(dynamodb_local: str, monkeypatch: pytest.MonkeyPatch, tmp_path)
     """Fresh tables on DynamoDB Local for one test; models in a folder, as on the local stack."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local)
     monkeypatch.setenv("LOCAL_MODEL_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("LOCAL_CAMPAIGN_DIR", str(tmp_path / "campaigns"))
     names = create_tables(dynamodb_local, f"t{uuid.uuid4().hex[:8]}", TEMPLATE)
     use_tables(monkeypatch, names)
     yield names

@@ -23,6 +23,7 @@ from shared.events import MAX_EVENTS_PER_BATCH, Event, Identifier, format_timest
 from shared.http_params import PathId
 from shared.ingestion import IngestResult, ingest_events
 from shared.observability import logger, metrics, tracer
+from shared.storage.bus import bus_from_settings
 from shared.storage.catalog import CatalogStore
 from shared.storage.events import EventStore
 from shared.storage.secrets import configured_visitor_tokens as visitor_tokens
@@ -33,7 +34,8 @@ from shared.visitors import InvalidVisitorToken, new_visitor_id
 
 settings = get_settings()
 events_store = EventStore(settings.events_table, settings.users_table, settings.ingest_concurrency)
-catalog = CatalogStore(settings.items_table)
+# Items back in stock or cheaper are published at once (docs/triggers.md).
+catalog = CatalogStore(settings.items_table, bus_from_settings(settings.event_bus_name, settings.local_bus_file))
 users = UserStore(settings.users_table)
 app = create_app()
 # Every linked visitor id is kept (export and erasure cover them all); past this many a new link is

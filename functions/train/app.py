@@ -9,6 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.config import get_settings
 from shared.observability import logger, metrics, tracer
+from shared.storage.bus import bus_from_settings
 from shared.storage.models import ModelStore
 from shared.storage.customers import Customers
 from shared.storage.training_data import read_nightly
@@ -19,6 +20,7 @@ from shared.segments.service import materialize_after_training
 
 settings = get_settings()
 models = ModelStore.from_settings(settings.model_bucket, settings.local_model_dir)
+bus = bus_from_settings(settings.event_bus_name, settings.local_bus_file)  # the nightly triggers (docs/triggers.md)
 # The hourly schedule's task: train only while no version serves, so a new shop gets popular
 # items (at least) within the hour of its first purchases, not at the next nightly run.
 FIRST_MODEL = "first_model"
@@ -46,7 +48,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         models.discard(manifest)  # no purchases yet: nothing to keep but the log line
         return manifest.model_dump(mode="json")
     # The segments use what training read; a read that failed is tried again for them.
-    materialize_after_training(settings, models, now, customers[0] if customers else None)
+    materialize_after_training(settings, models, now, customers[0] if customers else None, bus)
     pruned = models.prune(settings.model_versions_kept, settings.model_max_age_days, now)
     logger.info("old model versions pruned", extra={"versions": pruned})
     metrics.add_metric("TrainingRuns", "Count", 1)

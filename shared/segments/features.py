@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from shared.contact import FATIGUE_DAYS, ContactLedger, fatigued
 from shared.history import HistoryEvent
 from shared.users import PurchaseSummary, User
 
@@ -28,7 +29,10 @@ class CustomerFeatures:
     category_purchases: dict[str, int] = field(default_factory=dict)
     discounted_purchases: int = 0
     channels: dict[str, int] = field(default_factory=dict)  # all events
-    campaign_channels: dict[str, int] = field(default_factory=dict)  # events that carried a campaign
+    # The stored contact ledger (sends and answered campaigns per contact channel, kept at ingest), and
+    # the channels the customer is fatigued on now, each with its sends in the last FATIGUE_DAYS days.
+    contacts: ContactLedger = field(default_factory=ContactLedger)
+    fatigue: dict[str, int] = field(default_factory=dict)
     country: str | None = None
     region: str | None = None
     city: str | None = None
@@ -74,6 +78,7 @@ def customer_features(user: User | None, history: list[HistoryEvent], categories
                       now: datetime) -> CustomerFeatures:
     """`user`: the stored customer (None when only events are known); `categories`: item -> category."""
     figures = purchase_figures(user.summary if user else PurchaseSummary(), now)
+    contacts = user.contacts if user else ContactLedger()
     currency = figures.currency
     now_s = now.timestamp()
     purchases = [e for e in history if e.event_type == "purchase"]
@@ -93,10 +98,16 @@ def customer_features(user: User | None, history: list[HistoryEvent], categories
         category_purchases=dict(Counter(categories[e.item_id] for e in purchases if e.item_id in categories)),
         discounted_purchases=sum(e.discount for e in purchases),
         channels=dict(Counter(e.channel for e in history if e.channel)),
-        campaign_channels=dict(Counter(e.channel for e in history if e.campaign_id and e.channel)),
+        contacts=contacts, fatigue=_fatigue(contacts, now),
         country=user.country if user else None, region=user.region if user else None,
         city=user.city if user else None, attributes=user.attributes if user else {},
     )
+
+
+def _fatigue(contacts: ContactLedger, now: datetime) -> dict[str, int]:
+    since = now - timedelta(days=FATIGUE_DAYS)
+    return {channel: len(ledger.sends_since(since)) for channel, ledger in contacts.channels().items()
+            if fatigued(ledger, now)}
 
 
 def _seconds(stamp: str | None) -> float | None:

@@ -16,10 +16,12 @@ from shared.config import Settings
 from shared.history import HistoryEvent
 from shared.events import format_timestamp
 from shared.observability import logger
+from shared.nightly_triggers import TrackedMembers, previous_run, publish_run_triggers
 from shared.segments.families import needs_consent
 from shared.segments.features import CustomerFeatures
 from shared.segments.rules import CustomSegment
 from shared.segments.tags import Tag, segment_customer
+from shared.storage.bus import EventBus, NoBus
 from shared.storage.catalog import catalog_details
 from shared.storage.customers import Customers, load_customers
 from shared.storage.history import recent_history
@@ -64,31 +66,38 @@ def current_members(settings: Settings, store: SegmentStore, segment_id: str, li
 
 
 def materialize_segments(settings: Settings, store: SegmentStore, statistics: dict[str, Any], now: datetime,
-                         run: str, customers: Customers | None = None) -> dict[str, Any]:
+                         run: str, customers: Customers | None = None, bus: EventBus | None = None
+                         ) -> dict[str, Any]:
     """Every customer's tags, written as the members of a new run.
 
     `customers` is what the nightly run already read for training; without it they are read here.
+    With a `bus`, the run's triggers are published once the members are written (shared/nightly_triggers.py).
     """
     if customers is None:
         customers = load_customers(settings.events_table, settings.users_table, settings.items_table)
     users, histories, categories = customers.users, customers.histories, customers.categories
     definitions = store.definitions()
+    bus = bus or NoBus()
+    previous, since = previous_run(bus, store)
+    tracked = TrackedMembers()
 
     def members() -> Iterator[tuple[str, str, str, str, str]]:
         for user_id in users.keys() | histories.keys():
             user = users.get(user_id)
             history = histories.get(user_id, []) if may_profile(user) else []
             for tag in _segments(user, history, categories, statistics, definitions, now).tags:
+                tracked.see(tag.segment_id, tag.name, user_id, tag.reason)
                 yield tag.segment_id, tag.family, tag.name, user_id, tag.reason
 
     index = store.write_run(run, now.isoformat(), members())
     logger.info("segments materialized", extra={"run": run, "segments": len(index["segments"]),
                                                 "customers": len(users.keys() | histories.keys())})
+    publish_run_triggers(settings, bus, previous, since, tracked.run(run), customers, now)
     return index
 
 
 def materialize_after_training(settings: Settings, models: Any, now: datetime,
-                               customers: Customers | None = None) -> dict[str, Any]:
+                               customers: Customers | None = None, bus: EventBus | None = None) -> dict[str, Any]:
     """With the statistics of whichever version is active after the run (none: no RFM or value tags).
 
     They are read from statistics.json, as the Segments function reads them. A version active
@@ -98,4 +107,4 @@ def materialize_after_training(settings: Settings, models: Any, now: datetime,
     pointer = models.active()
     statistics = models.ensure_statistics(pointer.version) if pointer else {}
     return materialize_segments(settings, SegmentStore(settings.segments_table), statistics, now,
-                                run=now.strftime("%Y%m%dT%H%M%S"), customers=customers)
+                                run=now.strftime("%Y%m%dT%H%M%S"), customers=customers, bus=bus)

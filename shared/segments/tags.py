@@ -11,13 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from shared.contact import FATIGUE_DAYS, MIN_SENDS_FOR_RATE, ChannelLedger, messages
 from shared.segments import clv
 from shared.segments.features import CustomerFeatures, customer_features
 from shared.segments.rules import CustomSegment, matches
 from shared.users import User, may_profile
 
 DEVICE_CHANNELS = ("web", "ios", "android", "store")
-CAMPAIGN_CHANNELS = ("email", "push")
+# "Responds to <channel>": at least this share of the messages sent answered (MIN_SENDS_FOR_RATE sends at least).
+RESPONDS_RATE = 0.2
 
 # The R x F grid (scores 1..5); docs/segments.md draws it.
 RFM_GRID = {
@@ -195,9 +197,28 @@ def _technographic(f: CustomerFeatures) -> list[Tag]:
                 f"{devices[channel]} of {sum(devices.values())} visits on {channel}")]
 
 
+def _answered(channel: str, ledger: ChannelLedger) -> str:
+    """'3 of 10 emails answered (30%)'."""
+    return f"{ledger.responses:,} of {messages(ledger.sends, channel)} answered ({ledger.response_rate:.0%})"
+
+
 def _engagement(f: CustomerFeatures) -> list[Tag]:
-    return [Tag("engagement", f"Responds to {channel}", f"{count} interactions from {channel} campaigns")
-            for channel, count in sorted(f.campaign_channels.items()) if channel in CAMPAIGN_CHANNELS]
+    """Measured from the contact ledger (shared/contact.py): response rates per contact channel over
+    the recorded sends, and fatigue (many recent sends, no response)."""
+    measured = {channel: ledger for channel, ledger in f.contacts.channels().items()
+                if ledger.sends >= MIN_SENDS_FOR_RATE}
+    tags = [Tag("engagement", f"Responds to {channel}", _answered(channel, ledger))
+            for channel, ledger in measured.items() if (ledger.response_rate or 0) >= RESPONDS_RATE]
+    answered = {channel: ledger for channel, ledger in measured.items() if ledger.responses}
+    if answered:
+        # Ties by name: the same answer whatever order the channels come in.
+        best = min(answered, key=lambda channel: (-(answered[channel].response_rate or 0), channel))
+        others = "" if len(measured) == 1 else f", the best of {', '.join(sorted(measured))}"
+        tags.append(Tag("engagement", f"Prefers {best}", f"{_answered(best, answered[best])}{others}"))
+    tags += [Tag("engagement", f"Fatigued on {channel}",
+                 f"{messages(sent, channel)} in {FATIGUE_DAYS} days, no response")
+             for channel, sent in sorted(f.fatigue.items())]
+    return tags
 
 
 def _geography(f: CustomerFeatures) -> list[Tag]:

@@ -27,7 +27,8 @@ class Recommendation(BaseModel):
 
     @classmethod
     def of(cls, item: Item, score: float | None, reason: Because) -> Recommendation:
-        return cls(item_id=item.item_id, score=None if score is None else round(score, 6), title=item.title,
+        # Built from a validated catalog item: nothing to check again (a campaign builds millions).
+        return cls.model_construct(item_id=item.item_id, score=None if score is None else round(score, 6), title=item.title,
                    category=item.category, price=item.price, currency=item.currency, image_url=item.image_url,
                    url=item.url, reason=reason)
 

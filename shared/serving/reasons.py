@@ -30,14 +30,22 @@ _YOU_SAW_THIS = {
 def from_history(item_id: str, contributors: list[str], kinds: set[str], title: str) -> Because:
     """`contributors`: history items behind the score, strongest first; `kinds`: what the
     customer did with the strongest one; `title`: its title."""
-    if not contributors:
-        return Because(text="recommended for you", items=[])
-    kind = next((k for k in HISTORY_KINDS if k in kinds), None)
-    if contributors[0] == item_id:
-        text = _YOU_SAW_THIS.get(kind or "", "recommended for you")
-    else:
-        text = _BECAUSE_YOU[kind].format(title=title) if kind else f"because of your interest in {title}"
-    return Because(text=text, items=contributors)
+    return Because(text=history_text(item_id, contributors[0] if contributors else None, kinds, title),
+                   items=contributors)
+
+
+def history_text(item_id: str, top: str | None, kinds: set[str], title: str) -> str:
+    """The text alone (campaign lines carry no contributor list): `top` is the strongest contributor."""
+    if top is None:
+        return "recommended for you"
+    kind = None
+    for strongest in HISTORY_KINDS:  # a loop, not next(generator): a campaign calls this millions of times
+        if strongest in kinds:
+            kind = strongest
+            break
+    if top == item_id:
+        return _YOU_SAW_THIS.get(kind or "", "recommended for you")
+    return _BECAUSE_YOU[kind].format(title=title) if kind else f"because of your interest in {title}"
 
 
 def popular(country: str | None = None) -> Because:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
@@ -119,8 +119,9 @@ class Recommender:
             picked.append(candidate)
         titles = {item_id: item.title for item_id, item in details.items()}
         contributors = model.explain(row, [c.item_id for c in picked])
+        kinds = kinds_by_item(history)
         recommended = [Recommendation.of(details[c.item_id], c.score,
-                                         _reason(c.item_id, contributors[c.item_id], history, titles))
+                                         history_reason(c.item_id, contributors[c.item_id], kinds, titles))
                        for c in picked]
         shown = shown.taking(r.item_id for r in recommended)
         new_items = self._new_in_favourite_categories(history, details, shown, now, self.mix.new_slots(limit))
@@ -173,6 +174,10 @@ class Recommender:
         lists = self._popular_lists(model)
         return PopularItems(model_version=lists.version if lists else None,
                             strategy=_popular_strategy(lists, country), items=items)
+
+    def popular_filling(self, limit: int, shown: AnswerFilter, country: str | None) -> list[Recommendation]:
+        """Popular items (for the country first) that `shown` allows: what fills a short list."""
+        return self._popular(self.sources.model(), limit, shown, country)
 
     # -- helpers
 
@@ -272,10 +277,19 @@ def _linked(profile: User | None) -> list[str]:
     return profile.linked_visitors if profile is not None else []
 
 
-def _reason(item_id: str, contributors: list[str], history: list[HistoryEvent], titles: dict[str, str]):
+def history_reason(item_id: str, contributors: list[str], kinds: Mapping[str, set[str]], titles: dict[str, str]):
+    """The reason of a history-based item: what the customer did with its strongest contributor.
+    `kinds`: what the customer did with each item of their history (`kinds_by_item`)."""
     top = contributors[0] if contributors else None
-    kinds = {e.event_type for e in history if e.item_id == top}
-    return reasons.from_history(item_id, contributors, kinds, titles.get(top, top) if top else "")
+    return reasons.from_history(item_id, contributors, kinds.get(top, set()) if top else set(),
+                                titles.get(top, top) if top else "")
+
+
+def kinds_by_item(history: list[HistoryEvent]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for event in history:
+        found.setdefault(event.item_id, set()).add(event.event_type)
+    return found
 
 
 def _popular_strategy(lists: PopularLists | None, country: str | None) -> str:

@@ -1,4 +1,9 @@
-"""Catalog storage (the items table)."""
+"""Catalog storage (the items table).
+
+An upsert reads the row it replaces at no extra cost (PutItem's ReturnValues=ALL_OLD): an item back
+in stock or cheaper is published at once on the bus (shared/triggers.py, docs/triggers.md), and
+the row keeps `restocked_at` / `price_dropped_at` marks for the nightly run's per-customer events.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,20 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 
 from botocore.exceptions import ClientError
+
+from aws_lambda_powertools.metrics import MetricUnit
 
 from shared.catalog import Item, ItemUpsert
 from shared.errors import NotFound, StorageUnavailable
 from shared.events import format_timestamp
+from shared.observability import logger, metrics
 from shared.storage import dynamo
+from shared.storage.bus import EventBus, NoBus
+from shared.storage.scan import scan_by_key
+from shared.triggers import CatalogItem, Trigger, item_change, item_events, item_marks
 
 # Puts run in parallel: the work is waiting on DynamoDB, one call per item.
 PUT_CONCURRENCY = 16
@@ -25,8 +37,9 @@ class CatalogWrite:
 
 
 class CatalogStore:
-    def __init__(self, items_table: str) -> None:
+    def __init__(self, items_table: str, bus: EventBus | None = None) -> None:
         self.items_table = items_table
+        self.bus = bus or NoBus()
 
     def put_many(self, items: Sequence[ItemUpsert]) -> CatalogWrite:
         """One PutItem per item, so an item DynamoDB refuses fails alone and its neighbours are
@@ -40,8 +53,9 @@ class CatalogStore:
         result = CatalogWrite()
         unavailable = 0
         with ThreadPoolExecutor(max_workers=max(1, min(PUT_CONCURRENCY, len(records)))) as pool:
-            outcomes = list(pool.map(self._put, records))
-        for place, (record, refusal) in enumerate(zip(records, outcomes)):
+            outcomes = list(pool.map(lambda record: self._put(record, now), records))
+        self._publish([trigger for _, triggers in outcomes for trigger in triggers])
+        for place, (record, (refusal, _)) in enumerate(zip(records, outcomes)):
             if refusal is None:
                 result.stored.append(record)
             elif isinstance(refusal, StorageUnavailable):
@@ -54,25 +68,67 @@ class CatalogStore:
                 "send the same request again: a put replaces the item, so nothing is doubled")
         return result
 
-    def _put(self, item: Item) -> str | StorageUnavailable | None:
+    def _put(self, item: Item, now: datetime) -> tuple[str | StorageUnavailable | None, list[Trigger]]:
+        record = _record(item)
         try:
             with dynamo.aws_faults("store an item"):
-                dynamo.client().put_item(TableName=self.items_table, Item=dynamo.serialize(_record(item)))
+                response = dynamo.client().put_item(TableName=self.items_table, Item=dynamo.serialize(record),
+                                                    ReturnValues="ALL_OLD")
         except StorageUnavailable as error:
-            return error
+            return error, []
         except ClientError as error:  # refused for this item alone (too large, bad value)
-            return f"refused by the store: {error.response.get('Error', {}).get('Message', dynamo.error_code(error))}"
-        return None
+            return f"refused by the store: {error.response.get('Error', {}).get('Message', dynamo.error_code(error))}", []
+        before = dynamo.deserialize(response["Attributes"]) if response.get("Attributes") else None
+        change = item_change(before, record)
+        self._mark(record, item_marks(before, change, now))
+        return None, item_events(change, now) if change else []
+
+    def _mark(self, record: dict, marks: dict[str, str]) -> None:
+        """Keep the restock and price-drop marks on the row just put (a put replaces the whole row).
+        Only on the put that made the row, so a newer upsert that raced it is never overwritten;
+        a mark lost then, or to a fault, costs the nightly per-customer events of that item only."""
+        if not marks:
+            return
+        names = {f"#m{n}": name for n, name in enumerate(marks)}
+        values = {f":m{n}": value for n, value in enumerate(marks.values())}
+        try:
+            with dynamo.aws_faults("mark a restocked or cheaper item"):
+                dynamo.client().update_item(
+                    TableName=self.items_table, Key=dynamo.serialize({"item_id": record["item_id"]}),
+                    UpdateExpression="SET " + ", ".join(f"{n} = {v}" for n, v in zip(names, values)),
+                    ConditionExpression="updated_at = :ours",
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=dynamo.serialize({**values, ":ours": record["updated_at"]}))
+        except (StorageUnavailable, ClientError) as error:
+            logger.warning("item marks not written", extra={"item_id": record["item_id"], "error": str(error)[:300]})
+            metrics.add_metric("ItemMarksUnwritten", MetricUnit.Count, 1)
+
+    def _publish(self, triggers: list[Trigger]) -> None:
+        """The item-level events, at once. A bus fault does not fail the upsert: the items are stored
+        and marked (the nightly per-customer events still follow); the fault is logged and counted."""
+        if not triggers:
+            return
+        try:
+            self.bus.publish(triggers)
+        except StorageUnavailable as error:
+            logger.warning("item triggers not published", extra={"triggers": len(triggers), "error": str(error)})
+            metrics.add_metric("TriggersUnpublished", MetricUnit.Count, len(triggers))
 
     def get(self, item_id: str) -> Item:
         row = dynamo.get_item(self.items_table, {"item_id": item_id}, "read item")
         if row is None:
             raise NotFound(f"item {item_id!r} is not in the catalog", field="item_id")
-        return Item.model_validate(row)
+        return _item(row)
 
 
 # Optional display fields, stored only when given: items stored before them simply lack them.
 DISPLAY_FIELDS = ("image_url", "url")
+# What the row keeps for the nightly triggers, never shown: an Item has no such fields.
+MARK_FIELDS = ("restocked_at", "price_dropped_at", "price_before_drop")
+
+
+def _item(row: dict) -> Item:
+    return Item.model_validate({k: v for k, v in row.items() if k not in MARK_FIELDS})
 
 
 def _record(item: Item) -> dict:
@@ -88,7 +144,12 @@ def catalog_details(items_table: str, item_ids: Sequence[str]) -> dict[str, Item
     """Up to any number of items by id (BatchGetItem, 100 a call); unknown ids are left out."""
     unique = list(dict.fromkeys(item_ids))
     rows = dynamo.batch_get(items_table, [{"item_id": item_id} for item_id in unique])
-    return {row["item_id"]: Item.model_validate(row) for row in rows}
+    return {row["item_id"]: _item(row) for row in rows}
+
+
+def catalog_snapshot(items_table: str) -> dict[str, Item]:
+    """Every item, by id (a parallel Scan: for a campaign job, never a request)."""
+    return scan_by_key(items_table, "item_id", _item)
 
 
 def newest_in_category(items_table: str, category: str, limit: int) -> list[Item]:
@@ -109,4 +170,28 @@ def newest_in_category(items_table: str, category: str, limit: int) -> list[Item
             items_table, [{"item_id": row["item_id"]} for row in rows],
             projection=", ".join(["item_id", *names]), names=names)}
         rows = [{**display.get(row["item_id"], {}), **row} for row in rows]
-    return [Item.model_validate(row) for row in rows]
+    return [_item(row) for row in rows]
+
+
+def triggers_catalog(items_table: str, since: str) -> list[CatalogItem]:
+    """The items created, restocked or made cheaper after `since` (a fixed-width UTC stamp): what the
+    nightly run's per-customer triggers read. One parallel Scan of the catalog, filtered by DynamoDB."""
+    fields = ("item_id", "category", "created_at", "in_stock", "retired", "attributes", "price", "currency",
+              *MARK_FIELDS)
+    names = {f"#f{n}": name for n, name in enumerate(fields)}
+    by_name = {name: placeholder for placeholder, name in names.items()}
+    rows = scan_by_key(
+        items_table, "item_id", lambda row: row, ProjectionExpression=", ".join(names),
+        FilterExpression=" OR ".join(f"{by_name[name]} > :since" for name in
+                                     ("created_at", "restocked_at", "price_dropped_at")),
+        ExpressionAttributeNames=names, ExpressionAttributeValues=dynamo.serialize({":since": since}))
+    return [CatalogItem(
+        item_id=row["item_id"], category=row["category"], created_at=row["created_at"],
+        in_stock=row.get("in_stock", True), retired=row.get("retired", False), attributes=row.get("attributes"),
+        price=_decimal(row.get("price")), currency=row.get("currency"), restocked_at=row.get("restocked_at"),
+        price_dropped_at=row.get("price_dropped_at"), price_before_drop=_decimal(row.get("price_before_drop")))
+        for row in rows.values()]
+
+
+def _decimal(value: object) -> Decimal | None:
+    return None if value is None else Decimal(str(value))

@@ -2,7 +2,8 @@
 
 Each user's events go in one DynamoDB transaction: a conditional put per event
 (``attribute_not_exists``: an existing ``(user_id, event_id)`` is a duplicate, not a rewrite),
-one update of the user's summary guarded by its version and, with purchases, one update of the
+one update of the user's summary (with the contact ledger: messages sent, campaigns answered)
+guarded by its version and, with purchases, one update of the
 user's purchase keys (the items already bought, the orders already counted), guarded by its own. Either all of it is written or
 none, so a retried request never counts a purchase twice, and two requests racing on the same
 user never lose an update. Users are written in parallel: the work is waiting on I/O.
@@ -23,9 +24,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from shared.contact import changes_contacts, fold_contacts
 from shared.errors import StorageUnavailable
 from shared.events import Event, EventType, format_timestamp
-from shared.limits import MAX_TRANSACTION_BYTES, stored_size
+from shared.limits import MAX_TRANSACTION_BYTES, chunks_within, stored_size
 from shared.storage import dynamo
 from shared.storage.users import (
     SummaryState, not_erased_since, purchases_update, read_summaries, summary_update,
@@ -154,8 +156,10 @@ class EventStore:
                     (state.version or 0) + 1,
                     state.erased_at,
                     purchases,
+                    fold_contacts(state.contacts, events),
                 )
-                actions.append(summary_update(self.users_table, user_id, state.version, new_state, oldest))
+                actions.append(summary_update(self.users_table, user_id, state.version, new_state, oldest,
+                                              write_contacts=new_state.contacts != state.contacts))
             else:
                 actions.append(not_erased_since(self.users_table, user_id, oldest))
             try:
@@ -183,20 +187,12 @@ def _has_purchase(events: Any) -> bool:
 
 
 def _changes_summary(events: Any) -> bool:
-    return any(event.event_type in SUMMARY_EVENTS for event in events)
+    """Purchases and returns change the summary; sends and events attributed to a campaign may
+    change the contact ledger, kept beside it under the same version."""
+    return any(event.event_type in SUMMARY_EVENTS or changes_contacts(event) for event in events)
 
 
 def _chunks(items: list[tuple[Event, dict[str, Any]]], count: int, max_bytes: int
             ) -> Iterator[list[tuple[Event, dict[str, Any]]]]:
     """At most `count` events and `max_bytes` stored bytes a chunk: DynamoDB's transaction limits."""
-    chunk: list[tuple[Event, dict[str, Any]]] = []
-    size = 0
-    for entry in items:
-        entry_size = stored_size(entry[1])
-        if chunk and (len(chunk) == count or size + entry_size > max_bytes):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(entry)
-        size += entry_size
-    if chunk:
-        yield chunk
+    return chunks_within(items, count, max_bytes, lambda entry: stored_size(entry[1]))

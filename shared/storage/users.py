@@ -18,6 +18,7 @@ from shared.purchases import MAX_ITEM_KEYS, MAX_ORDER_KEYS, PurchasedItems, item
 from shared.storage import dynamo
 from shared.storage.scan import scan_by_key
 from shared.consent import HISTORY_LIMIT, ConsentHistory, ConsentUpdate, Recorder
+from shared.contact import ContactLedger
 from shared.users import PurchaseSummary, User, UserProfileIn, may_profile
 
 
@@ -295,6 +296,8 @@ NOT_ERASED_SINCE = "attribute_not_exists(erased_at) OR erased_at <= :oldest"
 SUMMARY_FIELDS = ("orders", "lines", "units", "spend", "returned", "returns", "first_purchase_at", "last_purchase_at")
 # Rows written before orders were counted: read so that they load (PurchaseSummary maps it).
 LEGACY_SUMMARY_FIELDS = ("purchase_count",)
+# The contact ledger (shared/contact.py): sends and responses per contact channel, one map.
+CONTACTS_FIELD = "contacts"
 
 # A customer's purchase keys (already-bought items, seen orders) live in their own item of the
 # users table, beside the profile row: the profile row is read on every request and must stay
@@ -377,13 +380,14 @@ class PurchaseKeys:
 
 @dataclass
 class SummaryState:
-    """A user's purchase summary as ingest last read it, with its version and last erasure, and
-    their purchase keys (the orders already counted, the items already bought)."""
+    """A user's purchase summary as ingest last read it, with its version and last erasure, their
+    purchase keys (the orders already counted, the items already bought) and their contact ledger."""
 
     summary: PurchaseSummary
     version: int | None  # None: the user has no summary yet
     erased_at: str | None = None  # the user's last erasure; older events are refused
     purchases: PurchaseKeys = field(default_factory=PurchaseKeys)
+    contacts: ContactLedger = field(default_factory=ContactLedger)
 
     def split_erased(self, pending: list[tuple[Event, Any]]) -> tuple[list[tuple[Event, Any]], list[Event]]:
         if not self.erased_at:
@@ -405,15 +409,20 @@ def not_erased_since(users_table: str, user_id: str, oldest: str) -> dict[str, A
 
 
 def summary_update(
-    users_table: str, user_id: str, expected_version: int | None, state: SummaryState, oldest: str
+    users_table: str, user_id: str, expected_version: int | None, state: SummaryState, oldest: str,
+    write_contacts: bool = False,
 ) -> dict[str, Any]:
-    """A transaction action: the new summary, if the version is the one read and no erasure came after `oldest`."""
+    """A transaction action: the new summary (and, with `write_contacts`, the contact ledger), if
+    the version is the one read and no erasure came after `oldest`."""
     fields = [name for name in SUMMARY_FIELDS if getattr(state.summary, name) is not None]  # no purchase yet
     values = {
         ":version": state.version,
         ":oldest": oldest,
         **{f":{name}": getattr(state.summary, name) for name in fields},
     }
+    if write_contacts:
+        fields.append(CONTACTS_FIELD)
+        values[f":{CONTACTS_FIELD}"] = state.contacts.stored()
     if expected_version is None:
         condition = f"attribute_not_exists(summary_version) AND ({NOT_ERASED_SINCE})"
     else:
@@ -467,11 +476,12 @@ def purchases_update(users_table: str, user_id: str, expected: PurchaseKeys, aft
 
 def read_summaries(users_table: str, user_ids: list[str]) -> dict[str, SummaryState]:
     """The summary states of these users, strongly consistent (those with a summary, an erasure
-    or purchase keys), each with their purchase keys: both items in one BatchGetItem."""
+    or purchase keys), each with their purchase keys and contact ledger: both items in one BatchGetItem."""
     if not user_ids:
         return {}
     keys = [{"user_id": user} for user in user_ids] + [purchases_key(user) for user in user_ids]
-    fields = ["user_id", "summary_version", "erased_at", *SUMMARY_FIELDS, *LEGACY_SUMMARY_FIELDS, *PURCHASES_FIELDS]
+    fields = ["user_id", "summary_version", "erased_at", *SUMMARY_FIELDS, *LEGACY_SUMMARY_FIELDS, CONTACTS_FIELD,
+              *PURCHASES_FIELDS]
     rows = _batch_get_raw(users_table, keys, fields)
     profiles = {row["user_id"]: row for row in rows if not is_purchases_row(row)}
     purchases = {row["purchases_of"]: row for row in rows if is_purchases_row(row)}
@@ -482,6 +492,7 @@ def read_summaries(users_table: str, user_ids: list[str]) -> dict[str, SummarySt
             states[user] = SummaryState(
                 PurchaseSummary.model_validate(row), row.get("summary_version"), row.get("erased_at"),
                 PurchaseKeys.from_row(purchases.get(user)),
+                ContactLedger.model_validate(row.get(CONTACTS_FIELD) or {}),
             )
     return states
 

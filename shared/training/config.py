@@ -46,6 +46,7 @@ class TrainingConfig(BaseModel):
         EventType.PURCHASE: 1.0, EventType.ADD_TO_CART: 0.3, EventType.VIEW: 0.05,
         EventType.REMOVE_FROM_CART: 0.0, EventType.CLICK: 0.1,
         EventType.SEARCH: 0.0,  # a search says what the customer looked for, not which item they liked
+        EventType.MESSAGE_SENT: 0.0,  # the shop's act, not the customer's (and it names no item)
     })
     recency_half_life_days: Number = Field(default=60.0, gt=0, le=36_500)
     # Confidence = 1 + alpha * log(1 + weight / epsilon) (Hu, Koren, Volinsky 2008, eq. 6).

@@ -120,9 +120,15 @@ def _max_per_cell(users: np.ndarray, items: np.ndarray, stamps: np.ndarray, n_it
 
 
 def zscore(scores: np.ndarray) -> np.ndarray:
+    return standardized(scores)[0]
+
+
+def standardized(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row minus its mean, over its standard deviation; and that deviation (1 for a flat row)."""
     scores = scores - scores.mean(axis=1, keepdims=True)
     spread = scores.std(axis=1, keepdims=True)
-    return scores / np.where(spread > 0, spread, 1.0)
+    spread = np.where(spread > 0, spread, 1.0)
+    return scores / spread, spread[:, 0]
 
 
 class Scorer:
@@ -147,15 +153,23 @@ class Scorer:
         return als, knn
 
     def scores(self, rows: csr_matrix) -> np.ndarray:
+        return self.scores_and_spreads(rows)[0]
+
+    def scores_and_spreads(self, rows: csr_matrix) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The blended scores, and each row's spread of the raw ALS and kNN parts (None for a part
+        the blend does not use): what scales a history item's share of a score (batch reasons)."""
         total = np.zeros((rows.shape[0], self.n_items), dtype=np.float32)
         als, knn = self.parts(rows)
+        als_spread = knn_spread = None
         if als is not None:
-            total += self.blend.als * zscore(als)
+            als, als_spread = standardized(als)
+            total += self.blend.als * als
         if knn is not None:
-            total += self.blend.knn * zscore(knn)
+            knn, knn_spread = standardized(knn)
+            total += self.blend.knn * knn
         if self.blend.popularity > 0:
             total += self.blend.popularity * self.popularity[None, :]
-        return total
+        return total, als_spread, knn_spread
 
     def contributions(self, row: csr_matrix, items: list[int]) -> dict[int, dict[int, float]]:
         """For each item, how much each history item added to its score (the popularity part

@@ -101,3 +101,24 @@ def test_every_item_of_5000_purchase_lines_is_in_the_set(local_api):
     bought = purchased_items(get_settings().users_table, "u-1")
     assert len(bought) == 5000 and all(f"sku-{n}" in bought for n in range(5000))
     assert local_api.json("GET", "/users/u-1")[1]["summary"]["orders"] == 500
+
+
+def test_racing_overlapping_batches_record_each_send_and_response_once(local_api):
+    """The contact ledger is written under the summary's version: racing batches lose no send and
+    count no send or response twice."""
+    sends = [{"event_id": f"m-{n}", "user_id": "u-1", "event_type": "message_sent", "channel": "email",
+              "campaign_id": f"cmp-{n}", "timestamp": f"2026-05-01T{n:02d}:00:00Z"} for n in range(12)]
+    clicks = [event(f"k-{n}", item_id="sku-1", event_type="click", campaign_id=f"cmp-{n}",
+                    timestamp=f"2026-05-01T{n:02d}:30:00Z") for n in range(0, 12, 3)]
+    assert local_api.json("POST", "/events", {"events": sends[:1]})[0] == 200
+    everything = sends + clicks
+    batches = [everything[start:start + 6] for start in range(0, len(everything), 3)]
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda b: local_api.json("POST", "/events", {"events": b}), batches * 2))
+
+    assert all(status == 200 for status, _ in results)
+    email = local_api.json("GET", "/users/u-1")[1]["contacts"]["email"]
+    assert email["sends"] == 12 and sorted(email["recent_campaigns"]) == sorted(f"cmp-{n}" for n in range(12))
+    # A click stored before its send was recorded counts nothing; none counts twice.
+    assert email["responses"] <= 4 and len(set(email["responded"])) == email["responses"]

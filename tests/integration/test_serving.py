@@ -11,7 +11,8 @@ import pytest
 from devstack.dynamodb_local import client, create_tables, delete_tables
 from shared.catalog import ItemUpsert
 from shared.storage.catalog import CatalogStore
-from shared.storage.models import LocalBlobs, ModelStore
+from shared.storage.blobs import LocalBlobs
+from shared.storage.models import ModelStore
 from shared.storage.training_data import load_training_data
 from shared.training.config import TrainingConfig
 from shared.training.job import run_training

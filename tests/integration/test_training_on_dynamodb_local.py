@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 
 from devstack.dynamodb_local import client, create_tables, delete_tables
-from shared.storage.models import LocalBlobs, ModelStore
+from shared.storage.blobs import LocalBlobs
+from shared.storage.models import ModelStore
 from tests.conftest import TEMPLATE, Api, local_gateway, use_tables
 from tests.training_data import shop, store_events
 

@@ -13,7 +13,8 @@ from scipy.sparse import csr_matrix
 from shared.errors import StorageUnavailable
 from shared.serving.active_model import ActiveModel
 from shared.serving.model import ServingModel
-from shared.storage.models import ActivePointer, LocalBlobs, Manifest, ModelStore
+from shared.storage.blobs import LocalBlobs
+from shared.storage.models import ActivePointer, Manifest, ModelStore
 from shared.training.artifact import ModelArtifact, sha256
 from shared.training.config import TrainingConfig
 

@@ -33,7 +33,7 @@ def click(event_id: str = "k-1", user_id: str = "u-1", item_id: str = "sku-1", *
 
 def test_the_new_types_come_last_so_stored_codes_keep_their_meaning():
     assert list(EventType)[:5] == ["view", "add_to_cart", "remove_from_cart", "purchase", "return"]
-    assert list(EventType)[-2:] == ["click", "search"]
+    assert list(EventType)[5:7] == ["click", "search"]  # message_sent came after them
     assert EVENT_CODES[EventType.PURCHASE] == 3
 
 

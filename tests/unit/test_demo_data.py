@@ -22,18 +22,19 @@ def shop():
 
 def test_everything_generated_passes_the_api_validation(shop):
     context = {"now": END, "max_future_seconds": 0}
-    for event in shop.events:
+    for event in shop.all_events():
         Event.model_validate(event, context=context)
     for item in shop.items:
         ItemUpsert.model_validate(item)
     for user in shop.users:
         UserProfileIn.model_validate({k: v for k, v in user.items() if k != "user_id"})
-    assert len({(e["user_id"], e["event_id"]) for e in shop.events}) == len(shop.events)
+    everything = shop.all_events()
+    assert len({(e["user_id"], e["event_id"]) for e in everything}) == len(everything)
 
 
 def test_the_same_seed_gives_the_same_shop():
     first, again = (generate_shop(seed=5, n_users=50, n_items=40, end=END) for _ in range(2))
-    assert first.events == again.events and first.items == again.items
+    assert first.events == again.events and first.items == again.items and first.messages == again.messages
 
 
 def last_seen(shop, kind):
@@ -73,3 +74,29 @@ def test_customers_mostly_buy_in_their_favourite_categories(shop):
     shares = [sum(c for _, c in counts.most_common(3)) / sum(counts.values())
               for counts in by_user.values() if sum(counts.values()) >= 10]
     assert sum(shares) / len(shares) > 0.7
+
+
+def test_messages_sent_show_measured_engagement_and_fatigue(shop):
+    """Sends are the shop's: apart from the customers' events, to subscribers only, each before the
+    sessions that answer it; folded as ingest folds them, they give every engagement tag."""
+    from shared.contact import ContactLedger, fold_contacts
+    from shared.segments.features import customer_features
+    from shared.segments.tags import segment
+    from shared.users import User
+
+    assert shop.messages and {m["event_type"] for m in shop.messages} == {"message_sent"}
+    assert all("item_id" in e for e in shop.events)  # shop.events stays the customers' behaviour
+    users = {u["user_id"]: u for u in shop.users}
+    assert all(users[m["user_id"]]["consent"][m["channel"]]["granted"] for m in shop.messages)
+    context = {"now": END, "max_future_seconds": 0}
+    by_user = defaultdict(list)
+    for raw in shop.all_events():
+        by_user[raw["user_id"]].append(Event.model_validate(raw, context=context))
+    tags = Counter()
+    for user_id, events in by_user.items():
+        ledger = ContactLedger()
+        for start in range(0, len(events), 100):  # batches in time order, as the demo sends them
+            ledger = fold_contacts(ledger, events[start:start + 100])
+        features = customer_features(User(user_id=user_id, contacts=ledger), [], {}, END)
+        tags.update(t.name for t in segment(features, {}, personalized=True) if t.family == "engagement")
+    assert {"Prefers email", "Prefers push", "Responds to email", "Fatigued on email"} <= set(tags), tags

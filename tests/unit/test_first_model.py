@@ -10,7 +10,8 @@ from devstack.template import PROJECT_ROOT, Route, load_template
 from shared.config import get_settings
 from shared.events import Event
 from shared.storage.events import EventStore
-from shared.storage.models import ModelStore, S3Blobs
+from shared.storage.blobs import S3Blobs
+from shared.storage.models import ModelStore
 from tests.conftest import MODEL_BUCKET
 
 FIRST_MODEL = json.loads((PROJECT_ROOT / "events" / "train" / "first_model.json").read_text())

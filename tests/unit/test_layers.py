@@ -19,6 +19,8 @@ SERVICES = {
     "shared.segments.statistics",
     "shared.serving.active_model",
     "shared.training.job",
+    "shared.nightly_triggers",
+    "shared.campaigns.job",
 }
 # Cross-cutting glue every layer may use: configuration, errors, logging and metrics.
 ANYWHERE = {"shared.config", "shared.errors", "shared.observability"}

@@ -12,7 +12,8 @@ import pytest
 from devstack.template import PROJECT_ROOT, Route
 from shared.config import get_settings
 from shared.errors import Conflict, StorageUnavailable
-from shared.storage.models import LocalBlobs, Manifest, ModelStore, S3Blobs
+from shared.storage.blobs import LocalBlobs, S3Blobs
+from shared.storage.models import Manifest, ModelStore
 from shared.training.artifact import ModelArtifact
 from shared.training.config import TrainingConfig
 from tests.conftest import MODEL_BUCKET

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from devstack.demo_data import generate_shop
-from shared.storage.models import S3Blobs
+from shared.storage.blobs import S3Blobs
 from tests.conftest import MODEL_BUCKET
 from tests.training_data import END, store_events
 from tests.unit.test_training_pipeline import customer_ids_in

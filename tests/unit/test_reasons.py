@@ -22,6 +22,9 @@ RENDERED = {
     "other kind": (reasons.from_history("x", ["oak"], {"remove_from_cart"}, TITLE),
                    "because of your interest in Oak chopping board"),
     "no contributor": (reasons.from_history("x", [], set(), ""), "recommended for you"),
+    # A campaign line's text: the same words from the strongest contributor alone.
+    "campaign line": (reasons.Because(text=reasons.history_text("x", "oak", {"purchase"}, TITLE), items=[]),
+                      "because you bought Oak chopping board"),
     "bought this": (reasons.from_history("oak", ["oak"], {"purchase"}, TITLE), "you bought this before"),
     "carted this": (reasons.from_history("oak", ["oak"], {"add_to_cart"}, TITLE), "in your cart, not bought yet"),
     "viewed this": (reasons.from_history("oak", ["oak"], {"view"}, TITLE), "you viewed this recently"),
@@ -67,5 +70,5 @@ def test_every_kind_of_history_event_has_both_of_its_texts():
 def test_every_template_function_is_proofread_here():
     public = {name for name, f in inspect.getmembers(reasons, inspect.isfunction)
               if f.__module__ == reasons.__name__ and not name.startswith("_")}
-    assert public == {"from_history", "popular", "popular_in_category", "new_in_category", "similar_to",
+    assert public == {"from_history", "history_text", "popular", "popular_in_category", "new_in_category", "similar_to",
                       "bought_together", "often_bought_with", "customers", "interested_in"}

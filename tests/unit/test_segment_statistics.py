@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from shared.segments.statistics import ActiveStatistics
-from shared.storage.models import ActivePointer, LocalBlobs, Manifest, ModelStore
+from shared.storage.blobs import LocalBlobs
+from shared.storage.models import ActivePointer, Manifest, ModelStore
 from shared.training.artifact import ModelArtifact
 from shared.training.config import TrainingConfig
 

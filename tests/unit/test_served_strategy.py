@@ -208,7 +208,8 @@ def test_as_of_without_a_zone_is_utc():
 
 
 def test_a_run_as_of_a_date_reads_and_records_the_window_back_from_it(tmp_path):
-    from shared.storage.models import LocalBlobs, ModelStore
+    from shared.storage.blobs import LocalBlobs
+    from shared.storage.models import ModelStore
     from shared.training.job import run_training
 
     store = ModelStore(LocalBlobs(tmp_path))

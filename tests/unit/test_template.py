@@ -294,6 +294,8 @@ def iam_requests(service: str, operation: str, params: dict[str, Any], names: di
         return [Grant("secretsmanager:GetSecretValue", names[params["SecretId"]])]
     if (service, operation) == ("lambda", "Invoke"):
         return [Grant("lambda:InvokeFunction", names[params["FunctionName"]])]
+    if (service, operation) == ("events", "PutEvents"):
+        return [Grant("events:PutEvents", names[entry["EventBusName"]]) for entry in params["Entries"]]
     raise AssertionError(f"{service}.{operation}: teach iam_requests which IAM actions it needs")
 
 
@@ -336,9 +338,10 @@ def test_every_aws_call_the_functions_make_is_granted_by_their_policies(api, mot
     from devstack.demo_data import generate_shop
     from devstack.gateway import LambdaContext
     from devstack.template import Route
-    from shared.storage.models import Manifest, ModelStore, S3Blobs
+    from shared.storage.blobs import S3Blobs
+    from shared.storage.models import Manifest, ModelStore
     from devstack.api_client import bearer
-    from tests.conftest import MODEL_BUCKET, Api
+    from tests.conftest import CAMPAIGN_BUCKET, MODEL_BUCKET, Api
     from tests.factories import item, purchase, event as view
     from tests.training_data import END, store_events
 
@@ -350,6 +353,10 @@ def test_every_aws_call_the_functions_make_is_granted_by_their_policies(api, mot
     secret = boto3.client("secretsmanager").create_secret(Name="visitor-key", SecretString="k" * 64)["ARN"]
     monkeypatch.setenv("VISITOR_TOKEN_SECRET_ARN", secret)
     monkeypatch.delenv("VISITOR_TOKEN_SECRET")
+    # Triggers go to EventBridge, as on AWS (docs/triggers.md).
+    bus = boto3.client("events").create_event_bus(Name="test-events")["EventBusArn"].rsplit("/", 1)[-1]
+    monkeypatch.setenv("EVENT_BUS_NAME", bus)
+    monkeypatch.delenv("LOCAL_BUS_FILE", raising=False)
     get_settings.cache_clear()
     log = CallLog()
     log.record(monkeypatch)
@@ -366,7 +373,15 @@ def test_every_aws_call_the_functions_make_is_granted_by_their_policies(api, mot
         models.save(Manifest(version=f"v-old-{age}", status="rejected",
                              started_at=datetime.now(timezone.utc) - timedelta(days=age)))
     assert api.json("POST", "/items", {"items": [item("sku-1"), item("sku-2")]})[0] == 200
+    assert api.json("PUT", "/items/sku-3", {k: v for k, v in item("sku-3", in_stock=False).items()
+                                            if k != "item_id"})[0] == 200
+    # Back in stock: ingest publishes at once and marks the row.
     assert api.json("PUT", "/items/sku-3", {k: v for k, v in item("sku-3").items() if k != "item_id"})[0] == 200
+    # A previous run with a member who is not declining now: the nightly run publishes Segment Left.
+    from shared.storage.segments import SegmentStore
+    SegmentStore(moto_tables["SegmentsTable"]).write_run(
+        "20000101T000000", (datetime.now(timezone.utc) - timedelta(days=1)).isoformat(),
+        [("lifecycle:declining", "lifecycle", "Declining", "u-2", "was declining")])
     assert api.json("PUT", "/users/u-1", {"country": "DE", "consent": {"personalization": True}})[0] == 200
     assert api.json("POST", "/events", {"events": [purchase("p-1"), view("v-1", user_id="u-2")]})[0] == 200
     assert api.json("GET", "/items/sku-1")[0] == 200
@@ -397,9 +412,27 @@ def test_every_aws_call_the_functions_make_is_granted_by_their_policies(api, mot
     assert api.json("PUT", f"/users/{shopper}/consent", {"personalization": False})[0] == 200
     assert api.json("GET", f"/users/{shopper}/consent")[0] == 200
     assert api.json("DELETE", f"/users/{shopper}")[0] == 200
+    # A campaign: the API calls, then its job as the function's asynchronous invocation runs it on AWS.
+    assert api.json("PUT", "/users/u-1/consent", {"email": {"granted": True}, "source": "newsletter-form"})[0] == 200
+    status, campaign = api.json("POST", "/campaigns", {"name": "grants", "channel": "email", "num_results": 3,
+                                                       "segment_id": segments[0]["segment_id"]})
+    assert status == 202, campaign
+    assert all(jobs.wait(60) for jobs in api.gateway.jobs.values())
+    campaigns = FUNCTIONS["CampaignsFunction"]
+    campaigns_handler = log.as_function("CampaignsFunction", load_handler(
+        Route("", "", "CampaignsFunction", PROJECT_ROOT / campaigns["CodeUri"], campaigns["Handler"], None)))
+    job = campaigns_handler({"campaign_id": campaign["campaign_id"]}, LambdaContext(function_name="CampaignsFunction"))
+    assert job["status"] == "ACTIVE", job
+    counts = api.json("GET", f"/campaigns/{campaign['campaign_id']}")[1]["counts"]
+    assert counts["written"] == counts["reachable"] <= 1
+    assert api.json("GET", "/campaigns")[0] == 200
+    # Both publishers reached the bus, so their grant is checked below.
+    assert {function for function, _, operation, _ in log.calls if operation == "PutEvents"} == {
+        "IngestFunction", "TrainFunction"}
 
     names = {physical: logical for logical, physical in moto_tables.items()} | {MODEL_BUCKET: "ModelBucket",
-                                                                                secret: "VisitorTokenSecret"}
+                                                                                CAMPAIGN_BUCKET: "CampaignBucket",
+                                                                                secret: "VisitorTokenSecret", bus: "ShopEventsBus"}
     requests = {(function, request) for function, service, operation, params in log.calls
                 for request in iam_requests(service, operation, params, names)}
     assert {function for function, _ in requests} == FUNCTIONS.keys()

@@ -12,7 +12,8 @@ from devstack.gateway import LambdaContext, load_handler
 from devstack.template import PROJECT_ROOT, Route, resources
 from shared.config import get_settings
 from shared.segments.service import materialize_segments
-from shared.storage.models import ModelStore, S3Blobs
+from shared.storage.blobs import S3Blobs
+from shared.storage.models import ModelStore
 from shared.storage.segments import SegmentStore
 from tests.conftest import MODEL_BUCKET, TEMPLATE
 from tests.training_data import shop, store_events

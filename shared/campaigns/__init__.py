@@ -1,0 +1,1 @@
+"""Campaigns: audiences of reachable customers with their recommendations, exported in one job."""

@@ -1,0 +1,262 @@
+"""Recommendations for many customers at once: what a campaign export writes, one line each.
+
+The served model scores customers in blocks: one confidence row per customer, built from their
+history exactly as serving builds it, and `Scorer.scores_and_spreads` on the whole block (the ALS
+fold-in solves every row, then matrix products), as the evaluation does. The rules of the answer
+stay the served ones: out-of-stock, retired and bought items are never listed (`AnswerFilter`),
+at most the Mix's share of slots goes to items the customer only viewed or carted, popular items
+fill a short list, and the reasons are the same texts. Customers the model cannot score (who
+objected to personalization, who have no usable history, or any customer when the active
+version serves popular items) get the Recommender's own answer, which needs no model scoring.
+
+Where a line differs from GET /users/{id}/recommendations, and why:
+- the reason names the history item with the largest confidence x (ALS factor similarity +
+  neighbour similarity), the parts scaled as the blend scales them. Serving splits the ALS score
+  exactly with implicit's explain, a Cholesky solve per recommended item: at campaign scale that
+  alone would cost more than the scoring. The text is the same as online for most items
+  (tests/unit/test_campaigns.py), and names what the customer did with that item, as online.
+- no "new in your favourite categories" slots: new items reach customers through an item
+  audience (shared/campaigns/audience.py), where the marketer decides which item to push.
+- "already bought" is the purchases in the history read (the newest 500 events of the customer
+  and their linked visitor ids), not the bought set kept at ingest, which is one more read per
+  customer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import chain
+
+import numpy as np
+from scipy.sparse import csr_matrix
+
+from shared.catalog import Item
+from shared.history import HistoryEvent
+from shared.serving import reasons
+from shared.serving.answers import Recommendations
+from shared.serving.filters import AnswerFilter
+from shared.serving.model import ServingModel
+from shared.serving.recommender import SEEN, Mix, Recommender, Sources
+from shared.training.interactions import EVENT_CODES, Interactions
+from shared.training.matrix import confidence_matrix
+from shared.users import User, may_personalize
+
+_PURCHASE = [EVENT_CODES["purchase"]]
+_SEEN = [EVENT_CODES[kind] for kind in SEEN]
+_NAMES = {code: str(kind) for kind, code in EVENT_CODES.items()}
+_NO_KINDS: frozenset[str] = frozenset()
+BLOCK = 1024  # customers scored together: 1,024 x 20,000 items of float32 is 80 MB
+# Visitor ids whose events count beside the customer's own, newest linked first (as serving).
+LINKED_READ = 5
+REASON_ITEMS = 3
+
+
+class SnapshotCatalog:
+    """The catalog read once for a job: the Recommender's Catalog, without a read per customer."""
+
+    def __init__(self, items: dict[str, Item]) -> None:
+        self.items = items
+        self._newest: dict[str, list[Item]] = {}
+        for item in sorted(items.values(), key=lambda i: (i.created_at is None, i.created_at), reverse=True):
+            self._newest.setdefault(item.category, []).append(item)
+
+    def details(self, item_ids: Sequence[str]) -> dict[str, Item]:
+        return {item_id: self.items[item_id] for item_id in item_ids if item_id in self.items}
+
+    def newest(self, category: str, limit: int) -> list[Item]:
+        return self._newest.get(category, [])[:limit]
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One customer's line: their items with scores and reason texts (no API objects: a campaign
+    writes millions of items)."""
+
+    user_id: str
+    strategy: str
+    personalized: bool
+    model_version: str | None
+    items: list[tuple[Item, float | None, str]]  # the item, its score (None: popular), the reason
+
+    @classmethod
+    def of(cls, answer: Recommendations, catalog: dict[str, Item]) -> Line:
+        return cls(answer.user_id, answer.strategy, answer.personalized, answer.model_version,
+                   [(catalog[r.item_id], r.score, r.reason.text) for r in answer.items])
+
+
+@dataclass(frozen=True)
+class Shop:
+    """Everything a job reads once: profiles, histories by id (customers' and visitors'), the catalog."""
+
+    profiles: dict[str, User]
+    histories: dict[str, list[HistoryEvent]]
+    catalog: SnapshotCatalog
+
+    def history(self, user_id: str) -> list[HistoryEvent]:
+        """The customer's events and their newest linked visitor ids', newest first."""
+        profile = self.profiles.get(user_id)
+        ids = [user_id, *(profile.linked_visitors[:LINKED_READ] if profile else [])]
+        merged = list(chain.from_iterable(self.histories.get(i, []) for i in ids))
+        return sorted(merged, key=lambda e: -e.timestamp) if len(ids) > 1 else merged
+
+
+class BatchRecommender:
+    def __init__(self, model: ServingModel | None, shop: Shop, mix: Mix | None = None) -> None:
+        self.model = model
+        self.shop = shop
+        self.mix = mix or Mix()
+        self.recommender = Recommender(Sources(
+            model=lambda: model, catalog=shop.catalog,
+            history=lambda ids: shop.history(ids[0]), profile=shop.profiles.get), self.mix)
+        self.scoring = model is not None and model.personalized
+        self.factors: np.ndarray | None = None
+        if model is not None and self.scoring:
+            # Items no answer may show, whoever asks: not in the catalog, out of stock, retired.
+            self.hidden = np.array([not AnswerFilter().allows(shop.catalog.items.get(i)) for i in model.item_ids])
+            self.factors = model.scorer.als.item_factors if model.scorer.als is not None else None
+
+    def recommend(self, user_ids: Sequence[str], limit: int, now: datetime) -> Iterator[Line]:
+        """One line per customer, in the order given."""
+        for start in range(0, len(user_ids), BLOCK):
+            yield from self._block(user_ids[start:start + BLOCK], limit, now)
+
+    def _block(self, user_ids: Sequence[str], limit: int, now: datetime) -> list[Line]:
+        lines: dict[str, Line] = {}
+        scored: list[tuple[str, list[HistoryEvent]]] = []
+        known = self.model.index if self.model is not None else {}
+        for user_id in user_ids:
+            profile = self.shop.profiles.get(user_id)
+            history = self.shop.history(user_id) if self.scoring and may_personalize(profile) else []
+            if any(e.item_id in known for e in history):
+                scored.append((user_id, history))
+            else:  # no consent, no usable history, or no model that scores: the Recommender's answer
+                lines[user_id] = Line.of(self.recommender.recommend(user_id, limit, now=now), self.shop.catalog.items)
+        if scored:
+            for (user_id, _), line in zip(scored, self._scored(scored, limit, now)):
+                lines[user_id] = line
+        return [lines[user_id] for user_id in user_ids]
+
+    def _scored(self, customers: list[tuple[str, list[HistoryEvent]]], limit: int, now: datetime) -> list[Line]:
+        model = self.model
+        assert model is not None
+        interactions = self._interactions([history for _, history in customers])
+        shape = (len(customers), len(model.item_ids))
+        rows = confidence_matrix(interactions, model.config, now.timestamp(), shape)
+        scores, als_spread, knn_spread = model.scorer.scores_and_spreads(rows)
+        scores[:, self.hidden] = -np.inf
+        bought = _cells(interactions, _PURCHASE, shape)
+        scores[bought.nonzero()] = -np.inf
+        picked_rows = self._pick(scores, _cells(interactions, _SEEN, shape), limit)
+        tops = self.strongest_contributors(rows, picked_rows, als_spread, knn_spread)
+        catalog, item_ids = self.shop.catalog.items, model.item_ids
+        kinds = _kinds(interactions, [[model.index[t] if t else -1 for t in row] for row in tops])
+        picked_scores = [np.round(scores[r, picked], 6).tolist() for r, picked in enumerate(picked_rows)]
+        lines = []
+        for r, (user_id, _) in enumerate(customers):
+            items = []
+            for j, top, score in zip(picked_rows[r], tops[r], picked_scores[r]):
+                title = catalog[top].title if top in catalog else (top or "")
+                items.append((catalog[item_ids[j]], score,
+                              reasons.history_text(item_ids[j], top, kinds.get((r, top), _NO_KINDS), title)))
+            if len(items) < limit:
+                profile = self.shop.profiles.get(user_id)
+                already = chain((item.item_id for item, _, _ in items), (item_ids[j] for j in bought[r].indices))
+                items += [(catalog[p.item_id], p.score, p.reason.text) for p in self.recommender.popular_filling(
+                    limit - len(items), AnswerFilter().taking(already), profile.country if profile else None)]
+            lines.append(Line(user_id, model.strategy, True, model.version, items))
+        return lines
+
+    def _pick(self, scores: np.ndarray, seen: csr_matrix, limit: int) -> list[list[int]]:
+        """Each row's best `limit` showable items, at most the Mix's share of them seen before."""
+        depth = min(scores.shape[1], 3 * limit + 10)
+        best = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+        order = np.take_along_axis(best, np.argsort(-np.take_along_axis(scores, best, axis=1), axis=1), axis=1)
+        showable = np.isfinite(np.take_along_axis(scores, order, axis=1))
+        was_seen = np.asarray(seen[np.arange(len(order))[:, None], order].todense()) > 0
+        seen_before = np.cumsum(was_seen & showable, axis=1)
+        allowed = showable & (~was_seen | (seen_before <= self.mix.seen_slots(limit)))
+        taken = allowed & (np.cumsum(allowed, axis=1) <= limit)
+        return [row[keep].tolist() for row, keep in zip(order, taken)]
+
+    def rows(self, histories: list[list[HistoryEvent]], now: float) -> csr_matrix:
+        """The customers' confidence rows, weighted as serving weighs one (ServingModel.user_row)."""
+        model = self.model
+        assert model is not None
+        return confidence_matrix(self._interactions(histories), model.config, now, (len(histories), len(model.item_ids)))
+
+    def _interactions(self, histories: list[list[HistoryEvent]]) -> Interactions:
+        model = self.model
+        assert model is not None
+        known = [[e for e in history if e.item_id in model.index] for history in histories]
+        events = list(chain.from_iterable(known))
+        return Interactions(
+            user_ids=[str(n) for n in range(len(known))], item_ids=model.item_ids,
+            users=np.repeat(np.arange(len(known), dtype=np.int32), [len(k) for k in known]),
+            items=np.fromiter((model.index[e.item_id] for e in events), np.int32, len(events)),
+            event_codes=np.fromiter((EVENT_CODES[e.event_type] for e in events), np.int8, len(events)),
+            quantities=np.fromiter((e.quantity for e in events), np.float32, len(events)),
+            timestamps=np.fromiter((e.timestamp for e in events), np.float64, len(events)),
+        )
+
+    def strongest_contributors(self, rows: csr_matrix, picked: list[list[int]], als_spread: np.ndarray | None,
+                               knn_spread: np.ndarray | None) -> list[list[str | None]]:
+        """For each row and each of its picked items, the history item that adds most to it (None:
+        none adds): confidence x (ALS factor similarity + neighbour similarity), each part over the
+        row's spread as the blend scales it. One pass over the block's history entries."""
+        model = self.model
+        assert model is not None
+        width = max((len(p) for p in picked), default=0)
+        if width == 0 or rows.nnz == 0:
+            return [[None] * len(p) for p in picked]
+        targets = np.full((rows.shape[0], width), -1, dtype=np.int64)
+        for r, p in enumerate(picked):
+            targets[r, :len(p)] = p
+        owner = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))  # the row of each history entry
+        history, weights = rows.indices, np.maximum(rows.data - 1.0, 0.0)
+        wanted = np.maximum(targets[owner], 0)  # (entries, width): the row's picked items
+        parts = np.zeros(wanted.shape, dtype=np.float32)
+        blend = model.scorer.blend
+        if als_spread is not None and self.factors is not None:
+            own = self.factors[history] * (blend.als * weights / als_spread[owner])[:, None]
+            for k in range(width):
+                parts[:, k] += np.einsum("ij,ij->i", own, self.factors[wanted[:, k]])
+        if knn_spread is not None and model.scorer.neighbours is not None:
+            similar = np.asarray(model.scorer.neighbours[np.repeat(history, width), wanted.ravel()]).reshape(wanted.shape)
+            parts += (blend.knn * weights / knn_spread[owner])[:, None] * similar
+        # Each row's entries side by side (rows x longest history x picked), so one argmax finds
+        # every row's strongest entry for every picked item.
+        lengths = np.diff(rows.indptr)
+        position = np.arange(rows.nnz) - rows.indptr[:-1][owner]
+        side_by_side = np.full((rows.shape[0], int(lengths.max()), width), -np.inf, dtype=np.float32)
+        side_by_side[owner, position] = parts
+        strongest = side_by_side.argmax(axis=1)  # (rows, width): a position in the row's history
+        adds = np.take_along_axis(side_by_side, strongest[:, None, :], axis=1)[:, 0, :] > 0
+        entries = rows.indptr[:-1][:, None] + strongest
+        found: list[list[str | None]] = [[None] * len(p) for p in picked]
+        for r, k in zip(*(axis.tolist() for axis in np.nonzero(adds & (targets >= 0)))):
+            found[r][k] = model.item_ids[history[entries[r, k]]]
+        return found
+
+
+def _cells(interactions: Interactions, codes: list[int], shape: tuple[int, int]) -> csr_matrix:
+    """1 where the row's customer had an event of these codes with the item."""
+    chosen = np.isin(interactions.event_codes, codes)
+    cells = csr_matrix((np.ones(int(chosen.sum()), dtype=np.float32),
+                        (interactions.users[chosen], interactions.items[chosen])), shape=shape)
+    cells.sum_duplicates()
+    return cells
+
+
+def _kinds(interactions: Interactions, tops: list[list[int]]) -> dict[tuple[int, str], set[str]]:
+    """What each row's customer did with each of its top contributors: {(row, item_id): {"view", ...}}."""
+    n_items = len(interactions.item_ids)
+    wanted = np.array([r * n_items + j for r, row in enumerate(tops) for j in row if j >= 0], dtype=np.int64)
+    keys = interactions.users.astype(np.int64) * n_items + interactions.items
+    chosen = np.flatnonzero(np.isin(keys, wanted))
+    found: dict[tuple[int, str], set[str]] = {}
+    for r, j, code in zip(interactions.users[chosen].tolist(), interactions.items[chosen].tolist(),
+                          interactions.event_codes[chosen].tolist()):
+        found.setdefault((r, interactions.item_ids[j]), set()).add(_NAMES[code])
+    return found

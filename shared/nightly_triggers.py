@@ -1,0 +1,91 @@
+"""The nightly run's triggers: tracked segments entered and left, viewed items back in stock or
+cheaper, and new items matching declared interests (the rules: shared/triggers.py).
+
+Called by the segments service around `write_run`: the previous run's tracked members are read
+before the new run replaces the index, and the events are published after the new members are
+written. The segments are what readers depend on; a bus that fails loses this run's events (logged
+and counted as TriggersUnpublished), never the run. docs/triggers.md has the why.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from shared.errors import StorageUnavailable
+from shared.events import format_timestamp
+from shared.observability import logger, metrics
+from shared.storage.bus import EventBus, NoBus
+from shared.storage.catalog import triggers_catalog
+from shared.storage.customers import Customers
+from shared.storage.segments import SegmentStore
+from shared.triggers import (TRACKED_SEGMENTS, SegmentRun, Trigger, interest_events, segment_events,
+                             viewed_item_events)
+
+MEMBERS_PAGE = 1000
+
+
+def previous_run(bus: EventBus, store: SegmentStore) -> tuple[SegmentRun | None, datetime | None]:
+    """The tracked segments' members of the latest run written, and its time; nothing on the first
+    run, or when publishing is off (nothing is read then)."""
+    if isinstance(bus, NoBus):
+        return None, None
+    index = store.index()
+    if index is None:
+        return None, None
+    members: dict[str, dict[str, str]] = {}
+    for segment_id in TRACKED_SEGMENTS:
+        found = members.setdefault(segment_id, {})
+        cursor: str | None = None
+        while segment_id in index["segments"]:
+            _, page, cursor = store.members(segment_id, MEMBERS_PAGE, cursor)
+            found.update({member["user_id"]: member["reason"] for member in page})
+            if cursor is None:
+                break
+    names = {segment_id: entry["name"] for segment_id, entry in index["segments"].items()
+             if segment_id in TRACKED_SEGMENTS}
+    return SegmentRun(index["run"], members, names), datetime.fromisoformat(index["at"])
+
+
+class TrackedMembers:
+    """The tracked segments' members as the new run yields them."""
+
+    def __init__(self) -> None:
+        self.members: dict[str, dict[str, str]] = {segment_id: {} for segment_id in TRACKED_SEGMENTS}
+        self.names: dict[str, str] = {}
+
+    def see(self, segment_id: str, name: str, user_id: str, reason: str) -> None:
+        if segment_id in self.members:
+            self.members[segment_id][user_id] = reason
+            self.names[segment_id] = name
+
+    def run(self, run: str) -> SegmentRun:
+        return SegmentRun(run, self.members, self.names)
+
+
+def publish_run_triggers(settings: Any, bus: EventBus, previous: SegmentRun | None, since: datetime | None,
+                         current: SegmentRun, customers: Customers, now: datetime) -> int:
+    """Publish this run's triggers; the number published (0 when the bus failed: logged and counted)."""
+    if isinstance(bus, NoBus):
+        return 0
+    triggers: list[Trigger] = []
+    try:
+        triggers = segment_events(previous, current, customers.users,
+                                  customers.users.keys() | customers.histories.keys(), now)
+        if since is not None:
+            items = triggers_catalog(settings.items_table, format_timestamp(since))
+            bought = {user_id: [e.item_id for e in history if e.event_type == "purchase"]
+                      for user_id, history in customers.histories.items()}
+            triggers += viewed_item_events(customers.histories, customers.users, items, since, now)
+            triggers += interest_events(customers.users, bought, items, since, now)
+        published = bus.publish(triggers)
+    except StorageUnavailable as error:
+        logger.error("nightly triggers not published; the segments are written", extra={
+            "triggers": len(triggers), "error": str(error)})
+        metrics.add_metric("TriggersUnpublished", MetricUnit.Count, max(len(triggers), 1))
+        return 0
+    logger.info("nightly triggers published", extra={"triggers": published, "run": current.run})
+    metrics.add_metric("TriggersPublished", MetricUnit.Count, published)
+    return published

@@ -1,0 +1,127 @@
+"""Where files live: an S3 bucket on AWS, a local folder on the local stack, behind one interface.
+
+Model versions (shared/storage/models.py) and campaign exports (shared/storage/campaigns.py) both
+keep their files here. Writes are atomic either way: S3 replaces an object in one put, and the
+folder writes a temporary file and renames it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.errors import NotFound, StorageUnavailable
+from shared.storage.dynamo import CLIENT_CONFIG
+
+
+class Blobs(Protocol):
+    def put(self, key: str, data: bytes) -> None: ...
+    def get(self, key: str) -> bytes: ...
+    def keys(self, prefix: str) -> list[str]: ...
+    def delete(self, key: str) -> None: ...
+    def put_file(self, key: str, path: Path) -> None: ...
+
+
+class LocalBlobs:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as temporary:
+            temporary.write(data)
+        os.replace(temporary.name, path)
+
+    def put_file(self, key: str, path: Path) -> None:
+        target = self.root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as temporary:
+            with open(path, "rb") as source:
+                shutil.copyfileobj(source, temporary)
+        os.replace(temporary.name, target)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"{key} does not exist") from None
+        except OSError as error:  # the folder is gone, unmounted or unreadable: as S3 being down
+            raise StorageUnavailable(f"cannot read {key} from the folder: {error}") from None
+
+    def keys(self, prefix: str) -> list[str]:
+        base = self.root / prefix
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file()) if base.exists() else []
+
+    def delete(self, key: str) -> None:
+        path = self.root / key
+        try:
+            path.unlink(missing_ok=True)
+            if path.parent != self.root and not any(path.parent.iterdir()):
+                path.parent.rmdir()  # an empty version folder would read as a version without files
+        except OSError as error:
+            raise StorageUnavailable(f"cannot delete {key} from the folder: {error}") from None
+
+
+class S3Blobs:
+    def __init__(self, bucket: str) -> None:
+        self.bucket = bucket
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = boto3.client("s3", config=CLIENT_CONFIG)
+        return self._client
+
+    def put(self, key: str, data: bytes) -> None:
+        with _s3_faults(f"write to {self.bucket}"):
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def put_file(self, key: str, path: Path) -> None:
+        """A file of any size: boto3's managed transfer uploads large ones in parts."""
+        with _s3_faults(f"upload to {self.bucket}"):
+            self.client.upload_file(str(path), self.bucket, key)
+
+    def get(self, key: str) -> bytes:
+        try:
+            with _s3_faults(f"read from {self.bucket}"):
+                return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise NotFound(f"{key} does not exist") from None
+            raise
+
+    def keys(self, prefix: str) -> list[str]:
+        keys = []
+        with _s3_faults(f"list {self.bucket}"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                keys += [entry["Key"] for entry in page.get("Contents", [])]
+        return keys
+
+    def delete(self, key: str) -> None:
+        with _s3_faults(f"delete from {self.bucket}"):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
+
+S3_TRANSIENT_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"})
+
+
+@contextmanager
+def _s3_faults(action: str) -> Iterator[None]:
+    try:
+        yield
+    except BotoCoreError as error:
+        raise StorageUnavailable(f"{action}: S3 is unreachable") from error
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in S3_TRANSIENT_CODES:
+            raise StorageUnavailable(f"{action}: S3 is throttling or unavailable") from error
+        raise
