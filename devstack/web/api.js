@@ -12,6 +12,7 @@ export class ApiError extends Error {
       .map((f) => `; ${f.field}: ${f.message}`).join("");
     super(`${method} ${url} answered ${status} ${detail}${fields}`);
     this.status = status;
+    this.body = body; // the answer as sent, for a page that shows its fields where they belong
   }
 }
 
@@ -29,6 +30,9 @@ async function call(method, url, { body, token } = {}) {
 
 /** The shop's backend: the request is signed as a trusted caller (on AWS, with SigV4). */
 export const trusted = (method, path, body) => call(method, `/dev/trusted${path}`, { body });
+
+/** The local stack's event bus (GET /dev/bus): its newest entries, newest last. */
+export const devBus = (query = "") => call("GET", `/dev/bus${query ? `?${query}` : ""}`);
 
 /** "Sign in as" a customer, as the shop's identity provider would; returns their session, with the
  * bearer token (for the web kit) and when it expires. */

@@ -1,7 +1,8 @@
 // The marketer's view: segment sizes, the RFM grid as a heat map, a segment's members page by
-// page, and each model version's quality against the popularity baseline. All calls are the
-// shop's own tools calling as a trusted backend.
-import { el, enc, guarded, trusted } from "./api.js";
+// page, a custom segment's rule editor, campaign previews and exports, the trigger events on the
+// local bus, and each model version's quality against the popularity baseline. All calls are the
+// shop's own tools calling as a trusted backend (the bus: the local stack's /dev/bus).
+import { ApiError, devBus, el, enc, guarded, trusted } from "./api.js";
 
 const RFM_CELL = /^R(\d)F(\d)M(\d)$/;
 const MEMBERS_PAGE = 20;
@@ -39,6 +40,8 @@ async function showSegments() {
         el("td", { class: "bar-cell" }, el("span", { class: "bar", style: `width:${(100 * s.members) / largest}%` }))))));
   }
   showRfmGrid(listing.segments);
+  showCustomSegments(listing);
+  fillAudiences(listing);
 }
 
 function showRfmGrid(segments) {
@@ -168,6 +171,329 @@ function niceCeiling(value) {
   const step = 10 ** Math.floor(Math.log10(value));
   return [1, 2, 2.5, 5, 10].map((m) => m * step).find((c) => c >= value);
 }
+
+// ---- Custom segments: the rule editor (docs/segments.md, "Custom segments") ----
+
+// The fields of the rule grammar: how each is compared, and what else it needs.
+const FIELDS = {
+  country: { label: "country", kind: "text", hint: "e.g. DE" },
+  region: { label: "region", kind: "text" },
+  city: { label: "city", kind: "text" },
+  preferred_channel: { label: "preferred channel (device)", kind: "text", hint: "web, ios, android or store" },
+  tag: { label: "tag or segment id", kind: "tag", hint: "e.g. Champions or rfm:champions" },
+  attribute: { label: "declared attribute", kind: "attribute", needs: ["attribute"], hint: "text, true or false" },
+  recency_days: { label: "days since the last purchase", kind: "number" },
+  orders_total: { label: "orders, all time", kind: "number" },
+  monetary: { label: "net spend, all time", kind: "number" },
+  purchases_in_category: { label: "purchases in a category", kind: "number", needs: ["category", "days"] },
+  spend_in_days: { label: "spend in the last days", kind: "number", needs: ["days"] },
+  events_in_days: { label: "events in the last days", kind: "number", needs: ["days"] },
+};
+const OPERATORS = {
+  number: [">=", ">", "<=", "<", "==", "!="],
+  text: ["==", "!=", "in"],
+  tag: ["==", "!=", "in"],
+  attribute: ["==", "!=", "in", "contains"],
+};
+const EXTRA_INPUTS = {
+  category: { label: "Category", type: "text", placeholder: "e.g. kitchen" },
+  days: { label: "In the last (days)", type: "number", placeholder: "e.g. 30" },
+  attribute: { label: "Attribute name", type: "text", placeholder: "e.g. interests" },
+};
+
+function addCondition(field = "country") {
+  const select = (cls, label, options) => el("select", { class: cls, "data-label": label },
+    options.map(([value, text]) => el("option", { value }, text)));
+  const row = el("li", { class: "condition" },
+    el("label", {}, "Field ", select("field", "field", Object.entries(FIELDS).map(([name, f]) => [name, f.label]))),
+    el("label", {}, "Operator ", select("op", "operator", [])),
+    Object.entries(EXTRA_INPUTS).map(([name, input]) => el("label", { class: `extra extra-${name}`, hidden: true },
+      `${input.label} `, el("input", { class: name, type: input.type, placeholder: input.placeholder,
+        min: input.type === "number" ? 1 : null, "data-label": input.label.toLowerCase() }))),
+    el("label", {}, "Value ", el("input", { class: "value", autocomplete: "off", "data-label": "value" })),
+    el("button", { type: "button", class: "link remove", onclick: () => { row.remove(); numberConditions(); } }, "Remove"));
+  row.querySelector(".field").value = field;
+  row.querySelector(".field").addEventListener("change", () => fitCondition(row));
+  row.querySelector(".op").addEventListener("change", () => fitCondition(row));
+  $("conditions").append(row);
+  fitCondition(row);
+  numberConditions();
+  return row;
+}
+
+/** The operators, extra inputs and value hint the chosen field and operator take. */
+function fitCondition(row) {
+  const field = FIELDS[row.querySelector(".field").value];
+  const op = row.querySelector(".op");
+  const kept = op.value;
+  op.replaceChildren(...OPERATORS[field.kind].map((o) => el("option", { value: o }, o)));
+  op.value = OPERATORS[field.kind].includes(kept) ? kept : OPERATORS[field.kind][0];
+  for (const name of Object.keys(EXTRA_INPUTS)) {
+    row.querySelector(`.extra-${name}`).hidden = !(field.needs || []).includes(name);
+  }
+  row.querySelector(".value").placeholder = op.value === "in" ? "values, separated by commas"
+    : field.kind === "number" ? "a number" : field.hint || "text";
+}
+
+function numberConditions() {
+  const rows = [...$("conditions").children];
+  rows.forEach((row, i) => {
+    row.dataset.index = i;
+    row.querySelector(".remove").setAttribute("aria-label", `Remove condition ${i + 1}`);
+    // Every condition has a Field, an Operator, a Value: the names say which condition's.
+    row.querySelectorAll("[data-label]").forEach((control) =>
+      control.setAttribute("aria-label", `Condition ${i + 1} ${control.dataset.label}`));
+    row.querySelector(".remove").hidden = rows.length === 1;
+  });
+}
+
+/** A condition as the rule grammar takes it. Values the grammar refuses (an empty number) are sent as
+ * typed: the API's 422 names the part at fault, and the page shows it beside the condition. */
+function readCondition(row) {
+  const name = row.querySelector(".field").value;
+  const field = FIELDS[name];
+  const op = row.querySelector(".op").value;
+  const raw = row.querySelector(".value").value;
+  const condition = { field: name, op, value: raw };
+  if (op === "in") condition.value = raw.split(",").map((v) => v.trim()).filter(Boolean);
+  else if (field.kind === "number") condition.value = numberOr(raw);
+  else if (field.kind === "attribute" && (raw === "true" || raw === "false")) condition.value = raw === "true";
+  for (const extra of field.needs || []) {
+    const typed = row.querySelector(`input.${extra}`).value;
+    condition[extra] = extra === "days" ? numberOr(typed) : typed;
+  }
+  return condition;
+}
+
+const numberOr = (text) => (text.trim() !== "" && Number.isFinite(Number(text)) ? Number(text) : text);
+
+async function saveSegment() {
+  const rows = [...$("conditions").children];
+  for (const row of rows) {
+    row.classList.remove("invalid");
+    row.querySelectorAll("input").forEach((input) => input.removeAttribute("aria-invalid"));
+  }
+  const definition = { name: $("segment-name").value, description: $("segment-description").value,
+    rule: { [$("rule-combine").value]: rows.map(readCondition) } };
+  $("save-segment").disabled = true;
+  status("segment-status", "Saving…");
+  try {
+    const saved = await trusted("POST", "/segments", definition);
+    status("segment-status", `Saved ${saved.segment_id} ("${saved.name}"), ${describe(saved.rule)}. Campaigns use it at once; ` +
+      "its member count comes with the next nightly run.", "ok", { "data-segment": saved.segment_id });
+    await showSegments();
+    $("campaign-segment").value = saved.segment_id;
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    for (const field of answerFields(error)) {
+      // rule.all.all[1].condition[.days]: the condition's row, and its input at fault (the value unless named).
+      const at = /^rule\.(all|any)\.\1\[(\d+)\](?:\.condition)?(?:\.(days|category|attribute)\b)?/.exec(field.field);
+      const row = at && rows[Number(at[2])];
+      if (row) {
+        row.classList.add("invalid");
+        row.querySelector(`input.${at[3] || "value"}`).setAttribute("aria-invalid", "true");
+      }
+    }
+    status("segment-status", `Not saved (${error.status}): ${explain(error)}`, "error");
+  } finally {
+    $("save-segment").disabled = false;
+  }
+}
+
+/** The fields an error answer names, each once. */
+function answerFields(error) {
+  const fields = error.body?.error?.fields || [];
+  return [...new Map(fields.map((f) => [f.field, f])).values()];
+}
+
+/** An error answer in words: each field at fault (a rule's condition by its number), and why. */
+function explain(error) {
+  const fields = answerFields(error);
+  if (!fields.length) return error.body?.error?.message || error.body?.message || error.message;
+  return fields.map((f) => {
+    const at = /^rule\.(all|any)\.\1\[(\d+)\](\.condition)?(.*)$/.exec(f.field);
+    const where = at ? `condition ${Number(at[2]) + 1} (rule.${at[1]}[${at[2]}]${at[4]})` : f.field;
+    return `${where}: ${f.message.replace(/^Value error, /, "")}`;
+  }).join("; ");
+}
+
+/** A rule in words, e.g. country == "DE" and purchases_in_category[kitchen] in 30 days >= 2. */
+function describe(rule) {
+  if (rule.all || rule.any) {
+    const parts = (rule.all || rule.any).map(describe);
+    return parts.length > 1 ? `(${parts.join(rule.all ? " and " : " or ")})` : parts[0];
+  }
+  const subject = rule.field + (rule.category ? `[${rule.category}]` : "") + (rule.attribute ? `[${rule.attribute}]` : "") +
+    (rule.days ? ` in ${rule.days} days` : "");
+  return `${subject} ${rule.op} ${JSON.stringify(rule.value)}`;
+}
+
+function showCustomSegments(listing) {
+  const custom = listing.custom || [];
+  $("custom-segments").replaceChildren(...(custom.length ? custom.map((c) => el("li", { "data-segment": c.segment_id },
+    el("strong", {}, c.name), " ", el("code", {}, c.segment_id), el("br"),
+    el("span", { class: "muted" }, describe(c.rule)), " ",
+    el("button", { type: "button", class: "link", "aria-label": `Delete ${c.name}`, onclick: guarded(() => deleteSegment(c)) }, "Delete")))
+    : [el("li", { class: "muted" }, "None yet.")]),
+  ...(listing.unreadable || []).map((id) => el("li", { "data-segment": id }, el("code", {}, id), " ",
+    el("span", { class: "muted" }, "cannot be read: delete it and define it again"), " ",
+    el("button", { type: "button", class: "link", "aria-label": `Delete ${id}`,
+      onclick: guarded(() => deleteSegment({ segment_id: id, name: id })) }, "Delete"))));
+}
+
+async function deleteSegment(segment) {
+  if (!window.confirm(`Delete the custom segment "${segment.name}"?`)) return;
+  await trusted("DELETE", `/segments/${enc(segment.segment_id)}`);
+  status("segment-status", `Deleted ${segment.segment_id}.`, "ok");
+  await showSegments();
+}
+
+/** The audiences a campaign can take: everyone, the custom segments, the nightly run's segments. */
+function fillAudiences(listing) {
+  const select = $("campaign-segment");
+  const chosen = select.value;
+  const groups = new Map([["custom", (listing.custom || []).map((c) => [c.segment_id, c.name])]]);
+  for (const s of listing.segments.filter((s) => !(s.family === "rfm" && RFM_CELL.test(s.name)))) {
+    groups.set(s.family, [...(groups.get(s.family) || []), [s.segment_id, `${s.name} (${s.members})`]]);
+  }
+  select.replaceChildren(el("option", { value: "" }, "everyone"),
+    ...[...groups].filter(([, options]) => options.length).map(([family, options]) => el("optgroup", { label: family },
+      options.map(([value, text]) => el("option", { value }, text)))));
+  select.value = [...select.options].some((o) => o.value === chosen) ? chosen : "";
+}
+
+/** A status line: its text, a kind (ok, error, busy) and data attributes for whoever reads it. */
+function status(id, text, kind = "", data = {}) {
+  const node = $(id);
+  node.textContent = text;
+  node.className = `status ${kind}`.trim();
+  for (const name of Object.keys(node.dataset)) delete node.dataset[name];
+  for (const [name, value] of Object.entries(data)) node.setAttribute(name, value);
+}
+
+// ---- Campaigns: preview (a dry run) and export (docs/campaigns.md) ----
+
+const POLL_MS = 500;
+const POLL_TIMEOUT_MS = 120_000;
+const DONE = new Set(["ACTIVE", "CREATE FAILED"]);
+let campaignRunning = false;
+
+async function startCampaign(dryRun) {
+  if (campaignRunning) return;
+  const segment = $("campaign-segment");
+  const audience = segment.value ? segment.selectedOptions[0].textContent : "everyone";
+  const channel = $("campaign-channel").value;
+  const named = $("campaign-name").value;
+  const request = { name: dryRun ? (named.trim() || `Preview: ${audience}`).slice(0, 128) : named, channel,
+    segment_id: segment.value || null, dry_run: dryRun };
+  if (!dryRun) request.num_results = numberOr($("campaign-results").value);
+  const what = dryRun ? `Preview of ${audience} on ${channel}` : `Export "${named}" (${audience} on ${channel})`;
+  campaignRunning = true;
+  $("preview").disabled = $("export").disabled = true;
+  try {
+    let campaign;
+    try {
+      campaign = await trusted("POST", "/campaigns", request);
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      status("campaign-status", `${what} not started (${error.status}): ${explain(error)}`, "error");
+      return;
+    }
+    status("campaign-status", `${what}: started as ${campaign.campaign_id}.`, "busy");
+    showCampaign(campaign);
+    const deadline = Date.now() + POLL_TIMEOUT_MS;
+    while (!DONE.has(campaign.status)) {
+      if (Date.now() > deadline) {
+        status("campaign-status", `${what}: still ${campaign.status} after ${POLL_TIMEOUT_MS / 1000} s; stopped ` +
+          `following it. GET /campaigns/${campaign.campaign_id} tells how it ends.`, "error");
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+      campaign = await trusted("GET", `/campaigns/${enc(campaign.campaign_id)}`);
+      showCampaign(campaign);
+      const { customers_total: total, customers_done: done } = campaign.progress;
+      if (!DONE.has(campaign.status)) {
+        status("campaign-status", `${what}: ${campaign.status}` + (total ? `, ${done} of ${total} customers.` : ", counting the audience."), "busy");
+      }
+    }
+    status("campaign-status", campaign.status === "ACTIVE"
+      ? `${what}: done, ${campaign.counts.reachable} reachable of ${campaign.counts.in_segment} in the audience` +
+        (dryRun ? " (nothing written)." : `, ${campaign.counts.written} lines written.`)
+      : `${what}: failed: ${campaign.failure_reason || "no reason given"}`, campaign.status === "ACTIVE" ? "ok" : "error");
+  } finally {
+    campaignRunning = false;
+    $("preview").disabled = $("export").disabled = false;
+  }
+}
+
+function showCampaign(c) {
+  const { customers_total: total, customers_done: done } = c.progress;
+  const bar = $("campaign-progress");
+  bar.hidden = DONE.has(c.status) || !total;
+  bar.max = Math.max(1, total);
+  bar.value = done;
+  const row = (key, label, value) => [el("dt", {}, label), el("dd", { "data-key": key }, value)];
+  const reasons = Object.entries(c.counts.left_out || {});
+  $("campaign-result").replaceChildren(el("dl", { class: "campaign", "data-campaign": c.campaign_id, "data-status": c.status },
+    row("campaign", "campaign", `${c.name} (${c.campaign_id})${c.request.dry_run ? ", a preview" : ""}`),
+    row("status", "status", c.status),
+    total ? row("progress", "progress", `${done} of ${total} customers (${Math.round((100 * done) / total)}%)`) : [],
+    row("considered", "customers with a profile", String(c.counts.considered)),
+    row("in_segment", "in the audience", String(c.counts.in_segment)),
+    row("reachable", "reachable", String(c.counts.reachable)),
+    row("left_out", "left out", reasons.length ? el("ul", { class: "reasons" }, reasons.map(([reason, n]) =>
+      el("li", { "data-reason": reason }, `${reason}: `, el("span", { class: "num" }, String(n))))) : "none"),
+    c.request.dry_run ? [] : row("written", "lines written", String(c.counts.written)),
+    c.output?.jsonl ? row("jsonl", "JSON Lines", el("code", {}, c.output.jsonl)) : [],
+    c.output?.csv ? row("csv", "CSV", el("code", {}, c.output.csv)) : [],
+    c.failure_reason ? row("failure", "failure", c.failure_reason) : []));
+}
+
+// ---- Triggers: the newest events on the local bus (docs/triggers.md) ----
+
+const DETAIL_TYPES = ["Segment Entered", "Segment Left", "Item Back In Stock", "Item Price Dropped",
+  "Viewed Item Back In Stock", "Viewed Item Price Dropped", "Item Matches Interests"];
+const TRIGGERS_SHOWN = 50;
+
+async function showTriggers() {
+  const query = new URLSearchParams({ limit: String(TRIGGERS_SHOWN) });
+  if ($("triggers-type").value) query.set("detail_type", $("triggers-type").value);
+  $("triggers-refresh").disabled = true;
+  try {
+    const { entries } = await devBus(query.toString());
+    $("triggers").tBodies[0].replaceChildren(...entries.slice().reverse().map((entry) => {
+      let detail = {};
+      try { detail = JSON.parse(entry.Detail); } catch { detail = { reason: String(entry.Detail) }; }
+      return el("tr", { "data-detail-type": entry.DetailType, "data-id": entry.id },
+        el("td", { class: "nowrap" }, `${entry.Time.slice(0, 10)} ${entry.Time.slice(11, 19)}`),
+        el("td", {}, entry.DetailType), el("td", {}, about(detail)), el("td", { class: "reason" }, detail.reason || ""));
+    }));
+    const clock = new Date().toISOString().slice(11, 19);
+    status("triggers-status", entries.length ? `${entries.length === 1 ? "1 event" : `${entries.length} newest events`}, the newest first (refreshed ${clock} UTC).`
+      : `No events on the local bus yet (refreshed ${clock} UTC): an upsert that restocks an item or lowers its ` +
+        "price publishes one at once, the nightly run the others.", "", { "data-count": entries.length });
+  } finally {
+    $("triggers-refresh").disabled = false;
+  }
+}
+
+/** Who or what an event is about: ids only, as the events carry no personal data. */
+function about(detail) {
+  return [detail.user_id && `customer ${detail.user_id}`, detail.segment_name,
+    detail.item_id && `item ${detail.item_id}`,
+    Array.isArray(detail.items) && `items ${detail.items.map((i) => i.item_id).join(", ")}`].filter(Boolean).join(", ");
+}
+
+$("triggers-type").append(...DETAIL_TYPES.map((t) => el("option", { value: t }, t)));
+$("add-condition").addEventListener("click", () => addCondition().querySelector(".field").focus());
+// The forms never navigate: preventDefault before anything asynchronous.
+$("segment-form").addEventListener("submit", (event) => { event.preventDefault(); guarded(saveSegment)(); });
+$("campaign-form").addEventListener("submit", (event) => { event.preventDefault(); guarded(startCampaign)(false); });
+$("preview").addEventListener("click", guarded(() => startCampaign(true)));
+$("triggers-refresh").addEventListener("click", guarded(showTriggers));
+$("triggers-type").addEventListener("change", guarded(showTriggers));
+addCondition();
+guarded(showTriggers)();
 
 $("metric").addEventListener("change", () => models && drawChart());
 $("next-page").addEventListener("click", guarded(() => showMembers(paging.segment, paging.cursor)));

@@ -189,15 +189,16 @@ class BatchRecommender:
     def _interactions(self, histories: list[list[HistoryEvent]]) -> Interactions:
         model = self.model
         assert model is not None
-        known = [[e for e in history if e.item_id in model.index] for history in histories]
-        events = list(chain.from_iterable(known))
+        index = model.index
+        # One pass over the events: (row, item, type, quantity, time) of those the model knows.
+        cells = [(row, index[e.item_id], EVENT_CODES[e.event_type], e.quantity, e.timestamp)
+                 for row, history in enumerate(histories) for e in history if e.item_id in index]
+        columns = list(zip(*cells)) if cells else [(), (), (), (), ()]
         return Interactions(
-            user_ids=[str(n) for n in range(len(known))], item_ids=model.item_ids,
-            users=np.repeat(np.arange(len(known), dtype=np.int32), [len(k) for k in known]),
-            items=np.fromiter((model.index[e.item_id] for e in events), np.int32, len(events)),
-            event_codes=np.fromiter((EVENT_CODES[e.event_type] for e in events), np.int8, len(events)),
-            quantities=np.fromiter((e.quantity for e in events), np.float32, len(events)),
-            timestamps=np.fromiter((e.timestamp for e in events), np.float64, len(events)),
+            user_ids=[str(n) for n in range(len(histories))], item_ids=model.item_ids,
+            users=np.array(columns[0], dtype=np.int32), items=np.array(columns[1], dtype=np.int32),
+            event_codes=np.array(columns[2], dtype=np.int8), quantities=np.array(columns[3], dtype=np.float32),
+            timestamps=np.array(columns[4], dtype=np.float64),
         )
 
     def strongest_contributors(self, rows: csr_matrix, picked: list[list[int]], als_spread: np.ndarray | None,

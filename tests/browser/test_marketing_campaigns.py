@@ -1,0 +1,168 @@
+"""The marketer page's campaign tools in headless Chromium, on the local stack with the demo shop:
+the custom segment rule editor, a preview of an audience's size, a campaign export and the trigger
+events on the local bus. What the page shows is checked against the API and the files it names."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.browser.conftest import CHROMIUM
+from tests.browser.test_demo_pages import page  # noqa: F401 - the fixture, which asserts no page errors
+
+pytest.importorskip("playwright")
+from playwright.sync_api import expect  # noqa: E402
+
+pytestmark = [
+    pytest.mark.browser, pytest.mark.e2e,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium: apt-get install chromium"),
+]
+
+
+def fill_condition(row, field: str, op: str, value: str, **extra: str) -> None:
+    row.locator("select.field").select_option(field)
+    row.locator("select.op").select_option(op)
+    for name, typed in extra.items():
+        row.locator(f"input.{name}").fill(typed)
+    row.locator("input.value").fill(value)
+
+
+def shown_campaign(page, api, previous: str | None = None) -> dict:
+    """The campaign the page shows once it has an outcome, as GET /campaigns/{id} tells it."""
+    result = page.locator("#campaign-result dl")
+    if previous:
+        expect(result).not_to_have_attribute("data-campaign", previous)
+    expect(result).to_have_attribute("data-status", re.compile("ACTIVE|CREATE FAILED"), timeout=60_000)
+    campaign = api.request("GET", f"/campaigns/{result.get_attribute('data-campaign')}").body
+    assert campaign["status"] == "ACTIVE", campaign
+    return campaign
+
+
+def test_a_marketer_builds_a_segment_previews_its_size_and_exports_a_campaign(shop_stack, page):  # noqa: F811
+    url, api, shop = shop_stack
+    country, _ = Counter(u["country"] for u in shop.users if u.get("country")).most_common(1)[0]
+    name = f"Customers in {country} {uuid.uuid4().hex[:6]}"
+    page.goto(f"{url}/marketing")
+
+    page.fill("#segment-name", name)
+    fill_condition(page.locator("#conditions li").first, "country", "==", country)
+    page.click("#save-segment")
+    saved = page.locator("#segment-status")
+    expect(saved).to_contain_text("Saved custom:")
+    segment_id = saved.get_attribute("data-segment")
+    try:
+        stored = {c["segment_id"]: c for c in api.request("GET", "/segments").body["custom"]}
+        condition = stored[segment_id]["rule"]["all"]
+        assert [{k: v for k, v in c.items() if v is not None} for c in condition] == [
+            {"field": "country", "op": "==", "value": country}]
+        expect(page.locator(f'#custom-segments li[data-segment="{segment_id}"]')).to_contain_text(name)
+        expect(page.locator("#campaign-segment")).to_have_value(segment_id)
+
+        # The same name again: the 409 names the field.
+        page.click("#save-segment")
+        expect(saved).to_contain_text(f"Not saved (409): name: a segment named '{name}' exists already")
+
+        # Preview size: a dry run for the segment on email, its counts as the API has them.
+        page.select_option("#campaign-channel", "email")
+        page.click("#preview")
+        preview = shown_campaign(page, api)
+        assert preview["request"]["dry_run"] and preview["request"]["segment_id"] == segment_id
+        assert preview["request"]["channel"] == "email" and not preview["output"]
+        counts = preview["counts"]
+        assert 0 < counts["reachable"] < counts["in_segment"] <= counts["considered"]
+        result = page.locator("#campaign-result dl")
+        for key in ("reachable", "in_segment", "considered"):
+            expect(result.locator(f'[data-key="{key}"]')).to_have_text(str(counts[key]))
+        left_out = result.locator("[data-reason]")
+        expect(left_out).to_have_count(len(counts["left_out"]))
+        assert dict(zip(left_out.evaluate_all("nodes => nodes.map(n => n.dataset.reason)"),
+                        map(int, left_out.locator(".num").all_inner_texts()))) == counts["left_out"]
+        assert sum(counts["left_out"].values()) == counts["in_segment"] - counts["reachable"]
+        expect(page.locator("#campaign-status")).to_contain_text(
+            f"{counts['reachable']} reachable of {counts['in_segment']} in the audience (nothing written)")
+
+        # Export: the same audience written, 3 items a customer, to the two files the page names.
+        page.fill("#campaign-name", "Browser test export")
+        page.fill("#campaign-results", "3")
+        page.click("#export")
+        export = shown_campaign(page, api, previous=preview["campaign_id"])
+        assert export["request"] == {"name": "Browser test export", "channel": "email", "segment_id": segment_id,
+                                     "item_id": None, "num_results": 3, "max_customers": None, "dry_run": False}
+        written = export["counts"]["written"]
+        assert written == export["counts"]["reachable"] == counts["reachable"]
+        expect(result.locator('[data-key="status"]')).to_have_text("ACTIVE")
+        expect(result.locator('[data-key="written"]')).to_have_text(str(written))
+        expect(page.locator("#campaign-status")).to_contain_text(f"{written} lines written")
+        jsonl = Path(result.locator('[data-key="jsonl"]').inner_text())
+        shown_csv = Path(result.locator('[data-key="csv"]').inner_text())
+        assert (str(jsonl), str(shown_csv)) == (export["output"]["jsonl"], export["output"]["csv"])
+        lines = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
+        assert len(lines) == written
+        in_country = {u["user_id"] for u in shop.users if u.get("country") == country}
+        assert all(line["input"]["userId"] in in_country for line in lines)
+        assert all(0 < len(line["output"]["recommendedItems"]) <= 3 for line in lines)
+        with shown_csv.open(newline="", encoding="utf-8") as file:
+            assert len(list(csv.reader(file))) == written + 1  # and the header
+        expect(page.locator("#errors")).to_be_empty()
+    finally:
+        assert api.request("DELETE", f"/segments/{segment_id}").status == 204
+
+
+def test_a_bad_rule_is_refused_with_the_part_at_fault_named(shop_stack, page):  # noqa: F811
+    url, api, _ = shop_stack
+    page.goto(f"{url}/marketing")
+    page.fill("#segment-name", "Not a rule")
+    fill_condition(page.locator("#conditions li").first, "country", "==", "DE")
+    page.click("#add-condition")
+    second = page.locator("#conditions li").nth(1)
+    fill_condition(second, "orders_total", ">=", "")  # a number field left empty
+    page.click("#save-segment")
+
+    status = page.locator("#segment-status")
+    expect(status).to_contain_text("Not saved (422): condition 2 (rule.all[1]): 'orders_total' is a number")
+    expect(second).to_have_class(re.compile(r"\binvalid\b"))
+    expect(second.locator("input.value")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#conditions li").first).not_to_have_class(re.compile(r"\binvalid\b"))
+
+    # A window left out, with "any": the days are named.
+    page.select_option("#rule-combine", "any")
+    fill_condition(second, "purchases_in_category", ">=", "2", category="kitchen", days="")
+    page.click("#save-segment")
+    expect(status).to_contain_text("Not saved (422): condition 2 (rule.any[1].days)")
+    expect(second.locator("input.days")).to_have_attribute("aria-invalid", "true")
+    expect(second.locator("input.value")).not_to_have_attribute("aria-invalid", "true")
+
+    assert "Not a rule" not in {c["name"] for c in api.request("GET", "/segments").body["custom"]}
+    expect(page.locator("#errors")).to_be_empty()
+
+
+def test_the_triggers_panel_shows_the_events_on_the_local_bus(shop_stack, page):  # noqa: F811
+    url, api, shop = shop_stack
+    item = next(i for i in shop.items if i["in_stock"] and not i.get("retired"))
+    body = {k: v for k, v in item.items() if k != "item_id"}
+    for in_stock in (False, True):  # out of stock and back: "Item Back In Stock", published at once
+        assert api.request("PUT", f"/items/{item['item_id']}", {**body, "in_stock": in_stock}).status == 200
+
+    page.goto(f"{url}/marketing")
+    page.click("#triggers-refresh")
+    rows = page.locator("#triggers tbody tr")
+    expect(rows.first).to_have_attribute("data-detail-type", "Item Back In Stock")
+    expect(rows.first).to_contain_text(f"item {item['item_id']}")
+    expect(rows.first.locator(".reason")).to_have_text("back in stock")
+
+    secret = {"x-devstack-secret": api.auth.dev_secret}
+    entries = api.request("GET", "/dev/bus", query={"limit": 50}, headers=secret).body["entries"]
+    assert rows.evaluate_all("nodes => nodes.map(n => n.dataset.id)") == [e["id"] for e in reversed(entries)]
+    expect(page.locator("#triggers-status")).to_have_attribute("data-count", str(len(entries)))
+
+    page.select_option("#triggers-type", "Item Price Dropped")
+    dropped = api.request("GET", "/dev/bus", query={"limit": 50, "detail_type": "Item Price Dropped"},
+                          headers=secret).body["entries"]
+    expect(rows).to_have_count(len(dropped))
+    expect(page.locator("#errors")).to_be_empty()
