@@ -113,7 +113,8 @@ def test_withdrawing_personalization_alone_keeps_the_segments_and_profiling_alon
     after = {m["segment_id"] for m in api.json("GET", f"/users/{user}/export")[1]["segment_memberships"]}
     assert after == {s for s in before if not needs_consent(s)}
     history = api.json("GET", f"/users/{user}/consent")[1]["history"]["changes"]
-    assert [(c["purpose"], c["granted"]) for c in history] == [
+    # The demo customer may have opted in to a contact channel when the shop was loaded: not asked here.
+    assert [(c["purpose"], c["granted"]) for c in history if c["purpose"] in ("personalization", "profiling")] == [
         ("personalization", False), ("personalization", True), ("profiling", False)]
 
 
