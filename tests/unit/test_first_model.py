@@ -25,7 +25,8 @@ def train_handler():
 def store_purchases(count: int) -> None:
     settings = get_settings()
     now = datetime.now(timezone.utc)
-    EventStore(settings.events_table, settings.users_table).write([Event.model_validate({
+    # INGEST_CONCURRENCY, which the moto fixture sets to 1: moto is not safe for concurrent transactions.
+    EventStore(settings.events_table, settings.users_table, settings.ingest_concurrency).write([Event.model_validate({
         "event_id": f"p-{n}", "user_id": f"u-{n % 7}", "item_id": f"sku-{n % 5}", "event_type": "purchase",
         "timestamp": (now - timedelta(hours=n + 1)).isoformat(), "price": 3.5, "currency": "EUR",
         "quantity": 1, "order_id": f"o-{n}", "channel": "web"}, context={"now": now, "max_future_seconds": 300})
