@@ -41,6 +41,7 @@ from shared.serving.answers import Recommendations
 from shared.serving.filters import AnswerFilter
 from shared.serving.model import ServingModel
 from shared.serving.recommender import SEEN, Mix, Recommender, Sources
+from shared.training.evaluation import best_first
 from shared.training.interactions import EVENT_CODES, Interactions
 from shared.training.matrix import confidence_matrix
 from shared.users import User, may_personalize
@@ -115,6 +116,7 @@ class BatchRecommender:
             history=lambda ids: shop.history(ids[0]), profile=shop.profiles.get), self.mix)
         self.scoring = model is not None and model.personalized
         self.factors: np.ndarray | None = None
+        self._gram: np.ndarray | None = None  # Y'Y + regularization x I, once per job
         if model is not None and self.scoring:
             # Items no answer may show, whoever asks: not in the catalog, out of stock, retired.
             self.hidden = np.array([not AnswerFilter().allows(shop.catalog.items.get(i)) for i in model.item_ids])
@@ -182,8 +184,7 @@ class BatchRecommender:
     def _pick(self, scores: np.ndarray, seen: csr_matrix, limit: int) -> list[list[int]]:
         """Each row's best `limit` showable items, at most the Mix's share of them seen before."""
         depth = min(scores.shape[1], 3 * limit + 10)
-        best = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
-        order = np.take_along_axis(best, np.argsort(-np.take_along_axis(scores, best, axis=1), axis=1), axis=1)
+        order = best_first(scores, depth)
         showable = np.isfinite(np.take_along_axis(scores, order, axis=1))
         was_seen = np.asarray(seen[np.arange(len(order))[:, None], order].todense()) > 0
         seen_before = np.cumsum(was_seen & showable, axis=1)
@@ -215,8 +216,8 @@ class BatchRecommender:
     def strongest_contributors(self, rows: csr_matrix, picked: list[list[int]], als_spread: np.ndarray | None,
                                knn_spread: np.ndarray | None) -> list[list[str | None]]:
         """For each row and each of its picked items, the history item that adds most to it (None:
-        none adds): confidence x (ALS factor similarity + neighbour similarity), each part over the
-        row's spread as the blend scales it. One pass over the block's history entries."""
+        none adds), as serving's explain finds it: the ALS part as implicit's explain splits it,
+        the neighbour part by similarity, each over the row's spread as the blend scales it."""
         model = self.model
         assert model is not None
         width = max((len(p) for p in picked), default=0)
@@ -225,31 +226,48 @@ class BatchRecommender:
         targets = np.full((rows.shape[0], width), -1, dtype=np.int64)
         for r, p in enumerate(picked):
             targets[r, :len(p)] = p
-        owner = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))  # the row of each history entry
-        history, weights = rows.indices, np.maximum(rows.data - 1.0, 0.0)
-        wanted = np.maximum(targets[owner], 0)  # (entries, width): the row's picked items
-        parts = np.zeros(wanted.shape, dtype=np.float32)
+        wanted = np.maximum(targets, 0)
+        # Each row's history entries side by side (rows x longest history), zero-padded, so every
+        # row's contributions are one batched product and one argmax.
+        lengths = np.diff(rows.indptr)
+        owner = np.repeat(np.arange(rows.shape[0]), lengths)
+        position = np.arange(rows.nnz) - rows.indptr[:-1][owner]
+        longest = int(lengths.max())
+        history = np.zeros((rows.shape[0], longest), dtype=np.int64)
+        confidence = np.zeros((rows.shape[0], longest), dtype=np.float64)
+        history[owner, position], confidence[owner, position] = rows.indices, rows.data
+        parts = np.zeros((rows.shape[0], longest, width), dtype=np.float64)
         blend = model.scorer.blend
         if als_spread is not None and self.factors is not None:
-            own = self.factors[history] * (blend.als * weights / als_spread[owner])[:, None]
-            for k in range(width):
-                parts[:, k] += np.einsum("ij,ij->i", own, self.factors[wanted[:, k]])
+            parts += blend.als * self._als_contributions(history, confidence, wanted) / als_spread[:, None, None]
         if knn_spread is not None and model.scorer.neighbours is not None:
-            similar = np.asarray(model.scorer.neighbours[np.repeat(history, width), wanted.ravel()]).reshape(wanted.shape)
-            parts += (blend.knn * weights / knn_spread[owner])[:, None] * similar
-        # Each row's entries side by side (rows x longest history x picked), so one argmax finds
-        # every row's strongest entry for every picked item.
-        lengths = np.diff(rows.indptr)
-        position = np.arange(rows.nnz) - rows.indptr[:-1][owner]
-        side_by_side = np.full((rows.shape[0], int(lengths.max()), width), -np.inf, dtype=np.float32)
-        side_by_side[owner, position] = parts
-        strongest = side_by_side.argmax(axis=1)  # (rows, width): a position in the row's history
-        adds = np.take_along_axis(side_by_side, strongest[:, None, :], axis=1)[:, 0, :] > 0
-        entries = rows.indptr[:-1][:, None] + strongest
+            neighbours = model.scorer.neighbours
+            similar = np.asarray(neighbours[np.repeat(history.ravel(), width), np.tile(wanted, longest).ravel()])
+            weights = np.maximum(confidence - 1.0, 0.0)  # what each history item weighs (hybrid._history_weights)
+            parts += (blend.knn * weights / knn_spread[:, None])[:, :, None] * similar.reshape(parts.shape)
+        parts[confidence <= 0] = -np.inf  # padding
+        strongest = parts.argmax(axis=1)  # (rows, width): a position in the row's history
+        adds = np.take_along_axis(parts, strongest[:, None, :], axis=1)[:, 0, :] > 0
         found: list[list[str | None]] = [[None] * len(p) for p in picked]
         for r, k in zip(*(axis.tolist() for axis in np.nonzero(adds & (targets >= 0)))):
-            found[r][k] = model.item_ids[history[entries[r, k]]]
+            found[r][k] = model.item_ids[history[r, strongest[r, k]]]
         return found
+
+    def _als_contributions(self, history: np.ndarray, confidence: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        """(rows, history, picked): c_j x (W_u^-1 y_i) . y_j, implicit's explain for every row at once,
+        with W_u = Y'Y + regularization x I + sum over the history of (c_j - 1) y_j y_j'."""
+        model = self.model
+        assert model is not None and self.factors is not None and model.scorer.als is not None
+        factors = self.factors
+        if self._gram is None:
+            wide = factors.astype(np.float64)
+            self._gram = wide.T @ wide + model.scorer.als.regularization * np.eye(factors.shape[1])
+        seen = factors[history]  # (rows, history, factors); padding has confidence 0
+        stretch = np.where(confidence > 0, confidence - 1.0, 0.0).astype(np.float32)[:, :, None]
+        # float32 products (batched BLAS is several times faster so), the solve in float64 as implicit's.
+        weighted = self._gram + np.matmul((seen * stretch).transpose(0, 2, 1), seen)
+        solved = np.linalg.solve(weighted, factors[wanted].transpose(0, 2, 1).astype(np.float64))
+        return confidence[:, :, None] * np.matmul(seen.astype(np.float64), solved)
 
 
 def _cells(interactions: Interactions, codes: list[int], shape: tuple[int, int]) -> csr_matrix:

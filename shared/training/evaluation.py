@@ -44,6 +44,29 @@ def holdout(later_purchases: csr_matrix, earlier_purchases: csr_matrix, known_us
     return Holdout(users, (new[users] > 0).astype(np.float32).tocsr())
 
 
+def best_first(scores: np.ndarray, k: int) -> np.ndarray:
+    """Each row's k highest-scoring columns, best first, equal scores in column order.
+
+    One tie-break for every ranking (serving, campaign batches, evaluation): argpartition and
+    argsort alone order equal scores by chance, so one customer could get two different lists.
+    """
+    rows, n = scores.shape
+    k = min(k, n)
+    if k == 0 or rows == 0:
+        return np.empty((rows, k), dtype=np.int64)
+    if np.isnan(scores).any():  # a NaN equals nothing, so it could not be counted among the k
+        scores = np.where(np.isnan(scores), -np.inf, scores)
+    kth = np.partition(scores, n - k, axis=1)[:, n - k : n - k + 1]
+    above = scores > kth
+    tied = scores == kth
+    # Of the scores equal to the k-th best, the lowest columns fill the places left.
+    places_left = k - above.sum(axis=1, keepdims=True)
+    chosen = above | (tied & (np.cumsum(tied, axis=1) <= places_left))
+    columns = np.nonzero(chosen)[1].reshape(rows, k)
+    order = np.argsort(-np.take_along_axis(scores, columns, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(columns, order, axis=1)
+
+
 def top_items(score: Callable[[np.ndarray], np.ndarray], users: np.ndarray, exclude: csr_matrix, k: int) -> np.ndarray:
     """The k best items per user by `score(users) -> (len(users), n_items)`, excluded items left out."""
     ranked = np.empty((len(users), k), dtype=np.int64)
@@ -52,9 +75,7 @@ def top_items(score: Callable[[np.ndarray], np.ndarray], users: np.ndarray, excl
         scores = np.asarray(score(chunk), dtype=np.float32).copy()
         rows = exclude[chunk].tocoo()
         scores[rows.row, rows.col] = -np.inf
-        best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(scores, best, axis=1), axis=1)
-        ranked[start : start + len(chunk)] = np.take_along_axis(best, order, axis=1)
+        ranked[start : start + len(chunk)] = best_first(scores, k)
     return ranked
 
 

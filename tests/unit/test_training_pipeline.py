@@ -11,7 +11,7 @@ from scipy.sparse import csr_matrix
 
 from shared.training.artifact import CorruptArtifact, ModelArtifact, sha256
 from shared.training.config import BlendWeights, TrainingConfig
-from shared.training.evaluation import Metrics, ranking_metrics, top_items
+from shared.training.evaluation import Metrics, best_first, ranking_metrics, top_items
 from shared.training.interactions import InteractionLog, TooManyInteractions
 from shared.training.matrix import DAY, confidence_matrix, interaction_weights
 from shared.training.pipeline import ACCEPTED, INSUFFICIENT_DATA, REJECTED, TrainingData, decide, train_model
@@ -66,6 +66,20 @@ def test_top_items_never_returns_excluded_items():
     scores = lambda users: np.tile([5.0, 4, 3, 2, 1], (len(users), 1))  # noqa: E731
     exclude = csr_matrix(np.array([[1, 1, 0, 0, 0], [0, 0, 0, 0, 0]]))
     assert top_items(scores, np.array([0, 1]), exclude, 2).tolist() == [[2, 3], [0, 1]]
+
+
+def test_equal_scores_rank_in_item_order_however_deep_the_list():
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 4, size=(50, 40)).astype(np.float32)  # many ties, also at the cut
+    scores[0, 5] = np.nan
+    for depth in (1, 3, 10, 40):
+        ranked = best_first(scores, depth)
+        for row, columns in zip(scores, ranked):
+            safe = np.where(np.isnan(row), -np.inf, row)
+            expected = sorted(range(len(row)), key=lambda j: (-safe[j], j))[:depth]
+            assert columns.tolist() == expected
+    # A short list is the head of a long one, so a batch job and a single request agree.
+    assert (best_first(scores, 30)[:, :7] == best_first(scores, 7)).all()
 
 
 @pytest.mark.parametrize(("model", "baseline", "active", "status"), [
