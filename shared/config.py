@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -34,6 +34,15 @@ class Settings(BaseModel):
     # customers), a folder on the local stack. Only the Campaigns function has them.
     campaign_bucket: str = Field(alias="CAMPAIGN_BUCKET", default="")
     local_campaign_dir: str | None = Field(alias="LOCAL_CAMPAIGN_DIR", default=None)
+    # What the nightly run trains from (docs/operations.md, "Training past one Lambda"): "scan"
+    # reads the tables with parallel Scans; "export" reads DynamoDB's exports to S3 (the
+    # TrainingPipeline state machine takes them into EXPORT_BUCKET; on the local stack, `./dev export`
+    # writes them into LOCAL_EXPORT_DIR).
+    training_path: Literal["scan", "export"] = Field(alias="TRAINING_PATH", default="scan")
+    export_bucket: str = Field(alias="EXPORT_BUCKET", default="")
+    local_export_dir: str | None = Field(alias="LOCAL_EXPORT_DIR", default=None)
+    # The TrainingPipeline state machine POST /models/train starts on the export path.
+    training_pipeline_arn: str = Field(alias="TRAINING_PIPELINE_ARN", default="")
     # The function POST /models/train starts, asynchronously (the local stack runs it in a thread).
     train_function_name: str = Field(alias="TRAIN_FUNCTION_NAME", default="")
 

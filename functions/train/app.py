@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -12,7 +14,7 @@ from shared.observability import logger, metrics, tracer
 from shared.storage.bus import bus_from_settings
 from shared.storage.models import ModelStore
 from shared.storage.customers import Customers
-from shared.storage.training_data import read_nightly
+from shared.storage.training_data import read_nightly, read_nightly_from_exports, table_exports
 from shared.training.config import TrainingConfig, training_config
 from shared.training.job import run_training
 from shared.training.pipeline import TrainingData
@@ -30,8 +32,9 @@ FIRST_MODEL = "first_model"
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Event: the nightly schedule's, {"task": "first_model"} from the hourly one, or
-    {"config": {...overrides}} from the admin API."""
+    """Event: the nightly schedule's, {"task": "first_model"} from the hourly one,
+    {"config": {...overrides}} from the admin API, or on the export path the TrainingPipeline's
+    {"exports": {"events": key, "users": key, "items": key}} (each export's manifest-summary.json)."""
     now = datetime.now(timezone.utc)
     first_model = event.get("task") == FIRST_MODEL
     if first_model and models.active() is not None:
@@ -39,11 +42,18 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     customers: list[Customers] = []
 
     def load(config: TrainingConfig, at: datetime) -> TrainingData:
-        read = read_nightly(settings.events_table, settings.users_table, settings.items_table, config, at)
+        if settings.training_path == "export":
+            exports = table_exports({"events": settings.events_table, "users": settings.users_table,
+                                     "items": settings.items_table}, settings.local_export_dir,
+                                    settings.export_bucket, event.get("exports"), Path(workdir))
+            read = read_nightly_from_exports(exports, config, at)
+        else:
+            read = read_nightly(settings.events_table, settings.users_table, settings.items_table, config, at)
         customers.append(read.customers)  # only these outlive training: the interactions are freed with it
         return read.training_data()
 
-    manifest = run_training(load, models, training_config(event.get("config")), now)
+    with tempfile.TemporaryDirectory() as workdir:  # downloaded exports, gone when the run ends
+        manifest = run_training(load, models, training_config(event.get("config")), now)
     if first_model and not manifest.counts.get("interactions"):
         models.discard(manifest)  # no purchases yet: nothing to keep but the log line
         return manifest.model_dump(mode="json")

@@ -91,6 +91,11 @@ class S3Blobs:
         with _s3_faults(f"upload to {self.bucket}"):
             self.client.upload_file(str(path), self.bucket, key)
 
+    def get_file(self, key: str, path: Path) -> None:
+        """A file of any size to local disk, downloaded in parts."""
+        with _s3_faults(f"download from {self.bucket}"):
+            self.client.download_file(self.bucket, key, str(path))
+
     def get(self, key: str) -> bytes:
         try:
             with _s3_faults(f"read from {self.bucket}"):

@@ -4,6 +4,7 @@ imports this module (through the segments service) and ships no numpy or scipy."
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -77,8 +78,21 @@ def catalog_categories(items_table: str) -> dict[str, str]:
 
 def catalog_labels(items_table: str) -> tuple[dict[str, str], dict[str, str]]:
     """item_id -> category and item_id -> title, in one scan of the catalog."""
-    rows = scan_by_key(items_table, "item_id", lambda row: (row["category"], row.get("title", "")),
-                       ProjectionExpression="item_id, category, #title", ExpressionAttributeNames={"#title": "title"})
+    rows = scan_by_key(items_table, "item_id", _label, ProjectionExpression="item_id, category, #title",
+                       ExpressionAttributeNames={"#title": "title"})
+    return _labels_of(rows)
+
+
+def catalog_labels_of(items: Iterable[dict[str, Any]]) -> tuple[dict[str, str], dict[str, str]]:
+    """The same from stored items (DynamoDB JSON), such as an export's."""
+    return _labels_of({item["item_id"]["S"]: _label(dynamo.deserialize(item)) for item in items})
+
+
+def _label(row: dict[str, Any]) -> tuple[str, str]:
+    return row["category"], row.get("title", "")
+
+
+def _labels_of(rows: dict[str, tuple[str, str]]) -> tuple[dict[str, str], dict[str, str]]:
     return ({item_id: category for item_id, (category, _) in rows.items()},
             {item_id: title for item_id, (_, title) in rows.items()})
 

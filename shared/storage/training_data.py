@@ -8,17 +8,21 @@ each customer's newest events. Scans are the run's largest read, so no table is 
 from __future__ import annotations
 
 import threading
+from itertools import islice
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from shared.events import EventType, format_timestamp
+from shared.storage import dynamo
 from shared.storage.customers import (SCAN_SEGMENTS, USER_HISTORY_FIELDS, Customers, HistoryPages,
-                                      catalog_labels, scan_events)
+                                      catalog_labels, catalog_labels_of, scan_events)
+from shared.storage.exports import Export, download_export, latest_chain, table_items
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
-from shared.storage.users import all_user_rows, user_from_row
+from shared.storage.users import all_user_rows, is_user_row, user_from_row
 from shared.training.config import TrainingConfig
 from shared.training.customers import customer_statistics
 from shared.training.interactions import EVENT_CODES, InteractionLog, Interactions, TooManyInteractions
@@ -26,8 +30,18 @@ from shared.training.interests import declared
 from shared.training.pipeline import TrainingData
 from shared.users import User, may_personalize, may_profile
 
+EXPORT_PAGE = 10_000  # export lines handed to the page handlers at a time, as a Scan's pages are
 TRAINING_FIELDS = ("user_id", "item_id", "event_type", "quantity", "ts", "order_id")
 RETURN = EventType.RETURN.value
+
+
+@dataclass(frozen=True)
+class TableExports:
+    """Each table's export chain: a full export and the incremental ones after it."""
+
+    events: list[Export]
+    users: list[Export]
+    items: list[Export]
 
 
 @dataclass(frozen=True)
@@ -74,10 +88,51 @@ def load_training_data(events_table: str, users_table: str, config: TrainingConf
     return training.finish(users, excluded, now)
 
 
+def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime,
+                              page_size: int = EXPORT_PAGE) -> NightlyRead:
+    """The same read from DynamoDB exports (shared/storage/exports.py): each table's items go
+    through the Scan's own page handlers, so both paths give the same training data and segments."""
+    rows = {item["user_id"]["S"]: dynamo.deserialize(item)
+            for item in table_items(exports.users, ("user_id",)) if is_user_row(item)}
+    users, excluded = _users_of(rows)
+    training, histories = _TrainingPages(config, now, excluded), HistoryPages()
+    events = table_items(exports.events, ("user_id", "event_id"))
+    while page := list(islice(events, page_size)):
+        training.add_page(page)
+        histories.add_page(page)
+    categories, titles = catalog_labels_of(table_items(exports.items, ("item_id",)))
+    return NightlyRead(Customers(users, histories.finish(), categories),
+                       None if training.overflow else training.finish(users, excluded, now, categories, titles),
+                       training.overflow)
+
+
+class NoExport(Exception):
+    """The export path is on and a table has no complete export to read."""
+
+
+def table_exports(tables: dict[str, str], local_dir: str | None, bucket: str, summary_keys: dict[str, str] | None,
+                  workdir: Path) -> TableExports:
+    """The exports a run reads, for `tables` ({"events": name, "users": ..., "items": ...}): on AWS
+    the ones the state machine took (`summary_keys`, each table's manifest-summary.json in
+    `bucket`), downloaded to `workdir`; on the local stack the newest under `local_dir`/<table>."""
+    chains: dict[str, list[Export]] = {}
+    for role, table in tables.items():
+        if summary_keys:
+            chains[role] = [download_export(bucket, summary_keys[role], workdir / role)]
+        else:
+            chains[role] = latest_chain(Path(local_dir or ".") / table)
+        if not chains[role]:
+            raise NoExport(f"no export of {table} under {local_dir}: run ./dev export")
+    return TableExports(**chains)
+
+
 def _users(users_table: str, segments: int) -> tuple[dict[str, User], set[str]]:
+    return _users_of(all_user_rows(users_table, segments))
+
+
+def _users_of(rows: dict[str, dict[str, Any]]) -> tuple[dict[str, User], set[str]]:
     """Every stored customer, and those not to train on: objected, or being erased (an erasure
     that ran out of time has left events still to delete)."""
-    rows = all_user_rows(users_table, segments)
     users = {user_id: user_from_row(row) for user_id, row in rows.items()}
     excluded = {user_id for user_id, user in users.items() if not may_personalize(user)}
     excluded |= {user_id for user_id, row in rows.items() if row.get("erasure_status") == ERASURE_IN_PROGRESS}

@@ -271,11 +271,20 @@ def user_from_row(row: dict) -> User:
     return User.model_validate({**row, "summary": row})
 
 
+# The fields that mark a customer's companion items (purchase keys, consent history): items of
+# the users table that are not customers' rows.
+COMPANION_MARKS = ("purchases_of", "consent_of")
+
+
 def all_user_rows(users_table: str, segments: int = 4) -> dict[str, dict[str, Any]]:
-    """Every stored row, by user id (a parallel Scan: for the nightly run, never a request).
-    Customers' purchase keys and consent histories, kept in their own items, are not rows of customers."""
+    """Every stored row, by user id (a parallel Scan: for the nightly run, never a request)."""
     return scan_by_key(users_table, "user_id", lambda row: row, segments,
-                       FilterExpression="attribute_not_exists(purchases_of) AND attribute_not_exists(consent_of)")
+                       FilterExpression=" AND ".join(f"attribute_not_exists({mark})" for mark in COMPANION_MARKS))
+
+
+def is_user_row(item: dict[str, Any]) -> bool:
+    """A stored item (DynamoDB JSON, as a Scan or an export gives it) that is a customer's row."""
+    return not any(mark in item for mark in COMPANION_MARKS)
 
 
 def withheld(users_table: str, user_ids: list[str], since: str, behavioural: bool) -> set[str]:

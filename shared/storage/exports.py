@@ -1,0 +1,160 @@
+"""DynamoDB's export to S3, in its own file format: the nightly run's input past a size threshold.
+
+One export, as ExportTableToPointInTime writes it under the bucket's prefix:
+
+    AWSDynamoDB/<export id>/manifest-summary.json   exportType, exportTime, itemCount, manifestFilesS3Key
+    AWSDynamoDB/<export id>/manifest-files.json     one JSON line per data file: dataFileS3Key, itemCount
+    AWSDynamoDB/<export id>/data/<name>.json.gz     one line per item: {"Item": {DynamoDB JSON}}
+
+An incremental export's data lines are {"Metadata": {...}, "Keys": {...}, "NewImage": {...}}, and
+a line without NewImage is a deleted item. Readers fold the incremental exports taken after a full
+one onto it, in order, so a run sees the table as of the last of them.
+
+`write_export` writes DynamoDB Local's tables in this format (`./dev export`), so the export path
+runs on one machine over the same files as on AWS; `download_export` fetches one from S3.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from shared.storage.blobs import S3Blobs
+from shared.storage.scan import parallel_scan
+
+FULL, INCREMENTAL = "FULL_EXPORT", "INCREMENTAL_EXPORT"
+ITEMS_PER_FILE = 100_000  # DynamoDB's own files hold about this many; each is read in one go
+
+
+@dataclass(frozen=True)
+class Export:
+    """One export on local disk: its files lie under `root` at their S3 keys."""
+
+    root: Path
+    summary: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return self.summary.get("exportType", FULL)
+
+    @property
+    def time(self) -> str:
+        return self.summary["exportTime"]
+
+    def data_files(self) -> list[Path]:
+        listing = self.root / self.summary["manifestFilesS3Key"]
+        return [self.root / json.loads(line)["dataFileS3Key"]
+                for line in listing.read_text().splitlines() if line.strip()]
+
+    def lines(self) -> Iterator[dict[str, Any]]:
+        """Every data line, file by file."""
+        for path in self.data_files():
+            with gzip.open(path, "rt", encoding="utf-8") as data:
+                for line in data:
+                    if line.strip():
+                        yield json.loads(line)
+
+
+def read_export(root: Path, summary_key: str) -> Export:
+    return Export(root, json.loads((root / summary_key).read_text()))
+
+
+def exports_in(root: Path) -> list[Export]:
+    """Every complete export under `root` (a summary is written last), oldest first."""
+    found = [read_export(root, str(path.relative_to(root))) for path in root.glob("AWSDynamoDB/*/manifest-summary.json")]
+    return sorted(found, key=lambda export: export.time)
+
+
+def latest_chain(root: Path) -> list[Export]:
+    """The newest full export and the incremental exports taken after it, in order ([] if none)."""
+    exports = exports_in(root)
+    fulls = [i for i, export in enumerate(exports) if export.kind == FULL]
+    if not fulls:
+        return []
+    return [exports[fulls[-1]], *(e for e in exports[fulls[-1] + 1:] if e.kind == INCREMENTAL)]
+
+
+def table_items(chain: list[Export], key_names: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    """The table's items (DynamoDB JSON) as of the chain's last export. A full export alone is
+    streamed; incremental changes need the items by key, so then the table is held in memory."""
+    if not chain:
+        return
+    full, changes = chain[0], chain[1:]
+    if not changes:
+        for line in full.lines():
+            yield line["Item"]
+        return
+
+    def key(item: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(json.dumps(item[name], sort_keys=True) for name in key_names)
+
+    items = {key(line["Item"]): line["Item"] for line in full.lines()}
+    for export in changes:
+        for line in export.lines():
+            if "NewImage" in line:
+                items[key(line["Keys"])] = line["NewImage"]
+            else:
+                items.pop(key(line["Keys"]), None)
+    yield from items.values()
+
+
+def write_export(table: str, root: Path, segments: int = 4, now: datetime | None = None) -> Export:
+    """A full export of `table` in DynamoDB's format under `root`, from a parallel Scan."""
+    now = now or datetime.now(timezone.utc)
+    export_id = f"{int(now.timestamp() * 1000):013d}-{secrets.token_hex(4)}"
+    folder = Path("AWSDynamoDB") / export_id
+    (root / folder / "data").mkdir(parents=True, exist_ok=True)
+    files: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    pending: list[dict[str, Any]] = []
+
+    def flush(items: list[dict[str, Any]]) -> None:
+        name = folder / "data" / f"{len(files):05d}-{secrets.token_hex(4)}.json.gz"
+        with gzip.open(root / name, "wt", encoding="utf-8") as data:
+            for item in items:
+                data.write(json.dumps({"Item": item}, separators=(",", ":")) + "\n")
+        files.append({"itemCount": len(items), "dataFileS3Key": str(name)})
+
+    def on_page(items: list[dict[str, Any]]) -> None:
+        with lock:
+            pending.extend(items)
+            if len(pending) >= ITEMS_PER_FILE:
+                flush(pending[:])
+                pending.clear()
+
+    parallel_scan(table, segments, on_page)
+    if pending or not files:
+        flush(pending)
+    listing = folder / "manifest-files.json"
+    (root / listing).write_text("".join(json.dumps(entry) + "\n" for entry in files))
+    summary = {"version": "2020-06-30", "exportArn": f"local/{table}/export/{export_id}", "tableArn": f"local/{table}",
+               "exportType": FULL, "exportTime": now.isoformat(), "exportFormat": "DYNAMODB_JSON",
+               "itemCount": sum(entry["itemCount"] for entry in files), "manifestFilesS3Key": str(listing),
+               "outputFormat": "DYNAMODB_JSON"}
+    summary_key = folder / "manifest-summary.json"
+    (root / summary_key).write_text(json.dumps(summary, indent=1))  # last: a summary means complete
+    return read_export(root, str(summary_key))
+
+
+def download_export(bucket: str, summary_key: str, root: Path) -> Export:
+    """One export from S3 to local disk (Lambda's /tmp, a job's volume), under the same keys."""
+    blobs = S3Blobs(bucket)
+
+    def fetch(key: str) -> Path:
+        target = root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        blobs.get_file(key, target)
+        return target
+
+    summary = json.loads(fetch(summary_key).read_text())
+    for line in fetch(summary["manifestFilesS3Key"]).read_text().splitlines():
+        if line.strip():
+            fetch(json.loads(line)["dataFileS3Key"])
+    return Export(root, summary)

@@ -1,0 +1,176 @@
+"""The export path: DynamoDB's export files in, the same training data and segments out as the Scan path."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from devstack.gateway import LambdaContext
+from shared.storage import dynamo
+from shared.storage.exports import INCREMENTAL, exports_in, latest_chain, table_items, write_export
+from shared.storage.training_data import TableExports, read_nightly, read_nightly_from_exports
+from shared.training.config import TrainingConfig
+from shared.training.interactions import EVENT_CODES, Interactions
+from tests.training_data import END, shop, store_events
+from tests.unit.test_training_reads_once import train_handler
+
+NAMES = {code: name for name, code in EVENT_CODES.items()}
+
+
+@pytest.fixture
+def seeded(api, moto_tables) -> dict[str, str]:
+    demo = shop(60, 40, seed=6)
+    assert api.json("POST", "/items", {"items": demo.items})[0] == 200
+    for user in demo.users:
+        assert api.json("PUT", f"/users/{user['user_id']}", {k: v for k, v in user.items() if k != "user_id"})[0] == 200
+    objector = demo.events[-1]["user_id"]
+    assert api.json("PUT", f"/users/{objector}/consent", {"personalization": False})[0] == 200
+    store_events(moto_tables["EventsTable"], demo.events)
+    # A purchase, its partial return and a search: the window's rules, not only plain events.
+    buyer, item = demo.events[0]["user_id"], demo.items[0]["item_id"]
+    store_events(moto_tables["EventsTable"], [
+        {"event_id": "x-buy", "user_id": buyer, "item_id": item, "event_type": "purchase", "quantity": 3, "price": 10, "currency": "EUR",
+         "order_id": "o-x", "channel": "web", "timestamp": END.isoformat()},
+        {"event_id": "x-return", "user_id": buyer, "item_id": item, "event_type": "return", "quantity": 1, "price": 10, "currency": "EUR",
+         "order_id": "o-x", "channel": "web", "timestamp": END.isoformat()},
+        {"event_id": "x-search", "user_id": buyer, "event_type": "search", "properties": {"query": "lamp"}, "channel": "web", "timestamp": END.isoformat()},
+    ])
+    return moto_tables
+
+
+def export_all(tables: dict[str, str], root: Path) -> TableExports:
+    for logical_id in ("EventsTable", "UsersTable", "ItemsTable"):
+        write_export(tables[logical_id], root / tables[logical_id])
+    return TableExports(events=latest_chain(root / tables["EventsTable"]),
+                        users=latest_chain(root / tables["UsersTable"]),
+                        items=latest_chain(root / tables["ItemsTable"]))
+
+
+def rows_of(interactions: Interactions) -> list[tuple[Any, ...]]:
+    """Each interaction by ids, with the other interactions of its basket: indexes depend on read order."""
+    baskets: dict[int, list[tuple[str, str, float]]] = {}
+    keys = [(interactions.user_ids[u], interactions.item_ids[i], float(t))
+            for u, i, t in zip(interactions.users, interactions.items, interactions.timestamps)]
+    for key, basket in zip(keys, interactions.baskets):
+        baskets.setdefault(int(basket), []).append(key)
+    return sorted((*key, NAMES[int(code)], float(quantity), tuple(sorted(baskets[int(basket)])) if basket >= 0 else ())
+                  for key, code, quantity, basket in zip(keys, interactions.event_codes, interactions.quantities,
+                                                         interactions.baskets))
+
+
+def test_the_export_path_reads_exactly_what_the_scan_path_reads(seeded, tmp_path):
+    config, now = TrainingConfig(), datetime.now(timezone.utc)
+    scanned = read_nightly(seeded["EventsTable"], seeded["UsersTable"], seeded["ItemsTable"], config, now)
+    exported = read_nightly_from_exports(export_all(seeded, tmp_path), config, now)
+
+    ours, theirs = exported.training_data(), scanned.training_data()
+    assert len(ours.interactions) > 100
+    assert rows_of(ours.interactions) == rows_of(theirs.interactions)
+    assert ours.customer_statistics == theirs.customer_statistics
+    assert (ours.countries, ours.interests, ours.excluded_users) == (theirs.countries, theirs.interests,
+                                                                      theirs.excluded_users)
+    assert (ours.categories, ours.titles) == (theirs.categories, theirs.titles)
+    # The segments' inputs too: every customer's profile and newest events.
+    assert exported.customers.users == scanned.customers.users
+    assert exported.customers.histories == scanned.customers.histories
+
+
+def test_export_files_are_dynamodbs_own_format(seeded, tmp_path):
+    export = write_export(seeded["EventsTable"], tmp_path)
+    summary = json.loads((tmp_path / next(tmp_path.glob("AWSDynamoDB/*/manifest-summary.json")).relative_to(tmp_path))
+                         .read_text())
+    assert summary["exportType"] == "FULL_EXPORT" and summary["outputFormat"] == "DYNAMODB_JSON"
+    listing = [json.loads(line) for line in (tmp_path / summary["manifestFilesS3Key"]).read_text().splitlines()]
+    lines = [json.loads(line) for entry in listing for line in gzip.open(tmp_path / entry["dataFileS3Key"], "rt")]
+    assert sum(entry["itemCount"] for entry in listing) == summary["itemCount"] == len(lines) > 100
+    assert all(set(line) == {"Item"} and line["Item"]["user_id"]["S"] for line in lines)
+    assert export.kind == "FULL_EXPORT" and len(list(export.lines())) == len(lines)
+
+
+def write_incremental(root: Path, export_id: str, at: str, changes: list[dict[str, Any]]) -> None:
+    """An incremental export as DynamoDB writes one: Keys, NewImage (absent for a delete)."""
+    folder = Path("AWSDynamoDB") / export_id
+    (root / folder / "data").mkdir(parents=True)
+    with gzip.open(root / folder / "data" / "changes.json.gz", "wt") as data:
+        for change in changes:
+            data.write(json.dumps({"Metadata": {"WriteTimestampMicros": {"N": "1"}}, **change}) + "\n")
+    (root / folder / "manifest-files.json").write_text(
+        json.dumps({"itemCount": len(changes), "dataFileS3Key": str(folder / "data" / "changes.json.gz")}) + "\n")
+    (root / folder / "manifest-summary.json").write_text(json.dumps(
+        {"exportType": INCREMENTAL, "exportTime": at, "manifestFilesS3Key": str(folder / "manifest-files.json")}))
+
+
+def test_incremental_exports_fold_onto_the_full_one_in_order(seeded, tmp_path):
+    write_export(seeded["UsersTable"], tmp_path, now=datetime(2026, 12, 1, tzinfo=timezone.utc))
+    full = {item["user_id"]["S"]: item for item in table_items(latest_chain(tmp_path), ("user_id",))}
+    first, second, *_ = sorted(full)
+    changed = {**full[first], "country": {"S": "FR"}}
+    added = dynamo.serialize({"user_id": "u-new", "country": "DE"})
+    write_incremental(tmp_path, "b", "2026-12-01T06:00:00+00:00", [
+        {"Keys": {"user_id": changed["user_id"]}, "NewImage": changed},
+        {"Keys": {"user_id": {"S": "u-new"}}, "NewImage": added}])
+    write_incremental(tmp_path, "c", "2026-12-01T12:00:00+00:00", [
+        {"Keys": {"user_id": {"S": second}}},  # deleted: an erasure
+        {"Keys": {"user_id": {"S": "u-new"}}, "NewImage": {**added, "country": {"S": "AT"}}}])
+
+    assert [e.kind for e in exports_in(tmp_path)] == ["FULL_EXPORT", INCREMENTAL, INCREMENTAL]
+    now = {item["user_id"]["S"]: item for item in table_items(latest_chain(tmp_path), ("user_id",))}
+    assert now[first]["country"] == {"S": "FR"}
+    assert second not in now
+    assert now["u-new"]["country"] == {"S": "AT"}
+    assert len(now) == len(full)  # one added, one deleted
+
+
+def test_a_newer_full_export_starts_a_new_chain(seeded, tmp_path):
+    write_export(seeded["ItemsTable"], tmp_path, now=datetime(2026, 12, 1, tzinfo=timezone.utc))
+    write_incremental(tmp_path, "b", "2026-12-01T06:00:00+00:00", [{"Keys": {"item_id": {"S": "gone"}}}])
+    newest = write_export(seeded["ItemsTable"], tmp_path, now=datetime(2026, 12, 2, tzinfo=timezone.utc))
+    assert latest_chain(tmp_path) == [newest]
+
+
+def test_a_training_run_on_the_export_path_trains_from_the_exports(seeded, tmp_path, monkeypatch):
+    export_root = tmp_path / "exports"
+    export_all(seeded, export_root)
+    monkeypatch.setenv("TRAINING_PATH", "export")
+    monkeypatch.setenv("LOCAL_EXPORT_DIR", str(export_root))
+    from shared.config import get_settings
+    get_settings.cache_clear()
+    handler = train_handler()
+    # Events stored after the export are not in it: the run trains on the export, not the table.
+    store_events(seeded["EventsTable"], [
+        {"event_id": f"late-{n}", "user_id": "u-late", "item_id": "late-item", "event_type": "purchase", "price": 5, "currency": "EUR",
+         "channel": "web", "timestamp": END.isoformat()} for n in range(3)])
+
+    manifest = handler({"config": {"min_gain_over_popularity": 0}}, LambdaContext(function_name="TrainFunction"))
+
+    assert manifest["status"] in ("accepted", "rejected"), manifest["reason"]
+    scanned = read_nightly(seeded["EventsTable"], seeded["UsersTable"], seeded["ItemsTable"], TrainingConfig(),
+                           datetime.now(timezone.utc)).training_data()
+    assert manifest["counts"]["interactions"] == len(scanned.interactions) - 3
+
+
+def test_the_export_path_without_an_export_fails_the_run_and_says_what_to_do(seeded, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINING_PATH", "export")
+    monkeypatch.setenv("LOCAL_EXPORT_DIR", str(tmp_path / "none"))
+    from shared.config import get_settings
+    get_settings.cache_clear()
+
+    manifest = train_handler()({}, LambdaContext(function_name="TrainFunction"))
+
+    assert manifest["status"] == "failed" and "run ./dev export" in manifest["reason"]
+
+
+def test_interaction_rows_compare_read_order_free():
+    one = Interactions(["a", "b"], ["x"], np.array([0, 1], np.int32), np.array([0, 0], np.int32),
+                       np.array([3, 3], np.int8), np.ones(2, np.float32), np.array([1.0, 2.0]), np.array([0, 1]))
+    other = Interactions(["b", "a"], ["x"], np.array([1, 0], np.int32), np.array([0, 0], np.int32),
+                         np.array([3, 3], np.int8), np.ones(2, np.float32), np.array([1.0, 2.0]), np.array([5, 7]))
+    assert rows_of(one) == rows_of(other)
+    other.quantities[0] = 2
+    assert rows_of(one) != rows_of(other)
