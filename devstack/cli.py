@@ -9,6 +9,7 @@
     devstack credentials           curl options that sign requests as the shop's backend
     devstack secret                the x-devstack-secret header value that opens the stack's /dev/ helpers
     devstack bus [-n 20]           the local event bus's last entries (triggers, docs/triggers.md)
+    devstack export                the tables in DynamoDB's export format (TRAINING_PATH=export trains from them)
 """
 
 from __future__ import annotations
@@ -273,6 +274,22 @@ def cmd_backfill_bought_sets(args: argparse.Namespace) -> int:
     return backfill([state.tables["EventsTable"], state.tables["UsersTable"]])
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """The local tables in DynamoDB's export format, where TRAINING_PATH=export reads them."""
+    import os
+
+    from devstack.dynamodb_local import LOCAL_CREDENTIALS
+    from shared.storage.exports import write_export
+
+    state = ensure_up(args)
+    os.environ.update({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL_DYNAMODB": state.dynamodb_endpoint})
+    for logical_id in stack.EXPORTED_TABLES:
+        table = state.tables[logical_id]
+        export = write_export(table, stack.export_dir(args.state_dir) / table)
+        print(f"{table}: {export.summary['itemCount']:,} items in {export.root / export.summary['manifestFilesS3Key']}")
+    return 0
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     _, auth = stack.running(args.state_dir)
     print(auth.issue_token(args.user_id, args.expires_in))
@@ -365,6 +382,7 @@ def parser() -> argparse.ArgumentParser:
     importer.add_argument("--limit", type=int, help="read at most this many rows")
     command("backfill-bought-sets", cmd_backfill_bought_sets,
             "give customers stored before the bought set their item and order keys (devstack/backfill.py)")
+    command("export", cmd_export, "write the tables in DynamoDB's export format, the input of TRAINING_PATH=export")
     token = command("token", cmd_token, "print a customer's bearer token for the local stack")
     token.add_argument("user_id")
     token.add_argument("--expires-in", type=int, default=3600, help="seconds")

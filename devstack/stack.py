@@ -30,6 +30,13 @@ TABLE_PREFIX = "shop-recs"
 BUS_FILE = "bus.jsonl"  # the local event bus (shared/storage/bus.py, LocalBus)
 
 
+EXPORTED_TABLES = ("EventsTable", "UsersTable", "ItemsTable")  # what a training run reads
+
+
+def export_dir(state_dir: Path) -> Path:
+    return state_dir / "exports"
+
+
 class StackError(RuntimeError):
     """Something a person must act on; the message says what."""
 
@@ -103,6 +110,9 @@ def local_environment(template: dict[str, Any], endpoint: str, tables: dict[str,
     environment.update({
         "AWS_ENDPOINT_URL_DYNAMODB": endpoint,
         "LOCAL_MODEL_DIR": str(state_dir / "models"),
+        # `./dev export` writes the tables here; `TRAINING_PATH=export ./dev up` trains from them.
+        "LOCAL_EXPORT_DIR": str(export_dir(state_dir)),
+        "TRAINING_PATH": os.environ.get("TRAINING_PATH", environment.get("TRAINING_PATH", "scan")),
         # Campaign exports and their status: what the campaign bucket holds on AWS.
         "LOCAL_CAMPAIGN_DIR": str(state_dir / "campaigns"),
         # Triggers go to a JSON Lines file instead of EventBridge; GET /dev/bus reads it.

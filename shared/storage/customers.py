@@ -11,7 +11,7 @@ from typing import Any
 
 from shared.history import HistoryEvent
 from shared.storage import dynamo
-from shared.storage.history import HISTORY_FIELDS, HISTORY_LIMIT, history_event
+from shared.storage.history import HISTORY_FIELDS, HISTORY_LIMIT, history_event_of_item
 from shared.storage.scan import parallel_scan, scan_by_key
 from shared.storage.users import all_user_rows, user_from_row
 from shared.users import User
@@ -59,7 +59,7 @@ class HistoryPages:
 def _entry(item: dict[str, Any]) -> tuple[float, HistoryEvent | None]:
     """An event's time, and its history row (None for an event naming no item, such as a search)."""
     if "item_id" in item:
-        event = history_event(dynamo.deserialize(item))
+        event = history_event_of_item(item)
         return event.timestamp, event
     return datetime.fromisoformat(item["ts"]["S"]).timestamp(), None
 

@@ -1,0 +1,205 @@
+"""A training run on the export path, against DuckDB reading the same files and implicit's raw fit.
+
+    ./dev bench train_export [--sizes 1000000 10000000]
+
+For each size, a synthetic shop's tables (20 events per customer, power-law items; views, carts
+and purchases over a year) are written as DynamoDB exports (the format `./dev export` and
+ExportTableToPointInTime write; not timed). Then, each in a process of its own so its peak
+memory (ru_maxrss) is its own:
+
+1. ours: the whole training run as the train function runs it on the export path
+   (`read_nightly_from_exports`, then `run_training`: matrix, blend choice, evaluation against
+   popularity, final fit, publish), stage by stage;
+2. raw read: DuckDB reading the same gzipped export files into the columns training needs
+   (user, item, type, quantity, time, order) for the window;
+3. raw fit: implicit's AlternatingLeastSquares.fit, once, on the very matrix the run built, with the
+   run's parameters.
+The ratio is ours over raw read + raw fit. Random data has no taste to learn, so the gate is off:
+this measures time and memory, not quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.update({"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_SERVICE_NAME": "bench"})
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+EVENT_TYPES = np.array(["view", "add_to_cart", "purchase"])
+CHUNK = 500_000  # events generated and written at a time, so 10M never sit in memory as objects
+NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
+
+
+def write_table(root: Path, table: str, lines: object, count: int) -> None:
+    """One full export of `table` under root/table, as DynamoDB lays it out."""
+    folder = Path("AWSDynamoDB") / "01-bench"
+    (root / table / folder / "data").mkdir(parents=True, exist_ok=True)
+    files, written = [], 0
+    for number, chunk in enumerate(lines):  # type: ignore[attr-defined]
+        name = folder / "data" / f"{number:05d}.json.gz"
+        with gzip.open(root / table / name, "wt", compresslevel=1) as data:
+            data.writelines(chunk)
+        files.append({"itemCount": len(chunk), "dataFileS3Key": str(name)})
+        written += len(chunk)
+    assert written == count
+    (root / table / folder / "manifest-files.json").write_text("".join(json.dumps(f) + "\n" for f in files))
+    (root / table / folder / "manifest-summary.json").write_text(json.dumps({
+        "exportType": "FULL_EXPORT", "exportTime": NOW.isoformat(), "itemCount": count,
+        "manifestFilesS3Key": str(folder / "manifest-files.json"), "outputFormat": "DYNAMODB_JSON"}))
+
+
+def event_lines(size: int, n_users: int, n_items: int, seed: int = 1):  # noqa: ANN201
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, n_items + 1) ** 0.9
+    for start in range(0, size, CHUNK):
+        n = min(CHUNK, size - start)
+        users = rng.integers(0, n_users, size=n)
+        items = rng.choice(n_items, size=n, p=weights / weights.sum())
+        kinds = EVENT_TYPES[rng.choice(3, size=n, p=[0.6, 0.25, 0.15])]
+        seconds = (NOW.timestamp() - rng.uniform(0, 365 * 86_400, size=n)).astype("datetime64[s]")
+        stamps = np.datetime_as_string(seconds, unit="us")
+        yield [f'{{"Item":{{"user_id":{{"S":"u{u}"}},"event_id":{{"S":"e{start + k}"}},"item_id":{{"S":"i{i}"}},'
+               f'"event_type":{{"S":"{t}"}},"quantity":{{"N":"1"}},"ts":{{"S":"{s}Z"}},"channel":{{"S":"web"}}'
+               + (f',"order_id":{{"S":"o{u}-{start + k}"}},"price":{{"N":"9.5"}},"currency":{{"S":"EUR"}}'
+                  if t == "purchase" else "") + "}}\n"
+               for k, (u, i, t, s) in enumerate(zip(users.tolist(), items.tolist(), kinds.tolist(), stamps.tolist()))]
+
+
+def write_shop(root: Path, size: int) -> None:
+    n_users, n_items = max(size // 20, 10), max(size // 50, 100)
+    write_table(root, "events", event_lines(size, n_users, n_items), size)
+    write_table(root, "users", ([f'{{"Item":{{"user_id":{{"S":"u{u}"}},"country":{{"S":"DE"}}}}}}\n'
+                                 for u in range(s, min(s + CHUNK, n_users))] for s in range(0, n_users, CHUNK)), n_users)
+    write_table(root, "items", ([f'{{"Item":{{"item_id":{{"S":"i{i}"}},"category":{{"S":"c{i % 40}"}},'
+                                 f'"title":{{"S":"Item {i}"}}}}}}\n' for i in range(n_items)],), n_items)
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def part_ours(root: Path) -> dict:
+    from shared.storage.blobs import LocalBlobs
+    from shared.storage.exports import latest_chain
+    from shared.storage.models import ModelStore
+    from shared.storage.training_data import TableExports, read_nightly_from_exports
+    from shared.training.config import TrainingConfig
+    from shared.training.job import run_training
+    from shared.training.matrix import confidence_matrix
+
+    config = TrainingConfig(min_gain_over_popularity=0, max_interactions=100_000_000)
+    exports = TableExports(*(latest_chain(root / table) for table in ("events", "users", "items")))
+    kept = {}
+
+    def load(cfg: TrainingConfig, at: datetime):  # noqa: ANN202
+        kept["data"] = read_nightly_from_exports(exports, cfg, at).training_data()
+        return kept["data"]
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as models:
+        manifest = run_training(load, ModelStore(LocalBlobs(Path(models))), config, NOW)
+    total = time.perf_counter() - started
+    if manifest.status == "failed":
+        raise SystemExit(f"training run failed: {manifest.reason}")
+    data = kept["data"]
+    shape = (len(data.interactions.user_ids), len(data.interactions.item_ids))
+    matrix = confidence_matrix(data.interactions, config, data.end, shape)
+    np.save(root / "matrix-data.npy", matrix.data)
+    np.save(root / "matrix-indices.npy", matrix.indices)
+    np.save(root / "matrix-indptr.npy", matrix.indptr)
+    (root / "matrix-shape.json").write_text(json.dumps(shape))
+    return {"total": total, "timings": manifest.timings, "peak": peak_mib(), "shape": shape, "nnz": int(matrix.nnz),
+            "matrix_mib": (matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes) / 2**20}
+
+
+def part_raw_read(root: Path) -> dict:
+    import duckdb
+
+    from shared.storage.exports import latest_chain
+
+    files = [str(path) for path in latest_chain(root / "events")[0].data_files()]
+    fields = ["user_id", "item_id", "event_type", "ts", "order_id"]
+    struct = ", ".join(f"{f} STRUCT(S VARCHAR)" for f in fields) + ", quantity STRUCT(N VARCHAR)"
+    started = time.perf_counter()
+    columns = duckdb.sql(
+        f"SELECT Item.user_id.S, Item.item_id.S, Item.event_type.S, CAST(Item.quantity.N AS DOUBLE), Item.ts.S, "
+        f"Item.order_id.S FROM read_json({files!r}, format='newline_delimited', columns={{'Item': 'STRUCT({struct})'}}) "
+        f"WHERE Item.item_id.S IS NOT NULL AND Item.ts.S >= '2025-12-01'").fetchnumpy()
+    seconds = time.perf_counter() - started
+    return {"total": seconds, "rows": len(next(iter(columns.values()))), "peak": peak_mib()}
+
+
+def part_raw_fit(root: Path) -> dict:
+    from scipy.sparse import csr_matrix
+
+    from shared.training.config import TrainingConfig
+    from shared.training.pipeline import fit_als
+
+    shape = tuple(json.loads((root / "matrix-shape.json").read_text()))
+    matrix = csr_matrix((np.load(root / "matrix-data.npy"), np.load(root / "matrix-indices.npy"),
+                         np.load(root / "matrix-indptr.npy")), shape=shape)
+    started = time.perf_counter()
+    fit_als(matrix, TrainingConfig())
+    return {"total": time.perf_counter() - started, "peak": peak_mib()}
+
+
+PARTS = {"ours": part_ours, "raw_read": part_raw_read, "raw_fit": part_raw_fit}
+
+
+def in_process_of_its_own(part: str, root: Path) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--part", part, "--root", str(root)],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"{part} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run(size: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        started = time.perf_counter()
+        write_shop(root, size)
+        print(f"\n{size:,} events as DynamoDB exports in {time.perf_counter() - started:.0f} s (not timed)")
+        ours = in_process_of_its_own("ours", root)
+        read = in_process_of_its_own("raw_read", root)
+        fit = in_process_of_its_own("raw_fit", root)
+    raw = read["total"] + fit["total"]
+    users, items = ours["shape"]
+    print(f"{users:,} customers x {items:,} items, {ours['nnz']:,} pairs; the matrix is {ours['matrix_mib']:.0f} MiB")
+    for stage, seconds in ours["timings"].items():
+        print(f"  ours: {stage:<14} {seconds:9.1f} s")
+    print(f"  ours, end to end     {ours['total']:9.1f} s   peak {ours['peak']:7,.0f} MiB")
+    print(f"  raw read (DuckDB)    {read['total']:9.1f} s   peak {read['peak']:7,.0f} MiB  ({read['rows']:,} rows)")
+    print(f"  raw fit (implicit)   {fit['total']:9.1f} s   peak {fit['peak']:7,.0f} MiB")
+    print(f"ratio ours / (raw read + raw fit): {ours['total'] / raw:.2f} (target <= 2); "
+          f"peak memory / matrix: {ours['peak'] / ours['matrix_mib']:.0f}x (target <= 3)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.part:
+        print(json.dumps(PARTS[args.part](args.root)))
+        return
+    for size in args.sizes:
+        run(size)
+
+
+if __name__ == "__main__":
+    main()
