@@ -21,6 +21,7 @@ SERVICES = {
     "shared.training.job",
     "shared.nightly_triggers",
     "shared.campaigns.job",
+    "shared.experiments.service",
 }
 # Cross-cutting glue every layer may use: configuration, errors, logging and metrics.
 ANYWHERE = {"shared.config", "shared.errors", "shared.observability"}

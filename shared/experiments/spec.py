@@ -1,0 +1,86 @@
+"""What a marketer sends to start an experiment, and what the service keeps of it.
+
+An experiment splits one surface's traffic between variants by a hash of each customer's or
+visitor's id (assignment.py). A variant serves the active model ("active"), a given model
+version ("v..."), or popular items ("popular", the baseline that uses no one's history). One
+experiment runs per surface at a time; it ends stopped (nothing changes) or promoted (its
+winning version is activated through the same gate as any activation).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from shared.experiments.assignment import Share
+from shared.experiments.attribution import BASES
+
+SURFACES = ("recommendations", "similar")
+ACTIVE, POPULAR = "active", "popular"
+VERSION = re.compile(r"^v[0-9]{8}-[0-9]{4,6}-[0-9a-f]{4}$")
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
+
+
+class Variant(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name = Field(description="Lower-case letters, digits, - and _; unique in the experiment")
+    serves: str = Field(description='"active" (the active model), a model version ("v20261201-010000-ab12"), '
+                                    'or "popular" (best sellers: no one\'s history)')
+    traffic: float = Field(gt=0, le=1, description="Share of the surface's traffic; the variants' shares add up to 1")
+
+    @field_validator("serves")
+    @classmethod
+    def _serves(cls, value: str) -> str:
+        if value not in (ACTIVE, POPULAR) and not VERSION.match(value):
+            raise ValueError('"active", "popular" or a model version such as v20261201-010000-ab12')
+        return value
+
+    @property
+    def personalized(self) -> bool:
+        return self.serves != POPULAR
+
+
+class ExperimentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=100)
+    surface: Literal["recommendations", "similar"] = "recommendations"
+    variants: list[Variant] = Field(min_length=2, max_length=5)
+    control: str | None = Field(default=None, description="The variant the others are compared with; the first by default")
+    attribution_basis: Literal["click", "impression"] = Field(
+        default="click", description="Credit a purchase to a recommendation clicked (or only shown) before it")
+    attribution_window_days: int = Field(default=7, ge=1, le=30)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentSpec:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError("variants: names must be unique")
+        if abs(sum(v.traffic for v in self.variants) - 1) > 1e-6:
+            raise ValueError("variants: traffic shares must add up to 1")
+        if self.control is not None and self.control not in names:
+            raise ValueError(f"control: {self.control!r} is not one of the variants {names}")
+        assert self.attribution_basis in BASES
+        return self
+
+    @property
+    def control_variant(self) -> str:
+        return self.control or self.variants[0].name
+
+    def shares(self) -> list[Share]:
+        return [Share(v.name, v.traffic, v.personalized) for v in self.variants]
+
+
+class Experiment(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    experiment_id: str
+    spec: ExperimentSpec
+    status: Literal["running", "stopped", "promoted"] = "running"
+    started_at: datetime
+    ended_at: datetime | None = None
+    promoted: str | None = None  # the variant whose version was activated
