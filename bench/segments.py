@@ -1,19 +1,22 @@
-"""Segment tags: the nightly computation for 100k customers, and the user endpoint's latency,
-each against the same work done directly in numpy.
+"""Segment tags: the nightly computation for 100k customers, and the user endpoint's latency.
 
-    ./dev bench segments [--customers 100000] [--requests 300]
+    ./dev bench segments [--part compute|endpoint|both] [--customers 100000] [--requests 300]
 
-1. Materialization compute: segment_customer (the function both paths use) for every customer,
-   against a vectorized numpy computation of the same RFM, value and lifecycle rules over
-   arrays; the two are checked to agree on every customer's RFM name. Storage is not included:
-   writing members is DynamoDB's batch writes, measured by bench/ingest.py.
-2. GET /users/{id}/segments on DynamoDB Local, in-process as Lambda calls it, against the raw
-   reads it needs (GetItem, Query, BatchGetItem) followed by the numpy computation.
+1. compute: the nightly run's member rows (segment id, family, name, customer, reason) for 100k
+   generated customers with varied histories and 11 custom rules (the customers of
+   tests/unit/test_segments_batch_agreement.py), computed the way the nightly run did before,
+   one customer at a time with segment_customer (the request path), and with segment_everyone
+   (shared/segments/batch.py), in the same run; the rows are checked to be the same. CPU time
+   (time.process_time) and wall clock of each, customers/s and the ratio. Storage is not
+   included: writing members is DynamoDB's batch writes, measured by bench/ingest.py.
+2. endpoint: GET /users/{id}/segments on DynamoDB Local, in-process as Lambda calls it, against
+   the raw reads it needs (GetItem, Query, BatchGetItem) followed by a numpy computation of RFM.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -34,11 +37,11 @@ from devstack.gateway import LambdaContext, api_event, load_handler  # noqa: E40
 from devstack.local_auth import customer_context  # noqa: E402
 from devstack.template import http_routes, load_template  # noqa: E402
 from shared.history import HistoryEvent  # noqa: E402
+from shared.segments.batch import segment_everyone  # noqa: E402
 from shared.segments.tags import RFM_GRID, segment_customer  # noqa: E402
-from shared.users import PurchaseSummary, User  # noqa: E402
+from shared.users import PurchaseSummary, User, may_profile  # noqa: E402
 
 NOW = datetime.now(timezone.utc)
-CATEGORIES = ["kitchen", "garden", "toys", "books"]
 
 
 def synthetic_base(n: int, seed: int = 1):
@@ -86,23 +89,50 @@ def numpy_reference(orders, recency, tenure, spend, stats) -> np.ndarray:
     return names
 
 
+def one_by_one(data) -> list[tuple[str, str, str, str, str]]:
+    """The nightly run's members as it computed them before segment_everyone: one customer at a time."""
+    rows = []
+    for user_id in data.users.keys() | data.histories.keys():
+        user = data.users.get(user_id)
+        history = data.histories.get(user_id, []) if may_profile(user) else []
+        for tag in segment_customer(user, history, data.categories, data.statistics, data.now, data.definitions)[2]:
+            rows.append((tag.segment_id, tag.family, tag.name, user_id, tag.reason))
+    return rows
+
+
+def all_at_once(data) -> list[tuple[str, str, str, str, str]]:
+    return segment_everyone(data.users, data.histories, data.categories, data.statistics, data.now,
+                            data.definitions).members()
+
+
+def timed(work, data) -> tuple[float, float, list]:
+    gc.collect()
+    cpu, wall = time.process_time(), time.perf_counter()
+    rows = work(data)
+    return time.process_time() - cpu, time.perf_counter() - wall, rows
+
+
 def compute_bench(n: int) -> None:
-    orders, recency, tenure, spend = synthetic_base(n)
-    stats = statistics(orders, recency, spend)
-    categories = {f"i{k}": CATEGORIES[k % 4] for k in range(400)}
-    inputs = [(profile(orders[i], recency[i], tenure[i], spend[i]), history(i, recency[i])) for i in range(n)]
-    started = time.perf_counter()
-    ours = [segment_customer(p, h, categories, stats, NOW)[2] for p, h in inputs]
-    seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    reference = numpy_reference(orders, recency, tenure, spend, stats)
-    numpy_seconds = time.perf_counter() - started
-    rfm = [next(t.name for t in tags if t.family == "rfm") for tags in ours]
-    agree = sum(a == b for a, b in zip(rfm, reference, strict=True))
-    print(f"materialization compute, {n:,} customers (5 events each):")
-    print(f"  segment_customer, every family : {seconds:6.2f} s  ({n / seconds:,.0f} customers/s)")
-    print(f"  numpy, RFM + value + lifecycle : {numpy_seconds:6.2f} s  ({seconds / numpy_seconds:,.0f}x faster)")
-    print(f"  RFM names agree on {agree:,} of {n:,} customers")
+    from tests.unit.test_segments_batch_agreement import generated_customers
+
+    data = generated_customers(n)
+    customers = len(data.users.keys() | data.histories.keys())
+    events = sum(map(len, data.histories.values()))
+    before_cpu, before_wall, before = timed(one_by_one, data)
+    # Only a fingerprint of the rows is kept, so that each way runs with the same objects alive.
+    fingerprint = len(before), sum(map(hash, before))
+    del before
+    batch_cpu, batch_wall, batch = timed(all_at_once, data)
+    same = fingerprint == (len(batch), sum(map(hash, batch)))
+    print(f"nightly segments compute, {customers:,} customers, {events:,} events, "
+          f"{len(data.definitions)} custom rules, {len(batch):,} member rows:")
+    for label, cpu, wall in (("one by one (segment_customer)", before_cpu, before_wall),
+                             ("segment_everyone (numpy)     ", batch_cpu, batch_wall)):
+        print(f"  {label} CPU {cpu:6.2f} s ({customers / cpu:9,.0f} customers/s)   "
+              f"wall {wall:6.2f} s ({customers / wall:9,.0f} customers/s)")
+    print(f"  ratio                          CPU {before_cpu / batch_cpu:5.1f}x   "
+          f"wall {before_wall / batch_wall:5.1f}x")
+    print(f"  the same member rows: {'yes' if same else 'NO'}")
 
 
 def endpoint_bench(requests: int) -> None:
@@ -166,11 +196,14 @@ def endpoint_bench(requests: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=("compute", "endpoint", "both"), default="both")
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
-    compute_bench(args.customers)
-    endpoint_bench(args.requests)
+    if args.part in ("compute", "both"):
+        compute_bench(args.customers)
+    if args.part in ("endpoint", "both"):
+        endpoint_bench(args.requests)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.contact import FATIGUE_DAYS, ContactLedger, fatigued
+from shared.contact import FATIGUE_DAYS, ChannelLedger, ContactLedger, fatigued
 from shared.history import HistoryEvent
 from shared.users import PurchaseSummary, User
 
 DAY = 86_400.0
+# Spend in the last SPEND_WINDOW_DAYS days against the same length of time before (Declining).
+SPEND_WINDOW_DAYS = 90
 
 
 @dataclass(frozen=True)
@@ -63,15 +65,20 @@ class PurchaseFigures:
 
 def purchase_figures(summary: PurchaseSummary, now: datetime) -> PurchaseFigures:
     spend = {currency: float(amount) for currency, amount in summary.spend.items()}
-    last, first, now_s = _seconds(summary.last_purchase_at), _seconds(summary.first_purchase_at), now.timestamp()
+    last, first, now_s = seconds(summary.last_purchase_at), seconds(summary.first_purchase_at), now.timestamp()
     return PurchaseFigures(
         orders=summary.orders, lines=summary.lines, units=summary.units, spend=spend,
-        currency=max(spend, key=spend.get) if spend else None,
+        currency=main_currency(spend),
         # Whole days: a tag computed on request seconds after the nightly run lands on the same
         # side of every threshold (quintile edges, CLV tiers) as the nightly one, until a day turns.
         recency_days=float((now_s - last) // DAY) if last is not None else None,
         tenure_days=float((now_s - first) // DAY) if first is not None else None,
     )
+
+
+def main_currency(spend: dict[str, float]) -> str | None:
+    """Where most of the spend is (the first of equals)."""
+    return max(spend, key=spend.get) if spend else None
 
 
 def customer_features(user: User | None, history: list[HistoryEvent], categories: dict[str, str],
@@ -87,8 +94,8 @@ def customer_features(user: User | None, history: list[HistoryEvent], categories
         if event.event_type in ("purchase", "return") and event.currency == currency and event.price is not None:
             age = (now_s - event.timestamp) / DAY
             amount = event.price * event.quantity * (1 if event.event_type == "purchase" else -1)
-            recent += amount if age <= 90 else 0.0
-            previous += amount if 90 < age <= 180 else 0.0
+            recent += amount if age <= SPEND_WINDOW_DAYS else 0.0
+            previous += amount if SPEND_WINDOW_DAYS < age <= 2 * SPEND_WINDOW_DAYS else 0.0
     return CustomerFeatures(
         purchases=len(purchases),
         orders_total=figures.orders, lines=figures.lines, units=figures.units,
@@ -98,17 +105,22 @@ def customer_features(user: User | None, history: list[HistoryEvent], categories
         category_purchases=dict(Counter(categories[e.item_id] for e in purchases if e.item_id in categories)),
         discounted_purchases=sum(e.discount for e in purchases),
         channels=dict(Counter(e.channel for e in history if e.channel)),
-        contacts=contacts, fatigue=_fatigue(contacts, now),
+        contacts=contacts, fatigue=contact_fatigue(contacts, now),
         country=user.country if user else None, region=user.region if user else None,
         city=user.city if user else None, attributes=user.attributes if user else {},
     )
 
 
-def _fatigue(contacts: ContactLedger, now: datetime) -> dict[str, int]:
-    since = now - timedelta(days=FATIGUE_DAYS)
-    return {channel: len(ledger.sends_since(since)) for channel, ledger in contacts.channels().items()
-            if fatigued(ledger, now)}
+def contact_fatigue(contacts: ContactLedger, now: datetime) -> dict[str, int]:
+    """The channels the customer is fatigued on now, each with its sends in the last FATIGUE_DAYS days."""
+    return {channel: sent for channel, ledger in contacts.channels().items() if (sent := channel_fatigue(ledger, now))}
 
 
-def _seconds(stamp: str | None) -> float | None:
+def channel_fatigue(ledger: ChannelLedger, now: datetime) -> int:
+    """The sends in the last FATIGUE_DAYS days on a channel the customer is fatigued on; 0 when not fatigued."""
+    return len(ledger.sends_since(now - timedelta(days=FATIGUE_DAYS))) if fatigued(ledger, now) else 0
+
+
+def seconds(stamp: str | None) -> float | None:
+    """A stored time (ISO 8601) in seconds since the epoch."""
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else None

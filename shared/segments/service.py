@@ -1,8 +1,11 @@
 """The segments service: a customer's tags on request, and every customer's in the nightly run.
 
 Both gather the same typed inputs (the stored customer, their recent history, the categories
-of what they bought) and hand them to the one function, `segment_customer`, so the members a
-nightly run writes are the tags a request would show.
+of what they bought). A request hands them to `segment_customer`; the nightly run hands everyone's
+to `segment_everyone` (shared/segments/batch.py), the same rules over arrays, which gives every
+customer exactly the tags and reasons `segment_customer` gives them
+(tests/unit/test_segments_batch_agreement.py), so the members a nightly run writes are the tags a
+request would show.
 """
 
 from __future__ import annotations
@@ -82,12 +85,13 @@ def materialize_segments(settings: Settings, store: SegmentStore, statistics: di
     tracked = TrackedMembers()
 
     def members() -> Iterator[tuple[str, str, str, str, str]]:
-        for user_id in users.keys() | histories.keys():
-            user = users.get(user_id)
-            history = histories.get(user_id, []) if may_profile(user) else []
-            for tag in _segments(user, history, categories, statistics, definitions, now).tags:
-                tracked.see(tag.segment_id, tag.name, user_id, tag.reason)
-                yield tag.segment_id, tag.family, tag.name, user_id, tag.reason
+        # numpy: imported here, by the nightly run (the train function ships it), never by the Segments function.
+        from shared.segments.batch import segment_everyone
+
+        everyone = segment_everyone(users, histories, categories, statistics, now, definitions)
+        for segment_id, family, name, user_id, reason in everyone.members():
+            tracked.see(segment_id, name, user_id, reason)
+            yield segment_id, family, name, user_id, reason
 
     index = store.write_run(run, now.isoformat(), members())
     logger.info("segments materialized", extra={"run": run, "segments": len(index["segments"]),
