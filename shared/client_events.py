@@ -3,7 +3,7 @@
 The shop's backend sends everything on POST /events. A client's batch is held to tighter rules:
 - its own id only: an event may leave user_id out (it is the token's), and one naming another id
   is refused alone;
-- behaviour only: views, cart changes, clicks and searches. Purchases and returns are refused:
+- behaviour only: views, cart changes, clicks, searches and impressions of recommendations. Purchases and returns are refused:
   they carry money, and only the shop's backend, which took the payment, can vouch for it, so
   revenue, RFM and the bought set never count what a page claims;
   message_sent events are refused too: a send counts against the customer's contact budget
@@ -23,7 +23,7 @@ from shared.validation import FieldError
 
 MAX_CLIENT_EVENTS_PER_BATCH = 100
 MAX_CLIENT_EVENT_AGE = timedelta(days=7)
-CLIENT_EVENT_TYPES = frozenset({"view", "add_to_cart", "remove_from_cart", "click", "search"})
+CLIENT_EVENT_TYPES = frozenset({"view", "add_to_cart", "remove_from_cart", "click", "search", "impression"})
 
 
 def owned(raw_events: list[Any], owner: str) -> list[Any]:

@@ -114,11 +114,20 @@ class EventType(StrEnum):
     # The shop sent the customer a message (shared/contact.py): campaign_id, channel email, sms or
     # push; no item. Only the shop's backend records these.
     MESSAGE_SENT = "message_sent"
+    # A list of recommendations was shown: recommendation_id (from the answer) and items (those
+    # shown, in order); no item_id, so it never enters the customer's history or training.
+    IMPRESSION = "impression"
 
 
-# The types whose item_id may be left out: a search is about no item in particular, and a message
-# sent names none (it may not: an item would put it in the customer's history).
-ITEMLESS_EVENTS = frozenset({EventType.SEARCH, EventType.MESSAGE_SENT})
+# The types whose item_id may be left out: a search is about no item in particular, a message
+# sent names none (it may not: an item would put it in the customer's history), and an
+# impression names the items shown in `items` instead.
+ITEMLESS_EVENTS = frozenset({EventType.SEARCH, EventType.MESSAGE_SENT, EventType.IMPRESSION})
+# The types that may carry the recommendation_id of the answer they came from (docs/experiments.md).
+RECOMMENDATION_EVENTS = frozenset({EventType.IMPRESSION, EventType.CLICK})
+MAX_IMPRESSION_ITEMS = 50
+RecommendationRef = Annotated[str, Strict(), StringConstraints(min_length=8, max_length=400,
+                                                               pattern=r"^r1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")]
 
 
 class Channel(StrEnum):
@@ -173,6 +182,11 @@ class Event(BaseModel):
     campaign_id: Identifier | None = Field(default=None, description=(
         "Campaign the event is attributed to; required for message_sent. An event carrying the campaign "
         "of a message sent counts as a response to it"))
+    recommendation_id: RecommendationRef | None = Field(default=None, description=(
+        "On impression and click events: the recommendation_id of the answer the items came from, "
+        "as the API gave it; it credits purchases to that answer (docs/experiments.md)"))
+    items: Annotated[list[Identifier], Field(min_length=1, max_length=MAX_IMPRESSION_ITEMS)] | None = Field(
+        default=None, description="On impression events (required there, nowhere else): the items shown, in order")
     properties: Annotated[
         dict[PropertyKey, PropertyValue], Field(max_length=50), AfterValidator(at_most_bytes(MAX_PROPERTIES_BYTES))
     ] = Field(default_factory=dict, description=f"At most 50, and {MAX_PROPERTIES_BYTES:,} bytes when stored; "
@@ -220,6 +234,22 @@ class Event(BaseModel):
             raise ValueError("campaign_id: required for message_sent events: the campaign the message belongs to")
         if self.channel not in CONTACT_CHANNELS:
             raise ValueError(f"channel: a message is sent by email, sms or push, not {self.channel}")
+        return self
+
+    @model_validator(mode="after")
+    def _impression(self) -> Event:
+        if self.recommendation_id is not None and self.event_type not in RECOMMENDATION_EVENTS:
+            raise ValueError("recommendation_id: only impression and click events carry one")
+        if self.event_type is not EventType.IMPRESSION:
+            if self.items is not None:
+                raise ValueError("items: only impression events list items shown")
+            return self
+        if self.item_id is not None:
+            raise ValueError("item_id: an impression lists the items shown in items, not item_id")
+        if self.recommendation_id is None:
+            raise ValueError("recommendation_id: required for impression events: the id of the answer shown")
+        if self.items is None:
+            raise ValueError("items: required for impression events: the items shown, in order")
         return self
 
     @model_validator(mode="after")

@@ -47,6 +47,7 @@ class TrainingConfig(BaseModel):
         EventType.REMOVE_FROM_CART: 0.0, EventType.CLICK: 0.1,
         EventType.SEARCH: 0.0,  # a search says what the customer looked for, not which item they liked
         EventType.MESSAGE_SENT: 0.0,  # the shop's act, not the customer's (and it names no item)
+        EventType.IMPRESSION: 0.0,  # shown is not chosen (and it names no item)
     })
     recency_half_life_days: Number = Field(default=60.0, gt=0, le=36_500)
     # Confidence = 1 + alpha * log(1 + weight / epsilon) (Hu, Koren, Volinsky 2008, eq. 6).
