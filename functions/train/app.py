@@ -10,9 +10,14 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.config import get_settings
+from shared.errors import StorageUnavailable
 from shared.observability import logger, metrics, tracer
 from shared.storage.bus import bus_from_settings
+from shared.experiments.service import outcomes_since, record_results
+from shared.storage.experiments import ExperimentStore
 from shared.storage.models import ModelStore
+from shared.storage.outcomes import Outcomes
+from shared.storage.secrets import configured_recommendation_key
 from shared.storage.customers import Customers
 from shared.storage.training_data import read_nightly, read_nightly_from_exports, table_exports
 from shared.training.config import TrainingConfig, training_config
@@ -22,6 +27,7 @@ from shared.segments.service import materialize_after_training
 
 settings = get_settings()
 models = ModelStore.from_settings(settings.model_bucket, settings.local_model_dir)
+experiments = ExperimentStore(models.blobs)  # beside the model versions: their results and the attribution report
 bus = bus_from_settings(settings.event_bus_name, settings.local_bus_file)  # the nightly triggers (docs/triggers.md)
 # The hourly schedule's task: train only while no version serves, so a new shop gets popular
 # items (at least) within the hour of its first purchases, not at the next nightly run.
@@ -40,16 +46,20 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if first_model and models.active() is not None:
         return {"skipped": "a version is active; the nightly run trains the next one"}
     customers: list[Customers] = []
+    outcomes: list[Outcomes | None] = []
+    since = outcomes_since(experiments, now)
 
     def load(config: TrainingConfig, at: datetime) -> TrainingData:
         if settings.training_path == "export":
             exports = table_exports({"events": settings.events_table, "users": settings.users_table,
                                      "items": settings.items_table}, settings.local_export_dir,
                                     settings.export_bucket, event.get("exports"), Path(workdir))
-            read = read_nightly_from_exports(exports, config, at)
+            read = read_nightly_from_exports(exports, config, at, outcomes_since=since)
         else:
-            read = read_nightly(settings.events_table, settings.users_table, settings.items_table, config, at)
+            read = read_nightly(settings.events_table, settings.users_table, settings.items_table, config, at,
+                                outcomes_since=since)
         customers.append(read.customers)  # only these outlive training: the interactions are freed with it
+        outcomes.append(read.outcomes)
         return read.training_data()
 
     with tempfile.TemporaryDirectory() as workdir:  # downloaded exports, gone when the run ends
@@ -59,6 +69,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return manifest.model_dump(mode="json")
     # The segments use what training read; a read that failed is tried again for them.
     materialize_after_training(settings, models, now, customers[0] if customers else None, bus)
+    if outcomes and outcomes[0] is not None:
+        try:
+            record_results(experiments, outcomes[0], configured_recommendation_key(), now)
+        except StorageUnavailable as error:  # the model and segments stand; tomorrow's run writes them
+            logger.error("experiment results not written", extra={"reason": error.message})
+            metrics.add_metric("ExperimentResultsFailed", "Count", 1)
     pruned = models.prune(settings.model_versions_kept, settings.model_max_age_days, now)
     logger.info("old model versions pruned", extra={"versions": pruned})
     metrics.add_metric("TrainingRuns", "Count", 1)

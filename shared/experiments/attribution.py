@@ -28,6 +28,12 @@ SIGNATURE_BYTES = 8  # 64 bits: forging one is out of reach, and ids stay short
 PREFIX = "r1"
 
 
+def signing_key(secret: bytes) -> bytes:
+    """The key recommendation ids are signed with, derived from the service's secret (the visitor
+    token key): a key of its own, so a visitor token's signature can never pass for an id's."""
+    return hmac.new(secret, b"shop-recs recommendation ids", hashlib.sha256).digest()
+
+
 @dataclass(frozen=True)
 class Served:
     """What a recommendation id says about the answer it was given with."""

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared.errors import Conflict
+from shared.events import format_timestamp
+from shared.experiments.attribution import Touch, credit, daily_report
+from shared.experiments.results import exposures, summarize, tally
 from shared.experiments.spec import ACTIVE, POPULAR, Experiment, ExperimentSpec
 from shared.storage.experiments import ExperimentStore
+from shared.storage.outcomes import Outcomes
 from shared.storage.models import ModelStore
 
 
@@ -61,3 +65,46 @@ def _running(experiment_id: str, experiments: ExperimentStore) -> Experiment:
     if experiment.status != "running":
         raise Conflict(f"experiment {experiment_id} is {experiment.status}", field="experiment_id")
     return experiment
+
+
+RESULTS_AFTER_END = timedelta(days=1)  # an ended experiment's results are written once more, then kept as they are
+REPORT_DAYS = 35  # the attribution report's reach: ATTRIBUTION_WINDOW and a month of days
+
+
+def outcomes_since(experiments: ExperimentStore, now: datetime) -> str:
+    """How far back the nightly read keeps impressions, clicks and purchases: the report's days,
+    or the start of the oldest experiment whose results are still written."""
+    starts = [e.started_at for e in experiments.all() if _results_due(e, now)]
+    return format_timestamp(min([now - timedelta(days=REPORT_DAYS), *starts]))
+
+
+def record_results(experiments: ExperimentStore, outcomes: Outcomes, key: bytes, now: datetime) -> list[str]:
+    """Each running (or just ended) experiment's results as of today, from its first day on, and
+    the attribution report of the last REPORT_DAYS days. Returns the experiments written."""
+    written = []
+    for experiment in experiments.all():
+        if not _results_due(experiment, now):
+            continue
+        spec = experiment.spec
+        seen = exposures(experiment.experiment_id, outcomes.touches, key)
+        end = min(now, experiment.ended_at or now)
+        first = experiment.started_at.replace(hour=0, minute=0, second=0, microsecond=0)
+        day_ends = [min(first + timedelta(days=n + 1), end) for n in range((end - first).days + 1)]
+        days = [tally(seen, outcomes.purchases, at.timestamp()) for at in day_ends]
+        summary = summarize([v.name for v in spec.variants], spec.control_variant, days)
+        experiments.put_results(experiment.experiment_id, f"{end:%Y-%m-%d}",
+                                {**summary, "as_of": end.isoformat(), "days": len(days)})
+        written.append(experiment.experiment_id)
+    shown: dict[tuple[str, str], list[Touch]] = {}
+    for touch in outcomes.touches:
+        shown.setdefault((touch.user_id, touch.item_id), []).append(touch)
+    credits = [found for purchase in outcomes.purchases
+               if (found := credit(purchase, shown.get((purchase.user_id, purchase.item_id), []), key)) is not None]
+    experiments.put_report({"as_of": now.isoformat(),
+                            "days": [line.as_dict() for line in daily_report(outcomes.touches, credits, key)]})
+    return written
+
+
+def _results_due(experiment: Experiment, now: datetime) -> bool:
+    return experiment.status == "running" or (experiment.ended_at is not None
+                                              and now - experiment.ended_at <= RESULTS_AFTER_END)

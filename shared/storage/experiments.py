@@ -2,6 +2,7 @@
 
     experiments/<id>/experiment.json          the spec and its state (running, stopped, promoted)
     experiments/<id>/results/<day>.json       the results as of the end of that day (cumulative)
+    attribution/report.json                   the last days' credited revenue, click-through, conversion
 
 Serving reads which experiments run at most every MODEL_REFRESH_SECONDS, as it reads the active
 pointer: a few small objects, no table and no write per request.
@@ -17,6 +18,7 @@ from shared.experiments.spec import Experiment
 from shared.storage.blobs import Blobs
 
 PREFIX = "experiments/"
+REPORT_KEY = "attribution/report.json"
 
 
 class ExperimentStore:
@@ -52,3 +54,13 @@ class ExperimentStore:
         """Every day's results, oldest first."""
         keys = sorted(k for k in self.blobs.keys(f"{PREFIX}{experiment_id}/results/") if k.endswith(".json"))
         return [json.loads(self.blobs.get(key)) for key in keys]
+
+    def put_report(self, report: dict[str, Any]) -> None:
+        """The attribution report: per day, strategy, version and variant (shared/experiments/attribution.py)."""
+        self.blobs.put(REPORT_KEY, json.dumps(report).encode())
+
+    def report(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.blobs.get(REPORT_KEY))
+        except NotFound:
+            return {"as_of": None, "days": []}

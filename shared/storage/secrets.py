@@ -15,6 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from shared.config import get_settings
 from shared.errors import StorageUnavailable
 from shared.storage.dynamo import CLIENT_CONFIG
+from shared.experiments.attribution import signing_key
 from shared.visitors import VisitorTokens
 
 
@@ -35,3 +36,8 @@ def configured_visitor_tokens() -> VisitorTokens:
     """The visitor tokens of this function's settings (the functions that take visitors call this)."""
     settings = get_settings()
     return visitor_tokens(settings.visitor_token_secret_arn, settings.visitor_token_secret)
+
+
+def configured_recommendation_key() -> bytes:
+    """The key this function signs and checks recommendation ids with (shared/experiments/attribution.py)."""
+    return signing_key(configured_visitor_tokens().key)

@@ -24,6 +24,7 @@ from shared.storage import dynamo
 from shared.storage.customers import (SCAN_SEGMENTS, USER_HISTORY_FIELDS, Customers, HistoryPages,
                                       catalog_labels, catalog_labels_of, scan_events)
 from shared.storage.exports import Export, download_export, latest_chain, table_items
+from shared.storage.outcomes import OUTCOME_FIELDS, OutcomePages, Outcomes
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
 from shared.storage.users import all_user_rows, is_user_row, user_from_row
 from shared.training.config import TrainingConfig
@@ -52,6 +53,7 @@ class NightlyRead:
     customers: Customers
     training: TrainingData | None
     overflow: TooManyInteractions | None  # the window held more than the run may train on
+    outcomes: Outcomes | None = None  # impressions, clicks and purchases since outcomes_since
 
     def training_data(self) -> TrainingData:
         if self.overflow is not None:
@@ -75,27 +77,31 @@ def _without_cycle_collection() -> Iterator[None]:
 
 
 def read_nightly(events_table: str, users_table: str, items_table: str, config: TrainingConfig, now: datetime,
-                 segments: int = SCAN_SEGMENTS) -> NightlyRead:
-    """Training data and segments inputs from one scan of each table."""
+                 segments: int = SCAN_SEGMENTS, outcomes_since: str | None = None) -> NightlyRead:
+    """Training data and segments inputs from one scan of each table; with `outcomes_since`, the
+    experiments' and attribution's events since then too."""
     with _without_cycle_collection():
-        return _read_nightly(events_table, users_table, items_table, config, now, segments)
+        return _read_nightly(events_table, users_table, items_table, config, now, segments, outcomes_since)
 
 
 def _read_nightly(events_table: str, users_table: str, items_table: str, config: TrainingConfig, now: datetime,
-                  segments: int) -> NightlyRead:
+                  segments: int, outcomes_since: str | None) -> NightlyRead:
     users, excluded = _users(users_table, segments)
     training, histories = _TrainingPages(config, now, excluded), HistoryPages()
+    outcomes = OutcomePages(outcomes_since) if outcomes_since else None
 
     def on_page(items: list[dict[str, Any]]) -> None:
         training.add_page(items)
         histories.add_page(items)
+        if outcomes is not None:
+            outcomes.add_page(items)
 
     # Unfiltered: segments read every event, training skips those outside its window itself.
-    scan_events(events_table, on_page, (*USER_HISTORY_FIELDS, "order_id"), segments)
+    scan_events(events_table, on_page, tuple(dict.fromkeys((*USER_HISTORY_FIELDS, *OUTCOME_FIELDS))), segments)
     categories, titles = catalog_labels(items_table)
     return NightlyRead(Customers(users, histories.finish(), categories),
                        None if training.overflow else training.finish(users, excluded, now, categories, titles),
-                       training.overflow)
+                       training.overflow, outcomes.outcomes if outcomes is not None else None)
 
 
 def load_training_data(events_table: str, users_table: str, config: TrainingConfig, now: datetime,
@@ -112,27 +118,30 @@ def load_training_data(events_table: str, users_table: str, config: TrainingConf
 
 
 def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime,
-                              page_size: int = EXPORT_PAGE) -> NightlyRead:
+                              page_size: int = EXPORT_PAGE, outcomes_since: str | None = None) -> NightlyRead:
     """The same read from DynamoDB exports (shared/storage/exports.py): each table's items go
     through the Scan's own page handlers, so both paths give the same training data and segments."""
     with _without_cycle_collection():
-        return _read_nightly_from_exports(exports, config, now, page_size)
+        return _read_nightly_from_exports(exports, config, now, page_size, outcomes_since)
 
 
 def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime,
-                               page_size: int) -> NightlyRead:
+                               page_size: int, outcomes_since: str | None) -> NightlyRead:
     rows = {item["user_id"]["S"]: dynamo.deserialize(item)
             for item in table_items(exports.users, ("user_id",)) if is_user_row(item)}
     users, excluded = _users_of(rows)
     training, histories = _TrainingPages(config, now, excluded), HistoryPages()
+    outcomes = OutcomePages(outcomes_since) if outcomes_since else None
     events = table_items(exports.events, ("user_id", "event_id"))
     while page := list(islice(events, page_size)):
         training.add_page(page)
         histories.add_page(page)
+        if outcomes is not None:
+            outcomes.add_page(page)
     categories, titles = catalog_labels_of(table_items(exports.items, ("item_id",)))
     return NightlyRead(Customers(users, histories.finish(), categories),
                        None if training.overflow else training.finish(users, excluded, now, categories, titles),
-                       training.overflow)
+                       training.overflow, outcomes.outcomes if outcomes is not None else None)
 
 
 class NoExport(Exception):

@@ -1,0 +1,54 @@
+"""What the nightly read keeps for experiments and attribution: impressions and clicks that name a
+recommendation, and purchases, from the same pages as training and segments (no read of its own)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from shared.events import EventType
+from shared.experiments.attribution import Purchase, Touch
+
+# What the read needs of an event beyond history's fields.
+OUTCOME_FIELDS = ("recommendation_id", "items", "order_id")
+_IMPRESSION, _CLICK, _PURCHASE = EventType.IMPRESSION.value, EventType.CLICK.value, EventType.PURCHASE.value
+
+
+@dataclass
+class Outcomes:
+    touches: list[Touch] = field(default_factory=list)
+    purchases: list[Purchase] = field(default_factory=list)
+
+
+class OutcomePages:
+    """Fed page by page (DynamoDB JSON items, a Scan's or an export's) from several threads; keeps
+    events stamped at or after `since`."""
+
+    def __init__(self, since: str) -> None:
+        self.since = since
+        self.outcomes = Outcomes()
+        self.lock = threading.Lock()
+
+    def add_page(self, items: list[dict[str, Any]]) -> None:
+        touches, purchases = [], []
+        for item in items:
+            kind, stamp = item["event_type"]["S"], item["ts"]["S"]
+            if stamp < self.since or kind not in (_IMPRESSION, _CLICK, _PURCHASE):
+                continue
+            user, at = item["user_id"]["S"], datetime.fromisoformat(stamp).timestamp()
+            if kind == _PURCHASE and "item_id" in item:
+                revenue = Decimal(item.get("price", {}).get("N", "0")) * Decimal(item.get("quantity", {}).get("N", "1"))
+                purchases.append(Purchase(user, item["item_id"]["S"], at, float(revenue),
+                                          item.get("order_id", {}).get("S")))
+            elif "recommendation_id" in item:
+                rid = item["recommendation_id"]["S"]
+                shown = ([entry["S"] for entry in item.get("items", {}).get("L", [])] if kind == _IMPRESSION
+                         else [item["item_id"]["S"]] if "item_id" in item else [])
+                touches += [Touch(user, item_id, kind, at, rid) for item_id in shown]
+        if touches or purchases:
+            with self.lock:
+                self.outcomes.touches += touches
+                self.outcomes.purchases += purchases
