@@ -65,6 +65,9 @@ export interface ItemList {
   model_version: string | null;
   personalized?: boolean;
   strategy: string;
+  /** Names this answer: renderRecommendations sends it with an impression event and each click,
+   * so a purchase that follows can be credited to it (docs/experiments.md). */
+  recommendation_id?: string;
   items: RecommendedItem[];
 }
 

@@ -280,6 +280,8 @@ export function createClient({ baseUrl, storage = browserStorage(), fetch = glob
         list.classList.add("shop-recs");
         list.replaceChildren(...a.items.map((item, i) => card(item, i, a, onClick)));
         if (list != element) element.replaceChildren(list);
+        const id = a.recommendation_id; // what was shown, so a purchase can be credited to it
+        if (id && a.items.length) track("impression", null, { recommendation_id: id, items: a.items.map((x) => x.item_id) });
         return a;
       }).finally(() => element.removeAttribute("aria-busy"));
     },
@@ -310,7 +312,7 @@ export function createClient({ baseUrl, storage = browserStorage(), fetch = glob
     if (item.price != null) li.append(make("span", "price", money(item.price, item.currency)));
     if (item.reason && item.reason.text) li.append(make("span", "reason", item.reason.text));
     li.addEventListener("click", (event) => {
-      track("click", item.item_id, { properties: { position, strategy: answer.strategy } });
+      track("click", item.item_id, { recommendation_id: answer.recommendation_id, properties: { position, strategy: answer.strategy } });
       if (onClick) onClick(item, event);
     });
     return li;

@@ -192,6 +192,33 @@ def test_the_widget_shows_text_as_text_links_only_to_the_web_and_tracks_clicks(s
 
 
 @browser_test
+def test_the_widget_reports_what_it_showed_and_which_item_was_clicked_with_the_answers_id(shop_stack, page):
+    url, api, shop = shop_stack
+    open_kit(page, url)
+    visitor_id = page.evaluate("kit.visitorId()")
+    items = viewed_items(shop, 2)
+    rid = "r1.eyJzdXJmYWNlIjoicmVjcyJ9.c2lnbmF0dXJl"
+    answer = {"strategy": "popular", "model_version": None, "recommendation_id": rid, "items": [
+        {"item_id": item, "title": item, "category": "c", "price": None, "currency": None, "score": None,
+         "image_url": None, "url": None, "reason": {"text": "popular right now", "items": []}} for item in items]}
+    page.evaluate("""answer => kit.renderRecommendations(document.getElementById('list'), answer,
+        {onClick: (item, event) => event.preventDefault()})""", answer)
+    page.locator("#list li").nth(1).locator(".shop-recs-title").click()
+
+    queued = [q["e"] for q in stored(page, "queue")]
+    assert [(e["event_type"], e.get("item_id"), e.get("items"), e["recommendation_id"]) for e in queued] == [
+        ("impression", None, items, rid), ("click", items[1], None, rid)]
+    assert wait_for(lambda: page.evaluate("kit.queued()") == 0), "the queue did not empty"
+    held = {e["event_id"]: e for e in export_events(api, visitor_id)}
+    assert [held[e["event_id"]]["event_type"] for e in queued] == ["impression", "click"]  # both stored
+
+    # An answer without an id (an older service) sends no impression.
+    page.evaluate("""answer => kit.renderRecommendations(document.getElementById('list'), answer)""",
+                  {**answer, "recommendation_id": None})
+    assert page.evaluate("kit.queued()") == 0
+
+
+@browser_test
 def test_a_refused_refresh_or_an_expiring_token_is_handled_by_the_kit(shop_stack, page):
     url, _, _ = shop_stack
     traffic = open_kit(page, url)
