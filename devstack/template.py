@@ -44,11 +44,81 @@ def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
 
 
 def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    """Each resource of `kind` as deployed with the parameters' defaults (see `resolve_conditions`)."""
     return {
         name: resource.get("Properties", {})
-        for name, resource in template["Resources"].items()
+        for name, resource in resolve_conditions(template)["Resources"].items()
         if resource["Type"] == kind
     }
+
+
+def resolve_conditions(template: dict[str, Any], parameters: dict[str, str] | None = None) -> dict[str, Any]:
+    """The template as CloudFormation deploys it with these parameters (the others at their
+    defaults): resources whose Condition is false left out, each Fn::If replaced by its branch,
+    AWS::NoValue removed. Every other intrinsic (!Ref, !GetAtt, !Sub) is kept as it is."""
+    if "Conditions" not in template:
+        return template
+    given = parameters or {}
+
+    def value(name: str) -> str:
+        return str(given[name]) if name in given else _parameter_default(template, name)
+
+    truth: dict[str, bool] = {}
+
+    def condition(name: str) -> bool:
+        if name not in truth:
+            truth[name] = evaluate(template["Conditions"][name])
+        return truth[name]
+
+    def operand(node: Any) -> Any:
+        if isinstance(node, dict) and "Ref" in node:
+            return value(node["Ref"])
+        return node
+
+    def evaluate(node: Any) -> bool:
+        (function, arguments), = node.items()
+        if function in ("Condition", "Fn::Condition"):  # !Condition X reads as Fn::Condition
+            return condition(arguments)
+        if function == "Fn::Equals":
+            left, right = (operand(argument) for argument in arguments)
+            return str(left) == str(right)
+        if function == "Fn::And":
+            return all(evaluate(argument) for argument in arguments)
+        if function == "Fn::Or":
+            return any(evaluate(argument) for argument in arguments)
+        if function == "Fn::Not":
+            return not evaluate(arguments[0])
+        raise ValueError(f"template.yaml: a condition this reader cannot evaluate: {node}")
+
+    def resolve(node: Any) -> Any:
+        if node == {"Ref": "AWS::NoValue"}:
+            return _NO_VALUE
+        if isinstance(node, dict):
+            if set(node) == {"Fn::If"}:
+                name, when_true, when_false = node["Fn::If"]
+                return resolve(when_true if condition(name) else when_false)
+            resolved = {key: resolve(item) for key, item in node.items()}
+            return {key: item for key, item in resolved.items() if item is not _NO_VALUE}
+        if isinstance(node, list):
+            return [item for item in (resolve(item) for item in node) if item is not _NO_VALUE]
+        return node
+
+    def kept(section: dict[str, Any]) -> dict[str, Any]:
+        return {name: {key: item for key, item in entry.items() if key != "Condition"}
+                for name, entry in section.items() if "Condition" not in entry or condition(entry["Condition"])}
+
+    resolved = {key: item for key, item in template.items() if key != "Conditions"}
+    for section in ("Resources", "Outputs"):
+        if section in template:
+            resolved[section] = resolve(kept(template[section]))
+    return resolved
+
+
+class _NoValue:
+    """AWS::NoValue: the property (or list entry) it stands for is left out."""
+
+
+_NO_VALUE = _NoValue()
 
 
 def local_table_name(logical_id: str, prefix: str) -> str:

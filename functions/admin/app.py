@@ -19,6 +19,7 @@ from shared.errors import Conflict
 from shared.observability import logger, metrics, tracer
 from shared.storage.dynamo import CLIENT_CONFIG
 from shared.storage.models import Manifest, ModelStore
+from shared.storage.pipeline import PipelineRun, TrainingPipeline
 from shared.training.config import AsOf, TrainingConfig, training_config
 
 
@@ -45,7 +46,11 @@ class LambdaTrainer:
 
 settings = get_settings()
 models = ModelStore.from_settings(settings.model_bucket, settings.local_model_dir)
-trainer = LambdaTrainer(settings.train_function_name)
+# The export path (TrainingPath=export): runs are executions of the TrainingPipeline state machine,
+# which exports the tables and then runs the train function's handler on them; GET /models shows
+# the latest. On the scan path the train function is started directly.
+pipeline = TrainingPipeline(settings.training_pipeline_arn) if settings.training_pipeline_arn else None
+trainer: LambdaTrainer | TrainingPipeline = pipeline or LambdaTrainer(settings.train_function_name)
 app = create_app()
 
 Version = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
@@ -79,6 +84,9 @@ class ModelList(BaseModel):
     active: str | None
     serving: Serving | None = Field(description="The active version's strategy and why; null: nothing active")
     versions: list[Manifest]
+    pipeline: PipelineRun | None = Field(
+        default=None, description="The export path's latest run of the TrainingPipeline state machine (export, "
+                                  "then fit): its status and stage, and why it failed; null on the scan path")
 
 
 @app.post(
@@ -108,7 +116,8 @@ def list_models(limit: Annotated[int, Query(ge=1, le=100)] = 20) -> ModelList:
     serving = None if active is None else Serving(
         version=active.version, strategy=active.strategy or "als",
         reason=active.strategy_reason or f"{active.status}: {active.reason}")
-    return ModelList(active=active.version if active else None, serving=serving, versions=everything[:limit])
+    return ModelList(active=active.version if active else None, serving=serving, versions=everything[:limit],
+                     pipeline=pipeline.latest() if pipeline else None)
 
 
 @app.post(

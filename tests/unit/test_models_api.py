@@ -114,3 +114,12 @@ def test_models_say_which_strategy_serves_and_why(api, moto_tables):
     assert listed["serving"]["version"] == manifest["version"] == listed["active"]
     assert listed["serving"]["strategy"] == manifest["strategy"] != ""
     assert "NDCG@10" in listed["serving"]["reason"]
+
+
+def test_on_the_scan_path_get_models_shows_no_pipeline_and_calls_no_step_functions(api, monkeypatch):
+    """The pipeline's status is the export path's (tests/unit/test_training_pipeline_state_machine.py)."""
+    from shared.storage import pipeline
+
+    monkeypatch.setattr(pipeline, "client", lambda: pytest.fail("the scan path asked Step Functions"))
+
+    assert versions(api)["pipeline"] is None

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from devstack.template import (PROJECT_ROOT, api_authentication, function_environment, http_routes, load_template,
-                               resources)
+                               resolve_conditions, resources)
 from devstack.gateway import load_handler
 from shared.auth import CLIENT_ROUTES, Access
 
@@ -449,3 +449,24 @@ def test_a_schedule_finishes_erasures_with_the_sample_events_payload():
     assert sweep["Properties"]["ScheduleExpression"] == {"Ref": "ErasureSweepSchedule"}
     sample = json.loads((PROJECT_ROOT / "events" / "privacy" / "finish_erasures.json").read_text())
     assert json.loads(sweep["Properties"]["Input"]) == sample
+
+
+def test_the_export_paths_roles_delete_only_what_the_train_function_has_a_reason_for():
+    """TrainingPath=export adds the TrainingPipeline's role and, for a Batch fit, the job's: the
+    job runs the train function's code and may delete what it may; the state machine nothing."""
+    for fit_compute in ("lambda", "fargate", "gpu"):
+        deployed = resolve_conditions(TEMPLATE, {"TrainingPath": "export", "FitCompute": fit_compute})
+        statements = {"TrainingPipeline": [s for policy in resources(deployed, "AWS::Serverless::StateMachine")
+                                           ["TrainingPipeline"]["Policies"] for s in policy["Statement"]]}
+        if fit_compute != "lambda":
+            statements["FitJobRole"] = [s for policy in deployed["Resources"]["FitJobRole"]["Properties"]["Policies"]
+                                        for s in policy["PolicyDocument"]["Statement"]]
+        functions = resources(deployed, "AWS::Serverless::Function")
+        statements["TrainFunction"] = [s for policy in functions["TrainFunction"]["Policies"] for s in policy["Statement"]]
+        for role, found in statements.items():
+            held = {(action, resource_name(target)) for s in found
+                    for action in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+                    for target in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
+                    if deletes(action)}
+            may = set(MAY_DELETE["TrainFunction"]) if role != "TrainingPipeline" else set()
+            assert held == may, (fit_compute, role, held)

@@ -1,0 +1,126 @@
+"""The TrainingPipeline state machine (the export path, docs/operations.md): start a run, read the latest.
+
+On the export path the nightly run and POST /models/train are executions of the state machine
+(template.yaml TrainingPipeline, statemachines/training.asl.json): export the tables, then fit
+from the exports. GET /models shows the latest execution with the stage it is in or failed in,
+read from Step Functions itself (ListExecutions, DescribeExecution, GetExecutionHistory), so the
+status is there even when the run died before any model manifest was written.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, Field
+
+from shared.errors import Conflict, StorageUnavailable
+from shared.storage.dynamo import CLIENT_CONFIG
+
+# Every state of statemachines/training.asl.json by the stage it belongs to
+# (tests/unit/test_training_pipeline_state_machine.py checks that none is missing).
+TABLES = ("events", "users", "items")
+STAGE_OF_STATE: dict[str, str | None] = {
+    "Read the run's settings": "start", "No overrides": "start", "Start the run": "start",
+    "Export the tables": "export", "Record the export failure": "export",
+    **{name: "export" for table in TABLES for name in (
+        f"Export {table}", f"Wait for the {table} export", f"Check the {table} export",
+        f"Is the {table} export done?", f"{table.capitalize()} exported", f"{table.capitalize()} export failed")},
+    "Fit where FitCompute says": "fit", "Fit in Lambda": "fit", "Prepare the fit job": "fit",
+    "Fit on AWS Batch": "fit", "Did the run finish?": "fit", "The run failed": "fit", "Record the fit failure": "fit",
+    "Trained": "done",
+    "Failed": None,  # where every recorded failure ends: the state before it names the stage
+}
+HISTORY_EVENTS_READ = 100  # newest first: the stage is among the last few states entered
+TRANSIENT = {"ThrottlingException", "TooManyRequestsException", "ServiceUnavailable", "InternalServerError"}
+
+
+class PipelineRun(BaseModel):
+    """The latest execution of the TrainingPipeline state machine."""
+
+    name: str = Field(description="The execution's name (the Batch job and the export folder carry it too)")
+    status: str = Field(description="RUNNING, SUCCEEDED, FAILED, TIMED_OUT or ABORTED, as Step Functions says")
+    stage: str | None = Field(
+        default=None, description="start, export (the tables to S3), fit (fit, evaluation, gate, publish and "
+                                  "activation: the train function's run), or done: where a running run is, "
+                                  "or where a failed one failed")
+    started_at: datetime
+    stopped_at: datetime | None = None
+    error: str | None = Field(default=None, description="A failed run's error, e.g. ExportFailed, TrainingFailed")
+    cause: str | None = Field(default=None, description="Why, in the failing service's words")
+    version: str | None = Field(default=None, description="The model version a finished Lambda fit trained")
+
+
+@lru_cache(maxsize=1)
+def client() -> Any:
+    """Created on first use (stand-ins and moto start first in tests), reused while warm."""
+    return boto3.client("stepfunctions", config=CLIENT_CONFIG)
+
+
+class TrainingPipeline:
+    """Starts runs of the state machine (the admin function's trainer on the export path)."""
+
+    def __init__(self, state_machine_arn: str) -> None:
+        self.state_machine_arn = state_machine_arn
+
+    def start(self, overrides: dict[str, Any]) -> str:
+        """Starts a run with these training overrides; a 409 while one is running (a second would
+        export the tables again and race the first to activate)."""
+        running = self.latest()
+        if running is not None and running.status == "RUNNING":
+            raise Conflict(f"training pipeline run {running.name} is in its {running.stage or 'first'} stage "
+                           f"(started {running.started_at:%Y-%m-%d %H:%M:%S} UTC); follow it with GET /models")
+        name = f"train-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+        with _faults("start the training pipeline"):
+            return client().start_execution(stateMachineArn=self.state_machine_arn, name=name,
+                                            input=json.dumps({"config": overrides}))["executionArn"]
+
+    def latest(self) -> PipelineRun | None:
+        with _faults("read the training pipeline's runs"):
+            found = client().list_executions(stateMachineArn=self.state_machine_arn, maxResults=1)["executions"]
+            if not found:
+                return None
+            execution = client().describe_execution(executionArn=found[0]["executionArn"])
+            history = client().get_execution_history(executionArn=execution["executionArn"], reverseOrder=True,
+                                                     maxResults=HISTORY_EVENTS_READ)["events"]
+        return PipelineRun(name=execution["name"], status=execution["status"], stage=_stage(history),
+                           started_at=execution["startDate"], stopped_at=execution.get("stopDate"),
+                           error=execution.get("error"), cause=execution.get("cause"),
+                           version=_version(execution.get("output")))
+
+
+def _stage(history: list[dict[str, Any]]) -> str | None:
+    """The stage of the newest state entered (newest first): for a failed run, its record state's."""
+    for event in history:
+        stage = STAGE_OF_STATE.get((event.get("stateEnteredEventDetails") or {}).get("name"))
+        if stage is not None:
+            return stage
+    return None
+
+
+def _version(output: str | None) -> str | None:
+    try:
+        fit = json.loads(output or "{}").get("fit") or {}
+    except (ValueError, AttributeError):
+        return None
+    return fit.get("version") if isinstance(fit, dict) else None
+
+
+@contextmanager
+def _faults(action: str) -> Iterator[None]:
+    """Throttling or an unreachable endpoint after botocore's retries: a 503, as for DynamoDB."""
+    try:
+        yield
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in TRANSIENT:
+            raise StorageUnavailable(f"{action}: Step Functions is throttling or unavailable") from error
+        raise
+    except BotoCoreError as error:
+        raise StorageUnavailable(f"{action}: Step Functions is unreachable") from error

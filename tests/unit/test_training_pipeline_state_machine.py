@@ -1,0 +1,625 @@
+"""The export path's state machine, run: statemachines/training.asl.json with template.yaml's substitutions.
+
+Step Functions, DynamoDB's export and AWS Batch cannot run here, so the definition runs on
+devstack/step_functions.py's interpreter, each task on a stand-in that speaks the service's
+format: the export writes a real export of the moto table into the (moto) export bucket in
+DynamoDB's own layout, and the fit is TrainFunction's real handler, called as lambda:invoke calls
+it or through the Batch job's entry point (functions/train/fit_job.py). The IAM side is read from
+template.yaml: every call a run makes must be granted to the state machine's role.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from devstack.gateway import LambdaContext
+from devstack.step_functions import (Execution, Interpreter, LocalStepFunctions, StatesError, TaskFailed, evaluate_intrinsic,
+                                     load_definition, payload, read_path, write_path)
+from devstack.template import PROJECT_ROOT, resolve_conditions, resources
+from shared.config import get_settings
+from shared.errors import Conflict
+from shared.storage import pipeline as pipeline_store
+from shared.storage.blobs import S3Blobs
+from shared.storage.exports import write_export
+from shared.storage.models import ModelStore
+from shared.storage.training_data import read_nightly
+from shared.training.config import TrainingConfig
+from tests.conftest import MODEL_BUCKET, TEMPLATE
+from tests.training_data import END, store_events
+from tests.unit.test_export_training import seeded  # noqa: F401 - the fixture
+from tests.unit.test_training_reads_once import train_handler
+
+DEFINITION = PROJECT_ROOT / "statemachines" / "training.asl.json"
+EXPORT_BUCKET = "test-exports"
+REGION, ACCOUNT, STACK = "us-east-1", "123456789012", "shop-recs"
+EXPORT_PATH = {"TrainingPath": "export"}
+
+
+def deployed(parameters: dict[str, str]) -> dict[str, Any]:
+    return resolve_conditions(TEMPLATE, parameters)
+
+
+def pipeline_resource(parameters: dict[str, str]) -> dict[str, Any]:
+    return resources(deployed(parameters), "AWS::Serverless::StateMachine")["TrainingPipeline"]
+
+
+class Arns:
+    """What the template's intrinsics give on AWS, for the moto tables of one test."""
+
+    def __init__(self, tables: dict[str, str], parameters: dict[str, str]) -> None:
+        self.parameters = parameters
+        self.names = {**tables, "ExportBucket": EXPORT_BUCKET, "ModelBucket": MODEL_BUCKET,
+                      "TrainFunction": "shop-recs-TrainFunction", "TrainingPipeline": f"{STACK}-training",
+                      "VisitorTokenSecret": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:visitor-key"}
+        prefix = f"arn:aws:{{}}:{REGION}:{ACCOUNT}:"
+        self.arns = {**{logical: prefix.format("dynamodb") + f"table/{name}" for logical, name in tables.items()},
+                     "ExportBucket": f"arn:aws:s3:::{EXPORT_BUCKET}", "ModelBucket": f"arn:aws:s3:::{MODEL_BUCKET}",
+                     "TrainFunction": prefix.format("lambda") + "function:shop-recs-TrainFunction",
+                     "TrainingPipeline": prefix.format("states") + f"stateMachine:{STACK}-training",
+                     "FitJobQueue": prefix.format("batch") + "job-queue/fit",
+                     "FitFargateJobDefinition": prefix.format("batch") + "job-definition/fit-fargate:1",
+                     "FitGpuJobDefinition": prefix.format("batch") + "job-definition/fit-gpu:1",
+                     "ShopEventsBus": prefix.format("events") + f"event-bus/{STACK}-events"}
+        self.pseudo = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws",
+                       "AWS::StackName": STACK}
+
+    def render(self, value: Any) -> str:
+        if isinstance(value, str):
+            return value
+        if "Fn::GetAtt" in value:
+            logical_id, attribute = value["Fn::GetAtt"]
+            assert attribute == "Arn", value
+            return self.arns[logical_id]
+        if "Ref" in value:
+            name = value["Ref"]
+            if name in self.pseudo:
+                return self.pseudo[name]
+            if name in self.arns and name.startswith(("Fit", "TrainingPipeline")):  # Ref gives their ARN
+                return self.arns[name]
+            if name in self.names:
+                return self.names[name]
+            return self.parameters.get(name) or str(TEMPLATE["Parameters"][name]["Default"])
+        if "Fn::Sub" in value:
+            def one(match: re.Match[str]) -> str:
+                name = match.group(1)
+                if name.endswith(".Arn"):
+                    return self.arns[name[:-4]]
+                return self.render({"Ref": name})
+            return re.sub(r"\$\{([\w:.]+)\}", one, value["Fn::Sub"])
+        raise AssertionError(f"an intrinsic this test cannot render: {value}")
+
+
+class DynamoDBExports:
+    """ExportTableToPointInTime and DescribeExport: a full export of the moto table, written in
+    DynamoDB's layout under the requested prefix (<prefix>/AWSDynamoDB/<id>/...), reported
+    IN_PROGRESS on the first DescribeExport and COMPLETED (its summary written last) after."""
+
+    def __init__(self, workdir: Path, names: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.tables = {name: logical for logical, name in names.items()}
+        self.exports: dict[str, dict[str, Any]] = {}
+        self.fail: dict[str, str] = {}  # table logical id -> FailureMessage
+        self.throttle: dict[str, int] = {}  # table logical id -> requests refused before one is taken
+        self.on_first_describe: list[Any] = []
+
+    def export(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert request["ExportFormat"] == "DYNAMODB_JSON" and request["S3Bucket"] == EXPORT_BUCKET, request
+        table = request["TableArn"].rsplit("/", 1)[-1]
+        logical = self.tables[table]
+        if self.throttle.get(logical, 0) > 0:
+            self.throttle[logical] -= 1
+            raise TaskFailed("DynamoDb.LimitExceededException", "Too many exports are running")
+        local = write_export(table, self.workdir / table)
+        folder = Path(request["S3Prefix"]) / "AWSDynamoDB" / local.summary["exportArn"].rsplit("/", 1)[-1]
+        s3 = boto3.client("s3")
+        files = []
+        for line in (local.root / local.summary["manifestFilesS3Key"]).read_text().splitlines():
+            entry = json.loads(line)
+            key = str(folder / "data" / Path(entry["dataFileS3Key"]).name)
+            s3.upload_file(str(local.root / entry["dataFileS3Key"]), EXPORT_BUCKET, key)
+            files.append({**entry, "dataFileS3Key": key})
+        listing = str(folder / "manifest-files.json")  # DynamoDB's manifests name full keys
+        s3.put_object(Bucket=EXPORT_BUCKET, Key=listing, Body="".join(json.dumps(f) + "\n" for f in files).encode())
+        arn = f"{request['TableArn']}/export/{folder.name}"
+        summary = {**local.summary, "exportArn": arn, "tableArn": request["TableArn"], "s3Bucket": EXPORT_BUCKET,
+                   "s3Prefix": request["S3Prefix"], "manifestFilesS3Key": listing}
+        self.exports[arn] = {"logical": logical, "summary": summary, "key": str(folder / "manifest-summary.json"),
+                             "described": 0}
+        return {"ExportDescription": {"ExportArn": arn, "ExportStatus": "IN_PROGRESS", "TableArn": request["TableArn"],
+                                      "S3Bucket": EXPORT_BUCKET, "S3Prefix": request["S3Prefix"]}}
+
+    def describe(self, request: dict[str, Any]) -> dict[str, Any]:
+        export = self.exports[request["ExportArn"]]
+        export["described"] += 1
+        description = {"ExportArn": request["ExportArn"], "ExportStatus": "IN_PROGRESS"}
+        if export["described"] == 1:
+            for hook in self.on_first_describe:
+                hook()
+            return {"ExportDescription": description}
+        if export["logical"] in self.fail:
+            return {"ExportDescription": {**description, "ExportStatus": "FAILED", "FailureCode": "S3AccessDenied",
+                                          "FailureMessage": self.fail[export["logical"]]}}
+        boto3.client("s3").put_object(Bucket=EXPORT_BUCKET, Key=export["key"],
+                                      Body=json.dumps(export["summary"]).encode())
+        return {"ExportDescription": {**description, "ExportStatus": "COMPLETED", "ExportManifest": export["key"],
+                                      "ItemCount": export["summary"]["itemCount"]}}
+
+
+def load_fit_job() -> Any:
+    spec = importlib.util.spec_from_file_location("fit_job", PROJECT_ROOT / "functions" / "train" / "fit_job.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as `python fit_job.py` has it (dataclasses look it up)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Fit:
+    """lambda:invoke of TrainFunction and batch:submitJob.sync of the fit job, both running the real handler."""
+
+    def __init__(self, function_arn: str) -> None:
+        self.function_arn = function_arn
+        self.handler = train_handler()
+        self.throttle = 0
+        self.gate: threading.Event | None = None  # set: the fit may go on
+        self.events: list[dict[str, Any]] = []
+        self.manifests: list[dict[str, Any]] = []
+
+    def invoke(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert request["FunctionName"] == self.function_arn, request
+        if self.throttle > 0:
+            self.throttle -= 1
+            raise TaskFailed("Lambda.TooManyRequestsException", "Rate Exceeded.")
+        if self.gate is not None:
+            assert self.gate.wait(60)
+        self.events.append(request["Payload"])
+        manifest = self.handler(request["Payload"], LambdaContext(function_name="TrainFunction"))
+        self.manifests.append(manifest)
+        return {"StatusCode": 200, "ExecutedVersion": "$LATEST", "Payload": manifest}
+
+    def submit_job_sync(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The container's command, `python fit_job.py`, with the job's environment overrides."""
+        environment = {entry["Name"]: entry["Value"] for entry in request["ContainerOverrides"]["Environment"]}
+        self.events.append(json.loads(environment["FIT_EVENT"]))
+        fit_job = load_fit_job()
+        manifests: list[dict[str, Any]] = []
+        original = fit_job.run
+        fit_job.run = lambda event: manifests.append(original(event)) or manifests[-1]
+        code = fit_job.main(environment)
+        self.manifests += manifests
+        job = {"JobId": "job-1", "JobName": request["JobName"], "JobQueue": request["JobQueue"],
+               "JobDefinition": request["JobDefinition"]}
+        if code != 0:
+            raise TaskFailed("States.TaskFailed", json.dumps({**job, "Status": "FAILED", "StatusReason":
+                                                              "Essential container in task exited",
+                                                              "Container": {"ExitCode": code}}))
+        return {**job, "Status": "SUCCEEDED", "Container": {"ExitCode": 0}}
+
+
+@pytest.fixture
+def stack(seeded, tmp_path, monkeypatch):  # noqa: F811 - the fixture imported above
+    """The export path as deployed: env vars from template.yaml's wiring, the export bucket on
+    moto, the stand-ins, and the admin function reading Step Functions through the stand-in."""
+    boto3.client("s3").create_bucket(Bucket=EXPORT_BUCKET)
+    monkeypatch.setenv("TRAINING_PATH", "export")
+    monkeypatch.setenv("EXPORT_BUCKET", EXPORT_BUCKET)
+    monkeypatch.setenv("TRAINING_CONFIG", json.dumps({"min_gain_over_popularity": 0}))
+    monkeypatch.delenv("LOCAL_EXPORT_DIR", raising=False)
+    get_settings.cache_clear()
+    return Stack(seeded, tmp_path, monkeypatch)
+
+
+class Stack:
+    def __init__(self, tables: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.tables, self.tmp_path, self.monkeypatch = tables, tmp_path, monkeypatch
+        self.step_functions = LocalStepFunctions(REGION, ACCOUNT)
+        self.exports = DynamoDBExports(tmp_path / "exports", tables)
+        self.fit: Fit | None = None
+        self.arn = ""
+
+    def deploy(self, fit_compute: str = "lambda", background: bool = False) -> str:
+        parameters = {**EXPORT_PATH, "FitCompute": fit_compute}
+        arns = Arns(self.tables, parameters)
+        self.parameters, self.arns = parameters, arns
+        substitutions = {name: arns.render(value)
+                         for name, value in pipeline_resource(parameters)["DefinitionSubstitutions"].items()}
+        self.fit = Fit(arns.arns["TrainFunction"])
+        self.step_functions.background = background
+        self.arn = self.step_functions.create_state_machine(f"{STACK}-training", load_definition(DEFINITION, substitutions), {
+            "arn:aws:states:::aws-sdk:dynamodb:exportTableToPointInTime": self.exports.export,
+            "arn:aws:states:::aws-sdk:dynamodb:describeExport": self.exports.describe,
+            "arn:aws:states:::lambda:invoke": self.fit.invoke,
+            "arn:aws:states:::batch:submitJob.sync": self.fit.submit_job_sync,
+        })
+        # The admin function as template.yaml configures it on this path, its Step Functions
+        # client answered by the stand-in (botocore still validates every request).
+        self.monkeypatch.setenv("TRAINING_PIPELINE_ARN", self.arn)
+        get_settings.cache_clear()
+        client = boto3.client("stepfunctions")
+        client.meta.events.register("before-call.sfn", self.step_functions.botocore_handler)
+        self.monkeypatch.setattr(pipeline_store, "client", lambda: client)
+        return self.arn
+
+    def nightly_input(self) -> dict[str, Any]:
+        """What the TrainingPipeline's Nightly schedule sends."""
+        return json.loads(pipeline_resource(self.parameters)["Events"]["Nightly"]["Properties"]["Input"])
+
+    def run(self, execution_input: dict[str, Any] | None = None, name: str = "nightly-1") -> Any:
+        return self.step_functions.start_execution(self.arn, self.nightly_input() if execution_input is None
+                                                   else execution_input, name)
+
+
+def models_status(api) -> dict[str, Any]:
+    status, body = api.json("GET", "/models")
+    assert status == 200, body
+    return body
+
+
+def iam_requests(resource: str, request: dict[str, Any]) -> list[tuple[str, str]]:
+    """What IAM checks for one task of the definition, as (action, resource ARN)."""
+    if resource.endswith(":exportTableToPointInTime"):
+        objects = f"arn:aws:s3:::{request['S3Bucket']}/{request['S3Prefix']}/AWSDynamoDB/x/data/y.json.gz"
+        return [("dynamodb:ExportTableToPointInTime", request["TableArn"]), ("s3:PutObject", objects),
+                ("s3:AbortMultipartUpload", objects)]
+    if resource.endswith(":describeExport"):
+        return [("dynamodb:DescribeExport", request["ExportArn"])]
+    if resource == "arn:aws:states:::lambda:invoke":
+        return [("lambda:InvokeFunction", request["FunctionName"])]
+    if resource == "arn:aws:states:::batch:submitJob.sync":
+        rule = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/StepFunctionsGetEventsForBatchJobsRule"
+        return [("batch:SubmitJob", request["JobQueue"]), ("batch:SubmitJob", request["JobDefinition"]),
+                ("batch:DescribeJobs", "*"), ("batch:TerminateJob", f"arn:aws:batch:{REGION}:{ACCOUNT}:job/x"),
+                ("events:PutRule", rule), ("events:PutTargets", rule), ("events:DescribeRule", rule)]
+    raise AssertionError(f"{resource}: teach iam_requests which IAM actions it needs")
+
+
+def role_grants(arns: Arns) -> list[tuple[str, str]]:
+    """The state machine's role as SAM builds it from its Policies (statements only)."""
+    grants = []
+    for policy in pipeline_resource(arns.parameters)["Policies"]:
+        for statement in policy["Statement"]:
+            assert statement["Effect"] == "Allow"
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            targets = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            grants += [(action, arns.render(target)) for action in actions for target in targets]
+    return grants
+
+
+def assert_every_call_granted(stack: Stack, execution: Any) -> None:
+    held = role_grants(stack.arns)
+    asked = {request for resource, params in execution.calls for request in iam_requests(resource, params)}
+    assert asked
+    missing = {(action, target) for action, target in asked
+               if not any(fnmatchcase(action.lower(), a.lower()) and fnmatchcase(target, t) for a, t in held)}
+    assert missing == set(), f"the TrainingPipeline's role lacks {missing}"
+
+
+# --- a night on the export path ----------------------------------------------------------
+
+
+def test_a_nightly_run_exports_the_tables_and_activates_a_model_trained_from_the_exports(stack, api):
+    stack.deploy("lambda", background=True)
+    now = datetime.now(timezone.utc)
+    at_export = len(read_nightly(stack.tables["EventsTable"], stack.tables["UsersTable"], stack.tables["ItemsTable"],
+                                 TrainingConfig(), now).training_data().interactions)
+    # Bought while the export runs: not in the point-in-time export, so not trained on.
+    stack.exports.on_first_describe.append(lambda: store_events(stack.tables["EventsTable"], [
+        {"event_id": f"late-{n}", "user_id": "u-late", "item_id": "late-item", "event_type": "purchase", "price": 5,
+         "currency": "EUR", "channel": "web", "timestamp": END.isoformat()} for n in range(3)]))
+    stack.fit.gate = threading.Event()
+
+    execution = stack.run()
+    try:  # while the fit runs, GET /models says so, and a second start is refused
+        deadline = time.monotonic() + 60
+        while not any(e["type"] == "TaskScheduled" and e["taskScheduledEventDetails"]["resource"].endswith(
+                "lambda:invoke") for e in list(execution.events)):
+            assert time.monotonic() < deadline, execution.status
+            time.sleep(0.05)
+        running = models_status(api)["pipeline"]
+        assert (running["name"], running["status"], running["stage"]) == ("nightly-1", "RUNNING", "fit")
+        with pytest.raises(Conflict):
+            pipeline_store.TrainingPipeline(stack.arn).start({})
+    finally:
+        stack.fit.gate.set()
+        assert stack.step_functions.wait(120)
+
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    manifest, = stack.fit.manifests
+    assert (manifest["status"], manifest["active"]) == ("accepted", True), manifest["reason"]
+    assert ModelStore(S3Blobs(MODEL_BUCKET)).active().version == manifest["version"]
+    assert manifest["counts"]["interactions"] == at_export  # from the exports, not the table
+    # The handler got each table's manifest-summary.json, in DynamoDB's layout under the run's prefix.
+    event, = stack.fit.events
+    sample = json.loads((PROJECT_ROOT / "events" / "train" / "from_exports.json").read_text())
+    assert event.keys() == sample.keys() and event["exports"].keys() == sample["exports"].keys()
+    for table in ("events", "users", "items"):
+        assert re.fullmatch(rf"exports/nightly-1/{table}/AWSDynamoDB/[^/]+/manifest-summary\.json",
+                            event["exports"][table]), event
+    assert 60.0 in execution.waited  # the exports were polled, a minute apart
+    done = models_status(api)["pipeline"]
+    assert (done["status"], done["stage"], done["version"], done["error"]) == ("SUCCEEDED", "done",
+                                                                             manifest["version"], None)
+    assert_every_call_granted(stack, execution)
+
+
+def test_post_models_train_starts_the_pipeline_with_the_runs_overrides(stack, api):
+    stack.deploy("lambda")
+    admin_route = next(r for r in api.gateway.routes if r.route_key == "GET /models")
+    admin = sys.modules[api.gateway.handler(admin_route).__module__]
+    # The local gateway hands the admin function its in-process trainer (the scan path's); on AWS
+    # with TRAINING_PIPELINE_ARN set, the trainer is the pipeline.
+    assert isinstance(admin.pipeline, pipeline_store.TrainingPipeline) and admin.pipeline.state_machine_arn == stack.arn
+    admin.trainer = admin.pipeline
+
+    status, body = api.json("POST", "/models/train", {"config": {"factors": 16}})
+
+    assert status == 202, body
+    execution, = stack.step_functions.executions.values()
+    assert execution.input == {"config": {"factors": 16}}
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    assert stack.fit.events[0]["config"] == {"factors": 16}
+    assert stack.fit.manifests[0]["parameters"]["factors"] == 16
+
+
+def test_a_failed_export_fails_the_run_and_get_models_says_which_stage_and_why(stack, api):
+    stack.deploy("lambda")
+    stack.exports.fail["UsersTable"] = "Access Denied to bucket test-exports"
+
+    execution = stack.run()
+
+    assert execution.status == "FAILED"
+    assert stack.fit.events == []  # nothing was trained from a partial export
+    assert ModelStore(S3Blobs(MODEL_BUCKET)).active() is None
+    failed = models_status(api)["pipeline"]
+    assert (failed["status"], failed["stage"], failed["error"]) == ("FAILED", "export", "ExportFailed")
+    assert failed["cause"] == "users: Access Denied to bucket test-exports"
+    assert failed["stopped_at"] is not None
+
+
+def test_throttled_tasks_are_retried_with_backoff_and_the_run_goes_on(stack, api):
+    stack.deploy("lambda")
+    stack.exports.throttle["EventsTable"] = 2
+    stack.fit.throttle = 1
+
+    execution = stack.run()
+
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    exports = [params["TableArn"].rsplit("/", 1)[-1] for resource, params in execution.calls
+               if resource.endswith("exportTableToPointInTime")]
+    assert exports.count(stack.tables["EventsTable"]) == 3
+    invokes = [resource for resource, _ in execution.calls if resource.endswith("lambda:invoke")]
+    assert len(invokes) == 2 and len(stack.fit.manifests) == 1
+    # Backoff: 30 s, then 60 s before the events export's retries; 30 s before the invoke's. And
+    # each table's export polled twice, a minute apart.
+    assert sorted(execution.waited) == [30.0, 30.0] + [60.0] * 7
+    assert stack.fit.manifests[0]["status"] == "accepted"
+
+
+def test_a_throttle_that_outlasts_the_retries_fails_the_run_at_its_stage(stack, api):
+    stack.deploy("lambda")
+    stack.exports.throttle["ItemsTable"] = 100
+
+    execution = stack.run()
+
+    assert execution.status == "FAILED"
+    attempts = [p for r, p in execution.calls if r.endswith("exportTableToPointInTime")
+                and p["TableArn"].endswith(stack.tables["ItemsTable"])]
+    # The first and 6 retries: once its retrier is spent, the error does not fall through to the next.
+    assert len(attempts) == 1 + 6
+    failed = models_status(api)["pipeline"]
+    assert (failed["stage"], failed["error"]) == ("export", "DynamoDb.LimitExceededException")
+
+
+# --- the fit as an AWS Batch job --------------------------------------------------------
+
+
+def test_the_batch_fit_runs_the_train_handler_from_the_jobs_event_and_activates(stack, api):
+    stack.deploy("fargate")
+
+    execution = stack.run()
+
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    submitted, = [p for r, p in execution.calls if r.endswith("submitJob.sync")]
+    assert submitted["JobQueue"] == stack.arns.arns["FitJobQueue"]
+    assert submitted["JobDefinition"] == stack.arns.arns["FitFargateJobDefinition"]
+    manifest, = stack.fit.manifests
+    assert (manifest["status"], manifest["active"]) == ("accepted", True), manifest["reason"]
+    assert set(stack.fit.events[0]["exports"]) == {"events", "users", "items"}
+    assert_every_call_granted(stack, execution)
+
+
+def test_a_batch_fit_that_fails_exits_non_zero_and_fails_the_run_at_the_fit_stage(stack, api):
+    stack.deploy("fargate")
+    # The exports are gone before the job reads them (ExportRetentionDays too short, say).
+    original = stack.exports.describe
+
+    def describe_then_lose(request: dict[str, Any]) -> dict[str, Any]:
+        answer = original(request)
+        if answer["ExportDescription"]["ExportStatus"] == "COMPLETED":
+            answer["ExportDescription"]["ExportManifest"] += ".gone"
+        return answer
+
+    stack.step_functions.machines[stack.arn].tasks["arn:aws:states:::aws-sdk:dynamodb:describeExport"] = describe_then_lose
+
+    execution = stack.run()
+
+    assert execution.status == "FAILED", execution.output
+    assert [m["status"] for m in stack.fit.manifests] == ["failed", "failed"], (execution.error, execution.cause)  # tried, retried once
+    failed = models_status(api)["pipeline"]
+    assert (failed["status"], failed["stage"], failed["error"]) == ("FAILED", "fit", "States.TaskFailed")
+    assert json.loads(failed["cause"])["Container"]["ExitCode"] == 1
+
+
+def test_the_fit_job_refuses_to_start_without_its_event():
+    fit_job = load_fit_job()
+    assert fit_job.main({}) == 2
+    assert fit_job.main({"FIT_EVENT": "{not json"}) == 2
+
+
+# --- the definition and the template -----------------------------------------------------
+
+
+def states_of(machine: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found = dict(machine["States"])
+    for state in machine["States"].values():
+        for branch in state.get("Branches", []):
+            found |= states_of(branch)
+    return found
+
+
+def test_every_state_belongs_to_a_stage_get_models_can_name():
+    assert set(states_of(json.loads(DEFINITION.read_text()))) <= pipeline_store.STAGE_OF_STATE.keys()
+
+
+def test_every_task_retries_with_backoff_and_every_stage_is_caught():
+    definition = json.loads(DEFINITION.read_text())
+    for name, state in states_of(definition).items():
+        if state["Type"] == "Task":
+            assert state.get("Retry"), name
+            assert all(rule.get("BackoffRate", 2) > 1 for rule in state["Retry"]), name
+            assert not any("States.ALL" in rule["ErrorEquals"] for rule in state["Retry"]), name
+    for name, state in definition["States"].items():  # the top level: each stage
+        if state["Type"] in ("Task", "Parallel"):
+            assert [c["Next"] for c in state["Catch"] if "States.ALL" in c["ErrorEquals"]], name
+            recorder = definition["States"][state["Catch"][0]["Next"]]
+            assert recorder["Type"] == "Pass" and definition["States"][recorder["Next"]]["Type"] == "Fail", name
+
+
+def test_the_definition_is_valid_states_language(tmp_path):
+    """cfn-lint checks a state machine's inline definition against the States Language schema."""
+    template = {"AWSTemplateFormatVersion": "2010-09-09", "Resources": {"Pipeline": {
+        "Type": "AWS::StepFunctions::StateMachine",
+        "Properties": {"RoleArn": f"arn:aws:iam::{ACCOUNT}:role/pipeline",
+                       "Definition": load_definition(DEFINITION, {name: f"arn:aws:states:{REGION}:{ACCOUNT}:x:{name}"
+                                                                  for name in re.findall(r"\$\{(\w+)\}",
+                                                                                         DEFINITION.read_text())})}}}}
+    path = tmp_path / "pipeline.json"
+    path.write_text(json.dumps(template))
+    result = subprocess.run([str(Path(sys.executable).parent / "cfn-lint"), str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_template_wires_the_export_path_only_when_it_is_chosen():
+    scan = deployed({})
+    assert not {"ExportBucket", "TrainingPipeline", "FitJobQueue"} & scan["Resources"].keys()
+    train = resources(scan, "AWS::Serverless::Function")["TrainFunction"]
+    assert train["Events"]["Nightly"]["Properties"]["State"] == "ENABLED"
+
+    export = deployed({"TrainingPath": "export", "FitCompute": "gpu"})
+    functions = resources(export, "AWS::Serverless::Function")
+    train, admin = functions["TrainFunction"], functions["AdminFunction"]
+    # One nightly run: the state machine's; the first-model check stays on the train function.
+    assert train["Events"]["Nightly"]["Properties"]["State"] == "DISABLED"
+    assert "State" not in train["Events"]["FirstModel"]["Properties"]
+    nightly = pipeline_resource({"TrainingPath": "export"})["Events"]["Nightly"]
+    assert (nightly["Type"], nightly["Properties"]["ScheduleExpression"]) == ("ScheduleV2", {"Ref": "TrainingSchedule"})
+    assert train["Environment"]["Variables"]["TRAINING_PATH"] == {"Ref": "TrainingPath"}
+    # The exports are downloaded to /tmp: more than Lambda's default 512 MB, on this path only.
+    assert train["EphemeralStorage"]["Size"] >= 4096
+    assert "EphemeralStorage" not in resources(scan, "AWS::Serverless::Function")["TrainFunction"]
+    assert train["Environment"]["Variables"]["EXPORT_BUCKET"] == {"Ref": "ExportBucket"}
+    assert admin["Environment"]["Variables"]["TRAINING_PIPELINE_ARN"] == {"Ref": "TrainingPipeline"}
+    # Exports need point-in-time recovery on every table they take.
+    for table in ("EventsTable", "UsersTable", "ItemsTable"):
+        assert export["Resources"][table]["Properties"]["PointInTimeRecoverySpecification"] == {
+            "PointInTimeRecoveryEnabled": True}
+    assert {"FitGpuEnvironment", "FitGpuJobDefinition", "FitJobQueue"} <= export["Resources"].keys()
+    assert "FitFargateEnvironment" not in export["Resources"]
+    gpu = export["Resources"]["FitGpuEnvironment"]["Properties"]["ComputeResources"]
+    assert all(kind.startswith(("g4dn.", "g5.")) for kind in gpu["InstanceTypes"])
+    bucket = export["Resources"]["ExportBucket"]["Properties"]
+    assert bucket["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == {"Ref": "ExportRetentionDays"}
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+
+
+def test_the_roles_that_read_the_exports_and_the_pipeline_hold_what_the_code_calls():
+    """The train function and the Batch job read the exports; the admin function reads the runs."""
+    export = deployed({"TrainingPath": "export", "FitCompute": "fargate"})
+    arns = Arns({"EventsTable": "e", "UsersTable": "u", "ItemsTable": "i", "SegmentsTable": "s"},
+                {"TrainingPath": "export", "FitCompute": "fargate"})
+
+    def held(statements: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        return [(action, arns.render(target)) for s in statements
+                for action in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+                for target in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])]
+
+    def allows(grants: list[tuple[str, str]], action: str, target: str) -> bool:
+        return any(fnmatchcase(action.lower(), a.lower()) and fnmatchcase(target, t) for a, t in grants)
+
+    functions = resources(export, "AWS::Serverless::Function")
+    train = held([s for p in functions["TrainFunction"]["Policies"] for s in p.get("Statement", [])])
+    job = held(export["Resources"]["FitJobRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"])
+    summary = f"arn:aws:s3:::{EXPORT_BUCKET}/exports/run/events/AWSDynamoDB/x/manifest-summary.json"
+    for grants in (train, job):
+        assert allows(grants, "s3:GetObject", summary) and allows(grants, "s3:ListBucket", f"arn:aws:s3:::{EXPORT_BUCKET}")
+    admin = held([s for p in functions["AdminFunction"]["Policies"] for s in p.get("Statement", [])])
+    machine = arns.arns["TrainingPipeline"]
+    execution = machine.replace(":stateMachine:", ":execution:") + ":nightly-1"
+    for action, target in [("states:StartExecution", machine), ("states:ListExecutions", machine),
+                           ("states:DescribeExecution", execution), ("states:GetExecutionHistory", execution)]:
+        assert allows(admin, action, target), action
+    # And the job's container gets the train function's settings, on the export path.
+    environment = {e["Name"]: e["Value"] for e in
+                   export["Resources"]["FitFargateJobDefinition"]["Properties"]["ContainerProperties"]["Environment"]}
+    assert environment["TRAINING_PATH"] == "export" and environment["EXPORT_BUCKET"] == {"Ref": "ExportBucket"}
+    own = functions["TrainFunction"]["Environment"]["Variables"]
+    assert {k for k in own if k != "OPENBLAS_NUM_THREADS"} <= environment.keys()
+
+
+# --- the interpreter itself ----------------------------------------------------------------
+
+
+def test_paths_and_intrinsic_functions_read_as_step_functions_reads_them():
+    data = {"run": "r-1", "a": {"b": [1, {"c": "x"}]}}
+    context = {"Execution": {"Name": "n"}}
+    assert read_path("$.a.b[1].c", data, context) == "x" and read_path("$$.Execution.Name", data, context) == "n"
+    assert evaluate_intrinsic("States.Format('exports/{}/{}', $.run, 'events')", data, context) == "exports/r-1/events"
+    assert evaluate_intrinsic("States.JsonToString($.a)", data, context) == '{"b":[1,{"c":"x"}]}'
+    assert payload({"k.$": "$.run", "fixed": {"n.$": "$.a.b[0]"}}, data, context) == {"k": "r-1", "fixed": {"n": 1}}
+    assert write_path("$.x.y", data, 5)["x"] == {"y": 5} and write_path(None, data, 5) == data
+    with pytest.raises(StatesError) as missing:
+        read_path("$.nope", data, context)
+    assert missing.value.error == "States.Runtime"
+
+
+def test_a_runtime_error_is_neither_retried_nor_caught():
+    machine = Interpreter({"StartAt": "T", "States": {
+        "T": {"Type": "Task", "Resource": "r", "Parameters": {"x.$": "$.missing"}, "Retry": [
+            {"ErrorEquals": ["States.ALL"], "MaxAttempts": 3}], "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "S"}],
+              "End": True},
+        "S": {"Type": "Succeed"}}}, {"r": lambda request: {}})
+    execution = machine.run(Execution("arn:x", "x", "arn:m", {}))
+    assert (execution.status, execution.error) == ("FAILED", "States.Runtime") and execution.calls == []
+
+
+def test_the_pipeline_store_speaks_the_step_functions_api_as_moto_answers_it(moto_tables, request):
+    """The same calls against moto's Step Functions (which runs no definition): the start sends the
+    run's overrides, a running execution reads as RUNNING, and a second start is refused."""
+    pipeline_store.client.cache_clear()
+    request.addfinalizer(pipeline_store.client.cache_clear)  # its client is moto's, for this test only
+    arn = boto3.client("stepfunctions").create_state_machine(
+        name=f"{STACK}-training", definition=DEFINITION.read_text(),
+        roleArn=f"arn:aws:iam::{ACCOUNT}:role/pipeline")["stateMachineArn"]
+    pipeline = pipeline_store.TrainingPipeline(arn)
+    assert pipeline.latest() is None
+
+    execution_arn = pipeline.start({"factors": 8})
+
+    described = boto3.client("stepfunctions").describe_execution(executionArn=execution_arn)
+    assert json.loads(described["input"]) == {"config": {"factors": 8}}
+    latest = pipeline.latest()
+    assert (latest.name, latest.status) == (described["name"], "RUNNING") and latest.name.startswith("train-")
+    with pytest.raises(Conflict):
+        pipeline.start({})
