@@ -68,6 +68,7 @@ TAGS = {
     "segments": "Segment tags of a customer; segment definitions and members",
     "privacy": "A customer's consent, access to their data, and erasure",
     "models": "Model versions: train, list, activate",
+    "experiments": "Experiments between models and baselines, their results, and purchases credited to recommendations",
     "campaigns": "Campaign exports: an audience of reachable customers with their recommendations, or who "
                  "should hear about an item",
     "visitors": "Logged-out visitors: an anonymous id and its token; linking it to the customer who signs in",

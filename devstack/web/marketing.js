@@ -1,6 +1,7 @@
 // The marketer's view: segment sizes, the RFM grid as a heat map, a segment's members page by
 // page, a custom segment's rule editor, campaign previews and exports, the trigger events on the
-// local bus, and each model version's quality against the popularity baseline. All calls are the
+// local bus, experiments' results with their intervals, and each model version's quality against
+// the popularity baseline. All calls are the
 // shop's own tools calling as a trusted backend (the bus: the local stack's /dev/bus).
 import { ApiError, devBus, el, enc, guarded, trusted } from "./api.js";
 
@@ -170,6 +171,80 @@ function shortVersion(version) {
 function niceCeiling(value) {
   const step = 10 ** Math.floor(Math.log10(value));
   return [1, 2, 2.5, 5, 10].map((m) => m * step).find((c) => c >= value);
+}
+
+// ---- Experiments (docs/experiments.md): each variant's value with its interval, against the control ----
+let experiments = [];
+const MEASURES = { conversion: "conversion", click_through: "click-through", revenue_per_exposed: "revenue per exposed customer" };
+
+async function showExperiments() {
+  experiments = (await trusted("GET", "/experiments")).experiments;
+  const chosen = $("experiment").value;
+  $("experiment").replaceChildren(...experiments.map((e) =>
+    el("option", { value: e.experiment_id }, `${e.spec.name} (${e.spec.surface}, ${e.status})`)));
+  if (experiments.some((e) => e.experiment_id === chosen)) $("experiment").value = chosen;
+  drawExperiment();
+}
+
+function drawExperiment() {
+  const experiment = experiments.find((e) => e.experiment_id === $("experiment").value);
+  const rows = $("experiment-results").tBodies[0];
+  if (!experiment) {
+    $("experiment-chart").replaceChildren(el("p", { class: "muted" }, "No experiment yet (POST /experiments)."));
+    rows.replaceChildren();
+    return;
+  }
+  const results = experiment.results;
+  if (!results) {
+    $("experiment-chart").replaceChildren(el("p", { class: "muted" }, "No results yet: the nightly run writes them."));
+    rows.replaceChildren();
+    return;
+  }
+  const measure = $("experiment-measure").value;
+  const variants = experiment.spec.variants.map((v) => ({ ...v, result: results.variants[v.name] }));
+  const width = 720, height = 240, left = 64, bottom = 40, top = 24;
+  const plot = height - bottom - top;
+  const highs = variants.map((v) => v.result?.[measure]?.interval.high ?? 0);
+  const ceiling = niceCeiling(Math.max(1e-6, ...highs));
+  const y = (value) => top + plot - (plot * Math.max(0, value)) / ceiling;
+  const slot = (width - left) / variants.length;
+  const bar = Math.min(64, slot / 2);
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img",
+    "aria-label": `${MEASURES[measure]} of each variant of ${experiment.spec.name}, with 95% intervals` });
+  for (let i = 0; i <= 4; i++) {
+    const value = (ceiling * i) / 4;
+    chart.append(svg("line", { x1: left, x2: width, y1: y(value), y2: y(value), class: "grid" }),
+      svg("text", { x: left - 6, y: y(value) + 4, class: "axis", "text-anchor": "end" }, value.toPrecision(2)));
+  }
+  variants.forEach((v, i) => {
+    const value = v.result?.[measure];
+    if (!value) return;
+    const middle = left + slot * (i + 0.5);
+    const control = v.name === results.control;
+    const group = svg("g", { "data-variant": v.name });
+    group.append(svg("rect", { x: middle - bar / 2, y: y(value.value), width: bar, height: top + plot - y(value.value),
+      class: control ? "bar-popularity" : "bar-model", "data-value": value.value }),
+    svg("line", { x1: middle, x2: middle, y1: y(value.interval.high), y2: y(value.interval.low), class: "whisker",
+      "data-low": value.interval.low, "data-high": value.interval.high }),
+    svg("text", { x: middle, y: height - bottom + 16, class: "axis", "text-anchor": "middle" },
+      `${v.name}${control ? " (control)" : ""}`),
+    svg("text", { x: middle, y: height - bottom + 32, class: "axis", "text-anchor": "middle" }, `${v.result.exposed} exposed`),
+    svg("title", {}, `${v.name}: ${MEASURES[measure]} ${value.value} (95% ${value.interval.low} to ${value.interval.high})`));
+    chart.append(group);
+  });
+  $("experiment-chart").replaceChildren(chart);
+  rows.replaceChildren(...variants.map((v) => {
+    const r = v.result || { exposed: 0 };
+    const against = r.against_control?.[measure];
+    const verdict = !against ? "control" : against.significant ? (against.difference > 0 ? "better" : "worse") : "no difference yet";
+    const pct = (x) => (typeof x === "number" ? `${(100 * x).toFixed(2)}%` : "");
+    return el("tr", { "data-variant": v.name },
+      el("td", {}, v.name), el("td", {}, v.serves), el("td", { class: "num" }, String(r.exposed)),
+      el("td", { class: "num" }, pct(r.click_through?.value)), el("td", { class: "num" }, pct(r.conversion?.value)),
+      el("td", { class: "num" }, r.revenue_per_exposed ? r.revenue_per_exposed.value.toFixed(2) : ""),
+      el("td", { class: "num" }, against && against.lift != null ? `${against.lift >= 0 ? "+" : ""}${(100 * against.lift).toFixed(1)}%` : ""),
+      el("td", { class: "num" }, against ? against.p_value.toFixed(3) : ""), el("td", { class: "verdict" }, verdict));
+  }));
 }
 
 // ---- Custom segments: the rule editor (docs/segments.md, "Custom segments") ----
@@ -499,3 +574,6 @@ $("metric").addEventListener("change", () => models && drawChart());
 $("next-page").addEventListener("click", guarded(() => showMembers(paging.segment, paging.cursor)));
 guarded(showSegments)();
 guarded(showModels)();
+$("experiment").addEventListener("change", drawExperiment);
+$("experiment-measure").addEventListener("change", drawExperiment);
+guarded(showExperiments)();

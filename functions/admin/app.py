@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from functools import lru_cache
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
@@ -18,6 +19,9 @@ from shared.config import get_settings
 from shared.errors import Conflict
 from shared.observability import logger, metrics, tracer
 from shared.storage.dynamo import CLIENT_CONFIG
+from shared.experiments import service as experiment_service
+from shared.experiments.spec import Experiment, ExperimentSpec
+from shared.storage.experiments import ExperimentStore
 from shared.storage.models import Manifest, ModelStore
 from shared.storage.pipeline import PipelineRun, TrainingPipeline
 from shared.training.config import AsOf, TrainingConfig, training_config
@@ -46,6 +50,7 @@ class LambdaTrainer:
 
 settings = get_settings()
 models = ModelStore.from_settings(settings.model_bucket, settings.local_model_dir)
+experiments = ExperimentStore(models.blobs)  # beside the model versions
 # The export path (TrainingPath=export): runs are executions of the TrainingPipeline state machine,
 # which exports the tables and then runs the train function's handler on them; GET /models shows
 # the latest. On the scan path the train function is started directly.
@@ -128,6 +133,70 @@ def activate(version: Version, force: Annotated[bool, Query()] = False) -> Manif
     manifest = models.activate(version, force=force)
     logger.info("model activated", extra={"version": version, "forced": force})
     return manifest
+
+
+class ExperimentWithResults(Experiment):
+    results: dict[str, Any] | None = Field(default=None, description=(
+        "The latest nightly results: per variant exposed, click_through, conversion, revenue_per_exposed with "
+        "95% intervals, and against_control with always-valid intervals and p-values (docs/experiments.md)"))
+    history: list[dict[str, Any]] | None = Field(default=None, description="Every day's results, oldest first")
+
+
+class ExperimentList(BaseModel):
+    experiments: list[ExperimentWithResults]
+
+
+class Promotion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    variant: str = Field(min_length=1, max_length=40, description="The variant whose version becomes active")
+
+
+ExperimentId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^exp-[0-9]{8}-[0-9a-f]{6}$")]
+
+
+@app.post("/experiments", tags=["experiments"], summary="Start an experiment on a surface",
+          description="409 while another experiment runs on the same surface, or when a variant's version "
+                      "has no artifact; 404 when it does not exist.")
+def start_experiment(spec: ExperimentSpec) -> Response[Experiment]:
+    experiment = experiment_service.start(spec, experiments, models, datetime.now(timezone.utc))
+    logger.info("experiment started", extra={"experiment": experiment.experiment_id, "surface": spec.surface})
+    return json_response(HTTPStatus.CREATED, experiment.model_dump(mode="json"))
+
+
+@app.get("/experiments", tags=["experiments"], summary="Experiments, newest first, with their latest results")
+def list_experiments() -> ExperimentList:
+    return ExperimentList(experiments=[
+        ExperimentWithResults(**e.model_dump(), results=(experiments.results(e.experiment_id) or [None])[-1])
+        for e in experiments.all()])
+
+
+@app.get("/experiments/<experiment_id>", tags=["experiments"], summary="One experiment and every day's results")
+def get_experiment(experiment_id: ExperimentId) -> ExperimentWithResults:
+    found, daily = experiments.get(experiment_id), experiments.results(experiment_id)
+    return ExperimentWithResults(**found.model_dump(), results=daily[-1] if daily else None, history=daily)
+
+
+@app.post("/experiments/<experiment_id>/stop", tags=["experiments"], summary="End an experiment; nothing else changes")
+def stop_experiment(experiment_id: ExperimentId) -> Experiment:
+    return experiment_service.stop(experiment_id, experiments, datetime.now(timezone.utc))
+
+
+@app.post("/experiments/<experiment_id>/promote", tags=["experiments"],
+          summary="End an experiment and activate the winning variant's version",
+          description="Through the same gate as POST /models/{version}/activate: 409 for a rejected version, "
+                      "and for popular, which is a baseline and no version.")
+def promote_experiment(experiment_id: ExperimentId, request: Promotion) -> Experiment:
+    experiment = experiment_service.promote(experiment_id, request.variant, experiments, models,
+                                            datetime.now(timezone.utc))
+    logger.info("experiment promoted", extra={"experiment": experiment_id, "variant": request.variant})
+    return experiment
+
+
+@app.get("/attribution", tags=["experiments"], summary="Credited revenue, click-through and conversion by day",
+         description="Per day of serving, strategy, model version and variant, from the nightly run.")
+def attribution() -> dict[str, Any]:
+    return experiments.report()
 
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId")
