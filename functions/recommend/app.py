@@ -23,9 +23,11 @@ from shared.serving.model import ServingModel
 from shared.serving.answers import (BasketRecommendations, BoughtTogether, PopularItems, Ranking, Recommendations,
                                     Similar)
 from shared.serving.complements import BoughtTogetherRules, ComplementData, ComplementSources, ModelComplements
+from shared.serving.catalog_snapshot import CatalogSnapshot
 from shared.serving.recommender import Mix, Recommender, Sources
-from shared.storage.catalog import CatalogStore, catalog_details, newest_in_category
-from shared.storage.history import recent_history_of
+from shared.storage.catalog import (CatalogStore, catalog_details, catalog_snapshot, newest_ids_in_category,
+                                    newest_in_category)
+from shared.storage.history import CustomerReads
 from shared.storage.models import ModelStore
 from shared.storage.secrets import configured_visitor_tokens as visitor_tokens
 from shared.storage.users import UserStore, purchased_items
@@ -53,11 +55,20 @@ class CatalogReader:
         return newest_in_category(settings.items_table, category, limit)
 
 
+# Recommendations, similar and popular items read the catalog from a snapshot in memory, loaded
+# in the background, with the items of each answer read again by key (catalog_snapshot.py).
+catalog_view = CatalogSnapshot(
+    load_all=lambda: catalog_snapshot(settings.items_table),
+    read=lambda item_ids: catalog_details(settings.items_table, item_ids),
+    newest_ids=lambda category, limit: newest_ids_in_category(settings.items_table, category, limit),
+)
+
+# A customer's profile, recent activity and bought set: one BatchGetItem a request.
+customer_reads = CustomerReads(settings.events_table, settings.users_table)
+
 recommender = Recommender(Sources(
-    model=active_model.get, catalog=CatalogReader(),
-    history=lambda user_ids: recent_history_of(settings.events_table, user_ids), profile=users.find,
-    cached_popular=cached_popular.get,
-    purchased=lambda user_id: purchased_items(settings.users_table, user_id),
+    model=active_model.get, catalog=catalog_view, history=customer_reads.history, profile=customer_reads.profile,
+    cached_popular=cached_popular.get, purchased=customer_reads.purchased,
 ), Mix(settings.seen_items_share, settings.new_items_share))
 
 model_complements = ModelComplements()

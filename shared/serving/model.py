@@ -56,6 +56,20 @@ class ServingModel:
                              self.config.regularization, artifact.neighbours, popularity, blend,
                              self.config.random_seed)
         self.als = self.scorer.als
+        # A request scores its customer's row, then explains the items picked from the same row:
+        # the fold-in (recalculate_user) and the raw scores are computed once for both.
+        self._last: tuple[csr_matrix, tuple] | None = None
+        compute = self.scorer.parts
+
+        def parts(rows: csr_matrix) -> tuple:
+            last = self._last
+            if last is not None and last[0] is rows:
+                return last[1]
+            found = compute(rows)
+            self._last = (rows, found)
+            return found
+
+        self.scorer.parts = parts  # type: ignore[method-assign]
 
     def knows(self, item_id: str) -> bool:
         return self.als is not None and item_id in self.index

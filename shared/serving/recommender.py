@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from shared.catalog import Item
 from shared.history import HistoryEvent
@@ -33,14 +33,40 @@ from shared.training import interests
 from shared.users import User, may_personalize
 
 NEW_ITEM_DAYS = 30
+# How often an answer is composed again when its items changed since the catalog snapshot was taken.
+CONFIRM_ROUNDS = 3
+# What an answer shows of an item, confirmed as stored before it is returned.
+SHOWN_FIELDS = ("price", "currency", "title", "category", "image_url", "url")
 # A cold start's declared interests served in turn: the first ones declared, at most this many.
 MAX_SERVED_INTERESTS = 5
 SEEN = ("view", "click", "add_to_cart")
 
 
 class Catalog(Protocol):
+    """Catalog rows for serving. One that answers from a snapshot also has
+    `current(item_ids) -> dict[str, Item]`, which reads them as stored now (catalog_snapshot.py)."""
+
     def details(self, item_ids: Sequence[str]) -> dict[str, Item]: ...
     def newest(self, category: str, limit: int) -> list[Item]: ...
+
+
+class _Answer(Protocol):
+    items: list[Recommendation]
+
+    def model_copy(self, *, update: dict) -> _Answer: ...
+
+
+A = TypeVar("A", bound=_Answer)
+
+
+@dataclass(frozen=True)
+class _Items:
+    """A bare list of recommendations, confirmed as an answer is."""
+
+    items: list[Recommendation]
+
+    def model_copy(self, *, update: dict) -> _Items:
+        return _Items(update["items"])
 
 
 @dataclass
@@ -85,7 +111,7 @@ class Recommender:
         country = profile.country if profile else None
         asked = AnswerFilter.of(category, exclude)
         if not may_personalize(profile):
-            return self._popular_answer(user_id, model, limit, asked, country, "no_consent")
+            return self._confirmed(lambda: self._popular_answer(user_id, model, limit, asked, country, "no_consent"))
         history = self.sources.history([user_id, *_linked(profile)])
         shown = asked
         if not include_purchased:
@@ -93,6 +119,13 @@ class Recommender:
             # The history's purchases too: events stored before the bought set was kept.
             shown = asked.without_bought(bought).taking(e.item_id for e in history if e.event_type == "purchase")
         row = model.user_row(history, now.timestamp()) if model else None
+        return self._confirmed(lambda: self._compose(user_id, limit, now, profile, model, history, shown, row))
+
+    def _compose(self, user_id: str, limit: int, now: datetime, profile: User | None, model: ServingModel | None,
+                 history: list[HistoryEvent], shown: AnswerFilter, row) -> Recommendations:  # noqa: ANN001
+        """A customer's answer from what was read for it (the catalog aside): run again, without
+        reading anything else, when an item of it changed in the meantime (`_confirmed`)."""
+        country = profile.country if profile else None
         if row is None or row.nnz == 0:  # no usable history: their declared interests, if any have lists
             interested = self._interests_answer(user_id, model, limit, shown, country, profile)
             if interested is not None:
@@ -135,6 +168,9 @@ class Recommender:
 
     def similar(self, item: Item, limit: int) -> Similar:
         model = self.sources.model()
+        return self._confirmed(lambda: self._similar(model, item, limit))
+
+    def _similar(self, model: ServingModel | None, item: Item, limit: int) -> Similar:
         if model is None or not model.knows(item.item_id):
             items = self._popular(model, limit, AnswerFilter.of(item.category, [item.item_id]), None)
             return Similar(item_id=item.item_id, model_version=model.version if model else None,
@@ -170,16 +206,49 @@ class Recommender:
 
     def popular(self, limit: int, category: str | None, country: str | None) -> PopularItems:
         model = self.sources.model()
-        items = self._popular(model, limit, AnswerFilter.of(category), country)
         lists = self._popular_lists(model)
-        return PopularItems(model_version=lists.version if lists else None,
-                            strategy=_popular_strategy(lists, country), items=items)
+        return self._confirmed(lambda: PopularItems(
+            model_version=lists.version if lists else None, strategy=_popular_strategy(lists, country),
+            items=self._popular(model, limit, AnswerFilter.of(category), country)))
 
     def popular_filling(self, limit: int, shown: AnswerFilter, country: str | None) -> list[Recommendation]:
         """Popular items (for the country first) that `shown` allows: what fills a short list."""
-        return self._popular(self.sources.model(), limit, shown, country)
+        model = self.sources.model()
+        return self._confirmed_items(lambda: self._popular(model, limit, shown, country))
 
     # -- helpers
+
+    def _confirmed(self, compose: Callable[[], A]) -> A:
+        """The answer `compose` gives, once the items in it are confirmed as stored now. A catalog
+        that serves from a snapshot (catalog_snapshot.py) has `current`, which reads them by key
+        and corrects the snapshot: when one went out of stock, was retired or changed its price,
+        the answer is composed again from the corrected rows. What still changes after
+        CONFIRM_ROUNDS is left out. A catalog without `current` reads every row fresh already."""
+        answer = compose()
+        if not hasattr(self.sources.catalog, "current"):
+            return answer
+        for _ in range(CONFIRM_ROUNDS):
+            stale = self._stale(answer.items)
+            if not stale:
+                return answer
+            answer = compose()
+        stale = self._stale(answer.items)
+        return answer.model_copy(update={"items": [r for r in answer.items if r.item_id not in stale]})
+
+    def _confirmed_items(self, compose: Callable[[], list[Recommendation]]) -> list[Recommendation]:
+        return self._confirmed(lambda: _Items(compose())).items
+
+    def _stale(self, shown: Sequence[Recommendation]) -> set[str]:
+        """The ids in `shown` whose stored row no longer matches the answer: gone, out of stock,
+        retired, or showing another price, currency, title, category, picture or page."""
+        current = self.sources.catalog.current([r.item_id for r in shown])  # type: ignore[attr-defined]
+        stale = set()
+        for recommendation in shown:
+            item = current.get(recommendation.item_id)
+            if item is None or not item.in_stock or item.retired or any(
+                    getattr(item, name) != getattr(recommendation, name) for name in SHOWN_FIELDS):
+                stale.add(recommendation.item_id)
+        return stale
 
     def _popular_answer(self, user_id: str, model: ServingModel | None, limit: int, shown: AnswerFilter,
                         country: str | None, reason: str) -> Recommendations:

@@ -148,8 +148,21 @@ def catalog_details(items_table: str, item_ids: Sequence[str]) -> dict[str, Item
 
 
 def catalog_snapshot(items_table: str) -> dict[str, Item]:
-    """Every item, by id (a parallel Scan: for a campaign job, never a request)."""
+    """Every item, by id (a parallel Scan: for a campaign job, or the recommend function's
+    snapshot loaded in the background; never a request)."""
     return scan_by_key(items_table, "item_id", _item)
+
+
+def newest_ids_in_category(items_table: str, category: str, limit: int) -> list[str]:
+    """The ids of a category's newest items, newest first (the by_category index): what the
+    catalog snapshot completes with its rows."""
+    with dynamo.aws_faults("query new items"):
+        response = dynamo.client().query(
+            TableName=items_table, IndexName="by_category", ScanIndexForward=False, Limit=limit,
+            KeyConditionExpression="category = :category", ProjectionExpression="item_id",
+            ExpressionAttributeValues=dynamo.serialize({":category": category}),
+        )
+    return [item["item_id"]["S"] for item in response.get("Items", [])]
 
 
 def newest_in_category(items_table: str, category: str, limit: int) -> list[Item]:

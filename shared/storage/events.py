@@ -2,7 +2,8 @@
 
 Each user's events go in one DynamoDB transaction: a conditional put per event
 (``attribute_not_exists``: an existing ``(user_id, event_id)`` is a duplicate, not a rewrite),
-one update of the user's summary (with the contact ledger: messages sent, campaigns answered)
+the rewrite of the user's recent-activity item (their newest events, what serving reads: shared/recent.py)
+guarded by its version, one update of the user's summary (with the contact ledger: messages sent, campaigns answered)
 guarded by its version and, with purchases, one update of the
 user's purchase keys (the items already bought, the orders already counted), guarded by its own. Either all of it is written or
 none, so a retried request never counts a purchase twice, and two requests racing on the same
@@ -28,15 +29,19 @@ from shared.contact import changes_contacts, fold_contacts
 from shared.errors import StorageUnavailable
 from shared.events import Event, EventType, format_timestamp
 from shared.limits import MAX_TRANSACTION_BYTES, chunks_within, stored_size
+from shared.recent import RecentActivity, recent_event
 from shared.storage import dynamo
+from shared.storage.history import stored_recent_events
 from shared.storage.users import (
-    SummaryState, not_erased_since, purchases_update, read_summaries, summary_update,
+    SummaryState, erased_since, not_erased_since, purchases_update, read_recent, read_summaries, recent_put,
+    summary_update,
 )
 from shared.users import PurchaseSummary, fold_purchases
 
-# DynamoDB allows 100 actions per transaction; two are kept for the summary update and the
-# update of the customer's purchase keys (already-bought items, seen orders).
-EVENTS_PER_TRANSACTION = 98
+# DynamoDB allows 100 actions per transaction; three are kept for the summary update, the
+# update of the customer's purchase keys (already-bought items, seen orders) and the rewrite of
+# their recent activity.
+EVENTS_PER_TRANSACTION = 97
 TRANSACTION_ATTEMPTS = 8
 SUMMARY_EVENTS = (EventType.PURCHASE, EventType.RETURN)
 
@@ -79,13 +84,14 @@ class EventStore:
 
         buying = [user for user, evs in by_user.items() if _changes_summary(evs)]
         summaries = read_summaries(self.users_table, buying)
+        recent = read_recent(self.users_table, list(by_user))
         ingested_at = format_timestamp(datetime.now(timezone.utc))
 
         failures = 0
         workers = min(self.concurrency, len(by_user))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = [
-                pool.submit(self._write_user, user, evs, summaries.get(user), ingested_at)
+                pool.submit(self._write_user, user, evs, summaries.get(user), recent.get(user), ingested_at)
                 for user, evs in by_user.items()
             ]
             for future in futures:
@@ -106,31 +112,52 @@ class EventStore:
         return outcome
 
     def _write_user(
-        self, user_id: str, events: list[Event], state: SummaryState | None, ingested_at: str
+        self, user_id: str, events: list[Event], state: SummaryState | None, recent: RecentActivity | None,
+        ingested_at: str,
     ) -> tuple[list[Event], list[Event], list[tuple[Event, str]]]:
         stored: list[Event] = []
         duplicates: list[Event] = []
         erased: list[tuple[Event, str]] = []
         items = [(event, event_item(event, ingested_at)) for event in events]
         for chunk in _chunks(items, EVENTS_PER_TRANSACTION, MAX_TRANSACTION_BYTES):
-            chunk_stored, chunk_duplicates, chunk_erased, state = self._write_chunk(user_id, chunk, state)
+            chunk_stored, chunk_duplicates, chunk_erased, state, recent = self._write_chunk(
+                user_id, chunk, state, recent)
             stored += chunk_stored
             duplicates += chunk_duplicates
             erased += [(event, state.erased_at) for event in chunk_erased if state and state.erased_at]
         return stored, duplicates, erased
 
+    def _recent(self, user_id: str, state: SummaryState | None, read: bool = True
+                ) -> tuple[RecentActivity, str | None]:
+        """A customer's recent activity as stored (`read`: read it; otherwise it was just found
+        missing), and the oldest stamp it holds when it is started here: from their stored events
+        when they have some but no item yet (events stored before the item existed), so that the
+        item never hides them. An erasure recorded after that stamp cancels the transaction (its
+        condition), and the item is started again."""
+        found = read_recent(self.users_table, [user_id]).get(user_id) if read else None
+        if found is not None:
+            return found, None
+        erased_at = state.erased_at if state is not None else erased_since(self.users_table, [user_id]).get(user_id)
+        stored = stored_recent_events(self.events_table, user_id, erased_at)
+        return RecentActivity(tuple(stored)), (stored[-1].ts if stored else None)
+
     def _write_chunk(
-        self, user_id: str, items: list[tuple[Event, dict[str, Any]]], state: SummaryState | None
-    ) -> tuple[list[Event], list[Event], list[Event], SummaryState | None]:
+        self, user_id: str, items: list[tuple[Event, dict[str, Any]]], state: SummaryState | None,
+        recent: RecentActivity | None,
+    ) -> tuple[list[Event], list[Event], list[Event], SummaryState | None, RecentActivity | None]:
         pending = [(event, dynamo.serialize(item)) for event, item in items]
+        plain = {id(event): item for event, item in items}
         duplicates: list[Event] = []
         erased: list[Event] = []
+        started_from: str | None = None  # the oldest stored event the recent item was started from
+        if recent is None:  # the batch's read found none
+            recent, started_from = self._recent(user_id, state, read=False)
         for delay in dynamo.backoff_delays(TRANSACTION_ATTEMPTS):
             if state is not None:
                 pending, refused = state.split_erased(pending)
                 erased += refused
             if not pending:
-                return [], duplicates, erased, state
+                return [], duplicates, erased, state, recent
             actions = [
                 {
                     "Put": {
@@ -143,7 +170,12 @@ class EventStore:
             ]
             new_state = state
             oldest = min(event.ts for event, _ in pending)
+            if started_from is not None:  # an erasure after the events it was started from: start again
+                oldest = min(oldest, started_from)
             events = [event for event, _ in pending]
+            new_recent, payload = recent.adding(
+                e for e in (recent_event(plain[id(event)]) for event, _ in pending) if e is not None)
+            actions.append(recent_put(self.users_table, user_id, recent, new_recent, payload))
             if _changes_summary(events):
                 state = state or SummaryState(PurchaseSummary(), None)
                 purchases = state.purchases
@@ -165,19 +197,20 @@ class EventStore:
             try:
                 with dynamo.aws_faults("store events"):
                     dynamo.client().transact_write_items(TransactItems=actions)
-                return [event for event, _ in pending], duplicates, erased, new_state
+                return [event for event, _ in pending], duplicates, erased, new_state, new_recent
             except ClientError as error:
                 if dynamo.error_code(error) != "TransactionCanceledException":
                     raise
                 reasons = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
-            # One reason per action, in order: the event puts, then the user's items (the purchase
-            # keys' update, the profile row's update or check).
+            # One reason per action, in order: the event puts, then the user's items (the recent
+            # activity's rewrite, the purchase keys' update, the profile row's update or check).
             put_reasons, user_reasons = reasons[: len(pending)], reasons[len(pending) :]
             known = {i for i, code in enumerate(put_reasons) if code == "ConditionalCheckFailed"}
             duplicates += [event for i, (event, _) in enumerate(pending) if i in known]
             pending = [entry for i, entry in enumerate(pending) if i not in known]
             if "ConditionalCheckFailed" in user_reasons:  # another request updated them, or an erasure
                 state = read_summaries(self.users_table, [user_id]).get(user_id) or SummaryState(PurchaseSummary(), None)
+                recent, started_from = self._recent(user_id, state)
             elif not known:
                 time.sleep(delay)  # a conflicting transaction or throttling: back off
         raise StorageUnavailable("store events: DynamoDB transactions kept being cancelled")

@@ -1,19 +1,26 @@
-"""A customer's recent events, newest first, in one strongly consistent Query (the by_time LSI).
+"""A customer's recent events, newest first: from their recent-activity item (one strongly
+consistent GetItem of a few KB, kept at ingest: shared/recent.py), or, for an id that has none yet
+(events stored before it existed), from one strongly consistent Query of the by_time LSI.
 
-History is about items: events stored without an item_id (searches) are left out, though they
-count within the limit read."""
+History is about items: events stored without an item_id (searches) are left out; on the Query
+they count within the limit read."""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from shared.history import HistoryEvent
+from shared.purchases import PurchasedItems
+from shared.recent import RECENT_EVENTS, RecentActivity, RecentEvent, newest, recent_event
 from shared.storage import dynamo
+from shared.storage.users import CustomerItems, customer_items, purchased_items, read_recent, user_from_row
+from shared.users import User
 
-# Enough history to know a customer's taste; bounded so one request reads at most ~1 MB.
-HISTORY_LIMIT = 500
+# Enough history to know a customer's taste; what the recent-activity item keeps.
+HISTORY_LIMIT = RECENT_EVENTS
 # What history_event reads of a stored event.
 HISTORY_FIELDS = ("item_id", "event_type", "quantity", "ts", "channel", "price", "currency", "campaign_id", "properties")
 
@@ -68,10 +75,81 @@ LINKED_HISTORY_LIMIT = 100
 
 def recent_history_of(events_table: str, user_ids: list[str], limit: int = HISTORY_LIMIT) -> list[HistoryEvent]:
     """The first id's recent history with that of the newest ids linked to it, newest first, at
-    most `limit`."""
+    most `limit`, from the query of each id (the fallback of recent_activity_of)."""
     history = recent_history(events_table, user_ids[0], limit)
     if len(user_ids) == 1:
         return history
     for linked in user_ids[1:1 + LINKED_IDS_READ]:
         history += recent_history(events_table, linked, LINKED_HISTORY_LIMIT)
     return sorted(history, key=lambda event: -event.timestamp)[:limit]
+
+
+def recent_activity_of(events_table: str, users_table: str, user_ids: list[str],
+                       limit: int = HISTORY_LIMIT, known: RecentActivity | None = None) -> list[HistoryEvent]:
+    """What recent_history_of answers, read from the ids' recent-activity items: one strongly
+    consistent BatchGetItem for the customer and their newest linked ids (`known`: the customer's
+    own, read already); an id without an item (nothing stored since the item was introduced) is
+    read by its Query instead."""
+    ids = [user_ids[0], *user_ids[1:1 + LINKED_IDS_READ]]
+    wanted = ids if known is None else ids[1:]
+    items = read_recent(users_table, wanted) if wanted else {}
+    if known is not None:
+        items[ids[0]] = known
+    history: list[HistoryEvent] = []
+    for place, user_id in enumerate(ids):
+        most = limit if place == 0 else LINKED_HISTORY_LIMIT
+        activity = items.get(user_id)
+        history += activity.history(most) if activity is not None else recent_history(events_table, user_id, most)
+    if len(ids) == 1:
+        return history
+    return sorted(history, key=lambda event: -event.timestamp)[:limit]
+
+
+def stored_recent_events(events_table: str, user_id: str, erased_at: str | None,
+                         limit: int = HISTORY_LIMIT) -> list[RecentEvent]:
+    """A customer's newest stored events as their recent-activity item keeps them: what ingest
+    starts the item from when a customer stored events before it existed. Events an erasure at
+    `erased_at` covers (stamped or stored before it; their deletion may still be under way) are
+    left out."""
+    with dynamo.aws_faults("read history"):
+        response = dynamo.client().query(
+            TableName=events_table, IndexName="by_time", ScanIndexForward=False, Limit=limit,
+            ConsistentRead=True, KeyConditionExpression="user_id = :user",
+            ProjectionExpression=", ".join((*HISTORY_FIELDS, "ingested_at")),
+            ExpressionAttributeValues=dynamo.serialize({":user": user_id}),
+        )
+    rows = [dynamo.deserialize(row) for row in response.get("Items", [])]
+    if erased_at:
+        rows = [row for row in rows if row["ts"] >= erased_at and row.get("ingested_at", "") >= erased_at]
+    return newest(event for event in map(recent_event, rows) if event is not None)
+
+
+class CustomerReads:
+    """What serving reads of a customer, in one round trip: `profile` reads the profile row, the
+    recent activity and the bought set together (customer_items), and `history` and `purchased`
+    then answer for that customer from what it read. A request asks for the profile first (consent
+    decides what else may be read); anything asked without it is read on its own. One request at
+    a time per thread, as a Lambda instance serves."""
+
+    def __init__(self, events_table: str, users_table: str) -> None:
+        self.events_table, self.users_table = events_table, users_table
+        self._local = threading.local()
+
+    def profile(self, user_id: str) -> User | None:
+        read = customer_items(self.users_table, user_id)
+        self._local.read = (user_id, read)
+        return user_from_row(read.row) if read.row is not None else None
+
+    def _taken(self, user_id: str) -> CustomerItems | None:
+        found = getattr(self._local, "read", None)
+        return found[1] if found is not None and found[0] == user_id else None
+
+    def history(self, user_ids: list[str]) -> list[HistoryEvent]:
+        read = self._taken(user_ids[0])
+        if read is None or read.recent is None:  # not read with the profile, or no item: read it
+            return recent_activity_of(self.events_table, self.users_table, user_ids)
+        return recent_activity_of(self.events_table, self.users_table, user_ids, known=read.recent)
+
+    def purchased(self, user_id: str) -> PurchasedItems:
+        read = self._taken(user_id)
+        return read.purchased if read is not None else purchased_items(self.users_table, user_id)

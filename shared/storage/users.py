@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from shared.errors import Conflict, NotFound, StorageUnavailable
 from shared.events import Event, EventType, format_timestamp
 from shared.purchases import MAX_ITEM_KEYS, MAX_ORDER_KEYS, PurchasedItems, item_key, order_key
+from shared.recent import RecentActivity, decode
 from shared.storage import dynamo
 from shared.storage.scan import scan_by_key
 from shared.consent import HISTORY_LIMIT, ConsentHistory, ConsentUpdate, Recorder
@@ -123,7 +124,7 @@ class UserStore:
         grants are consent to processing that the erasure ends. The put is conditional on the
         consent read just before, so a change recorded in between is never lost: the read and the
         put are tried again."""
-        optional = {"purchases": True, "history": True}
+        optional = {"purchases": True, "history": True, "recent": True}
         for delay in dynamo.backoff_delays(5):
             row = self.row(user_id) or {}
             consent = row.get("consent")
@@ -137,9 +138,9 @@ class UserStore:
                                        "ConditionExpression": condition}
             if values:
                 request["ExpressionAttributeValues"] = dynamo.serialize(values)
-            # The purchase keys and the consent history go in the same transaction: no ingest or
-            # consent change can slip in between. Each names its owner, so a row of a customer whose
-            # id happens to end so is never deleted for one.
+            # The purchase keys, the recent activity and the consent history go in the same
+            # transaction: no ingest or consent change can slip in between. Each names its owner, so a
+            # row of a customer whose id happens to end so is never deleted for one.
             deletes = {
                 "purchases": {"TableName": self.users_table, "Key": dynamo.serialize(purchases_key(user_id)),
                               "ConditionExpression": "attribute_not_exists(user_id) OR purchases_of = :of",
@@ -147,6 +148,9 @@ class UserStore:
                 "history": {"TableName": self.users_table, "Key": dynamo.serialize(consent_key(user_id)),
                             "ConditionExpression": "attribute_not_exists(user_id) OR consent_of = :of",
                             "ExpressionAttributeValues": dynamo.serialize({":of": user_id})},
+                "recent": {"TableName": self.users_table, "Key": dynamo.serialize(recent_key(user_id)),
+                           "ConditionExpression": "attribute_not_exists(user_id) OR recent_of = :of",
+                           "ExpressionAttributeValues": dynamo.serialize({":of": user_id})},
             }
             names = [name for name in deletes if optional[name]]
             actions = [{"Put": request}, *({"Delete": deletes[name]} for name in names)]
@@ -271,13 +275,9 @@ def user_from_row(row: dict) -> User:
     return User.model_validate({**row, "summary": row})
 
 
-# The fields that mark a customer's companion items (purchase keys, consent history): items of
-# the users table that are not customers' rows.
-COMPANION_MARKS = ("purchases_of", "consent_of")
-
-
 def all_user_rows(users_table: str, segments: int = 4) -> dict[str, dict[str, Any]]:
-    """Every stored row, by user id (a parallel Scan: for the nightly run, never a request)."""
+    """Every stored row, by user id (a parallel Scan: for the nightly run, never a request).
+    Customers' companion items (purchase keys, recent activity, consent history) are not rows of customers."""
     return scan_by_key(users_table, "user_id", lambda row: row, segments,
                        FilterExpression=" AND ".join(f"attribute_not_exists({mark})" for mark in COMPANION_MARKS))
 
@@ -481,6 +481,99 @@ def purchases_update(users_table: str, user_id: str, expected: PurchaseKeys, aft
             "ExpressionAttributeValues": dynamo.serialize(values),
         }
     }
+
+
+# A customer's recent activity (shared/recent.py: their newest events, compressed) lives in its own
+# item beside the profile row, keyed by the user id and this suffix; ``recent_of`` names the owner.
+# Ingest rewrites it in the same transaction as the events, conditional on ``recent_version``.
+RECENT_SUFFIX = "\x00recent"
+# The attribute that marks each companion item of a customer (and names its owner): a Scan of
+# customers leaves them out, an erasure deletes them.
+COMPANION_MARKS = ("purchases_of", "consent_of", "recent_of")
+
+
+def recent_key(user_id: str) -> dict[str, str]:
+    return {"user_id": user_id + RECENT_SUFFIX}
+
+
+def _recent_of(raw: dict[str, Any], user_id: str) -> RecentActivity | None:
+    """The recent activity in a raw item, if it is that customer's; None otherwise."""
+    if raw.get("recent_of", {}).get("S") != user_id or raw.get("user_id", {}).get("S") != user_id + RECENT_SUFFIX:
+        return None
+    payload = raw.get("events", {}).get("B")
+    return RecentActivity(tuple(decode(payload)) if payload else (), int(raw["recent_version"]["N"]))
+
+
+def read_recent(users_table: str, user_ids: list[str]) -> dict[str, RecentActivity]:
+    """The recent-activity items of these ids that have one, strongly consistent (an event stored a
+    moment ago must count): one BatchGetItem, at most 100 ids a call."""
+    found: dict[str, RecentActivity] = {}
+    unique = list(dict.fromkeys(user_ids))
+    for start in range(0, len(unique), 100):
+        spec = {"Keys": [dynamo.serialize(recent_key(user)) for user in unique[start:start + 100]],
+                "ConsistentRead": True}
+        for response in dynamo.with_leftovers(lambda request: dynamo.client().batch_get_item(**request),
+                                              {"RequestItems": {users_table: spec}}, "UnprocessedKeys",
+                                              "read recent activity"):
+            for raw in response["Responses"].get(users_table, []):
+                owner = raw.get("recent_of", {}).get("S", "")
+                activity = _recent_of(raw, owner)
+                if activity is not None:
+                    found[owner] = activity
+    return found
+
+
+@dataclass(frozen=True)
+class CustomerItems:
+    """A customer's items as serving reads them: the profile row, the recent activity (None: no
+    item yet) and the already-bought set."""
+
+    row: dict[str, Any] | None
+    recent: RecentActivity | None
+    purchased: PurchasedItems
+
+
+def customer_items(users_table: str, user_id: str) -> CustomerItems:
+    """The profile row, recent activity and bought set of one customer in one strongly consistent
+    BatchGetItem: one round trip instead of three, at the same read units (each item is charged
+    on its own, as by a GetItem)."""
+    keys = [{"user_id": user_id}, recent_key(user_id), purchases_key(user_id)]
+    spec = {"Keys": [dynamo.serialize(key) for key in keys], "ConsistentRead": True}
+    raws: list[dict[str, Any]] = []
+    for response in dynamo.with_leftovers(lambda request: dynamo.client().batch_get_item(**request),
+                                          {"RequestItems": {users_table: spec}}, "UnprocessedKeys", "read customer"):
+        raws.extend(response["Responses"].get(users_table, []))
+    by_key = {raw["user_id"]["S"]: raw for raw in raws}
+    profile = by_key.get(user_id)
+    bought = by_key.get(purchases_key(user_id)["user_id"])
+    bought_row = _from_raw(bought) if bought else None
+    purchased = (PurchasedItems(_keys(bought_row.get("item_keys")), bool(bought_row.get("items_truncated")))
+                 if bought_row and is_purchases_row(bought_row) and bought_row["purchases_of"] == user_id
+                 else PurchasedItems())
+    recent_raw = by_key.get(recent_key(user_id)["user_id"])
+    return CustomerItems(dynamo.deserialize(profile) if profile else None,
+                         _recent_of(recent_raw, user_id) if recent_raw else None, purchased)
+
+
+def erased_since(users_table: str, user_ids: list[str]) -> dict[str, str]:
+    """The last erasure of each of these users that has one, strongly consistent."""
+    rows = dynamo.batch_get(users_table, [{"user_id": user} for user in dict.fromkeys(user_ids)],
+                            consistent=True, projection="user_id, erased_at")
+    return {row["user_id"]: row["erased_at"] for row in rows if row.get("erased_at")}
+
+
+def recent_put(users_table: str, user_id: str, expected: RecentActivity, after: RecentActivity,
+               payload: bytes) -> dict[str, Any]:
+    """A transaction action: the customer's recent activity rewritten, if it is the one read."""
+    item = {**recent_key(user_id), "recent_of": user_id, "recent_version": after.version,
+            "count": len(after.events), "events": payload}
+    action: dict[str, Any] = {"TableName": users_table, "Item": dynamo.serialize(item)}
+    if expected.version is None:
+        action["ConditionExpression"] = "attribute_not_exists(user_id)"
+    else:
+        action["ConditionExpression"] = "recent_version = :expected AND recent_of = :of"
+        action["ExpressionAttributeValues"] = dynamo.serialize({":expected": expected.version, ":of": user_id})
+    return {"Put": action}
 
 
 def read_summaries(users_table: str, user_ids: list[str]) -> dict[str, SummaryState]:

@@ -1,0 +1,128 @@
+"""The catalog as serving reads it: every item in the warm function's memory, loaded and refreshed
+in the background (never on a request), with the items an answer returns read again by key.
+
+A recommendation weighs 100 or more candidates and a popular list up to 200 items; reading their
+rows on every request was most of what a request cost (docs/deploy.md). The catalog changes far
+less often than it is read, so the function keeps a snapshot of it and:
+
+- answers `details` from the snapshot; an id the snapshot lacks (an item added since it was
+  loaded) is read by key, once, and kept; before the first load completes, every id is read by key
+  (as before the snapshot existed);
+- starts a load in a background thread when it has none, and a reload once it is
+  `CATALOG_REFRESH_SECONDS` old (both from `current`, at the end of an answer); requests go on with
+  the old one meanwhile (a title or category change shows within that time, except in the items an
+  answer returns, which are always read by key);
+- `current` reads the given ids by key and puts what it read into the snapshot: the recommender
+  asks it for the items of each answer before returning it, so stock, retirement and price are
+  always as stored (shared/serving/recommender.py, `_confirmed`).
+
+No boto3 here: the loads are callables the handler wires from shared/storage/catalog.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from shared.catalog import Item
+
+# How old the snapshot may grow before a reload starts (seconds). A reload is one Scan of the
+# items table (0.5 read units per 4 KB) per warm instance: about 100 units for 5,000 items.
+CATALOG_REFRESH_SECONDS = 300.0
+# After a failed load, how long until the next try (the old snapshot, or reads by key, serve).
+RETRY_SECONDS = 30.0
+
+
+def in_background(work: Callable[[], None]) -> None:
+    threading.Thread(target=work, name="catalog-snapshot", daemon=True).start()
+
+
+class CatalogSnapshot:
+    def __init__(
+        self,
+        load_all: Callable[[], Mapping[str, Item]],
+        read: Callable[[Sequence[str]], Mapping[str, Item]],
+        newest_ids: Callable[[str, int], list[str]],
+        refresh_seconds: float = CATALOG_REFRESH_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        start: Callable[[Callable[[], None]], None] = in_background,
+    ) -> None:
+        self._load_all, self._read, self._newest_ids = load_all, read, newest_ids
+        self.refresh_seconds = refresh_seconds
+        self._clock, self._start = clock, start
+        self._items: dict[str, Item] | None = None
+        self._absent: set[str] = set()  # ids read by key and not found, until the next load
+        self._due = float("-inf")  # when the next load may start
+        self._lock = threading.Lock()
+        self._loading = False
+        self.loads = 0  # completed loads
+        self.failures = 0
+
+    # -- the Catalog that serving reads (shared/serving/recommender.py)
+
+    def details(self, item_ids: Sequence[str]) -> dict[str, Item]:
+        items = self._items
+        unique = list(dict.fromkeys(item_ids))
+        if items is None:
+            return dict(self._read(unique))
+        found = {i: items[i] for i in unique if i in items}
+        missing = [i for i in unique if i not in found and i not in self._absent]
+        if missing:
+            found.update(self._keep(missing, self._read(missing)))
+        return found
+
+    def newest(self, category: str, limit: int) -> list[Item]:
+        """A category's newest items (the by_category index, read now: a new item counts at once),
+        with their rows from the snapshot."""
+        ids = self._newest_ids(category, limit)
+        details = self.details(ids)
+        return [details[i] for i in ids if i in details]
+
+    def current(self, item_ids: Sequence[str]) -> dict[str, Item]:
+        """These items as stored now (read by key); the snapshot keeps what was read. Asked once an
+        answer is composed, so a load it starts does not slow the composing of the first one."""
+        self._refresh_if_due()
+        unique = list(dict.fromkeys(item_ids))
+        if not unique:
+            return {}
+        return self._keep(unique, self._read(unique))
+
+    def ready(self) -> bool:
+        """The snapshot has been loaded once (a warm function)."""
+        return self._items is not None
+
+    # -- loading
+
+    def _keep(self, asked: Sequence[str], read: Mapping[str, Item]) -> dict[str, Item]:
+        items = self._items
+        if items is not None:
+            items.update(read)
+            for item_id in asked:
+                if item_id not in read:
+                    items.pop(item_id, None)
+                    self._absent.add(item_id)
+        return dict(read)
+
+    def _refresh_if_due(self) -> None:
+        now = self._clock()
+        with self._lock:
+            if self._loading or now < self._due:
+                return
+            self._loading = True
+        self._start(self._load)
+
+    def _load(self) -> None:
+        try:
+            items = dict(self._load_all())
+        except Exception:  # noqa: BLE001 - a failed load keeps the old snapshot; retried later
+            with self._lock:
+                self.failures += 1
+                self._due = self._clock() + min(RETRY_SECONDS, self.refresh_seconds)
+                self._loading = False
+            return
+        with self._lock:
+            self._items, self._absent = items, set()
+            self.loads += 1
+            self._due = self._clock() + self.refresh_seconds
+            self._loading = False

@@ -1,0 +1,223 @@
+"""What a request reads is bounded and small (issue 17): the recent-activity item kept at ingest
+and the catalog snapshot, with the freshness of before (moto)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+
+from devstack.demo_data import generate_shop
+from shared import recent
+from shared.catalog import Item
+from shared.recent import RecentActivity, RecentEvent
+from shared.serving.catalog_snapshot import CatalogSnapshot
+from shared.storage import dynamo
+from shared.storage.history import recent_activity_of, recent_history
+from shared.storage.users import RECENT_SUFFIX, read_recent
+from tests.factories import ago, event, purchase
+from tests.training_data import END, store_events
+
+
+def tables():
+    from shared.config import get_settings
+    settings = get_settings()
+    return settings.events_table, settings.users_table, settings.items_table
+
+
+def recent_item(user_id: str) -> dict | None:
+    response = dynamo.client().get_item(TableName=tables()[1], Key=dynamo.serialize({"user_id": user_id + RECENT_SUFFIX}))
+    return response.get("Item")
+
+
+def kept(user_id: str) -> list[RecentEvent]:
+    activity = read_recent(tables()[1], [user_id]).get(user_id)
+    return list(activity.events) if activity else []
+
+
+# --- the recent-activity item, kept at ingest ---
+
+def test_an_event_stored_a_moment_ago_is_read_from_the_recent_item(api):
+    assert api.json("POST", "/events", {"events": [event("e-1", item_id="sku-1", timestamp=ago(hours=2))]})[0] == 200
+    assert api.json("POST", "/events", {"events": [purchase("p-1", item_id="sku-2", timestamp=ago(seconds=1))]})[0] == 200
+
+    history = recent_activity_of(*tables()[:2], ["u-1"])
+
+    assert [(e.item_id, e.event_type) for e in history] == [("sku-2", "purchase"), ("sku-1", "view")]
+    assert history == recent_history(tables()[0], "u-1")  # what the Query would have answered
+
+
+def test_the_recent_item_keeps_the_newest_events_within_its_bound(api, monkeypatch):
+    monkeypatch.setattr(recent, "RECENT_EVENTS", 40)
+    views = [event(f"e-{n}", item_id=f"sku-{n}", timestamp=ago(minutes=200 - n)) for n in range(100)]
+    for start in (0, 50):  # two requests: the second rewrites the item the first left
+        assert api.json("POST", "/events", {"events": views[start:start + 50]})[1]["accepted"] == 50
+
+    assert [e.item_id for e in kept("u-1")] == [f"sku-{n}" for n in range(99, 59, -1)]
+    assert int(recent_item("u-1")["count"]["N"]) == 40
+
+
+def test_long_ids_keep_fewer_events_never_a_larger_item():
+    long_ids = [RecentEvent(ts=f"2026-01-01T00:{n // 60:02d}:{n % 60:02d}.000000Z", item_id=f"{n:04d}-{os.urandom(120).hex()}",
+                            event_type="view") for n in range(recent.RECENT_EVENTS)]
+
+    after, payload = RecentActivity().adding(long_ids)
+
+    assert len(payload) <= recent.RECENT_MAX_BYTES and 0 < len(after.events) < recent.RECENT_EVENTS
+    assert after.events[0].item_id.startswith("0499")  # the newest are the ones kept
+    assert recent.decode(payload) == list(after.events)
+
+
+def test_a_retried_batch_adds_nothing_twice_to_the_recent_item(api):
+    first = [event(f"e-{n}", item_id=f"sku-{n}", timestamp=ago(minutes=60 - n)) for n in range(30)]
+    assert api.json("POST", "/events", {"events": first})[1]["accepted"] == 30
+
+    status, body = api.json("POST", "/events", {"events": first + [purchase("p-1", item_id="sku-99", timestamp=ago(seconds=1))]})
+
+    assert status == 200 and body["accepted"] == 1 and body["duplicates"] == 30
+    items = [e.item_id for e in kept("u-1")]
+    assert len(items) == 31 and Counter(items).most_common(1)[0][1] == 1 and items[0] == "sku-99"
+
+
+def test_erasure_deletes_the_recent_item_and_export_shows_its_events(api):
+    assert api.json("POST", "/events", {"events": [event("e-1", item_id="sku-1"), purchase("p-1", item_id="sku-2")]})[0] == 200
+    exported = api.json("GET", "/users/u-1/export")[1]["events"]
+    assert {e.item_id for e in kept("u-1")} == {e["item_id"] for e in exported} == {"sku-1", "sku-2"}
+
+    assert api.json("DELETE", "/users/u-1")[0] in (200, 202)
+
+    assert recent_item("u-1") is None
+    assert recent_activity_of(*tables()[:2], ["u-1"]) == []
+
+
+def test_a_customer_from_before_the_item_is_read_by_query_and_keeps_that_history(api):
+    store_events(tables()[0], [event(f"old-{n}", item_id=f"sku-{n}", timestamp=(END - timedelta(days=n)).isoformat())
+                               for n in range(5)])
+    assert recent_item("u-1") is None
+    assert [e.item_id for e in recent_activity_of(*tables()[:2], ["u-1"])] == [f"sku-{n}" for n in range(5)]
+
+    assert api.json("POST", "/events", {"events": [event("new-1", item_id="sku-new", timestamp=ago(seconds=1))]})[0] == 200
+
+    # The item starts from the events stored before it: nothing the Query showed is hidden.
+    assert [e.item_id for e in kept("u-1")] == ["sku-new", *(f"sku-{n}" for n in range(5))]
+
+
+def test_a_linked_visitors_events_count_for_the_customer(api):
+    status, body = api.anonymous().json("POST", "/visitors")
+    visitor, token = body["visitor_id"], body["token"]
+    assert api.json("POST", "/events", {"events": [event("v-1", user_id=visitor, item_id="sku-seen",
+                                                         timestamp=ago(seconds=5))]})[0] == 200
+    assert api.json("POST", "/events", {"events": [event("c-1", item_id="sku-own", timestamp=ago(hours=1))]})[0] == 200
+    assert api.as_customer("u-1").json("POST", "/users/u-1/visitors", {"visitor_token": token})[0] == 200
+
+    history = recent_activity_of(*tables()[:2], ["u-1", visitor])
+
+    assert [e.item_id for e in history] == ["sku-seen", "sku-own"]
+
+
+# --- answers, with a model ---
+
+@pytest.fixture
+def shop(api, moto_tables):
+    shop = generate_shop(seed=2, n_users=80, n_items=40, end=END)
+    assert api.json("POST", "/items", {"items": shop.items})[0] == 200
+    store_events(moto_tables["EventsTable"], shop.events)
+    assert api.train_and_wait({"min_gain_over_popularity": 0})["active"]
+    return shop
+
+
+def snapshot() -> CatalogSnapshot:
+    module = sys.modules["lambda_RecommendFunction_app"]
+    return module.catalog_view
+
+
+def wait_for_snapshot() -> None:
+    deadline = time.monotonic() + 30
+    while not snapshot().ready():
+        assert time.monotonic() < deadline, "the catalog snapshot did not load"
+        time.sleep(0.02)
+
+
+def test_a_purchase_stored_a_moment_ago_personalizes_the_next_answer(api, shop):
+    before = api.json("GET", "/users/newcomer/recommendations?limit=5")[1]
+    assert before["personalized"] is False  # nothing of theirs yet: popular items
+    bought = before["items"][0]["item_id"]
+
+    assert api.json("POST", "/events", {"events": [purchase("p-1", "newcomer", bought, timestamp=ago(seconds=1))]})[0] == 200
+    after = api.json("GET", "/users/newcomer/recommendations?limit=5")[1]
+
+    assert after["personalized"] is True and bought not in {i["item_id"] for i in after["items"]}
+
+
+def test_an_item_out_of_stock_since_the_snapshot_is_never_returned(api, shop):
+    popular = api.json("GET", "/popular?limit=5")[1]["items"]
+    wait_for_snapshot()
+    gone = popular[0]["item_id"]
+    assert snapshot().details([gone])[gone].in_stock
+    # Changed behind the function's back: the snapshot still says in stock, at the old price.
+    dynamo.client().update_item(TableName=tables()[2], Key=dynamo.serialize({"item_id": gone}),
+                                UpdateExpression="SET in_stock = :no", ExpressionAttributeValues={":no": {"BOOL": False}})
+    cheaper = popular[1]["item_id"]
+    dynamo.client().update_item(TableName=tables()[2], Key=dynamo.serialize({"item_id": cheaper}),
+                                UpdateExpression="SET price = :p", ExpressionAttributeValues={":p": {"N": "0.5"}})
+
+    again = api.json("GET", "/popular?limit=5")[1]["items"]
+    buyer = Counter(e["user_id"] for e in shop.events if e["event_type"] == "purchase").most_common(1)[0][0]
+    recommended = api.json("GET", f"/users/{buyer}/recommendations?limit=10&include_purchased=true")[1]["items"]
+
+    assert gone not in {i["item_id"] for i in again} and len(again) == 5
+    assert float(next(i for i in again if i["item_id"] == cheaper)["price"]) == 0.5
+    assert gone not in {i["item_id"] for i in recommended}
+    assert gone not in {i["item_id"] for i in api.json("GET", f"/items/{cheaper}/similar?limit=10")[1]["items"]}
+
+
+def test_the_catalog_is_scanned_once_not_on_every_request(api, shop, monkeypatch):
+    from shared.storage import catalog
+
+    scans = []
+    real = catalog.scan_by_key
+    monkeypatch.setattr(catalog, "scan_by_key", lambda *a, **k: scans.append(a[0]) or real(*a, **k))
+    buyer = Counter(e["user_id"] for e in shop.events if e["event_type"] == "purchase").most_common(1)[0][0]
+
+    for _ in range(10):
+        assert api.json("GET", f"/users/{buyer}/recommendations?limit=5")[0] == 200
+        assert api.json("GET", "/popular?limit=5")[0] == 200
+    wait_for_snapshot()
+
+    assert len(scans) == 1
+
+
+# --- the snapshot's schedule, on its own ---
+
+def test_the_snapshot_reloads_in_the_background_only_when_it_is_old():
+    now = [0.0]
+    loads, started, reads = [], [], []
+    catalog = {"sku-1": Item(item_id="sku-1", title="Mug", category="kitchen")}
+    view = CatalogSnapshot(load_all=lambda: loads.append(now[0]) or catalog,
+                           read=lambda ids: reads.append(list(ids)) or {i: catalog[i] for i in ids if i in catalog},
+                           newest_ids=lambda category, limit: [], refresh_seconds=300, clock=lambda: now[0],
+                           start=started.append)
+
+    def request() -> dict:  # what an answer asks: rows to compose from, then the returned ones again
+        found = view.details(["sku-1"])
+        view.current(["sku-1"])
+        return found
+
+    assert request() == catalog and reads == [["sku-1"], ["sku-1"]]  # not loaded yet: read by key
+    assert len(started) == 1 and loads == []  # the load was handed to the background, not run here
+    request()
+    assert len(started) == 1  # one load at a time
+    started[0]()
+    reads.clear()
+    for _ in range(50):
+        now[0] += 1
+        assert request() == catalog
+    assert (len(started), len(loads), len(reads)) == (1, 1, 50)  # loaded: only the returned item is read
+
+    now[0] += 300
+    request()
+    assert len(started) == 2  # old: one reload, in the background again
