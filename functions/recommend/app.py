@@ -24,11 +24,14 @@ from shared.serving.answers import (BasketRecommendations, BoughtTogether, Popul
                                     Similar)
 from shared.serving.complements import BoughtTogetherRules, ComplementData, ComplementSources, ModelComplements
 from shared.serving.catalog_snapshot import CatalogSnapshot
+from shared.serving.experiments import AnswerIds, RunningExperiments, VersionModels, serves_popular, variant_version
 from shared.serving.recommender import Mix, Recommender, Sources
 from shared.storage.catalog import (CatalogStore, catalog_details, catalog_snapshot, newest_ids_in_category,
                                     newest_in_category)
 from shared.storage.history import CustomerReads
 from shared.storage.models import ModelStore
+from shared.storage.experiments import ExperimentStore
+from shared.storage.secrets import configured_recommendation_key
 from shared.storage.secrets import configured_visitor_tokens as visitor_tokens
 from shared.storage.users import UserStore, purchased_items
 
@@ -72,6 +75,13 @@ recommender = Recommender(Sources(
 ), Mix(settings.seen_items_share, settings.new_items_share))
 
 model_complements = ModelComplements()
+
+# Experiments (docs/experiments.md): which run, the versions their variants serve, and the signed
+# recommendation id of every answer that lists items.
+RECOMMENDATIONS = "recommendations"
+running_experiments = RunningExperiments(ExperimentStore(model_store.blobs), settings.model_refresh_seconds)
+version_models = VersionModels(model_store, ServingModel)
+answer_ids = AnswerIds(configured_recommendation_key)
 
 
 def active_complements() -> ComplementData | None:
@@ -122,11 +132,14 @@ def get_recommendations(
     include_purchased: Annotated[bool, Query()] = False,
 ) -> Recommendations:
     started = time.perf_counter()
+    assignment = running_experiments.assignment(RECOMMENDATIONS, user_id)
+    version = variant_version(assignment)
     answer = recommender.recommend(user_id, limit, category, [i for i in (exclude or "").split(",") if i],
-                                   include_purchased)
+                                   include_purchased, model=version_models.get(version) if version else None,
+                                   popular_only=serves_popular(assignment))
     count(answer.strategy, answer.personalized, started)
     metrics.add_metadata(key="model_version", value=answer.model_version)
-    return answer
+    return answer_ids.tag(answer, RECOMMENDATIONS, assignment)
 
 
 @app.get(
@@ -158,7 +171,7 @@ def similar(item_id: PathId, limit: Limit = 10) -> Similar:
     started = time.perf_counter()
     answer = recommender.similar(catalog.get(item_id), limit)
     count(answer.strategy, True, started)
-    return answer
+    return answer_ids.tag(answer, "similar")
 
 
 @app.get(
@@ -172,7 +185,7 @@ def bought_together(item_id: PathId, limit: Limit = 10) -> BoughtTogether:
     started = time.perf_counter()
     answer = bought_together_rules.bought_together(catalog.get(item_id), limit)
     count(answer.strategy, True, started)
-    return answer
+    return answer_ids.tag(answer, "bought_together")
 
 
 @app.post(
@@ -186,7 +199,7 @@ def basket(request: BasketRequest, limit: Limit = 10) -> BasketRecommendations:
     started = time.perf_counter()
     answer = bought_together_rules.basket(request.item_ids, limit, request.user_id)
     count(answer.strategy, True, started)
-    return answer
+    return answer_ids.tag(answer, "basket")
 
 
 @app.post(
@@ -199,7 +212,7 @@ def customer_basket(user_id: PathId, request: CartRequest, limit: Limit = 10) ->
     started = time.perf_counter()
     answer = bought_together_rules.basket(request.item_ids, limit, user_id)
     count(answer.strategy, True, started)
-    return answer
+    return answer_ids.tag(answer, "basket")
 
 
 @app.get("/popular", tags=["recommendations"], summary="Popular items, optionally in a category or country")
@@ -211,7 +224,7 @@ def popular(
     started = time.perf_counter()
     answer = recommender.popular(limit, category, country)
     count(answer.strategy, False, started)
-    return answer
+    return answer_ids.tag(answer, "popular")
 
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId")

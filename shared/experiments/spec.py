@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from shared.experiments.assignment import Share
 from shared.experiments.attribution import BASES
 
-SURFACES = ("recommendations", "similar")
+SURFACES = ("recommendations",)  # the answers with a customer or visitor to assign
 ACTIVE, POPULAR = "active", "popular"
 VERSION = re.compile(r"^v[0-9]{8}-[0-9]{4,6}-[0-9a-f]{4}$")
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
@@ -48,7 +48,9 @@ class ExperimentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=100)
-    surface: Literal["recommendations", "similar"] = "recommendations"
+    surface: Literal["recommendations"] = Field(
+        default="recommendations", description="Customers' and visitors' recommendations: the answers with "
+                                               "someone to assign to a variant")
     variants: list[Variant] = Field(min_length=2, max_length=5)
     control: str | None = Field(default=None, description="The variant the others are compared with; the first by default")
     attribution_basis: Literal["click", "impression"] = Field(

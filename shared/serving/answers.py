@@ -44,6 +44,9 @@ class Recommendations(BaseModel):
                                       "cold_start:popular_country, chosen:popular (the active version serves popular "
                                       "items: they beat its model), ...")
     items: list[Recommendation]
+    recommendation_id: str | None = Field(default=None, description=(
+        "Names this answer: send it with an impression event when the list is shown and with each click, "
+        "so purchases can be credited to it (docs/experiments.md)"))
 
 
 class Similar(BaseModel):
@@ -51,6 +54,9 @@ class Similar(BaseModel):
     model_version: str | None
     strategy: str
     items: list[Recommendation]
+    recommendation_id: str | None = Field(default=None, description=(
+        "Names this answer: send it with an impression event when the list is shown and with each click, "
+        "so purchases can be credited to it (docs/experiments.md)"))
 
 
 class RankedItem(BaseModel):
@@ -70,6 +76,9 @@ class PopularItems(BaseModel):
     model_version: str | None
     strategy: str
     items: list[Recommendation]
+    recommendation_id: str | None = Field(default=None, description=(
+        "Names this answer: send it with an impression event when the list is shown and with each click, "
+        "so purchases can be credited to it (docs/experiments.md)"))
 
 
 class BoughtTogether(BaseModel):
@@ -78,6 +87,9 @@ class BoughtTogether(BaseModel):
     strategy: str = Field(description="complements, or why not: no_complements:popular_in_category "
                                       "(no model, or no item bought together with it often enough)")
     items: list[Recommendation]
+    recommendation_id: str | None = Field(default=None, description=(
+        "Names this answer: send it with an impression event when the list is shown and with each click, "
+        "so purchases can be credited to it (docs/experiments.md)"))
 
 
 class BasketRecommendations(BaseModel):
@@ -86,3 +98,6 @@ class BasketRecommendations(BaseModel):
     strategy: str = Field(description="complements, or why not: no_complements:popular_in_category")
     cart: list[str] = Field(description="The cart's item ids as considered: each once, in the order sent")
     items: list[Recommendation]
+    recommendation_id: str | None = Field(default=None, description=(
+        "Names this answer: send it with an impression event when the list is shown and with each click, "
+        "so purchases can be credited to it (docs/experiments.md)"))

@@ -104,14 +104,20 @@ class Recommender:
 
     def recommend(self, user_id: str, limit: int, category: str | None = None,
                   exclude: Sequence[str] = (), include_purchased: bool = False,
-                  now: datetime | None = None) -> Recommendations:
+                  now: datetime | None = None, model: ServingModel | None = None,
+                  popular_only: bool = False) -> Recommendations:
+        """`model`: a version to serve instead of the active one; `popular_only`: popular items
+        whatever the history (both for an experiment's variant: shared/serving/experiments.py)."""
         now = now or datetime.now(timezone.utc)
         profile = self.sources.profile(user_id)
-        model = self.sources.model()
+        model = model or self.sources.model()
         country = profile.country if profile else None
         asked = AnswerFilter.of(category, exclude)
         if not may_personalize(profile):
             return self._confirmed(lambda: self._popular_answer(user_id, model, limit, asked, country, "no_consent"))
+        if popular_only:
+            baseline = asked if include_purchased else asked.without_bought(self.sources.purchased(user_id))
+            return self._confirmed(lambda: self._popular_answer(user_id, model, limit, baseline, country, "experiment"))
         history = self.sources.history([user_id, *_linked(profile)])
         shown = asked
         if not include_purchased:

@@ -33,8 +33,8 @@ def stores(tmp_path) -> tuple[ExperimentStore, ModelStore]:
     return ExperimentStore(LocalBlobs(tmp_path)), models
 
 
-def spec(*variants: tuple[str, str, float], surface: str = "recommendations") -> ExperimentSpec:
-    return ExperimentSpec(name="test", surface=surface,
+def spec(*variants: tuple[str, str, float]) -> ExperimentSpec:
+    return ExperimentSpec(name="test",
                           variants=[{"name": n, "serves": s, "traffic": t} for n, s, t in variants])
 
 
@@ -55,26 +55,23 @@ def test_one_experiment_per_surface_and_versions_must_exist(stores):
     first = service.start(spec(("model", "active", 0.5), ("popular", "popular", 0.5)), experiments, models, NOW)
     with pytest.raises(Conflict, match=first.experiment_id):
         service.start(spec(("a", "active", 0.5), ("b", "popular", 0.5)), experiments, models, NOW)
-    # Another surface may run its own.
-    service.start(spec(("a", "active", 0.5), ("b", "popular", 0.5), surface="similar"), experiments, models, NOW)
     service.stop(first.experiment_id, experiments, NOW)
     with pytest.raises(NotFound, match="v20200101-000000-cccc"):
         service.start(spec(("a", "v20200101-000000-cccc", 0.5), ("b", "popular", 0.5)), experiments, models, NOW)
     again = service.start(spec(("a", "active", 0.5), ("b", "popular", 0.5)), experiments, models, NOW)
-    assert {e.spec.surface for e in experiments.running()} == {"recommendations", "similar"}
-    assert again.experiment_id in {e.experiment_id for e in experiments.running()}
+    assert [e.experiment_id for e in experiments.running()] == [again.experiment_id]
     assert experiments.get(first.experiment_id).status == "stopped"
 
 
 def test_promoting_activates_through_the_same_gate(stores):
     experiments, models = stores
-    tried = service.start(spec(("now", "active", 0.5), ("old", REJECTED, 0.5)), experiments, models, NOW)
+    tried = service.start(spec(("now", "active", 0.4), ("old", REJECTED, 0.3), ("popular", "popular", 0.3)),
+                          experiments, models, NOW)
     with pytest.raises(Conflict, match="rejected"):
         service.promote(tried.experiment_id, "old", experiments, models, NOW)
     assert models.active().version == GOOD  # nothing changed
     with pytest.raises(Conflict, match="baseline"):
-        other = service.start(spec(("m", GOOD, 0.5), ("p", "popular", 0.5), surface="similar"), experiments, models, NOW)
-        service.promote(other.experiment_id, "p", experiments, models, NOW)
+        service.promote(tried.experiment_id, "popular", experiments, models, NOW)
     done = service.promote(tried.experiment_id, "now", experiments, models, NOW)
     assert done.status == "promoted" and done.promoted == "now"
     with pytest.raises(Conflict, match="promoted"):

@@ -18,6 +18,7 @@ SERVICES = {
     "shared.segments.service",
     "shared.segments.statistics",
     "shared.serving.active_model",
+    "shared.serving.experiments",
     "shared.training.job",
     "shared.nightly_triggers",
     "shared.campaigns.job",
