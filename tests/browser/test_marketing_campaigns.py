@@ -166,3 +166,59 @@ def test_the_triggers_panel_shows_the_events_on_the_local_bus(shop_stack, page):
                           headers=secret).body["entries"]
     expect(rows).to_have_count(len(dropped))
     expect(page.locator("#errors")).to_be_empty()
+
+
+def test_a_marketer_sees_a_running_experiments_results_as_a_chart(shop_stack, page):  # noqa: F811
+    """Customers are served by variant; their impressions, clicks and purchases go in; the nightly
+    run writes the results; the page draws each variant with its interval and the verdict."""
+    from datetime import datetime, timezone
+
+    url, api, shop = shop_stack
+    started = api.request("POST", "/experiments", {"name": f"model vs bestsellers {uuid.uuid4().hex[:4]}", "control": "popular",
+                                                   "variants": [{"name": "model", "serves": "active", "traffic": 0.5},
+                                                                {"name": "popular", "serves": "popular", "traffic": 0.5}]})
+    assert started.status == 201, started.body
+    experiment_id = started.body["experiment_id"]
+    try:
+        now = datetime.now(timezone.utc).isoformat()
+        events, exposed = [], Counter()
+        for n, user in enumerate(u["user_id"] for u in shop.users[:60]):
+            answer = api.request("GET", f"/users/{user}/recommendations?limit=4").body
+            if answer["strategy"].startswith("no_consent"):
+                continue
+            exposed["popular" if answer["strategy"].startswith("experiment:popular") else "model"] += 1
+            shown = [i["item_id"] for i in answer["items"]]
+            events.append({"event_id": f"imp-{experiment_id}-{n}", "user_id": user, "event_type": "impression",
+                           "recommendation_id": answer["recommendation_id"], "items": shown, "channel": "web",
+                           "timestamp": now})
+            if n % 3 == 0:
+                events += [{"event_id": f"clk-{experiment_id}-{n}", "user_id": user, "event_type": "click",
+                            "item_id": shown[0], "recommendation_id": answer["recommendation_id"], "channel": "web",
+                            "timestamp": now},
+                           {"event_id": f"buy-{experiment_id}-{n}", "user_id": user, "event_type": "purchase",
+                            "item_id": shown[0], "price": 25, "currency": "EUR", "order_id": f"o-{experiment_id}-{n}",
+                            "channel": "web", "timestamp": now}]
+        assert not api.send_events(events).rejected
+        assert set(exposed) == {"model", "popular"}
+        api.train_and_wait(timeout=300)  # the nightly run writes the results
+
+        page.goto(f"{url}/marketing")
+        page.select_option("#experiment", experiment_id)
+        chart = page.locator("#experiment-chart svg")
+        expect(chart.locator("g[data-variant]")).to_have_count(2)
+        for variant, count in exposed.items():
+            group = chart.locator(f'g[data-variant="{variant}"]')
+            expect(group).to_contain_text(f"{count} exposed")
+            whisker = group.locator("line.whisker")
+            assert float(whisker.get_attribute("data-low")) <= float(group.locator("rect").get_attribute("data-value")) \
+                <= float(whisker.get_attribute("data-high"))
+            expect(page.locator(f'#experiment-results tr[data-variant="{variant}"] td').nth(2)).to_have_text(str(count))
+        expect(page.locator('#experiment-results tr[data-variant="popular"] .verdict')).to_have_text("control")
+        expect(page.locator('#experiment-results tr[data-variant="model"] .verdict')).to_have_text(
+            re.compile("better|worse|no difference yet"))
+        page.select_option("#experiment-measure", "revenue_per_exposed")
+        expect(chart.locator("g[data-variant]")).to_have_count(2)
+    finally:
+        api.request("POST", f"/experiments/{experiment_id}/stop")
+        import time
+        time.sleep(6)  # serving reads the running experiments every 5 s on the local stack: others see none after
