@@ -41,6 +41,10 @@ class Settings(BaseModel):
     training_path: Literal["scan", "export"] = Field(alias="TRAINING_PATH", default="scan")
     export_bucket: str = Field(alias="EXPORT_BUCKET", default="")
     local_export_dir: str | None = Field(alias="LOCAL_EXPORT_DIR", default=None)
+    # Attribution (docs/experiments.md): a purchase is credited to the newest click (or, with
+    # "impression", impression or click) on that item by the same customer within this many days.
+    attribution_basis: Literal["click", "impression"] = Field(alias="ATTRIBUTION_BASIS", default="click")
+    attribution_window_days: int = Field(alias="ATTRIBUTION_WINDOW_DAYS", default=7, ge=1, le=30)
     # The TrainingPipeline state machine POST /models/train starts on the export path.
     training_pipeline_arn: str = Field(alias="TRAINING_PIPELINE_ARN", default="")
     # The function POST /models/train starts, asynchronously (the local stack runs it in a thread).

@@ -71,7 +71,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     materialize_after_training(settings, models, now, customers[0] if customers else None, bus)
     if outcomes and outcomes[0] is not None:
         try:
-            record_results(experiments, outcomes[0], configured_recommendation_key(), now)
+            record_results(experiments, outcomes[0], configured_recommendation_key(), now,
+                           settings.attribution_basis, settings.attribution_window_days)
         except StorageUnavailable as error:  # the model and segments stand; tomorrow's run writes them
             logger.error("experiment results not written", extra={"reason": error.message})
             metrics.add_metric("ExperimentResultsFailed", "Count", 1)

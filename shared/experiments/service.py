@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from shared.errors import Conflict
 from shared.events import format_timestamp
-from shared.experiments.attribution import Touch, credit, daily_report
+from shared.experiments.attribution import ATTRIBUTION_WINDOW, Touch, credit, daily_report
 from shared.experiments.results import exposures, summarize, tally
 from shared.experiments.spec import ACTIVE, POPULAR, Experiment, ExperimentSpec
 from shared.storage.experiments import ExperimentStore
@@ -68,7 +68,7 @@ def _running(experiment_id: str, experiments: ExperimentStore) -> Experiment:
 
 
 RESULTS_AFTER_END = timedelta(days=1)  # an ended experiment's results are written once more, then kept as they are
-REPORT_DAYS = 35  # the attribution report's reach: ATTRIBUTION_WINDOW and a month of days
+REPORT_DAYS = 60  # the attribution report's reach: the longest window (30 days) and a month of days
 
 
 def outcomes_since(experiments: ExperimentStore, now: datetime) -> str:
@@ -78,7 +78,8 @@ def outcomes_since(experiments: ExperimentStore, now: datetime) -> str:
     return format_timestamp(min([now - timedelta(days=REPORT_DAYS), *starts]))
 
 
-def record_results(experiments: ExperimentStore, outcomes: Outcomes, key: bytes, now: datetime) -> list[str]:
+def record_results(experiments: ExperimentStore, outcomes: Outcomes, key: bytes, now: datetime,
+                   basis: str = "click", window_days: int = ATTRIBUTION_WINDOW // 86_400) -> list[str]:
     """Each running (or just ended) experiment's results as of today, from its first day on, and
     the attribution report of the last REPORT_DAYS days. Returns the experiments written."""
     written = []
@@ -99,8 +100,9 @@ def record_results(experiments: ExperimentStore, outcomes: Outcomes, key: bytes,
     for touch in outcomes.touches:
         shown.setdefault((touch.user_id, touch.item_id), []).append(touch)
     credits = [found for purchase in outcomes.purchases
-               if (found := credit(purchase, shown.get((purchase.user_id, purchase.item_id), []), key)) is not None]
-    experiments.put_report({"as_of": now.isoformat(),
+               if (found := credit(purchase, shown.get((purchase.user_id, purchase.item_id), []), key,
+                                   window_days * 86_400, basis)) is not None]
+    experiments.put_report({"as_of": now.isoformat(), "basis": basis, "window_days": window_days,
                             "days": [line.as_dict() for line in daily_report(outcomes.touches, credits, key)]})
     return written
 

@@ -16,7 +16,6 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from shared.experiments.assignment import Share
-from shared.experiments.attribution import BASES
 
 SURFACES = ("recommendations",)  # the answers with a customer or visitor to assign
 ACTIVE, POPULAR = "active", "popular"
@@ -53,9 +52,6 @@ class ExperimentSpec(BaseModel):
                                                "someone to assign to a variant")
     variants: list[Variant] = Field(min_length=2, max_length=5)
     control: str | None = Field(default=None, description="The variant the others are compared with; the first by default")
-    attribution_basis: Literal["click", "impression"] = Field(
-        default="click", description="Credit a purchase to a recommendation clicked (or only shown) before it")
-    attribution_window_days: int = Field(default=7, ge=1, le=30)
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSpec:
@@ -66,7 +62,6 @@ class ExperimentSpec(BaseModel):
             raise ValueError("variants: traffic shares must add up to 1")
         if self.control is not None and self.control not in names:
             raise ValueError(f"control: {self.control!r} is not one of the variants {names}")
-        assert self.attribution_basis in BASES
         return self
 
     @property

@@ -120,3 +120,21 @@ def test_results_of_an_aa_experiment_claim_no_winner():
     claimed = [daily_results(0.0, seed=seed, customers=20_000, days=14)["variants"]["b"]["against_control"]
                for seed in range(10)]
     assert sum(c["conversion"]["significant"] for c in claimed) <= 1
+
+
+def test_the_attribution_report_follows_its_basis_and_window(stores):
+    from shared.experiments.attribution import Purchase as Bought
+    from shared.storage.outcomes import Outcomes
+
+    experiments, _ = stores
+    start = NOW.timestamp()
+    rid = recommendation_id(Served("recommendations", "als", GOOD, None, None, int(start)), KEY, "x")
+    outcomes = Outcomes(touches=[Touch("u1", "sku-1", "impression", start, rid)],
+                        purchases=[Bought("u1", "sku-1", start + 2 * 86_400, 30.0)])
+    service.record_results(experiments, outcomes, KEY, NOW + timedelta(days=3))
+    assert sum(line["purchases"] for line in experiments.report()["days"]) == 0  # shown, never clicked
+    service.record_results(experiments, outcomes, KEY, NOW + timedelta(days=3), basis="impression")
+    report = experiments.report()
+    assert report["basis"] == "impression" and sum(line["revenue"] for line in report["days"]) == 30.0
+    service.record_results(experiments, outcomes, KEY, NOW + timedelta(days=3), basis="impression", window_days=1)
+    assert sum(line["purchases"] for line in experiments.report()["days"]) == 0  # bought after the window
