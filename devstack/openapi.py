@@ -163,7 +163,8 @@ ERROR_RESPONSES: dict[int, tuple[str, dict[str, Any]]] = {
                                    "Error", "GatewayError")),
     403: ("Forbidden", _json("The caller may not call this route, or not for this user_id",
                              "Error", "GatewayError")),
-    404: ("NotFound", _json("The item, customer, model version, segment or campaign does not exist", "Error")),
+    404: ("NotFound", _json("The item, customer, model version, segment, campaign or experiment does not exist",
+                            "Error")),
     409: ("Conflict", _json("The request is valid, but the resource's state forbids it", "Error")),
     413: ("PayloadTooLarge", _json("The body is larger than MAX_BODY_BYTES (2 MB by default)", "Error")),
     414: ("UriTooLong", _json("The URL is longer than API Gateway accepts", "GatewayError")),
@@ -217,6 +218,10 @@ OUTCOMES: dict[str, Outcomes] = {
     "POST /campaigns": Outcomes(success=(202,), errors=(404,)),
     "GET /campaigns/{campaign_id}": Outcomes(errors=(404,)),
     "POST /models/{version}/activate": Outcomes(errors=(404, 409)),
+    "POST /experiments": Outcomes(success=(201,), errors=(404, 409)),
+    "GET /experiments/{experiment_id}": Outcomes(errors=(404,)),
+    "POST /experiments/{experiment_id}/stop": Outcomes(errors=(404, 409)),
+    "POST /experiments/{experiment_id}/promote": Outcomes(errors=(404, 409)),
 }
 
 
