@@ -194,7 +194,7 @@ def promote_experiment(experiment_id: ExperimentId, request: Promotion) -> Exper
 
 
 @app.get("/attribution", tags=["experiments"], summary="Credited revenue, click-through and conversion by day",
-         description="Per day of serving, strategy, model version and variant, from the nightly run.")
+         description="Per day, strategy, model version and variant, from the nightly run.")
 def attribution() -> dict[str, Any]:
     return experiments.report()
 

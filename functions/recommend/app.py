@@ -171,7 +171,7 @@ def similar(item_id: PathId, limit: Limit = 10) -> Similar:
     started = time.perf_counter()
     answer = recommender.similar(catalog.get(item_id), limit)
     count(answer.strategy, True, started)
-    return answer_ids.tag(answer, "similar")
+    return answer_ids.tag(answer, "similar", shared=True)
 
 
 @app.get(
@@ -185,7 +185,7 @@ def bought_together(item_id: PathId, limit: Limit = 10) -> BoughtTogether:
     started = time.perf_counter()
     answer = bought_together_rules.bought_together(catalog.get(item_id), limit)
     count(answer.strategy, True, started)
-    return answer_ids.tag(answer, "bought_together")
+    return answer_ids.tag(answer, "bought_together", shared=True)
 
 
 @app.post(
@@ -224,7 +224,7 @@ def popular(
     started = time.perf_counter()
     answer = recommender.popular(limit, category, country)
     count(answer.strategy, False, started)
-    return answer_ids.tag(answer, "popular")
+    return answer_ids.tag(answer, "popular", shared=True)
 
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId")

@@ -43,11 +43,7 @@ class Served:
     version: str | None
     experiment: str | None
     variant: str | None
-    served_at: int  # seconds since the epoch
-
-    @property
-    def day(self) -> str:
-        return datetime.fromtimestamp(self.served_at, timezone.utc).strftime("%Y-%m-%d")
+    served_at: int  # seconds since the epoch; 0 for an answer shared by everyone (cached), whose id names no moment
 
 
 def _b64(data: bytes) -> str:
@@ -152,14 +148,19 @@ class DailyLine:
                 "conversion": round(self.conversion, 6)}
 
 
-def daily_report(touches: Iterable[Touch], credits: Iterable[Credit], key: bytes) -> list[DailyLine]:
-    """Impressions, clicks, credited purchases and revenue per day (of serving), strategy, version
-    and variant. An impression counts once per recommendation id, however many items it showed."""
-    lines: dict[tuple[object, ...], DailyLine] = {}
-    seen_impressions: set[str] = set()
+def day_of(moment: float) -> str:
+    return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%d")
 
-    def line(served: Served) -> DailyLine:
-        key_ = (served.day, served.strategy, served.version, served.experiment, served.variant)
+
+def daily_report(touches: Iterable[Touch], credits: Iterable[Credit], key: bytes) -> list[DailyLine]:
+    """Impressions and clicks by the day they happened, credited purchases and revenue by the day
+    of the purchase, per strategy, version and variant. An impression counts once per answer and
+    customer, however many items it showed (a cached answer's id is shared by everyone who saw it)."""
+    lines: dict[tuple[object, ...], DailyLine] = {}
+    seen_impressions: set[tuple[str, str]] = set()
+
+    def line(day: str, served: Served) -> DailyLine:
+        key_ = (day, served.strategy, served.version, served.experiment, served.variant)
         if key_ not in lines:
             lines[key_] = DailyLine(*key_)  # type: ignore[arg-type]
         return lines[key_]
@@ -169,12 +170,12 @@ def daily_report(touches: Iterable[Touch], credits: Iterable[Credit], key: bytes
         if served is None:
             continue
         if touch.kind == "click":
-            line(served).clicks += 1
-        elif touch.recommendation not in seen_impressions:
-            seen_impressions.add(touch.recommendation)
-            line(served).impressions += 1
+            line(day_of(touch.at), served).clicks += 1
+        elif (touch.recommendation, touch.user_id) not in seen_impressions:
+            seen_impressions.add((touch.recommendation, touch.user_id))
+            line(day_of(touch.at), served).impressions += 1
     for found in credits:
-        target = line(found.served)
+        target = line(day_of(found.purchase.at), found.served)
         target.purchases += 1
         target.revenue += found.purchase.revenue
     return sorted(lines.values(), key=lambda l: (l.day, l.strategy, l.version or "", l.variant or ""))

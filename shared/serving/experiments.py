@@ -106,17 +106,20 @@ class AnswerIds:
     def __init__(self, key: Callable[[], bytes]) -> None:
         self.key = key
 
-    def tag(self, answer: T, surface: str, assignment: Assignment | None = None) -> T:
+    def tag(self, answer: T, surface: str, assignment: Assignment | None = None, shared: bool = False) -> T:
+        """`shared`: an answer that is the same for everyone and cached (popular, an item's similar
+        and bought-together items): its id depends on what it shows only, so ETags and a CDN still work."""
         strategy: str = answer.strategy  # type: ignore[attr-defined]
         counted = assignment if assignment is not None and not strategy.startswith(NO_CONSENT) else None
         served = Served(surface, strategy, answer.model_version,  # type: ignore[attr-defined]
                         counted.experiment_id if counted else None, counted.variant if counted else None,
-                        int(time.time()))
+                        0 if shared else int(time.time()))
         try:
             key = self.key()
         except DomainError as error:  # the answer goes out without an id rather than not at all
             logger.error("recommendation ids cannot be signed", extra={"reason": error.message})
             metrics.add_metric("RecommendationIdUnsigned", MetricUnit.Count, 1)
             return answer
-        answer.recommendation_id = recommendation_id(served, key, uuid.uuid4().hex[:12])  # type: ignore[attr-defined]
+        nonce = "shared" if shared else uuid.uuid4().hex[:12]
+        answer.recommendation_id = recommendation_id(served, key, nonce)  # type: ignore[attr-defined]
         return answer

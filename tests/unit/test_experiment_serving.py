@@ -51,6 +51,8 @@ def test_every_answer_that_lists_items_names_itself_with_a_signed_id(refresh_at_
     assert decode(answers["recommendations"]["recommendation_id"], key).version == version
     again = api.json("GET", f"/users/{user}/recommendations?limit=5")[1]["recommendation_id"]
     assert again != answers["recommendations"]["recommendation_id"]  # each answer its own
+    # A cached answer, the same for everyone, keeps one id while it shows the same: ETags hold.
+    assert api.json("GET", "/popular?limit=5")[1]["recommendation_id"] == answers["popular"]["recommendation_id"]
 
 
 def test_an_experiment_splits_customers_stickily_and_serves_the_baseline_as_such(refresh_at_once, seeded, api):  # noqa: F811
