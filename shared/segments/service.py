@@ -27,9 +27,9 @@ from shared.segments.tags import Tag, segment_customer
 from shared.storage.bus import EventBus, NoBus
 from shared.storage.catalog import catalog_details
 from shared.storage.customers import Customers, load_customers
-from shared.storage.history import recent_history
+from shared.storage.history import CustomerReads
 from shared.storage.segments import SegmentStore
-from shared.storage.users import UserStore, withheld
+from shared.storage.users import withheld
 from shared.users import User, may_profile
 
 
@@ -43,8 +43,11 @@ class CustomerSegments:
 def customer_segments(settings: Settings, user_id: str, statistics: dict[str, Any],
                       definitions: Sequence[CustomSegment], now: datetime) -> CustomerSegments | None:
     """The customer's tags computed now from their current data; None for a customer not known at all."""
-    user = UserStore(settings.users_table).find(user_id)
-    history = recent_history(settings.events_table, user_id) if may_profile(user) else []
+    # The profile and the recent-activity item in one BatchGetItem, as serving reads them; a
+    # customer without the item yet is read by the Query.
+    reads = CustomerReads(settings.events_table, settings.users_table)
+    user = reads.profile(user_id)
+    history = reads.history([user_id]) if may_profile(user) else []
     if user is None and not history:
         return None
     categories = {item_id: item.category for item_id, item in catalog_details(
