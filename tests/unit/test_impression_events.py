@@ -17,6 +17,14 @@ def impression(event_id: str = "i-1", user_id: str = "u-1", **fields):
     return {**sent, **fields}
 
 
+def test_the_impression_type_comes_last_so_stored_codes_keep_their_meaning():
+    from shared.events import EventType
+    from shared.training.interactions import EVENT_CODES
+
+    assert list(EventType)[-2:] == [EventType.MESSAGE_SENT, EventType.IMPRESSION]
+    assert EVENT_CODES[EventType.MESSAGE_SENT] == 7 and EVENT_CODES[EventType.IMPRESSION] == 8
+
+
 def test_an_impression_and_a_click_with_the_answers_id_are_stored(api, moto_tables):
     click = {**event("k-1", "u-1", "sku-2", "click"), "recommendation_id": RID}
     status, body = api.json("POST", "/events", {"events": [impression(), click]})
