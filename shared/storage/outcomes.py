@@ -4,7 +4,7 @@ recommendation, and purchases, from the same pages as training and segments (no 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -21,6 +21,15 @@ _IMPRESSION, _CLICK, _PURCHASE = EventType.IMPRESSION.value, EventType.CLICK.val
 class Outcomes:
     touches: list[Touch] = field(default_factory=list)
     purchases: list[Purchase] = field(default_factory=list)
+
+    def joined(self, links: dict[str, str]) -> Outcomes:
+        """The same outcomes with each visitor id linked to a customer (`links`: visitor -> customer)
+        replaced by the customer's: what a visitor saw and clicked before signing in counts for the
+        customer who bought."""
+        if not links:
+            return self
+        return Outcomes([replace(t, user_id=links.get(t.user_id, t.user_id)) for t in self.touches],
+                        [replace(p, user_id=links.get(p.user_id, p.user_id)) for p in self.purchases])
 
 
 class OutcomePages:

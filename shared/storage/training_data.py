@@ -101,7 +101,7 @@ def _read_nightly(events_table: str, users_table: str, items_table: str, config:
     categories, titles = catalog_labels(items_table)
     return NightlyRead(Customers(users, histories.finish(), categories),
                        None if training.overflow else training.finish(users, excluded, now, categories, titles),
-                       training.overflow, outcomes.outcomes if outcomes is not None else None)
+                       training.overflow, _joined(outcomes, users))
 
 
 def load_training_data(events_table: str, users_table: str, config: TrainingConfig, now: datetime,
@@ -141,7 +141,13 @@ def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, no
     categories, titles = catalog_labels_of(table_items(exports.items, ("item_id",)))
     return NightlyRead(Customers(users, histories.finish(), categories),
                        None if training.overflow else training.finish(users, excluded, now, categories, titles),
-                       training.overflow, outcomes.outcomes if outcomes is not None else None)
+                       training.overflow, _joined(outcomes, users))
+
+
+def _joined(outcomes: OutcomePages | None, users: dict[str, User]) -> Outcomes | None:
+    if outcomes is None:
+        return None
+    return outcomes.outcomes.joined({user_id: user.linked_to for user_id, user in users.items() if user.linked_to})
 
 
 class NoExport(Exception):

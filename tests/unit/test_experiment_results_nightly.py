@@ -19,7 +19,7 @@ from tests.training_data import END, store_events
 from tests.unit.test_training_reads_once import seeded, train_handler  # noqa: F401 - the fixture
 
 
-def test_a_nightly_run_writes_results_per_variant_and_credits_purchases(seeded):  # noqa: F811
+def test_a_nightly_run_writes_results_per_variant_and_credits_purchases(seeded, api):  # noqa: F811
     handler = train_handler()
     first = handler({"config": {"min_gain_over_popularity": 0}}, LambdaContext(function_name="TrainFunction"))
     models = ModelStore(S3Blobs(MODEL_BUCKET))
@@ -46,6 +46,21 @@ def test_a_nightly_run_writes_results_per_variant_and_credits_purchases(seeded):
             events.append({"event_id": f"buy-{n}", "user_id": user, "item_id": "sku-a", "event_type": "purchase",
                            "price": 20, "currency": "EUR", "quantity": 2, "channel": "web",
                            "timestamp": (at + timedelta(hours=1)).isoformat()})
+    # A visitor who saw and clicked before signing in, then bought as the customer they linked to:
+    # one person, credited and counted in the visitor's variant.
+    visitor, customer = "v_linked-shopper", "linked-shopper"
+    assert api.json("POST", f"/users/{customer}/visitors", {"visitor_id": visitor})[0] == 200
+    variant = assign(experiment.experiment_id, visitor, spec.shares(), True)
+    by_variant[variant] += 1
+    at = END - timedelta(hours=5)
+    rid = recommendation_id(Served("recommendations", "als", first["version"], experiment.experiment_id, variant,
+                                   int(at.timestamp())), key, "req-visitor")
+    events += [{"event_id": "imp-v", "user_id": visitor, "event_type": "impression", "recommendation_id": rid,
+                "items": ["sku-c"], "channel": "web", "timestamp": at.isoformat()},
+               {"event_id": "clk-v", "user_id": visitor, "item_id": "sku-c", "event_type": "click",
+                "recommendation_id": rid, "channel": "web", "timestamp": at.isoformat()},
+               {"event_id": "buy-c", "user_id": customer, "item_id": "sku-c", "event_type": "purchase", "price": 15,
+                "currency": "EUR", "channel": "web", "timestamp": (at + timedelta(hours=2)).isoformat()}]
     # A click whose id was made up by a page credits nothing.
     events.append({"event_id": "forged", "user_id": "shopper-1", "item_id": "sku-b", "event_type": "click",
                    "recommendation_id": "r1.eyJmYWtlIjp0cnVlfQ.AAAAAAAAAAA", "channel": "web", "timestamp": END.isoformat()})
@@ -56,10 +71,10 @@ def test_a_nightly_run_writes_results_per_variant_and_credits_purchases(seeded):
     [results] = experiments.results(experiment.experiment_id)[-1:]
     variants = results["variants"]
     assert {name: line["exposed"] for name, line in variants.items()} == by_variant
-    assert round(sum(line["conversion"]["value"] * line["exposed"] for line in variants.values())) == 10  # n % 4 == 0
+    assert round(sum(line["conversion"]["value"] * line["exposed"] for line in variants.values())) == 11
     assert "against_control" in variants["popular"] and "against_control" not in variants["model"]
     report = experiments.report()["days"]
-    assert sum(line["purchases"] for line in report) == 10  # each purchase followed a click on that item
-    assert sum(line["revenue"] for line in report) == 10 * 40.0
-    assert sum(line["clicks"] for line in report) == 20  # the forged click is not counted
+    assert sum(line["purchases"] for line in report) == 11  # each purchase followed a click on that item
+    assert sum(line["revenue"] for line in report) == 10 * 40.0 + 15.0
+    assert sum(line["clicks"] for line in report) == 21  # the forged click is not counted
     assert {line["strategy"] for line in report} == {"als", "popular"}
