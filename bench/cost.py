@@ -368,13 +368,10 @@ def wait_warm(function: str, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
-def snapshot_load(meter: Meter, items_table: str) -> float | None:
-    """The read units of one load of the recommend function's catalog snapshot (None: it has none)."""
-    try:
-        from shared.serving.catalog_snapshot import CATALOG_REFRESH_SECONDS  # noqa: F401
-        from shared.storage.catalog import catalog_snapshot
-    except ImportError:
-        return None
+def snapshot_load(meter: Meter, items_table: str) -> float:
+    """The read units of one load of the recommend function's catalog snapshot."""
+    from shared.storage.catalog import catalog_snapshot
+
     meter.calls = []
     meter.active = True
     catalog_snapshot(items_table)

@@ -36,3 +36,15 @@ def store_events(events_table: str, events: list[dict], client: Any = None) -> N
     context = {"now": END, "max_future_seconds": 0}
     items = [dynamo.serialize(event_item(Event.model_validate(e, context=context), "seed")) for e in events]
     write_items(client, events_table, items)
+
+
+def seed_demo_shop(api: Any, events_table: str, seed: int = 6) -> ShopData:
+    """A small demo shop through the API (items, profiles, one objector), its events stored directly."""
+    demo = shop(60, 40, seed=seed)
+    assert api.json("POST", "/items", {"items": demo.items})[0] == 200
+    for user in demo.users:
+        assert api.json("PUT", f"/users/{user['user_id']}", {k: v for k, v in user.items() if k != "user_id"})[0] == 200
+    objector = demo.events[-1]["user_id"]
+    assert api.json("PUT", f"/users/{objector}/consent", {"personalization": False})[0] == 200
+    store_events(events_table, demo.events)
+    return demo

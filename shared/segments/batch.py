@@ -22,10 +22,8 @@ Domain code: numpy, no storage. Only the nightly run (which ships numpy) imports
 
 from __future__ import annotations
 
-import gc
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import chain, repeat
@@ -33,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.bulk import cycle_collection_paused
 from shared.contact import FATIGUE_DAYS, FATIGUE_SENDS, MIN_SENDS_FOR_RATE
 from shared.events import format_timestamp
 from shared.history import HistoryEvent
@@ -81,7 +80,7 @@ class Segmented:
     def members(self) -> list[tuple[str, str, str, str, str]]:
         """(segment_id, family, name, user_id, reason), block by block."""
         members: list[tuple[str, str, str, str, str]] = []
-        with _no_cycle_collection():
+        with cycle_collection_paused():
             user_ids = np.array(self.user_ids, dtype=object)
             for block in self.blocks:
                 rows = len(block)
@@ -103,7 +102,7 @@ class Segmented:
 
     def rows(self) -> dict[str, list[tuple[str, str, str]]]:
         """Each customer's tags as (family, name, reason), in the request path's order."""
-        with _no_cycle_collection():
+        with cycle_collection_paused():
             return self._rows()
 
     def _rows(self) -> dict[str, list[tuple[str, str, str]]]:
@@ -124,22 +123,8 @@ def segment_everyone(users: Mapping[str, User], histories: Mapping[str, list[His
                      definitions: Sequence[CustomSegment] = (), user_ids: Sequence[str] | None = None) -> Segmented:
     """The tags of every customer in `user_ids` (by default everyone in `users` or `histories`),
     as `segment_customer(users.get(id), histories.get(id, []), ...)` gives them one by one."""
-    with _no_cycle_collection():
+    with cycle_collection_paused():
         return _segment_everyone(users, histories, categories, statistics, now, definitions, user_ids)
-
-
-@contextmanager
-def _no_cycle_collection() -> Iterator[None]:
-    """The cyclic garbage collector paused: the work makes no cycles, but its many small objects
-    (tuples, texts) would start full collections over everything the nightly run holds (every
-    customer's history), each as long as a family's computation."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _segment_everyone(users: Mapping[str, User], histories: Mapping[str, list[HistoryEvent]],

@@ -7,10 +7,7 @@ each customer's newest events. Scans are the run's largest read, so no table is 
 
 from __future__ import annotations
 
-import gc
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from itertools import islice
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.bulk import cycle_collection_paused
 from shared.events import EventType, format_timestamp
 from shared.storage import dynamo
 from shared.storage.customers import (SCAN_SEGMENTS, USER_HISTORY_FIELDS, Customers, HistoryPages,
@@ -62,25 +60,11 @@ class NightlyRead:
         return self.training
 
 
-@contextmanager
-def _without_cycle_collection() -> Iterator[None]:
-    """A bulk read makes millions of objects that live for the whole run and hold no cycles:
-    Python's cycle collector would walk them all again and again as they arrive (half the read's
-    CPU, measured by bench/train_export.py), so it is paused while they arrive."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def read_nightly(events_table: str, users_table: str, items_table: str, config: TrainingConfig, now: datetime,
                  segments: int = SCAN_SEGMENTS, outcomes_since: str | None = None) -> NightlyRead:
     """Training data and segments inputs from one scan of each table; with `outcomes_since`, the
     experiments' and attribution's events since then too."""
-    with _without_cycle_collection():
+    with cycle_collection_paused():
         return _read_nightly(events_table, users_table, items_table, config, now, segments, outcomes_since)
 
 
@@ -121,7 +105,7 @@ def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now
                               page_size: int = EXPORT_PAGE, outcomes_since: str | None = None) -> NightlyRead:
     """The same read from DynamoDB exports (shared/storage/exports.py): each table's items go
     through the Scan's own page handlers, so both paths give the same training data and segments."""
-    with _without_cycle_collection():
+    with cycle_collection_paused():
         return _read_nightly_from_exports(exports, config, now, page_size, outcomes_since)
 
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 from shared.storage.blobs import S3Blobs
 from shared.storage.models import ModelStore
 from tests.conftest import MODEL_BUCKET
-from tests.unit.test_model_retention import NOW, add_version
+from tests.unit.test_model_retention import add_version
 
 GOOD, REJECTED = "v20261130-010000-aaaa", "v20261129-010000-bbbb"
 SPLIT = {"name": "model vs bestsellers", "variants": [{"name": "model", "serves": "active", "traffic": 0.5},

@@ -17,7 +17,7 @@ from shared.storage.exports import INCREMENTAL, exports_in, latest_chain, table_
 from shared.storage.training_data import TableExports, read_nightly, read_nightly_from_exports
 from shared.training.config import TrainingConfig
 from shared.training.interactions import EVENT_CODES, Interactions
-from tests.training_data import END, shop, store_events
+from tests.training_data import END, seed_demo_shop, store_events
 from tests.unit.test_training_reads_once import train_handler
 
 NAMES = {code: name for name, code in EVENT_CODES.items()}
@@ -25,13 +25,7 @@ NAMES = {code: name for name, code in EVENT_CODES.items()}
 
 @pytest.fixture
 def seeded(api, moto_tables) -> dict[str, str]:
-    demo = shop(60, 40, seed=6)
-    assert api.json("POST", "/items", {"items": demo.items})[0] == 200
-    for user in demo.users:
-        assert api.json("PUT", f"/users/{user['user_id']}", {k: v for k, v in user.items() if k != "user_id"})[0] == 200
-    objector = demo.events[-1]["user_id"]
-    assert api.json("PUT", f"/users/{objector}/consent", {"personalization": False})[0] == 200
-    store_events(moto_tables["EventsTable"], demo.events)
+    demo = seed_demo_shop(api, moto_tables["EventsTable"])
     # A purchase, its partial return and a search: the window's rules, not only plain events.
     buyer, item = demo.events[0]["user_id"], demo.items[0]["item_id"]
     store_events(moto_tables["EventsTable"], [

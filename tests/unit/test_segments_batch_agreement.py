@@ -10,7 +10,6 @@ contact ledgers, and custom rules over every field; the statistics are taken fro
 
 from __future__ import annotations
 
-import gc
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.bulk import cycle_collection_paused
 from shared.consent import Consent, PurposeConsent
 from shared.contact import ChannelLedger, ContactLedger
 from shared.events import format_timestamp
@@ -264,8 +264,7 @@ def request_path(data: Generated, user_ids: list[str]) -> dict[str, list[tuple[s
 
 def test_every_generated_customer_gets_the_request_paths_tags_and_reasons(monkeypatch):
     monkeypatch.setattr(batch, "_one_by_one", None)  # every rule over arrays: no fallback taken
-    gc.disable()  # a test of 100k customers' objects: no full collections over them while it runs
-    try:
+    with cycle_collection_paused():  # 100k customers' objects: no full collections over them while it runs
         data = generated_customers(100_000)
         user_ids = sorted(data.users.keys() | data.histories.keys())
         started = time.process_time()
@@ -273,8 +272,6 @@ def test_every_generated_customer_gets_the_request_paths_tags_and_reasons(monkey
                                  data.definitions).rows()
         batch_seconds = time.process_time() - started
         expected = request_path(data, user_ids)
-    finally:
-        gc.enable()
 
     different = [u for u in user_ids if everyone.get(u, []) != expected[u]]
     assert not different, [(u, expected[u], everyone.get(u)) for u in different[:2]]

@@ -16,7 +16,7 @@ from shared.storage.blobs import S3Blobs
 from shared.storage.models import ModelStore
 from shared.storage.segments import SegmentStore
 from tests.conftest import MODEL_BUCKET, TEMPLATE
-from tests.training_data import shop, store_events
+from tests.training_data import seed_demo_shop
 
 
 def train_handler() -> Any:
@@ -62,13 +62,7 @@ def passes(scans: list[dict[str, Any]]) -> dict[str, float]:
 
 @pytest.fixture
 def seeded(api, moto_tables) -> dict[str, str]:
-    demo = shop(60, 40, seed=6)
-    assert api.json("POST", "/items", {"items": demo.items})[0] == 200
-    for user in demo.users:
-        assert api.json("PUT", f"/users/{user['user_id']}", {k: v for k, v in user.items() if k != "user_id"})[0] == 200
-    objector = demo.events[-1]["user_id"]
-    assert api.json("PUT", f"/users/{objector}/consent", {"personalization": False})[0] == 200
-    store_events(moto_tables["EventsTable"], demo.events)
+    seed_demo_shop(api, moto_tables["EventsTable"])
     return moto_tables
 
 
