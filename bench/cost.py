@@ -469,13 +469,12 @@ def main() -> None:
               "(0.5 RRU eventually consistent, 1 strongly), as DynamoDB charges a GetItem of a missing item.")
     print("Lambda ms: the handler's median on this machine (not measured on AWS); cold starts, CloudWatch "
           "Logs and X-Ray are left out (docs/deploy.md adds them).")
-    if snapshot_rru is not None:
-        from shared.serving.catalog_snapshot import CATALOG_REFRESH_SECONDS
+    from shared.serving.catalog_snapshot import CATALOG_REFRESH_SECONDS
 
-        loads = 30 * 24 * 3600 / CATALOG_REFRESH_SECONDS
-        print(f"Catalog snapshot (recommend function, off the request path): {snapshot_rru:.1f} RRU a load, every "
-              f"{CATALOG_REFRESH_SECONDS:.0f} s per warm instance: {loads * snapshot_rru:,.0f} RRU = "
-              f"${loads * snapshot_rru * PRICES['dynamodb_rru']:.3f} per warm instance per 30 days")
+    loads = 30 * 24 * 3600 / CATALOG_REFRESH_SECONDS
+    print(f"Catalog snapshot (recommend function, off the request path): {snapshot_rru:.1f} RRU a load, every "
+          f"{CATALOG_REFRESH_SECONDS:.0f} s per warm instance: {loads * snapshot_rru:,.0f} RRU = "
+          f"${loads * snapshot_rru * PRICES['dynamodb_rru']:.3f} per warm instance per 30 days")
     if args.detail:
         for r in results:
             print(f"\n{r.name}: the DynamoDB calls of one request")
