@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from fnmatch import fnmatchcase
@@ -306,30 +307,52 @@ def allowed(request: Grant, held: list[Grant]) -> bool:
 
 @dataclass
 class CallLog:
-    """The AWS calls each function makes, as (function, service, operation, parameters)."""
+    """The AWS calls each function makes, as (function, service, operation, parameters).
 
-    function: str | None = None
+    Calls are the doing of the function whose thread makes them; a thread a function starts (a
+    pool's worker, a background refresh) is that function's too, whenever it makes its calls:
+    a background Scan must not be put down to whichever function happens to run meanwhile."""
+
     calls: list[tuple[str, str, str, dict[str, Any]]] = field(default_factory=list)
+    local: threading.local = field(default_factory=threading.local)
+
+    @property
+    def function(self) -> str | None:
+        return getattr(self.local, "function", None)
 
     def record(self, monkeypatch: pytest.MonkeyPatch) -> None:
         from botocore.client import BaseClient
 
         original = BaseClient._make_api_call
+        original_start = threading.Thread.start
+        log = self
 
         def make_api_call(client: Any, operation: str, params: dict[str, Any]) -> Any:
-            if self.function:  # seeding the tables is not a function's doing
-                self.calls.append((self.function, client.meta.service_model.service_name, operation, params))
+            if log.function:  # seeding the tables is not a function's doing
+                log.calls.append((log.function, client.meta.service_model.service_name, operation, params))
             return original(client, operation, params)
 
+        def start(thread: threading.Thread) -> None:
+            owner, run = log.function, thread.run
+
+            def run_as_owner() -> None:
+                log.local.function = owner
+                run()
+
+            thread.run = run_as_owner  # type: ignore[method-assign]
+            original_start(thread)
+
         monkeypatch.setattr(BaseClient, "_make_api_call", make_api_call)
+        monkeypatch.setattr(threading.Thread, "start", start)
 
     def as_function(self, function: str, handler: Any) -> Any:
         def call(event: dict[str, Any], context: Any) -> Any:
-            self.function = function
+            before = self.function
+            self.local.function = function
             try:
                 return handler(event, context)
             finally:
-                self.function = None
+                self.local.function = before
         return call
 
 
