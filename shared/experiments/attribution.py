@@ -106,18 +106,15 @@ def credit(purchase: Purchase, touches: Iterable[Touch], key: bytes, window: flo
     """The recommendation this purchase is credited to, if any: the newest qualifying touch of
     the same customer and item in the window before the purchase, whose id is genuine."""
     kinds = ("click",) if basis == "click" else BASES
-    best: Touch | None = None
+    best: Credit | None = None
+    best_at = 0.0
     for touch in touches:
         if (touch.user_id == purchase.user_id and touch.item_id == purchase.item_id and touch.kind in kinds
-                and purchase.at - window <= touch.at <= purchase.at and (best is None or touch.at > best.at)):
+                and purchase.at - window <= touch.at <= purchase.at and (best is None or touch.at > best_at)):
             served = decode(touch.recommendation, key)
             if served is not None:
-                best = touch
-    if best is None:
-        return None
-    served = decode(best.recommendation, key)
-    assert served is not None
-    return Credit(purchase, best.recommendation, served)
+                best, best_at = Credit(purchase, touch.recommendation, served), touch.at
+    return best
 
 
 @dataclass
