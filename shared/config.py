@@ -41,6 +41,8 @@ class Settings(BaseModel):
     training_path: Literal["scan", "export"] = Field(alias="TRAINING_PATH", default="scan")
     export_bucket: str = Field(alias="EXPORT_BUCKET", default="")
     local_export_dir: str | None = Field(alias="LOCAL_EXPORT_DIR", default=None)
+    # The Glue database the TrainingPipeline's Athena queries make their per-run events table in.
+    athena_database: str = Field(alias="ATHENA_DATABASE", default="shoprecs_exports", pattern=r"^[a-z0-9_]+$")
     # Attribution (docs/experiments.md): a purchase is credited to the newest click (or, with
     # "impression", impression or click) on that item by the same customer within this many days.
     attribution_basis: Literal["click", "impression"] = Field(alias="ATTRIBUTION_BASIS", default="click")

@@ -19,7 +19,9 @@ from shared.storage.models import ModelStore
 from shared.storage.outcomes import Outcomes
 from shared.storage.secrets import configured_recommendation_key
 from shared.storage.customers import Customers
-from shared.storage.training_data import read_nightly, read_nightly_from_exports, table_exports
+from shared.storage.export_queries import export_queries
+from shared.storage.training_data import (download_queried, query_locally, read_nightly, read_nightly_from_exports,
+                                          table_exports)
 from shared.training.config import TrainingConfig, training_config
 from shared.training.job import run_training
 from shared.training.pipeline import TrainingData
@@ -32,6 +34,8 @@ bus = bus_from_settings(settings.event_bus_name, settings.local_bus_file)  # the
 # The hourly schedule's task: train only while no version serves, so a new shop gets popular
 # items (at least) within the hour of its first purchases, not at the next nightly run.
 FIRST_MODEL = "first_model"
+# The TrainingPipeline's query stage asks for its Athena statements: SQL lives in shared/storage/sql/.
+EXPORT_QUERIES = "export_queries"
 
 
 @logger.inject_lambda_context
@@ -40,8 +44,12 @@ FIRST_MODEL = "first_model"
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Event: the nightly schedule's, {"task": "first_model"} from the hourly one,
     {"config": {...overrides}} from the admin API, or on the export path the TrainingPipeline's
-    {"exports": {"events": key, "users": key, "items": key}} (each export's manifest-summary.json)."""
+    {"exports": {"events": key, "users": key, "items": key}} (each export's manifest-summary.json)
+    with "interactions", the folder its Athena query wrote; or its {"task": "export_queries", ...}."""
     now = datetime.now(timezone.utc)
+    if event.get("task") == EXPORT_QUERIES:
+        return export_queries(settings.export_bucket, settings.athena_database, event["run"], event["exports"]["events"],
+                              training_config(event.get("config")), now)
     first_model = event.get("task") == FIRST_MODEL
     if first_model and models.active() is not None:
         return {"skipped": "a version is active; the nightly run trains the next one"}
@@ -54,7 +62,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             exports = table_exports({"events": settings.events_table, "users": settings.users_table,
                                      "items": settings.items_table}, settings.local_export_dir,
                                     settings.export_bucket, event.get("exports"), Path(workdir))
-            read = read_nightly_from_exports(exports, config, at, outcomes_since=since)
+            # The window's interactions: Athena's output on AWS, the same SQL on DuckDB locally.
+            queried = (download_queried(settings.export_bucket, event["interactions"], Path(workdir))
+                       if event.get("interactions") else query_locally(exports.events, config, at, Path(workdir)))
+            read = read_nightly_from_exports(exports, config, at, queried, outcomes_since=since)
         else:
             read = read_nightly(settings.events_table, settings.users_table, settings.items_table, config, at,
                                 outcomes_since=since)

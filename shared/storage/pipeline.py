@@ -1,8 +1,8 @@
 """The TrainingPipeline state machine (the export path, docs/operations.md): start a run, read the latest.
 
 On the export path the nightly run and POST /models/train are executions of the state machine
-(template.yaml TrainingPipeline, statemachines/training.asl.json): export the tables, then fit
-from the exports. GET /models shows the latest execution with the stage it is in or failed in,
+(template.yaml TrainingPipeline, statemachines/training.asl.json): export the tables, turn the
+events export into the window's interactions with Athena, then fit. GET /models shows the latest execution with the stage it is in or failed in,
 read from Step Functions itself (ListExecutions, DescribeExecution, GetExecutionHistory), so the
 status is there even when the run died before any model manifest was written.
 """
@@ -33,6 +33,8 @@ STAGE_OF_STATE: dict[str, str | None] = {
     **{name: "export" for table in TABLES for name in (
         f"Export {table}", f"Wait for the {table} export", f"Check the {table} export",
         f"Is the {table} export done?", f"{table.capitalize()} exported", f"{table.capitalize()} export failed")},
+    "Plan the query": "query", "Create the events table": "query", "Query the interactions": "query",
+    "Drop the events table": "query", "Record the query failure": "query",
     "Fit where FitCompute says": "fit", "Fit in Lambda": "fit", "Prepare the fit job": "fit",
     "Fit on AWS Batch": "fit", "Did the run finish?": "fit", "The run failed": "fit", "Record the fit failure": "fit",
     "Trained": "done",
@@ -48,9 +50,10 @@ class PipelineRun(BaseModel):
     name: str = Field(description="The execution's name (the Batch job and the export folder carry it too)")
     status: str = Field(description="RUNNING, SUCCEEDED, FAILED, TIMED_OUT or ABORTED, as Step Functions says")
     stage: str | None = Field(
-        default=None, description="start, export (the tables to S3), fit (fit, evaluation, gate, publish and "
-                                  "activation: the train function's run), or done: where a running run is, "
-                                  "or where a failed one failed")
+        default=None, description="start, export (the tables to S3), query (Athena: the events export into the "
+                                  "window's interactions), fit (fit, evaluation, gate, publish and activation: "
+                                  "the train function's run), or done: where a running run is, or where a failed "
+                                  "one failed")
     started_at: datetime
     stopped_at: datetime | None = None
     error: str | None = Field(default=None, description="A failed run's error, e.g. ExportFailed, TrainingFailed")

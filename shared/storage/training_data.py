@@ -10,17 +10,19 @@ from __future__ import annotations
 import threading
 from itertools import islice
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from shared.bulk import cycle_collection_paused
-from shared.events import EventType, format_timestamp
+from shared.events import EventType
 from shared.storage import dynamo
 from shared.storage.customers import (SCAN_SEGMENTS, USER_HISTORY_FIELDS, Customers, HistoryPages,
                                       catalog_labels, catalog_labels_of, scan_events)
+from shared.storage.blobs import S3Blobs
+from shared.storage.export_queries import QueryRun, events_data_folder, read_interactions, statements, window_bounds
 from shared.storage.exports import Export, download_export, latest_chain, table_items
 from shared.storage.outcomes import OUTCOME_FIELDS, OutcomePages, Outcomes
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
@@ -102,30 +104,61 @@ def load_training_data(events_table: str, users_table: str, config: TrainingConf
 
 
 def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime,
-                              page_size: int = EXPORT_PAGE, outcomes_since: str | None = None) -> NightlyRead:
-    """The same read from DynamoDB exports (shared/storage/exports.py): each table's items go
-    through the Scan's own page handlers, so both paths give the same training data and segments."""
+                              queried: list[Path] | None = None, page_size: int = EXPORT_PAGE,
+                              outcomes_since: str | None = None) -> NightlyRead:
+    """The same read from DynamoDB exports (shared/storage/exports.py). The training window's
+    interactions are the query stage's output files (`queried`, shared/storage/export_queries.py);
+    without them, the events go through the Scan's own page handlers. The segments' histories and
+    the outcomes always do, so both paths give the same training data and segments."""
     with cycle_collection_paused():
-        return _read_nightly_from_exports(exports, config, now, page_size, outcomes_since)
+        return _read_nightly_from_exports(exports, config, now, queried, page_size, outcomes_since)
 
 
 def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime,
-                               page_size: int, outcomes_since: str | None) -> NightlyRead:
+                               queried: list[Path] | None, page_size: int, outcomes_since: str | None) -> NightlyRead:
     rows = {item["user_id"]["S"]: dynamo.deserialize(item)
             for item in table_items(exports.users, ("user_id",)) if is_user_row(item)}
     users, excluded = _users_of(rows)
-    training, histories = _TrainingPages(config, now, excluded), HistoryPages()
+    training = _TrainingPages(config, now, excluded)
+    histories = HistoryPages()
     outcomes = OutcomePages(outcomes_since) if outcomes_since else None
+    handlers = [histories.add_page, *([outcomes.add_page] if outcomes else []),
+                *([training.add_page] if queried is None else [])]
     events = table_items(exports.events, ("user_id", "event_id"))
     while page := list(islice(events, page_size)):
-        training.add_page(page)
-        histories.add_page(page)
-        if outcomes is not None:
-            outcomes.add_page(page)
+        for handler in handlers:
+            handler(page)
+    if queried is not None:
+        training.read_queried(queried)
     categories, titles = catalog_labels_of(table_items(exports.items, ("item_id",)))
     return NightlyRead(Customers(users, histories.finish(), categories),
                        None if training.overflow else training.finish(users, excluded, now, categories, titles),
                        training.overflow, _joined(outcomes, users))
+
+
+def query_locally(events: list[Export], config: TrainingConfig, now: datetime, workdir: Path) -> list[Path] | None:
+    """The query stage on one machine: the export path's SQL on DuckDB over the events export, its
+    output under `workdir`. None when incremental exports follow the full one: the SQL reads a full
+    export, and the page handlers fold the changes in."""
+    if len(events) != 1:
+        return None
+    from shared.storage.duckdb_athena import run_statements
+
+    full, output = events[0], workdir / "interactions"
+    run = QueryRun(database="shoprecs", run_id="local", output=str(output),
+                   events_data=str(full.root / events_data_folder(full.summary["manifestFilesS3Key"])))
+    run_statements(statements(run, *window_bounds(now, config.window_days)), resolve=Path)
+    return sorted(output.iterdir())
+
+
+def download_queried(bucket: str, prefix: str, workdir: Path) -> list[Path]:
+    """The query stage's output on AWS (the TrainingPipeline's Athena UNLOAD), downloaded to `workdir`."""
+    blobs, files = S3Blobs(bucket), []
+    for number, key in enumerate(sorted(blobs.keys(prefix))):
+        files.append(workdir / "interactions" / f"{number:05d}.gz")
+        files[-1].parent.mkdir(parents=True, exist_ok=True)
+        blobs.get_file(key, files[-1])
+    return files
 
 
 def _joined(outcomes: OutcomePages | None, users: dict[str, User]) -> Outcomes | None:
@@ -172,13 +205,13 @@ class _TrainingPages:
 
     def __init__(self, config: TrainingConfig, now: datetime, excluded: set[str]) -> None:
         # The window counts back from the run's end: now, or the as_of a backtest gives.
-        self.window_start = format_timestamp(now - timedelta(days=config.window_days))
-        self.window_end = format_timestamp(now)
+        self.window_start, self.window_end = window_bounds(now, config.window_days)
         self.excluded = excluded
         self.log = InteractionLog(limit=config.max_interactions)
         self.overflow: TooManyInteractions | None = None
         self.lock = threading.Lock()
         self.returned: dict[tuple[str, str], float] = {}  # units returned, by (user, item)
+        self.queried: Interactions | None = None  # the query stage's output, when it ran
 
     def add_page(self, items: list[dict[str, Any]]) -> None:
         if self.overflow is not None:
@@ -207,6 +240,13 @@ class _TrainingPages:
                 # Kept, not raised: the same pass goes on reading every customer's history for segments.
                 self.overflow = error
 
+    def read_queried(self, files: list[Path]) -> None:
+        """The window's interactions from the query stage's output, returns already netted in SQL."""
+        try:
+            self.queried = read_interactions(files, self.excluded, self.log.limit)
+        except TooManyInteractions as error:
+            self.overflow = error
+
     def finish(self, users: dict[str, User], excluded: set[str], now: datetime,
                categories: dict[str, str] | None = None, titles: dict[str, str] | None = None) -> TrainingData:
         trained = [user for user_id, user in users.items() if user_id not in excluded]
@@ -215,7 +255,7 @@ class _TrainingPages:
         profiled = [user for user in users.values() if may_profile(user)]
         return TrainingData(
             categories=categories or {}, titles=titles or {},
-            interactions=net_of_returns(self.log.finish(), self.returned),
+            interactions=self.queried if self.queried is not None else net_of_returns(self.log.finish(), self.returned),
             end=now.timestamp(),
             countries={u.user_id: u.country for u in trained if u.country},
             interests={u.user_id: [key for key, _ in found] for u in trained if (found := declared(u.attributes))},

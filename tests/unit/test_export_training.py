@@ -14,7 +14,7 @@ import pytest
 from devstack.gateway import LambdaContext
 from shared.storage import dynamo
 from shared.storage.exports import INCREMENTAL, exports_in, latest_chain, table_items, write_export
-from shared.storage.training_data import TableExports, read_nightly, read_nightly_from_exports
+from shared.storage.training_data import TableExports, query_locally, read_nightly, read_nightly_from_exports
 from shared.training.config import TrainingConfig
 from shared.training.interactions import EVENT_CODES, Interactions
 from tests.training_data import END, seed_demo_shop, store_events
@@ -26,13 +26,17 @@ NAMES = {code: name for name, code in EVENT_CODES.items()}
 @pytest.fixture
 def seeded(api, moto_tables) -> dict[str, str]:
     demo = seed_demo_shop(api, moto_tables["EventsTable"])
-    # A purchase, its partial return and a search: the window's rules, not only plain events.
+    # A purchase and its partial return, one returned in full, and a search: the window's rules, not only plain events.
     buyer, item = demo.events[0]["user_id"], demo.items[0]["item_id"]
     store_events(moto_tables["EventsTable"], [
         {"event_id": "x-buy", "user_id": buyer, "item_id": item, "event_type": "purchase", "quantity": 3, "price": 10, "currency": "EUR",
          "order_id": "o-x", "channel": "web", "timestamp": END.isoformat()},
         {"event_id": "x-return", "user_id": buyer, "item_id": item, "event_type": "return", "quantity": 1, "price": 10, "currency": "EUR",
          "order_id": "o-x", "channel": "web", "timestamp": END.isoformat()},
+        {"event_id": "x-buy-all", "user_id": buyer, "item_id": demo.items[1]["item_id"], "event_type": "purchase", "quantity": 1,
+         "price": 10, "currency": "EUR", "order_id": "o-y", "channel": "web", "timestamp": END.isoformat()},
+        {"event_id": "x-return-all", "user_id": buyer, "item_id": demo.items[1]["item_id"], "event_type": "return", "quantity": 1,
+         "price": 10, "currency": "EUR", "order_id": "o-y", "channel": "web", "timestamp": END.isoformat()},
         {"event_id": "x-search", "user_id": buyer, "event_type": "search", "properties": {"query": "lamp"}, "channel": "web", "timestamp": END.isoformat()},
     ])
     return moto_tables
@@ -58,10 +62,14 @@ def rows_of(interactions: Interactions) -> list[tuple[Any, ...]]:
                                                          interactions.baskets))
 
 
-def test_the_export_path_reads_exactly_what_the_scan_path_reads(seeded, tmp_path):
+@pytest.mark.parametrize("interactions_from", ["sql", "page handlers"])
+def test_the_export_path_reads_exactly_what_the_scan_path_reads(seeded, tmp_path, interactions_from):
+    """With the query stage (the export path's SQL, on DuckDB) or without it."""
     config, now = TrainingConfig(), datetime.now(timezone.utc)
     scanned = read_nightly(seeded["EventsTable"], seeded["UsersTable"], seeded["ItemsTable"], config, now)
-    exported = read_nightly_from_exports(export_all(seeded, tmp_path), config, now)
+    exports = export_all(seeded, tmp_path / "exports")
+    queried = query_locally(exports.events, config, now, tmp_path) if interactions_from == "sql" else None
+    exported = read_nightly_from_exports(exports, config, now, queried)
 
     ours, theirs = exported.training_data(), scanned.training_data()
     assert len(ours.interactions) > 100

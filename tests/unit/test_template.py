@@ -184,6 +184,11 @@ def test_the_train_function_handles_its_schedule_and_on_demand_events(moto_table
     event = json.loads(sample.read_text())
     manifest = handler(event, LambdaContext(function_name="TrainFunction"))
 
+    if event.get("task") == "export_queries":  # the TrainingPipeline's query stage asks for its statements
+        assert manifest["interactions"] == f"queries/{event['run']}/interactions/"
+        assert [manifest[k].split(" ")[0] for k in ("create", "unload", "drop")] == ["CREATE", "UNLOAD", "DROP"]
+        assert f"/{manifest['interactions']}'" in manifest["unload"]
+        return
     assert manifest["status"] == "insufficient_data"  # the tables are empty
     assert {k: manifest["parameters"][k] for k in event.get("config", {})} == event.get("config", {})
     assert manifest["finished_at"]

@@ -62,6 +62,7 @@ class Arns:
     def __init__(self, tables: dict[str, str], parameters: dict[str, str]) -> None:
         self.parameters = parameters
         self.names = {**tables, "ExportBucket": EXPORT_BUCKET, "ModelBucket": MODEL_BUCKET,
+                      "ExportQueryWorkGroup": f"{STACK}-training", "ExportQueryDatabase": "shoprecs_exports",
                       "TrainFunction": "shop-recs-TrainFunction", "TrainingPipeline": f"{STACK}-training",
                       "VisitorTokenSecret": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:visitor-key"}
         prefix = f"arn:aws:{{}}:{REGION}:{ACCOUNT}:"
@@ -158,6 +159,40 @@ class DynamoDBExports:
                                       "ItemCount": export["summary"]["itemCount"]}}
 
 
+class AthenaOnDuckDB:
+    """athena:startQueryExecution.sync: each statement run on DuckDB (shared/storage/duckdb_athena.py,
+    one database standing in for Athena and the Glue catalog) over a copy of the export bucket, and
+    what it wrote put back, as Athena reads and writes S3."""
+
+    def __init__(self, workdir: Path, workgroup: str) -> None:
+        self.mirror, self.workgroup = workdir, workgroup
+        self.statements: list[str] = []
+        self.engine: Any = None
+
+    def start_query_execution_sync(self, request: dict[str, Any]) -> dict[str, Any]:
+        from shared.storage.duckdb_athena import DuckDBAthena
+
+        assert request["WorkGroup"] == self.workgroup, request
+        self.statements.append(request["QueryString"])
+        s3 = boto3.client("s3")
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=EXPORT_BUCKET):
+            for entry in page.get("Contents", []):
+                (self.mirror / entry["Key"]).parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(EXPORT_BUCKET, entry["Key"], str(self.mirror / entry["Key"]))
+        before = {path for path in self.mirror.rglob("*") if path.is_file()}
+        self.engine = self.engine or DuckDBAthena(lambda location: self.mirror / location.removeprefix(
+            f"s3://{EXPORT_BUCKET}/"))
+        try:
+            self.engine.run(request["QueryString"])
+        except Exception as error:  # noqa: BLE001 - a failed query, as .sync reports it
+            raise TaskFailed("States.TaskFailed", json.dumps({"Status": {"State": "FAILED",
+                                                                          "StateChangeReason": str(error)}})) from error
+        for path in {path for path in self.mirror.rglob("*") if path.is_file()} - before:
+            s3.upload_file(str(path), EXPORT_BUCKET, str(path.relative_to(self.mirror)))
+        return {"QueryExecution": {"QueryExecutionId": f"q-{len(self.statements)}",
+                                   "Status": {"State": "SUCCEEDED"}, "WorkGroup": self.workgroup}}
+
+
 def load_fit_job() -> Any:
     spec = importlib.util.spec_from_file_location("fit_job", PROJECT_ROOT / "functions" / "train" / "fit_job.py")
     module = importlib.util.module_from_spec(spec)
@@ -179,6 +214,8 @@ class Fit:
 
     def invoke(self, request: dict[str, Any]) -> dict[str, Any]:
         assert request["FunctionName"] == self.function_arn, request
+        if request["Payload"].get("task") == "export_queries":  # the query stage's plan: no fit
+            return {"StatusCode": 200, "Payload": self.handler(request["Payload"], LambdaContext(function_name="TrainFunction"))}
         if self.throttle > 0:
             self.throttle -= 1
             raise TaskFailed("Lambda.TooManyRequestsException", "Rate Exceeded.")
@@ -236,12 +273,14 @@ class Stack:
         substitutions = {name: arns.render(value)
                          for name, value in pipeline_resource(parameters)["DefinitionSubstitutions"].items()}
         self.fit = Fit(arns.arns["TrainFunction"])
+        self.athena = AthenaOnDuckDB(self.tmp_path / "athena", arns.names["ExportQueryWorkGroup"])
         self.step_functions.background = background
         self.arn = self.step_functions.create_state_machine(f"{STACK}-training", load_definition(DEFINITION, substitutions), {
             "arn:aws:states:::aws-sdk:dynamodb:exportTableToPointInTime": self.exports.export,
             "arn:aws:states:::aws-sdk:dynamodb:describeExport": self.exports.describe,
             "arn:aws:states:::lambda:invoke": self.fit.invoke,
             "arn:aws:states:::batch:submitJob.sync": self.fit.submit_job_sync,
+            "arn:aws:states:::athena:startQueryExecution.sync": self.athena.start_query_execution_sync,
         })
         # The admin function as template.yaml configures it on this path, its Step Functions
         # client answered by the stand-in (botocore still validates every request).
@@ -275,6 +314,8 @@ def iam_requests(resource: str, request: dict[str, Any]) -> list[tuple[str, str]
                 ("s3:AbortMultipartUpload", objects)]
     if resource.endswith(":describeExport"):
         return [("dynamodb:DescribeExport", request["ExportArn"])]
+    if resource == "arn:aws:states:::athena:startQueryExecution.sync":
+        return athena_iam_requests(request)
     if resource == "arn:aws:states:::lambda:invoke":
         return [("lambda:InvokeFunction", request["FunctionName"])]
     if resource == "arn:aws:states:::batch:submitJob.sync":
@@ -283,6 +324,31 @@ def iam_requests(resource: str, request: dict[str, Any]) -> list[tuple[str, str]
                 ("batch:DescribeJobs", "*"), ("batch:TerminateJob", f"arn:aws:batch:{REGION}:{ACCOUNT}:job/x"),
                 ("events:PutRule", rule), ("events:PutTargets", rule), ("events:DescribeRule", rule)]
     raise AssertionError(f"{resource}: teach iam_requests which IAM actions it needs")
+
+
+def athena_iam_requests(request: dict[str, Any]) -> list[tuple[str, str]]:
+    """A query as .sync runs it, and the catalog and S3 calls Athena makes with the caller's rights."""
+    workgroup = f"arn:aws:athena:{REGION}:{ACCOUNT}:workgroup/{request['WorkGroup']}"
+    glue = f"arn:aws:glue:{REGION}:{ACCOUNT}:"
+    statement = request["QueryString"]
+    table = re.search(r"(?:TABLE(?: IF EXISTS)?|FROM) (\w+)\.(\w+)", statement)
+    assert table, statement
+    database, name = table.groups()
+    catalog = [(action, arn) for action in ("glue:GetDatabase",) for arn in (f"{glue}catalog", f"{glue}database/{database}")]
+    table_arn = f"{glue}table/{database}/{name}"
+    bucket = f"arn:aws:s3:::{EXPORT_BUCKET}"
+    requests = [(action, workgroup) for action in ("athena:StartQueryExecution", "athena:GetQueryExecution",
+                                                   "athena:StopQueryExecution")]
+    requests += [("s3:PutObject", f"{bucket}/athena-results/q.csv"), ("s3:GetBucketLocation", bucket)]
+    if statement.startswith("CREATE"):
+        return requests + catalog + [("glue:CreateTable", table_arn), ("glue:CreateTable", f"{glue}database/{database}")]
+    if statement.startswith("DROP"):
+        return requests + catalog + [("glue:DeleteTable", table_arn), ("glue:GetTable", table_arn)]
+    target = re.search(r"TO 's3://[^/]+/([^']+)'", statement)[1]
+    return requests + catalog + [("glue:GetTable", table_arn), ("s3:ListBucket", bucket),
+                                 ("s3:GetObject", f"{bucket}/exports/x/AWSDynamoDB/y/data/z.json.gz"),
+                                 ("s3:PutObject", f"{bucket}/{target}part-0.gz"),
+                                 ("s3:AbortMultipartUpload", f"{bucket}/{target}part-0.gz")]
 
 
 def role_grants(arns: Arns) -> list[tuple[str, str]]:
@@ -323,9 +389,9 @@ def test_a_nightly_run_exports_the_tables_and_activates_a_model_trained_from_the
     execution = stack.run()
     try:  # while the fit runs, GET /models says so, and a second start is refused
         deadline = time.monotonic() + 60
-        while not any(e["type"] == "TaskScheduled" and e["taskScheduledEventDetails"]["resource"].endswith(
-                "lambda:invoke") for e in list(execution.events)):
-            assert time.monotonic() < deadline, execution.status
+        while not any((e.get("stateEnteredEventDetails") or {}).get("name") == "Fit in Lambda"
+                      for e in list(execution.events)):
+            assert time.monotonic() < deadline, (execution.status, execution.error, execution.cause)
             time.sleep(0.05)
         running = models_status(api)["pipeline"]
         assert (running["name"], running["status"], running["stage"]) == ("nightly-1", "RUNNING", "fit")
@@ -348,6 +414,10 @@ def test_a_nightly_run_exports_the_tables_and_activates_a_model_trained_from_the
         assert re.fullmatch(rf"exports/nightly-1/{table}/AWSDynamoDB/[^/]+/manifest-summary\.json",
                             event["exports"][table]), event
     assert 60.0 in execution.waited  # the exports were polled, a minute apart
+    # Athena's part: the run's table made over the events export, queried into the run's folder, dropped.
+    assert [statement.split(" ")[0] for statement in stack.athena.statements] == ["CREATE", "UNLOAD", "DROP"]
+    assert event["interactions"] == "queries/nightly-1/interactions/"
+    assert S3Blobs(EXPORT_BUCKET).keys(event["interactions"])
     done = models_status(api)["pipeline"]
     assert (done["status"], done["stage"], done["version"], done["error"]) == ("SUCCEEDED", "done",
                                                                              manifest["version"], None)
@@ -399,7 +469,8 @@ def test_throttled_tasks_are_retried_with_backoff_and_the_run_goes_on(stack, api
     exports = [params["TableArn"].rsplit("/", 1)[-1] for resource, params in execution.calls
                if resource.endswith("exportTableToPointInTime")]
     assert exports.count(stack.tables["EventsTable"]) == 3
-    invokes = [resource for resource, _ in execution.calls if resource.endswith("lambda:invoke")]
+    invokes = [resource for resource, request in execution.calls  # the fit's, not the query stage's plan
+               if resource.endswith("lambda:invoke") and "task" not in request["Payload"]]
     assert len(invokes) == 2 and len(stack.fit.manifests) == 1
     # Backoff: 30 s, then 60 s before the events export's retries; 30 s before the invoke's. And
     # each table's export polled twice, a minute apart.
@@ -562,8 +633,10 @@ def test_the_roles_that_read_the_exports_and_the_pipeline_hold_what_the_code_cal
     train = held([s for p in functions["TrainFunction"]["Policies"] for s in p.get("Statement", [])])
     job = held(export["Resources"]["FitJobRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"])
     summary = f"arn:aws:s3:::{EXPORT_BUCKET}/exports/run/events/AWSDynamoDB/x/manifest-summary.json"
+    queried = f"arn:aws:s3:::{EXPORT_BUCKET}/queries/run/interactions/part-0.gz"
     for grants in (train, job):
         assert allows(grants, "s3:GetObject", summary) and allows(grants, "s3:ListBucket", f"arn:aws:s3:::{EXPORT_BUCKET}")
+        assert allows(grants, "s3:GetObject", queried)
     admin = held([s for p in functions["AdminFunction"]["Policies"] for s in p.get("Statement", [])])
     machine = arns.arns["TrainingPipeline"]
     execution = machine.replace(":stateMachine:", ":execution:") + ":nightly-1"

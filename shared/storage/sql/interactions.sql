@@ -1,0 +1,43 @@
+-- The training window's interactions, from the events table's export: what the Scan path's
+-- page handlers keep (shared/storage/training_data.py), in SQL that Athena (Trino) runs on AWS and
+-- DuckDB runs on one machine (shared/storage/duckdb_athena.py gives DuckDB the two Trino functions).
+-- The events table is the export's data files, one row per item (its "Item": DynamoDB JSON).
+-- Customers who may not be trained on are left out by the reader: consent has one home, in Python.
+WITH window_events AS (
+    SELECT item.user_id.s AS user_id,
+           item.item_id.s AS item_id,
+           item.event_type.s AS event_type,
+           CAST(COALESCE(item.quantity.n, '1') AS DOUBLE) AS quantity,
+           to_unixtime(from_iso8601_timestamp_nanos(item.ts.s)) AS seconds,
+           item.order_id.s AS order_id
+    FROM {events}
+    -- A search or an impression names no item: no interaction.
+    WHERE item.item_id.s IS NOT NULL
+      AND item.ts.s BETWEEN '{window_start}' AND '{window_end}'
+),
+-- Returns are no interaction of their own: they take back the purchases of their (customer, item).
+returned AS (
+    SELECT user_id, item_id, SUM(quantity) AS units
+    FROM window_events WHERE event_type = 'return' GROUP BY user_id, item_id
+),
+bought AS (
+    SELECT user_id, item_id, SUM(quantity) AS units
+    FROM window_events WHERE event_type = 'purchase' GROUP BY user_id, item_id
+),
+returned_in_full AS (
+    SELECT bought.user_id, bought.item_id
+    FROM bought JOIN returned ON bought.user_id = returned.user_id AND bought.item_id = returned.item_id
+    WHERE bought.units - returned.units <= 0
+)
+SELECT window_events.user_id AS u,
+       window_events.item_id AS i,
+       window_events.event_type AS t,
+       window_events.quantity AS q,
+       window_events.seconds AS s,
+       window_events.order_id AS o
+FROM window_events
+LEFT JOIN returned_in_full
+       ON window_events.event_type = 'purchase'
+      AND returned_in_full.user_id = window_events.user_id
+      AND returned_in_full.item_id = window_events.item_id
+WHERE window_events.event_type <> 'return' AND returned_in_full.user_id IS NULL
