@@ -6,8 +6,9 @@ customers), several times faster (docs/segments.md has the measure). The rules a
 reason texts and custom-rule comparisons are the request path's own (tags.py, features.py,
 rules.py, clv.py), applied here to arrays, or called once per distinct value and indexed.
 
-- Customer fields are pulled into arrays in one pass each; histories are flattened into one
-  array per event field, with the customer each event belongs to.
+- Customer fields are pulled into arrays in one pass; histories are flattened into one array
+  per event field, with the customer each event belongs to (fields only purchases and returns
+  use are read from those alone). Strings are coded in one pass in C (`_coded`).
 - Counts per customer (purchases, categories, channels, windows) are bincounts; bincount adds in
   array order, as the request path's loops do, so sums are bit for bit the same.
 - Floating point is the request path's: elementwise +, -, *, / and comparisons are IEEE in both;
@@ -23,10 +24,11 @@ Domain code: numpy, no storage. Only the nightly run (which ships numpy) imports
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -79,21 +81,23 @@ class Segmented:
 
     def members(self) -> list[tuple[str, str, str, str, str]]:
         """(segment_id, family, name, user_id, reason), block by block."""
+        # Made with the cycle collector running: rows are tuples of strings, which its young
+        # collections stop tracking while they are fresh in memory. Paused, it walks a million
+        # of them in one go when it resumes, which measured slower.
         members: list[tuple[str, str, str, str, str]] = []
-        with cycle_collection_paused():
-            user_ids = np.array(self.user_ids, dtype=object)
-            for block in self.blocks:
-                rows = len(block)
-                if not rows:
-                    continue
-                ids = user_ids[block.customers].tolist()
-                names = repeat(block.names, rows) if isinstance(block.names, str) else block.names
-                reasons = repeat(block.reasons, rows) if isinstance(block.reasons, str) else block.reasons
-                segment_id = {name: Tag(block.family, name, "").segment_id
-                              for name in ((block.names,) if isinstance(block.names, str) else set(block.names))}
-                segment_ids = (map(segment_id.__getitem__, names) if len(segment_id) > 1
-                               else repeat(next(iter(segment_id.values())), rows))
-                members.extend(zip(segment_ids, repeat(block.family, rows), names, ids, reasons))
+        user_ids = np.array(self.user_ids, dtype=object)
+        for block in self.blocks:
+            rows = len(block)
+            if not rows:
+                continue
+            ids = user_ids[block.customers].tolist()
+            names = repeat(block.names, rows) if isinstance(block.names, str) else block.names
+            reasons = repeat(block.reasons, rows) if isinstance(block.reasons, str) else block.reasons
+            segment_id = {name: Tag(block.family, name, "").segment_id
+                          for name in ((block.names,) if isinstance(block.names, str) else set(block.names))}
+            segment_ids = (map(segment_id.__getitem__, names) if len(segment_id) > 1
+                           else repeat(next(iter(segment_id.values())), rows))
+            members.extend(zip(segment_ids, repeat(block.family, rows), names, ids, reasons))
         return members
 
     def tags(self) -> dict[str, list[Tag]]:
@@ -161,14 +165,13 @@ class _Customers:
         self.n = n = len(users)
         self.now_s = now_s = now.timestamp()
         summaries = [u.summary if u is not None else _NO_SUMMARY for u in users]
-        self.orders = np.fromiter([s.orders for s in summaries], np.int64, n)
-        self.lines = [s.lines for s in summaries]
-        self.units = [s.units for s in summaries]
+        orders, self.lines, self.units, spends, lasts, firsts = _columns(_SUMMARY_FIELDS, summaries, 6)
+        self.orders = np.fromiter(orders, np.int64, n)
         # The main currency (a code: 0 for none) and the spend in it, as purchase_figures reads them.
         self.currencies: list[str | None] = [None]
         code = {None: 0}
         currency, monetary = np.zeros(n, np.int64), np.zeros(n)
-        for k, spend in enumerate(s.spend for s in summaries):
+        for k, spend in enumerate(spends):
             if not spend:
                 continue
             if len(spend) == 1:
@@ -183,8 +186,9 @@ class _Customers:
                 self.currencies.append(main)
             currency[k], monetary[k] = code[main], amount
         self.currency, self.monetary, self.currency_code = currency, monetary, code
-        self.recency = _whole_days([s.last_purchase_at for s in summaries], now_s)
-        self.tenure = _whole_days([s.first_purchase_at for s in summaries], now_s)
+        self.spent = np.full(n, None, dtype=object)  # _money_texts: each customer's spend as text, once written
+        self.recency = _whole_days(lasts, now_s)
+        self.tenure = _whole_days(firsts, now_s)
         self._events(histories)
 
     def _events(self, histories: list[Sequence[HistoryEvent]]) -> None:
@@ -192,40 +196,40 @@ class _Customers:
         events = list(chain.from_iterable(histories))
         m = len(events)
         self.owner = np.repeat(np.arange(self.n), lengths)
-        self.timestamp = np.array([e.timestamp for e in events], dtype=float) if m else np.zeros(0)
-        types = [e.event_type for e in events]
-        type_code = {t: k for k, t in enumerate(set(types))}
-        type_of = np.fromiter(map(type_code.__getitem__, types), np.int64, m)
+        self.timestamp = np.fromiter(map(attrgetter("timestamp"), events), float, m)
+        type_of, types = _coded(map(attrgetter("event_type"), events), m)
+        type_code = {t: k for k, t in enumerate(types)}
         self.is_purchase = type_of == type_code.get("purchase", -1)
         is_return = type_of == type_code.get("return", -1)
-        channels = [e.channel for e in events]
-        distinct = set(channels)
-        self.channel_names = sorted(c for c in distinct if c)  # codes: index here; -1 none
-        channel_code = {c: -1 for c in distinct}
-        channel_code.update((c, k) for k, c in enumerate(self.channel_names))
-        self.channel = np.fromiter(map(channel_code.__getitem__, channels), np.int64, m)
-        # Every field is read for every event, in one pass each: faster than reading a subset's.
+        seen, channels = _coded(map(attrgetter("channel"), events), m)
+        self.channel_names = sorted(c for c in channels if c)  # codes: index here; -1 none
+        channel_code = {c: k for k, c in enumerate(self.channel_names)}
+        self.channel = _recoded(seen, [channel_code.get(c, -1) for c in channels])
         self.purchase_owner = self.owner[self.is_purchase]
         self.purchase_timestamp = self.timestamp[self.is_purchase]
-        self.purchase_discount = np.fromiter([e.discount for e in events], bool, m)[self.is_purchase]
-        category_names = sorted(set(self.categories.values()))
-        self.category_names = category_names
-        category_code = {name: k for k, name in enumerate(category_names)}
-        item_ids = [e.item_id for e in events]
-        item_code = _Codes({item: category_code[self.categories[item]] for item in set(item_ids)
-                            if item in self.categories})
-        self.purchase_category = np.fromiter(map(item_code.__getitem__, item_ids), np.int64, m)[self.is_purchase]
         money = self.is_purchase | is_return
         self.money_owner = self.owner[money]
         self.money_timestamp = self.timestamp[money]
-        self.money_sign = np.where(self.is_purchase[money], 1.0, -1.0)
         self.money_is_purchase = self.is_purchase[money]
-        self.money_price = np.array([e.price for e in events], dtype=float)[money]  # None: NaN
-        self.money_quantity = np.fromiter([e.quantity for e in events], np.int64, m)[money]
+        self.money_sign = np.where(self.money_is_purchase, 1.0, -1.0)
+        # The other fields are read only from purchases and returns (a third of the events), picked
+        # in C: reading them from every event cost more than picking these once.
+        self._money_events(list(compress(events, money.tolist())))
+
+    def _money_events(self, events: list[HistoryEvent]) -> None:
+        m = len(events)
+        self.money_price = np.array([e.price for e in events], dtype=float)  # None: NaN
+        self.money_quantity = np.fromiter(map(attrgetter("quantity"), events), np.int64, m)
         # The event's currency against its customer's main one (None is a code too, as in `==`).
-        currencies = [e.currency for e in events]
-        currency_code = {c: self.currency_code.get(c, -1) for c in set(currencies)}
-        self.money_currency = np.fromiter(map(currency_code.__getitem__, currencies), np.int64, m)[money]
+        seen, currencies = _coded(map(attrgetter("currency"), events), m)
+        self.money_currency = _recoded(seen, [self.currency_code.get(c, -1) for c in currencies])
+        purchase = self.money_is_purchase
+        self.purchase_discount = np.fromiter(map(attrgetter("discount"), events), bool, m)[purchase]
+        self.category_names = category_names = sorted(set(self.categories.values()))
+        category_code = {name: k for k, name in enumerate(category_names)}
+        seen, items = _coded(map(attrgetter("item_id"), events), m)
+        self.purchase_category = _recoded(seen, [category_code[self.categories[item]] if item in self.categories
+                                                 else -1 for item in items])[purchase]
 
     def channel_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Each (customer, channel) seen: the customer, the channel, the first event on it, the events."""
@@ -241,11 +245,36 @@ class _Customers:
         return ~np.isnan(self.recency)
 
 
-class _Codes(dict):
-    """A code per key; -1 for any other."""
+_SUMMARY_FIELDS = attrgetter("orders", "lines", "units", "spend", "last_purchase_at", "first_purchase_at")
+_DECLARED_FIELDS = attrgetter("country", "region", "city", "attributes")
+
+
+def _columns(fields: Callable[[Any], tuple[Any, ...]], objects: list[Any], count: int) -> list[list[Any]]:
+    """The `count` attributes `fields` reads, one list each, in one pass over the objects (one
+    pass per attribute over 100k summaries cost more)."""
+    if not objects:
+        return [[] for _ in range(count)]
+    return [list(column) for column in zip(*map(fields, objects))]
+
+
+class _Numbering(dict):
+    """Codes 0, 1, 2... for keys in the order they first come."""
 
     def __missing__(self, key: Any) -> int:
-        return -1
+        self[key] = code = len(self)
+        return code
+
+
+def _coded(values: Iterable[Any], count: int) -> tuple[np.ndarray, list[Any]]:
+    """Each value's code and the distinct values, in order of first appearance: one pass in C
+    (Python runs once per distinct value), without a list of the values."""
+    numbering = _Numbering()
+    return np.fromiter(map(numbering.__getitem__, values), np.int64, count), list(numbering)
+
+
+def _recoded(codes: np.ndarray, new: list[int]) -> np.ndarray:
+    """`new[code]` for each code."""
+    return np.array(new, np.int64)[codes] if new else codes
 
 
 def _whole_days(stamps: list[str | None], now_s: float) -> np.ndarray:
@@ -264,9 +293,13 @@ def _whole_days(stamps: list[str | None], now_s: float) -> np.ndarray:
 
 def _by_value(values: list[Any], make: Callable[[Any], Any]) -> tuple[np.ndarray, list[Any]]:
     """Each value's code and `make(value)` once per distinct value."""
-    codes: dict[Any, int] = {}
-    index = np.array([codes.setdefault(v, len(codes)) for v in values], np.int64)
-    return index, [make(v) for v in codes]
+    codes = {v: k for k, v in enumerate(dict.fromkeys(values))}
+    return np.fromiter(map(codes.__getitem__, values), np.int64, len(values)), [make(v) for v in codes]
+
+
+def _pick(texts: list[str], codes: np.ndarray) -> list[str]:
+    """`texts[code]` for each code, indexed in C."""
+    return np.array(texts, dtype=object)[codes].tolist()
 
 
 def _texts(keys: list[Any], make: Callable[..., str]) -> list[str]:
@@ -284,9 +317,13 @@ def _scores(values: np.ndarray, edges: list[float], higher_is_better: bool = Tru
 
 
 def _money_texts(who: _Customers, rows: np.ndarray) -> list[str]:
+    """`_money` of each customer's spend in their main currency. RFM and value reasons both tell
+    it, mostly of the same customers: each is written once and kept."""
+    missing = rows[np.equal(who.spent[rows], None)]
     currencies = who.currencies
-    return [_money(amount, currencies[c]) for amount, c in zip(who.monetary[rows].tolist(),
-                                                              who.currency[rows].tolist())]
+    who.spent[missing] = np.array([_money(amount, currencies[c]) for amount, c in zip(
+        who.monetary[missing].tolist(), who.currency[missing].tolist())], dtype=object)
+    return who.spent[rows].tolist()
 
 
 def _rfm(who: _Customers, stats: dict[str, Any]) -> list[Block]:
@@ -622,13 +659,13 @@ def _declared_blocks(profiles: list[User | None]) -> list[Block]:
     users = [profiles[k] for k in present]
     place = np.array(present, np.int64)
     blocks = []
-    for kind, values in (("country", [u.country for u in users]), ("region", [u.region for u in users]),
-                         ("city", [u.city for u in users])):
+    countries, regions, cities, declared = _columns(_DECLARED_FIELDS, users, 4)
+    for kind, values in (("country", countries), ("region", regions), ("city", cities)):
         codes, tags = _by_value(values, lambda v, kind=kind: geography_tag(kind, v) if v else None)
         rows = np.flatnonzero(np.array([t is not None for t in tags] or [False])[codes]) if values else codes
-        blocks.append(Block("geography", place[rows], [tags[c].name for c in codes[rows].tolist()],
-                            [tags[c].reason for c in codes[rows].tolist()]))
-    attributes = [(k, u.attributes) for k, u in zip(present, users) if u.attributes]
+        blocks.append(Block("geography", place[rows], _pick([t.name if t else "" for t in tags], codes[rows]),
+                            _pick([t.reason if t else "" for t in tags], codes[rows])))
+    attributes = [(k, a) for k, a in zip(present, declared) if a]
     for key, family in DECLARED_KEYS:
         found = [(k, a[key]) for k, a in attributes if isinstance(a.get(key), str)]
         tags = _texts([(key, family, v) for _, v in found], declared_tag)  # type: ignore[arg-type]
@@ -698,6 +735,7 @@ class _Rules:
         self.who, self.blocks, self.now_s = who, blocks, now.timestamp()
         self.values: dict[tuple[str, str | None], _Distinct] = {}
         self._preferred: list[str | None] | None = None
+        self._attributes: list[dict[str, Any]] | None = None
         self._holders: dict[str, np.ndarray] = {}
         self._position: np.ndarray | None = None
         self._names: list[tuple[Block, dict[str, str]]] = []
@@ -731,7 +769,7 @@ class _Rules:
                 values = self.preferred()
             else:  # attribute
                 name = c.attribute or ""
-                values = [None if u is None else u.attributes.get(name) for u in who.users]
+                values = [attributes.get(name) for attributes in self.attributes()]
             self.values[key] = _Distinct(values)
         return self.values[key].compare(c.op, c.value)
 
@@ -761,6 +799,12 @@ class _Rules:
             ends = np.r_[heads[1:], len(owners)]
             values[owners[heads]] = [sum(amounts[s:e]) for s, e in zip(heads.tolist(), ends.tolist())]
         return values, None
+
+    def attributes(self) -> list[dict[str, Any]]:
+        """Each customer's declared attributes, read once for every rule on them."""
+        if self._attributes is None:
+            self._attributes = [{} if u is None else u.attributes for u in self.who.users]
+        return self._attributes
 
     def preferred(self) -> list[str | None]:
         if self._preferred is None:

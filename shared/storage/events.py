@@ -1,13 +1,18 @@
 """Event storage: exactly-once writes of events together with the user's purchase summary.
 
-Each user's events go in one DynamoDB transaction: a conditional put per event
+Each user's events go in a DynamoDB transaction: a conditional put per event
 (``attribute_not_exists``: an existing ``(user_id, event_id)`` is a duplicate, not a rewrite),
 the rewrite of the user's recent-activity item (their newest events, what serving reads: shared/recent.py)
 guarded by its version, one update of the user's summary (with the contact ledger: messages sent, campaigns answered)
 guarded by its version and, with purchases, one update of the
 user's purchase keys (the items already bought, the orders already counted), guarded by its own. Either all of it is written or
 none, so a retried request never counts a purchase twice, and two requests racing on the same
-user never lose an update. Users are written in parallel: the work is waiting on I/O.
+user never lose an update. The chunks of several users share one transaction (up to DynamoDB's
+100 actions): a call's overhead is paid once for them all, so a request of 1,000 events is about
+a dozen transactions, not one per user, sent in parallel. A cancelled transaction names the
+actions at fault: those users settle them (duplicates, a summary read again) and the others
+simply try again; after an AWS fault each of its users is tried in a transaction of their own,
+so one user's fault costs no other.
 
 Erasure is final: every transaction also checks the user's row for an erasure (``erased_at``)
 later than its oldest event, so an event from before an erasure can never be stored, even by a
@@ -42,6 +47,10 @@ from shared.users import PurchaseSummary, fold_purchases
 # update of the customer's purchase keys (already-bought items, seen orders) and the rewrite of
 # their recent activity.
 EVENTS_PER_TRANSACTION = 97
+MAX_TRANSACTION_ACTIONS = 100
+# A chunk's writes to the user's own items beside the recent activity (the summary, the new
+# purchase keys), at most: what packing counts for them.
+USER_ITEMS_BYTES = 4 * 1024
 TRANSACTION_ATTEMPTS = 8
 SUMMARY_EVENTS = (EventType.PURCHASE, EventType.RETURN)
 
@@ -83,26 +92,23 @@ class EventStore:
             return outcome
 
         buying = [user for user, evs in by_user.items() if _changes_summary(evs)]
-        summaries = read_summaries(self.users_table, buying)
-        recent = read_recent(self.users_table, list(by_user))
         ingested_at = format_timestamp(datetime.now(timezone.utc))
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            # Two independent reads: one round trip's wait instead of two.
+            summaries_read = pool.submit(read_summaries, self.users_table, buying)
+            recent = read_recent(self.users_table, list(by_user))
+            summaries = summaries_read.result()
+            writes = [_UserWrite(self, user, evs, summaries.get(user), recent.get(user), ingested_at)
+                      for user, evs in by_user.items()]
+            self._start_recent(pool, [write for write in writes if write.recent is None])
+            self._write_all(pool, writes)
 
         failures = 0
-        workers = min(self.concurrency, len(by_user))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [
-                pool.submit(self._write_user, user, evs, summaries.get(user), recent.get(user), ingested_at)
-                for user, evs in by_user.items()
-            ]
-            for future in futures:
-                try:
-                    stored, duplicates, erased = future.result()
-                except StorageUnavailable:
-                    failures += 1
-                    continue
-                outcome.stored.extend(stored)
-                outcome.duplicates.extend(duplicates)
-                outcome.erased.extend(erased)
+        for write in writes:
+            failures += write.failed
+            outcome.stored += write.stored
+            outcome.duplicates += write.duplicates
+            outcome.erased += write.erased
         if failures:
             raise StorageUnavailable(
                 f"events of {failures} of {len(by_user)} users could not be stored; "
@@ -111,109 +117,193 @@ class EventStore:
             )
         return outcome
 
-    def _write_user(
-        self, user_id: str, events: list[Event], state: SummaryState | None, recent: RecentActivity | None,
-        ingested_at: str,
-    ) -> tuple[list[Event], list[Event], list[tuple[Event, str]]]:
-        stored: list[Event] = []
-        duplicates: list[Event] = []
-        erased: list[tuple[Event, str]] = []
-        items = [(event, event_item(event, ingested_at)) for event in events]
-        for chunk in _chunks(items, EVENTS_PER_TRANSACTION, MAX_TRANSACTION_BYTES):
-            chunk_stored, chunk_duplicates, chunk_erased, state, recent = self._write_chunk(
-                user_id, chunk, state, recent)
-            stored += chunk_stored
-            duplicates += chunk_duplicates
-            erased += [(event, state.erased_at) for event in chunk_erased if state and state.erased_at]
-        return stored, duplicates, erased
+    def _start_recent(self, pool: ThreadPoolExecutor, writes: list[_UserWrite]) -> None:
+        """The recent activity of customers who have no item yet, started from their stored events
+        (one Query each, in parallel); their erasures are read in one batch first."""
+        unread = [write.user_id for write in writes if write.state is None]
+        erasures = erased_since(self.users_table, unread) if unread else {}
 
-    def _recent(self, user_id: str, state: SummaryState | None, read: bool = True
-                ) -> tuple[RecentActivity, str | None]:
-        """A customer's recent activity as stored (`read`: read it; otherwise it was just found
-        missing), and the oldest stamp it holds when it is started here: from their stored events
-        when they have some but no item yet (events stored before the item existed), so that the
-        item never hides them. An erasure recorded after that stamp cancels the transaction (its
-        condition), and the item is started again."""
-        found = read_recent(self.users_table, [user_id]).get(user_id) if read else None
+        def start(write: _UserWrite) -> None:
+            erased_at = write.state.erased_at if write.state is not None else erasures.get(write.user_id)
+            try:
+                write.recent, write.started_from = self._started_recent(write.user_id, erased_at)
+            except StorageUnavailable:
+                write.failed = True
+
+        list(pool.map(start, writes))
+
+    def _recent(self, user_id: str, state: SummaryState | None) -> tuple[RecentActivity, str | None]:
+        """A customer's recent activity as stored, and, when it has to be started here, the oldest
+        stamp it holds (see _started_recent)."""
+        found = read_recent(self.users_table, [user_id]).get(user_id)
         if found is not None:
             return found, None
         erased_at = state.erased_at if state is not None else erased_since(self.users_table, [user_id]).get(user_id)
+        return self._started_recent(user_id, erased_at)
+
+    def _started_recent(self, user_id: str, erased_at: str | None) -> tuple[RecentActivity, str | None]:
+        """A recent-activity item started from the customer's stored events (events stored before
+        the item existed), so that it never hides them, and the oldest stamp it holds. An erasure
+        recorded after that stamp cancels the transaction (its condition), and the item is started
+        again."""
         stored = stored_recent_events(self.events_table, user_id, erased_at)
         return RecentActivity(tuple(stored)), (stored[-1].ts if stored else None)
 
-    def _write_chunk(
-        self, user_id: str, items: list[tuple[Event, dict[str, Any]]], state: SummaryState | None,
-        recent: RecentActivity | None,
-    ) -> tuple[list[Event], list[Event], list[Event], SummaryState | None, RecentActivity | None]:
-        pending = [(event, dynamo.serialize(item)) for event, item in items]
-        plain = {id(event): item for event, item in items}
-        duplicates: list[Event] = []
-        erased: list[Event] = []
-        started_from: str | None = None  # the oldest stored event the recent item was started from
-        if recent is None:  # the batch's read found none
-            recent, started_from = self._recent(user_id, state, read=False)
-        for delay in dynamo.backoff_delays(TRANSACTION_ATTEMPTS):
-            if state is not None:
-                pending, refused = state.split_erased(pending)
-                erased += refused
-            if not pending:
-                return [], duplicates, erased, state, recent
-            actions = [
-                {
-                    "Put": {
-                        "TableName": self.events_table,
-                        "Item": item,
-                        "ConditionExpression": "attribute_not_exists(event_id)",
-                    }
-                }
-                for _, item in pending
-            ]
-            new_state = state
-            oldest = min(event.ts for event, _ in pending)
-            if started_from is not None:  # an erasure after the events it was started from: start again
-                oldest = min(oldest, started_from)
-            events = [event for event, _ in pending]
-            new_recent, payload = recent.adding(
-                e for e in (recent_event(plain[id(event)]) for event, _ in pending) if e is not None)
-            actions.append(recent_put(self.users_table, user_id, recent, new_recent, payload))
-            if _changes_summary(events):
-                state = state or SummaryState(PurchaseSummary(), None)
-                purchases = state.purchases
-                if _has_purchase(events):
-                    purchases, add_items, add_orders = state.purchases.adding(events)
-                    actions.append(purchases_update(
-                        self.users_table, user_id, state.purchases, purchases, add_items, add_orders))
-                new_state = SummaryState(
-                    fold_purchases(state.summary, events, state.purchases.orders),
-                    (state.version or 0) + 1,
-                    state.erased_at,
-                    purchases,
-                    fold_contacts(state.contacts, events),
-                )
-                actions.append(summary_update(self.users_table, user_id, state.version, new_state, oldest,
-                                              write_contacts=new_state.contacts != state.contacts))
-            else:
-                actions.append(not_erased_since(self.users_table, user_id, oldest))
-            try:
-                with dynamo.aws_faults("store events"):
-                    dynamo.client().transact_write_items(TransactItems=actions)
-                return [event for event, _ in pending], duplicates, erased, new_state, new_recent
-            except ClientError as error:
-                if dynamo.error_code(error) != "TransactionCanceledException":
-                    raise
-                reasons = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
-            # One reason per action, in order: the event puts, then the user's items (the recent
-            # activity's rewrite, the purchase keys' update, the profile row's update or check).
-            put_reasons, user_reasons = reasons[: len(pending)], reasons[len(pending) :]
-            known = {i for i, code in enumerate(put_reasons) if code == "ConditionalCheckFailed"}
-            duplicates += [event for i, (event, _) in enumerate(pending) if i in known]
-            pending = [entry for i, entry in enumerate(pending) if i not in known]
-            if "ConditionalCheckFailed" in user_reasons:  # another request updated them, or an erasure
-                state = read_summaries(self.users_table, [user_id]).get(user_id) or SummaryState(PurchaseSummary(), None)
-                recent, started_from = self._recent(user_id, state)
-            elif not known:
-                time.sleep(delay)  # a conflicting transaction or throttling: back off
-        raise StorageUnavailable("store events: DynamoDB transactions kept being cancelled")
+    def _write_all(self, pool: ThreadPoolExecutor, writes: list[_UserWrite]) -> None:
+        """Every user's events, in rounds: each round packs the next chunk of every user still
+        writing into shared transactions (the write units are the same, but every call has its
+        own overhead, a round trip and the engine's setup: a few large transactions go far faster
+        than one per user) and sends them in parallel."""
+        active = [write for write in writes if not write.failed]
+        while active:
+            ready = [(write, actions) for write in active if (actions := write.next_actions())]
+            delays = list(pool.map(self._transact, _transactions(ready)))
+            active = [write for write, _ in ready if not write.failed]
+            if any(delays):
+                time.sleep(max(delays))  # a conflicting transaction or throttling: back off
+
+    def _transact(self, group: list[tuple[_UserWrite, list[dict[str, Any]]]]) -> float:
+        """One transaction of the chunks of one or more users; the delay to wait before the next
+        round (0: none needed)."""
+        try:
+            with dynamo.aws_faults("store events"):
+                dynamo.client().transact_write_items(TransactItems=[a for _, actions in group for a in actions])
+        except StorageUnavailable:
+            for write, _ in group:
+                # One user's fault must cost no other: each is tried on their own from now on.
+                write.failed = len(group) == 1
+                write.alone = True
+            return 0.0
+        except ClientError as error:
+            if dynamo.error_code(error) != "TransactionCanceledException":
+                raise
+            return self._cancelled(group, [r.get("Code") for r in error.response.get("CancellationReasons", [])])
+        for write, _ in group:
+            write.committed()
+        return 0.0
+
+    def _cancelled(self, group: list[tuple[_UserWrite, list[dict[str, Any]]]], reasons: list[str | None]) -> float:
+        """Each user's share of a cancelled transaction's reasons (one per action, in order)."""
+        shares, start = [], 0
+        for write, actions in group:
+            shares.append(reasons[start:start + len(actions)])
+            start += len(actions)
+        caused = [any(code not in (None, "None") for code in share) for share in shares]
+        delay = 0.0
+        for (write, _), share, cause in zip(group, shares, caused):
+            if cause or not any(caused):  # a user cancelled by another's reason only tries again
+                try:
+                    delay = max(delay, write.cancelled(share))
+                except StorageUnavailable:
+                    write.failed = True
+        return delay
+
+
+class _UserWrite:
+    """One user's events of a request, written chunk after chunk (the summary, purchase keys and
+    recent activity of a chunk are what the next one starts from): the actions of the chunk's next
+    attempt, and what a commit or a cancellation of them means."""
+
+    def __init__(self, store: EventStore, user_id: str, events: list[Event], state: SummaryState | None,
+                 recent: RecentActivity | None, ingested_at: str) -> None:
+        self.store = store
+        self.user_id = user_id
+        self.state = state
+        self.recent = recent
+        self.started_from: str | None = None  # the oldest stored event the recent item was started from
+        self.stored: list[Event] = []
+        self.duplicates: list[Event] = []
+        self.erased: list[tuple[Event, str]] = []
+        self.failed = False
+        self.alone = False  # in a transaction of its own (after a fault)
+        self.size = 0  # the bytes of the next attempt, about
+        items = [(event, event_item(event, ingested_at)) for event in events]
+        self._chunks = _chunks(items, EVENTS_PER_TRANSACTION, MAX_TRANSACTION_BYTES)
+        self._plain: dict[int, dict[str, Any]] = {}
+        self._pending: list[tuple[Event, dict[str, Any]]] = []
+        self._attempts = 0
+        self._delays: Iterator[float] = iter(())
+        self._after: tuple[SummaryState | None, RecentActivity] | None = None
+
+    def next_actions(self) -> list[dict[str, Any]] | None:
+        """The actions of the next attempt; None when every chunk is written (or refused)."""
+        while True:
+            if self.state is not None:
+                self._pending, refused = self.state.split_erased(self._pending)
+                self.erased += [(event, self.state.erased_at) for event in refused]
+            if self._pending:
+                return self._actions()
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return None
+            self._pending = [(event, dynamo.serialize(item)) for event, item in chunk]
+            self._plain = {id(event): item for event, item in chunk}
+            self._attempts, self._delays = 0, iter(dynamo.backoff_delays(TRANSACTION_ATTEMPTS))
+
+    def _actions(self) -> list[dict[str, Any]]:
+        store, user_id, state, recent = self.store, self.user_id, self.state, self.recent
+        assert recent is not None  # read, or started, before any write
+        actions = [
+            {"Put": {"TableName": store.events_table, "Item": item,
+                     "ConditionExpression": "attribute_not_exists(event_id)"}}
+            for _, item in self._pending
+        ]
+        oldest = min(event.ts for event, _ in self._pending)
+        if self.started_from is not None:  # an erasure after the events it was started from: start again
+            oldest = min(oldest, self.started_from)
+        events = [event for event, _ in self._pending]
+        new_recent, payload = recent.adding(
+            e for e in (recent_event(self._plain[id(event)]) for event in events) if e is not None)
+        actions.append(recent_put(store.users_table, user_id, recent, new_recent, payload))
+        new_state = state
+        if _changes_summary(events):
+            state = state or SummaryState(PurchaseSummary(), None)
+            purchases = state.purchases
+            if _has_purchase(events):
+                purchases, add_items, add_orders = state.purchases.adding(events)
+                actions.append(purchases_update(
+                    store.users_table, user_id, state.purchases, purchases, add_items, add_orders))
+            new_state = SummaryState(
+                fold_purchases(state.summary, events, state.purchases.orders),
+                (state.version or 0) + 1,
+                state.erased_at,
+                purchases,
+                fold_contacts(state.contacts, events),
+            )
+            actions.append(summary_update(store.users_table, user_id, state.version, new_state, oldest,
+                                          write_contacts=new_state.contacts != state.contacts))
+        else:
+            actions.append(not_erased_since(store.users_table, user_id, oldest))
+        self._after = (new_state, new_recent)
+        self.size = sum(stored_size(self._plain[id(event)]) for event in events) + len(payload) + USER_ITEMS_BYTES
+        return actions
+
+    def committed(self) -> None:
+        self.stored += [event for event, _ in self._pending]
+        self._pending = []
+        assert self._after is not None
+        self.state, self.recent = self._after
+        self.started_from = None
+
+    def cancelled(self, reasons: list[str | None]) -> float:
+        """Settle this user's share of a cancelled transaction; the delay to back off by (0: none)."""
+        self._attempts += 1
+        if self._attempts >= TRANSACTION_ATTEMPTS:
+            raise StorageUnavailable("store events: DynamoDB transactions kept being cancelled")
+        delay = next(self._delays)
+        # The event puts first, then the user's items (the recent activity's rewrite, the
+        # purchase keys' update, the profile row's update or check).
+        put_reasons, user_reasons = reasons[: len(self._pending)], reasons[len(self._pending):]
+        known = {i for i, code in enumerate(put_reasons) if code == "ConditionalCheckFailed"}
+        self.duplicates += [event for i, (event, _) in enumerate(self._pending) if i in known]
+        self._pending = [entry for i, entry in enumerate(self._pending) if i not in known]
+        if "ConditionalCheckFailed" in user_reasons:  # another request updated them, or an erasure
+            self.state = (read_summaries(self.store.users_table, [self.user_id]).get(self.user_id)
+                          or SummaryState(PurchaseSummary(), None))
+            self.recent, self.started_from = self.store._recent(self.user_id, self.state)
+            return 0.0
+        return 0.0 if known else delay
+
 
 def _has_purchase(events: Any) -> bool:
     return any(event.event_type is EventType.PURCHASE for event in events)
@@ -229,3 +319,23 @@ def _chunks(items: list[tuple[Event, dict[str, Any]]], count: int, max_bytes: in
             ) -> Iterator[list[tuple[Event, dict[str, Any]]]]:
     """At most `count` events and `max_bytes` stored bytes a chunk: DynamoDB's transaction limits."""
     return chunks_within(items, count, max_bytes, lambda entry: stored_size(entry[1]))
+
+
+def _transactions(ready: list[tuple[_UserWrite, list[dict[str, Any]]]]
+                  ) -> Iterator[list[tuple[_UserWrite, list[dict[str, Any]]]]]:
+    """Users' chunks packed into transactions within DynamoDB's limits (actions, bytes); a user
+    who must be alone goes alone."""
+    group: list[tuple[_UserWrite, list[dict[str, Any]]]] = []
+    actions = size = 0
+    for write, chunk in ready:
+        if write.alone:
+            yield [(write, chunk)]
+            continue
+        if group and (actions + len(chunk) > MAX_TRANSACTION_ACTIONS or size + write.size > MAX_TRANSACTION_BYTES):
+            yield group
+            group, actions, size = [], 0, 0
+        group.append((write, chunk))
+        actions += len(chunk)
+        size += write.size
+    if group:
+        yield group

@@ -157,3 +157,30 @@ def test_an_unknown_route_is_a_json_404(api):
     assert response.status == 404
     assert json.loads(response.body)
 
+
+
+def users_with_events(transaction: list[dict]) -> set[str]:
+    return {action["Put"]["Item"]["user_id"]["S"] for action in transaction
+            if "Put" in action and "event_id" in action["Put"]["Item"]}
+
+
+def test_users_share_transactions_and_a_duplicate_of_one_costs_the_others_nothing(api, monkeypatch):
+    from shared.storage import dynamo
+
+    client = dynamo.client()
+    real_transact, sent = client.transact_write_items, []
+    monkeypatch.setattr(client, "transact_write_items",
+                        lambda **kwargs: sent.append(kwargs["TransactItems"]) or real_transact(**kwargs))
+    api.json("POST", "/events", {"events": [purchase("p-1", user_id="u-1", price=4)]})
+    sent.clear()
+    batch = [purchase("p-1", user_id="u-1", price=4), *(purchase(f"p-{n}", user_id=f"u-{n}", price=n)
+                                                        for n in range(2, 7))]
+
+    status, body = api.json("POST", "/events", {"events": batch})
+
+    assert (status, body["accepted"], body["duplicates"]) == (200, 5, 1)
+    # One transaction for the six users, cancelled by u-1's duplicate; then one for the other five.
+    assert [len(users_with_events(transaction)) for transaction in sent] == [6, 5]
+    for n in range(1, 7):
+        summary = api.json("GET", f"/users/u-{n}")[1]["summary"]
+        assert (summary["purchase_count"], float(summary["spend"]["EUR"])) == (1, 4 if n == 1 else n)
