@@ -78,23 +78,41 @@ def item_neighbours(purchases: csr_matrix, k: int, sharpening: float = SHARPENIN
     norms = np.sqrt(np.asarray(bought.sum(axis=0)).ravel())
     normalized = bought.multiply(1.0 / np.maximum(norms, 1e-12)[None, :]).tocsc().astype(np.float32)
     n_items = purchases.shape[1]
+    keep = min(k, n_items)
     rows, cols, values = [], [], []
     by_item = normalized.T.tocsr()
     for start in range(0, n_items, BLOCK):
-        stop = min(start + BLOCK, n_items)
-        block = np.asarray((by_item[start:stop] @ normalized).todense(), dtype=np.float32)
-        block[np.arange(stop - start), np.arange(start, stop)] = 0.0  # not its own neighbour
-        keep = min(k, n_items)
-        best = np.argpartition(-block, keep - 1, axis=1)[:, :keep]
-        found = np.take_along_axis(block, best, axis=1)
-        positive = found > 0
-        rows.append(np.nonzero(positive)[0] + start)
-        cols.append(best[positive])
-        values.append(np.power(found[positive], sharpening, dtype=np.float32))
+        block = _without_diagonal((by_item[start : start + BLOCK] @ normalized).tocsr(), start)
+        # An item with at most `keep` similar items keeps them all; only the others need choosing.
+        crowded = np.diff(block.indptr) > keep
+        few = block[~crowded].tocoo()
+        row, col, value = _nearest(block[crowded], keep)
+        rows += [np.flatnonzero(~crowded)[few.row] + start, np.flatnonzero(crowded)[row] + start]
+        cols += [few.col, col]
+        values += [few.data, value]
     if not rows:
         return csr_matrix((n_items, n_items), dtype=np.float32)
-    return coo_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+    return coo_matrix((np.power(np.concatenate(values), sharpening, dtype=np.float32),
+                       (np.concatenate(rows), np.concatenate(cols))),
                       shape=(n_items, n_items), dtype=np.float32).tocsr()
+
+
+def _without_diagonal(similar: csr_matrix, start: int) -> csr_matrix:
+    """Rows `start`... of the item-item similarities without each item itself."""
+    own = similar.indices == np.repeat(np.arange(start, start + similar.shape[0]), np.diff(similar.indptr))
+    similar.data[own] = 0.0
+    similar.eliminate_zeros()
+    return similar
+
+
+def _nearest(similar: csr_matrix, keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's `keep` most similar items (row, column, similarity), chosen among ties as numpy's
+    argpartition chooses over the whole row."""
+    dense = np.asarray(similar.todense(), dtype=np.float32)
+    best = np.argpartition(-dense, keep - 1, axis=1)[:, :keep]
+    found = np.take_along_axis(dense, best, axis=1)
+    positive = found > 0
+    return np.nonzero(positive)[0], best[positive], found[positive]
 
 
 def recent_popularity(interactions: Interactions, until: float, half_life_days: float, n_items: int) -> np.ndarray:
@@ -158,18 +176,27 @@ class Scorer:
     def scores_and_spreads(self, rows: csr_matrix) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """The blended scores, and each row's spread of the raw ALS and kNN parts (None for a part
         the blend does not use): what scales a history item's share of a score (batch reasons)."""
-        total = np.zeros((rows.shape[0], self.n_items), dtype=np.float32)
         als, knn = self.parts(rows)
         als_spread = knn_spread = None
         if als is not None:
             als, als_spread = standardized(als)
-            total += self.blend.als * als
         if knn is not None:
             knn, knn_spread = standardized(knn)
-            total += self.blend.knn * knn
-        if self.blend.popularity > 0:
-            total += self.blend.popularity * self.popularity[None, :]
-        return total, als_spread, knn_spread
+        return self.weighed(self.blend, als, knn, rows.shape[0]), als_spread, knn_spread
+
+    def weighed(self, blend: Blend, als: np.ndarray | None, knn: np.ndarray | None, n_rows: int) -> np.ndarray:
+        """The blend of standardized parts (None: left out, as a zero weight is): one sum for
+        serving and for the validation, which weighs the same parts for every blend."""
+        terms = [(weight, part) for weight, part in ((blend.als, als), (blend.knn, knn),
+                                                     (blend.popularity, self.popularity[None, :]))
+                 if weight > 0 and part is not None]
+        if not terms:
+            return np.zeros((n_rows, self.n_items), dtype=np.float32)
+        (weight, part), *rest = terms
+        total = np.multiply(part, weight, out=np.empty((n_rows, self.n_items), dtype=np.float32))
+        for weight, part in rest:
+            total += part if weight == 1 else weight * part  # x 1 is exact: one pass fewer
+        return total
 
     def contributions(self, row: csr_matrix, items: list[int]) -> dict[int, dict[int, float]]:
         """For each item, how much each history item added to its score (the popularity part

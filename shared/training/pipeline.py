@@ -25,7 +25,7 @@ from shared.training.artifact import ModelArtifact
 from shared.training.complements import (Complements, basket_keys_by_day, complements_for_artifact,
                                          compute_complements, titles_by_index)
 from shared.training.config import TrainingConfig
-from shared.training.evaluation import Holdout, Metrics, holdout, ranking_metrics, top_items
+from shared.training.evaluation import Holdout, Metrics, best_first, holdout, ranking_metrics, top_items
 from shared.training.hybrid import (BLENDS, DEFAULT_BLEND, Blend, Scorer, item_neighbours, recent_popularity,
                                     zscore)
 from shared.training.interactions import EVENT_CODES, Interactions
@@ -36,6 +36,9 @@ ACCEPTED, REJECTED, INSUFFICIENT_DATA = "accepted", "rejected", "insufficient_da
 POPULAR = "popular"
 POPULAR_LIST_LENGTH = 200
 CATEGORY_LIST_LENGTH = 20
+# Customers scored at a time when the blends are compared: each blend's scores of a chunk stay in
+# the processor's cache while they are ranked.
+BLEND_CHUNK = 64
 
 
 @dataclass
@@ -109,6 +112,28 @@ def popular_scores(interactions: Interactions, until: float, config: TrainingCon
 
 
 @dataclass
+class History:
+    """The events before a moment and their two matrices, built once for the holdout that counts
+    the customers and for the fit that scores them."""
+
+    interactions: Interactions
+    until: float
+    rows: csr_matrix  # confidence rows of every user, as of `until`
+    bought: csr_matrix  # purchases before `until`: what the answers leave out
+
+    @classmethod
+    def before(cls, interactions: Interactions, until: float, config: TrainingConfig,
+               shape: tuple[int, int]) -> History:
+        earlier = interactions.select(interactions.timestamps < until)
+        return cls(earlier, until, confidence_matrix(earlier, config, until, shape), purchase_matrix(earlier, shape))
+
+    @property
+    def known_users(self) -> np.ndarray:
+        """Customers with any weighed event: the only ones a holdout scores."""
+        return np.diff(self.rows.indptr) > 0
+
+
+@dataclass
 class Fitted:
     """A blend fitted on one part of the data, ready to score its rows."""
 
@@ -118,32 +143,28 @@ class Fitted:
     popularity: np.ndarray  # popular_scores at the part's end
 
 
-def fit_blend(interactions: Interactions, until: float, config: TrainingConfig, blend: Blend,
-              shape: tuple[int, int]) -> Fitted:
-    """ALS (when the blend uses it), item neighbours and recent popularity, on the events before `until`."""
-    before = interactions.select(interactions.timestamps < until)
-    rows = confidence_matrix(before, config, until, shape)
-    bought = purchase_matrix(before, shape)
-    item_factors = fit_als(rows, config)[1] if blend.als > 0 else np.zeros((0, config.factors), np.float32)
-    neighbours = item_neighbours(bought, config.neighbours) if blend.knn > 0 else None
-    scores = popular_scores(before, until, config, shape[1])
+def fit_blend(history: History, config: TrainingConfig, blend: Blend) -> Fitted:
+    """ALS (when the blend uses it), item neighbours and recent popularity, on the history."""
+    item_factors = fit_als(history.rows, config)[1] if blend.als > 0 else np.zeros((0, config.factors), np.float32)
+    neighbours = item_neighbours(history.bought, config.neighbours) if blend.knn > 0 else None
+    scores = popular_scores(history.interactions, history.until, config, history.rows.shape[1])
     scorer = Scorer(item_factors, config.regularization, neighbours, scores, blend, config.random_seed)
-    return Fitted(scorer, rows, bought, scores)
+    return Fitted(scorer, history.rows, history.bought, scores)
 
 
 def score_blends(fitted: Fitted, evaluated: Holdout, blends: tuple[Blend, ...], k: int) -> dict[Blend, Metrics]:
     """Every blend on the same customers; the parts are computed once, then weighed per blend."""
-    chunk = 512
     ranked: dict[Blend, list[np.ndarray]] = {blend: [] for blend in blends}
-    popular = fitted.scorer.popularity[None, :]
-    for start in range(0, len(evaluated.users), chunk):
-        users = evaluated.users[start : start + chunk]
+    for start in range(0, len(evaluated.users), BLEND_CHUNK):
+        users = evaluated.users[start : start + BLEND_CHUNK]
         als, knn = fitted.scorer.parts(fitted.rows[users])
-        als = zscore(als) if als is not None else 0.0
-        knn = zscore(knn) if knn is not None else 0.0
+        als = zscore(als) if als is not None else None
+        knn = zscore(knn) if knn is not None else None
+        excluded = fitted.bought[users].tocoo()
         for blend in blends:
-            scores = (blend.als * als + blend.knn * knn + blend.popularity * popular) * np.ones((len(users), 1))
-            ranked[blend].append(top_items(lambda _, s=scores: s, np.arange(len(users)), fitted.bought[users], k))
+            scores = fitted.scorer.weighed(blend, als, knn, len(users))
+            scores[excluded.row, excluded.col] = -np.inf
+            ranked[blend].append(best_first(scores, k))
     n_items = fitted.rows.shape[1]
     return {blend: ranking_metrics(np.vstack(parts) if parts else np.zeros((0, k), np.int64), evaluated.relevant,
                                    n_items) for blend, parts in ranked.items()}
@@ -184,17 +205,16 @@ def _score_fold(interactions: Interactions, start: float, end: float, config: Tr
                 shape: tuple[int, int]) -> tuple[int, dict[Blend, Metrics]] | None:
     """Every blend of `BLENDS`, fitted on the events before `start`, scored on [start, end); None
     (and no fit) when fewer than `min_users_to_evaluate` customers bought something new there."""
-    earlier = interactions.select(interactions.timestamps < start)
+    earlier = History.before(interactions, start, config, shape)
     later = interactions.select((interactions.timestamps >= start) & (interactions.timestamps < end))
-    evaluated = holdout(purchase_matrix(later, shape), purchase_matrix(earlier, shape),
-                        known_users=np.diff(confidence_matrix(earlier, config, start, shape).indptr) > 0)
+    evaluated = holdout(purchase_matrix(later, shape), earlier.bought, known_users=earlier.known_users)
     if len(evaluated.users) < config.min_users_to_evaluate:
         return None
     if len(evaluated.users) > config.max_validation_users:
         pick = np.sort(np.random.default_rng(config.random_seed).choice(
             len(evaluated.users), config.max_validation_users, replace=False))
         evaluated = Holdout(evaluated.users[pick], evaluated.relevant[pick])
-    fitted = fit_blend(interactions, start, config, Blend(1, 1, 1), shape)
+    fitted = fit_blend(earlier, config, Blend(1, 1, 1))
     return len(evaluated.users), score_blends(fitted, evaluated, BLENDS, config.top_k)
 
 
@@ -215,16 +235,18 @@ def evaluate(data: TrainingData, config: TrainingConfig) -> Evaluation | str:
     shape = (len(interactions.user_ids), len(interactions.item_ids))
     cutoff = data.end - config.holdout_days * DAY
     after = interactions.select(interactions.timestamps >= cutoff)
-    blend, blend_reason = choose_blend(interactions, cutoff, config, shape)
-    fitted = fit_blend(interactions, cutoff, config, blend, shape)
-    evaluated = holdout(purchase_matrix(after, shape), fitted.bought, known_users=np.diff(fitted.rows.indptr) > 0)
+    earlier = History.before(interactions, cutoff, config, shape)
+    evaluated = holdout(purchase_matrix(after, shape), earlier.bought, known_users=earlier.known_users)
     if len(evaluated.users) < config.min_users_to_evaluate:
         return (f"only {len(evaluated.users)} customers bought something new in the last {config.holdout_days} "
                 f"days; at least {config.min_users_to_evaluate} are needed to evaluate a model")
+    blend, blend_reason = choose_blend(interactions, cutoff, config, shape)
+    fitted = fit_blend(earlier, config, blend)
     model = ranking_metrics(top_items(lambda users: fitted.scorer.scores(fitted.rows[users]), evaluated.users,
                                       fitted.bought, config.top_k), evaluated.relevant, shape[1])
-    baseline = ranking_metrics(top_items(lambda users: np.tile(fitted.popularity, (len(users), 1)), evaluated.users,
-                                         fitted.bought, config.top_k), evaluated.relevant, shape[1])
+    # One popularity row for every customer: broadcast, not copied per customer.
+    baseline = ranking_metrics(top_items(lambda users: np.broadcast_to(fitted.popularity, (len(users), shape[1])),
+                                         evaluated.users, fitted.bought, config.top_k), evaluated.relevant, shape[1])
     return Evaluation(blend, blend_reason, model, baseline, len(evaluated.users))
 
 
@@ -240,10 +262,9 @@ def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float |
     has_purchases = bool((interactions.event_codes == EVENT_CODES[EventType.PURCHASE]).any())
     started = time.perf_counter()
     cutoff = data.end - config.holdout_days * DAY
-    before = interactions.select(interactions.timestamps < cutoff)
-    known = np.diff(confidence_matrix(before, config, cutoff, shape).indptr) > 0
+    before = History.before(interactions, cutoff, config, shape)
     evaluated = holdout(purchase_matrix(interactions.select(interactions.timestamps >= cutoff), shape),
-                        purchase_matrix(before, shape), known_users=known)
+                        before.bought, known_users=before.known_users)
     counts["evaluated_users"] = len(evaluated.users)
     timings["matrix"] = time.perf_counter() - started
     if len(evaluated.users) < config.min_users_to_evaluate:
@@ -279,7 +300,8 @@ def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float |
 
     started = time.perf_counter()
     # The user factors stay here: serving folds each customer in from their own history.
-    fitted = None if strategy == POPULAR else fit_blend(interactions, data.end + 1, config, result.blend, shape)
+    everything = None if strategy == POPULAR else History.before(interactions, data.end + 1, config, shape)
+    fitted = None if everything is None else fit_blend(everything, config, result.blend)
     timings["final_fit"] = time.perf_counter() - started
     artifact = _artifact(data, interactions, config, fitted, strategy)
     return TrainingOutcome(status, reason, {"model": result.model.as_dict(), "popularity": result.popularity.as_dict()},

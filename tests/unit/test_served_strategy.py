@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
+from scipy.sparse import csr_matrix
 
 from shared.history import HistoryEvent
 from shared.purchases import PurchasedItems
@@ -16,12 +17,12 @@ from shared.training.artifact import ModelArtifact
 from shared.training.config import TrainingConfig
 from shared.training import pipeline
 from shared.training.evaluation import Metrics, top_items
-from shared.training.hybrid import BLENDS, DEFAULT_BLEND, Blend
+from shared.training.hybrid import BLENDS, DEFAULT_BLEND, Blend, item_neighbours
 from shared.training.interactions import InteractionLog
 from shared.training.job import should_activate
 from shared.training.matrix import DAY
-from shared.training.pipeline import (ACCEPTED, INSUFFICIENT_DATA, POPULAR, REJECTED, TrainingData, TrainingOutcome,
-                                      _artifact, choose_blend, fit_blend, train_model)
+from shared.training.pipeline import (ACCEPTED, INSUFFICIENT_DATA, POPULAR, REJECTED, History, TrainingData,
+                                      TrainingOutcome, _artifact, choose_blend, fit_blend, train_model)
 from tests.training_data import END, interactions_of, shop
 
 NOW = END.timestamp()
@@ -33,7 +34,7 @@ def fitted_shop():
     config = TrainingConfig(blend={"als": 1, "knn": 1, "popularity": 0.5})
     data = TrainingData(interactions, NOW)
     shape = (len(interactions.user_ids), len(interactions.item_ids))
-    fitted = fit_blend(interactions, NOW + 1, config, Blend(1, 1, 0.5), shape)
+    fitted = fit_blend(History.before(interactions, NOW + 1, config, shape), config, Blend(1, 1, 0.5))
     artifact = ModelArtifact.from_bytes(_artifact(data, interactions, config, fitted, "hybrid").to_bytes())
     return interactions, fitted, ServingModel("v1", artifact)
 
@@ -225,3 +226,35 @@ def test_a_run_as_of_a_date_reads_and_records_the_window_back_from_it(tmp_path):
     assert asked == [as_of]
     assert manifest.window["end"].startswith(f"{as_of:%Y-%m-%dT%H}")
     assert (manifest.strategy, manifest.active) == (POPULAR, True)  # nothing served: popular items now do
+
+
+def test_item_neighbours_keep_the_k_most_similar_items_and_all_of_fewer():
+    rng = np.random.default_rng(2)
+    bought = (rng.random((60, 300)) < 0.03).astype(np.float32)
+    norms = np.maximum(np.sqrt(bought.sum(axis=0)), 1e-12)
+    cosine = (bought.T @ bought) / norms[:, None] / norms[None, :]
+    np.fill_diagonal(cosine, 0.0)
+    neighbours = item_neighbours(csr_matrix(bought), 5).toarray()
+    similar = (cosine > 0).sum(axis=1)
+    assert (similar <= 5).any() and (similar > 5).any()  # both kinds of item
+    for item in range(300):
+        kept = np.flatnonzero(neighbours[item])
+        assert len(kept) == min(similar[item], 5) and item not in kept
+        assert np.allclose(neighbours[item, kept], cosine[item, kept] ** 2)
+        dropped = np.setdiff1d(np.flatnonzero(cosine[item]), kept)
+        assert not len(dropped) or cosine[item, dropped].max() <= cosine[item, kept].min() + 1e-6
+
+
+def test_the_validation_ranks_each_blend_as_serving_would(fitted_shop):
+    _, fitted, _ = fitted_shop
+    users = np.flatnonzero(np.diff(fitted.rows.indptr) > 0)[:150]
+    # Any items do, as long as every customer has one: both sides are scored alike.
+    n_items = fitted.rows.shape[1]
+    relevant = csr_matrix((np.random.default_rng(1).random((len(users), n_items)) < 0.2)
+                          | (np.arange(n_items) == 0)).astype(np.float32)
+    scored = pipeline.score_blends(fitted, pipeline.Holdout(users, relevant), BLENDS, 10)
+    for blend in BLENDS:
+        scorer = pipeline.Scorer(fitted.scorer.als.item_factors, 5.0, fitted.scorer.neighbours,
+                                 fitted.popularity, blend)
+        served = top_items(lambda chunk: scorer.scores(fitted.rows[chunk]), users, fitted.bought, 10)
+        assert scored[blend] == pipeline.ranking_metrics(served, relevant, n_items)

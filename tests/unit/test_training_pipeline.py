@@ -82,6 +82,22 @@ def test_equal_scores_rank_in_item_order_however_deep_the_list():
     assert (best_first(scores, 30)[:, :7] == best_first(scores, 7)).all()
 
 
+def test_a_wide_catalogue_ranks_as_a_full_sort_would():
+    # Thousands of columns: only the columns near each row's k-th best are sorted, which must not
+    # change the list, with ties at the cut, excluded (-inf) and NaN scores, and flat rows.
+    rng = np.random.default_rng(5)
+    scores = rng.integers(0, 50, size=(40, 3001)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.3] = -np.inf
+    scores[1] = 7.0
+    scores[2] = -np.inf
+    scores[3, ::5] = np.nan
+    scores[4, 2000:] = 100.0  # the best all sit in the last columns
+    for depth in (1, 10, 64, 200):
+        safe = np.where(np.isnan(scores), -np.inf, scores)
+        expected = [np.lexsort((np.arange(row.size), -row))[:depth].tolist() for row in safe]
+        assert best_first(scores, depth).tolist() == expected
+
+
 @pytest.mark.parametrize(("model", "baseline", "active", "status"), [
     (0.20, 0.10, None, ACCEPTED),
     (0.10, 0.10, None, REJECTED),  # a tie does not beat popularity
