@@ -41,6 +41,9 @@ class Settings(BaseModel):
     training_path: Literal["scan", "export"] = Field(alias="TRAINING_PATH", default="scan")
     export_bucket: str = Field(alias="EXPORT_BUCKET", default="")
     local_export_dir: str | None = Field(alias="LOCAL_EXPORT_DIR", default=None)
+    # Days the export bucket keeps an export: the events export chain starts again with a full
+    # export before its full one would expire.
+    export_retention_days: int = Field(alias="EXPORT_RETENTION_DAYS", default=7, ge=1, le=365)
     # The Glue database the TrainingPipeline's Athena queries make their per-run events table in.
     athena_database: str = Field(alias="ATHENA_DATABASE", default="shoprecs_exports", pattern=r"^[a-z0-9_]+$")
     # Attribution (docs/experiments.md): a purchase is credited to the newest click (or, with

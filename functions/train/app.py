@@ -20,6 +20,7 @@ from shared.storage.outcomes import Outcomes
 from shared.storage.secrets import configured_recommendation_key
 from shared.storage.customers import Customers
 from shared.storage.export_queries import export_queries
+from shared.storage.exports import plan_events_export
 from shared.storage.training_data import (download_queried, query_locally, read_nightly, read_nightly_from_exports,
                                           table_exports)
 from shared.training.config import TrainingConfig, training_config
@@ -34,8 +35,9 @@ bus = bus_from_settings(settings.event_bus_name, settings.local_bus_file)  # the
 # The hourly schedule's task: train only while no version serves, so a new shop gets popular
 # items (at least) within the hour of its first purchases, not at the next nightly run.
 FIRST_MODEL = "first_model"
-# The TrainingPipeline's query stage asks for its Athena statements: SQL lives in shared/storage/sql/.
-EXPORT_QUERIES = "export_queries"
+# The TrainingPipeline's own questions: which events export to take tonight (a full or an
+# incremental one), and the query stage's Athena statements (SQL lives in shared/storage/sql/).
+EXPORT_PLAN, EXPORT_QUERIES = "export_plan", "export_queries"
 
 
 @logger.inject_lambda_context
@@ -44,11 +46,15 @@ EXPORT_QUERIES = "export_queries"
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Event: the nightly schedule's, {"task": "first_model"} from the hourly one,
     {"config": {...overrides}} from the admin API, or on the export path the TrainingPipeline's
-    {"exports": {"events": key, "users": key, "items": key}} (each export's manifest-summary.json)
-    with "interactions", the folder its Athena query wrote; or its {"task": "export_queries", ...}."""
+    {"exports": {"events": key, "users": key, "items": key}} (each export's manifest-summary.json),
+    "events_chain" (the events exports tonight's incremental one adds to) and "interactions" (the
+    folder its Athena query wrote); or its {"task": "export_plan"} or {"task": "export_queries", ...}."""
     now = datetime.now(timezone.utc)
+    if event.get("task") == EXPORT_PLAN:
+        return plan_events_export(settings.export_bucket, now, settings.export_retention_days)
+    chains = export_chains(event)
     if event.get("task") == EXPORT_QUERIES:
-        return export_queries(settings.export_bucket, settings.athena_database, event["run"], event["exports"]["events"],
+        return export_queries(settings.export_bucket, settings.athena_database, event["run"], chains["events"],
                               training_config(event.get("config")), now)
     first_model = event.get("task") == FIRST_MODEL
     if first_model and models.active() is not None:
@@ -61,7 +67,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         if settings.training_path == "export":
             exports = table_exports({"events": settings.events_table, "users": settings.users_table,
                                      "items": settings.items_table}, settings.local_export_dir,
-                                    settings.export_bucket, event.get("exports"), Path(workdir))
+                                    settings.export_bucket, chains, Path(workdir))
             # The window's interactions: Athena's output on AWS, the same SQL on DuckDB locally.
             queried = (download_queried(settings.export_bucket, event["interactions"], Path(workdir))
                        if event.get("interactions") else query_locally(exports.events, config, at, Path(workdir)))
@@ -91,3 +97,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.info("old model versions pruned", extra={"versions": pruned})
     metrics.add_metric("TrainingRuns", "Count", 1)
     return manifest.model_dump(mode="json")
+
+
+def export_chains(event: dict[str, Any]) -> dict[str, list[str]]:
+    """Each table's export chain in the pipeline's event, the full export's key first: tonight's
+    events export adds to the chain of the nights before ("events_chain"); users and items are
+    exported in full each night. Empty without exports (the scan path, the local stack)."""
+    return {role: [*event.get("events_chain", []), key] if role == "events" else [key]
+            for role, key in event.get("exports", {}).items()}

@@ -4,8 +4,9 @@ run on DuckDB over the same export files.
 The SELECT runs unchanged: DuckDB is given the two Trino functions it uses as macros. The
 statements around it are Athena DDL and UNLOAD, which DuckDB does not speak; they are
 translated here, and only in the shapes export_queries writes:
-- CREATE EXTERNAL TABLE t (item struct<...>) ... LOCATION 'folder': a view over the folder's
-  gzipped JSON lines, typed as the JSON SerDe types them;
+- CREATE EXTERNAL TABLE t (columns) PARTITIONED BY (p int) ... and ALTER TABLE t ADD PARTITION
+  (p = n) LOCATION 'folder' ...: a view over the partitions' gzipped JSON lines (UNION ALL, each
+  with its partition value), typed as the JSON SerDe types them, a missing attribute NULL;
 - UNLOAD (select) TO 'folder' WITH (format = 'JSON', ...): COPY to gzipped JSON lines there;
 - DROP TABLE IF EXISTS t: DROP VIEW.
 Locations are s3:// addresses; `resolve` turns each into a local folder (the local stack's
@@ -17,7 +18,7 @@ DuckDB is a development dependency: the Lambda packages never import this module
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,10 @@ TRINO_FUNCTIONS = (
     "CREATE MACRO from_iso8601_timestamp_nanos(text) AS CAST(text AS TIMESTAMPTZ)",
     "CREATE MACRO to_unixtime(stamp) AS epoch_us(stamp) / 1e6",
 )
-CREATE = re.compile(r"CREATE EXTERNAL TABLE (?P<table>[\w.]+) \((?P<columns>.*)\) ROW FORMAT SERDE '[\w.]+' "
-                    r"LOCATION '(?P<location>[^']+)'$", re.S)
+CREATE = re.compile(r"CREATE EXTERNAL TABLE (?P<table>[\w.]+) \((?P<columns>.*)\) PARTITIONED BY \((?P<partition>\w+) int\) "
+                    r"ROW FORMAT SERDE '[\w.]+' LOCATION '[^']+'$", re.S)
+PARTITIONS = re.compile(r"ALTER TABLE (?P<table>[\w.]+) ADD (?P<partitions>.*)$", re.S)
+PARTITION = re.compile(r"PARTITION \((?P<partition>\w+) = (?P<value>\d+)\) LOCATION '(?P<location>[^']+)'")
 UNLOAD = re.compile(r"UNLOAD \((?P<select>.*)\) TO '(?P<location>[^']+)' WITH \(format = 'JSON'.*\)$", re.S)
 DROP = re.compile(r"DROP TABLE IF EXISTS (?P<table>[\w.]+)$")
 
@@ -39,6 +42,7 @@ class DuckDBAthena:
         import duckdb
 
         self.resolve = resolve
+        self.tables: dict[str, tuple[str, str]] = {}  # created, not yet given partitions: columns, partition
         self.db = duckdb.connect()
         if threads:
             self.db.execute(f"SET threads = {int(threads)}")
@@ -48,7 +52,9 @@ class DuckDBAthena:
 
     def run(self, statement: str) -> None:
         if found := CREATE.match(statement):
-            self._create(found["table"], found["columns"], found["location"])
+            self.tables[found["table"]] = (found["columns"], found["partition"])
+        elif found := PARTITIONS.match(statement):
+            self._view(found["table"], PARTITION.findall(found["partitions"]))
         elif found := UNLOAD.match(statement):
             target = self.resolve(found["location"])
             if target.exists() and any(target.iterdir()):
@@ -57,18 +63,33 @@ class DuckDBAthena:
             self.db.execute(f"COPY ({found['select']}) TO '{target / 'part-0.json.gz'}' "
                             "(FORMAT JSON, COMPRESSION GZIP)")
         elif found := DROP.match(statement):
+            self.tables.pop(found["table"], None)
             self.db.execute(f"DROP VIEW IF EXISTS {found['table']}")
         else:
             raise ValueError(f"not a statement of the export path: {statement[:80]!r}")
 
-    def _create(self, table: str, columns: str, location: str) -> None:
-        name, _, hive_type = columns.partition(" ")
+    def _view(self, table: str, partitions: list[tuple[str, str, str]]) -> None:
+        columns, partition = self.tables[table]
         schema, _, _ = table.rpartition(".")
         if schema:
             self.db.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        files = str(self.resolve(location) / "*.json.gz")
-        self.db.execute(f"CREATE VIEW {table} AS SELECT * FROM read_json('{files}', format = 'newline_delimited', "
-                        f"columns = {{'{name}': '{duckdb_type(hive_type)}'}})")
+        typed = ", ".join(f"'{name}': '{duckdb_type(hive_type)}'"
+                          for name, hive_type in (column.split(" ", 1) for column in _top_level(columns)))
+        parts = [f"SELECT *, {int(value)} AS {partition} FROM read_json('{self.resolve(location) / '*.json.gz'}', "
+                 f"format = 'newline_delimited', columns = {{{typed}}})"
+                 for named, value, location in partitions if named == partition]
+        self.db.execute(f"CREATE OR REPLACE VIEW {table} AS {' UNION ALL '.join(parts)}")
+
+
+def _top_level(columns: str) -> list[str]:
+    """The DDL's column list split at its top-level commas (struct types hold commas too)."""
+    found, depth, start = [], 0, 0
+    for position, char in enumerate(columns):
+        depth += {"<": 1, ">": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            found.append(columns[start:position].strip())
+            start = position + 1
+    return [*found, columns[start:].strip()]
 
 
 def duckdb_type(hive_type: str) -> str:
@@ -77,7 +98,7 @@ def duckdb_type(hive_type: str) -> str:
     return text.replace("struct<", "STRUCT(").replace(">", ")").replace("string", "VARCHAR")
 
 
-def run_statements(statements: list[str], resolve: Callable[[str], Path], **options: Any) -> None:
+def run_statements(statements: Iterable[str], resolve: Callable[[str], Path], **options: Any) -> None:
     engine = DuckDBAthena(resolve, **options)
     for statement in statements:
         engine.run(statement)

@@ -28,22 +28,28 @@ from shared.training.config import TrainingConfig
 from shared.training.interactions import InteractionLog, Interactions
 
 SQL = Path(__file__).with_name("sql")
-# The attributes of an event item that training reads, typed as DynamoDB JSON holds them. Athena's
-# SerDe matches names whatever their case; DynamoDB's own spelling lets DuckDB's reader match them too.
-EVENT_COLUMNS = ("Item struct<user_id:struct<S:string>, item_id:struct<S:string>, event_type:struct<S:string>, "
-                 "quantity:struct<N:string>, ts:struct<S:string>, order_id:struct<S:string>>")
+# The attributes of an event item that training reads (and its key), typed as DynamoDB JSON holds
+# them. Athena's SerDe matches names whatever their case; DynamoDB's own spelling lets DuckDB's
+# reader match them too. A full export's lines fill Item, an incremental export's Keys and NewImage.
+EVENT_ATTRIBUTES = ("user_id:struct<S:string>, event_id:struct<S:string>, item_id:struct<S:string>, "
+                    "event_type:struct<S:string>, quantity:struct<N:string>, ts:struct<S:string>, "
+                    "order_id:struct<S:string>")
+EVENT_COLUMNS = (f"Item struct<{EVENT_ATTRIBUTES}>, Keys struct<user_id:struct<S:string>, event_id:struct<S:string>>, "
+                 f"NewImage struct<{EVENT_ATTRIBUTES}>")
+CHAIN_PARTITION = "export_number"  # an export's place in its chain: 0 the full one, then the incremental ones
 JSON_SERDE = "org.openx.data.jsonserde.JsonSerDe"
 ROWS_PER_PAGE = 50_000  # output lines handed to the InteractionLog at a time
 
 
 @dataclass(frozen=True)
 class QueryRun:
-    """Where one run's query reads and writes: `events_data`, the export's data folder
-    (…/AWSDynamoDB/<export id>/data/), and `output`, an empty folder for the interactions."""
+    """Where one run's query reads and writes: `events_data`, the data folders
+    (…/AWSDynamoDB/<export id>/data/) of the events table's export chain, the full export's first,
+    and `output`, an empty folder for the interactions."""
 
     database: str
     run_id: str
-    events_data: str
+    events_data: tuple[str, ...]
     output: str
 
     @property
@@ -62,20 +68,30 @@ def window_bounds(now: datetime, window_days: int) -> tuple[str, str]:
     return format_timestamp(now - timedelta(days=window_days)), format_timestamp(now)
 
 
-def statements(run: QueryRun, window_start: str, window_end: str) -> list[str]:
-    """The run's Athena statements, in order. The bounds are our own timestamps (format_timestamp)."""
+def statements(run: QueryRun, window_start: str, window_end: str) -> dict[str, str]:
+    """The run's Athena statements, in the order of their keys: the table over the chain (create,
+    partitions: one per export), the query (unload), then drop. The bounds are our own timestamps
+    (format_timestamp); the folders, the export bucket's keys the state machine or this machine wrote."""
     for bound in (window_start, window_end):
         if not re.fullmatch(r"[0-9T:.Z-]+", bound):
             raise ValueError(f"not a stored timestamp: {bound!r}")
-    select = "\n".join(line for line in (SQL / "interactions.sql").read_text().splitlines()
-                       if not line.lstrip().startswith("--")).format(events=run.table, window_start=window_start,
-                                                             window_end=window_end)
-    return [
-        f"CREATE EXTERNAL TABLE {run.table} ({EVENT_COLUMNS}) "
-        f"ROW FORMAT SERDE '{JSON_SERDE}' LOCATION '{run.events_data}'",
-        f"UNLOAD ({select}) TO '{run.output}' WITH (format = 'JSON', compression = 'GZIP')",
-        f"DROP TABLE IF EXISTS {run.table}",
-    ]
+    events = (f"SELECT Item AS item FROM {run.table}" if len(run.events_data) == 1
+              else _sql("events_of_chain.sql").format(table=run.table))
+    select = _sql("interactions.sql").format(events=events, window_start=window_start, window_end=window_end)
+    partitions = " ".join(f"PARTITION ({CHAIN_PARTITION} = {number}) LOCATION '{folder}'"
+                          for number, folder in enumerate(run.events_data))
+    return {
+        "create": f"CREATE EXTERNAL TABLE {run.table} ({EVENT_COLUMNS}) PARTITIONED BY ({CHAIN_PARTITION} int) "
+                  f"ROW FORMAT SERDE '{JSON_SERDE}' LOCATION '{run.events_data[0]}'",
+        "partitions": f"ALTER TABLE {run.table} ADD {partitions}",
+        "unload": f"UNLOAD ({select}) TO '{run.output}' WITH (format = 'JSON', compression = 'GZIP')",
+        "drop": f"DROP TABLE IF EXISTS {run.table}",
+    }
+
+
+def _sql(name: str) -> str:
+    """A query of sql/, without its comments (they explain the file, not the run)."""
+    return "\n".join(line for line in (SQL / name).read_text().splitlines() if not line.lstrip().startswith("--"))
 
 
 def read_interactions(files: Iterable[Path], excluded: set[str], limit: int) -> Interactions:
@@ -100,11 +116,12 @@ def _rows(files: Iterable[Path], excluded: set[str]) -> Iterator[tuple[str, str,
 
 
 
-def export_queries(bucket: str, database: str, run_id: str, events_summary_key: str, config: TrainingConfig,
-                   now: datetime) -> dict[str, str]:
-    """What the TrainingPipeline's query stage runs for one run: its three statements (create,
-    unload, drop) and `interactions`, the key prefix the output lands under in `bucket`."""
+def export_queries(bucket: str, database: str, run_id: str, events_summary_keys: list[str],
+                   config: TrainingConfig, now: datetime) -> dict[str, str]:
+    """What the TrainingPipeline's query stage runs for one run: its statements over the events
+    table's export chain (`events_summary_keys`, the full export's first) and `interactions`, the
+    key prefix the output lands under in `bucket`."""
     output = f"queries/{run_id}/interactions/"
-    run = QueryRun(database, run_id, f"s3://{bucket}/{events_data_folder(events_summary_key)}", f"s3://{bucket}/{output}")
-    create, unload, drop = statements(run, *window_bounds(now, config.window_days))
-    return {"create": create, "unload": unload, "drop": drop, "interactions": output}
+    run = QueryRun(database, run_id, tuple(f"s3://{bucket}/{events_data_folder(key)}" for key in events_summary_keys),
+                   f"s3://{bucket}/{output}")
+    return {**statements(run, *window_bounds(now, config.window_days)), "interactions": output}

@@ -12,6 +12,11 @@ one onto it, in order, so a run sees the table as of the last of them.
 
 `write_export` writes DynamoDB Local's tables in this format (`./dev export`), so the export path
 runs on one machine over the same files as on AWS; `download_export` fetches one from S3.
+
+`plan_events_export` decides each night's events export on AWS: incremental, on top of the chain
+the last nights took, while that chain's full export is young enough to outlive the night (the
+bucket expires exports after ExportRetentionDays) and the last export ended within DynamoDB's 24
+hours of an incremental period; full otherwise. Users and items are small: exported in full.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import secrets
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,8 @@ from shared.storage.scan import parallel_scan
 
 FULL, INCREMENTAL = "FULL_EXPORT", "INCREMENTAL_EXPORT"
 ITEMS_PER_FILE = 100_000  # DynamoDB's own files hold about this many; each is read in one go
+# DynamoDB's bounds on an incremental export's period (ExportFromTime to ExportToTime).
+INCREMENTAL_PERIOD = (timedelta(minutes=15), timedelta(hours=24))
 
 
 @dataclass(frozen=True)
@@ -45,8 +52,8 @@ class Export:
         return self.summary.get("exportType", FULL)
 
     @property
-    def time(self) -> str:
-        return self.summary["exportTime"]
+    def time(self) -> datetime:
+        return _period_end(self.summary)
 
     def data_files(self) -> list[Path]:
         listing = self.root / self.summary["manifestFilesS3Key"]
@@ -158,3 +165,31 @@ def download_export(bucket: str, summary_key: str, root: Path) -> Export:
         if line.strip():
             fetch(json.loads(line)["dataFileS3Key"])
     return Export(root, summary)
+
+
+def plan_events_export(bucket: str, now: datetime, retention_days: int, prefix: str = "exports/") -> dict[str, Any]:
+    """Tonight's events export, and the chain it adds to: {"events": {"type": FULL}, "chain": []},
+    or {"events": {"type": INCREMENTAL, "from": ..., "to": ...}, "chain": [summary keys, full first]}.
+    The chain is read from the exports the pipeline took under `prefix` in `bucket`."""
+    blobs = S3Blobs(bucket)
+    summaries = sorted(((key, json.loads(blobs.get(key))) for key in blobs.keys(prefix)
+                        if "/events/AWSDynamoDB/" in key and key.endswith("/manifest-summary.json")),
+                       key=lambda entry: _period_end(entry[1]))
+    fulls = [i for i, (_, summary) in enumerate(summaries) if summary.get("exportType", FULL) == FULL]
+    full_export = {"events": {"type": FULL}, "chain": []}
+    if not fulls:
+        return full_export
+    chain = [summaries[fulls[-1]], *(e for e in summaries[fulls[-1] + 1:] if e[1].get("exportType") == INCREMENTAL)]
+    started, ended = _period_end(chain[0][1]), _period_end(chain[-1][1])
+    shortest, longest = INCREMENTAL_PERIOD
+    # The full export must outlive tonight's run: the bucket's lifecycle deletes it at retention_days.
+    if now - started > timedelta(days=retention_days - 1) or not shortest <= now - ended <= longest:
+        return full_export
+    return {"events": {"type": INCREMENTAL, "from": ended.isoformat(), "to": now.isoformat()},
+            "chain": [key for key, _ in chain]}
+
+
+def _period_end(summary: dict[str, Any]) -> datetime:
+    """When the table stood as the export shows it: an incremental export's period end
+    (exportToTime), a full one's time (exportTime)."""
+    return datetime.fromisoformat(summary.get("exportToTime") or summary["exportTime"])

@@ -29,11 +29,13 @@ from shared.storage.dynamo import CLIENT_CONFIG
 TABLES = ("events", "users", "items")
 STAGE_OF_STATE: dict[str, str | None] = {
     "Read the run's settings": "start", "No overrides": "start", "Start the run": "start",
-    "Export the tables": "export", "Record the export failure": "export",
+    "Plan the exports": "export", "Export the tables": "export", "Record the export failure": "export",
+    "Full or incremental events export?": "export", "Export events since the last export": "export",
     **{name: "export" for table in TABLES for name in (
         f"Export {table}", f"Wait for the {table} export", f"Check the {table} export",
         f"Is the {table} export done?", f"{table.capitalize()} exported", f"{table.capitalize()} export failed")},
-    "Plan the query": "query", "Create the events table": "query", "Query the interactions": "query",
+    "Plan the query": "query", "Create the events table": "query", "Add the exports to the table": "query",
+    "Query the interactions": "query",
     "Drop the events table": "query", "Record the query failure": "query",
     "Fit where FitCompute says": "fit", "Fit in Lambda": "fit", "Prepare the fit job": "fit",
     "Fit on AWS Batch": "fit", "Did the run finish?": "fit", "The run failed": "fit", "Record the fit failure": "fit",

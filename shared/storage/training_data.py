@@ -136,18 +136,16 @@ def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, no
                        training.overflow, _joined(outcomes, users))
 
 
-def query_locally(events: list[Export], config: TrainingConfig, now: datetime, workdir: Path) -> list[Path] | None:
-    """The query stage on one machine: the export path's SQL on DuckDB over the events export, its
-    output under `workdir`. None when incremental exports follow the full one: the SQL reads a full
-    export, and the page handlers fold the changes in."""
-    if len(events) != 1:
-        return None
+def query_locally(events: list[Export], config: TrainingConfig, now: datetime, workdir: Path) -> list[Path]:
+    """The query stage on one machine: the export path's SQL on DuckDB over the events table's
+    export chain (a full export and the incremental ones after it), its output under `workdir`."""
     from shared.storage.duckdb_athena import run_statements
 
-    full, output = events[0], workdir / "interactions"
+    output = workdir / "interactions"
     run = QueryRun(database="shoprecs", run_id="local", output=str(output),
-                   events_data=str(full.root / events_data_folder(full.summary["manifestFilesS3Key"])))
-    run_statements(statements(run, *window_bounds(now, config.window_days)), resolve=Path)
+                   events_data=tuple(str(export.root / events_data_folder(export.summary["manifestFilesS3Key"]))
+                                     for export in events))
+    run_statements(statements(run, *window_bounds(now, config.window_days)).values(), resolve=Path)
     return sorted(output.iterdir())
 
 
@@ -171,15 +169,17 @@ class NoExport(Exception):
     """The export path is on and a table has no complete export to read."""
 
 
-def table_exports(tables: dict[str, str], local_dir: str | None, bucket: str, summary_keys: dict[str, str] | None,
-                  workdir: Path) -> TableExports:
+def table_exports(tables: dict[str, str], local_dir: str | None, bucket: str,
+                  summary_keys: dict[str, list[str]] | None, workdir: Path) -> TableExports:
     """The exports a run reads, for `tables` ({"events": name, "users": ..., "items": ...}): on AWS
-    the ones the state machine took (`summary_keys`, each table's manifest-summary.json in
-    `bucket`), downloaded to `workdir`; on the local stack the newest under `local_dir`/<table>."""
+    the chains the state machine took (`summary_keys`, each table's manifest-summary.json keys in
+    `bucket`, the full export's first), downloaded to `workdir`; on the local stack the newest
+    chain under `local_dir`/<table>."""
     chains: dict[str, list[Export]] = {}
     for role, table in tables.items():
         if summary_keys:
-            chains[role] = [download_export(bucket, summary_keys[role], workdir / role)]
+            chains[role] = [download_export(bucket, key, workdir / role / str(number))
+                            for number, key in enumerate(summary_keys[role])]
         else:
             chains[role] = latest_chain(Path(local_dir or ".") / table)
         if not chains[role]:

@@ -190,3 +190,45 @@ def test_the_nightly_readers_fast_history_rows_equal_the_request_paths(seeded):
     assert len(with_items) > 100
     assert [history_event_of_item(item) for item in with_items] == [history_event(dynamo.deserialize(item))
                                                                      for item in with_items]
+
+
+def incremental_export_of(table: str, root: Path, before: dict[tuple[str, ...], dict[str, Any]], export_id: str,
+                          at: str, key_names: tuple[str, ...]) -> dict[tuple[str, ...], dict[str, Any]]:
+    """What ExportTableToPointInTime's incremental export writes for the changes to `table` since
+    `before` (its items by key): a NewImage for each new or changed item, Keys alone for a deleted one."""
+    scratch = root.parent / f"{export_id}-scan"
+    now = {tuple(item[k]["S"] for k in key_names): item for item in table_items(latest_chain(
+        write_export(table, scratch).root), key_names)}
+    changes = [{"Keys": {k: item[k] for k in key_names}, "NewImage": item}
+               for key, item in now.items() if before.get(key) != item]
+    changes += [{"Keys": {k: {"S": v} for k, v in zip(key_names, key)}} for key in before.keys() - now.keys()]
+    write_incremental(root, export_id, at, changes)
+    return now
+
+
+def test_the_sql_folds_an_export_chain_as_the_table_stands_at_its_last_export(seeded, tmp_path):
+    """A full export, then events added and one deleted (as an erasure deletes them), taken by an
+    incremental export: the SQL over the chain gives the interactions of the table as it stands."""
+    events, keys = seeded["EventsTable"], ("user_id", "event_id")
+    full = write_export(events, tmp_path / "events", now=datetime(2026, 12, 1, tzinfo=timezone.utc))
+    before = {tuple(item[k]["S"] for k in keys): item for item in table_items([full], keys)}
+    bought = next(item for item in before.values() if item["event_type"]["S"] == "purchase")
+    dynamo.client().delete_item(TableName=events, Key={k: bought[k] for k in keys})
+    store_events(events, [
+        {"event_id": f"new-{n}", "user_id": "u-00002", "item_id": bought["item_id"]["S"], "event_type": "purchase",
+         "price": 5, "currency": "EUR", "order_id": "o-new", "channel": "ios", "timestamp": END.isoformat()}
+        for n in range(2)])
+    incremental_export_of(events, tmp_path / "events", before, "inc-1", "2026-12-01T06:00:00+00:00", keys)
+    chain = latest_chain(tmp_path / "events")
+    assert [export.kind for export in chain] == ["FULL_EXPORT", INCREMENTAL]
+
+    config, now = TrainingConfig(), datetime.now(timezone.utc)
+    scanned = read_nightly(events, seeded["UsersTable"], seeded["ItemsTable"], config, now).training_data()
+    exports = TableExports(events=chain, users=[write_export(seeded["UsersTable"], tmp_path / "users")],
+                           items=[write_export(seeded["ItemsTable"], tmp_path / "items")])
+    folded = read_nightly_from_exports(exports, config, now, query_locally(chain, config, now, tmp_path)).training_data()
+
+    assert rows_of(folded.interactions) == rows_of(scanned.interactions)
+    ours = {(folded.interactions.user_ids[u], folded.interactions.item_ids[i])
+            for u, i in zip(folded.interactions.users, folded.interactions.items)}
+    assert ("u-00002", bought["item_id"]["S"]) in ours

@@ -13,6 +13,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from devstack.template import (PROJECT_ROOT, api_authentication, function_environment, http_routes, load_template,
@@ -174,20 +175,28 @@ def test_each_sample_event_gets_a_json_answer_without_a_server_error(moto_tables
 
 
 @pytest.mark.parametrize("sample", sorted((PROJECT_ROOT / "events" / "train").glob("*.json")), ids=lambda p: p.stem)
-def test_the_train_function_handles_its_schedule_and_on_demand_events(moto_tables, sample: Path):
+def test_the_train_function_handles_its_schedule_and_on_demand_events(moto_tables, sample: Path, monkeypatch):
     from devstack.gateway import LambdaContext
     from devstack.template import Route
+    from shared.config import get_settings
 
+    boto3.client("s3").create_bucket(Bucket="sample-exports")  # the export path's bucket, still empty
+    monkeypatch.setenv("EXPORT_BUCKET", "sample-exports")
+    get_settings.cache_clear()
     train = resources(TEMPLATE, "AWS::Serverless::Function")["TrainFunction"]
     handler = load_handler(Route("", "", "TrainFunction", PROJECT_ROOT / train["CodeUri"], train["Handler"], None))
 
     event = json.loads(sample.read_text())
     manifest = handler(event, LambdaContext(function_name="TrainFunction"))
 
+    if event.get("task") == "export_plan":  # the TrainingPipeline asks which events export to take
+        assert manifest == {"events": {"type": "FULL_EXPORT"}, "chain": []}  # no export yet: a full one
+        return
     if event.get("task") == "export_queries":  # the TrainingPipeline's query stage asks for its statements
         assert manifest["interactions"] == f"queries/{event['run']}/interactions/"
-        assert [manifest[k].split(" ")[0] for k in ("create", "unload", "drop")] == ["CREATE", "UNLOAD", "DROP"]
-        assert f"/{manifest['interactions']}'" in manifest["unload"]
+        assert [manifest[k].split(" ")[0] for k in ("create", "partitions", "unload", "drop")] == [
+            "CREATE", "ALTER", "UNLOAD", "DROP"]
+        assert f"s3://sample-exports/{manifest['interactions']}'" in manifest["unload"]
         return
     assert manifest["status"] == "insufficient_data"  # the tables are empty
     assert {k: manifest["parameters"][k] for k in event.get("config", {})} == event.get("config", {})

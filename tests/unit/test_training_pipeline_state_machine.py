@@ -10,6 +10,7 @@ template.yaml: every call a run makes must be granted to the state machine's rol
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 import re
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from shared.config import get_settings
 from shared.errors import Conflict
 from shared.storage import pipeline as pipeline_store
 from shared.storage.blobs import S3Blobs
-from shared.storage.exports import write_export
+from shared.storage.exports import Export, table_items, write_export
 from shared.storage.models import ModelStore
 from shared.storage.training_data import read_nightly
 from shared.training.config import TrainingConfig
@@ -46,6 +47,7 @@ DEFINITION = PROJECT_ROOT / "statemachines" / "training.asl.json"
 EXPORT_BUCKET = "test-exports"
 REGION, ACCOUNT, STACK = "us-east-1", "123456789012", "shop-recs"
 EXPORT_PATH = {"TrainingPath": "export"}
+TABLE_KEYS = {"EventsTable": ("user_id", "event_id"), "UsersTable": ("user_id",), "ItemsTable": ("item_id",)}
 
 
 def deployed(parameters: dict[str, str]) -> dict[str, Any]:
@@ -115,15 +117,43 @@ class DynamoDBExports:
         self.fail: dict[str, str] = {}  # table logical id -> FailureMessage
         self.throttle: dict[str, int] = {}  # table logical id -> requests refused before one is taken
         self.on_first_describe: list[Any] = []
+        self.snapshots: dict[str, dict[str, dict[str, Any]]] = {}  # each table's items at its last export
+        self.requests: list[dict[str, Any]] = []
+
+    def incremental(self, local: Export, logical: str, items: dict[str, dict[str, Any]],
+                    period: dict[str, Any]) -> Export:
+        """The changes since the table's last export, written over `local` as an incremental export:
+        a NewImage for each new or changed item, Keys alone for a deleted one."""
+        assert period["ExportViewType"] == "NEW_IMAGE", period
+        before, keys = self.snapshots[logical], TABLE_KEYS[logical]
+        lines = [{"Keys": {k: item[k] for k in keys}, "NewImage": item} for key, item in items.items()
+                 if before.get(key) != item]
+        lines += [{"Keys": {k: before[key][k] for k in keys}} for key in before.keys() - items.keys()]
+        data = local.data_files()[0]
+        with gzip.open(data, "wt") as out:
+            out.writelines(json.dumps({"Metadata": {"WriteTimestampMicros": {"N": "1"}}, **line}) + "\n" for line in lines)
+        for extra in local.data_files()[1:]:
+            extra.unlink()
+        listing = local.root / local.summary["manifestFilesS3Key"]
+        listing.write_text(json.dumps({"itemCount": len(lines), "dataFileS3Key": str(data.relative_to(local.root))}) + "\n")
+        summary = {**local.summary, "exportType": "INCREMENTAL_EXPORT", "itemCount": len(lines),
+                   "exportFromTime": period["ExportFromTime"], "exportToTime": period["ExportToTime"]}
+        del summary["exportTime"]
+        return Export(local.root, summary)
 
     def export(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.requests.append(request)
         assert request["ExportFormat"] == "DYNAMODB_JSON" and request["S3Bucket"] == EXPORT_BUCKET, request
         table = request["TableArn"].rsplit("/", 1)[-1]
         logical = self.tables[table]
         if self.throttle.get(logical, 0) > 0:
             self.throttle[logical] -= 1
             raise TaskFailed("DynamoDb.LimitExceededException", "Too many exports are running")
-        local = write_export(table, self.workdir / table)
+        local = write_export(table, self.workdir / table / str(len(self.exports)))
+        items = {json.dumps([item[k] for k in TABLE_KEYS[logical]]): item for item in table_items([local], TABLE_KEYS[logical])}
+        if request.get("ExportType") == "INCREMENTAL_EXPORT":
+            local = self.incremental(local, logical, items, request["IncrementalExportSpecification"])
+        self.snapshots[logical] = items
         folder = Path(request["S3Prefix"]) / "AWSDynamoDB" / local.summary["exportArn"].rsplit("/", 1)[-1]
         s3 = boto3.client("s3")
         files = []
@@ -214,7 +244,7 @@ class Fit:
 
     def invoke(self, request: dict[str, Any]) -> dict[str, Any]:
         assert request["FunctionName"] == self.function_arn, request
-        if request["Payload"].get("task") == "export_queries":  # the query stage's plan: no fit
+        if request["Payload"].get("task") in ("export_plan", "export_queries"):  # the pipeline's plans: no fit
             return {"StatusCode": 200, "Payload": self.handler(request["Payload"], LambdaContext(function_name="TrainFunction"))}
         if self.throttle > 0:
             self.throttle -= 1
@@ -342,10 +372,14 @@ def athena_iam_requests(request: dict[str, Any]) -> list[tuple[str, str]]:
     requests += [("s3:PutObject", f"{bucket}/athena-results/q.csv"), ("s3:GetBucketLocation", bucket)]
     if statement.startswith("CREATE"):
         return requests + catalog + [("glue:CreateTable", table_arn), ("glue:CreateTable", f"{glue}database/{database}")]
+    if statement.startswith("ALTER"):
+        return requests + catalog + [("glue:GetTable", table_arn), ("glue:BatchCreatePartition", table_arn)]
     if statement.startswith("DROP"):
-        return requests + catalog + [("glue:DeleteTable", table_arn), ("glue:GetTable", table_arn)]
+        return requests + catalog + [("glue:DeleteTable", table_arn), ("glue:GetTable", table_arn),
+                                     ("glue:GetPartitions", table_arn), ("glue:BatchDeletePartition", table_arn)]
     target = re.search(r"TO 's3://[^/]+/([^']+)'", statement)[1]
-    return requests + catalog + [("glue:GetTable", table_arn), ("s3:ListBucket", bucket),
+    return requests + catalog + [("glue:GetTable", table_arn), ("glue:GetPartitions", table_arn),
+                                 ("s3:ListBucket", bucket),
                                  ("s3:GetObject", f"{bucket}/exports/x/AWSDynamoDB/y/data/z.json.gz"),
                                  ("s3:PutObject", f"{bucket}/{target}part-0.gz"),
                                  ("s3:AbortMultipartUpload", f"{bucket}/{target}part-0.gz")]
@@ -414,13 +448,50 @@ def test_a_nightly_run_exports_the_tables_and_activates_a_model_trained_from_the
         assert re.fullmatch(rf"exports/nightly-1/{table}/AWSDynamoDB/[^/]+/manifest-summary\.json",
                             event["exports"][table]), event
     assert 60.0 in execution.waited  # the exports were polled, a minute apart
-    # Athena's part: the run's table made over the events export, queried into the run's folder, dropped.
-    assert [statement.split(" ")[0] for statement in stack.athena.statements] == ["CREATE", "UNLOAD", "DROP"]
+    # Athena's part: the run's table made over the events export (its one partition), queried into the
+    # run's folder, dropped.
+    assert [statement.split(" ")[0] for statement in stack.athena.statements] == ["CREATE", "ALTER", "UNLOAD", "DROP"]
     assert event["interactions"] == "queries/nightly-1/interactions/"
     assert S3Blobs(EXPORT_BUCKET).keys(event["interactions"])
     done = models_status(api)["pipeline"]
     assert (done["status"], done["stage"], done["version"], done["error"]) == ("SUCCEEDED", "done",
                                                                              manifest["version"], None)
+    assert_every_call_granted(stack, execution)
+
+
+def test_the_next_night_exports_the_events_incrementally_and_trains_on_the_table_as_it_stands(stack, api):
+    """Night 1 takes a full export; by night 2 events were added and one deleted (an erasure): the
+    events export is incremental from night 1's, and Athena's SQL folds the chain."""
+    stack.deploy("lambda")
+    assert stack.run(name="night-1").status == "SUCCEEDED"
+    full_key = stack.fit.events[-1]["exports"]["events"]
+    # Night 1 was two hours ago: an incremental period must be 15 minutes to 24 hours long.
+    earlier = (datetime.now(timezone.utc) - timedelta(hours=2)).isoformat()
+    summary = json.loads(S3Blobs(EXPORT_BUCKET).get(full_key))
+    S3Blobs(EXPORT_BUCKET).put(full_key, json.dumps({**summary, "exportTime": earlier}).encode())
+    events = stack.tables["EventsTable"]
+    gone = boto3.client("dynamodb").scan(TableName=events, Limit=1)["Items"][0]
+    boto3.client("dynamodb").delete_item(TableName=events, Key={"user_id": gone["user_id"], "event_id": gone["event_id"]})
+    store_events(events, [{"event_id": f"night-2-{n}", "user_id": "u-00003", "item_id": "i-night-2",
+                           "event_type": "purchase", "price": 5, "currency": "EUR", "channel": "web",
+                           "timestamp": END.isoformat()} for n in range(2)])
+    now = datetime.now(timezone.utc)
+    expected = read_nightly(events, stack.tables["UsersTable"], stack.tables["ItemsTable"], TrainingConfig(),
+                            now).training_data().interactions
+
+    execution = stack.run(name="night-2")
+
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    tonight = [r for r in stack.exports.requests if r["TableArn"].endswith(events)][-1]
+    assert tonight["ExportType"] == "INCREMENTAL_EXPORT"
+    assert tonight["IncrementalExportSpecification"]["ExportFromTime"] == earlier
+    fit_event = stack.fit.events[-1]
+    assert fit_event["events_chain"] == [full_key]
+    partitions = [q for q in stack.athena.statements if q.startswith("ALTER TABLE")][-1]
+    assert partitions.count("PARTITION (export_number") == 2
+    manifest = stack.fit.manifests[-1]
+    assert manifest["counts"]["interactions"] == len(expected)
+    assert manifest["counts"]["users"] == len(set(expected.users.tolist()))
     assert_every_call_granted(stack, execution)
 
 

@@ -1,7 +1,8 @@
 -- The training window's interactions, from the events table's export: what the Scan path's
 -- page handlers keep (shared/storage/training_data.py), in SQL that Athena (Trino) runs on AWS and
 -- DuckDB runs on one machine (shared/storage/duckdb_athena.py gives DuckDB the two Trino functions).
--- The events table is the export's data files, one row per item (its "Item": DynamoDB JSON).
+-- The events relation is the events table as of the export chain's last export: one row per
+-- event, its item as DynamoDB JSON (export_queries.py, events_of_chain.sql).
 -- Customers who may not be trained on are left out by the reader: consent has one home, in Python.
 WITH window_events AS (
     SELECT item.user_id.s AS user_id,
@@ -10,7 +11,7 @@ WITH window_events AS (
            CAST(COALESCE(item.quantity.n, '1') AS DOUBLE) AS quantity,
            to_unixtime(from_iso8601_timestamp_nanos(item.ts.s)) AS seconds,
            item.order_id.s AS order_id
-    FROM {events}
+    FROM ({events}) AS events
     -- A search or an impression names no item: no interaction.
     WHERE item.item_id.s IS NOT NULL
       AND item.ts.s BETWEEN '{window_start}' AND '{window_end}'
