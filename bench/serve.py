@@ -191,7 +191,9 @@ def main() -> None:
         os.environ.update({"AWS_ENDPOINT_URL_DYNAMODB": dynamodb.endpoint, "LOCAL_MODEL_DIR": str(models_dir),
                            "EVENTS_TABLE": tables["EventsTable"], "ITEMS_TABLE": tables["ItemsTable"],
                            "USERS_TABLE": tables["UsersTable"], "SEGMENTS_TABLE": tables["SegmentsTable"],
-                           "MODEL_BUCKET": "bench"})
+                           "MODEL_BUCKET": "bench",
+                           # Answers carry a signed recommendation id, as in production.
+                           "VISITOR_TOKEN_SECRET": "bench-visitor-token-key-of-at-least-32-bytes"})
         seed(dynamodb.endpoint, tables, args.items, 300, 40)
         artifact = publish_model(models_dir, args.items, args.factors)
         users = [f"u{i % 300}" for i in range(args.requests)]
