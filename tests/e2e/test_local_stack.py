@@ -17,6 +17,7 @@ from devstack import stack
 from devstack.api_client import ApiClient
 from devstack.dynamodb_local import free_port, port_in_use
 from devstack.template import load_template
+from tests.training_data import A_MODEL_SERVES
 from tests.factories import item, iso, purchase
 
 pytestmark = pytest.mark.e2e
@@ -189,7 +190,7 @@ def test_a_corrupted_model_or_an_unreachable_model_folder_never_stops_recommenda
         shop = generate_shop(seed=3, n_users=120, n_items=40)
         backend.put_items(shop.items)
         backend.send_events(shop.events)
-        train = lambda: backend.train_and_wait({"min_gain_over_popularity": 0}, timeout=300)
+        train = lambda: backend.train_and_wait(A_MODEL_SERVES, timeout=300)
         good, other = train()["version"], train()["version"]
         assert backend.request("POST", f"/models/{good}/activate").status == 200
         user = next(u for u in shop.archetypes if shop.archetypes[u] == "loyal")
@@ -250,7 +251,7 @@ def test_a_training_run_killed_halfway_with_its_process_leaves_the_active_versio
         shop = generate_shop(seed=5, n_users=400, n_items=80)
         backend.put_items(shop.items)
         backend.send_events(shop.events)
-        config = {"min_gain_over_popularity": 0}
+        config = A_MODEL_SERVES
         good = backend.train_and_wait(config, timeout=300)["version"]
         bucket = tmp_path / "models" / "models"
 

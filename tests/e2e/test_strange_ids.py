@@ -14,7 +14,7 @@ import pytest
 from devstack.api_client import ApiClient
 from shared.limits import MAX_ID_BYTES, utf8_length
 from tests.e2e.test_local_stack import running_stack  # noqa: F401 - the module's stack
-from tests.training_data import shop
+from tests.training_data import A_MODEL_SERVES, shop
 
 pytestmark = pytest.mark.e2e
 
@@ -54,7 +54,7 @@ def strange_shop(running_stack):  # noqa: F811 - the fixture imported above
     api.put_users([{k: v for k, v in rename(u).items() if k != "item_id"} for u in demo.users])
     sent = api.send_events([rename(e) for e in demo.events])
     assert sent.rejected == []
-    trained = api.train_and_wait({"min_gain_over_popularity": 0}, timeout=300)
+    trained = api.train_and_wait(A_MODEL_SERVES, timeout=300)
     assert trained["status"] == "accepted", trained
     return api
 

@@ -11,6 +11,7 @@ import pytest
 from devstack.api_client import ApiClient
 from devstack.demo_data import generate_shop
 from devstack.local_auth import LocalAuth
+from tests.training_data import A_MODEL_SERVES
 from tests.e2e.test_local_stack import running_stack  # noqa: F401 - the module's stack
 from tests.factories import event, item, iso, purchase
 
@@ -34,7 +35,7 @@ def test_restocks_viewed_items_and_segment_entries_reach_the_local_bus(running_s
     api.send_events(shop.events)
     api.put_items([item("trig-1", in_stock=False)])
     api.send_events([event("trig-v", user_id="trig-viewer", item_id="trig-1")])
-    assert api.train_and_wait({"min_gain_over_popularity": 0}, timeout=300)["status"] == "accepted"  # the baseline
+    assert api.train_and_wait(A_MODEL_SERVES, timeout=300)["status"] == "accepted"  # the baseline
 
     api.put_items([item("trig-1")])  # back in stock
     [restocked] = [d for d in bus(state_dir, "Item Back In Stock") if d["item_id"] == "trig-1"]
@@ -45,7 +46,7 @@ def test_restocks_viewed_items_and_segment_entries_reach_the_local_bus(running_s
     api.send_events([purchase(f"trig-p{n}", user_id="trig-spender", item_id=shop.items[0]["item_id"],
                               price=5000, quantity=1, order_id=f"trig-o{n}",
                               timestamp=iso(long_ago + timedelta(days=n))) for n in range(3)])
-    api.train_and_wait({"min_gain_over_popularity": 0}, timeout=300)
+    api.train_and_wait(A_MODEL_SERVES, timeout=300)
 
     viewed = [d for d in bus(state_dir, "Viewed Item Back In Stock") if d["user_id"] == "trig-viewer"]
     assert [(d["item_id"], d["seen_as"]) for d in viewed] == [("trig-1", "view")]

@@ -20,7 +20,7 @@ from shared.storage.training_data import load_training_data
 from shared.training.config import training_config
 from tests.factories import ago, event, purchase
 from tests.integration.test_ingest_on_dynamodb_local import stored_events
-from tests.training_data import shop, store_events
+from tests.training_data import A_MODEL_SERVES, shop, store_events
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def loaded(local_api):
         local_api.json("PUT", f"/users/{user['user_id']}", {k: v for k, v in user.items() if k != "user_id"})
     for start in range(0, len(demo.events), 1000):
         local_api.json("POST", "/events", {"events": demo.events[start:start + 1000]})
-    local_api.train_and_wait({"min_gain_over_popularity": 0})
+    local_api.train_and_wait(A_MODEL_SERVES)
     buyers = {e["user_id"] for e in demo.events if e["event_type"] == "purchase"}
     return local_api, sorted(buyers)[0], demo
 
@@ -70,7 +70,9 @@ def test_erasure_leaves_only_the_suppression_record_and_the_next_run_does_not_br
     shown = api.json("GET", f"/users/{user}")[1]
     assert shown["erased_at"] and shown["summary"]["purchase_count"] == 0 and shown["attributes"] == {}
     assert api.json("GET", f"/users/{user}/segments")[1]["tags"] == []
-    assert api.train_and_wait({"min_gain_over_popularity": 0})["status"] == "accepted"
+    # The next nightly run reads everything again (whether its model passes the gate against the
+    # active one depends on which customers its holdout holds: not this test's business).
+    assert api.train_and_wait(A_MODEL_SERVES)["status"] in ("accepted", "rejected")
     assert everything_about(local_tables, user)[2] == []  # and the new nightly run did not bring it back
 
 

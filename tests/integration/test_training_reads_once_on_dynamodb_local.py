@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from devstack.gateway import LambdaContext
-from tests.training_data import shop
+from tests.training_data import A_MODEL_SERVES, shop
 from tests.unit.test_training_reads_once import passes, record_scans, train_handler
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ def test_the_train_function_reads_each_table_once_and_its_members_are_the_tags_o
     handler = train_handler()
     scans = record_scans(monkeypatch)
 
-    manifest = handler({"config": {"min_gain_over_popularity": 0}}, LambdaContext(function_name="TrainFunction"))
+    manifest = handler({"config": A_MODEL_SERVES}, LambdaContext(function_name="TrainFunction"))
 
     assert manifest["status"] == "accepted", manifest["reason"]
     assert passes(scans) == {local_tables[t]: 1 for t in ("UsersTable", "EventsTable", "ItemsTable")}

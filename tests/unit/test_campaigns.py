@@ -14,7 +14,7 @@ import pytest
 from devstack.demo_data import generate_shop
 from tests.conftest import CAMPAIGN_BUCKET
 from tests.factories import ago, item, purchase
-from tests.training_data import END, store_events
+from tests.training_data import A_MODEL_SERVES, END, store_events
 
 EMAIL = {"email": {"granted": True}, "source": "newsletter-form", "text_version": "2026-01"}
 
@@ -31,7 +31,7 @@ def shop_api(api, moto_tables, monkeypatch):
         profile = {k: v for k, v in user.items() if k not in ("user_id", "consent")}  # the test decides who opted in
         assert api.json("PUT", f"/users/{user['user_id']}", profile)[0] == 200
     store_events(moto_tables["EventsTable"], shop.events)
-    manifest = api.train_and_wait({"min_gain_over_popularity": 0})
+    manifest = api.train_and_wait(A_MODEL_SERVES)
     assert manifest["status"] == "accepted", manifest["reason"]
     opted_in = sorted(u["user_id"] for u in shop.users)[:30]
     for user_id in opted_in:
@@ -172,7 +172,7 @@ def test_a_csv_cell_a_spreadsheet_would_run_is_written_as_text(api, moto_tables)
                                             .items() if k != "item_id"})[0] == 200
     assert api.json("PUT", "/users/u-1", {"consent": EMAIL})[0] == 200
     assert api.json("POST", "/events", {"events": [purchase("p-1", item_id="sku-2"), purchase("p-2", user_id="u-2")]})[0] == 200
-    assert api.train_and_wait({"min_gain_over_popularity": 0})["status"] in ("accepted", "insufficient_data")
+    assert api.train_and_wait(A_MODEL_SERVES)["status"] in ("accepted", "insufficient_data")
 
     campaign = run(api, {"name": "injection", "channel": "email", "num_results": 1})
 

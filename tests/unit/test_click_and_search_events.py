@@ -17,7 +17,7 @@ from shared.storage.training_data import load_training_data
 from shared.training.config import TrainingConfig
 from shared.training.interactions import EVENT_CODES
 from tests.factories import event
-from tests.training_data import END, store_events
+from tests.training_data import A_MODEL_SERVES, END, store_events
 
 
 def search(event_id: str = "s-1", user_id: str = "u-1", query: str = "oak board", **fields):
@@ -118,7 +118,7 @@ def shop_with_searches(api, moto_tables):
         extra.append(search(f"s-{number}", e["user_id"], f"query {number}", **stamp))
         extra.append(click(f"k-{number}", e["user_id"], e["item_id"], **stamp))
     store_events(moto_tables["EventsTable"], shop.events + extra)
-    manifest = api.train_and_wait({"min_gain_over_popularity": 0})  # the nightly read: training and segments
+    manifest = api.train_and_wait(A_MODEL_SERVES)  # the nightly read: training and segments
     assert manifest["status"] == "accepted" and manifest["active"], manifest["reason"]
     return shop
 

@@ -13,7 +13,7 @@ from shared.consent import HISTORY_LIMIT
 from shared.segments.families import DECLARED
 from shared.storage import dynamo
 from tests.conftest import TEMPLATE
-from tests.training_data import shop, store_events
+from tests.training_data import A_MODEL_SERVES, shop, store_events
 
 PURPOSES = {"personalization", "profiling", "email", "sms", "push"}
 
@@ -159,7 +159,7 @@ def trained(api, moto_tables) -> str:
     demo = shop(60, 40, seed=6)
     assert api.json("POST", "/items", {"items": demo.items})[0] == 200
     store_events(moto_tables["EventsTable"], demo.events)
-    manifest = train_handler()({"config": {"min_gain_over_popularity": 0}},
+    manifest = train_handler()({"config": A_MODEL_SERVES},
                                LambdaContext(function_name="TrainFunction"))
     assert manifest["status"] == "accepted", manifest["reason"]
     customer = demo.events[-1]["user_id"]

@@ -13,7 +13,7 @@ from shared.storage import dynamo
 from shared.storage.catalog import CatalogStore, catalog_details, newest_in_category
 from shared.validation import validate_each
 from tests.factories import item
-from tests.training_data import END, store_events
+from tests.training_data import A_MODEL_SERVES, END, store_events
 
 IMAGE = "https://cdn.shop.example/images/sku-1.jpg?w=640"
 PAGE = "https://shop.example/products/oak-board#reviews"
@@ -150,7 +150,7 @@ def shop_with_model(api, moto_tables):
     shop = generate_shop(seed=2, n_users=80, n_items=40, end=END)
     assert api.json("POST", "/items", {"items": shop.items})[0] == 200
     store_events(moto_tables["EventsTable"], shop.events)
-    manifest = api.train_and_wait({"min_gain_over_popularity": 0})
+    manifest = api.train_and_wait(A_MODEL_SERVES)
     assert manifest["active"], manifest["reason"]
     return shop
 

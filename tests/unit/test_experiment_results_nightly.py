@@ -15,13 +15,13 @@ from shared.storage.experiments import ExperimentStore
 from shared.storage.models import ModelStore
 from shared.storage.secrets import configured_recommendation_key
 from tests.conftest import MODEL_BUCKET
-from tests.training_data import END, store_events
+from tests.training_data import A_MODEL_SERVES, END, store_events
 from tests.unit.test_training_reads_once import seeded, train_handler  # noqa: F401 - the fixture
 
 
 def test_a_nightly_run_writes_results_per_variant_and_credits_purchases(seeded, api):  # noqa: F811
     handler = train_handler()
-    first = handler({"config": {"min_gain_over_popularity": 0}}, LambdaContext(function_name="TrainFunction"))
+    first = handler({"config": A_MODEL_SERVES}, LambdaContext(function_name="TrainFunction"))
     models = ModelStore(S3Blobs(MODEL_BUCKET))
     assert models.active() is not None, first["reason"]
     experiments = ExperimentStore(models.blobs)
@@ -66,7 +66,7 @@ def test_a_nightly_run_writes_results_per_variant_and_credits_purchases(seeded, 
                    "recommendation_id": "r1.eyJmYWtlIjp0cnVlfQ.AAAAAAAAAAA", "channel": "web", "timestamp": END.isoformat()})
     store_events(seeded["EventsTable"], events)
 
-    handler({"config": {"min_gain_over_popularity": 0}}, LambdaContext(function_name="TrainFunction"))
+    handler({"config": A_MODEL_SERVES}, LambdaContext(function_name="TrainFunction"))
 
     [results] = experiments.results(experiment.experiment_id)[-1:]
     variants = results["variants"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from devstack.gateway import LambdaContext
 from shared.experiments.attribution import decode
 from shared.storage.secrets import configured_recommendation_key
+from tests.training_data import A_MODEL_SERVES
 from tests.unit.test_training_reads_once import seeded, train_handler  # noqa: F401 - the fixture
 
 import pytest
@@ -18,7 +19,7 @@ def refresh_at_once(monkeypatch):
 
 
 def trained(seeded_tables, api) -> str:  # noqa: ARG001
-    manifest = train_handler()({"config": {"min_gain_over_popularity": 0}}, LambdaContext(function_name="TrainFunction"))
+    manifest = train_handler()({"config": A_MODEL_SERVES}, LambdaContext(function_name="TrainFunction"))
     assert manifest["status"] == "accepted", manifest["reason"]
     return manifest["version"]
 

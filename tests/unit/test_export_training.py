@@ -17,7 +17,7 @@ from shared.storage.exports import INCREMENTAL, exports_in, latest_chain, table_
 from shared.storage.training_data import TableExports, query_locally, read_nightly, read_nightly_from_exports
 from shared.training.config import TrainingConfig
 from shared.training.interactions import EVENT_CODES, Interactions
-from tests.training_data import END, seed_demo_shop, store_events
+from tests.training_data import A_MODEL_SERVES, END, seed_demo_shop, store_events
 from tests.unit.test_training_reads_once import train_handler
 
 NAMES = {code: name for name, code in EVENT_CODES.items()}
@@ -149,7 +149,7 @@ def test_a_training_run_on_the_export_path_trains_from_the_exports(seeded, tmp_p
         {"event_id": f"late-{n}", "user_id": "u-late", "item_id": "late-item", "event_type": "purchase", "price": 5, "currency": "EUR",
          "channel": "web", "timestamp": END.isoformat()} for n in range(3)])
 
-    manifest = handler({"config": {"min_gain_over_popularity": 0}}, LambdaContext(function_name="TrainFunction"))
+    manifest = handler({"config": A_MODEL_SERVES}, LambdaContext(function_name="TrainFunction"))
 
     assert manifest["status"] in ("accepted", "rejected"), manifest["reason"]
     scanned = read_nightly(seeded["EventsTable"], seeded["UsersTable"], seeded["ItemsTable"], TrainingConfig(),

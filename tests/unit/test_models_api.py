@@ -7,7 +7,7 @@ import pytest
 from devstack.demo_data import generate_shop
 from shared.storage.blobs import S3Blobs
 from tests.conftest import MODEL_BUCKET
-from tests.training_data import END, store_events
+from tests.training_data import A_MODEL_SERVES, END, store_events
 from tests.unit.test_training_pipeline import customer_ids_in
 
 
@@ -19,7 +19,7 @@ def test_a_model_is_published_to_the_bucket_and_activated(api, moto_tables):
     """The S3 path; the version lifecycle is tested on DynamoDB Local, where scans are fast."""
     store_events(moto_tables["EventsTable"], generate_shop(seed=2, n_users=80, n_items=40, end=END).events)
 
-    manifest = api.train_and_wait({"min_gain_over_popularity": 0})
+    manifest = api.train_and_wait(A_MODEL_SERVES)
 
     assert (manifest["status"], manifest["active"]) == ("accepted", True), manifest["reason"]
     keys = S3Blobs(MODEL_BUCKET).keys("")
@@ -63,7 +63,7 @@ def test_a_model_published_to_the_bucket_holds_no_customer_id(api, moto_tables):
               for e in generate_shop(seed=2, n_users=80, n_items=40, end=END).events]
     store_events(moto_tables["EventsTable"], events)
 
-    manifest = api.train_and_wait({"min_gain_over_popularity": 0})
+    manifest = api.train_and_wait(A_MODEL_SERVES)
 
     assert manifest["status"] == "accepted", manifest["reason"]
     assert manifest["counts"]["users"] == len({e["user_id"] for e in events})
@@ -108,7 +108,7 @@ def test_a_bad_as_of_is_refused_naming_the_field(api, as_of):
 def test_models_say_which_strategy_serves_and_why(api, moto_tables):
     store_events(moto_tables["EventsTable"], generate_shop(seed=2, n_users=80, n_items=40, end=END).events)
 
-    manifest = api.train_and_wait({"min_gain_over_popularity": 0})
+    manifest = api.train_and_wait(A_MODEL_SERVES)
     listed = versions(api)
 
     assert listed["serving"]["version"] == manifest["version"] == listed["active"]

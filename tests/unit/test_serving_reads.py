@@ -20,7 +20,7 @@ from shared.storage import dynamo
 from shared.storage.history import recent_activity_of, recent_history
 from shared.storage.users import RECENT_SUFFIX, read_recent
 from tests.factories import ago, event, purchase
-from tests.training_data import END, store_events
+from tests.training_data import A_MODEL_SERVES, END, store_events
 
 
 def tables():
@@ -126,7 +126,7 @@ def shop(api, moto_tables):
     shop = generate_shop(seed=2, n_users=80, n_items=40, end=END)
     assert api.json("POST", "/items", {"items": shop.items})[0] == 200
     store_events(moto_tables["EventsTable"], shop.events)
-    assert api.train_and_wait({"min_gain_over_popularity": 0})["active"]
+    assert api.train_and_wait(A_MODEL_SERVES)["active"]
     return shop
 
 

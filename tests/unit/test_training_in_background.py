@@ -15,7 +15,7 @@ from devstack.gateway import LambdaContext, load_handler
 from devstack.template import PROJECT_ROOT, http_routes
 from shared.training import job
 from tests.conftest import TEMPLATE
-from tests.training_data import END, store_events
+from tests.training_data import A_MODEL_SERVES, END, store_events
 
 TRAIN_ROUTE = next(r for r in http_routes(TEMPLATE) if r.route_key == "POST /models/train")
 
@@ -57,7 +57,7 @@ def test_a_run_answers_202_at_once_shows_as_training_and_then_with_its_outcome(a
     release = held("train_model")  # after the run's manifest says "training"
 
     started = time.monotonic()
-    status, body = api.json("POST", "/models/train", {"config": {"min_gain_over_popularity": 0}})
+    status, body = api.json("POST", "/models/train", {"config": A_MODEL_SERVES})
 
     assert time.monotonic() - started < 1
     assert (status, body["status"]) == (202, "started")

@@ -16,7 +16,7 @@ from shared.storage.blobs import S3Blobs
 from shared.storage.models import ModelStore
 from shared.storage.segments import SegmentStore
 from tests.conftest import MODEL_BUCKET, TEMPLATE
-from tests.training_data import seed_demo_shop
+from tests.training_data import A_MODEL_SERVES, seed_demo_shop
 
 
 def train_handler() -> Any:
@@ -71,7 +71,7 @@ def test_a_run_scans_users_events_and_items_once_and_writes_the_members_separate
     runs = record_runs(monkeypatch)
     scans = record_scans(monkeypatch)
 
-    manifest = handler({"config": {"min_gain_over_popularity": 0}}, LambdaContext(function_name="TrainFunction"))
+    manifest = handler({"config": A_MODEL_SERVES}, LambdaContext(function_name="TrainFunction"))
 
     assert manifest["status"] == "accepted", manifest["reason"]
     assert manifest["counts"]["excluded_users"] >= 1  # the objector, and the shop's own
