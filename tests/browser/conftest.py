@@ -11,6 +11,7 @@ from devstack import stack
 from devstack.api_client import ApiClient
 from devstack.demo_data import generate_shop
 from devstack.dynamodb_local import free_port
+from tests.training_data import A_MODEL_SERVES
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -26,7 +27,7 @@ def shop_stack(tmp_path_factory):
         assert not api.put_items(shop.items).rejected
         api.put_users(shop.users)
         assert not api.send_events(shop.events).rejected
-        api.train_and_wait(timeout=300)
+        api.train_and_wait(A_MODEL_SERVES, timeout=300)  # the pages show a model's answers and reasons
         yield state.url, api, shop
     finally:
         stack.down(state_dir)
