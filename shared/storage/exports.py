@@ -25,11 +25,11 @@ import gzip
 import json
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from shared.storage.blobs import S3Blobs
 from shared.storage.scan import parallel_scan
@@ -38,6 +38,7 @@ FULL, INCREMENTAL = "FULL_EXPORT", "INCREMENTAL_EXPORT"
 ITEMS_PER_FILE = 100_000  # DynamoDB's own files hold about this many; each is read in one go
 # DynamoDB's bounds on an incremental export's period (ExportFromTime to ExportToTime).
 INCREMENTAL_PERIOD = (timedelta(minutes=15), timedelta(hours=24))
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,11 +82,16 @@ def exports_in(root: Path) -> list[Export]:
 
 def latest_chain(root: Path) -> list[Export]:
     """The newest full export and the incremental exports taken after it, in order ([] if none)."""
-    exports = exports_in(root)
-    fulls = [i for i, export in enumerate(exports) if export.kind == FULL]
+    return _newest_chain(exports_in(root), lambda export: export.kind)
+
+
+def _newest_chain(exports: list[T], kind: Callable[[T], str]) -> list[T]:
+    """Of `exports` in time order, the newest full one and the incremental ones after it ([] if
+    there is no full one): on local disk (latest_chain) as in the bucket (plan_events_export)."""
+    fulls = [i for i, export in enumerate(exports) if kind(export) == FULL]
     if not fulls:
         return []
-    return [exports[fulls[-1]], *(e for e in exports[fulls[-1] + 1:] if e.kind == INCREMENTAL)]
+    return [exports[fulls[-1]], *(e for e in exports[fulls[-1] + 1:] if kind(e) == INCREMENTAL)]
 
 
 def table_items(chain: list[Export], key_names: tuple[str, ...]) -> Iterator[dict[str, Any]]:
@@ -175,11 +181,10 @@ def plan_events_export(bucket: str, now: datetime, retention_days: int, prefix: 
     summaries = sorted(((key, json.loads(blobs.get(key))) for key in blobs.keys(prefix)
                         if "/events/AWSDynamoDB/" in key and key.endswith("/manifest-summary.json")),
                        key=lambda entry: _period_end(entry[1]))
-    fulls = [i for i, (_, summary) in enumerate(summaries) if summary.get("exportType", FULL) == FULL]
+    chain = _newest_chain(summaries, lambda entry: entry[1].get("exportType", FULL))
     full_export = {"events": {"type": FULL}, "chain": []}
-    if not fulls:
+    if not chain:
         return full_export
-    chain = [summaries[fulls[-1]], *(e for e in summaries[fulls[-1] + 1:] if e[1].get("exportType") == INCREMENTAL)]
     started, ended = _period_end(chain[0][1]), _period_end(chain[-1][1])
     shortest, longest = INCREMENTAL_PERIOD
     # The full export must outlive tonight's run: the bucket's lifecycle deletes it at retention_days.
