@@ -31,6 +31,7 @@ from devstack.demo_data import generate_shop
 from devstack.dynamodb_local import free_port
 from devstack.template import PROJECT_ROOT
 from tests.factories import iso
+from tests.training_data import A_MODEL_SERVES
 
 pytestmark = pytest.mark.e2e
 
@@ -205,7 +206,7 @@ def mobile_stack(tmp_path_factory):
         shop = generate_shop(seed=5, n_users=150, n_items=60)
         assert not backend.put_items(shop.items).rejected
         assert not backend.send_events(shop.events).rejected
-        model = backend.train_and_wait()
+        model = backend.train_and_wait(A_MODEL_SERVES)  # the flow shows a model's answers
         assert (model["status"], model["active"]) == ("accepted", True), model
         yield state, backend
     finally:
