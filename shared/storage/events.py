@@ -156,8 +156,17 @@ class EventStore:
         than one per user) and sends them in parallel."""
         active = [write for write in writes if not write.failed]
         while active:
-            ready = [(write, actions) for write in active if (actions := write.next_actions())]
-            delays = list(pool.map(self._transact, _transactions(ready)))
+            ready: list[tuple[_UserWrite, list[dict[str, Any]]]] = []
+
+            def packed() -> Iterator[tuple[_UserWrite, list[dict[str, Any]]]]:
+                for write in active:
+                    if actions := write.next_actions():
+                        ready.append((write, actions))
+                        yield write, actions
+
+            # pool.map submits each transaction as soon as it is packed: DynamoDB works on the
+            # first while the next are built.
+            delays = list(pool.map(self._transact, _transactions(packed())))
             active = [write for write, _ in ready if not write.failed]
             if any(delays):
                 time.sleep(max(delays))  # a conflicting transaction or throttling: back off
