@@ -106,16 +106,22 @@ def bounded(events: list[RecentEvent], max_bytes: int | None = None) -> tuple[li
 
 @dataclass(frozen=True)
 class RecentActivity:
-    """A customer's recent-activity item as read: their newest events, and the version ingest
-    conditions its rewrite on (None: no item yet)."""
+    """A customer's recent-activity item as read: their newest events, the version ingest
+    conditions its rewrite on (None: no item yet), and the customer's last erasure as the item
+    records it ("": none; None: not recorded, as in an item written before it was).
+
+    What the item records is current: ingest writes it only after checking it on the profile row,
+    and an erasure deletes the item, so a rewrite conditioned on the version read fails after one."""
 
     events: tuple[RecentEvent, ...] = ()
     version: int | None = None
+    erased_at: str | None = None
 
-    def adding(self, added: Iterable[RecentEvent]) -> tuple[RecentActivity, bytes]:
-        """The item after storing `added` (events just stored), and its payload."""
+    def adding(self, added: Iterable[RecentEvent], erased_at: str) -> tuple[RecentActivity, bytes]:
+        """The item after storing `added` (events just stored) with the last erasure `erased_at`
+        recorded, and its payload."""
         kept, payload = bounded(newest([*self.events, *added]))
-        return RecentActivity(tuple(kept), (self.version or 0) + 1), payload
+        return RecentActivity(tuple(kept), (self.version or 0) + 1, erased_at), payload
 
     def history(self, limit: int | None = None) -> list[HistoryEvent]:
         return [event.history_event() for event in self.events[:limit or RECENT_EVENTS]]

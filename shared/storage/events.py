@@ -14,9 +14,12 @@ actions at fault: those users settle them (duplicates, a summary read again) and
 simply try again; after an AWS fault each of its users is tried in a transaction of their own,
 so one user's fault costs no other.
 
-Erasure is final: every transaction also checks the user's row for an erasure (``erased_at``)
-later than its oldest event, so an event from before an erasure can never be stored, even by a
-request that was already under way when the erasure started. Such events are refused and named.
+Erasure is final: events stamped before the user's last erasure are refused and named, even by a
+request that was already under way when the erasure started. The recent-activity item records
+that erasure, and an erasure deletes the item, so its rewrite (conditioned on the version read)
+fails after one: a returning user's chunk needs no other check. An item that does not record it
+yet (a new one, or one written before items recorded it) is written after checking that the
+erasure read is still the one on the user's row.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from shared.recent import RecentActivity, recent_event
 from shared.storage import dynamo
 from shared.storage.history import stored_recent_events
 from shared.storage.users import (
-    SummaryState, erased_since, not_erased_since, purchases_update, read_recent, read_summaries, recent_put,
+    SummaryState, erased_since, erasure_unchanged, purchases_update, read_recent, read_summaries, recent_put,
     summary_update,
 )
 from shared.users import PurchaseSummary, fold_purchases
@@ -98,8 +101,11 @@ class EventStore:
             summaries_read = pool.submit(read_summaries, self.users_table, buying)
             recent = read_recent(self.users_table, list(by_user))
             summaries = summaries_read.result()
-            writes = [_UserWrite(self, user, evs, summaries.get(user), recent.get(user), ingested_at)
+            # A user read and not found has no summary and no erasure yet.
+            read = {user: summaries.get(user) or SummaryState(PurchaseSummary(), None) for user in buying}
+            writes = [_UserWrite(self, user, evs, read.get(user), recent.get(user), ingested_at)
                       for user, evs in by_user.items()]
+            self._read_erasures(writes)
             self._start_recent(pool, [write for write in writes if write.recent is None])
             self._write_all(pool, writes)
 
@@ -117,37 +123,38 @@ class EventStore:
             )
         return outcome
 
+    def _read_erasures(self, writes: list[_UserWrite]) -> None:
+        """The last erasure of the users for whom neither read says it (no summary read, no
+        recent-activity item that records it): one batch."""
+        unknown = [write for write in writes if write.erased_at is None]
+        if unknown:
+            erasures = erased_since(self.users_table, [write.user_id for write in unknown])
+            for write in unknown:
+                write.erased_at = erasures.get(write.user_id, "")
+
     def _start_recent(self, pool: ThreadPoolExecutor, writes: list[_UserWrite]) -> None:
         """The recent activity of customers who have no item yet, started from their stored events
-        (one Query each, in parallel); their erasures are read in one batch first."""
-        unread = [write.user_id for write in writes if write.state is None]
-        erasures = erased_since(self.users_table, unread) if unread else {}
+        (one Query each, in parallel)."""
 
         def start(write: _UserWrite) -> None:
-            erased_at = write.state.erased_at if write.state is not None else erasures.get(write.user_id)
             try:
-                write.recent, write.started_from = self._started_recent(write.user_id, erased_at)
+                write.recent = self._started_recent(write.user_id, write.erased_at or "")
             except StorageUnavailable:
                 write.failed = True
 
         list(pool.map(start, writes))
 
-    def _recent(self, user_id: str, state: SummaryState | None) -> tuple[RecentActivity, str | None]:
-        """A customer's recent activity as stored, and, when it has to be started here, the oldest
-        stamp it holds (see _started_recent)."""
+    def _recent(self, user_id: str, erased_at: str) -> RecentActivity:
+        """A customer's recent activity as stored, or started here (see _started_recent)."""
         found = read_recent(self.users_table, [user_id]).get(user_id)
-        if found is not None:
-            return found, None
-        erased_at = state.erased_at if state is not None else erased_since(self.users_table, [user_id]).get(user_id)
-        return self._started_recent(user_id, erased_at)
+        return found if found is not None else self._started_recent(user_id, erased_at)
 
-    def _started_recent(self, user_id: str, erased_at: str | None) -> tuple[RecentActivity, str | None]:
+    def _started_recent(self, user_id: str, erased_at: str) -> RecentActivity:
         """A recent-activity item started from the customer's stored events (events stored before
-        the item existed), so that it never hides them, and the oldest stamp it holds. An erasure
-        recorded after that stamp cancels the transaction (its condition), and the item is started
-        again."""
-        stored = stored_recent_events(self.events_table, user_id, erased_at)
-        return RecentActivity(tuple(stored)), (stored[-1].ts if stored else None)
+        the item existed), so that it never hides them. It records no erasure yet: its first write
+        checks the erasure on the profile row (an erasure since the read cancels it, and the item is
+        started again)."""
+        return RecentActivity(tuple(stored_recent_events(self.events_table, user_id, erased_at)))
 
     def _write_all(self, pool: ThreadPoolExecutor, writes: list[_UserWrite]) -> None:
         """Every user's events, in rounds: each round packs the next chunk of every user still
@@ -219,7 +226,8 @@ class _UserWrite:
         self.user_id = user_id
         self.state = state
         self.recent = recent
-        self.started_from: str | None = None  # the oldest stored event the recent item was started from
+        # The last erasure ("": none); events stamped before it are refused. None until read.
+        self.erased_at: str | None = _last_erasure(state, recent)
         self.stored: list[Event] = []
         self.duplicates: list[Event] = []
         self.erased: list[tuple[Event, str]] = []
@@ -237,9 +245,10 @@ class _UserWrite:
     def next_actions(self) -> list[dict[str, Any]] | None:
         """The actions of the next attempt; None when every chunk is written (or refused)."""
         while True:
-            if self.state is not None:
-                self._pending, refused = self.state.split_erased(self._pending)
-                self.erased += [(event, self.state.erased_at) for event in refused]
+            if self.erased_at:
+                refused = [entry for entry in self._pending if entry[0].ts < self.erased_at]
+                self._pending = [entry for entry in self._pending if entry[0].ts >= self.erased_at]
+                self.erased += [(event, self.erased_at) for event, _ in refused]
             if self._pending:
                 return self._actions()
             chunk = next(self._chunks, None)
@@ -257,16 +266,16 @@ class _UserWrite:
                      "ConditionExpression": "attribute_not_exists(event_id)"}}
             for _, item in self._pending
         ]
-        oldest = min(event.ts for event, _ in self._pending)
-        if self.started_from is not None:  # an erasure after the events it was started from: start again
-            oldest = min(oldest, self.started_from)
+        erased_at = self.erased_at or ""
         events = [event for event, _ in self._pending]
         new_recent, payload = recent.adding(
-            e for e in (recent_event(self._plain[id(event)]) for event in events) if e is not None)
+            (e for e in (recent_event(self._plain[id(event)]) for event in events) if e is not None), erased_at)
+        # An erasure deletes the recent item: the rewrite of the one read fails after one. An item
+        # that does not record the erasure yet is written after checking it on the profile row.
         actions.append(recent_put(store.users_table, user_id, recent, new_recent, payload))
         new_state = state
         if _changes_summary(events):
-            state = state or SummaryState(PurchaseSummary(), None)
+            state = state or SummaryState(PurchaseSummary(), None, erased_at or None)
             purchases = state.purchases
             if _has_purchase(events):
                 purchases, add_items, add_orders = state.purchases.adding(events)
@@ -279,10 +288,10 @@ class _UserWrite:
                 purchases,
                 fold_contacts(state.contacts, events),
             )
-            actions.append(summary_update(store.users_table, user_id, state.version, new_state, oldest,
+            actions.append(summary_update(store.users_table, user_id, state.version, new_state,
                                           write_contacts=new_state.contacts != state.contacts))
-        else:
-            actions.append(not_erased_since(store.users_table, user_id, oldest))
+        elif recent.version is None or recent.erased_at is None:
+            actions.append(erasure_unchanged(store.users_table, user_id, erased_at))
         self._after = (new_state, new_recent)
         self.size = sum(stored_size(self._plain[id(event)]) for event in events) + len(payload) + USER_ITEMS_BYTES
         return actions
@@ -292,7 +301,6 @@ class _UserWrite:
         self._pending = []
         assert self._after is not None
         self.state, self.recent = self._after
-        self.started_from = None
 
     def cancelled(self, reasons: list[str | None]) -> float:
         """Settle this user's share of a cancelled transaction; the delay to back off by (0: none)."""
@@ -309,9 +317,17 @@ class _UserWrite:
         if "ConditionalCheckFailed" in user_reasons:  # another request updated them, or an erasure
             self.state = (read_summaries(self.store.users_table, [self.user_id]).get(self.user_id)
                           or SummaryState(PurchaseSummary(), None))
-            self.recent, self.started_from = self.store._recent(self.user_id, self.state)
+            self.erased_at = self.state.erased_at or ""
+            self.recent = self.store._recent(self.user_id, self.erased_at)
             return 0.0
         return 0.0 if known else delay
+
+
+def _last_erasure(state: SummaryState | None, recent: RecentActivity | None) -> str | None:
+    """The user's last erasure as what was read says it ("": none), or None if nothing read says."""
+    known = [erasure for erasure in (state.erased_at or "" if state is not None else None,
+                                     recent.erased_at if recent is not None else None) if erasure is not None]
+    return max(known) if known else None
 
 
 def _has_purchase(events: Any) -> bool:

@@ -398,15 +398,10 @@ class SummaryState:
     purchases: PurchaseKeys = field(default_factory=PurchaseKeys)
     contacts: ContactLedger = field(default_factory=ContactLedger)
 
-    def split_erased(self, pending: list[tuple[Event, Any]]) -> tuple[list[tuple[Event, Any]], list[Event]]:
-        if not self.erased_at:
-            return pending, []
-        kept = [(event, item) for event, item in pending if event.ts >= self.erased_at]
-        return kept, [event for event, _ in pending if event.ts < self.erased_at]
 
 
 def not_erased_since(users_table: str, user_id: str, oldest: str) -> dict[str, Any]:
-    """A transaction action: the user was not erased after `oldest` (the chunk's oldest event)."""
+    """A transaction action: the user was not erased after `oldest` (the oldest event written)."""
     return {
         "ConditionCheck": {
             "TableName": users_table,
@@ -417,25 +412,37 @@ def not_erased_since(users_table: str, user_id: str, oldest: str) -> dict[str, A
     }
 
 
+def erasure_unchanged(users_table: str, user_id: str, erased_at: str) -> dict[str, Any]:
+    """A transaction action: the user's last erasure is still `erased_at` ("": none)."""
+    condition, values = _erasure_is(erased_at)
+    check: dict[str, Any] = {"TableName": users_table, "Key": dynamo.serialize({"user_id": user_id}),
+                             "ConditionExpression": condition}
+    if values:
+        check["ExpressionAttributeValues"] = dynamo.serialize(values)
+    return {"ConditionCheck": check}
+
+
+def _erasure_is(erased_at: str) -> tuple[str, dict[str, str]]:
+    if not erased_at:
+        return "attribute_not_exists(erased_at)", {}
+    return "erased_at = :erased_at", {":erased_at": erased_at}
+
+
 def summary_update(
-    users_table: str, user_id: str, expected_version: int | None, state: SummaryState, oldest: str,
-    write_contacts: bool = False,
+    users_table: str, user_id: str, expected_version: int | None, state: SummaryState, write_contacts: bool = False,
 ) -> dict[str, Any]:
     """A transaction action: the new summary (and, with `write_contacts`, the contact ledger), if
-    the version is the one read and no erasure came after `oldest`."""
+    the version and the last erasure are the ones read."""
     fields = [name for name in SUMMARY_FIELDS if getattr(state.summary, name) is not None]  # no purchase yet
-    values = {
-        ":version": state.version,
-        ":oldest": oldest,
-        **{f":{name}": getattr(state.summary, name) for name in fields},
-    }
+    erasure, values = _erasure_is(state.erased_at or "")
+    values.update({":version": state.version, **{f":{name}": getattr(state.summary, name) for name in fields}})
     if write_contacts:
         fields.append(CONTACTS_FIELD)
         values[f":{CONTACTS_FIELD}"] = state.contacts.stored()
     if expected_version is None:
-        condition = f"attribute_not_exists(summary_version) AND ({NOT_ERASED_SINCE})"
+        condition = f"attribute_not_exists(summary_version) AND ({erasure})"
     else:
-        condition = f"summary_version = :expected AND ({NOT_ERASED_SINCE})"
+        condition = f"summary_version = :expected AND ({erasure})"
         values[":expected"] = expected_version
     assignments = ", ".join(f"#{name} = :{name}" for name in fields)
     return {
@@ -501,7 +508,8 @@ def _recent_of(raw: dict[str, Any], user_id: str) -> RecentActivity | None:
     if raw.get("recent_of", {}).get("S") != user_id or raw.get("user_id", {}).get("S") != user_id + RECENT_SUFFIX:
         return None
     payload = raw.get("events", {}).get("B")
-    return RecentActivity(tuple(decode(payload)) if payload else (), int(raw["recent_version"]["N"]))
+    return RecentActivity(tuple(decode(payload)) if payload else (), int(raw["recent_version"]["N"]),
+                          raw["erased_at"]["S"] if "erased_at" in raw else None)
 
 
 def read_recent(users_table: str, user_ids: list[str]) -> dict[str, RecentActivity]:
@@ -566,7 +574,7 @@ def recent_put(users_table: str, user_id: str, expected: RecentActivity, after: 
                payload: bytes) -> dict[str, Any]:
     """A transaction action: the customer's recent activity rewritten, if it is the one read."""
     item = {**recent_key(user_id), "recent_of": user_id, "recent_version": after.version,
-            "count": len(after.events), "events": payload}
+            "count": len(after.events), "events": payload, "erased_at": after.erased_at}
     action: dict[str, Any] = {"TableName": users_table, "Item": dynamo.serialize(item)}
     if expected.version is None:
         action["ConditionExpression"] = "attribute_not_exists(user_id)"

@@ -65,7 +65,7 @@ def test_long_ids_keep_fewer_events_never_a_larger_item():
     long_ids = [RecentEvent(ts=f"2026-01-01T00:{n // 60:02d}:{n % 60:02d}.000000Z", item_id=f"{n:04d}-{os.urandom(120).hex()}",
                             event_type="view") for n in range(recent.RECENT_EVENTS)]
 
-    after, payload = RecentActivity().adding(long_ids)
+    after, payload = RecentActivity().adding(long_ids, "")
 
     assert len(payload) <= recent.RECENT_MAX_BYTES and 0 < len(after.events) < recent.RECENT_EVENTS
     assert after.events[0].item_id.startswith("0499")  # the newest are the ones kept

@@ -1,0 +1,113 @@
+"""Events stamped before an erasure are refused, whatever ingest read of the customer (moto).
+
+The recent-activity item records the customer's last erasure, so a returning customer's events are
+written with their item alone; an item that does not record it yet (a new one, or one written
+before items recorded it) is written after checking it on the profile row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.storage import dynamo
+from shared.storage.users import RECENT_SUFFIX
+from tests.factories import ago, event
+
+
+def users_table() -> str:
+    from shared.config import get_settings
+    return get_settings().users_table
+
+
+def recent_item(user_id: str) -> dict[str, Any] | None:
+    response = dynamo.client().get_item(TableName=users_table(), Key=dynamo.serialize({"user_id": user_id + RECENT_SUFFIX}))
+    return dynamo.deserialize(response["Item"]) if "Item" in response else None
+
+
+@pytest.fixture
+def sent(monkeypatch) -> list[list[dict]]:
+    """The transactions ingest sends, as sent."""
+    client = dynamo.client()
+    real, transactions = client.transact_write_items, []
+    monkeypatch.setattr(client, "transact_write_items",
+                        lambda **kwargs: transactions.append(kwargs["TransactItems"]) or real(**kwargs))
+    return transactions
+
+
+def kinds(transaction: list[dict]) -> list[str]:
+    return [next(iter(action)) for action in transaction]
+
+
+def erase(api, user_id: str) -> str:
+    status, body = api.json("DELETE", f"/users/{user_id}")
+    assert status == 200, body
+    return body["erased_at"]
+
+
+def test_a_returning_customers_views_are_written_with_their_recent_item_alone(api, sent):
+    assert api.json("POST", "/events", {"events": [event("v-1", timestamp=ago(minutes=9))]})[1]["accepted"] == 1
+    assert kinds(sent[0]) == ["Put", "Put", "ConditionCheck"]  # a new item: the erasure is checked once
+    sent.clear()
+
+    body = api.json("POST", "/events", {"events": [event("v-2", timestamp=ago(minutes=8)),
+                                                   event("v-3", timestamp=ago(minutes=7))]})[1]
+
+    assert body["accepted"] == 2
+    assert kinds(sent[0]) == ["Put", "Put", "Put"]  # two events and the recent item: 2 write units fewer
+    assert recent_item("u-1")["erased_at"] == ""
+
+
+def test_an_event_stamped_before_an_erasure_is_refused_after_the_customer_came_back(api, sent):
+    api.json("POST", "/events", {"events": [event("v-0", timestamp=ago(hours=2))]})
+    erased_at = erase(api, "u-1")
+    assert api.json("POST", "/events", {"events": [event("v-1", timestamp=ago(seconds=-2))]})[1]["accepted"] == 1
+    assert recent_item("u-1")["erased_at"] == erased_at
+    sent.clear()
+
+    status, body = api.json("POST", "/events", {"events": [event("v-late", timestamp=ago(minutes=5)),
+                                                           event("v-2", timestamp=ago(seconds=-3))]})
+
+    assert (status, body["accepted"], body["refused_after_erasure"]) == (207, 1, 1)
+    assert body["rejected"][0]["event_id"] == "v-late" and erased_at in body["rejected"][0]["errors"][0]["message"]
+    assert all("ConditionCheck" not in kinds(transaction) for transaction in sent)
+
+
+def test_an_item_written_before_items_recorded_erasures_learns_the_last_one(api):
+    erased_at = erase(api, "u-1")
+    # What ingest wrote before: an item started after the erasure, without it.
+    dynamo.client().put_item(TableName=users_table(), Item=dynamo.serialize(
+        {"user_id": "u-1" + RECENT_SUFFIX, "recent_of": "u-1", "recent_version": 1, "count": 0}))
+
+    status, body = api.json("POST", "/events", {"events": [event("v-late", timestamp=ago(minutes=5)),
+                                                           event("v-1", timestamp=ago(seconds=-2))]})
+
+    assert (status, body["accepted"], body["refused_after_erasure"]) == (207, 1, 1)
+    assert recent_item("u-1")["erased_at"] == erased_at
+
+
+# Where ingest's last read of the customer is: the Query a new item starts from (after the
+# erasure was read), or a returning customer's recent item.
+@pytest.mark.parametrize("returning, last_read", [(False, "stored_recent_events"), (True, "read_recent")],
+                         ids=["new item", "returning customer"])
+def test_an_erasure_between_ingests_reads_and_its_write_refuses_the_events_from_before_it(api, monkeypatch,
+                                                                                           returning, last_read):
+    from shared.storage import events as event_storage
+
+    if returning:
+        api.json("POST", "/events", {"events": [event("v-0", timestamp=ago(hours=2))]})
+    real_read, erased = getattr(event_storage, last_read), []
+
+    def read_then_erase(*args):
+        found = real_read(*args)
+        if not erased:
+            erased.append(erase(api, "u-1"))  # after ingest read the customer, before it writes
+        return found
+
+    monkeypatch.setattr(event_storage, last_read, read_then_erase)
+
+    status, body = api.json("POST", "/events", {"events": [event("v-late", timestamp=ago(minutes=5))]})
+
+    assert (status, body["accepted"], body["refused_after_erasure"]) == (422, 0, 1)  # its only event
+    assert erased[0] in body["rejected"][0]["errors"][0]["message"]
+    assert api.json("GET", "/users/u-1/export")[1]["events"] == []
