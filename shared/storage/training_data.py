@@ -103,33 +103,30 @@ def load_training_data(events_table: str, users_table: str, config: TrainingConf
     return training.finish(users, excluded, now)
 
 
-def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime,
-                              queried: list[Path] | None = None, page_size: int = EXPORT_PAGE,
-                              outcomes_since: str | None = None) -> NightlyRead:
+def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime, queried: list[Path],
+                              page_size: int = EXPORT_PAGE, outcomes_since: str | None = None) -> NightlyRead:
     """The same read from DynamoDB exports (shared/storage/exports.py). The training window's
     interactions are the query stage's output files (`queried`, shared/storage/export_queries.py);
-    without them, the events go through the Scan's own page handlers. The segments' histories and
-    the outcomes always do, so both paths give the same training data and segments."""
+    the segments' histories and the outcomes go through the Scan's own page handlers, so both
+    paths give the same training data and segments."""
     with cycle_collection_paused():
         return _read_nightly_from_exports(exports, config, now, queried, page_size, outcomes_since)
 
 
 def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime,
-                               queried: list[Path] | None, page_size: int, outcomes_since: str | None) -> NightlyRead:
+                               queried: list[Path], page_size: int, outcomes_since: str | None) -> NightlyRead:
     rows = {item["user_id"]["S"]: dynamo.deserialize(item)
             for item in table_items(exports.users, ("user_id",)) if is_user_row(item)}
     users, excluded = _users_of(rows)
     training = _TrainingPages(config, now, excluded)
     histories = HistoryPages()
     outcomes = OutcomePages(outcomes_since) if outcomes_since else None
-    handlers = [histories.add_page, *([outcomes.add_page] if outcomes else []),
-                *([training.add_page] if queried is None else [])]
+    handlers = [histories.add_page, *([outcomes.add_page] if outcomes else [])]
     events = table_items(exports.events, ("user_id", "event_id"))
     while page := list(islice(events, page_size)):
         for handler in handlers:
             handler(page)
-    if queried is not None:
-        training.read_queried(queried)
+    training.read_queried(queried)
     categories, titles = catalog_labels_of(table_items(exports.items, ("item_id",)))
     return NightlyRead(Customers(users, histories.finish(), categories),
                        None if training.overflow else training.finish(users, excluded, now, categories, titles),

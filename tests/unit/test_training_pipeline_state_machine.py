@@ -10,7 +10,6 @@ template.yaml: every call a run makes must be granted to the state machine's rol
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import json
 import re
@@ -39,6 +38,7 @@ from shared.storage.models import ModelStore
 from shared.storage.training_data import read_nightly
 from shared.training.config import TrainingConfig
 from tests.conftest import MODEL_BUCKET, TEMPLATE
+from tests.export_files import incremental_changes, write_changes
 from tests.training_data import END, store_events
 from tests.unit.test_export_training import seeded  # noqa: F401 - the fixture
 from tests.unit.test_training_reads_once import train_handler
@@ -125,13 +125,9 @@ class DynamoDBExports:
         """The changes since the table's last export, written over `local` as an incremental export:
         a NewImage for each new or changed item, Keys alone for a deleted one."""
         assert period["ExportViewType"] == "NEW_IMAGE", period
-        before, keys = self.snapshots[logical], TABLE_KEYS[logical]
-        lines = [{"Keys": {k: item[k] for k in keys}, "NewImage": item} for key, item in items.items()
-                 if before.get(key) != item]
-        lines += [{"Keys": {k: before[key][k] for k in keys}} for key in before.keys() - items.keys()]
+        lines = incremental_changes(self.snapshots[logical], items, TABLE_KEYS[logical])
         data = local.data_files()[0]
-        with gzip.open(data, "wt") as out:
-            out.writelines(json.dumps({"Metadata": {"WriteTimestampMicros": {"N": "1"}}, **line}) + "\n" for line in lines)
+        write_changes(data, lines)
         for extra in local.data_files()[1:]:
             extra.unlink()
         listing = local.root / local.summary["manifestFilesS3Key"]
