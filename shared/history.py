@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # the nightly run holds one per event: no __dict__ each
 class HistoryEvent:
     item_id: str
     event_type: str
