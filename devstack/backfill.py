@@ -26,10 +26,10 @@ from datetime import datetime
 
 from botocore.exceptions import ClientError
 
-from shared.events import EventType, format_timestamp
+from shared.events import EventType
 from shared.storage import dynamo
 from shared.storage.customers import scan_events
-from shared.storage.users import PurchaseKeys, not_erased_since, purchases_update, read_summaries
+from shared.storage.users import PurchaseKeys, erasure_unchanged, purchases_update, read_summaries
 
 ATTEMPTS = 8
 
@@ -85,10 +85,9 @@ def _add_keys(users_table: str, user_id: str, bought: list[Purchase]) -> tuple[i
         after, add_items, add_orders = stored.adding(bought)  # type: ignore[arg-type]  # duck-typed events
         if not add_items and not add_orders:
             return 0, 0, after.items_truncated
-        # As ingest does: the keys only if no erasure came after the oldest purchase (an erasure
-        # deletes the keys item; this must not bring it back) and no ingest wrote them meanwhile.
-        oldest = format_timestamp(min(purchase.timestamp for purchase in bought))
-        actions = [not_erased_since(users_table, user_id, oldest),
+        # As ingest does: the keys only if the customer is still not erased (an erasure deletes the
+        # keys item; this must not bring it back) and no ingest wrote them meanwhile.
+        actions = [erasure_unchanged(users_table, user_id, ""),
                    purchases_update(users_table, user_id, stored, after, add_items, add_orders)]
         try:
             with dynamo.aws_faults("add bought keys"):

@@ -275,7 +275,7 @@ class _UserWrite:
         actions.append(recent_put(store.users_table, user_id, recent, new_recent, payload))
         new_state = state
         if _changes_summary(events):
-            state = state or SummaryState(PurchaseSummary(), None, erased_at or None)
+            assert state is not None  # read for every user whose events change the summary (write())
             purchases = state.purchases
             if _has_purchase(events):
                 purchases, add_items, add_orders = state.purchases.adding(events)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
-from sys import intern
 from decimal import Decimal
+from sys import intern
 from typing import Any
 
 from shared.history import HistoryEvent

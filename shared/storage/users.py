@@ -299,9 +299,6 @@ def withheld(users_table: str, user_ids: list[str], since: str, behavioural: boo
 
 # --- what ingest writes: the purchase summary, in the same transaction as the events ---
 
-# The user's row allows an event unless the user was erased after it (events stamped before an
-# erasure are refused); ``erased_at`` uses the events' fixed-width stamps, so strings compare as times.
-NOT_ERASED_SINCE = "attribute_not_exists(erased_at) OR erased_at <= :oldest"
 SUMMARY_FIELDS = ("orders", "lines", "units", "spend", "returned", "returns", "first_purchase_at", "last_purchase_at")
 # Rows written before orders were counted: read so that they load (PurchaseSummary maps it).
 LEGACY_SUMMARY_FIELDS = ("purchase_count",)
@@ -399,21 +396,9 @@ class SummaryState:
     contacts: ContactLedger = field(default_factory=ContactLedger)
 
 
-
-def not_erased_since(users_table: str, user_id: str, oldest: str) -> dict[str, Any]:
-    """A transaction action: the user was not erased after `oldest` (the oldest event written)."""
-    return {
-        "ConditionCheck": {
-            "TableName": users_table,
-            "Key": dynamo.serialize({"user_id": user_id}),
-            "ConditionExpression": NOT_ERASED_SINCE,
-            "ExpressionAttributeValues": dynamo.serialize({":oldest": oldest}),
-        }
-    }
-
-
 def erasure_unchanged(users_table: str, user_id: str, erased_at: str) -> dict[str, Any]:
-    """A transaction action: the user's last erasure is still `erased_at` ("": none)."""
+    """A transaction action: the user's last erasure is still `erased_at` ("": none), the one read
+    (``erased_at`` uses the events' fixed-width stamps, so events compare with it as strings)."""
     condition, values = _erasure_is(erased_at)
     check: dict[str, Any] = {"TableName": users_table, "Key": dynamo.serialize({"user_id": user_id}),
                              "ConditionExpression": condition}

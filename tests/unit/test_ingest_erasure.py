@@ -6,23 +6,12 @@ before items recorded it) is written after checking it on the profile row."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from shared.storage import dynamo
 from shared.storage.users import RECENT_SUFFIX
 from tests.factories import ago, event
-
-
-def users_table() -> str:
-    from shared.config import get_settings
-    return get_settings().users_table
-
-
-def recent_item(user_id: str) -> dict[str, Any] | None:
-    response = dynamo.client().get_item(TableName=users_table(), Key=dynamo.serialize({"user_id": user_id + RECENT_SUFFIX}))
-    return dynamo.deserialize(response["Item"]) if "Item" in response else None
+from tests.unit.test_serving_reads import recent_item, tables
 
 
 @pytest.fixture
@@ -55,14 +44,14 @@ def test_a_returning_customers_views_are_written_with_their_recent_item_alone(ap
 
     assert body["accepted"] == 2
     assert kinds(sent[0]) == ["Put", "Put", "Put"]  # two events and the recent item: 2 write units fewer
-    assert recent_item("u-1")["erased_at"] == ""
+    assert recent_item("u-1")["erased_at"] == {"S": ""}
 
 
 def test_an_event_stamped_before_an_erasure_is_refused_after_the_customer_came_back(api, sent):
     api.json("POST", "/events", {"events": [event("v-0", timestamp=ago(hours=2))]})
     erased_at = erase(api, "u-1")
     assert api.json("POST", "/events", {"events": [event("v-1", timestamp=ago(seconds=-2))]})[1]["accepted"] == 1
-    assert recent_item("u-1")["erased_at"] == erased_at
+    assert recent_item("u-1")["erased_at"] == {"S": erased_at}
     sent.clear()
 
     status, body = api.json("POST", "/events", {"events": [event("v-late", timestamp=ago(minutes=5)),
@@ -76,14 +65,14 @@ def test_an_event_stamped_before_an_erasure_is_refused_after_the_customer_came_b
 def test_an_item_written_before_items_recorded_erasures_learns_the_last_one(api):
     erased_at = erase(api, "u-1")
     # What ingest wrote before: an item started after the erasure, without it.
-    dynamo.client().put_item(TableName=users_table(), Item=dynamo.serialize(
+    dynamo.client().put_item(TableName=tables()[1], Item=dynamo.serialize(
         {"user_id": "u-1" + RECENT_SUFFIX, "recent_of": "u-1", "recent_version": 1, "count": 0}))
 
     status, body = api.json("POST", "/events", {"events": [event("v-late", timestamp=ago(minutes=5)),
                                                            event("v-1", timestamp=ago(seconds=-2))]})
 
     assert (status, body["accepted"], body["refused_after_erasure"]) == (207, 1, 1)
-    assert recent_item("u-1")["erased_at"] == erased_at
+    assert recent_item("u-1")["erased_at"] == {"S": erased_at}
 
 
 # Where ingest's last read of the customer is: the Query a new item starts from (after the
