@@ -14,8 +14,6 @@ path's own InteractionLog, leaving out the customers who may not be trained on.
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,7 +21,10 @@ from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
 
+import orjson
+
 from shared.events import format_timestamp
+from shared.storage.exports import gzip_lines
 from shared.training.config import TrainingConfig
 from shared.training.interactions import InteractionLog, Interactions
 
@@ -107,12 +108,10 @@ def read_interactions(files: Iterable[Path], excluded: set[str], limit: int) -> 
 
 def _rows(files: Iterable[Path], excluded: set[str]) -> Iterator[tuple[str, str, str, float, float, str | None]]:
     for path in files:
-        with gzip.open(path, "rt", encoding="utf-8") as lines:
-            for line in lines:
-                if line.strip():
-                    row = json.loads(line)
-                    if row["u"] not in excluded:
-                        yield row["u"], row["i"], row["t"], row["q"], row["s"], row.get("o")
+        for line in gzip_lines(path):
+            row = orjson.loads(line)
+            if row["u"] not in excluded:
+                yield row["u"], row["i"], row["t"], row["q"], row["s"], row.get("o")
 
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from shared.errors import Conflict, NotFound, StorageUnavailable
+from shared.errors import Conflict, NotFound
 from shared.storage.blobs import Blobs, LocalBlobs, S3Blobs
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ import pytest
 
 from devstack.gateway import LambdaContext
 from shared.storage import dynamo
-from shared.storage.exports import INCREMENTAL, exports_in, latest_chain, table_items, write_export
+from shared.storage.exports import INCREMENTAL, exports_in, gzip_lines, latest_chain, table_items, write_export
 from shared.storage.training_data import TableExports, query_locally, read_nightly, read_nightly_from_exports
 from shared.training.config import TrainingConfig
 from shared.training.interactions import EVENT_CODES, Interactions
@@ -92,6 +92,14 @@ def test_export_files_are_dynamodbs_own_format(seeded, tmp_path):
     assert sum(entry["itemCount"] for entry in listing) == summary["itemCount"] == len(lines) > 100
     assert all(set(line) == {"Item"} and line["Item"]["user_id"]["S"] for line in lines)
     assert export.kind == "FULL_EXPORT" and len(list(export.lines())) == len(lines)
+
+
+def test_export_lines_are_read_whole_across_the_reading_blocks(tmp_path):
+    lines = [json.dumps({"Item": {"user_id": {"S": f"u{n}" * (n % 7 + 1)}}}) for n in range(500)]
+    path = tmp_path / "data.json.gz"
+    path.write_bytes(gzip.compress(("\n".join(lines[:250]) + "\n\n" + "\n".join(lines[250:])).encode()))  # no last newline
+    for block in (1, 7, 64, 1 << 20):  # blocks that cut lines anywhere, and one that holds the file
+        assert [line.decode() for line in gzip_lines(path, block)] == lines
 
 
 def write_incremental(root: Path, export_id: str, at: str, changes: list[dict[str, Any]]) -> None:
