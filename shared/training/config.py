@@ -56,6 +56,11 @@ class TrainingConfig(BaseModel):
     factors: Count = Field(default=64, ge=2, le=512)
     regularization: Number = Field(default=5.0, ge=0, le=10_000)
     iterations: Count = Field(default=15, ge=1, le=100)
+    warm_iterations: Count = Field(
+        default=3, ge=0, le=100,
+        description="ALS iterations of a fit that starts from the run's previous fit (the validation folds, the "
+                    "holdout and the final fit each add a few weeks to the one before); 0: every fit starts from "
+                    "random factors with `iterations`")
     random_seed: Count = Field(default=42, ge=0, le=MAX_SEED)
     popularity_days: Count = Field(default=30, ge=1, le=3650,
                                    description="Window of the plain popularity baseline bench/quality.py reports")

@@ -80,16 +80,42 @@ def decide(model: Metrics, baseline: Metrics, active_ndcg: float | None, config:
                       + (f" and active {active_ndcg:.4f}" if active_ndcg is not None else ""))
 
 
-def fit_als(matrix: csr_matrix, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
-    """implicit's ALS with BLAS on one thread (implicit parallelises itself), seeded, quiet."""
+def fit_als(matrix: csr_matrix, config: TrainingConfig,
+            start: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """implicit's ALS with BLAS on one thread (implicit parallelises itself), seeded, quiet; from
+    `start` (user and item factors of the same shape) with `warm_iterations`, when given."""
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    model = AlternatingLeastSquares(factors=config.factors, regularization=config.regularization,
-                                    alpha=1.0, iterations=config.iterations, random_state=config.random_seed)
+    warm = start is not None and config.warm_iterations > 0
+    model = AlternatingLeastSquares(factors=config.factors, regularization=config.regularization, alpha=1.0,
+                                    iterations=config.warm_iterations if warm else config.iterations,
+                                    random_state=config.random_seed)
+    if warm:
+        assert start is not None
+        model.user_factors, model.item_factors = start[0].copy(), start[1].copy()
     with threadpool_limits(1, "blas"):
         model.fit(matrix, show_progress=False)
     return np.asarray(model.user_factors), np.asarray(model.item_factors)
+
+
+class WarmStart:
+    """The factors of a run's latest ALS fit. A run fits the same customers and items up to four
+    times, each fit on a few weeks more than the one before (validation folds oldest first, the
+    holdout, everything). Each fit after the first starts from the one before and runs
+    `warm_iterations` (3), not `iterations` (15): 24 iterations a run instead of 60, as good on
+    both real shops (docs/model.md has the measure)."""
+
+    def __init__(self) -> None:
+        self.factors: tuple[np.ndarray, np.ndarray] | None = None
+
+    def fit(self, matrix: csr_matrix, config: TrainingConfig) -> np.ndarray:
+        """The item factors of a fit on `matrix`, from the last fit's factors when they fit its shape."""
+        start = self.factors
+        if start is not None and (len(start[0]), *start[1].shape) != (*matrix.shape, config.factors):
+            start = None
+        self.factors = fit_als(matrix, config, start)
+        return self.factors[1]
 
 
 def popularity(interactions: Interactions, until: float, config: TrainingConfig, n_items: int) -> np.ndarray:
@@ -143,9 +169,10 @@ class Fitted:
     popularity: np.ndarray  # popular_scores at the part's end
 
 
-def fit_blend(history: History, config: TrainingConfig, blend: Blend) -> Fitted:
+def fit_blend(history: History, config: TrainingConfig, blend: Blend, warm: WarmStart | None = None) -> Fitted:
     """ALS (when the blend uses it), item neighbours and recent popularity, on the history."""
-    item_factors = fit_als(history.rows, config)[1] if blend.als > 0 else np.zeros((0, config.factors), np.float32)
+    item_factors = ((warm or WarmStart()).fit(history.rows, config) if blend.als > 0
+                    else np.zeros((0, config.factors), np.float32))
     neighbours = item_neighbours(history.bought, config.neighbours) if blend.knn > 0 else None
     scores = popular_scores(history.interactions, history.until, config, history.rows.shape[1])
     scorer = Scorer(item_factors, config.regularization, neighbours, scores, blend, config.random_seed)
@@ -171,7 +198,7 @@ def score_blends(fitted: Fitted, evaluated: Holdout, blends: tuple[Blend, ...], 
 
 
 def choose_blend(interactions: Interactions, cutoff: float, config: TrainingConfig,
-                 shape: tuple[int, int]) -> tuple[Blend, str]:
+                 shape: tuple[int, int], warm: WarmStart | None = None) -> tuple[Blend, str]:
     """The blend with the best sum of NDCGs over the validation folds, never looking at the holdout.
 
     Fold i (from 0) is the `holdout_days` ending `i x holdout_days` before the cutoff, scored with
@@ -183,11 +210,12 @@ def choose_blend(interactions: Interactions, cutoff: float, config: TrainingConf
         blend = Blend(config.blend.als, config.blend.knn, config.blend.popularity)
         return blend, f"blend fixed by the configuration: {blend.as_dict()}"
     folds: list[tuple[int, dict[Blend, Metrics]]] = []
-    for fold in range(config.validation_folds):
+    warm = warm or WarmStart()
+    for fold in reversed(range(config.validation_folds)):  # oldest first: each fit starts from the one before
         fold_end = cutoff - fold * config.holdout_days * DAY
-        scored = _score_fold(interactions, fold_end - config.holdout_days * DAY, fold_end, config, shape)
+        scored = _score_fold(interactions, fold_end - config.holdout_days * DAY, fold_end, config, shape, warm)
         if scored is not None:
-            folds.append(scored)
+            folds.insert(0, scored)
     if not folds:
         return DEFAULT_BLEND, (f"too few customers to validate on (fewer than {config.min_users_to_evaluate} in "
                                f"each of {config.validation_folds} validation folds): the default blend "
@@ -202,7 +230,7 @@ def choose_blend(interactions: Interactions, cutoff: float, config: TrainingConf
 
 
 def _score_fold(interactions: Interactions, start: float, end: float, config: TrainingConfig,
-                shape: tuple[int, int]) -> tuple[int, dict[Blend, Metrics]] | None:
+                shape: tuple[int, int], warm: WarmStart) -> tuple[int, dict[Blend, Metrics]] | None:
     """Every blend of `BLENDS`, fitted on the events before `start`, scored on [start, end); None
     (and no fit) when fewer than `min_users_to_evaluate` customers bought something new there."""
     earlier = History.before(interactions, start, config, shape)
@@ -214,7 +242,7 @@ def _score_fold(interactions: Interactions, start: float, end: float, config: Tr
         pick = np.sort(np.random.default_rng(config.random_seed).choice(
             len(evaluated.users), config.max_validation_users, replace=False))
         evaluated = Holdout(evaluated.users[pick], evaluated.relevant[pick])
-    fitted = fit_blend(earlier, config, Blend(1, 1, 1))
+    fitted = fit_blend(earlier, config, Blend(1, 1, 1), warm)
     return len(evaluated.users), score_blends(fitted, evaluated, BLENDS, config.top_k)
 
 
@@ -229,7 +257,7 @@ class Evaluation:
     evaluated_users: int
 
 
-def evaluate(data: TrainingData, config: TrainingConfig) -> Evaluation | str:
+def evaluate(data: TrainingData, config: TrainingConfig, warm: WarmStart | None = None) -> Evaluation | str:
     """Choose the blend before the holdout, fit it, score it and popularity on the holdout; or why not."""
     interactions = _until_end(data)
     shape = (len(interactions.user_ids), len(interactions.item_ids))
@@ -240,8 +268,9 @@ def evaluate(data: TrainingData, config: TrainingConfig) -> Evaluation | str:
     if len(evaluated.users) < config.min_users_to_evaluate:
         return (f"only {len(evaluated.users)} customers bought something new in the last {config.holdout_days} "
                 f"days; at least {config.min_users_to_evaluate} are needed to evaluate a model")
-    blend, blend_reason = choose_blend(interactions, cutoff, config, shape)
-    fitted = fit_blend(earlier, config, blend)
+    warm = warm or WarmStart()
+    blend, blend_reason = choose_blend(interactions, cutoff, config, shape, warm)
+    fitted = fit_blend(earlier, config, blend, warm)
     model = ranking_metrics(top_items(lambda users: fitted.scorer.scores(fitted.rows[users]), evaluated.users,
                                       fitted.bought, config.top_k), evaluated.relevant, shape[1])
     # One popularity row for every customer: broadcast, not copied per customer.
@@ -278,7 +307,8 @@ def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float |
                                strategy=POPULAR, strategy_reason="too little data to evaluate a model: popular items")
 
     started = time.perf_counter()
-    result = evaluate(data, config)
+    warm = WarmStart()
+    result = evaluate(data, config, warm)
     timings["evaluate"] = time.perf_counter() - started
     assert isinstance(result, Evaluation)  # the same customers were counted above
     status, reason = decide(result.model, result.popularity, active_ndcg, config)
@@ -301,9 +331,9 @@ def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float |
     started = time.perf_counter()
     # The user factors stay here: serving folds each customer in from their own history.
     everything = None if strategy == POPULAR else History.before(interactions, data.end + 1, config, shape)
-    fitted = None if everything is None else fit_blend(everything, config, result.blend)
+    fitted = None if everything is None else fit_blend(everything, config, result.blend, warm)
     timings["final_fit"] = time.perf_counter() - started
-    artifact = _artifact(data, interactions, config, fitted, strategy)
+    artifact = _artifact(data, interactions, config, fitted, strategy, warm)
     return TrainingOutcome(status, reason, {"model": result.model.as_dict(), "popularity": result.popularity.as_dict()},
                            artifact, counts, timings, strategy, strategy_reason, popularity_is_better)
 
@@ -316,7 +346,7 @@ def _until_end(data: TrainingData) -> Interactions:
 
 
 def _artifact(data: TrainingData, interactions: Interactions, config: TrainingConfig, fitted: Fitted | None,
-              strategy: str) -> ModelArtifact:
+              strategy: str, warm: WarmStart | None = None) -> ModelArtifact:
     n_items = len(interactions.item_ids)
     scores = popular_scores(interactions, data.end + 1, config, n_items)
     scorer = fitted.scorer if fitted is not None else None
@@ -324,7 +354,7 @@ def _artifact(data: TrainingData, interactions: Interactions, config: TrainingCo
                     else np.zeros((0, config.factors), np.float32))
     if strategy != POPULAR and item_factors.shape[0] == 0:
         # A blend without ALS still publishes factors: similar items and explanations use them.
-        item_factors = fit_als(fitted.rows, config)[1]
+        item_factors = (warm or WarmStart()).fit(fitted.rows, config)
     parameters = config.model_dump(mode="json")
     if scorer is not None:
         parameters["blend"] = scorer.blend.as_dict()

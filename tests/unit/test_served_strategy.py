@@ -138,7 +138,7 @@ def test_the_blend_with_the_best_sum_over_the_validation_folds_wins(monkeypatch)
     folds = {0: scored_as({a: 0.126, b: 0.125}), 1: scored_as({a: 0.120, b: 0.128})}
     asked = []
 
-    def score_fold(interactions, start, end, config, shape):
+    def score_fold(interactions, start, end, config, shape, warm):
         fold = round((NOW - 30 * DAY - end) / (30 * DAY))
         asked.append((start, end))
         return 100, folds[fold]
@@ -148,7 +148,8 @@ def test_the_blend_with_the_best_sum_over_the_validation_folds_wins(monkeypatch)
     config = TrainingConfig(holdout_days=30)
 
     assert choose_blend(None, cutoff, config, (1, 1))[0] == b
-    assert asked == [(cutoff - 30 * DAY, cutoff), (cutoff - 60 * DAY, cutoff - 30 * DAY)]  # never the holdout
+    # Never the holdout; the older fold first, so each fit starts from the one before.
+    assert asked == [(cutoff - 60 * DAY, cutoff - 30 * DAY), (cutoff - 30 * DAY, cutoff)]
     asked.clear()
     assert choose_blend(None, cutoff, config.model_copy(update={"validation_folds": 1}), (1, 1))[0] == a
     assert asked == [(cutoff - 30 * DAY, cutoff)]
