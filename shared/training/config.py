@@ -77,6 +77,9 @@ class TrainingConfig(BaseModel):
                     "each with its own fit: one more fit per fold")
     max_validation_users: Count = Field(default=5000, ge=1, le=1_000_000,
                                         description="Customers sampled to choose the blend")
+    max_holdout_users: Count = Field(default=20_000, ge=1, le=10_000_000,
+                                     description="Customers sampled from the holdout to score the model and "
+                                                 "popularity on (the same customers for both)")
     as_of: AsOf | None = Field(
         default=None, description="Train and evaluate as of this moment (ISO 8601; without a zone, UTC): "
                                   "the window, decay, popularity and holdout count back from it, later events are "

@@ -124,6 +124,18 @@ def test_training_is_reproducible_for_a_seed():
     assert first.metrics == again.metrics
 
 
+def test_a_large_holdout_is_scored_on_a_seeded_draw_of_its_customers_the_same_for_model_and_popularity():
+    data = TrainingData(interactions_of(shop().events), NOW)
+    everyone = train_model(data, TrainingConfig(blend={"als": 1, "knn": 1, "popularity": 1}))
+    holdout = everyone.counts["evaluated_users"]
+    assert everyone.metrics["model"]["users"] == everyone.metrics["popularity"]["users"] == holdout > 20
+
+    capped = TrainingConfig(blend={"als": 1, "knn": 1, "popularity": 1}, max_holdout_users=holdout // 2)
+    drawn, again = (train_model(data, capped) for _ in range(2))
+    assert drawn.metrics["model"]["users"] == drawn.metrics["popularity"]["users"] == holdout // 2
+    assert drawn.metrics == again.metrics and drawn.metrics != everyone.metrics
+
+
 def test_no_interactions_or_too_few_buyers_is_insufficient_data_not_a_crash():
     empty = train_model(TrainingData(interactions_of([]), NOW), TrainingConfig())
     one_user = train_model(TrainingData(log_of(("u", "a", "purchase", 1, 1), ("u", "b", "purchase", 1, 30)), NOW),
