@@ -190,7 +190,8 @@ def test_the_nightly_readers_fast_history_rows_equal_the_request_paths(seeded):
     odd = [{**stored[0], "quantity": {"N": "3"}, "price": {"N": "0.1"}, "currency": {"S": "EUR"},
             "campaign_id": {"S": "c-1"}, "properties": {"M": {"discount": {"BOOL": True}}}},
            {**stored[0], "properties": {"M": {"discount": {"S": ""}, "colour": {"S": "red"}}}},
-           {**stored[0], "properties": {"M": {"discount": {"N": "1"}}}, "channel": {"NULL": True}}]
+           {**stored[0], "properties": {"M": {"discount": {"N": "1"}}}, "channel": {"NULL": True}},
+           {**stored[0], "quantity": {"N": "2.5"}, "price": {"N": "19.99"}, "currency": {"S": ""}}]
     with_items = [item for item in stored + odd if "item_id" in item]
     assert len(with_items) > 100
     assert [history_event_of_item(item) for item in with_items] == [history_event(dynamo.deserialize(item))
