@@ -107,6 +107,34 @@ def top_items(score: Callable[[np.ndarray], np.ndarray], users: np.ndarray, excl
     return ranked
 
 
+def top_items_of_one_row(scores: np.ndarray, users: np.ndarray, exclude: csr_matrix, k: int) -> np.ndarray:
+    """top_items when every user's scores are the one row `scores` (popularity): the row is
+    sorted once, and each user takes its first k items they are not excluded from. The same lists,
+    in a fraction of the time: nothing per user grows with the catalogue."""
+    n = len(scores)
+    k = min(k, n)
+    rows = exclude[users].tocsr()
+    excluded = np.diff(rows.indptr)
+    if not np.isfinite(scores).all() or (n - excluded < k).any():
+        # NaNs and users left with fewer than k items rank as best_first ranks them.
+        return top_items(lambda chunk: np.broadcast_to(scores, (len(chunk), n)), users, exclude, k)
+    order = best_first(scores[None, :], n)[0]
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n)
+    ranked = np.empty((len(users), k), dtype=np.int64)
+    for start in range(0, len(users), CHUNK):
+        chunk = rows[start : start + CHUNK].tocoo()
+        # A user's k items are among the row's first k + (their excluded items) items.
+        width = min(n, k + int(excluded[start : start + CHUNK].max(initial=0)))
+        taken = np.zeros((chunk.shape[0], width), dtype=bool)
+        places = position[chunk.col]
+        near = places < width
+        taken[chunk.row[near], places[near]] = True
+        # Untaken places first, each in the row's order: a stable sort of the flags.
+        ranked[start : start + chunk.shape[0]] = order[np.argsort(taken, axis=1, kind="stable")[:, :k]]
+    return ranked
+
+
 def ranking_metrics(ranked: np.ndarray, relevant: csr_matrix, n_items: int) -> Metrics:
     k = ranked.shape[1]
     if len(ranked) == 0:

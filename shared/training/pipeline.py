@@ -25,7 +25,8 @@ from shared.training.artifact import ModelArtifact
 from shared.training.complements import (Complements, basket_keys_by_day, complements_for_artifact,
                                          compute_complements, titles_by_index)
 from shared.training.config import TrainingConfig
-from shared.training.evaluation import Holdout, Metrics, best_first, holdout, ranking_metrics, top_items
+from shared.training.evaluation import (Holdout, Metrics, best_first, holdout, ranking_metrics, top_items,
+                                         top_items_of_one_row)
 from shared.training.hybrid import (BLENDS, DEFAULT_BLEND, Blend, Scorer, item_neighbours, recent_popularity,
                                     zscore)
 from shared.training.interactions import EVENT_CODES, Interactions
@@ -278,11 +279,15 @@ def evaluate(data: TrainingData, config: TrainingConfig, warm: WarmStart | None 
     warm = warm or WarmStart()
     blend, blend_reason = choose_blend(interactions, cutoff, config, shape, warm)
     fitted = fit_blend(earlier, config, blend, warm)
-    model = ranking_metrics(top_items(lambda users: fitted.scorer.scores(fitted.rows[users]), evaluated.users,
-                                      fitted.bought, config.top_k), evaluated.relevant, shape[1])
-    # One popularity row for every customer: broadcast, not copied per customer.
-    baseline = ranking_metrics(top_items(lambda users: np.broadcast_to(fitted.popularity, (len(users), shape[1])),
-                                         evaluated.users, fitted.bought, config.top_k), evaluated.relevant, shape[1])
+    if blend.als == 0 and blend.knn == 0:  # popularity alone: one row for every customer
+        model_ranked = top_items_of_one_row(fitted.scorer.weighed(blend, None, None, 1)[0], evaluated.users,
+                                            fitted.bought, config.top_k)
+    else:
+        model_ranked = top_items(lambda users: fitted.scorer.scores(fitted.rows[users]), evaluated.users,
+                                 fitted.bought, config.top_k)
+    model = ranking_metrics(model_ranked, evaluated.relevant, shape[1])
+    baseline = ranking_metrics(top_items_of_one_row(fitted.popularity, evaluated.users, fitted.bought, config.top_k),
+                               evaluated.relevant, shape[1])
     return Evaluation(blend, blend_reason, model, baseline, len(evaluated.users))
 
 

@@ -11,7 +11,7 @@ from scipy.sparse import csr_matrix
 
 from shared.training.artifact import CorruptArtifact, ModelArtifact, sha256
 from shared.training.config import BlendWeights, TrainingConfig
-from shared.training.evaluation import Metrics, best_first, ranking_metrics, top_items
+from shared.training.evaluation import Metrics, best_first, ranking_metrics, top_items, top_items_of_one_row
 from shared.training.interactions import InteractionLog, TooManyInteractions
 from shared.training.matrix import DAY, confidence_matrix, interaction_weights
 from shared.training.pipeline import ACCEPTED, INSUFFICIENT_DATA, REJECTED, TrainingData, decide, train_model
@@ -96,6 +96,29 @@ def test_a_wide_catalogue_ranks_as_a_full_sort_would():
         safe = np.where(np.isnan(scores), -np.inf, scores)
         expected = [np.lexsort((np.arange(row.size), -row))[:depth].tolist() for row in safe]
         assert best_first(scores, depth).tolist() == expected
+
+
+def test_one_ranking_for_everyone_gives_each_user_the_lists_a_full_ranking_would():
+    rng = np.random.default_rng(11)
+    n_users, n_items = 700, 3000  # more users than one chunk
+    popularity = rng.integers(0, 30, size=n_items).astype(np.float32)  # ties everywhere
+    excluded = (rng.random((n_users, n_items)) < rng.random((n_users, 1)) ** 4 * 0.9).astype(np.float32)
+    excluded[3, popularity.argsort()[-50:]] = 1  # the most popular items all bought
+    exclude = csr_matrix(excluded)
+    users = np.r_[0, rng.permutation(np.arange(1, n_users))[:600]]
+
+    def full(scores):
+        return top_items(lambda chunk: np.broadcast_to(scores, (len(chunk), n_items)), users, exclude, 10)
+
+    assert (top_items_of_one_row(popularity, users, exclude, 10) == full(popularity)).all()
+    flat = np.zeros(n_items, np.float32)
+    assert (top_items_of_one_row(flat, users, exclude, 10) == full(flat)).all()
+    # A user with fewer than 10 items left, and NaN scores, rank as best_first ranks them.
+    exclude = csr_matrix(np.vstack([np.r_[np.zeros(5), np.ones(n_items - 5)], excluded[1:]]).astype(np.float32))
+    with_nan = popularity.copy()
+    with_nan[::7] = np.nan
+    for scores in (popularity, with_nan):
+        assert (top_items_of_one_row(scores, users, exclude, 10) == full(scores)).all()
 
 
 @pytest.mark.parametrize(("model", "baseline", "active", "status"), [
