@@ -16,6 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from shared.errors import StorageUnavailable
 from shared.events import format_timestamp
+from shared.history import purchased_item_ids
 from shared.observability import logger, metrics
 from shared.storage.bus import EventBus, NoBus
 from shared.storage.catalog import triggers_catalog
@@ -76,8 +77,7 @@ def publish_run_triggers(settings: Any, bus: EventBus, previous: SegmentRun | No
                                   customers.users.keys() | customers.histories.keys(), now)
         if since is not None:
             items = triggers_catalog(settings.items_table, format_timestamp(since))
-            bought = {user_id: [e.item_id for e in history if e.event_type == "purchase"]
-                      for user_id, history in customers.histories.items()}
+            bought = purchased_item_ids(customers.histories)
             triggers += viewed_item_events(customers.histories, customers.users, items, since, now)
             triggers += interest_events(customers.users, bought, items, since, now)
         published = bus.publish(triggers)

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.consent import CONTACT_CHANNELS
 from shared.events import format_timestamp, minor_units
-from shared.history import HistoryEvent
+from shared.history import HistoryEvent, customers_with
 from shared.training import interests
 from shared.users import User, may_profile
 
@@ -370,6 +370,7 @@ def viewed_item_events(histories: Mapping[str, Sequence[HistoryEvent]], users: M
     if not changed:
         return []
     found: list[Trigger] = []
+    histories = customers_with(histories, changed)  # the others saw none of them
     for user_id in sorted(histories):
         user = users.get(user_id)
         if not reachable(user):

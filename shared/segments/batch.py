@@ -6,9 +6,9 @@ customers), several times faster (docs/segments.md has the measure). The rules a
 reason texts and custom-rule comparisons are the request path's own (tags.py, features.py,
 rules.py, clv.py), applied here to arrays, or called once per distinct value and indexed.
 
-- Customer fields are pulled into arrays in one pass; histories are flattened into one array
-  per event field, with the customer each event belongs to (fields only purchases and returns
-  use are read from those alone). Strings are coded in one pass in C (`_coded`).
+- Customer fields are pulled into arrays in one pass; histories come as columns
+  (shared/history_columns.py: the nightly read hands them over as such, lists are turned into
+  them), one array per event field, with the customer each event belongs to.
 - Counts per customer (purchases, categories, channels, windows) are bincounts; bincount adds in
   array order, as the request path's loops do, so sums are bit for bit the same.
 - Floating point is the request path's: elementwise +, -, *, / and comparisons are IEEE in both;
@@ -24,10 +24,10 @@ Domain code: numpy, no storage. Only the nightly run (which ships numpy) imports
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from itertools import chain, compress, repeat
+from itertools import chain, repeat
 from operator import attrgetter
 from typing import Any
 
@@ -37,6 +37,7 @@ from shared.bulk import cycle_collection_paused
 from shared.contact import FATIGUE_DAYS, FATIGUE_SENDS, MIN_SENDS_FOR_RATE
 from shared.events import format_timestamp
 from shared.history import HistoryEvent
+from shared.history_columns import Events, HistoryColumns, events_of
 from shared.observability import logger
 from shared.segments import clv, rules
 from shared.segments.features import DAY, SPEND_WINDOW_DAYS, channel_fatigue, customer_features, main_currency, seconds
@@ -145,7 +146,7 @@ def _segment_everyone(users: Mapping[str, User], histories: Mapping[str, list[Hi
         return Segmented(ids, personalized, declared)
     chosen = np.flatnonzero(personalized)
     who = _Customers(chosen, [profiles[i] for i in chosen.tolist()],
-                     [histories.get(ids[i], ()) for i in chosen.tolist()], categories, now)
+                     *_history_columns(histories, [ids[i] for i in chosen.tolist()]), categories, now)
     blocks = (_rfm(who, statistics) + _value(who, statistics) + _lifecycle(who, statistics) + _clv(who, statistics)
               + _behaviour(who) + _technographic(who) + _engagement(who, now) + declared)
     if definitions:
@@ -159,7 +160,7 @@ class _Customers:
     """The customers who may be profiled (`index`: their place among all), their summary figures
     and their histories' events as arrays."""
 
-    def __init__(self, index: np.ndarray, users: list[User | None], histories: list[Sequence[HistoryEvent]],
+    def __init__(self, index: np.ndarray, users: list[User | None], lengths: np.ndarray, events: Events,
                  categories: Mapping[str, str], now: datetime) -> None:
         self.index, self.users, self.categories = index, users, categories
         self.n = n = len(users)
@@ -189,47 +190,36 @@ class _Customers:
         self.spent = np.full(n, None, dtype=object)  # _money_texts: each customer's spend as text, once written
         self.recency = _whole_days(lasts, now_s)
         self.tenure = _whole_days(firsts, now_s)
-        self._events(histories)
+        self._events(lengths, events)
 
-    def _events(self, histories: list[Sequence[HistoryEvent]]) -> None:
-        lengths = np.fromiter(map(len, histories), np.int64, self.n)
-        events = list(chain.from_iterable(histories))
-        m = len(events)
+    def _events(self, lengths: np.ndarray, events: Events) -> None:
         self.owner = np.repeat(np.arange(self.n), lengths)
-        self.timestamp = np.fromiter(map(attrgetter("timestamp"), events), float, m)
-        type_of, types = _coded(map(attrgetter("event_type"), events), m)
-        type_code = {t: k for k, t in enumerate(types)}
-        self.is_purchase = type_of == type_code.get("purchase", -1)
-        is_return = type_of == type_code.get("return", -1)
-        seen, channels = _coded(map(attrgetter("channel"), events), m)
-        self.channel_names = sorted(c for c in channels if c)  # codes: index here; -1 none
-        channel_code = {c: k for k, c in enumerate(self.channel_names)}
-        self.channel = _recoded(seen, [channel_code.get(c, -1) for c in channels])
+        self.timestamp = events.timestamp
+        type_code = {t: k for k, t in enumerate(events.event_types)}
+        self.is_purchase = events.event_type == type_code.get("purchase", -1)
+        is_return = events.event_type == type_code.get("return", -1)
+        # The channels these customers used (the columns may hold others' too).
+        self.channel_names = sorted(c for c in (events.channels[k] for k in np.unique(events.channel).tolist()) if c)
+        channel_code = {c: k for k, c in enumerate(self.channel_names)}  # codes: index here; -1 none
+        self.channel = _recoded(events.channel, [channel_code.get(c, -1) for c in events.channels])
         self.purchase_owner = self.owner[self.is_purchase]
         self.purchase_timestamp = self.timestamp[self.is_purchase]
         money = self.is_purchase | is_return
         self.money_owner = self.owner[money]
         self.money_timestamp = self.timestamp[money]
-        self.money_is_purchase = self.is_purchase[money]
+        self.money_is_purchase = purchase = self.is_purchase[money]
         self.money_sign = np.where(self.money_is_purchase, 1.0, -1.0)
-        # The other fields are read only from purchases and returns (a third of the events), picked
-        # in C: reading them from every event cost more than picking these once.
-        self._money_events(list(compress(events, money.tolist())))
-
-    def _money_events(self, events: list[HistoryEvent]) -> None:
-        m = len(events)
-        self.money_price = np.array([e.price for e in events], dtype=float)  # None: NaN
-        self.money_quantity = np.fromiter(map(attrgetter("quantity"), events), np.int64, m)
+        self.money_price = events.price[money]  # NaN: none
+        self.money_quantity = events.quantity[money]
         # The event's currency against its customer's main one (None is a code too, as in `==`).
-        seen, currencies = _coded(map(attrgetter("currency"), events), m)
-        self.money_currency = _recoded(seen, [self.currency_code.get(c, -1) for c in currencies])
-        purchase = self.money_is_purchase
-        self.purchase_discount = np.fromiter(map(attrgetter("discount"), events), bool, m)[purchase]
+        self.money_currency = _recoded(events.currency[money], [self.currency_code.get(c, -1)
+                                                                for c in events.currencies])
+        self.purchase_discount = events.discount[money][purchase]
         self.category_names = category_names = sorted(set(self.categories.values()))
         category_code = {name: k for k, name in enumerate(category_names)}
-        seen, items = _coded(map(attrgetter("item_id"), events), m)
-        self.purchase_category = _recoded(seen, [category_code[self.categories[item]] if item in self.categories
-                                                 else -1 for item in items])[purchase]
+        self.purchase_category = _recoded(events.item[money], [
+            category_code[self.categories[item]] if item in self.categories else -1
+            for item in events.item_ids])[purchase]
 
     def channel_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Each (customer, channel) seen: the customer, the channel, the first event on it, the events."""
@@ -245,6 +235,16 @@ class _Customers:
         return ~np.isnan(self.recency)
 
 
+def _history_columns(histories: Mapping[str, list[HistoryEvent]], user_ids: list[str]) -> tuple[np.ndarray, Events]:
+    """How many events each customer has, and their events as columns, customer after customer:
+    taken from the nightly read's columns, or made from lists."""
+    if isinstance(histories, HistoryColumns):
+        lengths, rows = histories.rows_of(user_ids)
+        return lengths, histories.events.take(rows)
+    lists = [histories.get(user_id, ()) for user_id in user_ids]
+    return np.fromiter(map(len, lists), np.int64, len(lists)), events_of(list(chain.from_iterable(lists)))
+
+
 _SUMMARY_FIELDS = attrgetter("orders", "lines", "units", "spend", "last_purchase_at", "first_purchase_at")
 _DECLARED_FIELDS = attrgetter("country", "region", "city", "attributes")
 
@@ -255,21 +255,6 @@ def _columns(fields: Callable[[Any], tuple[Any, ...]], objects: list[Any], count
     if not objects:
         return [[] for _ in range(count)]
     return [list(column) for column in zip(*map(fields, objects))]
-
-
-class _Numbering(dict):
-    """Codes 0, 1, 2... for keys in the order they first come."""
-
-    def __missing__(self, key: Any) -> int:
-        self[key] = code = len(self)
-        return code
-
-
-def _coded(values: Iterable[Any], count: int) -> tuple[np.ndarray, list[Any]]:
-    """Each value's code and the distinct values, in order of first appearance: one pass in C
-    (Python runs once per distinct value), without a list of the values."""
-    numbering = _Numbering()
-    return np.fromiter(map(numbering.__getitem__, values), np.int64, count), list(numbering)
 
 
 def _recoded(codes: np.ndarray, new: list[int]) -> np.ndarray:

@@ -4,7 +4,7 @@ imports this module (through the segments service) and ships no numpy or scipy."
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,7 +26,8 @@ class Customers:
     """Stored profiles, each customer's newest events, and the category of every catalog item."""
 
     users: dict[str, User]
-    histories: dict[str, list[HistoryEvent]]
+    # Lists (HistoryPages), or columns on the nightly run (shared/history_columns.py)
+    histories: Mapping[str, list[HistoryEvent]]
     categories: dict[str, str]  # item_id -> category
 
 

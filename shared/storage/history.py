@@ -56,20 +56,19 @@ def history_event_of_item(item: dict[str, Any]) -> HistoryEvent:
     Its strings are interned: the run holds every event, and the same few item ids, types,
     channels and currencies recur in millions of them (a third of the memory, measured at 1M)."""
     get = item.get
-    quantity, price, properties = get("quantity"), get("price"), get("properties")
+    quantity, price = get("quantity"), get("price")
     # Positional, in HistoryEvent's field order: a million keyword calls cost more.
     return HistoryEvent(
         intern(item["item_id"]["S"]), intern(item["event_type"]["S"]),
-        _whole(quantity["N"]) if quantity else 1,
+        whole(quantity["N"]) if quantity else 1,
         datetime.fromisoformat(item["ts"]["S"]).timestamp(),
-        _text(get("channel")),
+        text_of(get("channel")),
         float(price["N"]) if price else None,  # correctly rounded, as float(Decimal(...)) is
-        _text(get("currency")), _text(get("campaign_id")),
-        bool(dynamo.deserialize(properties["M"]).get("discount")) if properties and "M" in properties else False,
+        text_of(get("currency")), text_of(get("campaign_id")), discount_of(get("properties")),
     )
 
 
-def _whole(number: str) -> int:
+def whole(number: str) -> int:
     """int(Decimal(number)), without a Decimal for the usual whole number."""
     try:
         return int(number)
@@ -77,12 +76,19 @@ def _whole(number: str) -> int:
         return int(Decimal(number))
 
 
-def _text(value: dict[str, Any] | None) -> str | None:
+def text_of(value: dict[str, Any] | None) -> Any:
+    """A stored text attribute (DynamoDB JSON) as history_event reads it: its text, interned, or
+    whatever else is stored there, deserialized."""
     if not value:
         return None
     if (text := value.get("S")) is None:
         text = dynamo.deserialize({"v": value})["v"]
     return intern(text) if isinstance(text, str) else text
+
+
+def discount_of(properties: dict[str, Any] | None) -> bool:
+    """Whether an event's stored properties (DynamoDB JSON) mark it bought at a discount."""
+    return bool(dynamo.deserialize(properties["M"]).get("discount")) if properties and "M" in properties else False
 
 
 # The newest linked visitor ids (devices used before signing in) whose history counts, and how

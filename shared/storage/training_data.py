@@ -19,10 +19,11 @@ import numpy as np
 from shared.bulk import cycle_collection_paused
 from shared.events import EventType
 from shared.storage import dynamo
-from shared.storage.customers import (SCAN_SEGMENTS, USER_HISTORY_FIELDS, Customers, HistoryPages,
-                                      catalog_labels, catalog_labels_of, scan_events)
+from shared.storage.customers import (SCAN_SEGMENTS, USER_HISTORY_FIELDS, Customers, catalog_labels,
+                                      catalog_labels_of, scan_events)
 from shared.storage.blobs import S3Blobs
 from shared.storage.export_queries import QueryRun, events_data_folder, read_interactions, statements, window_bounds
+from shared.storage.history_columns import HistoryColumnPages
 from shared.storage.exports import Export, download_export, latest_chain, table_items
 from shared.storage.outcomes import OUTCOME_FIELDS, OutcomePages, Outcomes
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
@@ -73,7 +74,7 @@ def read_nightly(events_table: str, users_table: str, items_table: str, config: 
 def _read_nightly(events_table: str, users_table: str, items_table: str, config: TrainingConfig, now: datetime,
                   segments: int, outcomes_since: str | None) -> NightlyRead:
     users, excluded = _users(users_table, segments)
-    training, histories = _TrainingPages(config, now, excluded), HistoryPages()
+    training, histories = _TrainingPages(config, now, excluded), HistoryColumnPages()
     outcomes = OutcomePages(outcomes_since) if outcomes_since else None
 
     def on_page(items: list[dict[str, Any]]) -> None:
@@ -119,7 +120,7 @@ def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, no
             for item in table_items(exports.users, ("user_id",)) if is_user_row(item)}
     users, excluded = _users_of(rows)
     training = _TrainingPages(config, now, excluded)
-    histories = HistoryPages()
+    histories = HistoryColumnPages()
     outcomes = OutcomePages(outcomes_since) if outcomes_since else None
     handlers = [histories.add_page, *([outcomes.add_page] if outcomes else [])]
     events = table_items(exports.events, ("user_id", "event_id"))

@@ -23,6 +23,7 @@ from shared.consent import Consent, PurposeConsent
 from shared.contact import ChannelLedger, ContactLedger
 from shared.events import format_timestamp
 from shared.history import HistoryEvent
+from shared.history_columns import HistoryColumns
 from shared.segments import batch, clv
 from shared.segments.batch import segment_everyone
 from shared.segments.rules import CustomSegment
@@ -271,10 +272,14 @@ def test_every_generated_customer_gets_the_request_paths_tags_and_reasons(monkey
         everyone = segment_everyone(data.users, data.histories, data.categories, data.statistics, data.now,
                                  data.definitions).rows()
         batch_seconds = time.process_time() - started
+        # As the nightly read hands them over: columns, not lists.
+        from_columns = segment_everyone(data.users, HistoryColumns.of(data.histories), data.categories,
+                                        data.statistics, data.now, data.definitions).rows()
         expected = request_path(data, user_ids)
 
     different = [u for u in user_ids if everyone.get(u, []) != expected[u]]
     assert not different, [(u, expected[u], everyone.get(u)) for u in different[:2]]
+    assert from_columns == everyone
     assert len(user_ids) == 100_000 and sum(map(len, expected.values())) > 900_000
     families = {family for tags in expected.values() for family, _, _ in tags}
     assert families == {"rfm", "value", "lifecycle", "behaviour", "technographic", "engagement", "geography",

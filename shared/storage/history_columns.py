@@ -1,0 +1,90 @@
+"""Every customer's newest events from stored items, straight into columns (shared/history_columns.py).
+
+What HistoryPages (shared/storage/customers.py) answers, for the nightly run: fed the same pages
+(a Scan's, or an export's lines) from several threads, each customer's newest `limit` events,
+newest first, events naming no item counted within the limit and left out. Each event's fields go
+into lists page by page and become arrays at the end: no HistoryEvent object is made, and numpy
+parses the page's times at once. tests/unit/test_history_columns.py checks the answers are
+HistoryPages' own.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from shared.history_columns import Codes, Events, HistoryColumns, quantities
+from shared.storage.history import HISTORY_LIMIT, discount_of, text_of, whole
+
+
+class HistoryColumnPages:
+    def __init__(self, limit: int = HISTORY_LIMIT) -> None:
+        self.limit = limit
+        self.lock = threading.Lock()
+        self.users, self.items, self.types = Codes(), Codes(), Codes()
+        self.channels, self.currencies, self.campaigns = Codes(), Codes(), Codes()
+        self.pages: list[tuple[np.ndarray, np.ndarray, np.ndarray, list[Any]]] = []
+
+    def add_page(self, items: list[dict[str, Any]]) -> None:
+        stamps = [item["ts"]["S"] for item in items]
+        seconds = _seconds(stamps)
+        named = [item for item in items if "item_id" in item]
+        has_item = np.fromiter(("item_id" in item for item in items), bool, len(items))
+        # The fields of the events that name an item, read in this thread; coded under the lock.
+        fields = [
+            [item["user_id"]["S"] for item in items],
+            [item["item_id"]["S"] for item in named],
+            [item["event_type"]["S"] for item in named],
+            [whole(q["N"]) if (q := item.get("quantity")) else 1 for item in named],
+            [text_of(item.get("channel")) for item in named],
+            [float(p["N"]) if (p := item.get("price")) else np.nan for item in named],
+            [text_of(item.get("currency")) for item in named],
+            [text_of(item.get("campaign_id")) for item in named],
+            [discount_of(item.get("properties")) for item in named],
+        ]
+        with self.lock:
+            self.pages.append((self.users.of(fields[0]), seconds, has_item, [
+                self.items.of(fields[1]), self.types.of(fields[2]), quantities(fields[3]),
+                self.channels.of(fields[4]), np.array(fields[5], dtype=np.float64), self.currencies.of(fields[6]),
+                self.campaigns.of(fields[7]), np.array(fields[8], dtype=bool)]))
+
+    def finish(self) -> HistoryColumns:
+        if not self.pages:
+            return HistoryColumns([], np.zeros(1, np.int64), _events([], np.zeros(0), self))
+        users = np.concatenate([page[0] for page in self.pages])
+        seconds = np.concatenate([page[1] for page in self.pages])
+        has_item = np.concatenate([page[2] for page in self.pages])
+        # Newest first within each customer; equal times in the order read, as HistoryPages' stable sorts keep them.
+        order = np.lexsort((-seconds, users))
+        grouped = users[order]
+        first = np.searchsorted(grouped, grouped, side="left")
+        kept = order[(np.arange(len(order)) - first < self.limit) & has_item[order]]
+        # An event's place among the named events (their fields are stored for those alone).
+        named_place = np.cumsum(has_item) - 1
+        columns = [np.concatenate([page[3][c] for page in self.pages]) for c in range(8)]
+        events = _events([column[named_place[kept]] for column in columns], seconds[kept], self)
+        counts = np.bincount(users[kept], minlength=len(self.users.values))
+        return HistoryColumns(self.users.values, np.concatenate([[0], np.cumsum(counts)]), events)
+
+
+def _events(columns: list[np.ndarray], seconds: np.ndarray, pages: HistoryColumnPages) -> Events:
+    if not columns:
+        empty = np.zeros(0, np.int32)
+        columns = [empty, empty, np.zeros(0, np.int64), empty, np.zeros(0), empty, empty, np.zeros(0, bool)]
+    item, kind, quantity, channel, price, currency, campaign, discount = columns
+    return Events(item, kind, quantity, seconds, channel, price, currency, campaign, discount, pages.items.values,
+                  pages.types.values, pages.channels.values, pages.currencies.values, pages.campaigns.values)
+
+
+def _seconds(stamps: list[str]) -> np.ndarray:
+    """datetime.fromisoformat(s).timestamp() of each: numpy parses the times ingest writes
+    (UTC, "Z") all at once, to the same float; any other form goes through datetime."""
+    if all(len(s) == 27 and s[-1] == "Z" and s[10] == "T" for s in stamps):  # 2026-11-01T03:00:00.000000Z
+        try:
+            return np.array([s[:-1] for s in stamps], dtype="datetime64[us]").astype(np.int64) / 1e6
+        except ValueError:
+            pass
+    return np.array([datetime.fromisoformat(s).timestamp() for s in stamps], dtype=np.float64)
