@@ -27,7 +27,7 @@ from shared.storage.history_columns import HistoryColumnPages
 from shared.storage.exports import Export, download_export, latest_chain, table_items
 from shared.storage.outcomes import OUTCOME_FIELDS, OutcomePages, Outcomes
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
-from shared.storage.users import all_user_rows, is_user_row, user_from_row
+from shared.storage.users import all_user_rows, is_user_row, users_from_rows
 from shared.training.config import TrainingConfig
 from shared.training.customers import customer_statistics
 from shared.training.interactions import EVENT_CODES, InteractionLog, Interactions, TooManyInteractions
@@ -192,7 +192,7 @@ def _users(users_table: str, segments: int) -> tuple[dict[str, User], set[str]]:
 def _users_of(rows: dict[str, dict[str, Any]]) -> tuple[dict[str, User], set[str]]:
     """Every stored customer, and those not to train on: objected, or being erased (an erasure
     that ran out of time has left events still to delete)."""
-    users = {user_id: user_from_row(row) for user_id, row in rows.items()}
+    users = users_from_rows(rows)
     excluded = {user_id for user_id, user in users.items() if not may_personalize(user)}
     excluded |= {user_id for user_id, row in rows.items() if row.get("erasure_status") == ERASURE_IN_PROGRESS}
     return users, excluded
