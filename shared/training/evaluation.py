@@ -47,19 +47,20 @@ def holdout(later_purchases: csr_matrix, earlier_purchases: csr_matrix, known_us
     return Holdout(users, (new[users] > 0).astype(np.float32).tocsr())
 
 
-def best_first(scores: np.ndarray, k: int) -> np.ndarray:
+def best_first(scores: np.ndarray, k: int, nan_free: bool = False) -> np.ndarray:
     """Each row's k highest-scoring columns, best first, equal scores in column order.
 
     One tie-break for every ranking (serving, campaign batches, evaluation): argpartition and
     argsort alone order equal scores by chance, so one customer could get two different lists.
     Only the few columns at or above a cheap lower bound of the k-th best score are sorted: a full
-    partition of every row is most of an evaluation's time on a large catalogue.
+    partition of every row is most of an evaluation's time on a large catalogue. `nan_free`: the
+    caller knows the scores hold no NaN (the check is a pass over every score).
     """
     rows, n = scores.shape
     k = min(k, n)
     if k == 0 or rows == 0:
         return np.empty((rows, k), dtype=np.int64)
-    if np.isnan(scores.max()):  # a NaN equals nothing, so it could not be counted among the k
+    if not nan_free and np.isnan(scores.max()):  # a NaN equals nothing, so it could not be counted among the k
         scores = np.where(np.isnan(scores), -np.inf, scores)
     row, column = np.divmod(_candidates(scores, k), n)
     # By row, then score (best first), then column: each row's first k are its list.

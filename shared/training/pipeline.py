@@ -183,16 +183,20 @@ def fit_blend(history: History, config: TrainingConfig, blend: Blend, warm: Warm
 def score_blends(fitted: Fitted, evaluated: Holdout, blends: tuple[Blend, ...], k: int) -> dict[Blend, Metrics]:
     """Every blend on the same customers; the parts are computed once, then weighed per blend."""
     ranked: dict[Blend, list[np.ndarray]] = {blend: [] for blend in blends}
+    popularity_nan_free = not np.isnan(fitted.scorer.popularity).any()
     for start in range(0, len(evaluated.users), BLEND_CHUNK):
         users = evaluated.users[start : start + BLEND_CHUNK]
         als, knn = fitted.scorer.parts(fitted.rows[users])
         als = zscore(als) if als is not None else None
         knn = zscore(knn) if knn is not None else None
+        # A blend's scores hold a NaN only where a part does (its z-scores are bounded, its
+        # weights at most 100): checked once here, not once per blend.
+        nan_free = popularity_nan_free and not any(np.isnan(part).any() for part in (als, knn) if part is not None)
         excluded = fitted.bought[users].tocoo()
         for blend in blends:
             scores = fitted.scorer.weighed(blend, als, knn, len(users))
             scores[excluded.row, excluded.col] = -np.inf
-            ranked[blend].append(best_first(scores, k))
+            ranked[blend].append(best_first(scores, k, nan_free))
     n_items = fitted.rows.shape[1]
     return {blend: ranking_metrics(np.vstack(parts) if parts else np.zeros((0, k), np.int64), evaluated.relevant,
                                    n_items) for blend, parts in ranked.items()}

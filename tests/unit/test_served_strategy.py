@@ -16,7 +16,7 @@ from shared.storage.models import Manifest
 from shared.training.artifact import ModelArtifact
 from shared.training.config import TrainingConfig
 from shared.training import pipeline
-from shared.training.evaluation import Metrics, top_items
+from shared.training.evaluation import Metrics, best_first, top_items
 from shared.training.hybrid import BLENDS, DEFAULT_BLEND, Blend, item_neighbours
 from shared.training.interactions import InteractionLog
 from shared.training.job import should_activate
@@ -259,3 +259,26 @@ def test_the_validation_ranks_each_blend_as_serving_would(fitted_shop):
                                  fitted.popularity, blend)
         served = top_items(lambda chunk: scorer.scores(fitted.rows[chunk]), users, fitted.bought, 10)
         assert scored[blend] == pipeline.ranking_metrics(served, relevant, n_items)
+
+
+def test_a_part_holding_nans_ranks_in_the_validation_as_a_full_check_would(fitted_shop, monkeypatch):
+    """The validation checks each chunk's parts for NaN once, not each blend's scores."""
+    _, fitted, _ = fitted_shop
+    users = np.flatnonzero(np.diff(fitted.rows.indptr) > 0)[:150]
+    n_items = fitted.rows.shape[1]
+    relevant = csr_matrix((np.random.default_rng(2).random((len(users), n_items)) < 0.2)
+                          | (np.arange(n_items) == 0)).astype(np.float32)
+    parts = type(fitted.scorer).parts
+
+    def with_nans(scorer, rows):
+        als, knn = parts(scorer, rows)
+        als[::3, ::7] = np.nan  # as factors gone to NaN would give
+        return als, knn
+
+    monkeypatch.setattr(type(fitted.scorer), "parts", with_nans)
+    scored = pipeline.score_blends(fitted, pipeline.Holdout(users, relevant), BLENDS, 10)
+    checked = []
+    monkeypatch.setattr(pipeline, "best_first", lambda scores, k, nan_free=False: checked.append(nan_free) or
+                        best_first(scores, k))
+    assert pipeline.score_blends(fitted, pipeline.Holdout(users, relevant), BLENDS, 10) == scored
+    assert not any(checked)  # every blend with ALS, and the others too: the chunk held a NaN
