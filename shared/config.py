@@ -40,6 +40,8 @@ class Settings(BaseModel):
     # writes them into LOCAL_EXPORT_DIR).
     training_path: Literal["scan", "export"] = Field(alias="TRAINING_PATH", default="scan")
     export_bucket: str = Field(alias="EXPORT_BUCKET", default="")
+    # Where ALS fits (shared/training/fit_device.py): the Batch job on GPU instances sets "gpu".
+    fit_device: Literal["cpu", "gpu"] = Field(alias="FIT_DEVICE", default="cpu")
     local_export_dir: str | None = Field(alias="LOCAL_EXPORT_DIR", default=None)
     # Days the export bucket keeps an export: the events export chain starts again with a full
     # export before its full one would expire.

@@ -80,7 +80,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return read.training_data()
 
     with tempfile.TemporaryDirectory() as workdir:  # downloaded exports, gone when the run ends
-        manifest = run_training(load, models, training_config(event.get("config")), now)
+        manifest = run_training(load, models, training_config(event.get("config")), now, settings.fit_device)
     if first_model and not manifest.counts.get("interactions"):
         models.discard(manifest)  # no purchases yet: nothing to keep but the log line
         return manifest.model_dump(mode="json")

@@ -62,6 +62,8 @@ class Manifest(BaseModel):
     strategy: str = Field(default="", description="What this version serves: hybrid, als, knn, or popular "
                                                   "(empty: a version trained before strategies, ALS)")
     strategy_reason: str = Field(default="", description="Why this strategy, with the holdout's figures")
+    fit_device: str = Field(default="", description="Where ALS fitted: cpu, gpu, or cpu with the reason a GPU "
+                                                    "that was asked for could not be used (empty: before this was recorded)")
     active: bool = False
 
 

@@ -28,6 +28,7 @@ from shared.events import format_timestamp
 from shared.observability import logger
 from shared.storage.models import Manifest, ModelStore
 from shared.training.config import TrainingConfig
+from shared.training.fit_device import CPU, Device, resolve
 from shared.training.interactions import TooManyInteractions
 from shared.training.pipeline import ACCEPTED, POPULAR, TrainingData, TrainingOutcome, train_model
 
@@ -39,10 +40,13 @@ def new_version(now: datetime) -> str:
 
 
 def run_training(load: DataLoader, models: ModelStore, config: TrainingConfig,
-                 now: datetime | None = None) -> Manifest:
+                 now: datetime | None = None, device: Device = CPU) -> Manifest:
+    """One run; ALS fits on `device` when it is usable here, else on the CPU (the manifest says which)."""
     now = now or datetime.now(timezone.utc)
     end = config.as_of or now
+    device, fit_device = resolve(device)
     manifest = Manifest(
+        fit_device=fit_device,
         version=new_version(now), status="training", started_at=now,
         parameters=config.model_dump(mode="json"),
         window={"start": format_timestamp(end - timedelta(days=config.window_days)),
@@ -56,7 +60,7 @@ def run_training(load: DataLoader, models: ModelStore, config: TrainingConfig,
         started = time.perf_counter()
         data = load(config, end)
         manifest.timings["load"] = time.perf_counter() - started
-        outcome = train_model(data, config, _active_ndcg(models))
+        outcome = train_model(data, config, _active_ndcg(models), device)
         manifest.status, manifest.reason = outcome.status, outcome.reason
         manifest.strategy, manifest.strategy_reason = outcome.strategy, outcome.strategy_reason
         manifest.metrics, manifest.counts = outcome.metrics, outcome.counts

@@ -27,6 +27,7 @@ from shared.training.complements import (Complements, basket_keys_by_day, comple
 from shared.training.config import TrainingConfig
 from shared.training.evaluation import (Holdout, Metrics, best_first, holdout, ranking_metrics, top_items,
                                          top_items_of_one_row)
+from shared.training.fit_device import CPU, GPU, Device
 from shared.training.hybrid import (BLENDS, DEFAULT_BLEND, Blend, Scorer, item_neighbours, recent_popularity,
                                     zscore)
 from shared.training.interactions import EVENT_CODES, Interactions
@@ -81,10 +82,12 @@ def decide(model: Metrics, baseline: Metrics, active_ndcg: float | None, config:
                       + (f" and active {active_ndcg:.4f}" if active_ndcg is not None else ""))
 
 
-def fit_als(matrix: csr_matrix, config: TrainingConfig,
-            start: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def fit_als(matrix: csr_matrix, config: TrainingConfig, start: tuple[np.ndarray, np.ndarray] | None = None,
+            device: Device = CPU) -> tuple[np.ndarray, np.ndarray]:
     """implicit's ALS with BLAS on one thread (implicit parallelises itself), seeded, quiet; from
-    `start` (user and item factors of the same shape) with `warm_iterations`, when given."""
+    `start` (user and item factors of the same shape) with `warm_iterations`, when given. On the
+    GPU (a device fit_device.resolve allowed), implicit's own to_gpu and to_cpu carry the factors
+    there and back: the same start, the same numpy factors out."""
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
@@ -95,9 +98,11 @@ def fit_als(matrix: csr_matrix, config: TrainingConfig,
     if warm:
         assert start is not None
         model.user_factors, model.item_factors = start[0].copy(), start[1].copy()
+    fitting = model.to_gpu() if device == GPU else model
     with threadpool_limits(1, "blas"):
-        model.fit(matrix, show_progress=False)
-    return np.asarray(model.user_factors), np.asarray(model.item_factors)
+        fitting.fit(matrix, show_progress=False)
+    fitted = fitting.to_cpu() if device == GPU else fitting
+    return np.asarray(fitted.user_factors), np.asarray(fitted.item_factors)
 
 
 class WarmStart:
@@ -107,7 +112,8 @@ class WarmStart:
     `warm_iterations` (3), not `iterations` (15): 24 iterations a run instead of 60, as good on
     both real shops (docs/model.md has the measure)."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: Device = CPU) -> None:
+        self.device = device
         self.factors: tuple[np.ndarray, np.ndarray] | None = None
 
     def fit(self, matrix: csr_matrix, config: TrainingConfig) -> np.ndarray:
@@ -115,7 +121,7 @@ class WarmStart:
         start = self.factors
         if start is not None and (len(start[0]), *start[1].shape) != (*matrix.shape, config.factors):
             start = None
-        self.factors = fit_als(matrix, config, start)
+        self.factors = fit_als(matrix, config, start, self.device)
         return self.factors[1]
 
 
@@ -295,7 +301,8 @@ def evaluate(data: TrainingData, config: TrainingConfig, warm: WarmStart | None 
     return Evaluation(blend, blend_reason, model, baseline, len(evaluated.users))
 
 
-def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float | None = None) -> TrainingOutcome:
+def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float | None = None,
+                device: Device = CPU) -> TrainingOutcome:
     timings: dict[str, float] = {}
     interactions = _until_end(data)
     shape = (len(interactions.user_ids), len(interactions.item_ids))
@@ -323,7 +330,7 @@ def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float |
                                strategy=POPULAR, strategy_reason="too little data to evaluate a model: popular items")
 
     started = time.perf_counter()
-    warm = WarmStart()
+    warm = WarmStart(device)
     result = evaluate(data, config, warm)
     timings["evaluate"] = time.perf_counter() - started
     assert isinstance(result, Evaluation)  # the same customers were counted above
