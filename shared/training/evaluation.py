@@ -62,7 +62,7 @@ def best_first(scores: np.ndarray, k: int, nan_free: bool = False) -> np.ndarray
         return np.empty((rows, k), dtype=np.int64)
     if not nan_free and np.isnan(scores.max()):  # a NaN equals nothing, so it could not be counted among the k
         scores = np.where(np.isnan(scores), -np.inf, scores)
-    row, column = np.divmod(_candidates(scores, k), n)
+    row, column = np.divmod(candidates(scores, k)[0], n)
     # By row, then score (best first), then column: each row's first k are its list.
     order = np.lexsort((column, -scores[row, column], row))
     counts = np.bincount(row, minlength=rows)
@@ -70,10 +70,11 @@ def best_first(scores: np.ndarray, k: int, nan_free: bool = False) -> np.ndarray
     return column[order][firsts[:, None] + np.arange(k)].astype(np.int64)
 
 
-def _candidates(scores: np.ndarray, k: int) -> np.ndarray:
+def candidates(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Flat indexes of the cells that can make a row's list: those above a bound no higher than
     its k-th best score, and of those equal to the bound, the first k (a flat row ties at it in
-    every column, and only its first k columns can be chosen)."""
+    every column, and only its first k columns can be chosen). At least k a row (of rows with k
+    columns); and the bound (rows x 1): no cell left out is above it."""
     rows, n = scores.shape
     bound = _kth_best_at_most(scores, k)
     # Flat: numpy finds the few set cells of a 1-d mask many times faster than of a 2-d one.
@@ -81,7 +82,7 @@ def _candidates(scores: np.ndarray, k: int) -> np.ndarray:
     tied_rows = tied // n
     firsts = np.searchsorted(tied_rows, np.arange(rows))
     rank = np.arange(len(tied)) - firsts[tied_rows]
-    return np.concatenate([np.flatnonzero(scores > bound), tied[rank < k]])
+    return np.concatenate([np.flatnonzero(scores > bound), tied[rank < k]]), bound
 
 
 def _kth_best_at_most(scores: np.ndarray, k: int) -> np.ndarray:

@@ -149,6 +149,23 @@ def standardized(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return scores / spread, spread[:, 0]
 
 
+def blend_terms(blend: Blend, als: Any, knn: Any, popularity: Any) -> list[tuple[float, Any]]:
+    """The (weight, part) pairs a blend sums, in the order it sums them: its parts with a weight."""
+    return [(weight, part) for weight, part in ((blend.als, als), (blend.knn, knn), (blend.popularity, popularity))
+            if weight > 0 and part is not None]
+
+
+def weigh(terms: list[tuple[float, Any]], shape: tuple[int, ...]) -> np.ndarray:
+    """The weighted sum of `terms` (at least one), in float32, in their order. The same operations
+    on any cells give the same numbers, whole rows or a few cells gathered from them (and, rounding
+    being monotonic, bounds of the parts give a bound of the sum: shared/training/blend_ranking.py)."""
+    (weight, part), *rest = terms
+    total = np.multiply(part, weight, out=np.empty(shape, dtype=np.float32))
+    for weight, part in rest:
+        total += part if weight == 1 else weight * part  # x 1 is exact: one pass fewer
+    return total
+
+
 class Scorer:
     """Scores every item for confidence rows (customers x items), as the blend says."""
 
@@ -187,16 +204,10 @@ class Scorer:
     def weighed(self, blend: Blend, als: np.ndarray | None, knn: np.ndarray | None, n_rows: int) -> np.ndarray:
         """The blend of standardized parts (None: left out, as a zero weight is): one sum for
         serving and for the validation, which weighs the same parts for every blend."""
-        terms = [(weight, part) for weight, part in ((blend.als, als), (blend.knn, knn),
-                                                     (blend.popularity, self.popularity[None, :]))
-                 if weight > 0 and part is not None]
+        terms = blend_terms(blend, als, knn, self.popularity[None, :])
         if not terms:
             return np.zeros((n_rows, self.n_items), dtype=np.float32)
-        (weight, part), *rest = terms
-        total = np.multiply(part, weight, out=np.empty((n_rows, self.n_items), dtype=np.float32))
-        for weight, part in rest:
-            total += part if weight == 1 else weight * part  # x 1 is exact: one pass fewer
-        return total
+        return weigh(terms, (n_rows, self.n_items))
 
     def contributions(self, row: csr_matrix, items: list[int]) -> dict[int, dict[int, float]]:
         """For each item, how much each history item added to its score (the popularity part
