@@ -35,6 +35,8 @@ def rank_blends(blends: Sequence[Blend], als: np.ndarray | None, knn: np.ndarray
     rows, n = excluded.shape
     everyone = np.arange(rows)
     kept = max(CANDIDATES, k)
+    if k == 0 or rows == 0:
+        return {blend: np.empty((rows, k), np.int64) for blend in blends}
     if n <= 4 * kept:  # a small catalogue: every item is about as cheap
         return {blend: _ranked_on_every_item(blend, everyone, als, knn, popularity, excluded, k) for blend in blends}
     flats, bounds = [], {}
@@ -64,7 +66,7 @@ def rank_blends(blends: Sequence[Blend], als: np.ndarray | None, knn: np.ndarray
     last[row, slot] = marks[cells] >= 2
     als_cells = np.take_along_axis(als, columns, axis=1) if als is not None else None
     knn_cells = np.take_along_axis(knn, columns, axis=1) if knn is not None else None
-    popularity_ceiling = np.full(rows, popular_bound[0, 0], np.float32)
+    popularity_ceiling = np.full(rows, popular_bound[0, 0], popularity.dtype)  # summed as the cells are
     ranked: dict[Blend, np.ndarray] = {}
     for blend in blends:
         terms = blend_terms(blend, als_cells, knn_cells, popularity[columns])

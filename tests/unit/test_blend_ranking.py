@@ -9,7 +9,7 @@ from scipy.sparse import coo_matrix
 from shared.training import blend_ranking
 from shared.training.blend_ranking import rank_blends
 from shared.training.evaluation import best_first
-from shared.training.hybrid import BLENDS, Scorer, zscore
+from shared.training.hybrid import BLENDS, Blend, Scorer, zscore
 
 K = 10
 
@@ -93,3 +93,29 @@ def test_an_item_near_the_top_of_every_part_but_at_the_top_of_none_still_makes_t
     expected = on_every_item(scorer, als, knn, excluded)
     assert all(np.array_equal(lists[blend], expected[blend]) for blend in BLENDS)
     assert lists[BLENDS[7]][0, 0] == 500  # als + knn + popularity
+
+
+def test_popularity_in_double_precision_ranks_as_on_every_item():
+    # The bound is summed in the popularity's own precision, as the cells are: rounded to float32
+    # first, it sat below column 164's score, which then never made the list.
+    eps = float(np.finfo(np.float32).eps)
+    popularity = np.full(300, -10.0)
+    popularity[100:165] = 1 + 1.4 * eps  # 65 tied: column 164 is not among popularity's 64
+    popularity[299] = 1.0
+    als = np.full((1, 300), -10.0, np.float32)
+    als[0, :64] = als[0, 164] = 1.0  # 65 tied: column 164 is not among ALS's 64 either
+    als[0, 299] = np.float32(1 + 2 * eps)
+    scorer, _, _, _ = chunk(7, rows=2, items=300)
+    scorer.popularity = popularity
+    excluded = coo_matrix((1, 300), dtype=np.float32)
+    blend = Blend(als=1, popularity=1)
+    scores = scorer.weighed(blend, als, None, 1)
+    assert np.array_equal(rank_blends((blend,), als, None, popularity, excluded, 1)[blend], best_first(scores, 1))
+
+
+def test_no_rows_or_no_places_rank_nothing():
+    scorer, als, knn, excluded = chunk(8, rows=3, items=1000)
+    assert all(top.shape == (3, 0) for top in rank_blends(BLENDS, als, knn, scorer.popularity, excluded, 0).values())
+    empty = coo_matrix((0, 1000), dtype=np.float32)
+    lists = rank_blends(BLENDS, als[:0], knn[:0], scorer.popularity, empty, K)
+    assert all(top.shape == (0, K) for top in lists.values())
