@@ -65,6 +65,7 @@ def run_training(load: DataLoader, models: ModelStore, config: TrainingConfig,
         manifest.strategy, manifest.strategy_reason = outcome.strategy, outcome.strategy_reason
         manifest.metrics, manifest.counts = outcome.metrics, outcome.counts
         manifest.timings.update(outcome.timings)
+        manifest.fit_device = outcome.gpu_failure or manifest.fit_device
         if outcome.artifact is not None:
             started = time.perf_counter()
             models.publish(manifest, outcome.artifact)

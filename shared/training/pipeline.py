@@ -68,6 +68,7 @@ class TrainingOutcome:
     strategy: str = POPULAR  # what this version serves: hybrid, als, knn, or popular
     strategy_reason: str = ""
     popularity_is_better: bool = False  # rejected because popularity beat the model on the holdout
+    gpu_failure: str = ""  # the fits fell back to the CPU, and why (WarmStart)
 
 
 def decide(model: Metrics, baseline: Metrics, active_ndcg: float | None, config: TrainingConfig) -> tuple[str, str]:
@@ -88,7 +89,8 @@ def fit_als(matrix: csr_matrix, config: TrainingConfig, start: tuple[np.ndarray,
     """implicit's ALS with BLAS on one thread (implicit parallelises itself), seeded, quiet; from
     `start` (user and item factors of the same shape) with `warm_iterations`, when given. On the
     GPU (a device fit_device.resolve allowed), implicit's own to_gpu and to_cpu carry the factors
-    there and back: the same start, the same numpy factors out."""
+    there and back. A cold GPU fit starts from factors drawn here with the run's seed: implicit's
+    GPU model seeds from the clock when the seed is 0, and a run must be reproducible."""
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
@@ -99,11 +101,22 @@ def fit_als(matrix: csr_matrix, config: TrainingConfig, start: tuple[np.ndarray,
     if warm:
         assert start is not None
         model.user_factors, model.item_factors = start[0].copy(), start[1].copy()
+    elif device == GPU:
+        model.user_factors, model.item_factors = _first_factors(matrix.shape, config)
     fitting = model.to_gpu() if device == GPU else model
     with threadpool_limits(1, "blas"):
         fitting.fit(matrix, show_progress=False)
     fitted = fitting.to_cpu() if device == GPU else fitting
     return np.asarray(fitted.user_factors), np.asarray(fitted.item_factors)
+
+
+def _first_factors(shape: tuple[int, int], config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Users' and items' first factors, uniform in +-0.5 / factors as implicit's GPU model draws
+    them, from the run's seed."""
+    rng = np.random.default_rng(config.random_seed)
+    scale = 0.5 / config.factors
+    return tuple(rng.uniform(-scale, scale, (rows, config.factors)).astype(np.float32)  # type: ignore[return-value]
+                 for rows in shape)
 
 
 class WarmStart:
@@ -116,13 +129,23 @@ class WarmStart:
     def __init__(self, device: Device = CPU) -> None:
         self.device = device
         self.factors: tuple[np.ndarray, np.ndarray] | None = None
+        self.gpu_failure = ""  # why the fits went on on the CPU after a GPU fit failed
 
     def fit(self, matrix: csr_matrix, config: TrainingConfig) -> np.ndarray:
-        """The item factors of a fit on `matrix`, from the last fit's factors when they fit its shape."""
+        """The item factors of a fit on `matrix`, from the last fit's factors when they fit its shape.
+        A GPU fit that fails (out of the device's memory, a CUDA error) is done again on the CPU,
+        and so is every later fit of the run: a night's model a little later, not none."""
         start = self.factors
         if start is not None and (len(start[0]), *start[1].shape) != (*matrix.shape, config.factors):
             start = None
-        self.factors = fit_als(matrix, config, start, self.device)
+        try:
+            self.factors = fit_als(matrix, config, start, self.device)
+        except (RuntimeError, MemoryError) as error:  # what implicit's CUDA code raises
+            if self.device != GPU:
+                raise
+            self.device = CPU
+            self.gpu_failure = f"cpu: the GPU fit failed ({type(error).__name__}: {error})"
+            self.factors = fit_als(matrix, config, start, CPU)
         return self.factors[1]
 
 
@@ -363,7 +386,8 @@ def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float |
     timings["final_fit"] = time.perf_counter() - started
     artifact = _artifact(data, interactions, config, fitted, strategy, warm)
     return TrainingOutcome(status, reason, {"model": result.model.as_dict(), "popularity": result.popularity.as_dict()},
-                           artifact, counts, timings, strategy, strategy_reason, popularity_is_better)
+                           artifact, counts, timings, strategy, strategy_reason, popularity_is_better,
+                           warm.gpu_failure)
 
 
 def _until_end(data: TrainingData) -> Interactions:

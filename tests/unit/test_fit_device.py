@@ -38,19 +38,34 @@ def trained(tmp_path: Path, data: TrainingData, device: str):
 
 
 class GpuTwin:
-    """What implicit's to_gpu returns, fitting on the CPU: it records what it was handed."""
+    """What implicit's to_gpu returns, fitting on the CPU: it records the factors it was handed,
+    and fails its fits with `failure` when one is set."""
 
-    handed: list[tuple[np.ndarray | None, np.ndarray | None]] = []
+    handed: list[tuple[np.ndarray, np.ndarray]] = []
+    failure: Exception | None = None
 
     def __init__(self, model: AlternatingLeastSquares) -> None:
         self.model = model
-        GpuTwin.handed.append((model.user_factors, model.item_factors))
+        GpuTwin.handed.append((np.copy(model.user_factors), np.copy(model.item_factors)))  # fits write in place
 
     def fit(self, matrix, show_progress: bool = False) -> None:
+        if GpuTwin.failure is not None:
+            raise GpuTwin.failure
         self.model.fit(matrix, show_progress=show_progress)
 
     def to_cpu(self) -> AlternatingLeastSquares:
         return self.model
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """A GPU that implicit can use, behind its own to_gpu seam."""
+    monkeypatch.setattr(fit_device, "gpu_missing", lambda: None)
+    monkeypatch.setattr(AlternatingLeastSquares, "to_gpu", lambda model: GpuTwin(model), raising=False)
+    GpuTwin.handed.clear()
+    GpuTwin.failure = None
+    yield GpuTwin
+    GpuTwin.failure = None
 
 
 def test_a_run_asked_for_a_gpu_where_there_is_none_fits_on_the_cpu_and_says_why(tmp_path, data):
@@ -63,16 +78,28 @@ def test_a_run_asked_for_a_gpu_where_there_is_none_fits_on_the_cpu_and_says_why(
     assert np.array_equal(artifact.item_factors, cpu_artifact.item_factors)
 
 
-def test_a_gpu_fit_goes_through_implicits_gpu_model_from_the_same_start(tmp_path, data, monkeypatch):
-    _, cpu_artifact = trained(tmp_path, data, "cpu")
-    monkeypatch.setattr(fit_device, "gpu_missing", lambda: None)
-    monkeypatch.setattr(AlternatingLeastSquares, "to_gpu", lambda model: GpuTwin(model), raising=False)
-    GpuTwin.handed.clear()
+def test_a_gpu_fit_goes_through_implicits_gpu_model_from_seeded_factors(tmp_path, data, gpu):
     manifest, artifact = trained(tmp_path, data, "gpu")
     assert manifest.fit_device == "gpu"
-    # The holdout's fit starts cold, the final one from its factors (a fixed blend: no folds).
-    assert [(users is None, items is None) for users, items in GpuTwin.handed] == [(True, True), (False, False)]
-    assert artifact.item_factors.dtype == np.float32
+    # The holdout's fit starts from factors of the run's seed, the final one from the holdout's
+    # (a fixed blend: no folds); implicit's GPU model would seed a seed of 0 from the clock.
+    (first_users, first_items), (users, items) = gpu.handed
+    assert len(gpu.handed) == 2 and first_users.dtype == np.float32
+    assert np.abs(first_items).max() <= 0.5 / CONFIG.factors
+    assert users.shape == first_users.shape and not np.array_equal(users, first_users)
+    assert artifact.item_factors.dtype == np.float32 and artifact.item_factors.shape == first_items.shape
+    gpu.handed.clear()
+    again, repeated = trained(tmp_path / "again", data, "gpu")
+    assert np.array_equal(gpu.handed[0][1], first_items)
+    assert np.array_equal(repeated.item_factors, artifact.item_factors)
+
+
+def test_a_gpu_fit_that_fails_is_done_on_the_cpu_and_the_manifest_says_why(tmp_path, data, gpu):
+    on_cpu, cpu_artifact = trained(tmp_path, data, "cpu")
+    gpu.failure = MemoryError("std::bad_alloc: out_of_memory: CUDA error")
+    manifest, artifact = trained(tmp_path, data, "gpu")
+    assert manifest.fit_device == "cpu: the GPU fit failed (MemoryError: std::bad_alloc: out_of_memory: CUDA error)"
+    assert manifest.status == on_cpu.status and len(gpu.handed) == 1  # later fits go straight to the CPU
     assert np.array_equal(artifact.item_factors, cpu_artifact.item_factors)
 
 
