@@ -28,17 +28,19 @@ CANDIDATES = 64
 
 
 def rank_blends(blends: Sequence[Blend], als: np.ndarray | None, knn: np.ndarray | None, popularity: np.ndarray,
-                excluded: coo_matrix, k: int) -> dict[Blend, np.ndarray]:
+                excluded: coo_matrix, k: int, nan_free: bool) -> dict[Blend, np.ndarray]:
     """best_first(scores, k) of each blend's scores (Scorer.weighed, the `excluded` cells -inf)
-    for the rows of `als` and `knn` (standardized, NaN-free; None: not used) with `popularity`
-    (one row for everyone, NaN-free)."""
+    for the rows of `als` and `knn` (standardized; None: not used) with `popularity` (one row for
+    everyone). `nan_free`: the caller knows no part holds a NaN, which the bound needs (a NaN is
+    above nothing and below nothing); otherwise every item is ranked."""
     rows, n = excluded.shape
     everyone = np.arange(rows)
     kept = max(CANDIDATES, k)
     if k == 0 or rows == 0:
         return {blend: np.empty((rows, k), np.int64) for blend in blends}
-    if n <= 4 * kept:  # a small catalogue: every item is about as cheap
-        return {blend: _ranked_on_every_item(blend, everyone, als, knn, popularity, excluded, k) for blend in blends}
+    if not nan_free or n <= 4 * kept:  # a small catalogue: every item is about as cheap
+        return {blend: _ranked_on_every_item(blend, everyone, als, knn, popularity, excluded, k, nan_free)
+                for blend in blends}
     flats, bounds = [], {}
     for name, part in (("als", als), ("knn", knn)):
         if part is not None:
@@ -69,11 +71,8 @@ def rank_blends(blends: Sequence[Blend], als: np.ndarray | None, knn: np.ndarray
     popularity_ceiling = np.full(rows, popular_bound[0, 0], popularity.dtype)  # summed as the cells are
     ranked: dict[Blend, np.ndarray] = {}
     for blend in blends:
-        terms = blend_terms(blend, als_cells, knn_cells, popularity[columns])
-        if not terms:
-            ranked[blend] = _ranked_on_every_item(blend, everyone, als, knn, popularity, excluded, k)
-            continue
-        scores = weigh(terms, columns.shape)
+        # A blend of no part scores 0 everywhere: its ceiling is 0 too, and every row goes the full way.
+        scores = weigh(blend_terms(blend, als_cells, knn_cells, popularity[columns]), columns.shape)
         scores[last] = -np.inf
         places = best_first(scores, k, nan_free=True)
         top = np.take_along_axis(columns, places, axis=1)
@@ -82,20 +81,20 @@ def rank_blends(blends: Sequence[Blend], als: np.ndarray | None, knn: np.ndarray
         ceiling = weigh(blend_terms(blend, bounds.get("als"), bounds.get("knn"), popularity_ceiling), (rows,))
         unsure = np.flatnonzero(~(kth > ceiling))
         if len(unsure):
-            top[unsure] = _ranked_on_every_item(blend, unsure, als, knn, popularity, excluded, k)
+            top[unsure] = _ranked_on_every_item(blend, unsure, als, knn, popularity, excluded, k, True)
         ranked[blend] = top
     return ranked
 
 
 def _ranked_on_every_item(blend: Blend, rows: np.ndarray, als: np.ndarray | None, knn: np.ndarray | None,
-                          popularity: np.ndarray, excluded: coo_matrix, k: int) -> np.ndarray:
+                          popularity: np.ndarray, excluded: coo_matrix, k: int, nan_free: bool) -> np.ndarray:
     """best_first of the blend's scores on every item, for `rows` only."""
     n = excluded.shape[1]
     terms = blend_terms(blend, als[rows] if als is not None else None, knn[rows] if knn is not None else None,
                         popularity[None, :])
-    scores = weigh(terms, (len(rows), n)) if terms else np.zeros((len(rows), n), np.float32)
+    scores = weigh(terms, (len(rows), n))
     place = np.full(excluded.shape[0], -1)
     place[rows] = np.arange(len(rows))
     mine = place[excluded.row] >= 0
     scores[place[excluded.row[mine]], excluded.col[mine]] = -np.inf
-    return best_first(scores, k, nan_free=True)
+    return best_first(scores, k, nan_free)

@@ -156,9 +156,12 @@ def blend_terms(blend: Blend, als: Any, knn: Any, popularity: Any) -> list[tuple
 
 
 def weigh(terms: list[tuple[float, Any]], shape: tuple[int, ...]) -> np.ndarray:
-    """The weighted sum of `terms` (at least one), in float32, in their order. The same operations
-    on any cells give the same numbers, whole rows or a few cells gathered from them (and, rounding
-    being monotonic, bounds of the parts give a bound of the sum: shared/training/blend_ranking.py)."""
+    """The weighted sum of `terms`, in float32, in their order (no terms: zeros, as a blend of no
+    part scores). The same operations on any cells give the same numbers, whole rows or a few
+    cells gathered from them (and, rounding being monotonic, bounds of the parts give a bound of
+    the sum: shared/training/blend_ranking.py)."""
+    if not terms:
+        return np.zeros(shape, dtype=np.float32)
     (weight, part), *rest = terms
     total = np.multiply(part, weight, out=np.empty(shape, dtype=np.float32))
     for weight, part in rest:
@@ -204,10 +207,7 @@ class Scorer:
     def weighed(self, blend: Blend, als: np.ndarray | None, knn: np.ndarray | None, n_rows: int) -> np.ndarray:
         """The blend of standardized parts (None: left out, as a zero weight is): one sum for
         serving and for the validation, which weighs the same parts for every blend."""
-        terms = blend_terms(blend, als, knn, self.popularity[None, :])
-        if not terms:
-            return np.zeros((n_rows, self.n_items), dtype=np.float32)
-        return weigh(terms, (n_rows, self.n_items))
+        return weigh(blend_terms(blend, als, knn, self.popularity[None, :]), (n_rows, self.n_items))
 
     def contributions(self, row: csr_matrix, items: list[int]) -> dict[int, dict[int, float]]:
         """For each item, how much each history item added to its score (the popularity part

@@ -26,7 +26,7 @@ from shared.training.blend_ranking import rank_blends
 from shared.training.complements import (Complements, basket_keys_by_day, complements_for_artifact,
                                          compute_complements, titles_by_index)
 from shared.training.config import TrainingConfig
-from shared.training.evaluation import (Holdout, Metrics, best_first, holdout, ranking_metrics, top_items,
+from shared.training.evaluation import (Holdout, Metrics, holdout, ranking_metrics, top_items,
                                          top_items_of_one_row)
 from shared.training.fit_device import CPU, GPU, Device
 from shared.training.hybrid import (BLENDS, DEFAULT_BLEND, Blend, Scorer, item_neighbours, recent_popularity,
@@ -223,14 +223,8 @@ def score_blends(fitted: Fitted, evaluated: Holdout, blends: tuple[Blend, ...], 
         # weights at most 100): checked once here, not once per blend.
         nan_free = popularity_nan_free and not any(np.isnan(part).any() for part in (als, knn) if part is not None)
         excluded = fitted.bought[users].tocoo()
-        if nan_free:
-            for blend, top in rank_blends(blends, als, knn, fitted.scorer.popularity, excluded, k).items():
-                ranked[blend].append(top)
-            continue
-        for blend in blends:
-            scores = fitted.scorer.weighed(blend, als, knn, len(users))
-            scores[excluded.row, excluded.col] = -np.inf
-            ranked[blend].append(best_first(scores, k))
+        for blend, top in rank_blends(blends, als, knn, fitted.scorer.popularity, excluded, k, nan_free).items():
+            ranked[blend].append(top)
     n_items = fitted.rows.shape[1]
     return {blend: ranking_metrics(np.vstack(parts) if parts else np.zeros((0, k), np.int64), evaluated.relevant,
                                    n_items) for blend, parts in ranked.items()}

@@ -53,7 +53,7 @@ def test_every_blend_ranks_as_on_every_item(seed, monkeypatch):
         return ranked_fully(blend, rows, *args)
 
     monkeypatch.setattr(blend_ranking, "_ranked_on_every_item", counted)
-    lists = rank_blends(BLENDS, als, knn, scorer.popularity, excluded, K)
+    lists = rank_blends(BLENDS, als, knn, scorer.popularity, excluded, K, True)
     expected = on_every_item(scorer, als, knn, excluded)
     for blend in BLENDS:
         assert np.array_equal(lists[blend], expected[blend]), blend
@@ -64,14 +64,14 @@ def test_every_blend_ranks_as_on_every_item(seed, monkeypatch):
 def test_a_blend_without_one_of_its_parts_ranks_as_on_every_item():
     scorer, als, knn, excluded = chunk(4)
     for kept_als, kept_knn in ((als, None), (None, knn), (None, None)):
-        lists = rank_blends(BLENDS, kept_als, kept_knn, scorer.popularity, excluded, K)
+        lists = rank_blends(BLENDS, kept_als, kept_knn, scorer.popularity, excluded, K, True)
         expected = on_every_item(scorer, kept_als, kept_knn, excluded)
         assert all(np.array_equal(lists[blend], expected[blend]) for blend in BLENDS)
 
 
 def test_a_small_catalogue_is_ranked_on_every_item():
     scorer, als, knn, excluded = chunk(5, items=100)
-    lists = rank_blends(BLENDS, als, knn, scorer.popularity, excluded, K)
+    lists = rank_blends(BLENDS, als, knn, scorer.popularity, excluded, K, True)
     expected = on_every_item(scorer, als, knn, excluded)
     assert all(np.array_equal(lists[blend], expected[blend]) for blend in BLENDS)
 
@@ -89,7 +89,7 @@ def test_an_item_near_the_top_of_every_part_but_at_the_top_of_none_still_makes_t
     scorer, _, _, _ = chunk(6, rows=rows, items=items)
     scorer.popularity = popularity
     excluded = coo_matrix((rows, items), dtype=np.float32)
-    lists = rank_blends(BLENDS, als, knn, popularity, excluded, K)
+    lists = rank_blends(BLENDS, als, knn, popularity, excluded, K, True)
     expected = on_every_item(scorer, als, knn, excluded)
     assert all(np.array_equal(lists[blend], expected[blend]) for blend in BLENDS)
     assert lists[BLENDS[7]][0, 0] == 500  # als + knn + popularity
@@ -110,12 +110,20 @@ def test_popularity_in_double_precision_ranks_as_on_every_item():
     excluded = coo_matrix((1, 300), dtype=np.float32)
     blend = Blend(als=1, popularity=1)
     scores = scorer.weighed(blend, als, None, 1)
-    assert np.array_equal(rank_blends((blend,), als, None, popularity, excluded, 1)[blend], best_first(scores, 1))
+    assert np.array_equal(rank_blends((blend,), als, None, popularity, excluded, 1, True)[blend], best_first(scores, 1))
 
 
 def test_no_rows_or_no_places_rank_nothing():
     scorer, als, knn, excluded = chunk(8, rows=3, items=1000)
-    assert all(top.shape == (3, 0) for top in rank_blends(BLENDS, als, knn, scorer.popularity, excluded, 0).values())
+    assert all(top.shape == (3, 0) for top in rank_blends(BLENDS, als, knn, scorer.popularity, excluded, 0, True).values())
     empty = coo_matrix((0, 1000), dtype=np.float32)
-    lists = rank_blends(BLENDS, als[:0], knn[:0], scorer.popularity, empty, K)
+    lists = rank_blends(BLENDS, als[:0], knn[:0], scorer.popularity, empty, K, True)
     assert all(top.shape == (0, K) for top in lists.values())
+
+
+def test_parts_with_a_nan_are_ranked_on_every_item_as_best_first_ranks_them():
+    scorer, als, knn, excluded = chunk(9, rows=8)
+    als[2, 5:50] = np.nan
+    lists = rank_blends(BLENDS, als, knn, scorer.popularity, excluded, K, nan_free=False)
+    expected = on_every_item(scorer, als, knn, excluded)
+    assert all(np.array_equal(lists[blend], expected[blend]) for blend in BLENDS)
