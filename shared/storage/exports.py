@@ -108,30 +108,55 @@ def _newest_chain(exports: list[T], kind: Callable[[T], str]) -> list[T]:
 
 
 def table_items(chain: list[Export], key_names: tuple[str, ...]) -> Iterator[dict[str, Any]]:
-    """The table's items (DynamoDB JSON) as of the chain's last export. A full export alone is
-    streamed; incremental changes need the items by key, so then the table is held in memory."""
+    """The table's items (DynamoDB JSON) as of the chain's last export, streamed: the full export's
+    items as the incremental ones left them, then the items those added. Only the changes are held
+    in memory (a day's, against the whole table in the full export)."""
     if not chain:
         return
-    full, changes = chain[0], chain[1:]
-    if not changes:
-        for line in full.lines():
-            yield line["Item"]
-        return
+    changes = chain_changes(chain[1:], key_names)
+    met: set[Key] = set()
+    yield from current_items(chain[0].data_files(), changes, key_names, met)
+    yield from added_items(changes, met)
 
-    def key(item: dict[str, Any]) -> tuple[str, ...]:
-        return tuple(json.dumps(item[name], sort_keys=True) for name in key_names)
 
-    items = {key(line["Item"]): line["Item"] for line in full.lines()}
-    for export in changes:
+Key = tuple[tuple[tuple[str, str], ...], ...]  # an item's key attributes, as DynamoDB JSON pairs
+
+
+def item_key(item: dict[str, Any], key_names: tuple[str, ...]) -> Key:
+    return tuple(tuple(item[name].items()) for name in key_names)
+
+
+def chain_changes(incrementals: list[Export], key_names: tuple[str, ...]) -> dict[Key, dict[str, Any] | None]:
+    """What incremental exports changed, by key: the newest image, or None for a deleted item. An
+    incremental export's line holds the key (Keys) and the new image (NewImage), none for a delete."""
+    changes: dict[Key, dict[str, Any] | None] = {}
+    for export in incrementals:
         for line in export.lines():
-            if "NewImage" in line:
-                items[key(line["Keys"])] = line["NewImage"]
-            else:
-                items.pop(key(line["Keys"]), None)
-    yield from items.values()
+            changes[item_key(line["Keys"], key_names)] = line.get("NewImage")
+    return changes
 
 
-def write_export(table: str, root: Path, segments: int = 4, now: datetime | None = None) -> Export:
+def current_items(files: list[Path], changes: dict[Key, dict[str, Any] | None], key_names: tuple[str, ...],
+                  met: set[Key]) -> Iterator[dict[str, Any]]:
+    """The items of these files of a full export as `changes` leave them (a changed item's newest
+    image in its place, a deleted one left out); the keys of the changes met are added to `met`."""
+    for path in files:
+        for line in gzip_lines(path):
+            item = orjson.loads(line)["Item"]
+            if changes and (key := item_key(item, key_names)) in changes:
+                met.add(key)
+                if (item := changes[key]) is None:
+                    continue
+            yield item
+
+
+def added_items(changes: dict[Key, dict[str, Any] | None], met: set[Key]) -> Iterator[dict[str, Any]]:
+    """The items `changes` added: those whose key no file of the full export held (`met`)."""
+    return (image for key, image in changes.items() if image is not None and key not in met)
+
+
+def write_export(table: str, root: Path, segments: int = 4, now: datetime | None = None,
+                 items_per_file: int = ITEMS_PER_FILE) -> Export:
     """A full export of `table` in DynamoDB's format under `root`, from a parallel Scan."""
     now = now or datetime.now(timezone.utc)
     export_id = f"{int(now.timestamp() * 1000):013d}-{secrets.token_hex(4)}"
@@ -151,9 +176,9 @@ def write_export(table: str, root: Path, segments: int = 4, now: datetime | None
     def on_page(items: list[dict[str, Any]]) -> None:
         with lock:
             pending.extend(items)
-            if len(pending) >= ITEMS_PER_FILE:
-                flush(pending[:])
-                pending.clear()
+            while len(pending) >= items_per_file:
+                flush(pending[:items_per_file])
+                del pending[:items_per_file]
 
     parallel_scan(table, segments, on_page)
     if pending or not files:
