@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from shared.storage.child_process import PicklesWithoutLock
 from shared.history_columns import Codes, Events, HistoryColumns, quantities
 from shared.storage.history import HISTORY_LIMIT, discount_of, text_of, whole
 
 
-class HistoryColumnPages:
+class HistoryColumnPages(PicklesWithoutLock):
     def __init__(self, limit: int = HISTORY_LIMIT) -> None:
         self.limit = limit
         self.lock = threading.Lock()
@@ -50,6 +51,20 @@ class HistoryColumnPages:
                 self.items.of(fields[1]), self.types.of(fields[2]), quantities(fields[3]),
                 self.channels.of(fields[4]), np.array(fields[5], dtype=np.float64), self.currencies.of(fields[6]),
                 self.campaigns.of(fields[7]), np.array(fields[8], dtype=bool)]))
+
+    def extend(self, other: HistoryColumnPages) -> None:
+        """Add the pages another reader read (of the files after this one's), its codes made ours."""
+        with self.lock:
+            users, items, types, channels, currencies, campaigns = (
+                mine.of(theirs.values) for mine, theirs in ((self.users, other.users), (self.items, other.items),
+                                                            (self.types, other.types), (self.channels, other.channels),
+                                                            (self.currencies, other.currencies),
+                                                            (self.campaigns, other.campaigns)))
+            for user, seconds, has_item, columns in other.pages:
+                item, kind, quantity, channel, price, currency, campaign, discount = columns
+                self.pages.append((users[user], seconds, has_item, [
+                    items[item], types[kind], quantity, channels[channel], price, currencies[currency],
+                    campaigns[campaign], discount]))
 
     def finish(self) -> HistoryColumns:
         if not self.pages:

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from shared.events import EventType
+from shared.storage.child_process import PicklesWithoutLock
 from shared.experiments.attribution import Purchase, Touch
 
 # What the read needs of an event beyond history's fields.
@@ -32,7 +33,7 @@ class Outcomes:
                         [replace(p, user_id=links.get(p.user_id, p.user_id)) for p in self.purchases])
 
 
-class OutcomePages:
+class OutcomePages(PicklesWithoutLock):
     """Fed page by page (DynamoDB JSON items, a Scan's or an export's) from several threads; keeps
     events stamped at or after `since`."""
 
@@ -61,3 +62,9 @@ class OutcomePages:
             with self.lock:
                 self.outcomes.touches += touches
                 self.outcomes.purchases += purchases
+
+    def extend(self, other: OutcomePages) -> None:
+        """Add what another reader kept (of the events after this one's)."""
+        with self.lock:
+            self.outcomes.touches += other.outcomes.touches
+            self.outcomes.purchases += other.outcomes.purchases

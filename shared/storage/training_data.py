@@ -7,7 +7,10 @@ each customer's newest events. Scans are the run's largest read, so no table is 
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Iterator
+from contextlib import ExitStack
 from itertools import islice
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,9 +25,11 @@ from shared.storage import dynamo
 from shared.storage.customers import (SCAN_SEGMENTS, USER_HISTORY_FIELDS, Customers, catalog_labels,
                                       catalog_labels_of, scan_events)
 from shared.storage.blobs import S3Blobs
+from shared.storage.child_process import Running, in_child
 from shared.storage.export_queries import QueryRun, events_data_folder, read_interactions, statements, window_bounds
 from shared.storage.history_columns import HistoryColumnPages
-from shared.storage.exports import Export, download_export, latest_chain, table_items
+from shared.storage.exports import (Export, Key, added_items, chain_changes, current_items, download_export,
+                                    latest_chain, table_items)
 from shared.storage.outcomes import OUTCOME_FIELDS, OutcomePages, Outcomes
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
 from shared.storage.users import all_user_rows, is_user_row, users_from_rows
@@ -37,6 +42,7 @@ from shared.users import User, may_personalize, may_profile
 
 EXPORT_PAGE = 10_000  # export lines handed to the page handlers at a time, as a Scan's pages are
 TRAINING_FIELDS = ("user_id", "item_id", "event_type", "quantity", "ts", "order_id")
+EVENT_KEY = ("user_id", "event_id")
 RETURN = EventType.RETURN.value
 
 
@@ -105,33 +111,82 @@ def load_training_data(events_table: str, users_table: str, config: TrainingConf
 
 
 def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime, queried: list[Path],
-                              page_size: int = EXPORT_PAGE, outcomes_since: str | None = None) -> NightlyRead:
+                              page_size: int = EXPORT_PAGE, outcomes_since: str | None = None,
+                              readers: int | None = None) -> NightlyRead:
     """The same read from DynamoDB exports (shared/storage/exports.py). The training window's
     interactions are the query stage's output files (`queried`, shared/storage/export_queries.py);
     the segments' histories and the outcomes go through the Scan's own page handlers, so both
-    paths give the same training data and segments."""
+    paths give the same training data and segments.
+
+    Both reads are Python work on every line, so they are spread over processes: the query's
+    output is read in a child process, and the events export's files in `readers` shares (by
+    default one per CPU), the first here and each other in a child process of its own."""
     with cycle_collection_paused():
-        return _read_nightly_from_exports(exports, config, now, queried, page_size, outcomes_since)
+        return _read_nightly_from_exports(exports, config, now, queried, page_size, outcomes_since,
+                                          readers or len(os.sched_getaffinity(0)))
 
 
-def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime,
-                               queried: list[Path], page_size: int, outcomes_since: str | None) -> NightlyRead:
+def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime, queried: list[Path],
+                               page_size: int, outcomes_since: str | None, readers: int) -> NightlyRead:
     rows = {item["user_id"]["S"]: dynamo.deserialize(item)
             for item in table_items(exports.users, ("user_id",)) if is_user_row(item)}
     users, excluded = _users_of(rows)
     training = _TrainingPages(config, now, excluded)
-    histories = HistoryColumnPages()
-    outcomes = OutcomePages(outcomes_since) if outcomes_since else None
-    handlers = [histories.add_page, *([outcomes.add_page] if outcomes else [])]
-    events = table_items(exports.events, ("user_id", "event_id"))
-    while page := list(islice(events, page_size)):
-        for handler in handlers:
-            handler(page)
-    training.read_queried(queried)
+    changes = chain_changes(exports.events[1:], EVENT_KEY)
+    first, *others = file_shares(exports.events[0].data_files(), readers)
+    with ExitStack() as children:
+        interactions = children.enter_context(in_child(read_interactions, queried, excluded, config.max_interactions))
+        running = [children.enter_context(in_child(read_events, share, changes, outcomes_since, page_size))
+                   for share in others]
+        events = read_events(first, changes, outcomes_since, page_size)
+        for share in running:
+            events.extend(share.result())
+        events.add_items(added_items(changes, events.met), page_size)
+        training.take_queried(interactions)
     categories, titles = catalog_labels_of(table_items(exports.items, ("item_id",)))
-    return NightlyRead(Customers(users, histories.finish(), categories),
+    return NightlyRead(Customers(users, events.histories.finish(), categories),
                        None if training.overflow else training.finish(users, excluded, now, categories, titles),
-                       training.overflow, _joined(outcomes, users))
+                       training.overflow, _joined(events.outcomes, users))
+
+
+class EventsRead:
+    """What the nightly read keeps of events pages: the segments' histories, the outcomes (with
+    `outcomes_since`), and the keys of the export chain's changes met in the full export's files."""
+
+    def __init__(self, outcomes_since: str | None) -> None:
+        self.histories = HistoryColumnPages()
+        self.outcomes = OutcomePages(outcomes_since) if outcomes_since else None
+        self.met: set[Key] = set()
+
+    def add_items(self, items: Iterator[dict[str, Any]], page_size: int) -> None:
+        while page := list(islice(items, page_size)):
+            self.histories.add_page(page)
+            if self.outcomes is not None:
+                self.outcomes.add_page(page)
+
+    def extend(self, other: EventsRead) -> None:
+        """Add what a reader of the files after this one's kept."""
+        self.histories.extend(other.histories)
+        if self.outcomes is not None and other.outcomes is not None:
+            self.outcomes.extend(other.outcomes)
+        self.met |= other.met
+
+
+def read_events(files: list[Path], changes: dict[Key, dict[str, Any] | None], outcomes_since: str | None,
+                page_size: int) -> EventsRead:
+    """One share of the events export's full files, as the chain's changes leave them."""
+    read = EventsRead(outcomes_since)
+    read.add_items(current_items(files, changes, EVENT_KEY, read.met), page_size)
+    return read
+
+
+def file_shares(files: list[Path], count: int) -> list[list[Path]]:
+    """`files` in at most `count` runs of about the same bytes, in order (the first may be empty)."""
+    sizes = np.array([path.stat().st_size for path in files], dtype=np.float64)
+    starts = np.concatenate([[0.0], np.cumsum(sizes)[:-1]]) if len(files) else sizes
+    share = np.minimum((starts * count / max(sizes.sum(), 1.0)).astype(int), count - 1)
+    return [[files[k] for k in np.flatnonzero(share == s)] for s in range(count)
+            if s == 0 or (share == s).any()]
 
 
 def query_locally(events: list[Export], config: TrainingConfig, now: datetime, workdir: Path) -> list[Path]:
@@ -238,10 +293,11 @@ class _TrainingPages:
                 # Kept, not raised: the same pass goes on reading every customer's history for segments.
                 self.overflow = error
 
-    def read_queried(self, files: list[Path]) -> None:
-        """The window's interactions from the query stage's output, returns already netted in SQL."""
+    def take_queried(self, read: Running) -> None:
+        """The window's interactions from the query stage's output (`read`, read_interactions
+        running in a child process), returns already netted in SQL."""
         try:
-            self.queried = read_interactions(files, self.excluded, self.log.limit)
+            self.queried = read.result()
         except TooManyInteractions as error:
             self.overflow = error
 

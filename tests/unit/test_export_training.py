@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +235,42 @@ def test_the_sql_folds_an_export_chain_as_the_table_stands_at_its_last_export(se
     ours = {(folded.interactions.user_ids[u], folded.interactions.item_ids[i])
             for u, i in zip(folded.interactions.users, folded.interactions.items)}
     assert ("u-00002", bought["item_id"]["S"]) in ours
+
+
+def test_the_read_spread_over_processes_reads_what_the_scan_reads(seeded, tmp_path):
+    """The events export in small files, read in three shares (two in child processes) while the
+    query's output is read in another, over a chain that changed, deleted and added events after
+    the full export: histories, outcomes and training data are the Scan path's, as with one reader."""
+    events, keys = seeded["EventsTable"], ("user_id", "event_id")
+    full = write_export(events, tmp_path / "events", now=datetime(2026, 12, 1, tzinfo=timezone.utc), items_per_file=60)
+    assert len(full.data_files()) >= 6
+    before = {tuple(item[k]["S"] for k in keys): item for item in table_items([full], keys)}
+    views = [item for item in before.values() if item["event_type"]["S"] == "view"]
+    dynamo.client().delete_item(TableName=events, Key={k: views[0][k] for k in keys})
+    dynamo.client().update_item(TableName=events, Key={k: views[-1][k] for k in keys},
+                                UpdateExpression="SET channel = :ios", ExpressionAttributeValues={":ios": {"S": "ios"}})
+    buyer, item = views[1]["user_id"]["S"], views[1]["item_id"]["S"]
+    store_events(events, [
+        {"event_id": "shown", "user_id": buyer, "event_type": "impression", "recommendation_id": "r1.abcdefgh.x",
+         "items": [item, views[2]["item_id"]["S"]], "channel": "web", "timestamp": END.isoformat()},
+        {"event_id": "clicked", "user_id": buyer, "item_id": item, "event_type": "click",
+         "recommendation_id": "r1.abcdefgh.x", "channel": "web", "timestamp": END.isoformat()},
+        {"event_id": "bought", "user_id": buyer, "item_id": item, "event_type": "purchase", "price": 5,
+         "currency": "EUR", "order_id": "o-late", "channel": "web", "timestamp": END.isoformat()}])
+    incremental_export_of(events, tmp_path / "events", before, "inc-1", "2026-12-01T06:00:00+00:00", keys)
+    chain = latest_chain(tmp_path / "events")
+
+    config, now, since = TrainingConfig(), datetime.now(timezone.utc), (END - timedelta(days=30)).isoformat()
+    scanned = read_nightly(events, seeded["UsersTable"], seeded["ItemsTable"], config, now, outcomes_since=since)
+    exports = TableExports(events=chain, users=[write_export(seeded["UsersTable"], tmp_path / "users")],
+                           items=[write_export(seeded["ItemsTable"], tmp_path / "items")])
+    queried = query_locally(chain, config, now, tmp_path)
+    assert scanned.outcomes is not None and scanned.outcomes.touches and scanned.outcomes.purchases
+    for readers in (1, 3):
+        read = read_nightly_from_exports(exports, config, now, queried, page_size=25, outcomes_since=since,
+                                         readers=readers)
+        assert read.customers.histories == scanned.customers.histories
+        assert read.outcomes is not None
+        assert sorted(map(repr, read.outcomes.touches)) == sorted(map(repr, scanned.outcomes.touches))
+        assert sorted(map(repr, read.outcomes.purchases)) == sorted(map(repr, scanned.outcomes.purchases))
+        assert rows_of(read.training_data().interactions) == rows_of(scanned.training_data().interactions)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 from datetime import datetime, timedelta, timezone
 
@@ -108,3 +109,23 @@ def test_the_nightly_triggers_reads_answer_from_columns_what_they_answer_from_li
                               if any(event.item_id in wanted for event in history)}
     assert 0 < len(narrowed) < len(lists) and customers_with(lists, wanted) is lists
     assert len(customers_with(histories, set())) == 0
+
+
+def test_readers_of_consecutive_shares_joined_answer_what_one_reader_answers():
+    """The nightly read splits the events export over processes: each share's reader codes the
+    values in its own order, and the joined pages (through a pickle, as they come back) must
+    give the one reader's answer, equal times and the limit's cut included."""
+    events = stored_events(6000, seed=6)
+    events[4000]["channel"] = {"N": "7"}  # a value of another type, in the later share alone
+    for limit in (500, 40):
+        whole = answers(HistoryColumnPages, events, 1000, limit)
+        first, second, third = (HistoryColumnPages(limit=limit) for _ in range(3))
+        first.add_page(events[:2500])
+        second.add_page(events[2500:3000])
+        second.add_page(events[3000:4100])
+        third.add_page(events[4100:])
+        for later in (second, third):
+            first.extend(pickle.loads(pickle.dumps(later)))
+        joined = dict(first.finish())
+        assert list(joined) == list(whole)
+        assert joined == whole

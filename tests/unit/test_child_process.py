@@ -1,0 +1,56 @@
+"""A function run in a child process: what it returns or raises comes back, and a child that dies says so."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from shared.storage.child_process import ChildFailed, in_child
+from shared.training.interactions import TooManyInteractions
+
+
+def columns(n: int) -> dict[str, object]:
+    print("a line on stdout, as a logger writes it")  # must not spoil the answer
+    return {"pid": os.getpid(), "codes": np.arange(n, dtype=np.int32), "ids": [f"u{k}" for k in range(n)]}
+
+
+def too_many(limit: int) -> None:
+    raise TooManyInteractions(f"the window holds more than {limit:,} interactions")
+
+
+def dies() -> None:
+    os.write(2, b"out of memory, say\n")
+    os._exit(9)
+
+
+def sleeps(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def test_the_result_comes_back_from_another_process():
+    with in_child(columns, 100_000) as running:
+        answer = running.result()
+    assert answer["pid"] != os.getpid()
+    assert np.array_equal(answer["codes"], np.arange(100_000)) and answer["codes"].dtype == np.int32
+    assert answer["ids"][-1] == "u99999"
+    assert running.result() is answer  # taken once
+
+
+def test_what_the_function_raises_is_raised_in_the_caller():
+    running = in_child(too_many, 5)
+    with pytest.raises(TooManyInteractions, match="more than 5 interactions"):
+        running.result()
+
+
+def test_a_child_that_dies_without_answering_is_an_error_with_its_exit_code_and_stderr():
+    with pytest.raises(ChildFailed, match=r"(?s)test_child_process.dies ended with exit code 9.*out of memory"):
+        in_child(dies).result()
+
+
+def test_leaving_early_stops_the_child():
+    with pytest.raises(RuntimeError), in_child(sleeps, 60) as running:
+        raise RuntimeError("the caller failed first")
+    assert running.process.poll() is not None
