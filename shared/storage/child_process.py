@@ -22,6 +22,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
+from shared.bulk import cycle_collection_paused
+
 
 class ChildFailed(Exception):
     """The child process ended without an answer (killed, out of memory) or raised what cannot be
@@ -105,7 +107,10 @@ def in_child(function: Callable[..., Any], *args: Any) -> Running:
 def _serve(requests: BinaryIO, answers: BinaryIO) -> None:
     function, args = pickle.load(requests)
     try:
-        result = function(*args)
+        # The caller pauses it for its share of the same work (shared/bulk.py says why); the child
+        # ends after one call, so what cycles it leaves go with it.
+        with cycle_collection_paused():
+            result = function(*args)
     except Exception as error:  # noqa: BLE001 - every error goes back to the caller, which raises it
         try:
             answers.write(pickle.dumps((False, error), protocol=pickle.HIGHEST_PROTOCOL))
