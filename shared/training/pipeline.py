@@ -12,8 +12,10 @@ Three splits of the window, all counted back from its end (now, or `as_of`):
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,7 +216,8 @@ def score_blends(fitted: Fitted, evaluated: Holdout, blends: tuple[Blend, ...], 
     """Every blend on the same customers; the parts are computed once, then weighed per blend."""
     ranked: dict[Blend, list[np.ndarray]] = {blend: [] for blend in blends}
     popularity_nan_free = not np.isnan(fitted.scorer.popularity).any()
-    for start in range(0, len(evaluated.users), BLEND_CHUNK):
+
+    def ranked_chunk(start: int) -> dict[Blend, np.ndarray]:
         users = evaluated.users[start : start + BLEND_CHUNK]
         als, knn = fitted.scorer.parts(fitted.rows[users])
         als = zscore(als) if als is not None else None
@@ -223,8 +226,14 @@ def score_blends(fitted: Fitted, evaluated: Holdout, blends: tuple[Blend, ...], 
         # weights at most 100): checked once here, not once per blend.
         nan_free = popularity_nan_free and not any(np.isnan(part).any() for part in (als, knn) if part is not None)
         excluded = fitted.bought[users].tocoo()
-        for blend, top in rank_blends(blends, als, knn, fitted.scorer.popularity, excluded, k, nan_free).items():
-            ranked[blend].append(top)
+        return rank_blends(blends, als, knn, fitted.scorer.popularity, excluded, k, nan_free)
+
+    # numpy lets go of the GIL in its loops, so chunks ranked on threads share the CPUs (BLAS
+    # itself is held to one thread for implicit's sake); the lists come back in chunk order.
+    with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
+        for chunk in pool.map(ranked_chunk, range(0, len(evaluated.users), BLEND_CHUNK)):
+            for blend, top in chunk.items():
+                ranked[blend].append(top)
     n_items = fitted.rows.shape[1]
     return {blend: ranking_metrics(np.vstack(parts) if parts else np.zeros((0, k), np.int64), evaluated.relevant,
                                    n_items) for blend, parts in ranked.items()}
