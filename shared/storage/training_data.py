@@ -128,16 +128,17 @@ def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now
 
 def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime, queried: list[Path],
                                page_size: int, outcomes_since: str | None, readers: int) -> NightlyRead:
-    rows = {item["user_id"]["S"]: dynamo.deserialize(item)
-            for item in table_items(exports.users, ("user_id",)) if is_user_row(item)}
-    users, excluded = _users_of(rows)
-    training = _TrainingPages(config, now, excluded)
     changes = chain_changes(exports.events[1:], EVENT_KEY)
     first, *others = file_shares(exports.events[0].data_files(), readers)
     with ExitStack() as children:
-        interactions = children.enter_context(in_child(read_interactions, queried, excluded, config.max_interactions))
+        # The other shares start first: they need nothing of the users, read here meanwhile.
         running = [children.enter_context(in_child(read_events, share, changes, outcomes_since, page_size))
                    for share in others]
+        rows = {item["user_id"]["S"]: dynamo.deserialize(item)
+                for item in table_items(exports.users, ("user_id",)) if is_user_row(item)}
+        users, excluded = _users_of(rows)
+        training = _TrainingPages(config, now, excluded)
+        interactions = children.enter_context(in_child(read_interactions, queried, excluded, config.max_interactions))
         events = read_events(first, changes, outcomes_since, page_size)
         for share in running:
             events.extend(share.result())
