@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from scipy.sparse import coo_matrix, csr_matrix
 
+from shared.bulk import mapped_on_threads
 from shared.training.interactions import EVENT_CODES, Interactions
 from shared.events import EventType
 
@@ -79,19 +80,21 @@ def item_neighbours(purchases: csr_matrix, k: int, sharpening: float = SHARPENIN
     normalized = bought.multiply(1.0 / np.maximum(norms, 1e-12)[None, :]).tocsc().astype(np.float32)
     n_items = purchases.shape[1]
     keep = min(k, n_items)
-    rows, cols, values = [], [], []
     by_item = normalized.T.tocsr()
-    for start in range(0, n_items, BLOCK):
+
+    def neighbours_of_block(start: int) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
         block = _without_diagonal((by_item[start : start + BLOCK] @ normalized).tocsr(), start)
         # An item with at most `keep` similar items keeps them all; only the others need choosing.
         crowded = np.diff(block.indptr) > keep
         few = block[~crowded].tocoo()
         row, col, value = _nearest(block[crowded], keep)
-        rows += [np.flatnonzero(~crowded)[few.row] + start, np.flatnonzero(crowded)[row] + start]
-        cols += [few.col, col]
-        values += [few.data, value]
-    if not rows:
+        return ([np.flatnonzero(~crowded)[few.row] + start, np.flatnonzero(crowded)[row] + start], [few.col, col],
+                [few.data, value])
+
+    blocks = mapped_on_threads(neighbours_of_block, range(0, n_items, BLOCK))
+    if not blocks:
         return csr_matrix((n_items, n_items), dtype=np.float32)
+    rows, cols, values = ([part for block in blocks for part in block[k]] for k in range(3))
     return coo_matrix((np.power(np.concatenate(values), sharpening, dtype=np.float32),
                        (np.concatenate(rows), np.concatenate(cols))),
                       shape=(n_items, n_items), dtype=np.float32).tocsr()

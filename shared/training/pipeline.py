@@ -12,16 +12,15 @@ Three splits of the window, all counted back from its end (now, or `as_of`):
 
 from __future__ import annotations
 
-import os
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy.sparse import csr_matrix
 
+from shared.bulk import mapped_on_threads
 from shared.events import EventType
 from shared.training.artifact import ModelArtifact
 from shared.training.blend_ranking import rank_blends
@@ -228,12 +227,9 @@ def score_blends(fitted: Fitted, evaluated: Holdout, blends: tuple[Blend, ...], 
         excluded = fitted.bought[users].tocoo()
         return rank_blends(blends, als, knn, fitted.scorer.popularity, excluded, k, nan_free)
 
-    # numpy lets go of the GIL in its loops, so chunks ranked on threads share the CPUs (BLAS
-    # itself is held to one thread for implicit's sake); the lists come back in chunk order.
-    with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
-        for chunk in pool.map(ranked_chunk, range(0, len(evaluated.users), BLEND_CHUNK)):
-            for blend, top in chunk.items():
-                ranked[blend].append(top)
+    for chunk in mapped_on_threads(ranked_chunk, range(0, len(evaluated.users), BLEND_CHUNK)):
+        for blend, top in chunk.items():
+            ranked[blend].append(top)
     n_items = fitted.rows.shape[1]
     return {blend: ranking_metrics(np.vstack(parts) if parts else np.zeros((0, k), np.int64), evaluated.relevant,
                                    n_items) for blend, parts in ranked.items()}
