@@ -28,9 +28,14 @@ def cycle_collection_paused() -> Iterator[None]:
             gc.enable()
 
 
+def cpus() -> int:
+    """The CPUs this process may run on (a Lambda's share of its host, a Batch job's vCPUs)."""
+    return len(os.sched_getaffinity(0))
+
+
 def mapped_on_threads(function: Callable[[T], R], items: Iterable[T]) -> list[R]:
     """[function(item) for item in items], on one thread per CPU, in order. Worth it for numpy
     and scipy's work on large arrays, which lets go of the GIL in its loops (BLAS stays on one
     thread for implicit's sake, so it is these threads that share the CPUs)."""
-    with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
+    with ThreadPoolExecutor(max_workers=cpus()) as pool:
         return list(pool.map(function, items))

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from scipy.sparse import coo_matrix, csr_matrix
 
-from shared.bulk import mapped_on_threads
+from shared.bulk import cpus, mapped_on_threads
 from shared.training.interactions import EVENT_CODES, Interactions
 from shared.events import EventType
 
@@ -81,9 +81,11 @@ def item_neighbours(purchases: csr_matrix, k: int, sharpening: float = SHARPENIN
     n_items = purchases.shape[1]
     keep = min(k, n_items)
     by_item = normalized.T.tocsr()
+    # Blocks as many times smaller as there are threads (below): the dense rows in flight stay BLOCK's.
+    step = max(1, BLOCK // cpus())
 
     def neighbours_of_block(start: int) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-        block = _without_diagonal((by_item[start : start + BLOCK] @ normalized).tocsr(), start)
+        block = _without_diagonal((by_item[start : start + step] @ normalized).tocsr(), start)
         # An item with at most `keep` similar items keeps them all; only the others need choosing.
         crowded = np.diff(block.indptr) > keep
         few = block[~crowded].tocoo()
@@ -91,7 +93,7 @@ def item_neighbours(purchases: csr_matrix, k: int, sharpening: float = SHARPENIN
         return ([np.flatnonzero(~crowded)[few.row] + start, np.flatnonzero(crowded)[row] + start], [few.col, col],
                 [few.data, value])
 
-    blocks = mapped_on_threads(neighbours_of_block, range(0, n_items, BLOCK))
+    blocks = mapped_on_threads(neighbours_of_block, range(0, n_items, step))
     if not blocks:
         return csr_matrix((n_items, n_items), dtype=np.float32)
     rows, cols, values = ([part for block in blocks for part in block[k]] for k in range(3))
