@@ -7,7 +7,6 @@ each customer's newest events. Scans are the run's largest read, so no table is 
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -19,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.bulk import cycle_collection_paused
+from shared.bulk import cpus, cycle_collection_paused
 from shared.events import EventType
 from shared.storage import dynamo
 from shared.storage.customers import (SCAN_SEGMENTS, USER_HISTORY_FIELDS, Customers, catalog_labels,
@@ -123,7 +122,7 @@ def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now
     default one per CPU), the first here and each other in a child process of its own."""
     with cycle_collection_paused():
         return _read_nightly_from_exports(exports, config, now, queried, page_size, outcomes_since,
-                                          readers or len(os.sched_getaffinity(0)))
+                                          readers or cpus())
 
 
 def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime, queried: list[Path],
