@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from shared.storage.child_process import PicklesWithoutLock
 from shared.history_columns import Codes, Events, HistoryColumns, quantities
+from shared.storage.child_process import PicklesWithoutLock
 from shared.storage.history import HISTORY_LIMIT, discount_of, text_of, whole
 
 

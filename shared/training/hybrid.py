@@ -19,6 +19,7 @@ ranks exactly as the evaluation did.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -96,7 +97,7 @@ def item_neighbours(purchases: csr_matrix, k: int, sharpening: float = SHARPENIN
     blocks = mapped_on_threads(neighbours_of_block, range(0, n_items, step))
     if not blocks:
         return csr_matrix((n_items, n_items), dtype=np.float32)
-    rows, cols, values = ([part for block in blocks for part in block[k]] for k in range(3))
+    rows, cols, values = (list(chain.from_iterable(parts)) for parts in zip(*blocks))
     return coo_matrix((np.power(np.concatenate(values), sharpening, dtype=np.float32),
                        (np.concatenate(rows), np.concatenate(cols))),
                       shape=(n_items, n_items), dtype=np.float32).tocsr()
