@@ -175,9 +175,9 @@ def batch_get(table: str, keys: list[dict[str, Any]], consistent: bool = False,
     return found
 
 
-def batch_put(table: str, items: list[Mapping[str, Any]]) -> None:
-    """BatchWriteItem puts (25 per call), unprocessed items retried with backoff."""
-    _batch_write(table, [{"PutRequest": {"Item": serialize(item)}} for item in items], "batch write")
+def batch_put(table: str, items: list[Mapping[str, Any]], threads: int = 1) -> None:
+    """BatchWriteItem puts (25 per call, `threads` calls at once), unprocessed items retried with backoff."""
+    _batch_write(table, [{"PutRequest": {"Item": serialize(item)}} for item in items], "batch write", threads)
 
 
 def batch_delete(table: str, keys: list[Mapping[str, Any]], threads: int = 1) -> None:

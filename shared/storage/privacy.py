@@ -30,6 +30,7 @@ from shared.errors import DomainError
 from shared.events import format_timestamp
 from shared.segments.families import needs_consent
 from shared.storage import dynamo
+from shared.storage.segments import SegmentStore
 from shared.storage.users import UserStore, user_from_row
 
 # An export page holds at most this much JSON, far under Lambda's 6 MB response limit.
@@ -55,13 +56,13 @@ class PrivacyStore:
     def __init__(self, events_table: str, users_table: str, segments_table: str) -> None:
         self.events_table = events_table
         self.users = UserStore(users_table)
-        self.segments_table = segments_table
+        self.segments = SegmentStore(segments_table)
 
     def set_consent(self, user_id: str, update: ConsentUpdate, recorder: Recorder) -> Consent:
         """Record the purposes sent; profiling withdrawn ends the behavioural memberships now."""
         consent = user_from_row(self.users.set_consent(user_id, update, recorder)).consent
         if Purpose.PROFILING in update.updates() and not consent.granted(Purpose.PROFILING):
-            self._delete_memberships(user_id, needs_consent)
+            self.segments.end_memberships(user_id, needs_consent)
         return consent
 
     def consent(self, user_id: str) -> tuple[Consent, ConsentHistory]:
@@ -84,7 +85,7 @@ class PrivacyStore:
         consent = user_from_row(profile).consent if profile else Consent()
         return {"user_id": user_id, "profile": profile, "consent": consent,
                 "consent_history": self.users.consent_history(user_id),
-                "segment_memberships": [dynamo.deserialize(row) for row in self._memberships(user_id)],
+                "segment_memberships": self.segments.memberships(user_id),
                 "events": events, "next_cursor": next_cursor}
 
     def erase(self, user_id: str, seconds_left: Callable[[], float]) -> Erasure:
@@ -96,7 +97,7 @@ class PrivacyStore:
         for erasure in erasures:  # every record first: the sweep then finishes whatever is left
             erasure.objections_kept = self.users.suppress(erasure.user_id, erased_at, IN_PROGRESS)
         for erasure in erasures:
-            erasure.erased["segment_memberships"] = self._delete_memberships(erasure.user_id, lambda _: True)
+            erasure.erased["segment_memberships"] = self.segments.end_memberships(erasure.user_id, lambda _: True)
             self._delete_events(erasure, seconds_left)
         customer = erasures[0]
         customer.linked_visitors = linked
@@ -117,7 +118,7 @@ class PrivacyStore:
         if row.get("erasure_status") != IN_PROGRESS:
             return None
         erasure = Erasure(user_id, row["erased_at"], objections_kept=list(row.get("consent") or {}))
-        erasure.erased["segment_memberships"] = self._delete_memberships(user_id, lambda _: True)
+        erasure.erased["segment_memberships"] = self.segments.end_memberships(user_id, lambda _: True)
         return self._delete_events(erasure, seconds_left)
 
     def _delete_events(self, erasure: Erasure, seconds_left: Callable[[], float]) -> Erasure:
@@ -166,22 +167,6 @@ class PrivacyStore:
             events.append(event)
         last = response.get("LastEvaluatedKey")
         return events, dynamo.deserialize(last)["event_id"] if last else None
-
-    def _memberships(self, user_id: str) -> list[dict[str, Any]]:
-        with dynamo.aws_faults("read segment memberships"):
-            pages = dynamo.client().get_paginator("query").paginate(
-                TableName=self.segments_table, IndexName="by_user",
-                KeyConditionExpression="member_user_id = :user",
-                ExpressionAttributeValues=dynamo.serialize({":user": user_id}))
-            return [row for page in pages for row in page["Items"]]
-
-    def _delete_memberships(self, user_id: str, which: Callable[[str], bool]) -> int:
-        keys = [{k: dynamo.deserialize(row)[k] for k in ("segment_id", "sk")} for row in self._memberships(user_id)]
-        keys = [key for key in keys if which(key["segment_id"])]
-        dynamo.batch_delete(self.segments_table, keys, threads=DELETE_THREADS)
-        return len(keys)
-
-
 
 
 def linked_visitors(row: dict[str, Any] | None) -> list[str]:

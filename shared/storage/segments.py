@@ -1,18 +1,25 @@
-"""Materialized segments: members per run, and one index item listing every segment and its size.
+"""Materialized segments: each run's members in pages, each customer's pages, and one index item.
 
 Keys (SegmentsTable):
-    segment_id = "#index", sk = "current"           the latest run: {run, at, segments: {id: {family, name, members}}}
-    segment_id = <segment>, sk = "m#<run>#<user>"   a member, with the reason, for that run
-    segment_id = "#custom", sk = <segment>          a custom definition, as JSON text in "definition"
+    segment_id = "#index", sk = "current"              the latest run: {run, at, segments: {id: {family, name, members}}}
+    segment_id = <segment>, sk = "p#<run>#<000001>"    a page of that run's members: {members: {user_id: reason}}
+    segment_id = "#customer#<user>", sk = <run>        which page of that run holds the customer, by segment: {pages: {id: n}}
+    segment_id = "#custom", sk = <segment>             a custom definition, as JSON text in "definition"
 Readers always go through the index's run id, so a run being written is invisible until its index
 is written, and members of old runs are never mixed in; they expire through the table's TTL.
+
+Why pages: DynamoDB bills a write by the KB, rounded up per item, and an index entry as much
+again. An item per member (about 170 bytes, and its entry in a by-customer index) cost 2 write
+units; a page of up to 1,000 members costs about 0.1 a member, and the customer's own item (the
+one erasure and access look up, instead of that index) 1 per customer, whatever their segments.
+A map keyed by customer lets erasure remove one member from a page by name, without reading it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -25,7 +32,14 @@ from shared.storage import dynamo
 
 INDEX_KEY = {"segment_id": "#index", "sk": "current"}
 CUSTOM_PARTITION = "#custom"  # one item per custom definition, sk = its segment id
+CUSTOMER_PARTITION = "#customer#"  # + a user id: one item per run, the page of each segment they are on
 OLD_RUNS_KEPT_SECONDS = 3 * 86_400
+WRITE_THREADS = 8  # the writes wait on DynamoDB, not on the CPU
+MEMBERS_PER_PAGE = 1000  # GET /segments/{id}/members gives at most this many: a page of it reads two at most
+# A page holds members up to this many characters of ids and reasons; at most 4 bytes a character,
+# and a few bytes a map entry, it stays under DynamoDB's 400 KB an item.
+PAGE_CHARACTERS = 90_000
+LAST_PAGE = 999_999
 
 
 @dataclass(frozen=True)
@@ -34,21 +48,49 @@ class StoredDefinitions:
     unreadable: list[str]  # segment ids of definitions that do not parse: skipped, kept for deletion
 
 
+@dataclass
+class _Page:
+    number: int
+    members: dict[str, str] = field(default_factory=dict)
+    characters: int = 0
+
+
 class SegmentStore:
     def __init__(self, table: str) -> None:
         self.table = table
 
-    def write_run(self, run: str, at: str, members: Iterable[tuple[str, str, str, str, str]]) -> dict[str, Any]:
-        """`members`: (segment_id, family, name, user_id, reason). Writes members, then the index."""
+    def write_run(self, run: str, at: str, members: Iterable[tuple[str, str, str, str, str]],
+                  threads: int = WRITE_THREADS) -> dict[str, Any]:
+        """`members`: (segment_id, family, name, user_id, reason), a customer at most once a segment.
+        Writes the pages and each customer's item, then the index."""
         expires = int(time.time()) + OLD_RUNS_KEPT_SECONDS
         segments: dict[str, dict[str, Any]] = {}
-        rows = []
+        open_pages: dict[str, _Page] = {}
+        written: list[dict[str, Any]] = []
+        customers: dict[str, dict[str, int]] = {}
+
+        def page_item(segment_id: str, page: _Page) -> dict[str, Any]:
+            return {"segment_id": segment_id, "sk": _page_key(run, page.number), "members": page.members,
+                    "run": run, "expires_at": expires}
+
         for segment_id, family, name, user_id, reason in members:
-            entry = segments.setdefault(segment_id, {"family": family, "name": name, "members": 0})
+            entry = segments.get(segment_id)
+            if entry is None:
+                entry = segments[segment_id] = {"family": family, "name": name, "members": 0}
+            page = open_pages.get(segment_id)
+            characters = len(user_id) + len(reason)
+            if page is None or len(page.members) == MEMBERS_PER_PAGE or page.characters + characters > PAGE_CHARACTERS:
+                if page is not None:
+                    written.append(page_item(segment_id, page))
+                page = open_pages[segment_id] = _Page(1 if page is None else page.number + 1)
+            page.members[user_id] = reason
+            page.characters += characters
             entry["members"] += 1
-            rows.append({"segment_id": segment_id, "sk": f"m#{run}#{user_id}", "member_user_id": user_id,
-                         "reason": reason, "run": run, "expires_at": expires})
-        dynamo.batch_put(self.table, rows)
+            customers.setdefault(user_id, {})[segment_id] = page.number
+        written += [page_item(segment_id, page) for segment_id, page in open_pages.items()]
+        written += [{"segment_id": CUSTOMER_PARTITION + user_id, "sk": run, "pages": pages, "expires_at": expires}
+                    for user_id, pages in customers.items()]
+        dynamo.batch_put(self.table, written, threads)
         index = {**INDEX_KEY, "run": run, "at": at, "segments": segments}
         dynamo.batch_put(self.table, [index])
         return index
@@ -117,28 +159,110 @@ class SegmentStore:
         return rows[0] if rows else None
 
     def members(self, segment_id: str, limit: int, cursor: str | None) -> tuple[dict[str, Any], list[dict[str, str]], str | None]:
-        """The latest run's index, a page of its members, and the cursor of the next page."""
+        """The latest run's index, a page of its members (by page, then by user id), and the
+        cursor of the next page (None when no member follows)."""
         index = self.index()
         if index is None or segment_id not in index["segments"]:
             raise NotFound(f"segment {segment_id!r} has no members in the latest run", field="segment_id")
-        prefix = f"m#{index['run']}#"
+        run = index["run"]
+        number, after = _position(cursor, run) if cursor else (1, None)
         request: dict[str, Any] = {
-            "TableName": self.table, "Limit": limit,
-            "KeyConditionExpression": "segment_id = :segment AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": dynamo.serialize({":segment": segment_id, ":prefix": prefix}),
+            "TableName": self.table, "Limit": 2,
+            "KeyConditionExpression": "segment_id = :segment AND sk BETWEEN :first AND :last",
+            "ExpressionAttributeValues": dynamo.serialize({":segment": segment_id, ":first": _page_key(run, number),
+                                                           ":last": _page_key(run, LAST_PAGE)}),
         }
-        if cursor:
-            request["ExclusiveStartKey"] = dynamo.serialize({"segment_id": segment_id, "sk": _decode(cursor, prefix)})
-        with dynamo.aws_faults("read segment members"):
-            response = dynamo.client().query(**request)
-        found = [dynamo.deserialize(row) for row in response.get("Items", [])]
-        last = response.get("LastEvaluatedKey")
-        next_cursor = dynamo.encode_cursor(dynamo.deserialize(last)["sk"]) if last else None
-        return index, [{"user_id": r["member_user_id"], "reason": r["reason"]} for r in found], next_cursor
+        found: list[dict[str, str]] = []
+        last_page = number
+        while True:
+            with dynamo.aws_faults("read segment members"):
+                response = dynamo.client().query(**request)
+            for row in response.get("Items", []):
+                page = dynamo.deserialize(row)
+                here, members = _page_number(page["sk"]), page.get("members") or {}
+                for user_id in sorted(members):
+                    if here == number and after is not None and user_id <= after:
+                        continue
+                    if len(found) == limit:
+                        return index, found, _cursor(run, last_page, found[-1]["user_id"])
+                    found.append({"user_id": user_id, "reason": members[user_id]})
+                    last_page = here
+            if "LastEvaluatedKey" not in response:
+                return index, found, None
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def memberships(self, user_id: str) -> list[dict[str, str]]:
+        """The customer's memberships in every run still kept (the run being written included):
+        segment, run and reason, newest run first."""
+        runs = self._customer_runs(user_id)
+        keys = [{"segment_id": segment_id, "sk": _page_key(row["sk"], number)}
+                for row in runs for segment_id, number in row["pages"].items()]
+        # Only the customer's own entry of each page is read back.
+        pages = dynamo.batch_get(self.table, keys, consistent=True, projection="segment_id, sk, #members.#user",
+                                 names={"#members": "members", "#user": user_id})
+        found = [{"segment_id": page["segment_id"], "run": page["sk"].split("#")[1],
+                  "reason": page["members"][user_id]} for page in pages if user_id in page.get("members", {})]
+        return sorted(found, key=lambda m: (m["run"], m["segment_id"]), reverse=True)
+
+    def end_memberships(self, user_id: str, which: Callable[[str], bool]) -> int:
+        """Take the customer out of the pages of the segments `which` picks, in every run still
+        kept; how many memberships ended."""
+        ended = 0
+        emptied: list[dict[str, str]] = []
+        for row in self._customer_runs(user_id):
+            run, pages = row["sk"], row["pages"]
+            leaving = sorted(segment_id for segment_id in pages if which(segment_id))
+            ended += sum(self._leave(segment_id, _page_key(run, pages[segment_id]), user_id) for segment_id in leaving)
+            key = {"segment_id": CUSTOMER_PARTITION + user_id, "sk": run}
+            if len(leaving) == len(pages):
+                emptied.append(key)
+            elif leaving:
+                names = {f"#s{k}": segment_id for k, segment_id in enumerate(leaving)}
+                with dynamo.aws_faults("end segment memberships"):
+                    dynamo.client().update_item(TableName=self.table, Key=dynamo.serialize(key),
+                                                UpdateExpression="REMOVE " + ", ".join(f"pages.{n}" for n in names),
+                                                ExpressionAttributeNames=names)
+        dynamo.batch_delete(self.table, emptied)
+        return ended
+
+    def _leave(self, segment_id: str, page_key: str, user_id: str) -> int:
+        try:
+            with dynamo.aws_faults("end segment memberships"):
+                dynamo.client().update_item(
+                    TableName=self.table, Key=dynamo.serialize({"segment_id": segment_id, "sk": page_key}),
+                    UpdateExpression="REMOVE #members.#user", ConditionExpression="attribute_exists(#members.#user)",
+                    ExpressionAttributeNames={"#members": "members", "#user": user_id})
+        except ClientError as error:
+            if dynamo.error_code(error) == "ConditionalCheckFailedException":  # gone already, or expired
+                return 0
+            raise
+        return 1
+
+    def _customer_runs(self, user_id: str) -> list[dict[str, Any]]:
+        with dynamo.aws_faults("read segment memberships"):
+            pages = dynamo.client().get_paginator("query").paginate(
+                TableName=self.table, ConsistentRead=True, KeyConditionExpression="segment_id = :customer",
+                ExpressionAttributeValues=dynamo.serialize({":customer": CUSTOMER_PARTITION + user_id}))
+            return [dynamo.deserialize(row) for page in pages for row in page["Items"]]
 
 
-def _decode(cursor: str, prefix: str) -> str:
-    sk = dynamo.decode_cursor(cursor)
-    if not sk.startswith(prefix):
+def _page_key(run: str, number: int) -> str:
+    return f"p#{run}#{number:06d}"
+
+
+def _page_number(page_key: str) -> int:
+    return int(page_key.rsplit("#", 1)[1])
+
+
+def _cursor(run: str, page: int, user_id: str) -> str:
+    return dynamo.encode_cursor(f"{run}#{page}#{user_id}")
+
+
+def _position(cursor: str, run: str) -> tuple[int, str]:
+    """The page and the last user id a cursor of `run` names."""
+    parts = dynamo.decode_cursor(cursor).split("#", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or not 0 < int(parts[1]) <= LAST_PAGE:
+        raise DomainError("cursor is not one this API returned", field="cursor")
+    if parts[0] != run:
         raise DomainError("cursor belongs to an older run; start again without it", field="cursor")
-    return sk
+    return int(parts[1]), parts[2]

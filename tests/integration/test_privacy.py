@@ -42,9 +42,12 @@ def everything_about(tables, user_id):
     events = dynamo.client().query(TableName=tables["EventsTable"], KeyConditionExpression="user_id = :u",
                                    ExpressionAttributeValues={":u": {"S": user_id}}, ConsistentRead=True)["Items"]
     profile = dynamo.client().get_item(TableName=tables["UsersTable"], Key={"user_id": {"S": user_id}}).get("Item")
-    memberships = dynamo.client().query(TableName=tables["SegmentsTable"], IndexName="by_user",
-                                        KeyConditionExpression="member_user_id = :u",
-                                        ExpressionAttributeValues={":u": {"S": user_id}})["Items"]
+    # Every item of the segments table that names the customer: their item of each run, and
+    # their entry in any run's page of members.
+    pages = dynamo.client().get_paginator("scan").paginate(TableName=tables["SegmentsTable"])
+    rows = [dynamo.deserialize(row) for page in pages for row in page["Items"]]
+    memberships = [row for row in rows if row["segment_id"] == f"#customer#{user_id}"
+                   or user_id in (row.get("members") or {})]
     return events, profile, memberships
 
 
@@ -54,7 +57,9 @@ def test_the_export_holds_the_profile_every_event_and_the_segment_memberships(lo
     assert status == 200
     assert export["profile"]["user_id"] == user
     assert len(export["events"]) == sum(e["user_id"] == user for e in demo.events)
+    # Each membership of the nightly run with its reason: what the customer is on, and why.
     assert export["segment_memberships"]
+    assert all(m["reason"] and m["run"] and m["segment_id"] for m in export["segment_memberships"])
 
 
 def test_erasure_leaves_only_the_suppression_record_and_the_next_run_does_not_bring_it_back(loaded, local_tables):

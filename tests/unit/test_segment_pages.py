@@ -1,0 +1,131 @@
+"""A nightly run's members stored in pages: listed whole, looked up and ended per customer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared.errors import DomainError
+from shared.segments.families import needs_consent
+from shared.storage import dynamo
+from shared.storage import segments
+from shared.storage.segments import SegmentStore
+
+PAGE = 40  # members a page in these tests (1,000 in production): moto is slow to write thousands
+
+
+@pytest.fixture(autouse=True)
+def small_pages(monkeypatch):
+    monkeypatch.setattr(segments, "MEMBERS_PER_PAGE", PAGE)
+
+
+def every_member(store: SegmentStore, segment_id: str, limit: int) -> list[tuple[str, str]]:
+    found, cursor = [], None
+    while True:
+        _, page, cursor = store.members(segment_id, limit, cursor)
+        assert len(page) <= limit
+        found += [(m["user_id"], m["reason"]) for m in page]
+        if cursor is None:
+            return found
+
+
+def stored_items(table: str) -> list[dict]:
+    pages = dynamo.client().get_paginator("scan").paginate(TableName=table)
+    return [dynamo.deserialize(row) for page in pages for row in page["Items"]]
+
+
+def rows(count: int, segment_id: str = "rfm:champions", reason: str = "bought often") -> list[tuple]:
+    return [(segment_id, "rfm", "Champions", f"u-{n:05d}", f"{reason} {n}") for n in range(count)]
+
+
+@pytest.mark.parametrize("limit", [7, PAGE, 1000])
+def test_every_member_is_listed_once_with_their_reason_across_pages(moto_tables, limit):
+    store = SegmentStore(moto_tables["SegmentsTable"])
+    written = rows(2 * PAGE + 13) + rows(5, "geography:de", "said so")
+    index = store.write_run("r1", "2026-12-01T00:00:00+00:00", written)
+
+    listed = every_member(store, "rfm:champions", limit)
+
+    assert sorted(listed) == sorted((user, reason) for segment, _, _, user, reason in written
+                                    if segment == "rfm:champions")
+    assert index["segments"]["rfm:champions"]["members"] == 2 * PAGE + 13
+    assert every_member(store, "geography:de", limit) == [(f"u-{n:05d}", f"said so {n}") for n in range(5)]
+    pages = [item for item in stored_items(moto_tables["SegmentsTable"]) if item["sk"].startswith("p#r1#")]
+    assert len(pages) == 3 + 1  # three pages of the big segment, one of the small
+
+
+def test_a_full_page_answers_without_a_cursor_to_an_empty_one(moto_tables):
+    store = SegmentStore(moto_tables["SegmentsTable"])
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(PAGE))
+
+    _, page, cursor = store.members("rfm:champions", PAGE, None)
+
+    assert len(page) == PAGE and cursor is None
+
+
+def test_long_ids_and_reasons_make_more_pages_each_under_dynamodbs_item_limit(moto_tables, monkeypatch):
+    monkeypatch.setattr(segments, "MEMBERS_PER_PAGE", 1000)
+    store = SegmentStore(moto_tables["SegmentsTable"])
+    long_rows = [("custom:vip", "custom", "VIP", "ü" * 200 + f"{n:04d}", "€" * 300) for n in range(600)]
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", long_rows)
+
+    pages = [item for item in stored_items(moto_tables["SegmentsTable"]) if item["sk"].startswith("p#")]
+    assert len(pages) > 1
+    assert all(len(json.dumps(page, ensure_ascii=False).encode()) < 400_000 for page in pages)
+    assert len(every_member(store, "custom:vip", 1000)) == 600
+
+
+def test_a_customer_sees_their_memberships_of_each_run_kept_with_the_reasons(moto_tables):
+    store = SegmentStore(moto_tables["SegmentsTable"])
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(60) + rows(3, "geography:de", "said so"))
+    store.write_run("r2", "2026-12-02T00:00:00+00:00", rows(50, reason="still buys"))
+
+    assert store.memberships("u-00045") == [
+        {"segment_id": "rfm:champions", "run": "r2", "reason": "still buys 45"},
+        {"segment_id": "rfm:champions", "run": "r1", "reason": "bought often 45"}]
+    assert store.memberships("u-00002") == [
+        {"segment_id": "rfm:champions", "run": "r2", "reason": "still buys 2"},
+        {"segment_id": "rfm:champions", "run": "r1", "reason": "bought often 2"},
+        {"segment_id": "geography:de", "run": "r1", "reason": "said so 2"}]
+    assert store.memberships("nobody") == []
+
+
+def test_an_objection_ends_the_behavioural_memberships_and_keeps_the_declared(moto_tables):
+    store = SegmentStore(moto_tables["SegmentsTable"])
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(60) + rows(3, "geography:de", "said so"))
+    assert needs_consent("rfm:champions") and not needs_consent("geography:de")
+
+    assert store.end_memberships("u-00002", needs_consent) == 1
+
+    assert [m["segment_id"] for m in store.memberships("u-00002")] == ["geography:de"]
+    assert "u-00002" not in {user for user, _ in every_member(store, "rfm:champions", 1000)}
+    assert "u-00002" in {user for user, _ in every_member(store, "geography:de", 1000)}
+    assert len(every_member(store, "rfm:champions", 1000)) == 59  # the neighbours on the page stay
+    assert store.end_memberships("u-00002", needs_consent) == 0  # again: nothing left to end
+
+
+def test_erasure_leaves_nothing_of_the_customer_in_any_run(moto_tables):
+    store = SegmentStore(moto_tables["SegmentsTable"])
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(60) + rows(3, "geography:de", "said so"))
+    store.write_run("r2", "2026-12-02T00:00:00+00:00", rows(50))
+
+    assert store.end_memberships("u-00002", lambda _: True) == 3
+
+    assert store.memberships("u-00002") == []
+    left = json.dumps(stored_items(moto_tables["SegmentsTable"]), default=str)
+    assert "u-00002" not in left and "u-00003" in left
+
+
+def test_a_cursor_of_an_older_run_or_one_not_given_out_is_a_clear_400(moto_tables):
+    store = SegmentStore(moto_tables["SegmentsTable"])
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(20))
+    _, _, cursor = store.members("rfm:champions", 5, None)
+    store.write_run("r2", "2026-12-02T00:00:00+00:00", rows(20))
+
+    with pytest.raises(DomainError, match="older run") as older:
+        store.members("rfm:champions", 5, cursor)
+    assert older.value.field == "cursor"
+    for forged in (dynamo.encode_cursor("r2#x#u-1"), dynamo.encode_cursor("r2"), "bm9wZQ=="):
+        with pytest.raises(DomainError, match="not one this API returned"):
+            store.members("rfm:champions", 5, forged)
