@@ -1,6 +1,7 @@
 """Segment tags: the nightly computation for 100k customers, and the user endpoint's latency.
 
-    ./dev bench segments [--part compute|endpoint|both] [--customers 100000] [--requests 300]
+    ./dev bench segments [--part compute|write|endpoint|all] [--customers 100000] [--writers 20000]
+                         [--requests 300]
 
 1. compute: the nightly run's member rows (segment id, family, name, customer, reason) for 100k
    generated customers with varied histories and 11 custom rules (the customers of
@@ -9,7 +10,12 @@
    (shared/segments/batch.py), in the same run; the rows are checked to be the same. CPU time
    (time.process_time) and wall clock of each, customers/s and the ratio. Storage is not
    included: writing members is DynamoDB's batch writes, measured by bench/ingest.py.
-2. endpoint: GET /users/{id}/segments on DynamoDB Local, in-process as Lambda calls it, against
+2. write: the nightly run's members of `--writers` of those customers written to DynamoDB Local
+   by SegmentStore.write_run (pages of members, an item per customer), against boto3 writing the
+   same items (BatchWriteItem, as many threads), and against the layout before (an item per
+   member and its entry in a by-customer index), written the same raw way to a table with that
+   index; write units by DynamoDB's rules (bench/cost.py's item sizes), and dollars a night.
+3. endpoint: GET /users/{id}/segments on DynamoDB Local, in-process as Lambda calls it, against
    the raw reads it needs (GetItem, Query, BatchGetItem) followed by a numpy computation of RFM.
 """
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import sys
 import time
@@ -32,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench.cost import PRICES, item_bytes  # noqa: E402
 from bench.quiet import quiet_handlers  # noqa: E402
 from devstack.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, client, create_tables, write_items  # noqa: E402
 from devstack.gateway import LambdaContext, api_event, load_handler  # noqa: E402
@@ -41,6 +49,8 @@ from shared.history import HistoryEvent  # noqa: E402
 from shared.history_columns import HistoryColumns  # noqa: E402
 from shared.segments.batch import segment_everyone  # noqa: E402
 from shared.segments.tags import RFM_GRID, segment_customer  # noqa: E402
+from shared.storage import segments as segment_storage  # noqa: E402
+from shared.storage.segments import SegmentStore  # noqa: E402
 from shared.users import PurchaseSummary, User, may_profile  # noqa: E402
 
 NOW = datetime.now(timezone.utc)
@@ -146,6 +156,77 @@ def compute_bench(n: int) -> None:
     print(f"  the same member rows: {'yes' if same else 'NO'}")
 
 
+def write_units(item: dict) -> int:
+    """A put's write request units: 1 per KB of the item, rounded up."""
+    return -(-item_bytes(item) // 1024)
+
+
+def scanned(db, table: str) -> list[dict]:
+    return [row for page in db.get_paginator("scan").paginate(TableName=table) for row in page["Items"]]
+
+
+def one_item_per_member(run: str, rows: list[tuple[str, str, str, str, str]], expires: int) -> list[dict]:
+    """The layout before pages: an item per member, found by customer through a by_user index."""
+    return [{"segment_id": {"S": segment_id}, "sk": {"S": f"m#{run}#{user_id}"}, "member_user_id": {"S": user_id},
+             "reason": {"S": reason}, "run": {"S": run}, "expires_at": {"N": str(expires)}}
+            for segment_id, _, _, user_id, reason in rows]
+
+
+def write_bench(n: int, rounds: int = 2) -> None:
+    from tests.unit.test_segments_batch_agreement import generated_customers
+
+    data = generated_customers(n)
+    rows = from_columns(HistoryColumns.of(data.histories), data)
+    customers = len({row[3] for row in rows})
+    threads, run = segment_storage.WRITE_THREADS, "20261201T000000"
+    os.environ.update(LOCAL_CREDENTIALS)
+    quiet_handlers()
+    dynamodb = DynamoDBLocal.start()
+    os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = dynamodb.endpoint
+    before = one_item_per_member(run, rows, int(time.time()))
+    ours_s = raw_s = before_s = math.inf
+    try:
+        db = client(dynamodb.endpoint)
+        for _ in range(rounds):  # fresh tables each round; the first also warms DynamoDB Local up
+            ours_table = create_tables(dynamodb.endpoint, f"bench-{uuid.uuid4().hex[:6]}")["SegmentsTable"]
+            raw_table = create_tables(dynamodb.endpoint, f"bench-{uuid.uuid4().hex[:6]}")["SegmentsTable"]
+            before_table = f"bench-before-{uuid.uuid4().hex[:6]}"
+            db.create_table(TableName=before_table, BillingMode="PAY_PER_REQUEST", AttributeDefinitions=[
+                {"AttributeName": name, "AttributeType": "S"} for name in ("segment_id", "sk", "member_user_id")],
+                KeySchema=[{"AttributeName": "segment_id", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+                GlobalSecondaryIndexes=[{"IndexName": "by_user", "Projection": {"ProjectionType": "KEYS_ONLY"},
+                                         "KeySchema": [{"AttributeName": "member_user_id", "KeyType": "HASH"},
+                                                       {"AttributeName": "segment_id", "KeyType": "RANGE"}]}])
+            started = time.perf_counter()
+            SegmentStore(ours_table).write_run(run, NOW.isoformat(), rows)
+            ours_s = min(ours_s, time.perf_counter() - started)
+            items = scanned(db, ours_table)
+            started = time.perf_counter()
+            write_items(db, raw_table, items, threads)
+            raw_s = min(raw_s, time.perf_counter() - started)
+            started = time.perf_counter()
+            write_items(db, before_table, before, threads)
+            before_s = min(before_s, time.perf_counter() - started)
+            for table in (ours_table, raw_table, before_table):
+                db.delete_table(TableName=table)
+    finally:
+        dynamodb.stop()
+    ours_wru = sum(map(write_units, items))
+    # Each item of the layout before also wrote its by_user index entry: its keys, well under 1 KB.
+    before_wru = sum(map(write_units, before)) + len(before)
+    dollars = PRICES["dynamodb_wru"]
+    print(f"nightly segment members written, {customers:,} customers, {len(rows):,} memberships, "
+          f"DynamoDB Local, {threads} threads each, best of {rounds}:")
+    print(f"  write_run (pages, an item a customer)  {ours_s:6.1f} s  {len(items):9,} items  {ours_wru:9,} WRU "
+          f"({ours_wru / customers:5.2f} a customer)  ${ours_wru * dollars:.4f} a night")
+    print(f"  raw BatchWriteItem, the same items     {raw_s:6.1f} s   ratio ours/raw {ours_s / raw_s:.2f}")
+    print(f"  before: an item a member + by_user     {before_s:6.1f} s  {len(before):9,} items  {before_wru:9,} WRU "
+          f"({before_wru / customers:5.2f} a customer)  ${before_wru * dollars:.4f} a night")
+    print(f"  pages: {before_wru / ours_wru:.1f}x fewer write units, {before_s / ours_s:.1f}x less time; "
+          f"at 500,000 customers a night ${ours_wru / customers * 500_000 * dollars:.2f} "
+          f"(before ${before_wru / customers * 500_000 * dollars:.2f})")
+
+
 def endpoint_bench(requests: int) -> None:
     os.environ.update(LOCAL_CREDENTIALS)
     quiet_handlers()
@@ -207,13 +288,16 @@ def endpoint_bench(requests: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("compute", "endpoint", "both"), default="both")
+    parser.add_argument("--part", choices=("compute", "write", "endpoint", "all"), default="all")
     parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--writers", type=int, default=20_000, help="customers whose members the write part writes")
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
-    if args.part in ("compute", "both"):
+    if args.part in ("compute", "all"):
         compute_bench(args.customers)
-    if args.part in ("endpoint", "both"):
+    if args.part in ("write", "all"):
+        write_bench(args.writers)
+    if args.part in ("endpoint", "all"):
         endpoint_bench(args.requests)
 
 
