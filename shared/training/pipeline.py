@@ -171,19 +171,21 @@ def popular_scores(interactions: Interactions, until: float, config: TrainingCon
 
 @dataclass
 class History:
-    """The events before a moment and their two matrices, built once for the holdout that counts
-    the customers and for the fit that scores them."""
+    """What a fit needs of the events before a moment, built once for the holdout that counts the
+    customers and for the fit that scores them. The events themselves are not kept: a copy of
+    most of the window each, and a run holds up to three of these at once."""
 
-    interactions: Interactions
     until: float
     rows: csr_matrix  # confidence rows of every user, as of `until`
     bought: csr_matrix  # purchases before `until`: what the answers leave out
+    popularity: np.ndarray  # popular_scores as of `until`
 
     @classmethod
     def before(cls, interactions: Interactions, until: float, config: TrainingConfig,
                shape: tuple[int, int]) -> History:
         earlier = interactions.select(interactions.timestamps < until)
-        return cls(earlier, until, confidence_matrix(earlier, config, until, shape), purchase_matrix(earlier, shape))
+        return cls(until, confidence_matrix(earlier, config, until, shape), purchase_matrix(earlier, shape),
+                   popular_scores(earlier, until, config, shape[1]))
 
     @property
     def known_users(self) -> np.ndarray:
@@ -206,9 +208,8 @@ def fit_blend(history: History, config: TrainingConfig, blend: Blend, warm: Warm
     item_factors = ((warm or WarmStart()).fit(history.rows, config) if blend.als > 0
                     else np.zeros((0, config.factors), np.float32))
     neighbours = item_neighbours(history.bought, config.neighbours) if blend.knn > 0 else None
-    scores = popular_scores(history.interactions, history.until, config, history.rows.shape[1])
-    scorer = Scorer(item_factors, config.regularization, neighbours, scores, blend, config.random_seed)
-    return Fitted(scorer, history.rows, history.bought, scores)
+    scorer = Scorer(item_factors, config.regularization, neighbours, history.popularity, blend, config.random_seed)
+    return Fitted(scorer, history.rows, history.bought, history.popularity)
 
 
 def score_blends(fitted: Fitted, evaluated: Holdout, blends: tuple[Blend, ...], k: int) -> dict[Blend, Metrics]:
@@ -301,14 +302,35 @@ class Evaluation:
     evaluated_users: int
 
 
-def evaluate(data: TrainingData, config: TrainingConfig, warm: WarmStart | None = None) -> Evaluation | str:
-    """Choose the blend before the holdout, fit it, score it and popularity on the holdout; or why not."""
-    interactions = _until_end(data)
-    shape = (len(interactions.user_ids), len(interactions.item_ids))
-    cutoff = data.end - config.holdout_days * DAY
-    after = interactions.select(interactions.timestamps >= cutoff)
-    earlier = History.before(interactions, cutoff, config, shape)
-    evaluated = holdout(purchase_matrix(after, shape), earlier.bought, known_users=earlier.known_users)
+@dataclass
+class HoldoutSplit:
+    """The run's events (to its end), the history before the holdout and the customers the
+    holdout scores: made once, for counting and for evaluating."""
+
+    interactions: Interactions
+    shape: tuple[int, int]
+    cutoff: float
+    earlier: History
+    evaluated: Holdout
+
+    @classmethod
+    def of(cls, interactions: Interactions, end: float, config: TrainingConfig) -> HoldoutSplit:
+        """`interactions`: the run's, to its `end` (_until_end)."""
+        shape = (len(interactions.user_ids), len(interactions.item_ids))
+        cutoff = end - config.holdout_days * DAY
+        earlier = History.before(interactions, cutoff, config, shape)
+        evaluated = holdout(purchase_matrix(interactions.select(interactions.timestamps >= cutoff), shape),
+                            earlier.bought, known_users=earlier.known_users)
+        return cls(interactions, shape, cutoff, earlier, evaluated)
+
+
+def evaluate(data: TrainingData, config: TrainingConfig, warm: WarmStart | None = None,
+             split: HoldoutSplit | None = None) -> Evaluation | str:
+    """Choose the blend before the holdout, fit it, score it and popularity on the holdout; or why not.
+    `split`: the data's HoldoutSplit, when the caller made it already."""
+    split = split or HoldoutSplit.of(_until_end(data), data.end, config)
+    interactions, shape, cutoff, earlier, evaluated = (split.interactions, split.shape, split.cutoff, split.earlier,
+                                                       split.evaluated)
     if len(evaluated.users) < config.min_users_to_evaluate:
         return (f"only {len(evaluated.users)} customers bought something new in the last {config.holdout_days} "
                 f"days; at least {config.min_users_to_evaluate} are needed to evaluate a model")
@@ -340,10 +362,8 @@ def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float |
                                counts=counts, strategy_reason="nothing to serve: no purchase yet")
     has_purchases = bool((interactions.event_codes == EVENT_CODES[EventType.PURCHASE]).any())
     started = time.perf_counter()
-    cutoff = data.end - config.holdout_days * DAY
-    before = History.before(interactions, cutoff, config, shape)
-    evaluated = holdout(purchase_matrix(interactions.select(interactions.timestamps >= cutoff), shape),
-                        before.bought, known_users=before.known_users)
+    split = HoldoutSplit.of(interactions, data.end, config)
+    evaluated = split.evaluated
     counts["evaluated_users"] = len(evaluated.users)
     timings["matrix"] = time.perf_counter() - started
     if len(evaluated.users) < config.min_users_to_evaluate:
@@ -358,7 +378,8 @@ def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float |
 
     started = time.perf_counter()
     warm = WarmStart(device)
-    result = evaluate(data, config, warm)
+    result = evaluate(data, config, warm, split)
+    del split, evaluated  # the final fit's history takes their place
     timings["evaluate"] = time.perf_counter() - started
     assert isinstance(result, Evaluation)  # the same customers were counted above
     status, reason = decide(result.model, result.popularity, active_ndcg, config)
