@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -35,6 +36,7 @@ CUSTOM_PARTITION = "#custom"  # one item per custom definition, sk = its segment
 CUSTOMER_PARTITION = "#customer#"  # + a user id: one item per run, the page of each segment they are on
 OLD_RUNS_KEPT_SECONDS = 3 * 86_400
 WRITE_THREADS = 8  # the writes wait on DynamoDB, not on the CPU
+WRITE_SLICE = 1000  # items a write_run serializes at once (a page is up to about 360 KB)
 MEMBERS_PER_PAGE = 1000  # GET /segments/{id}/members gives at most this many: a page of it reads two at most
 # A page holds members up to this many characters of ids and reasons; at most 4 bytes a character,
 # and a few bytes a map entry, it stays under DynamoDB's 400 KB an item.
@@ -66,7 +68,7 @@ class SegmentStore:
         expires = int(time.time()) + OLD_RUNS_KEPT_SECONDS
         segments: dict[str, dict[str, Any]] = {}
         open_pages: dict[str, _Page] = {}
-        written: list[dict[str, Any]] = []
+        pages: list[dict[str, Any]] = []
         customers: dict[str, dict[str, int]] = {}
 
         def page_item(segment_id: str, page: _Page) -> dict[str, Any]:
@@ -81,16 +83,19 @@ class SegmentStore:
             characters = len(user_id) + len(reason)
             if page is None or len(page.members) == MEMBERS_PER_PAGE or page.characters + characters > PAGE_CHARACTERS:
                 if page is not None:
-                    written.append(page_item(segment_id, page))
+                    pages.append(page_item(segment_id, page))
                 page = open_pages[segment_id] = _Page(1 if page is None else page.number + 1)
             page.members[user_id] = reason
             page.characters += characters
             entry["members"] += 1
             customers.setdefault(user_id, {})[segment_id] = page.number
-        written += [page_item(segment_id, page) for segment_id, page in open_pages.items()]
-        written += [{"segment_id": CUSTOMER_PARTITION + user_id, "sk": run, "pages": pages, "expires_at": expires}
-                    for user_id, pages in customers.items()]
-        dynamo.batch_put(self.table, written, threads)
+        pages += [page_item(segment_id, page) for segment_id, page in open_pages.items()]
+        customer_items = ({"segment_id": CUSTOMER_PARTITION + user_id, "sk": run, "pages": numbers,
+                           "expires_at": expires} for user_id, numbers in customers.items())
+        # In slices: the items' wire form is made a slice at a time, not for a whole shop at once.
+        written = chain(pages, customer_items)
+        while chunk := list(islice(written, WRITE_SLICE)):
+            dynamo.batch_put(self.table, chunk, threads)
         index = {**INDEX_KEY, "run": run, "at": at, "segments": segments}
         dynamo.batch_put(self.table, [index])
         return index

@@ -18,6 +18,7 @@ PAGE = 40  # members a page in these tests (1,000 in production): moto is slow t
 @pytest.fixture(autouse=True)
 def small_pages(monkeypatch):
     monkeypatch.setattr(segments, "MEMBERS_PER_PAGE", PAGE)
+    monkeypatch.setattr(segments, "WRITE_SLICE", 7)  # several slices, the last one short
 
 
 def every_member(store: SegmentStore, segment_id: str, limit: int) -> list[tuple[str, str]]:
