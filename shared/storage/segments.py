@@ -1,7 +1,7 @@
 """Materialized segments: each run's members in pages, each customer's pages, and one index item.
 
 Keys (SegmentsTable):
-    segment_id = "#index", sk = "current"              the latest run: {run, at, segments: {id: {family, name, members}}}
+    segment_id = "#index", sk = "current"              the latest run: {run, at, segments: {id: {family, name, members}}, layout}
     segment_id = <segment>, sk = "p#<run>#<000001>"    a page of that run's members: {members: {user_id: reason}}
     segment_id = "#customer#<user>", sk = <run>        which page of that run holds the customer, by segment: {pages: {id: n}}
     segment_id = "#custom", sk = <segment>             a custom definition, as JSON text in "definition"
@@ -32,6 +32,9 @@ from shared.segments.rules import MAX_CUSTOM_SEGMENTS, CustomSegment, from_store
 from shared.storage import dynamo
 
 INDEX_KEY = {"segment_id": "#index", "sk": "current"}
+# Marks an index whose run stored its members in pages. An index without it was written before
+# (an item per member, which nothing reads now): no run can be read until the next one.
+MEMBERS_LAYOUT = "pages"
 CUSTOM_PARTITION = "#custom"  # one item per custom definition, sk = its segment id
 CUSTOMER_PARTITION = "#customer#"  # + a user id: one item per run, the page of each segment they are on
 OLD_RUNS_KEPT_SECONDS = 3 * 86_400
@@ -96,7 +99,7 @@ class SegmentStore:
         written = chain(pages, customer_items)
         while chunk := list(islice(written, WRITE_SLICE)):
             dynamo.batch_put(self.table, chunk, threads)
-        index = {**INDEX_KEY, "run": run, "at": at, "segments": segments}
+        index = {**INDEX_KEY, "run": run, "at": at, "segments": segments, "layout": MEMBERS_LAYOUT}
         dynamo.batch_put(self.table, [index])
         return index
 
@@ -160,8 +163,11 @@ class SegmentStore:
             raise
 
     def index(self) -> dict[str, Any] | None:
+        """The latest run's index; None before the first run, and until the first run after an
+        upgrade from the item-per-member layout: its lists cannot be read, and the nightly
+        triggers must take the new run as their baseline, not announce every member as new."""
         rows = dynamo.batch_get(self.table, [INDEX_KEY], consistent=True)
-        return rows[0] if rows else None
+        return rows[0] if rows and rows[0].get("layout") == MEMBERS_LAYOUT else None
 
     def members(self, segment_id: str, limit: int, cursor: str | None) -> tuple[dict[str, Any], list[dict[str, str]], str | None]:
         """The latest run's index, a page of its members (by page, then by user id), and the

@@ -130,3 +130,28 @@ def test_a_cursor_of_an_older_run_or_one_not_given_out_is_a_clear_400(moto_table
     for forged in (dynamo.encode_cursor("r2#x#u-1"), dynamo.encode_cursor("r2"), "bm9wZQ=="):
         with pytest.raises(DomainError, match="not one this API returned"):
             store.members("rfm:champions", 5, forged)
+
+
+def test_a_run_stored_the_way_before_pages_is_no_run_until_the_next_one(moto_tables, tmp_path):
+    """An upgrade finds the index of a run whose members were an item each: unreadable now. It
+    reads as no run at all, so the next nightly run is the triggers' baseline instead of
+    announcing every tracked member as new."""
+    from shared.errors import NotFound
+    from shared.nightly_triggers import previous_run
+    from shared.storage.bus import LocalBus
+
+    table = moto_tables["SegmentsTable"]
+    dynamo.batch_put(table, [{"segment_id": "#index", "sk": "current", "run": "r0", "at": "2026-11-30T00:00:00+00:00",
+                              "segments": {"rfm:at-risk": {"family": "rfm", "name": "At Risk", "members": 1}}},
+                             {"segment_id": "rfm:at-risk", "sk": "m#r0#u-00001", "member_user_id": "u-00001",
+                              "reason": "was", "run": "r0"}])
+    store = SegmentStore(table)
+
+    assert store.index() is None
+    with pytest.raises(NotFound):
+        store.members("rfm:at-risk", 10, None)
+    assert previous_run(LocalBus(tmp_path / "bus.jsonl"), store) == (None, None)
+
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(3, "rfm:at-risk"))
+    assert store.index()["run"] == "r1"
+    assert [user for user, _ in every_member(store, "rfm:at-risk", 10)] == ["u-00000", "u-00001", "u-00002"]
