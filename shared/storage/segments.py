@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from itertools import chain, islice
+from itertools import islice
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -39,8 +39,10 @@ CUSTOM_PARTITION = "#custom"  # one item per custom definition, sk = its segment
 CUSTOMER_PARTITION = "#customer#"  # + a user id: one item per run, the page of each segment they are on
 OLD_RUNS_KEPT_SECONDS = 3 * 86_400
 WRITE_THREADS = 8  # the writes wait on DynamoDB, not on the CPU
-WRITE_SLICE = 1000  # items a write_run serializes at once (a page is up to about 360 KB)
-MEMBERS_PER_PAGE = 1000  # GET /segments/{id}/members gives at most this many: a page of it reads two at most
+# Items a write_run serializes at once: pages are up to about 360 KB (100 KB is typical), a
+# customer's item under 1 KB. Enough for every thread to have calls to make.
+PAGES_A_SLICE, CUSTOMERS_A_SLICE = 200, 2000
+MEMBERS_PER_PAGE = 1000  # as many as GET /segments/{id}/members gives at once
 # A page holds members up to this many characters of ids and reasons; at most 4 bytes a character,
 # and a few bytes a map entry, it stays under DynamoDB's 400 KB an item.
 PAGE_CHARACTERS = 90_000
@@ -96,9 +98,9 @@ class SegmentStore:
         customer_items = ({"segment_id": CUSTOMER_PARTITION + user_id, "sk": run, "pages": numbers,
                            "expires_at": expires} for user_id, numbers in customers.items())
         # In slices: the items' wire form is made a slice at a time, not for a whole shop at once.
-        written = chain(pages, customer_items)
-        while chunk := list(islice(written, WRITE_SLICE)):
-            dynamo.batch_put(self.table, chunk, threads)
+        for items, size in ((iter(pages), PAGES_A_SLICE), (customer_items, CUSTOMERS_A_SLICE)):
+            while chunk := list(islice(items, size)):
+                dynamo.batch_put(self.table, chunk, threads)
         index = {**INDEX_KEY, "run": run, "at": at, "segments": segments, "layout": MEMBERS_LAYOUT}
         dynamo.batch_put(self.table, [index])
         return index
@@ -176,15 +178,16 @@ class SegmentStore:
         if index is None or segment_id not in index["segments"]:
             raise NotFound(f"segment {segment_id!r} has no members in the latest run", field="segment_id")
         run = index["run"]
-        number, after = _position(cursor, run) if cursor else (1, None)
+        number, after = _position(cursor, run) if cursor else (1, "")
+        # One page a Query: a page is up to about 100 KB, read whole, so no more are read than the
+        # answer needs.
         request: dict[str, Any] = {
-            "TableName": self.table, "Limit": 2,
+            "TableName": self.table, "Limit": 1,
             "KeyConditionExpression": "segment_id = :segment AND sk BETWEEN :first AND :last",
             "ExpressionAttributeValues": dynamo.serialize({":segment": segment_id, ":first": _page_key(run, number),
                                                            ":last": _page_key(run, LAST_PAGE)}),
         }
         found: list[dict[str, str]] = []
-        last_page = number
         while True:
             with dynamo.aws_faults("read segment members"):
                 response = dynamo.client().query(**request)
@@ -192,14 +195,16 @@ class SegmentStore:
                 page = dynamo.deserialize(row)
                 here, members = _page_number(page["sk"]), page.get("members") or {}
                 for user_id in sorted(members):
-                    if here == number and after is not None and user_id <= after:
+                    if here == number and after and user_id <= after:
                         continue
-                    if len(found) == limit:
-                        return index, found, _cursor(run, last_page, found[-1]["user_id"])
+                    if len(found) == limit:  # a member follows on this page: go on from it next time
+                        return index, found, _cursor(run, here, found[-1]["user_id"])
                     found.append({"user_id": user_id, "reason": members[user_id]})
-                    last_page = here
+                number, after = here + 1, ""  # this page is done: a later call starts at the next
             if "LastEvaluatedKey" not in response:
                 return index, found, None
+            if len(found) == limit:  # pages may follow (DynamoDB cannot tell without reading one)
+                return index, found, _cursor(run, number, after)
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def memberships(self, user_id: str) -> list[dict[str, str]]:
@@ -228,13 +233,21 @@ class SegmentStore:
             if len(leaving) == len(pages):
                 emptied.append(key)
             elif leaving:
-                names = {f"#s{k}": segment_id for k, segment_id in enumerate(leaving)}
-                with dynamo.aws_faults("end segment memberships"):
-                    dynamo.client().update_item(TableName=self.table, Key=dynamo.serialize(key),
-                                                UpdateExpression="REMOVE " + ", ".join(f"pages.{n}" for n in names),
-                                                ExpressionAttributeNames=names)
+                self._forget_pages(key, leaving)
         dynamo.batch_delete(self.table, emptied)
         return ended
+
+    def _forget_pages(self, key: dict[str, str], segment_ids: list[str]) -> None:
+        names = {f"#s{k}": segment_id for k, segment_id in enumerate(segment_ids)}
+        try:
+            with dynamo.aws_faults("end segment memberships"):
+                dynamo.client().update_item(TableName=self.table, Key=dynamo.serialize(key),
+                                            UpdateExpression="REMOVE " + ", ".join(f"pages.{n}" for n in names),
+                                            ConditionExpression="attribute_exists(pages)", ExpressionAttributeNames=names)
+        except ClientError as error:
+            # Gone meanwhile (expired, or an erasure at the same time): nothing left to forget.
+            if dynamo.error_code(error) != "ConditionalCheckFailedException":
+                raise
 
     def _leave(self, segment_id: str, page_key: str, user_id: str) -> int:
         try:
@@ -270,9 +283,9 @@ def _cursor(run: str, page: int, user_id: str) -> str:
 
 
 def _position(cursor: str, run: str) -> tuple[int, str]:
-    """The page and the last user id a cursor of `run` names."""
+    """The page and the last user id given from it ("": none yet) a cursor of `run` names."""
     parts = dynamo.decode_cursor(cursor).split("#", 2)
-    if len(parts) != 3 or not parts[1].isdigit() or not 0 < int(parts[1]) <= LAST_PAGE:
+    if len(parts) != 3 or not parts[1].isascii() or not parts[1].isdigit() or not 0 < int(parts[1]) <= LAST_PAGE:
         raise DomainError("cursor is not one this API returned", field="cursor")
     if parts[0] != run:
         raise DomainError("cursor belongs to an older run; start again without it", field="cursor")

@@ -18,7 +18,9 @@ PAGE = 40  # members a page in these tests (1,000 in production): moto is slow t
 @pytest.fixture(autouse=True)
 def small_pages(monkeypatch):
     monkeypatch.setattr(segments, "MEMBERS_PER_PAGE", PAGE)
-    monkeypatch.setattr(segments, "WRITE_SLICE", 7)  # several slices, the last one short
+    # Several slices of each kind, the last one short.
+    monkeypatch.setattr(segments, "PAGES_A_SLICE", 2)
+    monkeypatch.setattr(segments, "CUSTOMERS_A_SLICE", 7)
 
 
 def every_member(store: SegmentStore, segment_id: str, limit: int) -> list[tuple[str, str]]:
@@ -118,6 +120,36 @@ def test_erasure_leaves_nothing_of_the_customer_in_any_run(moto_tables):
     assert "u-00002" not in left and "u-00003" in left
 
 
+def test_a_listing_reads_only_the_pages_its_answer_needs(moto_tables, monkeypatch):
+    store = SegmentStore(moto_tables["SegmentsTable"])
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(3 * PAGE))
+    client, pages_read = dynamo.client(), []
+    query = client.query
+
+    def counted(**request):
+        response = query(**request)
+        pages_read.extend(row["sk"]["S"] for row in response["Items"])
+        return response
+
+    monkeypatch.setattr(client, "query", counted)
+    _, first, _ = store.members("rfm:champions", 1, None)
+    assert len(first) == 1 and len(pages_read) == 1
+    pages_read.clear()
+
+    assert len(every_member(store, "rfm:champions", PAGE)) == 3 * PAGE
+    assert sorted(pages_read) == sorted(set(pages_read)) and len(pages_read) == 3  # each page once
+
+
+def test_an_objection_racing_the_expiry_of_the_customers_item_still_answers(moto_tables, monkeypatch):
+    store = SegmentStore(moto_tables["SegmentsTable"])
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(3) + rows(3, "geography:de", "said so"))
+    found = store._customer_runs("u-00001")
+    dynamo.batch_delete(moto_tables["SegmentsTable"], [{"segment_id": "#customer#u-00001", "sk": "r1"}])
+    monkeypatch.setattr(SegmentStore, "_customer_runs", lambda self, user_id: found)
+
+    assert store.end_memberships("u-00001", needs_consent) == 1  # the page entry it could still reach
+
+
 def test_a_cursor_of_an_older_run_or_one_not_given_out_is_a_clear_400(moto_tables):
     store = SegmentStore(moto_tables["SegmentsTable"])
     store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(20))
@@ -127,7 +159,8 @@ def test_a_cursor_of_an_older_run_or_one_not_given_out_is_a_clear_400(moto_table
     with pytest.raises(DomainError, match="older run") as older:
         store.members("rfm:champions", 5, cursor)
     assert older.value.field == "cursor"
-    for forged in (dynamo.encode_cursor("r2#x#u-1"), dynamo.encode_cursor("r2"), "bm9wZQ=="):
+    for forged in (dynamo.encode_cursor("r2#x#u-1"), dynamo.encode_cursor("r2"), dynamo.encode_cursor("r2#²#u-1"),
+                   "bm9wZQ=="):
         with pytest.raises(DomainError, match="not one this API returned"):
             store.members("rfm:champions", 5, forged)
 
