@@ -40,8 +40,8 @@ CUSTOMER_PARTITION = "#customer#"  # + a user id: one item per run, the page of 
 OLD_RUNS_KEPT_SECONDS = 3 * 86_400
 WRITE_THREADS = 8  # the writes wait on DynamoDB, not on the CPU
 # Items a write_run serializes at once: pages are up to about 360 KB (100 KB is typical), a
-# customer's item under 1 KB. Enough for every thread to have calls to make.
-PAGES_A_SLICE, CUSTOMERS_A_SLICE = 200, 2000
+# customer's item under 1 KB (a slice about 10 MB). Enough for every thread to have calls to make.
+PAGES_A_SLICE, CUSTOMERS_A_SLICE = 200, 10_000
 MEMBERS_PER_PAGE = 1000  # as many as GET /segments/{id}/members gives at once
 # A page holds members up to this many characters of ids and reasons; at most 4 bytes a character,
 # and a few bytes a map entry, it stays under DynamoDB's 400 KB an item.
