@@ -7,6 +7,7 @@
     devstack import-csv FILE       send a CSV of order lines (Online Retail, Ta-Feng, --mapping) through the API
     devstack token USER_ID         a signed-in customer's bearer token for the local stack
     devstack credentials           curl options that sign requests as the shop's backend
+    devstack call METHOD PATH [BODY]  one request signed as the shop's backend, its JSON answer printed
     devstack secret                the x-devstack-secret header value that opens the stack's /dev/ helpers
     devstack bus [-n 20]           the local event bus's last entries (triggers, docs/triggers.md)
     devstack export                the tables in DynamoDB's export format (TRAINING_PATH=export trains from them)
@@ -322,6 +323,16 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_call(args: argparse.Namespace) -> int:
+    """One request as the shop's backend. SigV4 as AWS computes it: curl's --aws-sigv4 (7.x) does
+    not encode a ':' in the path, which every segment id has, so its signature never matches."""
+    response = ApiClient.for_stack(args.state_dir).request(
+        args.method.upper(), args.path, json.loads(args.body) if args.body else None)
+    print(f"HTTP {response.status}", file=sys.stderr)
+    print(json.dumps(response.body, indent=2, ensure_ascii=False))
+    return 0 if response.status < 400 else 1
+
+
 def cmd_secret(args: argparse.Namespace) -> int:
     _, auth = stack.running(args.state_dir)
     print(auth.dev_secret)
@@ -387,6 +398,10 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("user_id")
     token.add_argument("--expires-in", type=int, default=3600, help="seconds")
     command("credentials", cmd_credentials, "print curl options signing as the shop's backend")
+    call = command("call", cmd_call, "send one request signed as the shop's backend; print the JSON answer")
+    call.add_argument("method", help="GET, POST, PUT, DELETE")
+    call.add_argument("path", help="with its query string, e.g. '/segments/rfm:champions/members?limit=1000'")
+    call.add_argument("body", nargs="?", default=None, help="a JSON body")
     command("sam-env", cmd_sam_env, "write the --env-vars file for sam local start-api (prints its path)")
     command("secret", cmd_secret, "print the secret the local stack's /dev/ helpers want (x-devstack-secret)")
     bus = command("bus", cmd_bus, "print the local event bus's last entries (triggers)")
