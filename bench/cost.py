@@ -181,6 +181,11 @@ def item_bytes(item: dict[str, Any]) -> int:
     return sum(len(name.encode()) + value_bytes(value) for name, value in item.items())
 
 
+def put_units(item: dict[str, Any]) -> int:
+    """A put's write request units: 1 per KB of the item, rounded up."""
+    return math.ceil(item_bytes(item) / KB)
+
+
 def value_bytes(value: dict[str, Any]) -> int:
     kind, inner = next(iter(value.items()))
     if kind == "S":

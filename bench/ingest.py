@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import threading
@@ -29,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.cost import KB, item_bytes  # noqa: E402
+from bench.cost import put_units  # noqa: E402
 from bench.quiet import quiet_handlers  # noqa: E402
 from devstack.demo_data import generate_shop  # noqa: E402
 from devstack.dynamodb_local import DynamoDBLocal, create_tables, delete_tables  # noqa: E402
@@ -63,7 +62,7 @@ class WriteUnits:
                      for action in params["TransactItems"] for kind, spec in action.items()))
 
     def put(self, table: str, item: dict[str, Any], factor: int) -> int:
-        kb = math.ceil(item_bytes(item) / KB)
+        kb = put_units(item)
         return factor * kb + (kb if table == self.events_table else 0)
 
     def add(self, units: int) -> None:

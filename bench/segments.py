@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from bench.cost import PRICES, item_bytes  # noqa: E402
+from bench.cost import PRICES, put_units  # noqa: E402
 from bench.quiet import quiet_handlers  # noqa: E402
 from devstack.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, client, create_tables, write_items  # noqa: E402
 from devstack.gateway import LambdaContext, api_event, load_handler  # noqa: E402
@@ -156,11 +156,6 @@ def compute_bench(n: int) -> None:
     print(f"  the same member rows: {'yes' if same else 'NO'}")
 
 
-def write_units(item: dict) -> int:
-    """A put's write request units: 1 per KB of the item, rounded up."""
-    return -(-item_bytes(item) // 1024)
-
-
 def scanned(db, table: str) -> list[dict]:
     return [row for page in db.get_paginator("scan").paginate(TableName=table) for row in page["Items"]]
 
@@ -211,9 +206,9 @@ def write_bench(n: int, rounds: int = 2) -> None:
                 db.delete_table(TableName=table)
     finally:
         dynamodb.stop()
-    ours_wru = sum(map(write_units, items))
+    ours_wru = sum(map(put_units, items))
     # Each item of the layout before also wrote its by_user index entry: its keys, well under 1 KB.
-    before_wru = sum(map(write_units, before)) + len(before)
+    before_wru = sum(map(put_units, before)) + len(before)
     dollars = PRICES["dynamodb_wru"]
     print(f"nightly segment members written, {customers:,} customers, {len(rows):,} memberships, "
           f"DynamoDB Local, {threads} threads each, best of {rounds}:")

@@ -83,20 +83,16 @@ class HistoryColumnPages(PicklesWithoutLock):
         del order, grouped, first
         # An event's place among the named events (their fields are stored for those alone).
         named_kept = (np.cumsum(has_item) - 1)[kept]
-        columns = [_joined(column_parts, c)[named_kept] for c in range(8)]
+        columns = [_joined(parts)[named_kept] for parts in column_parts]
         events = _events(columns, seconds[kept], self)
         counts = np.bincount(users[kept], minlength=len(self.users.values))
         return HistoryColumns(self.users.values, np.concatenate([[0], np.cumsum(counts)]), events)
 
 
-def _joined(parts: list[Any], at: int | None = None) -> np.ndarray:
-    """The arrays of `parts` (or of `parts[at]`) joined, and that list emptied."""
-    arrays = parts if at is None else parts[at]
-    joined = np.concatenate(arrays)
-    if at is None:
-        parts.clear()
-    else:
-        parts[at] = []
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """The arrays joined, and the list emptied: the parts are let go as soon as they are copied."""
+    joined = np.concatenate(parts)
+    parts.clear()
     return joined
 
 

@@ -239,28 +239,26 @@ class SegmentStore:
 
     def _forget_pages(self, key: dict[str, str], segment_ids: list[str]) -> None:
         names = {f"#s{k}": segment_id for k, segment_id in enumerate(segment_ids)}
+        # Gone meanwhile (expired, or an erasure at the same time): nothing left to forget.
+        self._remove_where(key, ", ".join(f"pages.{n}" for n in names), "attribute_exists(pages)", names)
+
+    def _leave(self, segment_id: str, page_key: str, user_id: str) -> int:
+        return int(self._remove_where({"segment_id": segment_id, "sk": page_key}, "#members.#user",
+                                      "attribute_exists(#members.#user)", {"#members": "members", "#user": user_id}))
+
+    def _remove_where(self, key: dict[str, str], paths: str, condition: str, names: dict[str, str]) -> bool:
+        """REMOVE `paths` from the item where `condition` holds; False where it does not (gone
+        already, or expired: a REMOVE on a missing item would create it, and on a missing map fail)."""
         try:
             with dynamo.aws_faults("end segment memberships"):
                 dynamo.client().update_item(TableName=self.table, Key=dynamo.serialize(key),
-                                            UpdateExpression="REMOVE " + ", ".join(f"pages.{n}" for n in names),
-                                            ConditionExpression="attribute_exists(pages)", ExpressionAttributeNames=names)
+                                            UpdateExpression=f"REMOVE {paths}", ConditionExpression=condition,
+                                            ExpressionAttributeNames=names)
         except ClientError as error:
-            # Gone meanwhile (expired, or an erasure at the same time): nothing left to forget.
-            if dynamo.error_code(error) != "ConditionalCheckFailedException":
-                raise
-
-    def _leave(self, segment_id: str, page_key: str, user_id: str) -> int:
-        try:
-            with dynamo.aws_faults("end segment memberships"):
-                dynamo.client().update_item(
-                    TableName=self.table, Key=dynamo.serialize({"segment_id": segment_id, "sk": page_key}),
-                    UpdateExpression="REMOVE #members.#user", ConditionExpression="attribute_exists(#members.#user)",
-                    ExpressionAttributeNames={"#members": "members", "#user": user_id})
-        except ClientError as error:
-            if dynamo.error_code(error) == "ConditionalCheckFailedException":  # gone already, or expired
-                return 0
+            if dynamo.error_code(error) == "ConditionalCheckFailedException":
+                return False
             raise
-        return 1
+        return True
 
     def _customer_runs(self, user_id: str) -> list[dict[str, Any]]:
         with dynamo.aws_faults("read segment memberships"):
