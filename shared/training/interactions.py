@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.events import EventType
+from shared.history_columns import Codes
 
 EVENT_CODES = {event_type: code for code, event_type in enumerate(EventType)}
+PURCHASE_CODE = EVENT_CODES[EventType.PURCHASE]
 
 
 class TooManyInteractions(Exception):
@@ -48,9 +50,7 @@ class InteractionLog:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._user_index: dict[str, int] = {}
-        self._item_index: dict[str, int] = {}
-        self._basket_index: dict[tuple[int, str, str | int], int] = {}
+        self._users, self._items, self._baskets = Codes(), Codes(), Codes()
         self._pages: list[tuple[np.ndarray, ...]] = []
         self.count = 0
 
@@ -61,32 +61,32 @@ class InteractionLog:
     def add_page(self, user_ids: Sequence[str], item_ids: Sequence[str], event_types: Sequence[str],
                  quantities: Sequence[float], timestamps: Sequence[float],
                  order_ids: Sequence[str | None] | None = None) -> None:
-        """The rows of one storage page: ids become integer indexes, the rest numpy columns."""
+        """The rows of one storage page: ids become integer indexes (coded in C, by dicts), the rest
+        numpy columns. A nightly run adds millions of rows: nothing here is Python work on every
+        row but the baskets of purchases."""
         if self.count + len(user_ids) > self.limit:
             raise TooManyInteractions(f"the window holds more than {self.limit:,} interactions")
-        users, items, baskets = self._user_index, self._item_index, self._basket_index
-        user_column = np.fromiter((users.setdefault(u, len(users)) for u in user_ids), np.int32, len(user_ids))
+        users = self._users.of(user_ids)
+        codes = np.fromiter(map(EVENT_CODES.__getitem__, event_types), np.int8, len(event_types))
         seconds = np.asarray(timestamps, dtype=np.float64)
-        orders = order_ids if order_ids is not None else [None] * len(user_ids)
-        # Only purchases have a basket (-1 otherwise); a purchase without an order id belongs to its
-        # customer's basket of that UTC day.
-        purchase = EventType.PURCHASE.value
-        basket_keys = (None if kind != purchase else (user, "order", order) if order is not None
-                       else (user, "day", int(second // 86_400))
-                       for user, kind, order, second in zip(user_column.tolist(), event_types, orders, seconds.tolist(),
-                                                            strict=True))
-        self._pages.append((
-            user_column,
-            np.fromiter((items.setdefault(i, len(items)) for i in item_ids), np.int32, len(item_ids)),
-            np.fromiter((EVENT_CODES[t] for t in event_types), np.int8, len(event_types)),
-            np.asarray(quantities, dtype=np.float32),
-            seconds,
-            np.fromiter((-1 if key is None else baskets.setdefault(key, len(baskets)) for key in basket_keys),
-                        np.int64, len(user_ids)),
-        ))
+        self._pages.append((users, self._items.of(item_ids), codes, np.asarray(quantities, dtype=np.float32),
+                            seconds, self._basket_column(users, codes, seconds, order_ids)))
         self.count += len(user_ids)
+
+    def _basket_column(self, users: np.ndarray, codes: np.ndarray, seconds: np.ndarray,
+                       order_ids: Sequence[str | None] | None) -> np.ndarray:
+        """Only purchases have a basket (-1 otherwise); a purchase without an order id belongs to its
+        customer's basket of that UTC day."""
+        baskets = np.full(len(users), -1, np.int64)
+        bought = np.flatnonzero(codes == PURCHASE_CODE)
+        if len(bought):
+            orders = [order_ids[row] for row in bought.tolist()] if order_ids is not None else [None] * len(bought)
+            keys = [(user, "order", order) if order is not None else (user, "day", int(second // 86_400))
+                    for user, order, second in zip(users[bought].tolist(), orders, seconds[bought].tolist())]
+            baskets[bought] = self._baskets.of(keys)
+        return baskets
 
     def finish(self) -> Interactions:
         columns = [np.concatenate([page[c] for page in self._pages]) if self._pages else np.zeros(0, dtype)
                    for c, dtype in enumerate((np.int32, np.int32, np.int8, np.float32, np.float64, np.int64))]
-        return Interactions(list(self._user_index), list(self._item_index), *columns)
+        return Interactions(list(self._users.values), list(self._items.values), *columns)
