@@ -271,27 +271,26 @@ def _compact(entry: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in entry.items() if v is not None}
 
 
-def user_from_row(row: dict) -> User:
-    return User.model_validate({**row, "summary": row})
+def user_from_row(row: dict, parts: dict[str, Any] | None = None) -> User:
+    """A stored row as a User; `parts`, parts of the customer given as they are (not validated again)."""
+    return User.model_validate({**row, "summary": row, **parts} if parts else {**row, "summary": row})
 
 
 # A customer's parts a row may not store at all (no consent given, never contacted, never bought),
 # the attributes that store each, and the part a row without them gets.
-_UNSTORED_PARTS = (("consent", ("consent",), Consent()), ("contacts", ("contacts",), ContactLedger()),
-                   ("summary", (*PurchaseSummary.model_fields, "purchase_count"), PurchaseSummary()))
+_UNSTORED_PARTS = (("consent", frozenset({"consent"}), Consent()), ("contacts", frozenset({"contacts"}), ContactLedger()),
+                   ("summary", frozenset({*PurchaseSummary.model_fields, "purchase_count"}), PurchaseSummary()))
 
 
 def users_from_rows(rows: dict[str, dict[str, Any]]) -> dict[str, User]:
     """user_from_row of each row, for the nightly run, which holds every customer at once: a part
     the row does not store is one shared instance (frozen models, which nothing in the run
-    changes), not a dozen small pydantic models a customer (about 7 KB with all three)."""
-    users = {}
-    for user_id, row in rows.items():
-        user = users[user_id] = user_from_row(row)
-        for part, stored_as, unstored in _UNSTORED_PARTS:
-            if not any(name in row for name in stored_as):
-                user.__dict__[part] = unstored
-    return users
+    changes), not a dozen small pydantic models a customer (about 7 KB with all three). It is
+    handed to validation as it is, not built and then replaced: at 500,000 customers that took
+    the read 21 s, most of it making the parts thrown away."""
+    return {user_id: user_from_row(row, {part: unstored for part, stored_as, unstored in _UNSTORED_PARTS
+                                         if stored_as.isdisjoint(row)})
+            for user_id, row in rows.items()}
 
 
 def all_user_rows(users_table: str, segments: int = 4) -> dict[str, dict[str, Any]]:
