@@ -33,22 +33,23 @@ class HistoryColumnPages(PicklesWithoutLock):
         stamps = [item["ts"]["S"] for item in items]
         seconds = _seconds(stamps)
         named = [item for item in items if "item_id" in item]
-        has_item = np.fromiter(("item_id" in item for item in items), bool, len(items))
+        has_item = (np.ones(len(items), bool) if len(named) == len(items)
+                    else np.fromiter(("item_id" in item for item in items), bool, len(items)))
         # The fields of the events that name an item, read in this thread; coded under the lock.
         fields = [
             [item["user_id"]["S"] for item in items],
             [item["item_id"]["S"] for item in named],
             [item["event_type"]["S"] for item in named],
-            [whole(q["N"]) if (q := item.get("quantity")) else 1 for item in named],
-            [text_of(item.get("channel")) for item in named],
+            _whole_numbers([q["N"] if (q := item.get("quantity")) else "1" for item in named]),
+            _texts([item.get("channel") for item in named]),
             [float(p["N"]) if (p := item.get("price")) else np.nan for item in named],
-            [text_of(item.get("currency")) for item in named],
-            [text_of(item.get("campaign_id")) for item in named],
+            _texts([item.get("currency") for item in named]),
+            _texts([item.get("campaign_id") for item in named]),
             [discount_of(item.get("properties")) for item in named],
         ]
         with self.lock:
             self.pages.append((self.users.of(fields[0]), seconds, has_item, [
-                self.items.of(fields[1]), self.types.of(fields[2]), quantities(fields[3]),
+                self.items.of(fields[1]), self.types.of(fields[2]), fields[3],
                 self.channels.of(fields[4]), np.array(fields[5], dtype=np.float64), self.currencies.of(fields[6]),
                 self.campaigns.of(fields[7]), np.array(fields[8], dtype=bool)]))
 
@@ -103,6 +104,20 @@ def _events(columns: list[np.ndarray], seconds: np.ndarray, pages: HistoryColumn
     item, kind, quantity, channel, price, currency, campaign, discount = columns
     return Events(item, kind, quantity, seconds, channel, price, currency, campaign, discount, pages.items.values,
                   pages.types.values, pages.channels.values, pages.currencies.values, pages.campaigns.values)
+
+
+def _whole_numbers(numbers: list[str]) -> np.ndarray:
+    """whole() of each stored number: numpy parses a page of plain integers at once; a page with
+    any other (a fraction, a number past int64) goes through whole()."""
+    try:
+        return np.array(numbers, dtype=np.int64)
+    except (ValueError, OverflowError):
+        return quantities([whole(number) for number in numbers])
+
+
+def _texts(values: list[dict[str, Any] | None]) -> list[Any]:
+    """text_of() of each stored attribute, the usual text read in place."""
+    return [text if value and (text := value.get("S")) is not None else text_of(value) for value in values]
 
 
 def _seconds(stamps: list[str]) -> np.ndarray:
