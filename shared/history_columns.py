@@ -7,7 +7,8 @@ vectorized segments (shared/segments/batch.py) read them without building an obj
 wants one customer's list still gets it: HistoryColumns is a read-only mapping, user id -> list
 of HistoryEvent, built when asked for and equal to what the objects were.
 
-Domain code: numpy, no storage. Only the nightly run (which ships numpy) imports it.
+Domain code: numpy, no storage. Imported where numpy is shipped: the nightly run, and training's
+InteractionLog, which codes its ids with Codes.
 """
 
 from __future__ import annotations

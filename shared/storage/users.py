@@ -272,7 +272,8 @@ def _compact(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def user_from_row(row: dict, parts: dict[str, Any] | None = None) -> User:
-    """A stored row as a User; `parts`, parts of the customer given as they are (not validated again)."""
+    """A stored row as a User; `parts`, parts of the customer as model instances, which validation
+    keeps as they are (User does not revalidate instances)."""
     return User.model_validate({**row, "summary": row, **parts} if parts else {**row, "summary": row})
 
 

@@ -81,7 +81,7 @@ def item_neighbours(purchases: csr_matrix, k: int, sharpening: float = SHARPENIN
     n_items = purchases.shape[1]
     keep = min(k, n_items)
     by_item = normalized.T.tocsr()
-    step = max(1, BLOCK // cpus())  # a block for each thread (below), the similarities in flight BLOCK's rows
+    step = max(1, BLOCK // cpus())  # one block per thread (below): together they hold BLOCK rows of similarities
 
     def neighbours_of_block(start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         row, col, value = _nearest(_without_diagonal((by_item[start : start + step] @ normalized).tocsr(), start), keep)
@@ -105,8 +105,9 @@ def _without_diagonal(similar: csr_matrix, start: int) -> csr_matrix:
 
 def _nearest(similar: csr_matrix, keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each row's `keep` most similar items (row, column, similarity), the lower column first among
-    equals. Chosen among the row's stored similarities: a row as wide as the catalog is never made
-    (at 200,000 items a block of dense rows was the evaluation's largest allocation)."""
+    equals; a similarity of 0 or less is no neighbour. Chosen among the row's stored similarities:
+    a row as wide as the catalog is never made (at 200,000 items a block of dense rows was the
+    evaluation's largest allocation)."""
     counts = np.diff(similar.indptr)
     rows = np.repeat(np.arange(similar.shape[0]), counts)
     order = np.lexsort((similar.indices, -similar.data, rows))

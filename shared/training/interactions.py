@@ -50,7 +50,8 @@ class InteractionLog:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._users, self._items, self._baskets = Codes(), Codes(), Codes()
+        self._users, self._items = Codes(), Codes()
+        self._baskets: dict[tuple[int, str, str | int], int] = {}
         self._pages: list[tuple[np.ndarray, ...]] = []
         self.count = 0
 
@@ -66,6 +67,9 @@ class InteractionLog:
         row but the baskets of purchases."""
         if self.count + len(user_ids) > self.limit:
             raise TooManyInteractions(f"the window holds more than {self.limit:,} interactions")
+        columns = (item_ids, event_types, quantities, timestamps, *(() if order_ids is None else (order_ids,)))
+        if any(len(column) != len(user_ids) for column in columns):
+            raise ValueError("a page's columns must all have a value for every row")
         users = self._users.of(user_ids)
         codes = np.fromiter(map(EVENT_CODES.__getitem__, event_types), np.int8, len(event_types))
         seconds = np.asarray(timestamps, dtype=np.float64)
@@ -83,7 +87,9 @@ class InteractionLog:
             orders = [order_ids[row] for row in bought.tolist()] if order_ids is not None else [None] * len(bought)
             keys = [(user, "order", order) if order is not None else (user, "day", int(second // 86_400))
                     for user, order, second in zip(users[bought].tolist(), orders, seconds[bought].tolist())]
-            baskets[bought] = self._baskets.of(keys)
+            # Tuples: a plain dict's setdefault (Codes' fast path is for texts).
+            index = self._baskets
+            baskets[bought] = np.fromiter((index.setdefault(key, len(index)) for key in keys), np.int64, len(keys))
         return baskets
 
     def finish(self) -> Interactions:

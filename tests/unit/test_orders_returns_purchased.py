@@ -250,6 +250,22 @@ def test_the_training_loader_drops_purchases_returned_in_full():
     assert len(kept) == 3
 
 
+def test_the_interaction_log_puts_purchases_in_baskets_and_refuses_ragged_pages():
+    from shared.training.interactions import InteractionLog
+
+    log = InteractionLog(limit=100)
+    day = 86_400.0
+    log.add_page(["a", "a", "a", "b", "a", "a"], ["x", "y", "z", "x", "x", "y"],
+                 ["purchase", "purchase", "view", "purchase", "purchase", "purchase"], [1] * 6,
+                 [10.0, 20.0, 30.0, 40.0, day + 5, day + 6], ["o1", "o1", None, "o1", None, None])
+    baskets = log.finish().baskets.tolist()
+    assert baskets[2] == -1  # a view is in no basket
+    assert baskets[0] == baskets[1] != baskets[3]  # a's order o1; b's order o1 is another basket
+    assert baskets[4] == baskets[5] and baskets[4] not in (baskets[0], baskets[3])  # no order id: a's day
+    with pytest.raises(ValueError, match="every row"):
+        log.add_page(["a", "b"], ["x"], ["view", "view"], [1, 1], [0.0, 0.0])
+
+
 def test_returns_reach_training_as_no_interaction(api):
     from shared.config import get_settings
     from shared.storage.training_data import load_training_data
