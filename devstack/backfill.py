@@ -100,11 +100,16 @@ def _add_keys(users_table: str, user_id: str, bought: list[Purchase]) -> tuple[i
     raise RuntimeError(f"{user_id}: the bought set kept changing; run the backfill again")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def table_arguments(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """A one-off migration's command line: EVENTS USERS, the tables' names."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("events_table")
     parser.add_argument("users_table")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = table_arguments(__doc__, argv)
     totals = backfill(args.events_table, args.users_table)
     print(f"{totals.customers:,} customers: {totals.item_keys_added:,} item keys and "
           f"{totals.order_keys_added:,} order keys added; {totals.truncated:,} past the cap")

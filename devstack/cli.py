@@ -265,14 +265,26 @@ def cmd_import_csv(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill_bought_sets(args: argparse.Namespace) -> int:
+    from devstack.backfill import main as backfill
+
+    return _on_local_tables(args, backfill)
+
+
+def cmd_backfill_recent_activity(args: argparse.Namespace) -> int:
+    from devstack.backfill_recent import main as backfill
+
+    return _on_local_tables(args, backfill)
+
+
+def _on_local_tables(args: argparse.Namespace, migration: Callable[[list[str]], int]) -> int:
+    """A one-off migration's main (EVENTS USERS) on the local stack's tables."""
     import os
 
-    from devstack.backfill import main as backfill
     from devstack.dynamodb_local import LOCAL_CREDENTIALS
 
     state = ensure_up(args)
     os.environ.update({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL_DYNAMODB": state.dynamodb_endpoint})
-    return backfill([state.tables["EventsTable"], state.tables["UsersTable"]])
+    return migration([state.tables["EventsTable"], state.tables["UsersTable"]])
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -393,6 +405,8 @@ def parser() -> argparse.ArgumentParser:
     importer.add_argument("--limit", type=int, help="read at most this many rows")
     command("backfill-bought-sets", cmd_backfill_bought_sets,
             "give customers stored before the bought set their item and order keys (devstack/backfill.py)")
+    command("backfill-recent-activity", cmd_backfill_recent_activity,
+            "give customers whose events predate the recent-activity item their item (devstack/backfill_recent.py)")
     command("export", cmd_export, "write the tables in DynamoDB's export format, the input of TRAINING_PATH=export")
     token = command("token", cmd_token, "print a customer's bearer token for the local stack")
     token.add_argument("user_id")

@@ -274,7 +274,7 @@ def _compact(entry: dict[str, Any]) -> dict[str, Any]:
 def user_from_row(row: dict, parts: dict[str, Any] | None = None) -> User:
     """A stored row as a User; `parts`, parts of the customer as model instances, which validation
     keeps as they are (User does not revalidate instances)."""
-    return User.model_validate({**row, "summary": row, **parts} if parts else {**row, "summary": row})
+    return User.model_validate({**row, "summary": row, **(parts or {})})
 
 
 # A customer's parts a row may not store at all (no consent given, never contacted, never bought),
