@@ -11,7 +11,8 @@ Lambda calls it on DynamoDB Local, storing:
    five items with its id (the count of events is the same).
 Then the nightly side: the impressions, clicks and purchases of stream 2 through OutcomePages (the
 page handler the nightly read feeds) and record_results (exposures, tallies, credits, the report),
-in events per second, beside the plain nightly page handlers (training's and segments') on the same pages.
+in events per second, beside the plain nightly page handlers (training's, and the ids with events)
+on the same pages.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def nightly(events: list[dict], experiment_id: str) -> tuple[float, float]:
     from shared.experiments.service import record_results
     from shared.storage import dynamo
     from shared.storage.blobs import LocalBlobs
-    from shared.storage.customers import HistoryPages
+    from shared.storage.customers import EventIds
     from shared.storage.events import event_item
     from shared.storage.experiments import ExperimentStore
     from shared.storage.outcomes import OutcomePages
@@ -75,10 +76,10 @@ def nightly(events: list[dict], experiment_id: str) -> tuple[float, float]:
     pages = [[dynamo.serialize(event_item(Event.model_validate(e, context={"now": now}), "x"))
               for e in events[start:start + 1000]] for start in range(0, len(events), 1000)]
     started = time.perf_counter()
-    training, histories = _TrainingPages(TrainingConfig(), now, set()), HistoryPages()
+    training, with_events = _TrainingPages(TrainingConfig(), now, set()), EventIds()
     for page in pages:
         training.add_page(page)
-        histories.add_page(page)
+        with_events.add_page(page)
     plain = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as folder:
         store = ExperimentStore(LocalBlobs(Path(folder)))

@@ -3,14 +3,15 @@
     ./dev bench train_export [--sizes 1000000 10000000]
 
 For each size, a synthetic shop's tables (20 events per customer, power-law items; views, carts
-and purchases over a year) are written as DynamoDB exports (the format `./dev export` and
-ExportTableToPointInTime write; not timed). Then, each in a process of its own so its peak
-memory (VmHWM) is its own:
+and purchases over a year; each customer's profile and recent-activity item, as ingest keeps it)
+are written as DynamoDB exports (the format `./dev export` and ExportTableToPointInTime write;
+not timed). Then, each in a process of its own so its peak memory (VmHWM) is its own:
 
 1. ours: the whole training run on the export path, stage by stage, in two processes as on AWS:
-   the query stage (shared/storage/sql/interactions.sql on DuckDB, as Athena runs it there), then
-   the train function's part: `read_nightly_from_exports` (the query's output, the users and
-   items exports, and the segments' histories from the events export) and `run_training`
+   the query stage (shared/storage/sql/interactions.sql and customers.sql on DuckDB, as Athena
+   runs them there), then the train function's part: `read_nightly_from_exports` (the query's
+   output, the users and items exports, the segments' histories from the recent-activity items
+   in the users export) and `run_training`
    (matrix, blend choice, evaluation against popularity, final fit, publish). Its time is both
    together; its peak memory is the train function's (what its Lambda or Batch job must hold:
    the process and the read's child processes together); the query's own peak is printed beside it;
@@ -25,6 +26,7 @@ this measures time and memory, not quality.
 from __future__ import annotations
 
 import argparse
+import base64
 import gzip
 import json
 import os
@@ -69,7 +71,8 @@ def write_table(root: Path, table: str, lines: object, count: int) -> None:
         "manifestFilesS3Key": str(folder / "manifest-files.json"), "outputFormat": "DYNAMODB_JSON"}))
 
 
-def event_lines(size: int, n_users: int, n_items: int, seed: int = 1):  # noqa: ANN201
+def event_lines(size: int, n_users: int, n_items: int, kept: list, seed: int = 1):  # noqa: ANN201
+    """The events' export lines, a chunk at a time; each chunk's columns are added to `kept`."""
     rng = np.random.default_rng(seed)
     weights = 1.0 / np.arange(1, n_items + 1) ** 0.9
     for start in range(0, size, CHUNK):
@@ -79,6 +82,7 @@ def event_lines(size: int, n_users: int, n_items: int, seed: int = 1):  # noqa: 
         kinds = EVENT_TYPES[rng.choice(3, size=n, p=[0.6, 0.25, 0.15])]
         seconds = (NOW.timestamp() - rng.uniform(0, 365 * 86_400, size=n)).astype("datetime64[s]")
         stamps = np.datetime_as_string(seconds, unit="us")
+        kept.append((users, items, kinds, seconds))
         yield [f'{{"Item":{{"user_id":{{"S":"u{u}"}},"event_id":{{"S":"e{start + k}"}},"item_id":{{"S":"i{i}"}},'
                f'"event_type":{{"S":"{t}"}},"quantity":{{"N":"1"}},"ts":{{"S":"{s}Z"}},"channel":{{"S":"web"}}'
                + (f',"order_id":{{"S":"o{u}-{start + k}"}},"price":{{"N":"9.5"}},"currency":{{"S":"EUR"}}'
@@ -86,11 +90,35 @@ def event_lines(size: int, n_users: int, n_items: int, seed: int = 1):  # noqa: 
                for k, (u, i, t, s) in enumerate(zip(users.tolist(), items.tolist(), kinds.tolist(), stamps.tolist()))]
 
 
+def user_lines(n_users: int, kept: list):  # noqa: ANN201
+    """Each customer's profile and recent-activity item (their newest events, as ingest keeps them:
+    shared/recent.py), a chunk of customers at a time."""
+    from shared.recent import RecentEvent, bounded
+
+    users, items, kinds, seconds = (np.concatenate(column) for column in zip(*kept))
+    order = np.lexsort((-seconds.astype(np.int64), users))
+    starts = np.searchsorted(users[order], np.arange(n_users + 1))
+    stamps = np.datetime_as_string(seconds, unit="us")
+    for first in range(0, n_users, CHUNK):
+        lines = []
+        for u in range(first, min(first + CHUNK, n_users)):
+            newest = order[starts[u]:starts[u + 1]][:500].tolist()
+            events, payload = bounded([RecentEvent(f"{stamps[k]}Z", f"i{items[k]}", str(kinds[k]), 1, "web",
+                                                   *((9.5, "EUR") if kinds[k] == "purchase" else ()))
+                                       for k in newest])
+            lines.append(f'{{"Item":{{"user_id":{{"S":"u{u}"}},"country":{{"S":"DE"}}}}}}\n')
+            lines.append(json.dumps({"Item": {
+                "user_id": {"S": f"u{u}\x00recent"}, "recent_of": {"S": f"u{u}"}, "recent_version": {"N": "1"},
+                "count": {"N": str(len(events))}, "events": {"B": base64.b64encode(payload).decode()},
+                "erased_at": {"S": ""}}}, separators=(",", ":")) + "\n")
+        yield lines
+
+
 def write_shop(root: Path, size: int) -> None:
     n_users, n_items = max(size // 20, 10), max(size // 50, 100)
-    write_table(root, "events", event_lines(size, n_users, n_items), size)
-    write_table(root, "users", ([f'{{"Item":{{"user_id":{{"S":"u{u}"}},"country":{{"S":"DE"}}}}}}\n'
-                                 for u in range(s, min(s + CHUNK, n_users))] for s in range(0, n_users, CHUNK)), n_users)
+    kept: list = []
+    write_table(root, "events", event_lines(size, n_users, n_items, kept), size)
+    write_table(root, "users", user_lines(n_users, kept), 2 * n_users)
     write_table(root, "items", ([f'{{"Item":{{"item_id":{{"S":"i{i}"}},"category":{{"S":"c{i % 40}"}},'
                                  f'"title":{{"S":"Item {i}"}}}}}}\n' for i in range(n_items)],), n_items)
 
@@ -143,7 +171,8 @@ def part_ours(root: Path) -> dict:
 
     def load(cfg: TrainingConfig, at: datetime):  # noqa: ANN202
         assert (cfg, at) == (CONFIG, NOW)  # what part_query queried
-        kept["data"] = read_nightly_from_exports(exports, cfg, at, sorted(queried_folder(root).iterdir())).training_data()
+        # Every customer has a recent-activity item: nothing is read by Query of the (absent) table.
+        kept["data"] = read_nightly_from_exports(exports, cfg, at, queried(root), "bench-events").training_data()
         return kept["data"]
 
     started, memory = time.perf_counter(), TreePeak()
@@ -166,8 +195,10 @@ def part_ours(root: Path) -> dict:
             "matrix_mib": (matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes) / 2**20}
 
 
-def queried_folder(root: Path) -> Path:
-    return root / "queried" / "interactions"
+def queried(root: Path):  # noqa: ANN201
+    from shared.storage.training_data import Queried
+
+    return Queried(*(sorted((root / "queried" / part).iterdir()) for part in ("interactions", "customers")))
 
 
 def part_query(root: Path) -> dict:

@@ -25,9 +25,9 @@ from shared.history import HistoryEvent
 
 class Codes(dict):
     """Codes 0, 1, 2... for values in the order they first come; the value of each code in `values`.
-    Texts (nearly every value) are coded in C, by the dict itself; other values are told apart by
-    type as well (True, 1 and 1.0 are equal in a dict), and one that cannot be a dict key (a list
-    or map stored where a text belongs) gets a code of its own."""
+    Texts and None (nearly every value) are coded in C, by the dict itself; other values are told
+    apart by type as well (True, 1 and 1.0 are equal in a dict), and one that cannot be a dict key
+    (a list or map stored where a text belongs) gets a code of its own."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -35,11 +35,11 @@ class Codes(dict):
 
     def __missing__(self, key: Any) -> int:
         self[key] = code = len(self.values)
-        self.values.append(key if type(key) is str else key[1])
+        self.values.append(key if type(key) in _PLAIN else key[1])
         return code
 
     def code(self, value: Any) -> int:
-        if type(value) is str:
+        if type(value) in _PLAIN:
             return self[value]
         try:
             return self[(type(value), value)]
@@ -48,9 +48,13 @@ class Codes(dict):
             return len(self.values) - 1
 
     def of(self, values: Sequence[Any]) -> np.ndarray:
-        if set(map(type, values)) <= {str}:
+        if set(map(type, values)) <= _PLAIN:
             return np.fromiter(map(self.__getitem__, values), np.int32, len(values))
         return np.fromiter(map(self.code, values), np.int32, len(values))
+
+
+# Values a dict tells apart by themselves: texts, and None (an optional text left out).
+_PLAIN = frozenset({str, type(None)})
 
 
 @dataclass(frozen=True)
@@ -106,10 +110,15 @@ _FIELDS = attrgetter("item_id", "event_type", "quantity", "timestamp", "channel"
                      "campaign_id", "discount")
 
 
+def event_fields(objects: Sequence[HistoryEvent]) -> list[list[Any]]:
+    """Each field of these events, a list per field in HistoryEvent's order."""
+    return [list(column) for column in zip(*map(_FIELDS, objects))] if objects else [[] for _ in range(9)]
+
+
 def events_of(objects: Sequence[HistoryEvent]) -> Events:
     """Columns of these events, in their order."""
     items, types, channels, currencies, campaigns = Codes(), Codes(), Codes(), Codes(), Codes()
-    fields = [list(column) for column in zip(*map(_FIELDS, objects))] if objects else [[] for _ in range(9)]
+    fields = event_fields(objects)
     item, kind, quantity, timestamp, channel, price, currency, campaign, discount = fields
     return Events(items.of(item), types.of(kind), quantities(quantity), np.array(timestamp, dtype=np.float64),
                   channels.of(channel), np.array(price, dtype=np.float64), currencies.of(currency),

@@ -47,8 +47,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     """Event: the nightly schedule's, {"task": "first_model"} from the hourly one,
     {"config": {...overrides}} from the admin API, or on the export path the TrainingPipeline's
     {"exports": {"events": key, "users": key, "items": key}} (each export's manifest-summary.json),
-    "events_chain" (the events exports tonight's incremental one adds to) and "interactions" (the
-    folder its Athena query wrote); or its {"task": "export_plan"} or {"task": "export_queries", ...}."""
+    "events_chain" (the events exports tonight's incremental one adds to), "interactions" and
+    "customers" (the folders its Athena queries wrote); or its {"task": "export_plan"} or
+    {"task": "export_queries", ...}."""
     now = datetime.now(timezone.utc)
     if event.get("task") == EXPORT_PLAN:
         return plan_events_export(settings.export_bucket, now, settings.export_retention_days)
@@ -69,9 +70,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                                      "items": settings.items_table}, settings.local_export_dir,
                                     settings.export_bucket, chains, Path(workdir))
             # The window's interactions: Athena's output on AWS, the same SQL on DuckDB locally.
-            queried = (download_queried(settings.export_bucket, event["interactions"], Path(workdir))
+            queried = (download_queried(settings.export_bucket,
+                                        {part: event[part] for part in ("interactions", "customers")}, Path(workdir))
                        if event.get("interactions") else query_locally(exports.events, config, at, Path(workdir)))
-            read = read_nightly_from_exports(exports, config, at, queried, outcomes_since=since)
+            read = read_nightly_from_exports(exports, config, at, queried, settings.events_table, outcomes_since=since)
         else:
             read = read_nightly(settings.events_table, settings.users_table, settings.items_table, config, at,
                                 outcomes_since=since)

@@ -1,19 +1,19 @@
-"""Every customer as the nightly segments see them, read without numpy: the Segments function
-imports this module (through the segments service) and ships no numpy or scipy."""
+"""Every customer as the nightly segments see them. The Segments function imports this module
+(through the segments service) and ships no numpy or scipy: what reads the histories into numpy
+columns is imported by load_customers, which only the nightly run and the campaign job call."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from shared.history import HistoryEvent
 from shared.storage import dynamo
-from shared.storage.history import HISTORY_FIELDS, HISTORY_LIMIT, history_event_of_item
+from shared.storage.history import HISTORY_FIELDS
 from shared.storage.scan import parallel_scan, scan_by_key
-from shared.storage.users import all_user_rows, user_from_row
+from shared.storage.users import all_rows_and_recent, user_from_row
 from shared.users import User
 
 SCAN_SEGMENTS = 8
@@ -26,43 +26,26 @@ class Customers:
     """Stored profiles, each customer's newest events, and the category of every catalog item."""
 
     users: dict[str, User]
-    # Lists (HistoryPages), or columns on the nightly run (shared/history_columns.py)
+    # Lists, or columns on the nightly run (shared/storage/recent_histories.py)
     histories: Mapping[str, list[HistoryEvent]]
     categories: dict[str, str]  # item_id -> category
 
 
-class HistoryPages:
-    """Each customer's newest `limit` events, as recent_history returns them, fed page by page
-    from several scan threads. Like recent_history, events naming no item (searches) count within
-    the limit but are left out of the history."""
+class EventIds:
+    """The user ids of events pages, fed from several scan threads: the ids with events, whose
+    histories the segments read."""
 
-    def __init__(self, limit: int = HISTORY_LIMIT) -> None:
-        self.limit = limit
-        self.histories: dict[str, list[tuple[float, HistoryEvent | None]]] = {}
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
         self.lock = threading.Lock()
 
     def add_page(self, items: list[dict[str, Any]]) -> None:
-        page = [(item["user_id"]["S"], _entry(item)) for item in items]
+        page = {item["user_id"]["S"] for item in items}
         with self.lock:
-            for user_id, entry in page:
-                history = self.histories.setdefault(user_id, [])
-                history.append(entry)
-                if len(history) >= 2 * self.limit:
-                    # Trimmed as it grows: a customer with a long past holds at most twice the limit.
-                    history.sort(key=lambda e: -e[0])
-                    del history[self.limit:]
+            self.ids.update(page)
 
-    def finish(self) -> dict[str, list[HistoryEvent]]:
-        return {user: [event for _, event in sorted(entries, key=lambda e: -e[0])[:self.limit] if event is not None]
-                for user, entries in self.histories.items()}
-
-
-def _entry(item: dict[str, Any]) -> tuple[float, HistoryEvent | None]:
-    """An event's time, and its history row (None for an event naming no item, such as a search)."""
-    if "item_id" in item:
-        event = history_event_of_item(item)
-        return event.timestamp, event
-    return datetime.fromisoformat(item["ts"]["S"]).timestamp(), None
+    def sorted(self) -> list[str]:
+        return sorted(self.ids)
 
 
 def scan_events(events_table: str, on_page: Any, fields: tuple[str, ...], segments: int = SCAN_SEGMENTS,
@@ -100,8 +83,13 @@ def _labels_of(rows: dict[str, tuple[str, str]]) -> tuple[dict[str, str], dict[s
 
 def load_customers(events_table: str, users_table: str, items_table: str,
                    segments: int = SCAN_SEGMENTS) -> Customers:
-    """Segments' inputs alone, for a run whose training read did not happen."""
-    users = {user_id: user_from_row(row) for user_id, row in all_user_rows(users_table, segments).items()}
-    histories = HistoryPages()
-    scan_events(events_table, histories.add_page, USER_HISTORY_FIELDS, segments)
-    return Customers(users, histories.finish(), catalog_categories(items_table))
+    """Segments' inputs alone, for a run whose training read did not happen: every profile, and
+    the history of each id with events as serving reads it (shared/storage/recent_histories.py)."""
+    # numpy: imported here, by the nightly run and the campaign job, never by the Segments function.
+    from shared.storage.recent_histories import nightly_histories
+
+    rows, recent = all_rows_and_recent(users_table, segments)
+    with_events = EventIds()
+    scan_events(events_table, with_events.add_page, ("user_id",), segments)
+    return Customers({user_id: user_from_row(row) for user_id, row in rows.items()},
+                     nightly_histories(with_events.sorted(), recent, events_table), catalog_categories(items_table))

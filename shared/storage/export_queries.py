@@ -4,12 +4,15 @@ The statements of one run (`statements`), in Athena's dialect:
 1. CREATE EXTERNAL TABLE over the events export's data files (DynamoDB JSON lines, gzipped), with
    only the attributes training reads;
 2. UNLOAD of sql/interactions.sql to the run's output folder, as gzipped JSON lines;
-3. DROP TABLE: the table only lives for the run, so two runs never share one.
+3. UNLOAD of sql/customers.sql, the user ids with events (whose histories the segments read), to
+   a folder of their own;
+4. DROP TABLE: the table only lives for the run, so two runs never share one.
 
 On AWS the TrainingPipeline state machine runs them on Athena, and the fit reads the output; on
 one machine shared/storage/duckdb_athena.py runs the same statements on DuckDB over the same
 files. `read_interactions` reads the output into the Interactions training fits, through the Scan
-path's own InteractionLog, leaving out the customers who may not be trained on.
+path's own InteractionLog, leaving out the customers who may not be trained on; `read_customers`
+reads the ids.
 """
 
 from __future__ import annotations
@@ -46,12 +49,13 @@ ROWS_PER_PAGE = 50_000  # output lines handed to the InteractionLog at a time
 class QueryRun:
     """Where one run's query reads and writes: `events_data`, the data folders
     (…/AWSDynamoDB/<export id>/data/) of the events table's export chain, the full export's first,
-    and `output`, an empty folder for the interactions."""
+    `output`, an empty folder for the interactions, and `customers`, one for the ids with events."""
 
     database: str
     run_id: str
     events_data: tuple[str, ...]
     output: str
+    customers: str
 
     @property
     def table(self) -> str:
@@ -71,7 +75,7 @@ def window_bounds(now: datetime, window_days: int) -> tuple[str, str]:
 
 def statements(run: QueryRun, window_start: str, window_end: str) -> dict[str, str]:
     """The run's Athena statements, in the order of their keys: the table over the chain (create,
-    partitions: one per export), the query (unload), then drop. The bounds are our own timestamps
+    partitions: one per export), the queries (unload, unload_customers), then drop. The bounds are our own timestamps
     (format_timestamp); the folders, the export bucket's keys the state machine or this machine wrote."""
     for bound in (window_start, window_end):
         if not re.fullmatch(r"[0-9T:.Z-]+", bound):
@@ -86,6 +90,8 @@ def statements(run: QueryRun, window_start: str, window_end: str) -> dict[str, s
                   f"ROW FORMAT SERDE '{JSON_SERDE}' LOCATION '{run.events_data[0]}'",
         "partitions": f"ALTER TABLE {run.table} ADD {partitions}",
         "unload": f"UNLOAD ({select}) TO '{run.output}' WITH (format = 'JSON', compression = 'GZIP')",
+        "unload_customers": f"UNLOAD ({_sql('customers.sql').format(events=events)}) TO '{run.customers}' "
+                            "WITH (format = 'JSON', compression = 'GZIP')",
         "drop": f"DROP TABLE IF EXISTS {run.table}",
     }
 
@@ -106,6 +112,11 @@ def read_interactions(files: Iterable[Path], excluded: set[str], limit: int) -> 
     return log.finish()
 
 
+def read_customers(files: Iterable[Path]) -> list[str]:
+    """The query's user ids with events (gzipped JSON lines {u})."""
+    return [orjson.loads(line)["u"] for path in files for line in gzip_lines(path)]
+
+
 def _rows(files: Iterable[Path], excluded: set[str]) -> Iterator[tuple[str, str, str, float, float, str | None]]:
     for path in files:
         for line in gzip_lines(path):
@@ -118,9 +129,9 @@ def _rows(files: Iterable[Path], excluded: set[str]) -> Iterator[tuple[str, str,
 def export_queries(bucket: str, database: str, run_id: str, events_summary_keys: list[str],
                    config: TrainingConfig, now: datetime) -> dict[str, str]:
     """What the TrainingPipeline's query stage runs for one run: its statements over the events
-    table's export chain (`events_summary_keys`, the full export's first) and `interactions`, the
-    key prefix the output lands under in `bucket`."""
-    output = f"queries/{run_id}/interactions/"
+    table's export chain (`events_summary_keys`, the full export's first), and `interactions` and
+    `customers`, the key prefixes their output lands under in `bucket`."""
+    output, customers = f"queries/{run_id}/interactions/", f"queries/{run_id}/customers/"
     run = QueryRun(database, run_id, tuple(f"s3://{bucket}/{events_data_folder(key)}" for key in events_summary_keys),
-                   f"s3://{bucket}/{output}")
-    return {**statements(run, *window_bounds(now, config.window_days)), "interactions": output}
+                   f"s3://{bucket}/{output}", f"s3://{bucket}/{customers}")
+    return {**statements(run, *window_bounds(now, config.window_days)), "interactions": output, "customers": customers}

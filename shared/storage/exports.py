@@ -21,6 +21,7 @@ hours of an incremental period; full otherwise. Users and items are small: expor
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import secrets
@@ -150,6 +151,13 @@ def current_items(files: list[Path], changes: dict[Key, dict[str, Any] | None], 
             yield item
 
 
+def _base64(value: Any) -> str:
+    """A binary attribute's value (B, or a member of BS) as DynamoDB JSON writes it: base64 text."""
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
 def added_items(changes: dict[Key, dict[str, Any] | None], met: set[Key]) -> Iterator[dict[str, Any]]:
     """The items `changes` added: those whose key no file of the full export held (`met`)."""
     return (image for key, image in changes.items() if image is not None and key not in met)
@@ -170,7 +178,7 @@ def write_export(table: str, root: Path, segments: int = 4, now: datetime | None
         name = folder / "data" / f"{len(files):05d}-{secrets.token_hex(4)}.json.gz"
         with gzip.open(root / name, "wt", encoding="utf-8") as data:
             for item in items:
-                data.write(json.dumps({"Item": item}, separators=(",", ":")) + "\n")
+                data.write(json.dumps({"Item": item}, separators=(",", ":"), default=_base64) + "\n")
         files.append({"itemCount": len(items), "dataFileS3Key": str(name)})
 
     def on_page(items: list[dict[str, Any]]) -> None:

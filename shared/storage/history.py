@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
-from decimal import Decimal
-from sys import intern
-from typing import Any
 
 from shared.history import HistoryEvent
 from shared.purchases import PurchasedItems
@@ -47,48 +44,6 @@ def history_event(row: dict) -> HistoryEvent:
         price=float(row["price"]) if "price" in row else None, currency=row.get("currency"),
         campaign_id=row.get("campaign_id"), discount=bool((row.get("properties") or {}).get("discount")),
     )
-
-
-def history_event_of_item(item: dict[str, Any]) -> HistoryEvent:
-    """history_event of a stored item as DynamoDB JSON (a Scan's page, an export's line), read
-    field by field: the nightly run reads every event, and the general deserializer is its
-    slowest part. Equal to history_event(dynamo.deserialize(item)) (tests/unit/test_export_training.py).
-    Its strings are interned: the run holds every event, and the same few item ids, types,
-    channels and currencies recur in millions of them (a third of the memory, measured at 1M)."""
-    get = item.get
-    quantity, price = get("quantity"), get("price")
-    # Positional, in HistoryEvent's field order: a million keyword calls cost more.
-    return HistoryEvent(
-        intern(item["item_id"]["S"]), intern(item["event_type"]["S"]),
-        whole(quantity["N"]) if quantity else 1,
-        datetime.fromisoformat(item["ts"]["S"]).timestamp(),
-        text_of(get("channel")),
-        float(price["N"]) if price else None,  # correctly rounded, as float(Decimal(...)) is
-        text_of(get("currency")), text_of(get("campaign_id")), discount_of(get("properties")),
-    )
-
-
-def whole(number: str) -> int:
-    """int(Decimal(number)), without a Decimal for the usual whole number."""
-    try:
-        return int(number)
-    except ValueError:
-        return int(Decimal(number))
-
-
-def text_of(value: dict[str, Any] | None) -> Any:
-    """A stored text attribute (DynamoDB JSON) as history_event reads it: its text, interned, or
-    whatever else is stored there, deserialized."""
-    if not value:
-        return None
-    if (text := value.get("S")) is None:
-        text = dynamo.deserialize({"v": value})["v"]
-    return intern(text) if isinstance(text, str) else text
-
-
-def discount_of(properties: dict[str, Any] | None) -> bool:
-    """Whether an event's stored properties (DynamoDB JSON) mark it bought at a discount."""
-    return bool(dynamo.deserialize(properties["M"]).get("discount")) if properties and "M" in properties else False
 
 
 # The newest linked visitor ids (devices used before signing in) whose history counts, and how

@@ -1,8 +1,10 @@
 """What a nightly run reads, each table once: the training window and every customer's segments inputs.
 
-Users, events and items are each scanned in one parallel pass, and every events page is handed
-to both readers: training keeps the window's interactions of those it may train on, segments keep
-each customer's newest events. Scans are the run's largest read, so no table is read twice.
+Users, events and items are each scanned in one parallel pass. Every events page is handed to
+training, which keeps the window's interactions of those it may train on, and gives the ids with
+events; each one's history for the segments is what serving reads, their recent-activity item
+from the users table's pass, or a Query for an id without one (shared/storage/recent_histories.py).
+Scans are the run's largest read, so no table is read twice.
 """
 
 from __future__ import annotations
@@ -20,18 +22,18 @@ import numpy as np
 
 from shared.bulk import cpus, cycle_collection_paused
 from shared.events import EventType
-from shared.storage import dynamo
-from shared.storage.customers import (SCAN_SEGMENTS, USER_HISTORY_FIELDS, Customers, catalog_labels,
+from shared.storage.customers import (SCAN_SEGMENTS, USER_HISTORY_FIELDS, Customers, EventIds, catalog_labels,
                                       catalog_labels_of, scan_events)
 from shared.storage.blobs import S3Blobs
 from shared.storage.child_process import Running, in_child
-from shared.storage.export_queries import QueryRun, events_data_folder, read_interactions, statements, window_bounds
-from shared.storage.history_columns import HistoryColumnPages
+from shared.storage.export_queries import (QueryRun, events_data_folder, read_customers, read_interactions, statements,
+                                           window_bounds)
 from shared.storage.exports import (Export, Key, added_items, chain_changes, current_items, download_export,
                                     latest_chain, table_items)
 from shared.storage.outcomes import OUTCOME_FIELDS, OutcomePages, Outcomes
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
-from shared.storage.users import all_user_rows, is_user_row, users_from_rows
+from shared.storage.recent_histories import nightly_histories
+from shared.storage.users import all_rows_and_recent, all_user_rows, rows_and_recent, users_from_rows
 from shared.training.config import TrainingConfig
 from shared.training.customers import customer_statistics
 from shared.training.interactions import EVENT_CODES, InteractionLog, Interactions, TooManyInteractions
@@ -52,6 +54,14 @@ class TableExports:
     events: list[Export]
     users: list[Export]
     items: list[Export]
+
+
+@dataclass(frozen=True)
+class Queried:
+    """The query stage's output files: the window's interactions, and the user ids with events."""
+
+    interactions: list[Path]
+    customers: list[Path]
 
 
 @dataclass(frozen=True)
@@ -78,20 +88,22 @@ def read_nightly(events_table: str, users_table: str, items_table: str, config: 
 
 def _read_nightly(events_table: str, users_table: str, items_table: str, config: TrainingConfig, now: datetime,
                   segments: int, outcomes_since: str | None) -> NightlyRead:
-    users, excluded = _users(users_table, segments)
-    training, histories = _TrainingPages(config, now, excluded), HistoryColumnPages()
+    rows, recent = all_rows_and_recent(users_table, segments)
+    users, excluded = _users_of(rows)
+    training = _TrainingPages(config, now, excluded)
     outcomes = OutcomePages(outcomes_since) if outcomes_since else None
+    with_events = EventIds()
 
     def on_page(items: list[dict[str, Any]]) -> None:
         training.add_page(items)
-        histories.add_page(items)
+        with_events.add_page(items)
         if outcomes is not None:
             outcomes.add_page(items)
 
-    # Unfiltered: segments read every event, training skips those outside its window itself.
+    # Unfiltered: segments need every id with events, training skips those outside its window itself.
     scan_events(events_table, on_page, tuple(dict.fromkeys((*USER_HISTORY_FIELDS, *OUTCOME_FIELDS))), segments)
     categories, titles = catalog_labels(items_table)
-    return NightlyRead(Customers(users, histories.finish(), categories),
+    return NightlyRead(Customers(users, nightly_histories(with_events.sorted(), recent, events_table), categories),
                        None if training.overflow else training.finish(users, excluded, now, categories, titles),
                        training.overflow, _joined(outcomes, users))
 
@@ -109,73 +121,77 @@ def load_training_data(events_table: str, users_table: str, config: TrainingConf
     return training.finish(users, excluded, now)
 
 
-def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime, queried: list[Path],
-                              page_size: int = EXPORT_PAGE, outcomes_since: str | None = None,
+def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime, queried: Queried,
+                              events_table: str, page_size: int = EXPORT_PAGE, outcomes_since: str | None = None,
                               readers: int | None = None) -> NightlyRead:
-    """The same read from DynamoDB exports (shared/storage/exports.py). The training window's
-    interactions are the query stage's output files (`queried`, shared/storage/export_queries.py);
-    the segments' histories and the outcomes go through the Scan's own page handlers, so both
-    paths give the same training data and segments.
+    """The same read from DynamoDB exports (shared/storage/exports.py) and the query stage's output
+    (shared/storage/export_queries.py): the window's interactions, and the ids with events, whose
+    histories are their recent-activity items in the users export (or a Query of `events_table`
+    for an id without one), so both paths give the same training data and segments. The events
+    export itself is read only for the outcomes (with `outcomes_since`), through the Scan path's
+    page handler.
 
-    Both reads are Python work on every line, so they are spread over processes: the query's
-    output is read in a child process, and the events export's files in `readers` shares (by
-    default one per CPU), the first here and each other in a child process of its own."""
+    The reads are Python work on every line, so they are spread over processes: the query's
+    interactions are read in a child process while this one reads the users and decodes the
+    histories, and the events export's files in `readers` shares (by default one per CPU), the
+    first here and each other in a child process of its own."""
     with cycle_collection_paused():
-        return _read_nightly_from_exports(exports, config, now, queried, page_size, outcomes_since,
+        return _read_nightly_from_exports(exports, config, now, queried, events_table, page_size, outcomes_since,
                                           readers or cpus())
 
 
-def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime, queried: list[Path],
-                               page_size: int, outcomes_since: str | None, readers: int) -> NightlyRead:
-    changes = chain_changes(exports.events[1:], EVENT_KEY)
-    first, *others = file_shares(exports.events[0].data_files(), readers)
+def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime, queried: Queried,
+                               events_table: str, page_size: int, outcomes_since: str | None,
+                               readers: int) -> NightlyRead:
     with ExitStack() as children:
-        # The other shares start first: they need nothing of the users, read here meanwhile.
-        running = [children.enter_context(in_child(read_events, share, changes, outcomes_since, page_size))
-                   for share in others]
-        rows = {item["user_id"]["S"]: dynamo.deserialize(item)
-                for item in table_items(exports.users, ("user_id",)) if is_user_row(item)}
+        outcomes: OutcomesRead | None = None
+        if outcomes_since:
+            changes = chain_changes(exports.events[1:], EVENT_KEY)
+            first, *others = file_shares(exports.events[0].data_files(), readers)
+            # The other shares start first: they need nothing of the users, read here meanwhile.
+            running = [children.enter_context(in_child(read_outcomes, share, changes, outcomes_since, page_size))
+                       for share in others]
+        rows, recent = rows_and_recent(table_items(exports.users, ("user_id",)))
         users, excluded = _users_of(rows)
         training = _TrainingPages(config, now, excluded)
-        interactions = children.enter_context(in_child(read_interactions, queried, excluded, config.max_interactions))
-        events = read_events(first, changes, outcomes_since, page_size)
-        for share in running:
-            events.extend(share.result())
-        events.add_items(added_items(changes, events.met), page_size)
+        interactions = children.enter_context(in_child(read_interactions, queried.interactions, excluded,
+                                                       config.max_interactions))
+        histories = nightly_histories(read_customers(queried.customers), recent, events_table)
+        del recent
+        if outcomes_since:
+            outcomes = read_outcomes(first, changes, outcomes_since, page_size)
+            for share in running:
+                outcomes.extend(share.result())
+            outcomes.add_items(added_items(changes, outcomes.met), page_size)
         training.take_queried(interactions)
     categories, titles = catalog_labels_of(table_items(exports.items, ("item_id",)))
-    return NightlyRead(Customers(users, events.histories.finish(), categories),
+    return NightlyRead(Customers(users, histories, categories),
                        None if training.overflow else training.finish(users, excluded, now, categories, titles),
-                       training.overflow, _joined(events.outcomes, users))
+                       training.overflow, _joined(outcomes.outcomes if outcomes else None, users))
 
 
-class EventsRead:
-    """What the nightly read keeps of events pages: the segments' histories, the outcomes (with
-    `outcomes_since`), and the keys of the export chain's changes met in the full export's files."""
+class OutcomesRead:
+    """What the nightly read keeps of the events export's pages: the outcomes since
+    `outcomes_since`, and the keys of the export chain's changes met in the full export's files."""
 
-    def __init__(self, outcomes_since: str | None) -> None:
-        self.histories = HistoryColumnPages()
-        self.outcomes = OutcomePages(outcomes_since) if outcomes_since else None
+    def __init__(self, outcomes_since: str) -> None:
+        self.outcomes = OutcomePages(outcomes_since)
         self.met: set[Key] = set()
 
     def add_items(self, items: Iterator[dict[str, Any]], page_size: int) -> None:
         while page := list(islice(items, page_size)):
-            self.histories.add_page(page)
-            if self.outcomes is not None:
-                self.outcomes.add_page(page)
+            self.outcomes.add_page(page)
 
-    def extend(self, other: EventsRead) -> None:
+    def extend(self, other: OutcomesRead) -> None:
         """Add what a reader of the files after this one's kept."""
-        self.histories.extend(other.histories)
-        if self.outcomes is not None and other.outcomes is not None:
-            self.outcomes.extend(other.outcomes)
+        self.outcomes.extend(other.outcomes)
         self.met |= other.met
 
 
-def read_events(files: list[Path], changes: dict[Key, dict[str, Any] | None], outcomes_since: str | None,
-                page_size: int) -> EventsRead:
+def read_outcomes(files: list[Path], changes: dict[Key, dict[str, Any] | None], outcomes_since: str,
+                  page_size: int) -> OutcomesRead:
     """One share of the events export's full files, as the chain's changes leave them."""
-    read = EventsRead(outcomes_since)
+    read = OutcomesRead(outcomes_since)
     read.add_items(current_items(files, changes, EVENT_KEY, read.met), page_size)
     return read
 
@@ -189,27 +205,31 @@ def file_shares(files: list[Path], count: int) -> list[list[Path]]:
             if s == 0 or (share == s).any()]
 
 
-def query_locally(events: list[Export], config: TrainingConfig, now: datetime, workdir: Path) -> list[Path]:
+def query_locally(events: list[Export], config: TrainingConfig, now: datetime, workdir: Path) -> Queried:
     """The query stage on one machine: the export path's SQL on DuckDB over the events table's
     export chain (a full export and the incremental ones after it), its output under `workdir`."""
     from shared.storage.duckdb_athena import run_statements
 
-    output = workdir / "interactions"
-    run = QueryRun(database="shoprecs", run_id="local", output=str(output),
+    output, customers = workdir / "interactions", workdir / "customers"
+    run = QueryRun(database="shoprecs", run_id="local", output=str(output), customers=str(customers),
                    events_data=tuple(str(export.root / events_data_folder(export.summary["manifestFilesS3Key"]))
                                      for export in events))
     run_statements(statements(run, *window_bounds(now, config.window_days)).values(), resolve=Path)
-    return sorted(output.iterdir())
+    return Queried(sorted(output.iterdir()), sorted(customers.iterdir()))
 
 
-def download_queried(bucket: str, prefix: str, workdir: Path) -> list[Path]:
-    """The query stage's output on AWS (the TrainingPipeline's Athena UNLOAD), downloaded to `workdir`."""
-    blobs, files = S3Blobs(bucket), []
-    for number, key in enumerate(sorted(blobs.keys(prefix))):
-        files.append(workdir / "interactions" / f"{number:05d}.gz")
-        files[-1].parent.mkdir(parents=True, exist_ok=True)
-        blobs.get_file(key, files[-1])
-    return files
+def download_queried(bucket: str, prefixes: dict[str, str], workdir: Path) -> Queried:
+    """The query stage's output on AWS (the TrainingPipeline's Athena UNLOADs: `prefixes`, its
+    "interactions" and "customers" key prefixes), downloaded to `workdir`."""
+    blobs = S3Blobs(bucket)
+    found: dict[str, list[Path]] = {}
+    for part in ("interactions", "customers"):
+        found[part] = []
+        for number, key in enumerate(sorted(blobs.keys(prefixes[part]))):
+            found[part].append(workdir / part / f"{number:05d}.gz")
+            found[part][-1].parent.mkdir(parents=True, exist_ok=True)
+            blobs.get_file(key, found[part][-1])
+    return Queried(**found)
 
 
 def _joined(outcomes: OutcomePages | None, users: dict[str, User]) -> Outcomes | None:

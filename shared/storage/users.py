@@ -4,6 +4,8 @@ that erasure leaves."""
 
 from __future__ import annotations
 
+import base64
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ from shared.events import Event, EventType, format_timestamp
 from shared.purchases import MAX_ITEM_KEYS, MAX_ORDER_KEYS, PurchasedItems, item_key, order_key
 from shared.recent import RecentActivity, decode
 from shared.storage import dynamo
-from shared.storage.scan import scan_by_key
+from shared.storage.scan import parallel_scan, scan_by_key
 from shared.consent import HISTORY_LIMIT, Consent, ConsentHistory, ConsentUpdate, Recorder
 from shared.contact import ContactLedger
 from shared.users import PurchaseSummary, User, UserProfileIn, may_profile
@@ -500,7 +502,8 @@ def purchases_update(users_table: str, user_id: str, expected: PurchaseKeys, aft
 RECENT_SUFFIX = "\x00recent"
 # The attribute that marks each companion item of a customer (and names its owner): a Scan of
 # customers leaves them out, an erasure deletes them.
-COMPANION_MARKS = ("purchases_of", "consent_of", "recent_of")
+RECENT_MARK = "recent_of"
+COMPANION_MARKS = ("purchases_of", "consent_of", RECENT_MARK)
 
 
 def recent_key(user_id: str) -> dict[str, str]:
@@ -514,6 +517,47 @@ def _recent_of(raw: dict[str, Any], user_id: str) -> RecentActivity | None:
     payload = raw.get("events", {}).get("B")
     return RecentActivity(tuple(decode(payload)) if payload else (), int(raw["recent_version"]["N"]),
                           raw["erased_at"]["S"] if "erased_at" in raw else None)
+
+
+def recent_payload(raw: dict[str, Any]) -> tuple[str, bytes] | None:
+    """The owner and stored events (compressed, shared/recent.py) of a raw recent-activity item
+    (DynamoDB JSON: a Scan's bytes, or an export line's base64), if it is one; None otherwise."""
+    owner = raw.get("recent_of", {}).get("S")
+    if not isinstance(owner, str) or raw.get("user_id", {}).get("S") != owner + RECENT_SUFFIX:
+        return None
+    payload = raw.get("events", {}).get("B", b"")
+    return owner, base64.b64decode(payload) if isinstance(payload, str) else bytes(payload)
+
+
+def rows_and_recent(items: Iterable[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, bytes]]:
+    """Of raw items of the users table (a Scan's page, an export's lines): the customers' rows, by
+    user id, and their recent-activity payloads, by owner; the other companion items left out."""
+    rows: dict[str, dict[str, Any]] = {}
+    recent: dict[str, bytes] = {}
+    for item in items:
+        if is_user_row(item):
+            rows[item["user_id"]["S"]] = dynamo.deserialize(item)
+        elif (found := recent_payload(item)) is not None:
+            recent[found[0]] = found[1]
+    return rows, recent
+
+
+def all_rows_and_recent(users_table: str, segments: int = 4) -> tuple[dict[str, dict[str, Any]], dict[str, bytes]]:
+    """rows_and_recent of the whole table, from one parallel Scan (for the nightly run)."""
+    rows: dict[str, dict[str, Any]] = {}
+    recent: dict[str, bytes] = {}
+    lock = threading.Lock()
+
+    def add_page(items: list[dict[str, Any]]) -> None:
+        page_rows, page_recent = rows_and_recent(items)
+        with lock:
+            rows.update(page_rows)
+            recent.update(page_recent)
+
+    # The other companion items (a bought set can be 40 KB) stay on the server.
+    parallel_scan(users_table, segments, add_page, FilterExpression=" AND ".join(
+        f"attribute_not_exists({mark})" for mark in COMPANION_MARKS if mark != RECENT_MARK))
+    return rows, recent
 
 
 def read_recent(users_table: str, user_ids: list[str]) -> dict[str, RecentActivity]:

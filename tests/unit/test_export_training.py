@@ -13,8 +13,10 @@ import pytest
 
 from devstack.gateway import LambdaContext
 from shared.storage import dynamo
+from shared.storage.history import CustomerReads
 from shared.storage.exports import INCREMENTAL, exports_in, gzip_lines, latest_chain, table_items, write_export
 from shared.storage.training_data import TableExports, query_locally, read_nightly, read_nightly_from_exports
+from shared.storage.users import read_recent
 from shared.training.config import TrainingConfig
 from shared.training.interactions import EVENT_CODES, Interactions
 from tests.export_files import incremental_changes, write_changes
@@ -63,12 +65,23 @@ def rows_of(interactions: Interactions) -> list[tuple[Any, ...]]:
                                                          interactions.baskets))
 
 
-def test_the_export_path_reads_exactly_what_the_scan_path_reads(seeded, tmp_path):
+def demo_events(tables: dict[str, str]) -> list[dict[str, Any]]:
+    return [dynamo.deserialize(item) for item in dynamo.client().scan(TableName=tables["EventsTable"])["Items"]]
+
+
+def test_the_export_path_reads_exactly_what_the_scan_path_reads(api, seeded, tmp_path):
     """The interactions from the query stage (the export path's SQL, on DuckDB), the rest from the exports."""
+    # Customers who come back through ingest get their recent-activity item, started from their
+    # stored events; the others' histories are read by Query, as serving reads them.
+    came_back = sorted({event["user_id"] for event in demo_events(seeded)})[:5]
+    sent = [{"event_id": f"back-{n}", "user_id": user, "item_id": "sku-back", "event_type": "add_to_cart",
+             "channel": "ios", "timestamp": END.isoformat()} for n, user in enumerate(came_back)]
+    assert api.json("POST", "/events", {"events": sent})[0] == 200
     config, now = TrainingConfig(), datetime.now(timezone.utc)
     scanned = read_nightly(seeded["EventsTable"], seeded["UsersTable"], seeded["ItemsTable"], config, now)
     exports = export_all(seeded, tmp_path / "exports")
-    exported = read_nightly_from_exports(exports, config, now, query_locally(exports.events, config, now, tmp_path))
+    exported = read_nightly_from_exports(exports, config, now, query_locally(exports.events, config, now, tmp_path),
+                                         seeded["EventsTable"])
 
     ours, theirs = exported.training_data(), scanned.training_data()
     assert len(ours.interactions) > 100
@@ -77,9 +90,13 @@ def test_the_export_path_reads_exactly_what_the_scan_path_reads(seeded, tmp_path
     assert (ours.countries, ours.interests, ours.excluded_users) == (theirs.countries, theirs.interests,
                                                                       theirs.excluded_users)
     assert (ours.categories, ours.titles) == (theirs.categories, theirs.titles)
-    # The segments' inputs too: every customer's profile and newest events.
+    # The segments' inputs too: every customer's profile and newest events, which are what serving reads.
     assert exported.customers.users == scanned.customers.users
     assert exported.customers.histories == scanned.customers.histories
+    assert len(read_recent(seeded["UsersTable"], list(exported.customers.histories))) == len(came_back)
+    served = CustomerReads(seeded["EventsTable"], seeded["UsersTable"])
+    assert all(history == served.history([user]) for user, history in exported.customers.histories.items())
+    assert exported.customers.histories[came_back[0]][0].item_id == "sku-back"
 
 
 def test_export_files_are_dynamodbs_own_format(seeded, tmp_path):
@@ -183,21 +200,6 @@ def test_interaction_rows_compare_read_order_free():
     assert rows_of(one) != rows_of(other)
 
 
-def test_the_nightly_readers_fast_history_rows_equal_the_request_paths(seeded):
-    from shared.storage.history import history_event, history_event_of_item
-
-    stored = dynamo.client().scan(TableName=seeded["EventsTable"])["Items"]
-    odd = [{**stored[0], "quantity": {"N": "3"}, "price": {"N": "0.1"}, "currency": {"S": "EUR"},
-            "campaign_id": {"S": "c-1"}, "properties": {"M": {"discount": {"BOOL": True}}}},
-           {**stored[0], "properties": {"M": {"discount": {"S": ""}, "colour": {"S": "red"}}}},
-           {**stored[0], "properties": {"M": {"discount": {"N": "1"}}}, "channel": {"NULL": True}},
-           {**stored[0], "quantity": {"N": "2.5"}, "price": {"N": "19.99"}, "currency": {"S": ""}}]
-    with_items = [item for item in stored + odd if "item_id" in item]
-    assert len(with_items) > 100
-    assert [history_event_of_item(item) for item in with_items] == [history_event(dynamo.deserialize(item))
-                                                                     for item in with_items]
-
-
 def incremental_export_of(table: str, root: Path, before: dict[tuple[str, ...], dict[str, Any]], export_id: str,
                           at: str, key_names: tuple[str, ...]) -> dict[tuple[str, ...], dict[str, Any]]:
     """What ExportTableToPointInTime's incremental export writes for the changes to `table` since
@@ -229,7 +231,8 @@ def test_the_sql_folds_an_export_chain_as_the_table_stands_at_its_last_export(se
     scanned = read_nightly(events, seeded["UsersTable"], seeded["ItemsTable"], config, now).training_data()
     exports = TableExports(events=chain, users=[write_export(seeded["UsersTable"], tmp_path / "users")],
                            items=[write_export(seeded["ItemsTable"], tmp_path / "items")])
-    folded = read_nightly_from_exports(exports, config, now, query_locally(chain, config, now, tmp_path)).training_data()
+    folded = read_nightly_from_exports(exports, config, now, query_locally(chain, config, now, tmp_path),
+                                       events).training_data()
 
     assert rows_of(folded.interactions) == rows_of(scanned.interactions)
     ours = {(folded.interactions.user_ids[u], folded.interactions.item_ids[i])
@@ -267,7 +270,7 @@ def test_the_read_spread_over_processes_reads_what_the_scan_reads(seeded, tmp_pa
     queried = query_locally(chain, config, now, tmp_path)
     assert scanned.outcomes is not None and scanned.outcomes.touches and scanned.outcomes.purchases
     for readers in (1, 3):
-        read = read_nightly_from_exports(exports, config, now, queried, page_size=25, outcomes_since=since,
+        read = read_nightly_from_exports(exports, config, now, queried, events, page_size=25, outcomes_since=since,
                                          readers=readers)
         assert read.customers.histories == scanned.customers.histories
         assert read.outcomes is not None

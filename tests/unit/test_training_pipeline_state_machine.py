@@ -445,10 +445,12 @@ def test_a_nightly_run_exports_the_tables_and_activates_a_model_trained_from_the
                             event["exports"][table]), event
     assert 60.0 in execution.waited  # the exports were polled, a minute apart
     # Athena's part: the run's table made over the events export (its one partition), queried into the
-    # run's folder, dropped.
-    assert [statement.split(" ")[0] for statement in stack.athena.statements] == ["CREATE", "ALTER", "UNLOAD", "DROP"]
-    assert event["interactions"] == "queries/nightly-1/interactions/"
-    assert S3Blobs(EXPORT_BUCKET).keys(event["interactions"])
+    # run's folders (the interactions, the ids with events), dropped.
+    assert [statement.split(" ")[0] for statement in stack.athena.statements] == [
+        "CREATE", "ALTER", "UNLOAD", "UNLOAD", "DROP"]
+    assert (event["interactions"], event["customers"]) == ("queries/nightly-1/interactions/",
+                                                           "queries/nightly-1/customers/")
+    assert S3Blobs(EXPORT_BUCKET).keys(event["interactions"]) and S3Blobs(EXPORT_BUCKET).keys(event["customers"])
     done = models_status(api)["pipeline"]
     assert (done["status"], done["stage"], done["version"], done["error"]) == ("SUCCEEDED", "done",
                                                                              manifest["version"], None)

@@ -1,0 +1,159 @@
+"""The nightly run's histories, read as serving reads them: each id's recent-activity item, or, for
+an id without one, the Query serving falls back to.
+
+A request's segments and recommendations read a customer's history from their recent-activity
+item (shared/recent.py: their newest 500 events naming an item, at most 32 KB compressed), kept
+at ingest; an id without one (events stored before the item existed, and none since) is read by a
+Query of the by_time index (shared/storage/history.py). The nightly run reads the same: the items
+from its read of the users table (a Scan, or the table's export), and the same Query for the ids
+with events that have none (logged: `devstack backfill-recent-activity` starts theirs). So the
+nightly segments are computed from exactly what the request path's are, and the nightly run
+needs no pass over every event for them.
+
+The items are decoded straight into columns (shared/history_columns.py), a page of customers at
+a time: no event object is made, and numpy parses a page's times at once. An item that does not
+decode that way is read one event at a time as serving reads it, and one that cannot be read at
+all, or holds an item id, type or time that is not a text (nothing ingest writes), is read by the
+Query, as an id without an item: one bad item costs no other customer.
+"""
+
+from __future__ import annotations
+
+import zlib
+from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import orjson
+
+from shared.history import HistoryEvent
+from shared.history_columns import Codes, Events, HistoryColumns, event_fields, quantities
+from shared.observability import logger
+from shared.recent import RECENT_EVENTS, RecentActivity, decode
+from shared.storage.history import recent_history
+
+PAGE = 5_000  # customers decoded into columns at a time
+QUERY_THREADS = 16  # ids read by Query at once: each a round trip, waited on
+# What a stored item that is not what ingest writes raises on the way to columns.
+UNREADABLE = (zlib.error, ValueError, TypeError, IndexError, KeyError, OverflowError, AttributeError)
+
+
+def nightly_histories(user_ids: Iterable[str], recent: Mapping[str, bytes], events_table: str) -> HistoryColumns:
+    """The history of each of `user_ids` (the ids with stored events) as serving reads it: from
+    its recent-activity payload in `recent` (owner -> stored events), else by Query."""
+    ids = list(dict.fromkeys(user_ids))
+    columns = _Columns()
+    unreadable = columns.add_items([user for user in ids if user in recent], recent)
+    queried = [user for user in ids if user not in recent] + unreadable
+    if queried:
+        logger.warning("histories read by Query: ids with events but no readable recent-activity item",
+                       extra={"ids": len(queried), "unreadable_items": len(unreadable),
+                              "fix": "devstack backfill-recent-activity (docs/operations.md)"})
+        with ThreadPoolExecutor(max_workers=QUERY_THREADS) as pool:
+            columns.add_histories(queried, list(pool.map(lambda user: recent_history(events_table, user), queried)))
+    return columns.finish()
+
+
+class _Columns:
+    """Customers' histories, added a page at a time, as HistoryColumns."""
+
+    def __init__(self) -> None:
+        self.items, self.types, self.channels = Codes(), Codes(), Codes()
+        self.currencies, self.campaigns = Codes(), Codes()
+        self.user_ids: list[str] = []
+        self.counts: list[int] = []
+        self.pages: list[list[np.ndarray]] = []  # one array per field, in HistoryEvent's order
+
+    def add_items(self, owners: list[str], recent: Mapping[str, bytes]) -> list[str]:
+        """The histories in these owners' payloads; the owners whose payload cannot be read."""
+        unreadable: list[str] = []
+        for start in range(0, len(owners), PAGE):
+            page = owners[start:start + PAGE]
+            try:
+                # At most RECENT_EVENTS each, as RecentActivity.history reads them.
+                rows = [orjson.loads(zlib.decompress(recent[owner]))[:RECENT_EVENTS] if recent[owner] else []
+                        for owner in page]
+                fields = _fields_of_rows([row for events in rows for row in events])
+                self._add(page, [len(events) for events in rows], fields)
+            except UNREADABLE:
+                # Not the rows ingest writes: each customer as serving reads them, one at a time.
+                for owner in page:
+                    try:
+                        history = RecentActivity(tuple(decode(recent[owner]) if recent[owner] else ())).history()
+                        if not all(type(e.item_id) is str and type(e.event_type) is str for e in history):
+                            raise TypeError("an item or type that is not a text")
+                        self.add_histories([owner], [history])
+                    except UNREADABLE:
+                        unreadable.append(owner)
+        return unreadable
+
+    def add_histories(self, owners: list[str], histories: list[list[HistoryEvent]]) -> None:
+        fields: list[Any] = event_fields([event for history in histories for event in history])
+        fields[2], fields[3] = quantities(fields[2]), np.array(fields[3], dtype=np.float64)
+        self._add(owners, [len(history) for history in histories], fields)
+
+    def _add(self, owners: list[str], counts: list[int], fields: list[Any]) -> None:
+        """A page: its owners, each one's count of events, and their events' fields (HistoryEvent's
+        order, the quantities and times arrays). Nothing is kept of a page that fails."""
+        item, kind, quantity, timestamp, channel, price, currency, campaign, discount = fields
+        page = [self.items.of(item), self.types.of(kind), quantity, timestamp, self.channels.of(channel),
+                np.array(price, dtype=np.float64), self.currencies.of(currency), self.campaigns.of(campaign),
+                np.array(discount, dtype=bool)]
+        self.user_ids += owners
+        self.counts += counts
+        self.pages.append(page)
+
+    def finish(self) -> HistoryColumns:
+        pages = self.pages or [[np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0),
+                                np.zeros(0, np.int32), np.zeros(0), np.zeros(0, np.int32), np.zeros(0, np.int32),
+                                np.zeros(0, bool)]]
+        item, kind, quantity, timestamp, channel, price, currency, campaign, discount = (
+            np.concatenate([page[f] for page in pages]) for f in range(len(pages[0])))
+        events = Events(item, kind, quantity, timestamp, channel, price, currency, campaign, discount,
+                        self.items.values, self.types.values, self.channels.values, self.currencies.values,
+                        self.campaigns.values)
+        return HistoryColumns(self.user_ids, np.concatenate([[0], np.cumsum(self.counts, dtype=np.int64)]), events)
+
+
+def _fields_of_rows(rows: list[list[Any]]) -> list[Any]:
+    """The fields (HistoryEvent's order) of stored rows [ts, item, type, quantity?, channel?, price?,
+    currency?, campaign?, discount?] (trailing defaults left out, as RecentEvent.row writes them);
+    an error for a row ingest does not write."""
+    if not rows:
+        return [[], [], np.zeros(0, np.int64), np.zeros(0), [], [], [], [], []]
+    stamps, item, kind, quantity, channel, price, currency, campaign, discount = zip(
+        *[row + _DEFAULTS_AFTER[len(row)] for row in rows])
+    if not set(map(type, stamps)) | set(map(type, item)) | set(map(type, kind)) <= {str}:
+        raise TypeError("a stored row's time, item or type is not a text")
+    return [item, kind, _whole(quantity), _seconds(stamps), channel, price, currency, campaign, discount]
+
+
+def _whole(stored: Sequence[Any]) -> np.ndarray:
+    """int() of each stored quantity, as RecentEvent.from_row reads it, a page at once. A number
+    past int64 (orjson reads one as a float) is refused: the page is read as serving reads it."""
+    try:
+        return np.array(stored, dtype=np.int64)
+    except OverflowError as error:
+        raise ValueError("a quantity past int64") from error
+
+
+# What RecentEvent.from_row fills in after a stored row of each length (KeyError: not a row it reads).
+_DEFAULTS_AFTER = {n: [1, None, None, None, None, 0][n - 3:] for n in range(3, 10)}
+
+
+def _seconds(stamps: Sequence[str]) -> np.ndarray:
+    """datetime.fromisoformat(s).timestamp() of each: numpy parses the times ingest writes
+    (UTC, "Z", 2026-11-01T03:00:00.000000Z) all at once, to the same float; any other form goes
+    through datetime."""
+    texts = np.array(stamps)
+    if texts.dtype == np.dtype("<U27") and len(texts):
+        chars = texts.view("<U1").reshape(-1, 27)
+        if (chars[:, 26] == "Z").all() and (chars[:, 10] == "T").all() and (np.char.str_len(texts) == 27).all():
+            try:
+                return np.ascontiguousarray(chars[:, :26]).view("<U26").ravel().astype("datetime64[us]").astype(
+                    np.int64) / 1e6
+            except ValueError:
+                pass
+    return np.array([datetime.fromisoformat(s).timestamp() for s in stamps], dtype=np.float64)
