@@ -156,14 +156,16 @@ def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, no
         training = _TrainingPages(config, now, excluded)
         interactions = children.enter_context(in_child(read_interactions, queried.interactions, excluded,
                                                        config.max_interactions))
-        histories = nightly_histories(read_customers(queried.customers), recent, events_table)
+        # The child's interactions are taken before the histories' pages are joined: its process
+        # (a GB at 10M) is gone by then, and the two largest allocations of the read never meet.
+        histories = nightly_histories(read_customers(queried.customers), recent, events_table,
+                                      before_joining=lambda: training.take_queried(interactions))
         del recent
         if outcomes_since:
             outcomes = read_outcomes(first, changes, outcomes_since, page_size)
             for share in running:
                 outcomes.extend(share.result())
             outcomes.add_items(added_items(changes, outcomes.met), page_size)
-        training.take_queried(interactions)
     categories, titles = catalog_labels_of(table_items(exports.items, ("item_id",)))
     return NightlyRead(Customers(users, histories, categories),
                        None if training.overflow else training.finish(users, excluded, now, categories, titles),

@@ -55,7 +55,7 @@ def test_columns_hold_what_serving_reads_from_each_item(monkeypatch, page):
     monkeypatch.setattr(recent_histories, "PAGE", page)
     payloads = recent_items(60)
 
-    histories = nightly_histories(list(payloads), payloads, NO_TABLE)
+    histories = nightly_histories(list(payloads), dict(payloads), NO_TABLE)
 
     assert isinstance(histories, HistoryColumns) and list(histories) == list(payloads)
     assert dict(histories) == served(payloads)
@@ -67,7 +67,7 @@ def test_times_quantities_and_lengths_ingest_never_writes_are_read_as_serving_re
             *[[format_timestamp(NOW - timedelta(minutes=k)), f"i{k}", "view"] for k in range(RECENT_EVENTS + 20)]]
     payloads = {"odd": zlib.compress(json.dumps(rows).encode()), **recent_items(5, seed=2)}
 
-    histories = nightly_histories(list(payloads), payloads, NO_TABLE)
+    histories = nightly_histories(list(payloads), dict(payloads), NO_TABLE)
 
     assert dict(histories) == served(payloads)
     assert len(histories["odd"]) == RECENT_EVENTS  # a longer item is cut where serving cuts it
@@ -100,7 +100,7 @@ def test_an_id_without_a_readable_item_is_read_by_query_and_costs_no_other_custo
     payloads["u-odd-row"] = zlib.compress(json.dumps([["2026-11-01T03:00:00.000000Z", {"id": 1}, "view"]]).encode())
     ids = ["u-kept", "u-garbled", "u-not-json", "u-odd-row", "u-before-items"]
 
-    histories = nightly_histories(ids, payloads, settings.events_table)
+    histories = nightly_histories(ids, dict(payloads), settings.events_table)
 
     assert histories["u-kept"] == served({"u-kept": payloads["u-kept"]})["u-kept"]
     for user in ("u-garbled", "u-not-json", "u-odd-row", "u-before-items"):
@@ -110,7 +110,7 @@ def test_an_id_without_a_readable_item_is_read_by_query_and_costs_no_other_custo
 
 def test_the_mapping_reads_and_a_customer_without_events():
     payloads = recent_items(30, seed=3)
-    histories = nightly_histories(list(payloads), payloads, NO_TABLE)
+    histories = nightly_histories(list(payloads), dict(payloads), NO_TABLE)
     some = "u4"
     assert some in histories and "nobody" not in histories and histories.get("nobody") is None
     lengths, rows = histories.rows_of(["nobody", some, "nobody", some])
@@ -124,7 +124,7 @@ def test_the_mapping_reads_and_a_customer_without_events():
 
 def test_the_nightly_triggers_reads_answer_from_columns_what_they_answer_from_lists():
     payloads = recent_items(80, seed=5)
-    histories = nightly_histories(list(payloads), payloads, NO_TABLE)
+    histories = nightly_histories(list(payloads), dict(payloads), NO_TABLE)
     lists = dict(histories)
     assert purchased_item_ids(histories) == purchased_item_ids(lists)
     assert any(purchased_item_ids(lists).values()) and purchased_item_ids(lists)["no-items-yet"] == []
