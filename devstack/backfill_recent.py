@@ -18,7 +18,6 @@ erased customer, and starts nothing the second time.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from devstack.backfill import table_arguments
 from shared.errors import StorageUnavailable
 from shared.recent import RecentActivity
 from shared.storage import dynamo
-from shared.storage.customers import scan_events
+from shared.storage.customers import EventIds, scan_events
 from shared.storage.history import stored_recent_events
 from shared.storage.users import erased_since, erasure_unchanged, read_recent, recent_put
 
@@ -49,17 +48,10 @@ class Totals:
 
 
 def backfill_recent(events_table: str, users_table: str, segments: int = 4, threads: int = THREADS) -> Totals:
-    ids: set[str] = set()
-    lock = threading.Lock()
-
-    def on_page(items: list[dict]) -> None:
-        page = {item["user_id"]["S"] for item in items}
-        with lock:
-            ids.update(page)
-
-    scan_events(events_table, on_page, ("user_id",), segments)
-    totals = Totals(ids=len(ids))
-    ordered = sorted(ids)
+    with_events = EventIds()
+    scan_events(events_table, with_events.add_page, ("user_id",), segments)
+    ordered = with_events.sorted()
+    totals = Totals(ids=len(ordered))
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for start in range(0, len(ordered), IDS_PER_READ):
             chunk = ordered[start:start + IDS_PER_READ]

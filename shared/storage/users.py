@@ -512,9 +512,10 @@ def recent_key(user_id: str) -> dict[str, str]:
 
 def _recent_of(raw: dict[str, Any], user_id: str) -> RecentActivity | None:
     """The recent activity in a raw item, if it is that customer's; None otherwise."""
-    if raw.get("recent_of", {}).get("S") != user_id or raw.get("user_id", {}).get("S") != user_id + RECENT_SUFFIX:
+    found = recent_payload(raw)
+    if found is None or found[0] != user_id:
         return None
-    payload = raw.get("events", {}).get("B")
+    payload = found[1]
     return RecentActivity(tuple(decode(payload)) if payload else (), int(raw["recent_version"]["N"]),
                           raw["erased_at"]["S"] if "erased_at" in raw else None)
 
