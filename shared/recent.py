@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from shared.history import HistoryEvent
@@ -45,10 +45,13 @@ class RecentEvent:
     currency: str | None = None
     campaign_id: str | None = None
     discount: bool = False
+    # The stamp in seconds, when the stamp was read (from_row checks it is a time); else worked out.
+    seconds: float | None = field(default=None, compare=False, repr=False)
 
     def history_event(self) -> HistoryEvent:
+        seconds = self.seconds if self.seconds is not None else datetime.fromisoformat(self.ts).timestamp()
         return HistoryEvent(item_id=self.item_id, event_type=self.event_type, quantity=self.quantity,
-                            timestamp=datetime.fromisoformat(self.ts).timestamp(), channel=self.channel,
+                            timestamp=seconds, channel=self.channel,
                             price=self.price, currency=self.currency, campaign_id=self.campaign_id,
                             discount=self.discount)
 
@@ -61,9 +64,24 @@ class RecentEvent:
 
     @classmethod
     def from_row(cls, row: list) -> RecentEvent:
+        """The event of a stored row; one of UNREADABLE for a row ingest does not write, so that an
+        item that went wrong fails where it is read, not in what serving does with it."""
         ts, item_id, event_type, quantity, channel, price, currency, campaign, discount = (
             row + [1, None, None, None, None, 0][len(row) - 3:])
-        return cls(ts, item_id, event_type, int(quantity), channel, price, currency, campaign, bool(discount))
+        if not (type(ts) is str and type(item_id) is str and type(event_type) is str
+                and _text_or_none(channel) and _text_or_none(currency) and _text_or_none(campaign)):
+            raise TypeError("a stored event's stamp, ids or names are not texts")
+        return cls(ts, item_id, event_type, int(quantity), channel, float(price) if price is not None else None,
+                   currency, campaign, bool(discount), datetime.fromisoformat(ts).timestamp())
+
+
+def _text_or_none(value: object) -> bool:
+    return value is None or type(value) is str
+
+
+# What reading a stored payload that ingest did not write raises: corrupt bytes, rows of another
+# shape, texts that are not times.
+UNREADABLE = (zlib.error, ValueError, TypeError, IndexError, KeyError, OverflowError, AttributeError)
 
 
 def recent_event(stored: dict) -> RecentEvent | None:
@@ -116,6 +134,9 @@ class RecentActivity:
     events: tuple[RecentEvent, ...] = ()
     version: int | None = None
     erased_at: str | None = None
+    # The stored item does not read (see UNREADABLE): serving reads the customer's events instead,
+    # and ingest replaces it (`version`: its stored version, if that reads).
+    unreadable: bool = False
 
     def adding(self, added: Iterable[RecentEvent], erased_at: str) -> tuple[RecentActivity, bytes]:
         """The item after storing `added` (events just stored) with the last erasure `erased_at`

@@ -106,7 +106,7 @@ class EventStore:
             writes = [_UserWrite(self, user, evs, read.get(user), recent.get(user), ingested_at)
                       for user, evs in by_user.items()]
             self._read_erasures(writes)
-            self._start_recent(pool, [write for write in writes if write.recent is None])
+            self._start_recent(pool, [write for write in writes if write.recent is None or write.recent.unreadable])
             self._write_all(pool, writes)
 
         failures = 0
@@ -133,12 +133,12 @@ class EventStore:
                 write.erased_at = erasures.get(write.user_id, "")
 
     def _start_recent(self, pool: ThreadPoolExecutor, writes: list[_UserWrite]) -> None:
-        """The recent activity of customers who have no item yet, started from their stored events
-        (one Query each, in parallel)."""
+        """The recent activity of customers who have no item yet (or an unreadable one), started
+        from their stored events (one Query each, in parallel)."""
 
         def start(write: _UserWrite) -> None:
             try:
-                write.recent = self._started_recent(write.user_id, write.erased_at or "")
+                write.recent = self._started_recent(write.user_id, write.erased_at or "", write.recent)
             except StorageUnavailable:
                 write.failed = True
 
@@ -147,14 +147,18 @@ class EventStore:
     def _recent(self, user_id: str, erased_at: str) -> RecentActivity:
         """A customer's recent activity as stored, or started here (see _started_recent)."""
         found = read_recent(self.users_table, [user_id]).get(user_id)
-        return found if found is not None else self._started_recent(user_id, erased_at)
+        return found if found is not None and not found.unreadable else self._started_recent(user_id, erased_at, found)
 
-    def _started_recent(self, user_id: str, erased_at: str) -> RecentActivity:
+    def _started_recent(self, user_id: str, erased_at: str, stored: RecentActivity | None) -> RecentActivity:
         """A recent-activity item started from the customer's stored events (events stored before
-        the item existed), so that it never hides them. It records no erasure yet: its first write
-        checks the erasure on the profile row (an erasure since the read cancels it, and the item is
-        started again)."""
-        return RecentActivity(tuple(stored_recent_events(self.events_table, user_id, erased_at)))
+        the item existed), so that it never hides them; it replaces the `stored` one if that does not
+        read (its rewrite is conditioned on that item still being there). It records no erasure yet:
+        its first write checks the erasure on the profile row (an erasure since the read cancels it,
+        and the item is started again)."""
+        events = tuple(stored_recent_events(self.events_table, user_id, erased_at))
+        if stored is not None and stored.unreadable:
+            return RecentActivity(events, stored.version, unreadable=True)
+        return RecentActivity(events)
 
     def _write_all(self, pool: ThreadPoolExecutor, writes: list[_UserWrite]) -> None:
         """Every user's events, in rounds: each round packs the next chunk of every user still

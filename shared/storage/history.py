@@ -67,8 +67,8 @@ def recent_activity_of(events_table: str, users_table: str, user_ids: list[str],
                        limit: int = HISTORY_LIMIT, known: RecentActivity | None = None) -> list[HistoryEvent]:
     """What recent_history_of answers, read from the ids' recent-activity items: one strongly
     consistent BatchGetItem for the customer and their newest linked ids (`known`: the customer's
-    own, read already); an id without an item (nothing stored since the item was introduced) is
-    read by its Query instead."""
+    own, read already); an id without an item (nothing stored since the item was introduced), or
+    with one that does not read, is read by its Query instead."""
     ids = [user_ids[0], *user_ids[1:1 + LINKED_IDS_READ]]
     wanted = ids if known is None else ids[1:]
     items = read_recent(users_table, wanted) if wanted else {}
@@ -78,7 +78,8 @@ def recent_activity_of(events_table: str, users_table: str, user_ids: list[str],
     for place, user_id in enumerate(ids):
         most = limit if place == 0 else LINKED_HISTORY_LIMIT
         activity = items.get(user_id)
-        history += activity.history(most) if activity is not None else recent_history(events_table, user_id, most)
+        readable = activity is not None and not activity.unreadable
+        history += activity.history(most) if readable else recent_history(events_table, user_id, most)
     if len(ids) == 1:
         return history
     return sorted(history, key=lambda event: -event.timestamp)[:limit]

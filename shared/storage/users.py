@@ -15,9 +15,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from shared.errors import Conflict, NotFound, StorageUnavailable
+from shared.observability import logger
 from shared.events import Event, EventType, format_timestamp
 from shared.purchases import MAX_ITEM_KEYS, MAX_ORDER_KEYS, PurchasedItems, item_key, order_key
-from shared.recent import RecentActivity, decode
+from shared.recent import UNREADABLE, RecentActivity, decode
 from shared.storage import dynamo
 from shared.storage.scan import parallel_scan, scan_by_key
 from shared.consent import HISTORY_LIMIT, Consent, ConsentHistory, ConsentUpdate, Recorder
@@ -510,31 +511,53 @@ def recent_key(user_id: str) -> dict[str, str]:
     return {"user_id": user_id + RECENT_SUFFIX}
 
 
-def _recent_of(raw: dict[str, Any], user_id: str) -> RecentActivity | None:
-    """The recent activity in a raw item, if it is that customer's; None otherwise."""
-    found = recent_payload(raw)
-    if found is None or found[0] != user_id:
+def _recent_of(raw: dict[str, Any], user_id: str) -> RecentActivity:
+    """The recent activity in the raw item at this customer's recent key. An item that does not
+    read (not the customer's, or not what ingest writes) is `unreadable`, logged, not raised: serving
+    reads the customer's events instead, and ingest replaces it."""
+    try:
+        found = recent_payload(raw)
+        if found is None or found[0] != user_id:
+            raise ValueError("not the customer's recent-activity item")
+        payload = found[1]
+        erased_at = raw["erased_at"]["S"] if "erased_at" in raw else None
+        if not isinstance(erased_at, (str, type(None))):
+            raise TypeError("an erasure that is not a text")
+        return RecentActivity(tuple(decode(payload)), int(raw["recent_version"]["N"]), erased_at)
+    except UNREADABLE as error:
+        logger.warning("unreadable recent-activity item: the events are read instead, ingest replaces it",
+                       extra={"error": f"{type(error).__name__}: {error}"[:200]})
+        return RecentActivity(version=_stored_version(raw), unreadable=True)
+
+
+def _stored_version(raw: dict[str, Any]) -> int | None:
+    try:
+        return int(raw["recent_version"]["N"])
+    except UNREADABLE:
         return None
-    payload = found[1]
-    return RecentActivity(tuple(decode(payload)) if payload else (), int(raw["recent_version"]["N"]),
-                          raw["erased_at"]["S"] if "erased_at" in raw else None)
 
 
-def recent_payload(raw: dict[str, Any]) -> tuple[str, bytes] | None:
+def recent_payload(raw: dict[str, Any]) -> tuple[str, bytes | None] | None:
     """The owner and stored events (compressed, shared/recent.py) of a raw recent-activity item
-    (DynamoDB JSON: a Scan's bytes, or an export line's base64), if it is one; None otherwise."""
+    (DynamoDB JSON: a Scan's bytes, or an export line's base64), if it is one; None otherwise. Events
+    that are not stored as binary are None, which no reading decodes."""
     owner = raw.get("recent_of", {}).get("S")
     if not isinstance(owner, str) or raw.get("user_id", {}).get("S") != owner + RECENT_SUFFIX:
         return None
-    payload = raw.get("events", {}).get("B", b"")
-    return owner, base64.b64decode(payload) if isinstance(payload, str) else bytes(payload)
+    payload = raw.get("events", {}).get("B")
+    if isinstance(payload, str):
+        try:
+            return owner, base64.b64decode(payload, validate=True)
+        except ValueError:
+            return owner, None
+    return owner, payload if isinstance(payload, bytes) else None
 
 
-def rows_and_recent(items: Iterable[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, bytes]]:
+def rows_and_recent(items: Iterable[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, bytes | None]]:
     """Of raw items of the users table (a Scan's page, an export's lines): the customers' rows, by
     user id, and their recent-activity payloads, by owner; the other companion items left out."""
     rows: dict[str, dict[str, Any]] = {}
-    recent: dict[str, bytes] = {}
+    recent: dict[str, bytes | None] = {}
     for item in items:
         if is_user_row(item):
             rows[item["user_id"]["S"]] = dynamo.deserialize(item)
@@ -543,10 +566,11 @@ def rows_and_recent(items: Iterable[dict[str, Any]]) -> tuple[dict[str, dict[str
     return rows, recent
 
 
-def all_rows_and_recent(users_table: str, segments: int = 4) -> tuple[dict[str, dict[str, Any]], dict[str, bytes]]:
+def all_rows_and_recent(users_table: str, segments: int = 4
+                        ) -> tuple[dict[str, dict[str, Any]], dict[str, bytes | None]]:
     """rows_and_recent of the whole table, from one parallel Scan (for the nightly run)."""
     rows: dict[str, dict[str, Any]] = {}
-    recent: dict[str, bytes] = {}
+    recent: dict[str, bytes | None] = {}
     lock = threading.Lock()
 
     def add_page(items: list[dict[str, Any]]) -> None:
@@ -562,8 +586,8 @@ def all_rows_and_recent(users_table: str, segments: int = 4) -> tuple[dict[str, 
 
 
 def read_recent(users_table: str, user_ids: list[str]) -> dict[str, RecentActivity]:
-    """The recent-activity items of these ids that have one, strongly consistent (an event stored a
-    moment ago must count): one BatchGetItem, at most 100 ids a call."""
+    """The recent-activity items of these ids that have one (or an unreadable one), strongly
+    consistent (an event stored a moment ago must count): one BatchGetItem, at most 100 ids a call."""
     found: dict[str, RecentActivity] = {}
     unique = list(dict.fromkeys(user_ids))
     for start in range(0, len(unique), 100):
@@ -573,10 +597,8 @@ def read_recent(users_table: str, user_ids: list[str]) -> dict[str, RecentActivi
                                               {"RequestItems": {users_table: spec}}, "UnprocessedKeys",
                                               "read recent activity"):
             for raw in response["Responses"].get(users_table, []):
-                owner = raw.get("recent_of", {}).get("S", "")
-                activity = _recent_of(raw, owner)
-                if activity is not None:
-                    found[owner] = activity
+                owner = raw["user_id"]["S"].removesuffix(RECENT_SUFFIX)  # the key asked for
+                found[owner] = _recent_of(raw, owner)
     return found
 
 
@@ -625,7 +647,13 @@ def recent_put(users_table: str, user_id: str, expected: RecentActivity, after: 
     item = {**recent_key(user_id), "recent_of": user_id, "recent_version": after.version,
             "count": len(after.events), "events": payload, "erased_at": after.erased_at}
     action: dict[str, Any] = {"TableName": users_table, "Item": dynamo.serialize(item)}
-    if expected.version is None:
+    if expected.unreadable and expected.version is not None:
+        action["ConditionExpression"] = "recent_version = :expected"
+        action["ExpressionAttributeValues"] = dynamo.serialize({":expected": expected.version})
+    elif expected.unreadable:  # its version does not read either: until a readable one replaces it
+        action["ConditionExpression"] = "attribute_exists(user_id) AND NOT attribute_type(recent_version, :number)"
+        action["ExpressionAttributeValues"] = dynamo.serialize({":number": "N"})
+    elif expected.version is None:
         action["ConditionExpression"] = "attribute_not_exists(user_id)"
     else:
         action["ConditionExpression"] = "recent_version = :expected AND recent_of = :of"

@@ -6,9 +6,12 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
+from botocore.exceptions import ClientError
 
 from shared.storage import dynamo
-from tests.factories import event, purchase
+from shared.recent import RecentActivity, RecentEvent
+from shared.storage.users import read_recent, recent_key, recent_put
+from tests.factories import ago, event, purchase
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +125,28 @@ def test_racing_overlapping_batches_record_each_send_and_response_once(local_api
     assert email["sends"] == 12 and sorted(email["recent_campaigns"]) == sorted(f"cmp-{n}" for n in range(12))
     # A click stored before its send was recorded counts nothing; none counts twice.
     assert email["responses"] <= 4 and len(set(email["responded"])) == email["responses"]
+
+
+@pytest.mark.parametrize("damage", [{"events": {"B": b"not zlib"}}, {"recent_version": {"S": "two"}}],
+                         ids=["events that do not read", "a version that is a text"])
+def test_an_unreadable_recent_item_is_replaced_once_and_a_stale_replacement_is_refused(local_api, local_tables,
+                                                                                      damage):
+    users = local_tables["UsersTable"]
+    assert local_api.json("POST", "/events", {"events": [event("old-1", item_id="sku-old", timestamp=ago(hours=2))]})[0] == 200
+    key = dynamo.serialize(recent_key("u-1"))
+    stored = dynamo.client().get_item(TableName=users, Key=key, ConsistentRead=True)["Item"]
+    dynamo.client().put_item(TableName=users, Item={**stored, **damage})
+    stale = read_recent(users, ["u-1"])["u-1"]  # what a slower request read
+    assert stale.unreadable
+
+    assert local_api.json("POST", "/events", {"events": [event("new-1", item_id="sku-new", timestamp=ago(seconds=1))]})[0] == 200
+
+    # The slower request's replacement, started before that event was stored, would hide it.
+    started = RecentActivity((RecentEvent("2026-01-01T00:00:00.000000Z", "sku-old", "view"),), stale.version,
+                             unreadable=True)
+    after, payload = started.adding((), "")
+    with pytest.raises(ClientError) as refused:
+        dynamo.client().transact_write_items(TransactItems=[recent_put(users, "u-1", started, after, payload)])
+    assert refused.value.response["Error"]["Code"] == "TransactionCanceledException"
+    activity = read_recent(users, ["u-1"])["u-1"]
+    assert not activity.unreadable and [e.item_id for e in activity.events] == ["sku-new", "sku-old"]

@@ -3,9 +3,11 @@ and the catalog snapshot, with the freshness of before (moto)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
+import zlib
 from collections import Counter
 from datetime import timedelta
 
@@ -104,6 +106,50 @@ def test_a_customer_from_before_the_item_is_read_by_query_and_keeps_that_history
 
     # The item starts from the events stored before it: nothing the Query showed is hidden.
     assert [e.item_id for e in kept("u-1")] == ["sku-new", *(f"sku-{n}" for n in range(5))]
+
+
+def damaged(user_id: str, **attributes: dict) -> None:
+    """The customer's recent-activity item as stored, with these attributes (DynamoDB JSON) replaced."""
+    dynamo.client().put_item(TableName=tables()[1], Item={**recent_item(user_id), **attributes})
+
+
+def payload(rows: list) -> dict:
+    return {"B": zlib.compress(json.dumps(rows).encode())}
+
+
+STAMP = "2026-01-01T00:00:00.000000Z"
+DAMAGE = {
+    "bytes that do not decompress": {"events": {"B": b"not zlib at all"}},
+    "not a list of rows": {"events": payload({"ts": STAMP})},
+    "a row too short": {"events": payload([[STAMP, "sku-1"]])},
+    "an item id that is a number": {"events": payload([[STAMP, 7, "view"]])},
+    "a stamp that is not a time": {"events": payload([["yesterday", "sku-1", "view"]])},
+    "a price that is a word": {"events": payload([[STAMP, "sku-1", "purchase", 1, "web", "cheap"]])},
+    "events that are a text": {"events": {"S": "sku-1,sku-2"}},
+    "an erasure that is a number": {"erased_at": {"N": "1"}},
+    "another customer's item": {"recent_of": {"S": "u-2"}},
+    "a version that is a text": {"recent_version": {"S": "two"}},
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE.values(), ids=DAMAGE)
+def test_an_unreadable_recent_item_is_read_by_query_and_replaced_at_the_next_ingest(api, damage):
+    assert api.json("POST", "/events", {"events": [event("e-1", item_id="sku-1", timestamp=ago(hours=2)),
+                                                   purchase("p-1", item_id="sku-2", timestamp=ago(hours=1))]})[0] == 200
+    damaged("u-1", **damage)
+
+    # Serving reads what the Query answers, and every route that reads the history answers.
+    assert [e.item_id for e in recent_activity_of(*tables()[:2], ["u-1"])] == ["sku-2", "sku-1"]
+    assert recent_activity_of(*tables()[:2], ["u-1"]) == recent_history(tables()[0], "u-1")
+    assert api.json("GET", "/users/u-1/recommendations")[0] == 200
+    segments = api.json("GET", "/users/u-1/segments")
+    assert segments[0] == 200 and segments[1]["features"]["channels"] == {"web": 2}  # both events, from the Query
+
+    # The next event replaces the item with one that reads, started from the stored events.
+    assert api.json("POST", "/events", {"events": [event("e-2", item_id="sku-3", timestamp=ago(seconds=1))]})[0] == 200
+    activity = read_recent(tables()[1], ["u-1"])["u-1"]
+    assert not activity.unreadable and [e.item_id for e in activity.events] == ["sku-3", "sku-2", "sku-1"]
+    assert recent_activity_of(*tables()[:2], ["u-1"]) == recent_history(tables()[0], "u-1")
 
 
 def test_a_linked_visitors_events_count_for_the_customer(api):
