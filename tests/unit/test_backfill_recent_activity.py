@@ -12,7 +12,7 @@ from shared.events import Event, format_timestamp
 from shared.storage import dynamo
 from shared.storage.events import EventStore, event_item
 from shared.storage.history import recent_history
-from shared.storage.users import read_recent
+from shared.storage.users import read_recent, recent_key
 
 NOW = datetime.now(timezone.utc)
 
@@ -105,3 +105,20 @@ def test_an_item_ingest_starts_meanwhile_is_kept_with_its_new_event(moto_tables,
     assert (totals.started_meanwhile, totals.started) == (1, 0)
     history = read_recent(settings.users_table, ["u-back"])["u-back"].history()
     assert history[0].item_id == "sku-meanwhile" and len(history) == 19 + 1  # one of their 20 was a search
+
+
+def test_an_item_that_does_not_read_is_replaced_with_what_serving_reads(moto_tables):
+    settings = get_settings()
+    EventStore(settings.events_table, settings.users_table).write([event(n, "u-1") for n in range(20)])
+    key = dynamo.serialize(recent_key("u-1"))
+    stored = dynamo.client().get_item(TableName=settings.users_table, Key=key)["Item"]
+    dynamo.client().put_item(TableName=settings.users_table, Item={**stored, "events": {"B": b"damaged"}})
+    assert read_recent(settings.users_table, ["u-1"])["u-1"].unreadable
+
+    first = backfill_recent(settings.events_table, settings.users_table, threads=1)
+    again = backfill_recent(settings.events_table, settings.users_table, threads=1)
+
+    item = read_recent(settings.users_table, ["u-1"])["u-1"]
+    assert not item.unreadable and item.history() == recent_history(settings.events_table, "u-1")
+    assert (first.replaced, first.started, first.had_one) == (1, 0, 0)
+    assert (again.replaced, again.had_one) == (0, 1)
