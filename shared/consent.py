@@ -38,6 +38,9 @@ CONTACT_CHANNELS = (Purpose.EMAIL, Purpose.SMS, Purpose.PUSH)
 # Granted until withdrawn (an objection); contact channels only once opted in.
 DEFAULT_GRANTED = {purpose: purpose not in CONTACT_CHANNELS for purpose in Purpose}
 DEFAULT_SOURCE, MIGRATED_SOURCE, UNSPECIFIED_SOURCE = "default", "migrated", "unspecified"
+# A stored consent that does not read: every purpose counts as withdrawn until the customer (or the
+# shop) records it again, because what they chose cannot be shown.
+UNREADABLE_SOURCE = "unreadable"
 # The history keeps this many changes, the newest; older ones are counted in ``dropped``.
 HISTORY_LIMIT = 200
 
@@ -86,6 +89,11 @@ class Consent(BaseModel):
     @classmethod
     def _from_single_flag(cls, data: Any) -> Any:
         return stored_consent(data, None)
+
+    @classmethod
+    def unreadable(cls) -> Consent:
+        """In place of a stored consent that does not read: every purpose withdrawn."""
+        return cls(**{p.value: PurposeConsent(granted=False, source=UNREADABLE_SOURCE) for p in Purpose})
 
     def of(self, purpose: Purpose | str) -> PurposeConsent:
         return getattr(self, Purpose(purpose).value)

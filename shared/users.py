@@ -50,6 +50,16 @@ class UserProfileIn(BaseModel):
         "Recorded as PUT /users/{user_id}/consent records it (only the purposes sent change, with history)"))
 
 
+def _a_time(stamp: str) -> str:
+    datetime.fromisoformat(stamp)  # a ValueError (a validation error) for a text that is no time
+    return stamp
+
+
+# A stored UTC stamp (shared.events.format_timestamp writes them): one that is no time fails here,
+# where the row is read, not in the figures worked out from it.
+Stamp = Annotated[str, Strict(), AfterValidator(_a_time)]
+
+
 class PurchaseSummary(BaseModel):
     """Per-user totals over stored purchase and return events, per currency where money.
 
@@ -72,8 +82,8 @@ class PurchaseSummary(BaseModel):
     spend: dict[str, Decimal] = Field(default_factory=dict, description="Per currency, net of returns")
     returned: dict[str, Decimal] = Field(default_factory=dict, description="Refunded, per currency")
     returns: int = Field(default=0, description="Return lines (return events)")
-    first_purchase_at: str | None = None
-    last_purchase_at: str | None = None
+    first_purchase_at: Stamp | None = None
+    last_purchase_at: Stamp | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -10,9 +10,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
+from pydantic import BaseModel, ValidationError
 
 from shared.errors import Conflict, NotFound, StorageUnavailable
 from shared.observability import logger
@@ -276,8 +277,26 @@ def _compact(entry: dict[str, Any]) -> dict[str, Any]:
 
 def user_from_row(row: dict, parts: dict[str, Any] | None = None) -> User:
     """A stored row as a User; `parts`, parts of the customer as model instances, which validation
-    keeps as they are (User does not revalidate instances)."""
-    return User.model_validate({**row, "summary": row, **(parts or {})})
+    keeps as they are (User does not revalidate instances).
+
+    A row that does not validate (written by hand, or by a version that checked less) never fails
+    the read: each part of the customer that does not read is left out (logged, by name only),
+    and a consent that does not read counts as every purpose withdrawn (Consent.unreadable), so
+    nothing is done with the customer's data that they may have objected to."""
+    data = {**row, "summary": row, **(parts or {})}
+    try:
+        return User.model_validate(data)
+    except ValidationError as error:
+        unreadable = sorted({str(problem["loc"][0]) for problem in error.errors() if problem["loc"]})
+    logger.warning("a customer's stored row does not read: those parts are left out",
+                   extra={"parts": unreadable})
+    defaults = {"consent": Consent.unreadable(), "summary": PurchaseSummary(), "contacts": ContactLedger()}
+    kept = {name: value for name, value in data.items() if name not in unreadable}
+    kept.update({name: defaults[name] for name in unreadable if name in defaults})
+    try:
+        return User.model_validate(kept)
+    except ValidationError:  # the key itself: nothing of the row reads
+        return User.model_validate({"user_id": row["user_id"], "consent": Consent.unreadable()})
 
 
 # A customer's parts a row may not store at all (no consent given, never contacted, never bought),
@@ -441,6 +460,8 @@ def summary_update(
     """A transaction action: the new summary (and, with `write_contacts`, the contact ledger), if
     the version and the last erasure are the ones read."""
     fields = [name for name in SUMMARY_FIELDS if getattr(state.summary, name) is not None]  # no purchase yet
+    # Those without a value are removed: what a summary that did not read left of them goes too.
+    removed = [*LEGACY_SUMMARY_FIELDS, *(name for name in SUMMARY_FIELDS if name not in fields)]
     erasure, values = _erasure_is(state.erased_at or "")
     values.update({":version": state.version, **{f":{name}": getattr(state.summary, name) for name in fields}})
     if write_contacts:
@@ -456,9 +477,10 @@ def summary_update(
         "Update": {
             "TableName": users_table,
             "Key": dynamo.serialize({"user_id": user_id}),
-            "UpdateExpression": f"SET {assignments}, summary_version = :version REMOVE purchase_count",
+            "UpdateExpression": f"SET {assignments}, summary_version = :version REMOVE "
+                                + ", ".join(f"#{name}" for name in removed),
             "ConditionExpression": condition,
-            "ExpressionAttributeNames": {f"#{name}": name for name in fields},
+            "ExpressionAttributeNames": {f"#{name}": name for name in [*fields, *removed]},
             "ExpressionAttributeValues": dynamo.serialize(values),
         }
     }
@@ -505,6 +527,7 @@ RECENT_SUFFIX = "\x00recent"
 # customers leaves them out, an erasure deletes them.
 RECENT_MARK = "recent_of"
 COMPANION_MARKS = ("purchases_of", "consent_of", RECENT_MARK)
+PartT = TypeVar("PartT", bound=BaseModel)
 
 
 def recent_key(user_id: str) -> dict[str, str]:
@@ -677,11 +700,22 @@ def read_summaries(users_table: str, user_ids: list[str]) -> dict[str, SummarySt
         row = profiles.get(user) or {}
         if "summary_version" in row or "erased_at" in row or user in purchases:
             states[user] = SummaryState(
-                PurchaseSummary.model_validate(row), row.get("summary_version"), row.get("erased_at"),
+                _part_or_default(PurchaseSummary, row), row.get("summary_version"), row.get("erased_at"),
                 PurchaseKeys.from_row(purchases.get(user)),
-                ContactLedger.model_validate(row.get(CONTACTS_FIELD) or {}),
+                _part_or_default(ContactLedger, row.get(CONTACTS_FIELD) or {}),
             )
     return states
+
+
+def _part_or_default(model: type[PartT], stored: Any) -> PartT:
+    """A stored part ingest folds events into; one that does not read starts again from these events
+    (logged): the customer's events are never refused for what an earlier write left."""
+    try:
+        return model.model_validate(stored)
+    except ValidationError:
+        logger.warning("a customer's stored part does not read: it starts again from these events",
+                       extra={"part": model.__name__})
+        return model()
 
 
 # --- what serving reads: the already-bought set ---
