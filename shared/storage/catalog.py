@@ -7,13 +7,14 @@ the row keeps `restocked_at` / `price_dropped_at` marks for the nightly run's pe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 
 from botocore.exceptions import ClientError
+from pydantic import ValidationError
 
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -79,6 +80,8 @@ class CatalogStore:
         except ClientError as error:  # refused for this item alone (too large, bad value)
             return f"refused by the store: {error.response.get('Error', {}).get('Message', dynamo.error_code(error))}", []
         before = dynamo.deserialize(response["Attributes"]) if response.get("Attributes") else None
+        if before is not None and _item(before) is None:
+            return None, []  # what it replaced does not read: no restock or price drop can be told
         change = item_change(before, record)
         self._mark(record, item_marks(before, change, now))
         return None, item_events(change, now) if change else []
@@ -118,7 +121,11 @@ class CatalogStore:
         row = dynamo.get_item(self.items_table, {"item_id": item_id}, "read item")
         if row is None:
             raise NotFound(f"item {item_id!r} is not in the catalog", field="item_id")
-        return _item(row)
+        item = _item(row)
+        if item is None:
+            raise NotFound(f"item {item_id!r} is stored but does not read (it is left out of every answer): "
+                           f"store it again with PUT /items/{item_id}", field="item_id")
+        return item
 
 
 # Optional display fields, stored only when given: items stored before them simply lack them.
@@ -127,8 +134,21 @@ DISPLAY_FIELDS = ("image_url", "url")
 MARK_FIELDS = ("restocked_at", "price_dropped_at", "price_before_drop")
 
 
-def _item(row: dict) -> Item:
-    return Item.model_validate({k: v for k, v in row.items() if k not in MARK_FIELDS})
+def _item(row: dict) -> Item | None:
+    """A stored row as an Item; None, logged by id, for one that does not validate (written by hand,
+    or by a version that checked less): it is left out of every answer, as an item not in the
+    catalog would be, instead of failing every answer it would be in."""
+    try:
+        return Item.model_validate({k: v for k, v in row.items() if k not in MARK_FIELDS})
+    except ValidationError:
+        logger.warning("a stored catalog item does not read: it is left out of answers until stored again",
+                       extra={"item_id": str(row.get("item_id"))[:256]})
+        return None
+
+
+def _items(rows: Iterable[dict]) -> dict[str, Item]:
+    """The rows that read, as Items by id."""
+    return {item.item_id: item for item in map(_item, rows) if item is not None}
 
 
 def _record(item: Item) -> dict:
@@ -143,14 +163,13 @@ def _record(item: Item) -> dict:
 def catalog_details(items_table: str, item_ids: Sequence[str]) -> dict[str, Item]:
     """Up to any number of items by id (BatchGetItem, 100 a call); unknown ids are left out."""
     unique = list(dict.fromkeys(item_ids))
-    rows = dynamo.batch_get(items_table, [{"item_id": item_id} for item_id in unique])
-    return {row["item_id"]: _item(row) for row in rows}
+    return _items(dynamo.batch_get(items_table, [{"item_id": item_id} for item_id in unique]))
 
 
 def catalog_snapshot(items_table: str) -> dict[str, Item]:
     """Every item, by id (a parallel Scan: for a campaign job, or the recommend function's
     snapshot loaded in the background; never a request)."""
-    return scan_by_key(items_table, "item_id", _item)
+    return _items(scan_by_key(items_table, "item_id", lambda row: row).values())
 
 
 def newest_ids_in_category(items_table: str, category: str, limit: int) -> list[str]:
@@ -183,7 +202,7 @@ def newest_in_category(items_table: str, category: str, limit: int) -> list[Item
             items_table, [{"item_id": row["item_id"]} for row in rows],
             projection=", ".join(["item_id", *names]), names=names)}
         rows = [{**display.get(row["item_id"], {}), **row} for row in rows]
-    return [_item(row) for row in rows]
+    return list(_items(rows).values())
 
 
 def triggers_catalog(items_table: str, since: str) -> list[CatalogItem]:
@@ -198,13 +217,31 @@ def triggers_catalog(items_table: str, since: str) -> list[CatalogItem]:
         FilterExpression=" OR ".join(f"{by_name[name]} > :since" for name in
                                      ("created_at", "restocked_at", "price_dropped_at")),
         ExpressionAttributeNames=names, ExpressionAttributeValues=dynamo.serialize({":since": since}))
-    return [CatalogItem(
-        item_id=row["item_id"], category=row["category"], created_at=row["created_at"],
-        in_stock=row.get("in_stock", True), retired=row.get("retired", False), attributes=row.get("attributes"),
-        price=_decimal(row.get("price")), currency=row.get("currency"), restocked_at=row.get("restocked_at"),
-        price_dropped_at=row.get("price_dropped_at"), price_before_drop=_decimal(row.get("price_before_drop")))
-        for row in rows.values()]
+    return [item for item in map(_catalog_item, rows.values()) if item is not None]
+
+
+def _catalog_item(row: dict) -> CatalogItem | None:
+    """A row as the triggers read it; None, logged, for one that does not read (as `_item`)."""
+    texts = ("item_id", "category", "created_at")
+    optional_texts = ("currency", "restocked_at", "price_dropped_at")
+    flags = {"in_stock": row.get("in_stock", True), "retired": row.get("retired", False)}
+    try:
+        if not (all(isinstance(row.get(name), str) for name in texts)
+                and all(isinstance(row.get(name), (str, type(None))) for name in optional_texts)
+                and all(isinstance(flag, bool) for flag in flags.values())
+                and isinstance(row.get("attributes"), (dict, type(None)))):
+            raise ValueError("a field of the wrong type")
+        return CatalogItem(
+            item_id=row["item_id"], category=row["category"], created_at=row["created_at"], **flags,
+            attributes=row.get("attributes"), price=_decimal(row.get("price")), currency=row.get("currency"),
+            restocked_at=row.get("restocked_at"), price_dropped_at=row.get("price_dropped_at"),
+            price_before_drop=_decimal(row.get("price_before_drop")))
+    except (ValueError, ArithmeticError):
+        logger.warning("a stored catalog item does not read: no triggers for it until stored again",
+                       extra={"item_id": str(row.get("item_id"))[:256]})
+        return None
 
 
 def _decimal(value: object) -> Decimal | None:
+    """A stored amount (a text, as Item stores it); InvalidOperation for one that is no number."""
     return None if value is None else Decimal(str(value))
