@@ -138,8 +138,11 @@ def _fields_of_rows(rows: list[list[Any]]) -> list[Any]:
         return [[], [], np.zeros(0, np.int64), np.zeros(0), [], [], [], [], []]
     stamps, item, kind, quantity, channel, price, currency, campaign, discount = zip(
         *[row + _DEFAULTS_AFTER[len(row)] for row in rows])
+    # The checks of RecentEvent.from_row, a column at a time: a row serving refuses is refused here.
     if not set(map(type, stamps)) | set(map(type, item)) | set(map(type, kind)) <= {str}:
         raise TypeError("a stored row's time, item or type is not a text")
+    if not set(map(type, channel)) | set(map(type, currency)) | set(map(type, campaign)) <= {str, type(None)}:
+        raise TypeError("a stored row's channel, currency or campaign is not a text")
     return [item, kind, _whole(quantity), _seconds(stamps), channel, price, currency, campaign, discount]
 
 

@@ -91,21 +91,27 @@ def event(n: int, user: str, **fields: object) -> Event:
 def test_an_id_without_a_readable_item_is_read_by_query_and_costs_no_other_customer(moto_tables):
     settings = get_settings()
     EventStore(settings.events_table, settings.users_table).write(
-        [event(n, user) for user in ("u-kept", "u-garbled", "u-not-json", "u-odd-row") for n in range(5)])
+        [event(n, user) for user in ("u-kept", "u-garbled", "u-not-json", "u-odd-row", "u-odd-channel") for n in range(5)])
     stored_the_old_way([event(n, "u-before-items") for n in range(8)])
     _, payloads = all_rows_and_recent(settings.users_table)
-    assert set(payloads) == {"u-kept", "u-garbled", "u-not-json", "u-odd-row"}
+    assert set(payloads) == {"u-kept", "u-garbled", "u-not-json", "u-odd-row", "u-odd-channel"}
     payloads["u-garbled"] = b"not zlib at all"
     payloads["u-not-json"] = zlib.compress(b"{not json")
     payloads["u-odd-row"] = zlib.compress(json.dumps([["2026-11-01T03:00:00.000000Z", {"id": 1}, "view"]]).encode())
-    ids = ["u-kept", "u-garbled", "u-not-json", "u-odd-row", "u-before-items"]
+    # Serving refuses a channel that is not a text (RecentEvent.from_row): the columns must too.
+    payloads["u-odd-channel"] = zlib.compress(json.dumps([["2026-11-01T03:00:00.000000Z", "i1", "view", 1, 7]]).encode())
+    ids = ["u-kept", "u-garbled", "u-not-json", "u-odd-row", "u-odd-channel", "u-before-items"]
 
     histories = nightly_histories(ids, dict(payloads), settings.events_table)
 
     assert histories["u-kept"] == served({"u-kept": payloads["u-kept"]})["u-kept"]
-    for user in ("u-garbled", "u-not-json", "u-odd-row", "u-before-items"):
+    for user in ("u-garbled", "u-not-json", "u-odd-row", "u-odd-channel", "u-before-items"):
         assert histories[user] == recent_history(settings.events_table, user) != []
     assert len(histories["u-before-items"]) == 8
+    # On a page of its own with a readable item (the fast path's columns, not the slow path's).
+    alone = nightly_histories(["u-kept", "u-odd-channel"], {user: payloads[user] for user in ("u-kept", "u-odd-channel")},
+                              settings.events_table)
+    assert alone["u-odd-channel"] == recent_history(settings.events_table, "u-odd-channel")
 
 
 def test_the_mapping_reads_and_a_customer_without_events():
