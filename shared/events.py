@@ -145,6 +145,12 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# A customer's erasure stamp that does not read as a time (written by hand), as ingest and lists
+# compare it: later than any event. When they were erased cannot be told, so every event of theirs
+# is refused (and named) and lists withhold them, until an erasure is recorded again.
+UNKNOWN_ERASURE = "9999-12-31T23:59:59.999999Z"
+
+
 class Event(BaseModel):
     """One customer interaction. ``(user_id, event_id)`` is its idempotency key."""
 

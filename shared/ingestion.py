@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from shared.events import Event, parse_batch
+from shared.events import UNKNOWN_ERASURE, Event, parse_batch
 from shared.validation import FieldError, Rejection
 
 
@@ -35,7 +35,13 @@ def ingest_events(
         batch.refuse(refusal, "event_id")
     outcome = writer.write(batch.valid)
     place = {id(event): number for number, event in enumerate(batch.valid)}
-    batch.reject_stored({place[id(event)]: FieldError("timestamp", f"the customer's data was erased at {erased_at}; "
-                                                                   "events from before an erasure are refused")
+    batch.reject_stored({place[id(event)]: FieldError("timestamp", _erased_message(erased_at))
                          for event, erased_at in outcome.erased}, "event_id")
     return IngestResult(len(outcome.stored), len(outcome.duplicates), batch.rejected, len(outcome.erased))
+
+
+def _erased_message(erased_at: str) -> str:
+    if erased_at == UNKNOWN_ERASURE:
+        return ("the customer's data was erased, at a time the stored record does not tell; their events are "
+                "refused until they are erased again")
+    return f"the customer's data was erased at {erased_at}; events from before an erasure are refused"

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from shared.history import HistoryEvent
+from shared.versions import next_version
 
 # What serving reads of a customer's own history (storage/history.py's HISTORY_LIMIT is this).
 RECENT_EVENTS = 500
@@ -142,7 +143,7 @@ class RecentActivity:
         """The item after storing `added` (events just stored) with the last erasure `erased_at`
         recorded, and its payload."""
         kept, payload = bounded(newest([*self.events, *added]))
-        return RecentActivity(tuple(kept), (self.version or 0) + 1, erased_at), payload
+        return RecentActivity(tuple(kept), next_version(self.version), erased_at), payload
 
     def history(self, limit: int | None = None) -> list[HistoryEvent]:
         return [event.history_event() for event in self.events[:limit or RECENT_EVENTS]]

@@ -45,6 +45,7 @@ from shared.storage.users import (
     summary_update,
 )
 from shared.users import PurchaseSummary, fold_purchases
+from shared.versions import next_version
 
 # DynamoDB allows 100 actions per transaction; three are kept for the summary update, the
 # update of the customer's purchase keys (already-bought items, seen orders) and the rewrite of
@@ -287,7 +288,7 @@ class _UserWrite:
                     store.users_table, user_id, state.purchases, purchases, add_items, add_orders))
             new_state = SummaryState(
                 fold_purchases(state.summary, events, state.purchases.orders),
-                (state.version or 0) + 1,
+                next_version(state.version),
                 state.erased_at,
                 purchases,
                 fold_contacts(state.contacts, events),

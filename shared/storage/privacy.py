@@ -27,11 +27,11 @@ from typing import Any
 
 from shared.consent import Consent, ConsentHistory, ConsentUpdate, Purpose, Recorder
 from shared.errors import DomainError
-from shared.events import format_timestamp
+from shared.events import UNKNOWN_ERASURE, format_timestamp
 from shared.segments.families import needs_consent
 from shared.storage import dynamo
 from shared.storage.segments import SegmentStore
-from shared.storage.users import UserStore, user_from_row
+from shared.storage.users import UserStore, erasure_read, user_from_row
 
 # An export page holds at most this much JSON, far under Lambda's 6 MB response limit.
 EXPORT_PAGE_BYTES = 2_000_000
@@ -117,7 +117,9 @@ class PrivacyStore:
         row = self.users.row(user_id) or {}
         if row.get("erasure_status") != IN_PROGRESS:
             return None
-        erasure = Erasure(user_id, row["erased_at"], objections_kept=list(row.get("consent") or {}))
+        # A stamp that does not read is taken as later than any event: every event goes.
+        erasure = Erasure(user_id, erasure_read(row.get("erased_at")) or UNKNOWN_ERASURE,
+                          objections_kept=list(row.get("consent") or {}))
         erasure.erased["segment_memberships"] = self.segments.end_memberships(user_id, lambda _: True)
         return self._delete_events(erasure, seconds_left)
 

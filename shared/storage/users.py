@@ -10,14 +10,15 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ValidationError
 
 from shared.errors import Conflict, NotFound, StorageUnavailable
+from shared.events import UNKNOWN_ERASURE, Event, EventType, format_timestamp
 from shared.observability import logger
-from shared.events import Event, EventType, format_timestamp
 from shared.purchases import MAX_ITEM_KEYS, MAX_ORDER_KEYS, PurchasedItems, item_key, order_key
 from shared.recent import UNREADABLE, RecentActivity, decode
 from shared.storage import dynamo
@@ -25,6 +26,9 @@ from shared.storage.scan import parallel_scan, scan_by_key
 from shared.consent import HISTORY_LIMIT, Consent, ConsentHistory, ConsentUpdate, Recorder
 from shared.contact import ContactLedger
 from shared.users import PurchaseSummary, User, UserProfileIn, may_profile
+from shared.versions import next_version
+
+PartT = TypeVar("PartT", bound=BaseModel)
 
 
 class UserStore:
@@ -335,7 +339,8 @@ def withheld(users_table: str, user_ids: list[str], since: str, behavioural: boo
     rows = dynamo.batch_get(users_table, [{"user_id": user} for user in dict.fromkeys(user_ids)],
                             consistent=True, projection="user_id, consent, erased_at")
     return {row["user_id"] for row in rows
-            if row.get("erased_at", "") > since or (behavioural and not may_profile(user_from_row(row)))}
+            if (erasure_read(row.get("erased_at")) or "") > since
+            or (behavioural and not may_profile(user_from_row(row)))}
 
 
 # --- what ingest writes: the purchase summary, in the same transaction as the events ---
@@ -397,7 +402,7 @@ class PurchaseKeys:
     orders: frozenset[bytes] = frozenset()
     items_truncated: bool = False
     orders_truncated: bool = False
-    version: int | None = None  # None: no purchases item yet
+    version: Any = None  # as stored (version_is, next_version); None: no purchases item yet
 
     @classmethod
     def from_row(cls, row: dict[str, Any] | None) -> PurchaseKeys:
@@ -420,7 +425,7 @@ class PurchaseKeys:
             self.items | add_items, self.orders | add_orders,
             self.items_truncated or len(new_items) > item_room,
             self.orders_truncated or len(new_orders) > order_room,
-            (self.version or 0) + 1,
+            next_version(self.version),
         )
         return after, add_items, add_orders
 
@@ -431,8 +436,8 @@ class SummaryState:
     purchase keys (the orders already counted, the items already bought) and their contact ledger."""
 
     summary: PurchaseSummary
-    version: int | None  # None: the user has no summary yet
-    erased_at: str | None = None  # the user's last erasure; older events are refused
+    version: Any  # as stored (version_is, next_version); None: the user has no summary yet
+    erased_at: str | None = None  # the user's last erasure (erasure_read); older events are refused
     purchases: PurchaseKeys = field(default_factory=PurchaseKeys)
     contacts: ContactLedger = field(default_factory=ContactLedger)
 
@@ -454,8 +459,37 @@ def _erasure_is(erased_at: str) -> tuple[str, dict[str, str]]:
     return "erased_at = :erased_at", {":erased_at": erased_at}
 
 
+def erasure_read(stored: Any) -> str | None:
+    """A stored erasure stamp as ingest and lists compare it with events' stamps (None: no erasure;
+    "": none, as a recent-activity item records it)."""
+    if stored is None or stored == "" or _is_time(stored):
+        return stored
+    logger.warning("a customer's erasure stamp does not read: taken as later than any event",
+                   extra={"stored_type": type(stored).__name__})
+    return UNKNOWN_ERASURE
+
+
+def _is_time(stored: Any) -> bool:
+    try:
+        datetime.fromisoformat(stored)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def version_is(name: str, stored: Any) -> tuple[str, dict[str, Any]]:
+    """The condition that the version attribute `name` is still `stored`, the one read (None:
+    absent). A number compares as read, whole or not; any other type (written by hand) only as still
+    not a number, since every rewrite writes one (next_version)."""
+    if stored is None:
+        return f"attribute_not_exists({name})", {}
+    if isinstance(stored, (int, Decimal)) and not isinstance(stored, bool):
+        return f"{name} = :expected", {":expected": stored}
+    return f"attribute_exists({name}) AND NOT attribute_type({name}, :number_type)", {":number_type": "N"}
+
+
 def summary_update(
-    users_table: str, user_id: str, expected_version: int | None, state: SummaryState, write_contacts: bool = False,
+    users_table: str, user_id: str, expected_version: Any, state: SummaryState, write_contacts: bool = False,
 ) -> dict[str, Any]:
     """A transaction action: the new summary (and, with `write_contacts`, the contact ledger), if
     the version and the last erasure are the ones read."""
@@ -467,11 +501,9 @@ def summary_update(
     if write_contacts:
         fields.append(CONTACTS_FIELD)
         values[f":{CONTACTS_FIELD}"] = state.contacts.stored()
-    if expected_version is None:
-        condition = f"attribute_not_exists(summary_version) AND ({erasure})"
-    else:
-        condition = f"summary_version = :expected AND ({erasure})"
-        values[":expected"] = expected_version
+    version, expected = version_is("summary_version", expected_version)
+    condition = f"{version} AND ({erasure})"
+    values.update(expected)
     assignments = ", ".join(f"#{name} = :{name}" for name in fields)
     return {
         "Update": {
@@ -499,11 +531,10 @@ def purchases_update(users_table: str, user_id: str, expected: PurchaseKeys, aft
     if add_orders:
         adds.append("order_keys :orders")
         values[":orders"] = set(add_orders)
-    if expected.version is None:
-        condition = "attribute_not_exists(purchases_version)"
-    else:
-        condition = "purchases_version = :expected AND purchases_of = :of"
-        values[":expected"] = expected.version
+    condition, expected_values = version_is("purchases_version", expected.version)
+    if expected.version is not None:
+        condition += " AND purchases_of = :of"
+    values.update(expected_values)
     expression = ("SET purchases_of = :of, purchases_version = :version, items_truncated = :items_truncated, "
                   "orders_truncated = :orders_truncated")
     if adds:
@@ -527,7 +558,6 @@ RECENT_SUFFIX = "\x00recent"
 # customers leaves them out, an erasure deletes them.
 RECENT_MARK = "recent_of"
 COMPANION_MARKS = ("purchases_of", "consent_of", RECENT_MARK)
-PartT = TypeVar("PartT", bound=BaseModel)
 
 
 def recent_key(user_id: str) -> dict[str, str]:
@@ -544,20 +574,22 @@ def _recent_of(raw: dict[str, Any], user_id: str) -> RecentActivity:
             raise ValueError("not the customer's recent-activity item")
         payload = found[1]
         erased_at = raw["erased_at"]["S"] if "erased_at" in raw else None
-        if not isinstance(erased_at, (str, type(None))):
-            raise TypeError("an erasure that is not a text")
-        return RecentActivity(tuple(decode(payload)), int(raw["recent_version"]["N"]), erased_at)
+        # The item only repeats the profile row's erasure: one that does not read is the item's fault.
+        if erased_at not in (None, "") and not _is_time(erased_at):
+            raise ValueError("an erasure that is not a time")
+        version = _stored_version(raw)
+        if type(version) is not int:
+            raise TypeError("a version that is not a whole number")
+        return RecentActivity(tuple(decode(payload)), version, erased_at)
     except UNREADABLE as error:
         logger.warning("unreadable recent-activity item: the events are read instead, ingest replaces it",
                        extra={"error": f"{type(error).__name__}: {error}"[:200]})
         return RecentActivity(version=_stored_version(raw), unreadable=True)
 
 
-def _stored_version(raw: dict[str, Any]) -> int | None:
-    try:
-        return int(raw["recent_version"]["N"])
-    except UNREADABLE:
-        return None
+def _stored_version(raw: dict[str, Any]) -> Any:
+    """The recent-activity item's version as stored, whatever its type (version_is compares it)."""
+    return dynamo.deserialize({"version": raw["recent_version"]})["version"] if "recent_version" in raw else None
 
 
 def recent_payload(raw: dict[str, Any]) -> tuple[str, bytes | None] | None:
@@ -661,7 +693,7 @@ def erased_since(users_table: str, user_ids: list[str]) -> dict[str, str]:
     """The last erasure of each of these users that has one, strongly consistent."""
     rows = dynamo.batch_get(users_table, [{"user_id": user} for user in dict.fromkeys(user_ids)],
                             consistent=True, projection="user_id, erased_at")
-    return {row["user_id"]: row["erased_at"] for row in rows if row.get("erased_at")}
+    return {row["user_id"]: erasure_read(row["erased_at"]) for row in rows if row.get("erased_at")}
 
 
 def recent_put(users_table: str, user_id: str, expected: RecentActivity, after: RecentActivity,
@@ -670,12 +702,11 @@ def recent_put(users_table: str, user_id: str, expected: RecentActivity, after: 
     item = {**recent_key(user_id), "recent_of": user_id, "recent_version": after.version,
             "count": len(after.events), "events": payload, "erased_at": after.erased_at}
     action: dict[str, Any] = {"TableName": users_table, "Item": dynamo.serialize(item)}
-    if expected.unreadable and expected.version is not None:
-        action["ConditionExpression"] = "recent_version = :expected"
-        action["ExpressionAttributeValues"] = dynamo.serialize({":expected": expected.version})
-    elif expected.unreadable:  # its version does not read either: until a readable one replaces it
-        action["ConditionExpression"] = "attribute_exists(user_id) AND NOT attribute_type(recent_version, :number)"
-        action["ExpressionAttributeValues"] = dynamo.serialize({":number": "N"})
+    if expected.unreadable:  # replaced while it is still the one read
+        condition, values = version_is("recent_version", expected.version)
+        action["ConditionExpression"] = f"attribute_exists(user_id) AND {condition}"
+        if values:
+            action["ExpressionAttributeValues"] = dynamo.serialize(values)
     elif expected.version is None:
         action["ConditionExpression"] = "attribute_not_exists(user_id)"
     else:
@@ -700,7 +731,7 @@ def read_summaries(users_table: str, user_ids: list[str]) -> dict[str, SummarySt
         row = profiles.get(user) or {}
         if "summary_version" in row or "erased_at" in row or user in purchases:
             states[user] = SummaryState(
-                _part_or_default(PurchaseSummary, row), row.get("summary_version"), row.get("erased_at"),
+                _part_or_default(PurchaseSummary, row), row.get("summary_version"), erasure_read(row.get("erased_at")),
                 PurchaseKeys.from_row(purchases.get(user)),
                 _part_or_default(ContactLedger, row.get(CONTACTS_FIELD) or {}),
             )

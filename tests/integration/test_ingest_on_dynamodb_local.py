@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 
 from shared.storage import dynamo
 from shared.recent import RecentActivity, RecentEvent
-from shared.storage.users import read_recent, recent_key, recent_put
+from shared.storage.users import purchases_key, read_recent, read_summaries, recent_key, recent_put
 from tests.factories import ago, event, purchase
 
 pytestmark = pytest.mark.integration
@@ -127,8 +127,10 @@ def test_racing_overlapping_batches_record_each_send_and_response_once(local_api
     assert email["responses"] <= 4 and len(set(email["responded"])) == email["responses"]
 
 
-@pytest.mark.parametrize("damage", [{"events": {"B": b"not zlib"}}, {"recent_version": {"S": "two"}}],
-                         ids=["events that do not read", "a version that is a text"])
+@pytest.mark.parametrize("damage", [{"events": {"B": b"not zlib"}}, {"recent_version": {"S": "two"}},
+                                    {"recent_version": {"N": "1.5"}}, {"recent_version": {"L": []}}],
+                         ids=["events that do not read", "a version that is a text", "a version that is not whole",
+                              "a version that is a list"])
 def test_an_unreadable_recent_item_is_replaced_once_and_a_stale_replacement_is_refused(local_api, local_tables,
                                                                                       damage):
     users = local_tables["UsersTable"]
@@ -150,3 +152,28 @@ def test_an_unreadable_recent_item_is_replaced_once_and_a_stale_replacement_is_r
     assert refused.value.response["Error"]["Code"] == "TransactionCanceledException"
     activity = read_recent(users, ["u-1"])["u-1"]
     assert not activity.unreadable and [e.item_id for e in activity.events] == ["sku-new", "sku-old"]
+
+
+VERSIONS = {"a text": {"S": "two"}, "not whole": {"N": "1.5"}, "a list": {"L": []}}
+
+
+@pytest.mark.parametrize("version", VERSIONS.values(), ids=VERSIONS)
+def test_a_summary_or_purchases_version_written_by_hand_is_replaced_by_the_next_purchase(local_api, local_tables,
+                                                                                        version):
+    users = local_tables["UsersTable"]
+    assert local_api.json("POST", "/events", {"events": [purchase("p-1", item_id="sku-1", order_id="o-1")]})[0] == 200
+    for key, name in (({"user_id": {"S": "u-1"}}, "summary_version"),
+                      (dynamo.serialize(purchases_key("u-1")), "purchases_version")):
+        dynamo.client().update_item(TableName=users, Key=key, UpdateExpression="SET #v = :v",
+                                    ExpressionAttributeNames={"#v": name}, ExpressionAttributeValues={":v": version})
+
+    # Both requests count their order once: one replaces the versions, the other reads them again.
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda n: local_api.json("POST", "/events", {"events": [
+            purchase(f"p-{n}", item_id=f"sku-{n}", order_id=f"o-{n}")]}), (2, 3)))
+    assert [status for status, _ in answers] == [200, 200]
+    assert local_api.json("POST", "/events", {"events": [purchase("p-2", item_id="sku-2", order_id="o-2")]}
+                          )[1]["duplicates"] == 1
+    state = read_summaries(users, ["u-1"])["u-1"]
+    assert type(state.version) is int and type(state.purchases.version) is int
+    assert state.summary.orders == 3 and len(state.purchases.orders) == 3

@@ -242,6 +242,22 @@ def test_an_erasure_that_runs_out_of_time_says_so_and_the_next_call_finishes_it(
     assert stored_events(local_tables["EventsTable"], "u-long") == []
 
 
+def test_an_unfinished_erasure_whose_stamp_does_not_read_is_finished_with_every_event(local_tables, monkeypatch):
+    store_events(local_tables["EventsTable"], [event(f"e-{n}", user_id="u-long", timestamp=ago(days=1))
+                                               for n in range(300)])
+    monkeypatch.setattr(privacy, "ERASE_KEYS_PER_PAGE", 100)
+    store = privacy.PrivacyStore(local_tables["EventsTable"], local_tables["UsersTable"],
+                                 local_tables["SegmentsTable"])
+    assert store.erase("u-long", iter([1.0, 0.0]).__next__).status == "in_progress"
+    dynamo.client().update_item(TableName=local_tables["UsersTable"], Key={"user_id": {"S": "u-long"}},
+                                UpdateExpression="SET erased_at = :n", ExpressionAttributeValues={":n": {"N": "5"}})
+
+    finished = store.finish("u-long", lambda: 1.0)
+
+    assert (finished.status, finished.erased["events"]) == ("complete", 200)
+    assert stored_events(local_tables["EventsTable"], "u-long") == []
+
+
 def test_a_list_computed_before_an_objection_or_an_erasure_no_longer_shows_the_customer(loaded, local_tables):
     """The nightly run may have read the customer just before they objected or were erased, and
     its members written after: the lists are checked against consent as they are read."""
@@ -263,6 +279,14 @@ def test_a_list_computed_before_an_objection_or_an_erasure_no_longer_shows_the_c
                                 UpdateExpression="SET erased_at = :at",
                                 ExpressionAttributeValues={":at": {"S": "2999-01-01T00:00:00.000000Z"}})
     assert other not in members_of(api, other_segment)
+
+    # An erasure stamp that does not read (written by hand) withholds its customer, and only them.
+    third = sorted({e["user_id"] for e in demo.events if e["event_type"] == "purchase"})[2]
+    third_segment = next(m["segment_id"] for m in api.json("GET", f"/users/{third}/export")[1]["segment_memberships"])
+    before = members_of(api, third_segment)
+    dynamo.client().update_item(TableName=local_tables["UsersTable"], Key={"user_id": {"S": third}},
+                                UpdateExpression="SET erased_at = :at", ExpressionAttributeValues={":at": {"N": "5"}})
+    assert members_of(api, third_segment) == before - {third, other}
 
 
 def test_the_scheduled_sweep_finishes_an_erasure_and_keeps_what_the_customer_sent_since(local_api, local_tables,

@@ -129,7 +129,10 @@ DAMAGE = {
     "events that are a text": {"events": {"S": "sku-1,sku-2"}},
     "an erasure that is a number": {"erased_at": {"N": "1"}},
     "another customer's item": {"recent_of": {"S": "u-2"}},
+    "an erasure that is no time": {"erased_at": {"S": "soon"}},
     "a version that is a text": {"recent_version": {"S": "two"}},
+    "a version that is not whole": {"recent_version": {"N": "1.5"}},
+    "a version that is a list": {"recent_version": {"L": []}},
 }
 
 

@@ -9,7 +9,7 @@ import pytest
 from shared.config import get_settings
 from shared.storage import dynamo
 from shared.storage.customers import load_customers
-from tests.factories import event, purchase
+from tests.factories import ago, event, purchase
 
 DAMAGE = {
     "a country that is a number": {"country": {"N": "12"}},
@@ -19,6 +19,10 @@ DAMAGE = {
     "a purchase date that is no date": {"first_purchase_at": {"S": "yesterday"}},
     "a contact ledger that is a text": {"contacts": {"S": "x"}},
     "linked visitors that are a text": {"linked_visitors": {"S": "v_1"}},
+    "a summary version that is a text": {"summary_version": {"S": "x"}},
+    "a summary version that is not whole": {"summary_version": {"N": "1.5"}},
+    "a summary version that is a list": {"summary_version": {"L": []}},
+    "an erasure status that is a number": {"erasure_status": {"N": "1"}},
 }
 
 
@@ -75,3 +79,22 @@ def test_a_summary_that_does_not_read_starts_again_from_the_next_events(api):
 
     summary = api.json("GET", "/users/u-1")[1]["summary"]
     assert (summary["orders"], summary["lines"]) == (1, 1) and summary["first_purchase_at"]
+
+
+@pytest.mark.parametrize("stamp", [{"N": "5"}, {"S": "soon"}, {"L": []}], ids=["a number", "a text", "a list"])
+def test_an_erasure_stamp_that_does_not_read_refuses_events_until_erased_again(api, stamp):
+    assert api.json("POST", "/events", {"events": [purchase("p-1", item_id="sku-1", order_id="o-1")]})[0] == 200
+    assert api.json("DELETE", "/users/u-1")[0] in (200, 202)
+    damage("u-1", {"erased_at": stamp})
+
+    # When they were erased cannot be told: every event is taken as from before it, refused and named.
+    status, body = api.json("POST", "/events", {"events": [event("e-1", item_id="sku-2")]})
+    assert status == 422 and (body["accepted"], body["refused_after_erasure"]) == (0, 1)
+    assert "erased again" in body["rejected"][0]["errors"][0]["message"]
+    for path in ("/users/u-1", "/users/u-1/recommendations", "/users/u-1/segments", "/users/u-1/export"):
+        assert api.json("GET", path)[0] == 200, path
+
+    # Erasing them again records a time that reads: their events after it are taken.
+    assert api.json("DELETE", "/users/u-1")[0] in (200, 202)
+    assert api.json("POST", "/events", {"events": [event("e-2", item_id="sku-3", timestamp=ago(seconds=-2))]}
+                    )[1]["accepted"] == 1

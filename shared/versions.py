@@ -1,0 +1,12 @@
+"""Version counters of the items ingest rewrites on condition (a customer's summary, purchase keys
+and recent-activity item): each rewrite writes the next whole number after the one it read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def next_version(stored: Any) -> int:
+    """The version a rewrite writes after `stored`, the one it read: one more; 1 after none, or after
+    one that is not a whole number (written by hand), which the rewrite replaces."""
+    return stored + 1 if type(stored) is int else 1
