@@ -577,10 +577,8 @@ def _recent_of(raw: dict[str, Any], user_id: str) -> RecentActivity:
         # The item only repeats the profile row's erasure: one that does not read is the item's fault.
         if erased_at not in (None, "") and not _is_time(erased_at):
             raise ValueError("an erasure that is not a time")
-        version = _stored_version(raw)
-        if type(version) is not int:
-            raise TypeError("a version that is not a whole number")
-        return RecentActivity(tuple(decode(payload)), version, erased_at)
+        # A version that is not a whole number does not read (ValueError), nor one that is not a number.
+        return RecentActivity(tuple(decode(payload)), int(raw["recent_version"]["N"]), erased_at)
     except UNREADABLE as error:
         logger.warning("unreadable recent-activity item: the events are read instead, ingest replaces it",
                        extra={"error": f"{type(error).__name__}: {error}"[:200]})
@@ -588,7 +586,7 @@ def _recent_of(raw: dict[str, Any], user_id: str) -> RecentActivity:
 
 
 def _stored_version(raw: dict[str, Any]) -> Any:
-    """The recent-activity item's version as stored, whatever its type (version_is compares it)."""
+    """An unreadable recent-activity item's version as stored, whatever its type (version_is compares it)."""
     return dynamo.deserialize({"version": raw["recent_version"]})["version"] if "recent_version" in raw else None
 
 
