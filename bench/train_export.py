@@ -10,11 +10,12 @@ not timed). Then, each in a process of its own so its peak memory (VmHWM) is its
 1. ours: the whole training run on the export path, stage by stage, in two processes as on AWS:
    the query stage (shared/storage/sql/interactions.sql and customers.sql on DuckDB, as Athena
    runs them there), then the train function's part: `read_nightly_from_exports` (the query's
-   output, the users and items exports, the segments' histories from the recent-activity items
-   in the users export) and `run_training`
-   (matrix, blend choice, evaluation against popularity, final fit, publish). Its time is both
-   together; its peak memory is the train function's (what its Lambda or Batch job must hold:
-   the process and the read's child processes together); the query's own peak is printed beside it;
+   output, the users and items exports) and `run_training` (matrix, blend choice, evaluation
+   against popularity, final fit, publish). Its time is both together; its peak memory is the
+   train function's (what its Lambda or Batch job must hold: the process and the read's child
+   processes together); the query's own peak is printed beside it. After it, as the train
+   function goes on to the segments, the segments' histories are decoded from the recent-activity
+   items in the users export: timed on their own, and the peak of the whole run beside them;
 2. raw read: DuckDB reading the same gzipped export files into the columns training needs
    (user, item, type, quantity, time, order) for the window;
 3. raw fit: implicit's AlternatingLeastSquares.fit, once, on the very matrix the run built, with the
@@ -172,27 +173,35 @@ def part_ours(root: Path) -> dict:
     def load(cfg: TrainingConfig, at: datetime):  # noqa: ANN202
         assert (cfg, at) == (CONFIG, NOW)  # what part_query queried
         # Every customer has a recent-activity item: nothing is read by Query of the (absent) table.
-        kept["data"] = read_nightly_from_exports(exports, cfg, at, queried(root), "bench-events").training_data()
+        read = read_nightly_from_exports(exports, cfg, at, queried(root), "bench-events")
+        kept["segments"], kept["data"] = read.segments, read.training_data()
         return kept["data"]
 
     started, memory = time.perf_counter(), TreePeak()
     memory.start()
     with tempfile.TemporaryDirectory() as models:
         manifest = run_training(load, ModelStore(LocalBlobs(Path(models))), CONFIG, NOW)
-    total, peak = time.perf_counter() - started, max(memory.stop(), peak_mib())
+    total, peak = time.perf_counter() - started, max(memory.peak, peak_mib())
     if manifest.status == "failed":
         raise SystemExit(f"training run failed: {manifest.reason}")
-    data = kept["data"]
+    data = kept.pop("data")
     shape = (len(data.interactions.user_ids), len(data.interactions.item_ids))
     matrix = confidence_matrix(data.interactions, CONFIG, data.end, shape)
     np.save(root / "matrix-data.npy", matrix.data)
     np.save(root / "matrix-indices.npy", matrix.indices)
     np.save(root / "matrix-indptr.npy", matrix.indptr)
     (root / "matrix-shape.json").write_text(json.dumps(shape))
+    matrix_mib, nnz = (matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes) / 2**20, int(matrix.nnz)
+    del data, matrix
+    # Then the nightly run's segments read, as the train function does it after training.
+    started = time.perf_counter()
+    customers = kept["segments"].customers
+    histories = time.perf_counter() - started
     timings = {"load": manifest.timings["load"],
                **{stage: seconds for stage, seconds in manifest.timings.items() if stage != "load"}}
-    return {"total": total, "timings": timings, "peak": peak, "shape": shape, "nnz": int(matrix.nnz),
-            "matrix_mib": (matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes) / 2**20}
+    return {"total": total, "timings": timings, "peak": peak, "shape": shape, "nnz": nnz,
+            "matrix_mib": matrix_mib, "histories": histories, "histories_events": len(customers.histories.events),
+            "nightly_peak": max(memory.stop(), peak_mib())}
 
 
 def queried(root: Path):  # noqa: ANN201
@@ -270,6 +279,8 @@ def run(size: int) -> None:
         print(f"  ours: {stage:<14} {seconds:9.1f} s")
     total = query["total"] + ours["total"]
     print(f"  ours, end to end     {total:9.1f} s   peak {ours['peak']:7,.0f} MiB  (the train function's part)")
+    print(f"  then the segments' histories {ours['histories']:5.1f} s   peak {ours['nightly_peak']:7,.0f} MiB  "
+          f"({ours['histories_events']:,} events; the nightly run's, after training: {total + ours['histories']:.1f} s)")
     print(f"  raw read (DuckDB)    {read['total']:9.1f} s   peak {read['peak']:7,.0f} MiB  ({read['rows']:,} rows)")
     print(f"  raw fit (implicit)   {fit['total']:9.1f} s   peak {fit['peak']:7,.0f} MiB")
     print(f"ratio ours / (raw read + raw fit): {total / raw:.2f} (target <= 2); "

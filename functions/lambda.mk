@@ -9,7 +9,8 @@
 # python3.12 runtime does not promise one. auditwheel (with patchelf; ./dev package provides
 # both) grafts this machine's libgomp into implicit.libs/ and sets the extensions' RPATH to it;
 # --plat refuses a libgomp that needs a newer glibc than Lambda's. implicit's CUDA extension
-# cannot load on Lambda and is left out.
+# cannot load on Lambda and is left out, as is zstandard's CFFI backend (12 MB; CPython loads its
+# C backend).
 LAMBDA_PLATFORMS := manylinux1_x86_64 manylinux2010_x86_64 manylinux2014_x86_64 \
 	$(foreach minor,$(shell seq 17 34),manylinux_2_$(minor)_x86_64)
 LAMBDA_WHEELS := $(addprefix --platform ,$(LAMBDA_PLATFORMS)) \
@@ -32,5 +33,5 @@ define BUILD_FUNCTION
 		fi; \
 		$(PIP) install --no-compile --no-warn-conflicts --no-index --no-deps \
 			--target "$(ARTIFACTS_DIR)" $(LAMBDA_WHEELS) "$$wheels"/*/*.whl; \
-		rm -f "$(ARTIFACTS_DIR)"/implicit/gpu/_cuda*.so; }
+		rm -f "$(ARTIFACTS_DIR)"/implicit/gpu/_cuda*.so "$(ARTIFACTS_DIR)"/zstandard/_cffi*.so; }
 endef

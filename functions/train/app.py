@@ -18,11 +18,10 @@ from shared.storage.experiments import ExperimentStore
 from shared.storage.models import ModelStore
 from shared.storage.outcomes import Outcomes
 from shared.storage.secrets import configured_recommendation_key
-from shared.storage.customers import Customers
 from shared.storage.export_queries import export_queries
 from shared.storage.exports import plan_events_export
-from shared.storage.training_data import (download_queried, query_locally, read_nightly, read_nightly_from_exports,
-                                          table_exports)
+from shared.storage.training_data import (SegmentsRead, download_queried, query_locally, read_nightly,
+                                          read_nightly_from_exports, table_exports)
 from shared.training.config import TrainingConfig, training_config
 from shared.training.job import run_training
 from shared.training.pipeline import TrainingData
@@ -60,7 +59,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     first_model = event.get("task") == FIRST_MODEL
     if first_model and models.active() is not None:
         return {"skipped": "a version is active; the nightly run trains the next one"}
-    customers: list[Customers] = []
+    segments: list[SegmentsRead] = []
     outcomes: list[Outcomes | None] = []
     since = outcomes_since(experiments, now)
 
@@ -77,7 +76,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         else:
             read = read_nightly(settings.events_table, settings.users_table, settings.items_table, config, at,
                                 outcomes_since=since)
-        customers.append(read.customers)  # only these outlive training: the interactions are freed with it
+        segments.append(read.segments)  # only this outlives training: the interactions are freed with it
         outcomes.append(read.outcomes)
         return read.training_data()
 
@@ -86,8 +85,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if first_model and not manifest.counts.get("interactions"):
         models.discard(manifest)  # no purchases yet: nothing to keep but the log line
         return manifest.model_dump(mode="json")
-    # The segments use what training read; a read that failed is tried again for them.
-    materialize_after_training(settings, models, now, customers[0] if customers else None, bus)
+    # The segments use what training read, their histories decoded now, after training, with the
+    # statistics of the version it activated; a read that failed is tried again for them.
+    materialize_after_training(settings, models, now, segments[0].customers if segments else None, bus)
     if outcomes and outcomes[0] is not None:
         try:
             record_results(experiments, outcomes[0], configured_recommendation_key(), now,

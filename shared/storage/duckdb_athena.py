@@ -7,7 +7,8 @@ translated here, and only in the shapes export_queries writes:
 - CREATE EXTERNAL TABLE t (columns) PARTITIONED BY (p int) ... and ALTER TABLE t ADD PARTITION
   (p = n) LOCATION 'folder' ...: a view over the partitions' gzipped JSON lines (UNION ALL, each
   with its partition value), typed as the JSON SerDe types them, a missing attribute NULL;
-- UNLOAD (select) TO 'folder' WITH (format = 'JSON', ...): COPY to gzipped JSON lines there;
+- UNLOAD (select) TO 'folder' WITH (format = 'JSON', compression = 'ZSTD' or 'GZIP'): COPY to JSON
+  lines there, compressed the same way;
 - DROP TABLE IF EXISTS t: DROP VIEW.
 Locations are s3:// addresses; `resolve` turns each into a local folder (the local stack's
 export directory, or a copy of a test's S3 bucket).
@@ -31,7 +32,9 @@ CREATE = re.compile(r"CREATE EXTERNAL TABLE (?P<table>[\w.]+) \((?P<columns>.*)\
                     r"ROW FORMAT SERDE '[\w.]+' LOCATION '[^']+'$", re.S)
 PARTITIONS = re.compile(r"ALTER TABLE (?P<table>[\w.]+) ADD (?P<partitions>.*)$", re.S)
 PARTITION = re.compile(r"PARTITION \((?P<partition>\w+) = (?P<value>\d+)\) LOCATION '(?P<location>[^']+)'")
-UNLOAD = re.compile(r"UNLOAD \((?P<select>.*)\) TO '(?P<location>[^']+)' WITH \(format = 'JSON'.*\)$", re.S)
+UNLOAD = re.compile(r"UNLOAD \((?P<select>.*)\) TO '(?P<location>[^']+)' "
+                    r"WITH \(format = 'JSON', compression = '(?P<compression>ZSTD|GZIP)'\)$", re.S)
+SUFFIXES = {"ZSTD": "zst", "GZIP": "gz"}
 DROP = re.compile(r"DROP TABLE IF EXISTS (?P<table>[\w.]+)$")
 
 
@@ -60,8 +63,9 @@ class DuckDBAthena:
             if target.exists() and any(target.iterdir()):
                 raise ValueError(f"UNLOAD needs an empty location, as Athena does: {found['location']}")
             target.mkdir(parents=True, exist_ok=True)
-            self.db.execute(f"COPY ({found['select']}) TO '{target / 'part-0.json.gz'}' "
-                            "(FORMAT JSON, COMPRESSION GZIP)")
+            compression = found["compression"]
+            self.db.execute(f"COPY ({found['select']}) TO '{target / f'part-0.json.{SUFFIXES[compression]}'}' "
+                            f"(FORMAT JSON, COMPRESSION {compression.lower()})")
         elif found := DROP.match(statement):
             self.tables.pop(found["table"], None)
             self.db.execute(f"DROP VIEW IF EXISTS {found['table']}")

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import orjson
 
@@ -71,17 +71,39 @@ class Export:
                 yield orjson.loads(line)
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # a Zstandard frame's first bytes
+
+
 def gzip_lines(path: Path, block: int = 8 << 20) -> Iterator[bytes]:
     """The non-blank lines of a gzipped file, read a block at a time: gzip's own line-by-line
     reading costs as much as parsing the lines, and a whole file can be gigabytes."""
     with gzip.open(path, "rb") as data:
-        rest = b""
-        while chunk := data.read(block):
-            lines = (rest + chunk).split(b"\n")
-            rest = lines.pop()
-            yield from (line for line in lines if line.strip())
-        if rest.strip():
-            yield rest
+        yield from _lines(data, block)
+
+
+def compressed_lines(path: Path, block: int = 8 << 20) -> Iterator[bytes]:
+    """The non-blank lines of a file compressed with Zstandard or gzip, told apart by their first
+    bytes: the query stage writes Zstandard, and a run's output from before it wrote gzip."""
+    with path.open("rb") as raw:
+        zstd = raw.read(4) == ZSTD_MAGIC
+    if not zstd:
+        yield from gzip_lines(path, block)
+        return
+    import zstandard  # only the train function ships it
+
+    with path.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True) as data:
+        yield from _lines(data, block)
+
+
+
+def _lines(data: BinaryIO, block: int) -> Iterator[bytes]:
+    rest = b""
+    while chunk := data.read(block):
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        yield from (line for line in lines if line.strip())
+    if rest.strip():
+        yield rest
 
 
 def read_export(root: Path, summary_key: str) -> Export:

@@ -20,7 +20,7 @@ Query, as an id without an item: one bad item costs no other customer.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -38,13 +38,10 @@ PAGE = 5_000  # customers decoded into columns at a time
 QUERY_THREADS = 16  # ids read by Query at once: each a round trip, waited on
 
 
-def nightly_histories(user_ids: Iterable[str], recent: dict[str, bytes | None], events_table: str,
-                      before_joining: Callable[[], None] | None = None) -> HistoryColumns:
+def nightly_histories(user_ids: Iterable[str], recent: dict[str, bytes | None], events_table: str) -> HistoryColumns:
     """The history of each of `user_ids` (the ids with stored events) as serving reads it: from
     its recent-activity payload in `recent` (owner -> stored events), else by Query. `recent` is
-    emptied of the payloads read as they are decoded: at 10M events they are 250 MB.
-    `before_joining` is called once every history is read, before the pages become the columns
-    (the largest allocation here: 450 MB at 10M): a caller frees what it can there."""
+    emptied of the payloads read as they are decoded: at 10M events they are 250 MB."""
     ids = list(dict.fromkeys(user_ids))
     columns = _Columns()
     without = [user for user in ids if user not in recent]
@@ -56,8 +53,6 @@ def nightly_histories(user_ids: Iterable[str], recent: dict[str, bytes | None], 
                               "fix": "devstack backfill-recent-activity (docs/operations.md)"})
         with ThreadPoolExecutor(max_workers=QUERY_THREADS) as pool:
             columns.add_histories(queried, list(pool.map(lambda user: recent_history(events_table, user), queried)))
-    if before_joining is not None:
-        before_joining()
     return columns.finish()
 
 

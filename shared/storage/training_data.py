@@ -3,17 +3,19 @@
 Users, events and items are each scanned in one parallel pass. Every events page is handed to
 training, which keeps the window's interactions of those it may train on, and gives the ids with
 events; each one's history for the segments is what serving reads, their recent-activity item
-from the users table's pass, or a Query for an id without one (shared/storage/recent_histories.py).
-Scans are the run's largest read, so no table is read twice.
+from the users table's pass, or a Query for an id without one (shared/storage/recent_histories.py),
+decoded once training is done (SegmentsRead). Scans are the run's largest read, so no table is
+read twice.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from itertools import islice
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from shared.storage.exports import (Export, Key, added_items, chain_changes, cur
                                     latest_chain, table_items)
 from shared.storage.outcomes import OUTCOME_FIELDS, OutcomePages, Outcomes
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
+from shared.history_columns import HistoryColumns
 from shared.storage.recent_histories import nightly_histories
 from shared.storage.users import all_rows_and_recent, all_user_rows, rows_and_recent, users_from_rows
 from shared.training.config import TrainingConfig
@@ -64,12 +67,34 @@ class Queried:
     customers: list[Path]
 
 
+class SegmentsRead:
+    """What the segments need of a nightly read. The histories are decoded when first asked for:
+    the segments are computed after training, with the statistics of the version it activates, so
+    decoding them there keeps them out of training's time and memory (at 10M events a minute of
+    Python, and 450 MB of columns where the payloads they come from are 250 MB)."""
+
+    def __init__(self, users: dict[str, User], categories: dict[str, str],
+                 histories: Callable[[], HistoryColumns]) -> None:
+        self._users, self._categories, self._histories = users, categories, histories
+
+    @cached_property
+    def customers(self) -> Customers:
+        with cycle_collection_paused():  # millions of new lists: the collector would walk them over and over
+            customers = Customers(self._users, self._histories(), self._categories)
+        del self._histories  # and the payloads it holds
+        return customers
+
+
 @dataclass(frozen=True)
 class NightlyRead:
-    customers: Customers
+    segments: SegmentsRead
     training: TrainingData | None
     overflow: TooManyInteractions | None  # the window held more than the run may train on
     outcomes: Outcomes | None = None  # impressions, clicks and purchases since outcomes_since
+
+    @property
+    def customers(self) -> Customers:
+        return self.segments.customers
 
     def training_data(self) -> TrainingData:
         if self.overflow is not None:
@@ -103,7 +128,8 @@ def _read_nightly(events_table: str, users_table: str, items_table: str, config:
     # Unfiltered: segments need every id with events, training skips those outside its window itself.
     scan_events(events_table, on_page, tuple(dict.fromkeys((*USER_HISTORY_FIELDS, *OUTCOME_FIELDS))), segments)
     categories, titles = catalog_labels(items_table)
-    return NightlyRead(Customers(users, nightly_histories(with_events.sorted(), recent, events_table), categories),
+    ids = with_events.sorted()
+    return NightlyRead(SegmentsRead(users, categories, lambda: nightly_histories(ids, recent, events_table)),
                        None if training.overflow else training.finish(users, excluded, now, categories, titles),
                        training.overflow, _joined(outcomes, users))
 
@@ -132,9 +158,11 @@ def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now
     page handler.
 
     The reads are Python work on every line, so they are spread over processes: the query's
-    interactions are read in a child process while this one reads the users and decodes the
-    histories, and the events export's files in `readers` shares (by default one per CPU), the
-    first here and each other in a child process of its own."""
+    interactions are read in a child process, started first, while this one reads the users (the
+    customers left out of training are taken out of the child's interactions after), and the
+    events export's files in `readers` shares (by default one per CPU), the first here and each
+    other in a child process of its own. The limit on interactions counts those the child holds,
+    the left-out customers' too."""
     with cycle_collection_paused():
         return _read_nightly_from_exports(exports, config, now, queried, events_table, page_size, outcomes_since,
                                           readers or cpus())
@@ -145,6 +173,8 @@ def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, no
                                readers: int) -> NightlyRead:
     with ExitStack() as children:
         outcomes: OutcomesRead | None = None
+        interactions = children.enter_context(in_child(read_interactions, queried.interactions,
+                                                       config.max_interactions))
         if outcomes_since:
             changes = chain_changes(exports.events[1:], EVENT_KEY)
             first, *others = file_shares(exports.events[0].data_files(), readers)
@@ -153,21 +183,17 @@ def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, no
                        for share in others]
         rows, recent = rows_and_recent(table_items(exports.users, ("user_id",)))
         users, excluded = _users_of(rows)
+        del rows
+        ids = read_customers(queried.customers)
         training = _TrainingPages(config, now, excluded)
-        interactions = children.enter_context(in_child(read_interactions, queried.interactions, excluded,
-                                                       config.max_interactions))
-        # The child's interactions are taken before the histories' pages are joined: its process
-        # (a GB at 10M) is gone by then, and the two largest allocations of the read never meet.
-        histories = nightly_histories(read_customers(queried.customers), recent, events_table,
-                                      before_joining=lambda: training.take_queried(interactions))
-        del recent
+        training.take_queried(interactions)
         if outcomes_since:
             outcomes = read_outcomes(first, changes, outcomes_since, page_size)
             for share in running:
                 outcomes.extend(share.result())
             outcomes.add_items(added_items(changes, outcomes.met), page_size)
     categories, titles = catalog_labels_of(table_items(exports.items, ("item_id",)))
-    return NightlyRead(Customers(users, histories, categories),
+    return NightlyRead(SegmentsRead(users, categories, lambda: nightly_histories(ids, recent, events_table)),
                        None if training.overflow else training.finish(users, excluded, now, categories, titles),
                        training.overflow, _joined(outcomes.outcomes if outcomes else None, users))
 
@@ -228,7 +254,7 @@ def download_queried(bucket: str, prefixes: dict[str, str], workdir: Path) -> Qu
     for part in ("interactions", "customers"):
         found[part] = []
         for number, key in enumerate(sorted(blobs.keys(prefixes[part]))):
-            found[part].append(workdir / part / f"{number:05d}.gz")
+            found[part].append(workdir / part / f"{number:05d}")  # read by their first bytes
             found[part][-1].parent.mkdir(parents=True, exist_ok=True)
             blobs.get_file(key, found[part][-1])
     return Queried(**found)
@@ -317,9 +343,9 @@ class _TrainingPages:
 
     def take_queried(self, read: Running) -> None:
         """The window's interactions from the query stage's output (`read`, read_interactions
-        running in a child process), returns already netted in SQL."""
+        running in a child process), returns already netted in SQL, without the excluded customers'."""
         try:
-            self.queried = read.result()
+            self.queried = read.result().without_users(self.excluded)
         except TooManyInteractions as error:
             self.overflow = error
 

@@ -39,10 +39,31 @@ class Interactions:
     def __len__(self) -> int:
         return len(self.users)
 
+    def without_users(self, user_ids: set[str]) -> Interactions:
+        """Without the interactions of `user_ids`: what reading the same rows without theirs gives,
+        ids coded in the order they first come (an item only they touched is gone too)."""
+        if not any(user_id in user_ids for user_id in self.user_ids):
+            return self
+        gone = np.array([user_id in user_ids for user_id in self.user_ids], dtype=bool)
+        rows = self.select(~gone[self.users])
+        users, kept_users = _coded_in_order_seen(rows.users, self.user_ids)
+        items, kept_items = _coded_in_order_seen(rows.items, self.item_ids)
+        return Interactions(kept_users, kept_items, users, items, rows.event_codes, rows.quantities, rows.timestamps,
+                            rows.baskets)
+
     def select(self, mask: np.ndarray) -> Interactions:
         return Interactions(self.user_ids, self.item_ids, self.users[mask], self.items[mask],
                             self.event_codes[mask], self.quantities[mask], self.timestamps[mask],
                             None if self.baskets is None else self.baskets[mask])
+
+
+def _coded_in_order_seen(codes: np.ndarray, values: list[str]) -> tuple[np.ndarray, list[str]]:
+    """`codes` renumbered 0, 1, 2... in the order each first comes, and the values of the new codes."""
+    present, first = np.unique(codes, return_index=True)
+    order = present[np.argsort(first)]
+    renumbered = np.zeros(len(values), np.int32)
+    renumbered[order] = np.arange(len(order), dtype=np.int32)
+    return renumbered[codes], [values[code] for code in order.tolist()]
 
 
 class InteractionLog:

@@ -14,11 +14,12 @@ import pytest
 from devstack.gateway import LambdaContext
 from shared.storage import dynamo
 from shared.storage.history import CustomerReads
-from shared.storage.exports import INCREMENTAL, exports_in, gzip_lines, latest_chain, table_items, write_export
+from shared.storage.export_queries import read_interactions
+from shared.storage.exports import INCREMENTAL, compressed_lines, exports_in, gzip_lines, latest_chain, table_items, write_export
 from shared.storage.training_data import TableExports, query_locally, read_nightly, read_nightly_from_exports
 from shared.storage.users import read_recent
 from shared.training.config import TrainingConfig
-from shared.training.interactions import EVENT_CODES, Interactions
+from shared.training.interactions import EVENT_CODES, InteractionLog, Interactions
 from tests.export_files import incremental_changes, write_changes
 from tests.training_data import A_MODEL_SERVES, END, seed_demo_shop, store_events
 from tests.unit.test_training_reads_once import train_handler
@@ -86,6 +87,11 @@ def test_the_export_path_reads_exactly_what_the_scan_path_reads(api, seeded, tmp
     ours, theirs = exported.training_data(), scanned.training_data()
     assert len(ours.interactions) > 100
     assert rows_of(ours.interactions) == rows_of(theirs.interactions)
+    # The customers who objected are left out after the query's output is read: their ids, and the
+    # ids of items only they touched, are gone as if never read.
+    assert theirs.excluded_users > 0
+    assert (set(ours.interactions.user_ids), set(ours.interactions.item_ids)) == (
+        set(theirs.interactions.user_ids), set(theirs.interactions.item_ids))
     assert ours.customer_statistics == theirs.customer_statistics
     assert (ours.countries, ours.interests, ours.excluded_users) == (theirs.countries, theirs.interests,
                                                                       theirs.excluded_users)
@@ -117,6 +123,23 @@ def test_export_lines_are_read_whole_across_the_reading_blocks(tmp_path):
     path.write_bytes(gzip.compress(("\n".join(lines[:250]) + "\n\n" + "\n".join(lines[250:])).encode()))  # no last newline
     for block in (1, 7, 64, 1 << 20):  # blocks that cut lines anywhere, and one that holds the file
         assert [line.decode() for line in gzip_lines(path, block)] == lines
+
+
+def test_the_query_output_reads_in_zstandard_and_in_the_gzip_runs_before_it_wrote(tmp_path):
+    import zstandard
+
+    lines = [json.dumps({"u": f"u{n}", "i": f"i{n % 13}", "t": "view", "q": 1.0, "s": 1.7e9 + n, "o": None})
+             for n in range(3000)]
+    text = ("\n".join(lines) + "\n").encode()
+    half = len(text) // 2
+    # Two frames, as a writer that flushes a frame at a time leaves them, the cut inside a line.
+    (tmp_path / "new").write_bytes(zstandard.ZstdCompressor().compress(text[:half])
+                                   + zstandard.ZstdCompressor().compress(text[half:]))
+    (tmp_path / "old").write_bytes(gzip.compress(text))
+    for name in ("new", "old"):
+        assert [line.decode() for line in compressed_lines(tmp_path / name, 4096)] == lines
+        interactions = read_interactions([tmp_path / name], 10_000)
+        assert len(interactions) == 3000 and len(interactions.user_ids) == 3000 and len(interactions.item_ids) == 13
 
 
 def write_incremental(root: Path, export_id: str, at: str, changes: list[dict[str, Any]]) -> None:
@@ -188,6 +211,27 @@ def test_the_export_path_without_an_export_fails_the_run_and_says_what_to_do(see
     manifest = train_handler()({}, LambdaContext(function_name="TrainFunction"))
 
     assert manifest["status"] == "failed" and "run ./dev export" in manifest["reason"]
+
+
+def test_customers_left_out_of_interactions_already_read_are_as_if_never_read():
+    rng = np.random.default_rng(3)
+    rows = [(f"u{rng.integers(30)}", f"i{rng.integers(50)}", ["view", "purchase", "add_to_cart"][rng.integers(3)],
+             float(rng.integers(1, 3)), float(k), f"o{k % 7}") for k in range(2000)]
+    rows.insert(0, ("u3", "only-u3-saw-this", "view", 1.0, 0.0, None))
+    left_out = {"u3", "u7", "u11"}
+
+    def read(kept: list[tuple]) -> Interactions:
+        log = InteractionLog(limit=10_000)
+        log.add_page(*zip(*kept))
+        return log.finish()
+
+    ours, theirs = read(rows).without_users(left_out), read([row for row in rows if row[0] not in left_out])
+    assert (ours.user_ids, ours.item_ids) == (theirs.user_ids, theirs.item_ids)
+    assert "only-u3-saw-this" not in ours.item_ids and not left_out & set(ours.user_ids)
+    assert rows_of(ours) == rows_of(theirs)
+    for column in ("users", "items", "event_codes", "quantities", "timestamps"):
+        assert np.array_equal(getattr(ours, column), getattr(theirs, column)), column
+    assert read(rows).without_users({"nobody"}).user_ids == read(rows).user_ids
 
 
 def test_interaction_rows_compare_read_order_free():
