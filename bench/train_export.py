@@ -13,9 +13,10 @@ not timed). Then, each in a process of its own so its peak memory (VmHWM) is its
    output, the users and items exports) and `run_training` (matrix, blend choice, evaluation
    against popularity, final fit, publish). Its time is both together; its peak memory is the
    train function's (what its Lambda or Batch job must hold: the process and the read's child
-   processes together); the query's own peak is printed beside it. After it, as the train
-   function goes on to the segments, the segments' histories are decoded from the recent-activity
-   items in the users export: timed on their own, and the peak of the whole run beside them;
+   processes together); the query's own peak is printed beside it. The segments' histories (from
+   the recent-activity items in the users export) are decoded while the read waits for its child
+   process, and the rest after training, as the train function goes on to the segments: that
+   rest is timed on its own, with the peak of the whole run beside it;
 2. raw read: DuckDB reading the same gzipped export files into the columns training needs
    (user, item, type, quantity, time, order) for the window;
 3. raw fit: implicit's AlternatingLeastSquares.fit, once, on the very matrix the run built, with the
@@ -279,7 +280,7 @@ def run(size: int) -> None:
         print(f"  ours: {stage:<14} {seconds:9.1f} s")
     total = query["total"] + ours["total"]
     print(f"  ours, end to end     {total:9.1f} s   peak {ours['peak']:7,.0f} MiB  (the train function's part)")
-    print(f"  then the segments' histories {ours['histories']:5.1f} s   peak {ours['nightly_peak']:7,.0f} MiB  "
+    print(f"  then the rest of the segments' histories {ours['histories']:5.1f} s   peak {ours['nightly_peak']:7,.0f} MiB  "
           f"({ours['histories_events']:,} events; the nightly run's, after training: {total + ours['histories']:.1f} s)")
     print(f"  raw read (DuckDB)    {read['total']:9.1f} s   peak {read['peak']:7,.0f} MiB  ({read['rows']:,} rows)")
     print(f"  raw fit (implicit)   {fit['total']:9.1f} s   peak {fit['peak']:7,.0f} MiB")

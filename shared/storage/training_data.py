@@ -35,7 +35,7 @@ from shared.storage.exports import (Export, Key, added_items, chain_changes, cur
 from shared.storage.outcomes import OUTCOME_FIELDS, OutcomePages, Outcomes
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
 from shared.history_columns import HistoryColumns
-from shared.storage.recent_histories import nightly_histories
+from shared.storage.recent_histories import NightlyHistories, nightly_histories
 from shared.storage.users import all_rows_and_recent, all_user_rows, rows_and_recent, users_from_rows
 from shared.training.config import TrainingConfig
 from shared.training.customers import customer_statistics
@@ -68,10 +68,10 @@ class Queried:
 
 
 class SegmentsRead:
-    """What the segments need of a nightly read. The histories are decoded when first asked for:
-    the segments are computed after training, with the statistics of the version it activates, so
-    decoding them there keeps them out of training's time and memory (at 10M events a minute of
-    Python, and 450 MB of columns where the payloads they come from are 250 MB)."""
+    """What the segments need of a nightly read. The histories (those the read did not decode
+    while it waited) are decoded when first asked for: the segments are computed after training,
+    with the statistics of the version it activates, so training does not wait for them (at 10M
+    events over a minute of Python)."""
 
     def __init__(self, users: dict[str, User], categories: dict[str, str],
                  histories: Callable[[], HistoryColumns]) -> None:
@@ -159,9 +159,9 @@ def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now
 
     The reads are Python work on every line, so they are spread over processes: the query's
     interactions are read in a child process, started first, while this one reads the users (the
-    customers left out of training are taken out of the child's interactions after), and the
-    events export's files in `readers` shares (by default one per CPU), the first here and each
-    other in a child process of its own. The limit on interactions counts those the child holds,
+    customers left out of training are taken out of the child's interactions after) and decodes
+    histories until the child is done, and the events export's files in `readers` shares (by
+    default one per CPU), the first here and each other in a child process of its own. The limit on interactions counts those the child holds,
     the left-out customers' too."""
     with cycle_collection_paused():
         return _read_nightly_from_exports(exports, config, now, queried, events_table, page_size, outcomes_since,
@@ -184,16 +184,20 @@ def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, no
         rows, recent = rows_and_recent(table_items(exports.users, ("user_id",)))
         users, excluded = _users_of(rows)
         del rows
-        ids = read_customers(queried.customers)
-        training = _TrainingPages(config, now, excluded)
-        training.take_queried(interactions)
         if outcomes_since:
             outcomes = read_outcomes(first, changes, outcomes_since, page_size)
             for share in running:
                 outcomes.extend(share.result())
             outcomes.add_items(added_items(changes, outcomes.met), page_size)
+        histories = NightlyHistories(read_customers(queried.customers), recent, events_table)
+        # Histories decoded while the child reads are time training does not wait for; the
+        # others are decoded after it.
+        while not interactions.ready() and histories.decode_page():
+            pass
+        training = _TrainingPages(config, now, excluded)
+        training.take_queried(interactions)
     categories, titles = catalog_labels_of(table_items(exports.items, ("item_id",)))
-    return NightlyRead(SegmentsRead(users, categories, lambda: nightly_histories(ids, recent, events_table)),
+    return NightlyRead(SegmentsRead(users, categories, histories.finish),
                        None if training.overflow else training.finish(users, excluded, now, categories, titles),
                        training.overflow, _joined(outcomes.outcomes if outcomes else None, users))
 
