@@ -12,8 +12,8 @@ The statements of one run (`statements`), in Athena's dialect:
 On AWS the TrainingPipeline state machine runs them on Athena, and the fit reads the output; on
 one machine shared/storage/duckdb_athena.py runs the same statements on DuckDB over the same
 files. `read_interactions` reads the output into the Interactions training fits, through the Scan
-path's own InteractionLog (the reader leaves out the customers who may not be trained on after);
-`read_customers` reads the ids.
+path's own InteractionLog (the nightly read takes out the customers who may not be trained on
+afterwards); `read_customers` reads the ids.
 """
 
 from __future__ import annotations

@@ -95,7 +95,6 @@ def compressed_lines(path: Path, block: int = 8 << 20) -> Iterator[bytes]:
         yield from _lines(data, block)
 
 
-
 def _lines(data: BinaryIO, block: int) -> Iterator[bytes]:
     rest = b""
     while chunk := data.read(block):

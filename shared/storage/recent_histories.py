@@ -64,7 +64,7 @@ class NightlyHistories:
             return False
         page = self.owners[self.decoded:self.decoded + PAGE]
         self.decoded += len(page)
-        self.unreadable += self.columns.add_items(page, self.recent)
+        self.unreadable += self.columns.add_page(page, self.recent)
         return True
 
     def finish(self) -> HistoryColumns:
@@ -91,28 +91,25 @@ class _Columns:
         self.counts: list[int] = []
         self.pages: list[list[np.ndarray]] = []  # one array per field, in HistoryEvent's order
 
-    def add_items(self, owners: list[str], recent: dict[str, bytes | None]) -> list[str]:
-        """The histories in these owners' payloads, each let go once read; the owners whose
-        payload cannot be read."""
+    def add_page(self, page: list[str], recent: dict[str, bytes | None]) -> list[str]:
+        """The histories in the payloads of a page of owners, each let go once read; the owners
+        whose payload cannot be read."""
         unreadable: list[str] = []
-        for start in range(0, len(owners), PAGE):
-            page = owners[start:start + PAGE]
-            try:
-                # At most RECENT_EVENTS each, as RecentActivity.history reads them.
-                rows = [orjson.loads(zlib.decompress(recent[owner]))[:RECENT_EVENTS]
-                        for owner in page]
-                fields = _fields_of_rows([row for events in rows for row in events])
-                self._add(page, [len(events) for events in rows], fields)
-            except UNREADABLE:
-                # Not the rows ingest writes: each customer as serving reads them, one at a time.
-                for owner in page:
-                    try:
-                        history = RecentActivity(tuple(decode(recent[owner]))).history()
-                        self.add_histories([owner], [history])
-                    except UNREADABLE:
-                        unreadable.append(owner)
+        try:
+            # At most RECENT_EVENTS each, as RecentActivity.history reads them.
+            rows = [orjson.loads(zlib.decompress(recent[owner]))[:RECENT_EVENTS] for owner in page]
+            fields = _fields_of_rows([row for events in rows for row in events])
+            self._add(page, [len(events) for events in rows], fields)
+        except UNREADABLE:
+            # Not the rows ingest writes: each customer as serving reads them, one at a time.
             for owner in page:
-                del recent[owner]
+                try:
+                    history = RecentActivity(tuple(decode(recent[owner]))).history()
+                    self.add_histories([owner], [history])
+                except UNREADABLE:
+                    unreadable.append(owner)
+        for owner in page:
+            del recent[owner]
         return unreadable
 
     def add_histories(self, owners: list[str], histories: list[list[HistoryEvent]]) -> None:

@@ -161,8 +161,8 @@ def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now
     interactions are read in a child process, started first, while this one reads the users (the
     customers left out of training are taken out of the child's interactions after) and decodes
     histories until the child is done, and the events export's files in `readers` shares (by
-    default one per CPU), the first here and each other in a child process of its own. The limit on interactions counts those the child holds,
-    the left-out customers' too."""
+    default one per CPU), the first here and each other in a child process of its own. The limit
+    on interactions counts those the child holds, the left-out customers' too."""
     with cycle_collection_paused():
         return _read_nightly_from_exports(exports, config, now, queried, events_table, page_size, outcomes_since,
                                           readers or cpus())

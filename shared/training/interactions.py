@@ -42,9 +42,9 @@ class Interactions:
     def without_users(self, user_ids: set[str]) -> Interactions:
         """Without the interactions of `user_ids`: what reading the same rows without theirs gives,
         ids coded in the order they first come (an item only they touched is gone too)."""
-        if not any(user_id in user_ids for user_id in self.user_ids):
+        gone = np.fromiter(map(user_ids.__contains__, self.user_ids), bool, len(self.user_ids))
+        if not gone.any():
             return self
-        gone = np.array([user_id in user_ids for user_id in self.user_ids], dtype=bool)
         rows = self.select(~gone[self.users])
         users, kept_users = _coded_in_order_seen(rows.users, self.user_ids)
         items, kept_items = _coded_in_order_seen(rows.items, self.item_ids)
