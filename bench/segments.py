@@ -11,7 +11,7 @@
    (time.process_time) and wall clock of each, customers/s and the ratio. Storage is not
    included: writing members is DynamoDB's batch writes, measured by bench/ingest.py.
 2. write: the nightly run's members of `--writers` of those customers written to DynamoDB Local
-   by SegmentStore.write_run (pages of members, an item per customer), against boto3 writing the
+   by SegmentStore.write_run (pages of members, buckets of customers), against boto3 writing the
    same items (BatchWriteItem, as many threads), and against the layout before (an item per
    member and its entry in a by-customer index), written the same raw way to a table with that
    index; write units by DynamoDB's rules (bench/cost.py's item sizes), and dollars a night.
@@ -212,7 +212,7 @@ def write_bench(n: int, rounds: int = 2) -> None:
     dollars = PRICES["dynamodb_wru"]
     print(f"nightly segment members written, {customers:,} customers, {len(rows):,} memberships, "
           f"DynamoDB Local, {threads} threads each, best of {rounds}:")
-    print(f"  write_run (pages, an item a customer)  {ours_s:6.1f} s  {len(items):9,} items  {ours_wru:9,} WRU "
+    print(f"  write_run (pages, customer buckets)    {ours_s:6.1f} s  {len(items):9,} items  {ours_wru:9,} WRU "
           f"({ours_wru / customers:5.2f} a customer)  ${ours_wru * dollars:.4f} a night")
     print(f"  raw BatchWriteItem, the same items     {raw_s:6.1f} s   ratio ours/raw {ours_s / raw_s:.2f}")
     print(f"  before: an item a member + by_user     {before_s:6.1f} s  {len(before):9,} items  {before_wru:9,} WRU "

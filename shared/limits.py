@@ -2,8 +2,8 @@
 
 DynamoDB measures keys and items in UTF-8 bytes, not characters: a partition key holds 2,048
 bytes, a sort key 1,024, an item 400 KB, a transaction 4 MB. Limits here are in bytes and leave
-room for every composite key the service builds from an id (a customer's item of a segment run
-is keyed ``#customer#<user_id>``), so an id that is accepted can always be stored, found and erased.
+room for every composite key the service builds from an id (a customer's own item of a segment
+run, as runs before the buckets of customers stored it, is keyed ``#customer#<user_id>``), so an id that is accepted can always be stored, found and erased.
 
 Free-form maps (event properties, item and profile attributes) get a byte cap each, far under
 400 KB, so that one entry can never be refused by DynamoDB after it was accepted, and a
@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 from pydantic_core import PydanticCustomError
 
 # An id is at most 256 bytes in UTF-8 (64 four-byte characters, 256 ASCII ones). The longest key
-# built from it is a customer's item of a segment run, #customer#<id>: 266 bytes of a partition
-# key's 2,048. (It is also a key of a page's map of members, where DynamoDB allows 64 KB.)
+# built from it is a customer's own item of a segment run, #customer#<id>: 266 bytes of a partition
+# key's 2,048. (It is also a key of a page's map of members and of a bucket's map of customers,
+# where DynamoDB allows 64 KB.)
 # Not blank, and no NUL: a customer's bought-set item is keyed "<user_id>\x00purchases" in the
 # users table (shared/storage/users.py), so no id, in a body or a path, may hold the separator.
 ID_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"

@@ -3,22 +3,26 @@
 Keys (SegmentsTable):
     segment_id = "#index", sk = "current"              the latest run: {run, at, segments: {id: {family, name, members}}, layout}
     segment_id = <segment>, sk = "p#<run>#<000001>"    a page of that run's members: {members: {user_id: reason}}
-    segment_id = "#customer#<user>", sk = <run>        which page of that run holds the customer, by segment: {pages: {id: n}}
+    segment_id = "#customers#<bucket>", sk = <run>#<0001>  which page of that run holds each customer of the
+                                                       bucket, by segment: {customers: {user_id: {id: n}}}
     segment_id = "#custom", sk = <segment>             a custom definition, as JSON text in "definition"
 Readers always go through the index's run id, so a run being written is invisible until its index
 is written, and members of old runs are never mixed in; they expire through the table's TTL.
 
 Why pages: DynamoDB bills a write by the KB, rounded up per item, and an index entry as much
 again. An item per member (about 170 bytes, and its entry in a by-customer index) cost 2 write
-units; a page of up to 1,000 members costs about 0.1 a member, and the customer's own item (the
-one erasure and access look up, instead of that index) 1 per customer, whatever their segments.
-A map keyed by customer lets erasure remove one member from a page by name, without reading it.
+units; a page of up to 1,000 members costs about 0.1 a member. Erasure and access find a
+customer's pages through their entry in a bucket of customers (their id's hash picks one of
+`CUSTOMER_BUCKETS`), about 0.2 write units a customer: an item of their own cost 1, the most of a
+run's writes, as the smallest item is billed a whole KB. A map keyed by customer lets erasure
+remove one member from a page, or one customer from a bucket, by name, without reading it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -36,17 +40,25 @@ INDEX_KEY = {"segment_id": "#index", "sk": "current"}
 # (an item per member, which nothing reads now): no run can be read until the next one.
 MEMBERS_LAYOUT = "pages"
 CUSTOM_PARTITION = "#custom"  # one item per custom definition, sk = its segment id
-CUSTOMER_PARTITION = "#customer#"  # + a user id: one item per run, the page of each segment they are on
+CUSTOMER_BUCKET_PARTITION = "#customers#"  # + a bucket number: the customers of that bucket, by run
+# Buckets a run's customers are spread over: past a few thousand customers every bucket holds
+# several KB, so an entry is billed by its bytes, not a KB each; and the Query that finds one
+# customer reads a thousandth of a run's customers (about 1 MB of 5 million).
+CUSTOMER_BUCKETS = 1024
+# Runs written before the buckets gave each customer an item of their own: still found (and
+# erased) until they expire, OLD_RUNS_KEPT_SECONDS after they were written.
+CUSTOMER_PARTITION = "#customer#"  # + a user id: one item per run
 OLD_RUNS_KEPT_SECONDS = 3 * 86_400
 WRITE_THREADS = 8  # the writes wait on DynamoDB, not on the CPU
-# Items a write_run serializes at once: pages are up to about 360 KB (100 KB is typical), a
-# customer's item under 1 KB (a slice about 10 MB). Enough for every thread to have calls to make.
-PAGES_A_SLICE, CUSTOMERS_A_SLICE = 200, 10_000
+# Items a write_run serializes at once: pages and buckets are up to about 360 KB (100 KB is a
+# full page, 20 KB a bucket of 100,000 customers). Enough for every thread to have calls to make.
+PAGES_A_SLICE, BUCKETS_A_SLICE = 200, 50
 MEMBERS_PER_PAGE = 1000  # as many as GET /segments/{id}/members gives at once
 # A page holds members up to this many characters of ids and reasons; at most 4 bytes a character,
 # and a few bytes a map entry, it stays under DynamoDB's 400 KB an item.
 PAGE_CHARACTERS = 90_000
 LAST_PAGE = 999_999
+PAGE_ENTRY_CHARACTERS = 8  # what a customer's entry of a bucket counts for each segment, beside its id
 
 
 @dataclass(frozen=True)
@@ -69,7 +81,7 @@ class SegmentStore:
     def write_run(self, run: str, at: str, members: Iterable[tuple[str, str, str, str, str]],
                   threads: int = WRITE_THREADS) -> dict[str, Any]:
         """`members`: (segment_id, family, name, user_id, reason), a customer at most once a segment.
-        Writes the pages and each customer's item, then the index."""
+        Writes the pages and the buckets naming each customer's pages, then the index."""
         expires = int(time.time()) + OLD_RUNS_KEPT_SECONDS
         segments: dict[str, dict[str, Any]] = {}
         open_pages: dict[str, _Page] = {}
@@ -95,10 +107,8 @@ class SegmentStore:
             entry["members"] += 1
             customers.setdefault(user_id, {})[segment_id] = page.number
         pages += [page_item(segment_id, page) for segment_id, page in open_pages.items()]
-        customer_items = ({"segment_id": CUSTOMER_PARTITION + user_id, "sk": run, "pages": numbers,
-                           "expires_at": expires} for user_id, numbers in customers.items())
         # In slices: the items' wire form is made a slice at a time, not for a whole shop at once.
-        for items, size in ((iter(pages), PAGES_A_SLICE), (customer_items, CUSTOMERS_A_SLICE)):
+        for items, size in ((iter(pages), PAGES_A_SLICE), (_bucket_items(run, customers, expires), BUCKETS_A_SLICE)):
             while chunk := list(islice(items, size)):
                 dynamo.batch_put(self.table, chunk, threads)
         index = {**INDEX_KEY, "run": run, "at": at, "segments": segments, "layout": MEMBERS_LAYOUT}
@@ -210,9 +220,8 @@ class SegmentStore:
     def memberships(self, user_id: str) -> list[dict[str, str]]:
         """The customer's memberships in every run still kept (the run being written included):
         segment, run and reason, newest run first."""
-        runs = self._customer_runs(user_id)
-        keys = [{"segment_id": segment_id, "sk": _page_key(row["sk"], number)}
-                for row in runs for segment_id, number in row["pages"].items()]
+        keys = [{"segment_id": segment_id, "sk": _page_key(entry.run, number)}
+                for entry in self._entries(user_id) for segment_id, number in entry.pages.items()]
         # Only the customer's own entry of each page is read back.
         pages = dynamo.batch_get(self.table, keys, consistent=True, projection="segment_id, sk, #members.#user",
                                  names={"#members": "members", "#user": user_id})
@@ -225,22 +234,20 @@ class SegmentStore:
         kept; how many memberships ended."""
         ended = 0
         emptied: list[dict[str, str]] = []
-        for row in self._customer_runs(user_id):
-            run, pages = row["sk"], row["pages"]
-            leaving = sorted(segment_id for segment_id in pages if which(segment_id))
-            ended += sum(self._leave(segment_id, _page_key(run, pages[segment_id]), user_id) for segment_id in leaving)
-            key = {"segment_id": CUSTOMER_PARTITION + user_id, "sk": run}
-            if len(leaving) == len(pages):
-                emptied.append(key)
-            elif leaving:
-                self._forget_pages(key, leaving)
+        for entry in self._entries(user_id):
+            leaving = sorted(segment_id for segment_id in entry.pages if which(segment_id))
+            ended += sum(self._leave(segment_id, _page_key(entry.run, entry.pages[segment_id]), user_id)
+                         for segment_id in leaving)
+            if leaving and len(leaving) < len(entry.pages):
+                names = {**entry.names, **{f"#s{k}": segment_id for k, segment_id in enumerate(leaving)}}
+                self._remove_where(entry.key, ", ".join(f"{entry.path}.#s{k}" for k in range(len(leaving))),
+                                   f"attribute_exists({entry.path})", names)
+            elif len(leaving) == len(entry.pages) and entry.path == "pages":  # an item of their own: all theirs
+                emptied.append(entry.key)
+            elif len(leaving) == len(entry.pages):  # gone meanwhile (expired, or erased at once): nothing to remove
+                self._remove_where(entry.key, entry.path, f"attribute_exists({entry.path})", entry.names)
         dynamo.batch_delete(self.table, emptied)
         return ended
-
-    def _forget_pages(self, key: dict[str, str], segment_ids: list[str]) -> None:
-        names = {f"#s{k}": segment_id for k, segment_id in enumerate(segment_ids)}
-        # Gone meanwhile (expired, or an erasure at the same time): nothing left to forget.
-        self._remove_where(key, ", ".join(f"pages.{n}" for n in names), "attribute_exists(pages)", names)
 
     def _leave(self, segment_id: str, page_key: str, user_id: str) -> int:
         return int(self._remove_where({"segment_id": segment_id, "sk": page_key}, "#members.#user",
@@ -260,12 +267,71 @@ class SegmentStore:
             raise
         return True
 
-    def _customer_runs(self, user_id: str) -> list[dict[str, Any]]:
+    def _entries(self, user_id: str) -> list[_Entry]:
+        """The customer's entry of each run still kept: in their bucket, or (a run written before
+        the buckets) their own item."""
+        names = {"#user": user_id}
+        bucket = self._query("segment_id = :bucket", {":bucket": customer_bucket(user_id)},
+                             projection="segment_id, sk, customers.#user", names=names)
+        entries = [_Entry(row["sk"].rsplit("#", 1)[0], row["customers"][user_id],
+                          {"segment_id": row["segment_id"], "sk": row["sk"]}, "customers.#user", names)
+                   for row in bucket if user_id in row.get("customers", {})]
+        own = self._query("segment_id = :customer", {":customer": CUSTOMER_PARTITION + user_id})
+        return entries + [_Entry(row["sk"], row["pages"], {"segment_id": row["segment_id"], "sk": row["sk"]}, "pages", {})
+                          for row in own]
+
+    def _query(self, condition: str, values: dict[str, str], projection: str | None = None,
+               names: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        request: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True,
+                                   "KeyConditionExpression": condition,
+                                   "ExpressionAttributeValues": dynamo.serialize(values)}
+        if projection:
+            request |= {"ProjectionExpression": projection, "ExpressionAttributeNames": names}
         with dynamo.aws_faults("read segment memberships"):
-            pages = dynamo.client().get_paginator("query").paginate(
-                TableName=self.table, ConsistentRead=True, KeyConditionExpression="segment_id = :customer",
-                ExpressionAttributeValues=dynamo.serialize({":customer": CUSTOMER_PARTITION + user_id}))
+            pages = dynamo.client().get_paginator("query").paginate(**request)
             return [dynamo.deserialize(row) for page in pages for row in page["Items"]]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A customer's entry of one run: the page they are on, by segment, and where it is stored
+    (`path` in the item at `key`, with the names its expression needs)."""
+
+    run: str
+    pages: dict[str, int]
+    key: dict[str, str]
+    path: str
+    names: dict[str, str]
+
+
+def customer_bucket(user_id: str) -> str:
+    """The partition of the customer's bucket: a hash of their id, the same on every run."""
+    digest = hashlib.blake2b(user_id.encode(), digest_size=4).digest()
+    return f"{CUSTOMER_BUCKET_PARTITION}{int.from_bytes(digest, 'big') % CUSTOMER_BUCKETS:04d}"
+
+
+def _bucket_items(run: str, customers: dict[str, dict[str, int]], expires: int) -> Iterator[dict[str, Any]]:
+    """The run's customers, bucket by bucket, in items of up to PAGE_CHARACTERS (as pages are)."""
+    buckets: dict[str, list[str]] = {}
+    for user_id in customers:
+        buckets.setdefault(customer_bucket(user_id), []).append(user_id)
+    for bucket, user_ids in buckets.items():
+        part, held, characters = 1, {}, 0
+        for user_id in user_ids:
+            pages = customers[user_id]
+            size = len(user_id) + sum(len(segment_id) + PAGE_ENTRY_CHARACTERS for segment_id in pages)
+            if held and characters + size > PAGE_CHARACTERS:
+                yield _bucket_item(bucket, run, part, held, expires)
+                part, held, characters = part + 1, {}, 0
+            held[user_id] = pages
+            characters += size
+        yield _bucket_item(bucket, run, part, held, expires)
+
+
+def _bucket_item(bucket: str, run: str, part: int, customers: dict[str, dict[str, int]],
+                 expires: int) -> dict[str, Any]:
+    return {"segment_id": bucket, "sk": f"{run}#{part:04d}", "customers": customers, "run": run,
+            "expires_at": expires}
 
 
 def _page_key(run: str, number: int) -> str:

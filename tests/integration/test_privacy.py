@@ -42,11 +42,11 @@ def everything_about(tables, user_id):
     events = dynamo.client().query(TableName=tables["EventsTable"], KeyConditionExpression="user_id = :u",
                                    ExpressionAttributeValues={":u": {"S": user_id}}, ConsistentRead=True)["Items"]
     profile = dynamo.client().get_item(TableName=tables["UsersTable"], Key={"user_id": {"S": user_id}}).get("Item")
-    # Every item of the segments table that names the customer: their item of each run, and
-    # their entry in any run's page of members.
+    # Every item of the segments table that names the customer: their entry of each run's bucket
+    # of customers, and their entry in any run's page of members.
     pages = dynamo.client().get_paginator("scan").paginate(TableName=tables["SegmentsTable"])
     rows = [dynamo.deserialize(row) for page in pages for row in page["Items"]]
-    memberships = [row for row in rows if row["segment_id"] == f"#customer#{user_id}"
+    memberships = [row for row in rows if user_id in (row.get("customers") or {})
                    or user_id in (row.get("members") or {})]
     return events, profile, memberships
 

@@ -20,7 +20,7 @@ def small_pages(monkeypatch):
     monkeypatch.setattr(segments, "MEMBERS_PER_PAGE", PAGE)
     # Several slices of each kind, the last one short.
     monkeypatch.setattr(segments, "PAGES_A_SLICE", 2)
-    monkeypatch.setattr(segments, "CUSTOMERS_A_SLICE", 7)
+    monkeypatch.setattr(segments, "BUCKETS_A_SLICE", 7)
 
 
 def every_member(store: SegmentStore, segment_id: str, limit: int) -> list[tuple[str, str]]:
@@ -106,6 +106,7 @@ def test_an_objection_ends_the_behavioural_memberships_and_keeps_the_declared(mo
     assert "u-00002" in {user for user, _ in every_member(store, "geography:de", 1000)}
     assert len(every_member(store, "rfm:champions", 1000)) == 59  # the neighbours on the page stay
     assert store.end_memberships("u-00002", needs_consent) == 0  # again: nothing left to end
+    assert [entry.pages for entry in store._entries("u-00002")] == [{"geography:de": 1}]
 
 
 def test_erasure_leaves_nothing_of_the_customer_in_any_run(moto_tables):
@@ -117,6 +118,51 @@ def test_erasure_leaves_nothing_of_the_customer_in_any_run(moto_tables):
 
     assert store.memberships("u-00002") == []
     left = json.dumps(stored_items(moto_tables["SegmentsTable"]), default=str)
+    assert "u-00002" not in left and "u-00003" in left
+
+
+def test_customers_share_bucket_items_each_under_dynamodbs_item_limit(moto_tables, monkeypatch):
+    """A customer's own item was billed a write unit, most of a run's cost; a bucket holds many."""
+    monkeypatch.setattr(segments, "CUSTOMER_BUCKETS", 2)
+    store = SegmentStore(moto_tables["SegmentsTable"])
+    long_ids = [("custom:vip", "custom", "VIP", "ü" * 200 + f"{n:04d}", "big spender") for n in range(1200)]
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", long_ids + rows(300))
+
+    buckets = [item for item in stored_items(moto_tables["SegmentsTable"])
+               if item["segment_id"].startswith("#customers#")]
+    assert 2 < len(buckets) < 10  # 1,500 customers; the long ids split a bucket into parts
+    assert {item["segment_id"] for item in buckets} == {segments.customer_bucket(user) for _, _, _, user, _ in
+                                                        long_ids + rows(300)}
+    assert all(len(json.dumps(item, ensure_ascii=False).encode()) < 400_000 for item in buckets)
+    assert sum(len(item["customers"]) for item in buckets) == 1500
+    for user in ("ü" * 200 + "1199", "u-00007"):
+        assert [m["run"] for m in store.memberships(user)] == ["r1"]
+    assert store.end_memberships("ü" * 200 + "0001", lambda _: True) == 1
+    assert store.memberships("ü" * 200 + "0001") == [] and len(store.memberships("ü" * 200 + "0002")) == 1
+
+
+def test_a_run_written_before_the_buckets_is_still_found_objected_to_and_erased(moto_tables):
+    """Its pages are what GET /segments/{id}/members lists until the next run: an erasure in
+    the days after the upgrade must find them through the customer's item of that run."""
+    table = moto_tables["SegmentsTable"]
+    dynamo.batch_put(table, [
+        {"segment_id": "rfm:champions", "sk": "p#r0#000001", "members": {"u-00002": "was", "u-00003": "was"},
+         "run": "r0"},
+        {"segment_id": "geography:de", "sk": "p#r0#000001", "members": {"u-00002": "lives there"}, "run": "r0"},
+        {"segment_id": "#customer#u-00002", "sk": "r0", "pages": {"rfm:champions": 1, "geography:de": 1}}])
+    store = SegmentStore(table)
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(5))
+
+    assert store.memberships("u-00002") == [
+        {"segment_id": "rfm:champions", "run": "r1", "reason": "bought often 2"},
+        {"segment_id": "rfm:champions", "run": "r0", "reason": "was"},
+        {"segment_id": "geography:de", "run": "r0", "reason": "lives there"}]
+    assert store.end_memberships("u-00002", needs_consent) == 2
+    assert store.memberships("u-00002") == [{"segment_id": "geography:de", "run": "r0", "reason": "lives there"}]
+    assert [entry.pages for entry in store._entries("u-00002")] == [{"geography:de": 1}]
+
+    assert store.end_memberships("u-00002", lambda _: True) == 1
+    left = json.dumps(stored_items(table), default=str)
     assert "u-00002" not in left and "u-00003" in left
 
 
@@ -143,9 +189,9 @@ def test_a_listing_reads_only_the_pages_its_answer_needs(moto_tables, monkeypatc
 def test_an_objection_racing_the_expiry_of_the_customers_item_still_answers(moto_tables, monkeypatch):
     store = SegmentStore(moto_tables["SegmentsTable"])
     store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(3) + rows(3, "geography:de", "said so"))
-    found = store._customer_runs("u-00001")
-    dynamo.batch_delete(moto_tables["SegmentsTable"], [{"segment_id": "#customer#u-00001", "sk": "r1"}])
-    monkeypatch.setattr(SegmentStore, "_customer_runs", lambda self, user_id: found)
+    found = store._entries("u-00001")
+    dynamo.batch_delete(moto_tables["SegmentsTable"], [entry.key for entry in found])
+    monkeypatch.setattr(SegmentStore, "_entries", lambda self, user_id: found)
 
     assert store.end_memberships("u-00001", needs_consent) == 1  # the page entry it could still reach
 

@@ -59,7 +59,8 @@ READ_ONLY_SAM_POLICIES = {
 MAY_DELETE = {
     "PrivacyFunction": {
         ("dynamodb:BatchWriteItem", "EventsTable"): "erasure deletes the customer's events",
-        ("dynamodb:BatchWriteItem", "SegmentsTable"): "erasure and an objection end segment memberships",
+        ("dynamodb:BatchWriteItem", "SegmentsTable"): "erasure and an objection delete a customer's own item of "
+                                                       "a segment run written before the buckets of customers",
         ("dynamodb:DeleteItem", "UsersTable"): "erasure deletes the customer's already-bought and orders sets "
                                                 "and consent history",
     },
@@ -417,6 +418,7 @@ def test_every_aws_call_the_functions_make_is_granted_by_their_policies(api, mot
     # Back in stock: ingest publishes at once and marks the row.
     assert api.json("PUT", "/items/sku-3", {k: v for k, v in item("sku-3").items() if k != "item_id"})[0] == 200
     # A previous run with a member who is not declining now: the nightly run publishes Segment Left.
+    from shared.storage import dynamo
     from shared.storage.segments import SegmentStore
     SegmentStore(moto_tables["SegmentsTable"]).write_run(
         "20000101T000000", (datetime.now(timezone.utc) - timedelta(days=1)).isoformat(),
@@ -447,6 +449,9 @@ def test_every_aws_call_the_functions_make_is_granted_by_their_policies(api, mot
     assert as_visitor.json("POST", f"/visitors/{visitor['visitor_id']}/token")[0] == 200
     assert api.as_customer(shopper).json("POST", f"/users/{shopper}/visitors",
                                          {"visitor_token": visitor["token"]})[0] == 200
+    # A run written before the buckets of customers named the shopper in an item of their own.
+    dynamo.batch_put(moto_tables["SegmentsTable"], [{"segment_id": f"#customer#{shopper}", "sk": "19991231T000000",
+                                                     "pages": {"lifecycle:declining": 1}}])
     assert api.json("GET", f"/users/{shopper}/export")[0] == 200
     assert api.json("PUT", f"/users/{shopper}/consent", {"personalization": False})[0] == 200
     assert api.json("GET", f"/users/{shopper}/consent")[0] == 200
