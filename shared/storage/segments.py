@@ -3,8 +3,10 @@
 Keys (SegmentsTable):
     segment_id = "#index", sk = "current"              the latest run: {run, at, segments: {id: {family, name, members}}, layout}
     segment_id = <segment>, sk = "p#<run>#<000001>"    a page of that run's members: {members: {user_id: reason}}
-    segment_id = "#customers#<bucket>", sk = <run>#<0001>  which page of that run holds each customer of the
-                                                       bucket, by segment: {customers: {user_id: {id: n}}}
+    segment_id = "#customers#<bucket>", sk = <run>#<share>#<part>   which page of that run holds each
+                                                       customer of the bucket's share, by segment:
+                                                       {customers: {user_id: {id: n}}}
+    segment_id = "#runs", sk = <run>                   how many shares that run cut each bucket into: {shares}
     segment_id = "#custom", sk = <segment>             a custom definition, as JSON text in "definition"
 Readers always go through the index's run id, so a run being written is invisible until its index
 is written, and members of old runs are never mixed in; they expire through the table's TTL.
@@ -12,15 +14,19 @@ is written, and members of old runs are never mixed in; they expire through the 
 Why pages: DynamoDB bills a write by the KB, rounded up per item, and an index entry as much
 again. An item per member (about 170 bytes, and its entry in a by-customer index) cost 2 write
 units; a page of up to 1,000 members costs about 0.1 a member. Erasure and access find a
-customer's pages through their entry in a bucket of customers (their id's hash picks one of
-`CUSTOMER_BUCKETS`), about 0.2 write units a customer: an item of their own cost 1, the most of a
-run's writes, as the smallest item is billed a whole KB. A map keyed by customer lets erasure
-remove one member from a page, or one customer from a bucket, by name, without reading it.
+customer's pages through their entry in a bucket of customers, about 0.45 write units a customer
+of ten segments: an item of their own cost 1, most of a run's writes, as the smallest item is
+billed a whole KB. Their id's hash picks the bucket (one of `CUSTOMER_BUCKETS` partitions) and
+the share of it (one of the run's `shares`, so that an item holds about `CUSTOMERS_AN_ITEM`
+customers whatever the shop's size): finding a customer reads their share's item of each run,
+about 45 KB, not a whole bucket. A map keyed by customer lets erasure remove one member from a
+page, or one customer from a bucket, by name, without reading it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -41,17 +47,22 @@ INDEX_KEY = {"segment_id": "#index", "sk": "current"}
 MEMBERS_LAYOUT = "pages"
 CUSTOM_PARTITION = "#custom"  # one item per custom definition, sk = its segment id
 CUSTOMER_BUCKET_PARTITION = "#customers#"  # + a bucket number: the customers of that bucket, by run
-# Buckets a run's customers are spread over: past a few thousand customers every bucket holds
-# several KB, so an entry is billed by its bytes, not a KB each; and the Query that finds one
-# customer reads a thousandth of a run's customers (about 1 MB of 5 million).
+RUNS_PARTITION = "#runs"  # sk = a run: its shares, so that a customer's item of the run can be found
+# Partitions a run's customers are spread over (DynamoDB writes about 1 MB a second to one), each
+# cut into as many shares as make items of about CUSTOMERS_AN_ITEM customers: past a few thousand
+# customers an item holds several KB, so an entry is billed by its bytes, not a KB each.
 CUSTOMER_BUCKETS = 1024
+CUSTOMERS_AN_ITEM = 100
+# A run's record of shares outlives its items by a week: TTL deletes expired items within days,
+# in no order, and an erasure must find an item as long as it is there.
+RUN_RECORD_EXTRA_SECONDS = 7 * 86_400
 # Runs written before the buckets gave each customer an item of their own: still found (and
 # erased) until they expire, OLD_RUNS_KEPT_SECONDS after they were written.
 CUSTOMER_PARTITION = "#customer#"  # + a user id: one item per run
 OLD_RUNS_KEPT_SECONDS = 3 * 86_400
 WRITE_THREADS = 8  # the writes wait on DynamoDB, not on the CPU
-# Items a write_run serializes at once: pages and buckets are up to about 360 KB (100 KB is a
-# full page, 20 KB a bucket of 100,000 customers). Enough for every thread to have calls to make.
+# Items a write_run serializes at once: pages and buckets' items are up to about 360 KB (100 KB is
+# a full page, 45 KB an item of 100 customers). Enough for every thread to have calls to make.
 PAGES_A_SLICE, BUCKETS_A_SLICE = 200, 50
 MEMBERS_PER_PAGE = 1000  # as many as GET /segments/{id}/members gives at once
 # A page holds members up to this many characters of ids and reasons; at most 4 bytes a character,
@@ -107,8 +118,13 @@ class SegmentStore:
             entry["members"] += 1
             customers.setdefault(user_id, {})[segment_id] = page.number
         pages += [page_item(segment_id, page) for segment_id, page in open_pages.items()]
+        # The run's shares first: an erasure while the run is written finds what is written of it.
+        shares = max(1, math.ceil(len(customers) / (CUSTOMER_BUCKETS * CUSTOMERS_AN_ITEM)))
+        dynamo.batch_put(self.table, [{"segment_id": RUNS_PARTITION, "sk": run, "shares": shares,
+                                       "expires_at": expires + RUN_RECORD_EXTRA_SECONDS}])
         # In slices: the items' wire form is made a slice at a time, not for a whole shop at once.
-        for items, size in ((iter(pages), PAGES_A_SLICE), (_bucket_items(run, customers, expires), BUCKETS_A_SLICE)):
+        for items, size in ((iter(pages), PAGES_A_SLICE),
+                            (_bucket_items(run, shares, customers, expires), BUCKETS_A_SLICE)):
             while chunk := list(islice(items, size)):
                 dynamo.batch_put(self.table, chunk, threads)
         index = {**INDEX_KEY, "run": run, "at": at, "segments": segments, "layout": MEMBERS_LAYOUT}
@@ -244,7 +260,7 @@ class SegmentStore:
                                    f"attribute_exists({entry.path})", names)
             elif len(leaving) == len(entry.pages) and entry.path == "pages":  # an item of their own: all theirs
                 emptied.append(entry.key)
-            elif len(leaving) == len(entry.pages):  # gone meanwhile (expired, or erased at once): nothing to remove
+            elif len(leaving) == len(entry.pages):  # their whole entry of the bucket (if it is still there)
                 self._remove_where(entry.key, entry.path, f"attribute_exists({entry.path})", entry.names)
         dynamo.batch_delete(self.table, emptied)
         return ended
@@ -268,14 +284,18 @@ class SegmentStore:
         return True
 
     def _entries(self, user_id: str) -> list[_Entry]:
-        """The customer's entry of each run still kept: in their bucket, or (a run written before
-        the buckets) their own item."""
+        """The customer's entry of each run still kept: in their share of their bucket, or (a run
+        written before the buckets) their own item."""
         names = {"#user": user_id}
-        bucket = self._query("segment_id = :bucket", {":bucket": customer_bucket(user_id)},
-                             projection="segment_id, sk, customers.#user", names=names)
-        entries = [_Entry(row["sk"].rsplit("#", 1)[0], row["customers"][user_id],
-                          {"segment_id": row["segment_id"], "sk": row["sk"]}, "customers.#user", names)
-                   for row in bucket if user_id in row.get("customers", {})]
+        partition, number = customer_bucket(user_id)
+        entries = []
+        for run in self._query("segment_id = :runs", {":runs": RUNS_PARTITION}):
+            share = f"{run['sk']}#{_share(number, int(run['shares'])):04d}#"
+            rows = self._query("segment_id = :bucket AND begins_with(sk, :share)",
+                               {":bucket": partition, ":share": share},
+                               projection="segment_id, sk, customers.#user", names=names)
+            entries += [_Entry(run["sk"], row["customers"][user_id], {"segment_id": row["segment_id"], "sk": row["sk"]},
+                               "customers.#user", names) for row in rows if user_id in row.get("customers", {})]
         own = self._query("segment_id = :customer", {":customer": CUSTOMER_PARTITION + user_id})
         return entries + [_Entry(row["sk"], row["pages"], {"segment_id": row["segment_id"], "sk": row["sk"]}, "pages", {})
                           for row in own]
@@ -304,33 +324,41 @@ class _Entry:
     names: dict[str, str]
 
 
-def customer_bucket(user_id: str) -> str:
-    """The partition of the customer's bucket: a hash of their id, the same on every run."""
-    digest = hashlib.blake2b(user_id.encode(), digest_size=4).digest()
-    return f"{CUSTOMER_BUCKET_PARTITION}{int.from_bytes(digest, 'big') % CUSTOMER_BUCKETS:04d}"
+def customer_bucket(user_id: str) -> tuple[str, int]:
+    """The partition of the customer's bucket, and the number their share is taken from: a hash
+    of their id, the same on every run."""
+    digest = int.from_bytes(hashlib.blake2b(user_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+    return f"{CUSTOMER_BUCKET_PARTITION}{digest % CUSTOMER_BUCKETS:04d}", digest // CUSTOMER_BUCKETS
 
 
-def _bucket_items(run: str, customers: dict[str, dict[str, int]], expires: int) -> Iterator[dict[str, Any]]:
-    """The run's customers, bucket by bucket, in items of up to PAGE_CHARACTERS (as pages are)."""
-    buckets: dict[str, list[str]] = {}
+def _share(number: int, shares: int) -> int:
+    return number % shares
+
+
+def _bucket_items(run: str, shares: int, customers: dict[str, dict[str, int]],
+                  expires: int) -> Iterator[dict[str, Any]]:
+    """The run's customers, share by share, in items of up to PAGE_CHARACTERS (as pages are); the
+    partitions in turn, so that the writes of a moment are spread over them."""
+    groups: dict[tuple[int, str], list[str]] = {}
     for user_id in customers:
-        buckets.setdefault(customer_bucket(user_id), []).append(user_id)
-    for bucket, user_ids in buckets.items():
+        partition, number = customer_bucket(user_id)
+        groups.setdefault((_share(number, shares), partition), []).append(user_id)
+    for (share, partition), user_ids in sorted(groups.items()):
         part, held, characters = 1, {}, 0
         for user_id in user_ids:
             pages = customers[user_id]
             size = len(user_id) + sum(len(segment_id) + PAGE_ENTRY_CHARACTERS for segment_id in pages)
             if held and characters + size > PAGE_CHARACTERS:
-                yield _bucket_item(bucket, run, part, held, expires)
+                yield _bucket_item(partition, run, share, part, held, expires)
                 part, held, characters = part + 1, {}, 0
             held[user_id] = pages
             characters += size
-        yield _bucket_item(bucket, run, part, held, expires)
+        yield _bucket_item(partition, run, share, part, held, expires)
 
 
-def _bucket_item(bucket: str, run: str, part: int, customers: dict[str, dict[str, int]],
+def _bucket_item(partition: str, run: str, share: int, part: int, customers: dict[str, dict[str, int]],
                  expires: int) -> dict[str, Any]:
-    return {"segment_id": bucket, "sk": f"{run}#{part:04d}", "customers": customers, "run": run,
+    return {"segment_id": partition, "sk": f"{run}#{share:04d}#{part:02d}", "customers": customers, "run": run,
             "expires_at": expires}
 
 

@@ -124,6 +124,7 @@ def test_erasure_leaves_nothing_of_the_customer_in_any_run(moto_tables):
 def test_customers_share_bucket_items_each_under_dynamodbs_item_limit(moto_tables, monkeypatch):
     """A customer's own item was billed a write unit, most of a run's cost; a bucket holds many."""
     monkeypatch.setattr(segments, "CUSTOMER_BUCKETS", 2)
+    monkeypatch.setattr(segments, "CUSTOMERS_AN_ITEM", 1000)  # one share each
     store = SegmentStore(moto_tables["SegmentsTable"])
     long_ids = [("custom:vip", "custom", "VIP", "ü" * 200 + f"{n:04d}", "big spender") for n in range(1200)]
     store.write_run("r1", "2026-12-01T00:00:00+00:00", long_ids + rows(300))
@@ -131,7 +132,7 @@ def test_customers_share_bucket_items_each_under_dynamodbs_item_limit(moto_table
     buckets = [item for item in stored_items(moto_tables["SegmentsTable"])
                if item["segment_id"].startswith("#customers#")]
     assert 2 < len(buckets) < 10  # 1,500 customers; the long ids split a bucket into parts
-    assert {item["segment_id"] for item in buckets} == {segments.customer_bucket(user) for _, _, _, user, _ in
+    assert {item["segment_id"] for item in buckets} == {segments.customer_bucket(user)[0] for _, _, _, user, _ in
                                                         long_ids + rows(300)}
     assert all(len(json.dumps(item, ensure_ascii=False).encode()) < 400_000 for item in buckets)
     assert sum(len(item["customers"]) for item in buckets) == 1500
@@ -139,6 +140,32 @@ def test_customers_share_bucket_items_each_under_dynamodbs_item_limit(moto_table
         assert [m["run"] for m in store.memberships(user)] == ["r1"]
     assert store.end_memberships("ü" * 200 + "0001", lambda _: True) == 1
     assert store.memberships("ü" * 200 + "0001") == [] and len(store.memberships("ü" * 200 + "0002")) == 1
+
+
+def test_finding_a_customer_reads_their_share_of_each_run_not_every_customer(moto_tables, monkeypatch):
+    """A big shop's bucket is cut into shares of about CUSTOMERS_AN_ITEM customers: an erasure or
+    an export reads one share's item a run, whatever the shop's size."""
+    monkeypatch.setattr(segments, "CUSTOMER_BUCKETS", 2)
+    monkeypatch.setattr(segments, "CUSTOMERS_AN_ITEM", 5)
+    store = SegmentStore(moto_tables["SegmentsTable"])
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(100))  # 10 shares of 2 buckets
+    store.write_run("r2", "2026-12-02T00:00:00+00:00", rows(30))  # 3 shares
+    client, read = dynamo.client(), []
+    query = client.query
+
+    def counted(**request):
+        response = query(**request)
+        read.extend(row["sk"]["S"] for row in response["Items"] if row["segment_id"]["S"].startswith("#customers#"))
+        return response
+
+    monkeypatch.setattr(client, "query", counted)
+    for user in ("u-00007", "u-00029"):
+        read.clear()
+        assert [m["run"] for m in store.memberships(user)] == ["r2", "r1"]
+        assert len(read) == 2 and {sk.split("#")[0] for sk in read} == {"r1", "r2"}  # one item a run
+    assert store.end_memberships("u-00029", lambda _: True) == 2
+    assert store.memberships("u-00029") == [] and len(store.memberships("u-00028")) == 2
+    assert "u-00029" not in json.dumps(stored_items(moto_tables["SegmentsTable"]), default=str)
 
 
 def test_a_run_written_before_the_buckets_is_still_found_objected_to_and_erased(moto_tables):
