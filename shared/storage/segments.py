@@ -4,9 +4,11 @@ Keys (SegmentsTable):
     segment_id = "#index", sk = "current"              the latest run: {run, at, segments: {id: {family, name, members}}, layout}
     segment_id = <segment>, sk = "p#<run>#<000001>"    a page of that run's members: {members: {user_id: reason}}
     segment_id = "#customers#<bucket>", sk = <run>#<share>#<part>   which page of that run holds each
-                                                       customer of the bucket's share, by segment:
-                                                       {customers: {user_id: {id: n}}}
-    segment_id = "#runs", sk = <run>                   how many shares that run cut each bucket into: {shares}
+                                                       customer of the bucket's share, by segment (its
+                                                       place in the run's list): {customers: {user_id: {"3": n}}}
+    segment_id = "#runs", sk = <run>                   the run's segments, how many buckets it spread its
+                                                       customers over and how many shares it cut each
+                                                       into: {segments: [id, ...], buckets, shares}
     segment_id = "#custom", sk = <segment>             a custom definition, as JSON text in "definition"
 Readers always go through the index's run id, so a run being written is invisible until its index
 is written, and members of old runs are never mixed in; they expire through the table's TTL.
@@ -14,12 +16,13 @@ is written, and members of old runs are never mixed in; they expire through the 
 Why pages: DynamoDB bills a write by the KB, rounded up per item, and an index entry as much
 again. An item per member (about 170 bytes, and its entry in a by-customer index) cost 2 write
 units; a page of up to 1,000 members costs about 0.1 a member. Erasure and access find a
-customer's pages through their entry in a bucket of customers, about 0.45 write units a customer
-of ten segments: an item of their own cost 1, most of a run's writes, as the smallest item is
-billed a whole KB. Their id's hash picks the bucket (one of `CUSTOMER_BUCKETS` partitions) and
-the share of it (one of the run's `shares`, so that an item holds about `CUSTOMERS_AN_ITEM`
-customers whatever the shop's size): finding a customer reads their share's item of each run,
-about 45 KB, not a whole bucket. A map keyed by customer lets erasure remove one member from a
+customer's pages through their entry in a bucket of customers, under 0.1 write units a customer
+of ten segments (each named by its place in the run's list of segments, not its id): an item of
+their own cost 1, most of a run's writes, as the smallest item is billed a whole KB. Their id's
+hash picks the bucket (a partition: one of the run's `buckets`, up to `CUSTOMER_BUCKETS`) and the
+share of it (one of the run's `shares`), so that an item holds about `CUSTOMERS_AN_ITEM`
+customers whatever the shop's size: finding a customer reads their share's item of each run,
+about 10 KB, not a whole bucket. A map keyed by customer lets erasure remove one member from a
 page, or one customer from a bucket, by name, without reading it.
 """
 
@@ -47,14 +50,14 @@ INDEX_KEY = {"segment_id": "#index", "sk": "current"}
 MEMBERS_LAYOUT = "pages"
 CUSTOM_PARTITION = "#custom"  # one item per custom definition, sk = its segment id
 CUSTOMER_BUCKET_PARTITION = "#customers#"  # + a bucket number: the customers of that bucket, by run
-RUNS_PARTITION = "#runs"  # sk = a run: its shares, so that a customer's item of the run can be found
-# Partitions a run's customers are spread over (DynamoDB writes about 1 MB a second to one), each
-# cut into as many shares as make items of about CUSTOMERS_AN_ITEM customers: past a few thousand
-# customers an item holds several KB, so an entry is billed by its bytes, not a KB each.
+RUNS_PARTITION = "#runs"  # sk = a run: its segments and layout, so that a customer's item of it can be found
+# Partitions a run's customers are spread over at most (DynamoDB writes about 1 MB a second to
+# one); each is cut into as many shares as make items of about CUSTOMERS_AN_ITEM customers, a few
+# KB, so that an entry is billed by its bytes, not a KB each.
 CUSTOMER_BUCKETS = 1024
 CUSTOMERS_AN_ITEM = 100
-# A run's record of shares outlives its items by a week: TTL deletes expired items within days,
-# in no order, and an erasure must find an item as long as it is there.
+# A run's record outlives its items by a week: TTL deletes expired items within days, in no
+# order, and an erasure must find an item as long as it is there.
 RUN_RECORD_EXTRA_SECONDS = 7 * 86_400
 # Runs written before the buckets gave each customer an item of their own: still found (and
 # erased) until they expire, OLD_RUNS_KEPT_SECONDS after they were written.
@@ -62,7 +65,7 @@ CUSTOMER_PARTITION = "#customer#"  # + a user id: one item per run
 OLD_RUNS_KEPT_SECONDS = 3 * 86_400
 WRITE_THREADS = 8  # the writes wait on DynamoDB, not on the CPU
 # Items a write_run serializes at once: pages and buckets' items are up to about 360 KB (100 KB is
-# a full page, 45 KB an item of 100 customers). Enough for every thread to have calls to make.
+# a full page, about 10 KB an item of 100 customers). Enough for every thread to have calls to make.
 PAGES_A_SLICE, BUCKETS_A_SLICE = 200, 50
 MEMBERS_PER_PAGE = 1000  # as many as GET /segments/{id}/members gives at once
 # A page holds members up to this many characters of ids and reasons; at most 4 bytes a character,
@@ -118,13 +121,15 @@ class SegmentStore:
             entry["members"] += 1
             customers.setdefault(user_id, {})[segment_id] = page.number
         pages += [page_item(segment_id, page) for segment_id, page in open_pages.items()]
-        # The run's shares first: an erasure while the run is written finds what is written of it.
-        shares = max(1, math.ceil(len(customers) / (CUSTOMER_BUCKETS * CUSTOMERS_AN_ITEM)))
-        dynamo.batch_put(self.table, [{"segment_id": RUNS_PARTITION, "sk": run, "shares": shares,
+        # The run's record first: an erasure while the run is written finds what is written of it.
+        layout = _Layout.for_customers(len(customers))
+        codes = {segment_id: str(place) for place, segment_id in enumerate(segments)}
+        dynamo.batch_put(self.table, [{"segment_id": RUNS_PARTITION, "sk": run, "segments": list(segments),
+                                       "buckets": layout.buckets, "shares": layout.shares,
                                        "expires_at": expires + RUN_RECORD_EXTRA_SECONDS}])
         # In slices: the items' wire form is made a slice at a time, not for a whole shop at once.
         for items, size in ((iter(pages), PAGES_A_SLICE),
-                            (_bucket_items(run, shares, customers, expires), BUCKETS_A_SLICE)):
+                            (_bucket_items(run, layout, customers, codes, expires), BUCKETS_A_SLICE)):
             while chunk := list(islice(items, size)):
                 dynamo.batch_put(self.table, chunk, threads)
         index = {**INDEX_KEY, "run": run, "at": at, "segments": segments, "layout": MEMBERS_LAYOUT}
@@ -255,7 +260,7 @@ class SegmentStore:
             ended += sum(self._leave(segment_id, _page_key(entry.run, entry.pages[segment_id]), user_id)
                          for segment_id in leaving)
             if leaving and len(leaving) < len(entry.pages):
-                names = {**entry.names, **{f"#s{k}": segment_id for k, segment_id in enumerate(leaving)}}
+                names = {**entry.names, **{f"#s{k}": entry.stored[segment_id] for k, segment_id in enumerate(leaving)}}
                 self._remove_where(entry.key, ", ".join(f"{entry.path}.#s{k}" for k in range(len(leaving))),
                                    f"attribute_exists({entry.path})", names)
             elif len(leaving) == len(entry.pages) and entry.path == "pages":  # an item of their own: all theirs
@@ -287,18 +292,26 @@ class SegmentStore:
         """The customer's entry of each run still kept: in their share of their bucket, or (a run
         written before the buckets) their own item."""
         names = {"#user": user_id}
-        partition, number = customer_bucket(user_id)
         entries = []
         for run in self._query("segment_id = :runs", {":runs": RUNS_PARTITION}):
-            share = f"{run['sk']}#{_share(number, int(run['shares'])):04d}#"
+            partition, place = _Layout(int(run["buckets"]), int(run["shares"])).place(user_id)
+            share = f"{run['sk']}#{place:04d}#"
             rows = self._query("segment_id = :bucket AND begins_with(sk, :share)",
                                {":bucket": partition, ":share": share},
                                projection="segment_id, sk, customers.#user", names=names)
-            entries += [_Entry(run["sk"], row["customers"][user_id], {"segment_id": row["segment_id"], "sk": row["sk"]},
-                               "customers.#user", names) for row in rows if user_id in row.get("customers", {})]
+            segment_ids = run["segments"]
+            for row in rows:
+                if user_id in row.get("customers", {}):
+                    stored = row["customers"][user_id]
+                    # By place in the run's list, as written; a place the list lacks names no segment.
+                    named = {segment_ids[int(code)]: code for code in stored
+                             if code.isdigit() and int(code) < len(segment_ids)}
+                    entries.append(_Entry(run["sk"], {segment_id: stored[code] for segment_id, code in named.items()},
+                                          {"segment_id": row["segment_id"], "sk": row["sk"]}, "customers.#user",
+                                          names, named))
         own = self._query("segment_id = :customer", {":customer": CUSTOMER_PARTITION + user_id})
-        return entries + [_Entry(row["sk"], row["pages"], {"segment_id": row["segment_id"], "sk": row["sk"]}, "pages", {})
-                          for row in own]
+        return entries + [_Entry(row["sk"], row["pages"], {"segment_id": row["segment_id"], "sk": row["sk"]}, "pages", {},
+                                 {segment_id: segment_id for segment_id in row["pages"]}) for row in own]
 
     def _query(self, condition: str, values: dict[str, str], projection: str | None = None,
                names: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -315,39 +328,49 @@ class SegmentStore:
 @dataclass(frozen=True)
 class _Entry:
     """A customer's entry of one run: the page they are on, by segment, and where it is stored
-    (`path` in the item at `key`, with the names its expression needs)."""
+    (`path` in the item at `key`, with the names its expression needs; `stored`: each segment's
+    key in that map)."""
 
     run: str
     pages: dict[str, int]
     key: dict[str, str]
     path: str
     names: dict[str, str]
+    stored: dict[str, str]
 
 
-def customer_bucket(user_id: str) -> tuple[str, int]:
-    """The partition of the customer's bucket, and the number their share is taken from: a hash
-    of their id, the same on every run."""
-    digest = int.from_bytes(hashlib.blake2b(user_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
-    return f"{CUSTOMER_BUCKET_PARTITION}{digest % CUSTOMER_BUCKETS:04d}", digest // CUSTOMER_BUCKETS
+@dataclass(frozen=True)
+class _Layout:
+    """How a run spread its customers: over `buckets` partitions, each cut into `shares`."""
+
+    buckets: int
+    shares: int
+
+    @classmethod
+    def for_customers(cls, customers: int) -> _Layout:
+        buckets = min(CUSTOMER_BUCKETS, max(1, math.ceil(customers / CUSTOMERS_AN_ITEM)))
+        return cls(buckets, max(1, math.ceil(customers / (buckets * CUSTOMERS_AN_ITEM))))
+
+    def place(self, user_id: str) -> tuple[str, int]:
+        """The customer's bucket (its partition) and share: from a hash of their id."""
+        digest = int.from_bytes(hashlib.blake2b(user_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+                                "big")
+        return f"{CUSTOMER_BUCKET_PARTITION}{digest % self.buckets:04d}", digest // self.buckets % self.shares
 
 
-def _share(number: int, shares: int) -> int:
-    return number % shares
-
-
-def _bucket_items(run: str, shares: int, customers: dict[str, dict[str, int]],
+def _bucket_items(run: str, layout: _Layout, customers: dict[str, dict[str, int]], codes: dict[str, str],
                   expires: int) -> Iterator[dict[str, Any]]:
     """The run's customers, share by share, in items of up to PAGE_CHARACTERS (as pages are); the
     partitions in turn, so that the writes of a moment are spread over them."""
     groups: dict[tuple[int, str], list[str]] = {}
     for user_id in customers:
-        partition, number = customer_bucket(user_id)
-        groups.setdefault((_share(number, shares), partition), []).append(user_id)
+        partition, share = layout.place(user_id)
+        groups.setdefault((share, partition), []).append(user_id)
     for (share, partition), user_ids in sorted(groups.items()):
         part, held, characters = 1, {}, 0
         for user_id in user_ids:
-            pages = customers[user_id]
-            size = len(user_id) + sum(len(segment_id) + PAGE_ENTRY_CHARACTERS for segment_id in pages)
+            pages = {codes[segment_id]: number for segment_id, number in customers[user_id].items()}
+            size = len(user_id) + sum(len(code) + PAGE_ENTRY_CHARACTERS for code in pages)
             if held and characters + size > PAGE_CHARACTERS:
                 yield _bucket_item(partition, run, share, part, held, expires)
                 part, held, characters = part + 1, {}, 0

@@ -132,10 +132,12 @@ def test_customers_share_bucket_items_each_under_dynamodbs_item_limit(moto_table
     buckets = [item for item in stored_items(moto_tables["SegmentsTable"])
                if item["segment_id"].startswith("#customers#")]
     assert 2 < len(buckets) < 10  # 1,500 customers; the long ids split a bucket into parts
-    assert {item["segment_id"] for item in buckets} == {segments.customer_bucket(user)[0] for _, _, _, user, _ in
+    assert {item["segment_id"] for item in buckets} == {segments._Layout(2, 1).place(user)[0] for _, _, _, user, _ in
                                                         long_ids + rows(300)}
     assert all(len(json.dumps(item, ensure_ascii=False).encode()) < 400_000 for item in buckets)
     assert sum(len(item["customers"]) for item in buckets) == 1500
+    # Each customer's segments by their place in the run's list: an id is not billed again per customer.
+    assert "custom:vip" not in json.dumps(buckets) and "rfm:champions" not in json.dumps(buckets)
     for user in ("ü" * 200 + "1199", "u-00007"):
         assert [m["run"] for m in store.memberships(user)] == ["r1"]
     assert store.end_memberships("ü" * 200 + "0001", lambda _: True) == 1
@@ -166,6 +168,21 @@ def test_finding_a_customer_reads_their_share_of_each_run_not_every_customer(mot
     assert store.end_memberships("u-00029", lambda _: True) == 2
     assert store.memberships("u-00029") == [] and len(store.memberships("u-00028")) == 2
     assert "u-00029" not in json.dumps(stored_items(moto_tables["SegmentsTable"]), default=str)
+
+
+def test_a_bucket_entry_naming_a_segment_the_run_does_not_list_breaks_no_lookup(moto_tables):
+    table = moto_tables["SegmentsTable"]
+    store = SegmentStore(table)
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(3) + rows(3, "geography:de", "said so"))
+    [entry] = store._entries("u-00001")
+    dynamo.client().update_item(TableName=table, Key=dynamo.serialize(entry.key),
+                                UpdateExpression="SET customers.#user.#bad = :n, customers.#user.#far = :n",
+                                ExpressionAttributeNames={"#user": "u-00001", "#bad": "x", "#far": "99"},
+                                ExpressionAttributeValues={":n": {"N": "1"}})
+
+    assert [m["segment_id"] for m in store.memberships("u-00001")] == ["rfm:champions", "geography:de"]
+    assert store.end_memberships("u-00001", lambda _: True) == 2
+    assert store.memberships("u-00001") == []
 
 
 def test_a_run_written_before_the_buckets_is_still_found_objected_to_and_erased(moto_tables):
