@@ -10,8 +10,9 @@ Keys (SegmentsTable):
                                                        customers over and how many shares it cut each
                                                        into: {segments: [id, ...], buckets, shares}
     segment_id = "#custom", sk = <segment>             a custom definition, as JSON text in "definition"
-Readers always go through the index's run id, so a run being written is invisible until its index
-is written, and members of old runs are never mixed in; they expire through the table's TTL.
+Listings go through the index's run id, so a run being written is invisible to them until its
+index is written, and members of old runs are never mixed in; they expire through the table's TTL.
+Access and erasure read every run recorded in #runs instead, the one being written included.
 
 Why pages: DynamoDB bills a write by the KB, rounded up per item, and an index entry as much
 again. An item per member (about 170 bytes, and its entry in a by-customer index) cost 2 write
@@ -60,7 +61,7 @@ CUSTOMERS_AN_ITEM = 100
 # order, and an erasure must find an item as long as it is there.
 RUN_RECORD_EXTRA_SECONDS = 7 * 86_400
 # Runs written before the buckets gave each customer an item of their own: still found (and
-# erased) until they expire, OLD_RUNS_KEPT_SECONDS after they were written.
+# erased) until they expire, as every run's items do, OLD_RUNS_KEPT_SECONDS after they were written.
 CUSTOMER_PARTITION = "#customer#"  # + a user id: one item per run
 OLD_RUNS_KEPT_SECONDS = 3 * 86_400
 WRITE_THREADS = 8  # the writes wait on DynamoDB, not on the CPU
@@ -72,7 +73,9 @@ MEMBERS_PER_PAGE = 1000  # as many as GET /segments/{id}/members gives at once
 # and a few bytes a map entry, it stays under DynamoDB's 400 KB an item.
 PAGE_CHARACTERS = 90_000
 LAST_PAGE = 999_999
-PAGE_ENTRY_CHARACTERS = 8  # what a customer's entry of a bucket counts for each segment, beside its id
+# What a customer's entry of a bucket counts for each segment (named by its place in the run's
+# list), beside the customer's id.
+PAGE_ENTRY_CHARACTERS = 8
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,12 @@ class SegmentStore:
 
     def write_run(self, run: str, at: str, members: Iterable[tuple[str, str, str, str, str]],
                   threads: int = WRITE_THREADS) -> dict[str, Any]:
-        """`members`: (segment_id, family, name, user_id, reason), a customer at most once a segment.
-        Writes the pages and the buckets naming each customer's pages, then the index."""
+        """`members`: (segment_id, family, name, user_id, reason); a customer's second row of a
+        segment is left out (two names can make one id: "Likes 家具" and "Likes 食品" are both
+        behaviour:likes), so that each member is on one page, counted once. Writes the run's
+        record, the pages and the buckets naming each customer's pages, then the index."""
+        if "#" in run:
+            raise ValueError(f"a run id is part of keys split at '#': {run!r}")
         expires = int(time.time()) + OLD_RUNS_KEPT_SECONDS
         segments: dict[str, dict[str, Any]] = {}
         open_pages: dict[str, _Page] = {}
@@ -107,6 +114,8 @@ class SegmentStore:
                     "run": run, "expires_at": expires}
 
         for segment_id, family, name, user_id, reason in members:
+            if segment_id in customers.get(user_id, ()):
+                continue
             entry = segments.get(segment_id)
             if entry is None:
                 entry = segments[segment_id] = {"family": family, "name": name, "members": 0}
@@ -305,7 +314,7 @@ class SegmentStore:
                     stored = row["customers"][user_id]
                     # By place in the run's list, as written; a place the list lacks names no segment.
                     named = {segment_ids[int(code)]: code for code in stored
-                             if code.isdigit() and int(code) < len(segment_ids)}
+                             if code.isascii() and code.isdigit() and int(code) < len(segment_ids)}
                     entries.append(_Entry(run["sk"], {segment_id: stored[code] for segment_id, code in named.items()},
                                           {"segment_id": row["segment_id"], "sk": row["sk"]}, "customers.#user",
                                           names, named))

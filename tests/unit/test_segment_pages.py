@@ -185,6 +185,20 @@ def test_a_bucket_entry_naming_a_segment_the_run_does_not_list_breaks_no_lookup(
     assert store.memberships("u-00001") == []
 
 
+def test_two_names_of_one_segment_id_make_one_membership_that_erasure_ends(moto_tables):
+    """"Likes 家具" and "Likes 食品" are both behaviour:likes: a customer who likes both is one
+    member, on one page, counted once, and nothing of them is left after an erasure."""
+    store = SegmentStore(moto_tables["SegmentsTable"])
+    first = [("behaviour:likes", "behaviour", "Likes 家具", f"u-{n:05d}", "furniture") for n in range(PAGE)]
+    second = [("behaviour:likes", "behaviour", "Likes 食品", "u-00001", "food")]
+    index = store.write_run("r1", "2026-12-01T00:00:00+00:00", first + second)
+
+    assert index["segments"]["behaviour:likes"]["members"] == PAGE
+    assert store.memberships("u-00001") == [{"segment_id": "behaviour:likes", "run": "r1", "reason": "furniture"}]
+    assert store.end_memberships("u-00001", lambda _: True) == 1
+    assert "u-00001" not in json.dumps(stored_items(moto_tables["SegmentsTable"]), default=str)
+
+
 def test_a_run_written_before_the_buckets_is_still_found_objected_to_and_erased(moto_tables):
     """Its pages are what GET /segments/{id}/members lists until the next run: an erasure in
     the days after the upgrade must find them through the customer's item of that run."""
