@@ -268,14 +268,15 @@ class SegmentStore:
             leaving = sorted(segment_id for segment_id in entry.pages if which(segment_id))
             ended += sum(self._leave(segment_id, _page_key(entry.run, entry.pages[segment_id]), user_id)
                          for segment_id in leaving)
-            if leaving and len(leaving) < len(entry.pages):
+            if len(leaving) == len(entry.pages):  # nothing of theirs is left in the entry
+                if entry.path == "pages":  # an item of their own
+                    emptied.append(entry.key)
+                else:  # their whole entry of the bucket (if it is still there)
+                    self._remove_where(entry.key, entry.path, f"attribute_exists({entry.path})", entry.names)
+            elif leaving:
                 names = {**entry.names, **{f"#s{k}": entry.stored[segment_id] for k, segment_id in enumerate(leaving)}}
                 self._remove_where(entry.key, ", ".join(f"{entry.path}.#s{k}" for k in range(len(leaving))),
                                    f"attribute_exists({entry.path})", names)
-            elif len(leaving) == len(entry.pages) and entry.path == "pages":  # an item of their own: all theirs
-                emptied.append(entry.key)
-            elif len(leaving) == len(entry.pages):  # their whole entry of the bucket (if it is still there)
-                self._remove_where(entry.key, entry.path, f"attribute_exists({entry.path})", entry.names)
         dynamo.batch_delete(self.table, emptied)
         return ended
 

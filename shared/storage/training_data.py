@@ -92,10 +92,6 @@ class NightlyRead:
     overflow: TooManyInteractions | None  # the window held more than the run may train on
     outcomes: Outcomes | None = None  # impressions, clicks and purchases since outcomes_since
 
-    @property
-    def customers(self) -> Customers:
-        return self.segments.customers
-
     def training_data(self) -> TrainingData:
         if self.overflow is not None:
             raise self.overflow

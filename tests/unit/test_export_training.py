@@ -97,12 +97,12 @@ def test_the_export_path_reads_exactly_what_the_scan_path_reads(api, seeded, tmp
                                                                       theirs.excluded_users)
     assert (ours.categories, ours.titles) == (theirs.categories, theirs.titles)
     # The segments' inputs too: every customer's profile and newest events, which are what serving reads.
-    assert exported.customers.users == scanned.customers.users
-    assert exported.customers.histories == scanned.customers.histories
-    assert len(read_recent(seeded["UsersTable"], list(exported.customers.histories))) == len(came_back)
+    assert exported.segments.customers.users == scanned.segments.customers.users
+    assert exported.segments.customers.histories == scanned.segments.customers.histories
+    assert len(read_recent(seeded["UsersTable"], list(exported.segments.customers.histories))) == len(came_back)
     served = CustomerReads(seeded["EventsTable"], seeded["UsersTable"])
-    assert all(history == served.history([user]) for user, history in exported.customers.histories.items())
-    assert exported.customers.histories[came_back[0]][0].item_id == "sku-back"
+    assert all(history == served.history([user]) for user, history in exported.segments.customers.histories.items())
+    assert exported.segments.customers.histories[came_back[0]][0].item_id == "sku-back"
 
 
 def test_export_files_are_dynamodbs_own_format(seeded, tmp_path):
@@ -316,7 +316,7 @@ def test_the_read_spread_over_processes_reads_what_the_scan_reads(seeded, tmp_pa
     for readers in (1, 3):
         read = read_nightly_from_exports(exports, config, now, queried, events, page_size=25, outcomes_since=since,
                                          readers=readers)
-        assert read.customers.histories == scanned.customers.histories
+        assert read.segments.customers.histories == scanned.segments.customers.histories
         assert read.outcomes is not None
         assert sorted(map(repr, read.outcomes.touches)) == sorted(map(repr, scanned.outcomes.touches))
         assert sorted(map(repr, read.outcomes.purchases)) == sorted(map(repr, scanned.outcomes.purchases))
