@@ -40,6 +40,7 @@ from shared.history import HistoryEvent
 from shared.history_columns import Events, HistoryColumns, events_of
 from shared.observability import logger
 from shared.segments import clv, rules
+from shared.segments.families import segment_id_for
 from shared.segments.features import DAY, SPEND_WINDOW_DAYS, channel_fatigue, customer_features, main_currency, seconds
 from shared.segments.rules import AllOf, AnyOf, Condition, CustomSegment
 from shared.segments.tags import (
@@ -63,9 +64,16 @@ class Block:
     customers: np.ndarray
     names: list[str] | str
     reasons: list[str] | str
+    defined_id: str | None = None  # a custom segment's: Tag.defined_id
 
     def __len__(self) -> int:
         return len(self.customers)
+
+    def segment_ids(self) -> dict[str, str]:
+        """The segment id of each name in the block."""
+        if isinstance(self.names, str):
+            return {self.names: Tag(self.family, self.names, "", self.defined_id).segment_id}
+        return {name: segment_id_for(self.family, name) for name in set(self.names)}
 
     def column(self, values: list[str] | str) -> list[str]:
         return [values] * len(self.customers) if isinstance(values, str) else values
@@ -94,30 +102,32 @@ class Segmented:
             ids = user_ids[block.customers].tolist()
             names = repeat(block.names, rows) if isinstance(block.names, str) else block.names
             reasons = repeat(block.reasons, rows) if isinstance(block.reasons, str) else block.reasons
-            segment_id = {name: Tag(block.family, name, "").segment_id
-                          for name in ((block.names,) if isinstance(block.names, str) else set(block.names))}
-            segment_ids = (map(segment_id.__getitem__, names) if len(segment_id) > 1
-                           else repeat(next(iter(segment_id.values())), rows))
+            ids_of = block.segment_ids()
+            segment_ids = (map(ids_of.__getitem__, names) if len(ids_of) > 1
+                           else repeat(next(iter(ids_of.values())), rows))
             members.extend(zip(segment_ids, repeat(block.family, rows), names, ids, reasons))
         return members
 
     def tags(self) -> dict[str, list[Tag]]:
         """Each customer's tags (customers without any are left out), in the request path's order."""
-        return {user_id: [Tag(*row) for row in rows] for user_id, rows in self.rows().items()}
+        with cycle_collection_paused():
+            rows = self._rows(with_ids=True)
+        return {user_id: [Tag(*row) for row in tags] for user_id, tags in rows.items()}
 
     def rows(self) -> dict[str, list[tuple[str, str, str]]]:
         """Each customer's tags as (family, name, reason), in the request path's order."""
         with cycle_collection_paused():
             return self._rows()
 
-    def _rows(self) -> dict[str, list[tuple[str, str, str]]]:
+    def _rows(self, with_ids: bool = False) -> dict[str, list[tuple[str, ...]]]:
         blocks = [b for b in self.blocks if len(b)]
         if not blocks:
             return {}
         customers = np.concatenate([b.customers for b in blocks])
-        tags = [row for b in blocks for row in zip(repeat(b.family, len(b)), b.column(b.names), b.column(b.reasons))]
+        tags = [row for b in blocks for row in zip(repeat(b.family, len(b)), b.column(b.names), b.column(b.reasons),
+                                                    *([repeat(b.defined_id, len(b))] if with_ids else []))]
         order = np.argsort(customers, kind="stable")
-        answer: dict[str, list[tuple[str, str, str]]] = {}
+        answer: dict[str, list[tuple[str, ...]]] = {}
         for customer, index in zip(customers[order].tolist(), order.tolist()):
             answer.setdefault(self.user_ids[customer], []).append(tags[index])
         return answer
@@ -696,7 +706,7 @@ def _custom(who: _Customers, definitions: Sequence[CustomSegment], blocks: list[
                              extra={"segment_id": definition.segment_id})
             hit = _one_by_one(definition, who, blocks, ids, profiles, histories, categories, now)
         tag = custom_tag(definition)
-        answer.append(Block("custom", who.index[np.flatnonzero(hit)], tag.name, tag.reason))
+        answer.append(Block("custom", who.index[np.flatnonzero(hit)], tag.name, tag.reason, tag.defined_id))
     return answer
 
 
@@ -705,8 +715,9 @@ def _one_by_one(definition: CustomSegment, who: _Customers, blocks: list[Block],
                 categories: Mapping[str, str], now: datetime) -> np.ndarray:
     known: dict[int, set[str]] = {}
     for block in blocks:
+        ids_of = block.segment_ids()
         for customer, name in zip(block.customers.tolist(), block.column(block.names)):
-            known.setdefault(customer, set()).update((name, Tag(block.family, name, "").segment_id))
+            known.setdefault(customer, set()).update((name, ids_of[name]))
     hit = np.zeros(who.n, bool)
     for k, customer in enumerate(who.index.tolist()):
         user, history = profiles[customer], list(histories.get(ids[customer], ()))
@@ -814,9 +825,7 @@ class _Rules:
             if self._position is None:
                 self._position = np.full(int(self.who.index.max()) + 1 if self.who.n else 0, -1, np.int64)
                 self._position[self.who.index] = np.arange(self.who.n)
-                self._names = [(b, {name: Tag(b.family, name, "").segment_id
-                                    for name in ({b.names} if isinstance(b.names, str) else set(b.names))})
-                               for b in self.blocks if len(b)]
+                self._names = [(b, b.segment_ids()) for b in self.blocks if len(b)]
             has = np.zeros(self.who.n, bool)
             for block, segment_ids in self._names:
                 matching = {name for name, segment_id in segment_ids.items() if text in (name, segment_id)}

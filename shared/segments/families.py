@@ -1,4 +1,4 @@
-"""Segment families, split by what they read: declared data, or behaviour that profiling consent governs.
+"""Segment families and ids, split by what they read: declared data, or behaviour that profiling consent governs.
 
 Kept apart from the tag rules (which import the history types) so that storage and the privacy
 function can tell which memberships an objection ends without importing any of them.
@@ -6,9 +6,31 @@ function can tell which memberships an objection ends without importing any of t
 
 from __future__ import annotations
 
+import hashlib
+import re
+import unicodedata
+from functools import lru_cache
+
 # From what the customer declared in their profile: kept when they object to profiling. Every other family
 # (rfm, value, lifecycle, behaviour, technographic, engagement, custom) reads behaviour.
 DECLARED = ("geography", "demographic", "psychographic")
+
+_HYPHENS = re.compile(r"-+")
+
+
+@lru_cache(maxsize=65_536)
+def segment_id_for(family: str, name: str) -> str:
+    """`family:slug`: the name case-folded, with each run of what is not a letter, digit or mark
+    made one hyphen. Letters of every script are kept (with their marks: Devanagari's vowel signs
+    are marks), so "Likes 家具" and "Likes 食品" are two segments ("behaviour:likes-家具"); an ASCII
+    name gives the id it always had ("rfm:can-t-lose-them"). A name with no letter or digit at all
+    is named by a hash of it."""
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    kept = "".join(c if unicodedata.category(c)[0] in "LNM" else "-" for c in folded)
+    slug = _HYPHENS.sub("-", kept).strip("-")
+    if not slug:
+        slug = "x" + hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=5).hexdigest()
+    return f"{family}:{slug}"
 
 
 def family_of(segment_id: str) -> str:

@@ -12,7 +12,6 @@ back from its stored form and evaluates, so that no stored definition can fail a
 from __future__ import annotations
 
 import math
-import re
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, Union
 
@@ -22,6 +21,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from shared.history import HistoryEvent
 from shared.observability import logger, metrics
+from shared.segments.families import segment_id_for
 from shared.segments.features import DAY, CustomerFeatures, customer_features
 
 # The limits of custom segments, all here; docs/segments.md lists them. Every definition is
@@ -182,7 +182,7 @@ class CustomSegmentIn(BaseModel):
 
     @property
     def segment_id(self) -> str:
-        return "custom:" + re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
+        return segment_id_for("custom", self.name)
 
     def stored(self, created_at: datetime) -> CustomSegment:
         return CustomSegment(segment_id=self.segment_id, name=self.name, description=self.description,

@@ -6,13 +6,13 @@ customer: both paths give the same answer because they are the same code.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from shared.contact import FATIGUE_DAYS, MIN_SENDS_FOR_RATE, ChannelLedger, messages
 from shared.segments import clv
+from shared.segments.families import segment_id_for
 from shared.segments.features import CustomerFeatures, customer_features
 from shared.segments.rules import CustomSegment, matches
 from shared.users import User, may_profile
@@ -42,10 +42,12 @@ class Tag:
     family: str
     name: str
     reason: str
+    # A custom segment's id is the one it was stored under, which its name made when it was defined.
+    defined_id: str | None = None
 
     @property
     def segment_id(self) -> str:
-        return f"{self.family}:{re.sub(r'[^a-z0-9]+', '-', self.name.lower()).strip('-')}"
+        return self.defined_id or segment_id_for(self.family, self.name)
 
     def as_dict(self) -> dict[str, str]:
         return {"segment_id": self.segment_id, "family": self.family, "name": self.name, "reason": self.reason}
@@ -366,4 +368,4 @@ def segment_customer(user: User | None, history: list, categories: dict[str, str
 
 def custom_tag(definition: CustomSegment) -> Tag:
     return Tag("custom", definition.name, f"matches the rule of {definition.name}"
-               + (f": {definition.description}" if definition.description else ""))
+               + (f": {definition.description}" if definition.description else ""), definition.segment_id)

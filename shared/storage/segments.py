@@ -42,6 +42,7 @@ from botocore.exceptions import ClientError
 
 from shared.errors import Conflict, DomainError, NotFound
 from shared.observability import logger, metrics
+from shared.segments.families import segment_id_for
 from shared.segments.rules import MAX_CUSTOM_SEGMENTS, CustomSegment, from_stored_text, stored_text
 from shared.storage import dynamo
 
@@ -146,10 +147,16 @@ class SegmentStore:
         return index
 
     def create_definition(self, definition: CustomSegment) -> None:
-        # Counted, then written: two definitions created at the same instant may both pass, so the
+        # Read, then written: two definitions created at the same instant may both pass, so the
         # limit can be passed by the few created concurrently; it bounds reads, it is not a quota.
-        if self.count_definitions() >= MAX_CUSTOM_SEGMENTS:
+        # (Reading them costs what counting them did: a Query's COUNT is billed for the items it reads.)
+        stored = self.read_definitions()
+        if len(stored.readable) + len(stored.unreadable) >= MAX_CUSTOM_SEGMENTS:
             raise Conflict(f"at most {MAX_CUSTOM_SEGMENTS} custom segments; delete one before defining another")
+        # A definition keeps the id its name made when it was defined: one named in another script
+        # before ids kept its letters is stored under an id that is not its name's today.
+        if any(segment_id_for("custom", d.name) == definition.segment_id for d in stored.readable):
+            raise Conflict(f"a segment named {definition.name!r} exists already", field="name")
         item = {"segment_id": CUSTOM_PARTITION, "sk": definition.segment_id, "definition": stored_text(definition)}
         try:
             with dynamo.aws_faults("store a segment definition"):
@@ -159,13 +166,6 @@ class SegmentStore:
             if dynamo.error_code(error) == "ConditionalCheckFailedException":
                 raise Conflict(f"a segment named {definition.name!r} exists already", field="name") from None
             raise
-
-    def count_definitions(self) -> int:
-        with dynamo.aws_faults("count segment definitions"):
-            pages = dynamo.client().get_paginator("query").paginate(
-                TableName=self.table, KeyConditionExpression="segment_id = :custom", Select="COUNT",
-                ExpressionAttributeValues=dynamo.serialize({":custom": CUSTOM_PARTITION}))
-            return sum(page["Count"] for page in pages)
 
     def definitions(self) -> list[CustomSegment]:
         return self.read_definitions().readable
