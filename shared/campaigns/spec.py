@@ -33,7 +33,7 @@ class CampaignRequest(BaseModel):
 
     name: CampaignName
     channel: ContactChannel = Field(description="email, sms or push: only customers who granted it, under its cap")
-    segment_id: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=160)] | None = Field(
+    segment_id: Identifier | None = Field(
         default=None, description="A segment's id (built-in or custom, as GET /segments lists them), computed "
                                   "fresh by the job; null: every customer")
     item_id: Identifier | None = Field(

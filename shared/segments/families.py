@@ -11,6 +11,8 @@ import re
 import unicodedata
 from functools import lru_cache
 
+from shared.limits import MAX_ID_BYTES
+
 # From what the customer declared in their profile: kept when they object to profiling. Every other family
 # (rfm, value, lifecycle, behaviour, technographic, engagement, custom) reads behaviour.
 DECLARED = ("geography", "demographic", "psychographic")
@@ -24,13 +26,23 @@ def segment_id_for(family: str, name: str) -> str:
     made one hyphen. Letters of every script are kept (with their marks: Devanagari's vowel signs
     are marks), so "Likes 家具" and "Likes 食品" are two segments ("behaviour:likes-家具"); an ASCII
     name gives the id it always had ("rfm:can-t-lose-them"). A name with no letter or digit at all
-    is named by a hash of it."""
+    is named by a hash of it. An id is at most MAX_ID_BYTES in UTF-8, as every id in a path is: a
+    longer one is cut at a character and ends in a hash of the whole name."""
     folded = unicodedata.normalize("NFKC", name).casefold()
     kept = "".join(c if unicodedata.category(c)[0] in "LNM" else "-" for c in folded)
     slug = _HYPHENS.sub("-", kept).strip("-")
     if not slug:
-        slug = "x" + hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=5).hexdigest()
-    return f"{family}:{slug}"
+        slug = "x" + _hash(name)
+    made = f"{family}:{slug}"
+    if len(made.encode()) <= MAX_ID_BYTES:
+        return made
+    ending = "-" + _hash(name)
+    cut = made.encode()[:MAX_ID_BYTES - len(ending)].decode(errors="ignore").rstrip("-")
+    return cut + ending
+
+
+def _hash(name: str) -> str:
+    return hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=5).hexdigest()
 
 
 def family_of(segment_id: str) -> str:

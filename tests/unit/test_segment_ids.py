@@ -10,6 +10,7 @@ from urllib.parse import quote
 import pytest
 
 from shared.config import get_settings
+from shared.limits import MAX_ID_BYTES
 from shared.segments.families import segment_id_for
 from shared.segments.service import materialize_segments
 from shared.storage import dynamo
@@ -113,3 +114,28 @@ def test_a_definition_stored_before_keeps_its_id_for_its_members_listing_and_del
     assert status == 409 and body["error"]["fields"][0]["field"] == "name", body
     assert api.call("DELETE", "/segments/custom:vip").status == 204
     assert api.json("GET", "/segments")[1]["custom"] == []
+
+
+def test_an_id_is_never_longer_than_a_path_takes_and_long_names_stay_apart():
+    long = "家具" * 128  # a category at its limit: 256 characters, 768 bytes
+    ids = [segment_id_for("behaviour", f"Likes {long}{end}") for end in ("A", "B")]
+    assert all(len(i.encode()) <= MAX_ID_BYTES for i in ids) and ids[0] != ids[1]
+    assert ids[0].startswith("behaviour:likes-家具家具")
+    ascii_long = "x" * 300
+    assert len(segment_id_for("custom", ascii_long).encode()) <= MAX_ID_BYTES
+    assert segment_id_for("behaviour", "Likes " + "x" * 200) == "behaviour:likes-" + "x" * 200  # fits: unchanged
+
+
+def test_segments_of_long_category_names_are_listed_their_members_read_and_campaigns_reach_them(api, moto_tables):
+    categories = {"pan": "台所用品と調理器具" * 28, "pot": "kitchen and cooking " * 12}  # 252 and 240 characters
+    assert api.json("POST", "/items", {"items": [item(i, category=c) for i, c in categories.items()]})[0] == 200
+    assert api.json("POST", "/events", {"events": [
+        purchase("p-1", user_id="u-1", item_id="pan", timestamp=ago(days=2)),
+        purchase("p-2", user_id="u-2", item_id="pot", timestamp=ago(days=2))]})[0] == 200
+
+    liked = sorted(s for s in materialize(moto_tables)["segments"] if s.startswith("behaviour:likes-"))
+    assert [members(api, segment_id) for segment_id in liked] == [["u-2"], ["u-1"]]
+    for segment_id in liked:
+        status, body = api.json("POST", "/campaigns", {"name": "Kitchen", "channel": "email",
+                                                       "segment_id": segment_id, "dry_run": True})
+        assert status in (201, 202), body
