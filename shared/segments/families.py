@@ -7,7 +7,6 @@ function can tell which memberships an objection ends without importing any of t
 from __future__ import annotations
 
 import hashlib
-import re
 import unicodedata
 from functools import lru_cache
 
@@ -17,32 +16,41 @@ from shared.limits import MAX_ID_BYTES
 # (rfm, value, lifecycle, behaviour, technographic, engagement, custom) reads behaviour.
 DECLARED = ("geography", "demographic", "psychographic")
 
-_HYPHENS = re.compile(r"-+")
-
-
 @lru_cache(maxsize=65_536)
 def segment_id_for(family: str, name: str) -> str:
-    """`family:slug`: the name case-folded, with each run of what is not a letter, digit or mark
-    made one hyphen. Letters of every script are kept (with their marks: Devanagari's vowel signs
-    are marks), so "Likes 家具" and "Likes 食品" are two segments ("behaviour:likes-家具"); an ASCII
-    name gives the id it always had ("rfm:can-t-lose-them"). A name with no letter or digit at all
-    is named by a hash of it. An id is at most MAX_ID_BYTES in UTF-8, as every id in a path is: a
-    longer one is cut at a character and ends in a hash of the whole name."""
+    """`family:slug`: the name in NFKC, case-folded, with each run of what is not a letter, digit
+    or a mark on one made one hyphen. Letters of every script are kept (with their marks:
+    Devanagari's vowel signs are marks), so "Likes 家具" and "Likes 食品" are two segments
+    ("behaviour:likes-家具"); an ASCII name with a letter or digit gives the id it always had
+    ("rfm:can-t-lose-them"). A name with no letter or digit ("🎉", "❤️") is named by a hash of it.
+    An id is at most MAX_ID_BYTES in UTF-8, as every id in a path is: a longer one is cut at a
+    character and ends in a hash of the whole name."""
     folded = unicodedata.normalize("NFKC", name).casefold()
-    kept = "".join(c if unicodedata.category(c)[0] in "LNM" else "-" for c in folded)
-    slug = _HYPHENS.sub("-", kept).strip("-")
-    if not slug:
-        slug = "x" + _hash(name)
+    kept: list[str] = []
+    for character in folded:
+        kind = unicodedata.category(character)[0]
+        # A mark counts with the letter it is on; alone (or a variation selector after an emoji) it is none.
+        if kind in "LN" or (kind == "M" and kept and kept[-1] != "-" and not _selects_variation(character)):
+            kept.append(character)
+        elif not kept or kept[-1] != "-":
+            kept.append("-")
+    slug = "".join(kept).strip("-")
+    if not any(unicodedata.category(c)[0] in "LN" for c in slug):
+        slug = "x" + _hash(folded.strip())
     made = f"{family}:{slug}"
     if len(made.encode()) <= MAX_ID_BYTES:
         return made
-    ending = "-" + _hash(name)
+    ending = "-" + _hash(folded.strip())
     cut = made.encode()[:MAX_ID_BYTES - len(ending)].decode(errors="ignore").rstrip("-")
     return cut + ending
 
 
-def _hash(name: str) -> str:
-    return hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=5).hexdigest()
+def _selects_variation(character: str) -> bool:
+    return "\ufe00" <= character <= "\ufe0f" or "\U000e0100" <= character <= "\U000e01ef"
+
+
+def _hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=5).hexdigest()
 
 
 def family_of(segment_id: str) -> str:

@@ -99,8 +99,8 @@ class SegmentStore:
     def write_run(self, run: str, at: str, members: Iterable[tuple[str, str, str, str, str]],
                   threads: int = WRITE_THREADS) -> dict[str, Any]:
         """`members`: (segment_id, family, name, user_id, reason); a customer's second row of a
-        segment is left out (two names can make one id: "Likes 家具" and "Likes 食品" are both
-        behaviour:likes), so that each member is on one page, counted once. Writes the run's
+        segment is left out (two names can make one id: "Likes A&B" and "Likes A B" are both
+        behaviour:likes-a-b), so that each member is on one page, counted once. Writes the run's
         record, the pages and the buckets naming each customer's pages, then the index."""
         if "#" in run:
             raise ValueError(f"a run id is part of keys split at '#': {run!r}")
@@ -155,8 +155,11 @@ class SegmentStore:
             raise Conflict(f"at most {MAX_CUSTOM_SEGMENTS} custom segments; delete one before defining another")
         # A definition keeps the id its name made when it was defined: one named in another script
         # before ids kept its letters is stored under an id that is not its name's today.
-        if any(segment_id_for("custom", d.name) == definition.segment_id for d in stored.readable):
-            raise Conflict(f"a segment named {definition.name!r} exists already", field="name")
+        for held in stored.readable:
+            if definition.segment_id in (held.segment_id, segment_id_for("custom", held.name)):
+                raise Conflict(f"a segment named {definition.name!r} exists already" if held.name == definition.name
+                               else f"{definition.name!r} makes the id {definition.segment_id!r}, which the segment "
+                                    f"{held.name!r} has", field="name")
         item = {"segment_id": CUSTOM_PARTITION, "sk": definition.segment_id, "definition": stored_text(definition)}
         try:
             with dynamo.aws_faults("store a segment definition"):
