@@ -1,14 +1,18 @@
-"""Materialized segments: each run's members in pages, each customer's pages, and one index item.
+"""Materialized segments: each run's members in pages, each customer's pages, and an index of the segments.
 
 Keys (SegmentsTable):
-    segment_id = "#index", sk = "current"              the latest run: {run, at, segments: {id: {family, name, members}}, layout}
+    segment_id = "#index", sk = "current"              the latest run: {run, at, segments: {id: {family, name, members}},
+                                                       parts, layout}
+    segment_id = "#index", sk = <run>#<001>            the index's further segments, when there are more than
+                                                       fit in one item: {segments}, `parts` of them
     segment_id = <segment>, sk = "p#<run>#<000001>"    a page of that run's members: {members: {user_id: reason}}
     segment_id = "#customers#<bucket>", sk = <run>#<share>#<part>   which page of that run holds each
                                                        customer of the bucket's share, by segment (its
                                                        place in the run's list): {customers: {user_id: {"3": n}}}
     segment_id = "#runs", sk = <run>                   the run's segments, how many buckets it spread its
                                                        customers over and how many shares it cut each
-                                                       into: {segments: [id, ...], buckets, shares}
+                                                       into: {segments: [id, ...], parts, buckets, shares}
+    segment_id = "#runs", sk = <run>#<001>             the further ids of that list, in `parts` items
     segment_id = "#custom", sk = <segment>             a custom definition, as JSON text in "definition"
 Listings go through the index's run id, so a run being written is invisible to them until its
 index is written, and members of old runs are never mixed in; they expire through the table's TTL.
@@ -77,6 +81,11 @@ LAST_PAGE = 999_999
 # What a customer's entry of a bucket counts for each segment (named by its place in the run's
 # list), beside the customer's id.
 PAGE_ENTRY_CHARACTERS = 8
+# A shop whose customers live in thousands of cities has thousands of segments: the index's
+# entries and the run's list of ids are cut into parts of up to PAGE_CHARACTERS each, the first in
+# the item itself, so that none passes 400 KB. What an index entry counts beside its id, family
+# and name (its members' count and the names of its fields):
+INDEX_ENTRY_CHARACTERS = 40
 
 
 @dataclass(frozen=True)
@@ -134,17 +143,27 @@ class SegmentStore:
         # The run's record first: an erasure while the run is written finds what is written of it.
         layout = _Layout.for_customers(len(customers))
         codes = {segment_id: str(place) for place, segment_id in enumerate(segments)}
-        dynamo.batch_put(self.table, [{"segment_id": RUNS_PARTITION, "sk": run, "segments": list(segments),
-                                       "buckets": layout.buckets, "shares": layout.shares,
-                                       "expires_at": expires + RUN_RECORD_EXTRA_SECONDS}])
+        kept = expires + RUN_RECORD_EXTRA_SECONDS
+        listed = _parts(list(segments), len)
+        dynamo.batch_put(self.table, [  # the parts before the record that counts them
+            *({"segment_id": RUNS_PARTITION, "sk": _part_key(run, k), "segments": part, "expires_at": kept}
+              for k, part in enumerate(listed[1:], 1)),
+            {"segment_id": RUNS_PARTITION, "sk": run, "segments": listed[0], "parts": len(listed) - 1,
+             "buckets": layout.buckets, "shares": layout.shares, "expires_at": kept}])
         # In slices: the items' wire form is made a slice at a time, not for a whole shop at once.
         for items, size in ((iter(pages), PAGES_A_SLICE),
                             (_bucket_items(run, layout, customers, codes, expires), BUCKETS_A_SLICE)):
             while chunk := list(islice(items, size)):
                 dynamo.batch_put(self.table, chunk, threads)
-        index = {**INDEX_KEY, "run": run, "at": at, "segments": segments, "layout": MEMBERS_LAYOUT}
-        dynamo.batch_put(self.table, [index])
-        return index
+        entries = _parts(list(segments.items()), lambda entry: len(entry[0]) + len(entry[1]["family"])
+                         + len(entry[1]["name"]) + INDEX_ENTRY_CHARACTERS)
+        dynamo.batch_put(self.table, [{"segment_id": INDEX_KEY["segment_id"], "sk": _part_key(run, k),
+                                       "segments": dict(part), "expires_at": kept}
+                                      for k, part in enumerate(entries[1:], 1)])
+        # The index item last, in one put: listings switch to the new run at once, with all its parts there.
+        dynamo.batch_put(self.table, [{**INDEX_KEY, "run": run, "at": at, "segments": dict(entries[0]),
+                                       "parts": len(entries) - 1, "layout": MEMBERS_LAYOUT}])
+        return {**INDEX_KEY, "run": run, "at": at, "segments": segments, "layout": MEMBERS_LAYOUT}
 
     def create_definition(self, definition: CustomSegment) -> None:
         # Read, then written: two definitions created at the same instant may both pass, so the
@@ -212,7 +231,19 @@ class SegmentStore:
         upgrade from the item-per-member layout: its lists cannot be read, and the nightly
         triggers must take the new run as their baseline, not announce every member as new."""
         rows = dynamo.batch_get(self.table, [INDEX_KEY], consistent=True)
-        return rows[0] if rows and rows[0].get("layout") == MEMBERS_LAYOUT else None
+        if not rows or rows[0].get("layout") != MEMBERS_LAYOUT:
+            return None
+        index = rows[0]
+        parts = int(index.pop("parts", 0))
+        if parts:
+            keys = [{"segment_id": INDEX_KEY["segment_id"], "sk": _part_key(index["run"], k)} for k in range(1, parts + 1)]
+            found = dynamo.batch_get(self.table, keys, consistent=True)
+            if len(found) < parts:  # expired (no run for longer than a run's record is kept): listed without them
+                logger.warning("segment index parts missing", extra={"run": index["run"], "parts": parts,
+                                                                     "found": len(found)})
+            for part in sorted(found, key=lambda row: row["sk"]):
+                index["segments"].update(part.get("segments") or {})
+        return index
 
     def members(self, segment_id: str, limit: int, cursor: str | None) -> tuple[dict[str, Any], list[dict[str, str]], str | None]:
         """The latest run's index, a page of its members (by page, then by user id), and the
@@ -306,7 +337,7 @@ class SegmentStore:
         written before the buckets) their own item."""
         names = {"#user": user_id}
         entries = []
-        for run in self._query("segment_id = :runs", {":runs": RUNS_PARTITION}):
+        for run in _records(self._query("segment_id = :runs", {":runs": RUNS_PARTITION})):
             partition, place = _Layout(int(run["buckets"]), int(run["shares"])).place(user_id)
             share = f"{run['sk']}#{place:04d}#"
             rows = self._query("segment_id = :bucket AND begins_with(sk, :share)",
@@ -396,6 +427,40 @@ def _bucket_item(partition: str, run: str, share: int, part: int, customers: dic
                  expires: int) -> dict[str, Any]:
     return {"segment_id": partition, "sk": f"{run}#{share:04d}#{part:02d}", "customers": customers, "run": run,
             "expires_at": expires}
+
+
+def _parts(entries: list[Any], characters: Callable[[Any], int]) -> list[list[Any]]:
+    """`entries` in order, cut into parts of up to PAGE_CHARACTERS (by `characters`); at least one."""
+    parts: list[list[Any]] = [[]]
+    held = 0
+    for entry in entries:
+        size = characters(entry)
+        if parts[-1] and held + size > PAGE_CHARACTERS:
+            parts.append([])
+            held = 0
+        parts[-1].append(entry)
+        held += size
+    return parts
+
+
+def _part_key(run: str, part: int) -> str:
+    return f"{run}#{part:03d}"
+
+
+def _records(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Each run's record with its whole list of segments: its parts' lists after its own, in order.
+    A part gone (expiring: TTL deletes in no order) ends the list there, so that no place after
+    it names the wrong segment."""
+    by_key = {row["sk"]: row for row in rows}
+    for row in rows:
+        if "#" not in row["sk"]:
+            listed = list(row["segments"])
+            for k in range(1, int(row.get("parts", 0)) + 1):
+                part = by_key.get(_part_key(row["sk"], k))
+                if part is None:
+                    break
+                listed += part["segments"]
+            yield {**row, "segments": listed}
 
 
 def _page_key(run: str, number: int) -> str:
