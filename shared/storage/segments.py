@@ -12,7 +12,7 @@ Keys (SegmentsTable):
     segment_id = "#runs", sk = <run>                   the run's segments, how many buckets it spread its
                                                        customers over and how many shares it cut each
                                                        into: {segments: [id, ...], parts, buckets, shares}
-    segment_id = "#runs", sk = <run>#<001>             the further ids of that list, in `parts` items
+    segment_id = "#runs#parts", sk = <run>#<001>       the further ids of that list, in `parts` items
     segment_id = "#custom", sk = <segment>             a custom definition, as JSON text in "definition"
 Listings go through the index's run id, so a run being written is invisible to them until its
 index is written, and members of old runs are never mixed in; they expire through the table's TTL.
@@ -57,6 +57,9 @@ MEMBERS_LAYOUT = "pages"
 CUSTOM_PARTITION = "#custom"  # one item per custom definition, sk = its segment id
 CUSTOMER_BUCKET_PARTITION = "#customers#"  # + a bucket number: the customers of that bucket, by run
 RUNS_PARTITION = "#runs"  # sk = a run: its segments and layout, so that a customer's item of it can be found
+# sk = <run>#<001>: the rest of a run's list of ids. A partition of their own: what reads #runs
+# (a version before them too) reads run records only.
+RUN_PARTS_PARTITION = "#runs#parts"
 # Partitions a run's customers are spread over at most (DynamoDB writes about 1 MB a second to
 # one); each is cut into as many shares as make items of about CUSTOMERS_AN_ITEM customers, a few
 # KB, so that an entry is billed by its bytes, not a KB each.
@@ -86,6 +89,10 @@ PAGE_ENTRY_CHARACTERS = 8
 # the item itself, so that none passes 400 KB. What an index entry counts beside its id, family
 # and name (its members' count and the names of its fields):
 INDEX_ENTRY_CHARACTERS = 40
+# The index's parts stay while their run is the latest, however long the nightly runs stop (its
+# pages expire after OLD_RUNS_KEPT_SECONDS); then TTL takes those of runs long replaced. A part is
+# at most 360 KB: a night's few cost cents a month to keep.
+INDEX_PARTS_KEPT_SECONDS = 90 * 86_400
 
 
 @dataclass(frozen=True)
@@ -145,11 +152,12 @@ class SegmentStore:
         codes = {segment_id: str(place) for place, segment_id in enumerate(segments)}
         kept = expires + RUN_RECORD_EXTRA_SECONDS
         listed = _parts(list(segments), len)
-        dynamo.batch_put(self.table, [  # the parts before the record that counts them
-            *({"segment_id": RUNS_PARTITION, "sk": _part_key(run, k), "segments": part, "expires_at": kept}
-              for k, part in enumerate(listed[1:], 1)),
-            {"segment_id": RUNS_PARTITION, "sk": run, "segments": listed[0], "parts": len(listed) - 1,
-             "buckets": layout.buckets, "shares": layout.shares, "expires_at": kept}])
+        # The parts, then the record that counts them: no reader counts a part not yet written.
+        dynamo.batch_put(self.table, [{"segment_id": RUN_PARTS_PARTITION, "sk": _part_key(run, k), "segments": part,
+                                       "expires_at": kept} for k, part in enumerate(listed[1:], 1)])
+        dynamo.batch_put(self.table, [{"segment_id": RUNS_PARTITION, "sk": run, "segments": listed[0],
+                                       "parts": len(listed) - 1, "buckets": layout.buckets, "shares": layout.shares,
+                                       "expires_at": kept}])
         # In slices: the items' wire form is made a slice at a time, not for a whole shop at once.
         for items, size in ((iter(pages), PAGES_A_SLICE),
                             (_bucket_items(run, layout, customers, codes, expires), BUCKETS_A_SLICE)):
@@ -157,8 +165,9 @@ class SegmentStore:
                 dynamo.batch_put(self.table, chunk, threads)
         entries = _parts(list(segments.items()), lambda entry: len(entry[0]) + len(entry[1]["family"])
                          + len(entry[1]["name"]) + INDEX_ENTRY_CHARACTERS)
+        parts_expire = int(time.time()) + INDEX_PARTS_KEPT_SECONDS
         dynamo.batch_put(self.table, [{"segment_id": INDEX_KEY["segment_id"], "sk": _part_key(run, k),
-                                       "segments": dict(part), "expires_at": kept}
+                                       "segments": dict(part), "expires_at": parts_expire}
                                       for k, part in enumerate(entries[1:], 1)])
         # The index item last, in one put: listings switch to the new run at once, with all its parts there.
         dynamo.batch_put(self.table, [{**INDEX_KEY, "run": run, "at": at, "segments": dict(entries[0]),
@@ -230,26 +239,32 @@ class SegmentStore:
         """The latest run's index; None before the first run, and until the first run after an
         upgrade from the item-per-member layout: its lists cannot be read, and the nightly
         triggers must take the new run as their baseline, not announce every member as new."""
-        rows = dynamo.batch_get(self.table, [INDEX_KEY], consistent=True)
-        if not rows or rows[0].get("layout") != MEMBERS_LAYOUT:
+        index = self._head()
+        if index is None:
             return None
-        index = rows[0]
         parts = int(index.pop("parts", 0))
         if parts:
             keys = [{"segment_id": INDEX_KEY["segment_id"], "sk": _part_key(index["run"], k)} for k in range(1, parts + 1)]
             found = dynamo.batch_get(self.table, keys, consistent=True)
-            if len(found) < parts:  # expired (no run for longer than a run's record is kept): listed without them
+            if len(found) < parts:  # expired (no run for INDEX_PARTS_KEPT_SECONDS): listed without them
                 logger.warning("segment index parts missing", extra={"run": index["run"], "parts": parts,
                                                                      "found": len(found)})
             for part in sorted(found, key=lambda row: row["sk"]):
                 index["segments"].update(part.get("segments") or {})
         return index
 
+    def _head(self) -> dict[str, Any] | None:
+        """The index's own item: the latest run and the segments of its first part."""
+        rows = dynamo.batch_get(self.table, [INDEX_KEY], consistent=True)
+        return rows[0] if rows and rows[0].get("layout") == MEMBERS_LAYOUT else None
+
     def members(self, segment_id: str, limit: int, cursor: str | None) -> tuple[dict[str, Any], list[dict[str, str]], str | None]:
-        """The latest run's index, a page of its members (by page, then by user id), and the
-        cursor of the next page (None when no member follows)."""
-        index = self.index()
-        if index is None or segment_id not in index["segments"]:
+        """The latest run's index item (its run and time; not every part of its segments), a page of
+        the segment's members (by page, then by user id), and the cursor of the next page (None when
+        no member follows)."""
+        index = self._head()
+        listed = index is not None and segment_id in index["segments"]
+        if index is None or not (listed or index.get("parts")):
             raise NotFound(f"segment {segment_id!r} has no members in the latest run", field="segment_id")
         run = index["run"]
         number, after = _position(cursor, run) if cursor else (1, "")
@@ -276,6 +291,8 @@ class SegmentStore:
                     found.append({"user_id": user_id, "reason": members[user_id]})
                 number, after = here + 1, ""  # this page is done: a later call starts at the next
             if "LastEvaluatedKey" not in response:
+                if not (listed or cursor or response.get("Items")):  # in no part either: a run has no empty segment
+                    raise NotFound(f"segment {segment_id!r} has no members in the latest run", field="segment_id")
                 return index, found, None
             if len(found) == limit:  # pages may follow (DynamoDB cannot tell without reading one)
                 return index, found, _cursor(run, number, after)
@@ -337,7 +354,7 @@ class SegmentStore:
         written before the buckets) their own item."""
         names = {"#user": user_id}
         entries = []
-        for run in _records(self._query("segment_id = :runs", {":runs": RUNS_PARTITION})):
+        for run in self._records():
             partition, place = _Layout(int(run["buckets"]), int(run["shares"])).place(user_id)
             share = f"{run['sk']}#{place:04d}#"
             rows = self._query("segment_id = :bucket AND begins_with(sk, :share)",
@@ -356,6 +373,24 @@ class SegmentStore:
         own = self._query("segment_id = :customer", {":customer": CUSTOMER_PARTITION + user_id})
         return entries + [_Entry(row["sk"], row["pages"], {"segment_id": row["segment_id"], "sk": row["sk"]}, "pages", {},
                                  {segment_id: segment_id for segment_id in row["pages"]}) for row in own]
+
+    def _records(self) -> list[dict[str, Any]]:
+        """Each run's record with its whole list of segments: its parts' lists after its own, in
+        order. A part gone (expiring: TTL deletes in no order) ends the list there, so that no place
+        after it names the wrong segment."""
+        records = self._query("segment_id = :runs", {":runs": RUNS_PARTITION})
+        keys = [{"segment_id": RUN_PARTS_PARTITION, "sk": _part_key(record["sk"], k)}
+                for record in records for k in range(1, int(record.get("parts", 0)) + 1)]
+        parts = {row["sk"]: row["segments"] for row in dynamo.batch_get(self.table, keys, consistent=True)}
+        whole = []
+        for record in records:
+            listed = list(record["segments"])
+            for k in range(1, int(record.get("parts", 0)) + 1):
+                if _part_key(record["sk"], k) not in parts:
+                    break
+                listed += parts[_part_key(record["sk"], k)]
+            whole.append({**record, "segments": listed})
+        return whole
 
     def _query(self, condition: str, values: dict[str, str], projection: str | None = None,
                names: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -445,22 +480,6 @@ def _parts(entries: list[Any], characters: Callable[[Any], int]) -> list[list[An
 
 def _part_key(run: str, part: int) -> str:
     return f"{run}#{part:03d}"
-
-
-def _records(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Each run's record with its whole list of segments: its parts' lists after its own, in order.
-    A part gone (expiring: TTL deletes in no order) ends the list there, so that no place after
-    it names the wrong segment."""
-    by_key = {row["sk"]: row for row in rows}
-    for row in rows:
-        if "#" not in row["sk"]:
-            listed = list(row["segments"])
-            for k in range(1, int(row.get("parts", 0)) + 1):
-                part = by_key.get(_part_key(row["sk"], k))
-                if part is None:
-                    break
-                listed += part["segments"]
-            yield {**row, "segments": listed}
 
 
 def _page_key(run: str, number: int) -> str:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from shared.errors import DomainError
+from shared.errors import DomainError, NotFound
 from shared.segments.families import needs_consent, segment_id_for
 from shared.storage import dynamo
 from shared.storage import segments
@@ -321,16 +321,52 @@ def test_more_segments_than_one_item_holds_are_indexed_in_parts_each_under_dynam
     assert store.memberships(last_customer) == [] and every_member(store, last_city, 10) == []
 
 
-def test_a_part_of_a_runs_list_gone_before_its_record_names_no_segment_wrongly(moto_tables, monkeypatch):
+def test_a_runs_list_in_many_parts_names_each_customers_segments_in_order(moto_tables, monkeypatch):
     monkeypatch.setattr(segments, "PAGE_CHARACTERS", 1_000)  # a part of a few ids
+    store = SegmentStore(moto_tables["SegmentsTable"])
+    written = cities(30)
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", written)
+    [record] = store._records()
+    assert record["parts"] >= 3 and record["segments"] == [segment_id for segment_id, *_ in written]
+
+    for segment_id, _, _, user, _ in written:
+        assert [m["segment_id"] for m in store.memberships(user)] == [segment_id]
+    last_city, _, _, last_customer, _ = written[-1]
+    assert store.end_memberships(last_customer, lambda _: True) == 1
+    assert store.memberships(last_customer) == [] and every_member(store, last_city, 10) == []
+    assert len(store.index()["segments"]) == 30  # the index tells the run as it was written
+
+
+def test_a_part_of_a_runs_list_gone_before_its_record_names_no_segment_wrongly(moto_tables, monkeypatch):
+    monkeypatch.setattr(segments, "PAGE_CHARACTERS", 1_000)
     table = moto_tables["SegmentsTable"]
     store = SegmentStore(table)
     store.write_run("r1", "2026-12-01T00:00:00+00:00", cities(30))
-    parts = sorted(item["sk"] for item in stored_items(table) if item["segment_id"] == "#runs" and "#" in item["sk"])
-    assert len(parts) >= 2
-    dynamo.client().delete_item(TableName=table, Key=dynamo.serialize({"segment_id": "#runs", "sk": parts[0]}))
+    parts = sorted(item["sk"] for item in stored_items(table) if item["segment_id"] == "#runs#parts")
+    assert len(parts) >= 3
+    dynamo.client().delete_item(TableName=table, Key=dynamo.serialize({"segment_id": "#runs#parts", "sk": parts[1]}))
 
-    found = {user: [m["segment_id"] for m in store.memberships(user)] for user in (f"u-{n:05d}" for n in range(30))}
+    found = [[m["segment_id"] for m in store.memberships(f"u-{n:05d}")] for n in range(30)]
     # Customers whose segment is listed before the gap are found in it; none after it in a wrong one.
-    assert all(ids in ([], [cities(30)[n][0]]) for n, ids in enumerate(found.values()))
-    assert found["u-00000"] == [cities(30)[0][0]] and found["u-00029"] == []
+    assert all(ids in ([], [cities(30)[n][0]]) for n, ids in enumerate(found))
+    assert found[0] == [cities(30)[0][0]] and found[29] == []
+
+
+def test_a_segments_members_are_read_without_reading_the_whole_index(moto_tables, monkeypatch):
+    """A page of members needs the latest run's id, not every segment's entry: the index's parts
+    are read by GET /segments only."""
+    monkeypatch.setattr(segments, "PAGE_CHARACTERS", 1_000)
+    store = SegmentStore(moto_tables["SegmentsTable"])
+    written = cities(30)
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", written)
+    read = []
+    batch_get = dynamo.batch_get
+    monkeypatch.setattr(dynamo, "batch_get", lambda table, keys, **kw: read.extend(keys) or batch_get(table, keys, **kw))
+
+    for segment_id, _, _, user, reason in (written[0], written[-1]):
+        read.clear()
+        assert every_member(store, segment_id, 10) == [(user, reason)]
+        assert {key["sk"] for key in read} == {"current"}
+    with pytest.raises(NotFound):
+        store.members("geography:city-nowhere", 10, None)
+    assert len(store.index()["segments"]) == 30
