@@ -16,6 +16,7 @@ from shared.limits import MAX_ID_BYTES
 # (rfm, value, lifecycle, behaviour, technographic, engagement, custom) reads behaviour.
 DECLARED = ("geography", "demographic", "psychographic")
 
+
 @lru_cache(maxsize=65_536)
 def segment_id_for(family: str, name: str) -> str:
     """`family:slug`: the name in NFKC, case-folded, with each run of what is not a letter, digit
@@ -36,11 +37,11 @@ def segment_id_for(family: str, name: str) -> str:
             kept.append("-")
     slug = "".join(kept).strip("-")
     if not any(unicodedata.category(c)[0] in "LN" for c in slug):
-        slug = "x" + _hash(folded.strip())
+        slug = "x" + _hash(folded)
     made = f"{family}:{slug}"
     if len(made.encode()) <= MAX_ID_BYTES:
         return made
-    ending = "-" + _hash(folded.strip())
+    ending = "-" + _hash(folded)
     cut = made.encode()[:MAX_ID_BYTES - len(ending)].decode(errors="ignore").rstrip("-")
     return cut + ending
 
@@ -49,8 +50,9 @@ def _selects_variation(character: str) -> bool:
     return "\ufe00" <= character <= "\ufe0f" or "\U000e0100" <= character <= "\U000e01ef"
 
 
-def _hash(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=5).hexdigest()
+def _hash(folded: str) -> str:
+    """Of the folded name without its outer spaces: "🎉" and "🎉 " are one name, as "VIP" and "VIP " are."""
+    return hashlib.blake2b(folded.strip().encode("utf-8", "surrogatepass"), digest_size=5).hexdigest()
 
 
 def family_of(segment_id: str) -> str:

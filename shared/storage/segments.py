@@ -45,6 +45,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
 from shared.errors import Conflict, DomainError, NotFound
+from shared.limits import chunks_within
 from shared.observability import logger, metrics
 from shared.segments.families import segment_id_for
 from shared.segments.rules import MAX_CUSTOM_SEGMENTS, CustomSegment, from_stored_text, stored_text
@@ -153,8 +154,8 @@ class SegmentStore:
         kept = expires + RUN_RECORD_EXTRA_SECONDS
         listed = _parts(list(segments), len)
         # The parts, then the record that counts them: no reader counts a part not yet written.
-        dynamo.batch_put(self.table, [{"segment_id": RUN_PARTS_PARTITION, "sk": _part_key(run, k), "segments": part,
-                                       "expires_at": kept} for k, part in enumerate(listed[1:], 1)])
+        dynamo.batch_put(self.table, [{**key, "segments": part, "expires_at": kept} for key, part in
+                                      zip(_part_keys(RUN_PARTS_PARTITION, run, len(listed) - 1), listed[1:])])
         dynamo.batch_put(self.table, [{"segment_id": RUNS_PARTITION, "sk": run, "segments": listed[0],
                                        "parts": len(listed) - 1, "buckets": layout.buckets, "shares": layout.shares,
                                        "expires_at": kept}])
@@ -166,9 +167,8 @@ class SegmentStore:
         entries = _parts(list(segments.items()), lambda entry: len(entry[0]) + len(entry[1]["family"])
                          + len(entry[1]["name"]) + INDEX_ENTRY_CHARACTERS)
         parts_expire = int(time.time()) + INDEX_PARTS_KEPT_SECONDS
-        dynamo.batch_put(self.table, [{"segment_id": INDEX_KEY["segment_id"], "sk": _part_key(run, k),
-                                       "segments": dict(part), "expires_at": parts_expire}
-                                      for k, part in enumerate(entries[1:], 1)])
+        dynamo.batch_put(self.table, [{**key, "segments": dict(part), "expires_at": parts_expire} for key, part in
+                                      zip(_part_keys(INDEX_KEY["segment_id"], run, len(entries) - 1), entries[1:])])
         # The index item last, in one put: listings switch to the new run at once, with all its parts there.
         dynamo.batch_put(self.table, [{**INDEX_KEY, "run": run, "at": at, "segments": dict(entries[0]),
                                        "parts": len(entries) - 1, "layout": MEMBERS_LAYOUT}])
@@ -244,8 +244,8 @@ class SegmentStore:
             return None
         parts = int(index.pop("parts", 0))
         if parts:
-            keys = [{"segment_id": INDEX_KEY["segment_id"], "sk": _part_key(index["run"], k)} for k in range(1, parts + 1)]
-            found = dynamo.batch_get(self.table, keys, consistent=True)
+            found = dynamo.batch_get(self.table, _part_keys(INDEX_KEY["segment_id"], index["run"], parts),
+                                     consistent=True)
             if len(found) < parts:  # expired (no run for INDEX_PARTS_KEPT_SECONDS): listed without them
                 logger.warning("segment index parts missing", extra={"run": index["run"], "parts": parts,
                                                                      "found": len(found)})
@@ -379,16 +379,17 @@ class SegmentStore:
         order. A part gone (expiring: TTL deletes in no order) ends the list there, so that no place
         after it names the wrong segment."""
         records = self._query("segment_id = :runs", {":runs": RUNS_PARTITION})
-        keys = [{"segment_id": RUN_PARTS_PARTITION, "sk": _part_key(record["sk"], k)}
-                for record in records for k in range(1, int(record.get("parts", 0)) + 1)]
-        parts = {row["sk"]: row["segments"] for row in dynamo.batch_get(self.table, keys, consistent=True)}
+        keys = {record["sk"]: _part_keys(RUN_PARTS_PARTITION, record["sk"], int(record.get("parts", 0)))
+                for record in records}
+        parts = {row["sk"]: row["segments"] for row in
+                 dynamo.batch_get(self.table, [key for listed in keys.values() for key in listed], consistent=True)}
         whole = []
         for record in records:
             listed = list(record["segments"])
-            for k in range(1, int(record.get("parts", 0)) + 1):
-                if _part_key(record["sk"], k) not in parts:
+            for key in keys[record["sk"]]:
+                if key["sk"] not in parts:
                     break
-                listed += parts[_part_key(record["sk"], k)]
+                listed += parts[key["sk"]]
             whole.append({**record, "segments": listed})
         return whole
 
@@ -466,20 +467,12 @@ def _bucket_item(partition: str, run: str, share: int, part: int, customers: dic
 
 def _parts(entries: list[Any], characters: Callable[[Any], int]) -> list[list[Any]]:
     """`entries` in order, cut into parts of up to PAGE_CHARACTERS (by `characters`); at least one."""
-    parts: list[list[Any]] = [[]]
-    held = 0
-    for entry in entries:
-        size = characters(entry)
-        if parts[-1] and held + size > PAGE_CHARACTERS:
-            parts.append([])
-            held = 0
-        parts[-1].append(entry)
-        held += size
-    return parts
+    return list(chunks_within(entries, len(entries), PAGE_CHARACTERS, characters)) or [[]]
 
 
-def _part_key(run: str, part: int) -> str:
-    return f"{run}#{part:03d}"
+def _part_keys(partition: str, run: str, parts: int) -> list[dict[str, str]]:
+    """The keys of a run's `parts` further items in `partition`, in order."""
+    return [{"segment_id": partition, "sk": f"{run}#{k:03d}"} for k in range(1, parts + 1)]
 
 
 def _page_key(run: str, number: int) -> str:
