@@ -212,9 +212,9 @@ def show_visitor(api: ApiClient, viewed: list[str]) -> None:
 
 
 def show_segments(api: ApiClient, shop: Any) -> None:
-    listing = api.request("GET", "/segments").body
-    rfm = [s for s in listing["segments"] if s["family"] == "rfm" and not s["name"].startswith("R")]
-    print(f"\nsegments materialized in run {listing['run']}: {len(listing['segments'])} segments; RFM sizes:")
+    listing = api.request("GET", "/segments", query={"family": "rfm"}).body
+    rfm = [s for s in listing["segments"] if not s["name"].startswith("R")]
+    print(f"\nsegments materialized in run {listing['run']}: {sum(listing['families'].values())} segments; RFM sizes:")
     print("  " + ", ".join(f"{s['name']} {s['members']}" for s in sorted(rfm, key=lambda s: -s["members"])))
     loyal = next(user for user, kind in shop.archetypes.items() if kind == "loyal")
     tags = api.request("GET", f"/users/{loyal}/segments").body["tags"]

@@ -209,6 +209,7 @@ OUTCOMES: dict[str, Outcomes] = {
     "POST /visitors/{visitor_id}/events": Outcomes(success=(200, 207), errors=(429,), responses={422: BATCH_REJECTED}),
     "POST /users/{user_id}/events": Outcomes(success=(200, 207), errors=(429,), responses={422: BATCH_REJECTED}),
     "POST /users/{user_id}/visitors": Outcomes(errors=(400, 409)),
+    "GET /segments": Outcomes(errors=(400,)),
     "POST /segments": Outcomes(success=(201,), errors=(409,)),
     "DELETE /segments/{segment_id}": Outcomes(success=(204,), errors=(404,)),
     "GET /segments/{segment_id}/members": Outcomes(errors=(400, 404)),

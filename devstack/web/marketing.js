@@ -7,6 +7,10 @@ import { ApiError, devBus, el, enc, guarded, trusted } from "./api.js";
 
 const RFM_CELL = /^R(\d)F(\d)M(\d)$/;
 const MEMBERS_PAGE = 20;
+// A family's largest segments shown: a shop whose customers live in thousands of cities has a
+// segment for each. RFM has at most 125 score cells and its named groups: all of them.
+const FAMILY_ROWS = 50;
+const RFM_SEGMENTS = 1000;
 const CHART_VERSIONS = 8;
 const METRIC_NAMES = { ndcg: "NDCG@10", precision: "precision@10", map: "MAP@10", coverage: "coverage" };
 // The named RFM groups of the R x F grid (docs/segments.md), row R5 first, columns F1..F5.
@@ -23,9 +27,14 @@ let models = null;
 let paging = null; // {segment, cursor, page}
 
 async function showSegments() {
-  const listing = await trusted("GET", "/segments");
+  // The run, how many segments each family has, and the custom definitions; then each family's
+  // largest segments, a page each (all of RFM's: its grid sums every cell).
+  const listing = await trusted("GET", "/segments?limit=1");
   $("run").textContent = listing.run ? `Nightly run ${listing.run}, materialized ${when(listing.materialized_at)}; ` +
     "the RFM score cells (R5F4M3, ...) are summed up in the grid." : "No segments yet: they are materialized after a model is trained.";
+  const pages = await Promise.all(Object.keys(listing.families).map((family) =>
+    trusted("GET", `/segments?family=${enc(family)}&limit=${family === "rfm" ? RFM_SEGMENTS : FAMILY_ROWS}`)));
+  listing.segments = pages.flatMap((page) => page.segments);
   const families = new Map();
   for (const s of listing.segments.filter((s) => !(s.family === "rfm" && RFM_CELL.test(s.name)))) {
     families.set(s.family, [...(families.get(s.family) || []), s]);
@@ -33,12 +42,15 @@ async function showSegments() {
   $("segments").querySelectorAll("tbody").forEach((body) => body.remove());
   for (const [family, segments] of families) {
     const largest = Math.max(...segments.map((s) => s.members));
+    const unshown = family === "rfm" ? 0 : listing.families[family] - segments.length;
     $("segments").append(el("tbody", { "data-family": family },
       el("tr", { class: "family-row" }, el("th", { colspan: 3 }, family)),
       segments.map((s) => el("tr", { "data-segment": s.segment_id },
         el("td", {}, el("button", { class: "link", onclick: guarded(() => showMembers(s)) }, s.name)),
         el("td", { class: "num" }, String(s.members)),
-        el("td", { class: "bar-cell" }, el("span", { class: "bar", style: `width:${(100 * s.members) / largest}%` }))))));
+        el("td", { class: "bar-cell" }, el("span", { class: "bar", style: `width:${(100 * s.members) / largest}%` })))),
+      unshown > 0 ? el("tr", { class: "more" }, el("td", { colspan: 3, class: "muted" },
+        `and ${unshown} smaller ${family} segments (GET /segments?family=${family} pages through them all)`)) : []));
   }
   showRfmGrid(listing.segments);
   showCustomSegments(listing);

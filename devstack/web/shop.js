@@ -17,7 +17,7 @@ let asked = 0; // recommendation answers older than the last one asked are not s
 const titles = new Map();
 
 async function listCustomers() {
-  const { segments } = await trusted("GET", "/segments");
+  const { segments } = await trusted("GET", "/segments?family=rfm");
   const groups = segments.filter((s) => s.family === "rfm" && !RFM_CELL.test(s.name));
   if (!groups.length) {
     $("who").textContent = "No segments yet: load a shop and train a model first (./dev demo).";

@@ -77,7 +77,7 @@ class CampaignList(BaseModel):
 def create_campaign(request: CampaignRequest) -> Response[Campaign]:
     if request.item_id is not None:
         CatalogStore(settings.items_table).get(request.item_id)  # 404 naming item_id
-    if request.segment_id is not None and request.segment_id not in _known_segments():
+    if request.segment_id is not None and not _known_segment(request.segment_id):
         raise NotFound(f"segment {request.segment_id!r} is neither in the latest nightly run nor a custom "
                        "definition (GET /segments lists them)", field="segment_id")
     campaign = start_campaign(campaigns, request, datetime.now(timezone.utc))
@@ -100,9 +100,9 @@ def get_campaign(campaign_id: CampaignId) -> Campaign:
     return campaigns.get(campaign_id)
 
 
-def _known_segments() -> set[str]:
-    index = segment_store.index() or {"segments": {}}
-    return set(index["segments"]) | {definition.segment_id for definition in segment_store.definitions()}
+def _known_segment(segment_id: str) -> bool:
+    return segment_store.in_latest_run(segment_id) or any(
+        definition.segment_id == segment_id for definition in segment_store.definitions())
 
 
 def run(campaign_id: str) -> Campaign:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
@@ -15,6 +15,7 @@ from shared.api import create_app, json_response, resolve
 from shared.config import get_settings
 from shared.http_params import PathId
 from shared.observability import logger, metrics, tracer
+from shared.segments.families import FAMILIES
 from shared.segments.rules import MAX_CUSTOM_SEGMENTS, MAX_DEFINITION_BODY_BYTES, CustomSegment, CustomSegmentIn
 from shared.segments.statistics import ActiveStatistics
 from shared.segments.service import current_members, customer_segments
@@ -28,6 +29,7 @@ segment_store = SegmentStore(settings.segments_table)
 statistics = ActiveStatistics(ModelStore.from_settings(settings.model_bucket, settings.local_model_dir),
                               settings.model_refresh_seconds)
 app = create_app()
+Family = Literal[FAMILIES]  # type: ignore[valid-type]  # the tuple is the one list of families
 
 
 class SegmentTag(BaseModel):
@@ -72,7 +74,10 @@ class SegmentSummary(BaseModel):
 class SegmentList(BaseModel):
     run: str | None = Field(description="The nightly run these counts come from")
     materialized_at: str | None
-    segments: list[SegmentSummary]
+    families: dict[str, int] = Field(description="Every family of the run, with how many segments it has")
+    segments: list[SegmentSummary] = Field(description="By family, then the largest first")
+    next_cursor: str | None = Field(description="Pass as ?cursor= (with the same family) for the next page; "
+                                                "null on the last page")
     custom: list[CustomSegment] = Field(description="Custom definitions; members from the next nightly run on")
     unreadable: list[str] = Field(description=(
         "Ids of stored custom definitions that cannot be read (written by an older version, or damaged). "
@@ -93,14 +98,18 @@ class MemberPage(BaseModel):
 
 @app.get(
     "/segments", tags=["segments"], summary="Segments with member counts, and custom definitions",
-    description="Counts come from the latest nightly run.",
+    description="Counts come from the latest nightly run, a page at a time: by family, the largest first "
+                "(?family= for one family); pass next_cursor as ?cursor= for the next page. Every page has "
+                "the custom definitions.",
 )
-def list_segments() -> SegmentList:
-    index = segment_store.index() or {"run": None, "at": None, "segments": {}}
+def list_segments(family: Annotated[Family | None, Query()] = None,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+                  cursor: Annotated[str | None, Query(max_length=2048)] = None) -> SegmentList:
+    listing = segment_store.listing(family, limit, cursor)
     stored = segment_store.read_definitions()
-    return SegmentList(run=index["run"], materialized_at=index["at"], segments=sorted(
-        (SegmentSummary(segment_id=s, **v) for s, v in index["segments"].items()),
-        key=lambda s: (s.family, -s.members)), custom=stored.readable, unreadable=stored.unreadable)
+    return SegmentList(run=listing.run, materialized_at=listing.at, families=listing.families,
+                       segments=[SegmentSummary(**entry) for entry in listing.segments],
+                       next_cursor=listing.next_cursor, custom=stored.readable, unreadable=stored.unreadable)
 
 
 @app.post(

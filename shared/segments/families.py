@@ -12,9 +12,11 @@ from functools import lru_cache
 
 from shared.limits import MAX_ID_BYTES
 
-# From what the customer declared in their profile: kept when they object to profiling. Every other family
-# (rfm, value, lifecycle, behaviour, technographic, engagement, custom) reads behaviour.
+# From what the customer declared in their profile: kept when they object to profiling. Every other
+# family reads behaviour.
 DECLARED = ("geography", "demographic", "psychographic")
+BEHAVIOURAL = ("rfm", "value", "lifecycle", "behaviour", "technographic", "engagement", "custom")
+FAMILIES = BEHAVIOURAL + DECLARED
 
 
 @lru_cache(maxsize=65_536)

@@ -2,9 +2,12 @@
 
 Keys (SegmentsTable):
     segment_id = "#index", sk = "current"              the latest run: {run, at, segments: {id: {family, name, members}},
-                                                       parts, layout}
+                                                       parts, layout, order, sizes, families}
     segment_id = "#index", sk = <run>#<001>            the index's further segments, when there are more than
-                                                       fit in one item: {segments}, `parts` of them
+                                                       fit in one item: {segments}, `parts` of them. In the
+                                                       listing's order across parts (by family, the largest
+                                                       first, then id); `sizes`: each part's count, the
+                                                       item's own first; `families`: {family: [start, count]}
     segment_id = <segment>, sk = "p#<run>#<000001>"    a page of that run's members: {members: {user_id: reason}}
     segment_id = "#customers#<bucket>", sk = <run>#<share>#<part>   which page of that run holds each
                                                        customer of the bucket's share, by segment (its
@@ -33,7 +36,9 @@ page, or one customer from a bucket, by name, without reading it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -55,6 +60,9 @@ INDEX_KEY = {"segment_id": "#index", "sk": "current"}
 # Marks an index whose run stored its members in pages. An index without it was written before
 # (an item per member, which nothing reads now): no run can be read until the next one.
 MEMBERS_LAYOUT = "pages"
+# Marks an index whose entries are in the listing's order across its parts, with each part's size and
+# each family's span, so that GET /segments reads a page's parts only. Before it, a listing reads them all.
+LISTING_ORDER = "family,-members,segment_id"
 CUSTOM_PARTITION = "#custom"  # one item per custom definition, sk = its segment id
 CUSTOMER_BUCKET_PARTITION = "#customers#"  # + a bucket number: the customers of that bucket, by run
 RUNS_PARTITION = "#runs"  # sk = a run: its segments and layout, so that a customer's item of it can be found
@@ -100,6 +108,15 @@ INDEX_PARTS_KEPT_SECONDS = 90 * 86_400
 class StoredDefinitions:
     readable: list[CustomSegment]
     unreadable: list[str]  # segment ids of definitions that do not parse: skipped, kept for deletion
+
+
+@dataclass(frozen=True)
+class SegmentListing:
+    run: str | None
+    at: str | None
+    families: dict[str, int]  # every family of the run: how many segments it has
+    segments: list[dict[str, Any]]  # {segment_id, family, name, members}
+    next_cursor: str | None
 
 
 @dataclass
@@ -164,14 +181,18 @@ class SegmentStore:
                             (_bucket_items(run, layout, customers, codes, expires), BUCKETS_A_SLICE)):
             while chunk := list(islice(items, size)):
                 dynamo.batch_put(self.table, chunk, threads)
-        entries = _parts(list(segments.items()), lambda entry: len(entry[0]) + len(entry[1]["family"])
-                         + len(entry[1]["name"]) + INDEX_ENTRY_CHARACTERS)
+        # In the listing's order, so that a page of it reads only the parts it shows.
+        ordered = sorted(segments.items(), key=_listing_key)
+        entries = _parts(ordered, lambda entry: len(entry[0]) + len(entry[1]["family"]) + len(entry[1]["name"])
+                         + INDEX_ENTRY_CHARACTERS)
         parts_expire = int(time.time()) + INDEX_PARTS_KEPT_SECONDS
         dynamo.batch_put(self.table, [{**key, "segments": dict(part), "expires_at": parts_expire} for key, part in
                                       zip(_part_keys(INDEX_KEY["segment_id"], run, len(entries) - 1), entries[1:])])
         # The index item last, in one put: listings switch to the new run at once, with all its parts there.
         dynamo.batch_put(self.table, [{**INDEX_KEY, "run": run, "at": at, "segments": dict(entries[0]),
-                                       "parts": len(entries) - 1, "layout": MEMBERS_LAYOUT}])
+                                       "parts": len(entries) - 1, "layout": MEMBERS_LAYOUT, "order": LISTING_ORDER,
+                                       "sizes": [len(part) for part in entries],
+                                       "families": _family_spans(entry[1]["family"] for entry in ordered)}])
         return {**INDEX_KEY, "run": run, "at": at, "segments": segments, "layout": MEMBERS_LAYOUT}
 
     def create_definition(self, definition: CustomSegment) -> None:
@@ -240,8 +261,10 @@ class SegmentStore:
         upgrade from the item-per-member layout: its lists cannot be read, and the nightly
         triggers must take the new run as their baseline, not announce every member as new."""
         index = self._head()
-        if index is None:
-            return None
+        return None if index is None else self._with_parts(index)
+
+    def _with_parts(self, index: dict[str, Any]) -> dict[str, Any]:
+        """The index's item with the segments of its further parts."""
         parts = int(index.pop("parts", 0))
         if parts:
             found = dynamo.batch_get(self.table, _part_keys(INDEX_KEY["segment_id"], index["run"], parts),
@@ -252,6 +275,59 @@ class SegmentStore:
             for part in sorted(found, key=lambda row: row["sk"]):
                 index["segments"].update(part.get("segments") or {})
         return index
+
+    def listing(self, family: str | None, limit: int, cursor: str | None) -> SegmentListing:
+        """A page of the latest run's segments (of one family, or all), in the listing's order: by
+        family, the largest first. Reads the index's parts that hold the page, not the others."""
+        head = self._head()
+        if head is None:
+            if cursor:
+                raise DomainError("cursor belongs to an older run; start again without it", field="cursor")
+            return SegmentListing(None, None, {}, [], None)
+        run = head["run"]
+        if head.get("order") == LISTING_ORDER:
+            spans = {name: (int(start), int(count)) for name, (start, count) in head["families"].items()}
+            read = functools.partial(self._index_entries, head, [int(size) for size in head["sizes"]])
+        else:  # written before the index was kept in order (until the next run): read whole, ordered here
+            ordered = _in_listing_order(self._with_parts(head)["segments"])
+            spans = _family_spans(entry["family"] for entry in ordered)
+            read = lambda start, stop: ordered[start:stop]  # noqa: E731
+        if family is None:
+            low, high = 0, sum(count for _, count in spans.values())
+        else:
+            low, count = spans.get(family, (0, 0))
+            high = low + count
+        start = _listing_position(cursor, run, low, high) if cursor else low
+        stop = min(start + limit, high)
+        return SegmentListing(run, head["at"], {name: count for name, (_, count) in spans.items()},
+                              read(start, stop), _listing_cursor(run, stop) if stop < high else None)
+
+    def in_latest_run(self, segment_id: str) -> bool:
+        """Whether the latest run has the segment: from the index's own item or the segment's first
+        page, never by reading every part of the index."""
+        head = self._head()
+        if head is None:
+            return False
+        if segment_id in head["segments"]:
+            return True
+        return bool(head.get("parts")) and bool(dynamo.batch_get(
+            self.table, [{"segment_id": segment_id, "sk": _page_key(head["run"], 1)}], consistent=True,
+            projection="segment_id, sk"))
+
+    def _index_entries(self, head: dict[str, Any], sizes: list[int], start: int, stop: int) -> list[dict[str, Any]]:
+        """The ordered index's entries from `start` to `stop`: from the parts that hold them."""
+        firsts = list(itertools.accumulate(sizes, initial=0))
+        wanted = [k for k in range(len(sizes)) if firsts[k] < stop and firsts[k + 1] > start]
+        further = _part_keys(INDEX_KEY["segment_id"], head["run"], len(sizes) - 1)
+        number = {key["sk"]: k for k, key in enumerate(further, start=1)}
+        parts = {0: head["segments"]} if 0 in wanted else {}
+        parts |= {number[row["sk"]]: row.get("segments") or {} for row in
+                  dynamo.batch_get(self.table, [further[k - 1] for k in wanted if k], consistent=True)}
+        if len(parts) < len(wanted):  # expired (no run for INDEX_PARTS_KEPT_SECONDS): listed without them
+            logger.warning("segment index parts missing", extra={"run": head["run"], "parts": wanted,
+                                                                 "found": sorted(parts)})
+        return [entry for k in sorted(parts) for place, entry in enumerate(_in_listing_order(parts[k]), firsts[k])
+                if start <= place < stop]
 
     def _head(self) -> dict[str, Any] | None:
         """The index's own item: the latest run and the segments of its first part."""
@@ -468,6 +544,41 @@ def _bucket_item(partition: str, run: str, share: int, part: int, customers: dic
 def _parts(entries: list[Any], characters: Callable[[Any], int]) -> list[list[Any]]:
     """`entries` in order, cut into parts of up to PAGE_CHARACTERS (by `characters`); at least one."""
     return list(chunks_within(entries, len(entries), PAGE_CHARACTERS, characters)) or [[]]
+
+
+def _in_listing_order(segments: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Index entries as the listing gives them: by family, the largest first, then by id."""
+    return [{"segment_id": segment_id, "family": entry["family"], "name": entry["name"],
+             "members": int(entry["members"])} for segment_id, entry in sorted(segments.items(), key=_listing_key)]
+
+
+def _listing_key(item: tuple[str, dict[str, Any]]) -> tuple[str, int, str]:
+    segment_id, entry = item
+    return entry["family"], -int(entry["members"]), segment_id
+
+
+def _family_spans(families: Iterable[str]) -> dict[str, list[int]]:
+    """Where each family starts in the ordered index, and how many segments it has."""
+    spans: dict[str, list[int]] = {}
+    for place, family in enumerate(families):
+        spans.setdefault(family, [place, 0])[1] += 1
+    return spans
+
+
+def _listing_cursor(run: str, position: int) -> str:
+    return dynamo.encode_cursor(f"{run}#{position}")
+
+
+def _listing_position(cursor: str, run: str, low: int, high: int) -> int:
+    """The place in the ordered index a cursor of `run` names, within the family asked for."""
+    parts = dynamo.decode_cursor(cursor).split("#")
+    if len(parts) != 2 or not parts[1].isascii() or not parts[1].isdigit():
+        raise DomainError("cursor is not one this API returned", field="cursor")
+    if parts[0] != run:
+        raise DomainError("cursor belongs to an older run; start again without it", field="cursor")
+    if not low <= int(parts[1]) < high:
+        raise DomainError("cursor is not one this API returned for this family", field="cursor")
+    return int(parts[1])
 
 
 def _part_keys(partition: str, run: str, parts: int) -> list[dict[str, str]]:

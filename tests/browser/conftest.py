@@ -17,8 +17,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="session")
-def shop_stack(tmp_path_factory):
-    """(base url, the shop's backend client, the generated shop)."""
+def shop_stack_state(tmp_path_factory):
+    """(the stack's state: its url, DynamoDB Local and tables; the shop's backend client; the generated shop)."""
     state_dir = tmp_path_factory.mktemp("web-stack")
     state, _ = stack.up(free_port(), state_dir)
     try:
@@ -28,9 +28,16 @@ def shop_stack(tmp_path_factory):
         api.put_users(shop.users)
         assert not api.send_events(shop.events).rejected
         api.train_and_wait(A_MODEL_SERVES, timeout=300)  # the pages show a model's answers and reasons
-        yield state.url, api, shop
+        yield state, api, shop
     finally:
         stack.down(state_dir)
+
+
+@pytest.fixture(scope="session")
+def shop_stack(shop_stack_state):
+    """(base url, the shop's backend client, the generated shop)."""
+    state, api, shop = shop_stack_state
+    return state.url, api, shop
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from shared.segments.families import segment_id_for
+from shared.storage import dynamo
+from shared.storage.segments import INDEX_KEY, SegmentStore
 from tests.browser.conftest import CHROMIUM
 
 pytest.importorskip("playwright")
@@ -99,7 +102,9 @@ def test_a_customer_sees_their_history_recommendations_and_tags_and_buys(shop_st
 
 def test_the_marketer_sees_segments_the_rfm_grid_members_and_model_quality(shop_stack, page):
     url, api, _ = shop_stack
-    listing = api.request("GET", "/segments").body["segments"]
+    whole = api.request("GET", "/segments").body
+    listing = whole["segments"]
+    assert whole["next_cursor"] is None  # the demo's run is listed in one page
     page.goto(f"{url}/marketing")
 
     groups = [s for s in listing if not (s["family"] == "rfm" and RFM_CELL.match(s["name"]))]
@@ -145,6 +150,36 @@ def test_the_marketer_sees_segments_the_rfm_grid_members_and_model_quality(shop_
         expect(bars.locator(f'text[data-series="{series}"]')).to_have_text(f"{value:.3f}")
     expect(page.locator(f'#models tr[data-version="{manifest["version"]}"]')).to_contain_text("accepted")
     expect(page.locator("#errors")).to_be_empty()
+
+
+def test_a_shop_with_a_segment_for_each_of_many_cities_shows_the_largest_and_says_how_many_more(
+        shop_stack_state, page, monkeypatch):
+    """A run with 70 cities: the page lists the 50 largest of them, says 20 more are left out, and
+    still sums every RFM cell; the demo's own run is put back after."""
+    state, api, _ = shop_stack_state
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", state.dynamodb_endpoint)
+    dynamo.client.cache_clear()
+    table = state.tables["SegmentsTable"]
+    demo_run = dynamo.client().get_item(TableName=table, Key=dynamo.serialize(INDEX_KEY), ConsistentRead=True)["Item"]
+    rows = [("rfm:champions", "rfm", "Champions", f"r{k}", "bought often") for k in range(3)]
+    rows += [("rfm:r5f5m5", "rfm", "R5F5M5", f"r{k}", "scores 5 5 5") for k in range(3)]
+    for n in range(70):
+        rows += [(segment_id_for("geography", f"City: Town {n:02d}"), "geography", f"City: Town {n:02d}",
+                  f"c{n}-{k}", "city in the profile") for k in range(n + 1)]
+    try:
+        SegmentStore(table).write_run("many-cities", "2026-12-04T00:00:00+00:00", rows)
+        page.goto(f"{state.url}/marketing")
+
+        cities = page.locator('#segments tbody[data-family="geography"] tr[data-segment]')
+        expect(cities).to_have_count(50)
+        assert cities.first.locator("td.num").inner_text() == "70" and cities.last.locator("td.num").inner_text() == "21"
+        expect(page.locator('#segments tbody[data-family="geography"] tr.more')).to_contain_text(
+            "and 20 smaller geography segments")
+        expect(page.locator("#rfm-total")).to_have_text("3 customers with RFM tags.")
+    finally:
+        dynamo.client().put_item(TableName=table, Item=demo_run)
+        dynamo.client.cache_clear()
+    assert api.request("GET", "/segments").body["run"] == dynamo.deserialize(demo_run)["run"]
 
 
 def test_an_api_error_is_shown_on_the_page(shop_stack, page):
