@@ -35,6 +35,10 @@ async function showSegments() {
   const pages = await Promise.all(Object.keys(listing.families).map((family) =>
     trusted("GET", `/segments?family=${enc(family)}&limit=${family === "rfm" ? RFM_SEGMENTS : FAMILY_ROWS}`)));
   listing.segments = pages.flatMap((page) => page.segments);
+  // From the family pages themselves: a run may have ended between the first call and them.
+  const counts = Object.assign({}, ...pages.map((page) => page.families));
+  listing.unshown = Object.fromEntries(Object.entries(counts).map(([family, count]) =>
+    [family, count - listing.segments.filter((s) => s.family === family).length]));
   const families = new Map();
   for (const s of listing.segments.filter((s) => !(s.family === "rfm" && RFM_CELL.test(s.name)))) {
     families.set(s.family, [...(families.get(s.family) || []), s]);
@@ -42,7 +46,7 @@ async function showSegments() {
   $("segments").querySelectorAll("tbody").forEach((body) => body.remove());
   for (const [family, segments] of families) {
     const largest = Math.max(...segments.map((s) => s.members));
-    const unshown = family === "rfm" ? 0 : listing.families[family] - segments.length;
+    const unshown = family === "rfm" ? 0 : listing.unshown[family] || 0;
     $("segments").append(el("tbody", { "data-family": family },
       el("tr", { class: "family-row" }, el("th", { colspan: 3 }, family)),
       segments.map((s) => el("tr", { "data-segment": s.segment_id },
@@ -443,9 +447,12 @@ function fillAudiences(listing) {
   for (const s of listing.segments.filter((s) => !(s.family === "rfm" && RFM_CELL.test(s.name)))) {
     groups.set(s.family, [...(groups.get(s.family) || []), [s.segment_id, `${s.name} (${s.members})`]]);
   }
+  // A family cut to its largest says so: a smaller segment is taken by its id through POST /campaigns.
+  const label = (family, options) => (listing.unshown?.[family] > 0 && family !== "rfm"
+    ? `${family} (the ${options.length} largest of ${options.length + listing.unshown[family]})` : family);
   select.replaceChildren(el("option", { value: "" }, "everyone"),
-    ...[...groups].filter(([, options]) => options.length).map(([family, options]) => el("optgroup", { label: family },
-      options.map(([value, text]) => el("option", { value }, text)))));
+    ...[...groups].filter(([, options]) => options.length).map(([family, options]) =>
+      el("optgroup", { label: label(family, options) }, options.map(([value, text]) => el("option", { value }, text)))));
   select.value = [...select.options].some((o) => o.value === chosen) ? chosen : "";
 }
 

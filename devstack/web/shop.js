@@ -18,7 +18,7 @@ const titles = new Map();
 
 async function listCustomers() {
   const { segments } = await trusted("GET", "/segments?family=rfm");
-  const groups = segments.filter((s) => s.family === "rfm" && !RFM_CELL.test(s.name));
+  const groups = segments.filter((s) => !RFM_CELL.test(s.name));
   if (!groups.length) {
     $("who").textContent = "No segments yet: load a shop and train a model first (./dev demo).";
     return;

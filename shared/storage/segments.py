@@ -4,10 +4,7 @@ Keys (SegmentsTable):
     segment_id = "#index", sk = "current"              the latest run: {run, at, segments: {id: {family, name, members}},
                                                        parts, layout, order, sizes, families}
     segment_id = "#index", sk = <run>#<001>            the index's further segments, when there are more than
-                                                       fit in one item: {segments}, `parts` of them. In the
-                                                       listing's order across parts (by family, the largest
-                                                       first, then id); `sizes`: each part's count, the
-                                                       item's own first; `families`: {family: [start, count]}
+                                                       fit in one item: {segments}, `parts` of them
     segment_id = <segment>, sk = "p#<run>#<000001>"    a page of that run's members: {members: {user_id: reason}}
     segment_id = "#customers#<bucket>", sk = <run>#<share>#<part>   which page of that run holds each
                                                        customer of the bucket's share, by segment (its
@@ -17,6 +14,9 @@ Keys (SegmentsTable):
                                                        into: {segments: [id, ...], parts, buckets, shares}
     segment_id = "#runs#parts", sk = <run>#<001>       the further ids of that list, in `parts` items
     segment_id = "#custom", sk = <segment>             a custom definition, as JSON text in "definition"
+The index's segments are in the listing's order across its items (by family, the largest first,
+then id); the head's `sizes` counts each item's (its own first) and `families` gives each family's
+[start, count] in that order, so that a page of the listing reads the items it shows.
 Listings go through the index's run id, so a run being written is invisible to them until its
 index is written, and members of old runs are never mixed in; they expire through the table's TTL.
 Access and erasure read every run recorded in #runs instead, the one being written included.
@@ -38,12 +38,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import accumulate, islice
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -52,7 +52,7 @@ from botocore.exceptions import ClientError
 from shared.errors import Conflict, DomainError, NotFound
 from shared.limits import chunks_within
 from shared.observability import logger, metrics
-from shared.segments.families import segment_id_for
+from shared.segments.families import family_of, segment_id_for
 from shared.segments.rules import MAX_CUSTOM_SEGMENTS, CustomSegment, from_stored_text, stored_text
 from shared.storage import dynamo
 
@@ -285,7 +285,7 @@ class SegmentStore:
                 raise DomainError("cursor belongs to an older run; start again without it", field="cursor")
             return SegmentListing(None, None, {}, [], None)
         run = head["run"]
-        if head.get("order") == LISTING_ORDER:
+        if head.get("order") == LISTING_ORDER and "sizes" in head and "families" in head:
             spans = {name: (int(start), int(count)) for name, (start, count) in head["families"].items()}
             read = functools.partial(self._index_entries, head, [int(size) for size in head["sizes"]])
         else:  # written before the index was kept in order (until the next run): read whole, ordered here
@@ -297,10 +297,10 @@ class SegmentStore:
         else:
             low, count = spans.get(family, (0, 0))
             high = low + count
-        start = _listing_position(cursor, run, low, high) if cursor else low
+        start = _listing_position(cursor, run, family, low, high) if cursor else low
         stop = min(start + limit, high)
-        return SegmentListing(run, head["at"], {name: count for name, (_, count) in spans.items()},
-                              read(start, stop), _listing_cursor(run, stop) if stop < high else None)
+        return SegmentListing(run, head["at"], {name: spans[name][1] for name in sorted(spans)},
+                              read(start, stop), _listing_cursor(run, family, stop) if stop < high else None)
 
     def in_latest_run(self, segment_id: str) -> bool:
         """Whether the latest run has the segment: from the index's own item or the segment's first
@@ -308,15 +308,19 @@ class SegmentStore:
         head = self._head()
         if head is None:
             return False
-        if segment_id in head["segments"]:
+        if segment_id in head["segments"] or not head.get("parts"):
+            return segment_id in head["segments"]
+        if dynamo.batch_get(self.table, [{"segment_id": segment_id, "sk": _page_key(head["run"], 1)}],
+                            consistent=True, projection="segment_id, sk"):
             return True
-        return bool(head.get("parts")) and bool(dynamo.batch_get(
-            self.table, [{"segment_id": segment_id, "sk": _page_key(head["run"], 1)}], consistent=True,
-            projection="segment_id, sk"))
+        # Its pages expired (no run for OLD_RUNS_KEPT_SECONDS) while the index still lists it: the
+        # index's entries of its family, in one listing.
+        return any(entry["segment_id"] == segment_id
+                   for entry in self.listing(family_of(segment_id), sys.maxsize, None).segments)
 
     def _index_entries(self, head: dict[str, Any], sizes: list[int], start: int, stop: int) -> list[dict[str, Any]]:
         """The ordered index's entries from `start` to `stop`: from the parts that hold them."""
-        firsts = list(itertools.accumulate(sizes, initial=0))
+        firsts = list(accumulate(sizes, initial=0))
         wanted = [k for k in range(len(sizes)) if firsts[k] < stop and firsts[k + 1] > start]
         further = _part_keys(INDEX_KEY["segment_id"], head["run"], len(sizes) - 1)
         number = {key["sk"]: k for k, key in enumerate(further, start=1)}
@@ -326,6 +330,8 @@ class SegmentStore:
         if len(parts) < len(wanted):  # expired (no run for INDEX_PARTS_KEPT_SECONDS): listed without them
             logger.warning("segment index parts missing", extra={"run": head["run"], "parts": wanted,
                                                                  "found": sorted(parts)})
+        if any(len(parts[k]) != sizes[k] for k in parts):  # not as written: places may be off, nothing fails
+            logger.warning("segment index part sizes differ from the head's", extra={"run": head["run"]})
         return [entry for k in sorted(parts) for place, entry in enumerate(_in_listing_order(parts[k]), firsts[k])
                 if start <= place < stop]
 
@@ -565,20 +571,20 @@ def _family_spans(families: Iterable[str]) -> dict[str, list[int]]:
     return spans
 
 
-def _listing_cursor(run: str, position: int) -> str:
-    return dynamo.encode_cursor(f"{run}#{position}")
+def _listing_cursor(run: str, family: str | None, position: int) -> str:
+    return dynamo.encode_cursor(f"{run}#{family or ''}#{position}")
 
 
-def _listing_position(cursor: str, run: str, low: int, high: int) -> int:
-    """The place in the ordered index a cursor of `run` names, within the family asked for."""
+def _listing_position(cursor: str, run: str, family: str | None, low: int, high: int) -> int:
+    """The place in the ordered index a cursor of `run` and `family` names."""
     parts = dynamo.decode_cursor(cursor).split("#")
-    if len(parts) != 2 or not parts[1].isascii() or not parts[1].isdigit():
+    if len(parts) != 3 or not parts[2].isascii() or not parts[2].isdigit():
         raise DomainError("cursor is not one this API returned", field="cursor")
     if parts[0] != run:
         raise DomainError("cursor belongs to an older run; start again without it", field="cursor")
-    if not low <= int(parts[1]) < high:
+    if parts[1] != (family or "") or not low <= int(parts[2]) < high:
         raise DomainError("cursor is not one this API returned for this family", field="cursor")
-    return int(parts[1])
+    return int(parts[2])
 
 
 def _part_keys(partition: str, run: str, parts: int) -> list[dict[str, str]]:

@@ -176,8 +176,12 @@ def test_a_shop_with_a_segment_for_each_of_many_cities_shows_the_largest_and_say
         expect(page.locator('#segments tbody[data-family="geography"] tr.more')).to_contain_text(
             "and 20 smaller geography segments")
         expect(page.locator("#rfm-total")).to_have_text("3 customers with RFM tags.")
+        expect(page.locator('#campaign-segment optgroup[label="geography (the 50 largest of 70)"] option')).to_have_count(50)
     finally:
         dynamo.client().put_item(TableName=table, Item=demo_run)
+        written = [item for scanned in dynamo.client().get_paginator("scan").paginate(TableName=table)
+                   for item in scanned["Items"] if "many-cities" in item["sk"]["S"]]
+        dynamo.batch_delete(table, [dynamo.deserialize({k: item[k] for k in ("segment_id", "sk")}) for item in written])
         dynamo.client.cache_clear()
     assert api.request("GET", "/segments").body["run"] == dynamo.deserialize(demo_run)["run"]
 

@@ -28,7 +28,9 @@ def test_the_train_function_reads_each_table_once_and_its_members_are_the_tags_o
     assert manifest["status"] == "accepted", manifest["reason"]
     assert passes(scans) == {local_tables[t]: 1 for t in ("UsersTable", "EventsTable", "ItemsTable")}
     members: dict[str, set[str]] = {}
-    for summary in local_api.json("GET", "/segments")[1]["segments"]:
+    listing = local_api.json("GET", "/segments")[1]
+    assert listing["next_cursor"] is None  # every segment of the run on one page
+    for summary in listing["segments"]:
         page = local_api.json("GET", f"/segments/{summary['segment_id']}/members?limit=1000")[1]
         assert page["next_cursor"] is None
         for member in page["members"]:

@@ -81,9 +81,10 @@ def test_a_page_reads_only_the_index_parts_it_shows(store, moto_tables, monkeypa
     batch_get = dynamo.batch_get
     monkeypatch.setattr(dynamo, "batch_get", lambda table, keys, **kw: read.extend(keys) or batch_get(table, keys, **kw))
 
-    for family in ("rfm", "geography"):
+    middle = store.listing("geography", 12, None).next_cursor
+    for family, cursor in (("rfm", None), ("geography", None), ("geography", middle)):
         read.clear()
-        assert len(store.listing(family, 3, None).segments) == 3
+        assert len(store.listing(family, 3, cursor).segments) == 3
         # The head, and the parts the page is in besides: at most two for three entries of about
         # four a part.
         assert read[0] == INDEX_KEY and len(read) <= 3
@@ -113,9 +114,12 @@ def test_a_missing_index_part_leaves_a_gap_not_an_error(store, moto_tables):
 
 def test_a_cursor_of_another_run_or_family_or_not_given_out_is_a_clear_400(store):
     rfm_cursor = store.listing("rfm", 1, None).next_cursor
-    with pytest.raises(DomainError, match="for this family"):
-        store.listing("geography", 1, rfm_cursor)
-    for cursor in ("nope", dynamo.encode_cursor("r1#x"), dynamo.encode_cursor("r1#9999")):
+    every_cursor = store.listing(None, 5, None).next_cursor  # its place is a city's
+    for family, cursor in (("geography", rfm_cursor), (None, rfm_cursor), ("geography", every_cursor)):
+        with pytest.raises(DomainError, match="for this family"):
+            store.listing(family, 1, cursor)
+    for cursor in ("nope", dynamo.encode_cursor("r1#rfm#x"), dynamo.encode_cursor("r1#rfm#9999"),
+                   dynamo.encode_cursor("r1#30")):
         with pytest.raises(DomainError) as raised:
             store.listing(None, 5, cursor)
         assert raised.value.field == "cursor"
@@ -140,10 +144,10 @@ def test_get_segments_pages_and_refuses_a_family_or_limit_it_does_not_know(api, 
     status, second = api.json("GET", f"/segments?family=geography&limit=10&cursor={first['next_cursor']}")
     assert status == 200 and [s["members"] for s in second["segments"]] == list(range(20, 10, -1))
 
-    for query, field in (("family=cities", "family"), ("limit=0", "limit"), ("limit=1001", "limit"),
-                         ("cursor=nope", "cursor")):
-        status, answer = api.json("GET", f"/segments?{query}")
-        assert status in (400, 422) and answer["error"]["fields"][0]["field"] == field, (query, answer)
+    for query, status, field in (("family=cities", 422, "family"), ("limit=0", 422, "limit"),
+                                 ("limit=1001", 422, "limit"), ("cursor=nope", 400, "cursor")):
+        answer = api.json("GET", f"/segments?{query}")
+        assert (answer[0], answer[1]["error"]["fields"][0]["field"]) == (status, field), (query, answer)
 
 
 def test_a_campaign_takes_a_segment_listed_in_a_later_part_of_the_index(api, moto_tables, monkeypatch):
@@ -165,4 +169,17 @@ def test_a_campaign_takes_a_segment_listed_in_a_later_part_of_the_index(api, mot
     status, answer = api.json("POST", "/campaigns", {"name": "x", "channel": "email",
                                                      "segment_id": "geography:city-nowhere"})
     assert status == 404 and answer["error"]["fields"][0]["field"] == "segment_id"
+
+
+def test_a_segment_whose_pages_expired_is_still_known_while_the_index_lists_it(store, moto_tables):
+    """No nightly run for over three days: the pages are gone (TTL), the index (kept 90 days) still
+    lists the segment, and a campaign, which computes its audience now, may still take it."""
+    table = moto_tables["SegmentsTable"]
+    smallest_city = expected_order(run_rows())[29]["segment_id"]
+    for item in dynamo.client().scan(TableName=table)["Items"]:
+        if item["sk"]["S"].startswith("p#"):
+            dynamo.client().delete_item(TableName=table, Key={"segment_id": item["segment_id"], "sk": item["sk"]})
+
+    assert store.in_latest_run(smallest_city) and store.in_latest_run("rfm:at-risk")
+    assert not store.in_latest_run("geography:city-nowhere") and not store.in_latest_run("nofamily:x")
 
