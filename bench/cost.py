@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from bench.item_size import KB, item_bytes  # noqa: E402
 from bench.quiet import quiet_handlers  # noqa: E402
 from devstack.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, create_tables, write_items  # noqa: E402
 from devstack.dynamodb_local import client as local_client  # noqa: E402
@@ -73,7 +74,6 @@ PRICES = {
 CATEGORIES = ["kitchen", "garden", "toys", "books", "lighting", "textiles", "bath", "pets"]
 READS = {"GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems"}
 WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
-KB = 1024
 
 
 @dataclass
@@ -174,35 +174,6 @@ class Meter:
             if all(name in item for name in sort):
                 found.append(index["IndexName"])
         return found
-
-
-def item_bytes(item: dict[str, Any]) -> int:
-    """An item's size as DynamoDB counts it (names plus values), from its wire form."""
-    return sum(len(name.encode()) + value_bytes(value) for name, value in item.items())
-
-
-def put_units(item: dict[str, Any]) -> int:
-    """A put's write request units: 1 per KB of the item, rounded up."""
-    return math.ceil(item_bytes(item) / KB)
-
-
-def value_bytes(value: dict[str, Any]) -> int:
-    kind, inner = next(iter(value.items()))
-    if kind == "S":
-        return len(inner.encode())
-    if kind == "N":
-        return 21
-    if kind == "B":
-        return len(inner) if isinstance(inner, bytes) else len(inner.encode())
-    if kind in ("BOOL", "NULL"):
-        return 1
-    if kind in ("SS", "NS", "BS"):
-        return sum(value_bytes({kind[0]: v}) for v in inner)
-    if kind == "L":
-        return 3 + sum(value_bytes(v) + 1 for v in inner)
-    if kind == "M":
-        return 3 + sum(len(k.encode()) + value_bytes(v) + 1 for k, v in inner.items())
-    return len(json.dumps(inner))
 
 
 def instrument(meter: Meter) -> None:

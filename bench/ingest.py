@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.cost import put_units  # noqa: E402
+from bench.item_size import put_units  # noqa: E402
 from bench.quiet import quiet_handlers  # noqa: E402
 from devstack.demo_data import generate_shop  # noqa: E402
 from devstack.dynamodb_local import DynamoDBLocal, create_tables, delete_tables  # noqa: E402

@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from bench.cost import PRICES, put_units  # noqa: E402
+from bench.cost import PRICES  # noqa: E402
+from bench.item_size import put_units  # noqa: E402
 from bench.quiet import quiet_handlers  # noqa: E402
 from devstack.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, client, create_tables, write_items  # noqa: E402
 from devstack.gateway import LambdaContext, api_event, load_handler  # noqa: E402
@@ -214,6 +215,10 @@ def write_bench(n: int, rounds: int = 2) -> None:
           f"DynamoDB Local, {threads} threads each, best of {rounds}:")
     print(f"  write_run (pages, customer buckets)    {ours_s:6.1f} s  {len(items):9,} items  {ours_wru:9,} WRU "
           f"({ours_wru / customers:5.2f} a customer)  ${ours_wru * dollars:.4f} a night")
+    pages_wru = sum(put_units(item) for item in items if item["sk"]["S"].startswith("p#"))
+    buckets_wru = sum(put_units(item) for item in items if item["segment_id"]["S"].startswith("#customers#"))
+    print(f"    of which pages {pages_wru / customers:.2f}, buckets of customers {buckets_wru / customers:.2f}, "
+          f"the run's record and index {(ours_wru - pages_wru - buckets_wru) / customers:.2f} a customer")
     print(f"  raw BatchWriteItem, the same items     {raw_s:6.1f} s   ratio ours/raw {ours_s / raw_s:.2f}")
     print(f"  before: an item a member + by_user     {before_s:6.1f} s  {len(before):9,} items  {before_wru:9,} WRU "
           f"({before_wru / customers:5.2f} a customer)  ${before_wru * dollars:.4f} a night")
