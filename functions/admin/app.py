@@ -165,10 +165,10 @@ def start_experiment(spec: ExperimentSpec) -> Response[Experiment]:
 
 
 @app.get("/experiments", tags=["experiments"], summary="Experiments, newest first, with their latest results")
-def list_experiments() -> ExperimentList:
+def list_experiments(limit: Annotated[int, Query(ge=1, le=100)] = 20) -> ExperimentList:
     return ExperimentList(experiments=[
-        ExperimentWithResults(**e.model_dump(), results=(experiments.results(e.experiment_id) or [None])[-1])
-        for e in experiments.all()])
+        ExperimentWithResults(**e.model_dump(), results=experiments.latest_results(e.experiment_id))
+        for e in experiments.recent(limit)])
 
 
 @app.get("/experiments/<experiment_id>", tags=["experiments"], summary="One experiment and every day's results")

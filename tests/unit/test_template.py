@@ -71,6 +71,10 @@ MAY_DELETE = {
         ("dynamodb:BatchWriteItem", "SegmentsTable"): "writes each run's segment members with batch_put",
         ("s3:DeleteObject", "ModelBucket/models/*"): "prunes model versions past ModelVersionsKept or "
                                                        "ModelMaxAgeDays",
+        ("s3:DeleteObject", "ModelBucket/experiments-running/*"): "unnames experiments that ended without it",
+    },
+    "AdminFunction": {
+        ("s3:DeleteObject", "ModelBucket/experiments-running/*"): "unnames an experiment it stops or promotes",
     },
 }
 
@@ -426,10 +430,17 @@ def test_every_aws_call_the_functions_make_is_granted_by_their_policies(api, mot
     assert api.json("PUT", "/users/u-1", {"country": "DE", "consent": {"personalization": True}})[0] == 200
     assert api.json("POST", "/events", {"events": [purchase("p-1"), view("v-1", user_id="u-2")]})[0] == 200
     assert api.json("GET", "/items/sku-1")[0] == 200
+    # A running experiment's name an interrupted stop left: the nightly run removes it.
+    boto3.client("s3").put_object(Bucket=MODEL_BUCKET, Key="experiments-running/exp-20200101-gone00", Body=b"")
     manifest = train_handler({"config": {"min_gain_over_popularity": 0}}, LambdaContext(function_name="TrainFunction"))
     assert manifest["status"] == "accepted", manifest["reason"]
     assert api.json("GET", "/models")[0] == 200
     assert api.json("POST", f"/models/{manifest['version']}/activate")[0] == 200
+    status, experiment = api.json("POST", "/experiments", json.loads(json.loads(
+        (PROJECT_ROOT / "events" / "admin" / "post_experiments.json").read_text())["body"]))
+    assert status == 201, experiment
+    assert api.json("GET", "/experiments")[0] == 200
+    assert api.json("POST", f"/experiments/{experiment['experiment_id']}/stop")[0] == 200
     shopper = next(iter(shop.archetypes))
     for path in (f"/users/{shopper}/recommendations", "/items/sku-1/similar", "/popular", f"/users/{shopper}/segments",
                  "/segments"):
