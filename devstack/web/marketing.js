@@ -194,7 +194,7 @@ let experiments = [];
 const MEASURES = { conversion: "conversion", click_through: "click-through", revenue_per_exposed: "revenue per exposed customer" };
 
 async function showExperiments() {
-  experiments = (await trusted("GET", "/experiments")).experiments;
+  experiments = (await trusted("GET", "/experiments?limit=100")).experiments;
   const chosen = $("experiment").value;
   $("experiment").replaceChildren(...experiments.map((e) =>
     el("option", { value: e.experiment_id }, `${e.spec.name} (${e.spec.surface}, ${e.status})`)));

@@ -96,10 +96,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             logger.error("experiment results not written", extra={"reason": error.message})
             metrics.add_metric("ExperimentResultsFailed", "Count", 1)
     try:
-        experiments.reconcile_running()  # what serving reads of the running experiments
-    except StorageUnavailable as error:  # the copies stand as they are; tomorrow's run tries again
-        logger.error("running experiments' copies not reconciled", extra={"reason": error.message})
-        metrics.add_metric("ExperimentCopiesFailed", "Count", 1)
+        experiments.reconcile_running(now)  # the names serving reads the running experiments by
+    except StorageUnavailable as error:  # the names stand as they are; tomorrow's run tries again
+        logger.error("running experiments' names not reconciled", extra={"reason": error.message})
+        metrics.add_metric("ExperimentNamesFailed", "Count", 1)
     pruned = models.prune(settings.model_versions_kept, settings.model_max_age_days, now)
     logger.info("old model versions pruned", extra={"versions": pruned})
     metrics.add_metric("TrainingRuns", "Count", 1)

@@ -30,6 +30,9 @@ class Blobs(Protocol):
     def put_file(self, key: str, path: Path) -> None: ...
 
 
+WRITING = ".writing-"  # a LocalBlobs file being written, not yet a key
+
+
 class LocalBlobs:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -37,14 +40,14 @@ class LocalBlobs:
     def put(self, key: str, data: bytes) -> None:
         path = self.root / key
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as temporary:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=WRITING, delete=False) as temporary:
             temporary.write(data)
         os.replace(temporary.name, path)
 
     def put_file(self, key: str, path: Path) -> None:
         target = self.root / key
         target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as temporary:
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=WRITING, delete=False) as temporary:
             with open(path, "rb") as source:
                 shutil.copyfileobj(source, temporary)
         os.replace(temporary.name, target)
@@ -59,14 +62,17 @@ class LocalBlobs:
 
     def keys(self, prefix: str) -> list[str]:
         base = self.root / prefix
-        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file()) if base.exists() else []
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*")
+                      if p.is_file() and not p.name.startswith(WRITING)) if base.exists() else []
 
     def delete(self, key: str) -> None:
         path = self.root / key
         try:
             path.unlink(missing_ok=True)
-            if path.parent != self.root and not any(path.parent.iterdir()):
-                path.parent.rmdir()  # an empty version folder would read as a version without files
+            # An empty version folder would read as a version without files. Only those: another
+            # folder emptied may be written to the next moment.
+            if key.startswith("models/") and not any(path.parent.iterdir()):
+                path.parent.rmdir()
         except OSError as error:
             raise StorageUnavailable(f"cannot delete {key} from the folder: {error}") from None
 

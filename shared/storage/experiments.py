@@ -2,32 +2,40 @@
 
     experiments/<id>/experiment.json          the spec and its state (running, stopped, promoted)
     experiments/<id>/results/<day>.json       the results as of the end of that day (cumulative)
-    experiments-running/<id>                  (empty) names each running experiment
+    experiments-running/<id>                  names each running experiment (holds when it was written)
     experiments-running/_complete             written once every running experiment is named there
     attribution/report.json                   the last days' credited revenue, click-through, conversion
 
 Serving reads which experiments run at most every MODEL_REFRESH_SECONDS, as it reads the active
-pointer, in the request that finds it due: the experiments named under experiments-running/
-(one per surface at most), not every experiment a shop ever ran. A name is written before its
-experiment runs and deleted after it ends, and only names a candidate: its experiment.json says
-whether it runs, so a name an interrupted call left misleads nobody. The nightly run makes the
-names agree with the experiments (and names those that ran before the names did), then marks
-them complete; until then the running experiments are found among all of them, as before.
+pointer, in the request that finds it due: a list of the names under experiments-running/ and a
+read of each named experiment (one per surface at most), not every experiment a shop ever ran. A
+name is written before its experiment runs and deleted after it ends, and only names a candidate:
+its experiment.json says whether it runs, so a name an interrupted call left misleads nobody. The
+nightly run makes the names agree with the experiments (and names those that ran before the names
+did), then marks them complete; until then the running experiments are found among all of them,
+as before. A version before the names, deployed again after the mark, starts experiments serving
+would not see: delete experiments-running/_complete when rolling back past them.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from shared.errors import NotFound
+from shared.errors import NotFound, StorageUnavailable
 from shared.experiments.spec import Experiment
+from shared.observability import logger
 from shared.storage.blobs import Blobs
 
 PREFIX = "experiments/"
 RUNNING_PREFIX = "experiments-running/"
 RUNNING_COMPLETE_KEY = RUNNING_PREFIX + "_complete"
 REPORT_KEY = "attribution/report.json"
+# A name whose experiment.json is missing is kept this long: a start writes it first.
+NAME_GRACE = timedelta(hours=1)
+DAY_OF_ID = re.compile(r"exp-(\d{8})-")
 
 
 class ExperimentStore:
@@ -35,14 +43,18 @@ class ExperimentStore:
         self.blobs = blobs
 
     def save(self, experiment: Experiment) -> None:
-        """The experiment, and its name among the running: written before an experiment that
-        runs, deleted after one that ended."""
+        """The experiment, and its name among the running (holding when it was written): written
+        before an experiment that runs, deleted after one that ended."""
         named = _running_key(experiment.experiment_id)
         if experiment.status == "running":
-            self.blobs.put(named, b"")
+            self.blobs.put(named, datetime.now(timezone.utc).isoformat().encode())
         self.blobs.put(_key(experiment.experiment_id), experiment.model_dump_json().encode())
         if experiment.status != "running":
-            self.blobs.delete(named)
+            try:
+                self.blobs.delete(named)
+            except StorageUnavailable as error:  # it has ended: the name misleads nobody, tonight's run deletes it
+                logger.warning("an ended experiment's name is left", extra={"experiment": experiment.experiment_id,
+                                                                           "reason": error.message})
 
     def get(self, experiment_id: str) -> Experiment:
         try:
@@ -67,31 +79,40 @@ class ExperimentStore:
         return self._read(newest)[:limit]
 
     def running(self) -> list[Experiment]:
-        if self._names_complete():
-            named = self._read([_key(key[len(RUNNING_PREFIX):]) for key in self._running_names()])
+        """A list of the names and a read of each named experiment; every experiment until the
+        nightly run marked the names complete."""
+        names = self.blobs.keys(RUNNING_PREFIX)
+        if RUNNING_COMPLETE_KEY in names:
+            named = self._read([_key(key[len(RUNNING_PREFIX):]) for key in names if key != RUNNING_COMPLETE_KEY])
             return [e for e in named if e.status == "running"]
         return [e for e in self.all() if e.status == "running"]
 
-    def reconcile_running(self) -> None:
-        """Name every running experiment and no other under experiments-running/ (the nightly run),
-        then mark the names complete."""
+    def reconcile_running(self, now: datetime) -> None:
+        """Name every running experiment under experiments-running/ and unname the others (the
+        nightly run), then mark the names complete. A name is deleted only after its experiment
+        is read again: one started meanwhile keeps its name."""
         running = {_running_key(e.experiment_id) for e in self.all() if e.status == "running"}
-        named = set(self._running_names())
+        named = {key for key in self.blobs.keys(RUNNING_PREFIX) if key != RUNNING_COMPLETE_KEY}
         for key in running - named:
-            self.blobs.put(key, b"")
-        for stale in named - running:  # an ended experiment's, or one whose experiment.json is gone
-            self.blobs.delete(stale)
-        self.blobs.put(RUNNING_COMPLETE_KEY, b"")
+            self.blobs.put(key, now.isoformat().encode())
+        for key in named - running:
+            if not self._still_running(key, now):
+                self.blobs.delete(key)
+        self.blobs.put(RUNNING_COMPLETE_KEY, now.isoformat().encode())
 
-    def _running_names(self) -> list[str]:
-        return [key for key in self.blobs.keys(RUNNING_PREFIX) if key != RUNNING_COMPLETE_KEY]
-
-    def _names_complete(self) -> bool:
+    def _still_running(self, name: str, now: datetime) -> bool:
+        """Whether a name the first read found no running experiment for must stay: its experiment
+        runs now, or has not been written yet (a start in progress, named under NAME_GRACE ago)."""
         try:
-            self.blobs.get(RUNNING_COMPLETE_KEY)
+            return self.get(name[len(RUNNING_PREFIX):]).status == "running"
         except NotFound:
+            try:
+                written = datetime.fromisoformat(self.blobs.get(name).decode())
+            except (NotFound, ValueError):
+                return False
+            return now - written < NAME_GRACE
+        except ValueError:  # an experiment.json that does not parse: no experiment to serve
             return False
-        return True
 
     def _read(self, keys: list[str]) -> list[Experiment]:
         found = []
@@ -137,6 +158,7 @@ def _running_key(experiment_id: str) -> str:
 
 
 def _day(key: str) -> str:
-    """The day an experiment's key names (its id's second part); "" for an id of another form."""
-    parts = key[len(PREFIX):].split("/", 1)[0].split("-")
-    return parts[1] if len(parts) > 2 else ""
+    """The day an experiment's key names (exp-20261201-...); "" for an id of another form, which
+    is listed after all others."""
+    found = DAY_OF_ID.match(key[len(PREFIX):])
+    return found.group(1) if found else ""

@@ -14,6 +14,7 @@ from shared.storage.blobs import LocalBlobs
 from shared.storage.experiments import ExperimentStore
 
 START = datetime(2026, 9, 1, 9, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, 3, tzinfo=timezone.utc)
 SPEC = ExperimentSpec(name="test", variants=[{"name": "model", "serves": "active", "traffic": 0.5},
                                              {"name": "popular", "serves": "popular", "traffic": 0.5}])
 
@@ -21,11 +22,15 @@ SPEC = ExperimentSpec(name="test", variants=[{"name": "model", "serves": "active
 class CountingBlobs(LocalBlobs):
     def __init__(self, root) -> None:
         super().__init__(root)
-        self.read: list[str] = []
+        self.read: list[str] = []  # objects read, and "list <prefix>" for each listing
 
     def get(self, key: str) -> bytes:
         self.read.append(key)
         return super().get(key)
+
+    def keys(self, prefix: str) -> list[str]:
+        self.read.append(f"list {prefix}")
+        return super().keys(prefix)
 
 
 @pytest.fixture
@@ -54,11 +59,12 @@ def ran_for_months(store: ExperimentStore) -> list[Experiment]:
 def test_serving_reads_the_running_experiments_not_every_one_ever(blobs):
     store = ExperimentStore(blobs)
     running = ran_for_months(store)[0]
-    store.reconcile_running()  # the nightly run: the names are complete from now on
+    store.reconcile_running(NOW)  # the nightly run: the names are complete from now on
     blobs.read.clear()
 
     assert [e.experiment_id for e in store.running()] == [running.experiment_id]
-    assert len(blobs.read) == 2  # whether the names are complete, and the one experiment named
+    # A list of the names (with the mark that they are complete) and the one experiment named.
+    assert blobs.read == ["list experiments-running/", f"experiments/{running.experiment_id}/experiment.json"]
 
 
 def test_experiments_from_before_the_names_run_on_until_and_after_the_nightly_run(blobs, tmp_path):
@@ -70,7 +76,7 @@ def test_experiments_from_before_the_names_run_on_until_and_after_the_nightly_ru
         (tmp_path / "experiments" / written.experiment_id / "experiment.json").write_text(written.model_dump_json())
 
     assert [e.experiment_id for e in store.running()] == [old[3].experiment_id]  # among all of them
-    store.reconcile_running()
+    store.reconcile_running(NOW)
     blobs.read.clear()
     assert [e.experiment_id for e in store.running()] == [old[3].experiment_id]
     assert len(blobs.read) == 2
@@ -79,16 +85,43 @@ def test_experiments_from_before_the_names_run_on_until_and_after_the_nightly_ru
 def test_a_name_an_interrupted_call_left_misleads_nobody_and_the_nightly_run_removes_it(blobs, tmp_path):
     store = ExperimentStore(blobs)
     running = ran_for_months(store)[0]
-    store.reconcile_running()
-    blobs.put("experiments-running/exp-20261001-orphan", b"")  # its experiment.json never written
+    store.reconcile_running(NOW)
+    blobs.put("experiments-running/exp-20261001-orphan", b"2026-10-01T09:00:00+00:00")  # never written
     stopped = experiment(41, "running")
     store.save(stopped)
     blobs.put("experiments-running/" + experiment(7).experiment_id, b"")  # a stop whose delete failed
     store.save(stopped.model_copy(update={"status": "stopped", "ended_at": START + timedelta(days=42)}))
 
     assert [e.experiment_id for e in store.running()] == [running.experiment_id]
-    store.reconcile_running()
+    store.reconcile_running(NOW)
     assert sorted(p.name for p in (tmp_path / "experiments-running").iterdir()) == ["_complete", running.experiment_id]
+
+
+def test_an_experiment_started_while_the_nightly_run_reconciles_keeps_its_name(blobs, monkeypatch):
+    """The run reads every experiment, then the names: one started in between is named, not yet
+    read as running. Its name stays, so serving serves it and a second start on its surface is refused."""
+    store = ExperimentStore(blobs)
+    ran_for_months(store)
+    started = experiment(41, "running")
+    starting = experiment(42, "running")
+    read_all = store.all
+
+    def a_start_meanwhile():
+        found = read_all()
+        store.save(started.model_copy(update={"started_at": datetime.now(timezone.utc)}))
+        blobs.put("experiments-running/" + starting.experiment_id, datetime.now(timezone.utc).isoformat().encode())
+        return found
+
+    monkeypatch.setattr(store, "all", a_start_meanwhile)
+    store.reconcile_running(datetime.now(timezone.utc))
+    monkeypatch.undo()
+
+    names = {key.rsplit("/", 1)[1] for key in blobs.keys("experiments-running/")}
+    # The one started, and one whose experiment.json is being written (named a moment ago).
+    assert {started.experiment_id, starting.experiment_id} <= names
+    assert started.experiment_id in {e.experiment_id for e in store.running()}
+    store.reconcile_running(datetime.now(timezone.utc) + timedelta(hours=2))  # the start never finished
+    assert starting.experiment_id not in {key.rsplit("/", 1)[1] for key in blobs.keys("experiments-running/")}
 
 
 def test_get_experiments_reads_the_newest_and_their_latest_results_only(blobs):
@@ -103,9 +136,12 @@ def test_get_experiments_reads_the_newest_and_their_latest_results_only(blobs):
     newest = store.recent(3)
     assert [e.experiment_id for e in newest] == [everyone[0].experiment_id, same_day.experiment_id,
                                                  everyone[1].experiment_id]
-    assert len(blobs.read) == 3  # the two of the newest day and the one of the day before
+    # A list, then the two of the newest day and the one of the day before.
+    assert blobs.read[1:] == [f"experiments/{e.experiment_id}/experiment.json" for e in
+                              sorted(newest, key=lambda e: e.experiment_id, reverse=True)]
     blobs.read.clear()
-    assert store.latest_results(everyone[1].experiment_id) == {"as_of": "2026-10-03"} and len(blobs.read) == 1
+    assert store.latest_results(everyone[1].experiment_id) == {"as_of": "2026-10-03"}
+    assert blobs.read[1:] == [f"experiments/{everyone[1].experiment_id}/results/2026-10-03.json"]
     assert store.latest_results(everyone[0].experiment_id) is None
 
 
