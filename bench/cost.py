@@ -336,23 +336,32 @@ def run_case(case: Case, routes: dict[str, Any], handlers: dict[str, Any], meter
                   statistics.median(times) * 1000, detail, corrected)
 
 
+# What a function loads in the background, off the request path, by the name its module gives it:
+# the recommend function's catalog, the segments function's categories (catalog_snapshot.py).
+SNAPSHOTS = {"catalog_view": "catalog_snapshot", "categories": "catalog_categories"}
+
+
 def wait_warm(function: str, timeout: float = 120) -> None:
-    """A function that loads its catalog snapshot in the background is warm once it has."""
-    view = getattr(sys.modules.get(f"lambda_{function}_app"), "catalog_view", None)
+    """A function that loads a snapshot in the background is warm once it has."""
+    module = sys.modules.get(f"lambda_{function}_app")
     deadline = time.monotonic() + timeout
-    while view is not None and not view.ready() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    for view in (getattr(module, name, None) for name in SNAPSHOTS):
+        while view is not None and not view.ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
-def snapshot_load(meter: Meter, items_table: str) -> float:
-    """The read units of one load of the recommend function's catalog snapshot."""
-    from shared.storage.catalog import catalog_snapshot
+def snapshot_loads(meter: Meter, items_table: str) -> dict[str, float]:
+    """The read units of one load of each snapshot, by the storage function that loads it."""
+    from shared.storage import catalog
 
-    meter.calls = []
-    meter.active = True
-    catalog_snapshot(items_table)
-    meter.active = False
-    return sum(c.rru for c in meter.calls)
+    loads = {}
+    for load in SNAPSHOTS.values():
+        meter.calls = []
+        meter.active = True
+        getattr(catalog, load)(items_table)
+        meter.active = False
+        loads[load] = sum(c.rru for c in meter.calls)
+    return loads
 
 
 def main() -> None:
@@ -420,7 +429,7 @@ def main() -> None:
         handlers: dict[str, Any] = {}
         results = [run_case(case, routes, handlers, meter, template) for case in cases if
                    f"{case.method} {case.route_path}" in routes]
-        snapshot_rru = snapshot_load(meter, tables["ItemsTable"])
+        snapshot_rru = snapshot_loads(meter, tables["ItemsTable"])
     finally:
         dynamodb.stop()
 
@@ -448,9 +457,12 @@ def main() -> None:
     from shared.serving.catalog_snapshot import CATALOG_REFRESH_SECONDS
 
     loads = 30 * 24 * 3600 / CATALOG_REFRESH_SECONDS
-    print(f"Catalog snapshot (recommend function, off the request path): {snapshot_rru:.1f} RRU a load, every "
-          f"{CATALOG_REFRESH_SECONDS:.0f} s per warm instance: {loads * snapshot_rru:,.0f} RRU = "
-          f"${loads * snapshot_rru * PRICES['dynamodb_rru']:.3f} per warm instance per 30 days")
+    for what, load in (("Catalog snapshot (recommend function", "catalog_snapshot"),
+                       ("Categories snapshot (segments function", "catalog_categories")):
+        rru = snapshot_rru[load]
+        print(f"{what}, off the request path): {rru:.1f} RRU a load, every {CATALOG_REFRESH_SECONDS:.0f} s per warm "
+              f"instance: {loads * rru:,.0f} RRU = ${loads * rru * PRICES['dynamodb_rru']:.3f} per warm instance "
+              f"per 30 days")
     if args.detail:
         for r in results:
             print(f"\n{r.name}: the DynamoDB calls of one request")

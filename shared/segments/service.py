@@ -10,7 +10,7 @@ request would show.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,7 +25,6 @@ from shared.segments.features import CustomerFeatures
 from shared.segments.rules import CustomSegment
 from shared.segments.tags import Tag, segment_customer
 from shared.storage.bus import EventBus, NoBus
-from shared.storage.catalog import catalog_details
 from shared.storage.customers import Customers, load_customers
 from shared.storage.history import CustomerReads
 from shared.storage.segments import SegmentStore
@@ -41,8 +40,10 @@ class CustomerSegments:
 
 
 def customer_segments(settings: Settings, user_id: str, statistics: dict[str, Any],
-                      definitions: Sequence[CustomSegment], now: datetime) -> CustomerSegments | None:
-    """The customer's tags computed now from their current data; None for a customer not known at all."""
+                      definitions: Sequence[CustomSegment], now: datetime,
+                      categories_of: Callable[[list[str]], Mapping[str, str]]) -> CustomerSegments | None:
+    """The customer's tags computed now from their current data; None for a customer not known at
+    all. `categories_of`: the categories of items, by id (the function's snapshot of them)."""
     # The profile and the recent-activity item in one BatchGetItem, as serving reads them; a
     # customer without the item yet is read by the Query.
     reads = CustomerReads(settings.events_table, settings.users_table)
@@ -50,8 +51,7 @@ def customer_segments(settings: Settings, user_id: str, statistics: dict[str, An
     history = reads.history([user_id]) if may_profile(user) else []
     if user is None and not history:
         return None
-    categories = {item_id: item.category for item_id, item in catalog_details(
-        settings.items_table, [e.item_id for e in history if e.event_type == "purchase"]).items()}
+    categories = dict(categories_of([e.item_id for e in history if e.event_type == "purchase"]))
     return _segments(user, history, categories, statistics, definitions, now)
 
 

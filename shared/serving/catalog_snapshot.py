@@ -16,6 +16,10 @@ less often than it is read, so the function keeps a snapshot of it and:
   asks it for the items of each answer before returning it, so stock, retirement and price are
   always as stored (shared/serving/recommender.py, `_confirmed`).
 
+The segments function keeps the same kind of snapshot of the items' categories only
+(`KeyedSnapshot[str]`): a customer's behaviour tags need the category of everything they bought,
+which was most of what `GET /users/{id}/segments` read (about 86 read units of 96).
+
 No boto3 here: the loads are callables the handler wires from shared/storage/catalog.py.
 """
 
@@ -24,8 +28,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Generic, TypeVar
 
 from shared.catalog import Item
+
+V = TypeVar("V")
 
 # How old the snapshot may grow before a reload starts (seconds). A reload is one Scan of the
 # items table (0.5 read units per 4 KB) per warm instance: about 100 units for 5,000 items.
@@ -38,20 +45,21 @@ def in_background(work: Callable[[], None]) -> None:
     threading.Thread(target=work, name="catalog-snapshot", daemon=True).start()
 
 
-class CatalogSnapshot:
+class KeyedSnapshot(Generic[V]):
+    """Every item's value (a row, a category) by id, loaded and refreshed in the background."""
+
     def __init__(
         self,
-        load_all: Callable[[], Mapping[str, Item]],
-        read: Callable[[Sequence[str]], Mapping[str, Item]],
-        newest_ids: Callable[[str, int], list[str]],
+        load_all: Callable[[], Mapping[str, V]],
+        read: Callable[[Sequence[str]], Mapping[str, V]],
         refresh_seconds: float = CATALOG_REFRESH_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         start: Callable[[Callable[[], None]], None] = in_background,
     ) -> None:
-        self._load_all, self._read, self._newest_ids = load_all, read, newest_ids
+        self._load_all, self._read = load_all, read
         self.refresh_seconds = refresh_seconds
         self._clock, self._start = clock, start
-        self._items: dict[str, Item] | None = None
+        self._items: dict[str, V] | None = None
         self._absent: set[str] = set()  # ids read by key and not found, until the next load
         self._due = float("-inf")  # when the next load may start
         self._lock = threading.Lock()
@@ -59,9 +67,7 @@ class CatalogSnapshot:
         self.loads = 0  # completed loads
         self.failures = 0
 
-    # -- the Catalog that serving reads (shared/serving/recommender.py)
-
-    def details(self, item_ids: Sequence[str]) -> dict[str, Item]:
+    def details(self, item_ids: Sequence[str]) -> dict[str, V]:
         items = self._items
         unique = list(dict.fromkeys(item_ids))
         if items is None:
@@ -72,17 +78,10 @@ class CatalogSnapshot:
             found.update(self._keep(missing, self._read(missing)))
         return found
 
-    def newest(self, category: str, limit: int) -> list[Item]:
-        """A category's newest items (the by_category index, read now: a new item counts at once),
-        with their rows from the snapshot."""
-        ids = self._newest_ids(category, limit)
-        details = self.details(ids)
-        return [details[i] for i in ids if i in details]
-
-    def current(self, item_ids: Sequence[str]) -> dict[str, Item]:
+    def current(self, item_ids: Sequence[str]) -> dict[str, V]:
         """These items as stored now (read by key); the snapshot keeps what was read. Asked once an
         answer is composed, so a load it starts does not slow the composing of the first one."""
-        self._refresh_if_due()
+        self.refresh_when_due()
         unique = list(dict.fromkeys(item_ids))
         if not unique:
             return {}
@@ -94,7 +93,7 @@ class CatalogSnapshot:
 
     # -- loading
 
-    def _keep(self, asked: Sequence[str], read: Mapping[str, Item]) -> dict[str, Item]:
+    def _keep(self, asked: Sequence[str], read: Mapping[str, V]) -> dict[str, V]:
         items = self._items
         if items is not None:
             items.update(read)
@@ -104,7 +103,9 @@ class CatalogSnapshot:
                     self._absent.add(item_id)
         return dict(read)
 
-    def _refresh_if_due(self) -> None:
+    def refresh_when_due(self) -> None:
+        """Start a load in the background when there is none yet or the last one is old; called
+        once an answer is composed."""
         now = self._clock()
         with self._lock:
             if self._loading or now < self._due:
@@ -126,3 +127,26 @@ class CatalogSnapshot:
             self.loads += 1
             self._due = self._clock() + self.refresh_seconds
             self._loading = False
+
+
+class CatalogSnapshot(KeyedSnapshot[Item]):
+    """The Catalog that serving reads (shared/serving/recommender.py): the items' rows."""
+
+    def __init__(
+        self,
+        load_all: Callable[[], Mapping[str, Item]],
+        read: Callable[[Sequence[str]], Mapping[str, Item]],
+        newest_ids: Callable[[str, int], list[str]],
+        refresh_seconds: float = CATALOG_REFRESH_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        start: Callable[[Callable[[], None]], None] = in_background,
+    ) -> None:
+        super().__init__(load_all, read, refresh_seconds, clock, start)
+        self._newest_ids = newest_ids
+
+    def newest(self, category: str, limit: int) -> list[Item]:
+        """A category's newest items (the by_category index, read now: a new item counts at once),
+        with their rows from the snapshot."""
+        ids = self._newest_ids(category, limit)
+        details = self.details(ids)
+        return [details[i] for i in ids if i in details]

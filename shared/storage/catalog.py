@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
+from typing import Any
 
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
@@ -164,6 +165,24 @@ def catalog_details(items_table: str, item_ids: Sequence[str]) -> dict[str, Item
     """Up to any number of items by id (BatchGetItem, 100 a call); unknown ids are left out."""
     unique = list(dict.fromkeys(item_ids))
     return _items(dynamo.batch_get(items_table, [{"item_id": item_id} for item_id in unique]))
+
+
+def catalog_categories(items_table: str) -> dict[str, str]:
+    """Every item's category, by id (a parallel Scan: the nightly run, or the segments function's
+    snapshot loaded in the background). An item whose category is missing or not text has none."""
+    return _categories(scan_by_key(items_table, "item_id", lambda row: row.get("category"),
+                                   ProjectionExpression="item_id, category"))
+
+
+def categories_by_key(items_table: str, item_ids: Sequence[str]) -> dict[str, str]:
+    """These items' categories (BatchGetItem, projected), read as catalog_categories reads them."""
+    rows = dynamo.batch_get(items_table, [{"item_id": item_id} for item_id in dict.fromkeys(item_ids)],
+                            projection="item_id, category")
+    return _categories({row["item_id"]: row.get("category") for row in rows})
+
+
+def _categories(found: dict[str, Any]) -> dict[str, str]:
+    return {item_id: category for item_id, category in found.items() if isinstance(category, str)}
 
 
 def catalog_snapshot(items_table: str) -> dict[str, Item]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from shared.history import HistoryEvent
 from shared.storage import dynamo
+from shared.storage.catalog import catalog_categories
 from shared.storage.history import HISTORY_FIELDS
 from shared.storage.scan import parallel_scan, scan_by_key
 from shared.storage.users import all_rows_and_recent, user_from_row
@@ -54,10 +55,6 @@ def scan_events(events_table: str, on_page: Any, fields: tuple[str, ...], segmen
     names = {f"#f{n}": field for n, field in enumerate(fields)}
     parallel_scan(events_table, segments, on_page, ProjectionExpression=", ".join(names),
                   ExpressionAttributeNames=names, **scan_arguments)
-
-
-def catalog_categories(items_table: str) -> dict[str, str]:
-    return scan_by_key(items_table, "item_id", lambda row: row["category"], ProjectionExpression="item_id, category")
 
 
 def catalog_labels(items_table: str) -> tuple[dict[str, str], dict[str, str]]:
