@@ -28,7 +28,7 @@ settings = get_settings()
 segment_store = SegmentStore(settings.segments_table)
 # The categories of everything a customer bought, from a snapshot of the catalog's categories
 # loaded in the background, an id it lacks read by key (catalog_snapshot.py): a customer of 170
-# purchases cost 86 read units a request, read by key each time.
+# purchases cost about 82 read units a request, read by key each time.
 categories = KeyedSnapshot(load_all=lambda: catalog_categories(settings.items_table),
                            read=lambda item_ids: categories_by_key(settings.items_table, item_ids))
 # The customer base's quantiles from statistics.json beside the active model, never the model

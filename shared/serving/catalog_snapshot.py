@@ -18,7 +18,7 @@ less often than it is read, so the function keeps a snapshot of it and:
 
 The segments function keeps the same kind of snapshot of the items' categories only
 (`KeyedSnapshot[str]`): a customer's behaviour tags need the category of everything they bought,
-which was most of what `GET /users/{id}/segments` read (about 86 read units of 96).
+which was most of what `GET /users/{id}/segments` read (about 82 of its 85.8 read units).
 
 No boto3 here: the loads are callables the handler wires from shared/storage/catalog.py.
 """
@@ -30,7 +30,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Generic, TypeVar
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from shared.catalog import Item
+from shared.observability import logger, metrics
 
 V = TypeVar("V")
 
@@ -116,7 +119,10 @@ class KeyedSnapshot(Generic[V]):
     def _load(self) -> None:
         try:
             items = dict(self._load_all())
-        except Exception:  # noqa: BLE001 - a failed load keeps the old snapshot; retried later
+        except Exception as error:  # noqa: BLE001 - a failed load keeps the old snapshot; retried later
+            logger.warning("snapshot load failed: ids are read by key meanwhile",
+                           extra={"error": f"{type(error).__name__}: {str(error)[:300]}"})
+            metrics.add_metric("SnapshotLoadsFailed", MetricUnit.Count, 1)
             with self._lock:
                 self.failures += 1
                 self._due = self._clock() + min(RETRY_SECONDS, self.refresh_seconds)

@@ -7,7 +7,8 @@ the row keeps `restocked_at` / `price_dropped_at` marks for the nightly run's pe
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -167,22 +168,29 @@ def catalog_details(items_table: str, item_ids: Sequence[str]) -> dict[str, Item
     return _items(dynamo.batch_get(items_table, [{"item_id": item_id} for item_id in unique]))
 
 
+def category_of(row: Mapping[str, Any]) -> str | None:
+    """A stored item's category as every reader of categories takes it (the nightly run's, the
+    segments function's): its text, interned (a catalog's thousands of items share a few), or
+    none when it is missing or not text, which no read fails on."""
+    category = row.get("category")
+    return sys.intern(category) if isinstance(category, str) else None
+
+
 def catalog_categories(items_table: str) -> dict[str, str]:
-    """Every item's category, by id (a parallel Scan: the nightly run, or the segments function's
-    snapshot loaded in the background). An item whose category is missing or not text has none."""
-    return _categories(scan_by_key(items_table, "item_id", lambda row: row.get("category"),
-                                   ProjectionExpression="item_id, category"))
+    """Every item's category, by id (a parallel Scan: the nightly scan path, or the segments
+    function's snapshot loaded in the background)."""
+    return _categories(scan_by_key(items_table, "item_id", category_of, ProjectionExpression="item_id, category"))
 
 
 def categories_by_key(items_table: str, item_ids: Sequence[str]) -> dict[str, str]:
     """These items' categories (BatchGetItem, projected), read as catalog_categories reads them."""
     rows = dynamo.batch_get(items_table, [{"item_id": item_id} for item_id in dict.fromkeys(item_ids)],
                             projection="item_id, category")
-    return _categories({row["item_id"]: row.get("category") for row in rows})
+    return _categories({row["item_id"]: category_of(row) for row in rows})
 
 
-def _categories(found: dict[str, Any]) -> dict[str, str]:
-    return {item_id: category for item_id, category in found.items() if isinstance(category, str)}
+def _categories(found: dict[str, str | None]) -> dict[str, str]:
+    return {item_id: category for item_id, category in found.items() if category is not None}
 
 
 def catalog_snapshot(items_table: str) -> dict[str, Item]:
