@@ -64,18 +64,16 @@ class ExperimentStore:
 
     def all(self) -> list[Experiment]:
         """Every experiment, newest first: a read of each, for the nightly run."""
-        return self._read([key for key in self.blobs.keys(PREFIX) if key.endswith("/experiment.json")])
+        return self._read(self._experiment_keys())
 
     def recent(self, limit: int) -> list[Experiment]:
         """The `limit` newest experiments, reading those of their days only (an id starts with its
         day: exp-20261201-a1b2c3)."""
-        keys = sorted((key for key in self.blobs.keys(PREFIX) if key.endswith("/experiment.json")), reverse=True)
-        days = sorted({_day(key) for key in keys}, reverse=True)
         newest: list[str] = []
-        for day in days:
-            if len(newest) >= limit:
+        for key in sorted(self._experiment_keys(), key=lambda key: (_day(key), key), reverse=True):
+            if len(newest) >= limit and _day(key) != _day(newest[-1]):
                 break
-            newest += [key for key in keys if _day(key) == day]
+            newest.append(key)
         return self._read(newest)[:limit]
 
     def running(self) -> list[Experiment]:
@@ -113,6 +111,9 @@ class ExperimentStore:
             return now - written < NAME_GRACE
         except ValueError:  # an experiment.json that does not parse: no experiment to serve
             return False
+
+    def _experiment_keys(self) -> list[str]:
+        return [key for key in self.blobs.keys(PREFIX) if key.endswith("/experiment.json")]
 
     def _read(self, keys: list[str]) -> list[Experiment]:
         found = []

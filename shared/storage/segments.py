@@ -308,8 +308,10 @@ class SegmentStore:
         head = self._head()
         if head is None:
             return False
-        if segment_id in head["segments"] or not head.get("parts"):
-            return segment_id in head["segments"]
+        if segment_id in head["segments"]:
+            return True
+        if not head.get("parts"):
+            return False
         if dynamo.batch_get(self.table, [{"segment_id": segment_id, "sk": _page_key(head["run"], 1)}],
                             consistent=True, projection="segment_id, sk"):
             return True
@@ -577,14 +579,10 @@ def _listing_cursor(run: str, family: str | None, position: int) -> str:
 
 def _listing_position(cursor: str, run: str, family: str | None, low: int, high: int) -> int:
     """The place in the ordered index a cursor of `run` and `family` names."""
-    parts = dynamo.decode_cursor(cursor).split("#")
-    if len(parts) != 3 or not parts[2].isascii() or not parts[2].isdigit():
-        raise DomainError("cursor is not one this API returned", field="cursor")
-    if parts[0] != run:
-        raise DomainError("cursor belongs to an older run; start again without it", field="cursor")
-    if parts[1] != (family or "") or not low <= int(parts[2]) < high:
+    _, named, place = _cursor_of(run, cursor, 2, lambda _: True)
+    if named != (family or "") or not low <= int(place) < high:
         raise DomainError("cursor is not one this API returned for this family", field="cursor")
-    return int(parts[2])
+    return int(place)
 
 
 def _part_keys(partition: str, run: str, parts: int) -> list[dict[str, str]]:
@@ -606,9 +604,16 @@ def _cursor(run: str, page: int, user_id: str) -> str:
 
 def _position(cursor: str, run: str) -> tuple[int, str]:
     """The page and the last user id given from it ("": none yet) a cursor of `run` names."""
-    parts = dynamo.decode_cursor(cursor).split("#", 2)
-    if len(parts) != 3 or not parts[1].isascii() or not parts[1].isdigit() or not 0 < int(parts[1]) <= LAST_PAGE:
+    _, page, after = _cursor_of(run, cursor, 1, lambda page: 0 < page <= LAST_PAGE)
+    return int(page), after
+
+
+def _cursor_of(run: str, cursor: str, number: int, fits: Callable[[int], bool]) -> list[str]:
+    """The three fields of a cursor of `run` (the last may hold '#'), field `number` a whole
+    number that `fits`; a 400 naming the cursor for any other."""
+    fields = dynamo.decode_cursor(cursor).split("#", 2)
+    if len(fields) != 3 or not fields[number].isascii() or not fields[number].isdigit() or not fits(int(fields[number])):
         raise DomainError("cursor is not one this API returned", field="cursor")
-    if parts[0] != run:
+    if fields[0] != run:
         raise DomainError("cursor belongs to an older run; start again without it", field="cursor")
-    return int(parts[1]), parts[2]
+    return fields
