@@ -8,7 +8,7 @@ are written as DynamoDB exports (the format `./dev export` and ExportTableToPoin
 not timed). Then, each in a process of its own so its peak memory (VmHWM) is its own:
 
 1. ours: the whole training run on the export path, stage by stage, in two processes as on AWS:
-   the query stage (shared/storage/sql/interactions.sql and customers.sql on DuckDB, as Athena
+   the query stage (shared/storage/sql/interactions.sql and ids.sql on DuckDB, as Athena
    runs them there), then the train function's part: `read_nightly_from_exports` (the query's
    output, the users and items exports) and `run_training` (matrix, blend choice, evaluation
    against popularity, final fit, publish). Its time is both together; its peak memory is the
@@ -208,7 +208,7 @@ def part_ours(root: Path) -> dict:
 def queried(root: Path):  # noqa: ANN201
     from shared.storage.training_data import Queried
 
-    return Queried(*(sorted((root / "queried" / part).iterdir()) for part in ("interactions", "customers")))
+    return Queried(*(sorted((root / "queried" / part).iterdir()) for part in ("interactions", "ids")))
 
 
 def part_query(root: Path) -> dict:

@@ -47,7 +47,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     {"config": {...overrides}} from the admin API, or on the export path the TrainingPipeline's
     {"exports": {"events": key, "users": key, "items": key}} (each export's manifest-summary.json),
     "events_chain" (the events exports tonight's incremental one adds to), "interactions" and
-    "customers" (the folders its Athena queries wrote); or its {"task": "export_plan"} or
+    "ids" (the folders its Athena queries wrote); or its {"task": "export_plan"} or
     {"task": "export_queries", ...}."""
     now = datetime.now(timezone.utc)
     if event.get("task") == EXPORT_PLAN:
@@ -70,7 +70,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                                     settings.export_bucket, chains, Path(workdir))
             # The window's interactions: Athena's output on AWS, the same SQL on DuckDB locally.
             queried = (download_queried(settings.export_bucket,
-                                        {part: event[part] for part in ("interactions", "customers")}, Path(workdir))
+                                        {part: event[part] for part in ("interactions", "ids")}, Path(workdir))
                        if event.get("interactions") else query_locally(exports.events, config, at, Path(workdir)))
             read = read_nightly_from_exports(exports, config, at, queried, settings.events_table, outcomes_since=since)
         else:

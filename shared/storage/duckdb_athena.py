@@ -8,7 +8,8 @@ translated here, and only in the shapes export_queries writes:
   (p = n) LOCATION 'folder' ...: a view over the partitions' gzipped JSON lines (UNION ALL, each
   with its partition value), typed as the JSON SerDe types them, a missing attribute NULL;
 - UNLOAD (select) TO 'folder' WITH (format = 'JSON', compression = 'ZSTD' or 'GZIP'): COPY to JSON
-  lines there, compressed the same way;
+  lines there, compressed the same way; with format = 'TEXTFILE', field_delimiter = ',': COPY to
+  lines of values with that delimiter, no header and no quotes (the SQL writes numbers alone);
 - DROP TABLE IF EXISTS t: DROP VIEW.
 Locations are s3:// addresses; `resolve` turns each into a local folder (the local stack's
 export directory, or a copy of a test's S3 bucket).
@@ -33,7 +34,8 @@ CREATE = re.compile(r"CREATE EXTERNAL TABLE (?P<table>[\w.]+) \((?P<columns>.*)\
 PARTITIONS = re.compile(r"ALTER TABLE (?P<table>[\w.]+) ADD (?P<partitions>.*)$", re.S)
 PARTITION = re.compile(r"PARTITION \((?P<partition>\w+) = (?P<value>\d+)\) LOCATION '(?P<location>[^']+)'")
 UNLOAD = re.compile(r"UNLOAD \((?P<select>.*)\) TO '(?P<location>[^']+)' "
-                    r"WITH \(format = 'JSON', compression = '(?P<compression>ZSTD|GZIP)'\)$", re.S)
+                    r"WITH \(format = (?:'JSON'|'(?P<text>TEXTFILE)', field_delimiter = ','), "
+                    r"compression = '(?P<compression>ZSTD|GZIP)'\)$", re.S)
 SUFFIXES = {"ZSTD": "zst", "GZIP": "gz"}
 DROP = re.compile(r"DROP TABLE IF EXISTS (?P<table>[\w.]+)$")
 
@@ -64,8 +66,10 @@ class DuckDBAthena:
                 raise ValueError(f"UNLOAD needs an empty location, as Athena does: {found['location']}")
             target.mkdir(parents=True, exist_ok=True)
             compression = found["compression"]
-            self.db.execute(f"COPY ({found['select']}) TO '{target / f'part-0.json.{SUFFIXES[compression]}'}' "
-                            f"(FORMAT JSON, COMPRESSION {compression.lower()})")
+            name, options = (("part-0.txt", "FORMAT CSV, HEADER false, DELIMITER ','") if found["text"]
+                             else ("part-0.json", "FORMAT JSON"))
+            self.db.execute(f"COPY ({found['select']}) TO '{target / f'{name}.{SUFFIXES[compression]}'}' "
+                            f"({options}, COMPRESSION {compression.lower()})")
         elif found := DROP.match(statement):
             self.tables.pop(found["table"], None)
             self.db.execute(f"DROP VIEW IF EXISTS {found['table']}")

@@ -78,30 +78,39 @@ def gzip_lines(path: Path, block: int = 8 << 20) -> Iterator[bytes]:
     """The non-blank lines of a gzipped file, read a block at a time: gzip's own line-by-line
     reading costs as much as parsing the lines, and a whole file can be gigabytes."""
     with gzip.open(path, "rb") as data:
-        yield from _lines(data, block)
+        for lines in _blocks(data, block):
+            yield from (line for line in lines.split(b"\n") if line.strip())
 
 
 def compressed_lines(path: Path, block: int = 8 << 20) -> Iterator[bytes]:
-    """The non-blank lines of a file compressed with Zstandard or gzip, told apart by their first
-    bytes: the query stage writes Zstandard, and a run's output from before it wrote gzip."""
+    """The non-blank lines of a file compressed with Zstandard or gzip (compressed_blocks)."""
+    for lines in compressed_blocks(path, block):
+        yield from (line for line in lines.split(b"\n") if line.strip())
+
+
+def compressed_blocks(path: Path, block: int = 8 << 20) -> Iterator[bytes]:
+    """A file compressed with Zstandard or gzip, told apart by their first bytes (the query stage
+    asks for Zstandard; gzip is Athena's default), in runs of whole lines of about
+    `block` bytes (the last line's newline may be missing; blank lines are kept)."""
     with path.open("rb") as raw:
         zstd = raw.read(4) == ZSTD_MAGIC
     if not zstd:
-        yield from gzip_lines(path, block)
+        with gzip.open(path, "rb") as data:
+            yield from _blocks(data, block)
         return
     import zstandard  # only the train function ships it
 
     with path.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True) as data:
-        yield from _lines(data, block)
+        yield from _blocks(data, block)
 
 
-def _lines(data: BinaryIO, block: int) -> Iterator[bytes]:
+def _blocks(data: BinaryIO, block: int) -> Iterator[bytes]:
     rest = b""
     while chunk := data.read(block):
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
-        yield from (line for line in lines if line.strip())
-    if rest.strip():
+        whole, _, rest = (rest + chunk).rpartition(b"\n")
+        if whole:
+            yield whole
+    if rest:
         yield rest
 
 

@@ -35,7 +35,7 @@ STAGE_OF_STATE: dict[str, str | None] = {
         f"Export {table}", f"Wait for the {table} export", f"Check the {table} export",
         f"Is the {table} export done?", f"{table.capitalize()} exported", f"{table.capitalize()} export failed")},
     "Plan the query": "query", "Create the events table": "query", "Add the exports to the table": "query",
-    "Query the interactions": "query", "Query the customers with events": "query",
+    "Query the interactions": "query", "Query the ids with events": "query",
     "Drop the events table": "query", "Record the query failure": "query",
     "Fit where FitCompute says": "fit", "Fit in Lambda": "fit", "Prepare the fit job": "fit",
     "Fit on AWS Batch": "fit", "Did the run finish?": "fit", "The run failed": "fit", "Record the fit failure": "fit",

@@ -28,7 +28,7 @@ from shared.storage.customers import (SCAN_SEGMENTS, USER_HISTORY_FIELDS, Custom
                                       catalog_labels_of, scan_events)
 from shared.storage.blobs import S3Blobs
 from shared.storage.child_process import Running, in_child
-from shared.storage.export_queries import (QueryRun, events_data_folder, read_customers, read_interactions, statements,
+from shared.storage.export_queries import (QueryRun, events_data_folder, read_ids, read_interactions, statements,
                                            window_bounds)
 from shared.storage.exports import (Export, Key, added_items, chain_changes, current_items, download_export,
                                     latest_chain, table_items)
@@ -61,10 +61,10 @@ class TableExports:
 
 @dataclass(frozen=True)
 class Queried:
-    """The query stage's output files: the window's interactions, and the user ids with events."""
+    """The query stage's output files: the window's interactions, and the user and item ids with events."""
 
     interactions: list[Path]
-    customers: list[Path]
+    ids: list[Path]
 
 
 class SegmentsRead:
@@ -169,7 +169,7 @@ def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, no
                                readers: int) -> NightlyRead:
     with ExitStack() as children:
         outcomes: OutcomesRead | None = None
-        interactions = children.enter_context(in_child(read_interactions, queried.interactions,
+        interactions = children.enter_context(in_child(read_interactions, queried.interactions, queried.ids,
                                                        config.max_interactions))
         if outcomes_since:
             changes = chain_changes(exports.events[1:], EVENT_KEY)
@@ -185,7 +185,7 @@ def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, no
             for share in running:
                 outcomes.extend(share.result())
             outcomes.add_items(added_items(changes, outcomes.met), page_size)
-        histories = NightlyHistories(read_customers(queried.customers), recent, events_table)
+        histories = NightlyHistories(read_ids(queried.ids).users, recent, events_table)
         # Histories decoded while the child reads are time training does not wait for; the
         # others are decoded after it.
         while not interactions.ready() and histories.decode_page():
@@ -238,20 +238,20 @@ def query_locally(events: list[Export], config: TrainingConfig, now: datetime, w
     export chain (a full export and the incremental ones after it), its output under `workdir`."""
     from shared.storage.duckdb_athena import run_statements
 
-    output, customers = workdir / "interactions", workdir / "customers"
-    run = QueryRun(database="shoprecs", run_id="local", output=str(output), customers=str(customers),
+    output, ids = workdir / "interactions", workdir / "ids"
+    run = QueryRun(database="shoprecs", run_id="local", output=str(output), ids=str(ids),
                    events_data=tuple(str(export.root / events_data_folder(export.summary["manifestFilesS3Key"]))
                                      for export in events))
     run_statements(statements(run, *window_bounds(now, config.window_days)).values(), resolve=Path)
-    return Queried(sorted(output.iterdir()), sorted(customers.iterdir()))
+    return Queried(sorted(output.iterdir()), sorted(ids.iterdir()))
 
 
 def download_queried(bucket: str, prefixes: dict[str, str], workdir: Path) -> Queried:
     """The query stage's output on AWS (the TrainingPipeline's Athena UNLOADs: `prefixes`, its
-    "interactions" and "customers" key prefixes), downloaded to `workdir`."""
+    "interactions" and "ids" key prefixes), downloaded to `workdir`."""
     blobs = S3Blobs(bucket)
     found: dict[str, list[Path]] = {}
-    for part in ("interactions", "customers"):
+    for part in ("interactions", "ids"):
         found[part] = []
         for number, key in enumerate(sorted(blobs.keys(prefixes[part]))):
             found[part].append(workdir / part / f"{number:05d}")  # read by their first bytes

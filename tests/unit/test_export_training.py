@@ -14,12 +14,12 @@ import pytest
 from devstack.gateway import LambdaContext
 from shared.storage import dynamo
 from shared.storage.history import CustomerReads
-from shared.storage.export_queries import read_interactions
-from shared.storage.exports import INCREMENTAL, compressed_lines, exports_in, gzip_lines, latest_chain, table_items, write_export
+from shared.storage.export_queries import read_ids, read_interactions
+from shared.storage.exports import INCREMENTAL, compressed_blocks, exports_in, gzip_lines, latest_chain, table_items, write_export
 from shared.storage.training_data import TableExports, query_locally, read_nightly, read_nightly_from_exports
 from shared.storage.users import read_recent
 from shared.training.config import TrainingConfig
-from shared.training.interactions import EVENT_CODES, InteractionLog, Interactions
+from shared.training.interactions import EVENT_CODES, InteractionLog, Interactions, TooManyInteractions
 from tests.export_files import incremental_changes, write_changes
 from tests.training_data import A_MODEL_SERVES, END, seed_demo_shop, store_events
 from tests.unit.test_training_reads_once import train_handler
@@ -125,21 +125,68 @@ def test_export_lines_are_read_whole_across_the_reading_blocks(tmp_path):
         assert [line.decode() for line in gzip_lines(path, block)] == lines
 
 
-def test_the_query_output_reads_in_zstandard_and_in_the_gzip_runs_before_it_wrote(tmp_path):
+def compress_in_two_frames(text: bytes) -> bytes:
+    """Zstandard, as a writer that flushes a frame at a time leaves it: the cut inside a line."""
     import zstandard
 
-    lines = [json.dumps({"u": f"u{n}", "i": f"i{n % 13}", "t": "view", "q": 1.0, "s": 1.7e9 + n, "o": None})
-             for n in range(3000)]
-    text = ("\n".join(lines) + "\n").encode()
     half = len(text) // 2
-    # Two frames, as a writer that flushes a frame at a time leaves them, the cut inside a line.
-    (tmp_path / "new").write_bytes(zstandard.ZstdCompressor().compress(text[:half])
-                                   + zstandard.ZstdCompressor().compress(text[half:]))
-    (tmp_path / "old").write_bytes(gzip.compress(text))
-    for name in ("new", "old"):
-        assert [line.decode() for line in compressed_lines(tmp_path / name, 4096)] == lines
-        interactions = read_interactions([tmp_path / name], 10_000)
-        assert len(interactions) == 3000 and len(interactions.user_ids) == 3000 and len(interactions.item_ids) == 13
+    return zstandard.ZstdCompressor().compress(text[:half]) + zstandard.ZstdCompressor().compress(text[half:])
+
+
+def write_queried(folder: Path, interactions: list[str], ids: list[dict[str, Any]], compress=compress_in_two_frames,
+                  ) -> tuple[list[Path], list[Path]]:
+    """Query output as the UNLOADs write it: lines of numbers, and the ids as JSON lines."""
+    folder.mkdir()
+    (folder / "interactions").write_bytes(compress(("\n".join(interactions) + "\n").encode()))
+    (folder / "ids").write_bytes(compress("".join(json.dumps(row) + "\n" for row in ids).encode()))
+    return [folder / "interactions"], [folder / "ids"]
+
+
+def test_the_query_output_reads_in_zstandard_and_in_gzip_a_block_of_whole_lines_at_a_time(tmp_path):
+    lines = [f"{n % 97},{n % 13},0,1.0,{1.7e9 + n / 7!r},-1" for n in range(3000)]
+    ids = ([{"k": "u", "c": n, "id": f"u,{n}\n"} for n in range(100)]  # ids may hold commas and newlines
+           + [{"k": "i", "c": n, "id": f"i{n}"} for n in range(13)])
+    for name, compress in (("zstd", compress_in_two_frames), ("gzip", gzip.compress)):
+        files, id_files = write_queried(tmp_path / name, lines, ids, compress)
+        for block in (7, 4096, 1 << 20):
+            assert b"\n".join(compressed_blocks(files[0], block)).decode().splitlines() == lines
+        interactions = read_interactions(files, id_files, 10_000)
+        assert len(interactions) == 3000 and len(interactions.item_ids) == 13
+        assert interactions.user_ids == [f"u,{n}\n" for n in range(97)]  # the 98th and 99th have no interaction
+        assert interactions.timestamps.tolist() == [1.7e9 + n / 7 for n in range(3000)]  # to the last bit
+
+
+def test_the_query_output_reads_as_the_scan_path_builds_it(tmp_path):
+    """Baskets ranked per customer become one number per basket across customers, ids with no
+    interaction are left out, and the numbers follow the ids' order: what InteractionLog gives."""
+    rows = [("b", "x", "purchase", 2.0, 10.0, "o1"), ("a", "x", "purchase", 1.0, 11.0, "o1"),
+            ("b", "y", "purchase", 1.0, 12.0, "o1"), ("a", "z", "view", 1.0, 13.0, None),
+            ("a", "y", "purchase", 1.0, 14.0, None), ("a", "z", "purchase", 1.0, 15.0, None),
+            ("a", "x", "purchase", 1.0, 86_400.0 * 2, None)]
+    users, items = ["a", "b", "c"], ["w", "x", "y", "z"]  # nobody interacted with c or w
+    ranks = {("b", "o1"): 0, ("a", "o1"): 0, ("a", None, 0): 1, ("a", None, 2): 2}
+    lines = [f"{users.index(u)},{items.index(i)},{EVENT_CODES[t]},{q},{s!r},"
+             f"{ranks[(u, o) if o else (u, None, int(s // 86_400))] if t == 'purchase' else -1}" for u, i, t, q, s, o in rows]
+    log = InteractionLog(limit=100)
+    log.add_page(*zip(*rows))
+    files, id_files = write_queried(tmp_path / "q", lines, [{"k": "u", "c": n, "id": user} for n, user in enumerate(users)]
+                                    + [{"k": "i", "c": n, "id": item} for n, item in enumerate(items)])
+    ours = read_interactions(files, id_files, 100)
+    assert rows_of(ours) == rows_of(log.finish())
+    assert (ours.user_ids, ours.item_ids) == (["a", "b"], ["x", "y", "z"])
+    assert len(set(ours.baskets[ours.baskets >= 0].tolist())) == 4
+    with pytest.raises(TooManyInteractions):
+        read_interactions(files, id_files, 6)
+
+
+def test_query_output_that_names_an_id_its_ids_lack_fails_the_read_and_says_so(tmp_path):
+    files, id_files = write_queried(tmp_path / "q", ["0,0,0,1.0,1.0,-1", "0,5,0,1.0,2.0,-1"],
+                                    [{"k": "u", "c": 0, "id": "a"}, {"k": "i", "c": 0, "id": "x"}])
+    with pytest.raises(ValueError, match="item number its ids lack"):
+        read_interactions(files, id_files, 100)
+    _, gappy = write_queried(tmp_path / "gap", [], [{"k": "u", "c": 1, "id": "a"}, {"k": "i", "c": 0, "id": "x"}])
+    with pytest.raises(ValueError, match="not numbered 0 to n - 1"):
+        read_ids(gappy)
 
 
 def write_incremental(root: Path, export_id: str, at: str, changes: list[dict[str, Any]]) -> None:

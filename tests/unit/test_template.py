@@ -199,11 +199,11 @@ def test_the_train_function_handles_its_schedule_and_on_demand_events(moto_table
         return
     if event.get("task") == "export_queries":  # the TrainingPipeline's query stage asks for its statements
         assert manifest["interactions"] == f"queries/{event['run']}/interactions/"
-        assert manifest["customers"] == f"queries/{event['run']}/customers/"
-        assert [manifest[k].split(" ")[0] for k in ("create", "partitions", "unload", "unload_customers", "drop")] == [
+        assert manifest["ids"] == f"queries/{event['run']}/ids/"
+        assert [manifest[k].split(" ")[0] for k in ("create", "partitions", "unload", "unload_ids", "drop")] == [
             "CREATE", "ALTER", "UNLOAD", "UNLOAD", "DROP"]
         assert f"s3://sample-exports/{manifest['interactions']}'" in manifest["unload"]
-        assert f"s3://sample-exports/{manifest['customers']}'" in manifest["unload_customers"]
+        assert f"s3://sample-exports/{manifest['ids']}'" in manifest["unload_ids"]
         return
     assert manifest["status"] == "insufficient_data"  # the tables are empty
     assert {k: manifest["parameters"][k] for k in event.get("config", {})} == event.get("config", {})

@@ -448,9 +448,8 @@ def test_a_nightly_run_exports_the_tables_and_activates_a_model_trained_from_the
     # run's folders (the interactions, the ids with events), dropped.
     assert [statement.split(" ")[0] for statement in stack.athena.statements] == [
         "CREATE", "ALTER", "UNLOAD", "UNLOAD", "DROP"]
-    assert (event["interactions"], event["customers"]) == ("queries/nightly-1/interactions/",
-                                                           "queries/nightly-1/customers/")
-    assert S3Blobs(EXPORT_BUCKET).keys(event["interactions"]) and S3Blobs(EXPORT_BUCKET).keys(event["customers"])
+    assert (event["interactions"], event["ids"]) == ("queries/nightly-1/interactions/", "queries/nightly-1/ids/")
+    assert S3Blobs(EXPORT_BUCKET).keys(event["interactions"]) and S3Blobs(EXPORT_BUCKET).keys(event["ids"])
     done = models_status(api)["pipeline"]
     assert (done["status"], done["stage"], done["version"], done["error"]) == ("SUCCEEDED", "done",
                                                                              manifest["version"], None)

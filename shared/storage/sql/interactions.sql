@@ -4,14 +4,19 @@
 -- The events relation is the events table as of the export chain's last export: one row per
 -- event, its item as DynamoDB JSON (export_queries.py, events_of_chain.sql).
 -- Customers who may not be trained on are left out by the reader: consent has one home, in Python.
-WITH window_events AS (
+-- Every column is a number, so that the reader parses text into arrays with no Python work per
+-- row: the customer and the item by their numbers (codes.sql), the event type by its code
+-- ({event_codes}: shared/training/interactions.py's EVENT_CODES), and the basket of a purchase
+-- as its rank among its customer's baskets (-1: not a purchase).
+WITH events AS ({events}),
+window_events AS (
     SELECT item.user_id.s AS user_id,
            item.item_id.s AS item_id,
            item.event_type.s AS event_type,
            CAST(COALESCE(item.quantity.n, '1') AS DOUBLE) AS quantity,
            to_unixtime(from_iso8601_timestamp_nanos(item.ts.s)) AS seconds,
            item.order_id.s AS order_id
-    FROM ({events}) AS events
+    FROM events
     -- A search or an impression names no item: no interaction.
     WHERE item.item_id.s IS NOT NULL
       AND item.ts.s BETWEEN '{window_start}' AND '{window_end}'
@@ -29,16 +34,30 @@ returned_in_full AS (
     SELECT bought.user_id, bought.item_id
     FROM bought JOIN returned ON bought.user_id = returned.user_id AND bought.item_id = returned.item_id
     WHERE bought.units - returned.units <= 0
-)
-SELECT window_events.user_id AS u,
-       window_events.item_id AS i,
-       window_events.event_type AS t,
-       window_events.quantity AS q,
-       window_events.seconds AS s,
-       window_events.order_id AS o
-FROM window_events
-LEFT JOIN returned_in_full
-       ON window_events.event_type = 'purchase'
-      AND returned_in_full.user_id = window_events.user_id
-      AND returned_in_full.item_id = window_events.item_id
-WHERE window_events.event_type <> 'return' AND returned_in_full.user_id IS NULL
+),
+kept AS (
+    SELECT window_events.*
+    FROM window_events
+    LEFT JOIN returned_in_full
+           ON window_events.event_type = 'purchase'
+          AND returned_in_full.user_id = window_events.user_id
+          AND returned_in_full.item_id = window_events.item_id
+    WHERE window_events.event_type <> 'return' AND returned_in_full.user_id IS NULL
+),
+{codes}
+-- A purchase's basket is its order, or without an order id its customer's purchases of that UTC
+-- day (InteractionLog's rule): ranked among its customer's baskets, the reader numbers them
+-- across customers.
+SELECT user_codes.code AS u,
+       item_codes.code AS i,
+       CASE kept.event_type {event_codes} END AS t,
+       kept.quantity AS q,
+       kept.seconds AS s,
+       CASE WHEN kept.event_type = 'purchase'
+            THEN dense_rank() OVER (PARTITION BY kept.user_id, kept.event_type = 'purchase'
+                                    ORDER BY kept.order_id IS NULL, kept.order_id,
+                                             CASE WHEN kept.order_id IS NULL THEN floor(kept.seconds / 86400) END) - 1
+            ELSE -1 END AS b
+FROM kept
+JOIN user_codes ON user_codes.user_id = kept.user_id
+JOIN item_codes ON item_codes.item_id = kept.item_id
