@@ -142,9 +142,11 @@ def _in_order(numbered: dict[int, str]) -> list[str]:
 
 def read_interactions(files: Iterable[Path], id_files: Iterable[Path], limit: int) -> Interactions:
     """The query's output (compressed lines of numbers u,i,t,q,s,b, and the ids they number) as
-    Interactions, with the Scan path's rules: the customers and items in the order of their ids
-    (only those with an interaction), a basket number shared by the purchases of one basket;
-    TooManyInteractions past `limit`."""
+    Interactions: the customers and items with an interaction, sorted by id (codes.sql; the Scan
+    path numbers them in the order it meets them: the same data, though a fit's random start and
+    the validation's sample of customers follow the numbering), and the
+    Scan path's baskets, one number shared by the purchases of one basket; TooManyInteractions
+    past `limit`."""
     ids = read_ids(id_files)
     parts, count = [], 0
     for path in files:

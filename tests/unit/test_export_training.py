@@ -157,8 +157,9 @@ def test_the_query_output_reads_in_zstandard_and_in_gzip_a_block_of_whole_lines_
 
 
 def test_the_query_output_reads_as_the_scan_path_builds_it(tmp_path):
-    """Baskets ranked per customer become one number per basket across customers, ids with no
-    interaction are left out, and the numbers follow the ids' order: what InteractionLog gives."""
+    """Baskets ranked per customer become one number per basket across customers, and ids with no
+    interaction are left out: the interactions and baskets InteractionLog gives (its numbering is
+    in the order met, ours sorted by id)."""
     rows = [("b", "x", "purchase", 2.0, 10.0, "o1"), ("a", "x", "purchase", 1.0, 11.0, "o1"),
             ("b", "y", "purchase", 1.0, 12.0, "o1"), ("a", "z", "view", 1.0, 13.0, None),
             ("a", "y", "purchase", 1.0, 14.0, None), ("a", "z", "purchase", 1.0, 15.0, None),
