@@ -548,13 +548,17 @@ function showCampaign(c) {
 const DETAIL_TYPES = ["Segment Entered", "Segment Left", "Item Back In Stock", "Item Price Dropped",
   "Viewed Item Back In Stock", "Viewed Item Price Dropped", "Item Matches Interests"];
 const TRIGGERS_SHOWN = 50;
+let triggersAsked = 0; // the newest request's number: an older answer that arrives later is dropped
 
 async function showTriggers() {
+  const asked = ++triggersAsked;
   const query = new URLSearchParams({ limit: String(TRIGGERS_SHOWN) });
   if ($("triggers-type").value) query.set("detail_type", $("triggers-type").value);
   $("triggers-refresh").disabled = true;
   try {
     const { entries } = await devBus(query.toString());
+    // A marketer who picks another type before the page's first answer came must not see it.
+    if (asked !== triggersAsked) return;
     $("triggers").tBodies[0].replaceChildren(...entries.slice().reverse().map((entry) => {
       let detail = {};
       try { detail = JSON.parse(entry.Detail); } catch { detail = { reason: String(entry.Detail) }; }
@@ -567,7 +571,7 @@ async function showTriggers() {
       : `No events on the local bus yet (refreshed ${clock} UTC): an upsert that restocks an item or lowers its ` +
         "price publishes one at once, the nightly run the others.", "", { "data-count": entries.length });
   } finally {
-    $("triggers-refresh").disabled = false;
+    if (asked === triggersAsked) $("triggers-refresh").disabled = false;
   }
 }
 

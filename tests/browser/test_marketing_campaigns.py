@@ -168,6 +168,37 @@ def test_the_triggers_panel_shows_the_events_on_the_local_bus(shop_stack, page):
     expect(page.locator("#errors")).to_be_empty()
 
 
+def test_an_answer_for_the_type_picked_before_is_not_shown_over_the_type_picked_now(shop_stack, page):  # noqa: F811
+    """The page's first, unfiltered answer arrives after the marketer picked a type: the list
+    stays the picked type's (before, the late answer replaced it)."""
+    url, api, shop = shop_stack
+    item = next(i for i in shop.items if i["in_stock"] and not i.get("retired") and i.get("price"))
+    body = {k: v for k, v in item.items() if k != "item_id"}
+    for change in ({"in_stock": False}, {"in_stock": True}, {"price": round(item["price"] * 0.8, 2)}):
+        assert api.request("PUT", f"/items/{item['item_id']}", {**body, **change}).status == 200  # restocked, cheaper
+    held = []
+
+    def hold_the_unfiltered_answer(route):  # noqa: ANN001, ANN202
+        if "detail_type" in route.request.url:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/dev/bus*", hold_the_unfiltered_answer)
+    page.goto(f"{url}/marketing")
+    page.select_option("#triggers-type", "Item Price Dropped")
+    rows = page.locator("#triggers tbody tr")
+    expect(rows.first).to_have_attribute("data-detail-type", "Item Price Dropped")
+    assert held, "the page's first request was not held"
+    for route in held:
+        with page.expect_response(lambda answer: "/dev/bus" in answer.url and "detail_type" not in answer.url):
+            route.continue_()
+    page.evaluate("() => new Promise((done) => setTimeout(done, 200))")  # the late answer's turn to render
+    assert set(rows.evaluate_all("nodes => nodes.map(n => n.dataset.detailType)")) == {"Item Price Dropped"}
+    expect(page.locator("#triggers-refresh")).to_be_enabled()
+    expect(page.locator("#errors")).to_be_empty()
+
+
 def test_a_marketer_sees_a_running_experiments_results_as_a_chart(shop_stack, page):  # noqa: F811
     """Customers are served by variant; their impressions, clicks and purchases go in; the nightly
     run writes the results; the page draws each variant with its interval and the verdict."""
