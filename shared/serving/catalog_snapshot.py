@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -138,16 +138,10 @@ class KeyedSnapshot(Generic[V]):
 class CatalogSnapshot(KeyedSnapshot[Item]):
     """The Catalog that serving reads (shared/serving/recommender.py): the items' rows."""
 
-    def __init__(
-        self,
-        load_all: Callable[[], Mapping[str, Item]],
-        read: Callable[[Sequence[str]], Mapping[str, Item]],
-        newest_ids: Callable[[str, int], list[str]],
-        refresh_seconds: float = CATALOG_REFRESH_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-        start: Callable[[Callable[[], None]], None] = in_background,
-    ) -> None:
-        super().__init__(load_all, read, refresh_seconds, clock, start)
+    def __init__(self, load_all: Callable[[], Mapping[str, Item]], read: Callable[[Sequence[str]], Mapping[str, Item]],
+                 newest_ids: Callable[[str, int], list[str]], **timing: Any) -> None:
+        """`timing`: KeyedSnapshot's refresh_seconds, clock and start."""
+        super().__init__(load_all, read, **timing)
         self._newest_ids = newest_ids
 
     def newest(self, category: str, limit: int) -> list[Item]:

@@ -179,17 +179,18 @@ def category_of(row: Mapping[str, Any]) -> str | None:
 def catalog_categories(items_table: str) -> dict[str, str]:
     """Every item's category, by id (a parallel Scan: the nightly scan path, or the segments
     function's snapshot loaded in the background)."""
-    return _categories(scan_by_key(items_table, "item_id", category_of, ProjectionExpression="item_id, category"))
+    return known_categories(scan_by_key(items_table, "item_id", category_of, ProjectionExpression="item_id, category"))
 
 
 def categories_by_key(items_table: str, item_ids: Sequence[str]) -> dict[str, str]:
     """These items' categories (BatchGetItem, projected), read as catalog_categories reads them."""
     rows = dynamo.batch_get(items_table, [{"item_id": item_id} for item_id in dict.fromkeys(item_ids)],
                             projection="item_id, category")
-    return _categories({row["item_id"]: category_of(row) for row in rows})
+    return known_categories({row["item_id"]: category_of(row) for row in rows})
 
 
-def _categories(found: dict[str, str | None]) -> dict[str, str]:
+def known_categories(found: Mapping[str, str | None]) -> dict[str, str]:
+    """The items that have a category (category_of), with it."""
     return {item_id: category for item_id, category in found.items() if category is not None}
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from shared.history import HistoryEvent
 from shared.storage import dynamo
-from shared.storage.catalog import catalog_categories, category_of
+from shared.storage.catalog import catalog_categories, category_of, known_categories
 from shared.storage.history import HISTORY_FIELDS
 from shared.storage.scan import parallel_scan, scan_by_key
 from shared.storage.users import all_rows_and_recent, user_from_row
@@ -74,7 +74,7 @@ def _label(row: dict[str, Any]) -> tuple[str | None, str]:
 
 
 def _labels_of(rows: dict[str, tuple[str | None, str]]) -> tuple[dict[str, str], dict[str, str]]:
-    return ({item_id: category for item_id, (category, _) in rows.items() if category is not None},
+    return (known_categories({item_id: category for item_id, (category, _) in rows.items()}),
             {item_id: title for item_id, (_, title) in rows.items()})
 
 

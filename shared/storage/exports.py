@@ -78,13 +78,16 @@ def gzip_lines(path: Path, block: int = 8 << 20) -> Iterator[bytes]:
     """The non-blank lines of a gzipped file, read a block at a time: gzip's own line-by-line
     reading costs as much as parsing the lines, and a whole file can be gigabytes."""
     with gzip.open(path, "rb") as data:
-        for lines in _blocks(data, block):
-            yield from (line for line in lines.split(b"\n") if line.strip())
+        yield from _non_blank_lines(_blocks(data, block))
 
 
 def compressed_lines(path: Path, block: int = 8 << 20) -> Iterator[bytes]:
     """The non-blank lines of a file compressed with Zstandard or gzip (compressed_blocks)."""
-    for lines in compressed_blocks(path, block):
+    yield from _non_blank_lines(compressed_blocks(path, block))
+
+
+def _non_blank_lines(blocks: Iterator[bytes]) -> Iterator[bytes]:
+    for lines in blocks:
         yield from (line for line in lines.split(b"\n") if line.strip())
 
 
