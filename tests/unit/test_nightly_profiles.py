@@ -3,7 +3,10 @@ store shared between customers (the run holds every customer at once)."""
 
 from __future__ import annotations
 
+import pickle
 from decimal import Decimal
+
+import pytest
 
 from shared.storage.users import user_from_row, users_from_rows
 
@@ -35,3 +38,29 @@ def test_parts_no_row_stores_are_one_instance_and_stored_parts_each_their_own():
     assert users["consented"].consent is not plain.consent and users["contacted"].contacts is not plain.contacts
     assert users["buyer"].consent is plain.consent  # what the buyer's row does not store, they share
     assert plain.attributes is not other.attributes  # not a part: each row's own
+
+
+def test_profiles_dump_what_their_rows_set_and_refuse_to_change():
+    users = users_from_rows(ROWS)
+    for user_id, row in ROWS.items():
+        dumped = users[user_id].model_dump(exclude_unset=True)
+        assert {"user_id", *({"country", "city", "attributes"} & row.keys())} <= dumped.keys()
+        assert not {"region", "updated_at", "erased_at", "linked_to"} & dumped.keys()
+    # Customers whose rows set the same fields share one set of names: a change to one would
+    # change what the others' dumps leave out, so none is allowed.
+    plain, other = users["plain"], users["consented"]
+    alike = users_from_rows({"a": {"user_id": "a", "country": "FR"}, "b": {"user_id": "b", "country": "DE"}})
+    assert alike["a"].model_fields_set is alike["b"].model_fields_set  # one set, not one each (memory)
+    with pytest.raises(TypeError, match="read-only"):
+        plain.region = "Bavaria"
+    with pytest.raises(TypeError, match="read-only"):
+        plain.model_fields_set.add("region")
+    assert "region" not in users_from_rows({"x": ROWS["plain"]})["x"].model_dump(exclude_unset=True)
+    assert "region" not in other.model_dump(exclude_unset=True)
+
+
+def test_profiles_survive_a_trip_to_another_process():
+    users = users_from_rows(ROWS)
+    again = pickle.loads(pickle.dumps(users))
+    assert again == users
+    assert all(again[u].model_dump(exclude_unset=True) == users[u].model_dump(exclude_unset=True) for u in users)
