@@ -140,16 +140,19 @@ def _max_per_cell(users: np.ndarray, items: np.ndarray, stamps: np.ndarray, n_it
     return (key[last] % n_items).astype(np.int64), stamps[last]
 
 
-def zscore(scores: np.ndarray) -> np.ndarray:
-    return standardized(scores)[0]
+def zscore(scores: np.ndarray, overwrite: bool = False) -> np.ndarray:
+    return standardized(scores, overwrite)[0]
 
 
-def standardized(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row minus its mean, over its standard deviation; and that deviation (1 for a flat row)."""
-    scores = scores - scores.mean(axis=1, keepdims=True)
+def standardized(scores: np.ndarray, overwrite: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Each row minus its mean, over its standard deviation; and that deviation (1 for a flat row).
+    `overwrite`: the caller is done with the raw scores, and they become the answer (the same
+    numbers): on a catalogue of 200,000 items a chunk of scores is 51 MB, and two copies of it
+    less, per thread, were a tenth of a 10M training run's peak memory."""
+    scores = np.subtract(scores, scores.mean(axis=1, keepdims=True), out=scores if overwrite else None)
     spread = scores.std(axis=1, keepdims=True)
     spread = np.where(spread > 0, spread, 1.0)
-    return scores / spread, spread[:, 0]
+    return np.divide(scores, spread, out=scores), spread[:, 0]
 
 
 def blend_terms(blend: Blend, als: Any, knn: Any, popularity: Any) -> list[tuple[float, Any]]:
@@ -202,9 +205,9 @@ class Scorer:
         als, knn = self.parts(rows)
         als_spread = knn_spread = None
         if als is not None:
-            als, als_spread = standardized(als)
+            als, als_spread = standardized(als, overwrite=True)
         if knn is not None:
-            knn, knn_spread = standardized(knn)
+            knn, knn_spread = standardized(knn, overwrite=True)
         return self.weighed(self.blend, als, knn, rows.shape[0]), als_spread, knn_spread
 
     def weighed(self, blend: Blend, als: np.ndarray | None, knn: np.ndarray | None, n_rows: int) -> np.ndarray:

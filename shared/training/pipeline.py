@@ -220,8 +220,8 @@ def score_blends(fitted: Fitted, evaluated: Holdout, blends: tuple[Blend, ...], 
     def ranked_chunk(start: int) -> dict[Blend, np.ndarray]:
         users = evaluated.users[start : start + BLEND_CHUNK]
         als, knn = fitted.scorer.parts(fitted.rows[users])
-        als = zscore(als) if als is not None else None
-        knn = zscore(knn) if knn is not None else None
+        als = zscore(als, overwrite=True) if als is not None else None
+        knn = zscore(knn, overwrite=True) if knn is not None else None
         # A blend's scores hold a NaN only where a part does (its z-scores are bounded, its
         # weights at most 100): checked once here, not once per blend.
         nan_free = popularity_nan_free and not any(np.isnan(part).any() for part in (als, knn) if part is not None)

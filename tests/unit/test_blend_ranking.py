@@ -9,7 +9,7 @@ from scipy.sparse import coo_matrix
 from shared.training import blend_ranking
 from shared.training.blend_ranking import rank_blends
 from shared.training.evaluation import best_first
-from shared.training.hybrid import BLENDS, Blend, Scorer, zscore
+from shared.training.hybrid import BLENDS, Blend, Scorer, standardized, zscore
 
 K = 10
 
@@ -127,3 +127,16 @@ def test_parts_with_a_nan_are_ranked_on_every_item_as_best_first_ranks_them():
     lists = rank_blends(BLENDS, als, knn, scorer.popularity, excluded, K, nan_free=False)
     expected = on_every_item(scorer, als, knn, excluded)
     assert all(np.array_equal(lists[blend], expected[blend]) for blend in BLENDS)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_standardizing_over_the_raw_scores_gives_the_same_numbers(dtype):
+    """Validation standardizes its chunks over the raw scores, serving a copy: they must rank alike."""
+    raw = np.random.default_rng(3).normal(2.0, 5.0, (6, 1000)).astype(dtype)
+    raw[2] = 7.0  # a flat row: spread 1
+    kept = raw.copy()
+    scores, spread = standardized(raw)
+    assert np.array_equal(raw, kept)  # not overwritten unless asked
+    again, again_spread = standardized(raw, overwrite=True)
+    assert again is raw and again.dtype == dtype
+    assert np.array_equal(again, scores) and np.array_equal(again_spread, spread) and spread[2] == 1.0
