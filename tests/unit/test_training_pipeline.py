@@ -13,8 +13,9 @@ from shared.training.artifact import CorruptArtifact, ModelArtifact, sha256
 from shared.training.config import BlendWeights, TrainingConfig
 from shared.training.evaluation import Metrics, best_first, ranking_metrics, top_items, top_items_of_one_row
 from shared.training.interactions import InteractionLog, TooManyInteractions
-from shared.training.matrix import DAY, confidence_matrix, interaction_weights
-from shared.training.pipeline import ACCEPTED, INSUFFICIENT_DATA, REJECTED, TrainingData, decide, train_model
+from shared.training.matrix import DAY, confidence_matrix, interaction_weights, purchase_matrix
+from shared.training.pipeline import (ACCEPTED, INSUFFICIENT_DATA, REJECTED, History, TrainingData, decide,
+                                      popular_scores, train_model)
 from tests.training_data import END, interactions_of, shop
 
 NOW = END.timestamp()
@@ -244,3 +245,20 @@ def test_an_older_artifact_with_customer_rows_still_loads_and_is_never_written_b
 
     assert (artifact.item_ids, artifact.popular_items, artifact.parameters) == (["a", "b"], ["b"], {"factors": 3})
     assert customer_ids_in(artifact.to_bytes(), {"customer-1", "customer-2"}) == set()
+
+
+def test_a_history_counts_the_events_before_its_moment_as_a_copy_of_them_would():
+    """History.before reads the run's columns through a mask instead of copying the events before
+    its moment: the matrices and popular scores must be those of the copy."""
+    interactions = interactions_of(shop(n_users=300, n_items=120).events)
+    config = TrainingConfig()
+    shape = (len(interactions.user_ids), len(interactions.item_ids))
+    until = float(np.median(interactions.timestamps))
+    history = History.before(interactions, until, config, shape)
+    earlier = interactions.select(interactions.timestamps < until)
+    assert 0 < len(earlier) < len(interactions)
+    for made, copied in ((history.rows, confidence_matrix(earlier, config, until, shape)),
+                         (history.bought, purchase_matrix(earlier, shape))):
+        assert made.dtype == copied.dtype and made.nnz == copied.nnz > 0
+        assert (made != copied).nnz == 0
+    assert np.array_equal(history.popularity, popular_scores(earlier, until, config, shape[1]))
