@@ -313,7 +313,9 @@ class _SharedFieldNames(set):
     """The names of the fields a stored row set (pydantic's fields set, which exclude_unset
     reads), shared by the nightly run's customers whose rows set the same ones: a set, as pydantic
     needs, that refuses to change, so that setting a field of one customer cannot change what the
-    others' dumps leave out."""
+    others' dumps leave out. The refusal is a guard, not a lock: pydantic writes the value before
+    it adds the name, so the run must set no field (nothing does), and User must not turn on
+    validate_assignment, whose C code adds the name past these methods."""
 
     def _refuse(self, *_: Any) -> None:
         raise TypeError("the nightly run's customers are read-only: their field names are shared")

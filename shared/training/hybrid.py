@@ -146,9 +146,10 @@ def zscore(scores: np.ndarray, overwrite: bool = False) -> np.ndarray:
 
 def standardized(scores: np.ndarray, overwrite: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Each row minus its mean, over its standard deviation; and that deviation (1 for a flat row).
-    `overwrite`: the caller is done with the raw scores, and they become the answer (the same
-    numbers): on a catalogue of 200,000 items a chunk of scores is 51 MB, and two copies of it
-    less, per thread, were a tenth of a 10M training run's peak memory."""
+    `overwrite`: the raw scores are the caller's alone and it is done with them (the validation's
+    chunks), so they become the answer (the same numbers): on a catalogue of 200,000 items a chunk
+    of scores is 51 MB, and two copies of it less, per thread, were a tenth of a 10M training
+    run's peak memory."""
     scores = np.subtract(scores, scores.mean(axis=1, keepdims=True), out=scores if overwrite else None)
     spread = scores.std(axis=1, keepdims=True)
     spread = np.where(spread > 0, spread, 1.0)
@@ -205,9 +206,9 @@ class Scorer:
         als, knn = self.parts(rows)
         als_spread = knn_spread = None
         if als is not None:
-            als, als_spread = standardized(als, overwrite=True)
+            als, als_spread = standardized(als)  # not over the parts: serving keeps them to explain with
         if knn is not None:
-            knn, knn_spread = standardized(knn, overwrite=True)
+            knn, knn_spread = standardized(knn)
         return self.weighed(self.blend, als, knn, rows.shape[0]), als_spread, knn_spread
 
     def weighed(self, blend: Blend, als: np.ndarray | None, knn: np.ndarray | None, n_rows: int) -> np.ndarray:

@@ -222,7 +222,7 @@ def score_blends(fitted: Fitted, evaluated: Holdout, blends: tuple[Blend, ...], 
 
     def ranked_chunk(start: int) -> dict[Blend, np.ndarray]:
         users = evaluated.users[start : start + BLEND_CHUNK]
-        als, knn = fitted.scorer.parts(fitted.rows[users])
+        als, knn = fitted.scorer.parts(fitted.rows[users])  # made for this chunk alone: standardized over
         als = zscore(als, overwrite=True) if als is not None else None
         knn = zscore(knn, overwrite=True) if knn is not None else None
         # A blend's scores hold a NaN only where a part does (its z-scores are bounded, its

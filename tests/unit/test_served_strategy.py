@@ -73,6 +73,24 @@ def test_explanations_name_items_of_the_customers_history(fitted_shop):
     assert all(set(explained[item]) <= history for item in picked)
 
 
+
+def test_a_customer_is_explained_alike_after_their_recommendations_and_on_their_own(fitted_shop):
+    """Serving keeps a row's raw ALS and kNN scores to explain the items it just ranked from the
+    same row: ranking must leave them as they were, or the reasons come out in another order."""
+    _, fitted, model = fitted_shop
+    rows = [fitted.rows[int(u)] for u in np.flatnonzero(np.diff(fitted.rows.indptr) > 3)[:10]]
+    explained = []
+    for row in rows:
+        first = model.recommend(row, 8, set())
+        picked = [s.item_id for s in first]
+        after_ranking = model.explain(row, picked, top=5)
+        again = model.recommend(row, 8, set())
+        on_its_own = model.explain(row.copy(), picked, top=5)  # another object: nothing kept is used
+        assert after_ranking == on_its_own
+        assert [(s.item_id, s.score) for s in again] == [(s.item_id, s.score) for s in first]
+        explained += after_ranking.values()
+    assert any(len(reasons) > 1 for reasons in explained)  # an order to get wrong
+
 def log_of(*rows, end=NOW):
     log = InteractionLog(limit=100)
     for user, item, kind, age_days in rows:
