@@ -23,8 +23,8 @@ not timed). Then, each in a process of its own so its peak memory (VmHWM) is its
    run's parameters.
 The ratio is ours over raw read + raw fit. With `--rounds N` each size is measured N times over
 the same files, each part in a fresh process, and the round with the median ratio is shown whole:
-the ALS fits, ours and the raw one alike, vary by up to half between runs on a shared machine. Random data has no taste to learn, so the gate is off:
-this measures time and memory, not quality.
+the ALS fits, ours and the raw one alike, vary by up to half between runs on a shared machine.
+Random data has no taste to learn, so the gate is off: this measures time and memory, not quality.
 """
 
 from __future__ import annotations

@@ -206,7 +206,7 @@ class Scorer:
         als, knn = self.parts(rows)
         als_spread = knn_spread = None
         if als is not None:
-            als, als_spread = standardized(als)  # not over the parts: serving keeps them to explain with
+            als, als_spread = standardized(als)  # a copy: serving keeps the raw parts to explain with
         if knn is not None:
             knn, knn_spread = standardized(knn)
         return self.weighed(self.blend, als, knn, rows.shape[0]), als_spread, knn_spread

@@ -153,8 +153,8 @@ class WarmStart:
 def popularity(interactions: Interactions, until: float, config: TrainingConfig, n_items: int) -> np.ndarray:
     """The plain baseline bench/quality.py reports: distinct buyers per item over the
     `popularity_days` before `until` (all time if that is empty)."""
-    bought = purchase_matrix(interactions.select(interactions.timestamps >= until - config.popularity_days * DAY),
-                             (len(interactions.user_ids), n_items))
+    bought = purchase_matrix(interactions, (len(interactions.user_ids), n_items),
+                             interactions.timestamps >= until - config.popularity_days * DAY)
     counts = np.asarray((bought > 0).sum(axis=0)).ravel().astype(np.float64)
     if counts.sum() == 0:
         counts = np.asarray((purchase_matrix(interactions, bought.shape) > 0).sum(axis=0)).ravel().astype(np.float64)
@@ -222,7 +222,7 @@ def score_blends(fitted: Fitted, evaluated: Holdout, blends: tuple[Blend, ...], 
 
     def ranked_chunk(start: int) -> dict[Blend, np.ndarray]:
         users = evaluated.users[start : start + BLEND_CHUNK]
-        als, knn = fitted.scorer.parts(fitted.rows[users])  # made for this chunk alone: standardized over
+        als, knn = fitted.scorer.parts(fitted.rows[users])  # this chunk's own arrays: standardized in place
         als = zscore(als, overwrite=True) if als is not None else None
         knn = zscore(knn, overwrite=True) if knn is not None else None
         # A blend's scores hold a NaN only where a part does (its z-scores are bounded, its
@@ -276,8 +276,8 @@ def _score_fold(interactions: Interactions, start: float, end: float, config: Tr
     """Every blend of `BLENDS`, fitted on the events before `start`, scored on [start, end); None
     (and no fit) when fewer than `min_users_to_evaluate` customers bought something new there."""
     earlier = History.before(interactions, start, config, shape)
-    later = interactions.select((interactions.timestamps >= start) & (interactions.timestamps < end))
-    evaluated = holdout(purchase_matrix(later, shape), earlier.bought, known_users=earlier.known_users)
+    in_fold = (interactions.timestamps >= start) & (interactions.timestamps < end)
+    evaluated = holdout(purchase_matrix(interactions, shape, in_fold), earlier.bought, known_users=earlier.known_users)
     if len(evaluated.users) < config.min_users_to_evaluate:
         return None
     evaluated = sampled(evaluated, config.max_validation_users, config.random_seed)
@@ -322,7 +322,7 @@ class HoldoutSplit:
         shape = (len(interactions.user_ids), len(interactions.item_ids))
         cutoff = end - config.holdout_days * DAY
         earlier = History.before(interactions, cutoff, config, shape)
-        evaluated = holdout(purchase_matrix(interactions.select(interactions.timestamps >= cutoff), shape),
+        evaluated = holdout(purchase_matrix(interactions, shape, interactions.timestamps >= cutoff),
                             earlier.bought, known_users=earlier.known_users)
         return cls(interactions, shape, cutoff, earlier, evaluated)
 
