@@ -164,7 +164,14 @@ def api(moto_tables: dict[str, str]) -> Iterator[Api]:
     """The functions on moto: fast, for behaviour that does not depend on DynamoDB's details."""
     api = Api(local_gateway(["http://localhost:3000"]))
     yield api
-    api.gateway.trainer.wait(60)  # a run started in the background never outlives its tables
+    wait_for_background_work(api)
+
+
+def wait_for_background_work(api: Api) -> None:
+    """A training run or campaign job started in the background never outlives its tables (one that
+    did would fail against a mock already gone, and be reported against a later test)."""
+    assert api.gateway.trainer.wait(60)
+    assert all(jobs.wait(60) for jobs in api.gateway.jobs.values())
 
 
 @pytest.fixture
@@ -172,4 +179,4 @@ def local_api(local_tables: dict[str, str]) -> Iterator[Api]:
     """The functions on DynamoDB Local: transactions and conditions as AWS evaluates them."""
     api = Api(local_gateway(["http://localhost:3000"]))
     yield api
-    api.gateway.trainer.wait(60)
+    wait_for_background_work(api)
