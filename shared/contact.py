@@ -151,10 +151,21 @@ def changes_contacts(event: Event) -> bool:
 
 def fatigued(ledger: ChannelLedger, now: datetime) -> bool:
     """At least FATIGUE_SENDS sends in the last FATIGUE_DAYS days and no response since the first of them."""
-    recent = ledger.sends_since(now - timedelta(days=FATIGUE_DAYS))
+    return sends_while_fatigued(ledger, fatigue_edge(now)) > 0
+
+
+def fatigue_edge(now: datetime) -> str:
+    """Where the fatigue window starts, as stored times compare (ChannelLedger.sends_since)."""
+    return format_timestamp(now - timedelta(days=FATIGUE_DAYS))
+
+
+def sends_while_fatigued(ledger: ChannelLedger, edge: str) -> int:
+    """The sends since `edge` (fatigue_edge) on a channel the customer is fatigued on; 0 when not
+    fatigued. The edge is a parameter so the nightly run formats it once, not per customer."""
+    recent = [stamp for stamp in ledger.recent_sends if stamp >= edge]  # newest first
     if len(recent) < FATIGUE_SENDS:
-        return False
-    return ledger.last_response_at is None or ledger.last_response_at < recent[-1]
+        return 0
+    return len(recent) if ledger.last_response_at is None or ledger.last_response_at < recent[-1] else 0
 
 
 # --- the frequency cap ---

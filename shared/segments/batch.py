@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from itertools import chain, repeat
 from operator import attrgetter
 from typing import Any
@@ -34,14 +34,13 @@ from typing import Any
 import numpy as np
 
 from shared.bulk import cycle_collection_paused
-from shared.contact import FATIGUE_DAYS, FATIGUE_SENDS, MIN_SENDS_FOR_RATE
-from shared.events import format_timestamp
+from shared.contact import FATIGUE_SENDS, MIN_SENDS_FOR_RATE, fatigue_edge, sends_while_fatigued
 from shared.history import HistoryEvent
 from shared.history_columns import Events, HistoryColumns, events_of
 from shared.observability import logger
 from shared.segments import clv, rules
 from shared.segments.families import segment_id_for
-from shared.segments.features import DAY, SPEND_WINDOW_DAYS, channel_fatigue, customer_features, main_currency, seconds
+from shared.segments.features import DAY, SPEND_WINDOW_DAYS, customer_features, main_currency, seconds
 from shared.segments.rules import AllOf, AnyOf, Condition, CustomSegment
 from shared.segments.tags import (
     ACTIVE_DAYS, CLV_LOWEST, CLV_TIERS, DECLARED_KEYS, DEVICE_CHANNELS, DISCOUNT_PURCHASES, DISCOUNT_SHARE,
@@ -275,14 +274,15 @@ def _recoded(codes: np.ndarray, new: list[int]) -> np.ndarray:
 def _whole_days(stamps: list[str | None], now_s: float) -> np.ndarray:
     """Whole days from each time to now, NaN for none: purchase_figures' `(now - t) // DAY`.
     Times as ingest writes them (2026-11-01T03:00:00.000000Z) are parsed by numpy, others by features.seconds."""
-    at = np.full(len(stamps), math.nan)
-    fixed = [k for k, s in enumerate(stamps) if s and len(s) == 27 and s[-1] == "Z" and s[10] == "T"]
-    if fixed:
-        micros = np.array([stamps[k][:-1] for k in fixed], dtype="datetime64[us]").astype(np.int64)
-        at[fixed] = micros / 1e6  # what datetime.timestamp() gives: microseconds / 10**6, rounded once
-    for k, s in enumerate(stamps):
-        if s and not (len(s) == 27 and s[-1] == "Z" and s[10] == "T"):
-            at[k] = seconds(s)
+    # One pass: the ingest form without its Z, "NaT" for the rest, parsed by numpy in one go.
+    texts = [s[:-1] if s and len(s) == 27 and s[-1] == "Z" and s[10] == "T" else "NaT" for s in stamps]
+    micros = np.array(texts, dtype="datetime64[us]")
+    at = micros.astype(np.int64) / 1e6  # what datetime.timestamp() gives: microseconds / 10**6, rounded once
+    unparsed = np.isnat(micros)
+    at[unparsed] = math.nan
+    for k in np.flatnonzero(unparsed).tolist():
+        if stamps[k]:
+            at[k] = seconds(stamps[k])
     return np.floor_divide(now_s - at, DAY)
 
 
@@ -620,18 +620,16 @@ def _engagement(who: _Customers, now: datetime) -> list[Block]:
     names: list[str] = []
     reasons: list[str] = []
     cache: dict[tuple[Any, ...], list[Tag]] = {}
-    edge = format_timestamp(now - timedelta(days=FATIGUE_DAYS))  # as ChannelLedger.sends_since compares
+    edge = fatigue_edge(now)
     ledgers = [None if user is None else user.contacts for user in who.users]
     for k in [k for k, ledger in enumerate(ledgers)
               if ledger is not None and (ledger.email.sends or ledger.sms.sends or ledger.push.sends)]:
         ledger = ledgers[k]
         email, sms, push = ledger.email, ledger.sms, ledger.push
-        # Fatigue needs FATIGUE_SENDS sends in the window: only a channel with them is worked out.
+        # Fatigue needs FATIGUE_SENDS sends: only a channel with them is worked out.
         fatigue = {}
         for channel, kept in (("email", email), ("sms", sms), ("push", push)):
-            if (len(kept.recent_sends) >= FATIGUE_SENDS
-                    and len([s for s in kept.recent_sends if s >= edge]) >= FATIGUE_SENDS
-                    and (sent := channel_fatigue(kept, now))):
+            if len(kept.recent_sends) >= FATIGUE_SENDS and (sent := sends_while_fatigued(kept, edge)):
                 fatigue[channel] = sent
         if not fatigue and max(email.sends, sms.sends, push.sends) < MIN_SENDS_FOR_RATE:
             continue

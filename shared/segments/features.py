@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from shared.contact import FATIGUE_DAYS, ChannelLedger, ContactLedger, fatigued
+from shared.contact import ChannelLedger, ContactLedger, fatigue_edge, sends_while_fatigued
 from shared.history import HistoryEvent
 from shared.users import PurchaseSummary, User
 
@@ -118,7 +118,7 @@ def contact_fatigue(contacts: ContactLedger, now: datetime) -> dict[str, int]:
 
 def channel_fatigue(ledger: ChannelLedger, now: datetime) -> int:
     """The sends in the last FATIGUE_DAYS days on a channel the customer is fatigued on; 0 when not fatigued."""
-    return len(ledger.sends_since(now - timedelta(days=FATIGUE_DAYS))) if fatigued(ledger, now) else 0
+    return sends_while_fatigued(ledger, fatigue_edge(now))
 
 
 def seconds(stamp: str | None) -> float | None:
