@@ -1,8 +1,11 @@
 """A local stand-in for API Gateway (HTTP API): template.yaml's routes -> the same handlers.
 
 Requests become API Gateway v2 (payload format 2.0) events and are passed, in-process, to each
-function's ``lambda_handler`` exactly as Lambda would. Each function runs one request at a time,
-like one warm Lambda instance (the Powertools resolver keeps per-request state on the app).
+function's ``lambda_handler`` exactly as Lambda would, one request at a time for all of them: on
+Lambda each instance has a process of its own, but here they share one, and Powertools' resolver
+keeps the request being answered in class state (BaseRouter.current_event) that every function's
+app reads. Two functions answering at once answered each other's requests ("no route for POST
+/events" to a GET, "body: Field required" to a POST).
 
 Authentication is API Gateway's, with local keys (devstack.local_auth): a bearer token is
 checked as the public API's JWT authorizer checks it, a SigV4 signature as the trusted API's
@@ -51,6 +54,7 @@ from devstack.local_jobs import LocalJobs
 from devstack.local_trainer import LocalTrainer
 from devstack.template import PROJECT_ROOT, Route, http_routes, resources
 from shared.config import Settings
+from shared.observability import metrics
 from shared.storage.bus import LocalBus
 
 DEV_PREFIX = "/dev/"
@@ -94,6 +98,15 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, self.timeout_ms - int((time.monotonic() - self.started) * 1000))
+
+
+def forget_metrics() -> None:
+    """Empty Powertools' metric set after an invocation, as its flush does on Lambda. The functions
+    run here share that set (a class attribute), and with metrics disabled, as they are here, no
+    flush ever empties it: left to grow, the 100th value of a metric made add_metric serialize the
+    set, iterating it while another function's thread added to it, and that request answered 500
+    ("dictionary changed size during iteration")."""
+    metrics.clear_metrics()
 
 
 def load_handler(route: Route) -> Callable[[dict, Any], Any]:
@@ -182,7 +195,7 @@ class Gateway:
         self.allowed_origins = allowed_origins
         self.auth = auth
         self._handlers: dict[str, Callable[[dict, Any], Any]] = {}
-        self._locks = {name: threading.Lock() for name in self.functions}
+        self._invoking = threading.Lock()  # one invocation at a time: see the module's docstring
         self._load_lock = threading.Lock()
         self.trainer = self._local_trainer(template)
         self.jobs: dict[str, LocalJobs] = {}  # by function module: their background jobs
@@ -300,8 +313,11 @@ class Gateway:
                           source_ip, authorizer)
         try:
             handler = self.handler(route)
-            with self._locks[route.function]:
-                result = handler(event, LambdaContext(function_name=route.function))
+            with self._invoking:
+                try:
+                    result = handler(event, LambdaContext(function_name=route.function))
+                finally:
+                    forget_metrics()
             return lambda_result_to_http(result)
         except Exception:  # noqa: BLE001 - what API Gateway answers when a function crashes
             traceback.print_exc()
