@@ -14,6 +14,18 @@ from devstack.dynamodb_local import free_port
 from tests.training_data import A_MODEL_SERVES
 
 CHROMIUM = Path("/usr/bin/chromium")
+STACK_LOG_LINES = 80
+_stack_logs: list[Path] = []  # the session's stack, for the report of a test that fails
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed browser test's report ends with the stack's log: what the page was shown is often
+    an answer whose cause (a traceback, a warning) only the gateway printed."""
+    report = (yield).get_result()
+    if report.when == "call" and report.failed and _stack_logs and _stack_logs[-1].exists():
+        lines = _stack_logs[-1].read_text(errors="replace").splitlines()[-STACK_LOG_LINES:]
+        report.sections.append((f"the local stack's log, its last {len(lines)} lines", "\n".join(lines)))
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +33,7 @@ def shop_stack_state(tmp_path_factory):
     """(the stack's state: its url, DynamoDB Local and tables; the shop's backend client; the generated shop)."""
     state_dir = tmp_path_factory.mktemp("web-stack")
     state, _ = stack.up(free_port(), state_dir)
+    _stack_logs.append(state_dir / "stack.log")
     try:
         api = ApiClient.for_stack(state_dir)
         shop = generate_shop(seed=11, n_users=200, n_items=80)

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from devstack.api_client import ApiClient
 from tests.browser.conftest import CHROMIUM
 
 KIT = Path(__file__).parents[2] / "clients" / "js" / "shop-recs.js"
@@ -445,6 +446,7 @@ def test_the_storefront_serves_a_visitor_popular_items_bought_together_and_their
         item, title = card.get_attribute("data-item"), card.locator(".shop-recs-title").inner_text()
         card.locator(".shop-recs-title").click()
         expect(page.locator("#product-title")).to_have_text(title)
+        expect(page.locator("#product-meta")).to_contain_text(item)  # titles repeat: the item's own page
         expect(page.locator("#bought-together li").first).to_be_visible()
         opened.append(item)
     page.click("#add-to-cart")
