@@ -8,8 +8,9 @@ alternates between sending a batch of 50 new events and asking for a random cust
 recommendations. It prints throughput, p50/p99 per kind and the errors. Afterwards it counts
 the load's events in DynamoDB and checks that every accepted event is stored exactly once.
 
-The local gateway runs one instance of each function, like a Lambda with reserved concurrency 1,
-so concurrent clients queue: the latencies here are about queueing, not per-request cost
+The local gateway answers one request at a time, all functions together (they share one process
+and Powertools' resolver keeps the current request in class state: devstack/gateway.py), so
+concurrent clients queue: the latencies here are about queueing, not per-request cost
 (bench/serve.py measures that).
 """
 
