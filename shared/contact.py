@@ -96,7 +96,10 @@ class ChannelLedger(BaseModel):
 
     def sends_since(self, since: datetime) -> list[str]:
         """The recent sends at or after `since`, newest first."""
-        edge = format_timestamp(since)
+        return self.sends_from(format_timestamp(since))
+
+    def sends_from(self, edge: str) -> list[str]:
+        """The recent sends at or after `edge`, a time as stored (format_timestamp), newest first."""
         return [stamp for stamp in self.recent_sends if stamp >= edge]
 
 
@@ -162,7 +165,9 @@ def fatigue_edge(now: datetime) -> str:
 def sends_while_fatigued(ledger: ChannelLedger, edge: str) -> int:
     """The sends since `edge` (fatigue_edge) on a channel the customer is fatigued on; 0 when not
     fatigued. The edge is a parameter so the nightly run formats it once, not per customer."""
-    recent = [stamp for stamp in ledger.recent_sends if stamp >= edge]  # newest first
+    if len(ledger.recent_sends) < FATIGUE_SENDS:  # most channels: nothing to filter
+        return 0
+    recent = ledger.sends_from(edge)  # newest first
     if len(recent) < FATIGUE_SENDS:
         return 0
     return len(recent) if ledger.last_response_at is None or ledger.last_response_at < recent[-1] else 0

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from shared.bulk import cycle_collection_paused
-from shared.contact import FATIGUE_SENDS, MIN_SENDS_FOR_RATE, fatigue_edge, sends_while_fatigued
+from shared.contact import MIN_SENDS_FOR_RATE, fatigue_edge, sends_while_fatigued
 from shared.history import HistoryEvent
 from shared.history_columns import Events, HistoryColumns, events_of
 from shared.observability import logger
@@ -626,10 +626,9 @@ def _engagement(who: _Customers, now: datetime) -> list[Block]:
               if ledger is not None and (ledger.email.sends or ledger.sms.sends or ledger.push.sends)]:
         ledger = ledgers[k]
         email, sms, push = ledger.email, ledger.sms, ledger.push
-        # Fatigue needs FATIGUE_SENDS sends: only a channel with them is worked out.
         fatigue = {}
         for channel, kept in (("email", email), ("sms", sms), ("push", push)):
-            if len(kept.recent_sends) >= FATIGUE_SENDS and (sent := sends_while_fatigued(kept, edge)):
+            if sent := sends_while_fatigued(kept, edge):
                 fatigue[channel] = sent
         if not fatigue and max(email.sends, sms.sends, push.sends) < MIN_SENDS_FOR_RATE:
             continue

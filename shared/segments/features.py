@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared.contact import ChannelLedger, ContactLedger, fatigue_edge, sends_while_fatigued
+from shared.contact import ContactLedger, fatigue_edge, sends_while_fatigued
 from shared.history import HistoryEvent
 from shared.users import PurchaseSummary, User
 
@@ -113,12 +113,9 @@ def customer_features(user: User | None, history: list[HistoryEvent], categories
 
 def contact_fatigue(contacts: ContactLedger, now: datetime) -> dict[str, int]:
     """The channels the customer is fatigued on now, each with its sends in the last FATIGUE_DAYS days."""
-    return {channel: sent for channel, ledger in contacts.channels().items() if (sent := channel_fatigue(ledger, now))}
-
-
-def channel_fatigue(ledger: ChannelLedger, now: datetime) -> int:
-    """The sends in the last FATIGUE_DAYS days on a channel the customer is fatigued on; 0 when not fatigued."""
-    return sends_while_fatigued(ledger, fatigue_edge(now))
+    edge = fatigue_edge(now)
+    return {channel: sent for channel, ledger in contacts.channels().items()
+            if (sent := sends_while_fatigued(ledger, edge))}
 
 
 def seconds(stamp: str | None) -> float | None:

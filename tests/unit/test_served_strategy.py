@@ -73,7 +73,6 @@ def test_explanations_name_items_of_the_customers_history(fitted_shop):
     assert all(set(explained[item]) <= history for item in picked)
 
 
-
 def test_a_customer_is_explained_alike_after_their_recommendations_and_on_their_own(fitted_shop):
     """Serving keeps a row's raw ALS and kNN scores to explain the items it just ranked from the
     same row: ranking must leave them as they were, or the reasons come out in another order."""
@@ -90,6 +89,7 @@ def test_a_customer_is_explained_alike_after_their_recommendations_and_on_their_
         assert [(s.item_id, s.score) for s in again] == [(s.item_id, s.score) for s in first]
         explained += after_ranking.values()
     assert any(len(reasons) > 1 for reasons in explained)  # an order to get wrong
+
 
 def log_of(*rows, end=NOW):
     log = InteractionLog(limit=100)
