@@ -853,12 +853,20 @@ def _compare_numbers(values: np.ndarray, missing: np.ndarray | None, op: str, ex
     return hit
 
 
+_TEXT_OR_NONE = {str, type(None)}
+
+
 class _Distinct:
     """Values coded by their distinct (type, value), so that rules._compare runs once per distinct value;
     `codes` is None when some value cannot be hashed (a list attribute): then each is compared."""
 
     def __init__(self, values: list[Any]) -> None:
         self.values = values
+        if set(map(type, values)) <= _TEXT_OR_NONE:
+            # Texts and None (places, channels, most attributes): no two of different types are
+            # equal, so the values alone tell them apart, and a dict codes them in C.
+            self.codes, self.distinct = _by_value(values, lambda value: value)
+            return
         seen: dict[tuple[type, Any], int] = {}
         try:
             self.codes = np.array([seen.setdefault((type(v), v), len(seen)) for v in values], np.int64)
