@@ -145,6 +145,14 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# A time as format_timestamp writes it, as a regular expression that Python and the export path's
+# SQL (Trino's regexp_like, DuckDB's) read alike, and its length (no line break after it). A
+# stored event's time in any other form was written by hand: training leaves the event out.
+STORED_TIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9][.][0-9]{6}Z$"
+STORED_TIME_LENGTH = 27
+MAX_QUANTITY = 100_000  # units an event may carry
+
+
 # A customer's erasure stamp that does not read as a time (written by hand), as ingest and lists
 # compare it: later than any event. When they were erased cannot be told, so every event of theirs
 # is refused (and named) and lists withhold them, until an erasure is recorded again.
@@ -164,7 +172,7 @@ class Event(BaseModel):
             "events (which name no item)"))
     event_type: EventType
     timestamp: Moment = Field(description="ISO 8601 with a zone, e.g. 2025-03-01T10:00:00Z")
-    quantity: Annotated[int, Strict(), Field(ge=1, le=100_000)] = 1
+    quantity: Annotated[int, Strict(), Field(ge=1, le=MAX_QUANTITY)] = 1
     # currency comes first so that the price can be rounded to its minor units
     currency: CurrencyCode | None = Field(default=None, description="ISO 4217; required with price")
     price: Money | None = Field(

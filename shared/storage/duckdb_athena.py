@@ -1,7 +1,7 @@
 """Athena's part on one machine: the export path's statements (shared/storage/export_queries.py),
 run on DuckDB over the same export files.
 
-The SELECT runs unchanged: DuckDB is given the two Trino functions it uses as macros. The
+The SELECT runs unchanged: DuckDB is given the Trino functions it lacks as macros. The
 statements around it are Athena DDL and UNLOAD, which DuckDB does not speak; they are
 translated here, and only in the shapes export_queries writes:
 - CREATE EXTERNAL TABLE t (columns) PARTITIONED BY (p int) ... and ALTER TABLE t ADD PARTITION
@@ -28,6 +28,7 @@ from typing import Any
 TRINO_FUNCTIONS = (
     "CREATE MACRO from_iso8601_timestamp_nanos(text) AS CAST(text AS TIMESTAMPTZ)",
     "CREATE MACRO to_unixtime(stamp) AS epoch_us(stamp) / 1e6",
+    "CREATE MACRO regexp_like(text, pattern) AS regexp_matches(text, pattern)",  # both find the pattern anywhere
 )
 CREATE = re.compile(r"CREATE EXTERNAL TABLE (?P<table>[\w.]+) \((?P<columns>.*)\) PARTITIONED BY \((?P<partition>\w+) int\) "
                     r"ROW FORMAT SERDE '[\w.]+' LOCATION '[^']+'$", re.S)
@@ -81,10 +82,16 @@ class DuckDBAthena:
         schema, _, _ = table.rpartition(".")
         if schema:
             self.db.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        typed = ", ".join(f"'{name}': '{duckdb_type(hive_type)}'"
-                          for name, hive_type in (column.split(" ", 1) for column in _top_level(columns)))
+        named_types = [(name, duckdb_type(hive_type))
+                       for name, hive_type in (column.split(" ", 1) for column in _top_level(columns))]
+        typed = ", ".join(f"'{name}': '{duckdb_type}'" for name, duckdb_type in named_types)
+        # A partition without files (an incremental export of a quiet day) has no rows, as on Athena;
+        # DuckDB's read_json refuses a pattern that matches nothing.
+        nothing = ", ".join(f"CAST(NULL AS {duckdb_type}) AS {name}" for name, duckdb_type in named_types)
         parts = [f"SELECT *, {int(value)} AS {partition} FROM read_json('{self.resolve(location) / '*.json.gz'}', "
                  f"format = 'newline_delimited', columns = {{{typed}}})"
+                 if any(self.resolve(location).glob("*.json.gz")) else
+                 f"SELECT {nothing}, {int(value)} AS {partition} WHERE false"
                  for named, value, location in partitions if named == partition]
         self.db.execute(f"CREATE OR REPLACE VIEW {table} AS {' UNION ALL '.join(parts)}")
 

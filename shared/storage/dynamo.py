@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 import boto3
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -52,7 +52,17 @@ TRANSIENT_CODES = frozenset(
 )
 
 _serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
+
+
+class _Deserializer(TypeDeserializer):
+    """boto3's, reading a binary value as a Scan gives it (bytes) or as an export writes it (base64
+    text), so that an export's items read as the table's do."""
+
+    def _deserialize_b(self, value: Any) -> Binary:
+        return super()._deserialize_b(base64.b64decode(value) if isinstance(value, str) else value)
+
+
+_deserializer = _Deserializer()
 
 
 # Bulk reads (training's Scan) may wait longer per page than a request path ever should.
@@ -96,8 +106,8 @@ def _plain(value: Any) -> Any:
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
-    if isinstance(value, set):
-        return sorted(_plain(v) for v in value)
+    if isinstance(value, set):  # of texts, numbers or binary values (a set holds one type)
+        return sorted((_plain(v) for v in value), key=lambda v: v.value if isinstance(v, Binary) else v)
     return value
 
 

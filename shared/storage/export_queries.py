@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from shared.events import format_timestamp
+from shared.events import MAX_QUANTITY, STORED_TIME_LENGTH, STORED_TIME_PATTERN, format_timestamp
 from shared.storage.exports import compressed_blocks, compressed_lines
 from shared.training.config import TrainingConfig
 from shared.training.interactions import EVENT_CODES, PURCHASE_CODE, Interactions, TooManyInteractions
@@ -94,8 +94,10 @@ def statements(run: QueryRun, window_start: str, window_end: str) -> dict[str, s
               else _sql("events_of_chain.sql").format(table=run.table))
     codes = _sql("codes.sql")
     event_codes = " ".join(f"WHEN '{event_type}' THEN {code}" for event_type, code in EVENT_CODES.items())
-    select = _sql("interactions.sql").format(events=events, codes=codes, event_codes=event_codes,
-                                             window_start=window_start, window_end=window_end)
+    select = _sql("interactions.sql").format(
+        events=events, codes=codes, event_codes=event_codes, window_start=window_start, window_end=window_end,
+        counted_types=", ".join(f"'{event_type}'" for event_type in EVENT_CODES), max_quantity=MAX_QUANTITY,
+        time_length=STORED_TIME_LENGTH, stored_time=STORED_TIME_PATTERN)
     numbers = f"(format = 'TEXTFILE', field_delimiter = ',', compression = '{OUTPUT_COMPRESSION}')"
     lines = f"(format = 'JSON', compression = '{OUTPUT_COMPRESSION}')"
     partitions = " ".join(f"PARTITION ({CHAIN_PARTITION} = {number}) LOCATION '{folder}'"

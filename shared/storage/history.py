@@ -11,6 +11,7 @@ import threading
 from datetime import datetime
 
 from shared.history import HistoryEvent
+from shared.observability import logger
 from shared.purchases import PurchasedItems
 from shared.recent import RECENT_EVENTS, RecentActivity, RecentEvent, newest, recent_event
 from shared.storage import dynamo
@@ -32,18 +33,30 @@ def recent_history(events_table: str, user_id: str, limit: int = HISTORY_LIMIT) 
             ProjectionExpression=", ".join(HISTORY_FIELDS),
             ExpressionAttributeValues=dynamo.serialize({":user": user_id}),
         )
-    return [history_event(dynamo.deserialize(row)) for row in response.get("Items", []) if "item_id" in row]
+    events = [history_event(dynamo.deserialize(row)) for row in response.get("Items", []) if "item_id" in row]
+    readable = [event for event in events if event is not None]
+    if len(readable) < len(events):
+        logger.warning("stored events that do not read as history are left out",
+                       extra={"events": len(events) - len(readable)})
+    return readable
 
 
-def history_event(row: dict) -> HistoryEvent:
+def history_event(row: dict) -> HistoryEvent | None:
     """A stored event with an item_id as a history row; an event without one (a search) is no
-    history row, and its readers leave it out before calling this."""
-    return HistoryEvent(
-        item_id=row["item_id"], event_type=row["event_type"], quantity=int(row.get("quantity", 1)),
-        timestamp=datetime.fromisoformat(row["ts"]).timestamp(), channel=row.get("channel"),
-        price=float(row["price"]) if "price" in row else None, currency=row.get("currency"),
-        campaign_id=row.get("campaign_id"), discount=bool((row.get("properties") or {}).get("discount")),
-    )
+    history row, and its readers leave it out before calling this. None for an event no version of
+    ingest writes (by hand: a time that is not one, a number for a text): it costs the customer's
+    other events nothing."""
+    try:
+        event = HistoryEvent(
+            item_id=row["item_id"], event_type=row["event_type"], quantity=int(row.get("quantity", 1)),
+            timestamp=datetime.fromisoformat(row["ts"]).timestamp(), channel=row.get("channel"),
+            price=float(row["price"]) if "price" in row else None, currency=row.get("currency"),
+            campaign_id=row.get("campaign_id"), discount=bool((row.get("properties") or {}).get("discount")),
+        )
+    except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError):
+        return None
+    texts = (event.item_id, event.event_type, *(t for t in (event.channel, event.currency, event.campaign_id) if t))
+    return event if all(type(text) is str for text in texts) else None
 
 
 # The newest linked visitor ids (devices used before signing in) whose history counts, and how

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from shared.events import EventType
+from shared.observability import logger
 from shared.storage.child_process import PicklesWithoutLock
 from shared.experiments.attribution import Purchase, Touch
 
@@ -43,28 +44,48 @@ class OutcomePages(PicklesWithoutLock):
         self.lock = threading.Lock()
 
     def add_page(self, items: list[dict[str, Any]]) -> None:
-        touches, purchases = [], []
+        touches: list[Touch] = []
+        purchases: list[Purchase] = []
+        unreadable = 0
         for item in items:
-            kind, stamp = item["event_type"]["S"], item["ts"]["S"]
-            if stamp < self.since or kind not in (_IMPRESSION, _CLICK, _PURCHASE):
-                continue
-            user, at = item["user_id"]["S"], datetime.fromisoformat(stamp).timestamp()
-            if kind == _PURCHASE and "item_id" in item:
-                revenue = Decimal(item.get("price", {}).get("N", "0")) * Decimal(item.get("quantity", {}).get("N", "1"))
-                purchases.append(Purchase(user, item["item_id"]["S"], at, float(revenue),
-                                          item.get("order_id", {}).get("S")))
-            elif "recommendation_id" in item:
-                rid = item["recommendation_id"]["S"]
-                shown = ([entry["S"] for entry in item.get("items", {}).get("L", [])] if kind == _IMPRESSION
-                         else [item["item_id"]["S"]] if "item_id" in item else [])
-                touches += [Touch(user, item_id, kind, at, rid) for item_id in shown]
+            try:
+                self._add(item, touches, purchases)
+            except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError):
+                # An event no version of ingest writes (by hand: a number for a text, no time): it
+                # costs the other outcomes nothing.
+                unreadable += 1
+        if unreadable:
+            logger.warning("stored events that do not read as outcomes are left out", extra={"events": unreadable})
         if touches or purchases:
             with self.lock:
                 self.outcomes.touches += touches
                 self.outcomes.purchases += purchases
+
+    def _add(self, item: dict[str, Any], touches: list[Touch], purchases: list[Purchase]) -> None:
+        """The event's touches or purchase, added to the page's lists once the whole event has read."""
+        kind, stamp = item["event_type"]["S"], item["ts"]["S"]
+        if stamp < self.since or kind not in (_IMPRESSION, _CLICK, _PURCHASE):
+            return
+        user, at = _text(item["user_id"]["S"]), datetime.fromisoformat(stamp).timestamp()
+        if kind == _PURCHASE and "item_id" in item:
+            revenue = Decimal(item.get("price", {}).get("N", "0")) * Decimal(item.get("quantity", {}).get("N", "1"))
+            order = item.get("order_id", {}).get("S")
+            purchases.append(Purchase(user, _text(item["item_id"]["S"]), at, float(revenue),
+                                      _text(order) if order is not None else None))
+        elif "recommendation_id" in item:
+            rid = _text(item["recommendation_id"]["S"])
+            shown = ([_text(entry["S"]) for entry in item.get("items", {}).get("L", [])] if kind == _IMPRESSION
+                     else [_text(item["item_id"]["S"])] if "item_id" in item else [])
+            touches += [Touch(user, item_id, kind, at, rid) for item_id in shown]
 
     def extend(self, other: OutcomePages) -> None:
         """Add what another reader kept (of the events after this one's)."""
         with self.lock:
             self.outcomes.touches += other.outcomes.touches
             self.outcomes.purchases += other.outcomes.purchases
+
+
+def _text(value: Any) -> str:
+    if type(value) is not str:
+        raise TypeError("not a text")
+    return value

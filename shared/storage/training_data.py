@@ -10,6 +10,7 @@ read twice.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from shared.bulk import cpus, cycle_collection_paused
-from shared.events import EventType
+from shared.events import MAX_QUANTITY, STORED_TIME_LENGTH, STORED_TIME_PATTERN, EventType
 from shared.storage.customers import (SCAN_SEGMENTS, USER_HISTORY_FIELDS, Customers, EventIds, catalog_labels,
                                       catalog_labels_of, scan_events)
 from shared.storage.blobs import S3Blobs
@@ -48,6 +49,8 @@ EXPORT_PAGE = 10_000  # export lines handed to the page handlers at a time, as a
 TRAINING_FIELDS = ("user_id", "item_id", "event_type", "quantity", "ts", "order_id")
 EVENT_KEY = ("user_id", "event_id")
 RETURN = EventType.RETURN.value
+STORED_TIME = re.compile(STORED_TIME_PATTERN)
+STORED_TIMES = re.compile(f"(?:{STORED_TIME_PATTERN[1:-1]}\n)*")  # a page's times, a line each
 
 
 @dataclass(frozen=True)
@@ -318,10 +321,7 @@ class _TrainingPages:
         if self.overflow is not None:
             return
         start, end, excluded = self.window_start, self.window_end, self.excluded
-        rows = [(item["user_id"]["S"], item["item_id"]["S"], item["event_type"]["S"],
-                 float(item.get("quantity", {}).get("N", "1")), item["ts"]["S"], item.get("order_id", {}).get("S"))
-                for item in items if start <= item["ts"]["S"] <= end and item["user_id"]["S"] not in excluded
-                and "item_id" in item]  # a search names no item: no interaction
+        rows = [row for row in interaction_rows(items, start, end) if row[0] not in excluded]
         returns = [row for row in rows if row[2] == RETURN]
         if returns:
             # Returns are no interaction of their own: they take back purchases, at finish().
@@ -331,9 +331,10 @@ class _TrainingPages:
                     self.returned[(user_id, item_id)] = self.returned.get((user_id, item_id), 0.0) + quantity
         if not rows:
             return
-        users, item_ids, types, quantities, stamps, orders = zip(*rows)
-        # Fixed-width UTC stamps: numpy parses a whole page at once.
-        seconds = np.array([s[:-1] for s in stamps], dtype="datetime64[us]").astype(np.int64) / 1e6
+        rows, seconds = _with_seconds(rows)
+        if not rows:
+            return
+        users, item_ids, types, quantities, _, orders = zip(*rows)
         with self.lock:
             try:
                 self.log.add_page(users, item_ids, types, quantities, seconds, orders)
@@ -364,6 +365,71 @@ class _TrainingPages:
             customer_statistics=customer_statistics([u.summary for u in profiled], now),
             excluded_users=len(excluded),
         )
+
+
+def interaction_rows(items: list[dict[str, Any]], start: str, end: str) -> list[tuple[str, str, str, float, str, str | None]]:
+    """interaction_row of each item, the Nones left out: read as a page when every event of the
+    window is as ingest stores it (the usual case: checked a column at a time, in C), else one event
+    at a time (twice the time)."""
+    try:
+        rows = [(item["user_id"]["S"], item["item_id"]["S"], item["event_type"]["S"],
+                 item.get("quantity", {}).get("N", "1"), item["ts"]["S"], item.get("order_id", {}).get("S"))
+                for item in items if "item_id" in item and start <= item["ts"]["S"] <= end]
+        if not rows:
+            return []
+        users, item_ids, types, quantities, stamps, orders = zip(*rows)
+        if set(types) <= EVENT_CODES.keys() and STORED_TIMES.fullmatch("\n".join(stamps) + "\n") and (
+                set(map(type, users)) | set(map(type, item_ids)) | set(map(type, orders)) <= {str, type(None)}):
+            units = np.clip(np.array(quantities, dtype=np.float64), -MAX_QUANTITY, MAX_QUANTITY).astype(np.float32)
+            return list(zip(users, item_ids, types, units.tolist(), stamps, orders))
+    except (KeyError, TypeError, AttributeError, ValueError):
+        pass
+    return [row for item in items if (row := interaction_row(item, start, end)) is not None]
+
+
+def interaction_row(item: dict[str, Any], start: str, end: str) -> tuple[str, str, str, float, str, str | None] | None:
+    """A stored event (DynamoDB JSON) as (user, item, type, quantity, time, order) when it is an
+    interaction of the window, as the export path's SQL reads one (sql/interactions.sql): an item
+    named, the time within [start, end], a known type, the time in its stored form (a time that
+    does not exist is left out by _with_seconds), the quantity within MAX_QUANTITY either way and
+    held as float32. Anything else (a search, an event written by hand) is None: one such event
+    costs no other its place."""
+    try:
+        user_id, item_id, event_type, stamp = (item["user_id"]["S"], item["item_id"]["S"], item["event_type"]["S"],
+                                               item["ts"]["S"])
+        if not (type(stamp) is str and start <= stamp <= end and event_type in EVENT_CODES
+                and len(stamp) == STORED_TIME_LENGTH and STORED_TIME.match(stamp)
+                and type(user_id) is str and type(item_id) is str):
+            return None
+        quantity = float(np.float32(max(min(float(item.get("quantity", {}).get("N", "1")), MAX_QUANTITY),
+                                        -MAX_QUANTITY)))
+        order = item.get("order_id", {}).get("S")
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return None
+    return user_id, item_id, event_type, quantity, stamp, order if type(order) is str else None
+
+
+def _with_seconds(rows: list[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], np.ndarray]:
+    """The rows whose time exists, and each one's seconds since the epoch. Stored times have one
+    width: numpy parses a whole page at once, and the rows one by one only when one does not parse
+    (the 30th of February), which are left out, as the SQL's try() leaves them."""
+    try:
+        return rows, _seconds([row[4] for row in rows])
+    except ValueError:
+        kept = [row for row in rows if _parses(row[4])]
+        return kept, _seconds([row[4] for row in kept])
+
+
+def _seconds(stamps: list[str]) -> np.ndarray:
+    return np.array([stamp[:-1] for stamp in stamps], dtype="datetime64[us]").astype(np.int64) / 1e6
+
+
+def _parses(stamp: str) -> bool:
+    try:
+        _seconds([stamp])
+        return True
+    except ValueError:
+        return False
 
 
 def net_of_returns(interactions: Interactions, returned: dict[tuple[str, str], float]) -> Interactions:

@@ -369,3 +369,100 @@ def test_the_read_spread_over_processes_reads_what_the_scan_reads(seeded, tmp_pa
         assert sorted(map(repr, read.outcomes.touches)) == sorted(map(repr, scanned.outcomes.touches))
         assert sorted(map(repr, read.outcomes.purchases)) == sorted(map(repr, scanned.outcomes.purchases))
         assert rows_of(read.training_data().interactions) == rows_of(scanned.training_data().interactions)
+
+
+def hand_written_events(now: datetime) -> list[dict[str, Any]]:
+    """Events no version of ingest writes, each named by its own item (`hw-<case>`), among the
+    window's: what a script or a console may leave in the table."""
+    day = (now - timedelta(days=2)).strftime("%Y-%m-%d")
+    february = now.year if now.month > 2 else now.year - 1
+    fine = {"ts": {"S": f"{day}T10:00:00.000000Z"}, "event_type": {"S": "view"}}
+    cases = {
+        "unknown-type": {"event_type": {"S": "wishlist"}}, "type-in-capitals": {"event_type": {"S": "VIEW"}},
+        "type-a-number": {"event_type": {"N": "1"}}, "no-type": {"event_type": None},
+        "time-not-a-time": {"ts": {"S": f"{day}Tgarbage"}}, "hour-25": {"ts": {"S": f"{day}T25:00:00.000000Z"}},
+        "hour-24": {"ts": {"S": f"{day}T24:00:00.000000Z"}},
+        "february-30": {"ts": {"S": f"{february}-02-30T10:00:00.000000Z"}},
+        "offset": {"ts": {"S": f"{day}T10:00:00+00:00"}}, "date-alone": {"ts": {"S": day}},
+        "no-zone": {"ts": {"S": f"{day}T10:00:00.000001"}}, "small-z": {"ts": {"S": f"{day}T10:00:00.000000z"}},
+        "no-time": {"ts": None},
+    }
+    items = []
+    for case, changes in cases.items():
+        item = {"user_id": {"S": "u-hand"}, "event_id": {"S": f"hw-{case}"}, "item_id": {"S": f"hw-{case}"}, **fine,
+                **changes}
+        items.append({name: value for name, value in item.items() if value is not None})
+    # An item named by a number or a null: no item, as a search (the SQL reads no text there).
+    items += [{"user_id": {"S": "u-hand"}, "event_id": {"S": f"hw-item-{n}"}, "item_id": value, **fine}
+              for n, value in enumerate(({"N": "7"}, {"NULL": True}))]
+    purchase = {"user_id": {"S": "u-hand"}, "event_type": {"S": "purchase"}, "ts": fine["ts"]}
+    return items + [
+        # Beyond float32 (inf in the matrix, and no fit): counted as ingest's most units.
+        {**purchase, "event_id": {"S": "hw-huge"}, "item_id": {"S": "hw-huge"}, "quantity": {"N": "1E+39"}},
+        # A fraction bought and returned: both paths net it in the precision the matrix holds.
+        {**purchase, "event_id": {"S": "hw-tenth"}, "item_id": {"S": "hw-tenth"}, "quantity": {"N": "0.1"}},
+        {**purchase, "event_id": {"S": "hw-tenth-back"}, "item_id": {"S": "hw-tenth"}, "quantity": {"N": "0.1"},
+         "event_type": {"S": "return"}},
+        {**purchase, "event_id": {"S": "hw-kept"}, "item_id": {"S": "hw-kept"}},
+    ]
+
+
+def test_events_written_by_hand_are_left_out_alike_by_both_paths_and_cost_no_other_its_place(
+        seeded, tmp_path, monkeypatch):
+    now = datetime.now(timezone.utc)
+    for item in hand_written_events(now):
+        dynamo.client().put_item(TableName=seeded["EventsTable"], Item=item)
+    # Binary attributes on a customer and an item (an export writes them as base64 text).
+    dynamo.client().put_item(TableName=seeded["UsersTable"], Item={
+        "user_id": {"S": "u-hand"}, "country": {"S": "DE"}, "avatar": {"B": b"\x89PNG"}, "keys": {"BS": [b"b", b"a"]}})
+    dynamo.client().put_item(TableName=seeded["ItemsTable"], Item={
+        "item_id": {"S": "hw-kept"}, "category": {"S": "lamps"}, "title": {"S": "Lamp"}, "thumb": {"B": b"\x89PNG"},
+        "sizes": {"BS": [b"m", b"l"]}})
+    config = TrainingConfig()
+    scanned = read_nightly(seeded["EventsTable"], seeded["UsersTable"], seeded["ItemsTable"], config, now)
+    exports = export_all(seeded, tmp_path / "exports")
+    exported = read_nightly_from_exports(exports, config, now, query_locally(exports.events, config, now, tmp_path),
+                                         seeded["EventsTable"])
+
+    ours, theirs = exported.training_data().interactions, scanned.training_data().interactions
+    assert rows_of(ours) == rows_of(theirs)
+    assert exported.segments.customers.users == scanned.segments.customers.users
+    assert exported.segments.customers.users["u-hand"].country == "DE"
+    assert exported.training_data().categories == scanned.training_data().categories
+    assert exported.training_data().categories["hw-kept"] == "lamps"
+    by_hand = {(item, quantity) for user, item, _, _, quantity, _ in rows_of(ours) if user == "u-hand"}
+    assert by_hand == {("hw-huge", 100_000.0), ("hw-kept", 1.0)}
+    assert len(ours) > 100  # the shop's own events are all there
+    # And a whole run trains on each path.
+    export_all(seeded, tmp_path / "again")
+    monkeypatch.setenv("LOCAL_EXPORT_DIR", str(tmp_path / "again"))
+    from shared.config import get_settings
+    for path in ("scan", "export"):
+        monkeypatch.setenv("TRAINING_PATH", path)
+        get_settings.cache_clear()
+        manifest = train_handler()({"config": A_MODEL_SERVES}, LambdaContext(function_name="TrainFunction"))
+        assert manifest["status"] in ("accepted", "rejected"), manifest["reason"]
+        assert manifest["counts"]["interactions"] == len(theirs)
+
+
+def test_an_incremental_export_of_a_quiet_period_has_no_data_files_and_changes_nothing(seeded, tmp_path):
+    events, keys = seeded["EventsTable"], ("user_id", "event_id")
+    full = write_export(events, tmp_path / "events", now=datetime(2026, 12, 1, tzinfo=timezone.utc))
+    # No change since the full export: the manifest lists no data file, and there is no data folder.
+    folder = tmp_path / "events" / "AWSDynamoDB" / "quiet"
+    folder.mkdir(parents=True)
+    (folder / "manifest-files.json").write_text("")
+    (folder / "manifest-summary.json").write_text(json.dumps(
+        {"exportType": INCREMENTAL, "exportTime": "2026-12-01T06:00:00+00:00", "itemCount": 0,
+         "manifestFilesS3Key": "AWSDynamoDB/quiet/manifest-files.json"}))
+    chain = latest_chain(tmp_path / "events")
+    assert [export.kind for export in chain] == ["FULL_EXPORT", INCREMENTAL] and chain[0] == full
+
+    config, now = TrainingConfig(), datetime.now(timezone.utc)
+    scanned = read_nightly(events, seeded["UsersTable"], seeded["ItemsTable"], config, now).training_data()
+    exports = TableExports(events=chain, users=[write_export(seeded["UsersTable"], tmp_path / "users")],
+                           items=[write_export(seeded["ItemsTable"], tmp_path / "items")])
+    read = read_nightly_from_exports(exports, config, now, query_locally(chain, config, now, tmp_path), events)
+
+    assert len(scanned.interactions) > 100
+    assert rows_of(read.training_data().interactions) == rows_of(scanned.interactions)

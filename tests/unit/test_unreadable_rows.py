@@ -9,6 +9,7 @@ import pytest
 from shared.config import get_settings
 from shared.storage import dynamo
 from shared.storage.customers import load_customers
+from shared.storage.history import recent_history
 from tests.factories import ago, event, purchase
 
 DAMAGE = {
@@ -98,3 +99,32 @@ def test_an_erasure_stamp_that_does_not_read_refuses_events_until_erased_again(a
     assert api.json("DELETE", "/users/u-1")[0] in (200, 202)
     assert api.json("POST", "/events", {"events": [event("e-2", item_id="sku-3", timestamp=ago(seconds=-2))]}
                     )[1]["accepted"] == 1
+
+
+EVENT_DAMAGE = {
+    "a time that is not one": {"ts": {"S": "2026-11-20Tgarbage"}},
+    "no time": {"ts": None},
+    "an item that is a number": {"item_id": {"N": "7"}},
+    "a type that is a number": {"event_type": {"N": "1"}},
+    "a price that is a text": {"price": {"S": "cheap"}},
+    "a channel that is a number": {"channel": {"N": "3"}},
+}
+
+
+@pytest.mark.parametrize("attributes", EVENT_DAMAGE.values(), ids=EVENT_DAMAGE)
+def test_a_stored_event_that_does_not_read_costs_the_customer_none_of_the_others(api, attributes):
+    """Events stored before the recent-activity item (or by hand) are read by Query: one that does
+    not read is left out of the customer's history, and every route answers with the rest."""
+    stored = {"user_id": {"S": "u-2"}, "event_id": {"S": "e-good"}, "item_id": {"S": "sku-1"},
+              "event_type": {"S": "purchase"}, "ts": {"S": ago(days=3)}, "quantity": {"N": "1"},
+              "price": {"N": "10"}, "currency": {"S": "EUR"}, "channel": {"S": "web"}}
+    bad = {**stored, "event_id": {"S": "e-bad"}, **attributes}
+    for item in (stored, {name: value for name, value in bad.items() if value is not None}):
+        dynamo.client().put_item(TableName=get_settings().events_table, Item=item)
+
+    for path in ("/users/u-2/recommendations", "/users/u-2/segments", "/users/u-2/export"):
+        assert api.json("GET", path)[0] == 200, path
+    # The readable purchase is still the customer's history, as every route reads it.
+    assert [(e.item_id, e.event_type) for e in recent_history(get_settings().events_table, "u-2")] == [
+        ("sku-1", "purchase")]
+    assert load_customers(*(getattr(get_settings(), t) for t in ("events_table", "users_table", "items_table")))

@@ -1,6 +1,6 @@
 -- The training window's interactions, from the events table's export: what the Scan path's
 -- page handlers keep (shared/storage/training_data.py), in SQL that Athena (Trino) runs on AWS and
--- DuckDB runs on one machine (shared/storage/duckdb_athena.py gives DuckDB the two Trino functions).
+-- DuckDB runs on one machine (shared/storage/duckdb_athena.py gives DuckDB the Trino functions it lacks).
 -- The events relation is the events table as of the export chain's last export: one row per
 -- event, its item as DynamoDB JSON (export_queries.py, events_of_chain.sql).
 -- Customers who may not be trained on are left out by the reader: consent has one home, in Python.
@@ -10,16 +10,27 @@
 -- as its rank among its customer's baskets (-1: not a purchase).
 WITH events AS ({events}),
 window_events AS (
-    SELECT item.user_id.s AS user_id,
-           item.item_id.s AS item_id,
-           item.event_type.s AS event_type,
-           CAST(COALESCE(item.quantity.n, '1') AS DOUBLE) AS quantity,
-           to_unixtime(from_iso8601_timestamp_nanos(item.ts.s)) AS seconds,
-           item.order_id.s AS order_id
-    FROM events
-    -- A search or an impression names no item: no interaction.
-    WHERE item.item_id.s IS NOT NULL
-      AND item.ts.s BETWEEN '{window_start}' AND '{window_end}'
+    SELECT user_id, item_id, event_type, quantity, to_unixtime(stamp) AS seconds, order_id
+    FROM (
+        SELECT item.user_id.s AS user_id,
+               item.item_id.s AS item_id,
+               item.event_type.s AS event_type,
+               -- As the reader holds it (float32, REAL here), within what ingest accepts.
+               CAST(CAST(GREATEST(LEAST(CAST(COALESCE(item.quantity.n, '1') AS DOUBLE), {max_quantity}),
+                                  -{max_quantity}) AS REAL) AS DOUBLE) AS quantity,
+               try(from_iso8601_timestamp_nanos(item.ts.s)) AS stamp,
+               item.order_id.s AS order_id
+        FROM events
+        -- A search or an impression names no item: no interaction.
+        WHERE item.item_id.s IS NOT NULL
+          AND item.ts.s BETWEEN '{window_start}' AND '{window_end}'
+          -- Only events as ingest stores them count, as on the Scan path (training_data.py,
+          -- interaction_row): a known type, a time in its own form; one written by hand is left out.
+          AND item.event_type.s IN ({counted_types})
+          AND length(item.ts.s) = {time_length}
+          AND regexp_like(item.ts.s, '{stored_time}')
+    ) AS stored
+    WHERE stamp IS NOT NULL  -- a day or an hour that does not exist
 ),
 -- Returns are no interaction of their own: they take back the purchases of their (customer, item).
 returned AS (
