@@ -176,6 +176,20 @@ def _has_lone_surrogate(body: bytes) -> bool:
 _PATH_PARAMETER = re.compile(r"\{([^}]+)\}")
 
 
+def _json_media_type(event: dict[str, Any]) -> dict[str, Any]:
+    """The event with a JSON body's content type as Powertools reads one: it parses a body only
+    under 'application/json' spelled in lower case, yet media types are case-insensitive
+    (Application/JSON) and text/json and '+json' types are JSON too (_body_refusal let through
+    only JSON types, and checked the body is UTF-8)."""
+    headers = event.get("headers") or {}
+    names = [name for name in headers if name.lower() == "content-type"]
+    if not names or not _content_type(event).endswith("json") or (
+            names == ["content-type"] and headers["content-type"].startswith("application/json")):
+        return event
+    kept = {name: value for name, value in headers.items() if name not in names}
+    return {**event, "headers": {**kept, "content-type": "application/json"}}
+
+
 def _routable(event: dict[str, Any]) -> dict[str, Any]:
     """The event with rawPath rebuilt from its route and its ids, each percent-encoded.
 
@@ -232,7 +246,7 @@ def resolve(app: APIGatewayHttpResolver, event: dict[str, Any], context: LambdaC
     if problem is not None:
         return problem
     app.append_context(caller=who)
-    return _cache_headers(event, who, app.resolve(_routable(event), context))
+    return _cache_headers(event, who, app.resolve(_routable(_json_media_type(event)), context))
 
 
 def _body_refusal(event: dict[str, Any], max_body_bytes: int) -> dict[str, Any] | None:

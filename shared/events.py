@@ -46,7 +46,21 @@ def iso_text(value: Any) -> Any:
     return value
 
 
-Moment = Annotated[AwareDatetime, BeforeValidator(iso_text)]
+# The times a stored text holds (format_timestamp: four digits of year, in UTC).
+EARLIEST_MOMENT = datetime(1900, 1, 1, tzinfo=timezone.utc)
+
+
+def storable(value: datetime) -> datetime:
+    try:
+        in_utc = value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("must be before the year 10000 in UTC") from None
+    if in_utc < EARLIEST_MOMENT:
+        raise ValueError("must be in 1900 or later")
+    return value
+
+
+Moment = Annotated[AwareDatetime, BeforeValidator(iso_text), AfterValidator(storable)]
 CurrencyCode = Annotated[str, Strict(), StringConstraints(pattern=r"^[A-Z]{3}$")]
 # Money: below 10,000,000,000 (10 digits before the point), at most 4 decimals kept; an event's
 # price is then rounded to its currency's minor units. A binary float sent in JSON (2.07 may

@@ -65,7 +65,7 @@ def verify_local_token(token: str, jwks_text: str, now: float) -> dict[str, Any]
         header = json.loads(_unb64(header_b64))
         claims = json.loads(_unb64(claims_b64))
         signature = _unb64(signature_b64)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         raise LocalTokenRefused("the token is not a JWT (or LOCAL_ISSUER_JWKS is not JSON)") from None
     if not isinstance(header, dict) or header.get("alg") != "RS256" or not isinstance(claims, dict):
         raise LocalTokenRefused("the token is not an RS256 JWT")

@@ -88,7 +88,7 @@ class VisitorTokens:
             signature = _unb64(signature_b64)
             header = json.loads(_unb64(header_b64))
             claims = json.loads(_unb64(claims_b64))
-        except ValueError:  # also JSON and UnicodeDecode errors
+        except (ValueError, RecursionError):  # also JSON and UnicodeDecode errors; JSON nested too deep
             raise InvalidVisitorToken("the visitor token is not a JWT") from None
         # The algorithm is fixed here, never read from the token ("alg": "none" and key confusion).
         if not isinstance(header, dict) or header.get("alg") != "HS256":

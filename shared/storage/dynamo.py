@@ -223,7 +223,7 @@ def decode_cursor(cursor: str) -> str:
     """The key a cursor from encode_cursor holds; DomainError (400) for anything else."""
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python parses
         raise DomainError("cursor is not one this API returned", field="cursor") from None
     if not isinstance(key, str):
         raise DomainError("cursor is not one this API returned", field="cursor")

@@ -185,6 +185,8 @@ def _export_position(key: str | None, owners: int) -> tuple[int, str | None]:
     if key is None:
         return 0, None
     if not key.startswith("\x00"):
+        if not key:  # no event id is empty (DynamoDB refuses an empty key)
+            raise DomainError("cursor is not one this API returned", field="cursor")
         return 0, key
     _, place, event_id = (key.split("\x00") + ["", ""])[:3]
     if not place.isdigit() or not 0 < int(place) < owners:

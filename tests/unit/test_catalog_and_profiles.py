@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.factories import item, purchase
 
 
@@ -91,3 +93,14 @@ def test_a_body_that_is_not_utf8_is_refused_as_invalid_json(api):
     response = api.call("POST", "/segments", raw=b'{\xff\xfe4eq\xe93')
     assert response.status == 400
     assert b"not UTF-8" in response.body
+
+
+@pytest.mark.parametrize("created_at", ["9999-12-31T23:59:59-01:00",  # past the year 9999 in UTC
+                                        "0999-06-01T00:00:00Z"])  # a year a stored time cannot spell
+def test_a_time_no_stored_text_can_hold_is_refused_naming_the_field_and_the_rest_are_stored(api, created_at):
+    status, body = api.json("POST", "/items", {"items": [item("ok-1"), item("bad-1", created_at=created_at)]})
+
+    assert status == 207 and body["accepted"] == 1
+    assert [(r["item_id"], r["errors"][0]["field"]) for r in body["rejected"]] == [("bad-1", "created_at")]
+    assert api.json("GET", "/items/ok-1")[0] == 200
+    assert api.json("PUT", "/items/bad-1", {"title": "t", "category": "c", "created_at": created_at})[0] == 422

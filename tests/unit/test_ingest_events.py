@@ -184,3 +184,11 @@ def test_users_share_transactions_and_a_duplicate_of_one_costs_the_others_nothin
     for n in range(1, 7):
         summary = api.json("GET", f"/users/u-{n}")[1]["summary"]
         assert (summary["purchase_count"], float(summary["spend"]["EUR"])) == (1, 4 if n == 1 else n)
+
+
+@pytest.mark.parametrize("content_type", ["Application/JSON", "APPLICATION/JSON; charset=utf-8", "text/json",
+                                          "application/vnd.api+json"])
+def test_a_json_body_is_read_whatever_the_case_or_kind_of_its_json_media_type(api, content_type):
+    status, body = api.json("POST", "/events", raw=json.dumps({"events": [event()]}).encode(),
+                            headers={"content-type": content_type})
+    assert (status, body["accepted"]) == (200, 1)

@@ -4,6 +4,7 @@ anonymous history to the customer who signs in on it."""
 
 from __future__ import annotations
 
+import base64
 import time
 
 import pytest
@@ -245,3 +246,22 @@ def test_every_linked_visitor_id_is_kept_for_export_and_erasure_though_history_r
     erased = customer.json("DELETE", "/users/u-1")[1]
     assert sorted(erased["linked_visitors"]) == sorted(visitors) and erased["erased"]["events"] == 7
     assert all(api.json("GET", f"/users/{v}/export")[1]["events"] == [] for v in visitors)
+
+
+def test_a_visitor_token_whose_header_is_nested_past_parsing_is_refused_not_a_crash(api):
+    """JSON nested deeper than Python parses (RecursionError, not a ValueError), before any signature."""
+    issued = api.anonymous().json("POST", "/visitors")[1]
+    visitor_id, (_, claims, signature) = issued["visitor_id"], issued["token"].split(".")
+    deep = base64.urlsafe_b64encode(b"[" * 1100).rstrip(b"=").decode()
+    token = f"{deep}.{claims}.{signature}"
+    assert Api(api.gateway, bearer(token)).json("GET", f"/visitors/{visitor_id}/recommendations")[0] == 401
+    status, body = api.as_customer("u-1").json("POST", "/users/u-1/visitors", {"visitor_token": token})
+    assert status == 403 and body["error"]["fields"][0]["field"] == "visitor_token"
+
+
+@pytest.mark.parametrize("cursor", [base64.urlsafe_b64encode(b"[" * 1100).decode(),  # nested past parsing
+                                    base64.urlsafe_b64encode(b'""').decode()])  # an empty event id
+def test_an_export_cursor_not_given_out_is_a_clear_400(api, cursor):
+    linked_customer(api)
+    status, body = api.as_customer("u-1").json("GET", f"/users/u-1/export?cursor={cursor}")
+    assert status == 400 and body["error"]["fields"][0]["field"] == "cursor"
