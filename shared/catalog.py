@@ -70,7 +70,7 @@ class ItemIn(BaseModel):
         default=False, description="Retired items are never recommended again"
     )
     created_at: Moment | None = Field(
-        default=None, description="When the item entered the catalog (from 1900 to the year 9999 in UTC); "
+        default=None, description="When the item entered the catalog (from the year 1000 to 9999 in UTC); "
                                   "defaults to first upsert"
     )
     attributes: Attributes = Field(default_factory=dict)

@@ -46,8 +46,9 @@ def iso_text(value: Any) -> Any:
     return value
 
 
-# The times a stored text holds (format_timestamp: four digits of year, in UTC).
-EARLIEST_MOMENT = datetime(1900, 1, 1, tzinfo=timezone.utc)
+# The times a stored text holds (format_timestamp: four digits of year, in UTC). The year 1000 and
+# not later: what earlier versions stored from then on reads, and must go on reading.
+EARLIEST_MOMENT = datetime(1000, 1, 1, tzinfo=timezone.utc)
 
 
 def storable(value: datetime) -> datetime:
@@ -56,7 +57,7 @@ def storable(value: datetime) -> datetime:
     except OverflowError:
         raise ValueError("must be before the year 10000 in UTC") from None
     if in_utc < EARLIEST_MOMENT:
-        raise ValueError("must be in 1900 or later")
+        raise ValueError("must be in the year 1000 or later")
     return value
 
 
