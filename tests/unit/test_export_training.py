@@ -446,7 +446,7 @@ def test_events_written_by_hand_are_left_out_alike_by_both_paths_and_cost_no_oth
 
 
 def test_an_incremental_export_of_a_quiet_period_has_no_data_files_and_changes_nothing(seeded, tmp_path):
-    events, keys = seeded["EventsTable"], ("user_id", "event_id")
+    events = seeded["EventsTable"]
     full = write_export(events, tmp_path / "events", now=datetime(2026, 12, 1, tzinfo=timezone.utc))
     # No change since the full export: the manifest lists no data file, and there is no data folder.
     folder = tmp_path / "events" / "AWSDynamoDB" / "quiet"
