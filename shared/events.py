@@ -54,8 +54,9 @@ EARLIEST_MOMENT = datetime(1000, 1, 1, tzinfo=timezone.utc)
 def storable(value: datetime) -> datetime:
     try:
         in_utc = value.astimezone(timezone.utc)
-    except OverflowError:
-        raise ValueError("must be before the year 10000 in UTC") from None
+    except OverflowError:  # past either end of the years a datetime holds
+        raise ValueError("must be before the year 10000 in UTC" if value.year > 1 else
+                         "must be in the year 1000 or later") from None
     if in_utc < EARLIEST_MOMENT:
         raise ValueError("must be in the year 1000 or later")
     return value

@@ -322,16 +322,18 @@ class _TrainingPages:
             return
         start, end, excluded = self.window_start, self.window_end, self.excluded
         rows = [row for row in interaction_rows(items, start, end) if row[0] not in excluded]
+        if not rows:
+            return
+        # Before the returns are taken out: a return at a time that does not exist takes back nothing.
+        rows, seconds = _with_seconds(rows)
         returns = [row for row in rows if row[2] == RETURN]
         if returns:
             # Returns are no interaction of their own: they take back purchases, at finish().
-            rows = [row for row in rows if row[2] != RETURN]
+            kept = [k for k, row in enumerate(rows) if row[2] != RETURN]
+            rows, seconds = [rows[k] for k in kept], seconds[kept]
             with self.lock:
                 for user_id, item_id, _, quantity, _, _ in returns:
                     self.returned[(user_id, item_id)] = self.returned.get((user_id, item_id), 0.0) + quantity
-        if not rows:
-            return
-        rows, seconds = _with_seconds(rows)
         if not rows:
             return
         users, item_ids, types, quantities, _, orders = zip(*rows)
@@ -378,7 +380,9 @@ def interaction_rows(items: list[dict[str, Any]], start: str, end: str) -> list[
         if not rows:
             return []
         users, item_ids, types, quantities, stamps, orders = zip(*rows)
-        if set(types) <= EVENT_CODES.keys() and STORED_TIMES.fullmatch("\n".join(stamps) + "\n") and (
+        joined = "\n".join(stamps) + "\n"  # a time with a line break in it has more than its width
+        if set(types) <= EVENT_CODES.keys() and len(joined) == (STORED_TIME_LENGTH + 1) * len(stamps) and \
+                STORED_TIMES.fullmatch(joined) and (
                 set(map(type, users)) | set(map(type, item_ids)) | set(map(type, orders)) <= {str, type(None)}):
             units = np.clip(np.array(quantities, dtype=np.float64), -MAX_QUANTITY, MAX_QUANTITY).astype(np.float32)
             return list(zip(users, item_ids, types, units.tolist(), stamps, orders))
@@ -391,7 +395,7 @@ def interaction_row(item: dict[str, Any], start: str, end: str) -> tuple[str, st
     """A stored event (DynamoDB JSON) as (user, item, type, quantity, time, order) when it is an
     interaction of the window, as the export path's SQL reads one (sql/interactions.sql): an item
     named, the time within [start, end], a known type, the time in its stored form (a time that
-    does not exist is left out by _with_seconds), the quantity within MAX_QUANTITY either way and
+    does not exist is left out by _with_seconds, returns too), the quantity within MAX_QUANTITY either way and
     held as float32. Anything else (a search, an event written by hand) is None: one such event
     costs no other its place."""
     try:

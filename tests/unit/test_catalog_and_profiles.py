@@ -95,12 +95,16 @@ def test_a_body_that_is_not_utf8_is_refused_as_invalid_json(api):
     assert b"not UTF-8" in response.body
 
 
-@pytest.mark.parametrize("created_at", ["9999-12-31T23:59:59-01:00",  # past the year 9999 in UTC
-                                        "0999-06-01T00:00:00Z"])  # a year a stored time cannot spell
-def test_a_time_no_stored_text_can_hold_is_refused_naming_the_field_and_the_rest_are_stored(api, created_at):
+@pytest.mark.parametrize("created_at, why", [
+    ("9999-12-31T23:59:59-01:00", "before the year 10000"),  # past the year 9999 in UTC
+    ("0001-01-01T00:00:00+01:00", "the year 1000 or later"),  # before the year 1 in UTC
+    ("0999-06-01T00:00:00Z", "the year 1000 or later"),  # a year a stored time cannot spell
+])
+def test_a_time_no_stored_text_can_hold_is_refused_naming_the_field_and_the_rest_are_stored(api, created_at, why):
     status, body = api.json("POST", "/items", {"items": [item("ok-1"), item("bad-1", created_at=created_at)]})
 
     assert status == 207 and body["accepted"] == 1
     assert [(r["item_id"], r["errors"][0]["field"]) for r in body["rejected"]] == [("bad-1", "created_at")]
+    assert why in body["rejected"][0]["errors"][0]["message"]
     assert api.json("GET", "/items/ok-1")[0] == 200
     assert api.json("PUT", "/items/bad-1", {"title": "t", "category": "c", "created_at": created_at})[0] == 422

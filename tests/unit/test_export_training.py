@@ -16,7 +16,8 @@ from shared.storage import dynamo
 from shared.storage.history import CustomerReads
 from shared.storage.export_queries import read_ids, read_interactions
 from shared.storage.exports import INCREMENTAL, compressed_blocks, exports_in, gzip_lines, latest_chain, table_items, write_export
-from shared.storage.training_data import TableExports, query_locally, read_nightly, read_nightly_from_exports
+from shared.storage.training_data import (TableExports, interaction_row, interaction_rows, query_locally, read_nightly,
+                                          read_nightly_from_exports)
 from shared.storage.users import read_recent
 from shared.training.config import TrainingConfig
 from shared.training.interactions import EVENT_CODES, InteractionLog, Interactions, TooManyInteractions
@@ -404,6 +405,9 @@ def hand_written_events(now: datetime) -> list[dict[str, Any]]:
         {**purchase, "event_id": {"S": "hw-tenth-back"}, "item_id": {"S": "hw-tenth"}, "quantity": {"N": "0.1"},
          "event_type": {"S": "return"}},
         {**purchase, "event_id": {"S": "hw-kept"}, "item_id": {"S": "hw-kept"}},
+        # A return at a time that does not exist takes nothing back.
+        {**purchase, "event_id": {"S": "hw-kept-back"}, "item_id": {"S": "hw-kept"}, "event_type": {"S": "return"},
+         "ts": {"S": f"{february}-02-30T10:00:00.000000Z"}},
     ]
 
 
@@ -466,3 +470,19 @@ def test_an_incremental_export_of_a_quiet_period_has_no_data_files_and_changes_n
 
     assert len(scanned.interactions) > 100
     assert rows_of(read.training_data().interactions) == rows_of(scanned.interactions)
+
+
+def test_a_page_of_events_reads_as_each_event_reads_on_its_own():
+    """The Scan path reads a page at once when every event is as ingest stores it: a time holding
+    two times on two lines is not, though each line is."""
+    start, end = "2026-01-01T00:00:00.000000Z", "2026-12-31T00:00:00.000000Z"
+    at = "2026-06-01T10:00:00.000000Z"
+
+    def stored(event_id: str, event_type: str = "purchase", ts: str = at) -> dict[str, Any]:
+        return {"user_id": {"S": "u-1"}, "event_id": {"S": event_id}, "item_id": {"S": "sku-1"},
+                "event_type": {"S": event_type}, "ts": {"S": ts}, "quantity": {"N": "2"}}
+
+    page = [stored("e-1"), stored("e-2", "view"), stored("e-3", "return", f"{at}\n{at}")]
+    one_by_one = [row for item in page if (row := interaction_row(item, start, end)) is not None]
+    assert interaction_rows(page, start, end) == one_by_one
+    assert [row[2] for row in one_by_one] == ["purchase", "view"]
