@@ -4,9 +4,11 @@ run on DuckDB over the same export files.
 The SELECT runs unchanged: DuckDB is given the Trino functions it lacks as macros. The
 statements around it are Athena DDL and UNLOAD, which DuckDB does not speak; they are
 translated here, and only in the shapes export_queries writes:
-- CREATE EXTERNAL TABLE t (columns) PARTITIONED BY (p int) ... and ALTER TABLE t ADD PARTITION
-  (p = n) LOCATION 'folder' ...: a view over the partitions' gzipped JSON lines (UNION ALL, each
-  with its partition value), typed as the JSON SerDe types them, a missing attribute NULL;
+- CREATE EXTERNAL TABLE t (columns) PARTITIONED BY (p int) ... WITH SERDEPROPERTIES (...) and
+  ALTER TABLE t ADD PARTITION (p = n) LOCATION 'folder' ...: a view over the partitions' gzipped
+  JSON lines (UNION ALL, each with its partition value), typed as the JSON SerDe types them, a
+  missing attribute NULL. DuckDB's read_json matches names by case, as the SerDe does with the
+  properties export_queries sets ('case.insensitive'='false', each mixed-case name mapped);
 - UNLOAD (select) TO 'folder' WITH (format = 'JSON', compression = 'ZSTD' or 'GZIP'): COPY to JSON
   lines there, compressed the same way; with format = 'TEXTFILE', field_delimiter = ',': COPY to
   lines of values with that delimiter, no header and no quotes (the SQL writes numbers alone);
@@ -31,7 +33,7 @@ TRINO_FUNCTIONS = (
     "CREATE MACRO regexp_like(text, pattern) AS regexp_matches(text, pattern)",  # both find the pattern anywhere
 )
 CREATE = re.compile(r"CREATE EXTERNAL TABLE (?P<table>[\w.]+) \((?P<columns>.*)\) PARTITIONED BY \((?P<partition>\w+) int\) "
-                    r"ROW FORMAT SERDE '[\w.]+' LOCATION '[^']+'$", re.S)
+                    r"ROW FORMAT SERDE '[\w.]+' WITH SERDEPROPERTIES \((?P<properties>[^)]*)\) LOCATION '[^']+'$", re.S)
 PARTITIONS = re.compile(r"ALTER TABLE (?P<table>[\w.]+) ADD (?P<partitions>.*)$", re.S)
 PARTITION = re.compile(r"PARTITION \((?P<partition>\w+) = (?P<value>\d+)\) LOCATION '(?P<location>[^']+)'")
 UNLOAD = re.compile(r"UNLOAD \((?P<select>.*)\) TO '(?P<location>[^']+)' "

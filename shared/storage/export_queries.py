@@ -2,7 +2,7 @@
 
 The statements of one run (`statements`), in Athena's dialect:
 1. CREATE EXTERNAL TABLE over the events export's data files (DynamoDB JSON lines, gzipped), with
-   only the attributes training reads;
+   only the attributes training reads, their names matched by case;
 2. UNLOAD of sql/interactions.sql to the run's output folder, as comma-separated numbers
    (TEXTFILE) compressed with Zstandard (OUTPUT_COMPRESSION): each customer and item by its
    number, the event type by its code, the basket of a purchase by its rank;
@@ -36,8 +36,8 @@ from shared.training.interactions import EVENT_CODES, PURCHASE_CODE, Interaction
 
 SQL = Path(__file__).with_name("sql")
 # The attributes of an event item that training reads (and its key), typed as DynamoDB JSON holds
-# them. Athena's SerDe matches names whatever their case; DynamoDB's own spelling lets DuckDB's
-# reader match them too. A full export's lines fill Item, an incremental export's Keys and NewImage.
+# them, in DynamoDB's own spelling: matched by case (SERDE_PROPERTIES; DuckDB's reader too). A full
+# export's lines fill Item, an incremental export's Keys and NewImage.
 EVENT_ATTRIBUTES = ("user_id:struct<S:string>, event_id:struct<S:string>, item_id:struct<S:string>, "
                     "event_type:struct<S:string>, quantity:struct<N:string>, ts:struct<S:string>, "
                     "order_id:struct<S:string>")
@@ -45,6 +45,14 @@ EVENT_COLUMNS = (f"Item struct<{EVENT_ATTRIBUTES}>, Keys struct<user_id:struct<S
                  f"NewImage struct<{EVENT_ATTRIBUTES}>")
 CHAIN_PARTITION = "export_number"  # an export's place in its chain: 0 the full one, then the incremental ones
 JSON_SERDE = "org.openx.data.jsonserde.JsonSerDe"
+# The SerDe matches keys whatever their case by default, and then fails the whole query on a line
+# holding two keys that differ only by case (DynamoDB's names are case-sensitive: an item written by
+# hand may hold quantity and Quantity). Matched by case, as DuckDB and the Scan path match them,
+# each name that is not in lower case is mapped (Athena's own names for columns and fields are).
+SERDE_PROPERTIES = ", ".join(
+    ["'case.insensitive'='false'"]
+    + [f"'mapping.{name.lower()}'='{name}'" for name in sorted(set(re.findall(r"(\w+)[ :]", EVENT_COLUMNS)))
+       if name != name.lower()])
 # The query's output files. Not gzip: DuckDB writes gzip on one thread, 2.5 s per million rows,
 # half of the whole query on one machine; Zstandard costs 0.5 s for files 12% larger, and is as
 # quick to read back. Athena engine 3 writes it for UNLOAD.
@@ -104,7 +112,8 @@ def statements(run: QueryRun, window_start: str, window_end: str) -> dict[str, s
                           for number, folder in enumerate(run.events_data))
     return {
         "create": f"CREATE EXTERNAL TABLE {run.table} ({EVENT_COLUMNS}) PARTITIONED BY ({CHAIN_PARTITION} int) "
-                  f"ROW FORMAT SERDE '{JSON_SERDE}' LOCATION '{run.events_data[0]}'",
+                  f"ROW FORMAT SERDE '{JSON_SERDE}' WITH SERDEPROPERTIES ({SERDE_PROPERTIES}) "
+                  f"LOCATION '{run.events_data[0]}'",
         "partitions": f"ALTER TABLE {run.table} ADD {partitions}",
         "unload": f"UNLOAD ({select}) TO '{run.output}' WITH {numbers}",
         "unload_ids": f"UNLOAD ({_sql('ids.sql').format(events=events, codes=codes)}) TO '{run.ids}' WITH {lines}",

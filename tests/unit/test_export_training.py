@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from devstack.gateway import LambdaContext
 from shared.storage import dynamo
 from shared.storage.history import CustomerReads
-from shared.storage.export_queries import read_ids, read_interactions
+from shared.storage.export_queries import QueryRun, read_ids, read_interactions, statements
 from shared.storage.exports import INCREMENTAL, compressed_blocks, exports_in, gzip_lines, latest_chain, table_items, write_export
 from shared.storage.training_data import (TableExports, interaction_row, interaction_rows, query_locally, read_nightly,
                                           read_nightly_from_exports)
@@ -405,6 +406,9 @@ def hand_written_events(now: datetime) -> list[dict[str, Any]]:
         {**purchase, "event_id": {"S": "hw-tenth-back"}, "item_id": {"S": "hw-tenth"}, "quantity": {"N": "0.1"},
          "event_type": {"S": "return"}},
         {**purchase, "event_id": {"S": "hw-kept"}, "item_id": {"S": "hw-kept"}},
+        # DynamoDB's names are case-sensitive: Quantity is another attribute, which nothing reads.
+        {**purchase, "event_id": {"S": "hw-cases"}, "item_id": {"S": "hw-cases"}, "quantity": {"N": "2"},
+         "Quantity": {"N": "7"}, "Event_Type": {"S": "view"}},
         # A return at a time that does not exist takes nothing back.
         {**purchase, "event_id": {"S": "hw-kept-back"}, "item_id": {"S": "hw-kept"}, "event_type": {"S": "return"},
          "ts": {"S": f"{february}-02-30T10:00:00.000000Z"}},
@@ -435,7 +439,7 @@ def test_events_written_by_hand_are_left_out_alike_by_both_paths_and_cost_no_oth
     assert exported.training_data().categories == scanned.training_data().categories
     assert exported.training_data().categories["hw-kept"] == "lamps"
     by_hand = {(item, quantity) for user, item, _, _, quantity, _ in rows_of(ours) if user == "u-hand"}
-    assert by_hand == {("hw-huge", 100_000.0), ("hw-kept", 1.0)}
+    assert by_hand == {("hw-huge", 100_000.0), ("hw-kept", 1.0), ("hw-cases", 2.0)}
     assert len(ours) > 100  # the shop's own events are all there
     # And a whole run trains on each path.
     export_all(seeded, tmp_path / "again")
@@ -486,3 +490,19 @@ def test_a_page_of_events_reads_as_each_event_reads_on_its_own():
     one_by_one = [row for item in page if (row := interaction_row(item, start, end)) is not None]
     assert interaction_rows(page, start, end) == one_by_one
     assert [row[2] for row in one_by_one] == ["purchase", "view"]
+
+
+def test_athena_matches_the_exports_names_by_case_as_duckdb_and_the_scan_path_do():
+    """Athena's JSON SerDe folds names to lower case by default, and fails the whole query on a line
+    holding two names that differ only by case (an item written by hand with quantity and
+    Quantity). The table turns that off, and maps each name of its columns that is not in lower
+    case (Athena's own names for columns and fields are), so that each still reads."""
+    run = QueryRun(database="db", run_id="r-1", events_data=("s3://b/e/0/data/",), output="s3://b/o/", ids="s3://b/i/")
+    create = statements(run, "2026-01-01T00:00:00.000000Z", "2026-12-01T00:00:00.000000Z")["create"]
+
+    properties = dict(re.findall(r"'([\w.]+)'='(\w+)'", create.split("WITH SERDEPROPERTIES", 1)[1]))
+    assert properties.pop("case.insensitive") == "false"
+    columns = create.split("(", 1)[1].split(") PARTITIONED BY", 1)[0]
+    mixed_case = {name for name in re.findall(r"(\w+)[ :]", columns) if name != name.lower()}
+    assert mixed_case >= {"Item", "Keys", "NewImage", "S", "N"}
+    assert properties == {f"mapping.{name.lower()}": name for name in mixed_case}
