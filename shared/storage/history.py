@@ -55,7 +55,8 @@ def history_event(row: dict) -> HistoryEvent | None:
         )
     except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError):
         return None
-    texts = (event.item_id, event.event_type, *(t for t in (event.channel, event.currency, event.campaign_id) if t))
+    texts = (event.item_id, event.event_type,
+             *(t for t in (event.channel, event.currency, event.campaign_id) if t is not None))
     return event if all(type(text) is str for text in texts) else None
 
 

@@ -108,6 +108,7 @@ EVENT_DAMAGE = {
     "a type that is a number": {"event_type": {"N": "1"}},
     "a price that is a text": {"price": {"S": "cheap"}},
     "a channel that is a number": {"channel": {"N": "3"}},
+    "a channel that is zero": {"channel": {"N": "0"}},
 }
 
 
