@@ -86,10 +86,10 @@ class DuckDBAthena:
             self.db.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         named_types = [(name, duckdb_type(hive_type))
                        for name, hive_type in (column.split(" ", 1) for column in _top_level(columns))]
-        typed = ", ".join(f"'{name}': '{duckdb_type}'" for name, duckdb_type in named_types)
+        typed = ", ".join(f"'{name}': '{sql_type}'" for name, sql_type in named_types)
         # A partition without files (an incremental export of a quiet day) has no rows, as on Athena;
         # DuckDB's read_json refuses a pattern that matches nothing.
-        nothing = ", ".join(f"CAST(NULL AS {duckdb_type}) AS {name}" for name, duckdb_type in named_types)
+        nothing = ", ".join(f"CAST(NULL AS {sql_type}) AS {name}" for name, sql_type in named_types)
         parts = [f"SELECT *, {int(value)} AS {partition} FROM read_json('{self.resolve(location) / '*.json.gz'}', "
                  f"format = 'newline_delimited', columns = {{{typed}}})"
                  if any(self.resolve(location).glob("*.json.gz")) else

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from itertools import islice
 from dataclasses import dataclass
@@ -384,8 +384,7 @@ def interaction_rows(items: list[dict[str, Any]], start: str, end: str) -> list[
         if set(types) <= EVENT_CODES.keys() and len(joined) == (STORED_TIME_LENGTH + 1) * len(stamps) and \
                 STORED_TIMES.fullmatch(joined) and (
                 set(map(type, users)) | set(map(type, item_ids)) | set(map(type, orders)) <= {str, type(None)}):
-            units = np.clip(np.array(quantities, dtype=np.float64), -MAX_QUANTITY, MAX_QUANTITY).astype(np.float32)
-            return list(zip(users, item_ids, types, units.tolist(), stamps, orders))
+            return list(zip(users, item_ids, types, _units(quantities), stamps, orders))
     except (KeyError, TypeError, AttributeError, ValueError):
         pass
     return [row for item in items if (row := interaction_row(item, start, end)) is not None]
@@ -405,12 +404,17 @@ def interaction_row(item: dict[str, Any], start: str, end: str) -> tuple[str, st
                 and len(stamp) == STORED_TIME_LENGTH and STORED_TIME.match(stamp)
                 and type(user_id) is str and type(item_id) is str):
             return None
-        quantity = float(np.float32(max(min(float(item.get("quantity", {}).get("N", "1")), MAX_QUANTITY),
-                                        -MAX_QUANTITY)))
+        [quantity] = _units([item.get("quantity", {}).get("N", "1")])
         order = item.get("order_id", {}).get("S")
     except (KeyError, TypeError, AttributeError, ValueError):
         return None
     return user_id, item_id, event_type, quantity, stamp, order if type(order) is str else None
+
+
+def _units(quantities: Sequence[str]) -> list[float]:
+    """Stored quantities (DynamoDB numbers, as text) as training holds them: within MAX_QUANTITY
+    either way, as float32 (the SQL's REAL)."""
+    return np.clip(np.array(quantities, dtype=np.float64), -MAX_QUANTITY, MAX_QUANTITY).astype(np.float32).tolist()
 
 
 def _with_seconds(rows: list[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], np.ndarray]:
