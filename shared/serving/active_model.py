@@ -2,7 +2,8 @@
 
 The pointer (active.json) is read at most every `refresh_seconds`. When it names a new version,
 that version is loaded; if loading fails (missing or corrupted artifact, S3 down), the version
-already in memory keeps serving, and the failure is logged and counted.
+already in memory keeps serving, and the failure is logged and counted. A function that holds no
+version yet because S3 refused the reads answers 503, not as if no model had been published.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from shared.errors import Conflict, DomainError
+from shared.errors import Conflict, DomainError, StorageUnavailable
 from shared.observability import logger, metrics
 from shared.refresh import Every
 from shared.serving.popular import PopularLists
@@ -33,7 +34,7 @@ class ActiveModel(Generic[T]):
         self.build = build
         self.current: T | None = None
         self._failed_version: str | None = None
-        self._refresh_when_due = Every(refresh_seconds, self._refresh)
+        self._refresh_when_due = Every(refresh_seconds, self._refresh, held=lambda: self.current)
 
     def get(self) -> T | None:
         self._refresh_when_due()
@@ -45,6 +46,8 @@ class ActiveModel(Generic[T]):
         except DomainError as error:
             logger.warning("cannot read the active model pointer", extra={"reason": error.message})
             metrics.add_metric("ModelPointerReadFailed", MetricUnit.Count, 1)
+            if isinstance(error, StorageUnavailable):
+                raise  # tried again soon (shared/refresh.py); a function holding nothing answers 503
             return
         if pointer is None or (self.current and self.current.version == pointer.version):
             return
@@ -62,6 +65,8 @@ class ActiveModel(Generic[T]):
                          extra={"version": pointer.version, "reason": error.message,
                                 "serving": self.current.version if self.current else None})
             metrics.add_metric("ModelLoadFailed", MetricUnit.Count, 1)
+            if isinstance(error, StorageUnavailable):
+                raise  # tried again soon (shared/refresh.py); a function holding nothing answers 503
 
 
 class CachedPopular:
@@ -71,7 +76,7 @@ class CachedPopular:
         self.store = store
         self.refresh_seconds = refresh_seconds
         self.current: PopularLists | None = None
-        self._refresh_when_due = Every(refresh_seconds, self._refresh)
+        self._refresh_when_due = Every(refresh_seconds, self._refresh, held=lambda: self.current)
 
     def get(self) -> PopularLists | None:
         self._refresh_when_due()
@@ -82,6 +87,8 @@ class CachedPopular:
             raw = self.store.cached_popular()
         except DomainError as error:
             logger.warning("cannot read the cached popular list", extra={"reason": error.message})
+            if isinstance(error, StorageUnavailable):
+                raise  # tried again soon (shared/refresh.py); a function holding nothing answers 503
             return
         if raw:
             self.current = PopularLists(raw["version"], raw["items"], raw["by_country"], cached=True,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from shared.errors import DomainError
+from shared.errors import DomainError, StorageUnavailable
 from shared.experiments.assignment import assign
 from shared.experiments.attribution import Served, recommendation_id
 from shared.experiments.spec import ACTIVE, POPULAR, Experiment
@@ -45,12 +45,14 @@ class Assignment:
 class RunningExperiments:
     def __init__(self, store: ExperimentStore, refresh_seconds: float) -> None:
         self.store = store
-        self.running: dict[str, Experiment] = {}  # by surface
-        self._refresh_when_due = Every(refresh_seconds, self._refresh)
+        self.running: dict[str, Experiment] | None = None  # by surface; None until read
+        self._refresh_when_due = Every(refresh_seconds, self._refresh, held=lambda: self.running)
 
     def assignment(self, surface: str, subject_id: str) -> Assignment | None:
+        # Not knowing the running experiments is a 503, not an answer outside them: it would count
+        # against whichever variant the customer is in.
         self._refresh_when_due()
-        experiment = self.running.get(surface)
+        experiment = (self.running or {}).get(surface)
         if experiment is None:
             return None
         name = assign(experiment.experiment_id, subject_id, experiment.spec.shares(), may_personalize=True)
@@ -63,6 +65,8 @@ class RunningExperiments:
         except DomainError as error:  # keep serving the experiments already known
             logger.warning("cannot read the running experiments", extra={"reason": error.message})
             metrics.add_metric("ExperimentsReadFailed", MetricUnit.Count, 1)
+            if isinstance(error, StorageUnavailable):
+                raise  # tried again soon (shared/refresh.py); a function holding nothing answers 503
 
 
 class VersionModels(Generic[T]):

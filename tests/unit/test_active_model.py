@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -125,3 +126,30 @@ def test_a_version_published_with_customer_rows_is_served_without_keeping_them(s
     assert served.version == "v0"
     assert served.recommend(csr_matrix(np.array([[1.0, 0, 0]], np.float32)), 2, set())
     assert not hasattr(served.artifact, "user_ids") and not hasattr(served.artifact, "user_factors")
+
+
+def test_a_function_that_starts_while_the_bucket_does_not_answer_says_so_then_serves_once_it_does(store, monkeypatch):
+    from shared import refresh
+
+    clock = [1000.0]
+    monkeypatch.setattr(refresh, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    publish(store, "v1")
+    serving = ActiveModel(store, 3600, ServingModel)  # once a model is held, the pointer is read hourly
+    real_get, reads = store.blobs.get, []
+
+    def down(*_):
+        reads.append(1)
+        raise StorageUnavailable("read from the model bucket: S3 is throttling or unavailable")
+
+    monkeypatch.setattr(store.blobs, "get", down)
+    with pytest.raises(StorageUnavailable) as fault:
+        serving.get()
+    assert fault.value.retry_after_seconds == 2 == refresh.FAULT_RETRY_SECONDS
+    clock[0] += refresh.FAULT_RETRY_SECONDS / 2
+    with pytest.raises(StorageUnavailable):  # told at once within the retry interval, not read again
+        serving.get()
+    assert len(reads) == 1
+
+    monkeypatch.setattr(store.blobs, "get", real_get)
+    clock[0] += refresh.FAULT_RETRY_SECONDS  # not the hour
+    assert serving.get().version == "v1"

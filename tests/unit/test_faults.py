@@ -71,3 +71,36 @@ def test_a_client_retry_after_a_partial_failure_stores_everything_exactly_once(a
         got = api.json("GET", f"/users/{user}")
         summary = got[1]["summary"] if got[0] == 200 else pytest.fail(str(got))
         assert (summary["purchase_count"], float(summary["spend"]["EUR"])) == (1, spend)
+
+
+@pytest.fixture
+def model_bucket_down(monkeypatch) -> dict[str, bool]:
+    """S3 answers SlowDown (past botocore's own retries) while `down` is set."""
+    from botocore.client import BaseClient
+
+    original, state = BaseClient._make_api_call, {"down": True}
+
+    def make_api_call(client: Any, operation: str, params: dict[str, Any]) -> Any:
+        if state["down"] and client.meta.service_model.service_name == "s3":
+            raise ClientError({"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}}, operation)
+        return original(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", make_api_call)
+    return state
+
+
+def test_functions_that_start_while_the_model_bucket_does_not_answer_say_retry_not_no_model(api, model_bucket_down,
+                                                                                          monkeypatch):
+    from shared import refresh
+
+    monkeypatch.setattr(refresh, "FAULT_RETRY_SECONDS", 0)  # the retry interval has passed when asked again
+    routes = ["/popular", "/users/u-1/recommendations", "/users/u-1/segments"]
+    for path in routes:
+        response = api.call("GET", path)
+        # Before: 200 with no items, "popular:no_model", cacheable by anyone for five minutes.
+        assert response.status == 503, path
+        assert int(response.headers["retry-after"]) >= 1 and b"storage_unavailable" in response.body
+        assert "public" not in response.headers.get("cache-control", "")
+
+    model_bucket_down["down"] = False
+    assert [api.call("GET", path).status for path in routes] == [200, 200, 200]
