@@ -12,7 +12,9 @@ stack runs it in a thread). Steps, each visible in GET /campaigns/{id}:
    item, the customers most likely to want it (shared/campaigns/audience.py), written as JSON
    Lines and CSV, the progress saved after every block.
 A fault marks the campaign CREATE FAILED with its reason; it is never retried behind the
-marketer's back (the template sets no retry for the asynchronous invocation).
+marketer's back (the template sets no retry for the asynchronous invocation). A job that could
+not save even that (storage down), or that the function's time limit stopped, is shown as failed
+once it can no longer be running (Campaign.as_of).
 """
 
 from __future__ import annotations
@@ -70,9 +72,12 @@ def start_campaign(store: CampaignStore, request: CampaignRequest, now: datetime
 def run_campaign(campaign_id: str, store: CampaignStore, settings: Settings, read: Callable[[], ShopData],
                  definitions: Callable[[], list] | None = None, now: datetime | None = None) -> Campaign:
     now = now or datetime.now(timezone.utc)
-    campaign = store.get(campaign_id)
-    campaign = _saved(store, campaign, status=Status.IN_PROGRESS)
     try:
+        campaign = store.get(campaign_id)
+        if campaign.status != Status.PENDING:  # failed already: its POST answered 503, and may be retried
+            logger.warning("campaign job not run", extra={"campaign_id": campaign_id, "status": campaign.status})
+            return campaign
+        campaign = _saved(store, campaign, status=Status.IN_PROGRESS)
         data = read()
         custom = (definitions or SegmentStore(settings.segments_table).definitions)()
         return _run(campaign, store, data, settings.contact_caps, custom,

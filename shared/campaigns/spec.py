@@ -10,7 +10,7 @@ with our reasons and display fields beside them.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -24,6 +24,12 @@ ContactChannel = Literal[tuple(channel.value for channel in CONTACT_CHANNELS)]  
 MAX_RESULTS = 50
 MAX_CUSTOMERS = 1_000_000
 CAMPAIGN_ID_PATTERN = r"^c-[0-9]{8}T[0-9]{6}-[0-9a-f]{8}$"
+# A job is one invocation of the Campaigns function, never retried, that starts within
+# START_WITHIN_SECONDS of the POST or not at all and lasts at most JOB_SECONDS (template.yaml:
+# MaximumEventAgeInSeconds and Timeout). One still pending or in progress past them stopped without
+# saving its status (a timeout, a crash, storage that refused the save): it is shown as failed.
+START_WITHIN_SECONDS, JOB_SECONDS = 600, 900
+_SLACK = timedelta(minutes=1)  # between the invocation's start and the job's first save
 
 
 class CampaignRequest(BaseModel):
@@ -90,6 +96,17 @@ class Campaign(BaseModel):
     counts: Counts = Field(default_factory=Counts)
     output: dict[str, str] = Field(default_factory=dict, description="Where the lines are: jsonl and csv")
     failure_reason: str | None = None
+
+    def as_of(self, now: datetime) -> Campaign:
+        """The campaign as GET shows it at `now`: failed, when its job can no longer be running."""
+        if self.status == Status.PENDING and now - self.created_at > timedelta(seconds=START_WITHIN_SECONDS) + _SLACK:
+            reason = "the job did not start, or could not save its start; create the campaign again"
+        elif self.status == Status.IN_PROGRESS and now - self.updated_at > timedelta(seconds=JOB_SECONDS) + _SLACK:
+            reason = ("the job stopped before it finished (the function's time limit, or its progress could "
+                      "not be saved); create the campaign again")
+        else:
+            return self
+        return self.model_copy(update={"status": Status.FAILED, "failure_reason": reason})
 
     @classmethod
     def new(cls, request: CampaignRequest, now: datetime) -> Campaign:

@@ -16,6 +16,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 
@@ -42,10 +43,12 @@ class CampaignStore:
         self.blobs.put(_key(campaign.campaign_id, STATUS_FILE), campaign.model_dump_json().encode())
 
     def get(self, campaign_id: str) -> Campaign:
+        """As saved, or failed when its job can no longer be running (Campaign.as_of)."""
         try:
-            return Campaign.model_validate_json(self.blobs.get(_key(campaign_id, STATUS_FILE)))
+            saved = Campaign.model_validate_json(self.blobs.get(_key(campaign_id, STATUS_FILE)))
         except NotFound:
             raise NotFound(f"campaign {campaign_id!r} does not exist", field="campaign_id") from None
+        return saved.as_of(datetime.now(timezone.utc))
 
     def recent(self, limit: int) -> list[Campaign]:
         """The newest campaigns first (ids start with their creation time)."""

@@ -207,3 +207,80 @@ def test_an_unknown_item_or_segment_is_a_404_naming_it(api):
 def test_campaigns_are_for_the_shops_systems_only(api):
     assert api.as_customer("u-1").json("POST", "/campaigns", {"name": "x", "channel": "email"})[0] in (401, 403, 404)
     assert api.anonymous().json("GET", "/campaigns")[0] in (401, 403, 404)
+
+
+@pytest.fixture
+def campaign_saves_refused(monkeypatch):
+    """The campaign bucket refuses the PutObject calls whose numbers (1: the POST's) are in the set."""
+    from botocore.client import BaseClient
+    from botocore.exceptions import ClientError
+
+    original, refused, puts = BaseClient._make_api_call, set(), []
+
+    def make_api_call(client, operation, params):
+        if operation == "PutObject" and params.get("Bucket") == CAMPAIGN_BUCKET:
+            puts.append(params["Key"])
+            if len(puts) in refused:
+                raise ClientError({"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}},
+                                  operation)
+        return original(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", make_api_call)
+    return refused
+
+
+def test_a_job_that_cannot_save_its_start_ends_failed_with_the_reason_not_pending_for_ever(api, campaign_saves_refused):
+    campaign_saves_refused.add(2)  # the job's first save: CREATE IN_PROGRESS
+
+    campaign = run(api, {"name": "spring", "channel": "email"})
+
+    assert campaign["status"] == "CREATE FAILED" and "unavailable" in campaign["failure_reason"]
+
+
+def stored_campaign(api, status: str, created_minutes_ago: float, updated_minutes_ago: float) -> str:
+    from datetime import datetime, timedelta, timezone
+
+    from shared.campaigns.spec import Campaign, CampaignRequest, Status
+    from shared.config import get_settings
+    from shared.storage.campaigns import CampaignStore
+
+    now = datetime.now(timezone.utc)
+    campaign = Campaign.new(CampaignRequest(name="spring", channel="email"), now - timedelta(minutes=created_minutes_ago))
+    store = CampaignStore.from_settings(get_settings().campaign_bucket, None)
+    store.save(campaign.model_copy(update={"status": Status(status), "updated_at": now - timedelta(minutes=updated_minutes_ago)}))
+    return campaign.campaign_id
+
+
+@pytest.mark.parametrize("status, created, updated, shown", [
+    ("CREATE PENDING", 5, 5, "CREATE PENDING"),  # its invocation may still be queued
+    ("CREATE PENDING", 12, 12, "CREATE FAILED"),  # Lambda drops an invocation not started within 10 minutes
+    ("CREATE IN_PROGRESS", 30, 2, "CREATE IN_PROGRESS"),  # saved its progress two minutes ago
+    ("CREATE IN_PROGRESS", 30, 17, "CREATE FAILED"),  # past the function's 15 minutes
+    ("ACTIVE", 600, 600, "ACTIVE"),
+], ids=["pending", "never started", "in progress", "stopped", "done"])
+def test_a_campaign_whose_job_can_no_longer_be_running_is_shown_failed_with_why(api, status, created, updated, shown):
+    campaign_id = stored_campaign(api, status, created, updated)
+
+    _, campaign = api.json("GET", f"/campaigns/{campaign_id}")
+    _, listed = api.json("GET", "/campaigns")
+
+    assert campaign["status"] == listed["campaigns"][0]["status"] == shown
+    assert (campaign["failure_reason"] is not None) == (shown == "CREATE FAILED" != status)
+
+
+def test_a_job_leaves_a_campaign_alone_that_is_no_longer_pending(api):
+    from shared.campaigns.job import run_campaign
+    from shared.config import get_settings
+    from shared.storage.campaigns import CampaignStore
+
+    # Its POST answered 503 (the invocation seemed to fail) and marked it failed, but the job started.
+    campaign_id = stored_campaign(api, "CREATE FAILED", 1, 1)
+    settings = get_settings()
+
+    reads = []
+
+    ran = run_campaign(campaign_id, CampaignStore.from_settings(settings.campaign_bucket, None), settings,
+                       lambda: reads.append("the shop"))
+
+    assert reads == [] and ran.status == "CREATE FAILED"
+    assert api.json("GET", f"/campaigns/{campaign_id}")[1]["status"] == "CREATE FAILED"

@@ -279,6 +279,14 @@ def test_the_train_function_gets_the_model_retention_parameters():
     assert (local["MODEL_VERSIONS_KEPT"], local["MODEL_MAX_AGE_DAYS"]) == ("10", "90")
 
 
+def test_a_campaign_is_shown_failed_only_once_its_job_can_no_longer_run_on_aws():
+    from shared.campaigns.spec import JOB_SECONDS, START_WITHIN_SECONDS
+
+    function = FUNCTIONS["CampaignsFunction"]
+    assert function["Timeout"] == JOB_SECONDS
+    assert function["EventInvokeConfig"] == {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": START_WITHIN_SECONDS}
+
+
 def test_the_model_bucket_expires_replaced_versions_but_never_a_current_object():
     bucket = resources(TEMPLATE, "AWS::S3::Bucket")["ModelBucket"]
     assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
