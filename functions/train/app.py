@@ -87,7 +87,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return manifest.model_dump(mode="json")
     # The segments use what training read, their histories decoded now, after training, with the
     # statistics of the version it activated; a read that failed is tried again for them.
-    materialize_after_training(settings, models, now, segments[0].customers if segments else None, bus)
+    try:
+        materialize_after_training(settings, models, now, segments[0].customers if segments else None, bus)
+    except StorageUnavailable as error:  # the model stands; GET /segments lists the previous run, and says when
+        logger.error("segments not materialized", extra={"reason": error.message})
+        metrics.add_metric("SegmentsNotMaterialized", "Count", 1)
     if outcomes and outcomes[0] is not None:
         try:
             record_results(experiments, outcomes[0], configured_recommendation_key(), now,
@@ -100,8 +104,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     except StorageUnavailable as error:  # the names stand as they are; tomorrow's run tries again
         logger.error("running experiments' names not reconciled", extra={"reason": error.message})
         metrics.add_metric("ExperimentNamesFailed", "Count", 1)
-    pruned = models.prune(settings.model_versions_kept, settings.model_max_age_days, now)
-    logger.info("old model versions pruned", extra={"versions": pruned})
+    try:
+        pruned = models.prune(settings.model_versions_kept, settings.model_max_age_days, now)
+        logger.info("old model versions pruned", extra={"versions": pruned})
+    except StorageUnavailable as error:  # kept until tomorrow's run prunes them
+        logger.error("old model versions not pruned", extra={"reason": error.message})
+        metrics.add_metric("ModelPruneFailed", "Count", 1)
     metrics.add_metric("TrainingRuns", "Count", 1)
     return manifest.model_dump(mode="json")
 

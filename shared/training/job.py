@@ -3,7 +3,9 @@
 Order matters for "no half-written version becomes active": the manifest says "training" first,
 the artifact is written, then the manifest with the outcome, and only then, for an accepted
 model, the active pointer. A run killed at any point leaves at worst a version marked
-"training" (listed as "abandoned" later) and the previous version still active.
+"training" (listed as "abandoned" later) and the previous version still active. The manifest and
+the pointer are written patiently (PATIENCE_DELAYS): a run's work is worth a minute of waiting
+for S3 to take them, rather than showing as abandoned.
 
 The run's end is `config.as_of` when set (a backtest on imported history), else now: the window,
 the recency decay, popularity and the holdout count back from it, and later events are ignored.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
+from typing import TypeVar
 from datetime import datetime, timedelta, timezone
 
 from shared.errors import StorageUnavailable
@@ -33,6 +36,9 @@ from shared.training.interactions import TooManyInteractions
 from shared.training.pipeline import ACCEPTED, POPULAR, TrainingData, TrainingOutcome, train_model
 
 DataLoader = Callable[[TrainingConfig, datetime], TrainingData]
+T = TypeVar("T")
+# Waits between tries of a manifest or pointer write that S3 refused after botocore's own retries.
+PATIENCE_DELAYS = (2.0, 4.0, 8.0, 16.0, 30.0)
 
 
 def new_version(now: datetime) -> str:
@@ -53,7 +59,7 @@ def run_training(load: DataLoader, models: ModelStore, config: TrainingConfig,
                 "holdout_start": format_timestamp(end - timedelta(days=config.holdout_days)),
                 "end": format_timestamp(end)},
     )
-    models.save(manifest)
+    _patiently(lambda: models.save(manifest), "the run's manifest")
     logger.info("training started", extra={"version": manifest.version, "end": manifest.window["end"]})
     activate = False
     try:
@@ -81,13 +87,24 @@ def run_training(load: DataLoader, models: ModelStore, config: TrainingConfig,
         manifest.status, manifest.reason = "failed", f"unexpected error: {type(error).__name__}: {error}"
     manifest.finished_at = datetime.now(timezone.utc)
     manifest.timings = {stage: round(seconds, 3) for stage, seconds in manifest.timings.items()}
-    models.save(manifest)
+    _patiently(lambda: models.save(manifest), "the run's outcome")
     if manifest.artifact is not None and activate:
         # A popular-strategy version is not "accepted" (its model lost or was never fitted).
-        manifest = models.activate(manifest.version, force=manifest.status != ACCEPTED)
+        manifest = _patiently(lambda: models.activate(manifest.version, force=manifest.status != ACCEPTED),
+                              "the active pointer")
     logger.info("training finished", extra={"version": manifest.version, "status": manifest.status,
                                             "reason": manifest.reason, "metrics": manifest.metrics})
     return manifest
+
+
+def _patiently(write: Callable[[], T], what: str) -> T:
+    for delay in PATIENCE_DELAYS:
+        try:
+            return write()
+        except StorageUnavailable as error:
+            logger.warning(f"{what} was not written; trying again", extra={"reason": error.message, "in_seconds": delay})
+            time.sleep(delay)
+    return write()
 
 
 def should_activate(outcome: TrainingOutcome, manifest: Manifest, active_strategy: str | None) -> bool:
