@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import NotFound, StorageUnavailable
@@ -134,5 +135,10 @@ def _s3_faults(action: str) -> Iterator[None]:
         raise StorageUnavailable(f"{action}: S3 is unreachable") from error
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") in S3_TRANSIENT_CODES:
+            raise StorageUnavailable(f"{action}: S3 is throttling or unavailable") from error
+        raise
+    except S3UploadFailedError as error:  # upload_file's wrapping of the ClientError it met, kept as the context
+        cause = error.__context__
+        if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in S3_TRANSIENT_CODES:
             raise StorageUnavailable(f"{action}: S3 is throttling or unavailable") from error
         raise

@@ -211,7 +211,8 @@ def test_campaigns_are_for_the_shops_systems_only(api):
 
 @pytest.fixture
 def campaign_saves_refused(monkeypatch):
-    """The campaign bucket refuses the PutObject calls whose numbers (1: the POST's) are in the set."""
+    """The campaign bucket refuses the PutObject calls whose numbers (1: the POST's) or whose keys'
+    endings are in the set."""
     from botocore.client import BaseClient
     from botocore.exceptions import ClientError
 
@@ -220,7 +221,7 @@ def campaign_saves_refused(monkeypatch):
     def make_api_call(client, operation, params):
         if operation == "PutObject" and params.get("Bucket") == CAMPAIGN_BUCKET:
             puts.append(params["Key"])
-            if len(puts) in refused:
+            if len(puts) in refused or any(params["Key"].endswith(end) for end in refused if isinstance(end, str)):
                 raise ClientError({"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}},
                                   operation)
         return original(client, operation, params)
@@ -235,6 +236,15 @@ def test_a_job_that_cannot_save_its_start_ends_failed_with_the_reason_not_pendin
     campaign = run(api, {"name": "spring", "channel": "email"})
 
     assert campaign["status"] == "CREATE FAILED" and "unavailable" in campaign["failure_reason"]
+
+
+def test_a_job_whose_export_s3_refuses_says_so_as_its_reason(api, campaign_saves_refused):
+    campaign_saves_refused.add(".jsonl")
+
+    campaign = run(api, {"name": "spring", "channel": "email"})
+
+    # Before: "an internal error stopped the job" (boto3's upload wraps the error S3 gave).
+    assert campaign["status"] == "CREATE FAILED" and "S3 is throttling or unavailable" in campaign["failure_reason"]
 
 
 def stored_campaign(api, status: str, created_minutes_ago: float, updated_minutes_ago: float) -> str:
