@@ -23,8 +23,8 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
-from typing import TypeVar
 from datetime import datetime, timedelta, timezone
+from typing import TypeVar
 
 from shared.errors import StorageUnavailable
 from shared.events import format_timestamp
