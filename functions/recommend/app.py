@@ -86,7 +86,7 @@ answer_ids = AnswerIds(configured_recommendation_key)
 
 def active_complements() -> ComplementData | None:
     """The complements of the model that serves (none until its artifact carries them)."""
-    return model_complements.get(active_model.get())
+    return model_complements.get(recommender.model())
 
 
 bought_together_rules = BoughtTogetherRules(ComplementSources(

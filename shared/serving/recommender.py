@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Protocol, TypeVar
 
 from shared.catalog import Item
+from shared.errors import StorageUnavailable
 from shared.history import HistoryEvent
 from shared.serving import reasons
 from shared.serving.answers import PopularItems, RankedItem, Ranking, Recommendation, Recommendations, Similar
@@ -102,6 +103,17 @@ class Recommender:
         self.sources = sources
         self.mix = mix or Mix()
 
+    def model(self) -> ServingModel | None:
+        """The active model. When storage refused it and the function holds none (a cold start while
+        S3 throttles: shared/refresh.py), None if the cached popular list can answer instead, as it
+        does for an artifact that does not load; else the fault (a 503)."""
+        try:
+            return self.sources.model()
+        except StorageUnavailable:
+            if self.sources.cached_popular() is None:  # raises its own fault when it could not be read
+                raise
+            return None
+
     def recommend(self, user_id: str, limit: int, category: str | None = None,
                   exclude: Sequence[str] = (), include_purchased: bool = False,
                   now: datetime | None = None, model: ServingModel | None = None,
@@ -110,7 +122,7 @@ class Recommender:
         whatever the history (both for an experiment's variant: shared/serving/experiments.py)."""
         now = now or datetime.now(timezone.utc)
         profile = self.sources.profile(user_id)
-        model = model or self.sources.model()
+        model = model or self.model()
         country = profile.country if profile else None
         asked = AnswerFilter.of(category, exclude)
         if not may_personalize(profile):
@@ -173,7 +185,7 @@ class Recommender:
                                strategy=model.strategy, items=recommended[:limit])
 
     def similar(self, item: Item, limit: int) -> Similar:
-        model = self.sources.model()
+        model = self.model()
         return self._confirmed(lambda: self._similar(model, item, limit))
 
     def _similar(self, model: ServingModel | None, item: Item, limit: int) -> Similar:
@@ -192,7 +204,7 @@ class Recommender:
     def rank(self, user_id: str, item_ids: list[str], now: datetime | None = None) -> Ranking:
         now = now or datetime.now(timezone.utc)
         profile = self.sources.profile(user_id)
-        model = self.sources.model()
+        model = self.model()
         personalized = model is not None and may_personalize(profile)
         scores: dict[str, float] = {}
         if personalized:
@@ -211,7 +223,7 @@ class Recommender:
         )
 
     def popular(self, limit: int, category: str | None, country: str | None) -> PopularItems:
-        model = self.sources.model()
+        model = self.model()
         lists = self._popular_lists(model)
         return self._confirmed(lambda: PopularItems(
             model_version=lists.version if lists else None, strategy=_popular_strategy(lists, country),
@@ -219,7 +231,7 @@ class Recommender:
 
     def popular_filling(self, limit: int, shown: AnswerFilter, country: str | None) -> list[Recommendation]:
         """Popular items (for the country first) that `shown` allows: what fills a short list."""
-        model = self.sources.model()
+        model = self.model()
         return self._confirmed_items(lambda: self._popular(model, limit, shown, country))
 
     # -- helpers

@@ -84,7 +84,7 @@ def test_no_active_version_means_no_model_not_an_error(store):
     assert ActiveModel(store, 0, ServingModel).get() is None
 
 
-def test_with_no_loadable_model_cold_starts_get_the_cached_popular_list_clearly_marked(store, tmp_path):
+def test_with_no_loadable_model_cold_starts_get_the_cached_popular_list_clearly_marked(store, monkeypatch):
     from shared.catalog import Item
     from shared.serving.active_model import CachedPopular
     from shared.serving.recommender import Recommender, Sources
@@ -106,6 +106,13 @@ def test_with_no_loadable_model_cold_starts_get_the_cached_popular_list_clearly_
 
     assert (answer.personalized, answer.strategy, answer.model_version) == (False, "cold_start:popular:cached", "v1")
     assert [i.item_id for i in answer.items] == ["a"]
+
+    def down(*_):
+        raise StorageUnavailable("read from the model bucket: S3 is unreachable")
+
+    monkeypatch.setattr(store.blobs, "get", down)  # and then the bucket stops answering: the list held serves
+    assert recommender.recommend("someone", 5).strategy == "cold_start:popular:cached"
+    assert [i.item_id for i in recommender.popular(5, None, None).items] == ["a"]
 
 
 def test_a_version_published_with_customer_rows_is_served_without_keeping_them(store):
