@@ -92,20 +92,19 @@ class PrivacyStore:
         """Suppress, then delete while `seconds_left()` is positive. Calling again erases again.
         The customer's linked visitor ids go with them."""
         erased_at = format_timestamp(datetime.now(timezone.utc))
+        # From the profile, or from the suppression record of an erasure a fault interrupted.
         linked = linked_visitors(self.users.row(user_id))
         erasures = [Erasure(owner, erased_at) for owner in [user_id, *linked]]
-        for erasure in erasures:  # every record first: the sweep then finishes whatever is left
-            erasure.objections_kept = self.users.suppress(erasure.user_id, erased_at, IN_PROGRESS)
+        # Every record first, the customer's naming the visitors: the sweep or a retry then
+        # finishes whatever is left.
         for erasure in erasures:
+            erasure.objections_kept = self.users.suppress(erasure.user_id, erased_at, IN_PROGRESS,
+                                                          linked if erasure is erasures[0] else ())
+        # The visitors' events first: the customer's record says complete only after them.
+        for erasure in [*erasures[1:], erasures[0]]:
             erasure.erased["segment_memberships"] = self.segments.end_memberships(erasure.user_id, lambda _: True)
             self._delete_events(erasure, seconds_left)
-        customer = erasures[0]
-        customer.linked_visitors = linked
-        for visitor in erasures[1:]:
-            customer.erased = {k: v + visitor.erased[k] for k, v in customer.erased.items()}
-            if visitor.status != COMPLETE:
-                customer.status = IN_PROGRESS
-        return customer
+        return self._with_visitors(erasures[0], linked, erasures[1:])
 
     def pending_erasures(self) -> list[str]:
         """Customers whose erasure ran out of time (a filtered Scan: the sweep, never a request)."""
@@ -120,8 +119,33 @@ class PrivacyStore:
         # A stamp that does not read is taken as later than any event: every event goes.
         erasure = Erasure(user_id, erasure_read(row.get("erased_at")) or UNKNOWN_ERASURE,
                           objections_kept=list(row.get("consent") or {}))
+        linked = linked_visitors(row)
+        for visitor in linked:  # a fault between the customer's record and this visitor's left it without one
+            if "erasure_status" not in (self.users.row(visitor) or {}):
+                stamp = erasure.erased_at if erasure.erased_at != UNKNOWN_ERASURE else format_timestamp(
+                    datetime.now(timezone.utc))  # not a stamp that would refuse the visitor's every event
+                self.users.suppress(visitor, stamp, IN_PROGRESS)
         erasure.erased["segment_memberships"] = self.segments.end_memberships(user_id, lambda _: True)
-        return self._delete_events(erasure, seconds_left)
+        self._delete_events(erasure, seconds_left)
+        visitors = [self.finish(visitor, seconds_left) or Erasure(visitor, erasure.erased_at, status=COMPLETE)
+                    for visitor in linked]
+        return self._with_visitors(erasure, linked, visitors)
+
+    def _with_visitors(self, customer: Erasure, linked: list[str], visitors: list[Erasure]) -> Erasure:
+        """The customer's erasure with their visitors': complete when all are. Until then the
+        customer's record stays in progress and names them (the sweep comes back to it); then it
+        forgets them."""
+        own_complete = customer.status == COMPLETE
+        customer.linked_visitors = linked
+        for visitor in visitors:
+            customer.erased = {k: v + visitor.erased[k] for k, v in customer.erased.items()}
+            if visitor.status != COMPLETE:
+                customer.status = IN_PROGRESS
+        if linked and customer.status == COMPLETE:
+            self.users.forget_links(customer.user_id, linked)
+        elif linked and own_complete:
+            self.users.set_erasure_status(customer.user_id, IN_PROGRESS)
+        return customer
 
     def _delete_events(self, erasure: Erasure, seconds_left: Callable[[], float]) -> Erasure:
         start: dict[str, Any] | None = None

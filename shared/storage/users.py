@@ -124,9 +124,11 @@ class UserStore:
             time.sleep(delay)
         raise StorageUnavailable("record consent: the customer's consent kept changing; try again")
 
-    def suppress(self, user_id: str, erased_at: str, status: str) -> list[str]:
+    def suppress(self, user_id: str, erased_at: str, status: str, linked: Iterable[str] = ()) -> list[str]:
         """Replace the row by the suppression record of an erasure; the purposes whose withdrawal it
         keeps (the objections, each with when, where, which text and who: the proof of it).
+        `linked`: the customer's visitor ids, named by the record until they are erased too
+        (forget_links), so that a retry or the sweep finds them.
 
         The consent history goes with the rest: the record's objections are the proof kept, and
         grants are consent to processing that the erasure ends. The put is conditional on the
@@ -138,6 +140,8 @@ class UserStore:
             consent = row.get("consent")
             kept = user_from_row({**row, "user_id": user_id}).consent.withdrawn() if row else {}
             record: dict[str, Any] = {"user_id": user_id, "erased_at": erased_at, "erasure_status": status}
+            if linked:
+                record["linked_visitors"] = list(linked)
             if kept:
                 record.update(consent=kept, consent_updated_at=row.get("consent_updated_at"))
             condition, values = ("attribute_not_exists(consent)", {}) if consent is None else \
@@ -251,6 +255,19 @@ class UserStore:
                     raise
             time.sleep(delay)
         raise StorageUnavailable("link visitor: the customer's links kept changing; try again")
+
+    def forget_links(self, user_id: str, linked: list[str]) -> None:
+        """An erased customer's record stops naming their visitors, once those are erased too (a
+        visitor linked since is kept)."""
+        try:
+            with dynamo.aws_faults("record the erasure"):
+                dynamo.client().update_item(
+                    TableName=self.users_table, Key=dynamo.serialize({"user_id": user_id}),
+                    UpdateExpression="REMOVE linked_visitors", ConditionExpression="linked_visitors = :linked",
+                    ExpressionAttributeValues=dynamo.serialize({":linked": linked}))
+        except ClientError as error:
+            if dynamo.error_code(error) != "ConditionalCheckFailedException":
+                raise
 
     def set_erasure_status(self, user_id: str, status: str) -> None:
         with dynamo.aws_faults("record the erasure"):
