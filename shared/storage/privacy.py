@@ -116,20 +116,29 @@ class PrivacyStore:
         row = self.users.row(user_id) or {}
         if row.get("erasure_status") != IN_PROGRESS:
             return None
+        linked = [visitor for visitor in linked_visitors(row) if visitor != user_id]
+        visitors = []
+        for visitor in linked:  # first, as erase() does; a visitor's own links are not followed
+            visitor_row = self.users.row(visitor) or {}
+            if "erasure_status" not in visitor_row:  # a fault came between the customer's record and this one
+                stamp = erasure_read(row.get("erased_at"))
+                if stamp in (None, "", UNKNOWN_ERASURE):  # not a stamp that would refuse its every event
+                    stamp = format_timestamp(datetime.now(timezone.utc))
+                self.users.suppress(visitor, stamp, IN_PROGRESS)
+                visitor_row = {"erased_at": stamp, "erasure_status": IN_PROGRESS}
+            visitors.append(self._finish_own(visitor, visitor_row, seconds_left))
+        return self._with_visitors(self._finish_own(user_id, row, seconds_left), linked, visitors)
+
+    def _finish_own(self, user_id: str, row: dict[str, Any], seconds_left: Callable[[], float]) -> Erasure:
+        """The erasure of this id's own events and memberships, as its record says."""
         # A stamp that does not read is taken as later than any event: every event goes.
         erasure = Erasure(user_id, erasure_read(row.get("erased_at")) or UNKNOWN_ERASURE,
                           objections_kept=list(row.get("consent") or {}))
-        linked = linked_visitors(row)
-        for visitor in linked:  # a fault between the customer's record and this visitor's left it without one
-            if "erasure_status" not in (self.users.row(visitor) or {}):
-                stamp = erasure.erased_at if erasure.erased_at != UNKNOWN_ERASURE else format_timestamp(
-                    datetime.now(timezone.utc))  # not a stamp that would refuse the visitor's every event
-                self.users.suppress(visitor, stamp, IN_PROGRESS)
+        if row.get("erasure_status") != IN_PROGRESS:
+            erasure.status = COMPLETE
+            return erasure
         erasure.erased["segment_memberships"] = self.segments.end_memberships(user_id, lambda _: True)
-        self._delete_events(erasure, seconds_left)
-        visitors = [self.finish(visitor, seconds_left) or Erasure(visitor, erasure.erased_at, status=COMPLETE)
-                    for visitor in linked]
-        return self._with_visitors(erasure, linked, visitors)
+        return self._delete_events(erasure, seconds_left)
 
     def _with_visitors(self, customer: Erasure, linked: list[str], visitors: list[Erasure]) -> Erasure:
         """The customer's erasure with their visitors': complete when all are. Until then the

@@ -113,3 +113,18 @@ def test_an_erasure_interrupted_at_any_call_is_finished_by_the_sweep_alone(api, 
 
         assert erased(api, user, visitor) or not began, at
         assert began or at <= 3, at  # the first record is the third call
+
+
+def test_records_written_by_hand_that_name_each_other_are_finished_without_going_round(api):
+    from shared.storage.privacy import IN_PROGRESS, PrivacyStore
+
+    settings = get_settings()
+    for user, other in (("u-a", "u-b"), ("u-b", "u-a")):
+        dynamo.client().put_item(TableName=settings.users_table, Item=dynamo.serialize({
+            "user_id": user, "erased_at": "2026-12-01T00:00:00.000000Z", "erasure_status": IN_PROGRESS,
+            "linked_visitors": [other]}))
+    store = PrivacyStore(settings.events_table, settings.users_table, settings.segments_table)
+
+    out_of_time = store.finish("u-a", lambda: 0.0)  # before: each finished the other, until RecursionError
+
+    assert out_of_time.status == IN_PROGRESS and store.finish("u-a", lambda: 60.0).status == "complete"
