@@ -4,6 +4,7 @@ visitors all erased, whether the client retries it or the scheduled sweep finish
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -75,18 +76,22 @@ def sweep(api) -> dict[str, int]:
     return api.gateway.handler(route)(SWEEP, LambdaContext(function_name="PrivacyFunction"))
 
 
-def test_an_erasure_interrupted_at_any_call_ends_complete_with_its_visitors_when_retried(api, interrupt):
+def interrupted_erasures(api, interrupt: Interrupt) -> Iterator[tuple[int, str, str]]:
+    """For each DynamoDB call an erasure makes: a customer with a visitor whose erasure was
+    interrupted at that call (answered 503), with the call's number."""
     user, visitor = customer_with_a_visitor(api, 0)
     interrupt.at = 10**9
     assert api.json("DELETE", f"/users/{user}")[1]["linked_visitors"] == [visitor]
-    calls = interrupt.calls
-
-    for at in range(1, calls + 1):
+    for at in range(1, interrupt.calls + 1):
         user, visitor = customer_with_a_visitor(api, at)
         interrupt.at, interrupt.calls = at, 0
         assert api.json("DELETE", f"/users/{user}")[0] == 503, at
         interrupt.at = 0
+        yield at, user, visitor
 
+
+def test_an_erasure_interrupted_at_any_call_ends_complete_with_its_visitors_when_retried(api, interrupt):
+    for at, user, visitor in interrupted_erasures(api, interrupt):
         status, retried = api.json("DELETE", f"/users/{user}")
 
         assert status == 200 and retried["status"] == "complete", (at, retried)
@@ -95,16 +100,7 @@ def test_an_erasure_interrupted_at_any_call_ends_complete_with_its_visitors_when
 
 
 def test_an_erasure_interrupted_at_any_call_is_finished_by_the_sweep_alone(api, interrupt):
-    user, visitor = customer_with_a_visitor(api, 0)
-    interrupt.at = 10**9
-    api.json("DELETE", f"/users/{user}")
-    calls = interrupt.calls
-
-    for at in range(1, calls + 1):
-        user, visitor = customer_with_a_visitor(api, at)
-        interrupt.at, interrupt.calls = at, 0
-        assert api.json("DELETE", f"/users/{user}")[0] == 503, at
-        interrupt.at = 0
+    for at, user, visitor in interrupted_erasures(api, interrupt):
         # Interrupted before its record was written, the erasure never began: the 503 asks for a retry.
         began = "erasure_status" in dynamo.client().get_item(
             TableName=get_settings().users_table, Key={"user_id": {"S": user}})["Item"]
