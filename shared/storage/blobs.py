@@ -133,12 +133,9 @@ def _s3_faults(action: str) -> Iterator[None]:
         yield
     except BotoCoreError as error:
         raise StorageUnavailable(f"{action}: S3 is unreachable") from error
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in S3_TRANSIENT_CODES:
-            raise StorageUnavailable(f"{action}: S3 is throttling or unavailable") from error
-        raise
-    except S3UploadFailedError as error:  # upload_file's wrapping of the ClientError it met, kept as the context
-        cause = error.__context__
-        if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in S3_TRANSIENT_CODES:
+    except (ClientError, S3UploadFailedError) as error:
+        # upload_file wraps the ClientError it met in S3UploadFailedError, keeping it as the context.
+        refused = error if isinstance(error, ClientError) else error.__context__
+        if isinstance(refused, ClientError) and refused.response.get("Error", {}).get("Code") in S3_TRANSIENT_CODES:
             raise StorageUnavailable(f"{action}: S3 is throttling or unavailable") from error
         raise
