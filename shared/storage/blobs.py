@@ -100,17 +100,12 @@ class S3Blobs:
 
     def get_file(self, key: str, path: Path) -> None:
         """A file of any size to local disk, downloaded in parts."""
-        with _s3_faults(f"download from {self.bucket}"):
+        with _s3_faults(f"download from {self.bucket}", reading=key):
             self.client.download_file(self.bucket, key, str(path))
 
     def get(self, key: str) -> bytes:
-        try:
-            with _s3_faults(f"read from {self.bucket}"):
-                return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise NotFound(f"{key} does not exist") from None
-            raise
+        with _s3_faults(f"read from {self.bucket}", reading=key):
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
     def keys(self, prefix: str) -> list[str]:
         keys = []
@@ -125,10 +120,13 @@ class S3Blobs:
 
 
 S3_TRANSIENT_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"})
+# GetObject says NoSuchKey; download_file's HeadObject, having no body, says 404.
+S3_MISSING_CODES = frozenset({"NoSuchKey", "404"})
 
 
 @contextmanager
-def _s3_faults(action: str) -> Iterator[None]:
+def _s3_faults(action: str, reading: str | None = None) -> Iterator[None]:
+    """S3's transient faults as StorageUnavailable (a 503); the key being `reading` missing as NotFound."""
     try:
         yield
     except BotoCoreError as error:
@@ -136,6 +134,9 @@ def _s3_faults(action: str) -> Iterator[None]:
     except (ClientError, S3UploadFailedError) as error:
         # upload_file wraps the ClientError it met in S3UploadFailedError, keeping it as the context.
         refused = error if isinstance(error, ClientError) else error.__context__
-        if isinstance(refused, ClientError) and refused.response.get("Error", {}).get("Code") in S3_TRANSIENT_CODES:
+        code = refused.response.get("Error", {}).get("Code") if isinstance(refused, ClientError) else None
+        if code in S3_TRANSIENT_CODES:
             raise StorageUnavailable(f"{action}: S3 is throttling or unavailable") from error
+        if reading is not None and code in S3_MISSING_CODES:
+            raise NotFound(f"{reading} does not exist") from None
         raise

@@ -13,6 +13,9 @@ one onto it, in order, so a run sees the table as of the last of them.
 `write_export` writes DynamoDB Local's tables in this format (`./dev export`), so the export path
 runs on one machine over the same files as on AWS; `download_export` fetches one from S3.
 
+An export is read as its manifest lists it: a listed data file that is missing, empty or cut short
+(an interrupted copy) is a DamagedExport, and the run reads nothing rather than part of the table.
+
 `plan_events_export` decides each night's events export on AWS: incremental, on top of the chain
 the last nights took, while that chain's full export is young enough to outlive the night (the
 bucket expires exports after ExportRetentionDays) and the last export ended within DynamoDB's 24
@@ -26,6 +29,7 @@ import gzip
 import json
 import secrets
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -34,6 +38,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import orjson
 
+from shared.errors import NotFound
 from shared.storage.blobs import S3Blobs
 from shared.storage.scan import parallel_scan
 
@@ -42,6 +47,20 @@ ITEMS_PER_FILE = 100_000  # DynamoDB's own files hold about this many; each is r
 # DynamoDB's bounds on an incremental export's period (ExportFromTime to ExportToTime).
 INCREMENTAL_PERIOD = (timedelta(minutes=15), timedelta(hours=24))
 T = TypeVar("T")
+# What a damaged export's reader is told to do: a chain that holds it can't be read whole again.
+NEW_EXPORT = ("take a new full export (./dev export on one machine; on AWS, delete the chain's "
+              "manifest-summary.json files from the export bucket and the next run takes a full one)")
+
+
+class UnusableExport(Exception):
+    """The export path's input cannot be trained on; the message says why and what to do."""
+
+
+class DamagedExport(UnusableExport):
+    """A data file an export's manifest lists is missing, empty or not a whole gzip stream."""
+
+    def __init__(self, path: Path | str, what: str) -> None:
+        super().__init__(f"export data file {path} is {what}: {NEW_EXPORT}")
 
 
 @dataclass(frozen=True)
@@ -60,9 +79,17 @@ class Export:
         return _period_end(self.summary)
 
     def data_files(self) -> list[Path]:
+        """The data files the manifest lists, each there and not empty (DynamoDB writes a gzip
+        stream even for no items), or a DamagedExport."""
         listing = self.root / self.summary["manifestFilesS3Key"]
-        return [self.root / json.loads(line)["dataFileS3Key"]
-                for line in listing.read_text().splitlines() if line.strip()]
+        if not listing.is_file():
+            raise DamagedExport(listing, "missing")
+        files = [self.root / json.loads(line)["dataFileS3Key"]
+                 for line in listing.read_text().splitlines() if line.strip()]
+        for path in files:
+            if not path.is_file() or path.stat().st_size == 0:
+                raise DamagedExport(path, "missing" if not path.is_file() else "empty")
+        return files
 
     def lines(self) -> Iterator[dict[str, Any]]:
         """Every data line, file by file."""
@@ -77,8 +104,11 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # a Zstandard frame's first bytes
 def gzip_lines(path: Path, block: int = 8 << 20) -> Iterator[bytes]:
     """The non-blank lines of a gzipped file, read a block at a time: gzip's own line-by-line
     reading costs as much as parsing the lines, and a whole file can be gigabytes."""
-    with gzip.open(path, "rb") as data:
-        yield from _non_blank_lines(_blocks(data, block))
+    try:
+        with gzip.open(path, "rb") as data:
+            yield from _non_blank_lines(_blocks(data, block))
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise DamagedExport(path, f"not a whole gzip stream ({error})") from None
 
 
 def compressed_lines(path: Path, block: int = 8 << 20) -> Iterator[bytes]:
@@ -242,7 +272,10 @@ def download_export(bucket: str, summary_key: str, root: Path) -> Export:
     def fetch(key: str) -> Path:
         target = root / key
         target.parent.mkdir(parents=True, exist_ok=True)
-        blobs.get_file(key, target)
+        try:
+            blobs.get_file(key, target)
+        except NotFound:
+            raise DamagedExport(f"s3://{bucket}/{key}", "missing") from None
         return target
 
     summary = json.loads(fetch(summary_key).read_text())

@@ -31,8 +31,8 @@ from shared.storage.blobs import S3Blobs
 from shared.storage.child_process import Running, in_child
 from shared.storage.export_queries import (QueryRun, events_data_folder, read_ids, read_interactions, statements,
                                            window_bounds)
-from shared.storage.exports import (Export, Key, added_items, chain_changes, current_items, download_export,
-                                    latest_chain, table_items)
+from shared.storage.exports import (DamagedExport, Export, Key, UnusableExport, added_items, chain_changes,
+                                    current_items, download_export, latest_chain, table_items)
 from shared.storage.outcomes import OUTCOME_FIELDS, OutcomePages, Outcomes
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
 from shared.history_columns import HistoryColumns
@@ -239,13 +239,22 @@ def file_shares(files: list[Path], count: int) -> list[list[Path]]:
 def query_locally(events: list[Export], config: TrainingConfig, now: datetime, workdir: Path) -> Queried:
     """The query stage on one machine: the export path's SQL on DuckDB over the events table's
     export chain (a full export and the incremental ones after it), its output under `workdir`."""
+    import duckdb
+
     from shared.storage.duckdb_athena import run_statements
 
+    for export in events:
+        export.data_files()  # each one listed there and not empty, or a DamagedExport naming it
     output, ids = workdir / "interactions", workdir / "ids"
     run = QueryRun(database="shoprecs", run_id="local", output=str(output), ids=str(ids),
                    events_data=tuple(str(export.root / events_data_folder(export.summary["manifestFilesS3Key"]))
                                      for export in events))
-    run_statements(statements(run, *window_bounds(now, config.window_days)).values(), resolve=Path)
+    try:
+        run_statements(statements(run, *window_bounds(now, config.window_days)).values(), resolve=Path)
+    except duckdb.IOException as error:  # a data file cut short: DuckDB's message names it
+        if not any(folder in str(error) for folder in run.events_data):
+            raise
+        raise DamagedExport(str(error).rpartition(": ")[2], f"unreadable ({error})") from None
     return Queried(sorted(output.iterdir()), sorted(ids.iterdir()))
 
 
@@ -269,7 +278,7 @@ def _joined(outcomes: OutcomePages | None, users: dict[str, User]) -> Outcomes |
     return outcomes.outcomes.joined({user_id: user.linked_to for user_id, user in users.items() if user.linked_to})
 
 
-class NoExport(Exception):
+class NoExport(UnusableExport):
     """The export path is on and a table has no complete export to read."""
 
 

@@ -29,6 +29,7 @@ from typing import TypeVar
 from shared.errors import StorageUnavailable
 from shared.events import format_timestamp
 from shared.observability import logger
+from shared.storage.exports import UnusableExport
 from shared.storage.models import Manifest, ModelStore
 from shared.training.config import TrainingConfig
 from shared.training.fit_device import CPU, Device, resolve
@@ -82,6 +83,8 @@ def run_training(load: DataLoader, models: ModelStore, config: TrainingConfig,
         manifest.reason = f"{error}: shorten window_days or train from a DynamoDB export"
     except StorageUnavailable as error:
         manifest.status, manifest.reason = "failed", f"storage unavailable: {error.message}"
+    except UnusableExport as error:  # none, or a damaged one: the reason says what to do
+        manifest.status, manifest.reason = "failed", str(error)
     except Exception as error:  # noqa: BLE001 - recorded in the manifest and the log, never half-published
         logger.exception("training failed")
         manifest.status, manifest.reason = "failed", f"unexpected error: {type(error).__name__}: {error}"

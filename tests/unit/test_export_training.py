@@ -16,7 +16,7 @@ from devstack.gateway import LambdaContext
 from shared.storage import dynamo
 from shared.storage.history import CustomerReads
 from shared.storage.export_queries import QueryRun, read_ids, read_interactions, statements
-from shared.storage.exports import INCREMENTAL, compressed_blocks, exports_in, gzip_lines, latest_chain, table_items, write_export
+from shared.storage.exports import INCREMENTAL, DamagedExport, Export, compressed_blocks, download_export, exports_in, gzip_lines, latest_chain, table_items, write_export
 from shared.storage.training_data import (TableExports, interaction_row, interaction_rows, query_locally, read_nightly,
                                           read_nightly_from_exports)
 from shared.storage.users import read_recent
@@ -24,6 +24,7 @@ from shared.training.config import TrainingConfig
 from shared.training.interactions import EVENT_CODES, InteractionLog, Interactions, TooManyInteractions
 from tests.export_files import incremental_changes, write_changes
 from tests.training_data import A_MODEL_SERVES, END, seed_demo_shop, store_events
+from tests.conftest import MODEL_BUCKET
 from tests.unit.test_training_reads_once import train_handler
 
 NAMES = {code: name for name, code in EVENT_CODES.items()}
@@ -506,3 +507,60 @@ def test_athena_matches_the_exports_names_by_case_as_duckdb_and_the_scan_path_do
     mixed_case = {name for name in re.findall(r"(\w+)[ :]", columns) if name != name.lower()}
     assert mixed_case >= {"Item", "Keys", "NewImage", "S", "N"}
     assert properties == {f"mapping.{name.lower()}": name for name in mixed_case}
+
+
+
+@pytest.mark.parametrize("table, damage", [("events", "missing"), ("events", "truncated"), ("users", "empty"),
+                                           ("items", "truncated")])
+def test_a_damaged_export_is_read_by_no_reader_and_the_refusal_names_the_file(seeded, tmp_path, table, damage):
+    """A data file the manifest lists that is gone, empty or cut short (an interrupted copy): the
+    query and each reader refuse the export rather than read part of the table."""
+    exports = export_all(seeded, tmp_path / "exports")
+    victim = damaged(getattr(exports, table)[0], damage)
+    config, now = TrainingConfig(), datetime.now(timezone.utc)
+
+    with pytest.raises(DamagedExport, match=re.escape(victim.name)):
+        read_nightly_from_exports(exports, config, now, query_locally(exports.events, config, now, tmp_path),
+                                  seeded["EventsTable"], outcomes_since="2000-01-01T00:00:00Z")
+
+
+def test_a_damaged_export_fails_the_run_saying_which_file_and_what_to_do(seeded, tmp_path, monkeypatch):
+    export_root = tmp_path / "exports"
+    victim = damaged(export_all(seeded, export_root).events[0], "truncated")
+    monkeypatch.setenv("TRAINING_PATH", "export")
+    monkeypatch.setenv("LOCAL_EXPORT_DIR", str(export_root))
+    from shared.config import get_settings
+    get_settings.cache_clear()
+
+    manifest = train_handler()({"config": A_MODEL_SERVES}, LambdaContext(function_name="TrainFunction"))
+
+    assert manifest["status"] == "failed" and manifest["artifact"] is None
+    assert victim.name in manifest["reason"] and "take a new full export" in manifest["reason"], manifest["reason"]
+    assert "unexpected error" not in manifest["reason"]
+
+
+def damaged(export: Export, damage: str) -> Path:
+    """The export's first data file, gone, emptied or cut in half."""
+    victim = export.data_files()[0]
+    if damage == "missing":
+        victim.unlink()
+    else:
+        whole = victim.read_bytes()
+        victim.write_bytes(whole[:len(whole) // 2] if damage == "truncated" else b"")
+    return victim
+
+
+def test_an_export_in_s3_whose_manifest_lists_a_file_the_bucket_lacks_is_refused_on_download(seeded, tmp_path):
+    export = write_export(seeded["UsersTable"], tmp_path / "local", items_per_file=20)
+    s3 = dynamo.boto3.client("s3")
+    files = sorted(path for path in (tmp_path / "local").rglob("*") if path.is_file())
+    lost = export.data_files()[1]
+    for path in files:
+        if path != lost:
+            s3.upload_file(str(path), MODEL_BUCKET, str(path.relative_to(tmp_path / "local")))
+    summary_key = str(next(path for path in files if path.name == "manifest-summary.json").relative_to(tmp_path / "local"))
+
+    with pytest.raises(DamagedExport, match=re.escape(f"s3://{MODEL_BUCKET}/{lost.relative_to(tmp_path / 'local')} is missing")):
+        download_export(MODEL_BUCKET, summary_key, tmp_path / "downloaded")
+    s3.upload_file(str(lost), MODEL_BUCKET, str(lost.relative_to(tmp_path / "local")))
+    assert list(download_export(MODEL_BUCKET, summary_key, tmp_path / "again").lines()) == list(export.lines())
