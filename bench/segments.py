@@ -3,11 +3,13 @@
     ./dev bench segments [--part compute|write|endpoint|all] [--customers 100000] [--writers 20000]
                          [--requests 300]
 
-1. compute: the nightly run's member rows (segment id, family, name, customer, reason) for 100k
+1. compute: the nightly run's members (segment id, family, name, customer, reason) for 100k
    generated customers with varied histories and 11 custom rules (the customers of
    tests/unit/test_segments_batch_agreement.py), computed the way the nightly run did before,
-   one customer at a time with segment_customer (the request path), and with segment_everyone
-   (shared/segments/batch.py), in the same run; the rows are checked to be the same. CPU time
+   a row at a time, one customer at a time with segment_customer (the request path), and with
+   segment_everyone (shared/segments/batch.py), each segment's members as columns, grouped as
+   the store writes them (work the store did on the rows before), in the same run; the members
+   are checked to be the same. CPU time
    (time.process_time) and wall clock of each, customers/s and the ratio. Storage is not
    included: writing members is DynamoDB's batch writes, measured by bench/ingest.py.
 2. write: the nightly run's members of `--writers` of those customers written to DynamoDB Local
@@ -51,6 +53,7 @@ from devstack.template import http_routes, load_template  # noqa: E402
 from shared.history import HistoryEvent  # noqa: E402
 from shared.history_columns import HistoryColumns  # noqa: E402
 from shared.segments.batch import segment_everyone  # noqa: E402
+from shared.segments.members import SegmentMembers  # noqa: E402
 from shared.segments.tags import RFM_GRID, segment_customer  # noqa: E402
 from shared.storage import dynamo  # noqa: E402
 from shared.storage import segments as segment_storage  # noqa: E402
@@ -116,14 +119,20 @@ def one_by_one(data) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
-def all_at_once(data) -> list[tuple[str, str, str, str, str]]:
+def all_at_once(data) -> list[SegmentMembers]:
     return segment_everyone(data.users, data.histories, data.categories, data.statistics, data.now,
-                            data.definitions).members()
+                            data.definitions).by_segment()
 
 
-def from_columns(columns: HistoryColumns, data) -> list[tuple[str, str, str, str, str]]:
+def from_columns(columns: HistoryColumns, data) -> list[SegmentMembers]:
     return segment_everyone(data.users, columns, data.categories, data.statistics, data.now,
-                            data.definitions).members()
+                            data.definitions).by_segment()
+
+
+def as_rows(groups: list[SegmentMembers]) -> list[tuple[str, str, str, str, str]]:
+    """The members as the rows one_by_one gives (segment_id, family, name, user_id, reason)."""
+    return [(group.segment_id, group.family, group.name, user_id, reason) for group in groups
+            for user_id, reason in zip(group.user_ids, group.reasons)]
 
 
 def timed(work, data) -> tuple[float, float, list]:
@@ -144,10 +153,12 @@ def compute_bench(n: int) -> None:
     fingerprint = len(before), sum(map(hash, before))
     del before
     batch_cpu, batch_wall, batch = timed(all_at_once, data)
+    batch = as_rows(batch)
     same = fingerprint == (len(batch), sum(map(hash, batch)))
     del batch
     # What the nightly read hands the segments: the histories as columns (made by the read, not timed).
     columns_cpu, columns_wall, batch = timed(partial(from_columns, HistoryColumns.of(data.histories)), data)
+    batch = as_rows(batch)
     same = same and fingerprint == (len(batch), sum(map(hash, batch)))
     print(f"nightly segments compute, {customers:,} customers, {events:,} events, "
           f"{len(data.definitions)} custom rules, {len(batch):,} member rows:")
@@ -175,7 +186,8 @@ def write_bench(n: int, rounds: int = 2) -> None:
     from tests.unit.test_segments_batch_agreement import generated_customers
 
     data = generated_customers(n)
-    rows = from_columns(HistoryColumns.of(data.histories), data)
+    groups = from_columns(HistoryColumns.of(data.histories), data)
+    rows = as_rows(groups)
     customers = len({row[3] for row in rows})
     threads, run = segment_storage.WRITE_THREADS, "20261201T000000"
     os.environ.update(LOCAL_CREDENTIALS)
@@ -201,7 +213,7 @@ def write_bench(n: int, rounds: int = 2) -> None:
                                          "KeySchema": [{"AttributeName": "member_user_id", "KeyType": "HASH"},
                                                        {"AttributeName": "segment_id", "KeyType": "RANGE"}]}])
             started, cpu = time.perf_counter(), time.process_time()
-            SegmentStore(ours_table).write_run(run, NOW.isoformat(), rows)
+            SegmentStore(ours_table).write_run(run, NOW.isoformat(), groups)
             ours_s, ours_cpu = min(ours_s, time.perf_counter() - started), min(ours_cpu, time.process_time() - cpu)
             items = scanned(db, ours_table)
             started, cpu = time.perf_counter(), time.process_time()

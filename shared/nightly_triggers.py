@@ -18,6 +18,7 @@ from shared.errors import StorageUnavailable
 from shared.events import format_timestamp
 from shared.history import purchased_item_ids
 from shared.observability import logger, metrics
+from shared.segments.members import SegmentMembers
 from shared.storage.bus import EventBus, NoBus
 from shared.storage.catalog import triggers_catalog
 from shared.storage.customers import Customers
@@ -57,10 +58,10 @@ class TrackedMembers:
         self.members: dict[str, dict[str, str]] = {segment_id: {} for segment_id in TRACKED_SEGMENTS}
         self.names: dict[str, str] = {}
 
-    def see(self, segment_id: str, name: str, user_id: str, reason: str) -> None:
-        if segment_id in self.members:
-            self.members[segment_id][user_id] = reason
-            self.names[segment_id] = name
+    def see(self, group: SegmentMembers) -> None:
+        if group.segment_id in self.members:
+            self.members[group.segment_id] = group.first_reasons()
+            self.names[group.segment_id] = group.name
 
     def run(self, run: str) -> SegmentRun:
         return SegmentRun(run, self.members, self.names)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Any
+
+from shared.segments.members import SegmentMembers
 
 
 def iso(moment: datetime) -> str:
@@ -30,3 +33,16 @@ def purchase(event_id: str, user_id: str = "u-1", item_id: str = "sku-1", **fiel
 def item(item_id: str = "sku-1", **fields: Any) -> dict[str, Any]:
     return {"item_id": item_id, "title": f"Item {item_id}", "category": "kitchen", "price": 12.5,
             "currency": "EUR", **fields}
+
+
+def members_by_segment(rows: Iterable[tuple[str, str, str, str, str]]) -> list[SegmentMembers]:
+    """Rows (segment_id, family, name, user_id, reason) as each segment's members; a segment's
+    family and name are those of its first row."""
+    groups: dict[str, SegmentMembers] = {}
+    for segment_id, family, name, user_id, reason in rows:
+        group = groups.get(segment_id)
+        if group is None:
+            group = groups[segment_id] = SegmentMembers(segment_id, family, name, [], [])
+        group.user_ids.append(user_id)
+        group.reasons.append(reason)
+    return list(groups.values())

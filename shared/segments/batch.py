@@ -40,6 +40,7 @@ from shared.history_columns import Events, HistoryColumns, events_of
 from shared.observability import logger
 from shared.segments import clv, rules
 from shared.segments.families import segment_id_for
+from shared.segments.members import SegmentMembers
 from shared.segments.features import DAY, SPEND_WINDOW_DAYS, customer_features, main_currency, seconds
 from shared.segments.rules import AllOf, AnyOf, Condition, CustomSegment
 from shared.segments.tags import (
@@ -74,6 +75,23 @@ class Block:
             return {self.names: Tag(self.family, self.names, "", self.defined_id).segment_id}
         return {name: segment_id_for(self.family, name) for name in set(self.names)}
 
+    def by_segment(self) -> list[tuple[str, str, np.ndarray | None]]:
+        """The block's rows by segment: (segment id, the name of its first row, its rows in order,
+        None for all of them), the segments in the order of their first row."""
+        if not len(self):
+            return []
+        ids_of = self.segment_ids()
+        if len(ids_of) == 1:
+            name = self.names if isinstance(self.names, str) else self.names[0]
+            return [(ids_of[name], name, None)]
+        codes_of = {segment_id: code for code, segment_id in enumerate(set(ids_of.values()))}
+        codes = np.fromiter(map(codes_of.__getitem__, map(ids_of.__getitem__, self.names)), np.intp, len(self))
+        order = np.argsort(codes, kind="stable")  # stable: each segment's rows stay in block order
+        starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
+        firsts = order[starts]  # each segment's first row
+        spans = sorted(zip(firsts.tolist(), starts.tolist(), [*starts[1:].tolist(), len(order)]))
+        return [(ids_of[self.names[first]], self.names[first], order[start:stop]) for first, start, stop in spans]
+
     def column(self, values: list[str] | str) -> list[str]:
         return [values] * len(self.customers) if isinstance(values, str) else values
 
@@ -87,25 +105,26 @@ class Segmented:
     personalized: np.ndarray
     blocks: list[Block]
 
-    def members(self) -> list[tuple[str, str, str, str, str]]:
-        """(segment_id, family, name, user_id, reason), block by block."""
-        # Made with the cycle collector running: rows are tuples of strings, which its young
-        # collections stop tracking while they are fresh in memory. Paused, it walks a million
-        # of them in one go when it resumes, which measured slower.
-        members: list[tuple[str, str, str, str, str]] = []
+    def by_segment(self) -> list[SegmentMembers]:
+        """Each segment's members, in the order the rows of the blocks list them (block by block,
+        customer by customer), the segments in the order of their first row: what the store writes."""
         user_ids = np.array(self.user_ids, dtype=object)
+        groups: dict[str, SegmentMembers] = {}
         for block in self.blocks:
-            rows = len(block)
-            if not rows:
-                continue
-            ids = user_ids[block.customers].tolist()
-            names = repeat(block.names, rows) if isinstance(block.names, str) else block.names
-            reasons = repeat(block.reasons, rows) if isinstance(block.reasons, str) else block.reasons
-            ids_of = block.segment_ids()
-            segment_ids = (map(ids_of.__getitem__, names) if len(ids_of) > 1
-                           else repeat(next(iter(ids_of.values())), rows))
-            members.extend(zip(segment_ids, repeat(block.family, rows), names, ids, reasons))
-        return members
+            split = block.by_segment()
+            reasons_of = (None if isinstance(block.reasons, str) or len(split) < 2
+                          else np.array(block.reasons, dtype=object))
+            for segment_id, name, rows in split:
+                ids = user_ids[block.customers if rows is None else block.customers[rows]].tolist()
+                reasons = ([block.reasons] * len(ids) if isinstance(block.reasons, str)
+                           else list(block.reasons) if reasons_of is None else reasons_of[rows].tolist())
+                group = groups.get(segment_id)
+                if group is None:
+                    groups[segment_id] = SegmentMembers(segment_id, block.family, name, ids, reasons)
+                else:
+                    group.user_ids.extend(ids)
+                    group.reasons.extend(reasons)
+        return list(groups.values())
 
     def tags(self) -> dict[str, list[Tag]]:
         """Each customer's tags (customers without any are left out), in the request path's order."""

@@ -10,7 +10,7 @@ request would show.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -87,16 +87,13 @@ def materialize_segments(settings: Settings, store: SegmentStore, statistics: di
     previous, since = previous_run(bus, store)
     tracked = TrackedMembers()
 
-    def members() -> Iterator[tuple[str, str, str, str, str]]:
-        # numpy: imported here, by the nightly run (the train function ships it), never by the Segments function.
-        from shared.segments.batch import segment_everyone
+    # numpy: imported here, by the nightly run (the train function ships it), never by the Segments function.
+    from shared.segments.batch import segment_everyone
 
-        everyone = segment_everyone(users, histories, categories, statistics, now, definitions)
-        for segment_id, family, name, user_id, reason in everyone.members():
-            tracked.see(segment_id, name, user_id, reason)
-            yield segment_id, family, name, user_id, reason
-
-    index = store.write_run(run, now.isoformat(), members())
+    members = segment_everyone(users, histories, categories, statistics, now, definitions).by_segment()
+    for group in members:
+        tracked.see(group)
+    index = store.write_run(run, now.isoformat(), members)
     logger.info("segments materialized", extra={"run": run, "segments": len(index["segments"]),
                                                 "customers": len(users.keys() | histories.keys())})
     publish_run_triggers(settings, bus, previous, since, tracked.run(run), customers, now)

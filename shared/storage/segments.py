@@ -36,14 +36,17 @@ page, or one customer from a bucket, by name, without reading it.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import math
 import sys
 import time
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from itertools import accumulate, islice
+from dataclasses import dataclass
+from itertools import accumulate, islice, repeat
+from operator import add, setitem
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -53,6 +56,7 @@ from shared.errors import Conflict, DomainError, NotFound
 from shared.limits import chunks_within
 from shared.observability import logger, metrics
 from shared.segments.families import family_of, segment_id_for
+from shared.segments.members import SegmentMembers
 from shared.segments.rules import MAX_CUSTOM_SEGMENTS, CustomSegment, from_stored_text, stored_text
 from shared.storage import dynamo
 
@@ -119,55 +123,39 @@ class SegmentListing:
     next_cursor: str | None
 
 
-@dataclass
-class _Page:
-    number: int
-    members: dict[str, str] = field(default_factory=dict)
-    characters: int = 0
-
-
 class SegmentStore:
     def __init__(self, table: str) -> None:
         self.table = table
 
-    def write_run(self, run: str, at: str, members: Iterable[tuple[str, str, str, str, str]],
+    def write_run(self, run: str, at: str, members: Iterable[SegmentMembers],
                   threads: int = WRITE_THREADS) -> dict[str, Any]:
-        """`members`: (segment_id, family, name, user_id, reason); a customer's second row of a
-        segment is left out (two names can make one id: "Likes A&B" and "Likes A B" are both
-        behaviour:likes-a-b), so that each member is on one page, counted once. Writes the run's
-        record, the pages and the buckets naming each customer's pages, then the index."""
+        """Each segment's members (each segment once, shared/segments/members.py), a customer's
+        second listing in a segment left out, so that each member is on one page, counted once.
+        Writes the run's record, the pages and the buckets naming each customer's pages, then the index."""
         if "#" in run:
             raise ValueError(f"a run id is part of keys split at '#': {run!r}")
         expires = int(time.time()) + OLD_RUNS_KEPT_SECONDS
         segments: dict[str, dict[str, Any]] = {}
-        open_pages: dict[str, _Page] = {}
         pages: list[dict[str, Any]] = []
-        customers: dict[str, dict[str, int]] = {}
-
-        def page_item(segment_id: str, page: _Page) -> dict[str, Any]:
-            return {"segment_id": segment_id, "sk": _page_key(run, page.number), "members": page.members,
-                    "run": run, "expires_at": expires}
-
-        for segment_id, family, name, user_id, reason in members:
-            if segment_id in customers.get(user_id, ()):
+        # Each customer's pages, by the segment's place in the run's list (its code in the buckets).
+        customers: defaultdict[str, dict[str, int]] = defaultdict(dict)
+        for group in members:
+            if group.segment_id in segments:
+                raise ValueError(f"segment {group.segment_id} is listed twice: its members would be paged apart")
+            first = group.first_reasons()
+            if not first:
                 continue
-            entry = segments.get(segment_id)
-            if entry is None:
-                entry = segments[segment_id] = {"family": family, "name": name, "members": 0}
-            page = open_pages.get(segment_id)
-            characters = len(user_id) + len(reason)
-            if page is None or len(page.members) == MEMBERS_PER_PAGE or page.characters + characters > PAGE_CHARACTERS:
-                if page is not None:
-                    pages.append(page_item(segment_id, page))
-                page = open_pages[segment_id] = _Page(1 if page is None else page.number + 1)
-            page.members[user_id] = reason
-            page.characters += characters
-            entry["members"] += 1
-            customers.setdefault(user_id, {})[segment_id] = page.number
-        pages += [page_item(segment_id, page) for segment_id, page in open_pages.items()]
+            code = str(len(segments))
+            segments[group.segment_id] = {"family": group.family, "name": group.name, "members": len(first)}
+            user_ids, reasons = list(first), list(first.values())
+            for number, (start, stop) in enumerate(_page_spans(user_ids, reasons), 1):
+                on_page = user_ids[start:stop]
+                pages.append({"segment_id": group.segment_id, "sk": _page_key(run, number),
+                              "members": dict(zip(on_page, reasons[start:stop])), "run": run, "expires_at": expires})
+                # customers[user_id][code] = number for each, looped in C: a million members a night.
+                deque(map(setitem, map(customers.__getitem__, on_page), repeat(code), repeat(number)), maxlen=0)
         # The run's record first: an erasure while the run is written finds what is written of it.
         layout = _Layout.for_customers(len(customers))
-        codes = {segment_id: str(place) for place, segment_id in enumerate(segments)}
         kept = expires + RUN_RECORD_EXTRA_SECONDS
         listed = _parts(list(segments), len)
         # The parts, then the record that counts them: no reader counts a part not yet written.
@@ -178,7 +166,7 @@ class SegmentStore:
                                        "expires_at": kept}])
         # In slices: the items' wire form is made a slice at a time, not for a whole shop at once.
         for items, size in ((iter(pages), PAGES_A_SLICE),
-                            (_bucket_items(run, layout, customers, codes, expires), BUCKETS_A_SLICE)):
+                            (_bucket_items(run, layout, customers, expires), BUCKETS_A_SLICE)):
             while chunk := list(islice(items, size)):
                 dynamo.batch_put(self.table, chunk, threads)
         # In the listing's order, so that a page of it reads only the parts it shows.
@@ -522,10 +510,11 @@ class _Layout:
         return f"{CUSTOMER_BUCKET_PARTITION}{digest % self.buckets:04d}", digest // self.buckets % self.shares
 
 
-def _bucket_items(run: str, layout: _Layout, customers: dict[str, dict[str, int]], codes: dict[str, str],
+def _bucket_items(run: str, layout: _Layout, customers: dict[str, dict[str, int]],
                   expires: int) -> Iterator[dict[str, Any]]:
-    """The run's customers, share by share, in items of up to PAGE_CHARACTERS (as pages are); the
-    partitions in turn, so that the writes of a moment are spread over them."""
+    """The run's customers (the page each is on, by the segment's code), share by share, in items
+    of up to PAGE_CHARACTERS (as pages are); the partitions in turn, so that the writes of a moment
+    are spread over them."""
     groups: dict[tuple[int, str], list[str]] = {}
     for user_id in customers:
         partition, share = layout.place(user_id)
@@ -533,14 +522,26 @@ def _bucket_items(run: str, layout: _Layout, customers: dict[str, dict[str, int]
     for (share, partition), user_ids in sorted(groups.items()):
         part, held, characters = 1, {}, 0
         for user_id in user_ids:
-            pages = {codes[segment_id]: number for segment_id, number in customers[user_id].items()}
-            size = len(user_id) + sum(len(code) + PAGE_ENTRY_CHARACTERS for code in pages)
+            pages = customers[user_id]
+            size = len(user_id) + sum(map(len, pages)) + PAGE_ENTRY_CHARACTERS * len(pages)
             if held and characters + size > PAGE_CHARACTERS:
                 yield _bucket_item(partition, run, share, part, held, expires)
                 part, held, characters = part + 1, {}, 0
             held[user_id] = pages
             characters += size
         yield _bucket_item(partition, run, share, part, held, expires)
+
+
+def _page_spans(user_ids: list[str], reasons: list[str]) -> Iterator[tuple[int, int]]:
+    """The members' pages, in order, as spans: up to MEMBERS_PER_PAGE members and PAGE_CHARACTERS
+    of ids and reasons each (a member longer than that alone on a page)."""
+    ends = list(accumulate(map(add, map(len, user_ids), map(len, reasons)), initial=0))
+    start = 0
+    while start < len(user_ids):
+        fits = bisect.bisect_right(ends, ends[start] + PAGE_CHARACTERS, start + 1) - 1
+        stop = min(max(fits, start + 1), start + MEMBERS_PER_PAGE)
+        yield start, stop
+        start = stop
 
 
 def _bucket_item(partition: str, run: str, share: int, part: int, customers: dict[str, dict[str, int]],

@@ -12,6 +12,7 @@ import pytest
 from shared.segments.families import segment_id_for
 from shared.storage import dynamo
 from shared.storage.segments import INDEX_KEY, SegmentStore
+from tests.factories import members_by_segment
 from tests.browser.conftest import CHROMIUM
 
 pytest.importorskip("playwright")
@@ -167,7 +168,7 @@ def test_a_shop_with_a_segment_for_each_of_many_cities_shows_the_largest_and_say
         rows += [(segment_id_for("geography", f"City: Town {n:02d}"), "geography", f"City: Town {n:02d}",
                   f"c{n}-{k}", "city in the profile") for k in range(n + 1)]
     try:
-        SegmentStore(table).write_run("many-cities", "2026-12-04T00:00:00+00:00", rows)
+        SegmentStore(table).write_run("many-cities", "2026-12-04T00:00:00+00:00", members_by_segment(rows))
         page.goto(f"{state.url}/marketing")
 
         cities = page.locator('#segments tbody[data-family="geography"] tr[data-segment]')

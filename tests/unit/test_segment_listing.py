@@ -11,6 +11,7 @@ from shared.segments.families import segment_id_for
 from shared.storage import dynamo
 from shared.storage import segments
 from shared.storage.segments import INDEX_KEY, SegmentStore
+from tests.factories import members_by_segment
 
 AT = "2026-12-01T00:00:00+00:00"
 
@@ -50,7 +51,7 @@ def every_page(store: SegmentStore, family: str | None, limit: int) -> list[list
 def store(moto_tables, monkeypatch):
     monkeypatch.setattr(segments, "PAGE_CHARACTERS", 1_500)  # a part of about ten cities
     store = SegmentStore(moto_tables["SegmentsTable"])
-    store.write_run("r1", AT, run_rows())
+    store.write_run("r1", AT, members_by_segment(run_rows()))
     return store
 
 
@@ -124,7 +125,7 @@ def test_a_cursor_of_another_run_or_family_or_not_given_out_is_a_clear_400(store
             store.listing(None, 5, cursor)
         assert raised.value.field == "cursor"
 
-    store.write_run("r2", AT, run_rows()[:3])
+    store.write_run("r2", AT, members_by_segment(run_rows()[:3]))
     with pytest.raises(DomainError, match="older run"):
         store.listing("rfm", 1, rfm_cursor)
 
@@ -136,7 +137,7 @@ def test_before_any_run_the_listing_is_empty(moto_tables):
 
 def test_get_segments_pages_and_refuses_a_family_or_limit_it_does_not_know(api, moto_tables, monkeypatch):
     monkeypatch.setattr(segments, "PAGE_CHARACTERS", 1_500)
-    SegmentStore(moto_tables["SegmentsTable"]).write_run("r1", AT, run_rows())
+    SegmentStore(moto_tables["SegmentsTable"]).write_run("r1", AT, members_by_segment(run_rows()))
 
     status, first = api.json("GET", "/segments?family=geography&limit=10")
     assert status == 200 and first["run"] == "r1" and first["families"] == {"geography": 30, "rfm": 3}
@@ -153,7 +154,7 @@ def test_get_segments_pages_and_refuses_a_family_or_limit_it_does_not_know(api, 
 def test_a_campaign_takes_a_segment_listed_in_a_later_part_of_the_index(api, moto_tables, monkeypatch):
     monkeypatch.setattr(segments, "PAGE_CHARACTERS", 1_500)
     store = SegmentStore(moto_tables["SegmentsTable"])
-    store.write_run("r1", AT, run_rows())
+    store.write_run("r1", AT, members_by_segment(run_rows()))
     smallest_city = expected_order(run_rows())[29]["segment_id"]
     assert smallest_city not in dynamo.batch_get(moto_tables["SegmentsTable"], [INDEX_KEY])[0]["segments"]
 

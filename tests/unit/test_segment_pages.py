@@ -11,6 +11,7 @@ from shared.segments.families import needs_consent, segment_id_for
 from shared.storage import dynamo
 from shared.storage import segments
 from shared.storage.segments import SegmentStore
+from tests.factories import members_by_segment
 
 PAGE = 40  # members a page in these tests (1,000 in production): moto is slow to write thousands
 
@@ -46,7 +47,7 @@ def rows(count: int, segment_id: str = "rfm:champions", reason: str = "bought of
 def test_every_member_is_listed_once_with_their_reason_across_pages(moto_tables, limit):
     store = SegmentStore(moto_tables["SegmentsTable"])
     written = rows(2 * PAGE + 13) + rows(5, "geography:de", "said so")
-    index = store.write_run("r1", "2026-12-01T00:00:00+00:00", written)
+    index = store.write_run("r1", "2026-12-01T00:00:00+00:00", members_by_segment(written))
 
     listed = every_member(store, "rfm:champions", limit)
 
@@ -60,7 +61,7 @@ def test_every_member_is_listed_once_with_their_reason_across_pages(moto_tables,
 
 def test_a_full_page_answers_without_a_cursor_to_an_empty_one(moto_tables):
     store = SegmentStore(moto_tables["SegmentsTable"])
-    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(PAGE))
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", members_by_segment(rows(PAGE)))
 
     _, page, cursor = store.members("rfm:champions", PAGE, None)
 
@@ -71,7 +72,7 @@ def test_long_ids_and_reasons_make_more_pages_each_under_dynamodbs_item_limit(mo
     monkeypatch.setattr(segments, "MEMBERS_PER_PAGE", 1000)
     store = SegmentStore(moto_tables["SegmentsTable"])
     long_rows = [("custom:vip", "custom", "VIP", "ü" * 200 + f"{n:04d}", "€" * 300) for n in range(600)]
-    store.write_run("r1", "2026-12-01T00:00:00+00:00", long_rows)
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", members_by_segment(long_rows))
 
     pages = [item for item in stored_items(moto_tables["SegmentsTable"]) if item["sk"].startswith("p#")]
     assert len(pages) > 1
@@ -81,8 +82,9 @@ def test_long_ids_and_reasons_make_more_pages_each_under_dynamodbs_item_limit(mo
 
 def test_a_customer_sees_their_memberships_of_each_run_kept_with_the_reasons(moto_tables):
     store = SegmentStore(moto_tables["SegmentsTable"])
-    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(60) + rows(3, "geography:de", "said so"))
-    store.write_run("r2", "2026-12-02T00:00:00+00:00", rows(50, reason="still buys"))
+    store.write_run("r1", "2026-12-01T00:00:00+00:00",
+                    members_by_segment(rows(60) + rows(3, "geography:de", "said so")))
+    store.write_run("r2", "2026-12-02T00:00:00+00:00", members_by_segment(rows(50, reason="still buys")))
 
     assert store.memberships("u-00045") == [
         {"segment_id": "rfm:champions", "run": "r2", "reason": "still buys 45"},
@@ -96,7 +98,8 @@ def test_a_customer_sees_their_memberships_of_each_run_kept_with_the_reasons(mot
 
 def test_an_objection_ends_the_behavioural_memberships_and_keeps_the_declared(moto_tables):
     store = SegmentStore(moto_tables["SegmentsTable"])
-    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(60) + rows(3, "geography:de", "said so"))
+    store.write_run("r1", "2026-12-01T00:00:00+00:00",
+                    members_by_segment(rows(60) + rows(3, "geography:de", "said so")))
     assert needs_consent("rfm:champions") and not needs_consent("geography:de")
 
     assert store.end_memberships("u-00002", needs_consent) == 1
@@ -111,8 +114,9 @@ def test_an_objection_ends_the_behavioural_memberships_and_keeps_the_declared(mo
 
 def test_erasure_leaves_nothing_of_the_customer_in_any_run(moto_tables):
     store = SegmentStore(moto_tables["SegmentsTable"])
-    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(60) + rows(3, "geography:de", "said so"))
-    store.write_run("r2", "2026-12-02T00:00:00+00:00", rows(50))
+    store.write_run("r1", "2026-12-01T00:00:00+00:00",
+                    members_by_segment(rows(60) + rows(3, "geography:de", "said so")))
+    store.write_run("r2", "2026-12-02T00:00:00+00:00", members_by_segment(rows(50)))
 
     assert store.end_memberships("u-00002", lambda _: True) == 3
 
@@ -127,7 +131,7 @@ def test_customers_share_bucket_items_each_under_dynamodbs_item_limit(moto_table
     monkeypatch.setattr(segments, "CUSTOMERS_AN_ITEM", 1000)  # one share each
     store = SegmentStore(moto_tables["SegmentsTable"])
     long_ids = [("custom:vip", "custom", "VIP", "ü" * 200 + f"{n:04d}", "big spender") for n in range(1200)]
-    store.write_run("r1", "2026-12-01T00:00:00+00:00", long_ids + rows(300))
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", members_by_segment(long_ids + rows(300)))
 
     buckets = [item for item in stored_items(moto_tables["SegmentsTable"])
                if item["segment_id"].startswith("#customers#")]
@@ -150,8 +154,8 @@ def test_finding_a_customer_reads_their_share_of_each_run_not_every_customer(mot
     monkeypatch.setattr(segments, "CUSTOMER_BUCKETS", 2)
     monkeypatch.setattr(segments, "CUSTOMERS_AN_ITEM", 5)
     store = SegmentStore(moto_tables["SegmentsTable"])
-    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(100))  # 10 shares of 2 buckets
-    store.write_run("r2", "2026-12-02T00:00:00+00:00", rows(30))  # 3 shares
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", members_by_segment(rows(100)))  # 10 shares of 2 buckets
+    store.write_run("r2", "2026-12-02T00:00:00+00:00", members_by_segment(rows(30)))  # 3 shares
     client, read = dynamo.client(), []
     query = client.query
 
@@ -173,7 +177,7 @@ def test_finding_a_customer_reads_their_share_of_each_run_not_every_customer(mot
 def test_a_bucket_entry_naming_a_segment_the_run_does_not_list_breaks_no_lookup(moto_tables):
     table = moto_tables["SegmentsTable"]
     store = SegmentStore(table)
-    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(3) + rows(3, "geography:de", "said so"))
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", members_by_segment(rows(3) + rows(3, "geography:de", "said so")))
     [entry] = store._entries("u-00001")
     dynamo.client().update_item(TableName=table, Key=dynamo.serialize(entry.key),
                                 UpdateExpression="SET customers.#user.#bad = :n, customers.#user.#far = :n",
@@ -191,7 +195,7 @@ def test_two_names_of_one_segment_id_make_one_membership_that_erasure_ends(moto_
     store = SegmentStore(moto_tables["SegmentsTable"])
     first = [("behaviour:likes-a-b", "behaviour", "Likes A&B", f"u-{n:05d}", "furniture") for n in range(PAGE)]
     second = [("behaviour:likes-a-b", "behaviour", "Likes A B", "u-00001", "food")]
-    index = store.write_run("r1", "2026-12-01T00:00:00+00:00", first + second)
+    index = store.write_run("r1", "2026-12-01T00:00:00+00:00", members_by_segment(first + second))
 
     assert index["segments"]["behaviour:likes-a-b"]["members"] == PAGE
     assert store.memberships("u-00001") == [{"segment_id": "behaviour:likes-a-b", "run": "r1", "reason": "furniture"}]
@@ -209,7 +213,7 @@ def test_a_run_written_before_the_buckets_is_still_found_objected_to_and_erased(
         {"segment_id": "geography:de", "sk": "p#r0#000001", "members": {"u-00002": "lives there"}, "run": "r0"},
         {"segment_id": "#customer#u-00002", "sk": "r0", "pages": {"rfm:champions": 1, "geography:de": 1}}])
     store = SegmentStore(table)
-    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(5))
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", members_by_segment(rows(5)))
 
     assert store.memberships("u-00002") == [
         {"segment_id": "rfm:champions", "run": "r1", "reason": "bought often 2"},
@@ -226,7 +230,7 @@ def test_a_run_written_before_the_buckets_is_still_found_objected_to_and_erased(
 
 def test_a_listing_reads_only_the_pages_its_answer_needs(moto_tables, monkeypatch):
     store = SegmentStore(moto_tables["SegmentsTable"])
-    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(3 * PAGE))
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", members_by_segment(rows(3 * PAGE)))
     client, pages_read = dynamo.client(), []
     query = client.query
 
@@ -246,7 +250,7 @@ def test_a_listing_reads_only_the_pages_its_answer_needs(moto_tables, monkeypatc
 
 def test_an_objection_racing_the_expiry_of_the_customers_item_still_answers(moto_tables, monkeypatch):
     store = SegmentStore(moto_tables["SegmentsTable"])
-    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(3) + rows(3, "geography:de", "said so"))
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", members_by_segment(rows(3) + rows(3, "geography:de", "said so")))
     found = store._entries("u-00001")
     dynamo.batch_delete(moto_tables["SegmentsTable"], [entry.key for entry in found])
     monkeypatch.setattr(SegmentStore, "_entries", lambda self, user_id: found)
@@ -256,9 +260,9 @@ def test_an_objection_racing_the_expiry_of_the_customers_item_still_answers(moto
 
 def test_a_cursor_of_an_older_run_or_one_not_given_out_is_a_clear_400(moto_tables):
     store = SegmentStore(moto_tables["SegmentsTable"])
-    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(20))
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", members_by_segment(rows(20)))
     _, _, cursor = store.members("rfm:champions", 5, None)
-    store.write_run("r2", "2026-12-02T00:00:00+00:00", rows(20))
+    store.write_run("r2", "2026-12-02T00:00:00+00:00", members_by_segment(rows(20)))
 
     with pytest.raises(DomainError, match="older run") as older:
         store.members("rfm:champions", 5, cursor)
@@ -289,7 +293,7 @@ def test_a_run_stored_the_way_before_pages_is_no_run_until_the_next_one(moto_tab
         store.members("rfm:at-risk", 10, None)
     assert previous_run(LocalBus(tmp_path / "bus.jsonl"), store) == (None, None)
 
-    store.write_run("r1", "2026-12-01T00:00:00+00:00", rows(3, "rfm:at-risk"))
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", members_by_segment(rows(3, "rfm:at-risk")))
     assert store.index()["run"] == "r1"
     assert [user for user, _ in every_member(store, "rfm:at-risk", 10)] == ["u-00000", "u-00001", "u-00002"]
 
@@ -307,7 +311,7 @@ def test_more_segments_than_one_item_holds_are_indexed_in_parts_each_under_dynam
     (before, the nightly run failed writing its index)."""
     store = SegmentStore(moto_tables["SegmentsTable"])
     written = cities(800) + rows(3)
-    store.write_run("r1", "2026-12-01T00:00:00+00:00", written)
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", members_by_segment(written))
 
     index = store.index()
     assert len(index["segments"]) == 801 and index["segments"]["rfm:champions"]["members"] == 3
@@ -325,7 +329,7 @@ def test_a_runs_list_in_many_parts_names_each_customers_segments_in_order(moto_t
     monkeypatch.setattr(segments, "PAGE_CHARACTERS", 1_000)  # a part of a few ids
     store = SegmentStore(moto_tables["SegmentsTable"])
     written = cities(30)
-    store.write_run("r1", "2026-12-01T00:00:00+00:00", written)
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", members_by_segment(written))
     [record] = store._records()
     assert record["parts"] >= 3 and record["segments"] == [segment_id for segment_id, *_ in written]
 
@@ -341,7 +345,7 @@ def test_a_part_of_a_runs_list_gone_before_its_record_names_no_segment_wrongly(m
     monkeypatch.setattr(segments, "PAGE_CHARACTERS", 1_000)
     table = moto_tables["SegmentsTable"]
     store = SegmentStore(table)
-    store.write_run("r1", "2026-12-01T00:00:00+00:00", cities(30))
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", members_by_segment(cities(30)))
     parts = sorted(item["sk"] for item in stored_items(table) if item["segment_id"] == "#runs#parts")
     assert len(parts) >= 3
     dynamo.client().delete_item(TableName=table, Key=dynamo.serialize({"segment_id": "#runs#parts", "sk": parts[1]}))
@@ -358,7 +362,7 @@ def test_a_segments_members_are_read_without_reading_the_whole_index(moto_tables
     monkeypatch.setattr(segments, "PAGE_CHARACTERS", 1_000)
     store = SegmentStore(moto_tables["SegmentsTable"])
     written = cities(30)
-    store.write_run("r1", "2026-12-01T00:00:00+00:00", written)
+    store.write_run("r1", "2026-12-01T00:00:00+00:00", members_by_segment(written))
     read = []
     batch_get = dynamo.batch_get
     monkeypatch.setattr(dynamo, "batch_get", lambda table, keys, **kw: read.extend(keys) or batch_get(table, keys, **kw))

@@ -87,7 +87,7 @@ def names(tags: list[tuple[str, str, str]], family: str | None = None) -> list[s
 
 def test_no_customers_no_tags():
     everyone = segment_everyone({}, {}, {}, STATS, NOW)
-    assert everyone.tags() == {} and list(everyone.members()) == []
+    assert everyone.tags() == {} and everyone.by_segment() == []
     assert agree([]) == {}
 
 

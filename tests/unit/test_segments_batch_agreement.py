@@ -30,6 +30,7 @@ from shared.segments.families import FAMILIES
 from shared.segments.rules import CustomSegment
 from shared.segments.tags import segment_customer
 from shared.users import PurchaseSummary, User
+from tests.factories import members_by_segment
 
 NOW = datetime(2026, 11, 1, 3, 0, tzinfo=timezone.utc)
 DAY = 86_400.0
@@ -274,9 +275,16 @@ def test_every_generated_customer_gets_the_request_paths_tags_and_reasons(monkey
                                  data.definitions).rows()
         batch_seconds = time.process_time() - started
         # As the nightly read hands them over: columns, not lists.
-        from_columns = segment_everyone(data.users, HistoryColumns.of(data.histories), data.categories,
-                                        data.statistics, data.now, data.definitions).rows()
+        segmented = segment_everyone(data.users, HistoryColumns.of(data.histories), data.categories,
+                                     data.statistics, data.now, data.definitions)
+        from_columns = segmented.rows()
         expected = request_path(data, user_ids)
+        # What the store writes: each segment's members as the rows list them, block by block.
+        rows = [(ids_of[name], block.family, name, segmented.user_ids[customer], reason)
+                for block, ids_of in ((block, block.segment_ids()) for block in segmented.blocks)
+                for customer, name, reason in zip(block.customers.tolist(), block.column(block.names),
+                                                  block.column(block.reasons))]
+        assert segmented.by_segment() == members_by_segment(rows)
 
     different = [u for u in user_ids if everyone.get(u, []) != expected[u]]
     assert not different, [(u, expected[u], everyone.get(u)) for u in different[:2]]

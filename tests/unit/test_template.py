@@ -20,6 +20,7 @@ from devstack.template import (PROJECT_ROOT, api_authentication, function_enviro
                                resolve_conditions, resources)
 from devstack.gateway import load_handler
 from shared.auth import CLIENT_ROUTES, Access
+from tests.factories import members_by_segment
 
 TEMPLATE = load_template()
 FUNCTIONS = resources(TEMPLATE, "AWS::Serverless::Function")
@@ -434,7 +435,7 @@ def test_every_aws_call_the_functions_make_is_granted_by_their_policies(api, mot
     from shared.storage.segments import SegmentStore
     SegmentStore(moto_tables["SegmentsTable"]).write_run(
         "20000101T000000", (datetime.now(timezone.utc) - timedelta(days=1)).isoformat(),
-        [("lifecycle:declining", "lifecycle", "Declining", "u-2", "was declining")])
+        members_by_segment([("lifecycle:declining", "lifecycle", "Declining", "u-2", "was declining")]))
     assert api.json("PUT", "/users/u-1", {"country": "DE", "consent": {"personalization": True}})[0] == 200
     assert api.json("POST", "/events", {"events": [purchase("p-1"), view("v-1", user_id="u-2")]})[0] == 200
     assert api.json("GET", "/items/sku-1")[0] == 200

@@ -44,7 +44,8 @@ def record_runs(monkeypatch: pytest.MonkeyPatch) -> dict[str, set[tuple[str, str
     original = SegmentStore.write_run
 
     def write_run(store: SegmentStore, run: str, at: str, members: Any) -> dict[str, Any]:
-        runs[run] = {(segment_id, user_id, reason) for segment_id, _, _, user_id, reason in members}
+        runs[run] = {(group.segment_id, user_id, reason) for group in members
+                     for user_id, reason in zip(group.user_ids, group.reasons)}
         return original(store, run, at, iter([]))
 
     monkeypatch.setattr(SegmentStore, "write_run", write_run)

@@ -26,6 +26,7 @@ from shared.triggers import (MAX_MATCHED_ITEMS, MAX_VIEWED_ITEMS_PER_CUSTOMER, S
                              item_change, item_events, item_marks, schemas_markdown, segment_events,
                              viewed_item_events)
 from shared.users import User
+from tests.factories import members_by_segment
 
 NOW = datetime(2025, 6, 1, 3, 0, tzinfo=timezone.utc)
 SINCE = NOW - timedelta(days=1)
@@ -346,7 +347,8 @@ def test_the_nightly_run_writes_its_segments_when_the_bus_fails(moto_tables):
 
     store = SegmentStore(moto_tables["SegmentsTable"])
     now = datetime.now(timezone.utc)
-    store.write_run("r1", (now - timedelta(days=1)).isoformat(), [("rfm:at-risk", "rfm", "At Risk", "u-1", "was")])
+    store.write_run("r1", (now - timedelta(days=1)).isoformat(),
+                    members_by_segment([("rfm:at-risk", "rfm", "At Risk", "u-1", "was")]))
     customers = Customers(users={}, histories={"u-1": [seen("sku-1", 1)]}, categories={"sku-1": "kitchen"})
 
     index = materialize_segments(get_settings(), store, {}, now, "r2", customers, bus=Down())
@@ -363,7 +365,8 @@ def test_the_nightly_run_publishes_who_left_a_tracked_segment(moto_tables, tmp_p
     bus = LocalBus(tmp_path / "bus.jsonl")
     store = SegmentStore(moto_tables["SegmentsTable"])
     now = datetime.now(timezone.utc)
-    store.write_run("r1", (now - timedelta(days=1)).isoformat(), [("rfm:at-risk", "rfm", "At Risk", "u-1", "was")])
+    store.write_run("r1", (now - timedelta(days=1)).isoformat(),
+                    members_by_segment([("rfm:at-risk", "rfm", "At Risk", "u-1", "was")]))
     customers = Customers(users={}, histories={"u-1": [seen("sku-1", 1)]}, categories={"sku-1": "kitchen"})
 
     materialize_segments(get_settings(), store, {}, now, "r2", customers, bus=bus)
