@@ -94,6 +94,7 @@ def materialize_segments(settings: Settings, store: SegmentStore, statistics: di
     for group in members:
         tracked.see(group)
     index = store.write_run(run, now.isoformat(), members)
+    del members  # a million ids and reasons: not kept while the triggers are made
     logger.info("segments materialized", extra={"run": run, "segments": len(index["segments"]),
                                                 "customers": len(users.keys() | histories.keys())})
     publish_run_triggers(settings, bus, previous, since, tracked.run(run), customers, now)

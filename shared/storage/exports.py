@@ -57,10 +57,13 @@ class UnusableExport(Exception):
 
 
 class DamagedExport(UnusableExport):
-    """A data file an export's manifest lists is missing, empty or not a whole gzip stream."""
+    """A file of an export (its listing, or a data file it lists) is missing, empty or not a whole
+    gzip stream. Made by `of`: the message alone is its argument, so that it pickles back as
+    itself from a reader's child process."""
 
-    def __init__(self, path: Path | str, what: str) -> None:
-        super().__init__(f"export data file {path} is {what}: {NEW_EXPORT}")
+    @classmethod
+    def of(cls, path: Path | str, what: str) -> DamagedExport:
+        return cls(f"export file {path} is {what}: {NEW_EXPORT}")
 
 
 @dataclass(frozen=True)
@@ -83,12 +86,12 @@ class Export:
         stream even for no items), or a DamagedExport."""
         listing = self.root / self.summary["manifestFilesS3Key"]
         if not listing.is_file():
-            raise DamagedExport(listing, "missing")
+            raise DamagedExport.of(listing, "missing")
         files = [self.root / json.loads(line)["dataFileS3Key"]
                  for line in listing.read_text().splitlines() if line.strip()]
         for path in files:
             if not path.is_file() or path.stat().st_size == 0:
-                raise DamagedExport(path, "missing" if not path.is_file() else "empty")
+                raise DamagedExport.of(path, "missing" if not path.is_file() else "empty")
         return files
 
     def lines(self) -> Iterator[dict[str, Any]]:
@@ -108,7 +111,7 @@ def gzip_lines(path: Path, block: int = 8 << 20) -> Iterator[bytes]:
         with gzip.open(path, "rb") as data:
             yield from _non_blank_lines(_blocks(data, block))
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
-        raise DamagedExport(path, f"not a whole gzip stream ({error})") from None
+        raise DamagedExport.of(path, f"not a whole gzip stream ({error})") from None
 
 
 def compressed_lines(path: Path, block: int = 8 << 20) -> Iterator[bytes]:
@@ -275,7 +278,7 @@ def download_export(bucket: str, summary_key: str, root: Path) -> Export:
         try:
             blobs.get_file(key, target)
         except NotFound:
-            raise DamagedExport(f"s3://{bucket}/{key}", "missing") from None
+            raise DamagedExport.of(f"s3://{bucket}/{key}", "missing") from None
         return target
 
     summary = json.loads(fetch(summary_key).read_text())

@@ -254,7 +254,7 @@ def query_locally(events: list[Export], config: TrainingConfig, now: datetime, w
     except duckdb.IOException as error:  # a data file cut short: DuckDB's message names it
         if not any(folder in str(error) for folder in run.events_data):
             raise
-        raise DamagedExport(str(error).rpartition(": ")[2], f"unreadable ({error})") from None
+        raise DamagedExport.of(str(error).rpartition(": ")[2], f"unreadable ({error})") from None
     return Queried(sorted(output.iterdir()), sorted(ids.iterdir()))
 
 

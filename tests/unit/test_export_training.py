@@ -17,8 +17,9 @@ from shared.storage import dynamo
 from shared.storage.history import CustomerReads
 from shared.storage.export_queries import QueryRun, read_ids, read_interactions, statements
 from shared.storage.exports import INCREMENTAL, DamagedExport, Export, compressed_blocks, download_export, exports_in, gzip_lines, latest_chain, table_items, write_export
+from shared.storage.child_process import in_child
 from shared.storage.training_data import (TableExports, interaction_row, interaction_rows, query_locally, read_nightly,
-                                          read_nightly_from_exports)
+                                          read_nightly_from_exports, read_outcomes)
 from shared.storage.users import read_recent
 from shared.training.config import TrainingConfig
 from shared.training.interactions import EVENT_CODES, InteractionLog, Interactions, TooManyInteractions
@@ -564,3 +565,15 @@ def test_an_export_in_s3_whose_manifest_lists_a_file_the_bucket_lacks_is_refused
         download_export(MODEL_BUCKET, summary_key, tmp_path / "downloaded")
     s3.upload_file(str(lost), MODEL_BUCKET, str(lost.relative_to(tmp_path / "local")))
     assert list(download_export(MODEL_BUCKET, summary_key, tmp_path / "again").lines()) == list(export.lines())
+
+
+def test_a_damaged_file_read_in_a_child_process_is_refused_as_it_is_in_this_one(tmp_path):
+    """The events outcomes are read in a share per CPU, each but the first in a child process:
+    a cut-short file there is the same refusal, not a child that 'ended with no answer'."""
+    whole = gzip.compress(b"".join(json.dumps({"Item": {"user_id": {"S": f"u-{n}"}, "event_id": {"S": f"e-{n}"}}})
+                                   .encode() + b"\n" for n in range(5000)))
+    cut = tmp_path / "00001-cut.json.gz"
+    cut.write_bytes(whole[:len(whole) // 2])
+
+    with pytest.raises(DamagedExport, match=re.escape(f"{cut} is not a whole gzip stream")):
+        in_child(read_outcomes, [cut], {}, "2000-01-01T00:00:00Z", 100).result()
