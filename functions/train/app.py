@@ -19,7 +19,7 @@ from shared.storage.models import ModelStore
 from shared.storage.outcomes import Outcomes
 from shared.storage.secrets import configured_recommendation_key
 from shared.storage.export_queries import export_queries
-from shared.storage.exports import plan_events_export
+from shared.storage.exports import UnusableExport, plan_events_export
 from shared.storage.training_data import (SegmentsRead, download_queried, query_locally, read_nightly,
                                           read_nightly_from_exports, table_exports)
 from shared.training.config import TrainingConfig, training_config
@@ -80,18 +80,20 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         outcomes.append(read.outcomes)
         return read.training_data()
 
-    with tempfile.TemporaryDirectory() as workdir:  # downloaded exports, gone when the run ends
+    with tempfile.TemporaryDirectory() as workdir:  # downloaded exports, gone when the segments are written
         manifest = run_training(load, models, training_config(event.get("config")), now, settings.fit_device)
-    if first_model and not manifest.counts.get("interactions"):
-        models.discard(manifest)  # no purchases yet: nothing to keep but the log line
-        return manifest.model_dump(mode="json")
-    # The segments use what training read, their histories decoded now, after training, with the
-    # statistics of the version it activated; a read that failed is tried again for them.
-    try:
-        materialize_after_training(settings, models, now, segments[0].customers if segments else None, bus)
-    except StorageUnavailable as error:  # the model stands; GET /segments lists the previous run, and says when
-        logger.error("segments not materialized", extra={"reason": error.message})
-        metrics.add_metric("SegmentsNotMaterialized", "Count", 1)
+        if first_model and not manifest.counts.get("interactions"):
+            models.discard(manifest)  # no purchases yet: nothing to keep but the log line
+            return manifest.model_dump(mode="json")
+        # The segments use what training read, their histories decoded now, after training (and on
+        # the export path the users export read again), with the statistics of the version it
+        # activated; a read that failed is tried again for them.
+        try:
+            materialize_after_training(settings, models, now, segments[0].customers if segments else None, bus)
+        except (StorageUnavailable, UnusableExport) as error:  # the model stands; GET /segments lists
+            # the previous run, and says when
+            logger.error("segments not materialized", extra={"reason": str(error)})
+            metrics.add_metric("SegmentsNotMaterialized", "Count", 1)
     if outcomes and outcomes[0] is not None:
         try:
             record_results(experiments, outcomes[0], configured_recommendation_key(), now,

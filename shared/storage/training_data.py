@@ -5,7 +5,8 @@ training, which keeps the window's interactions of those it may train on, and gi
 events; each one's history for the segments is what serving reads, their recent-activity item
 from the users table's pass, or a Query for an id without one (shared/storage/recent_histories.py),
 decoded once training is done (SegmentsRead). Scans are the run's largest read, so no table is
-read twice.
+scanned twice. The export path reads files the run holds instead, and reads the users export a
+second time for the segments, after training, rather than hold every customer through the fits.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from itertools import islice
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,8 @@ from shared.storage.outcomes import OUTCOME_FIELDS, OutcomePages, Outcomes
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
 from shared.history_columns import HistoryColumns
 from shared.storage.recent_histories import NightlyHistories, nightly_histories
-from shared.storage.users import all_rows_and_recent, all_user_rows, rows_and_recent, users_from_rows
+from shared.storage.users import (UsersRead, all_rows_and_recent, all_user_rows, read_users, recent_payloads,
+                                  users_from_rows)
 from shared.training.config import TrainingConfig
 from shared.training.customers import customer_statistics
 from shared.training.interactions import EVENT_CODES, InteractionLog, Interactions, TooManyInteractions
@@ -45,6 +47,10 @@ from shared.training.interests import declared
 from shared.training.pipeline import TrainingData
 from shared.users import User, may_personalize, may_profile
 
+# From this many items in the users export (customers and their companion items) what training
+# uses of them is read in a child process: below it, a child's start (a fresh interpreter, about a
+# second and 80 MB) costs more than the memory the customers leave behind in this one.
+CUSTOMERS_IN_A_CHILD_FROM = 250_000
 EXPORT_PAGE = 10_000  # export lines handed to the page handlers at a time, as a Scan's pages are
 TRAINING_FIELDS = ("user_id", "item_id", "event_type", "quantity", "ts", "order_id")
 EVENT_KEY = ("user_id", "event_id")
@@ -71,20 +77,21 @@ class Queried:
 
 
 class SegmentsRead:
-    """What the segments need of a nightly read. The histories (those the read did not decode
-    while it waited) are decoded when first asked for: the segments are computed after training,
-    with the statistics of the version it activates, so training does not wait for them (at 10M
-    events over a minute of Python)."""
+    """What the segments need of a nightly read: `inputs` gives the customers and their histories
+    when first asked for. The segments are computed after training, with the statistics of the
+    version it activates, so training does not wait for the histories (at 10M events over a
+    minute of Python); on the export path the customers are read again then too, so training
+    does not hold them either."""
 
-    def __init__(self, users: dict[str, User], categories: dict[str, str],
-                 histories: Callable[[], HistoryColumns]) -> None:
-        self._users, self._categories, self._histories = users, categories, histories
+    def __init__(self, categories: dict[str, str],
+                 inputs: Callable[[], tuple[dict[str, User], HistoryColumns]]) -> None:
+        self._categories, self._inputs = categories, inputs
 
     @cached_property
     def customers(self) -> Customers:
         with cycle_collection_paused():  # millions of new lists: the collector would walk them over and over
-            customers = Customers(self._users, self._histories(), self._categories)
-        del self._histories  # and the payloads it holds
+            customers = Customers(*self._inputs(), self._categories)
+        del self._inputs  # and the payloads it holds
         return customers
 
 
@@ -113,8 +120,10 @@ def read_nightly(events_table: str, users_table: str, items_table: str, config: 
 def _read_nightly(events_table: str, users_table: str, items_table: str, config: TrainingConfig, now: datetime,
                   segments: int, outcomes_since: str | None) -> NightlyRead:
     rows, recent = all_rows_and_recent(users_table, segments)
-    users, excluded = _users_of(rows)
-    training = _TrainingPages(config, now, excluded)
+    stored = _users_of(rows)
+    del rows
+    customers = TrainingCustomers.of(stored, now)
+    training = _TrainingPages(config, now, customers.excluded)
     outcomes = OutcomePages(outcomes_since) if outcomes_since else None
     with_events = EventIds()
 
@@ -128,22 +137,22 @@ def _read_nightly(events_table: str, users_table: str, items_table: str, config:
     scan_events(events_table, on_page, tuple(dict.fromkeys((*USER_HISTORY_FIELDS, *OUTCOME_FIELDS))), segments)
     categories, titles = catalog_labels(items_table)
     ids = with_events.sorted()
-    return NightlyRead(SegmentsRead(users, categories, lambda: nightly_histories(ids, recent, events_table)),
-                       None if training.overflow else training.finish(users, excluded, now, categories, titles),
-                       training.overflow, _joined(outcomes, users))
+    return NightlyRead(SegmentsRead(categories, lambda: (stored.users, nightly_histories(ids, recent, events_table))),
+                       None if training.overflow else training.finish(customers, now, categories, titles),
+                       training.overflow, _joined(outcomes, customers))
 
 
 def load_training_data(events_table: str, users_table: str, config: TrainingConfig, now: datetime,
                        segments: int = SCAN_SEGMENTS) -> TrainingData:
     """Training alone: DynamoDB filters the events to the window."""
-    users, excluded = _users(users_table, segments)
-    training = _TrainingPages(config, now, excluded)
+    customers = TrainingCustomers.of(_users_of(all_user_rows(users_table, segments)), now)
+    training = _TrainingPages(config, now, customers.excluded)
     scan_events(events_table, training.add_page, TRAINING_FIELDS, segments,
                 FilterExpression=f"#f{TRAINING_FIELDS.index('ts')} BETWEEN :start AND :end",
                 ExpressionAttributeValues={":start": {"S": training.window_start}, ":end": {"S": training.window_end}})
     if training.overflow is not None:
         raise training.overflow
-    return training.finish(users, excluded, now)
+    return training.finish(customers, now)
 
 
 def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime, queried: Queried,
@@ -157,11 +166,18 @@ def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now
     page handler.
 
     The reads are Python work on every line, so they are spread over processes: the query's
-    interactions are read in a child process, started first, while this one reads the users (the
-    customers left out of training are taken out of the child's interactions after) and decodes
-    histories until the child is done, and the events export's files in `readers` shares (by
-    default one per CPU), the first here and each other in a child process of its own. The limit
-    on interactions counts those the child holds, the left-out customers' too."""
+    interactions are read in a child process, and what training uses of the customers
+    (TrainingCustomers) in another (past CUSTOMERS_IN_A_CHILD_FROM), both started first, while
+    this one reads the ids and the catalog (the customers left out of training are taken out of
+    the child's interactions after); the events export's files in `readers` shares (by default
+    one per CPU), the first here and each other in a child process of its own. The limit on
+    interactions counts those the child holds, the left-out customers' too.
+
+    So training's process does not hold the customers through the fits (nor, past that size, ever
+    makes them): the segments read the users export again once training is done, with their
+    recent-activity items (SegmentsRead). At 500,000 customers they are 400 MB of Python objects,
+    and a process that has made them keeps most of that memory after it lets them go. Reading
+    again costs CPU, not money: the files are the run's own (downloaded or local), not a Scan."""
     with cycle_collection_paused():
         return _read_nightly_from_exports(exports, config, now, queried, events_table, page_size, outcomes_since,
                                           readers or cpus())
@@ -174,31 +190,36 @@ def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, no
         outcomes: OutcomesRead | None = None
         interactions = children.enter_context(in_child(read_interactions, queried.interactions, queried.ids,
                                                        config.max_interactions))
+        if _items(exports.users) >= CUSTOMERS_IN_A_CHILD_FROM:
+            customers_of = children.enter_context(in_child(training_customers, exports.users, now)).result
+        else:
+            customers_of = partial(training_customers, exports.users, now)
         if outcomes_since:
             changes = chain_changes(exports.events[1:], EVENT_KEY)
             first, *others = file_shares(exports.events[0].data_files(), readers)
-            # The other shares start first: they need nothing of the users, read here meanwhile.
             running = [children.enter_context(in_child(read_outcomes, share, changes, outcomes_since, page_size))
                        for share in others]
-        rows, recent = rows_and_recent(table_items(exports.users, ("user_id",)))
-        users, excluded = _users_of(rows)
-        del rows
-        if outcomes_since:
             outcomes = read_outcomes(first, changes, outcomes_since, page_size)
             for share in running:
                 outcomes.extend(share.result())
             outcomes.add_items(added_items(changes, outcomes.met), page_size)
-        histories = NightlyHistories(read_ids(queried.ids).users, recent, events_table)
-        # Histories decoded while the child reads are time training does not wait for; the
-        # others are decoded after it.
-        while not interactions.ready() and histories.decode_page():
-            pass
-        training = _TrainingPages(config, now, excluded)
+        ids = read_ids(queried.ids).users
+        categories, titles = catalog_labels_of(table_items(exports.items, ("item_id",)))
+        customers = customers_of()
+        training = _TrainingPages(config, now, customers.excluded)
         training.take_queried(interactions)
-    categories, titles = catalog_labels_of(table_items(exports.items, ("item_id",)))
-    return NightlyRead(SegmentsRead(users, categories, histories.finish),
-                       None if training.overflow else training.finish(users, excluded, now, categories, titles),
-                       training.overflow, _joined(outcomes.outcomes if outcomes else None, users))
+    return NightlyRead(SegmentsRead(categories, lambda: _segments_inputs(exports.users, ids, events_table)),
+                       None if training.overflow else training.finish(customers, now, categories, titles),
+                       training.overflow, _joined(outcomes.outcomes if outcomes else None, customers))
+
+
+def _segments_inputs(users: list[Export], ids: list[str], events_table: str) -> tuple[dict[str, User], HistoryColumns]:
+    """The customers and the histories of the ids with events, from the users export, read again
+    after training. The histories first, in a pass of their own: the customers then take some of
+    the memory the payloads leave as they are decoded, where read together both stood at once (at
+    10M events the run's peak, 1.85 GB, went down to 1.6 for a pass costing about 3 s)."""
+    histories = NightlyHistories(ids, recent_payloads(table_items(users, ("user_id",))), events_table).finish()
+    return read_users(table_items(users, ("user_id",))).users, histories
 
 
 class OutcomesRead:
@@ -272,10 +293,10 @@ def download_queried(bucket: str, prefixes: dict[str, str], workdir: Path) -> Qu
     return Queried(**found)
 
 
-def _joined(outcomes: OutcomePages | None, users: dict[str, User]) -> Outcomes | None:
+def _joined(outcomes: OutcomePages | None, customers: TrainingCustomers) -> Outcomes | None:
     if outcomes is None:
         return None
-    return outcomes.outcomes.joined({user_id: user.linked_to for user_id, user in users.items() if user.linked_to})
+    return outcomes.outcomes.joined(customers.linked_to)
 
 
 class NoExport(UnusableExport):
@@ -300,17 +321,47 @@ def table_exports(tables: dict[str, str], local_dir: str | None, bucket: str,
     return TableExports(**chains)
 
 
-def _users(users_table: str, segments: int) -> tuple[dict[str, User], set[str]]:
-    return _users_of(all_user_rows(users_table, segments))
+def _users_of(rows: dict[str, dict[str, Any]]) -> UsersRead:
+    return UsersRead(users_from_rows(rows), {user_id: row["erasure_status"] for user_id, row in rows.items()
+                                             if "erasure_status" in row})
 
 
-def _users_of(rows: dict[str, dict[str, Any]]) -> tuple[dict[str, User], set[str]]:
-    """Every stored customer, and those not to train on: objected, or being erased (an erasure
-    that ran out of time has left events still to delete)."""
-    users = users_from_rows(rows)
-    excluded = {user_id for user_id, user in users.items() if not may_personalize(user)}
-    excluded |= {user_id for user_id, row in rows.items() if row.get("erasure_status") == ERASURE_IN_PROGRESS}
-    return users, excluded
+@dataclass(frozen=True)
+class TrainingCustomers:
+    """What training uses of the customers, not the customers themselves (at 500,000 they are
+    400 MB of Python objects, which a process does not give back once it has made them)."""
+
+    excluded: set[str]  # not to train on: objected, or being erased (an erasure that ran out of
+    # time has left events still to delete)
+    countries: dict[str, str]  # of those trained on
+    interests: dict[str, list[str]]  # declared, of those trained on
+    statistics: dict[str, Any]  # the segments' thresholds: customer_statistics
+    linked_to: dict[str, str]  # visitor ids linked to a customer: outcomes count for the customer
+
+    @classmethod
+    def of(cls, read: UsersRead, now: datetime) -> TrainingCustomers:
+        users = read.users
+        excluded = {user_id for user_id, user in users.items() if not may_personalize(user)}
+        excluded |= {user_id for user_id, status in read.erasure_status.items() if status == ERASURE_IN_PROGRESS}
+        trained = [user for user_id, user in users.items() if user_id not in excluded]
+        # The customer statistics are over those who may be profiled (an erasure's suppression
+        # record holds no purchases, so it counts for nothing).
+        profiled = [user for user in users.values() if may_profile(user)]
+        return cls(excluded, {u.user_id: u.country for u in trained if u.country},
+                   {u.user_id: [key for key, _ in found] for u in trained if (found := declared(u.attributes))},
+                   customer_statistics([u.summary for u in profiled], now),
+                   {user_id: user.linked_to for user_id, user in users.items() if user.linked_to})
+
+
+def training_customers(users: list[Export], now: datetime) -> TrainingCustomers:
+    """TrainingCustomers of a users export: run in a child process past CUSTOMERS_IN_A_CHILD_FROM,
+    so that the customers it makes are gone with it and training's process never holds them."""
+    return TrainingCustomers.of(read_users(table_items(users, ("user_id",))), now)
+
+
+def _items(chain: list[Export]) -> int:
+    """The items of the chain's full export, as its summary counts them."""
+    return int(chain[0].summary.get("itemCount", 0)) if chain else 0
 
 
 class _TrainingPages:
@@ -361,20 +412,13 @@ class _TrainingPages:
         except TooManyInteractions as error:
             self.overflow = error
 
-    def finish(self, users: dict[str, User], excluded: set[str], now: datetime,
-               categories: dict[str, str] | None = None, titles: dict[str, str] | None = None) -> TrainingData:
-        trained = [user for user_id, user in users.items() if user_id not in excluded]
-        # The customer statistics are the segments' thresholds: over those who may be profiled (an
-        # erasure's suppression record holds no purchases, so it counts for nothing).
-        profiled = [user for user in users.values() if may_profile(user)]
+    def finish(self, customers: TrainingCustomers, now: datetime, categories: dict[str, str] | None = None,
+               titles: dict[str, str] | None = None) -> TrainingData:
         return TrainingData(
             categories=categories or {}, titles=titles or {},
             interactions=self.queried if self.queried is not None else net_of_returns(self.log.finish(), self.returned),
-            end=now.timestamp(),
-            countries={u.user_id: u.country for u in trained if u.country},
-            interests={u.user_id: [key for key, _ in found] for u in trained if (found := declared(u.attributes))},
-            customer_statistics=customer_statistics([u.summary for u in profiled], now),
-            excluded_users=len(excluded),
+            end=now.timestamp(), countries=customers.countries, interests=customers.interests,
+            customer_statistics=customers.statistics, excluded_users=len(customers.excluded),
         )
 
 

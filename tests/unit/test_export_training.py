@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
+import inspect
 import json
 import re
 from datetime import datetime, timedelta, timezone
@@ -17,10 +19,12 @@ from shared.storage import dynamo
 from shared.storage.history import CustomerReads
 from shared.storage.export_queries import QueryRun, read_ids, read_interactions, statements
 from shared.storage.exports import INCREMENTAL, DamagedExport, Export, compressed_blocks, download_export, exports_in, gzip_lines, latest_chain, table_items, write_export
+from shared.storage import training_data
 from shared.storage.child_process import in_child
 from shared.storage.training_data import (TableExports, interaction_row, interaction_rows, query_locally, read_nightly,
                                           read_nightly_from_exports, read_outcomes)
-from shared.storage.users import read_recent
+from shared.storage.users import all_user_rows, read_recent
+from shared.users import User
 from shared.training.config import TrainingConfig
 from shared.training.interactions import EVENT_CODES, InteractionLog, Interactions, TooManyInteractions
 from tests.export_files import incremental_changes, write_changes
@@ -577,3 +581,69 @@ def test_a_damaged_file_read_in_a_child_process_is_refused_as_it_is_in_this_one(
 
     with pytest.raises(DamagedExport, match=re.escape(f"{cut} is not a whole gzip stream")):
         in_child(read_outcomes, [cut], {}, "2000-01-01T00:00:00Z", 100).result()
+
+
+def live_customers() -> int:
+    gc.collect()
+    return sum(isinstance(thing, User) for thing in gc.get_objects())
+
+
+@pytest.mark.parametrize("in_a_child", [False, True])
+def test_training_on_the_export_path_holds_no_customer_and_the_segments_read_them_after_it(
+        seeded, tmp_path, monkeypatch, in_a_child):
+    """The fits need the customers' countries, interests and statistics, not the customers: at
+    500,000 they are 400 MB of the run's peak. A large users export is read for them in a child
+    process (the customers it makes are gone with it), a small one in this one."""
+    exports = export_all(seeded, tmp_path / "exports")
+    config, now = TrainingConfig(), datetime.now(timezone.utc)
+    scanned = read_nightly(seeded["EventsTable"], seeded["UsersTable"], seeded["ItemsTable"], config, now)
+    expected = scanned.training_data()
+    del scanned
+    if in_a_child:
+        monkeypatch.setattr(training_data, "CUSTOMERS_IN_A_CHILD_FROM", 1)
+    started: list[str] = []
+    monkeypatch.setattr(training_data, "in_child", lambda function, *args: started.append(function.__name__)
+                        or in_child(function, *args))
+    before = live_customers()
+
+    read = read_nightly_from_exports(exports, config, now, query_locally(exports.events, config, now, tmp_path),
+                                     seeded["EventsTable"])
+    training = read.training_data()
+
+    assert live_customers() == before
+    assert (training.customer_statistics, training.countries, training.interests, training.excluded_users) == (
+        expected.customer_statistics, expected.countries, expected.interests, expected.excluded_users)
+    assert expected.excluded_users > 0 and expected.interests
+    assert ("training_customers" in started) == in_a_child
+    stored = len(all_user_rows(seeded["UsersTable"]))
+    assert len(read.segments.customers.users) == stored > 0
+    assert live_customers() == before + stored
+
+
+def test_a_users_export_damaged_after_training_leaves_the_model_and_says_the_segments_were_not_written(
+        seeded, tmp_path, monkeypatch, caplog):
+    """The segments read the users export again after training: a file gone by then (deleted by
+    hand) costs that night's segments, not the model, and the log names the file."""
+    export_root = tmp_path / "exports"
+    exports = export_all(seeded, export_root)
+    monkeypatch.setenv("TRAINING_PATH", "export")
+    monkeypatch.setenv("LOCAL_EXPORT_DIR", str(export_root))
+    from shared.config import get_settings
+    get_settings.cache_clear()
+    handler = train_handler()
+    module = inspect.unwrap(handler).__globals__
+    trained = module["run_training"]
+    victims: list[Path] = []
+
+    def then_damaged(*args: Any, **kwargs: Any) -> Any:
+        manifest = trained(*args, **kwargs)
+        victims.append(damaged(exports.users[0], "missing"))
+        return manifest
+
+    monkeypatch.setitem(module, "run_training", then_damaged)
+
+    manifest = handler({"config": A_MODEL_SERVES}, LambdaContext(function_name="TrainFunction"))
+
+    assert manifest["status"] in ("accepted", "rejected"), manifest["reason"]
+    [failure] = [record for record in caplog.records if record.getMessage() == "segments not materialized"]
+    assert victims[0].name in failure.reason and "take a new full export" in failure.reason
