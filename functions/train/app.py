@@ -86,8 +86,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             models.discard(manifest)  # no purchases yet: nothing to keep but the log line
             return manifest.model_dump(mode="json")
         # The segments use what training read, their histories decoded now, after training (and on
-        # the export path the users export read again), with the statistics of the version it
-        # activated; a read that failed is tried again for them.
+        # the export path the users export read again, so the exports stay until then), with the
+        # statistics of the version it activated. A training read that failed is tried again
+        # for them (a Scan); a users export gone since training costs the night's segments.
         try:
             materialize_after_training(settings, models, now, segments[0].customers if segments else None, bus)
         except (StorageUnavailable, UnusableExport) as error:  # the model stands; GET /segments lists

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import select
 import subprocess
 import sys
 import tempfile
@@ -47,12 +46,6 @@ class Running:
         if not ok:
             raise value
         return value
-
-    def ready(self) -> bool:
-        """Whether result() would answer without waiting: the child writes its answer only once
-        it is done (or its stream ends, if it died)."""
-        assert self.process.stdout is not None
-        return self._done is not None or bool(select.select([self.process.stdout], [], [], 0)[0])
 
     def __enter__(self) -> Running:
         return self

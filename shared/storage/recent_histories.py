@@ -42,43 +42,21 @@ def nightly_histories(user_ids: Iterable[str], recent: dict[str, bytes | None], 
     """The history of each of `user_ids` (the ids with stored events) as serving reads it: from
     its recent-activity payload in `recent` (owner -> stored events), else by Query. `recent` is
     emptied of the payloads read as they are decoded: at 10M events they are 250 MB."""
-    return NightlyHistories(user_ids, recent, events_table).finish()
-
-
-class NightlyHistories:
-    """nightly_histories a page at a time: a caller with time on its hands decodes a page
-    (`decode_page`) and `finish` does the rest."""
-
-    def __init__(self, user_ids: Iterable[str], recent: dict[str, bytes | None], events_table: str) -> None:
-        ids = list(dict.fromkeys(user_ids))
-        self.recent, self.events_table = recent, events_table
-        self.columns = _Columns()
-        self.without = [user for user in ids if user not in recent]
-        self.owners = [user for user in ids if user in recent]
-        self.decoded = 0  # of owners
-        self.unreadable: list[str] = []
-
-    def decode_page(self) -> bool:
-        """The next PAGE owners' histories; False once every payload is decoded."""
-        if self.decoded >= len(self.owners):
-            return False
-        page = self.owners[self.decoded:self.decoded + PAGE]
-        self.decoded += len(page)
-        self.unreadable += self.columns.add_page(page, self.recent)
-        return True
-
-    def finish(self) -> HistoryColumns:
-        while self.decode_page():
-            pass
-        queried = self.without + self.unreadable
-        if queried:
-            logger.warning("histories read by Query: ids with events but no readable recent-activity item",
-                           extra={"ids": len(queried), "unreadable_items": len(self.unreadable),
-                                  "fix": "devstack backfill-recent-activity (docs/operations.md)"})
-            with ThreadPoolExecutor(max_workers=QUERY_THREADS) as pool:
-                self.columns.add_histories(queried, list(pool.map(
-                    lambda user: recent_history(self.events_table, user), queried)))
-        return self.columns.finish()
+    ids = list(dict.fromkeys(user_ids))
+    without = [user for user in ids if user not in recent]
+    owners = [user for user in ids if user in recent]
+    columns = _Columns()
+    unreadable: list[str] = []
+    for start in range(0, len(owners), PAGE):
+        unreadable += columns.add_page(owners[start:start + PAGE], recent)
+    queried = without + unreadable
+    if queried:
+        logger.warning("histories read by Query: ids with events but no readable recent-activity item",
+                       extra={"ids": len(queried), "unreadable_items": len(unreadable),
+                              "fix": "devstack backfill-recent-activity (docs/operations.md)"})
+        with ThreadPoolExecutor(max_workers=QUERY_THREADS) as pool:
+            columns.add_histories(queried, list(pool.map(lambda user: recent_history(events_table, user), queried)))
+    return columns.finish()
 
 
 class _Columns:

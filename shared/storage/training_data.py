@@ -1,12 +1,13 @@
-"""What a nightly run reads, each table once: the training window and every customer's segments inputs.
+"""What a nightly run reads: the training window and every customer's segments inputs.
 
 Users, events and items are each scanned in one parallel pass. Every events page is handed to
 training, which keeps the window's interactions of those it may train on, and gives the ids with
 events; each one's history for the segments is what serving reads, their recent-activity item
 from the users table's pass, or a Query for an id without one (shared/storage/recent_histories.py),
-decoded once training is done (SegmentsRead). Scans are the run's largest read, so no table is
-scanned twice. The export path reads files the run holds instead, and reads the users export a
-second time for the segments, after training, rather than hold every customer through the fits.
+decoded once training is done (SegmentsRead). Scans are the run's largest read, so the scan path
+scans each table once. The export path reads files the run holds instead, and reads the users
+export three times rather than hold every customer through the fits: for what training uses of
+the customers, then after training for the histories, and for the customers themselves.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from shared.storage.exports import (DamagedExport, Export, Key, UnusableExport, 
 from shared.storage.outcomes import OUTCOME_FIELDS, OutcomePages, Outcomes
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
 from shared.history_columns import HistoryColumns
-from shared.storage.recent_histories import NightlyHistories, nightly_histories
+from shared.storage.recent_histories import nightly_histories
 from shared.storage.users import (UsersRead, all_rows_and_recent, all_user_rows, read_users, recent_payloads,
                                   users_from_rows)
 from shared.training.config import TrainingConfig
@@ -190,22 +191,24 @@ def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, no
         outcomes: OutcomesRead | None = None
         interactions = children.enter_context(in_child(read_interactions, queried.interactions, queried.ids,
                                                        config.max_interactions))
-        if _items(exports.users) >= CUSTOMERS_IN_A_CHILD_FROM:
-            customers_of = children.enter_context(in_child(training_customers, exports.users, now)).result
-        else:
-            customers_of = partial(training_customers, exports.users, now)
+        customers_of = (children.enter_context(in_child(training_customers, exports.users, now)).result
+                        if _items(exports.users) >= CUSTOMERS_IN_A_CHILD_FROM
+                        else partial(training_customers, exports.users, now))
         if outcomes_since:
             changes = chain_changes(exports.events[1:], EVENT_KEY)
             first, *others = file_shares(exports.events[0].data_files(), readers)
             running = [children.enter_context(in_child(read_outcomes, share, changes, outcomes_since, page_size))
                        for share in others]
+        # Taken before this process reads its share of the outcomes: a child whose answer is
+        # bigger than a pipe holds stays alive, with every customer it read, until it is taken.
+        customers = customers_of()
+        if outcomes_since:
             outcomes = read_outcomes(first, changes, outcomes_since, page_size)
             for share in running:
                 outcomes.extend(share.result())
             outcomes.add_items(added_items(changes, outcomes.met), page_size)
         ids = read_ids(queried.ids).users
         categories, titles = catalog_labels_of(table_items(exports.items, ("item_id",)))
-        customers = customers_of()
         training = _TrainingPages(config, now, customers.excluded)
         training.take_queried(interactions)
     return NightlyRead(SegmentsRead(categories, lambda: _segments_inputs(exports.users, ids, events_table)),
@@ -218,7 +221,7 @@ def _segments_inputs(users: list[Export], ids: list[str], events_table: str) -> 
     after training. The histories first, in a pass of their own: the customers then take some of
     the memory the payloads leave as they are decoded, where read together both stood at once (at
     10M events the run's peak, 1.85 GB, went down to 1.6 for a pass costing about 3 s)."""
-    histories = NightlyHistories(ids, recent_payloads(table_items(users, ("user_id",))), events_table).finish()
+    histories = nightly_histories(ids, recent_payloads(table_items(users, ("user_id",))), events_table)
     return read_users(table_items(users, ("user_id",))).users, histories
 
 
@@ -355,7 +358,9 @@ class TrainingCustomers:
 
 def training_customers(users: list[Export], now: datetime) -> TrainingCustomers:
     """TrainingCustomers of a users export: run in a child process past CUSTOMERS_IN_A_CHILD_FROM,
-    so that the customers it makes are gone with it and training's process never holds them."""
+    so that the customers it makes are gone with it and training's process never holds them.
+    A row that does not read is logged by the segments' read of the same export (a child's log is
+    not kept; below the threshold the row is logged by both reads)."""
     return TrainingCustomers.of(read_users(table_items(users, ("user_id",))), now)
 
 

@@ -54,22 +54,3 @@ def test_leaving_early_stops_the_child():
     with pytest.raises(RuntimeError), in_child(sleeps, 60) as running:
         raise RuntimeError("the caller failed first")
     assert running.process.poll() is not None
-
-
-def test_a_child_is_ready_once_its_answer_can_be_taken_without_waiting():
-    with in_child(sleeps, 1.0) as running:
-        assert not running.ready()
-        deadline = time.monotonic() + 30
-        while not running.ready():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        started = time.monotonic()
-        assert running.result() is None
-        assert time.monotonic() - started < 0.5 and running.ready()
-    with in_child(dies) as running:  # a child that died is ready too: result() raises at once
-        deadline = time.monotonic() + 30
-        while not running.ready():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        with pytest.raises(ChildFailed):
-            running.result()

@@ -340,10 +340,11 @@ def test_the_sql_folds_an_export_chain_as_the_table_stands_at_its_last_export(se
     assert ("u-00002", bought["item_id"]["S"]) in ours
 
 
-def test_the_read_spread_over_processes_reads_what_the_scan_reads(seeded, tmp_path):
+def test_the_read_spread_over_processes_reads_what_the_scan_reads(seeded, tmp_path, monkeypatch):
     """The events export in small files, read in three shares (two in child processes) while the
-    query's output is read in another, over a chain that changed, deleted and added events after
-    the full export: histories, outcomes and training data are the Scan path's, as with one reader."""
+    query's output is read in another, and what training uses of the customers in a third, over
+    a chain that changed, deleted and added events after the full export: histories, outcomes and
+    training data are the Scan path's, as with one reader and the customers read here."""
     events, keys = seeded["EventsTable"], ("user_id", "event_id")
     full = write_export(events, tmp_path / "events", now=datetime(2026, 12, 1, tzinfo=timezone.utc), items_per_file=60)
     assert len(full.data_files()) >= 6
@@ -369,7 +370,8 @@ def test_the_read_spread_over_processes_reads_what_the_scan_reads(seeded, tmp_pa
                            items=[write_export(seeded["ItemsTable"], tmp_path / "items")])
     queried = query_locally(chain, config, now, tmp_path)
     assert scanned.outcomes is not None and scanned.outcomes.touches and scanned.outcomes.purchases
-    for readers in (1, 3):
+    for readers, customers_in_a_child_from in ((1, training_data.CUSTOMERS_IN_A_CHILD_FROM), (3, 1)):
+        monkeypatch.setattr(training_data, "CUSTOMERS_IN_A_CHILD_FROM", customers_in_a_child_from)
         read = read_nightly_from_exports(exports, config, now, queried, events, page_size=25, outcomes_since=since,
                                          readers=readers)
         assert read.segments.customers.histories == scanned.segments.customers.histories
@@ -377,6 +379,7 @@ def test_the_read_spread_over_processes_reads_what_the_scan_reads(seeded, tmp_pa
         assert sorted(map(repr, read.outcomes.touches)) == sorted(map(repr, scanned.outcomes.touches))
         assert sorted(map(repr, read.outcomes.purchases)) == sorted(map(repr, scanned.outcomes.purchases))
         assert rows_of(read.training_data().interactions) == rows_of(scanned.training_data().interactions)
+        assert read.training_data().customer_statistics == scanned.training_data().customer_statistics
 
 
 def hand_written_events(now: datetime) -> list[dict[str, Any]]:
@@ -613,6 +616,8 @@ def test_training_on_the_export_path_holds_no_customer_and_the_segments_read_the
     assert live_customers() == before
     assert (training.customer_statistics, training.countries, training.interests, training.excluded_users) == (
         expected.customer_statistics, expected.countries, expected.interests, expected.excluded_users)
+    # Those left out are the same customers, not only as many: their interactions are gone alike.
+    assert rows_of(training.interactions) == rows_of(expected.interactions)
     assert expected.excluded_users > 0 and expected.interests
     assert ("training_customers" in started) == in_a_child
     stored = len(all_user_rows(seeded["UsersTable"]))

@@ -19,7 +19,7 @@ from shared.recent import RECENT_EVENTS, RecentActivity, RecentEvent, decode, en
 from shared.storage import dynamo
 from shared.storage.events import EventStore, event_item
 from shared.storage.history import recent_history
-from shared.storage.recent_histories import NightlyHistories, nightly_histories
+from shared.storage.recent_histories import nightly_histories
 from shared.storage.users import all_rows_and_recent
 
 NOW = datetime(2026, 11, 1, 3, 0, tzinfo=timezone.utc)
@@ -88,18 +88,14 @@ def event(n: int, user: str, **fields: object) -> Event:
                                 context={"now": now, "max_future_seconds": 300})
 
 
-def test_histories_decoded_some_pages_early_and_the_rest_later_are_the_same(monkeypatch):
+def test_histories_decoded_a_page_at_a_time_are_as_served_and_each_payload_is_let_go(monkeypatch):
     monkeypatch.setattr(recent_histories, "PAGE", 7)
     payloads = recent_items(60)
     left = dict(payloads)
-    reading = NightlyHistories(list(payloads), left, NO_TABLE)
 
-    assert reading.decode_page() and reading.decode_page()
-    assert len(left) == len(payloads) - 14  # each decoded payload is let go
-    histories = reading.finish()
+    histories = nightly_histories(list(payloads), left, NO_TABLE)
 
     assert list(histories) == list(payloads) and dict(histories) == served(payloads) and not left
-    assert not reading.decode_page()
 
 
 def test_an_id_without_a_readable_item_is_read_by_query_and_costs_no_other_customer(moto_tables):

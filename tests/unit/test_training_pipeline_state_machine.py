@@ -35,6 +35,7 @@ from shared.storage import pipeline as pipeline_store
 from shared.storage.blobs import S3Blobs
 from shared.storage.exports import Export, table_items, write_export
 from shared.storage.models import ModelStore
+from shared.storage.segments import SegmentStore
 from shared.storage.training_data import read_nightly
 from shared.training.config import TrainingConfig
 from tests.conftest import MODEL_BUCKET, TEMPLATE
@@ -436,6 +437,9 @@ def test_a_nightly_run_exports_the_tables_and_activates_a_model_trained_from_the
     assert (manifest["status"], manifest["active"]) == ("accepted", True), manifest["reason"]
     assert ModelStore(S3Blobs(MODEL_BUCKET)).active().version == manifest["version"]
     assert manifest["counts"]["interactions"] == at_export  # from the exports, not the table
+    # The segments read the downloaded users export again after training: it is still there.
+    index = SegmentStore(get_settings().segments_table).index()
+    assert index is not None and index["segments"], "the night's segments were not written"
     # The handler got each table's manifest-summary.json, in DynamoDB's layout under the run's prefix.
     event, = stack.fit.events
     sample = json.loads((PROJECT_ROOT / "events" / "train" / "from_exports.json").read_text())
