@@ -39,8 +39,7 @@ from shared.storage.outcomes import OUTCOME_FIELDS, OutcomePages, Outcomes
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
 from shared.history_columns import HistoryColumns
 from shared.storage.recent_histories import nightly_histories
-from shared.storage.users import (UsersRead, all_rows_and_recent, all_user_rows, read_users, recent_payloads,
-                                  users_from_rows)
+from shared.storage.users import UsersRead, all_rows_and_recent, all_user_rows, read_users, recent_payloads
 from shared.training.config import TrainingConfig
 from shared.training.customers import customer_statistics
 from shared.training.interactions import EVENT_CODES, InteractionLog, Interactions, TooManyInteractions
@@ -121,7 +120,7 @@ def read_nightly(events_table: str, users_table: str, items_table: str, config: 
 def _read_nightly(events_table: str, users_table: str, items_table: str, config: TrainingConfig, now: datetime,
                   segments: int, outcomes_since: str | None) -> NightlyRead:
     rows, recent = all_rows_and_recent(users_table, segments)
-    stored = _users_of(rows)
+    stored = UsersRead.of_rows(rows)
     del rows
     customers = TrainingCustomers.of(stored, now)
     training = _TrainingPages(config, now, customers.excluded)
@@ -146,7 +145,7 @@ def _read_nightly(events_table: str, users_table: str, items_table: str, config:
 def load_training_data(events_table: str, users_table: str, config: TrainingConfig, now: datetime,
                        segments: int = SCAN_SEGMENTS) -> TrainingData:
     """Training alone: DynamoDB filters the events to the window."""
-    customers = TrainingCustomers.of(_users_of(all_user_rows(users_table, segments)), now)
+    customers = TrainingCustomers.of(UsersRead.of_rows(all_user_rows(users_table, segments)), now)
     training = _TrainingPages(config, now, customers.excluded)
     scan_events(events_table, training.add_page, TRAINING_FIELDS, segments,
                 FilterExpression=f"#f{TRAINING_FIELDS.index('ts')} BETWEEN :start AND :end",
@@ -322,11 +321,6 @@ def table_exports(tables: dict[str, str], local_dir: str | None, bucket: str,
         if not chains[role]:
             raise NoExport(f"no export of {table} under {local_dir}: run ./dev export")
     return TableExports(**chains)
-
-
-def _users_of(rows: dict[str, dict[str, Any]]) -> UsersRead:
-    return UsersRead(users_from_rows(rows), {user_id: row["erasure_status"] for user_id, row in rows.items()
-                                             if "erasure_status" in row})
 
 
 @dataclass(frozen=True)

@@ -679,6 +679,12 @@ class UsersRead:
     users: dict[str, User]
     erasure_status: dict[str, Any]
 
+    @classmethod
+    def of_rows(cls, rows: dict[str, dict[str, Any]]) -> UsersRead:
+        """Of stored rows, by user id (a Scan's, deserialized)."""
+        return cls(users_from_rows(rows), {user_id: row["erasure_status"] for user_id, row in rows.items()
+                                           if "erasure_status" in row})
+
 
 def read_users(items: Iterable[dict[str, Any]]) -> UsersRead:
     """The customers of raw items of the users table, as users_from_rows makes them, a row at a
