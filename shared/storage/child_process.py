@@ -5,7 +5,8 @@ starts a fresh interpreter (`python -m shared.storage.child_process`, fork and e
 another thread held is copied, and nothing of the caller's main module runs again: Lambda's is
 its runtime's bootstrap) that imports the function by name, runs it on the arguments and sends
 back what it returns or raises, pickled through a pipe. The caller goes on with its own share
-meanwhile and takes the result when it needs it.
+meanwhile and takes the result when it needs it. What the child logs is written to this
+process's stderr when its answer is taken (on Lambda, both streams go to the function's log).
 
 Only our own functions and data cross the pipe (the pickles never come from outside the run).
 """
@@ -69,6 +70,9 @@ class Running:
             errors = self.errors.read().decode(errors="replace")
         if answer is None:
             return False, ChildFailed(f"{self.name} ended with exit code {code} and no answer: {errors[-2000:]}")
+        if errors:  # what the child logged (its stdout went there too) joins this process's log
+            sys.stderr.write(errors)
+            sys.stderr.flush()
         return answer
 
 

@@ -296,21 +296,23 @@ def _compact(entry: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in entry.items() if v is not None}
 
 
-def user_from_row(row: dict, parts: dict[str, Any] | None = None) -> User:
+def user_from_row(row: dict, parts: dict[str, Any] | None = None, logged: bool = True) -> User:
     """A stored row as a User; `parts`, parts of the customer as model instances, which validation
     keeps as they are (User does not revalidate instances).
 
     A row that does not validate (written by hand, or by a version that checked less) never fails
-    the read: each part of the customer that does not read is left out (logged, by name only),
-    and a consent that does not read counts as every purpose withdrawn (Consent.unreadable), so
-    nothing is done with the customer's data that they may have objected to."""
+    the read: each part of the customer that does not read is left out (logged, by name only,
+    unless `logged` is False: a read of rows another read has logged already), and a consent that
+    does not read counts as every purpose withdrawn (Consent.unreadable), so nothing is done with
+    the customer's data that they may have objected to."""
     data = {**row, "summary": row, **(parts or {})}
     try:
         return User.model_validate(data)
     except ValidationError as error:
         unreadable = sorted({str(problem["loc"][0]) for problem in error.errors() if problem["loc"]})
-    logger.warning("a customer's stored row does not read: those parts are left out",
-                   extra={"parts": unreadable})
+    if logged:
+        logger.warning("a customer's stored row does not read: those parts are left out",
+                       extra={"parts": unreadable})
     defaults = {"consent": Consent.unreadable(), "summary": PurchaseSummary(), "contacts": ContactLedger()}
     kept = {name: value for name, value in data.items() if name not in unreadable}
     kept.update({name: defaults[name] for name in unreadable if name in defaults})
@@ -359,12 +361,13 @@ class _NightlyUsers:
       instead of a set of about 730 bytes a customer, half of what a customer without a stored
       part costs. Swapped as each customer is read, so the next customer's set reuses the memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, logged: bool = True) -> None:
         self.shared: dict[frozenset[str], _SharedFieldNames] = {}
+        self.logged = logged
 
     def user(self, row: dict[str, Any]) -> User:
         user = user_from_row(row, {part: unstored for part, stored_as, unstored in _UNSTORED_PARTS
-                                   if stored_as.isdisjoint(row)})
+                                   if stored_as.isdisjoint(row)}, self.logged)
         names = frozenset(user.__pydantic_fields_set__)
         if names not in self.shared:
             self.shared[names] = _SharedFieldNames(names)
@@ -686,11 +689,12 @@ class UsersRead:
                                            if "erasure_status" in row})
 
 
-def read_users(items: Iterable[dict[str, Any]]) -> UsersRead:
+def read_users(items: Iterable[dict[str, Any]], logged: bool = True) -> UsersRead:
     """The customers of raw items of the users table, as users_from_rows makes them, a row at a
     time: each row is let go once it is a User, so the read never holds every row and every
-    customer at once (at 500,000 customers the rows alone were 700 MB)."""
-    read, erasure_status = _NightlyUsers(), {}
+    customer at once (at 500,000 customers the rows alone were 700 MB). `logged`: False for a
+    second read of items whose first read logged each row that does not read."""
+    read, erasure_status = _NightlyUsers(logged), {}
     users: dict[str, User] = {}
     for item in items:
         if is_user_row(item):

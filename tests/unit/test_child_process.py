@@ -39,6 +39,19 @@ def test_the_result_comes_back_from_another_process():
     assert running.result() is answer  # taken once
 
 
+def logs(message: str) -> None:
+    from shared.observability import logger
+    logger.warning(message)
+
+
+def test_what_the_child_logs_joins_the_callers_log_when_its_answer_is_taken(capfd):
+    capfd.readouterr()
+    with in_child(logs, "a row that does not read, say") as running:
+        assert "does not read" not in capfd.readouterr().err  # not yet: when the answer is taken
+        running.result()
+    assert '"message":"a row that does not read, say"' in capfd.readouterr().err
+
+
 def test_what_the_function_raises_is_raised_in_the_caller():
     running = in_child(too_many, 5)
     with pytest.raises(TooManyInteractions, match="more than 5 interactions"):

@@ -625,6 +625,35 @@ def test_training_on_the_export_path_holds_no_customer_and_the_segments_read_the
     assert live_customers() == before + stored
 
 
+UNREADABLE_ROW = "a customer's stored row does not read"
+
+
+@pytest.mark.parametrize("in_a_child", [False, True])
+def test_a_customer_row_that_does_not_read_is_logged_once_by_the_export_paths_reads(
+        seeded, tmp_path, monkeypatch, caplog, capfd, in_a_child):
+    """The users export is read for training's customers, then again for the segments: the
+    operator sees each row that does not read once, also when the first read ran in a child."""
+    customer = next(iter(all_user_rows(seeded["UsersTable"])))
+    dynamo.client().update_item(TableName=seeded["UsersTable"], Key={"user_id": {"S": customer}},
+                                UpdateExpression="SET country = :n", ExpressionAttributeValues={":n": {"N": "12"}})
+    exports = export_all(seeded, tmp_path / "exports")
+    if in_a_child:
+        monkeypatch.setattr(training_data, "CUSTOMERS_IN_A_CHILD_FROM", 1)
+    config, now = TrainingConfig(), datetime.now(timezone.utc)
+    capfd.readouterr()
+
+    read = read_nightly_from_exports(exports, config, now, query_locally(exports.events, config, now, tmp_path),
+                                     seeded["EventsTable"])
+    read.training_data()
+    users = read.segments.customers.users
+
+    assert customer in users and users[customer].country is None
+    here = sum(record.getMessage().startswith(UNREADABLE_ROW) for record in caplog.records)
+    from_the_child = capfd.readouterr().err.count(UNREADABLE_ROW)
+    assert here + from_the_child == 1
+    assert from_the_child == in_a_child
+
+
 def test_a_users_export_damaged_after_training_leaves_the_model_and_says_the_segments_were_not_written(
         seeded, tmp_path, monkeypatch, caplog):
     """The segments read the users export again after training: a file gone by then (deleted by
