@@ -104,12 +104,14 @@ class Export:
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # a Zstandard frame's first bytes
 
 
-def gzip_lines(path: Path, block: int = 8 << 20) -> Iterator[bytes]:
+def gzip_lines(path: Path, block: int = 8 << 20, holding: tuple[bytes, ...] = ()) -> Iterator[bytes]:
     """The non-blank lines of a gzipped file, read a block at a time: gzip's own line-by-line
-    reading costs as much as parsing the lines, and a whole file can be gigabytes."""
+    reading costs as much as parsing the lines, and a whole file can be gigabytes. With
+    `holding`, only the lines that hold one of those byte strings (_lines_holding)."""
     try:
         with gzip.open(path, "rb") as data:
-            yield from _non_blank_lines(_blocks(data, block))
+            blocks = _blocks(data, block)
+            yield from _lines_holding(blocks, holding) if holding else _non_blank_lines(blocks)
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise DamagedExport.of(path, f"not a whole gzip stream ({error})") from None
 
@@ -122,6 +124,23 @@ def compressed_lines(path: Path, block: int = 8 << 20) -> Iterator[bytes]:
 def _non_blank_lines(blocks: Iterator[bytes]) -> Iterator[bytes]:
     for lines in blocks:
         yield from (line for line in lines.split(b"\n") if line.strip())
+
+
+def _lines_holding(blocks: Iterator[bytes], needles: tuple[bytes, ...]) -> Iterator[bytes]:
+    """The lines of `blocks` (runs of whole lines) that hold any of `needles`, each once, in order.
+    Each block is searched for the needles (bytes.find, in C): a line that holds none costs no
+    Python work, where splitting the block into lines would cost some for every line."""
+    for lines in blocks:
+        starts = set()
+        for needle in needles:
+            at = lines.find(needle)
+            while at >= 0:
+                starts.add(lines.rfind(b"\n", 0, at) + 1)
+                end = lines.find(b"\n", at)
+                at = -1 if end < 0 else lines.find(needle, end)
+        for start in sorted(starts):
+            end = lines.find(b"\n", start)
+            yield lines[start:] if end < 0 else lines[start:end]
 
 
 def compressed_blocks(path: Path, block: int = 8 << 20) -> Iterator[bytes]:
@@ -204,11 +223,13 @@ def chain_changes(incrementals: list[Export], key_names: tuple[str, ...]) -> dic
 
 
 def current_items(files: list[Path], changes: dict[Key, dict[str, Any] | None], key_names: tuple[str, ...],
-                  met: set[Key]) -> Iterator[dict[str, Any]]:
+                  met: set[Key], holding: tuple[bytes, ...] = ()) -> Iterator[dict[str, Any]]:
     """The items of these files of a full export as `changes` leave them (a changed item's newest
-    image in its place, a deleted one left out); the keys of the changes met are added to `met`."""
+    image in its place, a deleted one left out); the keys of the changes met are added to `met`.
+    With `holding`, only the items whose line holds one of those byte strings: the changes of the
+    others are not met, so added_items gives their newest images (the reader must not care)."""
     for path in files:
-        for line in gzip_lines(path):
+        for line in gzip_lines(path, holding=holding):
             item = orjson.loads(line)["Item"]
             if changes and (key := item_key(item, key_names)) in changes:
                 met.add(key)

@@ -17,6 +17,9 @@ from shared.experiments.attribution import Purchase, Touch
 # What the read needs of an event beyond history's fields.
 OUTCOME_FIELDS = ("recommendation_id", "items", "order_id")
 _IMPRESSION, _CLICK, _PURCHASE = EventType.IMPRESSION.value, EventType.CLICK.value, EventType.PURCHASE.value
+# An export's line of an event that can be an outcome holds its type as a JSON text: the lines
+# without any of these (views, carts: most events) are not parsed (exports.current_items).
+OUTCOME_LINES_HOLD = tuple(f'"{kind}"'.encode() for kind in (_IMPRESSION, _CLICK, _PURCHASE))
 
 
 @dataclass

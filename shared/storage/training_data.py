@@ -35,7 +35,7 @@ from shared.storage.export_queries import (QueryRun, events_data_folder, read_id
                                            window_bounds)
 from shared.storage.exports import (DamagedExport, Export, Key, UnusableExport, added_items, chain_changes,
                                     current_items, download_export, latest_chain, table_items)
-from shared.storage.outcomes import OUTCOME_FIELDS, OutcomePages, Outcomes
+from shared.storage.outcomes import OUTCOME_FIELDS, OUTCOME_LINES_HOLD, OutcomePages, Outcomes
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
 from shared.history_columns import HistoryColumns
 from shared.storage.recent_histories import nightly_histories
@@ -51,6 +51,10 @@ from shared.users import User, may_personalize, may_profile
 # uses of them is read in a child process: below it, a child's start (a fresh interpreter, about a
 # second and 80 MB) costs more than the memory the customers leave behind in this one.
 CUSTOMERS_IN_A_CHILD_FROM = 250_000
+# The outcomes are read in a share per CPU, each of at least this many bytes of the events export
+# (gzipped: about 2.5M events): below it, a child's start (about a second and 80 MB) costs more than
+# its share of the read saves, since most lines are skipped unparsed (exports.current_items).
+OUTCOME_SHARE_BYTES = 64 << 20
 EXPORT_PAGE = 10_000  # export lines handed to the page handlers at a time, as a Scan's pages are
 TRAINING_FIELDS = ("user_id", "item_id", "event_type", "quantity", "ts", "order_id")
 EVENT_KEY = ("user_id", "event_id")
@@ -169,8 +173,9 @@ def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now
     interactions are read in a child process, and what training uses of the customers
     (TrainingCustomers) in another (past CUSTOMERS_IN_A_CHILD_FROM), both started first, while
     this one reads the ids and the catalog (the customers left out of training are taken out of
-    the child's interactions after); the events export's files in `readers` shares (by default
-    one per CPU), the first here and each other in a child process of its own. The limit on
+    the child's interactions after); the events export's files, for the outcomes, in `readers`
+    shares (by default outcome_readers: one per CPU past 64 MB of files each), the first here and
+    each other in a child process of its own; only the lines of an outcome's type are parsed. The limit on
     interactions counts those the child holds, the left-out customers' too.
 
     So training's process does not hold the customers through the fits (nor, past that size, ever
@@ -180,12 +185,12 @@ def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now
     again costs CPU, not money: the files are the run's own (downloaded or local), not a Scan."""
     with cycle_collection_paused():
         return _read_nightly_from_exports(exports, config, now, queried, events_table, page_size, outcomes_since,
-                                          readers or cpus())
+                                          readers)
 
 
 def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime, queried: Queried,
                                events_table: str, page_size: int, outcomes_since: str | None,
-                               readers: int) -> NightlyRead:
+                               readers: int | None) -> NightlyRead:
     with ExitStack() as children:
         outcomes: OutcomesRead | None = None
         interactions = children.enter_context(in_child(read_interactions, queried.interactions, queried.ids,
@@ -195,7 +200,8 @@ def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, no
                         else partial(training_customers, exports.users, now))
         if outcomes_since:
             changes = chain_changes(exports.events[1:], EVENT_KEY)
-            first, *others = file_shares(exports.events[0].data_files(), readers)
+            files = exports.events[0].data_files()
+            first, *others = file_shares(files, readers or outcome_readers(files))
             running = [children.enter_context(in_child(read_outcomes, share, changes, outcomes_since, page_size))
                        for share in others]
         # Taken before this process reads its share of the outcomes: a child whose answer is
@@ -247,8 +253,14 @@ def read_outcomes(files: list[Path], changes: dict[Key, dict[str, Any] | None], 
                   page_size: int) -> OutcomesRead:
     """One share of the events export's full files, as the chain's changes leave them."""
     read = OutcomesRead(outcomes_since)
-    read.add_items(current_items(files, changes, EVENT_KEY, read.met), page_size)
+    read.add_items(current_items(files, changes, EVENT_KEY, read.met, holding=OUTCOME_LINES_HOLD), page_size)
     return read
+
+
+def outcome_readers(files: list[Path]) -> int:
+    """How many processes read the outcomes of these files: one per CPU, each with at least
+    OUTCOME_SHARE_BYTES of them."""
+    return max(1, min(cpus(), sum(path.stat().st_size for path in files) // OUTCOME_SHARE_BYTES))
 
 
 def file_shares(files: list[Path], count: int) -> list[list[Path]]:
