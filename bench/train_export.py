@@ -1,6 +1,6 @@
 """A training run on the export path, against DuckDB reading the same files and implicit's raw fit.
 
-    ./dev bench train_export [--sizes 1000000 10000000] [--rounds 5]
+    ./dev bench train_export [--sizes 1000000 10000000] [--rounds 5] [--outcome-days 60]
 
 For each size, a synthetic shop's tables (20 events per customer, power-law items; views, carts
 and purchases over a year; each customer's profile and recent-activity item, as ingest keeps it)
@@ -24,6 +24,13 @@ The ratio is ours over raw read + raw fit. With `--rounds N` each size is measur
 the same files, each part in a fresh process, and the round with the median ratio is shown whole:
 the ALS fits, ours and the raw one alike, vary by up to half between runs on a shared machine.
 Random data has no taste to learn, so the gate is off: this measures time and memory, not quality.
+
+Every night the train function also reads the events export for the outcomes of the last
+`--outcome-days` (impressions, clicks and purchases: here the purchases), for the attribution
+report and the experiments' results: after training, while the segments read their inputs (past
+64 MB of files in a child process, below it after them), as the handler does. By default 60, the
+report's reach (REPORT_DAYS; an experiment started earlier reaches back to its start); 0 leaves
+them out.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -162,7 +169,7 @@ class TreePeak(threading.Thread):
         return self.peak
 
 
-def part_ours(root: Path) -> dict:
+def part_ours(root: Path, outcomes_since: str | None = None) -> dict:
     from shared.storage.blobs import LocalBlobs
     from shared.storage.exports import latest_chain
     from shared.storage.models import ModelStore
@@ -176,8 +183,9 @@ def part_ours(root: Path) -> dict:
     def load(cfg: TrainingConfig, at: datetime):  # noqa: ANN202
         assert (cfg, at) == (CONFIG, NOW)  # what part_query queried
         # Every customer has a recent-activity item: nothing is read by Query of the (absent) table.
-        read = read_nightly_from_exports(exports, cfg, at, queried(root), "bench-events")
-        kept["segments"], kept["data"] = read.segments, read.training_data()
+        read = read_nightly_from_exports(exports, cfg, at, queried(root), "bench-events",
+                                         outcomes_since=outcomes_since)
+        kept["segments"], kept["data"], kept["outcomes"] = read.segments, read.training_data(), read.outcomes
         return kept["data"]
 
     started, memory = time.perf_counter(), TreePeak()
@@ -196,13 +204,21 @@ def part_ours(root: Path) -> dict:
     (root / "matrix-shape.json").write_text(json.dumps(shape))
     matrix_mib, nnz = (matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes) / 2**20, int(matrix.nnz)
     del data, matrix
-    # Then the segments' inputs, as the train function reads them after training.
+    # Then the segments' inputs, as the train function reads them after training, and the outcomes
+    # meanwhile (in a child process past a size), taken after them.
     started = time.perf_counter()
+    later = kept.pop("outcomes")
+    if later is not None:
+        later.start()
     customers = kept["segments"].customers
     histories = time.perf_counter() - started
+    outcomes = None if later is None else later.result()
+    waited = time.perf_counter() - started - histories
     timings = {"load": manifest.timings["load"],
                **{stage: seconds for stage, seconds in manifest.timings.items() if stage != "load"}}
     return {"total": total, "timings": timings, "peak": peak, "shape": shape, "nnz": nnz,
+            "outcomes": None if outcomes is None else len(outcomes.touches) + len(outcomes.purchases),
+            "outcomes_waited": waited,
             "matrix_mib": matrix_mib, "histories": histories, "histories_events": len(customers.histories.events),
             "nightly_peak": max(memory.stop(), peak_mib())}
 
@@ -256,15 +272,16 @@ def part_raw_fit(root: Path) -> dict:
 PARTS = {"query": part_query, "ours": part_ours, "raw_read": part_raw_read, "raw_fit": part_raw_fit}
 
 
-def in_process_of_its_own(part: str, root: Path) -> dict:
-    result = subprocess.run([sys.executable, __file__, "--part", part, "--root", str(root)],
+def in_process_of_its_own(part: str, root: Path, outcomes_since: str | None) -> dict:
+    since = ["--outcomes-since", outcomes_since] if part == "ours" and outcomes_since else []
+    result = subprocess.run([sys.executable, __file__, "--part", part, "--root", str(root), *since],
                             capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"{part} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def run(size: int, rounds: int) -> None:
+def run(size: int, rounds: int, outcomes_since: str | None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         started = time.perf_counter()
@@ -273,7 +290,8 @@ def run(size: int, rounds: int) -> None:
         measured = []
         for _ in range(rounds):
             shutil.rmtree(root / "queried", ignore_errors=True)  # an UNLOAD needs an empty folder
-            measured.append({part: in_process_of_its_own(part, root) for part in PARTS})  # ours before raw_fit
+            measured.append({part: in_process_of_its_own(part, root, outcomes_since)  # ours before raw_fit
+                             for part in PARTS})
     # The round with the median ratio is shown whole, so its stages add up to the ratio quoted.
     ordered = sorted(measured, key=ratio)
     median = ordered[(len(ordered) - 1) // 2]
@@ -303,9 +321,13 @@ def print_round(parts: dict) -> None:
         print(f"  ours: {stage:<14} {seconds:9.1f} s")
     total = end_to_end(parts)
     print(f"  ours, end to end     {total:9.1f} s   peak {ours['peak']:7,.0f} MiB  (the train function's part)")
+    after = ours["histories"] + ours["outcomes_waited"]
     print(f"  then the segments' inputs {ours['histories']:9.1f} s   peak {ours['nightly_peak']:7,.0f} MiB  "
           f"(customers, and histories of {ours['histories_events']:,} events; the nightly run's, after training: "
-          f"{total + ours['histories']:.1f} s)")
+          f"{total + after:.1f} s)")
+    if ours["outcomes"] is not None:
+        print(f"    and the outcomes meanwhile: {ours['outcomes']:,} from the events export, "
+              f"{ours['outcomes_waited']:.1f} s more waited for them")
     print(f"  raw read (DuckDB)    {read['total']:9.1f} s   peak {read['peak']:7,.0f} MiB  ({read['rows']:,} rows)")
     print(f"  raw fit (implicit)   {fit['total']:9.1f} s   peak {fit['peak']:7,.0f} MiB")
     print(f"ratio ours / (raw read + raw fit): {ratio(parts):.2f} (target <= 2); "
@@ -319,14 +341,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="times each size is measured, over the same files; the round with the median ratio "
                              "(of an even number, the lower middle one) is shown whole")
+    parser.add_argument("--outcome-days", type=int,
+                        help="the days of outcomes the night reads (default: the attribution report's, 60; "
+                             "an experiment started earlier reaches back to its start); 0: none")
+    parser.add_argument("--outcomes-since", help=argparse.SUPPRESS)
     parser.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.part:
-        print(json.dumps(PARTS[args.part](args.root)))
+        since = {"outcomes_since": args.outcomes_since} if args.part == "ours" else {}
+        print(json.dumps(PARTS[args.part](args.root, **since)))
         return
+    # Here, not at the top: each part runs this file in a process of its own, and the raw parts'
+    # peaks are not to count modules only this one uses.
+    from shared.events import format_timestamp
+    from shared.experiments.service import REPORT_DAYS
+
+    days = REPORT_DAYS if args.outcome_days is None else args.outcome_days
+    since = format_timestamp(NOW - timedelta(days=days)) if days else None
     for size in args.sizes:
-        run(size, args.rounds)
+        run(size, args.rounds, since)
 
 
 if __name__ == "__main__":

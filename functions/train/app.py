@@ -16,11 +16,12 @@ from shared.storage.bus import bus_from_settings
 from shared.experiments.service import outcomes_since, record_results
 from shared.storage.experiments import ExperimentStore
 from shared.storage.models import ModelStore
+from shared.storage.child_process import ChildFailed
 from shared.storage.outcomes import Outcomes
 from shared.storage.secrets import configured_recommendation_key
 from shared.storage.export_queries import export_queries
 from shared.storage.exports import UnusableExport, plan_events_export
-from shared.storage.training_data import (SegmentsRead, download_queried, query_locally, read_nightly,
+from shared.storage.training_data import (LaterOutcomes, SegmentsRead, download_queried, query_locally, read_nightly,
                                           read_nightly_from_exports, table_exports)
 from shared.training.config import TrainingConfig, training_config
 from shared.training.job import run_training
@@ -60,7 +61,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if first_model and models.active() is not None:
         return {"skipped": "a version is active; the nightly run trains the next one"}
     segments: list[SegmentsRead] = []
-    outcomes: list[Outcomes | None] = []
+    outcomes: list[LaterOutcomes | None] = []
     since = outcomes_since(experiments, now)
 
     def load(config: TrainingConfig, at: datetime) -> TrainingData:
@@ -89,15 +90,20 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         # the export path the users export read again, so the exports stay until then), with the
         # statistics of the version it activated. A training read that failed is tried again
         # for them (a Scan); a users export gone since training costs the night's segments.
+        # Meanwhile the export path reads the outcomes from the events export in another process.
+        later = outcomes[0] if outcomes else None
+        if later is not None:
+            later.start()
         try:
             materialize_after_training(settings, models, now, segments[0].customers if segments else None, bus)
         except (StorageUnavailable, UnusableExport) as error:  # the model stands; GET /segments lists
             # the previous run, and says when
             logger.error("segments not materialized", extra={"reason": str(error)})
             metrics.add_metric("SegmentsNotMaterialized", "Count", 1)
-    if outcomes and outcomes[0] is not None:
+        found = outcomes_taken(later)
+    if found is not None:
         try:
-            record_results(experiments, outcomes[0], configured_recommendation_key(), now,
+            record_results(experiments, found, configured_recommendation_key(), now,
                            settings.attribution_basis, settings.attribution_window_days)
         except StorageUnavailable as error:  # the model and segments stand; tomorrow's run writes them
             logger.error("experiment results not written", extra={"reason": error.message})
@@ -115,6 +121,20 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         metrics.add_metric("ModelPruneFailed", "Count", 1)
     metrics.add_metric("TrainingRuns", "Count", 1)
     return manifest.model_dump(mode="json")
+
+
+def outcomes_taken(later: LaterOutcomes | None) -> Outcomes | None:
+    """The night's outcomes; None when there are none to take, or when the events export could no
+    longer be read for them (a file deleted by hand since training): the model and the segments
+    stand, the results are written by tomorrow's run."""
+    if later is None:
+        return None
+    try:
+        return later.result()
+    except (UnusableExport, ChildFailed) as error:
+        logger.error("experiment results not written", extra={"reason": str(error)})
+        metrics.add_metric("ExperimentResultsFailed", "Count", 1)
+        return None
 
 
 def export_chains(event: dict[str, Any]) -> dict[str, list[str]]:

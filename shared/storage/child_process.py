@@ -18,7 +18,6 @@ import pickle
 import subprocess
 import sys
 import tempfile
-import threading
 import traceback
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -74,19 +73,6 @@ class Running:
             sys.stderr.write(errors)
             sys.stderr.flush()
         return answer
-
-
-class PicklesWithoutLock:
-    """For a reader fed from several threads (its `lock`) that comes back from a child process: a
-    lock does not pickle, so it is left behind, and the copy makes a new one."""
-
-    lock: threading.Lock
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {name: value for name, value in self.__dict__.items() if name != "lock"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, lock=threading.Lock())
 
 
 def in_child(function: Callable[..., Any], *args: Any) -> Running:

@@ -11,7 +11,6 @@ from typing import Any
 
 from shared.events import EventType
 from shared.observability import logger
-from shared.storage.child_process import PicklesWithoutLock
 from shared.experiments.attribution import Purchase, Touch
 
 # What the read needs of an event beyond history's fields.
@@ -37,7 +36,7 @@ class Outcomes:
                         [replace(p, user_id=links.get(p.user_id, p.user_id)) for p in self.purchases])
 
 
-class OutcomePages(PicklesWithoutLock):
+class OutcomePages:
     """Fed page by page (DynamoDB JSON items, a Scan's or an export's) from several threads; keeps
     events stamped at or after `since`."""
 
@@ -80,12 +79,6 @@ class OutcomePages(PicklesWithoutLock):
             shown = ([_text(entry["S"]) for entry in item.get("items", {}).get("L", [])] if kind == _IMPRESSION
                      else [_text(item["item_id"]["S"])] if "item_id" in item else [])
             touches += [Touch(user, item_id, kind, at, rid) for item_id in shown]
-
-    def extend(self, other: OutcomePages) -> None:
-        """Add what another reader kept (of the events after this one's)."""
-        with self.lock:
-            self.outcomes.touches += other.outcomes.touches
-            self.outcomes.purchases += other.outcomes.purchases
 
 
 def _text(value: Any) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.bulk import cpus, cycle_collection_paused
+from shared.bulk import cycle_collection_paused
 from shared.events import MAX_QUANTITY, STORED_TIME_LENGTH, STORED_TIME_PATTERN, EventType
 from shared.storage.customers import (SCAN_SEGMENTS, USER_HISTORY_FIELDS, Customers, EventIds, catalog_labels,
                                       catalog_labels_of, scan_events)
@@ -51,10 +51,11 @@ from shared.users import User, may_personalize, may_profile
 # uses of them is read in a child process: below it, a child's start (a fresh interpreter, about a
 # second and 80 MB) costs more than the memory the customers leave behind in this one.
 CUSTOMERS_IN_A_CHILD_FROM = 250_000
-# The outcomes are read in a share per CPU, each of at least this many bytes of the events export
-# (gzipped: about 2.5M events): below it, a child's start (about a second and 80 MB) costs more than
-# its share of the read saves, since most lines are skipped unparsed (exports.current_items).
-OUTCOME_SHARE_BYTES = 64 << 20
+# From this many bytes of the events export's files (gzipped: about 2.5M events) the outcomes are
+# read in a child process while the segments read their inputs in this one; below it, after them
+# here: a child's start (about a second and 80 MB) costs more than the read, which skips most
+# lines unparsed (exports.current_items: 2 s of CPU at 1M events).
+OUTCOMES_IN_A_CHILD_FROM_BYTES = 64 << 20
 EXPORT_PAGE = 10_000  # export lines handed to the page handlers at a time, as a Scan's pages are
 TRAINING_FIELDS = ("user_id", "item_id", "event_type", "quantity", "ts", "order_id")
 EVENT_KEY = ("user_id", "event_id")
@@ -99,12 +100,35 @@ class SegmentsRead:
         return customers
 
 
+class LaterOutcomes:
+    """The impressions, clicks and purchases since outcomes_since, for the attribution report and
+    the experiments' results, which are written after the segments: `result()` gives them. The
+    Scan path keeps them from the pages it reads for training. The export path reads them from
+    the events export after training, so training neither waits for them nor holds them through
+    the fits (at 10M events they were 19 s of its load); past OUTCOMES_IN_A_CHILD_FROM_BYTES in a
+    child process, which `start()` starts so that it reads while the segments read theirs here."""
+
+    def __init__(self, read: Callable[[], Outcomes], in_a_child: Callable[[], Running] | None = None) -> None:
+        self._read, self._in_a_child = read, in_a_child
+        self._running: Running | None = None
+
+    def start(self) -> None:
+        if self._in_a_child is not None and self._running is None:
+            self._running = self._in_a_child()
+
+    def result(self) -> Outcomes:
+        if self._running is None:
+            return self._read()
+        with self._running:
+            return self._running.result()
+
+
 @dataclass(frozen=True)
 class NightlyRead:
     segments: SegmentsRead
     training: TrainingData | None
     overflow: TooManyInteractions | None  # the window held more than the run may train on
-    outcomes: Outcomes | None = None  # impressions, clicks and purchases since outcomes_since
+    outcomes: LaterOutcomes | None = None  # with outcomes_since
 
     def training_data(self) -> TrainingData:
         if self.overflow is not None:
@@ -141,9 +165,10 @@ def _read_nightly(events_table: str, users_table: str, items_table: str, config:
     scan_events(events_table, on_page, tuple(dict.fromkeys((*USER_HISTORY_FIELDS, *OUTCOME_FIELDS))), segments)
     categories, titles = catalog_labels(items_table)
     ids = with_events.sorted()
+    joined = None if outcomes is None else outcomes.outcomes.joined(customers.linked_to)
     return NightlyRead(SegmentsRead(categories, lambda: (stored.users, nightly_histories(ids, recent, events_table))),
                        None if training.overflow else training.finish(customers, now, categories, titles),
-                       training.overflow, _joined(outcomes, customers))
+                       training.overflow, None if joined is None else LaterOutcomes(lambda: joined))
 
 
 def load_training_data(events_table: str, users_table: str, config: TrainingConfig, now: datetime,
@@ -160,8 +185,8 @@ def load_training_data(events_table: str, users_table: str, config: TrainingConf
 
 
 def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime, queried: Queried,
-                              events_table: str, page_size: int = EXPORT_PAGE, outcomes_since: str | None = None,
-                              readers: int | None = None) -> NightlyRead:
+                              events_table: str, page_size: int = EXPORT_PAGE,
+                              outcomes_since: str | None = None) -> NightlyRead:
     """The same read from DynamoDB exports (shared/storage/exports.py) and the query stage's output
     (shared/storage/export_queries.py): the window's interactions, and the ids with events, whose
     histories are their recent-activity items in the users export (or a Query of `events_table`
@@ -173,10 +198,8 @@ def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now
     interactions are read in a child process, and what training uses of the customers
     (TrainingCustomers) in another (past CUSTOMERS_IN_A_CHILD_FROM), both started first, while
     this one reads the ids and the catalog (the customers left out of training are taken out of
-    the child's interactions after); the events export's files, for the outcomes, in `readers`
-    shares (by default outcome_readers: one per CPU past 64 MB of files each), the first here and
-    each other in a child process of its own; only the lines of an outcome's type are parsed. The limit on
-    interactions counts those the child holds, the left-out customers' too.
+    the child's interactions after). The limit on interactions counts those the child holds, the
+    left-out customers' too. The outcomes are read after training (LaterOutcomes).
 
     So training's process does not hold the customers through the fits (nor, past that size, ever
     makes them): the segments read the users export again once training is done, with their
@@ -184,41 +207,31 @@ def read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now
     and a process that has made them keeps most of that memory after it lets them go. Reading
     again costs CPU, not money: the files are the run's own (downloaded or local), not a Scan."""
     with cycle_collection_paused():
-        return _read_nightly_from_exports(exports, config, now, queried, events_table, page_size, outcomes_since,
-                                          readers)
+        return _read_nightly_from_exports(exports, config, now, queried, events_table, page_size, outcomes_since)
 
 
 def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, now: datetime, queried: Queried,
-                               events_table: str, page_size: int, outcomes_since: str | None,
-                               readers: int | None) -> NightlyRead:
+                               events_table: str, page_size: int, outcomes_since: str | None) -> NightlyRead:
     with ExitStack() as children:
-        outcomes: OutcomesRead | None = None
         interactions = children.enter_context(in_child(read_interactions, queried.interactions, queried.ids,
                                                        config.max_interactions))
         customers_of = (children.enter_context(in_child(training_customers, exports.users, now)).result
                         if _items(exports.users) >= CUSTOMERS_IN_A_CHILD_FROM
                         else partial(training_customers, exports.users, now))
-        if outcomes_since:
-            changes = chain_changes(exports.events[1:], EVENT_KEY)
-            files = exports.events[0].data_files()
-            first, *others = file_shares(files, readers or outcome_readers(files))
-            running = [children.enter_context(in_child(read_outcomes, share, changes, outcomes_since, page_size))
-                       for share in others]
-        # Taken before this process reads its share of the outcomes: a child whose answer is
-        # bigger than a pipe holds stays alive, with every customer it read, until it is taken.
         customers = customers_of()
-        if outcomes_since:
-            outcomes = read_outcomes(first, changes, outcomes_since, page_size)
-            for share in running:
-                outcomes.extend(share.result())
-            outcomes.add_items(added_items(changes, outcomes.met), page_size)
         ids = read_ids(queried.ids).users
         categories, titles = catalog_labels_of(table_items(exports.items, ("item_id",)))
         training = _TrainingPages(config, now, customers.excluded)
         training.take_queried(interactions)
+    outcomes = None
+    if outcomes_since:
+        read = partial(outcomes_of_chain, exports.events, outcomes_since, page_size, customers.linked_to)
+        size = sum(path.stat().st_size for path in exports.events[0].data_files()) if exports.events else 0
+        outcomes = LaterOutcomes(read, partial(in_child, outcomes_of_chain, *read.args) if size >= OUTCOMES_IN_A_CHILD_FROM_BYTES
+                                 else None)
     return NightlyRead(SegmentsRead(categories, lambda: _segments_inputs(exports.users, ids, events_table)),
                        None if training.overflow else training.finish(customers, now, categories, titles),
-                       training.overflow, _joined(outcomes.outcomes if outcomes else None, customers))
+                       training.overflow, outcomes)
 
 
 def _segments_inputs(users: list[Export], ids: list[str], events_table: str) -> tuple[dict[str, User], HistoryColumns]:
@@ -243,11 +256,6 @@ class OutcomesRead:
         while page := list(islice(items, page_size)):
             self.outcomes.add_page(page)
 
-    def extend(self, other: OutcomesRead) -> None:
-        """Add what a reader of the files after this one's kept."""
-        self.outcomes.extend(other.outcomes)
-        self.met |= other.met
-
 
 def read_outcomes(files: list[Path], changes: dict[Key, dict[str, Any] | None], outcomes_since: str,
                   page_size: int) -> OutcomesRead:
@@ -257,19 +265,15 @@ def read_outcomes(files: list[Path], changes: dict[Key, dict[str, Any] | None], 
     return read
 
 
-def outcome_readers(files: list[Path]) -> int:
-    """How many processes read the outcomes of these files: one per CPU, each with at least
-    OUTCOME_SHARE_BYTES of them."""
-    return max(1, min(cpus(), sum(path.stat().st_size for path in files) // OUTCOME_SHARE_BYTES))
-
-
-def file_shares(files: list[Path], count: int) -> list[list[Path]]:
-    """`files` in at most `count` runs of about the same bytes, in order (the first may be empty)."""
-    sizes = np.array([path.stat().st_size for path in files], dtype=np.float64)
-    starts = np.concatenate([[0.0], np.cumsum(sizes)[:-1]]) if len(files) else sizes
-    share = np.minimum((starts * count / max(sizes.sum(), 1.0)).astype(int), count - 1)
-    return [[files[k] for k in np.flatnonzero(share == s)] for s in range(count)
-            if s == 0 or (share == s).any()]
+def outcomes_of_chain(chain: list[Export], outcomes_since: str, page_size: int, links: dict[str, str]) -> Outcomes:
+    """The outcomes of the events table as of the chain's last export, each visitor linked to a
+    customer (`links`) counted as the customer, as on the Scan path."""
+    if not chain:
+        return Outcomes()
+    changes = chain_changes(chain[1:], EVENT_KEY)
+    read = read_outcomes(chain[0].data_files(), changes, outcomes_since, page_size)
+    read.add_items(added_items(changes, read.met), page_size)
+    return read.outcomes.outcomes.joined(links)
 
 
 def query_locally(events: list[Export], config: TrainingConfig, now: datetime, workdir: Path) -> Queried:
@@ -306,12 +310,6 @@ def download_queried(bucket: str, prefixes: dict[str, str], workdir: Path) -> Qu
             found[part][-1].parent.mkdir(parents=True, exist_ok=True)
             blobs.get_file(key, found[part][-1])
     return Queried(**found)
-
-
-def _joined(outcomes: OutcomePages | None, customers: TrainingCustomers) -> Outcomes | None:
-    if outcomes is None:
-        return None
-    return outcomes.outcomes.joined(customers.linked_to)
 
 
 class NoExport(UnusableExport):

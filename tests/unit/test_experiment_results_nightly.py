@@ -1,25 +1,34 @@
 """The nightly run writes each running experiment's results and the attribution report, from
-impressions, clicks and purchases the shop's clients sent, read in the same pass as training."""
+impressions, clicks and purchases the shop's clients sent: on the Scan path read in the same pass
+as training, on the export path from the events export after training, in a child process while
+the segments read their inputs."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+
+import pytest
 
 from devstack.gateway import LambdaContext
 from shared.experiments import service
 from shared.experiments.assignment import assign
 from shared.experiments.attribution import Served, recommendation_id
 from shared.experiments.spec import ExperimentSpec
+from shared.config import get_settings
+from shared.storage import training_data
 from shared.storage.blobs import S3Blobs
 from shared.storage.experiments import ExperimentStore
 from shared.storage.models import ModelStore
 from shared.storage.secrets import configured_recommendation_key
 from tests.conftest import MODEL_BUCKET
 from tests.training_data import A_MODEL_SERVES, END, store_events
+from tests.unit.test_export_training import export_all
 from tests.unit.test_training_reads_once import seeded, train_handler  # noqa: F401 - the fixture
 
 
-def test_a_nightly_run_writes_results_per_variant_and_credits_purchases(seeded, api):  # noqa: F811
+@pytest.mark.parametrize("path", ["scan", "export"])
+def test_a_nightly_run_writes_results_per_variant_and_credits_purchases(seeded, api, path, tmp_path,  # noqa: F811
+                                                                         monkeypatch):
     handler = train_handler()
     first = handler({"config": A_MODEL_SERVES}, LambdaContext(function_name="TrainFunction"))
     models = ModelStore(S3Blobs(MODEL_BUCKET))
@@ -65,8 +74,15 @@ def test_a_nightly_run_writes_results_per_variant_and_credits_purchases(seeded, 
     events.append({"event_id": "forged", "user_id": "shopper-1", "item_id": "sku-b", "event_type": "click",
                    "recommendation_id": "r1.eyJmYWtlIjp0cnVlfQ.AAAAAAAAAAA", "channel": "web", "timestamp": END.isoformat()})
     store_events(seeded["EventsTable"], events)
+    if path == "export":
+        export_all(seeded, tmp_path / "exports")
+        monkeypatch.setenv("TRAINING_PATH", "export")
+        monkeypatch.setenv("LOCAL_EXPORT_DIR", str(tmp_path / "exports"))
+        monkeypatch.setattr(training_data, "OUTCOMES_IN_A_CHILD_FROM_BYTES", 1)
+        get_settings.cache_clear()
+        handler = train_handler()
 
-    handler({"config": A_MODEL_SERVES}, LambdaContext(function_name="TrainFunction"))
+    second = handler({"config": A_MODEL_SERVES}, LambdaContext(function_name="TrainFunction"))
 
     [results] = experiments.results(experiment.experiment_id)[-1:]
     variants = results["variants"]
@@ -78,3 +94,4 @@ def test_a_nightly_run_writes_results_per_variant_and_credits_purchases(seeded, 
     assert sum(line["revenue"] for line in report) == 10 * 40.0 + 15.0
     assert sum(line["clicks"] for line in report) == 21  # the forged click is not counted
     assert {line["strategy"] for line in report} == {"als", "popular"}
+    assert second["counts"]["interactions"] > first["counts"]["interactions"], "the second run read tonight's events"

@@ -357,10 +357,10 @@ def test_the_sql_folds_an_export_chain_as_the_table_stands_at_its_last_export(se
 
 
 def test_the_read_spread_over_processes_reads_what_the_scan_reads(seeded, tmp_path, monkeypatch):
-    """The events export in small files, read in three shares (two in child processes) while the
-    query's output is read in another, and what training uses of the customers in a third, over
-    a chain that changed, deleted and added events after the full export: histories, outcomes and
-    training data are the Scan path's, as with one reader and the customers read here."""
+    """The query's output read in a child process, what training uses of the customers in another,
+    and the outcomes, after training, in a third, over a chain that changed, deleted and added
+    events after the full export: histories, outcomes and training data are the Scan path's, as
+    with the customers and the outcomes read here."""
     events, keys = seeded["EventsTable"], ("user_id", "event_id")
     # Touches in the full export too (the demo shop has none): its files are read for every kind of outcome.
     seen = next(event for event in demo_events(seeded) if event.get("item_id"))
@@ -396,15 +396,25 @@ def test_the_read_spread_over_processes_reads_what_the_scan_reads(seeded, tmp_pa
     exports = TableExports(events=chain, users=[write_export(seeded["UsersTable"], tmp_path / "users")],
                            items=[write_export(seeded["ItemsTable"], tmp_path / "items")])
     queried = query_locally(chain, config, now, tmp_path)
-    assert scanned.outcomes is not None and scanned.outcomes.touches and scanned.outcomes.purchases
-    for readers, customers_in_a_child_from in ((1, training_data.CUSTOMERS_IN_A_CHILD_FROM), (3, 1)):
-        monkeypatch.setattr(training_data, "CUSTOMERS_IN_A_CHILD_FROM", customers_in_a_child_from)
-        read = read_nightly_from_exports(exports, config, now, queried, events, page_size=25, outcomes_since=since,
-                                         readers=readers)
+    assert scanned.outcomes is not None
+    expected = scanned.outcomes.result()
+    assert expected.touches and expected.purchases
+    for in_children in (False, True):
+        monkeypatch.setattr(training_data, "CUSTOMERS_IN_A_CHILD_FROM",
+                            1 if in_children else training_data.CUSTOMERS_IN_A_CHILD_FROM)
+        monkeypatch.setattr(training_data, "OUTCOMES_IN_A_CHILD_FROM_BYTES",
+                            1 if in_children else training_data.OUTCOMES_IN_A_CHILD_FROM_BYTES)
+        started: list[str] = []
+        monkeypatch.setattr(training_data, "in_child", lambda function, *args: started.append(function.__name__)
+                            or in_child(function, *args))
+        read = read_nightly_from_exports(exports, config, now, queried, events, page_size=25, outcomes_since=since)
+        assert read.outcomes is not None and "outcomes_of_chain" not in started
+        read.outcomes.start()  # the handler starts it before the segments read their inputs
+        assert ("outcomes_of_chain" in started) == in_children
         assert read.segments.customers.histories == scanned.segments.customers.histories
-        assert read.outcomes is not None
-        assert sorted(map(repr, read.outcomes.touches)) == sorted(map(repr, scanned.outcomes.touches))
-        assert sorted(map(repr, read.outcomes.purchases)) == sorted(map(repr, scanned.outcomes.purchases))
+        outcomes = read.outcomes.result()
+        assert sorted(map(repr, outcomes.touches)) == sorted(map(repr, expected.touches))
+        assert sorted(map(repr, outcomes.purchases)) == sorted(map(repr, expected.purchases))
         assert rows_of(read.training_data().interactions) == rows_of(scanned.training_data().interactions)
         assert read.training_data().customer_statistics == scanned.training_data().customer_statistics
 
@@ -602,8 +612,8 @@ def test_an_export_in_s3_whose_manifest_lists_a_file_the_bucket_lacks_is_refused
 
 
 def test_a_damaged_file_read_in_a_child_process_is_refused_as_it_is_in_this_one(tmp_path):
-    """The events outcomes are read in a share per CPU, each but the first in a child process:
-    a cut-short file there is the same refusal, not a child that 'ended with no answer'."""
+    """The outcomes are read in a child process past a size: a cut-short file there is the same
+    refusal, not a child that 'ended with no answer'."""
     whole = gzip.compress(b"".join(json.dumps({"Item": {"user_id": {"S": f"u-{n}"}, "event_id": {"S": f"e-{n}"}}})
                                    .encode() + b"\n" for n in range(5000)))
     cut = tmp_path / "00001-cut.json.gz"
@@ -681,12 +691,17 @@ def test_a_customer_row_that_does_not_read_is_logged_once_by_the_export_paths_re
     assert from_the_child == in_a_child
 
 
-def test_a_users_export_damaged_after_training_leaves_the_model_and_says_the_segments_were_not_written(
-        seeded, tmp_path, monkeypatch, caplog):
-    """The segments read the users export again after training: a file gone by then (deleted by
-    hand) costs that night's segments, not the model, and the log names the file."""
+@pytest.mark.parametrize("table, lost", [("users", "segments not materialized"),
+                                         ("events", "experiment results not written")])
+def test_an_export_damaged_after_training_leaves_the_model_and_says_what_was_not_written(
+        seeded, tmp_path, monkeypatch, caplog, table, lost):
+    """The segments read the users export again after training, and the outcomes are read from the
+    events export then (here in a child process): a file gone by then (deleted by hand) costs that
+    night's segments, or its experiment results and attribution report, not the model, and the log
+    names the file."""
     export_root = tmp_path / "exports"
     exports = export_all(seeded, export_root)
+    monkeypatch.setattr(training_data, "OUTCOMES_IN_A_CHILD_FROM_BYTES", 1)
     monkeypatch.setenv("TRAINING_PATH", "export")
     monkeypatch.setenv("LOCAL_EXPORT_DIR", str(export_root))
     from shared.config import get_settings
@@ -698,7 +713,7 @@ def test_a_users_export_damaged_after_training_leaves_the_model_and_says_the_seg
 
     def then_damaged(*args: Any, **kwargs: Any) -> Any:
         manifest = trained(*args, **kwargs)
-        victims.append(damaged(exports.users[0], "missing"))
+        victims.append(damaged(getattr(exports, table)[0], "missing"))
         return manifest
 
     monkeypatch.setitem(module, "run_training", then_damaged)
@@ -706,5 +721,7 @@ def test_a_users_export_damaged_after_training_leaves_the_model_and_says_the_seg
     manifest = handler({"config": A_MODEL_SERVES}, LambdaContext(function_name="TrainFunction"))
 
     assert manifest["status"] in ("accepted", "rejected"), manifest["reason"]
-    [failure] = [record for record in caplog.records if record.getMessage() == "segments not materialized"]
+    [failure] = [record for record in caplog.records if record.getMessage() == lost]
     assert victims[0].name in failure.reason and "take a new full export" in failure.reason
+    others = {"segments not materialized", "experiment results not written"} - {lost}
+    assert not [record for record in caplog.records if record.getMessage() in others]
