@@ -18,6 +18,7 @@ import pickle
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -37,9 +38,23 @@ class Running:
     def __init__(self, process: subprocess.Popen[bytes], errors: BinaryIO, name: str) -> None:
         self.process, self.errors, self.name = process, errors, name
         self._done: tuple[bool, Any] | None = None
+        self._taker: threading.Thread | None = None
+
+    def taken_when_ready(self) -> Running:
+        """Take the answer as the child sends it, on a thread of this process, rather than when
+        result() is called: a child whose answer is bigger than the pipe holds otherwise waits,
+        alive with all it holds, until then."""
+        self._taker = threading.Thread(target=self._take, name=f"answer of {self.name}", daemon=True)
+        self._taker.start()
+        return self
+
+    def _take(self) -> None:
+        self._done = self._collect()
 
     def result(self) -> Any:
         """What the function returned; what it raised is raised here."""
+        if self._taker is not None:
+            self._taker.join()
         if self._done is None:
             self._done = self._collect()
         ok, value = self._done
@@ -53,7 +68,10 @@ class Running:
     def __exit__(self, *exc: object) -> None:
         if self._done is None:
             self.process.kill()
-            self._done = self._collect()
+            if self._taker is not None:
+                self._taker.join()
+            else:
+                self._done = self._collect()
 
     def _collect(self) -> tuple[bool, Any]:
         assert self.process.stdout is not None

@@ -1,17 +1,22 @@
 """What the nightly read keeps for experiments and attribution: impressions and clicks that name a
-recommendation, and purchases, from the same pages as training and segments (no read of its own)."""
+recommendation, and purchases. The Scan path keeps them from the same pages as training and
+segments (no read of its own); the export path reads them from the events export after training
+(outcomes_of_chain, in a module of its own so that the child process that runs it imports little)."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
+from itertools import islice
 from typing import Any
 
 from shared.events import EventType
 from shared.observability import logger
 from shared.experiments.attribution import Purchase, Touch
+from shared.storage.exports import Export, added_items, chain_changes, current_items
 
 # What the read needs of an event beyond history's fields.
 OUTCOME_FIELDS = ("recommendation_id", "items", "order_id")
@@ -19,6 +24,7 @@ _IMPRESSION, _CLICK, _PURCHASE = EventType.IMPRESSION.value, EventType.CLICK.val
 # An export's line of an event that can be an outcome holds its type as a JSON text: the lines
 # without any of these (views, carts: most events) are not parsed (exports.current_items).
 OUTCOME_LINES_HOLD = tuple(f'"{kind}"'.encode() for kind in (_IMPRESSION, _CLICK, _PURCHASE))
+EVENT_KEY = ("user_id", "event_id")
 
 
 @dataclass
@@ -85,3 +91,22 @@ def _text(value: Any) -> str:
     if type(value) is not str:
         raise TypeError("not a text")
     return value
+
+
+def outcomes_of_chain(chain: list[Export], outcomes_since: str, page_size: int, links: dict[str, str]) -> Outcomes:
+    """The outcomes of the events table as of the chain's last export (the full export's lines
+    that hold an outcome's type, as the incremental exports left them, then the events those
+    added), each visitor linked to a customer (`links`) counted as the customer, as on the Scan
+    path. `page_size` items are handed to the page handler at a time, as a Scan's pages are."""
+    pages = OutcomePages(outcomes_since)
+    if chain:
+        changes, met = chain_changes(chain[1:], EVENT_KEY), set()
+        files = chain[0].data_files()
+        _add_pages(pages, current_items(files, changes, EVENT_KEY, met, holding=OUTCOME_LINES_HOLD), page_size)
+        _add_pages(pages, added_items(changes, met), page_size)  # after: `met` is complete
+    return pages.outcomes.joined(links)
+
+
+def _add_pages(pages: OutcomePages, items: Iterator[dict[str, Any]], page_size: int) -> None:
+    while page := list(islice(items, page_size)):
+        pages.add_page(page)

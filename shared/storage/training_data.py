@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from itertools import islice
 from dataclasses import dataclass
 from functools import cached_property, partial
 from datetime import datetime
@@ -33,9 +32,8 @@ from shared.storage.blobs import S3Blobs
 from shared.storage.child_process import Running, in_child
 from shared.storage.export_queries import (QueryRun, events_data_folder, read_ids, read_interactions, statements,
                                            window_bounds)
-from shared.storage.exports import (DamagedExport, Export, Key, UnusableExport, added_items, chain_changes,
-                                    current_items, download_export, latest_chain, table_items)
-from shared.storage.outcomes import OUTCOME_FIELDS, OUTCOME_LINES_HOLD, OutcomePages, Outcomes
+from shared.storage.exports import DamagedExport, Export, UnusableExport, download_export, latest_chain, table_items
+from shared.storage.outcomes import OUTCOME_FIELDS, OutcomePages, Outcomes, outcomes_of_chain
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
 from shared.history_columns import HistoryColumns
 from shared.storage.recent_histories import nightly_histories
@@ -58,7 +56,6 @@ CUSTOMERS_IN_A_CHILD_FROM = 250_000
 OUTCOMES_IN_A_CHILD_FROM_BYTES = 64 << 20
 EXPORT_PAGE = 10_000  # export lines handed to the page handlers at a time, as a Scan's pages are
 TRAINING_FIELDS = ("user_id", "item_id", "event_type", "quantity", "ts", "order_id")
-EVENT_KEY = ("user_id", "event_id")
 RETURN = EventType.RETURN.value
 STORED_TIME = re.compile(STORED_TIME_PATTERN)
 STORED_TIMES = re.compile(f"(?:{STORED_TIME_PATTERN[1:-1]}\n)*")  # a page's times, a line each
@@ -113,8 +110,10 @@ class LaterOutcomes:
         self._running: Running | None = None
 
     def start(self) -> None:
+        # Taken when ready: the child ends as soon as it has read them, and its memory is not
+        # held through the rest of the segments' read.
         if self._in_a_child is not None and self._running is None:
-            self._running = self._in_a_child()
+            self._running = self._in_a_child().taken_when_ready()
 
     def result(self) -> Outcomes:
         if self._running is None:
@@ -242,38 +241,6 @@ def _segments_inputs(users: list[Export], ids: list[str], events_table: str) -> 
     histories = nightly_histories(ids, recent_payloads(table_items(users, ("user_id",))), events_table)
     # training_customers read these rows first and logged those that do not read.
     return read_users(table_items(users, ("user_id",)), logged=False).users, histories
-
-
-class OutcomesRead:
-    """What the nightly read keeps of the events export's pages: the outcomes since
-    `outcomes_since`, and the keys of the export chain's changes met in the full export's files."""
-
-    def __init__(self, outcomes_since: str) -> None:
-        self.outcomes = OutcomePages(outcomes_since)
-        self.met: set[Key] = set()
-
-    def add_items(self, items: Iterator[dict[str, Any]], page_size: int) -> None:
-        while page := list(islice(items, page_size)):
-            self.outcomes.add_page(page)
-
-
-def read_outcomes(files: list[Path], changes: dict[Key, dict[str, Any] | None], outcomes_since: str,
-                  page_size: int) -> OutcomesRead:
-    """One share of the events export's full files, as the chain's changes leave them."""
-    read = OutcomesRead(outcomes_since)
-    read.add_items(current_items(files, changes, EVENT_KEY, read.met, holding=OUTCOME_LINES_HOLD), page_size)
-    return read
-
-
-def outcomes_of_chain(chain: list[Export], outcomes_since: str, page_size: int, links: dict[str, str]) -> Outcomes:
-    """The outcomes of the events table as of the chain's last export, each visitor linked to a
-    customer (`links`) counted as the customer, as on the Scan path."""
-    if not chain:
-        return Outcomes()
-    changes = chain_changes(chain[1:], EVENT_KEY)
-    read = read_outcomes(chain[0].data_files(), changes, outcomes_since, page_size)
-    read.add_items(added_items(changes, read.met), page_size)
-    return read.outcomes.outcomes.joined(links)
 
 
 def query_locally(events: list[Export], config: TrainingConfig, now: datetime, workdir: Path) -> Queried:

@@ -63,6 +63,23 @@ def test_a_child_that_dies_without_answering_is_an_error_with_its_exit_code_and_
         in_child(dies).result()
 
 
+def test_an_answer_taken_when_ready_lets_the_child_end_before_the_result_is_asked_for():
+    """A big answer (here 6 MB: a pipe holds 64 KB) would keep the child alive, with all it holds,
+    until the caller asks; taken when ready, the child is gone as soon as it has sent it."""
+    running = in_child(columns, 300_000).taken_when_ready()
+    deadline = time.monotonic() + 60
+    while running.process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running.process.poll() == 0
+    assert running.result()["ids"][-1] == "u299999"
+
+
+def test_leaving_early_stops_the_child_also_while_its_answer_is_being_taken():
+    with pytest.raises(RuntimeError), in_child(sleeps, 60).taken_when_ready() as running:
+        raise RuntimeError("the caller failed first")
+    assert running.process.poll() is not None
+
+
 def test_leaving_early_stops_the_child():
     with pytest.raises(RuntimeError), in_child(sleeps, 60) as running:
         raise RuntimeError("the caller failed first")

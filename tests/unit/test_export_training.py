@@ -22,7 +22,8 @@ from shared.storage.exports import INCREMENTAL, DamagedExport, Export, compresse
 from shared.storage import training_data
 from shared.storage.child_process import in_child
 from shared.storage.training_data import (TableExports, interaction_row, interaction_rows, query_locally, read_nightly,
-                                          read_nightly_from_exports, read_outcomes)
+                                          read_nightly_from_exports)
+from shared.storage.outcomes import outcomes_of_chain
 from shared.storage.users import all_user_rows, read_recent
 from shared.users import User
 from shared.training.config import TrainingConfig
@@ -611,16 +612,14 @@ def test_an_export_in_s3_whose_manifest_lists_a_file_the_bucket_lacks_is_refused
     assert list(download_export(MODEL_BUCKET, summary_key, tmp_path / "again").lines()) == list(export.lines())
 
 
-def test_a_damaged_file_read_in_a_child_process_is_refused_as_it_is_in_this_one(tmp_path):
+def test_a_damaged_file_read_in_a_child_process_is_refused_as_it_is_in_this_one(seeded, tmp_path):
     """The outcomes are read in a child process past a size: a cut-short file there is the same
     refusal, not a child that 'ended with no answer'."""
-    whole = gzip.compress(b"".join(json.dumps({"Item": {"user_id": {"S": f"u-{n}"}, "event_id": {"S": f"e-{n}"}}})
-                                   .encode() + b"\n" for n in range(5000)))
-    cut = tmp_path / "00001-cut.json.gz"
-    cut.write_bytes(whole[:len(whole) // 2])
+    export = write_export(seeded["EventsTable"], tmp_path / "events")
+    cut = damaged(export, "truncated")
 
     with pytest.raises(DamagedExport, match=re.escape(f"{cut} is not a whole gzip stream")):
-        in_child(read_outcomes, [cut], {}, "2000-01-01T00:00:00Z", 100).result()
+        in_child(outcomes_of_chain, [export], "2000-01-01T00:00:00Z", 100, {}).result()
 
 
 def live_customers() -> int:
