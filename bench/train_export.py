@@ -210,10 +210,14 @@ def part_ours(root: Path, outcomes_since: str | None = None) -> dict:
     later = kept.pop("outcomes")
     if later is not None:
         later.start()
-    customers = kept["segments"].customers
-    histories = time.perf_counter() - started
-    outcomes = None if later is None else later.result()
-    waited = time.perf_counter() - started - histories
+    try:
+        customers = kept["segments"].customers
+        histories = time.perf_counter() - started
+        outcomes = None if later is None else later.result()
+        waited = time.perf_counter() - started - histories
+    finally:
+        if later is not None:
+            later.close()
     timings = {"load": manifest.timings["load"],
                **{stage: seconds for stage, seconds in manifest.timings.items() if stage != "load"}}
     return {"total": total, "timings": timings, "peak": peak, "shape": shape, "nnz": nnz,

@@ -90,17 +90,22 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         # the export path the users export read again, so the exports stay until then), with the
         # statistics of the version it activated. A training read that failed is tried again
         # for them (a Scan); a users export gone since training costs the night's segments.
-        # Meanwhile the export path reads the outcomes from the events export in another process.
+        # Meanwhile the export path reads the outcomes from the events export, past 64 MB of files
+        # in another process (below it, here after them).
         later = outcomes[0] if outcomes else None
         if later is not None:
             later.start()
         try:
-            materialize_after_training(settings, models, now, segments[0].customers if segments else None, bus)
-        except (StorageUnavailable, UnusableExport) as error:  # the model stands; GET /segments lists
-            # the previous run, and says when
-            logger.error("segments not materialized", extra={"reason": str(error)})
-            metrics.add_metric("SegmentsNotMaterialized", "Count", 1)
-        found = outcomes_taken(later)
+            try:
+                materialize_after_training(settings, models, now, segments[0].customers if segments else None, bus)
+            except (StorageUnavailable, UnusableExport) as error:  # the model stands; GET /segments
+                # lists the previous run, and says when
+                logger.error("segments not materialized", extra={"reason": str(error)})
+                metrics.add_metric("SegmentsNotMaterialized", "Count", 1)
+            found = outcomes_taken(later)
+        finally:
+            if later is not None:
+                later.close()
     if found is not None:
         try:
             record_results(experiments, found, configured_recommendation_key(), now,
@@ -124,15 +129,17 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 
 def outcomes_taken(later: LaterOutcomes | None) -> Outcomes | None:
-    """The night's outcomes; None when there are none to take, or when the events export could no
-    longer be read for them (a file deleted by hand since training): the model and the segments
-    stand, the results are written by tomorrow's run."""
+    """The night's outcomes; None when there are none to take, or when the events export could not
+    be read for them (a file deleted by hand since training, a line that is not JSON, the read's
+    process killed): the model is active and the segments written by then, so the run stands and
+    the results are written by tomorrow's run (from each experiment's first day)."""
     if later is None:
         return None
     try:
         return later.result()
-    except (UnusableExport, ChildFailed) as error:
-        logger.error("experiment results not written", extra={"reason": str(error)})
+    except Exception as error:  # noqa: BLE001 - whatever the read met, it costs the results alone
+        reason = str(error) if isinstance(error, (UnusableExport, ChildFailed)) else f"{type(error).__name__}: {error}"
+        logger.error("experiment results not written", extra={"reason": reason})
         metrics.add_metric("ExperimentResultsFailed", "Count", 1)
         return None
 

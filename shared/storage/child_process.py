@@ -49,7 +49,10 @@ class Running:
         return self
 
     def _take(self) -> None:
-        self._done = self._collect()
+        try:
+            self._done = self._collect()
+        except BaseException as error:  # noqa: BLE001 - result() raises it, rather than collecting twice
+            self._done = False, ChildFailed(f"{self.name}: its answer could not be taken: {error!r}")
 
     def result(self) -> Any:
         """What the function returned; what it raised is raised here."""

@@ -28,6 +28,7 @@ from shared.bulk import cycle_collection_paused
 from shared.events import MAX_QUANTITY, STORED_TIME_LENGTH, STORED_TIME_PATTERN, EventType
 from shared.storage.customers import (SCAN_SEGMENTS, USER_HISTORY_FIELDS, Customers, EventIds, catalog_labels,
                                       catalog_labels_of, scan_events)
+from shared.observability import logger
 from shared.storage.blobs import S3Blobs
 from shared.storage.child_process import Running, in_child
 from shared.storage.export_queries import (QueryRun, events_data_folder, read_ids, read_interactions, statements,
@@ -103,7 +104,8 @@ class LaterOutcomes:
     Scan path keeps them from the pages it reads for training. The export path reads them from
     the events export after training, so training neither waits for them nor holds them through
     the fits (at 10M events they were 19 s of its load); past OUTCOMES_IN_A_CHILD_FROM_BYTES in a
-    child process, which `start()` starts so that it reads while the segments read theirs here."""
+    child process, which `start()` starts so that it reads while the segments read theirs here.
+    `close()` stops a child whose result was never taken (the caller failed first)."""
 
     def __init__(self, read: Callable[[], Outcomes], in_a_child: Callable[[], Running] | None = None) -> None:
         self._read, self._in_a_child = read, in_a_child
@@ -113,13 +115,22 @@ class LaterOutcomes:
         # Taken when ready: the child ends as soon as it has read them, and its memory is not
         # held through the rest of the segments' read.
         if self._in_a_child is not None and self._running is None:
-            self._running = self._in_a_child().taken_when_ready()
+            try:
+                self._running = self._in_a_child().taken_when_ready()
+            except OSError as error:  # no process to be had: result() reads them here
+                logger.warning("the outcomes are read in this process: no child process could start",
+                               extra={"reason": str(error)})
+                self._in_a_child = None
 
     def result(self) -> Outcomes:
         if self._running is None:
             return self._read()
         with self._running:
             return self._running.result()
+
+    def close(self) -> None:
+        if self._running is not None:
+            self._running.__exit__(None, None, None)
 
 
 @dataclass(frozen=True)

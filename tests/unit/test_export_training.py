@@ -586,10 +586,13 @@ def test_a_damaged_export_fails_the_run_saying_which_file_and_what_to_do(seeded,
 
 
 def damaged(export: Export, damage: str) -> Path:
-    """The export's first data file, gone, emptied or cut in half."""
+    """The export's first data file, gone, emptied, cut in half, or holding a purchase's line
+    that is not JSON."""
     victim = export.data_files()[0]
     if damage == "missing":
         victim.unlink()
+    elif damage == "garbled":
+        victim.write_bytes(gzip.compress(b'{"Item": {"event_type": {"S": "purchase"}} and then not JSON\n'))
     else:
         whole = victim.read_bytes()
         victim.write_bytes(whole[:len(whole) // 2] if damage == "truncated" else b"")
@@ -620,6 +623,21 @@ def test_a_damaged_file_read_in_a_child_process_is_refused_as_it_is_in_this_one(
 
     with pytest.raises(DamagedExport, match=re.escape(f"{cut} is not a whole gzip stream")):
         in_child(outcomes_of_chain, [export], "2000-01-01T00:00:00Z", 100, {}).result()
+
+
+def test_outcomes_whose_result_is_never_taken_stop_their_child_on_close():
+    """The handler closes them whatever happened meanwhile: a night that fails in the segments
+    leaves no reader running into the next invocation of a warm function."""
+    from shared.storage.outcomes import Outcomes
+    from shared.storage.training_data import LaterOutcomes
+    from tests.unit.test_child_process import sleeps
+
+    started = []
+    later = LaterOutcomes(Outcomes, lambda: started.append(in_child(sleeps, 60)) or started[-1])
+    later.start()
+    assert started[0].process.poll() is None
+    later.close()
+    assert started[0].process.poll() is not None
 
 
 def live_customers() -> int:
@@ -690,10 +708,11 @@ def test_a_customer_row_that_does_not_read_is_logged_once_by_the_export_paths_re
     assert from_the_child == in_a_child
 
 
-@pytest.mark.parametrize("table, lost", [("users", "segments not materialized"),
-                                         ("events", "experiment results not written")])
+@pytest.mark.parametrize("table, damage, lost", [("users", "missing", "segments not materialized"),
+                                                 ("events", "missing", "experiment results not written"),
+                                                 ("events", "garbled", "experiment results not written")])
 def test_an_export_damaged_after_training_leaves_the_model_and_says_what_was_not_written(
-        seeded, tmp_path, monkeypatch, caplog, table, lost):
+        seeded, tmp_path, monkeypatch, caplog, table, damage, lost):
     """The segments read the users export again after training, and the outcomes are read from the
     events export then (here in a child process): a file gone by then (deleted by hand) costs that
     night's segments, or its experiment results and attribution report, not the model, and the log
@@ -712,7 +731,7 @@ def test_an_export_damaged_after_training_leaves_the_model_and_says_what_was_not
 
     def then_damaged(*args: Any, **kwargs: Any) -> Any:
         manifest = trained(*args, **kwargs)
-        victims.append(damaged(getattr(exports, table)[0], "missing"))
+        victims.append(damaged(getattr(exports, table)[0], damage))
         return manifest
 
     monkeypatch.setitem(module, "run_training", then_damaged)
@@ -721,6 +740,9 @@ def test_an_export_damaged_after_training_leaves_the_model_and_says_what_was_not
 
     assert manifest["status"] in ("accepted", "rejected"), manifest["reason"]
     [failure] = [record for record in caplog.records if record.getMessage() == lost]
-    assert victims[0].name in failure.reason and "take a new full export" in failure.reason
+    if damage == "garbled":  # a line that is not JSON, read in the child: its error says what it met
+        assert failure.reason.startswith("JSONDecodeError")
+    else:
+        assert victims[0].name in failure.reason and "take a new full export" in failure.reason
     others = {"segments not materialized", "experiment results not written"} - {lost}
     assert not [record for record in caplog.records if record.getMessage() in others]
