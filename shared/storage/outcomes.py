@@ -11,12 +11,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.events import EventType
 from shared.observability import logger
 from shared.experiments.attribution import Purchase, Touch
-from shared.storage.exports import Export, added_items, chain_changes, current_items
+
+if TYPE_CHECKING:
+    from shared.storage.exports import Export
 
 # What the read needs of an event beyond history's fields.
 OUTCOME_FIELDS = ("recommendation_id", "items", "order_id")
@@ -98,6 +100,9 @@ def outcomes_of_chain(chain: list[Export], outcomes_since: str, page_size: int, 
     that hold an outcome's type, as the incremental exports left them, then the events those
     added), each visitor linked to a customer (`links`) counted as the customer, as on the Scan
     path. `page_size` items are handed to the page handler at a time, as a Scan's pages are."""
+    # Imported here: the functions that only record and report outcomes (admin) ship no orjson.
+    from shared.storage.exports import added_items, chain_changes, current_items
+
     pages = OutcomePages(outcomes_since)
     if chain:
         changes, met = chain_changes(chain[1:], EVENT_KEY), set()
