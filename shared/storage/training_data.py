@@ -104,27 +104,28 @@ class LaterOutcomes:
     Scan path keeps them from the pages it reads for training. The export path reads them from
     the events export after training, so training neither waits for them nor holds them through
     the fits (at 10M events they were 19 s of its load); past OUTCOMES_IN_A_CHILD_FROM_BYTES in a
-    child process, which `start()` starts so that it reads while the segments read theirs here.
-    `close()` stops a child whose result was never taken (the caller failed first)."""
+    child process (`in_a_child`), which `start()` starts so that it reads while the segments read
+    theirs here. `read(*args)` reads them, here or there. `close()` stops a child whose result was
+    never taken (the caller failed first)."""
 
-    def __init__(self, read: Callable[[], Outcomes], in_a_child: Callable[[], Running] | None = None) -> None:
-        self._read, self._in_a_child = read, in_a_child
+    def __init__(self, read: Callable[..., Outcomes], *args: Any, in_a_child: bool = False) -> None:
+        self._read, self._args, self._in_a_child = read, args, in_a_child
         self._running: Running | None = None
 
     def start(self) -> None:
         # Taken when ready: the child ends as soon as it has read them, and its memory is not
         # held through the rest of the segments' read.
-        if self._in_a_child is not None and self._running is None:
+        if self._in_a_child and self._running is None:
             try:
-                self._running = self._in_a_child().taken_when_ready()
+                self._running = in_child(self._read, *self._args).taken_when_ready()
             except OSError as error:  # no process to be had: result() reads them here
                 logger.warning("the outcomes are read in this process: no child process could start",
                                extra={"reason": str(error)})
-                self._in_a_child = None
+                self._in_a_child = False
 
     def result(self) -> Outcomes:
         if self._running is None:
-            return self._read()
+            return self._read(*self._args)
         with self._running:
             return self._running.result()
 
@@ -235,10 +236,9 @@ def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, no
         training.take_queried(interactions)
     outcomes = None
     if outcomes_since:
-        read = partial(outcomes_of_chain, exports.events, outcomes_since, page_size, customers.linked_to)
         size = sum(path.stat().st_size for path in exports.events[0].data_files()) if exports.events else 0
-        outcomes = LaterOutcomes(read, partial(in_child, outcomes_of_chain, *read.args) if size >= OUTCOMES_IN_A_CHILD_FROM_BYTES
-                                 else None)
+        outcomes = LaterOutcomes(outcomes_of_chain, exports.events, outcomes_since, page_size, customers.linked_to,
+                                 in_a_child=size >= OUTCOMES_IN_A_CHILD_FROM_BYTES)
     return NightlyRead(SegmentsRead(categories, lambda: _segments_inputs(exports.users, ids, events_table)),
                        None if training.overflow else training.finish(customers, now, categories, titles),
                        training.overflow, outcomes)

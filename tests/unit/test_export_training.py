@@ -625,15 +625,16 @@ def test_a_damaged_file_read_in_a_child_process_is_refused_as_it_is_in_this_one(
         in_child(outcomes_of_chain, [export], "2000-01-01T00:00:00Z", 100, {}).result()
 
 
-def test_outcomes_whose_result_is_never_taken_stop_their_child_on_close():
+def test_outcomes_whose_result_is_never_taken_stop_their_child_on_close(monkeypatch):
     """The handler closes them whatever happened meanwhile: a night that fails in the segments
     leaves no reader running into the next invocation of a warm function."""
-    from shared.storage.outcomes import Outcomes
     from shared.storage.training_data import LaterOutcomes
     from tests.unit.test_child_process import sleeps
 
     started = []
-    later = LaterOutcomes(Outcomes, lambda: started.append(in_child(sleeps, 60)) or started[-1])
+    monkeypatch.setattr(training_data, "in_child", lambda function, *args: started.append(in_child(function, *args))
+                        or started[-1])
+    later = LaterOutcomes(sleeps, 60, in_a_child=True)
     later.start()
     assert started[0].process.poll() is None
     later.close()
