@@ -102,6 +102,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                 # lists the previous run, and says when
                 logger.error("segments not materialized", extra={"reason": str(error)})
                 metrics.add_metric("SegmentsNotMaterialized", "Count", 1)
+            except Exception as error:  # noqa: BLE001 - a fault of ours: the model is active by now, and
+                # the rest of the night (results, names, pruning) does not depend on the segments
+                logger.exception("segments not materialized", extra={"reason": f"{type(error).__name__}: {error}"})
+                metrics.add_metric("SegmentsNotMaterialized", "Count", 1)
             found = outcomes_taken(later)
         finally:
             if later is not None:

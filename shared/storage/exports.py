@@ -13,8 +13,10 @@ one onto it, in order, so a run sees the table as of the last of them.
 `write_export` writes DynamoDB Local's tables in this format (`./dev export`), so the export path
 runs on one machine over the same files as on AWS; `download_export` fetches one from S3.
 
-An export is read as its manifest lists it: a listed data file that is missing, empty or cut short
-(an interrupted copy) is a DamagedExport, and the run reads nothing rather than part of the table.
+An export is read as its manifest lists it: a listed data file that is missing, empty, cut short
+(an interrupted copy), holding another number of lines than the manifest's itemCount, or holding a
+line that is not an item as DynamoDB writes it, is a DamagedExport naming the file, as is a
+manifest that does not parse; the run reads nothing rather than part of the table.
 
 `plan_events_export` decides each night's events export on AWS: incremental, on top of the chain
 the last nights took, while that chain's full export is young enough to outlive the night (the
@@ -81,39 +83,105 @@ class Export:
     def time(self) -> datetime:
         return _period_end(self.summary)
 
-    def data_files(self) -> list[Path]:
-        """The data files the manifest lists, each there and not empty (DynamoDB writes a gzip
-        stream even for no items), or a DamagedExport."""
+    def listed_files(self) -> list[tuple[Path, int | None]]:
+        """The data files the manifest lists that hold items, with how many it says each holds
+        (None if it does not say), each there and not empty; or a DamagedExport. A file listed
+        with no items is left out: DynamoDB writes a file for each empty partition, and its docs
+        do not say whether that file is an empty gzip stream or no bytes at all."""
         listing = self.root / self.summary["manifestFilesS3Key"]
         if not listing.is_file():
             raise DamagedExport.of(listing, "missing")
-        files = [self.root / json.loads(line)["dataFileS3Key"]
-                 for line in listing.read_text().splitlines() if line.strip()]
-        for path in files:
+        files = [(self.root / key, items) for key, items in listed_in(listing) if items != 0]
+        for path, _ in files:
             if not path.is_file() or path.stat().st_size == 0:
                 raise DamagedExport.of(path, "missing" if not path.is_file() else "empty")
         return files
 
+    def data_files(self) -> list[Path]:
+        return [path for path, _ in self.listed_files()]
+
     def lines(self) -> Iterator[dict[str, Any]]:
-        """Every data line, file by file."""
-        for path in self.data_files():
-            for line in gzip_lines(path):
-                yield orjson.loads(line)
+        """Every data line, parsed, file by file."""
+        for path, items in self.listed_files():
+            yield from parsed_lines(path, items)
+
+
+def listed_in(listing: Path) -> list[tuple[str, int | None]]:
+    """manifest-files.json's data files: each one's key and item count (None if not given)."""
+    try:
+        entries = [json.loads(line) for line in listing.read_text().splitlines() if line.strip()]
+        listed = [(entry["dataFileS3Key"], entry.get("itemCount")) for entry in entries]
+        if not all(isinstance(key, str) and (items is None or (type(items) is int and items >= 0))
+                   for key, items in listed):
+            raise TypeError("a key that is not text or a count that is not a whole number")
+    except (ValueError, KeyError, TypeError) as error:  # cut short, or not DynamoDB's listing
+        raise DamagedExport.of(listing, f"not a manifest of data files ({type(error).__name__}: {error})") from None
+    return listed
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """manifest-summary.json, with the keys the readers need, or a DamagedExport naming it."""
+    try:
+        summary = json.loads(path.read_text())
+        if not isinstance(summary.get("manifestFilesS3Key"), str):
+            raise KeyError("manifestFilesS3Key")
+        _period_end(summary)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise DamagedExport.of(path, f"not a whole manifest summary ({type(error).__name__}: {error})") from None
+    return summary
+
+
+def parsed_lines(path: Path, items: int | None = None, holding: tuple[bytes, ...] = ()) -> Iterator[dict[str, Any]]:
+    """gzip_lines, each parsed: a line that is not a JSON object is a DamagedExport naming the file."""
+    for line in gzip_lines(path, items=items, holding=holding):
+        try:
+            parsed = orjson.loads(line)
+        except orjson.JSONDecodeError as error:
+            raise DamagedExport.of(path, f"not DynamoDB's export format ({error})") from None
+        if not isinstance(parsed, dict):
+            raise DamagedExport.of(path, "not DynamoDB's export format (a line that is not an object)")
+        yield parsed
+
+
+def not_export_format(path: Path, error: Exception) -> DamagedExport:
+    """A line of `path` that is JSON but not an item as DynamoDB exports it (`error`: what it lacked)."""
+    return DamagedExport.of(path, f"not DynamoDB's export format ({type(error).__name__}: {error})")
 
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # a Zstandard frame's first bytes
 
 
-def gzip_lines(path: Path, block: int = 8 << 20, holding: tuple[bytes, ...] = ()) -> Iterator[bytes]:
+def gzip_lines(path: Path, block: int = 8 << 20, holding: tuple[bytes, ...] = (),
+               items: int | None = None) -> Iterator[bytes]:
     """The non-blank lines of a gzipped file, read a block at a time: gzip's own line-by-line
     reading costs as much as parsing the lines, and a whole file can be gigabytes. With
-    `holding`, only the lines that hold one of those byte strings (_lines_holding)."""
+    `holding`, only the lines that hold one of those byte strings (_lines_holding). With `items`
+    (the manifest's itemCount), a file with another number of lines is a DamagedExport once read:
+    a file cut at a gzip member's end, or replaced, reads as a whole stream."""
+    counted = _Counted(items)
     try:
         with gzip.open(path, "rb") as data:
-            blocks = _blocks(data, block)
+            blocks = counted.blocks(_blocks(data, block))
             yield from _lines_holding(blocks, holding) if holding else _non_blank_lines(blocks)
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise DamagedExport.of(path, f"not a whole gzip stream ({error})") from None
+    if items is not None and counted.lines != items:
+        raise DamagedExport.of(path, f"not whole: {counted.lines:,} lines where its manifest lists {items:,} items")
+
+
+class _Counted:
+    """The lines of the blocks that pass (each block is a run of whole lines), when a count is expected."""
+
+    def __init__(self, expected: int | None) -> None:
+        self.expected, self.lines = expected, 0
+
+    def blocks(self, blocks: Iterator[bytes]) -> Iterator[bytes]:
+        if self.expected is None:
+            yield from blocks
+            return
+        for lines in blocks:
+            self.lines += lines.count(b"\n") + 1
+            yield lines
 
 
 def compressed_lines(path: Path, block: int = 8 << 20) -> Iterator[bytes]:
@@ -170,7 +238,7 @@ def _blocks(data: BinaryIO, block: int) -> Iterator[bytes]:
 
 
 def read_export(root: Path, summary_key: str) -> Export:
-    return Export(root, json.loads((root / summary_key).read_text()))
+    return Export(root, read_summary(root / summary_key))
 
 
 def exports_in(root: Path) -> list[Export]:
@@ -201,7 +269,7 @@ def table_items(chain: list[Export], key_names: tuple[str, ...]) -> Iterator[dic
         return
     changes = chain_changes(chain[1:], key_names)
     met: set[Key] = set()
-    yield from current_items(chain[0].data_files(), changes, key_names, met)
+    yield from current_items(chain[0].listed_files(), changes, key_names, met)
     yield from added_items(changes, met)
 
 
@@ -217,25 +285,38 @@ def chain_changes(incrementals: list[Export], key_names: tuple[str, ...]) -> dic
     incremental export's line holds the key (Keys) and the new image (NewImage), none for a delete."""
     changes: dict[Key, dict[str, Any] | None] = {}
     for export in incrementals:
-        for line in export.lines():
-            changes[item_key(line["Keys"], key_names)] = line.get("NewImage")
+        for path, items in export.listed_files():
+            try:
+                for line in parsed_lines(path, items):
+                    image = line.get("NewImage")
+                    if image is not None and not isinstance(image, dict):
+                        raise TypeError(f"NewImage {type(image).__name__}")
+                    changes[item_key(line["Keys"], key_names)] = image
+            except (KeyError, AttributeError, TypeError) as error:
+                raise not_export_format(path, error) from None
     return changes
 
 
-def current_items(files: list[Path], changes: dict[Key, dict[str, Any] | None], key_names: tuple[str, ...],
-                  met: set[Key], holding: tuple[bytes, ...] = ()) -> Iterator[dict[str, Any]]:
-    """The items of these files of a full export as `changes` leave them (a changed item's newest
+def current_items(files: list[tuple[Path, int | None]], changes: dict[Key, dict[str, Any] | None],
+                  key_names: tuple[str, ...], met: set[Key], holding: tuple[bytes, ...] = ()
+                  ) -> Iterator[dict[str, Any]]:
+    """The items of these files of a full export (listed_files) as `changes` leave them (a changed item's newest
     image in its place, a deleted one left out); the keys of the changes met are added to `met`.
     With `holding`, only the items whose line holds one of those byte strings: the changes of the
     others are not met, so added_items gives their newest images (the reader must not care)."""
-    for path in files:
-        for line in gzip_lines(path, holding=holding):
-            item = orjson.loads(line)["Item"]
-            if changes and (key := item_key(item, key_names)) in changes:
-                met.add(key)
-                if (item := changes[key]) is None:
-                    continue
-            yield item
+    for path, items in files:
+        try:
+            for line in parsed_lines(path, items, holding):
+                item = line["Item"]
+                if not isinstance(item, dict):
+                    raise TypeError(f"Item {type(item).__name__}")
+                if changes and (key := item_key(item, key_names)) in changes:
+                    met.add(key)
+                    if (item := changes[key]) is None:
+                        continue
+                yield item
+        except (KeyError, AttributeError, TypeError) as error:  # only this generator's own: a yield sends none in
+            raise not_export_format(path, error) from None
 
 
 def _base64(value: Any) -> str:
@@ -285,7 +366,10 @@ def write_export(table: str, root: Path, segments: int = 4, now: datetime | None
                "itemCount": sum(entry["itemCount"] for entry in files), "manifestFilesS3Key": str(listing),
                "outputFormat": "DYNAMODB_JSON"}
     summary_key = folder / "manifest-summary.json"
-    (root / summary_key).write_text(json.dumps(summary, indent=1))  # last: a summary means complete
+    # Last, and whole or not at all: a summary means a complete export.
+    written = root / folder / "manifest-summary.json.part"
+    written.write_text(json.dumps(summary, indent=1))
+    written.replace(root / summary_key)
     return read_export(root, str(summary_key))
 
 
@@ -302,10 +386,9 @@ def download_export(bucket: str, summary_key: str, root: Path) -> Export:
             raise DamagedExport.of(f"s3://{bucket}/{key}", "missing") from None
         return target
 
-    summary = json.loads(fetch(summary_key).read_text())
-    for line in fetch(summary["manifestFilesS3Key"]).read_text().splitlines():
-        if line.strip():
-            fetch(json.loads(line)["dataFileS3Key"])
+    summary = read_summary(fetch(summary_key))
+    for key, _ in listed_in(fetch(summary["manifestFilesS3Key"])):
+        fetch(key)
     return Export(root, summary)
 
 

@@ -106,7 +106,7 @@ def outcomes_of_chain(chain: list[Export], outcomes_since: str, page_size: int, 
     pages = OutcomePages(outcomes_since)
     if chain:
         changes, met = chain_changes(chain[1:], EVENT_KEY), set()
-        files = chain[0].data_files()
+        files = chain[0].listed_files()
         _add_pages(pages, current_items(files, changes, EVENT_KEY, met, holding=OUTCOME_LINES_HOLD), page_size)
         _add_pages(pages, added_items(changes, met), page_size)  # after: `met` is complete
     return pages.outcomes.joined(links)

@@ -101,3 +101,22 @@ def test_a_night_whose_segments_dynamodb_refuses_keeps_its_model_and_the_previou
     assert second["status"] == "accepted" and newest(api)["version"] == second["version"]
     assert newest(api)["active"] is True
     assert api.json("GET", "/segments")[1]["run"] == listed["run"]  # the previous run's lists, as they were
+
+
+def test_a_fault_of_ours_in_the_segments_after_activation_costs_the_segments_not_the_rest_of_the_night(
+        api, shop, monkeypatch, runs_that_died, caplog):
+    """By the time the segments are computed the new model serves: a bug met there (here, a stored
+    value the batch cannot take) is logged with what it was, and the night still prunes."""
+    from shared.segments import batch
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise TypeError("Cannot cast array data from dtype('O') to dtype('float64')")
+
+    monkeypatch.setattr(batch, "segment_everyone", broken)
+    manifest = api.train_and_wait(A_MODEL_SERVES)
+
+    assert manifest["status"] == "accepted" and runs_that_died == []
+    [failure] = [record for record in caplog.records if record.getMessage() == "segments not materialized"]
+    assert failure.reason.startswith("TypeError: Cannot cast array data")
+    assert "old model versions pruned" in caplog.text
+    assert api.json("GET", "/popular")[1]["model_version"] == manifest["version"]
