@@ -60,6 +60,11 @@ def _a_time(stamp: str) -> str:
 Stamp = Annotated[str, Strict(), AfterValidator(_a_time)]
 
 
+# A count no shop reaches, that a float holds exactly: the nightly segments compare counts as
+# numbers over arrays. A stored row past it (by hand) reads without its summary (user_from_row).
+Count = Annotated[int, Field(ge=-(2**53), le=2**53)]
+
+
 class PurchaseSummary(BaseModel):
     """Per-user totals over stored purchase and return events, per currency where money.
 
@@ -76,12 +81,12 @@ class PurchaseSummary(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    orders: int = Field(default=0, description="Distinct orders (order_id; without one, the purchase day, UTC)")
-    lines: int = Field(default=0, description="Purchase lines (purchase events)")
-    units: int = Field(default=0, description="Units bought (sum of purchase quantities)")
+    orders: Count = Field(default=0, description="Distinct orders (order_id; without one, the purchase day, UTC)")
+    lines: Count = Field(default=0, description="Purchase lines (purchase events)")
+    units: Count = Field(default=0, description="Units bought (sum of purchase quantities)")
     spend: dict[str, Decimal] = Field(default_factory=dict, description="Per currency, net of returns")
     returned: dict[str, Decimal] = Field(default_factory=dict, description="Refunded, per currency")
-    returns: int = Field(default=0, description="Return lines (return events)")
+    returns: Count = Field(default=0, description="Return lines (return events)")
     first_purchase_at: Stamp | None = None
     last_purchase_at: Stamp | None = None
 

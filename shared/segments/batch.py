@@ -213,7 +213,8 @@ class _Customers:
             if main not in code:
                 code[main] = len(self.currencies)
                 self.currencies.append(main)
-            currency[k], monetary[k] = code[main], amount
+            # features.monetary: none in a currency that is no currency ("" in an old row)
+            currency[k], monetary[k] = code[main], amount if main else 0.0
         self.currency, self.monetary, self.currency_code = currency, monetary, code
         self.spent = np.full(n, None, dtype=object)  # _money_texts: each customer's spend as text, once written
         self.recency = _whole_days(lasts, now_s)
@@ -238,7 +239,7 @@ class _Customers:
         self.money_is_purchase = purchase = self.is_purchase[money]
         self.money_sign = np.where(self.money_is_purchase, 1.0, -1.0)
         self.money_price = events.price[money]  # NaN: none
-        self.money_quantity = events.quantity[money]
+        self.money_quantity = _floats(events.quantity[money])  # what `price * quantity` multiplies
         # The event's currency against its customer's main one (None is a code too, as in `==`).
         self.money_currency = _recoded(events.currency[money], [self.currency_code.get(c, -1)
                                                                 for c in events.currencies])
@@ -285,6 +286,21 @@ def _columns(fields: Callable[[Any], tuple[Any, ...]], objects: list[Any], count
     return [list(column) for column in zip(*map(fields, objects))]
 
 
+def _floats(numbers: np.ndarray) -> np.ndarray:
+    """Whole numbers as Python's `float * int` takes them: correctly rounded, the int64 column's
+    in C, a stored number past int64 (an object column) one by one, past float's range infinite."""
+    if numbers.dtype != object:
+        return numbers.astype(float)
+    return np.array([_float(n) for n in numbers.tolist()], dtype=float)
+
+
+def _float(number: int) -> float:
+    try:
+        return float(number)
+    except OverflowError:
+        return math.copysign(math.inf, number)
+
+
 def _recoded(codes: np.ndarray, new: list[int]) -> np.ndarray:
     """`new[code]` for each code."""
     return np.array(new, np.int64)[codes] if new else codes
@@ -295,7 +311,10 @@ def _whole_days(stamps: list[str | None], now_s: float) -> np.ndarray:
     Times as ingest writes them (2026-11-01T03:00:00.000000Z) are parsed by numpy, others by features.seconds."""
     # One pass: the ingest form without its Z, "NaT" for the rest, parsed by numpy in one go.
     texts = [s[:-1] if s and len(s) == 27 and s[-1] == "Z" and s[10] == "T" else "NaT" for s in stamps]
-    micros = np.array(texts, dtype="datetime64[us]")
+    try:
+        micros = np.array(texts, dtype="datetime64[us]")
+    except ValueError:  # one of that length that numpy does not read (a week date): each on its own
+        micros = np.array([_datetime64(text) for text in texts], dtype="datetime64[us]")
     at = micros.astype(np.int64) / 1e6  # what datetime.timestamp() gives: microseconds / 10**6, rounded once
     unparsed = np.isnat(micros)
     at[unparsed] = math.nan
@@ -303,6 +322,14 @@ def _whole_days(stamps: list[str | None], now_s: float) -> np.ndarray:
         if stamps[k]:
             at[k] = seconds(stamps[k])
     return np.floor_divide(now_s - at, DAY)
+
+
+def _datetime64(text: str) -> np.datetime64:
+    """numpy's reading of the text, or NaT for features.seconds to read it."""
+    try:
+        return np.datetime64(text, "us")
+    except ValueError:
+        return np.datetime64("NaT", "us")
 
 
 def _by_value(values: list[Any], make: Callable[[Any], Any]) -> tuple[np.ndarray, list[Any]]:
@@ -641,8 +668,11 @@ def _engagement(who: _Customers, now: datetime) -> list[Block]:
     cache: dict[tuple[Any, ...], list[Tag]] = {}
     edge = fatigue_edge(now)
     ledgers = [None if user is None else user.contacts for user in who.users]
+    # With a send recorded, or (an old or hand-written row) recent sends without a count.
     for k in [k for k, ledger in enumerate(ledgers)
-              if ledger is not None and (ledger.email.sends or ledger.sms.sends or ledger.push.sends)]:
+              if ledger is not None and (ledger.email.sends or ledger.sms.sends or ledger.push.sends
+                                         or ledger.email.recent_sends or ledger.sms.recent_sends
+                                         or ledger.push.recent_sends)]:
         ledger = ledgers[k]
         email, sms, push = ledger.email, ledger.sms, ledger.push
         fatigue = {}
@@ -695,11 +725,19 @@ def _declared_blocks(profiles: list[User | None]) -> list[Block]:
         chosen = sorted(key for key, value in a.items() if value is True and key.startswith("prefers_"))
         preferring += [k] * len(chosen)
         preferences += chosen
-    for rows, tags in ((interested, _texts([(i,) for i in interests], interest_tag)),
+    for rows, tags in ((interested, _interest_tags(interests)),
                        (preferring, _texts([(p,) for p in preferences], preference_tag))):  # type: ignore
         blocks.append(Block("psychographic", np.array(rows, np.int64), [t.name for t in tags],  # type: ignore
                             [t.reason for t in tags]))  # type: ignore[attr-defined]
     return blocks
+
+
+def _interest_tags(interests: list[Any]) -> list[Tag]:
+    """interest_tag of each, written once per distinct text. Other values (an old row's) each on
+    their own: 1, True and 1.0 are one key but three texts, and a list is no key."""
+    texts = [i for i in interests if type(i) is str]
+    made = iter(_texts([(i,) for i in texts], interest_tag)) if texts else iter(())
+    return [next(made) if type(i) is str else interest_tag(i) for i in interests]
 
 
 # --- custom rules --------------------------------------------------------------------------------

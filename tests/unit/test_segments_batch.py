@@ -291,3 +291,45 @@ def test_a_rule_the_batch_cannot_evaluate_is_evaluated_one_customer_at_a_time(mo
     tags = agree([buyer("a", 14, 3, 400, 2340.0), User(user_id="b", country="DE"), User(user_id="c")],
                  definitions=definitions)
     assert names(tags["a"], "custom") == names(tags["b"], "custom") == ["DE"] and tags["c"] == []
+
+
+def test_values_only_an_old_or_hand_written_row_holds_get_the_request_paths_tags_and_fail_no_one_else():
+    """Each of these once failed the whole night's segments, or gave a customer other tags than
+    GET /users/{id}/segments: a quantity past int64 (its whole column became objects), a purchase
+    time that is valid ISO 8601 but not ingest's form, a spend under no currency, interests that
+    are not texts, sends remembered without being counted."""
+    odd_stamp = PurchaseSummary(orders=2, lines=2, units=2, spend={"EUR": Decimal("80")},
+                                last_purchase_at="2026-W43-7T03:00:00.000000Z", first_purchase_at=ago(200))
+    recent = [ago(day) for day in range(1, 7)]
+    users = [buyer("ordinary", 3, 5, 300, 400.0),
+             User(user_id="week-date", summary=odd_stamp),
+             User(user_id="no-currency", summary=PurchaseSummary(orders=2, lines=2, units=2, spend={"": Decimal("120")},
+                                                                 last_purchase_at=ago(5), first_purchase_at=ago(100))),
+             User(user_id="odd-interests", attributes={"interests": [1, True, 1.0, ["x"], "tea"]}),
+             User(user_id="uncounted", contacts=ContactLedger(email=ChannelLedger(
+                 sends=0, recent_sends=recent, recent_campaigns=["c"] * len(recent))))]
+    histories = {"huge": [event("k1", "view", quantity=2**63)], "ordinary": [event("k1", days=5)]}
+
+    spenders = CustomSegment(segment_id="custom:spenders", name="Spenders", description="", created_at=NOW,
+                             rule={"field": "monetary", "op": ">", "value": 0})
+
+    answers = agree(users, histories, definitions=[spenders])
+
+    assert [name for family, name, _ in answers["ordinary"] if family in ("value", "custom")] == [
+        "High value", "CLV: high", "Spenders"]
+    assert answers["week-date"][0][2].endswith("the last one 7 days ago, spent 80.00 EUR")  # 2026-10-25
+    assert [name for family, name, _ in answers["odd-interests"]] == [
+        "Interested in 1", "Interested in True", "Interested in 1.0", "Interested in ['x']", "Interested in tea"]
+    assert [name for family, name, _ in answers["uncounted"] if family == "engagement"] == ["Fatigued on email"]
+    assert not [name for family, name, _ in answers["no-currency"] if family in ("value", "custom")]
+
+
+def test_a_stored_count_past_what_a_float_holds_reads_without_the_summary_on_both_paths():
+    """A count of orders no shop reaches (a row written by hand): the nightly batch compares counts
+    as floats, so such a summary is left out when the row is read, as any part that does not read."""
+    from shared.storage.users import user_from_row
+
+    user = user_from_row({"user_id": "u", "purchase_count": 2**63, "country": "DE"}, logged=False)
+
+    assert user.summary == PurchaseSummary() and user.country == "DE"
+    assert agree([user])["u"] == [("geography", "Country: DE", "country DE in the profile")]
