@@ -90,12 +90,20 @@ class DuckDBAthena:
         # A partition without files (an incremental export of a quiet day) has no rows, as on Athena;
         # DuckDB's read_json refuses a pattern that matches nothing.
         nothing = ", ".join(f"CAST(NULL AS {sql_type}) AS {name}" for name, sql_type in named_types)
-        parts = [f"SELECT *, {int(value)} AS {partition} FROM read_json('{self.resolve(location) / '*.json.gz'}', "
+        parts = [f"SELECT *, {int(value)} AS {partition} FROM read_json({files}, "
                  f"format = 'newline_delimited', columns = {{{typed}}})"
-                 if any(self.resolve(location).glob("*.json.gz")) else
+                 if (files := _data_files(self.resolve(location))) else
                  f"SELECT {nothing}, {int(value)} AS {partition} WHERE false"
                  for named, value, location in partitions if named == partition]
         self.db.execute(f"CREATE OR REPLACE VIEW {table} AS {' UNION ALL '.join(parts)}")
+
+
+def _data_files(folder: Path) -> str:
+    """The folder's data files as a DuckDB list ('' for none). Files of no bytes are left out: DynamoDB
+    writes a file for each empty partition (its docs do not say whether it is an empty gzip stream),
+    Athena reads no rows from one, and DuckDB's read_json refuses it."""
+    files = sorted(str(path) for path in folder.glob("*.json.gz") if path.stat().st_size > 0)
+    return "[" + ", ".join("'" + file.replace("'", "''") + "'" for file in files) + "]" if files else ""
 
 
 def _top_level(columns: str) -> list[str]:

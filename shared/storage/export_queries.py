@@ -98,7 +98,8 @@ def statements(run: QueryRun, window_start: str, window_end: str) -> dict[str, s
     for bound in (window_start, window_end):
         if not re.fullmatch(r"[0-9T:.Z-]+", bound):
             raise ValueError(f"not a stored timestamp: {bound!r}")
-    events = (f"SELECT Item AS item FROM {run.table}" if len(run.events_data) == 1
+    # A line without an item is not DynamoDB's (the Python readers refuse it): no row, as in a chain.
+    events = (f"SELECT Item AS item FROM {run.table} WHERE Item IS NOT NULL" if len(run.events_data) == 1
               else _sql("events_of_chain.sql").format(table=run.table))
     codes = _sql("codes.sql")
     event_codes = " ".join(f"WHEN '{event_type}' THEN {code}" for event_type, code in EVENT_CODES.items())

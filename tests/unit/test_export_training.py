@@ -585,15 +585,43 @@ def test_a_users_export_cut_at_a_gzip_members_end_is_refused_not_read_without_th
 
 def test_a_data_file_the_manifest_lists_with_no_items_is_not_read_whatever_its_bytes(seeded, tmp_path):
     """DynamoDB writes a file for each empty partition, and its docs do not say whether it is an
-    empty gzip stream or no bytes: either way the export reads, as the files with items say."""
-    export = write_export(seeded["UsersTable"], tmp_path / "users")
-    expected = list(table_items([export], ("user_id",)))
-    listing = export.root / export.summary["manifestFilesS3Key"]
-    (export.root / "AWSDynamoDB/empty-partition.json.gz").write_bytes(b"")
-    empty = {"itemCount": 0, "dataFileS3Key": "AWSDynamoDB/empty-partition.json.gz"}
-    listing.write_text(listing.read_text() + json.dumps(empty) + "\n")
+    empty gzip stream or no bytes: either way the export reads, by the readers and by the query,
+    as the files with items say."""
+    exports = export_all(seeded, tmp_path / "exports")
+    config, now = TrainingConfig(), datetime.now(timezone.utc)
+    expected = read_nightly_from_exports(exports, config, now, query_locally(exports.events, config, now, tmp_path / "a"),
+                                         seeded["EventsTable"]).training_data()
+    for export in (exports.events[0], exports.users[0]):
+        listing = export.root / export.summary["manifestFilesS3Key"]
+        empty = export.data_files()[0].parent / "empty-partition.json.gz"
+        empty.write_bytes(b"")
+        entry = {"itemCount": 0, "dataFileS3Key": str(empty.relative_to(export.root))}
+        listing.write_text(listing.read_text() + json.dumps(entry) + "\n")
 
-    assert list(table_items([export], ("user_id",))) == expected and len(expected) > 10
+    read = read_nightly_from_exports(exports, config, now, query_locally(exports.events, config, now, tmp_path / "b"),
+                                     seeded["EventsTable"]).training_data()
+
+    assert rows_of(read.interactions) == rows_of(expected.interactions) and len(expected.interactions) > 100
+    assert read.customer_statistics == expected.customer_statistics and read.excluded_users == expected.excluded_users
+
+
+def test_a_line_of_the_events_export_without_an_item_gives_the_query_no_row_and_no_id(seeded, tmp_path):
+    """Not DynamoDB's (the readers in Python refuse such a file); the query, single export or
+    chain, leaves it out rather than hand the nightly reads a customer with no id."""
+    exports = export_all(seeded, tmp_path / "exports")
+    config, now = TrainingConfig(), datetime.now(timezone.utc)
+    expected = read_ids(query_locally(exports.events, config, now, tmp_path / "a").ids)
+    export = exports.events[0]
+    victim = export.data_files()[0]
+    victim.write_bytes(gzip.compress(gzip.decompress(victim.read_bytes()) + b'{"Item": null}\n{}\n'))
+    listing = export.root / export.summary["manifestFilesS3Key"]
+    entries = [json.loads(line) for line in listing.read_text().splitlines()]
+    entries[0]["itemCount"] += 2
+    listing.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+
+    ids = read_ids(query_locally(exports.events, config, now, tmp_path / "b").ids)
+
+    assert None not in ids.users and ids == expected and len(ids.users) > 10
 
 
 @pytest.mark.parametrize("written", ['{"exportType": "FULL_EXPORT", "exportTi', '{"exportType": "FULL_EXPORT"}', "[]"])

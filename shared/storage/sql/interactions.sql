@@ -10,7 +10,11 @@
 -- as its rank among its customer's baskets (-1: not a purchase).
 WITH events AS ({events}),
 window_events AS (
-    SELECT user_id, item_id, event_type, quantity, to_unixtime(stamp) AS seconds, order_id
+    -- Seconds as Python's timestamp() gives them: whole microseconds over 10^6, rounded once.
+    -- Trino's to_unixtime adds the fraction apart, one unit in the last place off for a quarter
+    -- of times; of a whole second it is exact in both engines.
+    SELECT user_id, item_id, event_type, quantity,
+           (CAST(to_unixtime(date_trunc('second', stamp)) AS BIGINT) * 1000000 + micros) / 1e6 AS seconds, order_id
     FROM (
         SELECT item.user_id.s AS user_id,
                item.item_id.s AS item_id,
@@ -19,6 +23,7 @@ window_events AS (
                CAST(CAST(GREATEST(LEAST(CAST(COALESCE(item.quantity.n, '1') AS DOUBLE), {max_quantity}),
                                   -{max_quantity}) AS REAL) AS DOUBLE) AS quantity,
                try(from_iso8601_timestamp_nanos(item.ts.s)) AS stamp,
+               CAST(substr(item.ts.s, 21, 6) AS BIGINT) AS micros,  -- the stored form's (length, pattern below)
                item.order_id.s AS order_id
         FROM events
         -- A search or an impression names no item: no interaction.
