@@ -82,19 +82,26 @@ def _text_or_none(value: object) -> bool:
 
 # What reading a stored payload that ingest did not write raises: corrupt bytes, rows of another
 # shape, texts that are not times.
-UNREADABLE = (zlib.error, ValueError, TypeError, IndexError, KeyError, OverflowError, AttributeError)
+UNREADABLE = (zlib.error, ValueError, TypeError, IndexError, KeyError, OverflowError, AttributeError,
+              RecursionError)
 
 
 def recent_event(stored: dict) -> RecentEvent | None:
-    """A stored event (as ingest writes it, or a Query returns it) as kept; None without an item."""
+    """A stored event (as ingest writes it, or a Query returns it) as kept; None without an item,
+    or for a row no version of ingest writes (by hand: no type, a text for a number, a time that is
+    not one), which costs the customer's other events, and a batch's other customers, nothing."""
     if stored.get("item_id") is None:
         return None
-    price, kind = stored.get("price"), stored["event_type"]
-    return RecentEvent(
-        ts=stored["ts"], item_id=stored["item_id"], event_type=str(getattr(kind, "value", kind)),
-        quantity=int(stored.get("quantity", 1)), channel=stored.get("channel"),
-        price=float(price) if price is not None else None, currency=stored.get("currency"),
-        campaign_id=stored.get("campaign_id"), discount=bool((stored.get("properties") or {}).get("discount")))
+    try:
+        price, kind, channel = stored.get("price"), stored["event_type"], stored.get("channel")
+        event = RecentEvent(  # ingest's own events hold enums: their values are what is kept
+            ts=stored["ts"], item_id=stored["item_id"], event_type=getattr(kind, "value", kind),
+            quantity=int(stored.get("quantity", 1)), channel=getattr(channel, "value", channel),
+            price=float(price) if price is not None else None, currency=stored.get("currency"),
+            campaign_id=stored.get("campaign_id"), discount=bool((stored.get("properties") or {}).get("discount")))
+        return RecentEvent.from_row(event.row())  # what the item must read back as, checked once here
+    except UNREADABLE:
+        return None
 
 
 def newest(events: Iterable[RecentEvent], limit: int | None = None) -> list[RecentEvent]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse import csr_matrix
 
+from shared.events import MAX_QUANTITY
 from shared.history import HistoryEvent
 from shared.purchases import PurchasedItems, item_key
 from shared.training.artifact import ModelArtifact
@@ -81,14 +82,16 @@ class ServingModel:
         return {item_id for item_id in self.item_ids if item_id in purchased}
 
     def user_row(self, history: list[HistoryEvent], now: float) -> csr_matrix:
-        """The customer's confidence row, weighted exactly as in training; unknown items dropped."""
-        known = [e for e in history if e.item_id in self.index]
+        """The customer's confidence row, weighted exactly as in training: unknown items dropped, and
+        as training reads stored events, only the types it counts, each quantity within MAX_QUANTITY
+        (a row written by hand may hold any)."""
+        known = [e for e in history if e.item_id in self.index and e.event_type in EVENT_CODES]
         interactions = Interactions(
             user_ids=["customer"], item_ids=self.item_ids,
             users=np.zeros(len(known), dtype=np.int32),
             items=np.array([self.index[e.item_id] for e in known], dtype=np.int32),
             event_codes=np.array([EVENT_CODES[e.event_type] for e in known], dtype=np.int8),
-            quantities=np.array([e.quantity for e in known], dtype=np.float32),
+            quantities=np.array([min(max(e.quantity, -MAX_QUANTITY), MAX_QUANTITY) for e in known], dtype=np.float32),
             timestamps=np.array([e.timestamp for e in known], dtype=np.float64),
         )
         return confidence_matrix(interactions, self.config, now, (1, len(self.item_ids)))

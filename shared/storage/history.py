@@ -15,7 +15,8 @@ from shared.observability import logger
 from shared.purchases import PurchasedItems
 from shared.recent import RECENT_EVENTS, RecentActivity, RecentEvent, newest, recent_event
 from shared.storage import dynamo
-from shared.storage.users import CustomerItems, customer_items, purchased_items, read_recent, user_from_row
+from shared.storage.users import (CustomerItems, customer_items, erasure_read, purchased_items, read_recent,
+                                  user_from_row)
 from shared.users import User
 
 # Enough history to know a customer's taste; what the recent-activity item keeps.
@@ -24,21 +25,40 @@ HISTORY_LIMIT = RECENT_EVENTS
 HISTORY_FIELDS = ("item_id", "event_type", "quantity", "ts", "channel", "price", "currency", "campaign_id", "properties")
 
 
-def recent_history(events_table: str, user_id: str, limit: int = HISTORY_LIMIT) -> list[HistoryEvent]:
-    with dynamo.aws_faults("read history"):
-        response = dynamo.client().query(
-            TableName=events_table, IndexName="by_time", ScanIndexForward=False, Limit=limit,
-            ConsistentRead=True,  # an event stored a moment ago must count
-            KeyConditionExpression="user_id = :user",
-            ProjectionExpression=", ".join(HISTORY_FIELDS),
-            ExpressionAttributeValues=dynamo.serialize({":user": user_id}),
-        )
-    events = [history_event(dynamo.deserialize(row)) for row in response.get("Items", []) if "item_id" in row]
+def recent_history(events_table: str, user_id: str, limit: int = HISTORY_LIMIT,
+                   erased_at: str | None = None) -> list[HistoryEvent]:
+    """`erased_at`: the customer's last erasure, whose deletion of events may still be under way:
+    the events it covers are left out (after_erasure)."""
+    rows = _newest_rows(events_table, user_id, limit, erased_at)
+    events = [history_event(row) for row in after_erasure(rows, erased_at) if "item_id" in row]
     readable = [event for event in events if event is not None]
     if len(readable) < len(events):
         logger.warning("stored events that do not read as history are left out",
                        extra={"events": len(events) - len(readable)})
     return readable
+
+
+def _newest_rows(events_table: str, user_id: str, limit: int, erased_at: str | None) -> list[dict]:
+    fields = (*HISTORY_FIELDS, "ingested_at") if erased_at else HISTORY_FIELDS
+    with dynamo.aws_faults("read history"):
+        response = dynamo.client().query(
+            TableName=events_table, IndexName="by_time", ScanIndexForward=False, Limit=limit,
+            ConsistentRead=True,  # an event stored a moment ago must count
+            KeyConditionExpression="user_id = :user",
+            ProjectionExpression=", ".join(fields),
+            ExpressionAttributeValues=dynamo.serialize({":user": user_id}),
+        )
+    return [dynamo.deserialize(row) for row in response.get("Items", [])]
+
+
+def after_erasure(rows: list[dict], erased_at: str | None) -> list[dict]:
+    """The stored events an erasure at `erased_at` does not cover: stamped and stored after it.
+    Its deletion of the others may still be under way (a long history is deleted over several
+    invocations), and a request meanwhile must not use them."""
+    if not erased_at:
+        return rows
+    return [row for row in rows
+            if str(row.get("ts", "")) >= erased_at and str(row.get("ingested_at", "")) >= erased_at]
 
 
 def history_event(row: dict) -> HistoryEvent | None:
@@ -66,23 +86,26 @@ LINKED_IDS_READ = 5
 LINKED_HISTORY_LIMIT = 100
 
 
-def recent_history_of(events_table: str, user_ids: list[str], limit: int = HISTORY_LIMIT) -> list[HistoryEvent]:
+def recent_history_of(events_table: str, user_ids: list[str], limit: int = HISTORY_LIMIT,
+                      erased_at: str | None = None) -> list[HistoryEvent]:
     """The first id's recent history with that of the newest ids linked to it, newest first, at
     most `limit`, from the query of each id (the fallback of recent_activity_of)."""
-    history = recent_history(events_table, user_ids[0], limit)
+    history = recent_history(events_table, user_ids[0], limit, erased_at)
     if len(user_ids) == 1:
         return history
     for linked in user_ids[1:1 + LINKED_IDS_READ]:
-        history += recent_history(events_table, linked, LINKED_HISTORY_LIMIT)
+        history += recent_history(events_table, linked, LINKED_HISTORY_LIMIT, erased_at)
     return sorted(history, key=lambda event: -event.timestamp)[:limit]
 
 
 def recent_activity_of(events_table: str, users_table: str, user_ids: list[str],
-                       limit: int = HISTORY_LIMIT, known: RecentActivity | None = None) -> list[HistoryEvent]:
+                       limit: int = HISTORY_LIMIT, known: RecentActivity | None = None,
+                       erased_at: str | None = None) -> list[HistoryEvent]:
     """What recent_history_of answers, read from the ids' recent-activity items: one strongly
     consistent BatchGetItem for the customer and their newest linked ids (`known`: the customer's
-    own, read already); an id without an item (nothing stored since the item was introduced), or
-    with one that does not read, is read by its Query instead."""
+    own, read already); an id without an item (nothing stored since the item was introduced, or an
+    erasure deleted it: `erased_at`, the customer's, as the profile row records it), or with one
+    that does not read, is read by its Query instead."""
     ids = [user_ids[0], *user_ids[1:1 + LINKED_IDS_READ]]
     wanted = ids if known is None else ids[1:]
     items = read_recent(users_table, wanted) if wanted else {}
@@ -93,7 +116,7 @@ def recent_activity_of(events_table: str, users_table: str, user_ids: list[str],
         most = limit if place == 0 else LINKED_HISTORY_LIMIT
         activity = items.get(user_id)
         readable = activity is not None and not activity.unreadable
-        history += activity.history(most) if readable else recent_history(events_table, user_id, most)
+        history += activity.history(most) if readable else recent_history(events_table, user_id, most, erased_at)
     if len(ids) == 1:
         return history
     return sorted(history, key=lambda event: -event.timestamp)[:limit]
@@ -105,16 +128,7 @@ def stored_recent_events(events_table: str, user_id: str, erased_at: str | None,
     starts the item from when a customer stored events before it existed. Events an erasure at
     `erased_at` covers (stamped or stored before it; their deletion may still be under way) are
     left out."""
-    with dynamo.aws_faults("read history"):
-        response = dynamo.client().query(
-            TableName=events_table, IndexName="by_time", ScanIndexForward=False, Limit=limit,
-            ConsistentRead=True, KeyConditionExpression="user_id = :user",
-            ProjectionExpression=", ".join((*HISTORY_FIELDS, "ingested_at")),
-            ExpressionAttributeValues=dynamo.serialize({":user": user_id}),
-        )
-    rows = [dynamo.deserialize(row) for row in response.get("Items", [])]
-    if erased_at:
-        rows = [row for row in rows if row["ts"] >= erased_at and row.get("ingested_at", "") >= erased_at]
+    rows = after_erasure(_newest_rows(events_table, user_id, limit, erased_at), erased_at)
     return newest(event for event in map(recent_event, rows) if event is not None)
 
 
@@ -140,9 +154,10 @@ class CustomerReads:
 
     def history(self, user_ids: list[str]) -> list[HistoryEvent]:
         read = self._taken(user_ids[0])
+        erased_at = erasure_read(read.row.get("erased_at")) if read is not None and read.row is not None else None
         if read is None or read.recent is None:  # not read with the profile, or no item: read it
-            return recent_activity_of(self.events_table, self.users_table, user_ids)
-        return recent_activity_of(self.events_table, self.users_table, user_ids, known=read.recent)
+            return recent_activity_of(self.events_table, self.users_table, user_ids, erased_at=erased_at)
+        return recent_activity_of(self.events_table, self.users_table, user_ids, known=read.recent, erased_at=erased_at)
 
     def purchased(self, user_id: str) -> PurchasedItems:
         read = self._taken(user_id)

@@ -421,7 +421,10 @@ def purchases_key(user_id: str) -> dict[str, str]:
 
 
 def is_purchases_row(row: dict[str, Any]) -> bool:
-    return "purchases_of" in row and row["user_id"] == row["purchases_of"] + PURCHASES_SUFFIX
+    """The row is a bought set (a profile's own attribute of that name, or a number there written
+    by hand, is not)."""
+    owner = row.get("purchases_of")
+    return isinstance(owner, str) and row["user_id"] == owner + PURCHASES_SUFFIX
 
 
 KEY_SETS = ("item_keys", "order_keys")

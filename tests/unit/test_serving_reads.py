@@ -133,6 +133,7 @@ DAMAGE = {
     "a version that is a text": {"recent_version": {"S": "two"}},
     "a version that is not whole": {"recent_version": {"N": "1.5"}},
     "a version that is a list": {"recent_version": {"L": []}},
+    "rows nested past Python's recursion limit": {"events": {"B": zlib.compress(b"[" * 200_000 + b"]" * 200_000)}},
 }
 
 
@@ -329,3 +330,77 @@ def test_a_customers_segments_read_the_categories_from_a_snapshot_and_a_new_item
     after = api.json("GET", f"/users/{buyer}/segments")[1]
     assert after["features"]["category_purchases"].get("tools-new") == 1
     assert [r for r in read if r[0] == tables()[2]] == [(tables()[2], 1)]  # the new item only, by key
+
+
+def by_hand(user_id: str, event_id: str, **attributes: dict) -> None:
+    """An event row as no version of ingest writes it: these attributes (DynamoDB JSON) beside a key and a stamp."""
+    dynamo.client().put_item(TableName=tables()[0], Item={
+        "user_id": {"S": user_id}, "event_id": {"S": event_id}, "ts": {"S": ago(hours=3)}, **attributes})
+
+
+def test_a_stored_event_no_version_of_ingest_writes_costs_neither_its_customer_nor_a_batchs_others_anything(api):
+    """A customer with events from before the recent-activity item: ingest starts the item from
+    them, and rows written by hand (no type, a word for a price, properties as text) once made
+    every batch holding that customer answer 500, the other customers' events not stored."""
+    store_events(tables()[0], [event("old-1", item_id="sku-1", timestamp=(END - timedelta(days=1)).isoformat())])
+    by_hand("u-1", "hand-1", item_id={"S": "sku-9"})
+    by_hand("u-1", "hand-2", item_id={"S": "sku-9"}, event_type={"S": "purchase"}, price={"S": "cheap"})
+    by_hand("u-1", "hand-3", item_id={"S": "sku-9"}, event_type={"S": "view"}, properties={"S": "discount"})
+
+    status, body = api.json("POST", "/events", {"events": [event("e-1", item_id="sku-3", timestamp=ago(seconds=1)),
+                                                           event("e-2", user_id="u-2", item_id="sku-4",
+                                                                 timestamp=ago(seconds=1))]})
+
+    assert status == 200, body
+    assert [e.item_id for e in kept("u-1")] == ["sku-3", "sku-1"] and [e.item_id for e in kept("u-2")] == ["sku-4"]
+
+
+def test_events_of_a_type_or_quantity_no_version_of_ingest_writes_cost_a_request_nothing(api, shop):
+    """Serving weighs a customer's events as training does: only the types it counts, each
+    quantity within what ingest accepts; before, such a row answered 500 (KeyError, infinity)."""
+    item = shop.events[0]["item_id"]
+    assert api.json("POST", "/events", {"events": [purchase("p-1", "u-odd", item, timestamp=ago(hours=1))]})[0] == 200
+    damaged("u-odd", events=payload([[ago(minutes=5), item, "wishlist"], [ago(minutes=4), item, "purchase", 10**400],
+                                      [ago(minutes=3), item, "view", 1e308], [ago(hours=1), item, "purchase"]]))
+    store_events(tables()[0], [event("old-1", "u-query", item, timestamp=(END - timedelta(days=1)).isoformat())])
+    by_hand("u-query", "hand-1", item_id={"S": item}, event_type={"S": "wishlist"})
+    by_hand("u-query", "hand-2", item_id={"S": item}, event_type={"S": "purchase"}, quantity={"N": "1e39"})
+    assert recent_item("u-query") is None  # read by its Query
+
+    for customer in ("u-odd", "u-query"):
+        status, body = api.json("GET", f"/users/{customer}/recommendations?limit=5")
+        assert status == 200 and body["personalized"] is True, body
+        status, body = api.json("POST", f"/users/{customer}/rank", {"item_ids": [shop.events[1]["item_id"], item]})
+        assert status == 200, body
+
+
+def test_a_request_during_an_unfinished_erasure_uses_none_of_the_erased_events(api, shop):
+    """An erasure deletes the recent-activity item first, then the events, over as many
+    invocations as a long history takes; a request meanwhile reads the Query, which must leave
+    out what the erasure covers, as ingest does."""
+    from shared.config import get_settings
+    from shared.storage.privacy import PrivacyStore
+
+    buyer = Counter(e["user_id"] for e in shop.events if e["event_type"] == "purchase").most_common(1)[0][0]
+    assert api.json("GET", f"/users/{buyer}/recommendations?limit=5")[1]["personalized"] is True
+    settings = get_settings()
+    erasure = PrivacyStore(settings.events_table, settings.users_table, settings.segments_table).erase(buyer, lambda: 0)
+    assert erasure.status == "in_progress" and recent_history(tables()[0], buyer)  # nothing deleted yet
+
+    after = api.json("GET", f"/users/{buyer}/recommendations?limit=5")[1]
+
+    assert after["personalized"] is False
+
+
+def test_a_bought_set_whose_owner_is_not_a_text_is_no_bought_set_and_costs_a_request_nothing(api, shop):
+    from shared.storage.users import PURCHASES_SUFFIX
+
+    item = shop.events[0]["item_id"]
+    assert api.json("POST", "/events", {"events": [purchase("p-1", "u-odd", item, timestamp=ago(hours=1))]})[0] == 200
+    dynamo.client().update_item(TableName=tables()[1], Key=dynamo.serialize({"user_id": "u-odd" + PURCHASES_SUFFIX}),
+                                UpdateExpression="SET purchases_of = :seven", ExpressionAttributeValues={":seven": {"N": "7"}})
+
+    status, body = api.json("GET", "/users/u-odd/recommendations?limit=5")
+
+    assert status == 200 and body["personalized"] is True, body
+    assert item not in {i["item_id"] for i in body["items"]}  # bought: from the history, as before the set existed
