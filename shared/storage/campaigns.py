@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import IO
 
 from shared.campaigns.spec import Campaign
-from shared.errors import NotFound
+from shared.errors import Conflict, NotFound
+from shared.observability import logger
 from shared.storage.blobs import Blobs, LocalBlobs, S3Blobs
 
 PREFIX = "campaigns/"
@@ -48,6 +49,8 @@ class CampaignStore:
             saved = Campaign.model_validate_json(self.blobs.get(_key(campaign_id, STATUS_FILE)))
         except NotFound:
             raise NotFound(f"campaign {campaign_id!r} does not exist", field="campaign_id") from None
+        except ValueError:
+            raise Conflict(f"campaign {campaign_id!r}: its stored status does not read", field="campaign_id") from None
         return saved.as_of(datetime.now(timezone.utc))
 
     def recent(self, limit: int) -> list[Campaign]:
@@ -60,6 +63,9 @@ class CampaignStore:
                 found.append(self.get(campaign_id))
             except NotFound:  # deleted by the bucket's expiry between the listing and the read
                 continue
+            except Conflict:  # never breaks the list for the others
+                logger.error("a campaign's stored status does not read: left out of the list",
+                             extra={"campaign_id": campaign_id})
         return found
 
     @contextmanager

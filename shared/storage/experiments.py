@@ -24,7 +24,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from shared.errors import NotFound, StorageUnavailable
+from shared.errors import Conflict, NotFound, StorageUnavailable
 from shared.experiments.spec import Experiment
 from shared.observability import logger
 from shared.storage.blobs import Blobs
@@ -61,6 +61,9 @@ class ExperimentStore:
             return Experiment.model_validate_json(self.blobs.get(_key(experiment_id)))
         except NotFound:
             raise NotFound(f"experiment {experiment_id} does not exist", field="experiment_id") from None
+        except ValueError:
+            raise Conflict(f"experiment {experiment_id}: its stored record does not read",
+                           field="experiment_id") from None
 
     def all(self) -> list[Experiment]:
         """Every experiment, newest first: a read of each, for the nightly run."""
@@ -109,7 +112,7 @@ class ExperimentStore:
             except (NotFound, ValueError):
                 return False
             return now - written < NAME_GRACE
-        except ValueError:  # an experiment.json that does not parse: no experiment to serve
+        except Conflict:  # an experiment.json that does not parse: no experiment to serve
             return False
 
     def _experiment_keys(self) -> list[str]:
@@ -128,13 +131,30 @@ class ExperimentStore:
         self.blobs.put(f"{PREFIX}{experiment_id}/results/{day}.json", json.dumps(results).encode())
 
     def results(self, experiment_id: str) -> list[dict[str, Any]]:
-        """Every day's results, oldest first."""
-        return [json.loads(self.blobs.get(key)) for key in self._result_keys(experiment_id)]
+        """Every day's results, oldest first (a day's that does not read left out)."""
+        read = (self._stored_json(key) for key in self._result_keys(experiment_id))
+        return [day for day in read if day is not None]
 
     def latest_results(self, experiment_id: str) -> dict[str, Any] | None:
-        """The last day's results, reading that day's only; None before the first."""
-        keys = self._result_keys(experiment_id)
-        return json.loads(self.blobs.get(keys[-1])) if keys else None
+        """The newest day's results that read, reading from the last day back; None before the first."""
+        for key in reversed(self._result_keys(experiment_id)):
+            if (day := self._stored_json(key)) is not None:
+                return day
+        return None
+
+    def _stored_json(self, key: str) -> dict[str, Any] | None:
+        """A stored JSON object; None when it is gone or does not read (logged): one file never
+        breaks a listing or a report for the others."""
+        try:
+            read = json.loads(self.blobs.get(key))
+        except NotFound:
+            return None
+        except ValueError:
+            read = None
+        if not isinstance(read, dict):
+            logger.error("a stored experiment file does not read: left out", extra={"key": key})
+            return None
+        return read
 
     def _result_keys(self, experiment_id: str) -> list[str]:
         return sorted(k for k in self.blobs.keys(f"{PREFIX}{experiment_id}/results/") if k.endswith(".json"))
@@ -144,10 +164,9 @@ class ExperimentStore:
         self.blobs.put(REPORT_KEY, json.dumps(report).encode())
 
     def report(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.blobs.get(REPORT_KEY))
-        except NotFound:
-            return {"as_of": None, "days": []}
+        """The attribution report; empty before the first night's, or when it does not read (the
+        next night's replaces it)."""
+        return self._stored_json(REPORT_KEY) or {"as_of": None, "days": []}
 
 
 def _key(experiment_id: str) -> str:

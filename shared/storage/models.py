@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from shared.errors import Conflict, NotFound
+from shared.observability import logger
 from shared.storage.blobs import Blobs, LocalBlobs, S3Blobs
 
 if TYPE_CHECKING:
@@ -132,25 +133,46 @@ class ModelStore:
             raw = self.blobs.get(f"models/{version}/manifest.json")
         except NotFound:
             raise NotFound(f"model version {version!r} does not exist", field="version") from None
-        return self._with_state(Manifest.model_validate_json(raw), self.active())
+        try:
+            read = Manifest.model_validate_json(raw)
+        except ValueError:
+            raise Conflict(f"model version {version!r}: its manifest does not read", field="version") from None
+        return self._with_state(read, self._listed_active())
 
     def manifests(self) -> list[Manifest]:
-        active = self.active()
+        """Every version's manifest, newest first; one that does not read is logged and left out."""
+        active = self._listed_active()
         found = []
         for key in self.blobs.keys("models/"):
             if not key.endswith("/manifest.json"):
                 continue
             try:
-                raw = self.blobs.get(key)
+                found.append(self._with_state(Manifest.model_validate_json(self.blobs.get(key)), active))
             except NotFound:  # pruned by a training run between the listing and this read
                 continue
-            found.append(self._with_state(Manifest.model_validate_json(raw), active))
+            except ValueError:
+                logger.error("a model manifest does not read: left out of the list", extra={"key": key})
         return sorted(found, key=lambda m: m.started_at, reverse=True)
 
     def active(self) -> ActivePointer | None:
+        """The pointer; Conflict when it does not read (serving keeps what it holds; an activation writes it)."""
         try:
-            return ActivePointer.model_validate_json(self.blobs.get(ACTIVE_KEY))
+            raw = self.blobs.get(ACTIVE_KEY)
         except NotFound:
+            return None
+        try:
+            return ActivePointer.model_validate_json(raw)
+        except ValueError:
+            raise Conflict(f"the active model pointer ({ACTIVE_KEY}) does not read: activate a version to write "
+                           "it again", field="version") from None
+
+    def _listed_active(self) -> ActivePointer | None:
+        """The pointer for the listing's `active` flags: none when it does not read, so that the
+        versions can still be listed and one activated, which writes it again."""
+        try:
+            return self.active()
+        except Conflict as unreadable:
+            logger.error("the active model pointer does not read", extra={"reason": unreadable.message})
             return None
 
     def activate(self, version: str, force: bool = False) -> Manifest:
