@@ -49,8 +49,9 @@ class CampaignRequest(BaseModel):
         default=10, description="Items per line (recommendations)")
     max_customers: Annotated[int, Strict(), Field(ge=1, le=MAX_CUSTOMERS)] | None = Field(
         default=None, description="At most this many lines (an item audience keeps the most likely customers)")
-    dry_run: bool = Field(default=False, description="Count the audience only (the marketer page's preview): "
-                                                     "no file is written")
+    # Strict: "n" or 0 read as false wrote a real export where a preview was meant.
+    dry_run: Annotated[bool, Strict()] = Field(default=False, description="Count the audience only (the marketer "
+                                                                          "page's preview): no file is written")
 
     @property
     def kind(self) -> str:

@@ -13,7 +13,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, field_validator, model_validator
 
 from shared.experiments.assignment import Share
 
@@ -29,7 +29,9 @@ class Variant(BaseModel):
     name: Name = Field(description="Lower-case letters, digits, - and _; unique in the experiment")
     serves: str = Field(description='"active" (the active model), a model version ("v20261201-010000-ab12"), '
                                     'or "popular" (best sellers: no one\'s history)')
-    traffic: float = Field(gt=0, le=1, description="Share of the surface's traffic; the variants' shares add up to 1")
+    # Strict: true read as 1.0 and "0.5" as a number (a whole number is still one).
+    traffic: Annotated[float, Strict()] = Field(gt=0, le=1, description="Share of the surface's traffic; the "
+                                                                        "variants' shares add up to 1")
 
     @field_validator("serves")
     @classmethod

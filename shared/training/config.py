@@ -95,7 +95,10 @@ class TrainingConfig(BaseModel):
 
 def past_moment(value: datetime) -> datetime:
     """An as_of: in UTC (a moment without a zone is read as UTC), not in the future, not before 1970."""
-    value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    try:
+        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    except OverflowError:  # year 1 at +14:00, year 9999 at -14:00: outside what a datetime holds in UTC
+        raise ValueError("as_of is outside the years a time can be told in UTC") from None
     if value > datetime.now(timezone.utc):
         raise ValueError("as_of is in the future")
     if value.year < 1970:

@@ -188,6 +188,8 @@ def test_a_csv_cell_a_spreadsheet_would_run_is_written_as_text(api, moto_tables)
     ({"name": "x", "channel": "email", "num_results": 51}, "num_results"),
     ({"name": "x", "channel": "email", "max_customers": "10"}, "max_customers"),
     ({"name": "x", "channel": "email", "surprise": 1}, "surprise"),
+    ({"name": "x", "channel": "email", "dry_run": "n"}, "dry_run"),  # once read as false: a real export
+    ({"name": "x", "channel": "email", "dry_run": 0}, "dry_run"),
 ])
 def test_a_bad_request_is_a_422_naming_the_field(api, body, field):
     status, answer = api.json("POST", "/campaigns", body)

@@ -60,6 +60,10 @@ def test_bad_requests_name_the_field(api, moto_tables):
     assert status == 422 and "add up to 1" in str(body)
     status, body = api.json("POST", "/experiments", {**SPLIT, "surface": "checkout"})
     assert status == 422 and "surface" in str(body)
+    for loose in (True, "0.5"):  # once read as 1.0 and 0.5
+        status, body = api.json("POST", "/experiments", {**SPLIT, "variants": [
+            {"name": "a", "serves": "active", "traffic": loose}, {"name": "b", "serves": "popular", "traffic": 0.5}]})
+        assert status == 422 and "traffic" in str(body), loose
     status, body = api.json("POST", "/experiments", {**SPLIT, "variants": [{"name": "a", "serves": "v20200101-000000-dddd",
                                                                             "traffic": 0.5}, SPLIT["variants"][1]]})
     assert status == 404 and "v20200101-000000-dddd" in body["error"]["message"]

@@ -41,6 +41,9 @@ def test_an_empty_table_gives_a_clear_status_and_no_version_becomes_active(api):
     ({"config": {"factors": 0}}, "config.factors"),
     ({"config": {"colour": 1}}, "config.colour"),
     ({"settings": {}}, "settings"),
+    # Outside what a datetime holds once in UTC: an OverflowError, answered 500 before.
+    ({"as_of": "0001-01-01T00:00:00+14:00"}, "as_of"),
+    ({"as_of": "9999-12-31T23:59:59-14:00"}, "as_of"),
 ])
 def test_bad_training_parameters_are_refused_naming_the_field(api, body, field):
     status, error = api.json("POST", "/models/train", body)
