@@ -48,6 +48,10 @@ class Export(BaseModel):
     consent: Consent = Field(description="The current consent, every purpose")
     consent_history: ConsentHistory = Field(description="Every consent change recorded, oldest first")
     segment_memberships: list[dict[str, Any]]
+    derived: dict[str, Any] = Field(description=(
+        "What is kept from the events to serve fast: bought_set (counts of the one-way keys of the items "
+        "bought and orders counted, which leave them out of recommendations), recent_activity (how many "
+        "of the newest events are copied in one item); null where none is kept"))
     events: list[dict[str, Any]] = Field(description="A page of events; follow next_cursor for the rest")
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
 

@@ -55,9 +55,15 @@ class CatalogStore:
         ]
         result = CatalogWrite()
         unavailable = 0
-        with ThreadPoolExecutor(max_workers=max(1, min(PUT_CONCURRENCY, len(records)))) as pool:
-            outcomes = list(pool.map(lambda record: self._put(record, now), records))
-        self._publish([trigger for _, triggers in outcomes for trigger in triggers])
+        # An id sent twice in one batch: the last entry is the item, as if sent in order (the puts
+        # run in parallel, so which one stayed depended on timing, and a restock could be told from
+        # an entry already replaced). The entries before it share its outcome.
+        last = {record.item_id: place for place, record in enumerate(records)}
+        written = sorted(set(last.values()))
+        with ThreadPoolExecutor(max_workers=max(1, min(PUT_CONCURRENCY, len(written)))) as pool:
+            done = dict(zip(written, pool.map(lambda place: self._put(records[place], now), written)))
+        outcomes = [done[last[record.item_id]] for record in records]
+        self._publish([trigger for place in written for trigger in done[place][1]])
         for place, (record, (refusal, _)) in enumerate(zip(records, outcomes)):
             if refusal is None:
                 result.stored.append(record)
@@ -79,7 +85,11 @@ class CatalogStore:
                                                     ReturnValues="ALL_OLD")
         except StorageUnavailable as error:
             return error, []
-        except ClientError as error:  # refused for this item alone (too large, bad value)
+        except ClientError as error:
+            if dynamo.error_code(error) != "ValidationException":  # the table's or the role's fault, not the item's:
+                # a 4xx would tell the client not to send it again
+                return StorageUnavailable(f"the store refused an item ({dynamo.error_code(error)})"), []
+            # refused for this item alone (too large, bad value)
             return f"refused by the store: {error.response.get('Error', {}).get('Message', dynamo.error_code(error))}", []
         before = dynamo.deserialize(response["Attributes"]) if response.get("Attributes") else None
         if before is not None and _item(before) is None:

@@ -31,7 +31,7 @@ from shared.events import UNKNOWN_ERASURE, format_timestamp
 from shared.segments.families import needs_consent
 from shared.storage import dynamo
 from shared.storage.segments import SegmentStore
-from shared.storage.users import UserStore, erasure_read, user_from_row
+from shared.storage.users import UserStore, erasure_read, linked_visitors, read_recent, user_from_row
 
 # An export page holds at most this much JSON, far under Lambda's 6 MB response limit.
 EXPORT_PAGE_BYTES = 2_000_000
@@ -86,7 +86,20 @@ class PrivacyStore:
         return {"user_id": user_id, "profile": profile, "consent": consent,
                 "consent_history": self.users.consent_history(user_id),
                 "segment_memberships": self.segments.memberships(user_id),
+                "derived": self._derived(user_id),
                 "events": events, "next_cursor": next_cursor}
+
+    def _derived(self, user_id: str) -> dict[str, Any]:
+        """What is kept from the customer's events to serve them fast: their bought set (one-way
+        keys of the items bought and orders counted) and their recent-activity item (copies of
+        their newest events, which the export lists among the events)."""
+        bought = self.users.purchase_keys(user_id)
+        recent = read_recent(self.users.users_table, [user_id]).get(user_id)
+        return {"bought_set": None if bought is None else {
+                    "items": len(bought.items), "orders": len(bought.orders),
+                    "items_truncated": bought.items_truncated, "orders_truncated": bought.orders_truncated},
+                "recent_activity": None if recent is None else {
+                    "events": len(recent.events), "unreadable": recent.unreadable}}
 
     def erase(self, user_id: str, seconds_left: Callable[[], float]) -> Erasure:
         """Suppress, then delete while `seconds_left()` is positive. Calling again erases again.
@@ -98,8 +111,9 @@ class PrivacyStore:
         # Every record first, the customer's naming the visitors: the sweep or a retry then
         # finishes whatever is left.
         for erasure in erasures:
+            own = erasure is erasures[0]
             erasure.objections_kept = self.users.suppress(erasure.user_id, erased_at, IN_PROGRESS,
-                                                          linked if erasure is erasures[0] else ())
+                                                          linked if own else (), keeps_link=own)
         # The visitors' events first: the customer's record says complete only after them.
         for erasure in [*erasures[1:], erasures[0]]:
             erasure.erased["segment_memberships"] = self.segments.end_memberships(erasure.user_id, lambda _: True)
@@ -204,10 +218,6 @@ class PrivacyStore:
         return events, dynamo.deserialize(last)["event_id"] if last else None
 
 
-def linked_visitors(row: dict[str, Any] | None) -> list[str]:
-    return [v for v in (row or {}).get("linked_visitors") or [] if isinstance(v, str)]
-
-
 # An export cursor: the last event_id read, as before linked ids existed (the customer's own
 # events); for a linked id's events, its place among the owners and NUL first (ids hold no NUL).
 def _export_cursor(place: int, event_id: str) -> str:
@@ -222,6 +232,6 @@ def _export_position(key: str | None, owners: int) -> tuple[int, str | None]:
             raise DomainError("cursor is not one this API returned", field="cursor")
         return 0, key
     _, place, event_id = (key.split("\x00") + ["", ""])[:3]
-    if not place.isdigit() or not 0 < int(place) < owners:
+    if not (place.isascii() and place.isdigit()) or not 0 < int(place) < owners:  # "²" is a digit int() refuses
         raise DomainError("cursor is not one this API returned (or the linked ids changed)", field="cursor")
     return int(place), event_id or None

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ValidationError
 
-from shared.errors import Conflict, NotFound, StorageUnavailable
+from shared.errors import Conflict, DomainError, NotFound, StorageUnavailable
 from shared.events import UNKNOWN_ERASURE, Event, EventType, format_timestamp
 from shared.observability import logger
 from shared.purchases import MAX_ITEM_KEYS, MAX_ORDER_KEYS, PurchasedItems, item_key, order_key
@@ -79,9 +79,14 @@ class UserStore:
         consent in it decides what the caller may be shown."""
         return dynamo.get_item(self.users_table, {"user_id": user_id}, "read user", consistent=True)
 
+    def purchase_keys(self, user_id: str) -> PurchaseKeys | None:
+        """The customer's bought set as stored (None: none), strongly consistent."""
+        row = _bought_row(self.users_table, user_id, ("user_id", *PURCHASES_FIELDS))
+        return None if row is None else PurchaseKeys.from_row(row)
+
     def consent_history(self, user_id: str) -> ConsentHistory:
         row = dynamo.get_item(self.users_table, consent_key(user_id), "read consent history", consistent=True)
-        return ConsentHistory(**row) if row and row.get("consent_of") == user_id else ConsentHistory()
+        return _history(row) if row and row.get("consent_of") == user_id else ConsentHistory()
 
     def set_consent(self, user_id: str, update: ConsentUpdate, recorder: Recorder) -> dict[str, Any]:
         """Record the purposes sent: the row's current state and an entry each in the history, in
@@ -93,13 +98,12 @@ class UserStore:
             at = format_timestamp(datetime.now(timezone.utc))
             changes = update.changes(at, recorder)
             after = user_from_row({**row, "user_id": user_id}).consent.after(changes)
-            history = ConsentHistory(**history_row) if history_row else ConsentHistory()
+            history = _history(history_row) if history_row else ConsentHistory()
             entries = [*history.changes, *changes]
             kept = entries[-HISTORY_LIMIT:]
-            version = (history_row or {}).get("consent_version", 0)
-            stored = row.get("consent")
-            condition, values = ("attribute_not_exists(consent)", {}) if stored is None else \
-                ("consent = :before", {":before": stored})
+            stored_version = (history_row or {}).get("consent_version")
+            version = int(stored_version) if _is_count(stored_version) else 0
+            condition, values = _consent_is(row.get("consent"))
             update_row: dict[str, Any] = {
                 "TableName": self.users_table, "Key": dynamo.serialize({"user_id": user_id}),
                 "UpdateExpression": "SET consent = :consent, consent_updated_at = :at",
@@ -111,9 +115,14 @@ class UserStore:
             put_history: dict[str, Any] = {"TableName": self.users_table, "Item": dynamo.serialize(record)}
             if history_row is None:
                 put_history["ConditionExpression"] = "attribute_not_exists(user_id)"
-            else:
+            elif isinstance(stored_version, (int, Decimal)) and not isinstance(stored_version, bool):
+                # a number (a count, or by hand one that is not): still the one read
                 put_history["ConditionExpression"] = "consent_version = :version"
-                put_history["ExpressionAttributeValues"] = dynamo.serialize({":version": version})
+                put_history["ExpressionAttributeValues"] = dynamo.serialize({":version": stored_version})
+            else:  # none, or not a number (by hand): still so, as read; any write since left a count
+                put_history["ConditionExpression"] = ("attribute_exists(user_id) AND (attribute_not_exists(consent_version)"
+                                                      " OR NOT attribute_type(consent_version, :number))")
+                put_history["ExpressionAttributeValues"] = dynamo.serialize({":number": "N"})
             try:
                 with dynamo.aws_faults("record consent"):
                     dynamo.client().transact_write_items(TransactItems=[{"Update": update_row}, {"Put": put_history}])
@@ -124,11 +133,14 @@ class UserStore:
             time.sleep(delay)
         raise StorageUnavailable("record consent: the customer's consent kept changing; try again")
 
-    def suppress(self, user_id: str, erased_at: str, status: str, linked: Iterable[str] = ()) -> list[str]:
+    def suppress(self, user_id: str, erased_at: str, status: str, linked: Iterable[str] = (),
+                 keeps_link: bool = False) -> list[str]:
         """Replace the row by the suppression record of an erasure; the purposes whose withdrawal it
         keeps (the objections, each with when, where, which text and who: the proof of it).
         `linked`: the customer's visitor ids, named by the record until they are erased too
-        (forget_links), so that a retry or the sweep finds them.
+        (forget_links), so that a retry or the sweep finds them. `keeps_link`: a visitor id erased
+        on its own stays its customer's (who still lists it): linked to another, its next events
+        would be in the first customer's export and history.
 
         The consent history goes with the rest: the record's objections are the proof kept, and
         grants are consent to processing that the erasure ends. The put is conditional on the
@@ -142,10 +154,11 @@ class UserStore:
             record: dict[str, Any] = {"user_id": user_id, "erased_at": erased_at, "erasure_status": status}
             if linked:
                 record["linked_visitors"] = list(linked)
+            if keeps_link and row.get("linked_to") is not None:
+                record.update(linked_to=row["linked_to"], linked_at=row.get("linked_at"))
             if kept:
                 record.update(consent=kept, consent_updated_at=row.get("consent_updated_at"))
-            condition, values = ("attribute_not_exists(consent)", {}) if consent is None else \
-                ("consent = :consent", {":consent": consent})
+            condition, values = _consent_is(consent)
             request: dict[str, Any] = {"TableName": self.users_table, "Item": dynamo.serialize(record),
                                        "ConditionExpression": condition}
             if values:
@@ -217,44 +230,85 @@ class UserStore:
 
         The visitor's row names its customer, and may name only one: an anonymous trail never
         joins two customers' histories (Conflict). Linking again changes nothing. Past `limit`
-        ids a new one is refused (Conflict): dropping an old one would hide it from erasure."""
+        ids a new one is refused (Conflict), before the visitor is touched: dropping an old one
+        would hide it from erasure. Links are one level deep: a customer with linked ids of its
+        own is no visitor, and a visitor no customer to link to (422), so that erasing one
+        customer never reaches another's data."""
+        customer = self.row(user_id) or {}
+        if customer.get("linked_to") is not None:
+            raise DomainError(f"{user_id!r} is a visitor id linked to a customer: link to that customer",
+                              field="user_id")
+        before = linked_visitors(customer)
+        if visitor_id not in before and len(before) >= limit:
+            raise self._too_many(user_id, limit)
         with dynamo.aws_faults("link visitor"):
             try:
                 response = dynamo.client().update_item(
                     TableName=self.users_table, Key=dynamo.serialize({"user_id": visitor_id}),
                     UpdateExpression="SET linked_to = :customer, linked_at = if_not_exists(linked_at, :at)",
-                    ConditionExpression="attribute_not_exists(linked_to) OR linked_to = :customer",
+                    ConditionExpression="(attribute_not_exists(linked_to) OR linked_to = :customer) "
+                                        "AND attribute_not_exists(linked_visitors)",
                     ExpressionAttributeValues=dynamo.serialize({":customer": user_id, ":at": linked_at}),
                     ReturnValues="UPDATED_NEW")
             except ClientError as error:
                 if dynamo.error_code(error) != "ConditionalCheckFailedException":
                     raise
-                raise Conflict(f"visitor {visitor_id!r} is already linked to another customer",
-                               field="visitor_token") from None
+                raise Conflict(f"visitor {visitor_id!r} is already linked to another customer, or is a customer "
+                               "with linked ids of its own", field="visitor_token") from None
         first_linked = dynamo.deserialize(response["Attributes"]).get("linked_at", linked_at)
+        try:
+            return first_linked, self._listed(user_id, visitor_id, limit)
+        except Conflict:  # the limit, reached meanwhile by another link: this one leaves no trace
+            if first_linked == linked_at:
+                self._unlink(visitor_id, user_id, linked_at)
+            raise
+
+    def _listed(self, user_id: str, visitor_id: str, limit: int) -> list[str]:
+        """The customer's linked ids with `visitor_id` added first (if it is not there)."""
         for delay in dynamo.backoff_delays(5):
             row = self.row(user_id) or {}
-            before = row.get("linked_visitors")
-            if visitor_id in (before or []):
-                return first_linked, before
-            if len(before or []) >= limit:
-                raise Conflict(f"customer {user_id!r} has {limit} linked visitor ids, the most kept: erase the "
-                               "customer, or link from the shop's systems after merging ids", field="visitor_token")
-            after = [visitor_id, *(before or [])]
-            condition, values = ("attribute_not_exists(linked_visitors)", {":after": after}) if before is None else \
-                ("linked_visitors = :before", {":after": after, ":before": before})
+            stored = row.get("linked_visitors")
+            before = linked_visitors(row)
+            if visitor_id in before:
+                return before
+            if len(before) >= limit:
+                raise self._too_many(user_id, limit)
+            after = [visitor_id, *before]
+            # A stored value that is not a list (by hand) is replaced: read as none, never as the
+            # characters of a text, which erasure would take for customers.
+            condition, values = (
+                ("attribute_not_exists(linked_visitors)", {":after": after}) if stored is None else
+                ("linked_visitors = :before OR NOT attribute_type(linked_visitors, :list)",
+                 {":after": after, ":before": stored, ":list": "L"}))
             try:
                 with dynamo.aws_faults("link visitor"):
                     dynamo.client().update_item(
                         TableName=self.users_table, Key=dynamo.serialize({"user_id": user_id}),
                         UpdateExpression="SET linked_visitors = :after", ConditionExpression=condition,
                         ExpressionAttributeValues=dynamo.serialize(values))
-                return first_linked, after
+                return after
             except ClientError as error:
                 if dynamo.error_code(error) != "ConditionalCheckFailedException":
                     raise
             time.sleep(delay)
         raise StorageUnavailable("link visitor: the customer's links kept changing; try again")
+
+    @staticmethod
+    def _too_many(user_id: str, limit: int) -> Conflict:
+        return Conflict(f"customer {user_id!r} has {limit} linked visitor ids, the most kept: erase the "
+                        "customer, or link from the shop's systems after merging ids", field="visitor_token")
+
+    def _unlink(self, visitor_id: str, user_id: str, linked_at: str) -> None:
+        with dynamo.aws_faults("unlink visitor"):
+            try:
+                dynamo.client().update_item(
+                    TableName=self.users_table, Key=dynamo.serialize({"user_id": visitor_id}),
+                    UpdateExpression="REMOVE linked_to, linked_at",
+                    ConditionExpression="linked_to = :customer AND linked_at = :at",
+                    ExpressionAttributeValues=dynamo.serialize({":customer": user_id, ":at": linked_at}))
+            except ClientError as error:
+                if dynamo.error_code(error) != "ConditionalCheckFailedException":
+                    raise
 
     def forget_links(self, user_id: str, linked: list[str]) -> None:
         """An erased customer's record stops naming their visitors, once those are erased too (a
@@ -416,6 +470,36 @@ PURCHASES_FIELDS = ("purchases_of", "item_keys", "order_keys", "items_truncated"
                     "purchases_version")
 
 
+def _consent_is(stored: Any) -> tuple[str, dict[str, Any]]:
+    """A condition: the row's consent is still `stored`, as read. A value that is not a map (by
+    hand) is matched by its type, so that it can be replaced: any write since left a map."""
+    if stored is None:
+        return "attribute_not_exists(consent)", {}
+    if isinstance(stored, dict):
+        return "consent = :consent_read", {":consent_read": stored}
+    return "attribute_exists(consent) AND NOT attribute_type(consent, :map)", {":map": "M"}
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, (int, Decimal)) and not isinstance(value, bool) and value >= 0 and value == int(value)
+
+
+def _history(row: dict[str, Any]) -> ConsentHistory:
+    """The consent history row; one that does not read (by hand) as none kept, logged, so that
+    consent can still be recorded (the customer's right to object must never be stuck)."""
+    try:
+        return ConsentHistory(**{k: v for k, v in row.items() if k in ConsentHistory.model_fields})
+    except (ValidationError, TypeError):
+        logger.error("a customer's consent history does not read: recorded anew from the next change")
+        return ConsentHistory()
+
+
+def linked_visitors(row: dict[str, Any] | None) -> list[str]:
+    """The visitor ids a customer's row links (none when the stored value is not a list)."""
+    stored = (row or {}).get("linked_visitors")
+    return [v for v in stored if isinstance(v, str)] if isinstance(stored, list) else []
+
+
 def purchases_key(user_id: str) -> dict[str, str]:
     return {"user_id": user_id + PURCHASES_SUFFIX}
 
@@ -434,10 +518,19 @@ def _keys(value: Any) -> frozenset[bytes]:
     return frozenset(value or ())
 
 
+# A row's key sets stored as another type than binary (by hand): read as empty and named here,
+# so that ingest replaces them (an ADD to them would fail every transaction of the customer).
+UNREADABLE_SETS = "\x00unreadable_sets"
+
+
 def _from_raw(raw: dict[str, Any]) -> dict[str, Any]:
     """A raw item as a row, its key sets as frozensets of bytes (kept apart from deserialize)."""
     sets = {name: frozenset(raw[name].get("BS", ())) for name in KEY_SETS if name in raw}
-    return {**dynamo.deserialize({k: v for k, v in raw.items() if k not in KEY_SETS}), **sets}
+    row = {**dynamo.deserialize({k: v for k, v in raw.items() if k not in KEY_SETS}), **sets}
+    unreadable = tuple(name for name in KEY_SETS if name in raw and "BS" not in raw[name])
+    if unreadable:
+        row[UNREADABLE_SETS] = unreadable
+    return row
 
 
 def _batch_get_raw(table: str, keys: list[dict[str, Any]], projection: list[str]) -> list[dict[str, Any]]:
@@ -461,14 +554,18 @@ class PurchaseKeys:
     items_truncated: bool = False
     orders_truncated: bool = False
     version: Any = None  # as stored (version_is, next_version); None: no purchases item yet
+    unreadable: tuple[str, ...] = ()  # key sets stored as another type (_from_raw): replaced, not added to
 
     @classmethod
     def from_row(cls, row: dict[str, Any] | None) -> PurchaseKeys:
         if not row:
             return cls()
+        unreadable = row.get(UNREADABLE_SETS, ())
+        # What such a set held is lost: the keys kept from now on are marked as not all of them.
         return cls(_keys(row.get("item_keys")), _keys(row.get("order_keys")),
-                   bool(row.get("items_truncated")), bool(row.get("orders_truncated")),
-                   row.get("purchases_version"))
+                   bool(row.get("items_truncated")) or "item_keys" in unreadable,
+                   bool(row.get("orders_truncated")) or "order_keys" in unreadable,
+                   row.get("purchases_version"), unreadable)
 
     def adding(self, events: Iterable[Event]) -> tuple[PurchaseKeys, frozenset[bytes], frozenset[bytes]]:
         """The keys after storing `events`' purchases, and the item and order keys to ADD (new
@@ -582,19 +679,26 @@ def purchases_update(users_table: str, user_id: str, expected: PurchaseKeys, aft
     purchases item is the one read (its version), so that orders are never counted twice."""
     values: dict[str, Any] = {":of": user_id, ":version": after.version,
                               ":items_truncated": after.items_truncated, ":orders_truncated": after.orders_truncated}
-    adds = []
-    if add_items:
-        adds.append("item_keys :items")
-        values[":items"] = set(add_items)
-    if add_orders:
-        adds.append("order_keys :orders")
-        values[":orders"] = set(add_orders)
+    sets, removes, adds = [], [], []
+    for name, placeholder, added, whole in (("item_keys", ":items", add_items, after.items),
+                                            ("order_keys", ":orders", add_orders, after.orders)):
+        if name in expected.unreadable:  # replaced by the keys known now (an empty set is no value)
+            if whole:
+                sets.append(f"{name} = {placeholder}")
+                values[placeholder] = set(whole)
+            else:
+                removes.append(name)
+        elif added:
+            adds.append(f"{name} {placeholder}")
+            values[placeholder] = set(added)
     condition, expected_values = version_is("purchases_version", expected.version)
     if expected.version is not None:
         condition += " AND purchases_of = :of"
     values.update(expected_values)
-    expression = ("SET purchases_of = :of, purchases_version = :version, items_truncated = :items_truncated, "
-                  "orders_truncated = :orders_truncated")
+    expression = ", ".join(["SET purchases_of = :of, purchases_version = :version, items_truncated = :items_truncated, "
+                            "orders_truncated = :orders_truncated", *sets])
+    if removes:
+        expression += " REMOVE " + ", ".join(removes)
     if adds:
         expression += " ADD " + ", ".join(adds)
     return {
@@ -773,7 +877,7 @@ def customer_items(users_table: str, user_id: str) -> CustomerItems:
     profile = by_key.get(user_id)
     bought = by_key.get(purchases_key(user_id)["user_id"])
     bought_row = _from_raw(bought) if bought else None
-    purchased = (PurchasedItems(_keys(bought_row.get("item_keys")), bool(bought_row.get("items_truncated")))
+    purchased = (_purchased(bought_row)
                  if bought_row and is_purchases_row(bought_row) and bought_row["purchases_of"] == user_id
                  else PurchasedItems())
     recent_raw = by_key.get(recent_key(user_id)["user_id"])
@@ -846,12 +950,22 @@ def _part_or_default(model: type[PartT], stored: Any) -> PartT:
 
 def purchased_items(users_table: str, user_id: str) -> PurchasedItems:
     """Every item the customer ever bought (as keys), kept at ingest: one strongly consistent GetItem."""
+    row = _bought_row(users_table, user_id, ("user_id", "purchases_of", "item_keys", "items_truncated"))
+    return PurchasedItems() if row is None else _purchased(row)
+
+
+def _bought_row(users_table: str, user_id: str, fields: tuple[str, ...]) -> dict[str, Any] | None:
+    """The customer's bought-set row (these fields), None without one."""
     with dynamo.aws_faults("read purchased items"):
         response = dynamo.client().get_item(
             TableName=users_table, Key=dynamo.serialize(purchases_key(user_id)), ConsistentRead=True,
-            ProjectionExpression="user_id, purchases_of, item_keys, items_truncated",
+            ProjectionExpression=", ".join(f"#{name}" for name in fields),
+            ExpressionAttributeNames={f"#{name}": name for name in fields},
         )
     row = _from_raw(response["Item"]) if "Item" in response else None
-    if not row or not is_purchases_row(row) or row["purchases_of"] != user_id:
-        return PurchasedItems()
-    return PurchasedItems(_keys(row.get("item_keys")), bool(row.get("items_truncated")))
+    return row if row and is_purchases_row(row) and row["purchases_of"] == user_id else None
+
+
+def _purchased(row: dict[str, Any]) -> PurchasedItems:
+    keys = PurchaseKeys.from_row(row)
+    return PurchasedItems(keys.items, keys.items_truncated)

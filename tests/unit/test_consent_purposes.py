@@ -188,3 +188,55 @@ def test_personalization_withdrawn_gives_popular_items_but_segments_stay(api, tr
     answer = api.json("GET", f"/users/{trained}/recommendations")[1]
     assert answer["personalized"] is False and answer["strategy"].startswith("no_consent")
     assert families(api, trained) - set(DECLARED)  # profiling still granted: behavioural tags stay
+
+
+HISTORY_DAMAGE = {
+    "a version that is a text": {"consent_version": {"S": "two"}},
+    "a version that is not whole": {"consent_version": {"N": "1.5"}},
+    "no version": {"consent_version": None},
+    "changes that are a text": {"changes": {"S": "email granted"}},
+    "a change that does not read": {"changes": {"L": [{"M": {"purpose": {"N": "5"}}}]}},
+}
+
+
+@pytest.mark.parametrize("damage", HISTORY_DAMAGE.values(), ids=HISTORY_DAMAGE)
+def test_a_consent_history_that_does_not_read_never_stops_a_customer_objecting(api, damage):
+    """The right to object: before, each of these answered 500, or 503 on every retry."""
+    from shared.config import get_settings
+    from shared.storage.users import CONSENT_SUFFIX
+
+    assert api.json("PUT", "/users/u-1/consent", {"email": {"granted": True}, "source": "web-signup"})[0] == 200
+    key = {"user_id": {"S": "u-1" + CONSENT_SUFFIX}}
+    row = dynamo.client().get_item(TableName=get_settings().users_table, Key=key)["Item"]
+    damaged = {**row, **{name: value for name, value in damage.items() if value is not None}}
+    for name in (name for name, value in damage.items() if value is None):
+        damaged.pop(name)
+    dynamo.client().put_item(TableName=get_settings().users_table, Item=damaged)
+
+    customer = api.as_customer("u-1")
+    status, body = customer.json("PUT", "/users/u-1/consent", {"email": {"granted": False}, "source": "app-settings"})
+
+    assert status == 200, body
+    status, record = customer.json("GET", "/users/u-1/consent")
+    assert status == 200 and record["consent"]["email"]["granted"] is False
+    assert record["history"]["changes"][-1]["source"] == "app-settings"
+    assert customer.json("PUT", "/users/u-1/consent", {"sms": {"granted": True}})[0] == 200  # and again after
+
+
+@pytest.mark.parametrize("stored", [{"SS": ["email"]}, {"S": "granted"}, {"N": "1"}])
+def test_a_consent_stored_as_something_else_can_be_recorded_again_and_the_customer_erased(api, stored):
+    """The docs say a consent that does not read counts as withdrawn until recorded again: the
+    condition on it compared a set with a list, and it could never be recorded, nor erased."""
+    from shared.config import get_settings
+
+    assert api.json("PUT", "/users/u-1", {"country": "DE"})[0] == 200
+    dynamo.client().update_item(TableName=get_settings().users_table, Key={"user_id": {"S": "u-1"}},
+                                UpdateExpression="SET consent = :odd", ExpressionAttributeValues={":odd": stored})
+    customer = api.as_customer("u-1")
+
+    status, body = customer.json("PUT", "/users/u-1/consent", {"email": {"granted": True}, "source": "app"})
+    assert status == 200 and body["consent"]["email"]["granted"] is True, body
+    dynamo.client().update_item(TableName=get_settings().users_table, Key={"user_id": {"S": "u-1"}},
+                                UpdateExpression="SET consent = :odd", ExpressionAttributeValues={":odd": stored})
+    status, body = customer.json("DELETE", "/users/u-1")
+    assert status == 200 and body["status"] == "complete", body

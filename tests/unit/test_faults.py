@@ -104,3 +104,48 @@ def test_functions_that_start_while_the_model_bucket_does_not_answer_say_retry_n
 
     model_bucket_down["down"] = False
     assert [api.call("GET", path).status for path in routes] == [200, 200, 200]
+
+
+@pytest.mark.parametrize("code", ["AccessDeniedException", "ResourceNotFoundException", "KMSAccessDeniedException"])
+def test_an_item_write_the_table_or_role_refuses_is_a_503_never_the_clients_fault(api, monkeypatch, code):
+    """A 4xx tells a catalog feed not to send the item again: it was answered 413 or 422 for
+    what is a fault of the deployment, and the item was silently never stored."""
+    from botocore.client import BaseClient
+
+    original = BaseClient._make_api_call
+
+    def make_api_call(client: Any, operation: str, params: dict[str, Any]) -> Any:
+        if operation == "PutItem" and params.get("Item", {}).get("item_id", {}).get("S") == "sku-refused":
+            raise ClientError({"Error": {"Code": code, "Message": "refused"}}, operation)
+        return original(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", make_api_call)
+    one = api.call("PUT", "/items/sku-refused", {"title": "Chair", "category": "seating"})
+    batch = api.call("POST", "/items", {"items": [{"item_id": "sku-refused", "title": "Chair", "category": "seating"},
+                                                  {"item_id": "sku-ok", "title": "Desk", "category": "tables"}]})
+
+    assert (one.status, batch.status) == (503, 503) and b"storage_unavailable" in batch.body
+    assert api.json("GET", "/items/sku-ok")[0] == 200  # the neighbour is stored; the feed resends both
+
+
+def test_an_item_sent_twice_in_one_batch_is_its_last_entry_however_the_puts_are_timed(api, monkeypatch):
+    """The puts run in parallel: a slow put of the first entry once landed last and stayed."""
+    import time
+
+    from botocore.client import BaseClient
+
+    original = BaseClient._make_api_call
+
+    def make_api_call(client: Any, operation: str, params: dict[str, Any]) -> Any:
+        if operation == "PutItem" and params.get("Item", {}).get("title", {}).get("S") == "first":
+            time.sleep(0.3)
+        return original(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", make_api_call)
+    status, body = api.json("POST", "/items", {"items": [
+        {"item_id": "sku-1", "title": "first", "category": "seating", "in_stock": False},
+        {"item_id": "sku-1", "title": "second", "category": "seating", "in_stock": True}]})
+
+    assert status == 200 and body["accepted"] == 2, body
+    stored = api.json("GET", "/items/sku-1")[1]
+    assert (stored["title"], stored["in_stock"]) == ("second", True)

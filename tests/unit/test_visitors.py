@@ -5,6 +5,8 @@ anonymous history to the customer who signs in on it."""
 from __future__ import annotations
 
 import base64
+import json
+import sys
 import time
 
 import pytest
@@ -260,8 +262,90 @@ def test_a_visitor_token_whose_header_is_nested_past_parsing_is_refused_not_a_cr
 
 
 @pytest.mark.parametrize("cursor", [base64.urlsafe_b64encode(b"[" * 1100).decode(),  # nested past parsing
-                                    base64.urlsafe_b64encode(b'""').decode()])  # an empty event id
+                                    base64.urlsafe_b64encode(b'""').decode(),  # an empty event id
+                                    # a linked id's place that is a digit int() refuses: 500 before
+                                    base64.urlsafe_b64encode(json.dumps("\x00\u00b2\x00").encode()).decode()])
 def test_an_export_cursor_not_given_out_is_a_clear_400(api, cursor):
     linked_customer(api)
     status, body = api.as_customer("u-1").json("GET", f"/users/u-1/export?cursor={cursor}")
     assert status == 400 and body["error"]["fields"][0]["field"] == "cursor"
+
+
+def test_links_are_one_level_deep_so_erasing_one_customer_never_reaches_another(api):
+    """The shop's backend links by id: a customer with linked ids of its own is no visitor, and a
+    linked visitor no customer to link to. Before, a cycle could be stored, and erasing one
+    customer erased the other's profile and events."""
+    assert api.json("PUT", "/users/u-2", {"country": "DE"})[0] == 200
+    assert api.json("POST", "/events", {"events": [purchase("p-2", "u-2", "sku-2")]})[0] == 200
+    assert api.json("POST", "/users/u-2/visitors", {"visitor_id": "v_phone"})[0] == 200
+
+    status, body = api.json("POST", "/users/u-1/visitors", {"visitor_id": "u-2"})
+    assert status == 409 and body["error"]["fields"][0]["field"] == "visitor_token", body
+    status, body = api.json("POST", "/users/u-1/visitors", {"visitor_id": "v_phone"})
+    assert status == 409, body  # linked to u-2 already
+    status, body = api.json("POST", "/users/v_phone/visitors", {"visitor_id": "v_other"})
+    assert status == 400 and body["error"]["fields"][0]["field"] == "user_id", body
+
+    assert api.as_customer("u-1").json("DELETE", "/users/u-1")[0] == 200
+    assert api.json("GET", "/users/u-2")[1]["country"] == "DE"
+    assert len(api.json("GET", "/users/u-2/export")[1]["events"]) == 1
+
+
+def test_a_link_refused_for_the_limit_leaves_the_visitor_free(api, monkeypatch):
+    """Before, the visitor was marked as linked before the limit was checked: held by a customer
+    that did not list it, it could never be linked again, and that customer's erasure missed it."""
+    assert api.json("POST", "/users/u-1/visitors", {"visitor_id": "v_1"})[0] == 200  # the function is loaded
+    monkeypatch.setattr(sys.modules["lambda_IngestFunction_app"], "MAX_LINKED_VISITORS", 2)
+    assert api.json("POST", "/users/u-1/visitors", {"visitor_id": "v_2"})[0] == 200
+
+    assert api.json("POST", "/users/u-1/visitors", {"visitor_id": "v_3"})[0] == 409
+
+    assert api.json("POST", "/users/u-2/visitors", {"visitor_id": "v_3"})[0] == 200  # not held by u-1
+    assert api.as_customer("u-1").json("DELETE", "/users/u-1")[1]["linked_visitors"] == ["v_2", "v_1"]
+
+
+@pytest.mark.parametrize("stored", [{"S": "v_9"}, {"N": "7"}, {"SS": ["v_9"]}, {"L": [{"N": "1"}, {"S": "v_8"}]}])
+def test_linked_ids_stored_as_something_else_are_replaced_never_read_as_characters(api, stored):
+    """A text read item by item is its characters: erasure took them for ids, and erased the
+    events of a customer named "9". A number failed the link with 500, a set on every retry."""
+    from shared.storage import dynamo
+
+    assert api.json("POST", "/events", {"events": [purchase("p-9", "9", "sku-9")]})[0] == 200
+    dynamo.client().put_item(TableName=get_settings().users_table,
+                             Item={"user_id": {"S": "u-1"}, "linked_visitors": stored})
+
+    status, body = api.json("POST", "/users/u-1/visitors", {"visitor_id": "v_new"})
+
+    assert status == 200 and body["linked_visitors"][0] == "v_new", body
+    erased = api.as_customer("u-1").json("DELETE", "/users/u-1")[1]
+    assert "9" not in erased["linked_visitors"]
+    assert len(api.json("GET", "/users/9/export")[1]["events"]) == 1
+
+
+def test_a_visitor_id_erased_on_its_own_stays_its_customers_and_is_no_other_customers_to_link(api):
+    """Its customer still lists it: linked to another customer afterwards, that one's events
+    were in the first customer's export and recommendations."""
+    assert api.json("POST", "/users/u-a/visitors", {"visitor_id": "v_shared"})[0] == 200
+    assert api.json("DELETE", "/users/v_shared")[0] == 200
+
+    status, body = api.json("POST", "/users/u-b/visitors", {"visitor_id": "v_shared"})
+
+    assert status == 409, body
+    assert api.json("GET", "/users/u-a")[1]["linked_visitors"] == ["v_shared"]
+    assert "v_shared" not in (api.json("GET", "/users/u-b")[1].get("linked_visitors") or [])
+
+
+def test_an_export_says_what_is_kept_from_the_events_to_serve_fast_and_erasure_leaves_none(api):
+    """The bought set and the recent-activity item are data held about the customer: the export
+    left them out."""
+    assert api.json("POST", "/events", {"events": [purchase("p-1", "u-1", "sku-1", order_id="o-1"),
+                                                   purchase("p-2", "u-1", "sku-2", order_id="o-1"),
+                                                   event("e-1", "u-1", "sku-3")]})[0] == 200
+    customer = api.as_customer("u-1")
+
+    derived = customer.json("GET", "/users/u-1/export")[1]["derived"]
+
+    assert derived == {"bought_set": {"items": 2, "orders": 1, "items_truncated": False, "orders_truncated": False},
+                       "recent_activity": {"events": 3, "unreadable": False}}
+    assert customer.json("DELETE", "/users/u-1")[0] == 200
+    assert customer.json("GET", "/users/u-1/export")[1]["derived"] == {"bought_set": None, "recent_activity": None}
