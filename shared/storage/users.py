@@ -232,7 +232,7 @@ class UserStore:
         joins two customers' histories (Conflict). Linking again changes nothing. Past `limit`
         ids a new one is refused (Conflict), before the visitor is touched: dropping an old one
         would hide it from erasure. Links are one level deep: a customer with linked ids of its
-        own is no visitor, and a visitor no customer to link to (422), so that erasing one
+        own is no visitor, and a visitor no customer to link to (400), so that erasing one
         customer never reaches another's data."""
         customer = self.row(user_id) or {}
         if customer.get("linked_to") is not None:
