@@ -31,7 +31,7 @@ from shared.events import UNKNOWN_ERASURE, format_timestamp
 from shared.segments.families import needs_consent
 from shared.storage import dynamo
 from shared.storage.segments import SegmentStore
-from shared.storage.users import UserStore, erasure_read, linked_visitors, read_recent, user_from_row
+from shared.storage.users import UserStore, erasure_read, linked_visitors, user_from_row
 
 # An export page holds at most this much JSON, far under Lambda's 6 MB response limit.
 EXPORT_PAGE_BYTES = 2_000_000
@@ -94,7 +94,7 @@ class PrivacyStore:
         keys of the items bought and orders counted) and their recent-activity item (copies of
         their newest events, which the export lists among the events)."""
         bought = self.users.purchase_keys(user_id)
-        recent = read_recent(self.users.users_table, [user_id]).get(user_id)
+        recent = self.users.recent_activity(user_id)
         return {"bought_set": None if bought is None else {
                     "items": len(bought.items), "orders": len(bought.orders),
                     "items_truncated": bought.items_truncated, "orders_truncated": bought.orders_truncated},

@@ -84,6 +84,13 @@ class UserStore:
         row = _bought_row(self.users_table, user_id, ("user_id", *PURCHASES_FIELDS))
         return None if row is None else PurchaseKeys.from_row(row)
 
+    def recent_activity(self, user_id: str) -> RecentActivity | None:
+        """The customer's recent-activity item (None: none), strongly consistent: one GetItem."""
+        with dynamo.aws_faults("read recent activity"):
+            response = dynamo.client().get_item(TableName=self.users_table, Key=dynamo.serialize(recent_key(user_id)),
+                                                ConsistentRead=True)
+        return _recent_of(response["Item"], user_id) if "Item" in response else None
+
     def consent_history(self, user_id: str) -> ConsentHistory:
         row = dynamo.get_item(self.users_table, consent_key(user_id), "read consent history", consistent=True)
         return _history(row) if row and row.get("consent_of") == user_id else ConsentHistory()
