@@ -98,13 +98,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         try:
             try:
                 materialize_after_training(settings, models, now, segments[0].customers if segments else None, bus)
-            except (StorageUnavailable, UnusableExport) as error:  # the model stands; GET /segments
-                # lists the previous run, and says when
-                logger.error("segments not materialized", extra={"reason": str(error)})
-                metrics.add_metric("SegmentsNotMaterialized", "Count", 1)
-            except Exception as error:  # noqa: BLE001 - a fault of ours: the model is active by now, and
-                # the rest of the night (results, names, pruning) does not depend on the segments
-                logger.exception("segments not materialized", extra={"reason": f"{type(error).__name__}: {error}"})
+            except Exception as error:  # noqa: BLE001 - the model is active by now: it stands, GET /segments
+                # lists the previous run (and says when), and the rest of the night does not depend on them
+                foreseen = (StorageUnavailable, UnusableExport)  # else a fault of ours: with its traceback
+                (logger.error if isinstance(error, foreseen) else logger.exception)(
+                    "segments not materialized", extra={"reason": failure_reason(error, *foreseen)})
                 metrics.add_metric("SegmentsNotMaterialized", "Count", 1)
             found = outcomes_taken(later)
         finally:
@@ -132,6 +130,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     return manifest.model_dump(mode="json")
 
 
+def failure_reason(error: Exception, *telling: type[Exception]) -> str:
+    """The log's reason: the message of an error whose message says it all (`telling`), else its type too."""
+    return str(error) if isinstance(error, telling) else f"{type(error).__name__}: {error}"
+
+
 def outcomes_taken(later: LaterOutcomes | None) -> Outcomes | None:
     """The night's outcomes; None when there are none to take, or when the events export could not
     be read for them (a file deleted by hand since training, a line that is not JSON, the read's
@@ -142,8 +145,8 @@ def outcomes_taken(later: LaterOutcomes | None) -> Outcomes | None:
     try:
         return later.result()
     except Exception as error:  # noqa: BLE001 - whatever the read met, it costs the results alone
-        reason = str(error) if isinstance(error, (UnusableExport, ChildFailed)) else f"{type(error).__name__}: {error}"
-        logger.error("experiment results not written", extra={"reason": reason})
+        logger.error("experiment results not written",
+                     extra={"reason": failure_reason(error, UnusableExport, ChildFailed)})
         metrics.add_metric("ExperimentResultsFailed", "Count", 1)
         return None
 

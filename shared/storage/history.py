@@ -154,9 +154,10 @@ class CustomerReads:
 
     def history(self, user_ids: list[str]) -> list[HistoryEvent]:
         read = self._taken(user_ids[0])
-        erased_at = erasure_read(read.row.get("erased_at")) if read is not None and read.row is not None else None
-        if read is None or read.recent is None:  # not read with the profile, or no item: read it
-            return recent_activity_of(self.events_table, self.users_table, user_ids, erased_at=erased_at)
+        if read is None:  # not read with the profile: its items are read now
+            return recent_activity_of(self.events_table, self.users_table, user_ids)
+        erased_at = erasure_read(read.row.get("erased_at")) if read.row is not None else None
+        # read.recent None: no item (or an erasure deleted it), which recent_activity_of reads again
         return recent_activity_of(self.events_table, self.users_table, user_ids, known=read.recent, erased_at=erased_at)
 
     def purchased(self, user_id: str) -> PurchasedItems:

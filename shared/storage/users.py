@@ -885,7 +885,7 @@ def customer_items(users_table: str, user_id: str) -> CustomerItems:
     bought = by_key.get(purchases_key(user_id)["user_id"])
     bought_row = _from_raw(bought) if bought else None
     purchased = (_purchased(bought_row)
-                 if bought_row and is_purchases_row(bought_row) and bought_row["purchases_of"] == user_id
+                 if bought_row and _bought_by(bought_row, user_id)
                  else PurchasedItems())
     recent_raw = by_key.get(recent_key(user_id)["user_id"])
     return CustomerItems(dynamo.deserialize(profile) if profile else None,
@@ -970,7 +970,12 @@ def _bought_row(users_table: str, user_id: str, fields: tuple[str, ...]) -> dict
             ExpressionAttributeNames={f"#{name}": name for name in fields},
         )
     row = _from_raw(response["Item"]) if "Item" in response else None
-    return row if row and is_purchases_row(row) and row["purchases_of"] == user_id else None
+    return row if row and _bought_by(row, user_id) else None
+
+
+def _bought_by(row: dict[str, Any], user_id: str) -> bool:
+    """The row is this customer's bought set."""
+    return is_purchases_row(row) and row["purchases_of"] == user_id
 
 
 def _purchased(row: dict[str, Any]) -> PurchasedItems:
