@@ -6,8 +6,10 @@ rows on every request was most of what a request cost (docs/deploy.md). The cata
 less often than it is read, so the function keeps a snapshot of it and:
 
 - answers `details` from the snapshot; an id the snapshot lacks (an item added since it was
-  loaded) is read by key, once, and kept; before the first load completes, every id is read by key
-  (as before the snapshot existed);
+  loaded) is read by key, once, and kept; an id not found that way (an event's item the catalog
+  feed has not sent yet) is read again after `ABSENT_SECONDS`, not on every request, and at once
+  when the by-category index lists it (`newest`); before the first load completes, every id is
+  read by key (as before the snapshot existed);
 - starts a load in a background thread when it has none, and a reload once it is
   `CATALOG_REFRESH_SECONDS` old (both from `current`, at the end of an answer); requests go on with
   the old one meanwhile (a title or category change shows within that time, except in the items an
@@ -42,6 +44,9 @@ V = TypeVar("V")
 CATALOG_REFRESH_SECONDS = 300.0
 # After a failed load, how long until the next try (the old snapshot, or reads by key, serve).
 RETRY_SECONDS = 30.0
+# How long an id read by key and not found is taken as absent: an item the catalog feed sends
+# after its first events shows within this, not only at the next load.
+ABSENT_SECONDS = 30.0
 
 
 def in_background(work: Callable[[], None]) -> None:
@@ -63,20 +68,23 @@ class KeyedSnapshot(Generic[V]):
         self.refresh_seconds = refresh_seconds
         self._clock, self._start = clock, start
         self._items: dict[str, V] | None = None
-        self._absent: set[str] = set()  # ids read by key and not found, until the next load
+        self._absent: dict[str, float] = {}  # ids read by key and not found: when
         self._due = float("-inf")  # when the next load may start
         self._lock = threading.Lock()
         self._loading = False
         self.loads = 0  # completed loads
         self.failures = 0
 
-    def details(self, item_ids: Sequence[str]) -> dict[str, V]:
+    def details(self, item_ids: Sequence[str], listed: bool = False) -> dict[str, V]:
+        """`listed`: the ids come from the items table itself (an index), so one found absent
+        before is read again now."""
         items = self._items
         unique = list(dict.fromkeys(item_ids))
         if items is None:
             return dict(self._read(unique))
         found = {i: items[i] for i in unique if i in items}
-        missing = [i for i in unique if i not in found and i not in self._absent]
+        recently = self._clock() - ABSENT_SECONDS
+        missing = [i for i in unique if i not in found and (listed or self._absent.get(i, recently) <= recently)]
         if missing:
             found.update(self._keep(missing, self._read(missing)))
         return found
@@ -100,10 +108,13 @@ class KeyedSnapshot(Generic[V]):
         items = self._items
         if items is not None:
             items.update(read)
+            now = self._clock()
             for item_id in asked:
-                if item_id not in read:
+                if item_id in read:
+                    self._absent.pop(item_id, None)
+                else:
                     items.pop(item_id, None)
-                    self._absent.add(item_id)
+                    self._absent[item_id] = now
         return dict(read)
 
     def refresh_when_due(self) -> None:
@@ -129,7 +140,7 @@ class KeyedSnapshot(Generic[V]):
                 self._loading = False
             return
         with self._lock:
-            self._items, self._absent = items, set()
+            self._items, self._absent = items, {}
             self.loads += 1
             self._due = self._clock() + self.refresh_seconds
             self._loading = False
@@ -148,5 +159,5 @@ class CatalogSnapshot(KeyedSnapshot[Item]):
         """A category's newest items (the by_category index, read now: a new item counts at once),
         with their rows from the snapshot."""
         ids = self._newest_ids(category, limit)
-        details = self.details(ids)
+        details = self.details(ids, listed=True)
         return [details[i] for i in ids if i in details]

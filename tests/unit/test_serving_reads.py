@@ -299,6 +299,45 @@ def test_the_snapshot_reloads_in_the_background_only_when_it_is_old():
     assert len(started) == 2  # old: one reload, in the background again
 
 
+def loaded_snapshot() -> tuple[list[float], dict[str, Item], list[list[str]], CatalogSnapshot]:
+    """(its clock, the catalog it reads, the reads by key, a snapshot loaded at once)."""
+    now = [0.0]
+    catalog = {"sku-1": Item(item_id="sku-1", title="Mug", category="kitchen")}
+    reads: list[list[str]] = []
+    view = CatalogSnapshot(load_all=lambda: dict(catalog),
+                           read=lambda ids: reads.append(list(ids)) or {i: catalog[i] for i in ids if i in catalog},
+                           newest_ids=lambda category, limit: [i for i, item in catalog.items() if item.category == category],
+                           refresh_seconds=300, clock=lambda: now[0], start=lambda load: load())
+    view.refresh_when_due()
+    assert view.ready()
+    return now, catalog, reads, view
+
+
+def test_an_item_the_catalog_feed_sends_after_its_first_events_shows_within_30_s_and_at_once_as_new():
+    """An event's item read by key before the feed sent it is not read on every request after,
+    nor hidden until the next load (300 s): it is read again after 30 s, and at once when the
+    by-category index lists it (new in a favourite category)."""
+    now, catalog, reads, view = loaded_snapshot()
+
+    assert view.details(["sku-1", "sku-2"]) == {"sku-1": catalog["sku-1"]} and reads == [["sku-2"]]
+    assert view.details(["sku-2"]) == {} and reads == [["sku-2"]]  # absent: not read on every request
+    catalog["sku-2"] = Item(item_id="sku-2", title="Teapot", category="kitchen")
+    now[0] += 10
+    assert [i.item_id for i in view.newest("kitchen", 5)] == ["sku-1", "sku-2"]  # the index lists it: read now
+    assert view.details(["sku-2"]) == {"sku-2": catalog["sku-2"]}
+
+
+
+def test_an_absent_item_is_read_again_after_30_s_not_before():
+    now, catalog, reads, view = loaded_snapshot()
+    assert view.details(["sku-9"]) == {}
+    catalog["sku-9"] = Item(item_id="sku-9", title="Spoon", category="kitchen")
+    now[0] += 29
+    assert view.details(["sku-9"]) == {} and reads == [["sku-9"]]
+    now[0] += 1
+    assert view.details(["sku-9"]) == {"sku-9": catalog["sku-9"]} and reads == [["sku-9"], ["sku-9"]]
+
+
 # --- a customer's segments: the categories of what they bought, from a snapshot ---
 
 def categories_snapshot():
