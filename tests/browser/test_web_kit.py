@@ -49,14 +49,22 @@ class Traffic:
         self.requests: list[dict] = []
         origin = urlsplit(base_url).netloc
 
+        sent: dict = {}
+
         def seen(request) -> None:
             url = urlsplit(request.url)
             if url.netloc == origin:
-                self.requests.append({"method": request.method, "path": url.path, "query": url.query,
-                                      "auth": request.headers.get("authorization"), "body": request.post_data,
-                                      "at": time.monotonic()})
+                sent[request] = {"method": request.method, "path": url.path, "query": url.query,
+                                 "auth": request.headers.get("authorization"), "body": request.post_data,
+                                 "at": time.monotonic(), "status": None}
+                self.requests.append(sent[request])
+
+        def answered(response) -> None:
+            if response.request in sent:
+                sent[response.request]["status"] = response.status
 
         page.on("request", seen)
+        page.on("response", answered)
 
     def to(self, method: str, path_start: str, path_end: str = "") -> list[dict]:
         return [r for r in self.requests
@@ -353,13 +361,14 @@ def test_signing_in_links_the_visitor_and_the_customer_is_served_then_signing_ou
     links = traffic.to("POST", f"/users/{customer}/visitors")
     assert len(links) == 1 and links[0]["auth"] == f"Bearer {token}"
     assert json.loads(links[0]["body"]) == {"visitor_token": stored(page, "visitor")["token"]}
+    assert links[0]["status"] == 200, links[0]
     assert page.evaluate("kit.userId()") == customer
 
     answer = page.evaluate("kit.recommendations({limit: 5})")
     assert answer["user_id"] == customer and answer["items"]
     assert all(i["reason"]["text"] for i in answer["items"])
     # Linked: the new customer's answer comes from what they viewed as a visitor.
-    assert answer["personalized"] and {i for r in answer["items"] for i in r["reason"]["items"]} & set(viewed)
+    assert answer["personalized"] and {i for r in answer["items"] for i in r["reason"]["items"]} & set(viewed), answer
     assert answer["items"] == api.request("GET", f"/users/{customer}/recommendations", query={"limit": 5}).body["items"]
     asked = traffic.to("GET", f"/users/{customer}/recommendations")
     assert asked and asked[0]["auth"] == f"Bearer {token}"
