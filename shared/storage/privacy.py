@@ -72,16 +72,17 @@ class PrivacyStore:
 
     def export(self, user_id: str, cursor: str | None = None) -> dict[str, Any]:
         """The profile, the consent with its history, segment memberships and a page of events
-        (next_cursor for the rest): the customer's own, then each linked visitor id's (each event
-        names its user_id)."""
+        (next_cursor for the rest): the customer's own, then each linked visitor id's, oldest link
+        first (each event names its user_id). A link only ever adds an id, newest first in the
+        profile: one made while the pages are read is read last, and none is skipped or read twice."""
         profile = self.users.row(user_id)
-        owners = [user_id, *linked_visitors(profile)]
-        place, start = _export_position(dynamo.decode_cursor(cursor) if cursor else None, len(owners))
+        owners = [user_id, *reversed(linked_visitors(profile))]
+        place, start = _export_position(dynamo.decode_cursor(cursor) if cursor else None, owners)
         events, last = self._events_page(owners[place], start)
         if last is not None:
-            next_cursor = _export_cursor(place, last)
+            next_cursor = _export_cursor(owners, place, last)
         else:
-            next_cursor = _export_cursor(place + 1, "") if place + 1 < len(owners) else None
+            next_cursor = _export_cursor(owners, place + 1, "") if place + 1 < len(owners) else None
         consent = user_from_row(profile).consent if profile else Consent()
         return {"user_id": user_id, "profile": profile, "consent": consent,
                 "consent_history": self.users.consent_history(user_id),
@@ -219,19 +220,21 @@ class PrivacyStore:
 
 
 # An export cursor: the last event_id read, as before linked ids existed (the customer's own
-# events); for a linked id's events, its place among the owners and NUL first (ids hold no NUL).
-def _export_cursor(place: int, event_id: str) -> str:
-    return dynamo.encode_cursor(event_id if place == 0 else f"\x00{place}\x00{event_id}")
+# events); for a linked id's events, that id and NUL first (ids hold no NUL). The id, not its
+# place: a link made meanwhile moves the places.
+def _export_cursor(owners: list[str], place: int, event_id: str) -> str:
+    return dynamo.encode_cursor(event_id if place == 0 else f"\x00{owners[place]}\x00{event_id}")
 
 
-def _export_position(key: str | None, owners: int) -> tuple[int, str | None]:
+def _export_position(key: str | None, owners: list[str]) -> tuple[int, str | None]:
+    """(the place among `owners` of the id the cursor names, the event id to start after)."""
     if key is None:
         return 0, None
     if not key.startswith("\x00"):
         if not key:  # no event id is empty (DynamoDB refuses an empty key)
             raise DomainError("cursor is not one this API returned", field="cursor")
         return 0, key
-    _, place, event_id = (key.split("\x00") + ["", ""])[:3]
-    if not (place.isascii() and place.isdigit()) or not 0 < int(place) < owners:  # "²" is a digit int() refuses
+    _, linked_id, event_id = (key.split("\x00") + ["", ""])[:3]
+    if linked_id not in owners[1:]:  # an erasure forgot the links meanwhile
         raise DomainError("cursor is not one this API returned (or the linked ids changed)", field="cursor")
-    return int(place), event_id or None
+    return owners.index(linked_id, 1), event_id or None

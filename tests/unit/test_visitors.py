@@ -193,11 +193,17 @@ def test_signing_in_links_the_visitor_and_needs_proof_of_both_ids(api):
 
 
 def linked_customer(api: Api) -> tuple[str, Api]:
-    visitor_id, visitor = new_visitor(api)
-    token = visitor.credentials("GET", "http://local/", {}, b"")["authorization"].split(" ", 1)[1]
-    assert visitor.json("POST", f"/visitors/{visitor_id}/events", {"events": [view("anon-1"), view("anon-2")]})[0] == 200
+    """u-1, with a purchase of their own and a linked visitor's two views."""
     api.json("POST", "/events", {"events": [purchase("p-1", user_id="u-1")]})
-    assert api.as_customer("u-1").json("POST", "/users/u-1/visitors", {"visitor_token": token})[0] == 200
+    return linked_visitor_of(api, "u-1", ["anon-1", "anon-2"])
+
+
+def linked_visitor_of(api: Api, user_id: str, event_ids: list[str]) -> tuple[str, Api]:
+    """A new visitor with these events, linked to `user_id` from the device."""
+    visitor_id, visitor = new_visitor(api)
+    assert visitor.json("POST", f"/visitors/{visitor_id}/events", {"events": [view(e) for e in event_ids]})[0] == 200
+    token = visitor.credentials("GET", "http://local/", {}, b"")["authorization"].split(" ", 1)[1]
+    assert api.as_customer(user_id).json("POST", f"/users/{user_id}/visitors", {"visitor_token": token})[0] == 200
     return visitor_id, visitor
 
 
@@ -217,6 +223,29 @@ def test_a_customers_export_covers_their_linked_visitor_ids(api):
     held = {(e["user_id"], e["event_id"]) for page in pages for e in page["events"]}
     assert held == {("u-1", "p-1"), (visitor_id, "anon-1"), (visitor_id, "anon-2")}
     assert pages[0]["profile"]["linked_visitors"] == [visitor_id]
+
+
+def test_a_visitor_linked_while_the_export_is_read_is_in_it_once_and_none_is_skipped_or_read_twice(api):
+    """The cursor named a linked id by its place, newest first: a link made between two pages
+    moved the places, so one linked id's events were read twice and the new one's never."""
+    api.json("POST", "/events", {"events": [purchase("p-1", user_id="u-1")]})
+    first, _ = linked_visitor_of(api, "u-1", ["first-1", "first-2"])
+    second, _ = linked_visitor_of(api, "u-1", ["second-1"])
+    customer = api.as_customer("u-1")
+
+    held, cursor, pages = [], None, 0
+    while True:
+        status, page = customer.json("GET", "/users/u-1/export" + (f"?cursor={cursor}" if cursor else ""))
+        assert status == 200, page
+        held += [(e["user_id"], e["event_id"]) for e in page["events"]]
+        cursor, pages = page["next_cursor"], pages + 1
+        if pages == 2:  # the customer's own events and one linked id's are read: a phone signs in
+            third, _ = linked_visitor_of(api, "u-1", ["third-1"])
+        if not cursor:
+            break
+
+    assert sorted(held) == sorted([("u-1", "p-1"), (first, "first-1"), (first, "first-2"), (second, "second-1"),
+                                   (third, "third-1")])
 
 
 def test_erasing_a_customer_erases_their_linked_visitor_ids(api):
