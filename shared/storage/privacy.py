@@ -31,7 +31,7 @@ from shared.events import UNKNOWN_ERASURE, format_timestamp
 from shared.segments.families import needs_consent
 from shared.storage import dynamo
 from shared.storage.segments import SegmentStore
-from shared.storage.users import UserStore, erasure_read, linked_visitors, user_from_row
+from shared.storage.users import COMPLETE, IN_PROGRESS, UserStore, erasure_read, linked_visitors, user_from_row
 
 # An export page holds at most this much JSON, far under Lambda's 6 MB response limit.
 EXPORT_PAGE_BYTES = 2_000_000
@@ -39,7 +39,6 @@ EXPORT_QUERY_LIMIT = 5000  # DynamoDB returns at most 1 MB a page whatever this 
 # Erasure deletes a page of keys at a time and checks the clock between pages.
 ERASE_KEYS_PER_PAGE = 5000
 DELETE_THREADS = 8
-COMPLETE, IN_PROGRESS = "complete", "in_progress"
 
 
 @dataclass
@@ -106,15 +105,15 @@ class PrivacyStore:
         """Suppress, then delete while `seconds_left()` is positive. Calling again erases again.
         The customer's linked visitor ids go with them."""
         erased_at = format_timestamp(datetime.now(timezone.utc))
-        # From the profile, or from the suppression record of an erasure a fault interrupted.
-        linked = linked_visitors(self.users.row(user_id))
+        # Every record first, the customer's naming the visitors (from the profile, or from the
+        # suppression record of an erasure a fault interrupted, read and replaced together: a link
+        # made meanwhile is named, or refused once the record says in progress): the sweep or a
+        # retry then finishes whatever is left.
+        kept, linked = self.users.suppress(user_id, erased_at, IN_PROGRESS, names_links=True, keeps_link=True)
         erasures = [Erasure(owner, erased_at) for owner in [user_id, *linked]]
-        # Every record first, the customer's naming the visitors: the sweep or a retry then
-        # finishes whatever is left.
-        for erasure in erasures:
-            own = erasure is erasures[0]
-            erasure.objections_kept = self.users.suppress(erasure.user_id, erased_at, IN_PROGRESS,
-                                                          linked if own else (), keeps_link=own)
+        erasures[0].objections_kept = kept
+        for erasure in erasures[1:]:
+            erasure.objections_kept = self.users.suppress(erasure.user_id, erased_at, IN_PROGRESS).objections_kept
         # The visitors' events first: the customer's record says complete only after them.
         for erasure in [*erasures[1:], erasures[0]]:
             erasure.erased["segment_memberships"] = self.segments.end_memberships(erasure.user_id, lambda _: True)

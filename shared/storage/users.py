@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ValidationError
@@ -29,6 +29,15 @@ from shared.users import PurchaseSummary, User, UserProfileIn, may_profile
 from shared.versions import next_version
 
 PartT = TypeVar("PartT", bound=BaseModel)
+# An erasure's erasure_status on its suppression record.
+COMPLETE, IN_PROGRESS = "complete", "in_progress"
+
+
+class Suppressed(NamedTuple):
+    """What a suppression record keeps: the withdrawn purposes, and the linked ids it names."""
+
+    objections_kept: list[str]
+    linked: list[str]
 
 
 class UserStore:
@@ -140,32 +149,39 @@ class UserStore:
             time.sleep(delay)
         raise StorageUnavailable("record consent: the customer's consent kept changing; try again")
 
-    def suppress(self, user_id: str, erased_at: str, status: str, linked: Iterable[str] = (),
-                 keeps_link: bool = False) -> list[str]:
-        """Replace the row by the suppression record of an erasure; the purposes whose withdrawal it
-        keeps (the objections, each with when, where, which text and who: the proof of it).
-        `linked`: the customer's visitor ids, named by the record until they are erased too
-        (forget_links), so that a retry or the sweep finds them. `keeps_link`: a visitor id erased
-        on its own stays its customer's (who still lists it): linked to another, its next events
-        would be in the first customer's export and history.
+    def suppress(self, user_id: str, erased_at: str, status: str, names_links: bool = False,
+                 keeps_link: bool = False) -> Suppressed:
+        """Replace the row by the suppression record of an erasure: the purposes whose withdrawal it
+        keeps (the objections, each with when, where, which text and who: the proof of it), and the
+        visitor ids it names. `names_links`: a customer's record names their linked visitor ids as
+        the row holds them, until those are erased too (forget_links), so that a retry or the sweep
+        finds them. `keeps_link`: a visitor id erased on its own stays its customer's (who still
+        lists it): linked to another, its next events would be in the first customer's export and
+        history.
 
         The consent history goes with the rest: the record's objections are the proof kept, and
         grants are consent to processing that the erasure ends. The put is conditional on the
-        consent read just before, so a change recorded in between is never lost: the read and the
-        put are tried again."""
+        consent and the linked ids read just before, so a consent change or a link recorded in
+        between is never lost: the read and the put are tried again."""
         optional = {"purchases": True, "history": True, "recent": True}
         for delay in dynamo.backoff_delays(5):
             row = self.row(user_id) or {}
             consent = row.get("consent")
             kept = user_from_row({**row, "user_id": user_id}).consent.withdrawn() if row else {}
+            linked = linked_visitors(row) if names_links else []
             record: dict[str, Any] = {"user_id": user_id, "erased_at": erased_at, "erasure_status": status}
             if linked:
-                record["linked_visitors"] = list(linked)
+                record["linked_visitors"] = linked
             if keeps_link and row.get("linked_to") is not None:
                 record.update(linked_to=row["linked_to"], linked_at=row.get("linked_at"))
             if kept:
                 record.update(consent=kept, consent_updated_at=row.get("consent_updated_at"))
             condition, values = _consent_is(consent)
+            if names_links:
+                stored = row.get("linked_visitors")
+                condition += (" AND attribute_not_exists(linked_visitors)" if stored is None
+                              else " AND linked_visitors = :links_read")
+                values = {**values, **({} if stored is None else {":links_read": stored})}
             request: dict[str, Any] = {"TableName": self.users_table, "Item": dynamo.serialize(record),
                                        "ConditionExpression": condition}
             if values:
@@ -189,7 +205,7 @@ class UserStore:
             try:
                 with dynamo.aws_faults("record the erasure"):
                     dynamo.client().transact_write_items(TransactItems=actions)
-                return list(kept)
+                return Suppressed(list(kept), linked)
             except ClientError as error:
                 if dynamo.error_code(error) != "TransactionCanceledException":
                     raise
@@ -200,7 +216,7 @@ class UserStore:
                         optional[name] = False
                     continue
             time.sleep(delay)
-        raise StorageUnavailable("erase: the customer's consent kept changing; try again")
+        raise StorageUnavailable("erase: the customer's consent or links kept changing; try again")
 
     def count_client_events(self, user_id: str, count: int, now: float, limit: int, window_seconds: int) -> int:
         """Count `count` events sent with this id's own token in the current window; the seconds to
@@ -245,6 +261,8 @@ class UserStore:
         if customer.get("linked_to") is not None:
             raise DomainError(f"{user_id!r} is a visitor id linked to a customer: link to that customer",
                               field="user_id")
+        if customer.get("erasure_status") == IN_PROGRESS:
+            raise self._erasing(user_id)
         before = linked_visitors(customer)
         if visitor_id not in before and len(before) >= limit:
             raise self._too_many(user_id, limit)
@@ -278,15 +296,20 @@ class UserStore:
             before = linked_visitors(row)
             if visitor_id in before:
                 return before
+            if row.get("erasure_status") == IN_PROGRESS:
+                raise self._erasing(user_id)
             if len(before) >= limit:
                 raise self._too_many(user_id, limit)
             after = [visitor_id, *before]
             # A stored value that is not a list (by hand) is replaced: read as none, never as the
-            # characters of a text, which erasure would take for customers.
+            # characters of a text, which erasure would take for customers. An erasure that
+            # started since the read fails the condition too: its record named the ids it read.
             condition, values = (
                 ("attribute_not_exists(linked_visitors)", {":after": after}) if stored is None else
-                ("linked_visitors = :before OR NOT attribute_type(linked_visitors, :list)",
+                ("(linked_visitors = :before OR NOT attribute_type(linked_visitors, :list))",
                  {":after": after, ":before": stored, ":list": "L"}))
+            condition += " AND (attribute_not_exists(erasure_status) OR erasure_status <> :erasing)"
+            values[":erasing"] = IN_PROGRESS
             try:
                 with dynamo.aws_faults("link visitor"):
                     dynamo.client().update_item(
@@ -299,6 +322,11 @@ class UserStore:
                     raise
             time.sleep(delay)
         raise StorageUnavailable("link visitor: the customer's links kept changing; try again")
+
+    @staticmethod
+    def _erasing(user_id: str) -> Conflict:
+        return Conflict(f"customer {user_id!r} is being erased: link once the erasure is complete (its "
+                        "erasure_status)", field="user_id")
 
     @staticmethod
     def _too_many(user_id: str, limit: int) -> Conflict:

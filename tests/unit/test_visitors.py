@@ -378,3 +378,46 @@ def test_an_export_says_what_is_kept_from_the_events_to_serve_fast_and_erasure_l
                        "recent_activity": {"events": 3, "unreadable": False}}
     assert customer.json("DELETE", "/users/u-1")[0] == 200
     assert customer.json("GET", "/users/u-1/export")[1]["derived"] == {"bought_set": None, "recent_activity": None}
+
+
+def test_a_link_while_the_customers_erasure_runs_is_refused_and_made_once_it_is_complete(api):
+    """Linked then, the visitor's trail (and its events from before the erasure) joined a customer
+    whose erasure had already named the ids it erases: it survived it."""
+    from shared.storage.privacy import PrivacyStore
+
+    settings = get_settings()
+    store = PrivacyStore(settings.events_table, settings.users_table, settings.segments_table)
+    linked_customer(api)
+    assert store.erase("u-1", lambda: 0.0).status == "in_progress"  # out of time: the sweep finishes it
+
+    status, body = api.json("POST", "/users/u-1/visitors", {"visitor_id": "v_phone"})
+    assert (status, body["error"]["fields"][0]["field"]) == (409, "user_id"), body
+    assert "erased" in body["error"]["message"]
+    assert "linked_to" not in (api.json("GET", "/users/v_phone")[1] or {})  # not touched: linkable later
+
+    assert store.finish("u-1", lambda: 60.0).status == "complete"
+    assert api.json("POST", "/users/u-1/visitors", {"visitor_id": "v_phone"})[0] == 200  # the customer came back
+
+
+def test_a_link_made_as_the_erasure_starts_is_named_by_its_record_and_erased_with_it(api, monkeypatch):
+    """The erasure read the linked ids, then replaced the row by its record naming them: a link
+    made in between was dropped from the record, and the visitor's events survived the erasure."""
+    from shared.storage.users import UserStore
+
+    linked_customer(api)
+    assert api.json("POST", "/events", {"events": [event("late-1", "v_late", "sku-3", "view")]})[0] == 200
+    real_row, raced = UserStore.row, []
+
+    def row(self, user_id):  # noqa: ANN001, ANN202 - the phone signs in just after the erasure's read
+        found = real_row(self, user_id)
+        if user_id == "u-1" and not raced:
+            raced.append("v_late")
+            self.link_visitor("u-1", "v_late", "2026-12-06T10:00:00.000000Z", 100)
+        return found
+
+    monkeypatch.setattr(UserStore, "row", row)
+    status, erased = api.as_customer("u-1").json("DELETE", "/users/u-1")
+
+    assert raced and status == 200, erased
+    assert "v_late" in erased["linked_visitors"]
+    assert api.json("GET", "/users/v_late/export")[1]["events"] == []
