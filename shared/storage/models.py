@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 
 from shared.errors import Conflict, NotFound
 from shared.observability import logger
+from shared.segments.thresholds import check_thresholds
 from shared.storage.blobs import Blobs, LocalBlobs, S3Blobs
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ class ModelStore:
             statistics = body["customer_statistics"]
             if body["version"] != version or not isinstance(statistics, dict):
                 raise ValueError("not the statistics of this version")
+            check_thresholds(statistics)
         except (ValueError, KeyError, TypeError) as error:
             raise Conflict(f"{key} cannot be used: {error}", field="version") from error
         return statistics

@@ -100,3 +100,44 @@ def test_damaged_statistics_keep_those_in_memory_and_the_nightly_run_mends_them(
 
 def test_no_active_version_means_no_statistics_not_an_error(store):
     assert ActiveStatistics(store, 0).get() is None
+
+
+WHOLE = {"customers": 10, "recency_days_quintiles": [10.0, 30.0, 60.0, 120.0], "frequency_quintiles": [1, 1, 2, 3],
+         "spend_quintiles": {"EUR": [10.0, 20.0, 40.0, 80.0]},
+         "spend_percentiles": {"EUR": {"50": 30.0, "80": 70.0, "95": 150.0}},
+         "clv": {"horizon_days": 365, "value_percentiles": {"EUR": {"40": 5.0, "70": 20.0, "90": 60.0}}}}
+
+
+@pytest.mark.parametrize("damage, named", [
+    ({"spend_percentiles": {"EUR": {"50": 30.0, "95": 150.0}}}, "spend_percentiles.EUR.80"),
+    ({"recency_days_quintiles": [10.0, 30.0, 60.0]}, "recency_days_quintiles"),
+    ({"frequency_quintiles": None}, "frequency_quintiles"),
+    ({"spend_quintiles": {"EUR": [10.0, None, 40.0, 80.0]}}, "spend_quintiles.EUR[1]"),
+    ({"clv": {"value_percentiles": {"EUR": {"40": "5", "70": 20.0, "90": 60.0}}}}, "clv.value_percentiles.EUR.40"),
+    ({"spend_percentiles": ["EUR"]}, "spend_percentiles"),
+])
+def test_statistics_missing_a_threshold_are_refused_where_read_not_in_every_customers_tags(store, caplog, damage, named):
+    """Tags index the thresholds without a check: before, one missing key failed GET
+    /users/{id}/segments (500) for every customer with spend in that currency, and the whole
+    nightly run's segments."""
+    from shared.segments.tags import segment_customer
+    from shared.users import PurchaseSummary, User
+
+    publish(store, "v1", WHOLE)
+    statistics = ActiveStatistics(store, 0)
+    statistics.get()
+    publish(store, "v2", WHOLE)
+    damaged = {**WHOLE, **damage}
+    if damage.get("frequency_quintiles", 0) is None:
+        del damaged["frequency_quintiles"]
+    store.blobs.put("models/v2/statistics.json", json.dumps({"version": "v2", "customer_statistics": damaged}).encode())
+
+    assert statistics.get().version == "v1"  # kept: its tags go on being given
+    assert any(named in str(getattr(record, "reason", "")) for record in caplog.records)  # the log names it
+    assert store.ensure_statistics("v2") == WHOLE  # the nightly run mends it from the model
+    assert statistics.get().values == WHOLE
+    buyer = User(user_id="u-1", summary=PurchaseSummary(purchase_count=3, spend={"EUR": 90.0},
+                                                        last_purchase_at=datetime.now(timezone.utc).isoformat(),
+                                                        first_purchase_at="2026-01-01T00:00:00+00:00"))
+    tags = segment_customer(buyer, [], {}, statistics.get().values, datetime.now(timezone.utc), [])[2]
+    assert {tag.family for tag in tags} >= {"rfm", "value"}
