@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
-    AfterValidator, BaseModel, ConfigDict, Field, Strict, StringConstraints, computed_field, model_validator,
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints, computed_field, model_validator,
 )
 
 from shared.consent import Consent, ConsentUpdate, Purpose, stored_consent
@@ -105,12 +105,25 @@ class PurchaseSummary(BaseModel):
         return self.lines
 
 
+def _as_sent(value: Any) -> Any:
+    """A stored attribute as the shop sent it: DynamoDB gives its numbers back as Decimal, which
+    JSON would show as a text; a whole one as an int (exact past 2^53), another as the float it
+    was (a float survives the trip through its shortest text)."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def _attributes_as_sent(value: Any) -> Any:
+    return {key: _as_sent(item) for key, item in value.items()} if isinstance(value, dict) else value
+
+
 class User(BaseModel):
     user_id: Identifier
     country: str | None = None
     region: str | None = None
     city: str | None = None
-    attributes: dict = Field(default_factory=dict)
+    attributes: Annotated[dict, BeforeValidator(_attributes_as_sent)] = Field(default_factory=dict)
     consent: Consent = Field(default_factory=Consent, description="Per purpose: granted, when, where, which text")
     summary: PurchaseSummary = Field(default_factory=PurchaseSummary)
     contacts: ContactLedger = Field(default_factory=ContactLedger, description=(

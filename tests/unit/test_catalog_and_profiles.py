@@ -65,6 +65,20 @@ def test_a_profile_keeps_the_purchase_summary_and_consent(api):
     assert user["summary"]["purchase_count"] == 1
 
 
+def test_a_profiles_numbers_come_back_as_the_numbers_sent_and_rules_compare_them_as_sent(api):
+    """DynamoDB gives numbers back as Decimal: a fraction was answered as a text ("12.5"), and a
+    custom rule `share == 0.1` never matched the stored 0.1 (Decimal('0.1') != 0.1 in Python)."""
+    sent = {"score": 12.5, "share": 0.1, "points": 12345678901234567890, "visits": 3, "vip": True}
+    assert api.json("PUT", "/users/u-7", {"country": "DE", "attributes": sent})[1]["attributes"] == sent
+
+    stored = api.json("GET", "/users/u-7")[1]["attributes"]
+    assert stored == sent and {k: type(v) for k, v in stored.items()} == {k: type(v) for k, v in sent.items()}
+    rule = {"name": "Share of a tenth", "rule": {"all": [{"field": "attribute", "attribute": "share", "op": "==",
+                                                          "value": 0.1}]}}
+    assert api.json("POST", "/segments", rule)[0] == 201
+    assert "Share of a tenth" in {t["name"] for t in api.json("GET", "/users/u-7/segments")[1]["tags"]}
+
+
 def test_a_bad_country_is_refused_naming_the_field(api):
     status, body = api.json("PUT", "/users/u-7", {"country": "Germany"})
     assert status == 422
