@@ -111,6 +111,13 @@ class Consent(BaseModel):
         """The recorded purposes withdrawn: the objections (an erasure keeps these)."""
         return {p: state for p, state in self.recorded().items() if not state["granted"]}
 
+    def with_objections_of(self, other: Consent) -> Consent:
+        """This consent with every purpose `other` withdrew withdrawn, as `other` recorded it: a
+        visitor id linked to a customer is that customer, whose objections cover it."""
+        if all(other.granted(p) for p in Purpose):
+            return self
+        return Consent(**{p.value: self.of(p) if other.granted(p) else other.of(p) for p in Purpose})
+
     def after(self, changes: list[ConsentChange]) -> Consent:
         states = {p.value: self.of(p) for p in Purpose}
         for change in changes:

@@ -136,6 +136,14 @@ class User(BaseModel):
                                           "newest first: their events count in the customer's recommendations")
     linked_to: str | None = Field(default=None, description="For a visitor id: the customer it is linked to")
 
+    def with_objections_of(self, consent: Consent) -> User:
+        """This visitor id with the objections of the customer it is linked to (`consent`, theirs)."""
+        linked = self.consent.with_objections_of(consent)
+        if linked is self.consent:
+            return self
+        # Made anew, not model_copy: a nightly customer's field names are shared and read-only.
+        return User.model_construct({*self.model_fields_set, "consent"}, **{**dict(self), "consent": linked})
+
     @model_validator(mode="before")
     @classmethod
     def _stored_consent(cls, data: Any) -> Any:
@@ -176,6 +184,17 @@ def fold_purchases(
         orders=orders, lines=lines, units=units, spend=spend, returned=returned, returns=returns,
         first_purchase_at=first, last_purchase_at=last,
     )
+
+
+def with_linked_objections(users: dict[str, User]) -> dict[str, User]:
+    """`users` (every stored customer, by id), each visitor id linked to one of them with that
+    customer's objections: the trail a customer signed in on is theirs, so what they withdrew
+    covers it in training and the nightly segments, as it does on request."""
+    for user_id, user in users.items():
+        customer = users.get(user.linked_to) if user.linked_to is not None else None
+        if customer is not None:
+            users[user_id] = user.with_objections_of(customer.consent)
+    return users
 
 
 def may_personalize(user: User | None) -> bool:

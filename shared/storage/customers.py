@@ -14,7 +14,7 @@ from shared.storage import dynamo
 from shared.storage.catalog import catalog_categories, category_of, known_categories
 from shared.storage.history import HISTORY_FIELDS
 from shared.storage.scan import parallel_scan, scan_by_key
-from shared.storage.users import all_rows_and_recent, user_from_row
+from shared.storage.users import all_rows_and_recent, users_from_rows
 from shared.users import User
 
 SCAN_SEGMENTS = 8
@@ -88,5 +88,5 @@ def load_customers(events_table: str, users_table: str, items_table: str,
     rows, recent = all_rows_and_recent(users_table, segments)
     with_events = EventIds()
     scan_events(events_table, with_events.add_page, ("user_id",), segments)
-    return Customers({user_id: user_from_row(row) for user_id, row in rows.items()},
+    return Customers(users_from_rows(rows),
                      nightly_histories(with_events.sorted(), recent, events_table), catalog_categories(items_table))

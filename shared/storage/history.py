@@ -15,8 +15,8 @@ from shared.observability import logger
 from shared.purchases import PurchasedItems
 from shared.recent import RECENT_EVENTS, RecentActivity, RecentEvent, newest, recent_event
 from shared.storage import dynamo
-from shared.storage.users import (CustomerItems, customer_items, erasure_read, purchased_items, read_recent,
-                                  user_from_row)
+from shared.storage.users import (CustomerItems, consent_of, customer_items, erasure_read, purchased_items,
+                                  read_recent, user_from_row)
 from shared.users import User
 
 # Enough history to know a customer's taste; what the recent-activity item keeps.
@@ -144,9 +144,16 @@ class CustomerReads:
         self._local = threading.local()
 
     def profile(self, user_id: str) -> User | None:
+        """The profile; a visitor id linked to a customer with that customer's objections (their
+        consent read too, strongly consistent: what they withdrew covers the trail linked to them)."""
         read = customer_items(self.users_table, user_id)
         self._local.read = (user_id, read)
-        return user_from_row(read.row) if read.row is not None else None
+        if read.row is None:
+            return None
+        user = user_from_row(read.row)
+        if user.linked_to is not None:
+            user = user.with_objections_of(consent_of(self.users_table, user.linked_to))
+        return user
 
     def _taken(self, user_id: str) -> CustomerItems | None:
         found = getattr(self._local, "read", None)

@@ -25,7 +25,7 @@ from shared.storage import dynamo
 from shared.storage.scan import parallel_scan, scan_by_key
 from shared.consent import HISTORY_LIMIT, Consent, ConsentHistory, ConsentUpdate, Recorder
 from shared.contact import ContactLedger
-from shared.users import PurchaseSummary, User, UserProfileIn, may_profile
+from shared.users import PurchaseSummary, User, UserProfileIn, may_profile, with_linked_objections
 from shared.versions import next_version
 
 PartT = TypeVar("PartT", bound=BaseModel)
@@ -437,7 +437,7 @@ def users_from_rows(rows: dict[str, dict[str, Any]]) -> dict[str, User]:
     """user_from_row of each row, for the nightly run, which holds every customer at once and
     only reads them (_NightlyUsers says what they share)."""
     read = _NightlyUsers()
-    return {user_id: read.user(row) for user_id, row in rows.items()}
+    return with_linked_objections({user_id: read.user(row) for user_id, row in rows.items()})
 
 
 class _NightlyUsers:
@@ -844,7 +844,7 @@ def read_users(items: Iterable[dict[str, Any]], logged: bool = True) -> UsersRea
             users[user_id] = read.user(row)
             if "erasure_status" in row:
                 erasure_status[user_id] = row["erasure_status"]
-    return UsersRead(users, erasure_status)
+    return UsersRead(with_linked_objections(users), erasure_status)
 
 
 def recent_payloads(items: Iterable[dict[str, Any]]) -> dict[str, bytes | None]:
@@ -918,6 +918,15 @@ def customer_items(users_table: str, user_id: str) -> CustomerItems:
     recent_raw = by_key.get(recent_key(user_id)["user_id"])
     return CustomerItems(dynamo.deserialize(profile) if profile else None,
                          _recent_of(recent_raw, user_id) if recent_raw else None, purchased)
+
+
+def consent_of(users_table: str, user_id: str) -> Consent:
+    """The customer's consent, strongly consistent (defaults for a customer not stored)."""
+    with dynamo.aws_faults("read consent"):
+        response = dynamo.client().get_item(
+            TableName=users_table, Key=dynamo.serialize({"user_id": user_id}), ConsistentRead=True,
+            ProjectionExpression="user_id, consent, consent_updated_at")
+    return user_from_row(dynamo.deserialize(response["Item"])).consent if "Item" in response else Consent()
 
 
 def erased_since(users_table: str, user_ids: list[str]) -> dict[str, str]:

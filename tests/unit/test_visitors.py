@@ -421,3 +421,26 @@ def test_a_link_made_as_the_erasure_starts_is_named_by_its_record_and_erased_wit
     assert raced and status == 200, erased
     assert "v_late" in erased["linked_visitors"]
     assert api.json("GET", "/users/v_late/export")[1]["events"] == []
+
+
+def test_a_customers_objection_covers_the_visitor_ids_linked_to_them(api):
+    """A device's trail is the customer's once they sign in on it: before, a customer who objected
+    still had their linked visitor id served personalized answers, profiled into segments and
+    trained on."""
+    from datetime import datetime, timezone
+
+    from shared.storage.training_data import TrainingCustomers
+    from shared.storage.users import UsersRead, all_user_rows
+
+    visitor_id, visitor = linked_customer(api)
+    assert not visitor.json("GET", f"/visitors/{visitor_id}/recommendations")[1]["strategy"].startswith("no_consent")
+
+    customer = api.as_customer("u-1")
+    assert customer.json("PUT", "/users/u-1/consent", {"personalization": False, "source": "app-settings"})[0] == 200
+
+    answer = visitor.json("GET", f"/visitors/{visitor_id}/recommendations")[1]
+    assert answer["strategy"].startswith("no_consent") and not answer["personalized"]
+    assert api.json("GET", f"/users/{visitor_id}/segments")[1]["personalized"] is False  # profiling withdrawn too
+    customers = TrainingCustomers.of(UsersRead.of_rows(all_user_rows(get_settings().users_table, 1)),
+                                     datetime.now(timezone.utc))
+    assert {"u-1", visitor_id} <= customers.excluded
