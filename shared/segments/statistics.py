@@ -24,6 +24,7 @@ from shared.observability import logger, metrics
 from shared.refresh import Every
 from shared.storage.models import ModelStore
 
+
 @dataclass(frozen=True)
 class CustomerStatistics:
     version: str

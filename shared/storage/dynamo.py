@@ -186,10 +186,15 @@ def with_leftovers(
     raise StorageUnavailable(f"{action}: DynamoDB kept returning unprocessed items")
 
 
-def get_item(table: str, key: Mapping[str, Any], action: str, consistent: bool = False) -> dict[str, Any] | None:
-    """One item by key, deserialized; None when there is none."""
+def get_item(table: str, key: Mapping[str, Any], action: str, consistent: bool = False,
+             projection: str | None = None) -> dict[str, Any] | None:
+    """One item by key, deserialized (only the `projection` attributes, when given); None when
+    there is none."""
+    request: dict[str, Any] = {"TableName": table, "Key": serialize(key), "ConsistentRead": consistent}
+    if projection is not None:
+        request["ProjectionExpression"] = projection
     with aws_faults(action):
-        response = client().get_item(TableName=table, Key=serialize(key), ConsistentRead=consistent)
+        response = client().get_item(**request)
     return deserialize(response["Item"]) if "Item" in response else None
 
 

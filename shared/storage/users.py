@@ -922,11 +922,9 @@ def customer_items(users_table: str, user_id: str) -> CustomerItems:
 
 def consent_of(users_table: str, user_id: str) -> Consent:
     """The customer's consent, strongly consistent (defaults for a customer not stored)."""
-    with dynamo.aws_faults("read consent"):
-        response = dynamo.client().get_item(
-            TableName=users_table, Key=dynamo.serialize({"user_id": user_id}), ConsistentRead=True,
-            ProjectionExpression="user_id, consent, consent_updated_at")
-    return user_from_row(dynamo.deserialize(response["Item"])).consent if "Item" in response else Consent()
+    row = dynamo.get_item(users_table, {"user_id": user_id}, "read consent", consistent=True,
+                          projection="user_id, consent, consent_updated_at")
+    return user_from_row(row).consent if row is not None else Consent()
 
 
 def erased_since(users_table: str, user_ids: list[str]) -> dict[str, str]:
