@@ -3,12 +3,12 @@
 On AWS the admin function invokes the train function asynchronously and answers 202 at once;
 the gateway gives the admin function this trainer instead, so POST /models/train behaves the
 same here: the run goes on after the answer and GET /models follows it. The event is the one
-the admin function sends on AWS, {"config": {...overrides}}.
+the admin function sends on AWS, {"config": {...overrides}, "version": the version it listed}.
 
 One run at a time, as TrainFunction's ReservedConcurrentExecutions: 1 makes it on AWS. The admin
-function already refuses a start while a manifest says "training"; this also refuses one before
-the run has written that manifest, or after it has its outcome while the segments are written
-(on AWS, Lambda would queue such a second run behind the first). Both are a 409.
+function already refuses a start while a manifest says "training" or another start is on its way
+(shared/storage/training_start.py); this also refuses one after the run has its outcome while the
+segments are written (on AWS, Lambda would queue such a second run behind the first): a 409.
 """
 
 from __future__ import annotations
@@ -37,13 +37,13 @@ class LocalTrainer:
         run = self._run
         return run is not None and run.is_alive()
 
-    def start(self, overrides: dict[str, Any]) -> None:
+    def start(self, overrides: dict[str, Any], version: str) -> None:
         with self._lock:
             if self.running:
                 # Before its manifest exists, or after it has its outcome and the segments are written.
                 raise Conflict("a training run is starting or finishing; follow it with GET /models "
                                "and start another when it has finished")
-            self._run = threading.Thread(target=self._train, args=({"config": overrides},),
+            self._run = threading.Thread(target=self._train, args=({"config": overrides, "version": version},),
                                          name=f"{self.function_name}-run", daemon=True)
             self._run.start()
 

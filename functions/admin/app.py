@@ -16,14 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.api import create_app, json_response, resolve
 from shared.config import get_settings
-from shared.errors import Conflict
+from shared.errors import Conflict, NotFound
 from shared.observability import logger, metrics, tracer
 from shared.storage.dynamo import CLIENT_CONFIG
 from shared.experiments import service as experiment_service
 from shared.experiments.spec import Experiment, ExperimentSpec
 from shared.storage.experiments import ExperimentStore
-from shared.storage.models import Manifest, ModelStore
-from shared.storage.pipeline import PipelineRun, TrainingPipeline
+from shared.storage.models import Manifest, ModelStore, run_manifest
+from shared.storage.pipeline import PipelineRun, TrainingPipeline, service_faults
+from shared.storage.training_start import TrainingStarts
 from shared.training.config import AsOf, TrainingConfig, training_config
 
 
@@ -43,19 +44,22 @@ class LambdaTrainer:
     def __init__(self, function_name: str) -> None:
         self.function_name = function_name
 
-    def start(self, overrides: dict[str, Any]) -> None:
-        lambda_client().invoke(FunctionName=self.function_name, InvocationType="Event",
-                               Payload=json.dumps({"config": overrides}).encode())
+    def start(self, overrides: dict[str, Any], version: str) -> None:
+        """Run `version`, whose manifest the caller has written."""
+        with service_faults("Lambda", "start the train function"):
+            lambda_client().invoke(FunctionName=self.function_name, InvocationType="Event",
+                                   Payload=json.dumps({"config": overrides, "version": version}).encode())
 
 
 settings = get_settings()
 models = ModelStore.from_settings(settings.model_bucket, settings.local_model_dir)
 experiments = ExperimentStore(models.blobs)  # beside the model versions
+starts = TrainingStarts(models.blobs)  # and the claim that lets one start through at a time
 # The export path (TrainingPath=export): runs are executions of the TrainingPipeline state machine,
 # which exports the tables and then runs the train function's handler on them; GET /models shows
 # the latest. On the scan path the train function is started directly.
 pipeline = TrainingPipeline(settings.training_pipeline_arn) if settings.training_pipeline_arn else None
-trainer: LambdaTrainer | TrainingPipeline = pipeline or LambdaTrainer(settings.train_function_name)
+trainer = LambdaTrainer(settings.train_function_name)
 app = create_app()
 
 Version = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
@@ -76,6 +80,8 @@ class TrainingStarted(BaseModel):
     """The run goes on in the background: GET /models lists it, "training" and then its outcome."""
 
     status: Literal["started"]
+    version: str | None = Field(description="The run's model version, as GET /models lists it; null on the export "
+                                            "path, where the fit names it at the end (GET /models shows the pipeline)")
     message: str
 
 
@@ -103,15 +109,40 @@ def start_training(request: TrainRequest | None = None) -> Response[TrainingStar
     overrides = request.config.model_dump(mode="json", exclude_unset=True) if request and request.config else {}
     if request is not None and request.as_of is not None:
         overrides["as_of"] = request.as_of.isoformat()
-    training_config(overrides)  # with TRAINING_CONFIG's settings: a bad mix is a 422 now, not a failed run later
+    config = training_config(overrides)  # with TRAINING_CONFIG's settings: a bad mix is a 422 now, not a failed run later
+    now = datetime.now(timezone.utc)
+    claim = starts.claim(now, run_over)  # 409 while another start is on its way
     running = next((m for m in models.manifests() if m.status == "training"), None)
     if running is not None:
         raise Conflict(f"training run {running.version} is in progress (started {running.started_at:%Y-%m-%d %H:%M:%S} "
                        "UTC); follow it with GET /models and start another when it has finished")
-    trainer.start(overrides)
-    logger.info("training started", extra={"overrides": overrides})
+    if pipeline is not None:
+        run, version = pipeline.start(overrides), None  # the fit names the version, at the pipeline's end
+    else:
+        # Listed as "training" from now on, not from the train function's cold start, which takes it over.
+        manifest = run_manifest(config, now)
+        models.save(manifest)
+        try:
+            trainer.start(overrides, manifest.version)
+        except Exception:
+            models.discard(manifest)  # started nothing: not listed as a run
+            raise
+        run = version = manifest.version
+    starts.name(claim, run)
+    logger.info("training started", extra={"overrides": overrides, "run": run})
     return json_response(HTTPStatus.ACCEPTED, TrainingStarted(
-        status="started", message="training runs in the background; follow it with GET /models").model_dump())
+        status="started", version=version,
+        message="training runs in the background; follow it with GET /models").model_dump())
+
+
+def run_over(run: str) -> bool:
+    """Whether the run a start claim names has finished: its execution (the export path), or its manifest."""
+    if run.startswith("arn:"):
+        return pipeline is not None and pipeline.finished(run)
+    try:
+        return models.manifest(run).status != "training"
+    except NotFound:  # pruned: long over
+        return True
 
 
 @app.get("/models", tags=["models"], summary="List model versions, newest first, and the active one")

@@ -15,7 +15,7 @@ from shared.observability import logger, metrics, tracer
 from shared.storage.bus import bus_from_settings
 from shared.experiments.service import outcomes_since, record_results
 from shared.storage.experiments import ExperimentStore
-from shared.storage.models import ModelStore
+from shared.storage.models import NEW_VERSION, ModelStore
 from shared.storage.child_process import ChildFailed
 from shared.storage.outcomes import Outcomes
 from shared.storage.secrets import configured_recommendation_key
@@ -45,7 +45,7 @@ EXPORT_PLAN, EXPORT_QUERIES = "export_plan", "export_queries"
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Event: the nightly schedule's, {"task": "first_model"} from the hourly one,
-    {"config": {...overrides}} from the admin API, or on the export path the TrainingPipeline's
+    {"config": {...overrides}, "version": name} from the admin API, or on the export path the TrainingPipeline's
     {"exports": {"events": key, "users": key, "items": key}} (each export's manifest-summary.json),
     "events_chain" (the events exports tonight's incremental one adds to), "interactions" and
     "ids" (the folders its Athena queries wrote); or its {"task": "export_plan"} or
@@ -82,7 +82,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return read.training_data()
 
     with tempfile.TemporaryDirectory() as workdir:  # downloaded exports, gone when the segments are written
-        manifest = run_training(load, models, training_config(event.get("config")), now, settings.fit_device)
+        manifest = run_training(load, models, training_config(event.get("config")), now, settings.fit_device,
+                                started_version(event))
         if first_model and not manifest.counts.get("interactions"):
             models.discard(manifest)  # no purchases yet: nothing to keep but the log line
             return manifest.model_dump(mode="json")
@@ -128,6 +129,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         metrics.add_metric("ModelPruneFailed", "Count", 1)
     metrics.add_metric("TrainingRuns", "Count", 1)
     return manifest.model_dump(mode="json")
+
+
+def started_version(event: dict[str, Any]) -> str | None:
+    """The version POST /models/train wrote the run's manifest under; None for the schedules' runs."""
+    version = event.get("version")
+    return version if isinstance(version, str) and NEW_VERSION.fullmatch(version) else None
 
 
 def failure_reason(error: Exception, *telling: type[Exception]) -> str:

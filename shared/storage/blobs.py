@@ -7,9 +7,11 @@ folder writes a temporary file and renames it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,14 +31,39 @@ class Blobs(Protocol):
     def keys(self, prefix: str) -> list[str]: ...
     def delete(self, key: str) -> None: ...
     def put_file(self, key: str, path: Path) -> None: ...
+    def get_tagged(self, key: str) -> tuple[bytes, str]: ...
+    def put_if(self, key: str, data: bytes, tag: str | None) -> str | None: ...
 
 
 WRITING = ".writing-"  # a LocalBlobs file being written, not yet a key
 
 
+# LocalBlobs' conditional writes: the local stack is one process, so a lock makes read-compare-
+# write one step, as S3's conditional put does.
+_CONDITIONAL = threading.Lock()
+
+
 class LocalBlobs:
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        """The content and a tag that changes with it, for put_if."""
+        data = self.get(key)
+        return data, hashlib.sha256(data).hexdigest()
+
+    def put_if(self, key: str, data: bytes, tag: str | None) -> str | None:
+        """Write only if the key holds what `tag` was read from (None: only if it does not exist).
+        The new tag; None when the key held something else."""
+        with _CONDITIONAL:
+            try:
+                found: str | None = self.get_tagged(key)[1]
+            except NotFound:
+                found = None
+            if found != tag:
+                return None
+            self.put(key, data)
+            return hashlib.sha256(data).hexdigest()
 
     def put(self, key: str, data: bytes) -> None:
         path = self.root / key
@@ -107,6 +134,26 @@ class S3Blobs:
         with _s3_faults(f"read from {self.bucket}", reading=key):
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        """The content and its ETag, for put_if."""
+        with _s3_faults(f"read from {self.bucket}", reading=key):
+            found = self.client.get_object(Bucket=self.bucket, Key=key)
+            return found["Body"].read(), found["ETag"]
+
+    def put_if(self, key: str, data: bytes, tag: str | None) -> str | None:
+        """S3's conditional write: only if the object still has ETag `tag` (None: only if there is none).
+        The new ETag; None when another write got there first."""
+        condition = {"IfNoneMatch": "*"} if tag is None else {"IfMatch": tag}
+        try:
+            with _s3_faults(f"write to {self.bucket}"):
+                return self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **condition)["ETag"]
+        except ClientError as error:
+            # 412: the condition failed; 409: a concurrent conditional write to the key won; 404:
+            # IfMatch on a key deleted since.
+            if error.response.get("Error", {}).get("Code") in S3_CONDITION_CODES:
+                return None
+            raise
+
     def keys(self, prefix: str) -> list[str]:
         keys = []
         with _s3_faults(f"list {self.bucket}"):
@@ -122,6 +169,7 @@ class S3Blobs:
 S3_TRANSIENT_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"})
 # GetObject says NoSuchKey; download_file's HeadObject, having no body, says 404.
 S3_MISSING_CODES = frozenset({"NoSuchKey", "404"})
+S3_CONDITION_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409"})
 
 
 @contextmanager

@@ -20,6 +20,8 @@ so the functions that read manifests, pointers and statistics do not ship it.
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,12 +29,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from shared.errors import Conflict, NotFound
+from shared.events import format_timestamp
 from shared.observability import logger
 from shared.segments.thresholds import check_thresholds
 from shared.storage.blobs import Blobs, LocalBlobs, S3Blobs
 
 if TYPE_CHECKING:
     from shared.training.artifact import ModelArtifact
+    from shared.training.config import TrainingConfig
 
 ACTIVE_KEY = "active.json"
 # A few kilobytes beside the model: popular items for cold starts when the model cannot be loaded.
@@ -67,6 +71,25 @@ class Manifest(BaseModel):
     fit_device: str = Field(default="", description="Where ALS fitted: cpu, gpu, or cpu with the reason a GPU "
                                                     "that was asked for could not be used (empty: before this was recorded)")
     active: bool = False
+
+
+# What new_version names: the only version an event may hand the train function.
+NEW_VERSION = re.compile(r"v[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")
+
+
+def new_version(now: datetime) -> str:
+    return f"v{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def run_manifest(config: TrainingConfig, now: datetime, version: str | None = None) -> Manifest:
+    """A run's manifest as it starts ("training"): written by POST /models/train before it starts
+    the train function, which then takes the version over, or by the run itself."""
+    end = config.as_of or now
+    return Manifest(version=version or new_version(now), status="training", started_at=now,
+                    parameters=config.model_dump(mode="json"),
+                    window={"start": format_timestamp(end - timedelta(days=config.window_days)),
+                            "holdout_start": format_timestamp(end - timedelta(days=config.holdout_days)),
+                            "end": format_timestamp(end)})
 
 
 class ActivePointer(BaseModel):

@@ -43,7 +43,9 @@ STAGE_OF_STATE: dict[str, str | None] = {
     "Failed": None,  # where every recorded failure ends: the state before it names the stage
 }
 HISTORY_EVENTS_READ = 100  # newest first: the stage is among the last few states entered
-TRANSIENT = {"ThrottlingException", "TooManyRequestsException", "ServiceUnavailable", "InternalServerError"}
+# Step Functions' and Lambda's faults worth a 503 (the caller tries again), after botocore's retries.
+TRANSIENT = {"ThrottlingException", "TooManyRequestsException", "ServiceUnavailable", "InternalServerError",
+             "ServiceException", "EC2ThrottledException", "ResourceNotReadyException"}
 
 
 class PipelineRun(BaseModel):
@@ -83,12 +85,23 @@ class TrainingPipeline:
             raise Conflict(f"training pipeline run {running.name} is in its {running.stage or 'first'} stage "
                            f"(started {running.started_at:%Y-%m-%d %H:%M:%S} UTC); follow it with GET /models")
         name = f"train-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
-        with _faults("start the training pipeline"):
+        with service_faults("Step Functions", "start the training pipeline"):
             return client().start_execution(stateMachineArn=self.state_machine_arn, name=name,
                                             input=json.dumps({"config": overrides}))["executionArn"]
 
+    def finished(self, execution_arn: str) -> bool:
+        """Whether the run is known to be over. Step Functions describes a new execution eventually:
+        one not found yet is not over."""
+        try:
+            with service_faults("Step Functions", "read a training pipeline run"):
+                return client().describe_execution(executionArn=execution_arn)["status"] != "RUNNING"
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ExecutionDoesNotExist":
+                return False
+            raise
+
     def latest(self) -> PipelineRun | None:
-        with _faults("read the training pipeline's runs"):
+        with service_faults("Step Functions", "read the training pipeline's runs"):
             found = client().list_executions(stateMachineArn=self.state_machine_arn, maxResults=1)["executions"]
             if not found:
                 return None
@@ -119,13 +132,13 @@ def _version(output: str | None) -> str | None:
 
 
 @contextmanager
-def _faults(action: str) -> Iterator[None]:
+def service_faults(service: str, action: str) -> Iterator[None]:
     """Throttling or an unreachable endpoint after botocore's retries: a 503, as for DynamoDB."""
     try:
         yield
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") in TRANSIENT:
-            raise StorageUnavailable(f"{action}: Step Functions is throttling or unavailable") from error
+            raise StorageUnavailable(f"{action}: {service} is throttling or unavailable") from error
         raise
     except BotoCoreError as error:
-        raise StorageUnavailable(f"{action}: Step Functions is unreachable") from error
+        raise StorageUnavailable(f"{action}: {service} is unreachable") from error

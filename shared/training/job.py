@@ -20,17 +20,15 @@ nor for too little data.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TypeVar
 
 from shared.errors import StorageUnavailable
-from shared.events import format_timestamp
 from shared.observability import logger
 from shared.storage.exports import UnusableExport
-from shared.storage.models import Manifest, ModelStore
+from shared.storage.models import Manifest, ModelStore, run_manifest
 from shared.training.config import TrainingConfig
 from shared.training.fit_device import CPU, Device, resolve
 from shared.training.interactions import TooManyInteractions
@@ -42,24 +40,15 @@ T = TypeVar("T")
 PATIENCE_DELAYS = (2.0, 4.0, 8.0, 16.0, 30.0)
 
 
-def new_version(now: datetime) -> str:
-    return f"v{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-
-
 def run_training(load: DataLoader, models: ModelStore, config: TrainingConfig,
-                 now: datetime | None = None, device: Device = CPU) -> Manifest:
-    """One run; ALS fits on `device` when it is usable here, else on the CPU (the manifest says which)."""
+                 now: datetime | None = None, device: Device = CPU, version: str | None = None) -> Manifest:
+    """One run; ALS fits on `device` when it is usable here, else on the CPU (the manifest says which).
+    `version`: the one POST /models/train named for it, whose manifest it takes over."""
     now = now or datetime.now(timezone.utc)
     end = config.as_of or now
     device, fit_device = resolve(device)
-    manifest = Manifest(
-        fit_device=fit_device,
-        version=new_version(now), status="training", started_at=now,
-        parameters=config.model_dump(mode="json"),
-        window={"start": format_timestamp(end - timedelta(days=config.window_days)),
-                "holdout_start": format_timestamp(end - timedelta(days=config.holdout_days)),
-                "end": format_timestamp(end)},
-    )
+    manifest = run_manifest(config, now, version)
+    manifest.fit_device = fit_device
     _patiently(lambda: models.save(manifest), "the run's manifest")
     logger.info("training started", extra={"version": manifest.version, "end": manifest.window["end"]})
     activate = False

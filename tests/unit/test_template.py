@@ -20,6 +20,7 @@ from devstack.template import (PROJECT_ROOT, api_authentication, function_enviro
                                resolve_conditions, resources)
 from devstack.gateway import load_handler
 from shared.auth import CLIENT_ROUTES, Access
+from shared.errors import Conflict
 from tests.factories import members_by_segment
 
 TEMPLATE = load_template()
@@ -76,6 +77,8 @@ MAY_DELETE = {
     },
     "AdminFunction": {
         ("s3:DeleteObject", "ModelBucket/experiments-running/*"): "unnames an experiment it stops or promotes",
+        ("s3:DeleteObject", "ModelBucket/models/*/manifest.json"):
+            "forgets the run it listed when the train function cannot be started",
     },
 }
 
@@ -445,6 +448,13 @@ def test_every_aws_call_the_functions_make_is_granted_by_their_policies(api, mot
     assert manifest["status"] == "accepted", manifest["reason"]
     assert api.json("GET", "/models")[0] == 200
     assert api.json("POST", f"/models/{manifest['version']}/activate")[0] == 200
+    # A start whose train function cannot be started forgets the run it listed.
+    def cannot_start(overrides: dict, version: str) -> None:
+        raise Conflict("the train function is busy")
+
+    api.gateway.trainer.start = cannot_start  # type: ignore[method-assign]
+    assert api.json("POST", "/models/train")[0] == 409
+    del api.gateway.trainer.start
     status, experiment = api.json("POST", "/experiments", json.loads(json.loads(
         (PROJECT_ROOT / "events" / "admin" / "post_experiments.json").read_text())["body"]))
     assert status == 201, experiment

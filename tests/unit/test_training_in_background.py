@@ -76,21 +76,26 @@ def test_a_run_answers_202_at_once_shows_as_training_and_then_with_its_outcome(a
     assert (after["versions"][0]["status"], after["active"]) == ("accepted", run["version"])
 
 
-def test_a_second_start_before_the_first_run_has_a_manifest_is_refused_too(api, held):
-    release = held("new_version")  # before the run has written anything
+def test_a_run_is_listed_at_once_and_a_second_start_before_the_run_has_begun_is_refused(api, held):
+    release = held("run_manifest")  # before the run itself has written anything
 
-    assert api.json("POST", "/models/train")[0] == 202
+    status, started = api.json("POST", "/models/train")
+    assert status == 202
+    assert [(v["version"], v["status"]) for v in listed(api)["versions"]] == [(started["version"], "training")]
     status, refused = api.json("POST", "/models/train")
 
     assert status == 409
-    assert "training run is starting" in refused["error"]["message"]
+    assert started["version"] in refused["error"]["message"]
     release.set()
     assert api.gateway.trainer.wait(60)
-    assert len(listed(api)["versions"]) == 1
+    assert [v["version"] for v in listed(api)["versions"]] == [started["version"]]  # the run took it over
+    assert listed(api)["versions"][0]["status"] != "training"
 
 
-def test_the_same_function_deployed_invokes_the_train_function_asynchronously(moto_tables, monkeypatch):
-    """Loaded as Lambda loads it, without the local stack's trainer."""
+@pytest.fixture
+def deployed(moto_tables, monkeypatch):
+    """The admin function loaded as Lambda loads it, without the local stack's trainer: its
+    train function invocations are recorded, and none runs (a cold start that takes its time)."""
     handler = load_handler(TRAIN_ROUTE)
     admin = sys.modules[handler.__module__]
     calls = []
@@ -102,13 +107,93 @@ def test_the_same_function_deployed_invokes_the_train_function_asynchronously(mo
 
     monkeypatch.setattr(admin, "lambda_client", Lambda)
     event = json.loads((PROJECT_ROOT / "events" / "admin" / "post_models_train.json").read_text())
-    event["body"] = json.dumps({"config": {"factors": 32}})
 
-    result = handler(event, LambdaContext(function_name="AdminFunction"))
+    def post(body: dict) -> tuple[int, dict]:
+        answer = handler({**event, "body": json.dumps(body)}, LambdaContext(function_name="AdminFunction"))
+        return answer["statusCode"], json.loads(answer["body"])
 
-    assert result["statusCode"] == 202, result
+    return post, calls, admin
+
+
+def test_the_same_function_deployed_invokes_the_train_function_asynchronously_with_the_version_it_listed(deployed):
+    post, calls, admin = deployed
+
+    status, started = post({"config": {"factors": 32}})
+
+    assert status == 202, started
     assert calls == [{"FunctionName": "shop-recs-test-train", "InvocationType": "Event",
-                      "Payload": json.dumps({"config": {"factors": 32}}).encode()}]
+                      "Payload": json.dumps({"config": {"factors": 32}, "version": started["version"]}).encode()}]
+    assert [(m.version, m.status) for m in admin.models.manifests()] == [(started["version"], "training")]
+
+
+def test_on_aws_a_second_start_while_the_train_function_is_still_cold_is_refused(deployed):
+    """The train function has not written a thing yet: before, the second start went through and
+    Lambda queued a second run behind the first."""
+    post, calls, _ = deployed
+
+    assert post({})[0] == 202
+    status, refused = post({"config": {"factors": 16}})
+
+    assert status == 409, refused
+    assert len(calls) == 1
+
+
+def test_of_many_starts_at_the_same_moment_one_goes_through(deployed, monkeypatch):
+    post, calls, admin = deployed
+    listing = admin.models.manifests
+
+    def as_slow_as_s3():  # each start checks the listing at about the same moment as the others
+        found = listing()
+        time.sleep(0.2)
+        return found
+
+    monkeypatch.setattr(admin.models, "manifests", as_slow_as_s3)
+    barrier = threading.Barrier(6)
+    answers = []
+
+    def start():
+        barrier.wait()
+        answers.append(post({})[0])
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert sorted(answers) == [202] + [409] * 5
+    assert len(calls) == 1
+    assert len(listing()) == 1
+
+
+def test_a_train_function_that_cannot_be_started_is_a_503_and_lists_no_run(deployed, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    post, _, admin = deployed
+
+    class Throttled:
+        def invoke(self, **call):
+            raise ClientError({"Error": {"Code": "TooManyRequestsException", "Message": "Rate exceeded"}}, "Invoke")
+
+    monkeypatch.setattr(admin, "lambda_client", Throttled)
+    status, error = post({})
+
+    assert status == 503, error
+    assert "train function" in error["error"]["message"]
+    assert admin.models.manifests() == []
+
+
+def test_once_the_started_run_has_finished_the_next_start_goes_through_at_once(deployed):
+    post, calls, admin = deployed
+    status, started = post({})
+    manifest = admin.models.manifest(started["version"])
+    manifest.status, manifest.reason = "rejected", "below popularity"  # as the train function finishes it
+    admin.models.save(manifest)
+
+    status, again = post({})
+
+    assert status == 202, again
+    assert again["version"] != started["version"] and len(calls) == 2
 
 
 def test_the_admin_function_ships_no_training_code():
