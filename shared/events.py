@@ -26,7 +26,7 @@ from pydantic import (
 
 from shared.consent import CONTACT_CHANNELS
 from shared.limits import ID_PATTERN, MAX_ID_BYTES, MAX_PROPERTIES_BYTES, at_most_bytes, fits_id_bytes
-from shared.validation import Checked, validate_each
+from shared.validation import Checked, one_of, validate_each
 
 MAX_EVENTS_PER_BATCH = 1000
 # Anything older is a unit mistake (seconds as milliseconds, a zero date), not real history.
@@ -113,9 +113,9 @@ StoredFloat = Annotated[
     AfterValidator(_not_below_dynamodb_precision),
 ]
 PropertyKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-PropertyValue = Annotated[str, Strict(), StringConstraints(max_length=1024)] | Annotated[
-    bool, Strict()
-] | StoredInt | StoredFloat
+PropertyValue = one_of("a text (up to 1,024 characters), true or false, or a number",
+                       Annotated[str, Strict(), StringConstraints(max_length=1024)], Annotated[bool, Strict()],
+                       StoredInt, StoredFloat)
 
 
 class EventType(StrEnum):

@@ -17,15 +17,17 @@ from shared.contact import ContactLedger
 from shared.events import Event, EventType, Identifier, StoredFloat, StoredInt
 from shared.limits import MAX_ATTRIBUTES_BYTES, at_most_bytes
 from shared.purchases import order_key
+from shared.validation import one_of
 
 CountryCode = Annotated[str, Strict(), StringConstraints(pattern=r"^[A-Z]{2}$")]
 ShortText = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=256)]
-AttributeValue = (
-    Annotated[str, Strict(), StringConstraints(max_length=1024)]
-    | Annotated[bool, Strict()]
-    | StoredInt
-    | StoredFloat
-    | Annotated[list[Annotated[str, StringConstraints(max_length=256)]], Field(max_length=50)]
+AttributeValue = one_of(
+    "a text (up to 1,024 characters), true or false, a number, or a list of up to 50 texts",
+    Annotated[str, Strict(), StringConstraints(max_length=1024)],
+    Annotated[bool, Strict()],
+    StoredInt,
+    StoredFloat,
+    Annotated[list[Annotated[str, StringConstraints(max_length=256)]], Field(max_length=50)],
 )
 Attributes = Annotated[
     dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], AttributeValue],

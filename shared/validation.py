@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic_core import PydanticCustomError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -85,3 +86,38 @@ def validate_each(
                 Rejection(index, entry_id if isinstance(entry_id, str) else None, field_errors(error))
             )
     return checked
+
+
+def one_of(described: str, *branches: Any) -> Any:
+    """A union of JSON value types whose error is one message, where pydantic gives one per branch
+    (`attributes.l.bool: Input should be a valid boolean`, `attributes.l.constrained-int: ...`, and
+    so on). A value of a type the union takes gets its own branch's message (a text too long, a
+    number too large); any other gets "must be `described`". Valid values are the union's, as before."""
+    union = Union[branches]  # noqa: UP007 - built from the branches given
+    by_type = {_json_type(branch): TypeAdapter(branch) for branch in branches}
+
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            adapter = by_type.get(type(value))
+            if adapter is None:
+                raise PydanticCustomError("value_type", "must be {described}", {"described": described}) from None
+            try:
+                adapter.validate_python(value)
+            except ValidationError as error:
+                first = error.errors(include_url=False)[0]
+                where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
+                raise PydanticCustomError("value_invalid", "{where}{message}",
+                                          {"where": f"{where.lstrip('.')}: " if where else "",
+                                           "message": first["msg"]}) from None
+            raise  # the branch alone takes it: the union's own reason then
+
+    return Annotated[union, WrapValidator(validate)]
+
+
+def _json_type(branch: Any) -> type:
+    """The Python type of the JSON values a branch takes: Annotated[str, ...] -> str, list[str] -> list."""
+    while get_origin(branch) is Annotated:
+        branch = get_args(branch)[0]
+    return get_origin(branch) or branch

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.factories import item, purchase
+from tests.factories import event, item, purchase
 
 
 def test_an_item_put_can_be_read_back(api):
@@ -95,6 +95,34 @@ def test_numbers_dynamodb_cannot_hold_are_refused_naming_the_attribute(api):
         assert status == 422, (value, body)
         assert body["error"]["fields"][0]["field"].startswith("attributes.score")
     assert api.json("PUT", "/users/u-1", {"attributes": {"score": 9.5e125, "tiny": 1e-120}})[0] == 200
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"x": 1}, "must be a text (up to 1,024 characters), true or false, a number, or a list of up to 50 texts"),
+    (None, "must be a text (up to 1,024 characters), true or false, a number, or a list of up to 50 texts"),
+    ("x" * 1025, "String should have at most 1024 characters"),
+    (["ok", "x" * 257], "[1]: String should have at most 256 characters"),
+    (["ok"] * 51, "List should have at most 50 items after validation, not 51"),
+])
+def test_an_attribute_of_the_wrong_kind_is_named_once_with_one_reason(api, value, message):
+    """Not once per kind an attribute may be (attributes.l.bool, attributes.l.constrained-int, ...)."""
+    status, body = api.json("PUT", "/users/u-1", {"attributes": {"ok": 1, "l": value}})
+
+    assert status == 422, body
+    assert body["error"]["fields"] == [{"field": "attributes.l", "message": message}]
+    status, body = api.json("PUT", "/items/sku-1", {"title": "t", "category": "c", "attributes": {"l": value}})
+    assert body["error"]["fields"] == [{"field": "attributes.l", "message": message}]
+
+
+def test_an_event_property_of_the_wrong_kind_is_named_once_and_its_neighbours_are_stored(api):
+    good = event("e-1", properties={"page": "home"})
+    bad = event("e-2", properties={"page": ["home"]})
+
+    status, body = api.json("POST", "/events", {"events": [good, bad]})
+
+    assert status == 207 and body["accepted"] == 1, body
+    assert body["rejected"][0]["errors"] == [
+        {"field": "properties.page", "message": "must be a text (up to 1,024 characters), true or false, or a number"}]
 
 
 def test_half_a_unicode_surrogate_pair_is_refused_as_invalid_json(api):
