@@ -116,7 +116,8 @@ def _as_sent(value: Any) -> Any:
     return value
 
 
-def _attributes_as_sent(value: Any) -> Any:
+def attributes_as_sent(value: Any) -> Any:
+    """Stored attributes (a customer's or an item's) as the shop sent them: see _as_sent."""
     return {key: _as_sent(item) for key, item in value.items()} if isinstance(value, dict) else value
 
 
@@ -125,7 +126,7 @@ class User(BaseModel):
     country: str | None = None
     region: str | None = None
     city: str | None = None
-    attributes: Annotated[dict, BeforeValidator(_attributes_as_sent)] = Field(default_factory=dict)
+    attributes: Annotated[dict, BeforeValidator(attributes_as_sent)] = Field(default_factory=dict)
     consent: Consent = Field(default_factory=Consent, description="Per purpose: granted, when, where, which text")
     summary: PurchaseSummary = Field(default_factory=PurchaseSummary)
     contacts: ContactLedger = Field(default_factory=ContactLedger, description=(

@@ -28,6 +28,7 @@ from shared.storage import dynamo
 from shared.storage.bus import EventBus, NoBus
 from shared.storage.scan import scan_by_key
 from shared.triggers import CatalogItem, Trigger, item_change, item_events, item_marks
+from shared.users import attributes_as_sent
 
 # Puts run in parallel: the work is waiting on DynamoDB, one call per item.
 PUT_CONCURRENCY = 16
@@ -151,7 +152,8 @@ def _item(row: dict) -> Item | None:
     or by a version that checked less): it is left out of every answer, as an item not in the
     catalog would be, instead of failing every answer it would be in."""
     try:
-        return Item.model_validate({k: v for k, v in row.items() if k not in MARK_FIELDS})
+        return Item.model_validate({k: attributes_as_sent(v) if k == "attributes" else v
+                                    for k, v in row.items() if k not in MARK_FIELDS})
     except ValidationError:
         logger.warning("a stored catalog item does not read: it is left out of answers until stored again",
                        extra={"item_id": str(row.get("item_id"))[:256]})

@@ -97,6 +97,17 @@ def test_numbers_dynamodb_cannot_hold_are_refused_naming_the_attribute(api):
     assert api.json("PUT", "/users/u-1", {"attributes": {"score": 9.5e125, "tiny": 1e-120}})[0] == 200
 
 
+def test_an_items_numbers_come_back_as_the_numbers_sent(api):
+    """A whole number past 2^53 came back as a float (1152921504606846977 as 1.152921504606847e+18)."""
+    sent = {"ean": 1152921504606846977, "weight": 0.1, "pack": 3, "fragile": True}
+    assert api.json("PUT", "/items/sku-1", {"title": "t", "category": "c", "attributes": sent})[0] == 200
+    assert api.json("POST", "/items", {"items": [item("sku-2", attributes=sent)]})[0] == 200
+
+    for item_id in ("sku-1", "sku-2"):
+        stored = api.json("GET", f"/items/{item_id}")[1]["attributes"]
+        assert stored == sent and {k: type(v) for k, v in stored.items()} == {k: type(v) for k, v in sent.items()}
+
+
 @pytest.mark.parametrize("value, message", [
     ({"x": 1}, "must be a text (up to 1,024 characters), true or false, a number, or a list of up to 50 texts"),
     (None, "must be a text (up to 1,024 characters), true or false, a number, or a list of up to 50 texts"),
