@@ -246,7 +246,9 @@ def get_item(item_id: PathId) -> Item:
 @app.put(
     "/users/<user_id>", tags=["customers"], summary="Create or replace a customer's profile",
     description="Consent is kept when the body leaves it out; when sent, it is recorded as PUT "
-                "/users/{user_id}/consent records it. The purchase summary is never changed here.",
+                "/users/{user_id}/consent records it. The purchase summary is never changed here. 409 "
+                "while the customer is being erased, or when an erasure completed while the request ran "
+                "(nothing of it is kept after the erasure; sent again, it starts a new profile).",
 )
 def put_user(user_id: PathId, profile: UserProfileIn) -> User:
     return users.put_profile(user_id, profile, recorder(app))

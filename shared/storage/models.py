@@ -5,6 +5,7 @@ Layout (the same in the bucket and in LOCAL_MODEL_DIR):
     models/<version>/statistics.json  its customer statistics, what segmentation reads (next)
     models/<version>/manifest.json    status, metrics, parameters, window, timings, checksum
     active.json                       {"version", "sha256", "activated_at"}: written last, in one put
+    training-start.json               the claim of the latest POST /models/train (shared/storage/training_start.py)
 A version becomes active only by replacing active.json, which S3 and os.replace both do
 atomically, so serving never sees a half-published version. Old versions are deleted by
 ModelStore.prune after each training run.

@@ -46,7 +46,15 @@ class UserStore:
 
     def put_profile(self, user_id: str, profile: UserProfileIn, recorder: Recorder) -> User:
         """Replace the profile fields; the summary (written at ingest) is never touched here. Consent,
-        when sent, is recorded as set_consent records it (the purposes sent, with history)."""
+        when sent, is recorded as set_consent records it (the purposes sent, with history).
+
+        Every write is conditional on the customer's erasure as read first: a profile sent while
+        the customer is being erased is a 409, and so is one whose erasure completed while the
+        request ran (its data is not stored after the erasure that removed it; sent again, it is
+        a new profile)."""
+        erasure = self.row(user_id) or {}
+        if erasure.get("erasure_status") == IN_PROGRESS:
+            raise self._erasing(user_id, "update the profile")
         fields = {
             "country": profile.country,
             "region": profile.region,
@@ -59,18 +67,24 @@ class UserStore:
         expression = "SET " + ", ".join(f"#{name} = :{name}" for name in present)
         if absent:
             expression += " REMOVE " + ", ".join(f"#{name}" for name in absent)
-        with dynamo.aws_faults("write user"):
-            response = dynamo.client().update_item(
-                TableName=self.users_table,
-                Key=dynamo.serialize({"user_id": user_id}),
-                UpdateExpression=expression,
-                ExpressionAttributeNames={f"#{name}": name for name in (*present, *absent)},
-                ExpressionAttributeValues=dynamo.serialize({f":{k}": v for k, v in present.items()}),
-                ReturnValues="ALL_NEW",
-            )
+        condition, values = _erasure_as_read(erasure)
+        try:
+            with dynamo.aws_faults("write user"):
+                response = dynamo.client().update_item(
+                    TableName=self.users_table,
+                    Key=dynamo.serialize({"user_id": user_id}),
+                    UpdateExpression=expression, ConditionExpression=condition,
+                    ExpressionAttributeNames={f"#{name}": name for name in (*present, *absent)},
+                    ExpressionAttributeValues=dynamo.serialize({**{f":{k}": v for k, v in present.items()}, **values}),
+                    ReturnValues="ALL_NEW",
+                )
+        except ClientError as error:
+            if dynamo.error_code(error) != "ConditionalCheckFailedException":
+                raise
+            raise self._erased_meanwhile(user_id) from None
         row = dynamo.deserialize(response["Attributes"])
         if profile.consent is not None:
-            row = self.set_consent(user_id, profile.consent, recorder)
+            row = self.set_consent(user_id, profile.consent, recorder, erasure=erasure)
         return user_from_row(row)
 
     def get(self, user_id: str) -> User:
@@ -104,11 +118,17 @@ class UserStore:
         row = dynamo.get_item(self.users_table, consent_key(user_id), "read consent history", consistent=True)
         return _history(row) if row and row.get("consent_of") == user_id else ConsentHistory()
 
-    def set_consent(self, user_id: str, update: ConsentUpdate, recorder: Recorder) -> dict[str, Any]:
+    def set_consent(self, user_id: str, update: ConsentUpdate, recorder: Recorder,
+                    erasure: dict[str, Any] | None = None) -> dict[str, Any]:
         """Record the purposes sent: the row's current state and an entry each in the history, in
-        one transaction, conditional on both as read (a change or erasure in between: read again)."""
+        one transaction, conditional on both as read (a change or erasure in between: read again).
+        `erasure`: the row as a request read it first (put_profile): the customer's erasure must
+        still be as it was then, else a 409 (nothing of a request that began before an erasure is
+        recorded after it)."""
         for delay in dynamo.backoff_delays(6):
             row = self.row(user_id) or {}
+            if erasure is not None and _erasure_state(row) != _erasure_state(erasure):
+                raise self._erased_meanwhile(user_id)
             history_row = dynamo.get_item(self.users_table, consent_key(user_id), "read consent history",
                                           consistent=True)
             at = format_timestamp(datetime.now(timezone.utc))
@@ -120,6 +140,9 @@ class UserStore:
             stored_version = (history_row or {}).get("consent_version")
             version = int(stored_version) if _is_count(stored_version) else 0
             condition, values = _consent_is(row.get("consent"))
+            if erasure is not None:  # and still so when the transaction runs
+                unchanged, as_read = _erasure_as_read(erasure)
+                condition, values = f"{condition} AND {unchanged}", {**values, **as_read}
             update_row: dict[str, Any] = {
                 "TableName": self.users_table, "Key": dynamo.serialize({"user_id": user_id}),
                 "UpdateExpression": "SET consent = :consent, consent_updated_at = :at",
@@ -324,9 +347,14 @@ class UserStore:
         raise StorageUnavailable("link visitor: the customer's links kept changing; try again")
 
     @staticmethod
-    def _erasing(user_id: str) -> Conflict:
-        return Conflict(f"customer {user_id!r} is being erased: link once the erasure is complete (its "
+    def _erasing(user_id: str, action: str = "link") -> Conflict:
+        return Conflict(f"customer {user_id!r} is being erased: {action} once the erasure is complete (its "
                         "erasure_status)", field="user_id")
+
+    @staticmethod
+    def _erased_meanwhile(user_id: str) -> Conflict:
+        return Conflict(f"customer {user_id!r} was erased while this request ran: nothing of it was kept after "
+                        "the erasure; send it again to start a new profile", field="user_id")
 
     @staticmethod
     def _too_many(user_id: str, limit: int) -> Conflict:
@@ -641,6 +669,23 @@ def erasure_unchanged(users_table: str, user_id: str, erased_at: str) -> dict[st
     if values:
         check["ExpressionAttributeValues"] = dynamo.serialize(values)
     return {"ConditionCheck": check}
+
+
+def _erasure_state(row: dict[str, Any]) -> tuple[Any, Any]:
+    return row.get("erased_at"), row.get("erasure_status")
+
+
+def _erasure_as_read(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A condition: the customer's erasure is still as in `row` (none, or the same one, stamp and
+    status), whatever was stored by hand."""
+    parts, values = [], {}
+    for name, value in zip(("erased_at", "erasure_status"), _erasure_state(row)):
+        if value is None:
+            parts.append(f"attribute_not_exists({name})")
+        else:
+            parts.append(f"{name} = :{name}_read")
+            values[f":{name}_read"] = value
+    return " AND ".join(parts), values
 
 
 def _erasure_is(erased_at: str) -> tuple[str, dict[str, str]]:

@@ -9,9 +9,12 @@ from __future__ import annotations
 import pytest
 
 from shared.config import get_settings
+from shared.consent import Recorder
+from shared.errors import Conflict
 from shared.storage import dynamo
-from shared.storage.privacy import COMPLETE, PrivacyStore
-from shared.storage.users import RECENT_SUFFIX
+from shared.storage.privacy import COMPLETE, IN_PROGRESS, PrivacyStore
+from shared.storage.users import RECENT_SUFFIX, UserStore, consent_key
+from shared.users import UserProfileIn
 from tests.factories import ago, event
 from tests.unit.test_serving_reads import recent_item, tables
 
@@ -113,3 +116,77 @@ def test_an_erasure_between_ingests_reads_and_its_write_refuses_the_events_from_
     assert (status, body["accepted"], body["refused_after_erasure"]) == (422, 0, 1)  # its only event
     assert erased[0] in body["rejected"][0]["errors"][0]["message"]
     assert api.json("GET", "/users/u-1/export")[1]["events"] == []
+
+
+# --- PUT /users/{id} and an erasure -------------------------------------------------------------
+
+PROFILE = {"country": "DE", "region": "BY", "city": "Munich", "attributes": {"age_band": "30-39"}}
+EMAIL = {"email": {"granted": True}, "source": "newsletter-form", "text_version": "2026-01"}
+
+
+def stores() -> tuple[PrivacyStore, UserStore]:
+    settings = get_settings()
+    return (PrivacyStore(settings.events_table, settings.users_table, settings.segments_table),
+            UserStore(settings.users_table))
+
+
+def assert_erased(api, users: UserStore) -> None:
+    row = users.row("u-1")
+    assert row["erasure_status"] == COMPLETE
+    assert not {"country", "region", "city", "attributes"} & row.keys(), row
+    assert not (row.get("consent") or {}).get("email", {}).get("granted")
+    assert dynamo.get_item(get_settings().users_table, consent_key("u-1"), "read", consistent=True) is None
+    exported = api.json("GET", "/users/u-1/export")[1]["profile"]
+    assert not {"country", "region", "city", "attributes"} & exported.keys(), exported
+
+
+def test_a_profile_sent_while_the_erasure_deletes_is_refused_and_the_erasure_stands(api, monkeypatch):
+    """It was stored between the suppression record and the erasure's "complete": data kept after it."""
+    assert api.json("PUT", "/users/u-1", PROFILE)[0] == 200
+    _, users = stores()
+    real_delete, refused = PrivacyStore._delete_events, []
+
+    def profile_meanwhile(self, erasure, seconds_left):
+        try:  # the ingest function answering PUT /users/u-1 at that moment
+            users.put_profile("u-1", UserProfileIn(**PROFILE), Recorder("trusted"))
+        except Conflict as error:
+            refused.append(error.message)
+        return real_delete(self, erasure, seconds_left)
+
+    monkeypatch.setattr(PrivacyStore, "_delete_events", profile_meanwhile)
+    status, body = api.json("DELETE", "/users/u-1")
+
+    assert (status, body["status"]) == (200, COMPLETE)
+    assert refused and "being erased" in refused[0]
+    assert_erased(api, users)
+
+
+def test_a_profile_sent_while_an_erasure_is_in_progress_is_a_409_until_it_is_complete(api):
+    assert api.json("PUT", "/users/u-1", PROFILE)[0] == 200
+    privacy, users = stores()
+    assert privacy.erase("u-1", lambda: 0.0).status == IN_PROGRESS  # answered 202: the sweep finishes it
+
+    status, error = api.json("PUT", "/users/u-1", PROFILE)
+    assert status == 409 and error["error"]["fields"][0]["field"] == "user_id"
+    assert privacy.finish("u-1", lambda: 60.0).status == COMPLETE
+    assert_erased(api, users)
+    assert api.json("PUT", "/users/u-1", PROFILE)[0] == 200  # afterwards: a new profile
+
+
+def test_a_profile_with_consent_split_by_an_erasure_records_nothing_after_it(api, monkeypatch):
+    """The profile was written before the erasure and its consent after: grants on the erased record."""
+    assert api.json("PUT", "/users/u-1", PROFILE)[0] == 200
+    privacy, users = stores()
+    real_set_consent, erasures = UserStore.set_consent, []
+
+    def erased_first(self, user_id, update, recorder, **kwargs):
+        if not erasures:
+            erasures.append(privacy.erase(user_id, lambda: 60.0))  # DELETE /users/u-1 answered meanwhile
+        return real_set_consent(self, user_id, update, recorder, **kwargs)
+
+    monkeypatch.setattr(UserStore, "set_consent", erased_first)
+    status, error = api.json("PUT", "/users/u-1", {**PROFILE, "consent": EMAIL})
+
+    assert erasures[0].status == COMPLETE
+    assert status == 409 and "erased while this request ran" in error["error"]["message"]
+    assert_erased(api, users)
