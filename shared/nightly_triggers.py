@@ -9,6 +9,7 @@ and counted as TriggersUnpublished), never the run. docs/triggers.md has the why
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any
 
@@ -68,8 +69,10 @@ class TrackedMembers:
 
 
 def publish_run_triggers(settings: Any, bus: EventBus, previous: SegmentRun | None, since: datetime | None,
-                         current: SegmentRun, customers: Customers, now: datetime) -> int:
-    """Publish this run's triggers; the number published (0 when the bus failed: logged and counted)."""
+                         current: SegmentRun, customers: Customers, now: datetime,
+                         erased: AbstractSet[str] = frozenset()) -> int:
+    """Publish this run's triggers; the number published (0 when the bus failed: logged and counted).
+    None names a customer `erased` since the run read them."""
     if isinstance(bus, NoBus):
         return 0
     triggers: list[Trigger] = []
@@ -81,6 +84,8 @@ def publish_run_triggers(settings: Any, bus: EventBus, previous: SegmentRun | No
             bought = purchased_item_ids(customers.histories)
             triggers += viewed_item_events(customers.histories, customers.users, items, since, now)
             triggers += interest_events(customers.users, bought, items, since, now)
+        if erased:
+            triggers = [trigger for trigger in triggers if getattr(trigger.detail, "user_id", None) not in erased]
         published = bus.publish(triggers)
     except StorageUnavailable as error:
         logger.error("nightly triggers not published; the segments are written", extra={

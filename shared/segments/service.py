@@ -95,9 +95,13 @@ def materialize_segments(settings: Settings, store: SegmentStore, statistics: di
         tracked.see(group)
     index = store.write_run(run, now.isoformat(), members)
     del members  # a million ids and reasons: not kept while the triggers are made
+    everyone = users.keys() | histories.keys()
+    # Listed now: an erasure from here on ends its customer's memberships in this run itself. One
+    # since the customers were read found no run to end them in: they are ended here.
+    erased = store.end_erased(format_timestamp(customers.as_of or now), everyone)
     logger.info("segments materialized", extra={"run": run, "segments": len(index["segments"]),
-                                                "customers": len(users.keys() | histories.keys())})
-    publish_run_triggers(settings, bus, previous, since, tracked.run(run), customers, now)
+                                                "customers": len(everyone), "erased_meanwhile": len(erased)})
+    publish_run_triggers(settings, bus, previous, since, tracked.run(run), customers, now, erased)
     return index
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from shared.history import HistoryEvent
@@ -30,6 +31,8 @@ class Customers:
     # Lists, or columns on the nightly run (shared/storage/recent_histories.py)
     histories: Mapping[str, list[HistoryEvent]]
     categories: dict[str, str]  # item_id -> category
+    # When the tables stood as read: the exports' time on the export path; None, read just now.
+    as_of: datetime | None = None
 
 
 class EventIds:

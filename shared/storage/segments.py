@@ -14,6 +14,8 @@ Keys (SegmentsTable):
                                                        into: {segments: [id, ...], parts, buckets, shares}
     segment_id = "#runs#parts", sk = <run>#<001>       the further ids of that list, in `parts` items
     segment_id = "#custom", sk = <segment>             a custom definition, as JSON text in "definition"
+    segment_id = "#erasures", sk = <erased_at>#<user>  a customer erased lately: {erased_user}, for the
+                                                       nightly run that read them before (end_erased)
 The index's segments are in the listing's order across its items (by family, the largest first,
 then id); the head's `sizes` counts each item's (its own first) and `families` gives each family's
 [start, count] in that order, so that a page of the listing reads the items it shows.
@@ -68,6 +70,11 @@ MEMBERS_LAYOUT = "pages"
 # each family's span, so that GET /segments reads a page's parts only. Before it, a listing reads them all.
 LISTING_ORDER = "family,-members,segment_id"
 CUSTOM_PARTITION = "#custom"  # one item per custom definition, sk = its segment id
+# Erasures of the last days: a nightly run reads its customers minutes (on the export path hours)
+# before it writes their memberships, and an erasure in between finds no run of theirs to end them
+# in. Kept longer than any run's data can be old (an export of ExportRetentionDays at most).
+ERASURES_PARTITION = "#erasures"
+ERASURES_KEPT_SECONDS = 10 * 86_400
 CUSTOMER_BUCKET_PARTITION = "#customers#"  # + a bucket number: the customers of that bucket, by run
 RUNS_PARTITION = "#runs"  # sk = a run: its segments and layout, so that a customer's item of it can be found
 # sk = <run>#<001>: the rest of a run's list of ids. A partition of their own: what reads #runs
@@ -464,6 +471,29 @@ class SegmentStore:
                 listed += parts[key["sk"]]
             whole.append({**record, "segments": listed})
         return whole
+
+    def note_erasure(self, user_id: str, erased_at: str) -> None:
+        """Record an erasure for the nightly run in progress (end_erased); done before the erasure
+        ends the customer's memberships, so a run either is listed by then or finds this note."""
+        with dynamo.aws_faults("note the erasure"):
+            dynamo.client().update_item(
+                TableName=self.table,
+                Key=dynamo.serialize({"segment_id": ERASURES_PARTITION, "sk": f"{erased_at}#{user_id}"}),
+                UpdateExpression="SET erased_user = :user, expires_at = :expires",
+                ExpressionAttributeValues=dynamo.serialize({":user": user_id,
+                                                            ":expires": int(time.time()) + ERASURES_KEPT_SECONDS}))
+
+    def end_erased(self, as_of: str, members: Iterable[str]) -> set[str]:
+        """After a run is written (listed in #runs): the customers among `members` erased since
+        `as_of`, when the run's data was read, with their memberships ended. An erasure later than
+        this read finds the run listed and ends them itself."""
+        rows = self._query("segment_id = :erasures AND sk >= :since",
+                           {":erasures": ERASURES_PARTITION, ":since": as_of}, "#user", {"#user": "erased_user"})
+        members = set(members)
+        erased = {row["erased_user"] for row in rows if isinstance(row.get("erased_user"), str)} & members
+        for user_id in sorted(erased):
+            self.end_memberships(user_id, lambda _: True)
+        return erased
 
     def _query(self, condition: str, values: dict[str, str], projection: str | None = None,
                names: dict[str, str] | None = None) -> list[dict[str, Any]]:

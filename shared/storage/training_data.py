@@ -87,13 +87,13 @@ class SegmentsRead:
     does not hold them either."""
 
     def __init__(self, categories: dict[str, str],
-                 inputs: Callable[[], tuple[dict[str, User], HistoryColumns]]) -> None:
-        self._categories, self._inputs = categories, inputs
+                 inputs: Callable[[], tuple[dict[str, User], HistoryColumns]], as_of: datetime | None = None) -> None:
+        self._categories, self._inputs, self._as_of = categories, inputs, as_of
 
     @cached_property
     def customers(self) -> Customers:
         with cycle_collection_paused():  # millions of new lists: the collector would walk them over and over
-            customers = Customers(*self._inputs(), self._categories)
+            customers = Customers(*self._inputs(), self._categories, self._as_of)
         del self._inputs  # and the payloads it holds
         return customers
 
@@ -239,7 +239,10 @@ def _read_nightly_from_exports(exports: TableExports, config: TrainingConfig, no
         size = sum(path.stat().st_size for path in exports.events[0].data_files()) if exports.events else 0
         outcomes = LaterOutcomes(outcomes_of_chain, exports.events, outcomes_since, page_size, customers.linked_to,
                                  in_a_child=size >= OUTCOMES_IN_A_CHILD_FROM_BYTES)
-    return NightlyRead(SegmentsRead(categories, lambda: _segments_inputs(exports.users, ids, events_table)),
+    # The customers as the exports show them: an erasure since is the segments' to apply (end_erased).
+    as_of = min(chain[-1].time for chain in (exports.users, exports.events) if chain) \
+        if exports.users or exports.events else None
+    return NightlyRead(SegmentsRead(categories, lambda: _segments_inputs(exports.users, ids, events_table), as_of),
                        None if training.overflow else training.finish(customers, now, categories, titles),
                        training.overflow, outcomes)
 

@@ -108,6 +108,9 @@ def test_the_export_path_reads_exactly_what_the_scan_path_reads(api, seeded, tmp
     # The segments' inputs too: every customer's profile and newest events, which are what serving reads.
     assert exported.segments.customers.users == scanned.segments.customers.users
     assert exported.segments.customers.histories == scanned.segments.customers.histories
+    # As of the exports (the older of the users' and the events'): an erasure since is the segments' to apply.
+    assert exported.segments.customers.as_of == min(exports.users[-1].time, exports.events[-1].time)
+    assert scanned.segments.customers.as_of is None  # read just now
     assert len(read_recent(seeded["UsersTable"], list(exported.segments.customers.histories))) == len(came_back)
     served = CustomerReads(seeded["EventsTable"], seeded["UsersTable"])
     assert all(history == served.history([user]) for user, history in exported.segments.customers.histories.items())

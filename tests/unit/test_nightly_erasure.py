@@ -1,0 +1,82 @@
+"""A customer erased while the nightly run computes is not written back into its segments (moto).
+
+The run reads its customers minutes before it writes their memberships (on the export path, the
+exports are older still); an erasure in between ended the memberships of the runs listed then,
+not of tonight's, which was not written yet."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime, timedelta, timezone
+
+from shared.config import get_settings
+from shared.segments.service import materialize_segments
+from shared.storage.bus import LocalBus
+from shared.storage.customers import load_customers
+from shared.storage.segments import SegmentStore
+from shared.storage.training_data import read_nightly
+from shared.training.config import training_config
+from tests.factories import ago, item, purchase
+
+
+def shop(api) -> None:
+    assert api.json("POST", "/items", {"items": [item("pan", category="kitchen")]})[0] == 200
+    for user in ("u-1", "u-2"):
+        assert api.json("PUT", f"/users/{user}", {"country": "DE", "city": "Berlin",
+                                                  "attributes": {"interests": ["kitchen"]}})[0] == 200
+    assert api.json("POST", "/events", {"events": [
+        purchase("p-1", user_id="u-1", item_id="pan", timestamp=ago(days=2)),
+        purchase("p-2", user_id="u-2", item_id="pan", timestamp=ago(days=3))]})[0] == 200
+
+
+def members(api, segment_id: str) -> list[str]:
+    status, page = api.json("GET", f"/segments/{segment_id}/members")
+    assert status == 200, page
+    return [member["user_id"] for member in page["members"]]
+
+
+def test_a_customer_erased_while_the_nightly_run_trains_is_not_written_back(api, moto_tables, tmp_path):
+    tables, settings = moto_tables, get_settings()
+    store, bus = SegmentStore(tables["SegmentsTable"]), LocalBus(tmp_path / "bus.jsonl")
+    shop(api)
+    materialize_segments(settings, store, {}, datetime.now(timezone.utc) - timedelta(hours=1), "r0", bus=bus)
+    assert api.json("POST", "/items", {"items": [item("knife", category="kitchen")]})[0] == 200  # a trigger's cause
+    now = datetime.now(timezone.utc)
+    read = read_nightly(tables["EventsTable"], tables["UsersTable"], tables["ItemsTable"], training_config(None), now)
+
+    status, erased = api.json("DELETE", "/users/u-1")  # while the run trains
+    assert (status, erased["status"]) == (200, "complete")
+    materialize_segments(settings, store, {}, now, now.strftime("%Y%m%dT%H%M%S"), read.segments.customers, bus)
+
+    assert store.memberships("u-1") == []
+    assert api.json("GET", "/users/u-1/export")[1]["segment_memberships"] == []
+    assert store.memberships("u-2")  # the others' are written
+    assert {json.loads(e["Detail"]).get("user_id") for e in bus.read()} == {"u-2"}  # no trigger names u-1
+
+
+def test_a_customer_erased_after_the_export_the_run_reads_is_not_listed(api, moto_tables):
+    tables, settings, store = moto_tables, get_settings(), SegmentStore(moto_tables["SegmentsTable"])
+    shop(api)
+    exported_at = datetime.now(timezone.utc)
+    exported = dataclasses.replace(load_customers(tables["EventsTable"], tables["UsersTable"], tables["ItemsTable"]),
+                                   as_of=exported_at)  # what the exports show
+    assert api.json("DELETE", "/users/u-1")[1]["status"] == "complete"  # before the fit starts
+    now = datetime.now(timezone.utc)
+    materialize_segments(settings, store, {}, now, now.strftime("%Y%m%dT%H%M%S"), exported)
+
+    assert store.memberships("u-1") == []
+    segment_id = store.memberships("u-2")[0]["segment_id"]
+    assert members(api, segment_id) == ["u-2"]
+
+
+def test_a_customer_erased_before_the_read_who_came_back_keeps_tonights_memberships(api, moto_tables):
+    """Only erasures since the read count: a customer erased earlier and back since is a customer again."""
+    settings, store = get_settings(), SegmentStore(moto_tables["SegmentsTable"])
+    shop(api)
+    assert api.json("DELETE", "/users/u-1")[1]["status"] == "complete"
+    assert api.json("PUT", "/users/u-1", {"country": "DE", "city": "Berlin"})[0] == 200  # back
+    now = datetime.now(timezone.utc) + timedelta(seconds=1)
+    materialize_segments(settings, store, {}, now, now.strftime("%Y%m%dT%H%M%S"))
+
+    assert {m["segment_id"] for m in store.memberships("u-1")} == {"geography:country-de", "geography:city-berlin"}
