@@ -66,7 +66,7 @@ def train_and_wait(request: Request, config: dict[str, Any] | None = None,
                    still_running: Callable[[], bool] | None = None) -> dict[str, Any]:
     """POST /models/train, then poll until the run it started has finished: its manifest.
 
-    The start answers before the run has a version (on AWS the train function makes it), so the
+    The start may answer without the run's version (on the export path the fit names it), so the
     run is the version GET /models did not list before. Its manifest has its outcome before the
     run ends: the run then activates an accepted model and materializes the customer segments.
     A client over HTTP sees the end in GET /segments (materialized at the run's start time or

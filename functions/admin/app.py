@@ -112,27 +112,35 @@ def start_training(request: TrainRequest | None = None) -> Response[TrainingStar
     config = training_config(overrides)  # with TRAINING_CONFIG's settings: a bad mix is a 422 now, not a failed run later
     now = datetime.now(timezone.utc)
     claim = starts.claim(now, run_over)  # 409 while another start is on its way
-    running = next((m for m in models.manifests() if m.status == "training"), None)
-    if running is not None:
-        raise Conflict(f"training run {running.version} is in progress (started {running.started_at:%Y-%m-%d %H:%M:%S} "
-                       "UTC); follow it with GET /models and start another when it has finished")
-    if pipeline is not None:
-        run, version = pipeline.start(overrides), None  # the fit names the version, at the pipeline's end
-    else:
-        # Listed as "training" from now on, not from the train function's cold start, which takes it over.
-        manifest = run_manifest(config, now)
-        models.save(manifest)
-        try:
-            trainer.start(overrides, manifest.version)
-        except Exception:
-            models.discard(manifest)  # started nothing: not listed as a run
-            raise
-        run = version = manifest.version
+    try:
+        run, version = _start(config, overrides, now)
+    except BaseException:
+        starts.release(claim)  # nothing started: the next start need not wait for the claim to age
+        raise
     starts.name(claim, run)
     logger.info("training started", extra={"overrides": overrides, "run": run})
     return json_response(HTTPStatus.ACCEPTED, TrainingStarted(
         status="started", version=version,
         message="training runs in the background; follow it with GET /models").model_dump())
+
+
+def _start(config: TrainingConfig, overrides: dict[str, Any], now: datetime) -> tuple[str, str | None]:
+    """Start a run unless one is in progress: (the run, as the claim names it; its model version)."""
+    running = next((m for m in models.manifests() if m.status == "training"), None)
+    if running is not None:
+        raise Conflict(f"training run {running.version} is in progress (started {running.started_at:%Y-%m-%d %H:%M:%S} "
+                       "UTC); follow it with GET /models and start another when it has finished")
+    if pipeline is not None:
+        return pipeline.start(overrides), None  # the fit names the version, at the pipeline's end
+    # Listed as "training" from now on, not from the train function's cold start, which takes it over.
+    manifest = run_manifest(config, now)
+    models.save(manifest)
+    try:
+        trainer.start(overrides, manifest.version)
+    except Exception:
+        models.discard(manifest)  # started nothing: not listed as a run
+        raise
+    return manifest.version, manifest.version
 
 
 def run_over(run: str) -> bool:

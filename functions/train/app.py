@@ -10,7 +10,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.config import get_settings
-from shared.errors import StorageUnavailable
+from shared.errors import Conflict, NotFound, StorageUnavailable
 from shared.observability import logger, metrics, tracer
 from shared.storage.bus import bus_from_settings
 from shared.experiments.service import outcomes_since, record_results
@@ -57,6 +57,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if event.get("task") == EXPORT_QUERIES:
         return export_queries(settings.export_bucket, settings.athena_database, event["run"], chains["events"],
                               training_config(event.get("config")), now)
+    version = started_version(event)
+    if version is not None and not awaited(version):
+        # A second delivery of a start (Lambda retries an async event whose run failed later, and may
+        # deliver one twice): the version has run already. Running it again would rewrite it, active perhaps.
+        logger.warning("a start whose version is not waiting to run: ignored", extra={"version": version})
+        return {"skipped": f"version {version} is not waiting to run"}
     first_model = event.get("task") == FIRST_MODEL
     if first_model and models.active() is not None:
         return {"skipped": "a version is active; the nightly run trains the next one"}
@@ -83,7 +89,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
     with tempfile.TemporaryDirectory() as workdir:  # downloaded exports, gone when the segments are written
         manifest = run_training(load, models, training_config(event.get("config")), now, settings.fit_device,
-                                started_version(event))
+                                version)
         if first_model and not manifest.counts.get("interactions"):
             models.discard(manifest)  # no purchases yet: nothing to keep but the log line
             return manifest.model_dump(mode="json")
@@ -135,6 +141,15 @@ def started_version(event: dict[str, Any]) -> str | None:
     """The version POST /models/train wrote the run's manifest under; None for the schedules' runs."""
     version = event.get("version")
     return version if isinstance(version, str) and NEW_VERSION.fullmatch(version) else None
+
+
+def awaited(version: str) -> bool:
+    """Whether POST /models/train's version waits for its run: listed, and still "training" (not
+    finished, nor listed as abandoned since)."""
+    try:
+        return models.manifest(version).status == "training"
+    except (NotFound, Conflict):
+        return False
 
 
 def failure_reason(error: Exception, *telling: type[Exception]) -> str:

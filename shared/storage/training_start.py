@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, StorageUnavailable
+from shared.observability import logger
 from shared.storage.blobs import Blobs
 
 START_KEY = "training-start.json"
@@ -52,13 +53,24 @@ class TrainingStarts:
             if held is not None and (held[1] is None or not over(held[1])):
                 claimed_at, run = held
                 what = f"training run {run}" if run else "a training run"
-                raise Conflict(f"{what} was started {(now - claimed_at).total_seconds():.0f} s ago; follow it with "
+                raise Conflict(f"{what} was started {max((now - claimed_at).total_seconds(), 0):.0f} s ago; follow it with "
                                "GET /models and start another when it has finished")
         body = json.dumps({"claimed_at": now.isoformat(), "run": None}).encode()
         written = self.blobs.put_if(START_KEY, body, found)
         if written is None:
-            raise Conflict("another training run is being started; follow it with GET /models")
+            raw, tag = self.blobs.get_tagged(START_KEY)
+            if raw != body:
+                raise Conflict("another training run is being started; follow it with GET /models")
+            written = tag  # ours: botocore tried the put again after S3 had taken it, and S3 refused the repeat
         return Claim(written, now)
+
+    def release(self, claim: Claim) -> None:
+        """Give the claim up: the start it was taken for started nothing (refused, or a fault). At
+        best: a claim S3 does not take back holds CLAIM_SECONDS at most."""
+        try:
+            self.blobs.put_if(START_KEY, json.dumps({"released": claim.claimed_at.isoformat()}).encode(), claim.tag)
+        except StorageUnavailable as error:
+            logger.warning("a training start claim not released", extra={"reason": error.message})
 
     def name(self, claim: Claim, run: str) -> None:
         """Name the run the claim started. Skipped when the claim has been taken since: that can
@@ -78,6 +90,8 @@ def _held_by(raw: bytes, now: datetime) -> tuple[datetime, str | None] | None:
             return None
     except (ValueError, KeyError, TypeError):
         return None
-    if not timedelta(0) <= now - claimed_at < timedelta(seconds=CLAIM_SECONDS):
+    # A claim a little ahead of `now` holds too: a start that began a moment after this one, or on
+    # an instance whose clock is ahead. One far ahead (by hand) holds nothing.
+    if abs(now - claimed_at) >= timedelta(seconds=CLAIM_SECONDS):
         return None
     return claimed_at, run

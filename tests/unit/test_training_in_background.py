@@ -13,6 +13,7 @@ import pytest
 from devstack.demo_data import generate_shop
 from devstack.gateway import LambdaContext, load_handler
 from devstack.template import PROJECT_ROOT, http_routes
+from shared.storage.training_start import START_KEY
 from shared.training import job
 from tests.conftest import TEMPLATE
 from tests.training_data import A_MODEL_SERVES, END, store_events
@@ -92,6 +93,23 @@ def test_a_run_is_listed_at_once_and_a_second_start_before_the_run_has_begun_is_
     assert listed(api)["versions"][0]["status"] != "training"
 
 
+def test_a_start_delivered_again_after_its_run_finished_runs_nothing(api, moto_tables):
+    """Lambda retries an async event whose run failed after its outcome (a timeout in the segments),
+    and may deliver one twice: the version must not be trained, and listed as training, again."""
+    store_events(moto_tables["EventsTable"], generate_shop(seed=2, n_users=80, n_items=40, end=END).events)
+    manifest = api.train_and_wait(A_MODEL_SERVES)
+    assert (manifest["status"], listed(api)["active"]) == ("accepted", manifest["version"])
+
+    trainer = api.gateway.trainer
+    answer = trainer._load()({"config": A_MODEL_SERVES, "version": manifest["version"]}, trainer._context())
+
+    assert "skipped" in answer
+    after = listed(api)
+    assert [(v["version"], v["status"], v["finished_at"]) for v in after["versions"]] == [
+        (manifest["version"], "accepted", manifest["finished_at"])]
+    assert after["active"] == manifest["version"]
+
+
 @pytest.fixture
 def deployed(moto_tables, monkeypatch):
     """The admin function loaded as Lambda loads it, without the local stack's trainer: its
@@ -148,6 +166,16 @@ def test_of_many_starts_at_the_same_moment_one_goes_through(deployed, monkeypatc
         return found
 
     monkeypatch.setattr(admin.models, "manifests", as_slow_as_s3)
+    # S3 applies a conditional write atomically; moto checks the condition and stores apart, so
+    # two threads can both pass it: its puts are taken one at a time here, as S3 takes them.
+    blobs, atomic = admin.starts.blobs, threading.Lock()
+    put_if = blobs.put_if
+
+    def one_at_a_time(*args):
+        with atomic:
+            return put_if(*args)
+
+    monkeypatch.setattr(blobs, "put_if", one_at_a_time)
     barrier = threading.Barrier(6)
     answers = []
 
@@ -170,6 +198,7 @@ def test_a_train_function_that_cannot_be_started_is_a_503_and_lists_no_run(deplo
     from botocore.exceptions import ClientError
 
     post, _, admin = deployed
+    Lambda = admin.lambda_client
 
     class Throttled:
         def invoke(self, **call):
@@ -181,6 +210,24 @@ def test_a_train_function_that_cannot_be_started_is_a_503_and_lists_no_run(deplo
     assert status == 503, error
     assert "train function" in error["error"]["message"]
     assert admin.models.manifests() == []
+    monkeypatch.undo()  # Lambda takes events again: the start tried again goes through at once
+    monkeypatch.setattr(admin, "lambda_client", Lambda)
+    assert post({})[0] == 202
+
+
+def test_a_start_refused_while_a_run_trains_does_not_hold_up_the_next_one(deployed):
+    post, calls, admin = deployed
+    status, first = post({})
+    # Its claim has aged: the listing is the check now.
+    admin.starts.blobs.put(START_KEY, json.dumps({"claimed_at": "2026-01-01T00:00:00+00:00",
+                                                  "run": first["version"]}).encode())
+    status, refused = post({})
+    assert status == 409 and first["version"] in refused["error"]["message"]
+    manifest = admin.models.manifest(first["version"])
+    manifest.status = "accepted"
+    admin.models.save(manifest)
+
+    assert post({})[0] == 202  # the refused start's claim does not hold
 
 
 def test_once_the_started_run_has_finished_the_next_start_goes_through_at_once(deployed):

@@ -73,3 +73,22 @@ def test_naming_the_run_never_overwrites_a_later_claim(blobs):
     starts.name(theirs, "v20261201-090100-bbbb")
     with pytest.raises(Conflict, match="v20261201-090100-bbbb"):
         starts.claim(later, RUNNING)
+
+
+def test_a_claim_a_moment_ahead_holds_and_one_far_ahead_does_not(blobs):
+    """Two starts at once: the one that read the clock first finds the other's claim a little in
+    its future (or an instance's clock is ahead). It must hold, not read as stale."""
+    starts = TrainingStarts(blobs)
+    starts.claim(NOW + timedelta(milliseconds=3), RUNNING)
+
+    with pytest.raises(Conflict, match="was started 0 s ago"):
+        starts.claim(NOW, RUNNING)
+    blobs.put(START_KEY, b'{"claimed_at": "2099-01-01T00:00:00+00:00", "run": null}')  # by hand
+    starts.claim(NOW, RUNNING)
+
+
+def test_a_released_claim_holds_nothing(blobs):
+    starts = TrainingStarts(blobs)
+    starts.release(starts.claim(NOW, RUNNING))
+
+    starts.claim(NOW + timedelta(seconds=1), RUNNING)
