@@ -86,10 +86,11 @@ def load_customers(events_table: str, users_table: str, items_table: str,
     """Segments' inputs alone, for a run whose training read did not happen: every profile, and
     the history of each id with events as serving reads it (shared/storage/recent_histories.py)."""
     # numpy: imported here, by the nightly run and the campaign job, never by the Segments function.
-    from shared.storage.recent_histories import nightly_histories
+    from shared.storage.recent_histories import erasure_stamps, nightly_histories
 
     rows, recent = all_rows_and_recent(users_table, segments)
     with_events = EventIds()
     scan_events(events_table, with_events.add_page, ("user_id",), segments)
-    return Customers(users_from_rows(rows),
-                     nightly_histories(with_events.sorted(), recent, events_table), catalog_categories(items_table))
+    users = users_from_rows(rows)
+    return Customers(users, nightly_histories(with_events.sorted(), recent, events_table, erasure_stamps(users)),
+                     catalog_categories(items_table))

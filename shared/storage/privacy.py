@@ -116,7 +116,7 @@ class PrivacyStore:
             erasure.objections_kept = self.users.suppress(erasure.user_id, erased_at, IN_PROGRESS).objections_kept
         # The visitors' events first: the customer's record says complete only after them.
         for erasure in [*erasures[1:], erasures[0]]:
-            self.segments.note_erasure(erasure.user_id, erased_at)
+            self.segments.note_erasure(erasure.user_id)
             erasure.erased["segment_memberships"] = self.segments.end_memberships(erasure.user_id, lambda _: True)
             self._delete_events(erasure, seconds_left)
         return self._with_visitors(erasures[0], linked, erasures[1:])
@@ -152,7 +152,7 @@ class PrivacyStore:
         if row.get("erasure_status") != IN_PROGRESS:
             erasure.status = COMPLETE
             return erasure
-        self.segments.note_erasure(user_id, erasure.erased_at)  # again: erase() may have stopped before it
+        self.segments.note_erasure(user_id)  # again: for the runs that read them since erase() noted it
         erasure.erased["segment_memberships"] = self.segments.end_memberships(user_id, lambda _: True)
         return self._delete_events(erasure, seconds_left)
 

@@ -20,7 +20,7 @@ Query, as an id without an item: one bad item costs no other customer.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -28,20 +28,25 @@ from typing import Any
 import numpy as np
 import orjson
 
+from shared.events import format_timestamp
 from shared.history import HistoryEvent
 from shared.history_columns import Codes, Events, HistoryColumns, event_fields, quantities
 from shared.observability import logger
 from shared.recent import RECENT_EVENTS, UNREADABLE, RecentActivity, decode
 from shared.storage.history import recent_history
+from shared.users import User
 
 PAGE = 5_000  # customers decoded into columns at a time
 QUERY_THREADS = 16  # ids read by Query at once: each a round trip, waited on
 
 
-def nightly_histories(user_ids: Iterable[str], recent: dict[str, bytes | None], events_table: str) -> HistoryColumns:
+def nightly_histories(user_ids: Iterable[str], recent: dict[str, bytes | None], events_table: str,
+                      erasures: Mapping[str, str] | None = None) -> HistoryColumns:
     """The history of each of `user_ids` (the ids with stored events) as serving reads it: from
     its recent-activity payload in `recent` (owner -> stored events), else by Query. `recent` is
-    emptied of the payloads read as they are decoded: at 10M events they are 250 MB."""
+    emptied of the payloads read as they are decoded: at 10M events they are 250 MB. `erasures`:
+    each erased customer's last erasure stamp; a Query leaves out the events it covers, as
+    serving's does (an erasure in progress deleted the item, not yet all of the events)."""
     ids = list(dict.fromkeys(user_ids))
     without = [user for user in ids if user not in recent]
     owners = [user for user in ids if user in recent]
@@ -55,8 +60,25 @@ def nightly_histories(user_ids: Iterable[str], recent: dict[str, bytes | None], 
                        extra={"ids": len(queried), "unreadable_items": len(unreadable),
                               "fix": "devstack backfill-recent-activity (docs/operations.md)"})
         with ThreadPoolExecutor(max_workers=QUERY_THREADS) as pool:
-            columns.add_histories(queried, list(pool.map(lambda user: recent_history(events_table, user), queried)))
+            erased = erasures or {}
+            columns.add_histories(queried, list(pool.map(
+                lambda user: recent_history(events_table, user, erased_at=erased.get(user)), queried)))
     return columns.finish()
+
+
+def erasure_stamps(users: Mapping[str, User]) -> dict[str, str]:
+    """The erasure stamp of each erased customer, as the row stores it."""
+    return {user_id: format_timestamp(user.erased_at) for user_id, user in users.items() if user.erased_at is not None}
+
+
+def noting_erasures(items: Iterable[dict[str, Any]], erasures: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """Raw items of the users table passed on, each erasure stamp noted in `erasures` on the way."""
+    for item in items:
+        stamp = item.get("erased_at", {}).get("S") if isinstance(item.get("erased_at"), dict) else None
+        owner = item.get("user_id", {}).get("S") if isinstance(item.get("user_id"), dict) else None
+        if stamp and owner:
+            erasures[owner] = stamp
+        yield item
 
 
 class _Columns:

@@ -14,7 +14,7 @@ Keys (SegmentsTable):
                                                        into: {segments: [id, ...], parts, buckets, shares}
     segment_id = "#runs#parts", sk = <run>#<001>       the further ids of that list, in `parts` items
     segment_id = "#custom", sk = <segment>             a custom definition, as JSON text in "definition"
-    segment_id = "#erasures", sk = <erased_at>#<user>  a customer erased lately: {erased_user}, for the
+    segment_id = "#erasures", sk = <noted at>#<user>   a customer erased lately: {erased_user}, for the
                                                        nightly run that read them before (end_erased)
 The index's segments are in the listing's order across its items (by family, the largest first,
 then id); the head's `sizes` counts each item's (its own first) and `families` gives each family's
@@ -45,8 +45,9 @@ import math
 import sys
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from itertools import accumulate, islice, repeat
 from operator import add, setitem
 from typing import Any
@@ -55,6 +56,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
 from shared.errors import Conflict, DomainError, NotFound
+from shared.events import format_timestamp
 from shared.limits import chunks_within
 from shared.observability import logger, metrics
 from shared.segments.families import family_of, segment_id_for
@@ -472,25 +474,28 @@ class SegmentStore:
             whole.append({**record, "segments": listed})
         return whole
 
-    def note_erasure(self, user_id: str, erased_at: str) -> None:
+    def note_erasure(self, user_id: str) -> None:
         """Record an erasure for the nightly run in progress (end_erased); done before the erasure
-        ends the customer's memberships, so a run either is listed by then or finds this note."""
+        ends the customer's memberships, so a run either is listed by then or finds this note. Stamped
+        with the time it is written, not the erasure's: the sweep finishing a paused erasure notes
+        it again, for the runs that read the customer since it began."""
+        noted_at = format_timestamp(datetime.now(timezone.utc))
         with dynamo.aws_faults("note the erasure"):
             dynamo.client().update_item(
                 TableName=self.table,
-                Key=dynamo.serialize({"segment_id": ERASURES_PARTITION, "sk": f"{erased_at}#{user_id}"}),
+                Key=dynamo.serialize({"segment_id": ERASURES_PARTITION, "sk": f"{noted_at}#{user_id}"}),
                 UpdateExpression="SET erased_user = :user, expires_at = :expires",
                 ExpressionAttributeValues=dynamo.serialize({":user": user_id,
                                                             ":expires": int(time.time()) + ERASURES_KEPT_SECONDS}))
 
-    def end_erased(self, as_of: str, members: Iterable[str]) -> set[str]:
+    def end_erased(self, as_of: str, members: Container[str]) -> set[str]:
         """After a run is written (listed in #runs): the customers among `members` erased since
         `as_of`, when the run's data was read, with their memberships ended. An erasure later than
         this read finds the run listed and ends them itself."""
         rows = self._query("segment_id = :erasures AND sk >= :since",
                            {":erasures": ERASURES_PARTITION, ":since": as_of}, "#user", {"#user": "erased_user"})
-        members = set(members)
-        erased = {row["erased_user"] for row in rows if isinstance(row.get("erased_user"), str)} & members
+        erased = {row["erased_user"] for row in rows
+                  if isinstance(row.get("erased_user"), str) and row["erased_user"] in members}
         for user_id in sorted(erased):
             self.end_memberships(user_id, lambda _: True)
         return erased

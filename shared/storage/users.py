@@ -125,10 +125,15 @@ class UserStore:
         `erasure`: the row as a request read it first (put_profile): the customer's erasure must
         still be as it was then, else a 409 (nothing of a request that began before an erasure is
         recorded after it)."""
+        # A grant while the customer is being erased would outlive the erasure (it keeps objections
+        # only); a withdrawal is recorded whatever happens: the record keeps it as proof.
+        grants = any(purpose.granted for purpose in update.updates().values())
         for delay in dynamo.backoff_delays(6):
             row = self.row(user_id) or {}
             if erasure is not None and _erasure_state(row) != _erasure_state(erasure):
                 raise self._erased_meanwhile(user_id)
+            if grants and row.get("erasure_status") == IN_PROGRESS:
+                raise self._erasing(user_id, "grant consent")
             history_row = dynamo.get_item(self.users_table, consent_key(user_id), "read consent history",
                                           consistent=True)
             at = format_timestamp(datetime.now(timezone.utc))
@@ -143,6 +148,9 @@ class UserStore:
             if erasure is not None:  # and still so when the transaction runs
                 unchanged, as_read = _erasure_as_read(erasure)
                 condition, values = f"{condition} AND {unchanged}", {**values, **as_read}
+            if grants:
+                condition += " AND (attribute_not_exists(erasure_status) OR erasure_status <> :erasing)"
+                values[":erasing"] = IN_PROGRESS
             update_row: dict[str, Any] = {
                 "TableName": self.users_table, "Key": dynamo.serialize({"user_id": user_id}),
                 "UpdateExpression": "SET consent = :consent, consent_updated_at = :at",
@@ -677,14 +685,19 @@ def _erasure_state(row: dict[str, Any]) -> tuple[Any, Any]:
 
 def _erasure_as_read(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """A condition: the customer's erasure is still as in `row` (none, or the same one, stamp and
-    status), whatever was stored by hand."""
+    status). A value that is not a text (by hand: a set, a null, a map) is matched by its being
+    there and not a text, as a value read back does not always match itself (a null in a map is
+    not written back); any erasure since wrote texts."""
     parts, values = [], {}
-    for name, value in zip(("erased_at", "erasure_status"), _erasure_state(row)):
-        if value is None:
+    for name in ("erased_at", "erasure_status"):
+        if name not in row:
             parts.append(f"attribute_not_exists({name})")
-        else:
+        elif isinstance(row[name], str):
             parts.append(f"{name} = :{name}_read")
-            values[f":{name}_read"] = value
+            values[f":{name}_read"] = row[name]
+        else:
+            parts.append(f"attribute_exists({name}) AND NOT attribute_type({name}, :text)")
+            values[":text"] = "S"
     return " AND ".join(parts), values
 
 

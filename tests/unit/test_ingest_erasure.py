@@ -190,3 +190,30 @@ def test_a_profile_with_consent_split_by_an_erasure_records_nothing_after_it(api
     assert erasures[0].status == COMPLETE
     assert status == 409 and "erased while this request ran" in error["error"]["message"]
     assert_erased(api, users)
+
+
+@pytest.mark.parametrize("stored", [{"erased_at": {"SS": ["2026-01-01T00:00:00.000000Z"]}}, {"erased_at": {"NULL": True}},
+                                    {"erasure_status": {"M": {"x": {"NULL": True}}}}, {"erased_at": {"N": "3"}}])
+def test_a_profile_over_an_erasure_record_written_by_hand_is_stored(api, stored):
+    """Values read back that do not match themselves in a condition refused every PUT with a 409."""
+    dynamo.client().put_item(TableName=get_settings().users_table, Item={"user_id": {"S": "u-1"}, **stored})
+
+    status, body = api.json("PUT", "/users/u-1", {**PROFILE, "consent": EMAIL})
+
+    assert status == 200, body
+    assert body["country"] == "DE" and body["consent"]["email"]["granted"] is True
+
+
+def test_consent_granted_while_an_erasure_is_in_progress_is_a_409_and_a_withdrawal_is_kept(api):
+    assert api.json("PUT", "/users/u-1", PROFILE)[0] == 200
+    privacy, users = stores()
+    assert privacy.erase("u-1", lambda: 0.0).status == IN_PROGRESS
+
+    status, error = api.json("PUT", "/users/u-1/consent", EMAIL)
+    assert status == 409 and "being erased" in error["error"]["message"]
+    withdrawn = {"email": {"granted": False}, "source": "unsubscribe-link", "text_version": "2026-01"}
+    assert api.json("PUT", "/users/u-1/consent", withdrawn)[0] == 200
+    assert privacy.finish("u-1", lambda: 60.0).status == COMPLETE
+
+    consent = users.row("u-1")["consent"]
+    assert consent["email"]["granted"] is False  # the objection, kept as proof

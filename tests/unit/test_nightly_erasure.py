@@ -14,6 +14,7 @@ from shared.config import get_settings
 from shared.segments.service import materialize_segments
 from shared.storage.bus import LocalBus
 from shared.storage.customers import load_customers
+from shared.storage.privacy import COMPLETE, IN_PROGRESS, PrivacyStore
 from shared.storage.segments import SegmentStore
 from shared.storage.training_data import read_nightly
 from shared.training.config import training_config
@@ -80,3 +81,36 @@ def test_a_customer_erased_before_the_read_who_came_back_keeps_tonights_membersh
     materialize_segments(settings, store, {}, now, now.strftime("%Y%m%dT%H%M%S"))
 
     assert {m["segment_id"] for m in store.memberships("u-1")} == {"geography:country-de", "geography:city-berlin"}
+
+
+def test_a_paused_erasure_the_sweep_finishes_while_the_run_computes_is_not_written_back(api, moto_tables):
+    """Begun before the run read its customers, it was noted then; its events were still stored."""
+    tables, settings, store = moto_tables, get_settings(), SegmentStore(moto_tables["SegmentsTable"])
+    shop(api)
+    privacy = PrivacyStore(tables["EventsTable"], tables["UsersTable"], tables["SegmentsTable"])
+    assert privacy.erase("u-1", lambda: 0.0).status == IN_PROGRESS  # a 202: out of time at once
+    now = datetime.now(timezone.utc)
+    # As materialize_segments reads them itself (a run without training): the events still stored.
+    customers = load_customers(tables["EventsTable"], tables["UsersTable"], tables["ItemsTable"])
+
+    assert privacy.finish("u-1", lambda: 60.0).status == COMPLETE  # the sweep, while the run computes
+    materialize_segments(settings, store, {}, now, now.strftime("%Y%m%dT%H%M%S"), customers)
+
+    assert store.memberships("u-1") == []
+    assert store.memberships("u-2")
+
+
+def test_the_events_an_erasure_in_progress_covers_are_not_read_for_the_segments(api, moto_tables):
+    """As serving leaves them out: the erasure deleted the customer's recent-activity item at once,
+    and the Query that stands in for a missing item read back the events it had not deleted yet."""
+    tables = moto_tables
+    shop(api)
+    privacy = PrivacyStore(tables["EventsTable"], tables["UsersTable"], tables["SegmentsTable"])
+    assert privacy.erase("u-1", lambda: 0.0).status == IN_PROGRESS  # its events are still stored
+
+    loaded = load_customers(tables["EventsTable"], tables["UsersTable"], tables["ItemsTable"])
+    read = read_nightly(tables["EventsTable"], tables["UsersTable"], tables["ItemsTable"], training_config(None),
+                        datetime.now(timezone.utc)).segments.customers
+    for customers in (loaded, read):
+        assert list(customers.histories.get("u-1") or []) == []
+        assert len(customers.histories["u-2"]) == 1
