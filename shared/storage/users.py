@@ -31,6 +31,9 @@ from shared.versions import next_version
 PartT = TypeVar("PartT", bound=BaseModel)
 # An erasure's erasure_status on its suppression record.
 COMPLETE, IN_PROGRESS = "complete", "in_progress"
+# A condition: no erasure of the customer is under way (a write it would not undo is refused).
+NOT_BEING_ERASED = "(attribute_not_exists(erasure_status) OR erasure_status <> :erasing)"
+NOT_BEING_ERASED_VALUES = {":erasing": IN_PROGRESS}
 
 
 class Suppressed(NamedTuple):
@@ -149,8 +152,7 @@ class UserStore:
                 unchanged, as_read = _erasure_as_read(erasure)
                 condition, values = f"{condition} AND {unchanged}", {**values, **as_read}
             if grants:
-                condition += " AND (attribute_not_exists(erasure_status) OR erasure_status <> :erasing)"
-                values[":erasing"] = IN_PROGRESS
+                condition, values = f"{condition} AND {NOT_BEING_ERASED}", {**values, **NOT_BEING_ERASED_VALUES}
             update_row: dict[str, Any] = {
                 "TableName": self.users_table, "Key": dynamo.serialize({"user_id": user_id}),
                 "UpdateExpression": "SET consent = :consent, consent_updated_at = :at",
@@ -339,8 +341,7 @@ class UserStore:
                 ("attribute_not_exists(linked_visitors)", {":after": after}) if stored is None else
                 ("(linked_visitors = :before OR NOT attribute_type(linked_visitors, :list))",
                  {":after": after, ":before": stored, ":list": "L"}))
-            condition += " AND (attribute_not_exists(erasure_status) OR erasure_status <> :erasing)"
-            values[":erasing"] = IN_PROGRESS
+            condition, values = f"{condition} AND {NOT_BEING_ERASED}", {**values, **NOT_BEING_ERASED_VALUES}
             try:
                 with dynamo.aws_faults("link visitor"):
                     dynamo.client().update_item(
