@@ -155,11 +155,16 @@ class S3Blobs:
             raise
 
     def keys(self, prefix: str) -> list[str]:
-        keys = []
+        return list(self.objects(prefix))
+
+    def objects(self, prefix: str) -> dict[str, tuple[int, str]]:
+        """Each object under `prefix`: its size and its ETag (unquoted), as the listing gives them."""
+        found = {}
         with _s3_faults(f"list {self.bucket}"):
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-                keys += [entry["Key"] for entry in page.get("Contents", [])]
-        return keys
+                found.update({entry["Key"]: (entry["Size"], entry["ETag"].strip('"'))
+                              for entry in page.get("Contents", [])})
+        return found
 
     def delete(self, key: str) -> None:
         with _s3_faults(f"delete from {self.bucket}"):

@@ -30,7 +30,8 @@ import numpy as np
 import orjson
 
 from shared.events import MAX_QUANTITY, STORED_TIME_LENGTH, STORED_TIME_PATTERN, format_timestamp
-from shared.storage.exports import compressed_blocks, compressed_lines
+from shared.storage.export_folders import check_in_bucket
+from shared.storage.exports import compressed_blocks, compressed_lines, data_folder
 from shared.training.config import TrainingConfig
 from shared.training.interactions import EVENT_CODES, PURCHASE_CODE, Interactions, TooManyInteractions
 
@@ -79,11 +80,6 @@ class QueryRun:
     def table(self) -> str:
         # Athena's names: lower-case letters, digits and underscores.
         return f"{self.database}.events_{re.sub(r'[^a-z0-9]', '_', self.run_id.lower())}"
-
-
-def events_data_folder(summary_key: str) -> str:
-    """The data folder of the export whose manifest-summary.json is `summary_key`."""
-    return summary_key.rsplit("/", 1)[0] + "/data/"
 
 
 def window_bounds(now: datetime, window_days: int) -> tuple[str, str]:
@@ -197,8 +193,11 @@ def export_queries(bucket: str, database: str, run_id: str, events_summary_keys:
                    config: TrainingConfig, now: datetime) -> dict[str, str]:
     """What the TrainingPipeline's query stage runs for one run: its statements over the events
     table's export chain (`events_summary_keys`, the full export's first), and `interactions` and
-    `ids`, the key prefixes their output lands under in `bucket`."""
+    `ids`, the key prefixes their output lands under in `bucket`. Athena reads each export's data
+    folder whole: each is checked against its manifest first (a DamagedExport fails the stage)."""
+    for key in events_summary_keys:
+        check_in_bucket(bucket, key)
     output, ids = f"queries/{run_id}/interactions/", f"queries/{run_id}/ids/"
-    run = QueryRun(database, run_id, tuple(f"s3://{bucket}/{events_data_folder(key)}" for key in events_summary_keys),
+    run = QueryRun(database, run_id, tuple(f"s3://{bucket}/{data_folder(key)}" for key in events_summary_keys),
                    f"s3://{bucket}/{output}", f"s3://{bucket}/{ids}")
     return {**statements(run, *window_bounds(now, config.window_days)), "interactions": output, "ids": ids}

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import json
 import secrets
 import threading
@@ -36,7 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, NamedTuple, TypeVar
 
 import orjson
 
@@ -88,14 +89,18 @@ class Export:
         (None if it does not say), each there and not empty; or a DamagedExport. A file listed
         with no items is left out: DynamoDB writes a file for each empty partition, and its docs
         do not say whether that file is an empty gzip stream or no bytes at all."""
-        listing = self.root / self.summary["manifestFilesS3Key"]
-        if not listing.is_file():
-            raise DamagedExport.of(listing, "missing")
-        files = [(self.root / key, items) for key, items in listed_in(listing) if items != 0]
+        files = [(self.root / entry.key, entry.items) for entry in self.listing() if entry.items != 0]
         for path, _ in files:
             if not path.is_file() or path.stat().st_size == 0:
                 raise DamagedExport.of(path, "missing" if not path.is_file() else "empty")
         return files
+
+    def listing(self) -> list[ListedFile]:
+        """Every data file manifest-files.json lists, or a DamagedExport naming it."""
+        listing = self.root / self.summary["manifestFilesS3Key"]
+        if not listing.is_file():
+            raise DamagedExport.of(listing, "missing")
+        return listed_in(listing.read_bytes(), listing)
 
     def data_files(self) -> list[Path]:
         return [path for path, _ in self.listed_files()]
@@ -106,29 +111,44 @@ class Export:
             yield from parsed_lines(path, items)
 
 
-def listed_in(listing: Path) -> list[tuple[str, int | None]]:
-    """manifest-files.json's data files: each one's key and item count (None if not given)."""
+class ListedFile(NamedTuple):
+    """A data file as manifest-files.json lists it. Each field but the key is None when not given."""
+
+    key: str  # dataFileS3Key
+    items: int | None  # itemCount
+    etag: str | None  # the S3 ETag of the object as DynamoDB wrote it
+    md5: str | None  # md5Checksum: the file's MD5, base64
+
+
+def listed_in(listing: bytes, where: Path | str) -> list[ListedFile]:
+    """manifest-files.json's data files (`listing`, the file's bytes, read from `where`)."""
     try:
-        entries = [json.loads(line) for line in listing.read_text().splitlines() if line.strip()]
-        listed = [(entry["dataFileS3Key"], entry.get("itemCount")) for entry in entries]
-        if not all(isinstance(key, str) and (items is None or (type(items) is int and items >= 0))
-                   for key, items in listed):
-            raise TypeError("a key that is not text or a count that is not a whole number")
-    except (ValueError, KeyError, TypeError) as error:  # cut short, or not DynamoDB's listing
-        raise DamagedExport.of(listing, f"not a manifest of data files ({type(error).__name__}: {error})") from None
+        entries = [json.loads(line) for line in listing.splitlines() if line.strip()]
+        listed = [ListedFile(entry["dataFileS3Key"], entry.get("itemCount"), entry.get("etag"), entry.get("md5Checksum"))
+                  for entry in entries]
+        if not all(isinstance(file.key, str) and (file.items is None or (type(file.items) is int and file.items >= 0))
+                   and all(tag is None or isinstance(tag, str) for tag in (file.etag, file.md5)) for file in listed):
+            raise TypeError("a key or a checksum that is not text, or a count that is not a whole number")
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # cut short, or not DynamoDB's listing
+        raise DamagedExport.of(where, f"not a manifest of data files ({type(error).__name__}: {error})") from None
     return listed
 
 
 def read_summary(path: Path) -> dict[str, Any]:
     """manifest-summary.json, with the keys the readers need, or a DamagedExport naming it."""
+    return parsed_summary(path.read_bytes(), path)
+
+
+def parsed_summary(summary: bytes, where: Path | str) -> dict[str, Any]:
+    """A manifest-summary.json's bytes (read from `where`), as read_summary checks them."""
     try:
-        summary = json.loads(path.read_text())
-        if not isinstance(summary.get("manifestFilesS3Key"), str):
+        parsed = json.loads(summary)
+        if not isinstance(parsed.get("manifestFilesS3Key"), str):
             raise KeyError("manifestFilesS3Key")
-        _period_end(summary)
+        _period_end(parsed)
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise DamagedExport.of(path, f"not a whole manifest summary ({type(error).__name__}: {error})") from None
-    return summary
+        raise DamagedExport.of(where, f"not a whole manifest summary ({type(error).__name__}: {error})") from None
+    return parsed
 
 
 def parsed_lines(path: Path, items: int | None = None, holding: tuple[bytes, ...] = ()) -> Iterator[dict[str, Any]]:
@@ -235,6 +255,11 @@ def _blocks(data: BinaryIO, block: int) -> Iterator[bytes]:
             yield whole
     if rest:
         yield rest
+
+
+def data_folder(manifest_key: str) -> str:
+    """The data folder of the export whose manifest (summary or list of files) is `manifest_key`."""
+    return manifest_key.rsplit("/", 1)[0] + "/data/"
 
 
 def read_export(root: Path, summary_key: str) -> Export:
@@ -347,7 +372,7 @@ def write_export(table: str, root: Path, segments: int = 4, now: datetime | None
         with gzip.open(root / name, "wt", encoding="utf-8") as data:
             for item in items:
                 data.write(json.dumps({"Item": item}, separators=(",", ":"), default=_base64) + "\n")
-        files.append({"itemCount": len(items), "dataFileS3Key": str(name)})
+        files.append({"itemCount": len(items), **checksums((root / name).read_bytes()), "dataFileS3Key": str(name)})
 
     def on_page(items: list[dict[str, Any]]) -> None:
         with lock:
@@ -373,6 +398,12 @@ def write_export(table: str, root: Path, segments: int = 4, now: datetime | None
     return read_export(root, str(summary_key))
 
 
+def checksums(data: bytes) -> dict[str, str]:
+    """A data file's md5Checksum and etag, as DynamoDB lists them (the ETag of an object put in one part)."""
+    digest = hashlib.md5(data, usedforsecurity=False)
+    return {"md5Checksum": base64.b64encode(digest.digest()).decode(), "etag": digest.hexdigest()}
+
+
 def download_export(bucket: str, summary_key: str, root: Path) -> Export:
     """One export from S3 to local disk (Lambda's /tmp, a job's volume), under the same keys."""
     blobs = S3Blobs(bucket)
@@ -387,8 +418,9 @@ def download_export(bucket: str, summary_key: str, root: Path) -> Export:
         return target
 
     summary = read_summary(fetch(summary_key))
-    for key, _ in listed_in(fetch(summary["manifestFilesS3Key"])):
-        fetch(key)
+    listing = fetch(summary["manifestFilesS3Key"])
+    for file in listed_in(listing.read_bytes(), listing):
+        fetch(file.key)
     return Export(root, summary)
 
 

@@ -31,9 +31,10 @@ from shared.storage.customers import (SCAN_SEGMENTS, USER_HISTORY_FIELDS, Custom
 from shared.observability import logger
 from shared.storage.blobs import S3Blobs
 from shared.storage.child_process import Running, in_child
-from shared.storage.export_queries import (QueryRun, events_data_folder, read_ids, read_interactions, statements,
-                                           window_bounds)
-from shared.storage.exports import DamagedExport, Export, UnusableExport, download_export, latest_chain, table_items
+from shared.storage.export_folders import check_local
+from shared.storage.export_queries import QueryRun, read_ids, read_interactions, statements, window_bounds
+from shared.storage.exports import (DamagedExport, Export, UnusableExport, data_folder, download_export, latest_chain,
+                                    table_items)
 from shared.storage.outcomes import OUTCOME_FIELDS, OutcomePages, Outcomes, outcomes_of_chain
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
 from shared.history_columns import HistoryColumns
@@ -268,10 +269,10 @@ def query_locally(events: list[Export], config: TrainingConfig, now: datetime, w
     from shared.storage.duckdb_athena import run_statements
 
     for export in events:
-        export.data_files()  # each one listed there and not empty, or a DamagedExport naming it
+        check_local(export)  # DuckDB reads the folder whole: each file the one listed, and no other
     output, ids = workdir / "interactions", workdir / "ids"
     run = QueryRun(database="shoprecs", run_id="local", output=str(output), ids=str(ids),
-                   events_data=tuple(str(export.root / events_data_folder(export.summary["manifestFilesS3Key"]))
+                   events_data=tuple(str(export.root / data_folder(export.summary["manifestFilesS3Key"]))
                                      for export in events))
     try:
         run_statements(statements(run, *window_bounds(now, config.window_days)).values(), resolve=Path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import subprocess
@@ -196,6 +197,8 @@ def test_the_train_function_handles_its_schedule_and_on_demand_events(moto_table
     handler = load_handler(Route("", "", "TrainFunction", PROJECT_ROOT / train["CodeUri"], train["Handler"], None))
 
     event = json.loads(sample.read_text())
+    if event.get("task") == "export_queries":  # the events export the query reads is checked first
+        put_export("sample-exports", event["exports"]["events"])
     manifest = handler(event, LambdaContext(function_name="TrainFunction"))
 
     if event.get("task") == "export_plan":  # the TrainingPipeline asks which events export to take
@@ -212,6 +215,21 @@ def test_the_train_function_handles_its_schedule_and_on_demand_events(moto_table
     assert manifest["status"] == "insufficient_data"  # the tables are empty
     assert {k: manifest["parameters"][k] for k in event.get("config", {})} == event.get("config", {})
     assert manifest["finished_at"]
+
+
+def put_export(bucket: str, summary_key: str) -> None:
+    """A full export of one event in `bucket`, its manifest-summary.json at `summary_key`."""
+    from shared.storage.exports import checksums
+
+    s3, folder = boto3.client("s3"), summary_key.rsplit("/", 1)[0]
+    data = gzip.compress(b'{"Item":{"user_id":{"S":"u1"},"event_id":{"S":"e1"},"item_id":{"S":"i1"},'
+                         b'"event_type":{"S":"view"},"ts":{"S":"2026-12-01T10:00:00.000000Z"}}}\n')
+    s3.put_object(Bucket=bucket, Key=f"{folder}/data/part-0.json.gz", Body=data)
+    s3.put_object(Bucket=bucket, Key=f"{folder}/manifest-files.json", Body=json.dumps(
+        {"itemCount": 1, **checksums(data), "dataFileS3Key": f"{folder}/data/part-0.json.gz"}))
+    s3.put_object(Bucket=bucket, Key=summary_key, Body=json.dumps(
+        {"exportType": "FULL_EXPORT", "exportTime": "2026-12-02T03:00:00+00:00", "itemCount": 1,
+         "manifestFilesS3Key": f"{folder}/manifest-files.json"}))
 
 
 def routes_by_api() -> dict[str, set[str]]:

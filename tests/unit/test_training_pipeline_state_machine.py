@@ -10,6 +10,7 @@ template.yaml: every call a run makes must be granted to the state machine's rol
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 import re
@@ -532,6 +533,36 @@ def test_a_failed_export_fails_the_run_and_get_models_says_which_stage_and_why(s
     assert failed["stopped_at"] is not None
 
 
+def test_an_events_export_altered_in_the_bucket_fails_the_run_at_the_query_stage_before_any_fit(stack, api):
+    """Athena reads the export's data folder whole, not the manifest's list: a file replaced there
+    (by hand, a copy cut short) would be trained on as it stands. The query stage refuses it first."""
+    stack.deploy("lambda")
+    original = stack.exports.describe
+
+    def describe_then_alter(request: dict[str, Any]) -> dict[str, Any]:
+        answer = original(request)
+        export = stack.exports.exports[request["ExportArn"]]
+        if answer["ExportDescription"]["ExportStatus"] == "COMPLETED" and export["logical"] == "EventsTable":
+            s3 = boto3.client("s3")
+            listing = s3.get_object(Bucket=EXPORT_BUCKET, Key=export["summary"]["manifestFilesS3Key"])["Body"].read()
+            altered["key"] = json.loads(listing.splitlines()[0])["dataFileS3Key"]
+            whole = gzip.decompress(s3.get_object(Bucket=EXPORT_BUCKET, Key=altered["key"])["Body"].read())
+            s3.put_object(Bucket=EXPORT_BUCKET, Key=altered["key"], Body=gzip.compress(whole[:whole.index(b"\n") + 1]))
+        return answer
+
+    altered: dict[str, str] = {}
+    stack.step_functions.machines[stack.arn].tasks["arn:aws:states:::aws-sdk:dynamodb:describeExport"] = describe_then_alter
+
+    execution = stack.run()
+
+    assert execution.status == "FAILED" and altered
+    assert stack.fit.events == [] and not any("UNLOAD" in statement for statement in stack.athena.statements)
+    assert ModelStore(S3Blobs(MODEL_BUCKET)).active() is None
+    failed = models_status(api)["pipeline"]
+    assert (failed["status"], failed["stage"], failed["error"]) == ("FAILED", "query", "DamagedExport")
+    assert f"s3://{EXPORT_BUCKET}/{altered['key']} is not the file its manifest lists (ETag " in failed["cause"]
+
+
 def test_throttled_tasks_are_retried_with_backoff_and_the_run_goes_on(stack, api):
     stack.deploy("lambda")
     stack.exports.throttle["EventsTable"] = 2
@@ -587,12 +618,13 @@ def test_the_batch_fit_runs_the_train_handler_from_the_jobs_event_and_activates(
 
 def test_a_batch_fit_that_fails_exits_non_zero_and_fails_the_run_at_the_fit_stage(stack, api):
     stack.deploy("fargate")
-    # The exports are gone before the job reads them (ExportRetentionDays too short, say).
+    # The users export is gone before the job reads it (ExportRetentionDays too short, say).
     original = stack.exports.describe
 
     def describe_then_lose(request: dict[str, Any]) -> dict[str, Any]:
         answer = original(request)
-        if answer["ExportDescription"]["ExportStatus"] == "COMPLETED":
+        if (answer["ExportDescription"]["ExportStatus"] == "COMPLETED"
+                and stack.exports.exports[request["ExportArn"]]["logical"] == "UsersTable"):
             answer["ExportDescription"]["ExportManifest"] += ".gone"
         return answer
 

@@ -1,0 +1,108 @@
+"""The query stage reads an export's data folder whole (Athena, and DuckDB on one machine): before
+it does, the folder must hold the files the manifest lists, as DynamoDB wrote them, and no other.
+Else the run fails before it trains, naming the file, rather than train on part of the table."""
+
+from __future__ import annotations
+
+import gzip
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import boto3
+import pytest
+
+from shared.storage.export_queries import export_queries
+from shared.storage.exports import DamagedExport, Export, write_export
+from shared.storage.training_data import query_locally
+from shared.training.config import TrainingConfig
+from tests.conftest import MODEL_BUCKET
+from tests.training_data import END, store_events
+
+CONFIG = TrainingConfig()
+
+
+@pytest.fixture
+def events_export(moto_tables, tmp_path) -> Export:
+    """An events export of 120 purchases in four files."""
+    store_events(moto_tables["EventsTable"], [
+        {"event_id": f"e{n}", "user_id": f"u{n % 30}", "item_id": f"i{n % 7}", "event_type": "purchase", "quantity": 1,
+         "price": 5, "currency": "EUR", "order_id": f"o{n}", "channel": "web",
+         "timestamp": (END - timedelta(hours=n)).isoformat()} for n in range(120)])
+    return write_export(moto_tables["EventsTable"], tmp_path / "exports", items_per_file=30)
+
+
+def half_of(path: Path) -> bytes:
+    """The file's first half of lines, as a whole gzip stream: read alone, nothing says a line is missing."""
+    lines = gzip.decompress(path.read_bytes()).splitlines(keepends=True)
+    return gzip.compress(b"".join(lines[:len(lines) // 2]))
+
+
+def test_the_local_query_refuses_an_export_whose_file_was_replaced_before_it_reads_a_line(events_export, tmp_path):
+    whole = query_locally([events_export], CONFIG, END, tmp_path / "whole")
+    assert whole.interactions and whole.ids  # the export as written reads
+    victim = events_export.data_files()[2]
+    victim.write_bytes(half_of(victim))
+
+    with pytest.raises(DamagedExport, match=re.escape(f"{victim} is not the file its manifest lists (MD5 ")):
+        query_locally([events_export], CONFIG, END, tmp_path / "after")
+    assert not (tmp_path / "after" / "interactions").exists()  # refused before the query ran
+
+
+def test_the_local_query_refuses_a_file_its_manifest_does_not_list_and_reads_hidden_ones(events_export, tmp_path):
+    folder = events_export.data_files()[0].parent
+    (folder / "_started").write_bytes(b"")
+    (folder / ".listing-cache").write_bytes(b"x")
+    query_locally([events_export], CONFIG, END, tmp_path / "hidden")  # names Athena does not read
+    stray = folder / "copied-from-another-export.json.gz"
+    stray.write_bytes(events_export.data_files()[0].read_bytes())
+
+    with pytest.raises(DamagedExport, match=re.escape(f"{stray} is not listed in its export's manifest")):
+        query_locally([events_export], CONFIG, END, tmp_path / "stray")
+
+
+def upload(export: Export) -> str:
+    """The export's files in the bucket at their keys (as DynamoDB lays them out); its summary's key."""
+    s3 = boto3.client("s3")
+    for path in export.root.rglob("*"):
+        if path.is_file():
+            s3.upload_file(str(path), MODEL_BUCKET, str(path.relative_to(export.root)))
+    return next(str(path.relative_to(export.root)) for path in export.root.rglob("manifest-summary.json"))
+
+
+def queries(summary_key: str) -> dict[str, str]:
+    return export_queries(MODEL_BUCKET, "shoprecs", "run-1", [summary_key], CONFIG, datetime.now(timezone.utc))
+
+
+@pytest.mark.parametrize("damage, refusal", [
+    ("replaced", "is not the file its manifest lists (ETag "),
+    ("deleted", "is missing"),
+    ("stray", "is not listed in its export's manifest"),
+])
+def test_the_athena_stage_refuses_an_export_in_s3_that_is_not_as_its_manifest_lists_it(
+        events_export, damage, refusal):
+    summary_key = upload(events_export)
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=MODEL_BUCKET, Key=summary_key.replace("manifest-summary.json", "data/_started"), Body=b"")
+    assert "UNLOAD" in queries(summary_key)["unload"]  # whole: the statements, with a hidden file beside
+    victim = events_export.data_files()[1]
+    key = str(victim.relative_to(events_export.root))
+    if damage == "replaced":
+        s3.put_object(Bucket=MODEL_BUCKET, Key=key, Body=half_of(victim))
+    elif damage == "deleted":
+        s3.delete_object(Bucket=MODEL_BUCKET, Key=key)
+    else:
+        key = key.replace(victim.name, "copied-by-hand.json.gz")
+        s3.put_object(Bucket=MODEL_BUCKET, Key=key, Body=victim.read_bytes())
+
+    with pytest.raises(DamagedExport, match=re.escape(f"s3://{MODEL_BUCKET}/{key} {refusal}")):
+        queries(summary_key)
+
+
+def test_the_athena_stage_refuses_an_export_whose_manifest_is_gone(events_export):
+    summary_key = upload(events_export)
+    listing_key = summary_key.replace("manifest-summary.json", "manifest-files.json")
+    boto3.client("s3").delete_object(Bucket=MODEL_BUCKET, Key=listing_key)
+
+    with pytest.raises(DamagedExport, match=re.escape(f"s3://{MODEL_BUCKET}/{listing_key} is missing")):
+        queries(summary_key)
