@@ -8,7 +8,8 @@ group again than the tags themselves (docs/segments.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Set
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -30,3 +31,11 @@ class SegmentMembers:
         first = dict(zip(reversed(self.user_ids), reversed(self.reasons)))
         return {user_id: first[user_id] for user_id in members}
 
+
+    def without(self, user_ids: Set[str]) -> SegmentMembers | None:
+        """The segment without `user_ids`; None when none of its members is left."""
+        kept = [k for k, user_id in enumerate(self.user_ids) if user_id not in user_ids]
+        if len(kept) == len(self.user_ids):
+            return self
+        return replace(self, user_ids=[self.user_ids[k] for k in kept],
+                       reasons=[self.reasons[k] for k in kept]) if kept else None

@@ -90,15 +90,20 @@ def materialize_segments(settings: Settings, store: SegmentStore, statistics: di
     # numpy: imported here, by the nightly run (the train function ships it), never by the Segments function.
     from shared.segments.batch import segment_everyone
 
+    everyone, read_at = users.keys() | histories.keys(), format_timestamp(customers.as_of or now)
     members = segment_everyone(users, histories, categories, statistics, now, definitions).by_segment()
+    # Erased since the customers were read (on the export path, hours before): no member of this
+    # run, so that the index counts only those it lists.
+    left_out = store.erased_since(read_at, everyone)
+    if left_out:
+        members = [kept for group in members if (kept := group.without(left_out)) is not None]
     for group in members:
         tracked.see(group)
     index = store.write_run(run, now.isoformat(), members)
     del members  # a million ids and reasons: not kept while the triggers are made
-    everyone = users.keys() | histories.keys()
     # Listed now: an erasure from here on ends its customer's memberships in this run itself. One
-    # since the customers were read found no run to end them in: they are ended here.
-    erased = store.end_erased(format_timestamp(customers.as_of or now), everyone)
+    # noted while the run was written found no run to end them in: they are ended here.
+    erased = left_out | store.end_erased(read_at, everyone - left_out)
     logger.info("segments materialized", extra={"run": run, "segments": len(index["segments"]),
                                                 "customers": len(everyone), "erased_meanwhile": len(erased)})
     publish_run_triggers(settings, bus, previous, since, tracked.run(run), customers, now, erased)

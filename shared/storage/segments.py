@@ -488,14 +488,18 @@ class SegmentStore:
                 ExpressionAttributeValues=dynamo.serialize({":user": user_id,
                                                             ":expires": int(time.time()) + ERASURES_KEPT_SECONDS}))
 
+    def erased_since(self, as_of: str, members: Container[str]) -> set[str]:
+        """The customers among `members` whose erasure was noted since `as_of`."""
+        rows = self._query("segment_id = :erasures AND sk >= :since",
+                           {":erasures": ERASURES_PARTITION, ":since": as_of}, "#user", {"#user": "erased_user"})
+        return {row["erased_user"] for row in rows
+                if isinstance(row.get("erased_user"), str) and row["erased_user"] in members}
+
     def end_erased(self, as_of: str, members: Container[str]) -> set[str]:
         """After a run is written (listed in #runs): the customers among `members` erased since
         `as_of`, when the run's data was read, with their memberships ended. An erasure later than
         this read finds the run listed and ends them itself."""
-        rows = self._query("segment_id = :erasures AND sk >= :since",
-                           {":erasures": ERASURES_PARTITION, ":since": as_of}, "#user", {"#user": "erased_user"})
-        erased = {row["erased_user"] for row in rows
-                  if isinstance(row.get("erased_user"), str) and row["erased_user"] in members}
+        erased = self.erased_since(as_of, members)
         for user_id in sorted(erased):
             self.end_memberships(user_id, lambda _: True)
         return erased

@@ -69,6 +69,23 @@ def test_a_customer_erased_after_the_export_the_run_reads_is_not_listed(api, mot
     assert store.memberships("u-1") == []
     segment_id = store.memberships("u-2")[0]["segment_id"]
     assert members(api, segment_id) == ["u-2"]
+    listed = {s["segment_id"]: s["members"] for s in api.json("GET", "/segments")[1]["segments"]}
+    assert listed[segment_id] == 1  # the count is of the members listed: u-1 was never written
+
+
+def test_a_segment_whose_only_member_was_erased_since_the_read_is_not_listed(api, moto_tables):
+    tables, settings, store = moto_tables, get_settings(), SegmentStore(moto_tables["SegmentsTable"])
+    shop(api)
+    assert api.json("PUT", "/users/u-1", {"country": "FR", "city": "Paris"})[0] == 200  # their own segments
+    read = dataclasses.replace(load_customers(tables["EventsTable"], tables["UsersTable"], tables["ItemsTable"]),
+                               as_of=datetime.now(timezone.utc))
+    assert api.json("DELETE", "/users/u-1")[1]["status"] == "complete"
+    now = datetime.now(timezone.utc)
+    materialize_segments(settings, store, {}, now, now.strftime("%Y%m%dT%H%M%S"), read)
+
+    listed = {s["segment_id"]: s["members"] for s in api.json("GET", "/segments")[1]["segments"]}
+    assert "geography:country-fr" not in listed and "geography:city-paris" not in listed
+    assert listed["geography:country-de"] == 1
 
 
 def test_a_customer_erased_before_the_read_who_came_back_keeps_tonights_memberships(api, moto_tables):
