@@ -87,7 +87,7 @@ class UserStore:
             raise self._erased_meanwhile(user_id) from None
         row = dynamo.deserialize(response["Attributes"])
         if profile.consent is not None:
-            row = self.set_consent(user_id, profile.consent, recorder, erasure=erasure)
+            row = self.set_consent(user_id, profile.consent, recorder, erasure=erasure, written=row)
         return user_from_row(row)
 
     def get(self, user_id: str) -> User:
@@ -122,17 +122,18 @@ class UserStore:
         return _history(row) if row and row.get("consent_of") == user_id else ConsentHistory()
 
     def set_consent(self, user_id: str, update: ConsentUpdate, recorder: Recorder,
-                    erasure: dict[str, Any] | None = None) -> dict[str, Any]:
+                    erasure: dict[str, Any] | None = None, written: dict[str, Any] | None = None) -> dict[str, Any]:
         """Record the purposes sent: the row's current state and an entry each in the history, in
         one transaction, conditional on both as read (a change or erasure in between: read again).
         `erasure`: the row as a request read it first (put_profile): the customer's erasure must
         still be as it was then, else a 409 (nothing of a request that began before an erasure is
-        recorded after it)."""
+        recorded after it). `written`: the row as the request's own write just returned it, taken
+        for the first read (the transaction's conditions catch a change since)."""
         # A grant while the customer is being erased would outlive the erasure (it keeps objections
         # only); a withdrawal is recorded whatever happens: the record keeps it as proof.
         grants = any(purpose.granted for purpose in update.updates().values())
         for delay in dynamo.backoff_delays(6):
-            row = self.row(user_id) or {}
+            row, written = (written if written is not None else self.row(user_id) or {}), None
             if erasure is not None and _erasure_state(row) != _erasure_state(erasure):
                 raise self._erased_meanwhile(user_id)
             if grants and row.get("erasure_status") == IN_PROGRESS:

@@ -12,6 +12,7 @@ from devstack.template import PROJECT_ROOT, Route, resources
 from shared.consent import HISTORY_LIMIT
 from shared.segments.families import DECLARED
 from shared.storage import dynamo
+from shared.storage.users import consent_key
 from tests.conftest import TEMPLATE
 from tests.training_data import A_MODEL_SERVES, shop, store_events
 
@@ -240,3 +241,18 @@ def test_a_consent_stored_as_something_else_can_be_recorded_again_and_the_custom
                                 UpdateExpression="SET consent = :odd", ExpressionAttributeValues={":odd": stored})
     status, body = customer.json("DELETE", "/users/u-1")
     assert status == 200 and body["status"] == "complete", body
+
+
+def test_a_profile_with_consent_reads_the_customer_row_once(api, monkeypatch):
+    """The consent's first pass takes the row the profile's own write returned: a PUT /users with
+    consent costs the row's read and the history's, not the row's twice."""
+    reads: list[str] = []
+    get_item = dynamo.get_item
+    monkeypatch.setattr(dynamo, "get_item", lambda table, key, *a, **k: reads.append(key["user_id"]) or get_item(
+        table, key, *a, **k))
+
+    status, body = api.json("PUT", "/users/u-9", {"country": "DE", "consent": {"email": {"granted": True}}})
+
+    assert status == 200 and body["consent"]["email"]["granted"] is True
+    assert reads == ["u-9", consent_key("u-9")["user_id"]], reads  # the row (its erasure), then the history
+    assert api.json("GET", "/users/u-9/consent")[1]["consent"]["email"]["granted"] is True
