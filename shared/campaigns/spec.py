@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, computed_field
 
 from shared.consent import CONTACT_CHANNELS
-from shared.events import Identifier
+from shared.events import Identifier, Moment
 
 CampaignName = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=128, pattern=r"\S")]
 ContactChannel = Literal[tuple(channel.value for channel in CONTACT_CHANNELS)]  # type: ignore[valid-type]
@@ -30,6 +30,9 @@ CAMPAIGN_ID_PATTERN = r"^c-[0-9]{8}T[0-9]{6}-[0-9a-f]{8}$"
 # saving its status (a timeout, a crash, storage that refused the save): it is shown as failed.
 START_WITHIN_SECONDS, JOB_SECONDS = 600, 900
 _SLACK = timedelta(minutes=1)  # between the invocation's start and the job's first save
+# A count in a stored status: whole, not negative, and one a float holds exactly (a status written
+# by hand with a larger one does not read, rather than break the percent it shows).
+Count = Annotated[int, Field(ge=0, le=2**53)]
 
 
 class CampaignRequest(BaseModel):
@@ -66,8 +69,8 @@ class Status(StrEnum):
 
 
 class Progress(BaseModel):
-    customers_total: int = 0
-    customers_done: int = 0
+    customers_total: Count = 0
+    customers_done: Count = 0
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -76,11 +79,11 @@ class Progress(BaseModel):
 
 
 class Counts(BaseModel):
-    considered: int = Field(default=0, description="Customers with a stored profile")
-    in_segment: int = Field(default=0, description="Of those, in the segment (all of them without one)")
-    reachable: int = Field(default=0, description="Of those, with consent for the channel and under its cap")
-    written: int = Field(default=0, description="Lines written")
-    left_out: dict[str, int] = Field(default_factory=dict,
+    considered: Count = Field(default=0, description="Customers with a stored profile")
+    in_segment: Count = Field(default=0, description="Of those, in the segment (all of them without one)")
+    reachable: Count = Field(default=0, description="Of those, with consent for the channel and under its cap")
+    written: Count = Field(default=0, description="Lines written")
+    left_out: dict[str, Count] = Field(default_factory=dict,
                                      description="Customers of the segment not reachable, by reason")
 
 
@@ -90,8 +93,9 @@ class Campaign(BaseModel):
     kind: Literal["recommendations", "item_audience"]
     request: CampaignRequest
     status: Status
-    created_at: datetime
-    updated_at: datetime
+    # With a zone, in the years a stored time holds: a status written by hand otherwise does not read.
+    created_at: Moment
+    updated_at: Moment
     model_version: str | None = None
     progress: Progress = Field(default_factory=Progress)
     counts: Counts = Field(default_factory=Counts)

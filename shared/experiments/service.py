@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 
-from shared.errors import Conflict
+from shared.errors import Conflict, NotFound
 from shared.events import format_timestamp
 from shared.experiments.attribution import ATTRIBUTION_WINDOW, Touch, credit, daily_report
 from shared.experiments.results import exposures, summarize, tally
@@ -21,13 +21,17 @@ def start(spec: ExperimentSpec, experiments: ExperimentStore, models: ModelStore
         if running.spec.surface == spec.surface:
             raise Conflict(f"experiment {running.experiment_id} already runs on {spec.surface}: stop or promote it first",
                            field="surface")
-    for variant in spec.variants:
+    for place, variant in enumerate(spec.variants):
         if variant.serves in (ACTIVE, POPULAR):
             continue
-        manifest = models.manifest(variant.serves)  # NotFound names the version
+        field = f"variants[{place}].serves"
+        try:
+            manifest = models.manifest(variant.serves)
+        except NotFound as error:
+            raise NotFound(error.message, field=field) from None
         if manifest.artifact is None:
             raise Conflict(f"variant {variant.name}: version {variant.serves} has no artifact ({manifest.status})",
-                           field="variants")
+                           field=field)
     if any(v.serves == ACTIVE for v in spec.variants) and models.active() is None:
         raise Conflict("a variant serves the active model, and no version is active yet", field="variants")
     experiment = Experiment(experiment_id=f"exp-{now:%Y%m%d}-{secrets.token_hex(3)}", spec=spec, started_at=now)

@@ -10,11 +10,11 @@ winning version is activated through the same gate as any activation).
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationInfo, field_validator
 
+from shared.events import Moment
 from shared.experiments.assignment import Share
 
 SURFACES = ("recommendations",)  # the answers with a customer or visitor to assign
@@ -36,7 +36,7 @@ class Variant(BaseModel):
     @field_validator("serves")
     @classmethod
     def _serves(cls, value: str) -> str:
-        if value not in (ACTIVE, POPULAR) and not VERSION.match(value):
+        if value not in (ACTIVE, POPULAR) and not VERSION.fullmatch(value):
             raise ValueError('"active", "popular" or a model version such as v20261201-010000-ab12')
         return value
 
@@ -55,16 +55,24 @@ class ExperimentSpec(BaseModel):
     variants: list[Variant] = Field(min_length=2, max_length=5)
     control: str | None = Field(default=None, description="The variant the others are compared with; the first by default")
 
-    @model_validator(mode="after")
-    def _consistent(self) -> ExperimentSpec:
-        names = [v.name for v in self.variants]
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, variants: list[Variant]) -> list[Variant]:
+        names = [v.name for v in variants]
         if len(set(names)) != len(names):
-            raise ValueError("variants: names must be unique")
-        if abs(sum(v.traffic for v in self.variants) - 1) > 1e-6:
-            raise ValueError("variants: traffic shares must add up to 1")
-        if self.control is not None and self.control not in names:
-            raise ValueError(f"control: {self.control!r} is not one of the variants {names}")
-        return self
+            raise ValueError("names must be unique")
+        if abs(sum(v.traffic for v in variants) - 1) > 1e-6:
+            raise ValueError("traffic shares must add up to 1")
+        return variants
+
+    @field_validator("control")
+    @classmethod
+    def _control(cls, control: str | None, info: ValidationInfo) -> str | None:
+        # Checked against the variants only when they are valid themselves (else their own error says why).
+        names = [v.name for v in info.data.get("variants", [])]
+        if control is not None and "variants" in info.data and control not in names:
+            raise ValueError(f"{control!r} is not one of the variants {names}")
+        return control
 
     @property
     def control_variant(self) -> str:
@@ -80,6 +88,7 @@ class Experiment(BaseModel):
     experiment_id: str
     spec: ExperimentSpec
     status: Literal["running", "stopped", "promoted"] = "running"
-    started_at: datetime
-    ended_at: datetime | None = None
+    # With a zone, in the years a stored time holds: a record written by hand otherwise does not read.
+    started_at: Moment
+    ended_at: Moment | None = None
     promoted: str | None = None  # the variant whose version was activated

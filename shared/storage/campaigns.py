@@ -57,8 +57,10 @@ class CampaignStore:
         """The newest campaigns first (ids start with their creation time)."""
         ids = sorted({key[len(PREFIX):].split("/", 1)[0] for key in self.blobs.keys(PREFIX)
                       if key.endswith("/" + STATUS_FILE)}, reverse=True)
-        found = []
-        for campaign_id in ids[:limit]:
+        found: list[Campaign] = []
+        for campaign_id in ids:  # until `limit` read: one that does not read takes no place
+            if len(found) >= limit:
+                break
             try:
                 found.append(self.get(campaign_id))
             except NotFound:  # deleted by the bucket's expiry between the listing and the read

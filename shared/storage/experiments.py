@@ -72,12 +72,15 @@ class ExperimentStore:
     def recent(self, limit: int) -> list[Experiment]:
         """The `limit` newest experiments, reading those of their days only (an id starts with its
         day: exp-20261201-a1b2c3)."""
-        newest: list[str] = []
+        newest: list[Experiment] = []
+        last_day = None
         for key in sorted(self._experiment_keys(), key=lambda key: (_day(key), key), reverse=True):
-            if len(newest) >= limit and _day(key) != _day(newest[-1]):
+            if len(newest) >= limit and _day(key) != last_day:
                 break
-            newest.append(key)
-        return self._read(newest)[:limit]
+            last_day = _day(key)
+            if (experiment := self._read_one(key)) is not None:  # one that does not read takes no place
+                newest.append(experiment)
+        return sorted(newest, key=lambda e: e.started_at, reverse=True)[:limit]
 
     def running(self) -> list[Experiment]:
         """A list of the names and a read of each named experiment; every experiment until the
@@ -111,7 +114,8 @@ class ExperimentStore:
                 written = datetime.fromisoformat(self.blobs.get(name).decode())
             except (NotFound, ValueError):
                 return False
-            return now - written < NAME_GRACE
+            # Written with a zone; one without (by hand) is read as UTC.
+            return now - (written if written.tzinfo else written.replace(tzinfo=timezone.utc)) < NAME_GRACE
         except Conflict:  # an experiment.json that does not parse: no experiment to serve
             return False
 
@@ -119,13 +123,18 @@ class ExperimentStore:
         return [key for key in self.blobs.keys(PREFIX) if key.endswith("/experiment.json")]
 
     def _read(self, keys: list[str]) -> list[Experiment]:
-        found = []
-        for key in keys:
-            try:
-                found.append(Experiment.model_validate_json(self.blobs.get(key)))
-            except (NotFound, ValueError):
-                continue  # deleted meanwhile, or unreadable: never breaks the list for the others
+        found = [experiment for key in keys if (experiment := self._read_one(key)) is not None]
         return sorted(found, key=lambda e: e.started_at, reverse=True)
+
+    def _read_one(self, key: str) -> Experiment | None:
+        """None when deleted meanwhile or unreadable: one record never breaks a list for the others."""
+        try:
+            return Experiment.model_validate_json(self.blobs.get(key))
+        except NotFound:
+            return None
+        except ValueError:
+            logger.error("a stored experiment does not read: left out", extra={"key": key})
+            return None
 
     def put_results(self, experiment_id: str, day: str, results: dict[str, Any]) -> None:
         self.blobs.put(f"{PREFIX}{experiment_id}/results/{day}.json", json.dumps(results).encode())
@@ -149,7 +158,7 @@ class ExperimentStore:
             read = json.loads(self.blobs.get(key))
         except NotFound:
             return None
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth (by hand)
             read = None
         if not isinstance(read, dict):
             logger.error("a stored experiment file does not read: left out", extra={"key": key})

@@ -296,3 +296,24 @@ def test_a_job_leaves_a_campaign_alone_that_is_no_longer_pending(api):
 
     assert reads == [] and ran.status == "CREATE FAILED"
     assert api.json("GET", f"/campaigns/{campaign_id}")[1]["status"] == "CREATE FAILED"
+
+
+@pytest.mark.parametrize("damage", [
+    {"created_at": "2026-01-02T00:00:00"},  # no zone: neither before nor after a time with one
+    {"progress": {"customers_total": 1, "customers_done": int("9" * 400)}},  # no float holds its percent
+    {"counts": {"written": -1}},
+], ids=["time without a zone", "count past a float", "negative count"])
+def test_a_status_written_by_hand_that_does_not_read_is_a_409_alone_and_left_out_of_the_list(api, damage):
+    from shared.config import get_settings
+
+    kept = [stored_campaign(api, "ACTIVE", minutes, minutes) for minutes in (30, 20, 10)]
+    newest = stored_campaign(api, "CREATE IN_PROGRESS", 1, 1)
+    key = f"campaigns/{newest}/status.json"
+    s3, bucket = boto3.client("s3"), get_settings().campaign_bucket
+    status = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps({**status, **damage}).encode())
+
+    status, refused = api.json("GET", f"/campaigns/{newest}")
+    assert status == 409 and refused["error"]["fields"][0]["field"] == "campaign_id"
+    status, listed = api.json("GET", "/campaigns?limit=2")
+    assert status == 200 and [c["campaign_id"] for c in listed["campaigns"]] == [kept[2], kept[1]]  # still two

@@ -5,6 +5,7 @@ weekly tests), and GET /experiments read every day's results of every experiment
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -150,3 +151,49 @@ def test_get_experiments_takes_a_limit(api, moto_tables):
     assert api.json("GET", "/experiments?limit=101")[0] == 422
     status, listing = api.json("GET", "/experiments?limit=5")
     assert (status, listing) == (200, {"experiments": []})
+
+
+def test_a_record_written_by_hand_with_times_that_do_not_read_is_left_out_by_every_reader(blobs):
+    """A time without a zone cannot be compared with one with a zone, and one before the year 1000
+    cannot be stored as a timestamp: such a record is unreadable, never a reader's crash."""
+    from shared.experiments.service import outcomes_since
+
+    store = ExperimentStore(blobs)
+    running = experiment(40, "running")
+    store.save(running)
+    for n, times in enumerate(({"started_at": "2026-11-02T00:00:00", "ended_at": "2026-11-03T00:00:00"},
+                               {"started_at": "0001-01-01T00:00:00+01:00"})):
+        record = running.model_copy(update={"experiment_id": f"exp-20261102-bad{n:03d}"}).model_dump(mode="json")
+        blobs.put(f"experiments/exp-20261102-bad{n:03d}/experiment.json", json.dumps({**record, **times}).encode())
+    blobs.put("experiments-running/exp-20261101-noexpr", b"2026-11-30T23:00:00")  # a name, no zone, no record
+
+    assert [e.experiment_id for e in store.all()] == [running.experiment_id]
+    assert [e.experiment_id for e in store.running()] == [running.experiment_id]
+    assert outcomes_since(store, NOW) == "2026-10-02T03:00:00.000000Z"  # the report's 60 days, not the year 1
+    store.reconcile_running(NOW)  # the name without a zone is read as UTC: over an hour old, deleted
+    assert blobs.keys("experiments-running/") == ["experiments-running/_complete",
+                                                  f"experiments-running/{running.experiment_id}"]
+
+
+def test_the_newest_list_holds_the_limit_when_a_newer_record_does_not_read(blobs):
+    store = ExperimentStore(blobs)
+    ended = [experiment(day) for day in range(3)]
+    for done in ended:
+        store.save(done)
+    blobs.put("experiments/exp-20261201-zzzzzz/experiment.json", b'{"experiment_id": "exp-20261201-zzzzzz"')
+
+    assert [e.experiment_id for e in store.recent(2)] == [ended[2].experiment_id, ended[1].experiment_id]
+
+
+def test_a_results_file_nested_past_the_parsers_depth_is_left_out(blobs):
+    store = ExperimentStore(blobs)
+    store.save(experiment(1))
+    store.put_results(experiment(1).experiment_id, "2026-09-03", {"as_of": "2026-09-03"})
+    store.put_results(experiment(1).experiment_id, "2026-09-04", {"as_of": "2026-09-04"})
+    deep = ("[" * 100_000 + "]" * 100_000).encode()
+    blobs.put(f"experiments/{experiment(1).experiment_id}/results/2026-09-05.json", deep)
+    blobs.put("attribution/report.json", deep)
+
+    assert store.latest_results(experiment(1).experiment_id) == {"as_of": "2026-09-04"}
+    assert [day["as_of"] for day in store.results(experiment(1).experiment_id)] == ["2026-09-03", "2026-09-04"]
+    assert store.report() == {"as_of": None, "days": []}

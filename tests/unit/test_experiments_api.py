@@ -57,7 +57,13 @@ def test_bad_requests_name_the_field(api, moto_tables):
     published(moto_tables)
     status, body = api.json("POST", "/experiments", {**SPLIT, "variants": [{"name": "a", "serves": "active", "traffic": 0.7},
                                                                            {"name": "b", "serves": "popular", "traffic": 0.2}]})
-    assert status == 422 and "add up to 1" in str(body)
+    assert status == 422 and fields(body) == ["variants"] and "add up to 1" in str(body)
+    twice = {**SPLIT, "variants": [{**SPLIT["variants"][0], "name": "a"}, {**SPLIT["variants"][1], "name": "a"}]}
+    assert fields(api.json("POST", "/experiments", twice)[1]) == ["variants"]
+    status, body = api.json("POST", "/experiments", {**SPLIT, "control": "nope"})
+    assert status == 422 and fields(body) == ["control"] and "nope" in str(body)
+    newline = {**SPLIT, "variants": [{**SPLIT["variants"][0], "serves": GOOD + "\n"}, SPLIT["variants"][1]]}
+    assert fields(api.json("POST", "/experiments", newline)[1]) == ["variants[0].serves"]
     status, body = api.json("POST", "/experiments", {**SPLIT, "surface": "checkout"})
     assert status == 422 and "surface" in str(body)
     for loose in (True, "0.5"):  # once read as 1.0 and 0.5
@@ -67,8 +73,13 @@ def test_bad_requests_name_the_field(api, moto_tables):
     status, body = api.json("POST", "/experiments", {**SPLIT, "variants": [{"name": "a", "serves": "v20200101-000000-dddd",
                                                                             "traffic": 0.5}, SPLIT["variants"][1]]})
     assert status == 404 and "v20200101-000000-dddd" in body["error"]["message"]
+    assert fields(body) == ["variants[0].serves"]  # the field of the request that names it
     assert api.json("GET", "/experiments/exp-20200101-000000")[0] == 404
     assert api.json("GET", "/experiments/not-an-id")[0] == 422
+
+
+def fields(body: dict) -> list[str]:
+    return [field["field"] for field in body["error"].get("fields", [])] or [body["error"].get("field")]
 
 
 def test_the_attribution_report_is_empty_before_the_first_nightly_run(api, moto_tables):
