@@ -101,8 +101,10 @@ class DuckDBAthena:
 def _data_files(folder: Path) -> str:
     """The folder's data files as a DuckDB list ('' for none). Files of no bytes are left out: DynamoDB
     writes a file for each empty partition (its docs do not say whether it is an empty gzip stream),
-    Athena reads no rows from one, and DuckDB's read_json refuses it."""
-    files = sorted(str(path) for path in folder.glob("*.json.gz") if path.stat().st_size > 0)
+    Athena reads no rows from one, and DuckDB's read_json refuses it. So are names that start with
+    _ or ., which Athena does not read."""
+    files = sorted(str(path) for path in folder.glob("*.json.gz")
+                   if path.stat().st_size > 0 and not path.name.startswith(("_", ".")))
     return "[" + ", ".join("'" + file.replace("'", "''") + "'" for file in files) + "]" if files else ""
 
 

@@ -8,11 +8,19 @@ its lines after training, with the model trained on it perhaps active. So before
 export of the events chain is checked, and the first difference is a DamagedExport naming the
 file, before any of it is read:
 - each file the manifest lists with items is there and not empty;
-- it is the very file DynamoDB wrote, where the manifest says which: on S3 its ETag, from the
-  folder's listing (no byte of it is read); on one machine its MD5, against md5Checksum (which
-  `./dev export` writes too);
-- the folder holds no file the manifest does not list (Athena skips names that start with _ or .).
-Each file then holds the items its manifest counts, without a line of it counted.
+- each listed file that is there is the very file DynamoDB wrote, where the manifest says which:
+  on S3 its ETag, from the folder's listing (no byte of it is read); on one machine its MD5,
+  against md5Checksum (which `./dev export` writes too). A file listed with no items (DynamoDB
+  writes one for each empty partition) may be absent, but not replaced;
+- the folder holds no file the manifest does not list (Athena skips names that start with _ or .,
+  and folder markers; so does the local stand-in).
+Each file then holds the items its manifest counts, without a line of it counted. A file changed
+between this check and the query (seconds on AWS) is not caught here.
+
+Where the data folder is: a full export writes its files in its own folder (AWSDynamoDB/<id>/data/),
+an incremental one in the folder its prefix shares (AWSDynamoDB/data/). The pipeline gives each
+export a prefix of its own, so either folder holds one export's files; it is read from the keys
+the manifest lists.
 """
 
 from __future__ import annotations
@@ -20,37 +28,44 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Callable
-from pathlib import Path
 
 from shared.errors import NotFound
 from shared.storage.blobs import S3Blobs
-from shared.storage.exports import DamagedExport, Export, ListedFile, data_folder, listed_in, parsed_summary
+from shared.storage.exports import DamagedExport, Export, ListedFile, listed_in, parsed_summary
 
 HIDDEN = ("_", ".")  # file names Athena (Hive) does not read
+FOLDER_MARKER = "_$folder$"  # a Hadoop tool's empty object standing for a folder
 
 
-def check_local(export: Export) -> None:
-    """`export` on local disk as its manifest lists it, or a DamagedExport."""
-    folder = export.root / data_folder(export.summary["manifestFilesS3Key"])
+def check_local(export: Export) -> str:
+    """`export` on local disk as its manifest lists it, or a DamagedExport; its data folder (a key)."""
+    listed = export.listing()
+    folder = folder_of(export.summary["manifestFilesS3Key"], listed, str(export.root / export.summary["manifestFilesS3Key"]))
+    found = export.root / folder
     stored = {str(path.relative_to(export.root)): path.stat().st_size
-              for path in (folder.rglob("*") if folder.is_dir() else ()) if path.is_file()}
+              for path in (found.iterdir() if found.is_dir() else ()) if path.is_file()}
 
     def altered(file: ListedFile) -> str | None:
         if file.md5 is None:
             return None
         digest = hashlib.md5(usedforsecurity=False)
-        with (export.root / file.key).open("rb") as data:
-            while block := data.read(8 << 20):
-                digest.update(block)
-        found = base64.b64encode(digest.digest()).decode()
-        return None if found == file.md5 else f"MD5 {found} where its manifest lists {file.md5}"
+        try:
+            with (export.root / file.key).open("rb") as data:
+                while block := data.read(8 << 20):
+                    digest.update(block)
+        except OSError as error:
+            return f"unreadable: {error.strerror}"
+        read = base64.b64encode(digest.digest()).decode()
+        return None if read == file.md5 else f"MD5 {read} where its manifest lists {file.md5}"
 
-    check_folder(export.listing(), stored, altered, lambda key: str(export.root / key))
+    check_folder(listed, stored, altered, lambda key: str(export.root / key))
+    return folder
 
 
-def check_in_bucket(bucket: str, summary_key: str) -> None:
+def check_in_bucket(bucket: str, summary_key: str) -> str:
     """The export whose manifest-summary.json is `summary_key` in `bucket` as its manifest lists it,
-    or a DamagedExport: two reads (the manifests) and one listing per thousand files."""
+    or a DamagedExport: two reads (the manifests) and one listing per thousand files. Its data
+    folder (a key)."""
     blobs = S3Blobs(bucket)
 
     def where(key: str) -> str:
@@ -64,13 +79,23 @@ def check_in_bucket(bucket: str, summary_key: str) -> None:
 
     listing_key = parsed_summary(read(summary_key), where(summary_key))["manifestFilesS3Key"]
     listed = listed_in(read(listing_key), where(listing_key))
-    stored = blobs.objects(data_folder(summary_key))
+    folder = folder_of(summary_key, listed, where(listing_key))
+    stored = blobs.objects(folder)
 
     def altered(file: ListedFile) -> str | None:
         tag = stored[file.key][1]
         return None if file.etag is None or tag == file.etag else f"ETag {tag} where its manifest lists {file.etag}"
 
     check_folder(listed, {key: size for key, (size, _) in stored.items()}, altered, where)
+    return folder
+
+
+def folder_of(manifest_key: str, listed: list[ListedFile], listing: str) -> str:
+    """The folder the listed data files are in; for an export that lists none, its own (empty)."""
+    folders = {file.key.rsplit("/", 1)[0] + "/" for file in listed}
+    if len(folders) > 1:
+        raise DamagedExport.of(listing, f"not DynamoDB's: it lists data files in {len(folders)} folders")
+    return folders.pop() if folders else manifest_key.rsplit("/", 1)[0] + "/data/"
 
 
 def check_folder(listed: list[ListedFile], stored: dict[str, int], altered: Callable[[ListedFile], str | None],
@@ -78,16 +103,21 @@ def check_folder(listed: list[ListedFile], stored: dict[str, int], altered: Call
     """The files of a data folder (`stored`: each key's size) against the manifest's `listed`;
     `altered` says how a listed file differs from the one DynamoDB wrote (None: it does not)."""
     for file in listed:
-        if file.items == 0:  # DynamoDB writes a file for each empty partition, read as no rows or left out
-            continue
         if file.key not in stored:
+            if file.items == 0:  # an empty partition's file: absent or not, read as no rows
+                continue
             raise DamagedExport.of(where(file.key), "missing")
-        if stored[file.key] == 0:
+        if stored[file.key] == 0 and file.items != 0:
             raise DamagedExport.of(where(file.key), "empty")
-        if (difference := altered(file)) is not None:
+        if stored[file.key] and (difference := altered(file)) is not None:
             raise DamagedExport.of(where(file.key), f"not the file its manifest lists ({difference})")
     keys = {file.key for file in listed}
-    stray = sorted(key for key in stored if key not in keys and not Path(key).name.startswith(HIDDEN))
+    stray = sorted(key for key in stored if key not in keys and not _not_read(key))
     if stray:
         raise DamagedExport.of(where(stray[0]), "not listed in its export's manifest, and the query reads every file "
                                                 "of the folder")
+
+
+def _not_read(key: str) -> bool:
+    """Objects a query over the folder reads nothing from: hidden names, and folder markers."""
+    return key.endswith("/") or key.endswith(FOLDER_MARKER) or key.rsplit("/", 1)[-1].startswith(HIDDEN)

@@ -31,7 +31,7 @@ import orjson
 
 from shared.events import MAX_QUANTITY, STORED_TIME_LENGTH, STORED_TIME_PATTERN, format_timestamp
 from shared.storage.export_folders import check_in_bucket
-from shared.storage.exports import compressed_blocks, compressed_lines, data_folder
+from shared.storage.exports import compressed_blocks, compressed_lines
 from shared.training.config import TrainingConfig
 from shared.training.interactions import EVENT_CODES, PURCHASE_CODE, Interactions, TooManyInteractions
 
@@ -195,9 +195,8 @@ def export_queries(bucket: str, database: str, run_id: str, events_summary_keys:
     table's export chain (`events_summary_keys`, the full export's first), and `interactions` and
     `ids`, the key prefixes their output lands under in `bucket`. Athena reads each export's data
     folder whole: each is checked against its manifest first (a DamagedExport fails the stage)."""
-    for key in events_summary_keys:
-        check_in_bucket(bucket, key)
+    folders = [check_in_bucket(bucket, key) for key in events_summary_keys]
     output, ids = f"queries/{run_id}/interactions/", f"queries/{run_id}/ids/"
-    run = QueryRun(database, run_id, tuple(f"s3://{bucket}/{data_folder(key)}" for key in events_summary_keys),
+    run = QueryRun(database, run_id, tuple(f"s3://{bucket}/{folder}" for folder in folders),
                    f"s3://{bucket}/{output}", f"s3://{bucket}/{ids}")
     return {**statements(run, *window_bounds(now, config.window_days)), "interactions": output, "ids": ids}

@@ -257,11 +257,6 @@ def _blocks(data: BinaryIO, block: int) -> Iterator[bytes]:
         yield rest
 
 
-def data_folder(manifest_key: str) -> str:
-    """The data folder of the export whose manifest (summary or list of files) is `manifest_key`."""
-    return manifest_key.rsplit("/", 1)[0] + "/data/"
-
-
 def read_export(root: Path, summary_key: str) -> Export:
     return Export(root, read_summary(root / summary_key))
 

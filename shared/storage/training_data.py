@@ -33,8 +33,7 @@ from shared.storage.blobs import S3Blobs
 from shared.storage.child_process import Running, in_child
 from shared.storage.export_folders import check_local
 from shared.storage.export_queries import QueryRun, read_ids, read_interactions, statements, window_bounds
-from shared.storage.exports import (DamagedExport, Export, UnusableExport, data_folder, download_export, latest_chain,
-                                    table_items)
+from shared.storage.exports import DamagedExport, Export, UnusableExport, download_export, latest_chain, table_items
 from shared.storage.outcomes import OUTCOME_FIELDS, OutcomePages, Outcomes, outcomes_of_chain
 from shared.storage.privacy import IN_PROGRESS as ERASURE_IN_PROGRESS
 from shared.history_columns import HistoryColumns
@@ -268,12 +267,10 @@ def query_locally(events: list[Export], config: TrainingConfig, now: datetime, w
 
     from shared.storage.duckdb_athena import run_statements
 
-    for export in events:
-        check_local(export)  # DuckDB reads the folder whole: each file the one listed, and no other
+    # DuckDB reads each data folder whole: each file the one listed, and no other.
+    folders = [str(export.root / check_local(export)) for export in events]
     output, ids = workdir / "interactions", workdir / "ids"
-    run = QueryRun(database="shoprecs", run_id="local", output=str(output), ids=str(ids),
-                   events_data=tuple(str(export.root / data_folder(export.summary["manifestFilesS3Key"]))
-                                     for export in events))
+    run = QueryRun(database="shoprecs", run_id="local", output=str(output), ids=str(ids), events_data=tuple(folders))
     try:
         run_statements(statements(run, *window_bounds(now, config.window_days)).values(), resolve=Path)
     except duckdb.IOException as error:  # a data file cut short: DuckDB's message names it

@@ -5,6 +5,7 @@ Else the run fails before it trains, naming the file, rather than train on part 
 from __future__ import annotations
 
 import gzip
+import json
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -12,8 +13,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from shared.storage.export_queries import export_queries
-from shared.storage.exports import DamagedExport, Export, write_export
+from shared.storage.export_queries import export_queries, read_ids
+from shared.storage.exports import DamagedExport, Export, checksums, write_export
 from shared.storage.training_data import query_locally
 from shared.training.config import TrainingConfig
 from tests.conftest import MODEL_BUCKET
@@ -49,11 +50,18 @@ def test_the_local_query_refuses_an_export_whose_file_was_replaced_before_it_rea
     assert not (tmp_path / "after" / "interactions").exists()  # refused before the query ran
 
 
-def test_the_local_query_refuses_a_file_its_manifest_does_not_list_and_reads_hidden_ones(events_export, tmp_path):
+def intruders(path: Path) -> bytes:
+    """The file's events, each of a customer of its own ("intruder..."): whose they are tells who read them."""
+    return gzip.compress(gzip.decompress(path.read_bytes()).replace(b'"user_id":{"S":"u', b'"user_id":{"S":"intruder'))
+
+
+def test_the_local_query_refuses_a_file_its_manifest_does_not_list_and_skips_hidden_ones_as_athena_does(
+        events_export, tmp_path):
     folder = events_export.data_files()[0].parent
-    (folder / "_started").write_bytes(b"")
-    (folder / ".listing-cache").write_bytes(b"x")
-    query_locally([events_export], CONFIG, END, tmp_path / "hidden")  # names Athena does not read
+    for hidden in ("_copy.json.gz", ".copy.json.gz"):  # names Athena does not read
+        (folder / hidden).write_bytes(intruders(events_export.data_files()[0]))
+    ids = read_ids(query_locally([events_export], CONFIG, END, tmp_path / "hidden").ids)
+    assert len(ids.users) == 30 and not any(user.startswith("intruder") for user in ids.users)
     stray = folder / "copied-from-another-export.json.gz"
     stray.write_bytes(events_export.data_files()[0].read_bytes())
 
@@ -106,3 +114,66 @@ def test_the_athena_stage_refuses_an_export_whose_manifest_is_gone(events_export
 
     with pytest.raises(DamagedExport, match=re.escape(f"s3://{MODEL_BUCKET}/{listing_key} is missing")):
         queries(summary_key)
+
+
+def with_an_empty_partition(export: Export) -> Path:
+    """The export with a file listed with no items, as DynamoDB writes one for each empty partition."""
+    empty = export.data_files()[0].parent / "empty-partition.json.gz"
+    empty.write_bytes(gzip.compress(b""))
+    listing = export.root / export.summary["manifestFilesS3Key"]
+    entry = {"itemCount": 0, **checksums(empty.read_bytes()), "dataFileS3Key": str(empty.relative_to(export.root))}
+    listing.write_text(listing.read_text() + json.dumps(entry) + "\n")
+    return empty
+
+
+def test_an_empty_partitions_file_may_be_absent_but_not_replaced(events_export, tmp_path):
+    """Athena reads it as it reads any other: one holding events would be trained on."""
+    empty = with_an_empty_partition(events_export)
+    query_locally([events_export], CONFIG, END, tmp_path / "as-written")
+    summary_key = upload(events_export)
+    assert "UNLOAD" in queries(summary_key)["unload"]
+    empty.write_bytes(intruders(events_export.data_files()[0]))
+
+    with pytest.raises(DamagedExport, match=re.escape(f"{empty} is not the file its manifest lists (MD5 ")):
+        query_locally([events_export], CONFIG, END, tmp_path / "replaced")
+    key = str(empty.relative_to(events_export.root))
+    boto3.client("s3").upload_file(str(empty), MODEL_BUCKET, key)
+    with pytest.raises(DamagedExport, match=re.escape(f"s3://{MODEL_BUCKET}/{key} is not the file its manifest lists")):
+        queries(summary_key)
+    empty.unlink()
+    boto3.client("s3").delete_object(Bucket=MODEL_BUCKET, Key=key)
+    query_locally([events_export], CONFIG, END, tmp_path / "absent")
+    assert "UNLOAD" in queries(summary_key)["unload"]
+
+
+def test_folder_markers_in_the_bucket_are_no_stray_files(events_export):
+    """An empty object named like a folder (the S3 console's "Create folder", Hadoop's _$folder$): Athena reads nothing from it."""
+    summary_key = upload(events_export)
+    folder = str(events_export.data_files()[0].parent.relative_to(events_export.root))
+    for marker in (f"{folder}/", f"{folder}/old_$folder$"):
+        boto3.client("s3").put_object(Bucket=MODEL_BUCKET, Key=marker, Body=b"")
+
+    assert "UNLOAD" in queries(summary_key)["unload"]
+
+
+def test_an_incremental_exports_files_are_found_in_the_folder_its_prefix_shares(events_export, tmp_path):
+    """On AWS an incremental export writes its data files in <prefix>/AWSDynamoDB/data/, not in its
+    own folder: the query reads that folder, and the check lists it."""
+    s3, root = boto3.client("s3"), events_export.root
+    listing = root / events_export.summary["manifestFilesS3Key"]
+    shared = "night-2/AWSDynamoDB/data"
+    entries = []
+    for line in listing.read_text().splitlines():
+        entry = json.loads(line)
+        s3.upload_file(str(root / entry["dataFileS3Key"]), MODEL_BUCKET, f"{shared}/{Path(entry['dataFileS3Key']).name}")
+        entries.append({**entry, "dataFileS3Key": f"{shared}/{Path(entry['dataFileS3Key']).name}"})
+    export_folder = "night-2/AWSDynamoDB/01764644400000-a1b2c3d4"
+    s3.put_object(Bucket=MODEL_BUCKET, Key=f"{export_folder}/manifest-files.json",
+                  Body="".join(json.dumps(entry) + "\n" for entry in entries).encode())
+    s3.put_object(Bucket=MODEL_BUCKET, Key=f"{export_folder}/manifest-summary.json", Body=json.dumps(
+        {**events_export.summary, "exportType": "INCREMENTAL_EXPORT", "exportToTime": END.isoformat(),
+         "manifestFilesS3Key": f"{export_folder}/manifest-files.json"}).encode())
+
+    statements = queries(f"{export_folder}/manifest-summary.json")
+
+    assert f"LOCATION 's3://{MODEL_BUCKET}/{shared}/'" in statements["create"]

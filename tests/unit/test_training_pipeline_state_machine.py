@@ -153,13 +153,16 @@ class DynamoDBExports:
             local = self.incremental(local, logical, items, request["IncrementalExportSpecification"])
         self.snapshots[logical] = items
         folder = Path(request["S3Prefix"]) / "AWSDynamoDB" / local.summary["exportArn"].rsplit("/", 1)[-1]
+        # A full export's data files are in its own folder; an incremental one's in its prefix's shared one.
+        data = folder.parent / "data" if request.get("ExportType") == "INCREMENTAL_EXPORT" else folder / "data"
         s3 = boto3.client("s3")
         files = []
         for line in (local.root / local.summary["manifestFilesS3Key"]).read_text().splitlines():
             entry = json.loads(line)
-            key = str(folder / "data" / Path(entry["dataFileS3Key"]).name)
+            key = str(data / Path(entry["dataFileS3Key"]).name)
             s3.upload_file(str(local.root / entry["dataFileS3Key"]), EXPORT_BUCKET, key)
-            files.append({**entry, "dataFileS3Key": key})
+            etag = s3.head_object(Bucket=EXPORT_BUCKET, Key=key)["ETag"].strip('"')  # as S3 answered DynamoDB's upload
+            files.append({**entry, "etag": etag, "dataFileS3Key": key})
         listing = str(folder / "manifest-files.json")  # DynamoDB's manifests name full keys
         s3.put_object(Bucket=EXPORT_BUCKET, Key=listing, Body="".join(json.dumps(f) + "\n" for f in files).encode())
         arn = f"{request['TableArn']}/export/{folder.name}"
