@@ -20,6 +20,7 @@ would not see: delete experiments-running/_complete when rolling back past them.
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -137,7 +138,7 @@ class ExperimentStore:
             return None
 
     def put_results(self, experiment_id: str, day: str, results: dict[str, Any]) -> None:
-        self.blobs.put(f"{PREFIX}{experiment_id}/results/{day}.json", json.dumps(results).encode())
+        self.blobs.put(f"{PREFIX}{experiment_id}/results/{day}.json", _standard_json(results))
 
     def results(self, experiment_id: str) -> list[dict[str, Any]]:
         """Every day's results, oldest first (a day's that does not read left out)."""
@@ -170,12 +171,28 @@ class ExperimentStore:
 
     def put_report(self, report: dict[str, Any]) -> None:
         """The attribution report: per day, strategy, version and variant (shared/experiments/attribution.py)."""
-        self.blobs.put(REPORT_KEY, json.dumps(report).encode())
+        self.blobs.put(REPORT_KEY, _standard_json(report))
 
     def report(self) -> dict[str, Any]:
         """The attribution report; empty before the first night's, or when it does not read (the
         next night's replaces it)."""
         return self._stored_json(REPORT_KEY) or {"as_of": None, "days": []}
+
+
+def _standard_json(value: Any) -> bytes:
+    """JSON any reader of the bucket takes (Athena, jq, a browser): a number that is not finite
+    (an interval before any data: unbounded) is written null, as the API shows it."""
+
+    def finite(part: Any) -> Any:
+        if isinstance(part, float):
+            return part if math.isfinite(part) else None
+        if isinstance(part, dict):
+            return {key: finite(item) for key, item in part.items()}
+        if isinstance(part, (list, tuple)):
+            return [finite(item) for item in part]
+        return part
+
+    return json.dumps(finite(value), allow_nan=False).encode()
 
 
 def _key(experiment_id: str) -> str:

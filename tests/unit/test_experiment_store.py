@@ -197,3 +197,18 @@ def test_a_results_file_nested_past_the_parsers_depth_is_left_out(blobs):
     assert store.latest_results(experiment(1).experiment_id) == {"as_of": "2026-09-04"}
     assert [day["as_of"] for day in store.results(experiment(1).experiment_id)] == ["2026-09-03", "2026-09-04"]
     assert store.report() == {"as_of": None, "days": []}
+
+
+def test_results_before_any_data_are_standard_json_with_unbounded_intervals_as_null(blobs):
+    """An interval with no data yet is unbounded: written null (as the API shows it), not Infinity,
+    which Athena, jq and browsers refuse."""
+    store = ExperimentStore(blobs)
+    unbounded = {"difference": 0.0, "interval": [float("-inf"), float("inf")], "p_value": 1.0, "lift": float("nan")}
+    store.put_results("exp-20261201-aaaaaa", "2026-12-01", {"variants": {"b": {"revenue": unbounded}}})
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not standard JSON: {constant}")
+
+    raw = blobs.get("experiments/exp-20261201-aaaaaa/results/2026-12-01.json")
+    assert json.loads(raw, parse_constant=refuse)["variants"]["b"]["revenue"] == {
+        "difference": 0.0, "interval": [None, None], "p_value": 1.0, "lift": None}
