@@ -107,18 +107,31 @@ class PurchaseSummary(BaseModel):
         return self.lines
 
 
+_NOT_SENT = object()  # a stored value no request can have sent: left out
+
+
 def _as_sent(value: Any) -> Any:
     """A stored attribute as the shop sent it: DynamoDB gives its numbers back as Decimal, which
     JSON would show as a text; a whole one as an int (exact past 2^53), another as the float it
-    was (a float survives the trip through its shortest text)."""
+    was (a float survives the trip through its shortest text). A value written by hand that no
+    request sends (a binary value: it has no text to show, and every reader of texts would meet it)
+    is left out, in a list or a map too."""
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
-    return value
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, list):
+        return [sent for item in value if (sent := _as_sent(item)) is not _NOT_SENT]
+    if isinstance(value, dict):
+        return {key: sent for key, item in value.items() if (sent := _as_sent(item)) is not _NOT_SENT}
+    return _NOT_SENT
 
 
 def attributes_as_sent(value: Any) -> Any:
     """Stored attributes (a customer's or an item's) as the shop sent them: see _as_sent."""
-    return {key: _as_sent(item) for key, item in value.items()} if isinstance(value, dict) else value
+    if not isinstance(value, dict):
+        return value
+    return {key: sent for key, item in value.items() if (sent := _as_sent(item)) is not _NOT_SENT}
 
 
 class User(BaseModel):
