@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -374,3 +375,29 @@ def test_a_segments_members_are_read_without_reading_the_whole_index(moto_tables
     with pytest.raises(NotFound):
         store.members("geography:city-nowhere", 10, None)
     assert len(store.index()["segments"]) == 30
+
+
+def test_members_with_the_longest_ids_of_control_characters_page_through_the_api(api, moto_tables):
+    """Ids may hold any character but NUL: the cursor naming the last one must fit the 2,048
+    characters a cursor may have (as JSON, a control character took six)."""
+    store = SegmentStore(moto_tables["SegmentsTable"])
+    ids = ["\x01" * 255 + letter for letter in "abc"]
+    store.write_run("r1", "2026-12-01T00:00:00+00:00",
+                    members_by_segment([("rfm:champions", "rfm", "Champions", user, "bought often") for user in ids]))
+    found, cursor = [], None
+    while True:
+        status, page = api.json("GET", "/segments/rfm%3Achampions/members?limit=1" +
+                                (f"&cursor={cursor}" if cursor else ""))
+        assert status == 200, page
+        found += [member["user_id"] for member in page["members"]]
+        if not (cursor := page["next_cursor"]):
+            break
+        assert len(cursor) <= 2048
+
+    assert sorted(found) == ids
+
+
+def test_a_cursor_written_before_cursors_held_bytes_still_reads():
+    key = "r1#0#u-\u00b2"
+    assert dynamo.decode_cursor(base64.urlsafe_b64encode(json.dumps(key).encode()).decode()) == key
+    assert dynamo.decode_cursor(dynamo.encode_cursor(key)) == key
