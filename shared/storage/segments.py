@@ -48,6 +48,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal
 from itertools import accumulate, islice, repeat
 from operator import add, setitem
 from typing import Any
@@ -282,10 +283,10 @@ class SegmentStore:
                 raise DomainError("cursor belongs to an older run; start again without it", field="cursor")
             return SegmentListing(None, None, {}, [], None)
         run = head["run"]
-        if head.get("order") == LISTING_ORDER and "sizes" in head and "families" in head:
-            spans = {name: (int(start), int(count)) for name, (start, count) in head["families"].items()}
-            read = functools.partial(self._index_entries, head, [int(size) for size in head["sizes"]])
-        else:  # written before the index was kept in order (until the next run): read whole, ordered here
+        if (ordered := _ordered(head)) is not None:
+            spans, sizes = ordered
+            read = functools.partial(self._index_entries, head, sizes)
+        else:  # written before the index was kept in order (until the next run), or by hand: read whole, ordered here
             ordered = _in_listing_order(self._with_parts(head)["segments"])
             spans = _family_spans(entry["family"] for entry in ordered)
             read = lambda start, stop: ordered[start:stop]  # noqa: E731
@@ -335,9 +336,21 @@ class SegmentStore:
                 if start <= place < stop]
 
     def _head(self) -> dict[str, Any] | None:
-        """The index's own item: the latest run and the segments of its first part."""
+        """The index's own item: the latest run and the segments of its first part. One that does
+        not read (written by hand) is as none, logged: the next run writes it again."""
         rows = dynamo.batch_get(self.table, [INDEX_KEY], consistent=True)
-        return rows[0] if rows and rows[0].get("layout") == MEMBERS_LAYOUT else None
+        if not rows or rows[0].get("layout") != MEMBERS_LAYOUT:
+            return None
+        head = rows[0]
+        try:
+            readable = (isinstance(head["run"], str) and isinstance(head["segments"], dict)
+                        and datetime.fromisoformat(head["at"]).tzinfo is not None)
+        except (KeyError, TypeError, ValueError):
+            readable = False
+        if not readable:
+            logger.error("the segment index does not read: listed as no run until the next run writes it")
+            return None
+        return head
 
     def members(self, segment_id: str, limit: int, cursor: str | None) -> tuple[dict[str, Any], list[dict[str, str]], str | None]:
         """The latest run's index item (its run and time; not every part of its segments), a page of
@@ -366,6 +379,8 @@ class SegmentStore:
                 here, members = _page_number(page["sk"]), page.get("members") or {}
                 for user_id in sorted(members):
                     if here == number and after and user_id <= after:
+                        continue
+                    if not isinstance(members[user_id], str):  # written by hand: no reason to show
                         continue
                     if len(found) == limit:  # a member follows on this page: go on from it next time
                         return index, found, _cursor(run, here, found[-1]["user_id"])
@@ -595,9 +610,31 @@ def _parts(entries: list[Any], characters: Callable[[Any], int]) -> list[list[An
 
 
 def _in_listing_order(segments: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Index entries as the listing gives them: by family, the largest first, then by id."""
+    """Index entries as the listing gives them: by family, the largest first, then by id. An entry
+    that does not read (written by hand) is left out."""
+    readable = {segment_id: entry for segment_id, entry in segments.items() if _readable_entry(entry)}
     return [{"segment_id": segment_id, "family": entry["family"], "name": entry["name"],
-             "members": int(entry["members"])} for segment_id, entry in sorted(segments.items(), key=_listing_key)]
+             "members": int(entry["members"])} for segment_id, entry in sorted(readable.items(), key=_listing_key)]
+
+
+def _readable_entry(entry: Any) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("family"), str) and isinstance(entry.get("name"), str)
+            and isinstance(entry.get("members"), (int, Decimal)) and not isinstance(entry["members"], bool)
+            and entry["members"] == int(entry["members"]) >= 0)
+
+
+def _ordered(head: dict[str, Any]) -> tuple[dict[str, tuple[int, int]], list[int]] | None:
+    """The ordered index's family spans and part sizes; None for an index not kept in order, or
+    whose spans and sizes do not read (then it is read whole and ordered)."""
+    if head.get("order") != LISTING_ORDER:
+        return None
+    try:
+        spans = {name: (int(start), int(count)) for name, (start, count) in head["families"].items()}
+        sizes = [int(size) for size in head["sizes"]]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        logger.warning("the segment index's order does not read: read whole", extra={"run": head["run"]})
+        return None
+    return spans, sizes
 
 
 def _listing_key(item: tuple[str, dict[str, Any]]) -> tuple[str, int, str]:

@@ -184,3 +184,53 @@ def test_a_segment_whose_pages_expired_is_still_known_while_the_index_lists_it(s
     assert store.in_latest_run(smallest_city) and store.in_latest_run("rfm:at-risk")
     assert not store.in_latest_run("geography:city-nowhere") and not store.in_latest_run("nofamily:x")
 
+
+
+def set_on_index(table: str, key: dict, expression: str, values: dict, names: dict | None = None) -> None:
+    dynamo.client().update_item(TableName=table, Key=dynamo.serialize(key), UpdateExpression=expression,
+                                ExpressionAttributeValues=dynamo.serialize(values),
+                                **({"ExpressionAttributeNames": names} if names else {}))
+
+
+@pytest.mark.parametrize("expression, values", [
+    ("SET families.rfm = :x", {":x": "x"}),
+    ("SET sizes = :x", {":x": ["x"]}),
+], ids=["families", "sizes"])
+def test_an_index_order_written_by_hand_is_read_whole_instead(api, moto_tables, expression, values):
+    SegmentStore(moto_tables["SegmentsTable"]).write_run("r1", AT, members_by_segment(run_rows()[:40]))
+    before = api.json("GET", "/segments?limit=100")[1]["segments"]
+    set_on_index(moto_tables["SegmentsTable"], INDEX_KEY, expression, values)
+
+    status, listing = api.json("GET", "/segments?limit=100")
+    assert status == 200 and listing["segments"] == before and len(before) > 3
+
+
+def test_index_entries_and_members_written_by_hand_are_left_out_not_a_500(api, moto_tables):
+    table = moto_tables["SegmentsTable"]
+    rows = [("rfm:champions", "rfm", "Champions", f"u-{n}", "bought often") for n in range(3)]
+    rows += [("rfm:loyal", "rfm", "Loyal", "u-9", "comes back")]
+    SegmentStore(table).write_run("r1", AT, members_by_segment(rows))
+    set_on_index(table, INDEX_KEY, "SET #segments.#loyal.members = :x", {":x": "many"},
+                 {"#segments": "segments", "#loyal": "rfm:loyal"})
+    page = next(item for item in dynamo.client().scan(TableName=table)["Items"]
+                if item["segment_id"]["S"] == "rfm:champions")
+    set_on_index(table, {"segment_id": "rfm:champions", "sk": page["sk"]["S"]}, "SET #members.#u = :x", {":x": 7},
+                 {"#members": "members", "#u": "u-1"})
+
+    status, listing = api.json("GET", "/segments")
+    assert status == 200 and [s["segment_id"] for s in listing["segments"]] == ["rfm:champions"]
+    status, members = api.json("GET", "/segments/rfm%3Achampions/members")
+    assert status == 200 and [m["user_id"] for m in members["members"]] == ["u-0", "u-2"]
+
+
+@pytest.mark.parametrize("damage", [{":x": "yesterday"}, {":x": 5}], ids=["a time that is none", "a number"])
+def test_an_index_head_written_by_hand_lists_no_run_until_the_next_one_writes_it(api, moto_tables, damage):
+    store = SegmentStore(moto_tables["SegmentsTable"])
+    store.write_run("r1", AT, members_by_segment([("rfm:champions", "rfm", "Champions", "u-1", "bought often")]))
+    set_on_index(moto_tables["SegmentsTable"], INDEX_KEY, "SET #at = :x", damage, {"#at": "at"})
+
+    status, listing = api.json("GET", "/segments")
+    assert status == 200 and listing["run"] is None and listing["segments"] == []
+    assert api.json("GET", "/segments/rfm%3Achampions/members")[0] == 404
+    store.write_run("r2", AT, members_by_segment([("rfm:champions", "rfm", "Champions", "u-1", "bought often")]))
+    assert api.json("GET", "/segments")[1]["run"] == "r2"
