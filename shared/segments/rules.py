@@ -164,6 +164,14 @@ class CustomSegmentIn(BaseModel):
     def _within_limits(cls, raw: Any) -> Any:
         return _check_raw_rule(raw, capped=True)
 
+    @field_validator("rule")
+    @classmethod
+    def _meaningful(cls, rule: Rule) -> Rule:
+        errors = _meaningless(rule, ())
+        if errors:
+            raise ValidationError.from_exception_data("rule", errors)
+        return rule
+
     @model_validator(mode="after")
     def _storable(self) -> CustomSegmentIn:
         """Store nothing that would not read back or evaluate: every later read would fail on it."""
@@ -187,6 +195,41 @@ class CustomSegmentIn(BaseModel):
     def stored(self, created_at: datetime) -> CustomSegment:
         return CustomSegment(segment_id=self.segment_id, name=self.name, description=self.description,
                              rule=self.rule, created_at=created_at)
+
+
+# What each operator compares, for the fields that are not numbers (numbers: _consistent).
+TEXT_OPERATORS = ("==", "!=", "in")
+ORDERED_OPERATORS = (">=", ">", "<=", "<")
+
+
+def _meaningless(rule: Rule, path: tuple[str | int, ...]) -> list[InitErrorDetails]:
+    """Conditions of a new definition that could only ever match no one, or everyone but those
+    meant: a text field ordered (`tag >= "Champions"` would mean not Champions), compared with a
+    value that is not a text, `contains` on a field that is not a list, an empty `in`. Checked
+    when a definition is created only: one stored before still reads, and evaluates as it did."""
+    if isinstance(rule, (AllOf, AnyOf)):
+        key = "all" if isinstance(rule, AllOf) else "any"
+        return [error for i, entry in enumerate(getattr(rule, key)) for error in _meaningless(entry, path + (key, i))]
+    c, errors = rule, []
+    if c.op == "in" and isinstance(c.value, list) and not c.value:
+        errors.append(_error("empty_in", "'in' needs at least one value: an empty list matches no one",
+                             path + ("value",), c.value))
+    if c.field in TEXT_FIELDS:
+        if c.op not in TEXT_OPERATORS:
+            errors.append(_error("text_operator", f"'{c.field}' is a text: compare it with ==, != or in",
+                                 path + ("op",), c.op))
+        elif c.op != "in" and not isinstance(c.value, str) and not (c.field == "tag" and isinstance(c.value, list)):
+            # (a tag == or != a list: has one of them, or none of them)
+            errors.append(_error("text_value", f"'{c.field}' is a text: compare it with a text", path + ("value",),
+                                 c.value))
+    elif c.field == "attribute":
+        if c.op in ORDERED_OPERATORS and (isinstance(c.value, (bool, list))):
+            errors.append(_error("ordered_value", f"'{c.op}' orders numbers or texts: compare with one of them",
+                                 path + ("value",), c.value))
+        if c.op == "contains" and isinstance(c.value, list):
+            errors.append(_error("contains_value", "'contains' looks for one value in a list attribute: give one value",
+                                 path + ("value",), c.value))
+    return errors
 
 
 class CustomSegment(BaseModel):

@@ -84,3 +84,29 @@ def test_custom_segments_are_created_listed_applied_and_deleted(api):
     assert api.call("DELETE", "/segments/custom:kitchen-fans-in-germany").status == 204
     assert api.json("DELETE", "/segments/custom:kitchen-fans-in-germany")[0] == 404
     assert "custom:kitchen-fans-in-germany" not in {t["segment_id"] for t in api.json("GET", "/users/u-1/segments")[1]["tags"]}
+
+
+@pytest.mark.parametrize("rule, field", [
+    ({"field": "tag", "op": ">=", "value": "Champions"}, "rule.op"),  # it would have meant: not Champions
+    ({"all": [{"field": "country", "op": "==", "value": "DE"},
+              {"field": "country", "op": "contains", "value": "DE"}]}, "rule.all[1].op"),
+    ({"any": [{"field": "city", "op": "==", "value": 5}]}, "rule.any[0].value"),
+    ({"field": "country", "op": "==", "value": ["DE"]}, "rule.value"),
+    ({"field": "region", "op": "in", "value": []}, "rule.value"),
+    ({"field": "attribute", "attribute": "size", "op": ">=", "value": ["M"]}, "rule.value"),
+    ({"field": "attribute", "attribute": "interests", "op": "contains", "value": ["tea"]}, "rule.value"),
+])
+def test_a_condition_that_could_only_match_no_one_or_the_wrong_customers_is_refused(api, rule, field):
+    status, body = api.json("POST", "/segments", {"name": "Odd", "rule": rule})
+
+    assert status == 422 and [f["field"] for f in body["error"]["fields"]] == [field], body
+
+
+@pytest.mark.parametrize("rule", [
+    {"field": "tag", "op": "!=", "value": ["lifecycle:churned", "Lapsing"]},  # none of them
+    {"field": "tag", "op": "in", "value": ["Champions", "Loyal"]},
+    {"field": "attribute", "attribute": "interests", "op": "contains", "value": "tea"},
+    {"field": "attribute", "attribute": "size", "op": ">=", "value": 40},
+])
+def test_conditions_that_mean_what_they_say_are_accepted(api, rule):
+    assert api.json("POST", "/segments", {"name": "Fine", "rule": rule})[0] == 201
