@@ -16,13 +16,15 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, Union
 
 from aws_lambda_powertools.metrics import MetricUnit
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidatorFunctionWrapHandler,
+                      field_validator, model_validator)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from shared.history import HistoryEvent
 from shared.observability import logger, metrics
 from shared.segments.families import segment_id_for
 from shared.segments.features import DAY, CustomerFeatures, customer_features
+from shared.validation import one_of
 
 # The limits of custom segments, all here; docs/segments.md lists them. Every definition is
 # evaluated for every customer on each GET /users/{id}/segments and in the nightly run, and all of
@@ -41,12 +43,16 @@ Field_ = Literal["recency_days", "orders_total", "monetary", "purchases_in_categ
 Operator = Literal[">=", ">", "<=", "<", "==", "!=", "in", "contains"]
 
 
+# One error naming `value`, not one per branch (value.bool, value.int, ...). Order matters: bool before int.
+ConditionValue = one_of("a number, a text, true or false, or a list of texts", bool, int, float, str, list[str])
+
+
 class Condition(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     field: Field_
     op: Operator
-    value: Union[bool, int, float, str, list[str]]  # noqa: UP007 - order matters: bool before int
+    value: ConditionValue
     days: int | None = Field(default=None, ge=1, le=3650, description="Window for purchases/spend/events")
     category: str | None = Field(default=None, min_length=1, max_length=256)
     attribute: str | None = Field(default=None, min_length=1, max_length=64, description="For field 'attribute'")
@@ -111,6 +117,21 @@ def _numbers(condition: dict[str, Any], path: tuple[str | int, ...]) -> list[tup
     return found
 
 
+def _as_written(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """A rule's error location without the tags pydantic puts where a rule's shape is chosen (at
+    the rule's start and after each entry's index): "condition", and "all"/"any" before the same
+    field name. Idempotent: a location as written has no such part."""
+    parts, chosen = list(loc), True  # a shape is chosen at the start
+    written: list[str | int] = []
+    for k, part in enumerate(parts):
+        if chosen and (part == "condition" or (part in ("all", "any") and k + 1 < len(parts) and parts[k + 1] == part)):
+            chosen = False
+            continue
+        written.append(part)
+        chosen = isinstance(part, int)
+    return tuple(written)
+
+
 def _error(kind: str, message: str, loc: tuple[str | int, ...], value: Any) -> InitErrorDetails:
     # The message goes in as a template value: a literal brace in it would be read as a placeholder.
     return InitErrorDetails(type=PydanticCustomError(kind, "{message}", {"message": message}), loc=loc, input=value)
@@ -163,6 +184,17 @@ class CustomSegmentIn(BaseModel):
     @classmethod
     def _within_limits(cls, raw: Any) -> Any:
         return _check_raw_rule(raw, capped=True)
+
+    @field_validator("rule", mode="wrap")
+    @classmethod
+    def _named_as_written(cls, raw: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """Errors name the part at fault as the client wrote it: rule.all[1].days, not
+        rule.all.all[1].condition.days (pydantic adds the tag of each rule's shape)."""
+        try:
+            return handler(raw)
+        except ValidationError as error:
+            raise ValidationError.from_exception_data("rule", [
+                _error(e["type"], e["msg"], _as_written(e["loc"]), e.get("input")) for e in error.errors()]) from None
 
     @field_validator("rule")
     @classmethod

@@ -110,3 +110,17 @@ def test_a_condition_that_could_only_match_no_one_or_the_wrong_customers_is_refu
 ])
 def test_conditions_that_mean_what_they_say_are_accepted(api, rule):
     assert api.json("POST", "/segments", {"name": "Fine", "rule": rule})[0] == 201
+
+
+@pytest.mark.parametrize("rule, field", [
+    ({"all": [{"field": "country", "op": "==", "value": "DE"},
+              {"field": "purchases_in_category", "category": "kitchen", "op": ">=", "value": 2}]}, "rule.all[1]"),
+    ({"all": [{"any": [{"field": "city", "op": "==", "value": "Köln"}, {"field": "nope", "op": "==", "value": 1}]}]},
+     "rule.all[0].any[1].field"),
+    ({"field": "country", "op": "==", "value": {"a": 1}}, "rule.value"),
+])
+def test_errors_name_the_part_as_the_client_wrote_it(api, rule, field):
+    """Not rule.all.all[1].condition, nor rule.condition.value.bool: pydantic's tags of a rule's shape are left out."""
+    status, body = api.json("POST", "/segments", {"name": "Odd", "rule": rule})
+
+    assert status == 422 and [f["field"] for f in body["error"]["fields"]] == [field], body
