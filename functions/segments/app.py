@@ -13,10 +13,12 @@ from pydantic import BaseModel, Field
 
 from shared.api import create_app, json_response, resolve
 from shared.config import get_settings
+from shared.errors import PayloadTooLarge
 from shared.http_params import PathId
 from shared.observability import logger, metrics, tracer
 from shared.segments.families import FAMILIES
-from shared.segments.rules import MAX_CUSTOM_SEGMENTS, MAX_DEFINITION_BODY_BYTES, CustomSegment, CustomSegmentIn
+from shared.segments.rules import (MAX_CUSTOM_SEGMENTS, MAX_DEFINITION_BODY_BYTES, CustomSegment, CustomSegmentIn,
+                                  listed_size)
 from shared.segments.statistics import ActiveStatistics
 from shared.segments.service import current_members, customer_segments
 from shared.serving.catalog_snapshot import KeyedSnapshot
@@ -128,6 +130,9 @@ def list_segments(family: Annotated[Family | None, Query()] = None,
 )
 def create_segment(definition: CustomSegmentIn) -> Response[CustomSegment]:
     stored = definition.stored(datetime.now(timezone.utc))
+    if (size := listed_size(stored)) > MAX_DEFINITION_BODY_BYTES:
+        raise PayloadTooLarge(f"the definition takes {size:,} bytes as GET /segments lists it (a character past "
+                              f"ASCII takes up to 12): at most {MAX_DEFINITION_BODY_BYTES:,}", field="body")
     segment_store.create_definition(stored)
     return json_response(HTTPStatus.CREATED, stored.model_dump(mode="json"))
 

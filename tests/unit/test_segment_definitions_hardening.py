@@ -107,6 +107,21 @@ def test_a_body_over_the_routes_own_limit_is_413_naming_it_and_one_under_it_is_a
     assert body["error"]["fields"] == [{"field": "body", "message": "at most 32768 bytes"}]
 
 
+def test_a_definition_that_would_list_past_the_limit_is_413_though_its_body_is_under_it(api):
+    """Every page of GET /segments lists every definition, its characters past ASCII escaped (an
+    emoji: 4 bytes sent, 12 listed): a hundred bodies of 32 KB of emoji would list as 10 MB, past
+    Lambda's 6 MB for everyone. The limit bounds the definition as listed too."""
+    def cities(count: int, text: str) -> dict[str, Any]:
+        return {"name": f"Cities {text[:1]}", "rule": {"field": "city", "op": "in", "value": [text * 20] * count}}
+
+    sent = json.dumps(cities(340, "\U0001F600"), ensure_ascii=False).encode()  # as a client sends UTF-8
+    assert len(sent) < rules.MAX_DEFINITION_BODY_BYTES
+    status, body = api.json("POST", "/segments", raw=sent)
+    assert status == 413 and body["error"]["fields"][0]["field"] == "body", body
+    assert "as GET /segments lists it" in body["error"]["message"]
+    assert api.json("POST", "/segments", cities(340, "a"))[0] == 201  # the same in ASCII lists as it is sent
+
+
 def test_the_101st_custom_segment_is_refused_naming_the_limit(api, moto_tables):
     dynamo.batch_put(moto_tables["SegmentsTable"], [
         {"segment_id": CUSTOM_PARTITION, "sk": f"custom:s{i}", "definition": "written by hand"}
