@@ -361,7 +361,7 @@ class SegmentStore:
         if index is None or not (listed or index.get("parts")):
             raise NotFound(f"segment {segment_id!r} has no members in the latest run", field="segment_id")
         run = index["run"]
-        number, after = _position(cursor, run) if cursor else (1, "")
+        number, after = _position(cursor, run, segment_id) if cursor else (1, "")
         # One page a Query: a page is up to about 100 KB, read whole, so no more are read than the
         # answer needs.
         request: dict[str, Any] = {
@@ -383,7 +383,7 @@ class SegmentStore:
                     if not isinstance(members[user_id], str):  # written by hand: no reason to show
                         continue
                     if len(found) == limit:  # a member follows on this page: go on from it next time
-                        return index, found, _cursor(run, here, found[-1]["user_id"])
+                        return index, found, _cursor(run, segment_id, here, found[-1]["user_id"])
                     found.append({"user_id": user_id, "reason": members[user_id]})
                 number, after = here + 1, ""  # this page is done: a later call starts at the next
             if "LastEvaluatedKey" not in response:
@@ -391,7 +391,7 @@ class SegmentStore:
                     raise NotFound(f"segment {segment_id!r} has no members in the latest run", field="segment_id")
                 return index, found, None
             if len(found) == limit:  # pages may follow (DynamoDB cannot tell without reading one)
-                return index, found, _cursor(run, number, after)
+                return index, found, _cursor(run, segment_id, number, after)
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def memberships(self, user_id: str) -> list[dict[str, str]]:
@@ -675,20 +675,39 @@ def _page_number(page_key: str) -> int:
     return int(page_key.rsplit("#", 1)[1])
 
 
-def _cursor(run: str, page: int, user_id: str) -> str:
-    return dynamo.encode_cursor(f"{run}#{page}#{user_id}")
+# A member cursor starts with this and a mark of its segment (a run id never starts so): passed to
+# another segment's members it is a 400, where its place would skip members there. One without it
+# was given out before, and is read as it was.
+SEGMENT_MARK = "@"
 
 
-def _position(cursor: str, run: str) -> tuple[int, str]:
-    """The page and the last user id given from it ("": none yet) a cursor of `run` names."""
-    _, page, after = _cursor_of(run, cursor, 1, lambda page: 0 < page <= LAST_PAGE)
+def _cursor(run: str, segment_id: str, page: int, user_id: str) -> str:
+    return dynamo.encode_cursor(f"{SEGMENT_MARK}{_segment_mark(segment_id)}#{run}#{page}#{user_id}")
+
+
+def _position(cursor: str, run: str, segment_id: str) -> tuple[int, str]:
+    """The page and the last user id given from it ("": none yet) a cursor of `run` and `segment_id` names."""
+    key = dynamo.decode_cursor(cursor)
+    if key.startswith(SEGMENT_MARK):
+        mark, _, key = key[len(SEGMENT_MARK):].partition("#")
+        if mark != _segment_mark(segment_id):
+            raise DomainError("cursor belongs to another segment; start again without it", field="cursor")
+    _, page, after = _fields(run, key, 1, lambda page: 0 < page <= LAST_PAGE)
     return int(page), after
 
 
+def _segment_mark(segment_id: str) -> str:
+    return hashlib.sha256(segment_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
 def _cursor_of(run: str, cursor: str, number: int, fits: Callable[[int], bool]) -> list[str]:
-    """The three fields of a cursor of `run` (the last may hold '#'), field `number` a whole
+    return _fields(run, dynamo.decode_cursor(cursor), number, fits)
+
+
+def _fields(run: str, key: str, number: int, fits: Callable[[int], bool]) -> list[str]:
+    """The three fields of a cursor's key of `run` (the last may hold '#'), field `number` a whole
     number that `fits`; a 400 naming the cursor for any other."""
-    fields = dynamo.decode_cursor(cursor).split("#", 2)
+    fields = key.split("#", 2)
     if len(fields) != 3 or not fields[number].isascii() or not fields[number].isdigit() or not fits(int(fields[number])):
         raise DomainError("cursor is not one this API returned", field="cursor")
     if fields[0] != run:

@@ -401,3 +401,17 @@ def test_a_cursor_written_before_cursors_held_bytes_still_reads():
     key = "r1#0#u-\u00b2"
     assert dynamo.decode_cursor(base64.urlsafe_b64encode(json.dumps(key).encode()).decode()) == key
     assert dynamo.decode_cursor(dynamo.encode_cursor(key)) == key
+
+
+def test_a_members_cursor_of_another_segment_is_a_clear_400_not_a_page_that_skips_members(moto_tables):
+    store = SegmentStore(moto_tables["SegmentsTable"])
+    store.write_run("r1", "2026-12-01T00:00:00+00:00",
+                    members_by_segment(rows(10) + rows(10, "rfm:loyal", "comes back")))
+    _, _, champions = store.members("rfm:champions", 8, None)
+
+    with pytest.raises(DomainError, match="another segment") as refused:
+        store.members("rfm:loyal", 8, champions)
+    assert refused.value.field == "cursor"
+    assert [m["user_id"] for m in store.members("rfm:champions", 8, champions)[1]] == ["u-00008", "u-00009"]
+    given_out_before = dynamo.encode_cursor("r1#1#u-00007")  # as cursors were written before they named their segment
+    assert [m["user_id"] for m in store.members("rfm:champions", 8, given_out_before)[1]] == ["u-00008", "u-00009"]
