@@ -377,8 +377,8 @@ async function saveSegment() {
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
     for (const field of answerFields(error)) {
-      // rule.all.all[1].condition[.days]: the condition's row, and its input at fault (the value unless named).
-      const at = /^rule\.(all|any)\.\1\[(\d+)\](?:\.condition)?(?:\.(days|category|attribute)\b)?/.exec(field.field);
+      // rule.all[1][.days]: the condition's row, and its input at fault (the value unless named).
+      const at = /^rule\.(all|any)\[(\d+)\](?:\.(days|category|attribute)\b)?/.exec(field.field);
       const row = at && rows[Number(at[2])];
       if (row) {
         row.classList.add("invalid");
@@ -402,8 +402,8 @@ function explain(error) {
   const fields = answerFields(error);
   if (!fields.length) return error.body?.error?.message || error.body?.message || error.message;
   return fields.map((f) => {
-    const at = /^rule\.(all|any)\.\1\[(\d+)\](\.condition)?(.*)$/.exec(f.field);
-    const where = at ? `condition ${Number(at[2]) + 1} (rule.${at[1]}[${at[2]}]${at[4]})` : f.field;
+    const at = /^rule\.(all|any)\[(\d+)\](.*)$/.exec(f.field);
+    const where = at ? `condition ${Number(at[2]) + 1} (rule.${at[1]}[${at[2]}]${at[3]})` : f.field;
     return `${where}: ${f.message.replace(/^Value error, /, "")}`;
   }).join("; ");
 }
