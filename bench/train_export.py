@@ -66,7 +66,7 @@ CONFIG = TrainingConfig(min_gain_over_popularity=0, max_interactions=100_000_000
 
 def write_table(root: Path, table: str, lines: object, count: int) -> None:
     """One full export of `table` under root/table, as DynamoDB lays it out."""
-    from shared.storage.exports import checksums
+    from shared.storage.exports import file_checksums
 
     folder = Path("AWSDynamoDB") / "01-bench"
     (root / table / folder / "data").mkdir(parents=True, exist_ok=True)
@@ -75,7 +75,7 @@ def write_table(root: Path, table: str, lines: object, count: int) -> None:
         name = folder / "data" / f"{number:05d}.json.gz"
         with gzip.open(root / table / name, "wt", compresslevel=1) as data:
             data.writelines(chunk)
-        files.append({"itemCount": len(chunk), **checksums((root / table / name).read_bytes()), "dataFileS3Key": str(name)})
+        files.append({"itemCount": len(chunk), **file_checksums(root / table / name), "dataFileS3Key": str(name)})
         written += len(chunk)
     assert written == count
     (root / table / folder / "manifest-files.json").write_text("".join(json.dumps(f) + "\n" for f in files))

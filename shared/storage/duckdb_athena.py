@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from shared.storage.exports import not_read
+
 # Trino's functions the SQL uses, with Trino's results: microseconds kept, seconds since the epoch.
 TRINO_FUNCTIONS = (
     "CREATE MACRO from_iso8601_timestamp_nanos(text) AS CAST(text AS TIMESTAMPTZ)",
@@ -102,9 +104,9 @@ def _data_files(folder: Path) -> str:
     """The folder's data files as a DuckDB list ('' for none). Files of no bytes are left out: DynamoDB
     writes a file for each empty partition (its docs do not say whether it is an empty gzip stream),
     Athena reads no rows from one, and DuckDB's read_json refuses it. So are names that start with
-    _ or ., which Athena does not read."""
+    those Athena reads nothing from (shared/storage/exports.py `not_read`)."""
     files = sorted(str(path) for path in folder.glob("*.json.gz")
-                   if path.stat().st_size > 0 and not path.name.startswith(("_", ".")))
+                   if path.stat().st_size > 0 and not not_read(path.name))
     return "[" + ", ".join("'" + file.replace("'", "''") + "'" for file in files) + "]" if files else ""
 
 

@@ -25,17 +25,11 @@ the manifest lists.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections.abc import Callable
 
 from shared.errors import NotFound
 from shared.storage.blobs import S3Blobs
-from shared.storage.exports import DamagedExport, Export, ListedFile, listed_in, parsed_summary
-
-HIDDEN = ("_", ".")  # file names Athena (Hive) does not read
-FOLDER_MARKER = "_$folder$"  # a Hadoop tool's empty object standing for a folder
-
+from shared.storage.exports import DamagedExport, Export, ListedFile, file_checksums, listed_in, not_read, parsed_summary
 
 def check_local(export: Export) -> str:
     """`export` on local disk as its manifest lists it, or a DamagedExport; its data folder (a key)."""
@@ -48,14 +42,10 @@ def check_local(export: Export) -> str:
     def altered(file: ListedFile) -> str | None:
         if file.md5 is None:
             return None
-        digest = hashlib.md5(usedforsecurity=False)
         try:
-            with (export.root / file.key).open("rb") as data:
-                while block := data.read(8 << 20):
-                    digest.update(block)
+            read = file_checksums(export.root / file.key)["md5Checksum"]
         except OSError as error:
             return f"unreadable: {error.strerror}"
-        read = base64.b64encode(digest.digest()).decode()
         return None if read == file.md5 else f"MD5 {read} where its manifest lists {file.md5}"
 
     check_folder(listed, stored, altered, lambda key: str(export.root / key))
@@ -112,12 +102,8 @@ def check_folder(listed: list[ListedFile], stored: dict[str, int], altered: Call
         if stored[file.key] and (difference := altered(file)) is not None:
             raise DamagedExport.of(where(file.key), f"not the file its manifest lists ({difference})")
     keys = {file.key for file in listed}
-    stray = sorted(key for key in stored if key not in keys and not _not_read(key))
+    stray = sorted(key for key in stored if key not in keys and not not_read(key))
     if stray:
         raise DamagedExport.of(where(stray[0]), "not listed in its export's manifest, and the query reads every file "
                                                 "of the folder")
 
-
-def _not_read(key: str) -> bool:
-    """Objects a query over the folder reads nothing from: hidden names, and folder markers."""
-    return key.endswith("/") or key.endswith(FOLDER_MARKER) or key.rsplit("/", 1)[-1].startswith(HIDDEN)

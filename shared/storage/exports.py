@@ -367,7 +367,7 @@ def write_export(table: str, root: Path, segments: int = 4, now: datetime | None
         with gzip.open(root / name, "wt", encoding="utf-8") as data:
             for item in items:
                 data.write(json.dumps({"Item": item}, separators=(",", ":"), default=_base64) + "\n")
-        files.append({"itemCount": len(items), **checksums((root / name).read_bytes()), "dataFileS3Key": str(name)})
+        files.append({"itemCount": len(items), **file_checksums(root / name), "dataFileS3Key": str(name)})
 
     def on_page(items: list[dict[str, Any]]) -> None:
         with lock:
@@ -395,8 +395,29 @@ def write_export(table: str, root: Path, segments: int = 4, now: datetime | None
 
 def checksums(data: bytes) -> dict[str, str]:
     """A data file's md5Checksum and etag, as DynamoDB lists them (the ETag of an object put in one part)."""
-    digest = hashlib.md5(data, usedforsecurity=False)
+    return _listed_checksums(hashlib.md5(data, usedforsecurity=False))
+
+
+def file_checksums(path: Path) -> dict[str, str]:
+    """`checksums` of the file at `path`, read in blocks (an export's files can be larger than memory)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as data:
+        while block := data.read(8 << 20):
+            digest.update(block)
+    return _listed_checksums(digest)
+
+
+def _listed_checksums(digest: Any) -> dict[str, str]:
     return {"md5Checksum": base64.b64encode(digest.digest()).decode(), "etag": digest.hexdigest()}
+
+
+HIDDEN = ("_", ".")  # file names Athena (Hive) does not read
+FOLDER_MARKER = "_$folder$"  # a Hadoop tool's empty object standing for a folder
+
+
+def not_read(key: str) -> bool:
+    """Objects a query over an export's data folder reads nothing from: hidden names, and folder markers."""
+    return key.endswith("/") or key.endswith(FOLDER_MARKER) or key.rsplit("/", 1)[-1].startswith(HIDDEN)
 
 
 def download_export(bucket: str, summary_key: str, root: Path) -> Export:
