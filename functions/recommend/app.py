@@ -45,7 +45,8 @@ app = create_app()
 
 Limit = Annotated[int, Query(ge=1, le=100, description="How many items, 1 to 100")]
 InCategory = Annotated[str | None, Query(min_length=1, max_length=256)]
-Excluded = Annotated[str | None, Query(max_length=10_000, description="Comma-separated item ids to leave out")]
+Excluded = Annotated[str | None, Query(max_length=10_000, description="Comma-separated item ids to leave out "
+                                                                     "(each as written and without edge spaces)")]
 MAX_RANKED_ITEMS = 500
 MAX_CART_ITEMS = 100
 
@@ -114,6 +115,13 @@ class BasketRequest(CartRequest):
         default=None, description="The customer whose cart it is: what they bought is left out")
 
 
+def left_out(exclude: str | None) -> list[str]:
+    """The ids of `exclude`: each as written and without its edge spaces, so that "a, b" leaves out
+    "b" (what a client writing it means) and an id that does start with a space is still left out."""
+    parts = (exclude or "").split(",")
+    return list(dict.fromkeys(i for part in parts for i in (part, part.strip()) if i.strip()))
+
+
 def count(answer_strategy: str, personalized: bool, started: float) -> None:
     metrics.add_metric(f"Strategy_{answer_strategy.replace(':', '_')}", MetricUnit.Count, 1)
     if not personalized:
@@ -134,7 +142,7 @@ def get_recommendations(
     started = time.perf_counter()
     assignment = running_experiments.assignment(RECOMMENDATIONS, user_id)
     version = variant_version(assignment)
-    answer = recommender.recommend(user_id, limit, category, [i for i in (exclude or "").split(",") if i],
+    answer = recommender.recommend(user_id, limit, category, left_out(exclude),
                                    include_purchased, model=version_models.get(version) if version else None,
                                    popular_only=serves_popular(assignment))
     count(answer.strategy, answer.personalized, started)
