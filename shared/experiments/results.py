@@ -11,8 +11,9 @@ exposed customer counts those who bought nothing as 0.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from shared.experiments.attribution import Purchase, Touch, decode
 from shared.experiments.statistics import compare, mean_and_variance, proportion, rate_interval
@@ -59,36 +60,50 @@ def exposures(experiment_id: str, touches: Iterable[Touch], key: bytes) -> list[
     return sorted(found, key=lambda e: e.at)
 
 
-def tally(seen: list[Exposure], purchases: Iterable[Purchase], until: float) -> dict[str, Tally]:
-    """Each variant's exposures, clicks and spend up to `until` (seconds since the epoch)."""
+def daily_tallies(seen: list[Exposure], purchases: Iterable[Purchase], day_ends: list[float]) -> Iterator[dict[str, Tally]]:
+    """Each variant's exposures, clicks and spend up to each of `day_ends` (seconds since the epoch,
+    ascending), in one pass over the exposures and the purchases in time order: the running
+    tallies, yielded at each day's end (the same objects, updated after: read each before taking
+    the next). A tally per day, each over every purchase, cost days x purchases: 3.6 s for a month
+    of 200,000 events."""
+    ordered = sorted(purchases, key=attrgetter("at"))
     tallies: dict[str, Tally] = {}
     variant_of: dict[str, str] = {}
-    for exposure in seen:
-        if exposure.at > until:
-            break
-        # Assignment is sticky; a customer seen under two variants (a visitor who signed in as a
-        # customer assigned elsewhere) stays where they were first exposed.
-        variant = variant_of.setdefault(exposure.user_id, exposure.variant)
-        counted = tallies.setdefault(variant, Tally())
-        counted.exposed_at.setdefault(exposure.user_id, exposure.at)
-        counted.spend.setdefault(exposure.user_id, 0.0)
-        if exposure.click and variant == exposure.variant:
-            counted.clicked.add(exposure.user_id)
-    for purchase in purchases:
-        variant = variant_of.get(purchase.user_id)
-        if variant is None or purchase.at > until:
-            continue
-        counted = tallies[variant]
-        if purchase.at >= counted.exposed_at[purchase.user_id]:
-            counted.spend[purchase.user_id] += purchase.revenue
-    return tallies
+    exposure = purchase = 0
+    for until in day_ends:
+        # A day's exposures before its purchases: a purchase counts from its customer's first
+        # exposure on, that moment included, whichever of the day's events came first in the list.
+        while exposure < len(seen) and seen[exposure].at <= until:
+            shown = seen[exposure]
+            exposure += 1
+            # Assignment is sticky; a customer seen under two variants (a visitor who signed in as a
+            # customer assigned elsewhere) stays where they were first exposed.
+            variant = variant_of.setdefault(shown.user_id, shown.variant)
+            counted = tallies.setdefault(variant, Tally())
+            counted.exposed_at.setdefault(shown.user_id, shown.at)
+            counted.spend.setdefault(shown.user_id, 0.0)
+            if shown.click and variant == shown.variant:
+                counted.clicked.add(shown.user_id)
+        while purchase < len(ordered) and ordered[purchase].at <= until:
+            bought = ordered[purchase]
+            purchase += 1
+            variant = variant_of.get(bought.user_id)
+            if variant is None:  # not exposed yet: never counted, whenever they are
+                continue
+            counted = tallies[variant]
+            if bought.at >= counted.exposed_at[bought.user_id]:
+                counted.spend[bought.user_id] += bought.revenue
+        yield tallies
 
 
-def summarize(variants: list[str], control: str, days: list[dict[str, Tally]]) -> dict[str, object]:
-    """The results after the last of `days` (each day's cumulative tallies, oldest first); the
-    p-values are the lowest of every day's, as a sequential test reads them."""
+def summarize(variants: list[str], control: str, days: Iterable[dict[str, Tally]]) -> dict[str, object]:
+    """The results after the last of `days` (each day's cumulative tallies, oldest first, each read
+    once: `daily_tallies` gives them); the p-values are the lowest of every day's, as a sequential
+    test reads them."""
     lowest: dict[tuple[str, str], float] = {}
+    last: dict[str, Tally] = {}
     for day in days:
+        last = day
         base = day.get(control, Tally()).measures()
         for name in variants:
             if name == control:
@@ -96,7 +111,6 @@ def summarize(variants: list[str], control: str, days: list[dict[str, Tally]]) -
             for measure, value in day.get(name, Tally()).measures().items():
                 result = compare(value, base[measure], lowest.get((name, measure), 1.0))
                 lowest[(name, measure)] = result.p_value
-    last = days[-1] if days else {}
     base = last.get(control, Tally()).measures()
     found: dict[str, object] = {}
     for name in variants:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from shared.errors import Conflict, NotFound
 from shared.events import format_timestamp
 from shared.experiments.attribution import ATTRIBUTION_WINDOW, Touch, credit, daily_report
-from shared.experiments.results import exposures, summarize, tally
+from shared.experiments.results import daily_tallies, exposures, summarize
 from shared.experiments.spec import ACTIVE, POPULAR, Experiment, ExperimentSpec
 from shared.storage.experiments import ExperimentStore
 from shared.storage.outcomes import Outcomes
@@ -95,10 +95,10 @@ def record_results(experiments: ExperimentStore, outcomes: Outcomes, key: bytes,
         end = min(now, experiment.ended_at or now)
         first = experiment.started_at.replace(hour=0, minute=0, second=0, microsecond=0)
         day_ends = [min(first + timedelta(days=n + 1), end) for n in range((end - first).days + 1)]
-        days = [tally(seen, outcomes.purchases, at.timestamp()) for at in day_ends]
+        days = daily_tallies(seen, outcomes.purchases, [at.timestamp() for at in day_ends])
         summary = summarize([v.name for v in spec.variants], spec.control_variant, days)
         experiments.put_results(experiment.experiment_id, f"{end:%Y-%m-%d}",
-                                {**summary, "as_of": end.isoformat(), "days": len(days)})
+                                {**summary, "as_of": end.isoformat(), "days": len(day_ends)})
         written.append(experiment.experiment_id)
     shown: dict[tuple[str, str], list[Touch]] = {}
     for touch in outcomes.touches:

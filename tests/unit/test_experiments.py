@@ -12,7 +12,7 @@ from shared.errors import Conflict, NotFound
 from shared.experiments import service
 from shared.experiments.assignment import assign
 from shared.experiments.attribution import Purchase, Served, Touch, recommendation_id
-from shared.experiments.results import exposures, summarize, tally
+from shared.experiments.results import daily_tallies, exposures, summarize
 from shared.experiments.spec import ExperimentSpec
 from shared.storage.blobs import LocalBlobs
 from shared.storage.experiments import ExperimentStore
@@ -102,8 +102,8 @@ def daily_results(lift: float, seed: int, customers: int = 60_000, days: int = 2
     touches, purchases, variants = simulated_shop(lift, customers, days, seed)
     start = NOW.timestamp()
     seen = exposures("exp-sim", touches, KEY)
-    cumulative = [tally(seen, purchases, start + (d + 1) * 86_400 + 7200) for d in range(days)]
-    return summarize(variants, "a", cumulative)
+    return summarize(variants, "a", daily_tallies(seen, purchases, [start + (d + 1) * 86_400 + 7200
+                                                                    for d in range(days)]))
 
 
 def test_results_find_a_variant_that_truly_converts_20_percent_better():
@@ -138,3 +138,45 @@ def test_the_attribution_report_follows_its_basis_and_window(stores):
     assert report["basis"] == "impression" and sum(line["revenue"] for line in report["days"]) == 30.0
     service.record_results(experiments, outcomes, KEY, NOW + timedelta(days=3), basis="impression", window_days=1)
     assert sum(line["purchases"] for line in experiments.report()["days"]) == 0  # bought after the window
+
+
+def tallied_on_its_own(seen, purchases, until) -> dict:
+    """The tally of one day as the results defined it, over every exposure and purchase up to `until`."""
+    tallies, variant_of = {}, {}
+    for exposure in seen:
+        if exposure.at > until:
+            break
+        variant = variant_of.setdefault(exposure.user_id, exposure.variant)
+        counted = tallies.setdefault(variant, ({}, set(), {}))
+        counted[0].setdefault(exposure.user_id, exposure.at)
+        counted[2].setdefault(exposure.user_id, 0.0)
+        if exposure.click and variant == exposure.variant:
+            counted[1].add(exposure.user_id)
+    for purchase in purchases:
+        variant = variant_of.get(purchase.user_id)
+        if variant is not None and purchase.at <= until and purchase.at >= tallies[variant][0][purchase.user_id]:
+            tallies[variant][2][purchase.user_id] += purchase.revenue
+    return tallies
+
+
+def test_each_days_results_count_what_that_day_alone_would_over_months_of_outcomes():
+    rng = np.random.default_rng(3)
+    start, days = NOW.timestamp(), 120
+    touches, purchases = [], []
+    for n in range(3000):
+        user = f"u-{rng.integers(400)}"
+        at = start + float(rng.integers(0, days * 24)) * 3600  # on the hour: exposures and purchases tie
+        served = Served("recommendations", "als", GOOD, "exp-long", str(rng.choice(["a", "b"])), int(at))
+        touches.append(Touch(user, "sku-1", str(rng.choice(["impression", "click"])), at,
+                             recommendation_id(served, KEY, str(n))))
+        # Out of time order, some before their customer's exposure, some at its very moment.
+        purchases.append(Purchase(user, "sku-1", at + float(rng.choice([-7200, 0, 3600, 86_400 * 3])),
+                                  float(rng.integers(1, 400)) / 4))  # quarters: sums exact in any order
+    seen = exposures("exp-long", touches, KEY)
+    ends = [start + (d + 1) * 86_400 for d in range(days)]
+
+    swept = [{variant: (dict(t.exposed_at), set(t.clicked), dict(t.spend)) for variant, t in day.items()}
+             for day in daily_tallies(seen, purchases, ends)]
+
+    assert swept == [tallied_on_its_own(seen, purchases, until) for until in ends]
+    assert set(swept[-1]) == {"a", "b"} and any(spent > 0 for _, _, spend in swept[-1].values() for spent in spend.values())
