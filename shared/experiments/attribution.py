@@ -58,14 +58,18 @@ def recommendation_id(served: Served, key: bytes, nonce: str) -> str:
     """`nonce` tells two answers of the same second apart (a request id)."""
     body = _b64(json.dumps([served.surface, served.strategy, served.version, served.experiment, served.variant,
                             served.served_at, nonce], separators=(",", ":")).encode())
-    return f"{PREFIX}.{body}.{_b64(hmac.new(key, body.encode(), hashlib.sha256).digest()[:SIGNATURE_BYTES])}"
+    return f"{PREFIX}.{body}.{_b64(_signature(key, body))}"
+
+
+def _signature(key: bytes, body: str) -> bytes:
+    return hmac.new(key, body.encode(), hashlib.sha256).digest()[:SIGNATURE_BYTES]
 
 
 def decode(value: str, key: bytes) -> Served | None:
     """The id's contents, or None for anything that is not an id this service signed."""
     try:
         prefix, body, signature = value.split(".")
-        expected = hmac.new(key, body.encode(), hashlib.sha256).digest()[:SIGNATURE_BYTES]
+        expected = _signature(key, body)
         if prefix != PREFIX or not hmac.compare_digest(_unb64(signature), expected):
             return None
         surface, strategy, version, experiment, variant, served_at, _ = json.loads(_unb64(body))
@@ -155,6 +159,7 @@ def daily_report(touches: Iterable[Touch], credits: Iterable[Credit], key: bytes
     customer, however many items it showed (a cached answer's id is shared by everyone who saw it)."""
     lines: dict[tuple[object, ...], DailyLine] = {}
     seen_impressions: set[tuple[str, str]] = set()
+    decoded: dict[str, Served | None] = {}  # an impression's id is on each item it showed: checked once
 
     def line(day: str, served: Served) -> DailyLine:
         key_ = (day, served.strategy, served.version, served.experiment, served.variant)
@@ -163,7 +168,9 @@ def daily_report(touches: Iterable[Touch], credits: Iterable[Credit], key: bytes
         return lines[key_]
 
     for touch in touches:
-        served = decode(touch.recommendation, key)
+        if touch.recommendation not in decoded:
+            decoded[touch.recommendation] = decode(touch.recommendation, key)
+        served = decoded[touch.recommendation]
         if served is None:
             continue
         if touch.kind == "click":
