@@ -458,8 +458,8 @@ class SegmentStore:
                                projection="segment_id, sk, customers.#user", names=names)
             segment_ids = run["segments"]
             for row in rows:
-                if user_id in row.get("customers", {}):
-                    stored = row["customers"][user_id]
+                customers = row.get("customers")
+                if isinstance(customers, dict) and _page_numbers(stored := customers.get(user_id)):
                     # By place in the run's list, as written; a place the list lacks names no segment.
                     named = {segment_ids[int(code)]: code for code in stored
                              if code.isascii() and code.isdigit() and int(code) < len(segment_ids)}
@@ -468,22 +468,25 @@ class SegmentStore:
                                           names, named))
         own = self._query("segment_id = :customer", {":customer": CUSTOMER_PARTITION + user_id})
         return entries + [_Entry(row["sk"], row["pages"], {"segment_id": row["segment_id"], "sk": row["sk"]}, "pages", {},
-                                 {segment_id: segment_id for segment_id in row["pages"]}) for row in own]
+                                 {segment_id: segment_id for segment_id in row["pages"]})
+                          for row in own if _page_numbers(row.get("pages"))]
 
     def _records(self) -> list[dict[str, Any]]:
         """Each run's record with its whole list of segments: its parts' lists after its own, in
         order. A part gone (expiring: TTL deletes in no order) ends the list there, so that no place
         after it names the wrong segment."""
-        records = self._query("segment_id = :runs", {":runs": RUNS_PARTITION})
-        keys = {record["sk"]: _part_keys(RUN_PARTS_PARTITION, record["sk"], int(record.get("parts", 0)))
+        records = [record for record in self._query("segment_id = :runs", {":runs": RUNS_PARTITION})
+                   if _readable_run(record)]
+        keys = {record["sk"]: _part_keys(RUN_PARTS_PARTITION, record["sk"], record.get("parts", 0))
                 for record in records}
         parts = {row["sk"]: row["segments"] for row in
-                 dynamo.batch_get(self.table, [key for listed in keys.values() for key in listed], consistent=True)}
+                 dynamo.batch_get(self.table, [key for listed in keys.values() for key in listed], consistent=True)
+                 if _texts(row.get("segments"))}
         whole = []
         for record in records:
             listed = list(record["segments"])
             for key in keys[record["sk"]]:
-                if key["sk"] not in parts:
+                if key["sk"] not in parts:  # gone, or not a list of ids: no place after it can be trusted
                     break
                 listed += parts[key["sk"]]
             whole.append({**record, "segments": listed})
@@ -660,6 +663,32 @@ def _listing_position(cursor: str, run: str, family: str | None, low: int, high:
     if named != (family or "") or not low <= int(place) < high:
         raise DomainError("cursor is not one this API returned for this family", field="cursor")
     return int(place)
+
+
+def _readable_run(record: dict[str, Any]) -> bool:
+    """Whether a run's record is as write_run writes it. One that is not (written by hand) locates
+    none of its customers' items, which expire as every run's do; it is logged and passed over,
+    so that it stops no erasure, export or objection of anyone else, nor the hourly sweep."""
+    readable = (isinstance(record.get("sk"), str) and _whole(record.get("buckets"), 1, CUSTOMER_BUCKETS)
+                and _whole(record.get("shares"), 1, 2**31) and _whole(record.get("parts", 0), 0, 10**5)
+                and _texts(record.get("segments")))
+    if not readable:
+        logger.error("a segment run's record does not read: its memberships cannot be found",
+                     extra={"run": str(record.get("sk"))[:100]})
+    return readable
+
+
+def _whole(value: Any, lowest: int, highest: int) -> bool:
+    return type(value) is int and lowest <= value <= highest
+
+
+def _texts(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(text, str) for text in value)
+
+
+def _page_numbers(value: Any) -> bool:
+    """A customer's entry of a run as written: each segment's key (a text) and the page they are on."""
+    return isinstance(value, dict) and all(_whole(number, 1, LAST_PAGE) for number in value.values())
 
 
 def _part_keys(partition: str, run: str, parts: int) -> list[dict[str, str]]:
