@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -100,6 +101,14 @@ def serialize(item: Mapping[str, Any]) -> dict[str, Any]:
 _EXACT_INTEGERS = 10**38
 
 
+@dataclass(frozen=True)
+class AsRead:
+    """A value as a read gave it, for a condition that it is still so: serialized exactly, a null
+    in a map kept (serialize leaves None-valued keys out, so the condition would never hold)."""
+
+    value: Any
+
+
 def _wire(value: Any) -> dict[str, Any]:
     """TypeSerializer's output for `to_dynamo(value)`, without its type tests on every value for
     the types items mostly hold: texts, whole numbers and maps of them. 100,000 customers' segment
@@ -113,6 +122,8 @@ def _wire(value: Any) -> dict[str, Any]:
         return {"M": _wire_map(value)}
     if kind is list:
         return {"L": [_wire(v) for v in value]}
+    if kind is AsRead:
+        return _serializer.serialize(value.value)
     return _serializer.serialize(to_dynamo(value))
 
 

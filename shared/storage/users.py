@@ -549,7 +549,7 @@ def _consent_is(stored: Any) -> tuple[str, dict[str, Any]]:
     if stored is None:
         return "attribute_not_exists(consent)", {}
     if isinstance(stored, dict):
-        return "consent = :consent_read", {":consent_read": stored}
+        return "consent = :consent_read", {":consent_read": dynamo.AsRead(stored)}
     return "attribute_exists(consent) AND NOT attribute_type(consent, :map)", {":map": "M"}
 
 

@@ -51,3 +51,26 @@ def test_a_customers_entry_of_an_old_run_that_does_not_read_stops_no_erasure_or_
     status, body = api.json("DELETE", "/users/u-1")
     assert status == 200, body
     assert events_left("u-1") == 0
+
+
+NULL_IN_CONSENT = {"consent": {"M": {"email": {"M": {"granted": {"BOOL": False}, "source": {"S": "web"},
+                                                     "text_version": {"NULL": True}}}}}}
+
+
+def test_a_null_in_a_stored_consent_blocks_no_erasure(api):
+    assert api.json("POST", "/events", {"events": [purchase("p-1", item_id="sku-1")]})[0] == 200
+    damage("u-1", NULL_IN_CONSENT)
+
+    status, body = api.json("DELETE", "/users/u-1")
+
+    assert status == 200, body
+    assert events_left("u-1") == 0
+
+
+def test_a_null_in_a_stored_consent_blocks_no_objection(api):
+    damage("u-1", NULL_IN_CONSENT)
+
+    status, body = api.json("PUT", "/users/u-1/consent", {"personalization": {"granted": False}})
+
+    assert status == 200, body
+    assert api.json("GET", "/users/u-1/consent")[1]["consent"]["personalization"]["granted"] is False
