@@ -304,6 +304,6 @@ def test_the_scheduled_sweep_finishes_an_erasure_and_keeps_what_the_customer_sen
     outcome = local_api.gateway.handler(next(r for r in local_api.gateway.routes if r.function == "PrivacyFunction"))(
         sweep, LambdaContext(function_name="PrivacyFunction"))
 
-    assert outcome == {"complete": 1, "in_progress": 0}
+    assert outcome == {"complete": 1, "in_progress": 0, "failed": 0}
     assert [e["event_id"] for e in stored_events(local_tables["EventsTable"], "u-long")] == ["after"]
     assert store.pending_erasures() == []

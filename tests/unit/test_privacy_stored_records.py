@@ -74,3 +74,24 @@ def test_a_null_in_a_stored_consent_blocks_no_objection(api):
 
     assert status == 200, body
     assert api.json("GET", "/users/u-1/consent")[1]["consent"]["personalization"]["granted"] is False
+
+
+def test_an_erasure_the_sweep_cannot_continue_stops_none_of_the_others(api, monkeypatch):
+    settings = get_settings()
+    for user in ("u-a", "u-b"):
+        assert api.json("POST", "/events", {"events": [purchase(f"p-{user}", user_id=user, item_id="sku-1")]})[0] == 200
+        dynamo.client().put_item(TableName=settings.users_table, Item=dynamo.serialize({
+            "user_id": user, "erased_at": "2099-01-01T00:00:00.000000Z", "erasure_status": "in_progress"}))
+    route = next(r for r in api.gateway.routes if r.function == "PrivacyFunction")
+    module = __import__("sys").modules[api.gateway.handler(route).__module__]
+    finish = module.privacy.finish
+
+    def fails_for_the_first(user_id, *args):
+        if user_id == "u-a":  # whatever its data holds that this version cannot handle
+            raise RuntimeError("u-a's data")
+        return finish(user_id, *args)
+
+    monkeypatch.setattr(module.privacy, "finish", fails_for_the_first)
+
+    assert sweep(api) == {"complete": 1, "in_progress": 0, "failed": 1}
+    assert (events_left("u-a"), events_left("u-b")) == (1, 0)
