@@ -19,11 +19,14 @@ suppression record is written before any deleting starts, so the sweep finds eac
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+
+from boto3.dynamodb.types import Binary
 
 from shared.consent import Consent, ConsentHistory, ConsentUpdate, Purpose, Recorder
 from shared.errors import DomainError
@@ -75,7 +78,9 @@ class PrivacyStore:
         first (each event names its user_id). A link only ever adds an id, newest first in the
         profile: one made while the pages are read is read last, and none is skipped or read twice."""
         profile = self.users.row(user_id)
-        owners = [user_id, *reversed(linked_visitors(profile))]
+        # Each id once (a list written by hand may repeat one): a repeated id would page its events
+        # again and again, and its cursor name its first place each time, so the pages would never end.
+        owners = list(dict.fromkeys([user_id, *reversed(linked_visitors(profile))]))
         place, start = _export_position(dynamo.decode_cursor(cursor) if cursor else None, owners)
         events, last = self._events_page(owners[place], start)
         if last is not None:
@@ -83,9 +88,12 @@ class PrivacyStore:
         else:
             next_cursor = _export_cursor(owners, place + 1, "") if place + 1 < len(owners) else None
         consent = user_from_row(profile).consent if profile else Consent()
-        return {"user_id": user_id, "profile": profile, "consent": consent,
+        # A linked visitor's memberships are the customer's, as their events are: the erasure ends them too.
+        memberships = [{"user_id": owner, **membership} for owner in owners
+                       for membership in self.segments.memberships(owner)]
+        return {"user_id": user_id, "profile": as_json(profile), "consent": consent,
                 "consent_history": self.users.consent_history(user_id),
-                "segment_memberships": self.segments.memberships(user_id),
+                "segment_memberships": as_json(memberships),
                 "derived": self._derived(user_id),
                 "events": events, "next_cursor": next_cursor}
 
@@ -211,7 +219,7 @@ class PrivacyStore:
         events: list[dict[str, Any]] = []
         size = 0
         for row in response.get("Items", []):
-            event = dynamo.deserialize(row)
+            event = as_json(dynamo.deserialize(row))
             size += len(json.dumps(event, default=str))
             if events and size > EXPORT_PAGE_BYTES:  # cut here; the next page starts after the last one kept
                 return events, events[-1]["event_id"]
@@ -239,3 +247,20 @@ def _export_position(key: str | None, owners: list[str]) -> tuple[int, str | Non
     if linked_id not in owners[1:]:  # an erasure forgot the links meanwhile
         raise DomainError("cursor is not one this API returned (or the linked ids changed)", field="cursor")
     return owners.index(linked_id, 1), event_id or None
+
+
+def as_json(value: Any) -> Any:
+    """A stored value as JSON can show it, whole: a binary value (B, BS: no request writes one,
+    another tool or a hand may) as its base64 text, a set as a list. An export holds everything
+    kept of the customer, so nothing is left out."""
+    if isinstance(value, Binary):
+        value = value.value
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode()
+    if isinstance(value, dict):
+        return {key: as_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [as_json(item) for item in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((as_json(item) for item in value), key=str)
+    return value

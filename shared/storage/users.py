@@ -568,9 +568,9 @@ def _history(row: dict[str, Any]) -> ConsentHistory:
 
 
 def linked_visitors(row: dict[str, Any] | None) -> list[str]:
-    """The visitor ids a customer's row links (none when the stored value is not a list)."""
+    """The visitor ids a customer's row links, each once (none when the stored value is not a list)."""
     stored = (row or {}).get("linked_visitors")
-    return [v for v in stored if isinstance(v, str)] if isinstance(stored, list) else []
+    return list(dict.fromkeys(v for v in stored if isinstance(v, str))) if isinstance(stored, list) else []
 
 
 def purchases_key(user_id: str) -> dict[str, str]:

@@ -7,7 +7,7 @@ import pytest
 
 from shared.config import get_settings
 from shared.storage import dynamo
-from tests.factories import purchase
+from tests.factories import event, purchase
 from tests.unit.test_erasure_faults import sweep
 from tests.unit.test_unreadable_rows import damage
 
@@ -95,3 +95,58 @@ def test_an_erasure_the_sweep_cannot_continue_stops_none_of_the_others(api, monk
 
     assert sweep(api) == {"complete": 1, "in_progress": 0, "failed": 1}
     assert (events_left("u-a"), events_left("u-b")) == (1, 0)
+
+
+@pytest.mark.parametrize("attributes", [{"photo": {"B": b"\x00\xff"}}, {"codes": {"BS": [b"\x01", b"\x02"]}}],
+                         ids=["binary", "binary set"])
+def test_an_export_shows_a_binary_value_of_the_profile_as_base64(api, attributes):
+    assert api.json("PUT", "/users/u-1", {"country": "DE"})[0] == 200
+    damage("u-1", attributes)
+
+    status, body = api.json("GET", "/users/u-1/export")
+
+    assert status == 200, body
+    assert body["profile"].get("photo", body["profile"].get("codes")) in ("AP8=", ["AQ==", "Ag=="])
+
+
+def test_an_export_shows_a_binary_value_of_an_event_as_base64(api):
+    assert api.json("POST", "/events", {"events": [purchase("p-1", item_id="sku-1")]})[0] == 200
+    dynamo.client().update_item(TableName=get_settings().events_table,
+                                Key={"user_id": {"S": "u-1"}, "event_id": {"S": "p-1"}},
+                                UpdateExpression="SET legacy = :b", ExpressionAttributeValues={":b": {"B": b"\x01"}})
+
+    status, body = api.json("GET", "/users/u-1/export")
+
+    assert status == 200, body
+    assert [event["legacy"] for event in body["events"]] == ["AQ=="]
+
+
+def test_an_export_whose_links_list_one_visitor_twice_gives_its_events_once_and_ends(api):
+    assert api.json("PUT", "/users/u-1", {"country": "DE"})[0] == 200
+    assert api.json("POST", "/events", {"events": [event("e-1", user_id="v_phone", item_id="sku-1")]})[0] == 200
+    damage("u-1", {"linked_visitors": {"L": [{"S": "v_phone"}, {"S": "u-1"}, {"S": "v_phone"}]}})
+
+    page, exported = api.json("GET", "/users/u-1/export")[1], []
+    for _ in range(10):
+        exported += [e["event_id"] for e in page["events"]]
+        if page["next_cursor"] is None:
+            break
+        page = api.json("GET", f"/users/u-1/export?cursor={page['next_cursor']}")[1]
+
+    assert page["next_cursor"] is None and exported == ["e-1"]
+
+
+def test_an_export_holds_the_linked_visitors_memberships_which_the_erasure_ends(api):
+    from shared.segments.members import SegmentMembers
+    from shared.storage.segments import SegmentStore
+
+    assert api.json("PUT", "/users/u-1", {"country": "DE"})[0] == 200
+    assert api.json("POST", "/users/u-1/visitors", {"visitor_id": "v_phone"})[0] == 200
+    SegmentStore(get_settings().segments_table).write_run("20260101T000000", "2026-01-01T00:00:00Z", [
+        SegmentMembers("behaviour:browser", "behaviour", "Browser", ["v_phone", "u-1"], ["views a lot", "also"])])
+
+    exported = api.json("GET", "/users/u-1/export")[1]["segment_memberships"]
+    erased = api.json("DELETE", "/users/u-1")[1]
+
+    assert sorted((m["user_id"], m["reason"]) for m in exported) == [("u-1", "also"), ("v_phone", "views a lot")]
+    assert erased["erased"]["segment_memberships"] == len(exported)
