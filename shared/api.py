@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.shared.json_encoder import Encoder
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.auth import ANONYMOUS, AccessDenied, Caller, CallerKind, authorize
@@ -27,6 +28,7 @@ from shared.errors import (Conflict, DomainError, Forbidden, NotFound, PayloadTo
 from shared.limits import TOO_LARGE
 from shared.observability import logger
 from shared.request_limits import body_problem
+from shared.standard_json import finite
 from shared.visitors import VisitorTokens
 
 # Public answers (catalog, popularity: the same for everyone) may be kept this long by a CDN or
@@ -100,8 +102,18 @@ class _DecodedPathResolver(APIGatewayHttpResolver):
         return {name: unquote(value) for name, value in match.groupdict().items()}
 
 
+def answer_json(body: Any) -> str:
+    """An answer's JSON, with a number that is not finite (a stored metric of an empty holdout, a
+    record written by hand) as null: NaN is not JSON, and a browser's JSON.parse refuses the whole
+    answer. Checked by json itself, so an answer without one costs no walk over it."""
+    try:
+        return json.dumps(body, separators=(",", ":"), cls=Encoder, allow_nan=False)
+    except ValueError:
+        return json.dumps(finite(body), separators=(",", ":"), cls=Encoder, allow_nan=False)
+
+
 def create_app() -> APIGatewayHttpResolver:
-    app = _DecodedPathResolver(enable_validation=True)
+    app = _DecodedPathResolver(enable_validation=True, serializer=answer_json)
 
     @app.exception_handler(RequestValidationError)
     def _invalid(error: RequestValidationError) -> Response:

@@ -20,7 +20,6 @@ would not see: delete experiments-running/_complete when rolling back past them.
 from __future__ import annotations
 
 import json
-import math
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 from shared.errors import Conflict, NotFound, StorageUnavailable
 from shared.experiments.spec import Experiment
 from shared.observability import logger
+from shared.standard_json import finite
 from shared.storage.blobs import Blobs
 
 PREFIX = "experiments/"
@@ -182,16 +182,6 @@ class ExperimentStore:
 def _standard_json(value: Any) -> bytes:
     """JSON any reader of the bucket takes (Athena, jq, a browser): a number that is not finite
     (an interval before any data: unbounded) is written null, as the API shows it."""
-
-    def finite(part: Any) -> Any:
-        if isinstance(part, float):
-            return part if math.isfinite(part) else None
-        if isinstance(part, dict):
-            return {key: finite(item) for key, item in part.items()}
-        if isinstance(part, (list, tuple)):
-            return [finite(item) for item in part]
-        return part
-
     return json.dumps(finite(value), allow_nan=False).encode()
 
 

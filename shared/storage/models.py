@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from shared.errors import Conflict, NotFound
-from shared.events import format_timestamp
+from shared.events import Moment, format_timestamp
 from shared.observability import logger
 from shared.segments.thresholds import check_thresholds
 from shared.storage.blobs import Blobs, LocalBlobs, S3Blobs
@@ -58,8 +58,8 @@ class Manifest(BaseModel):
     version: str
     status: str = Field(description="training, accepted, rejected, insufficient_data, failed, abandoned")
     reason: str = ""
-    started_at: datetime
-    finished_at: datetime | None = None
+    started_at: Moment  # with a zone: one written without (by hand) does not read, and is left out of lists
+    finished_at: Moment | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     window: dict[str, str] = Field(default_factory=dict)
     counts: dict[str, int] = Field(default_factory=dict)

@@ -128,7 +128,8 @@ def _version(output: str | None) -> str | None:
         fit = json.loads(output or "{}").get("fit") or {}
     except (ValueError, AttributeError):
         return None
-    return fit.get("version") if isinstance(fit, dict) else None
+    version = fit.get("version") if isinstance(fit, dict) else None
+    return version if isinstance(version, str) else None  # an output that names no version as text: none
 
 
 @contextmanager
