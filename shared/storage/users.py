@@ -628,6 +628,9 @@ class PurchaseKeys:
     orders_truncated: bool = False
     version: Any = None  # as stored (version_is, next_version); None: no purchases item yet
     unreadable: tuple[str, ...] = ()  # key sets stored as another type (_from_raw): replaced, not added to
+    # False: the item at the customer's purchases key lacks its owner mark (by hand). Ids hold no
+    # NUL, so it is theirs all the same: its update writes the mark, not conditioned on it.
+    marked: bool = True
 
     @classmethod
     def from_row(cls, row: dict[str, Any] | None) -> PurchaseKeys:
@@ -638,7 +641,7 @@ class PurchaseKeys:
         return cls(_keys(row.get("item_keys")), _keys(row.get("order_keys")),
                    bool(row.get("items_truncated")) or "item_keys" in unreadable,
                    bool(row.get("orders_truncated")) or "order_keys" in unreadable,
-                   row.get("purchases_version"), unreadable)
+                   row.get("purchases_version"), unreadable, is_purchases_row(row))
 
     def adding(self, events: Iterable[Event]) -> tuple[PurchaseKeys, frozenset[bytes], frozenset[bytes]]:
         """The keys after storing `events`' purchases, and the item and order keys to ADD (new
@@ -704,8 +707,8 @@ def _erasure_as_read(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def _erasure_is(erased_at: str) -> tuple[str, dict[str, str]]:
-    if not erased_at:
-        return "attribute_not_exists(erased_at)", {}
+    if not erased_at:  # none: no stamp, or an empty one (by hand), which erasure_read reads as none
+        return "attribute_not_exists(erased_at) OR erased_at = :no_erasure", {":no_erasure": ""}
     return "erased_at = :erased_at", {":erased_at": erased_at}
 
 
@@ -787,7 +790,7 @@ def purchases_update(users_table: str, user_id: str, expected: PurchaseKeys, aft
             adds.append(f"{name} {placeholder}")
             values[placeholder] = set(added)
     condition, expected_values = version_is("purchases_version", expected.version)
-    if expected.version is not None:
+    if expected.version is not None and expected.marked:
         condition += " AND purchases_of = :of"
     values.update(expected_values)
     expression = ", ".join(["SET purchases_of = :of, purchases_version = :version, items_truncated = :items_truncated, "
@@ -1022,8 +1025,15 @@ def read_summaries(users_table: str, user_ids: list[str]) -> dict[str, SummarySt
     fields = ["user_id", "summary_version", "erased_at", *SUMMARY_FIELDS, *LEGACY_SUMMARY_FIELDS, CONTACTS_FIELD,
               *PURCHASES_FIELDS]
     rows = _batch_get_raw(users_table, keys, fields)
-    profiles = {row["user_id"]: row for row in rows if not is_purchases_row(row)}
-    purchases = {row["purchases_of"]: row for row in rows if is_purchases_row(row)}
+    # By their keys: an item at a purchases key is that customer's, with its owner mark or not
+    # (without it, the update that replaces it must not be conditioned on it, or it never succeeds).
+    profiles = {row["user_id"]: row for row in rows if not row["user_id"].endswith(PURCHASES_SUFFIX)}
+    purchases = {row["user_id"].removesuffix(PURCHASES_SUFFIX): row for row in rows
+                 if row["user_id"].endswith(PURCHASES_SUFFIX)}
+    for user, row in purchases.items():
+        if not is_purchases_row(row):
+            logger.warning("a customer's purchase keys lack their owner mark: it is written again",
+                           extra={"user_id": user})
     states = {}
     for user in user_ids:
         row = profiles.get(user) or {}

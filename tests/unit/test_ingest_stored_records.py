@@ -1,0 +1,42 @@
+"""Ingest against a customer's items written by hand or by an older version: a stored value never
+turns that customer's events (and the batch they came in with) into a 503 on every retry (moto)."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.config import get_settings
+from shared.storage import dynamo
+from tests.factories import event, purchase
+from tests.unit.test_unreadable_rows import damage
+
+
+def test_an_empty_erasure_stamp_is_read_as_none_and_the_customers_events_are_stored(api):
+    assert api.json("PUT", "/users/u-1", {"country": "DE"})[0] == 200
+    damage("u-1", {"erased_at": {"S": ""}})
+    batch = {"events": [purchase("p-1", item_id="sku-1", order_id="o-1"), event("v-2", user_id="u-2")]}
+
+    status, body = api.json("POST", "/events", batch)
+
+    assert (status, body["accepted"]) == (200, 2), body
+    assert api.json("GET", "/users/u-1")[1]["summary"]["orders"] == 1
+
+
+@pytest.mark.parametrize("owner", [None, {"N": "7"}, {"S": "u-2"}], ids=["no owner mark", "a number", "another id"])
+def test_purchase_keys_without_their_owner_mark_are_written_again_and_the_purchase_counted(api, owner):
+    assert api.json("POST", "/events", {"events": [purchase("p-1", item_id="sku-1", order_id="o-1")]})[0] == 200
+    key = {"user_id": {"S": "u-1\x00purchases"}}
+    if owner is None:
+        dynamo.client().update_item(TableName=get_settings().users_table, Key=key, UpdateExpression="REMOVE purchases_of")
+    else:
+        damage("u-1\x00purchases", {"purchases_of": owner})
+    batch = {"events": [purchase("p-2", item_id="sku-2", order_id="o-2"), purchase("p-3", user_id="u-2")]}
+
+    status, body = api.json("POST", "/events", batch)
+
+    assert (status, body["accepted"]) == (200, 2), body
+    assert api.json("GET", "/users/u-1")[1]["summary"]["orders"] == 2
+    again = api.json("POST", "/events", {"events": [purchase("p-2", item_id="sku-2", order_id="o-2")]})[1]
+    assert again["duplicates"] == 1 and api.json("GET", "/users/u-1")[1]["summary"]["orders"] == 2
+    stored = dynamo.client().get_item(TableName=get_settings().users_table, Key=key, ConsistentRead=True)["Item"]
+    assert stored["purchases_of"] == {"S": "u-1"}
