@@ -195,7 +195,8 @@ def _json_media_type(event: dict[str, Any]) -> dict[str, Any]:
     only JSON types, and checked the body is UTF-8)."""
     headers = event.get("headers") or {}
     names = [name for name in headers if name.lower() == "content-type"]
-    if not names or not _content_type(event).endswith("json") or (
+    media_type = _content_type(event)  # '' for a header without one (';charset=utf-8'): read as JSON, as no header is
+    if not names or not (media_type.endswith("json") or not media_type) or (
             names == ["content-type"] and headers["content-type"].startswith("application/json")):
         return event
     kept = {name: value for name, value in headers.items() if name not in names}

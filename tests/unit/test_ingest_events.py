@@ -187,7 +187,9 @@ def test_users_share_transactions_and_a_duplicate_of_one_costs_the_others_nothin
 
 
 @pytest.mark.parametrize("content_type", ["Application/JSON", "APPLICATION/JSON; charset=utf-8", "text/json",
-                                          "application/vnd.api+json"])
+                                          "application/vnd.api+json",
+                                          # no media type before its parameters: read as JSON, as no header is
+                                          ";application/json", "; charset=utf-8", " "])
 def test_a_json_body_is_read_whatever_the_case_or_kind_of_its_json_media_type(api, content_type):
     status, body = api.json("POST", "/events", raw=json.dumps({"events": [event()]}).encode(),
                             headers={"content-type": content_type})
