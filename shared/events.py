@@ -106,11 +106,19 @@ def _not_below_dynamodb_precision(value: float) -> float:
     return value
 
 
+def _not_whole(value: Any) -> Any:
+    # A strict float takes a whole number too: one past StoredInt's range would be stored rounded
+    # (10**38 + 1 as 10**38), where the docs promise values come back as sent.
+    if type(value) is int:
+        raise ValueError("a whole number must lie between -10**38 and 10**38 (DynamoDB's 38 digits)")
+    return value
+
+
 # What a DynamoDB number can hold: 38 significant digits, magnitudes from 1e-130 to 9.99e125.
 StoredInt = Annotated[int, Strict(), Field(gt=-(10**38), lt=10**38)]
 StoredFloat = Annotated[
     float, Strict(), Field(allow_inf_nan=False, ge=-9.99e125, le=9.99e125),
-    AfterValidator(_not_below_dynamodb_precision),
+    AfterValidator(_not_below_dynamodb_precision), BeforeValidator(_not_whole),
 ]
 PropertyKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 PropertyValue = one_of("a text (up to 1,024 characters), true or false, or a number",

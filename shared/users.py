@@ -112,12 +112,13 @@ _NOT_SENT = object()  # a stored value no request can have sent: left out
 
 def _as_sent(value: Any) -> Any:
     """A stored attribute as the shop sent it: DynamoDB gives its numbers back as Decimal, which
-    JSON would show as a text; a whole one as an int (exact past 2^53), another as the float it
-    was (a float survives the trip through its shortest text). A value written by hand that no
+    JSON would show as a text; a whole one as an int (exact past 2^53), another (and one from 10**38
+    on) as the float it was (a float survives the trip through its shortest text). A value written by hand that no
     request sends (a binary value: it has no text to show, and every reader of texts would meet it)
     is left out, in a list or a map too."""
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        # A whole number from 10**38 on can only have been sent as a float (StoredInt stops below it).
+        return int(value) if value == value.to_integral_value() and abs(value) < 10**38 else float(value)
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     if isinstance(value, list):

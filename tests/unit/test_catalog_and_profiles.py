@@ -90,11 +90,21 @@ def test_an_unknown_user_is_a_404(api):
 
 
 def test_numbers_dynamodb_cannot_hold_are_refused_naming_the_attribute(api):
-    for value in (-2.33e294, 1e-200):
+    for value in (-2.33e294, 1e-200, 10**38 + 1, -(10**38)):  # a whole number past 38 digits was stored rounded
         status, body = api.json("PUT", "/users/u-1", {"attributes": {"score": value}})
         assert status == 422, (value, body)
         assert body["error"]["fields"][0]["field"].startswith("attributes.score")
     assert api.json("PUT", "/users/u-1", {"attributes": {"score": 9.5e125, "tiny": 1e-120}})[0] == 200
+
+
+def test_large_floats_come_back_as_the_floats_sent_and_can_be_sent_again(api):
+    sent = {"big": 1e38, "huge": 9.5e125, "negative": -3.5e40}
+    assert api.json("PUT", "/users/u-1", {"attributes": sent})[0] == 200
+
+    stored = api.json("GET", "/users/u-1")[1]["attributes"]
+
+    assert stored == sent and all(type(value) is float for value in stored.values())
+    assert api.json("PUT", "/users/u-1", {"attributes": stored})[0] == 200
 
 
 def test_an_items_numbers_come_back_as_the_numbers_sent(api):
