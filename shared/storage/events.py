@@ -85,12 +85,13 @@ class EventStore:
         """Store new events, skip known ones; raise StorageUnavailable if any user failed."""
         outcome = WriteOutcome()
         by_user: dict[str, list[Event]] = {}
-        seen: set[tuple[str, str]] = set()
+        first_of: dict[tuple[str, str], Event] = {}
+        repeats: list[tuple[Event, Event]] = []  # an event id sent twice in the batch, and its first copy
         for event in events:
-            if event.key in seen:
-                outcome.duplicates.append(event)
+            if event.key in first_of:
+                repeats.append((event, first_of[event.key]))
                 continue
-            seen.add(event.key)
+            first_of[event.key] = event
             by_user.setdefault(event.user_id, []).append(event)
         if not by_user:
             return outcome
@@ -116,6 +117,14 @@ class EventStore:
             outcome.stored += write.stored
             outcome.duplicates += write.duplicates
             outcome.erased += write.erased
+        # A repeat gets its first copy's outcome: refused with it (it was not stored, so it is no
+        # duplicate of a stored event), a duplicate otherwise.
+        refused = {id(event): erased_at for event, erased_at in outcome.erased}
+        for repeat, first in repeats:
+            if id(first) in refused:
+                outcome.erased.append((repeat, refused[id(first)]))
+            else:
+                outcome.duplicates.append(repeat)
         if failures:
             raise StorageUnavailable(
                 f"events of {failures} of {len(by_user)} users could not be stored; "

@@ -7,7 +7,7 @@ import pytest
 
 from shared.config import get_settings
 from shared.storage import dynamo
-from tests.factories import event, purchase
+from tests.factories import ago, event, purchase
 from tests.unit.test_unreadable_rows import damage
 
 
@@ -40,3 +40,14 @@ def test_purchase_keys_without_their_owner_mark_are_written_again_and_the_purcha
     assert again["duplicates"] == 1 and api.json("GET", "/users/u-1")[1]["summary"]["orders"] == 2
     stored = dynamo.client().get_item(TableName=get_settings().users_table, Key=key, ConsistentRead=True)["Item"]
     assert stored["purchases_of"] == {"S": "u-1"}
+
+
+def test_an_event_sent_twice_in_a_batch_and_refused_for_an_erasure_is_refused_twice_not_a_duplicate(api):
+    assert api.json("POST", "/events", {"events": [event("v-0", timestamp=ago(hours=3))]})[0] == 200
+    assert api.json("DELETE", "/users/u-1")[0] == 200
+    before = event("v-1", timestamp=ago(hours=2))
+
+    status, body = api.json("POST", "/events", {"events": [before, before, event("v-2", user_id="u-2")]})
+
+    assert (status, body["accepted"], body["duplicates"], body["refused_after_erasure"]) == (207, 1, 0, 2), body
+    assert [rejection["index"] for rejection in body["rejected"]] == [0, 1]
