@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StringConstraints
 
-from shared.events import CurrencyCode, Identifier, Moment, Money
+from shared.events import CurrencyCode, Identifier, Moment, Money, SentMoney
 from shared.users import Attributes
 
 MAX_ITEMS_PER_BATCH = 500
@@ -63,7 +63,7 @@ class ItemIn(BaseModel):
 
     title: Title
     category: Category
-    price: Money | None = None
+    price: SentMoney | None = None
     currency: CurrencyCode | None = None
     in_stock: Annotated[bool, Strict()] = True
     retired: Annotated[bool, Strict()] = Field(
@@ -89,4 +89,5 @@ class ItemUpsert(ItemIn):
 
 
 class Item(ItemUpsert):
+    price: Money | None = None  # as stored: a row written by hand with a text for its price still reads
     updated_at: datetime | None = None

@@ -92,12 +92,20 @@ def round_money(value: Decimal, decimals: int) -> Decimal:
     return rounded
 
 
+def _a_number(value: Any) -> Any:
+    # Decimal takes a text too ("5_000", " 5 "): a price sent is a JSON number, as a quantity is.
+    if isinstance(value, str):
+        raise ValueError("must be a number, not a text")
+    return value
+
+
 Money = Annotated[
     Decimal,
     Field(ge=0, lt=MAX_MONEY, allow_inf_nan=False,
           description=f"At least 0 and below {MAX_MONEY:,}; rounded half up to {MONEY_DECIMALS} decimals"),
     AfterValidator(lambda value: round_money(value, MONEY_DECIMALS)),
 ]
+SentMoney = Annotated[Money, BeforeValidator(_a_number)]  # in a request; Money as stored (a row by hand may hold a text)
 
 
 def _not_below_dynamodb_precision(value: float) -> float:
@@ -199,7 +207,7 @@ class Event(BaseModel):
     quantity: Annotated[int, Strict(), Field(ge=1, le=MAX_QUANTITY)] = 1
     # currency comes first so that the price can be rounded to its minor units
     currency: CurrencyCode | None = Field(default=None, description="ISO 4217; required with price")
-    price: Money | None = Field(
+    price: SentMoney | None = Field(
         default=None,
         description=(
             "Unit price (for a return: the refunded unit price); required for purchases and returns. "

@@ -194,3 +194,13 @@ def test_a_json_body_is_read_whatever_the_case_or_kind_of_its_json_media_type(ap
     status, body = api.json("POST", "/events", raw=json.dumps({"events": [event()]}).encode(),
                             headers={"content-type": content_type})
     assert (status, body["accepted"]) == (200, 1)
+
+
+@pytest.mark.parametrize("price", ["5_000", " 5 ", "9.99"])
+def test_a_price_sent_as_a_text_is_refused_naming_price_and_its_neighbours_are_stored(api, price):
+    status, body = api.json("POST", "/events", {"events": [purchase("p-1", price=price), event("ok")]})
+
+    assert (status, body["accepted"]) == (207, 1), body
+    assert body["rejected"][0]["errors"][0]["field"] == "price", body
+    status, body = api.json("PUT", "/items/sku-1", {"title": "t", "category": "c", "price": price, "currency": "EUR"})
+    assert status == 422 and body["error"]["fields"][0]["field"] == "price", body
