@@ -97,8 +97,14 @@ def _bearer(event: dict[str, Any]) -> str | None:
     return (credentials.strip() or None) if scheme.lower() == "bearer" else None
 
 
+def _map(value: Any) -> dict[str, Any]:
+    """A part of the request's context as API Gateway sends it (a map); anything else (a test's or a
+    tool's event) as none, so that it is refused as no credentials, not a crash."""
+    return value if isinstance(value, dict) else {}
+
+
 def _customer_claims(event: dict[str, Any], authorizer: dict[str, Any], now: float) -> dict[str, Any]:
-    claims = (authorizer.get("jwt") or {}).get("claims") or {}
+    claims = _map(_map(authorizer.get("jwt")).get("claims"))
     if claims or authorizer or not under_sam_local():
         return claims
     # sam local start-api: no authorizer ran, so the function checks the token (shared/sam_local.py)
@@ -139,8 +145,8 @@ def caller_of(event: dict[str, Any], user_id_claim: str,
               visitor_tokens: Callable[[], VisitorTokens] | None = None, now: float | None = None) -> Caller:
     """The caller the authorizers (or, for visitors, the token) vouch for; AccessDenied(401) if none."""
     now = time.time() if now is None else now
-    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
-    iam = authorizer.get("iam")
+    authorizer = _map(_map(event.get("requestContext")).get("authorizer"))
+    iam = _map(authorizer.get("iam"))
     if iam:
         return Caller(CallerKind.TRUSTED, iam.get("userArn") or iam.get("callerId") or "iam")
     access = CLIENT_ROUTES.get(event.get("routeKey", ""))

@@ -85,7 +85,7 @@ class VisitorTokens:
         """
         try:
             header_b64, claims_b64, signature_b64 = token.split(".")
-            signature = _unb64(signature_b64)
+            _unb64(signature_b64)
             header = json.loads(_unb64(header_b64))
             claims = json.loads(_unb64(claims_b64))
         except (ValueError, RecursionError):  # also JSON and UnicodeDecode errors; JSON nested too deep
@@ -93,7 +93,9 @@ class VisitorTokens:
         # The algorithm is fixed here, never read from the token ("alg": "none" and key confusion).
         if not isinstance(header, dict) or header.get("alg") != "HS256":
             raise InvalidVisitorToken("the visitor token is not signed with HS256")
-        if not hmac.compare_digest(signature, self._sign(f"{header_b64}.{claims_b64}")):
+        # The signature's text, not its bytes: base64 decoding ignores the last character's unused
+        # bits, so four spellings of one signature would pass, and a token could be altered unseen.
+        if not hmac.compare_digest(signature_b64, _b64(self._sign(f"{header_b64}.{claims_b64}"))):
             raise InvalidVisitorToken("the visitor token's signature is invalid")
         if (not isinstance(claims, dict) or claims.get("iss") != ISSUER or claims.get("typ") != TOKEN_TYPE
                 or not isinstance(claims.get("sub"), str) or not is_visitor_id(claims["sub"])
