@@ -92,6 +92,11 @@ def publish_run_triggers(settings: Any, bus: EventBus, previous: SegmentRun | No
             "triggers": len(triggers), "error": str(error)})
         metrics.add_metric("TriggersUnpublished", MetricUnit.Count, max(len(triggers), 1))
         return 0
+    except Exception:  # noqa: BLE001 - whatever stored data did to them, the segments are written
+        logger.exception("nightly triggers not published (a fault of the triggers' own); the segments are written",
+                         extra={"triggers": len(triggers)})
+        metrics.add_metric("TriggersUnpublished", MetricUnit.Count, max(len(triggers), 1))
+        return 0
     logger.info("nightly triggers published", extra={"triggers": published, "run": current.run})
     metrics.add_metric("TriggersPublished", MetricUnit.Count, published)
     return published

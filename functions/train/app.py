@@ -119,8 +119,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         try:
             record_results(experiments, found, configured_recommendation_key(), now,
                            settings.attribution_basis, settings.attribution_window_days)
-        except StorageUnavailable as error:  # the model and segments stand; tomorrow's run writes them
-            logger.error("experiment results not written", extra={"reason": error.message})
+        except Exception as error:  # noqa: BLE001 - the model and segments stand; tomorrow's run writes them
+            (logger.error if isinstance(error, StorageUnavailable) else logger.exception)(  # ours: with its traceback
+                "experiment results not written", extra={"reason": failure_reason(error, StorageUnavailable)})
             metrics.add_metric("ExperimentResultsFailed", "Count", 1)
     try:
         experiments.reconcile_running(now)  # the names serving reads the running experiments by

@@ -22,7 +22,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from shared.catalog import Item, ItemUpsert
 from shared.errors import NotFound, StorageUnavailable
-from shared.events import format_timestamp
+from shared.events import MAX_MONEY, format_timestamp
 from shared.observability import logger, metrics
 from shared.storage import dynamo
 from shared.storage.bus import EventBus, NoBus
@@ -283,5 +283,12 @@ def _catalog_item(row: dict) -> CatalogItem | None:
 
 
 def _decimal(value: object) -> Decimal | None:
-    """A stored amount (a text, as Item stores it); InvalidOperation for one that is no number."""
-    return None if value is None else Decimal(str(value))
+    """A stored amount (a text, as Item stores it); ValueError for one that is no amount ingest
+    stores (NaN, infinite, negative, past MAX_MONEY: by hand), which no comparison or rounding of
+    the triggers could take."""
+    if value is None:
+        return None
+    amount = Decimal(str(value))
+    if not (amount.is_finite() and 0 <= amount < MAX_MONEY):
+        raise ValueError("an amount ingest does not store")
+    return amount

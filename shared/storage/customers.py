@@ -73,7 +73,9 @@ def catalog_labels_of(items: Iterable[dict[str, Any]]) -> tuple[dict[str, str], 
 
 
 def _label(row: dict[str, Any]) -> tuple[str | None, str]:
-    return category_of(row), row.get("title", "")
+    title = row.get("title")
+    # A title that is not a text (written by hand) as none, as category_of reads a category.
+    return category_of(row), title if isinstance(title, str) else ""
 
 
 def _labels_of(rows: dict[str, tuple[str | None, str]]) -> tuple[dict[str, str], dict[str, str]]:

@@ -271,7 +271,11 @@ class SegmentStore:
                 logger.warning("segment index parts missing", extra={"run": index["run"], "parts": parts,
                                                                      "found": len(found)})
             for part in sorted(found, key=lambda row: row["sk"]):
-                index["segments"].update(part.get("segments") or {})
+                if isinstance(part.get("segments"), dict):
+                    index["segments"].update(part["segments"])
+        # An entry written by hand that does not read is left out, as the listing leaves it out.
+        index["segments"] = {segment_id: entry for segment_id, entry in index["segments"].items()
+                             if _readable_entry(entry)}
         return index
 
     def listing(self, family: str | None, limit: int, cursor: str | None) -> SegmentListing:
@@ -376,7 +380,9 @@ class SegmentStore:
                 response = dynamo.client().query(**request)
             for row in response.get("Items", []):
                 page = dynamo.deserialize(row)
-                here, members = _page_number(page["sk"]), page.get("members") or {}
+                here, members = _page_number(page["sk"]), page.get("members")
+                if not isinstance(members, dict):  # written by hand: no member to show
+                    members = {}
                 for user_id in sorted(members):
                     if here == number and after and user_id <= after:
                         continue
