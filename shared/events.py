@@ -5,6 +5,7 @@ Each event of a batch is validated on its own, so one bad event never costs the 
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
@@ -92,10 +93,14 @@ def round_money(value: Decimal, decimals: int) -> Decimal:
     return rounded
 
 
+_DECIMAL_TEXT = re.compile(r"[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+
+
 def _a_number(value: Any) -> Any:
-    # Decimal takes a text too ("5_000", " 5 "): a price sent is a JSON number, as a quantity is.
-    if isinstance(value, str):
-        raise ValueError("must be a number, not a text")
+    # A JSON number, or a decimal as answers give one ("21.40", so an item read can be sent back);
+    # Decimal alone would take any text it parses ("5_000", " 5 ", full-width digits).
+    if isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value):
+        raise ValueError('must be a number, or a decimal number as a text such as "19.90"')
     return value
 
 
@@ -105,7 +110,7 @@ Money = Annotated[
           description=f"At least 0 and below {MAX_MONEY:,}; rounded half up to {MONEY_DECIMALS} decimals"),
     AfterValidator(lambda value: round_money(value, MONEY_DECIMALS)),
 ]
-SentMoney = Annotated[Money, BeforeValidator(_a_number)]  # in a request; Money as stored (a row by hand may hold a text)
+SentMoney = Annotated[Money, BeforeValidator(_a_number)]  # in a request; Money as stored (a row by hand may hold any text)
 
 
 def _not_below_dynamodb_precision(value: float) -> float:

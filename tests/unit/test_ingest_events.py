@@ -196,11 +196,21 @@ def test_a_json_body_is_read_whatever_the_case_or_kind_of_its_json_media_type(ap
     assert (status, body["accepted"]) == (200, 1)
 
 
-@pytest.mark.parametrize("price", ["5_000", " 5 ", "9.99"])
-def test_a_price_sent_as_a_text_is_refused_naming_price_and_its_neighbours_are_stored(api, price):
+@pytest.mark.parametrize("price", ["5_000", " 5 ", "\uff15", "5.", "-1", "NaN", "1e400"])
+def test_a_price_sent_as_a_text_that_is_no_plain_decimal_is_refused_naming_price(api, price):
     status, body = api.json("POST", "/events", {"events": [purchase("p-1", price=price), event("ok")]})
 
     assert (status, body["accepted"]) == (207, 1), body
     assert body["rejected"][0]["errors"][0]["field"] == "price", body
     status, body = api.json("PUT", "/items/sku-1", {"title": "t", "category": "c", "price": price, "currency": "EUR"})
     assert status == 422 and body["error"]["fields"][0]["field"] == "price", body
+
+
+def test_an_item_read_can_be_sent_back_with_its_price_as_the_answer_gives_it(api):
+    assert api.json("PUT", "/items/sku-1", {"title": "t", "category": "c", "price": 21.4, "currency": "EUR"})[0] == 200
+    read = api.json("GET", "/items/sku-1")[1]
+    assert read["price"] == "21.4000"  # a decimal's text, exact (four decimals stored)
+
+    sent_back = {k: v for k, v in read.items() if k in ("title", "category", "price", "currency", "in_stock")}
+    assert api.json("PUT", "/items/sku-1", sent_back)[0] == 200
+    assert api.json("POST", "/events", {"events": [purchase("p-1", price=read["price"])]})[1]["accepted"] == 1
