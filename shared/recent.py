@@ -27,6 +27,11 @@ from shared.versions import next_version
 
 # What serving reads of a customer's own history (storage/history.py's HISTORY_LIMIT is this).
 RECENT_EVENTS = 500
+# The newest linked visitor ids (devices used before signing in) whose history counts, and how
+# many events of each: a bounded read however many devices a customer has linked. The merged
+# history is cut to RECENT_EVENTS again.
+LINKED_IDS_READ = 5
+LINKED_HISTORY_LIMIT = 100
 # The stored payload's cap: a GetItem of it costs at most 8 strongly consistent read units, and a
 # rewrite at ingest at most 64 write units (2 per KB in a transaction). An item holds 400 KB.
 RECENT_MAX_BYTES = 32 * 1024

@@ -36,6 +36,7 @@ from scipy.sparse import csr_matrix
 
 from shared.catalog import Item
 from shared.history import HistoryEvent
+from shared.recent import LINKED_HISTORY_LIMIT, LINKED_IDS_READ, RECENT_EVENTS
 from shared.serving import reasons
 from shared.serving.answers import Recommendations
 from shared.serving.filters import AnswerFilter
@@ -52,8 +53,6 @@ _NAMES = {code: str(kind) for kind, code in EVENT_CODES.items()}
 _NO_KINDS: frozenset[str] = frozenset()
 WORKERS = 2  # Lambda's 3,008 MB have two vCPUs
 BLOCK = 1024  # customers scored together: 1,024 x 20,000 items of float32 is 80 MB
-# Visitor ids whose events count beside the customer's own, newest linked first (as serving).
-LINKED_READ = 5
 REASON_ITEMS = 3
 
 
@@ -99,11 +98,14 @@ class Shop:
     catalog: SnapshotCatalog
 
     def history(self, user_id: str) -> list[HistoryEvent]:
-        """The customer's events and their newest linked visitor ids', newest first."""
+        """The customer's events and their newest linked visitor ids', newest first: as serving reads
+        them (recent_activity_of), so that a customer with many devices costs a block no more."""
         profile = self.profiles.get(user_id)
-        ids = [user_id, *(profile.linked_visitors[:LINKED_READ] if profile else [])]
-        merged = list(chain.from_iterable(self.histories.get(i, []) for i in ids))
-        return sorted(merged, key=lambda e: -e.timestamp) if len(ids) > 1 else merged
+        own = self.histories.get(user_id, [])[:RECENT_EVENTS]
+        if not profile or not profile.linked_visitors:
+            return own
+        linked = (self.histories.get(i, [])[:LINKED_HISTORY_LIMIT] for i in profile.linked_visitors[:LINKED_IDS_READ])
+        return sorted(chain(own, *linked), key=lambda e: -e.timestamp)[:RECENT_EVENTS]
 
 
 class BatchRecommender:
@@ -154,7 +156,7 @@ class BatchRecommender:
     def _scored(self, customers: list[tuple[str, list[HistoryEvent]]], limit: int, now: datetime) -> list[Line]:
         model = self.model
         assert model is not None
-        interactions = self._interactions([history for _, history in customers])
+        interactions = model.interactions([history for _, history in customers])
         shape = (len(customers), len(model.item_ids))
         rows = confidence_matrix(interactions, model.config, now.timestamp(), shape)
         scores, als_spread, knn_spread = model.scorer.scores_and_spreads(rows)
@@ -196,22 +198,8 @@ class BatchRecommender:
         """The customers' confidence rows, weighted as serving weighs one (ServingModel.user_row)."""
         model = self.model
         assert model is not None
-        return confidence_matrix(self._interactions(histories), model.config, now, (len(histories), len(model.item_ids)))
-
-    def _interactions(self, histories: list[list[HistoryEvent]]) -> Interactions:
-        model = self.model
-        assert model is not None
-        index = model.index
-        # One pass over the events: (row, item, type, quantity, time) of those the model knows.
-        cells = [(row, index[e.item_id], EVENT_CODES[e.event_type], e.quantity, e.timestamp)
-                 for row, history in enumerate(histories) for e in history if e.item_id in index]
-        columns = list(zip(*cells)) if cells else [(), (), (), (), ()]
-        return Interactions(
-            user_ids=[str(n) for n in range(len(histories))], item_ids=model.item_ids,
-            users=np.array(columns[0], dtype=np.int32), items=np.array(columns[1], dtype=np.int32),
-            event_codes=np.array(columns[2], dtype=np.int8), quantities=np.array(columns[3], dtype=np.float32),
-            timestamps=np.array(columns[4], dtype=np.float64),
-        )
+        shape = (len(histories), len(model.item_ids))
+        return confidence_matrix(model.interactions(histories), model.config, now, shape)
 
     def strongest_contributors(self, rows: csr_matrix, picked: list[list[int]], als_spread: np.ndarray | None,
                                knn_spread: np.ndarray | None) -> list[list[str | None]]:

@@ -8,7 +8,7 @@ answer.
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,19 +82,24 @@ class ServingModel:
         return {item_id for item_id in self.item_ids if item_id in purchased}
 
     def user_row(self, history: list[HistoryEvent], now: float) -> csr_matrix:
-        """The customer's confidence row, weighted exactly as in training: unknown items dropped, and
-        as training reads stored events, only the types it counts, each quantity within MAX_QUANTITY
-        (a row written by hand may hold any)."""
-        known = [e for e in history if e.item_id in self.index and e.event_type in EVENT_CODES]
-        interactions = Interactions(
-            user_ids=["customer"], item_ids=self.item_ids,
-            users=np.zeros(len(known), dtype=np.int32),
-            items=np.array([self.index[e.item_id] for e in known], dtype=np.int32),
-            event_codes=np.array([EVENT_CODES[e.event_type] for e in known], dtype=np.int8),
-            quantities=np.array([min(max(e.quantity, -MAX_QUANTITY), MAX_QUANTITY) for e in known], dtype=np.float32),
-            timestamps=np.array([e.timestamp for e in known], dtype=np.float64),
+        """The customer's confidence row, weighted exactly as in training (`interactions`)."""
+        return confidence_matrix(self.interactions([history]), self.config, now, (1, len(self.item_ids)))
+
+    def interactions(self, histories: Sequence[Sequence[HistoryEvent]]) -> Interactions:
+        """The customers' events (row k: histories[k]) as training reads stored events: unknown items
+        dropped, only the types it counts, each quantity within MAX_QUANTITY (a row written by hand
+        may hold any). Serving's row and a campaign's rows both come from here."""
+        cells = [(row, self.index[e.item_id], EVENT_CODES[e.event_type],
+                  min(max(e.quantity, -MAX_QUANTITY), MAX_QUANTITY), e.timestamp)
+                 for row, history in enumerate(histories) for e in history
+                 if e.item_id in self.index and e.event_type in EVENT_CODES]
+        users, items, codes, quantities, times = zip(*cells) if cells else ((), (), (), (), ())
+        return Interactions(
+            user_ids=[str(n) for n in range(len(histories))], item_ids=self.item_ids,
+            users=np.array(users, dtype=np.int32), items=np.array(items, dtype=np.int32),
+            event_codes=np.array(codes, dtype=np.int8), quantities=np.array(quantities, dtype=np.float32),
+            timestamps=np.array(times, dtype=np.float64),
         )
-        return confidence_matrix(interactions, self.config, now, (1, len(self.item_ids)))
 
     def recommend(self, row: csr_matrix, count: int, exclude: set[str]) -> list[Scored]:
         """The best `count` items for the row, as the evaluation ranks them (the same scorer and

@@ -13,7 +13,8 @@ from datetime import datetime
 from shared.history import HistoryEvent
 from shared.observability import logger
 from shared.purchases import PurchasedItems
-from shared.recent import RECENT_EVENTS, RecentActivity, RecentEvent, newest, recent_event
+from shared.recent import (LINKED_HISTORY_LIMIT, LINKED_IDS_READ, RECENT_EVENTS, RecentActivity, RecentEvent, newest,
+                           recent_event)
 from shared.storage import dynamo
 from shared.storage.users import (CustomerItems, consent_of, customer_items, erasure_read, purchased_items,
                                   read_recent, user_from_row)
@@ -79,11 +80,6 @@ def history_event(row: dict) -> HistoryEvent | None:
              *(t for t in (event.channel, event.currency, event.campaign_id) if t is not None))
     return event if all(type(text) is str for text in texts) else None
 
-
-# The newest linked visitor ids (devices used before signing in) whose history counts, and how
-# many events of each: a bounded read however many devices a customer has linked.
-LINKED_IDS_READ = 5
-LINKED_HISTORY_LIMIT = 100
 
 
 def recent_history_of(events_table: str, user_ids: list[str], limit: int = HISTORY_LIMIT,
