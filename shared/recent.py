@@ -120,7 +120,24 @@ def encode(events: list[RecentEvent]) -> bytes:
 
 
 def decode(payload: bytes) -> list[RecentEvent]:
-    return [RecentEvent.from_row(row) for row in json.loads(zlib.decompress(payload))]
+    return [RecentEvent.from_row(row) for row in json.loads(decompressed(payload))[:RECENT_EVENTS]]
+
+
+# What a payload may inflate to: RECENT_EVENTS rows of the longest ids, escaped, are under 0.5 MB.
+# One past it (by hand: many tiny rows compress far below RECENT_MAX_BYTES) does not read, and its
+# customer is read by Query, instead of a decode of millions of rows on every request.
+MAX_INFLATED_BYTES = 2 * 1024 * 1024
+
+
+def decompressed(payload: bytes) -> bytes:
+    """The payload inflated; ValueError past MAX_INFLATED_BYTES or cut short (zlib.decompress's error)."""
+    inflater = zlib.decompressobj()
+    data = inflater.decompress(payload, MAX_INFLATED_BYTES)
+    if inflater.unconsumed_tail:
+        raise ValueError("a recent-activity payload that inflates past its bound")
+    if not inflater.eof:
+        raise ValueError("a recent-activity payload cut short")
+    return data
 
 
 def bounded(events: list[RecentEvent], max_bytes: int | None = None) -> tuple[list[RecentEvent], bytes]:

@@ -19,7 +19,6 @@ Query, as an id without an item: one bad item costs no other customer.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -32,7 +31,7 @@ from shared.events import format_timestamp
 from shared.history import HistoryEvent
 from shared.history_columns import Codes, Events, HistoryColumns, event_fields, quantities
 from shared.observability import logger
-from shared.recent import RECENT_EVENTS, UNREADABLE, RecentActivity, decode
+from shared.recent import RECENT_EVENTS, UNREADABLE, RecentActivity, decode, decompressed
 from shared.storage.history import recent_history
 from shared.users import User
 
@@ -97,7 +96,7 @@ class _Columns:
         unreadable: list[str] = []
         try:
             # At most RECENT_EVENTS each, as RecentActivity.history reads them.
-            rows = [orjson.loads(zlib.decompress(recent[owner]))[:RECENT_EVENTS] for owner in page]
+            rows = [orjson.loads(decompressed(recent[owner]))[:RECENT_EVENTS] for owner in page]
             fields = _fields_of_rows([row for events in rows for row in events])
             self._add(page, [len(events) for events in rows], fields)
         except UNREADABLE:

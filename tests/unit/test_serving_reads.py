@@ -465,3 +465,21 @@ def test_a_bought_set_stored_as_texts_is_replaced_at_the_next_purchase_not_a_500
     assert "sku-3" in purchased_items(tables()[1], "u-2")
     assert api.json("POST", "/events", {"events": [purchase("p-4", "u-1", "sku-4", timestamp=ago(seconds=1))]})[0] == 200
     assert all(item in purchased_items(tables()[1], "u-1") for item in ("sku-2", "sku-4"))  # added to again
+
+
+def test_a_recent_item_that_inflates_to_millions_of_rows_is_read_by_query_not_decoded(api, monkeypatch):
+    assert api.json("POST", "/events", {"events": [purchase("p-1", item_id="sku-1", timestamp=ago(hours=1))]})[0] == 200
+    rows = [[ago(minutes=5), "sku-9", "view"]] * 200_000  # far under the item's 32 KB once compressed
+    payload = zlib.compress(json.dumps(rows).encode(), 9)
+    assert len(payload) < recent.RECENT_MAX_BYTES
+    item = recent_item("u-1")
+    dynamo.client().put_item(TableName=tables()[1], Item={**item, "events": {"B": payload}})
+    decoded = Counter()
+    from_row = RecentEvent.from_row.__func__
+    monkeypatch.setattr(RecentEvent, "from_row", classmethod(lambda cls, row: decoded.update([1]) or from_row(cls, row)))
+
+    status, body = api.json("GET", "/users/u-1/segments")
+
+    assert status == 200, body
+    assert decoded[1] == 0  # not one row of it: the customer's events are read by Query, as serving reads them
+    assert [e.item_id for e in recent_activity_of(*tables()[:2], ["u-1"])] == ["sku-1"]
