@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from shared.consent import CONTACT_CHANNELS, Purpose
 from shared.events import Event, EventType, format_timestamp
@@ -83,6 +83,20 @@ class ChannelLedger(BaseModel):
         f"Campaigns already counted as a response, newest {RECENT_SENDS}"))
     last_sent_at: str | None = None
     last_response_at: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_campaign_for_each_send(cls, data: Any) -> Any:
+        """recent_campaigns as long as recent_sends (a second writer or a hand may store one without
+        the other): a send whose campaign is not known keeps its place, "", so that the next send's
+        fold, which pairs them, drops none and the cap still counts every send kept."""
+        if isinstance(data, dict) and isinstance(data.get("recent_sends"), list):
+            campaigns = data.get("recent_campaigns")
+            campaigns = campaigns if isinstance(campaigns, list) else []
+            wanted = len(data["recent_sends"])
+            if len(campaigns) != wanted:
+                data = {**data, "recent_campaigns": [*campaigns[:wanted], *[""] * (wanted - len(campaigns))]}
+        return data
 
     @computed_field(description="responses / sends; null with no send")  # type: ignore[prop-decorator]
     @property

@@ -325,3 +325,23 @@ def test_a_client_token_cannot_record_a_send(api):
                                   {"events": [{k: v for k, v in sent("m-2").items() if k != "user_id"}]})
     assert status == 422 and body["rejected"][0]["errors"][0]["field"] == "event_type"
     assert contacts(api)["email"]["sends"] == 0
+
+
+def test_sends_kept_without_their_campaigns_still_count_after_the_next_send():
+    from shared.consent import Consent
+    from shared.contact import ChannelLedger, ContactCaps, ContactLedger, contact_block, fold_contacts
+    from shared.events import Event, format_timestamp
+    from shared.users import User
+
+    now = datetime.now(timezone.utc)
+    # As a second writer left it: the sends' times without their campaigns.
+    stored = ContactLedger(email=ChannelLedger(sends=2, recent_sends=[format_timestamp(now - timedelta(days=d))
+                                                                      for d in (1, 2)]))
+    send = Event.model_validate({"event_id": "s-3", "user_id": "u-1", "event_type": "message_sent", "channel": "email",
+                                 "campaign_id": "weekly-3", "timestamp": format_timestamp(now - timedelta(hours=1))})
+
+    after = fold_contacts(stored, [send])
+
+    assert (after.email.sends, len(after.email.recent_sends), after.email.recent_campaigns) == (3, 3, ["weekly-3", "", ""])
+    user = User(user_id="u-1", consent=Consent.model_validate({"email": {"granted": True}}), contacts=after)
+    assert contact_block(user, "email", ContactCaps.parse("email:2/7"), now) == "cap reached: 3 emails in the last 7 days"
