@@ -27,7 +27,8 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidatorFunctionWrapHandler, computed_field,
+                      field_validator, model_validator)
 
 from shared.consent import CONTACT_CHANNELS, Purpose
 from shared.events import Event, EventType, format_timestamp
@@ -83,6 +84,9 @@ class ChannelLedger(BaseModel):
         f"Campaigns already counted as a response, newest {RECENT_SENDS}"))
     last_sent_at: str | None = None
     last_response_at: str | None = None
+    # Read from a stored ledger that does not validate (by hand): its sends are not known, so a cap
+    # counts it as reached (contact_block) until ingest records a send and starts it again. Never stored.
+    unreadable: bool = Field(default=False, exclude=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -125,6 +129,21 @@ class ContactLedger(BaseModel):
     email: ChannelLedger = Field(default_factory=ChannelLedger)
     sms: ChannelLedger = Field(default_factory=ChannelLedger)
     push: ChannelLedger = Field(default_factory=ChannelLedger)
+
+    @field_validator("email", "sms", "push", mode="wrap")
+    @classmethod
+    def _each_channel_on_its_own(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> ChannelLedger:
+        """A channel that does not read costs the others nothing (an sms field by hand must not
+        erase the email sends a cap counts): it alone reads as unreadable."""
+        try:
+            return handler(value)
+        except ValidationError:
+            return ChannelLedger(unreadable=True)
+
+    @classmethod
+    def unreadable_ledger(cls) -> ContactLedger:
+        """A stored ledger that is not a map at all: every channel unreadable."""
+        return cls(**{c.value: ChannelLedger(unreadable=True) for c in CONTACT_CHANNELS})
 
     def of(self, channel: Any) -> ChannelLedger:
         return getattr(self, contact_channel(channel).value)
@@ -261,6 +280,8 @@ def contact_block(user: User | None, channel: Any, caps: ContactCaps, now: datet
     if cap.max_sends == 0:
         return f"cap reached: no {MESSAGE_NOUNS[purpose][1]} allowed ({purpose.value}:0/{cap.days})"
     ledger = user.contacts.of(purpose)
+    if ledger.unreadable:  # its sends are not known: as at the cap, never past it unseen
+        return f"cap reached: the {purpose.value} contact record does not read (until a send is recorded)"
     if len(ledger.recent_sends) < cap.max_sends:  # too few sends kept to reach the cap, whenever they were
         return None
     sent = len(ledger.sends_since(now - timedelta(days=cap.days)))

@@ -440,7 +440,8 @@ def user_from_row(row: dict, parts: dict[str, Any] | None = None, logged: bool =
     if logged:
         logger.warning("a customer's stored row does not read: those parts are left out",
                        extra={"parts": unreadable})
-    defaults = {"consent": Consent.unreadable(), "summary": PurchaseSummary(), "contacts": ContactLedger()}
+    defaults = {"consent": Consent.unreadable(), "summary": PurchaseSummary(),
+                "contacts": ContactLedger.unreadable_ledger()}
     kept = {name: value for name, value in data.items() if name not in unreadable}
     kept.update({name: defaults[name] for name in unreadable if name in defaults})
     try:

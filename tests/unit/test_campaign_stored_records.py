@@ -56,3 +56,25 @@ def test_a_customer_with_many_devices_counts_the_events_serving_reads_no_more():
     assert [e.timestamp for e in history] == sorted((e.timestamp for e in history), reverse=True)
     by_owner = {owner: sum(e.item_id.startswith(f"{owner}-") for e in history) for owner in ["u-1", *visitors]}
     assert by_owner == {"u-1": 0, **{v: LINKED_HISTORY_LIMIT for v in visitors[:5]}, "v-5": 0, "v-6": 0}
+
+
+@pytest.mark.parametrize("damage", [{"M": {"sends": {"S": "one"}}}, {"S": "x"}], ids=["a field", "the whole channel"])
+def test_one_channel_of_the_contact_ledger_that_does_not_read_lifts_no_cap(shop_api, damage):  # noqa: F811
+    from shared.config import get_settings
+
+    api, _, opted_in = shop_api
+    capped = opted_in[0]
+    sends = [{"event_id": f"send-{n}", "user_id": capped, "event_type": "message_sent", "channel": "email",
+              "campaign_id": f"weekly-{n}", "timestamp": ago(days=n + 1)} for n in range(2)]
+    assert api.json("POST", "/events", {"events": sends})[1]["accepted"] == 2
+    dynamo.client().update_item(  # another channel's ledger, as no version writes it
+        TableName=get_settings().users_table, Key={"user_id": {"S": capped}},
+        UpdateExpression="SET contacts.sms = :v", ExpressionAttributeValues={":v": damage})
+    assert api.json("GET", f"/users/{capped}")[1]["contacts"]["email"]["sends"] == 2
+
+    campaign = run(api, {"name": "capped", "channel": "email"})
+    sms = run(api, {"name": "texts", "channel": "sms"})
+
+    users = {json.loads(line)["input"]["userId"] for line in exported(campaign["output"]["jsonl"]).decode().splitlines()}
+    assert capped not in users and campaign["counts"]["left_out"].get("cap reached") == 1
+    assert sms["status"] == "ACTIVE"
