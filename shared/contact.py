@@ -85,7 +85,8 @@ class ChannelLedger(BaseModel):
     last_sent_at: str | None = None
     last_response_at: str | None = None
     # Read from a stored ledger that does not validate (by hand): its sends are not known, so a cap
-    # counts it as reached (contact_block) until ingest records a send and starts it again. Never stored.
+    # counts it as reached (contact_block) until ingest records a send on it and starts it again.
+    # Kept so in the row when the ledger is rewritten for another reason (stored(); not shown).
     unreadable: bool = Field(default=False, exclude=True)
 
     @model_validator(mode="before")
@@ -153,16 +154,18 @@ class ContactLedger(BaseModel):
 
     def stored(self) -> dict[str, Any]:
         """The row's ``contacts`` map: the channels with anything recorded."""
-        return {name: ledger.stored() for name, ledger in self.channels().items() if ledger.sends}
+        return {name: ledger.stored() for name, ledger in self.channels().items() if ledger.sends or ledger.unreadable}
 
 
 def fold_contacts(ledger: ContactLedger, events: Iterable[Event]) -> ContactLedger:
     """The ledger after adding `events`: sends first, then the responses among the rest."""
     events = list(events)
-    channels = {name: ledger.of(name).model_dump(exclude={"response_rate"}) for name in ledger.channels()}
+    channels = {name: {**kept.model_dump(exclude={"response_rate"}), "unreadable": kept.unreadable}
+                for name, kept in ledger.channels().items()}
     sends = sorted((e for e in events if e.event_type is EventType.MESSAGE_SENT), key=lambda e: e.ts)
     for event in sends:
         state = channels[contact_channel(event.channel).value]
+        state["unreadable"] = False  # a send recorded starts a channel that did not read again, from it
         state["sends"] += 1
         recent = sorted([*zip(state["recent_sends"], state["recent_campaigns"]), (event.ts, event.campaign_id)],
                         key=lambda pair: pair[0], reverse=True)[:RECENT_SENDS]

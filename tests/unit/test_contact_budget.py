@@ -22,7 +22,7 @@ from shared.storage import dynamo
 from shared.storage import events as event_storage
 from shared.storage.customers import load_customers
 from shared.storage.events import EventStore
-from shared.storage.users import UserStore, read_summaries
+from shared.storage.users import UserStore, read_summaries, user_from_row
 from shared.users import User
 from tests.conftest import Api
 from tests.factories import ago, event, iso
@@ -345,3 +345,29 @@ def test_sends_kept_without_their_campaigns_still_count_after_the_next_send():
     assert (after.email.sends, len(after.email.recent_sends), after.email.recent_campaigns) == (3, 3, ["weekly-3", "", ""])
     user = User(user_id="u-1", consent=Consent.model_validate({"email": {"granted": True}}), contacts=after)
     assert contact_block(user, "email", ContactCaps.parse("email:2/7"), now) == "cap reached: 3 emails in the last 7 days"
+
+
+def test_a_channel_that_does_not_read_stays_at_its_cap_through_other_writes_until_a_send_on_it(api):
+    from shared.config import get_settings
+
+    assert api.json("POST", "/events", {"events": [event("m-1", event_type="message_sent", item_id=None,
+                                                         channel="email", campaign_id="c-1")]})[0] == 200
+    dynamo.client().update_item(TableName=get_settings().users_table, Key={"user_id": {"S": "u-1"}},
+                                UpdateExpression="SET contacts.sms = :v",
+                                ExpressionAttributeValues={":v": {"M": {"sends": {"S": "one"}}}})
+    caps = ContactCaps.parse("sms:3/7")
+
+    def blocked() -> str | None:
+        row = UserStore(get_settings().users_table).row("u-1")
+        user = user_from_row(row).model_copy(update={"consent": Consent.model_validate({"sms": {"granted": True}})})
+        return contact_block(user, "sms", caps)
+
+    assert api.json("POST", "/events", {"events": [event("p-1", event_type="purchase", price=5, currency="EUR"),
+                                                   event("m-2", event_type="message_sent", item_id=None,
+                                                         channel="email", campaign_id="c-2")]})[0] == 200
+    assert blocked() == "cap reached: the sms contact record does not read (until a send is recorded)"
+    assert api.json("GET", "/users/u-1")[1]["contacts"]["email"]["sends"] == 2
+
+    assert api.json("POST", "/events", {"events": [event("m-3", event_type="message_sent", item_id=None,
+                                                         channel="sms", campaign_id="c-3")]})[0] == 200
+    assert blocked() is None  # one sms recorded since, under a cap of three
