@@ -50,6 +50,9 @@ def iso_text(value: Any) -> Any:
 # The times a stored text holds (format_timestamp: four digits of year, in UTC). The year 1000 and
 # not later: what earlier versions stored from then on reads, and must go on reading.
 EARLIEST_MOMENT = datetime(1000, 1, 1, tzinfo=timezone.utc)
+# The last day a stored time can be told as a date in UTC: a time read from a row written by hand
+# (ingest refuses one more than minutes ahead) may lie past it, where datetime cannot go.
+CALENDAR_END = datetime(9999, 12, 31, tzinfo=timezone.utc).timestamp()
 
 
 def storable(value: datetime) -> datetime:

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.consent import CONTACT_CHANNELS
-from shared.events import format_timestamp, minor_units
+from shared.events import CALENDAR_END, format_timestamp, minor_units
 from shared.history import HistoryEvent, customers_with
 from shared.training import interests
 from shared.users import User, may_profile
@@ -335,14 +335,13 @@ class CatalogItem:
         return self.in_stock and not self.retired
 
 
-def _last_seen(history: Sequence[HistoryEvent], cutoff: float, now: float) -> dict[str, HistoryEvent]:
+def _last_seen(history: Sequence[HistoryEvent], cutoff: float) -> dict[str, HistoryEvent]:
     """item -> the customer's last view or cart of it within the window, unless bought after it."""
     seen: dict[str, HistoryEvent] = {}
     bought: dict[str, float] = {}
     for event in history:
-        # A time after now (by hand: ingest refuses one) is no view of this window, and no time a
-        # trigger could name (the year 9999 ends the calendar).
-        if event.event_type in SEEN_EVENTS and cutoff <= event.timestamp <= now:
+        # A time past the calendar's end (by hand) is no time a trigger could name.
+        if event.event_type in SEEN_EVENTS and cutoff <= event.timestamp < CALENDAR_END:
             if event.item_id not in seen or event.timestamp > seen[event.item_id].timestamp:
                 seen[event.item_id] = event
         elif event.event_type == "purchase":
@@ -377,8 +376,7 @@ def viewed_item_events(histories: Mapping[str, Sequence[HistoryEvent]], users: M
         user = users.get(user_id)
         if not reachable(user):
             continue
-        seen = [event for item_id, event in _last_seen(histories[user_id], cutoff, at.timestamp()).items()
-                if item_id in changed]
+        seen = [event for item_id, event in _last_seen(histories[user_id], cutoff).items() if item_id in changed]
         seen.sort(key=lambda e: (-e.timestamp, e.item_id))
         channels = granted_channels(user)
         for event in seen[:MAX_VIEWED_ITEMS_PER_CUSTOMER]:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from shared.events import EventType
+from shared.events import CALENDAR_END, EventType
 from shared.observability import logger
 from shared.experiments.attribution import Purchase, Touch
 
@@ -77,7 +77,7 @@ class OutcomePages:
         if stamp < self.since or kind not in (_IMPRESSION, _CLICK, _PURCHASE):
             return
         user, at = _text(item["user_id"]["S"]), datetime.fromisoformat(stamp).timestamp()
-        if at >= _LAST_DAY:  # by hand (ingest refuses a future time): no day of the report can hold it
+        if at >= CALENDAR_END:  # by hand: no day of the report can hold it
             return
         if kind == _PURCHASE and "item_id" in item:
             revenue = Decimal(item.get("price", {}).get("N", "0")) * Decimal(item.get("quantity", {}).get("N", "1"))
@@ -89,9 +89,6 @@ class OutcomePages:
             shown = ([_text(entry["S"]) for entry in item.get("items", {}).get("L", [])] if kind == _IMPRESSION
                      else [_text(item["item_id"]["S"])] if "item_id" in item else [])
             touches += [Touch(user, item_id, kind, at, rid) for item_id in shown]
-
-
-_LAST_DAY = datetime(9999, 12, 31, tzinfo=timezone.utc).timestamp()
 
 
 def _text(value: Any) -> str:

@@ -163,6 +163,16 @@ def test_who_viewed_or_carted_an_item_now_back_or_cheaper_and_did_not_buy_it_hea
     assert viewed_item_events(histories, users, items, None, NOW) == []  # the first run
 
 
+def test_a_view_stored_minutes_ahead_of_the_run_counts_and_one_past_the_calendar_is_passed_over():
+    items = [catalog_item("back", restocked_at=RESTOCKED)]
+    ahead = HistoryEvent("back", "view", 1, (NOW + timedelta(minutes=2)).timestamp())  # ingest takes 5 minutes ahead
+    past_the_end = HistoryEvent("back", "view", 1, datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp())
+
+    found = details(viewed_item_events({"ahead": [ahead], "by-hand": [past_the_end]}, {}, items, SINCE, NOW))
+
+    assert [d["user_id"] for d in found] == ["ahead"]
+
+
 def test_viewed_item_events_are_capped_per_customer_the_most_recent_first():
     items = [catalog_item(f"i-{n}", restocked_at=RESTOCKED) for n in range(8)]
     history = [seen(f"i-{n}", n + 1) for n in range(8)]
