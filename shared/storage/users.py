@@ -546,12 +546,22 @@ PURCHASES_FIELDS = ("purchases_of", "item_keys", "order_keys", "items_truncated"
 
 def _consent_is(stored: Any) -> tuple[str, dict[str, Any]]:
     """A condition: the row's consent is still `stored`, as read. A value that is not a map (by
-    hand) is matched by its type, so that it can be replaced: any write since left a map."""
+    hand) is matched by its type, so that it can be replaced: any write since left a map. So is a
+    map that holds a list (by hand: no writer of consent writes one), which may have been read from
+    a set, and would never equal itself written back as a list."""
     if stored is None:
         return "attribute_not_exists(consent)", {}
-    if isinstance(stored, dict):
+    if isinstance(stored, dict) and not _holds_list(stored):
         return "consent = :consent_read", {":consent_read": dynamo.AsRead(stored)}
+    if isinstance(stored, dict):
+        return "attribute_type(consent, :map)", {":map": "M"}
     return "attribute_exists(consent) AND NOT attribute_type(consent, :map)", {":map": "M"}
+
+
+def _holds_list(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_holds_list(item) for item in value.values())
+    return isinstance(value, list)
 
 
 def _is_count(value: Any) -> bool:

@@ -150,3 +150,14 @@ def test_an_export_holds_the_linked_visitors_memberships_which_the_erasure_ends(
 
     assert sorted((m["user_id"], m["reason"]) for m in exported) == [("u-1", "also"), ("v_phone", "views a lot")]
     assert erased["erased"]["segment_memberships"] == len(exported)
+
+
+def test_a_set_inside_a_stored_consent_blocks_no_erasure_or_objection(api):
+    assert api.json("POST", "/events", {"events": [purchase("p-1", item_id="sku-1")]})[0] == 200
+    damage("u-1", {"consent": {"M": {"email": {"M": {"granted": {"BOOL": False}, "tags": {"SS": ["a", "b"]}}}}}})
+
+    assert api.json("PUT", "/users/u-1/consent", {"personalization": {"granted": False}})[0] == 200
+    status, body = api.json("DELETE", "/users/u-1")
+
+    assert status == 200, body
+    assert events_left("u-1") == 0
