@@ -89,8 +89,9 @@ class PrivacyStore:
             next_cursor = _export_cursor(owners, place + 1, "") if place + 1 < len(owners) else None
         consent = user_from_row(profile).consent if profile else Consent()
         # A linked visitor's memberships are the customer's, as their events are: the erasure ends them too.
+        runs = self.segments.run_records()  # read once for the customer and each linked id
         memberships = [{"user_id": owner, **membership} for owner in owners
-                       for membership in self.segments.memberships(owner)]
+                       for membership in self.segments.memberships(owner, runs)]
         return {"user_id": user_id, "profile": as_json(profile), "consent": consent,
                 "consent_history": self.users.consent_history(user_id),
                 "segment_memberships": as_json(memberships),

@@ -400,11 +400,12 @@ class SegmentStore:
                 return index, found, _cursor(run, segment_id, number, after)
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
-    def memberships(self, user_id: str) -> list[dict[str, str]]:
+    def memberships(self, user_id: str, records: list[dict[str, Any]] | None = None) -> list[dict[str, str]]:
         """The customer's memberships in every run still kept (the run being written included):
-        segment, run and reason, newest run first."""
+        segment, run and reason, newest run first. `records`: the runs' records, read once for
+        several customers (run_records)."""
         keys = [{"segment_id": segment_id, "sk": _page_key(entry.run, number)}
-                for entry in self._entries(user_id) for segment_id, number in entry.pages.items()]
+                for entry in self._entries(user_id, records) for segment_id, number in entry.pages.items()]
         # Only the customer's own entry of each page is read back.
         pages = dynamo.batch_get(self.table, keys, consistent=True, projection="segment_id, sk, #members.#user",
                                  names={"#members": "members", "#user": user_id})
@@ -451,12 +452,12 @@ class SegmentStore:
             raise
         return True
 
-    def _entries(self, user_id: str) -> list[_Entry]:
+    def _entries(self, user_id: str, records: list[dict[str, Any]] | None = None) -> list[_Entry]:
         """The customer's entry of each run still kept: in their share of their bucket, or (a run
         written before the buckets) their own item."""
         names = {"#user": user_id}
         entries = []
-        for run in self._records():
+        for run in self.run_records() if records is None else records:
             partition, place = _Layout(int(run["buckets"]), int(run["shares"])).place(user_id)
             share = f"{run['sk']}#{place:04d}#"
             rows = self._query("segment_id = :bucket AND begins_with(sk, :share)",
@@ -477,7 +478,7 @@ class SegmentStore:
                                  {segment_id: segment_id for segment_id in row["pages"]})
                           for row in own if _page_numbers(row.get("pages"))]
 
-    def _records(self) -> list[dict[str, Any]]:
+    def run_records(self) -> list[dict[str, Any]]:
         """Each run's record with its whole list of segments: its parts' lists after its own, in
         order. A part gone (expiring: TTL deletes in no order) ends the list there, so that no place
         after it names the wrong segment."""

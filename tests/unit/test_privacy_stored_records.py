@@ -161,3 +161,17 @@ def test_a_set_inside_a_stored_consent_blocks_no_erasure_or_objection(api):
 
     assert status == 200, body
     assert events_left("u-1") == 0
+
+
+def test_an_export_reads_the_runs_once_however_many_visitors_are_linked(api, monkeypatch):
+    from shared.storage.segments import SegmentStore
+
+    assert api.json("PUT", "/users/u-1", {"country": "DE"})[0] == 200
+    damage("u-1", {"linked_visitors": {"L": [{"S": f"v_{n}"} for n in range(5)]}})
+    reads = []
+    run_records = SegmentStore.run_records
+    monkeypatch.setattr(SegmentStore, "run_records", lambda self: reads.append(1) or run_records(self))
+
+    assert api.json("GET", "/users/u-1/export")[0] == 200
+
+    assert len(reads) == 1

@@ -331,7 +331,7 @@ def test_a_runs_list_in_many_parts_names_each_customers_segments_in_order(moto_t
     store = SegmentStore(moto_tables["SegmentsTable"])
     written = cities(30)
     store.write_run("r1", "2026-12-01T00:00:00+00:00", members_by_segment(written))
-    [record] = store._records()
+    [record] = store.run_records()
     assert record["parts"] >= 3 and record["segments"] == [segment_id for segment_id, *_ in written]
 
     for segment_id, _, _, user, _ in written:
