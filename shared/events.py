@@ -96,7 +96,7 @@ def round_money(value: Decimal, decimals: int) -> Decimal:
     return rounded
 
 
-_DECIMAL_TEXT = re.compile(r"[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+_DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")  # a sign, so "-1" is told it is below 0
 
 
 def _a_number(value: Any) -> Any:

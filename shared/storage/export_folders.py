@@ -31,6 +31,7 @@ from shared.errors import NotFound
 from shared.storage.blobs import S3Blobs
 from shared.storage.exports import DamagedExport, Export, ListedFile, file_checksums, listed_in, not_read, parsed_summary
 
+
 def check_local(export: Export) -> str:
     """`export` on local disk as its manifest lists it, or a DamagedExport; its data folder (a key)."""
     listed = export.listing()
