@@ -290,7 +290,15 @@ def stored_text(definition: CustomSegment) -> str:
     return definition.model_dump_json()
 
 
+# The most a stored definition's text may hold: every definition POST /segments took (a body of
+# MAX_DEFINITION_BODY_BYTES, stored with its characters as sent) is far within it. One past it was
+# put in the table by hand: it does not read, so that it can swell no listing and no evaluation.
+MAX_STORED_DEFINITION_CHARS = 2 * MAX_DEFINITION_BODY_BYTES
+
+
 def from_stored_text(text: str) -> CustomSegment:
+    if len(text) > MAX_STORED_DEFINITION_CHARS:
+        raise ValueError(f"a stored definition of {len(text):,} characters: at most {MAX_STORED_DEFINITION_CHARS:,}")
     return CustomSegment.model_validate_json(text)
 
 

@@ -189,6 +189,10 @@ GARBAGE = {
                              '"created_at": "2026-01-01T00:00:00Z", '
                              '"rule": {"field": "orders_total", "op": ">=", "value": 1e400}}'},
     "custom:not-json": {"S": "{not json"},
+    # 380 KB that would read: 400 conditions of 900-character values, on every listing and every evaluation
+    "custom:huge": {"S": json.dumps({
+        **GERMANY, "segment_id": "custom:huge", "description": "", "created_at": ago(days=1),
+        "rule": {"any": [{"all": [{**GERMANY["rule"], "value": "DE" + "x" * 900}] * 20}] * 20}})},
     "custom:a-number": {"N": "42"},
     "custom:other-id": {"S": json.dumps({**GERMANY, "segment_id": "custom:germany", "description": "",
                                          "created_at": ago(days=1)})},
