@@ -87,14 +87,10 @@ def publish_run_triggers(settings: Any, bus: EventBus, previous: SegmentRun | No
         if erased:
             triggers = [trigger for trigger in triggers if getattr(trigger.detail, "user_id", None) not in erased]
         published = bus.publish(triggers)
-    except StorageUnavailable as error:
-        logger.error("nightly triggers not published; the segments are written", extra={
-            "triggers": len(triggers), "error": str(error)})
-        metrics.add_metric("TriggersUnpublished", MetricUnit.Count, max(len(triggers), 1))
-        return 0
-    except Exception:  # noqa: BLE001 - whatever stored data did to them, the segments are written
-        logger.exception("nightly triggers not published (a fault of the triggers' own); the segments are written",
-                         extra={"triggers": len(triggers)})
+    except Exception as error:  # noqa: BLE001 - whatever the bus or stored data did, the segments are written
+        foreseen = isinstance(error, StorageUnavailable)  # else a fault of the triggers' own: with its traceback
+        (logger.error if foreseen else logger.exception)("nightly triggers not published; the segments are written",
+                                                         extra={"triggers": len(triggers), "error": str(error)})
         metrics.add_metric("TriggersUnpublished", MetricUnit.Count, max(len(triggers), 1))
         return 0
     logger.info("nightly triggers published", extra={"triggers": published, "run": current.run})
