@@ -140,3 +140,18 @@ def test_standardizing_over_the_raw_scores_gives_the_same_numbers(dtype):
     again, again_spread = standardized(raw, overwrite=True)
     assert again is raw and again.dtype == dtype
     assert np.array_equal(again, scores) and np.array_equal(again_spread, spread) and spread[2] == 1.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_standardized_rows_have_mean_zero_and_spread_one(dtype):
+    """Each row comes out centred, over its own spread (the float64 standard deviation, within the
+    type's rounding); a flat row keeps spread 1."""
+    raw = np.random.default_rng(5).normal(3.0, 4.0, (5, 200_000)).astype(dtype)
+    raw[1] *= 1000.0
+    raw[4] = -2.5
+    exact = raw.astype(np.float64).std(axis=1)
+    scores, spread = standardized(raw)
+    assert np.allclose(spread[:4], exact[:4], rtol=1e-5) and spread[4] == 1.0
+    assert np.allclose(scores[:4].astype(np.float64).mean(axis=1), 0.0, atol=1e-4)
+    assert np.allclose(scores[:4].astype(np.float64).std(axis=1), 1.0, rtol=1e-5)
+    assert np.all(scores[4] == 0.0)
