@@ -53,6 +53,8 @@ class Export(BaseModel):
         "What is kept from the events to serve fast: bought_set (counts of the one-way keys of the items "
         "bought and orders counted, which leave them out of recommendations), recent_activity (how many "
         "of the newest events are copied in one item); null where none is kept"))
+    linked_derived: list[dict[str, Any]] = Field(default_factory=list, description=(
+        "The same for each linked visitor id, oldest link first, each naming its user_id"))
     events: list[dict[str, Any]] = Field(description="A page of events; follow next_cursor for the rest")
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
 

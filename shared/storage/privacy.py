@@ -73,8 +73,9 @@ class PrivacyStore:
         return consent, self.users.consent_history(user_id)
 
     def export(self, user_id: str, cursor: str | None = None) -> dict[str, Any]:
-        """The profile, the consent with its history, segment memberships and a page of events
-        (next_cursor for the rest): the customer's own, then each linked visitor id's, oldest link
+        """The profile, the consent with its history, segment memberships, what is kept from the
+        events (the customer's and each linked visitor id's) and a page of events (next_cursor for
+        the rest): the customer's own, then each linked visitor id's, oldest link
         first (each event names its user_id). A link only ever adds an id, newest first in the
         profile: one made while the pages are read is read last, and none is skipped or read twice."""
         profile = self.users.row(user_id)
@@ -96,6 +97,8 @@ class PrivacyStore:
                 "consent_history": self.users.consent_history(user_id),
                 "segment_memberships": as_json(memberships),
                 "derived": self._derived(user_id),
+                # A linked visitor's bought set and recent activity are held about the customer too.
+                "linked_derived": [{"user_id": visitor, **self._derived(visitor)} for visitor in owners[1:]],
                 "events": events, "next_cursor": next_cursor}
 
     def _derived(self, user_id: str) -> dict[str, Any]:

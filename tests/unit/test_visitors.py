@@ -380,6 +380,21 @@ def test_an_export_says_what_is_kept_from_the_events_to_serve_fast_and_erasure_l
     assert customer.json("GET", "/users/u-1/export")[1]["derived"] == {"bought_set": None, "recent_activity": None}
 
 
+def test_an_export_says_what_is_kept_from_each_linked_visitor_ids_events(api):
+    """A linked visitor's recent activity is data held about the customer, as their events are:
+    the export listed only the customer's own."""
+    visitor_id, _ = linked_customer(api)
+    customer = api.as_customer("u-1")
+
+    export = customer.json("GET", "/users/u-1/export")[1]
+
+    assert export["linked_derived"] == [{"user_id": visitor_id, "bought_set": None,
+                                         "recent_activity": {"events": 2, "unreadable": False}}]
+    assert export["derived"]["recent_activity"] == {"events": 1, "unreadable": False}
+    assert customer.json("DELETE", "/users/u-1")[0] == 200
+    assert customer.json("GET", "/users/u-1/export")[1]["linked_derived"] == []
+
+
 def test_a_link_while_the_customers_erasure_runs_is_refused_and_made_once_it_is_complete(api):
     """Linked then, the visitor's trail (and its events from before the erasure) joined a customer
     whose erasure had already named the ids it erases: it survived it."""
