@@ -205,7 +205,27 @@ class BatchRecommender:
                                knn_spread: np.ndarray | None) -> list[list[str | None]]:
         """For each row and each of its picked items, the history item that adds most to it (None:
         none adds), as serving's explain finds it: the ALS part as implicit's explain splits it,
-        the neighbour part by similarity, each over the row's spread as the blend scales it."""
+        the neighbour part by similarity, each over the row's spread as the blend scales it.
+
+        The rows are taken in bands of history length (1, 2, 3-4, 5-8, ...), each padded to its own
+        longest: padded to the block's, one customer with 500 events among 1,023 with a few took a
+        block from 59 to 503 MiB. A band pads each row to less than twice its length."""
+        lengths = np.diff(rows.indptr)
+        bands = np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64)
+        if len(rows.indptr) < 2 or bands.min() == bands.max():
+            return self._strongest_in_band(rows, picked, als_spread, knn_spread)
+        found: list[list[str | None]] = [[] for _ in picked]
+        for band in np.unique(bands).tolist():
+            members = np.flatnonzero(bands == band)
+            tops = self._strongest_in_band(rows[members], [picked[r] for r in members.tolist()],
+                                           None if als_spread is None else als_spread[members],
+                                           None if knn_spread is None else knn_spread[members])
+            for r, top in zip(members.tolist(), tops):
+                found[r] = top
+        return found
+
+    def _strongest_in_band(self, rows: csr_matrix, picked: list[list[int]], als_spread: np.ndarray | None,
+                           knn_spread: np.ndarray | None) -> list[list[str | None]]:
         model = self.model
         assert model is not None
         width = max((len(p) for p in picked), default=0)
