@@ -27,8 +27,7 @@ from shared.training.blend_ranking import rank_blends
 from shared.training.complements import (Complements, basket_keys_by_day, complements_for_artifact,
                                          compute_complements, titles_by_index)
 from shared.training.config import TrainingConfig
-from shared.training.evaluation import (Holdout, Metrics, holdout, ranking_metrics, top_items,
-                                         top_items_of_one_row)
+from shared.training.evaluation import Holdout, Metrics, holdout, ranking_metrics, top_items_of_one_row
 from shared.training.fit_device import CPU, GPU, Device
 from shared.training.hybrid import (BLENDS, DEFAULT_BLEND, Blend, Scorer, item_neighbours, recent_popularity,
                                     zscore)
@@ -217,26 +216,32 @@ def fit_blend(history: History, config: TrainingConfig, blend: Blend, warm: Warm
 
 def score_blends(fitted: Fitted, evaluated: Holdout, blends: tuple[Blend, ...], k: int) -> dict[Blend, Metrics]:
     """Every blend on the same customers; the parts are computed once, then weighed per blend."""
+    n_items = fitted.rows.shape[1]
+    return {blend: ranking_metrics(ranked, evaluated.relevant, n_items)
+            for blend, ranked in ranked_by_blends(fitted, evaluated.users, blends, k).items()}
+
+
+def ranked_by_blends(fitted: Fitted, users: np.ndarray, blends: tuple[Blend, ...], k: int) -> dict[Blend, np.ndarray]:
+    """Each blend's k best items for each of `users` (their purchases left out): best_first's lists
+    of the blend's scores on every item (blend_ranking.py), in chunks on both cores."""
     ranked: dict[Blend, list[np.ndarray]] = {blend: [] for blend in blends}
     popularity_nan_free = not np.isnan(fitted.scorer.popularity).any()
 
     def ranked_chunk(start: int) -> dict[Blend, np.ndarray]:
-        users = evaluated.users[start : start + BLEND_CHUNK]
-        als, knn = fitted.scorer.parts(fitted.rows[users])  # this chunk's own arrays: standardized in place
+        chunk = users[start : start + BLEND_CHUNK]
+        als, knn = fitted.scorer.parts(fitted.rows[chunk])  # this chunk's own arrays: standardized in place
         als = zscore(als, overwrite=True) if als is not None else None
         knn = zscore(knn, overwrite=True) if knn is not None else None
         # A blend's scores hold a NaN only where a part does (its z-scores are bounded, its
         # weights at most 100): checked once here, not once per blend.
         nan_free = popularity_nan_free and not any(np.isnan(part).any() for part in (als, knn) if part is not None)
-        excluded = fitted.bought[users].tocoo()
+        excluded = fitted.bought[chunk].tocoo()
         return rank_blends(blends, als, knn, fitted.scorer.popularity, excluded, k, nan_free)
 
-    for chunk in mapped_on_threads(ranked_chunk, range(0, len(evaluated.users), BLEND_CHUNK)):
+    for chunk in mapped_on_threads(ranked_chunk, range(0, len(users), BLEND_CHUNK)):
         for blend, top in chunk.items():
             ranked[blend].append(top)
-    n_items = fitted.rows.shape[1]
-    return {blend: ranking_metrics(np.vstack(parts) if parts else np.zeros((0, k), np.int64), evaluated.relevant,
-                                   n_items) for blend, parts in ranked.items()}
+    return {blend: np.vstack(parts) if parts else np.zeros((0, k), np.int64) for blend, parts in ranked.items()}
 
 
 def choose_blend(interactions: Interactions, cutoff: float, config: TrainingConfig,
@@ -342,12 +347,12 @@ def evaluate(data: TrainingData, config: TrainingConfig, warm: WarmStart | None 
     blend, blend_reason = choose_blend(interactions, cutoff, config, shape, warm)
     fitted = fit_blend(earlier, config, blend, warm)
     if blend.als == 0 and blend.knn == 0:  # popularity alone: one row for every customer
-        model_ranked = top_items_of_one_row(fitted.scorer.weighed(blend, None, None, 1)[0], evaluated.users,
-                                            fitted.bought, config.top_k)
+        model = ranking_metrics(top_items_of_one_row(fitted.scorer.weighed(blend, None, None, 1)[0], evaluated.users,
+                                                     fitted.bought, config.top_k), evaluated.relevant, shape[1])
     else:
-        model_ranked = top_items(lambda users: fitted.scorer.scores(fitted.rows[users]), evaluated.users,
-                                 fitted.bought, config.top_k)
-    model = ranking_metrics(model_ranked, evaluated.relevant, shape[1])
+        # Ranked as the validation ranks each blend: the lists every item's scores give, from the
+        # cells that can make them (blend_ranking.py), on both cores.
+        model = score_blends(fitted, evaluated, (blend,), config.top_k)[blend]
     baseline = ranking_metrics(top_items_of_one_row(fitted.popularity, evaluated.users, fitted.bought, config.top_k),
                                evaluated.relevant, shape[1])
     return Evaluation(blend, blend_reason, model, baseline, len(evaluated.users))

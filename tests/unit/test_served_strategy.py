@@ -22,7 +22,8 @@ from shared.training.interactions import InteractionLog
 from shared.training.job import should_activate
 from shared.training.matrix import DAY
 from shared.training.pipeline import (ACCEPTED, INSUFFICIENT_DATA, POPULAR, REJECTED, History, TrainingData,
-                                      TrainingOutcome, _artifact, choose_blend, fit_blend, train_model)
+                                      TrainingOutcome, _artifact, choose_blend, fit_blend, ranked_by_blends,
+                                      train_model)
 from tests.training_data import END, interactions_of, shop
 
 NOW = END.timestamp()
@@ -43,7 +44,7 @@ def test_serving_ranks_a_customer_exactly_as_the_evaluation_scorer(fitted_shop):
     interactions, fitted, model = fitted_shop
     users = np.flatnonzero(np.diff(fitted.rows.indptr) > 0)[:25]
 
-    evaluated = top_items(lambda chunk: fitted.scorer.scores(fitted.rows[chunk]), users, fitted.bought, 10)
+    evaluated = ranked_by_blends(fitted, users, (fitted.scorer.blend,), 10)[fitted.scorer.blend]
 
     for user, expected in zip(users, evaluated):
         bought = {interactions.item_ids[i] for i in fitted.bought[user].indices}
