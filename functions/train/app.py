@@ -16,6 +16,7 @@ from shared.storage.bus import bus_from_settings
 from shared.experiments.service import outcomes_since, record_results
 from shared.storage.experiments import ExperimentStore
 from shared.storage.models import NEW_VERSION, ModelStore
+from shared.storage.training_start import Claim, TrainingStarts
 from shared.storage.child_process import ChildFailed
 from shared.storage.outcomes import Outcomes
 from shared.storage.secrets import configured_recommendation_key
@@ -30,6 +31,7 @@ from shared.segments.service import materialize_after_training
 
 settings = get_settings()
 models = ModelStore.from_settings(settings.model_bucket, settings.local_model_dir)
+starts = TrainingStarts(models.blobs)  # the claim POST /models/train takes, for the schedules' runs too
 experiments = ExperimentStore(models.blobs)  # beside the model versions: their results and the attribution report
 bus = bus_from_settings(settings.event_bus_name, settings.local_bus_file)  # the nightly triggers (docs/triggers.md)
 # The hourly schedule's task: train only while no version serves, so a new shop gets popular
@@ -66,6 +68,21 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     first_model = event.get("task") == FIRST_MODEL
     if first_model and models.active() is not None:
         return {"skipped": "a version is active; the nightly run trains the next one"}
+    claim = None
+    if version is None and not chains:  # a schedule's run (the pipeline's fit is in its execution)
+        claim = scheduled_claim(now)
+        if isinstance(claim, str):
+            return {"skipped": claim}
+    try:
+        return run_night(event, chains, version, first_model, now)
+    finally:
+        if claim is not None:
+            starts.release(claim)  # over: the next start need not wait for the claim to age
+
+
+def run_night(event: dict[str, Any], chains: dict[str, list[str]], version: str | None, first_model: bool,
+              now: datetime) -> dict[str, Any]:
+    """Train, then the segments, the experiments' results, the running experiments' names and pruning."""
     segments: list[SegmentsRead] = []
     outcomes: list[LaterOutcomes | None] = []
     since = outcomes_since(experiments, now)
@@ -136,6 +153,39 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         metrics.add_metric("ModelPruneFailed", "Count", 1)
     metrics.add_metric("TrainingRuns", "Count", 1)
     return manifest.model_dump(mode="json")
+
+
+def scheduled_claim(now: datetime) -> Claim | str:
+    """The start claim POST /models/train takes, for a schedule's run; or why the run is skipped: a
+    start holds the claim, or a run is in progress (a schedule may deliver its event twice, and a
+    run started from the API may still be going). Two runs at once would each publish a version
+    and write the night's segments."""
+    try:
+        claim = starts.claim(now, _run_over)
+    except Conflict as error:
+        reason = error.message
+    else:
+        running = next((m for m in models.manifests() if m.status == "training"), None)
+        if running is None:
+            return claim
+        starts.release(claim)
+        reason = f"training run {running.version} is in progress"
+    logger.warning("a scheduled run skipped", extra={"reason": reason})
+    metrics.add_metric("ScheduledRunsSkipped", "Count", 1)
+    return f"another run is starting or in progress: {reason}"
+
+
+def _run_over(run: str) -> bool:
+    """Whether the run a claim names has finished, as far as this function can tell: a pipeline's
+    execution (an ARN) is not asked after, and its claim holds until it ages."""
+    if run.startswith("arn:"):
+        return False
+    try:
+        return models.manifest(run).status != "training"
+    except NotFound:  # pruned: long over
+        return True
+    except Conflict:  # a manifest that does not read runs nothing
+        return True
 
 
 def started_version(event: dict[str, Any]) -> str | None:
