@@ -233,7 +233,7 @@ def part_ours(root: Path, outcomes_since: str | None = None) -> dict:
     timings = {"load": manifest.timings["load"],
                **{stage: seconds for stage, seconds in manifest.timings.items() if stage != "load"}}
     return {"total": total, "timings": timings, "peak": peak, "shape": shape, "nnz": nnz,
-            "strategy": f"{manifest.strategy}: {manifest.strategy_reason}",
+            "strategy": manifest.strategy_reason,  # it starts with the strategy
             "outcomes": None if outcomes is None else len(outcomes.touches) + len(outcomes.purchases),
             "outcomes_waited": waited,
             "matrix_mib": matrix_mib, "histories": histories, "histories_events": len(customers.histories.events),

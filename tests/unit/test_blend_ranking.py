@@ -155,3 +155,22 @@ def test_standardized_rows_have_mean_zero_and_spread_one(dtype):
     assert np.allclose(scores[:4].astype(np.float64).mean(axis=1), 0.0, atol=1e-4)
     assert np.allclose(scores[:4].astype(np.float64).std(axis=1), 1.0, rtol=1e-5)
     assert np.all(scores[4] == 0.0)
+
+
+def test_a_row_is_scaled_alike_alone_and_in_a_chunk():
+    """Serving scores a customer alone, the validation and the campaigns in chunks: the same row
+    must come out the same, or a near tie between two items ranks one way online and another in
+    an email."""
+    rows = np.random.default_rng(9).normal(0.3, 2.0, (64, 200_001)).astype(np.float32)
+    together, spread = standardized(rows)
+    for r in (0, 1, 63):
+        alone, alone_spread = standardized(rows[r : r + 1])
+        assert alone_spread[0] == spread[r] and np.array_equal(alone[0], together[r])
+
+
+@pytest.mark.parametrize("value", [0.1, 0.7, 1 / 3, 123.456])
+def test_a_flat_row_whose_mean_is_not_exact_keeps_spread_one(value):
+    """Centring a flat row can leave a tiny constant; it is no spread to scale by (all popularity
+    alike made every item -1 instead of 0)."""
+    scores, spread = standardized(np.full((2, 1000), value, np.float32))
+    assert np.all(spread == 1.0) and np.abs(scores).max() < 1e-3
