@@ -5,7 +5,8 @@
 For each size, a synthetic shop's tables (20 events per customer, 80% of them in the customer's
 two favourite categories of 40, power-law items within a category; views, carts and purchases
 over a year; each customer's profile and recent-activity item, as ingest keeps it) are written
-as DynamoDB exports (the format `./dev export` and ExportTableToPointInTime write; not timed). Then, each in a process of its own so its peak memory (VmHWM) is its own:
+as DynamoDB exports (the format `./dev export` and ExportTableToPointInTime write; not timed).
+Then, each in a process of its own so its peak memory (VmHWM) is its own:
 
 1. ours: the whole training run on the export path, stage by stage, in two processes as on AWS:
    the query stage (shared/storage/sql/interactions.sql and ids.sql on DuckDB, as Athena

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.api import create_app, json_response, resolve
 from shared.config import get_settings
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict
 from shared.observability import logger, metrics, tracer
 from shared.storage.dynamo import CLIENT_CONFIG
 from shared.experiments import service as experiment_service
@@ -126,7 +126,7 @@ def start_training(request: TrainRequest | None = None) -> Response[TrainingStar
 
 def _start(config: TrainingConfig, overrides: dict[str, Any], now: datetime) -> tuple[str, str | None]:
     """Start a run unless one is in progress: (the run, as the claim names it; its model version)."""
-    running = next((m for m in models.manifests() if m.status == "training"), None)
+    running = models.in_progress()
     if running is not None:
         raise Conflict(f"training run {running.version} is in progress (started {running.started_at:%Y-%m-%d %H:%M:%S} "
                        "UTC); follow it with GET /models and start another when it has finished")
@@ -147,10 +147,7 @@ def run_over(run: str) -> bool:
     """Whether the run a start claim names has finished: its execution (the export path), or its manifest."""
     if run.startswith("arn:"):
         return pipeline is not None and pipeline.finished(run)
-    try:
-        return models.manifest(run).status != "training"
-    except NotFound:  # pruned: long over
-        return True
+    return models.run_finished(run)
 
 
 @app.get("/models", tags=["models"], summary="List model versions, newest first, and the active one")

@@ -165,7 +165,7 @@ def scheduled_claim(now: datetime) -> Claim | str:
     except Conflict as error:
         reason = error.message
     else:
-        running = next((m for m in models.manifests() if m.status == "training"), None)
+        running = models.in_progress()
         if running is None:
             return claim
         starts.release(claim)
@@ -181,9 +181,7 @@ def _run_over(run: str) -> bool:
     if run.startswith("arn:"):
         return False
     try:
-        return models.manifest(run).status != "training"
-    except NotFound:  # pruned: long over
-        return True
+        return models.run_finished(run)
     except Conflict:  # a manifest that does not read runs nothing
         return True
 

@@ -180,6 +180,18 @@ class ModelStore:
                 logger.error("a model manifest does not read: left out of the list", extra={"key": key})
         return sorted(found, key=lambda m: m.started_at, reverse=True)
 
+    def in_progress(self) -> Manifest | None:
+        """The run listed as "training" (one at a time), if any: a start waits for it to finish."""
+        return next((m for m in self.manifests() if m.status == "training"), None)
+
+    def run_finished(self, version: str) -> bool:
+        """Whether the run of `version` has finished (or was pruned since: long over). Conflict when
+        its manifest does not read."""
+        try:
+            return self.manifest(version).status != "training"
+        except NotFound:
+            return True
+
     def active(self) -> ActivePointer | None:
         """The pointer; Conflict when it does not read (serving keeps what it holds; an activation writes it)."""
         try:
