@@ -49,14 +49,11 @@ def rank_blends(blends: Sequence[Blend], als: np.ndarray | None, knn: np.ndarray
             bounds[name] = bound[:, 0]
     popular, popular_bound = candidates(popularity[None, :], kept)
     flats.append((everyone[:, None] * n + popular[None, :]).ravel())
-    # One mark per cell of the chunk: 1 a candidate, 2 left out (numpy finds the few marked cells
-    # of a flat array faster than it sorts them).
-    marks = np.zeros(rows * n, np.uint8)
-    for flat in flats:
-        marks[flat] = 1
-    cells = np.flatnonzero(marks)
+    # The candidates are a few hundred cells a row: sorting them costs less than a pass over a
+    # mask of the chunk's every cell.
+    cells = np.unique(np.concatenate(flats))
     left_out_cells = excluded.row.astype(np.int64) * n + excluded.col
-    marks[left_out_cells] |= 2
+    left_out = np.isin(cells, left_out_cells)
     row, column = np.divmod(cells, n)
     # The cells as a small dense matrix, each row's in column order (best_first's tie-break),
     # padded with cells that rank last (-inf, like the items left out).
@@ -65,7 +62,7 @@ def rank_blends(blends: Sequence[Blend], als: np.ndarray | None, knn: np.ndarray
     columns = np.zeros((rows, counts.max()), np.int64)
     columns[row, slot] = column
     last = np.ones(columns.shape, bool)
-    last[row, slot] = marks[cells] >= 2
+    last[row, slot] = left_out
     als_cells = np.take_along_axis(als, columns, axis=1) if als is not None else None
     knn_cells = np.take_along_axis(knn, columns, axis=1) if knn is not None else None
     popularity_ceiling = np.full(rows, popular_bound[0, 0], popularity.dtype)  # summed as the cells are

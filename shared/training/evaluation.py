@@ -77,12 +77,15 @@ def candidates(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     columns); and the bound (rows x 1): no cell left out is above it."""
     rows, n = scores.shape
     bound = _kth_best_at_most(scores, k)
-    # Flat: numpy finds the few set cells of a 1-d mask many times faster than of a 2-d one.
-    tied = np.flatnonzero(scores == bound)
-    tied_rows = tied // n
+    # Flat: numpy finds the few set cells of a 1-d mask many times faster than of a 2-d one. One
+    # pass finds the cells at or above the bound; the few found are then split into above and equal.
+    reached = np.flatnonzero(scores >= bound)
+    reached_rows = reached // n
+    equal = scores.ravel()[reached] == bound[reached_rows, 0]
+    tied, tied_rows = reached[equal], reached_rows[equal]
     firsts = np.searchsorted(tied_rows, np.arange(rows))
     rank = np.arange(len(tied)) - firsts[tied_rows]
-    return np.concatenate([np.flatnonzero(scores > bound), tied[rank < k]]), bound
+    return np.concatenate([reached[~equal], tied[rank < k]]), bound
 
 
 def _kth_best_at_most(scores: np.ndarray, k: int) -> np.ndarray:
