@@ -6,9 +6,10 @@ interpreter, each Task's Resource ARN mapped to a Python callable that speaks th
 format (a request dict in, a response dict out, an error as `TaskFailed(error, cause)`).
 
 What it covers, as the States Language specifies it: Task, Pass, Wait (no sleeping: the seconds
-are added to `Execution.waited`), Choice (the comparison operators, And/Or/Not, IsPresent),
-Parallel, Succeed, Fail (Error/Cause and ErrorPath/CausePath); Retry (ErrorEquals, IntervalSeconds,
-MaxAttempts, BackoffRate, MaxDelaySeconds; the delays are recorded, not slept) and Catch;
+are added to `Execution.waited`), Choice (the comparison operators, And/Or/Not, IsPresent, IsNull,
+IsString, IsBoolean, IsNumeric), Parallel, Succeed, Fail (Error/Cause and ErrorPath/CausePath);
+Retry (ErrorEquals, IntervalSeconds, MaxAttempts, BackoffRate, MaxDelaySeconds; the delays are
+recorded, not slept) and Catch;
 InputPath, Parameters, ResultSelector, ResultPath, OutputPath, with reference paths ($.a.b, $[0],
 $$ for the context object) and the intrinsic functions States.Format, States.JsonToString,
 States.StringToJson, States.Array, States.UUID. Map is not used by the pipeline and is refused.
@@ -196,6 +197,10 @@ _COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     "LessThanEquals": lambda a, b: a <= b, "GreaterThanEquals": lambda a, b: a >= b,
 }
 _KINDS = {"String": str, "Numeric": (int, float), "Boolean": bool, "Timestamp": str}
+_TYPE_TESTS: dict[str, Callable[[Any], bool]] = {
+    "IsString": lambda v: isinstance(v, str), "IsBoolean": lambda v: isinstance(v, bool),
+    "IsNumeric": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+}
 
 
 def _rule_matches(rule: dict[str, Any], data: Any, context: dict[str, Any]) -> bool:
@@ -219,6 +224,8 @@ def _rule_matches(rule: dict[str, Any], data: Any, context: dict[str, Any]) -> b
             raise StatesError(RUNTIME, f"Choice: {rule['Variable']} is not in the input")
         if key == "IsNull":
             return (value is None) == expected
+        if key in _TYPE_TESTS:
+            return _TYPE_TESTS[key](value) == expected
         if key == "StringMatches":
             return isinstance(value, str) and re.fullmatch(re.escape(expected).replace(r"\*", ".*"), value) is not None
         for kind, types in _KINDS.items():

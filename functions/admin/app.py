@@ -23,7 +23,7 @@ from shared.experiments import service as experiment_service
 from shared.experiments.spec import Experiment, ExperimentSpec
 from shared.storage.experiments import ExperimentStore
 from shared.storage.models import Manifest, ModelStore, run_manifest
-from shared.storage.pipeline import PipelineRun, TrainingPipeline, service_faults
+from shared.storage.pipeline import PipelineRun, TrainingPipeline, execution_finished, service_faults
 from shared.storage.training_start import TrainingStarts
 from shared.training.config import AsOf, TrainingConfig, training_config
 
@@ -146,7 +146,7 @@ def _start(config: TrainingConfig, overrides: dict[str, Any], now: datetime) -> 
 def run_over(run: str) -> bool:
     """Whether the run a start claim names has finished: its execution (the export path), or its manifest."""
     if run.startswith("arn:"):
-        return pipeline is not None and pipeline.finished(run)
+        return pipeline is not None and execution_finished(run)
     return models.run_finished(run)
 
 

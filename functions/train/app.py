@@ -19,6 +19,7 @@ from shared.storage.models import NEW_VERSION, ModelStore
 from shared.storage.training_start import Claim, TrainingStarts
 from shared.storage.child_process import ChildFailed
 from shared.storage.outcomes import Outcomes
+from shared.storage.pipeline import TrainingPipeline, execution_finished
 from shared.storage.secrets import configured_recommendation_key
 from shared.storage.export_queries import export_queries
 from shared.storage.exports import UnusableExport, plan_events_export
@@ -40,6 +41,8 @@ FIRST_MODEL = "first_model"
 # The TrainingPipeline's own questions: which events export to take tonight (a full or an
 # incremental one), and the query stage's Athena statements (SQL lives in shared/storage/sql/).
 EXPORT_PLAN, EXPORT_QUERIES = "export_plan", "export_queries"
+# And its first question, for a run its Nightly schedule started: whether another run goes first.
+START_CHECK = "start_check"
 
 
 @logger.inject_lambda_context
@@ -50,11 +53,14 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     {"config": {...overrides}, "version": name} from the admin API, or on the export path the TrainingPipeline's
     {"exports": {"events": key, "users": key, "items": key}} (each export's manifest-summary.json),
     "events_chain" (the events exports tonight's incremental one adds to), "interactions" and
-    "ids" (the folders its Athena queries wrote); or its {"task": "export_plan"} or
-    {"task": "export_queries", ...}."""
+    "ids" (the folders its Athena queries wrote); or its {"task": "start_check", ...},
+    {"task": "export_plan"} or {"task": "export_queries", ...}."""
     now = datetime.now(timezone.utc)
     if event.get("task") == EXPORT_PLAN:
         return plan_events_export(settings.export_bucket, now, settings.export_retention_days)
+    if event.get("task") == START_CHECK:
+        return {"skipped": pipeline_start_check(event["execution"], event["state_machine"],
+                                                datetime.fromisoformat(event["started_at"]), now)}
     chains = export_chains(event)
     if event.get("task") == EXPORT_QUERIES:
         return export_queries(settings.export_bucket, settings.athena_database, event["run"], chains["events"],
@@ -163,23 +169,45 @@ def scheduled_claim(now: datetime) -> Claim | str:
     try:
         claim = starts.claim(now, _run_over)
     except Conflict as error:
-        reason = error.message
-    else:
-        running = models.in_progress()
-        if running is None:
-            return claim
+        return _skipped(error.message)
+    running = models.in_progress()
+    if running is None:
+        return claim
+    starts.release(claim)
+    return _skipped(f"training run {running.version} is in progress")
+
+
+def pipeline_start_check(execution: str, state_machine: str, started_at: datetime, now: datetime) -> str | None:
+    """For a TrainingPipeline run its Nightly schedule started (its execution's ARN): None to go
+    on, the start claim then naming it, so that POST /models/train refuses a start until it ends;
+    or why it gives way: the claim is held, or a run of the pipeline that started before it is
+    still going (POST /models/train's, or the schedule's event delivered twice)."""
+    claim = scheduled_claim(now)
+    if isinstance(claim, str):
+        return claim
+    try:
+        earlier = TrainingPipeline(state_machine).running_before(execution, started_at)
+    except BaseException:
+        starts.release(claim)  # nothing started: the claim need not hold for its minute
+        raise
+    if earlier:
         starts.release(claim)
-        reason = f"training run {running.version} is in progress"
+        return _skipped(f"training pipeline run {earlier[0]} is in progress")
+    starts.name(claim, execution)
+    return None
+
+
+def _skipped(reason: str) -> str:
     logger.warning("a scheduled run skipped", extra={"reason": reason})
     metrics.add_metric("ScheduledRunsSkipped", "Count", 1)
     return f"another run is starting or in progress: {reason}"
 
 
 def _run_over(run: str) -> bool:
-    """Whether the run a claim names has finished, as far as this function can tell: a pipeline's
-    execution (an ARN) is not asked after, and its claim holds until it ages."""
+    """Whether the run a claim names has finished: a pipeline's execution (an ARN, on the export
+    path) by Step Functions, a run of this function by its manifest."""
     if run.startswith("arn:"):
-        return False
+        return execution_finished(run)
     try:
         return models.run_finished(run)
     except Conflict:  # a manifest that does not read runs nothing

@@ -28,6 +28,8 @@ from shared.storage.dynamo import CLIENT_CONFIG
 # (tests/unit/test_training_pipeline_state_machine.py checks that none is missing).
 TABLES = ("events", "users", "items")
 STAGE_OF_STATE: dict[str, str | None] = {
+    "Scheduled?": "start", "Check for another run": "start", "Another run?": "start",
+    "Record the start failure": "start", "Skipped": "skipped",
     "Read the run's settings": "start", "No overrides": "start", "Start the run": "start",
     "Plan the exports": "export", "Export the tables": "export", "Record the export failure": "export",
     "Full or incremental events export?": "export", "Export events since the last export": "export",
@@ -56,13 +58,16 @@ class PipelineRun(BaseModel):
     stage: str | None = Field(
         default=None, description="start, export (the tables to S3), query (Athena: the events export into the "
                                   "window's interactions), fit (fit, evaluation, gate, publish and activation: "
-                                  "the train function's run), or done: where a running run is, or where a failed "
-                                  "one failed")
+                                  "the train function's run), done, or skipped (a scheduled run that found "
+                                  "another starting or in progress: `skipped` says which): where a running run "
+                                  "is, or where a failed one failed")
     started_at: datetime
     stopped_at: datetime | None = None
     error: str | None = Field(default=None, description="A failed run's error, e.g. ExportFailed, TrainingFailed")
     cause: str | None = Field(default=None, description="Why, in the failing service's words")
     version: str | None = Field(default=None, description="The model version a finished Lambda fit trained")
+    skipped: str | None = Field(default=None, description="Why a scheduled run trained nothing: the run it found "
+                                                          "starting or in progress")
 
 
 @lru_cache(maxsize=1)
@@ -89,29 +94,46 @@ class TrainingPipeline:
             return client().start_execution(stateMachineArn=self.state_machine_arn, name=name,
                                             input=json.dumps({"config": overrides}))["executionArn"]
 
-    def finished(self, execution_arn: str) -> bool:
-        """Whether the run is known to be over. Step Functions describes a new execution eventually:
-        one not found yet is not over."""
-        try:
-            with service_faults("Step Functions", "read a training pipeline run"):
-                return client().describe_execution(executionArn=execution_arn)["status"] != "RUNNING"
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ExecutionDoesNotExist":
-                return False
-            raise
-
     def latest(self) -> PipelineRun | None:
+        """The run in progress, else the newest: a scheduled run that skipped itself beside a
+        running one ends first, and must not hide it (nor let a start through)."""
         with service_faults("Step Functions", "read the training pipeline's runs"):
-            found = client().list_executions(stateMachineArn=self.state_machine_arn, maxResults=1)["executions"]
+            found = self._running(1) or client().list_executions(stateMachineArn=self.state_machine_arn,
+                                                                 maxResults=1)["executions"]
             if not found:
                 return None
             execution = client().describe_execution(executionArn=found[0]["executionArn"])
             history = client().get_execution_history(executionArn=execution["executionArn"], reverseOrder=True,
                                                      maxResults=HISTORY_EVENTS_READ)["events"]
+        output = _output(execution.get("output"))
         return PipelineRun(name=execution["name"], status=execution["status"], stage=_stage(history),
                            started_at=execution["startDate"], stopped_at=execution.get("stopDate"),
                            error=execution.get("error"), cause=execution.get("cause"),
-                           version=_version(execution.get("output")))
+                           version=_text(output.get("fit"), "version"), skipped=_text(output.get("start"), "skipped"))
+
+    def running_before(self, execution_arn: str, started_at: datetime) -> list[str]:
+        """The names of the runs in progress that started before this one (of two started in the
+        same instant, the one whose ARN sorts first): the one a scheduled run gives way to."""
+        with service_faults("Step Functions", "read the training pipeline's runs in progress"):
+            running = self._running(100)
+        return [e["name"] for e in running if e["executionArn"] != execution_arn
+                and (e["startDate"], e["executionArn"]) < (started_at, execution_arn)]
+
+    def _running(self, most: int) -> list[dict[str, Any]]:
+        return client().list_executions(stateMachineArn=self.state_machine_arn, statusFilter="RUNNING",
+                                        maxResults=most)["executions"]
+
+
+def execution_finished(execution_arn: str) -> bool:
+    """Whether a run of the pipeline is known to be over. Step Functions describes a new execution
+    eventually: one not found yet is not over."""
+    try:
+        with service_faults("Step Functions", "read a training pipeline run"):
+            return client().describe_execution(executionArn=execution_arn)["status"] != "RUNNING"
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "ExecutionDoesNotExist":
+            return False
+        raise
 
 
 def _stage(history: list[dict[str, Any]]) -> str | None:
@@ -123,13 +145,18 @@ def _stage(history: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def _version(output: str | None) -> str | None:
+def _output(output: str | None) -> dict[str, Any]:
     try:
-        fit = json.loads(output or "{}").get("fit") or {}
-    except (ValueError, AttributeError):
-        return None
-    version = fit.get("version") if isinstance(fit, dict) else None
-    return version if isinstance(version, str) else None  # an output that names no version as text: none
+        read = json.loads(output or "{}")
+    except ValueError:
+        return {}
+    return read if isinstance(read, dict) else {}
+
+
+def _text(part: Any, key: str) -> str | None:
+    """part[key] when the output's part is an object and that is a text; None otherwise."""
+    value = part.get(key) if isinstance(part, dict) else None
+    return value if isinstance(value, str) else None
 
 
 @contextmanager

@@ -37,6 +37,7 @@ from shared.storage.blobs import S3Blobs
 from shared.storage.exports import Export, table_items, write_export
 from shared.storage.models import ModelStore
 from shared.storage.segments import SegmentStore
+from shared.storage.training_start import TrainingStarts
 from shared.storage.training_data import read_nightly
 from shared.training.config import TrainingConfig
 from tests.conftest import MODEL_BUCKET, TEMPLATE
@@ -245,7 +246,7 @@ class Fit:
 
     def invoke(self, request: dict[str, Any]) -> dict[str, Any]:
         assert request["FunctionName"] == self.function_arn, request
-        if request["Payload"].get("task") in ("export_plan", "export_queries"):  # the pipeline's plans: no fit
+        if request["Payload"].get("task") in ("start_check", "export_plan", "export_queries"):  # no fit
             return {"StatusCode": 200, "Payload": self.handler(request["Payload"], LambdaContext(function_name="TrainFunction"))}
         if self.throttle > 0:
             self.throttle -= 1
@@ -521,6 +522,60 @@ def test_post_models_train_starts_the_pipeline_with_the_runs_overrides(stack, ap
     assert len(stack.step_functions.executions) == 2
 
 
+def test_a_scheduled_run_gives_way_to_a_run_in_progress_which_get_models_goes_on_showing(stack, api):
+    """POST /models/train's run is still exporting when the Nightly schedule starts one: the
+    scheduled run ends at once, trains nothing, and says why; the first runs on to its end."""
+    stack.deploy("lambda", background=True)
+    exporting, go_on = threading.Event(), threading.Event()
+    stack.exports.on_first_describe.append(lambda: exporting.set() or go_on.wait(60))
+    manual = stack.run({"config": {}}, name="manual-1")  # as POST /models/train starts it
+    try:
+        assert exporting.wait(60), (manual.status, manual.error, manual.cause)
+
+        nightly = stack.run(name="nightly-1")
+        deadline = time.monotonic() + 60
+        while nightly.status == "RUNNING":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+        assert nightly.status == "SUCCEEDED", (nightly.error, nightly.cause)
+        assert "manual-1 is in progress" in nightly.output["start"]["skipped"]
+        assert not any(resource.endswith(":exportTableToPointInTime") for resource, _ in nightly.calls)
+        shown = models_status(api)["pipeline"]  # the run in progress, not the newer one that gave way
+        assert (shown["name"], shown["status"], shown["stage"]) == ("manual-1", "RUNNING", "export")
+        assert api.json("POST", "/models/train")[0] == 409
+    finally:
+        go_on.set()
+        assert stack.step_functions.wait(120)
+    assert manual.status == "SUCCEEDED", (manual.error, manual.cause)
+    assert len(stack.fit.manifests) == 1  # one night's model, not two racing to activate
+    shown = models_status(api)["pipeline"]
+    assert (shown["name"], shown["stage"]) == ("nightly-1", "skipped") and "manual-1" in shown["skipped"]
+    assert_every_call_granted(stack, nightly)
+
+
+def test_a_scheduled_run_gives_way_to_a_start_that_holds_the_claim_and_runs_once_it_is_given_back(stack, api):
+    """A start a moment ago (its execution not listed yet) holds the claim: the scheduled run
+    skips. With the claim given back, the next scheduled run trains, and holds the claim itself."""
+    stack.deploy("lambda")
+    starts = TrainingStarts(ModelStore(S3Blobs(MODEL_BUCKET)).blobs)
+    claim = starts.claim(datetime.now(timezone.utc), lambda run: False)
+
+    skipped = stack.run(name="nightly-1")
+
+    assert skipped.status == "SUCCEEDED" and "was started" in skipped.output["start"]["skipped"]
+    assert stack.fit.manifests == []
+    starts.release(claim)
+
+    trained = stack.run(name="nightly-2")
+
+    assert trained.status == "SUCCEEDED", (trained.error, trained.cause)
+    assert len(stack.fit.manifests) == 1
+    # The claim names the run: a start in the minute after it is refused until Step Functions says it ended.
+    with pytest.raises(Conflict):
+        starts.claim(datetime.now(timezone.utc), lambda run: run != trained.arn)
+
+
 def test_a_failed_export_fails_the_run_and_get_models_says_which_stage_and_why(stack, api):
     stack.deploy("lambda")
     stack.exports.fail["UsersTable"] = "Access Denied to bucket test-exports"
@@ -752,6 +807,8 @@ def test_the_roles_that_read_the_exports_and_the_pipeline_hold_what_the_code_cal
     for action, target in [("states:StartExecution", machine), ("states:ListExecutions", machine),
                            ("states:DescribeExecution", execution), ("states:GetExecutionHistory", execution)]:
         assert allows(admin, action, target), action
+    # A scheduled run's check for one in progress, and whether the run a start claim names has ended.
+    assert allows(train, "states:ListExecutions", machine) and allows(train, "states:DescribeExecution", execution)
     # And the job's container gets the train function's settings, on the export path.
     environment = {e["Name"]: e["Value"] for e in
                    export["Resources"]["FitFargateJobDefinition"]["Properties"]["ContainerProperties"]["Environment"]}
