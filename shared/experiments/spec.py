@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationInfo, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationInfo, field_validator,
+                      model_validator)
 
 from shared.events import Moment
 from shared.experiments.assignment import Share
@@ -23,7 +24,23 @@ VERSION = re.compile(r"^v[0-9]{8}-[0-9]{4,6}-[0-9a-f]{4}$")
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
 
 
-class Variant(BaseModel):
+STORED = {"stored": True}  # the validation context of a record read back from storage
+
+
+class _KnownFields(BaseModel):
+    """A request naming a field this version does not know is refused (a typo must not pass
+    silently); a stored record's such field is left out, so a record a later version wrote (one
+    rolled back from) still reads, and its experiment keeps serving."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_fields_this_version_knows(cls, data: object, info: ValidationInfo) -> object:
+        if isinstance(data, dict) and (info.context or {}).get("stored"):
+            return {key: value for key, value in data.items() if key in cls.model_fields}
+        return data
+
+
+class Variant(_KnownFields):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Name = Field(description="Lower-case letters, digits, - and _; unique in the experiment")
@@ -45,7 +62,7 @@ class Variant(BaseModel):
         return self.serves != POPULAR
 
 
-class ExperimentSpec(BaseModel):
+class ExperimentSpec(_KnownFields):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=100)

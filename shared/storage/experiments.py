@@ -25,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from shared.errors import Conflict, NotFound, StorageUnavailable
-from shared.experiments.spec import Experiment
+from shared.experiments.spec import STORED, Experiment
 from shared.observability import logger
 from shared.standard_json import finite
 from shared.storage.blobs import Blobs
@@ -59,7 +59,7 @@ class ExperimentStore:
 
     def get(self, experiment_id: str) -> Experiment:
         try:
-            return Experiment.model_validate_json(self.blobs.get(_key(experiment_id)))
+            return Experiment.model_validate_json(self.blobs.get(_key(experiment_id)), context=STORED)
         except NotFound:
             raise NotFound(f"experiment {experiment_id} does not exist", field="experiment_id") from None
         except ValueError:
@@ -130,7 +130,7 @@ class ExperimentStore:
     def _read_one(self, key: str) -> Experiment | None:
         """None when deleted meanwhile or unreadable: one record never breaks a list for the others."""
         try:
-            return Experiment.model_validate_json(self.blobs.get(key))
+            return Experiment.model_validate_json(self.blobs.get(key), context=STORED)
         except NotFound:
             return None
         except ValueError:

@@ -212,3 +212,22 @@ def test_results_before_any_data_are_standard_json_with_unbounded_intervals_as_n
     raw = blobs.get("experiments/exp-20261201-aaaaaa/results/2026-12-01.json")
     assert json.loads(raw, parse_constant=refuse)["variants"]["b"]["revenue"] == {
         "difference": 0.0, "interval": [None, None], "p_value": 1.0, "lift": None}
+
+
+def test_a_record_with_fields_a_later_version_added_still_reads_and_keeps_serving(blobs, api, moto_tables):
+    """After a rollback, experiment.json may hold fields only the newer version knew, in the
+    experiment, its spec and its variants: the running experiment still serves. A request that
+    names an unknown field is still refused, naming it."""
+    store = ExperimentStore(blobs)
+    running = experiment(40, "running")
+    record = running.model_dump(mode="json")
+    record["spec"]["holdout_share"] = 0.1
+    record["spec"]["variants"][0]["ramp"] = {"from": 0.1}
+    blobs.put(f"experiments/{running.experiment_id}/experiment.json", json.dumps({**record, "owner": "x"}).encode())
+
+    assert store.get(running.experiment_id) == running
+    assert [e.experiment_id for e in store.running()] == [running.experiment_id]
+    status, body = api.json("POST", "/experiments", {"name": "t", "holdout_share": 0.1, "variants": [
+        {"name": "a", "serves": "popular", "traffic": 0.5, "ramp": 1}, {"name": "b", "serves": "popular", "traffic": 0.5}]})
+    assert status == 422
+    assert {f["field"] for f in body["error"]["fields"]} == {"holdout_share", "variants[0].ramp"}
