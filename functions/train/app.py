@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -161,13 +162,13 @@ def run_night(event: dict[str, Any], chains: dict[str, list[str]], version: str 
     return manifest.model_dump(mode="json")
 
 
-def scheduled_claim(now: datetime) -> Claim | str:
+def scheduled_claim(now: datetime, over: Callable[[str], bool] | None = None) -> Claim | str:
     """The start claim POST /models/train takes, for a schedule's run; or why the run is skipped: a
     start holds the claim, or a run is in progress (a schedule may deliver its event twice, and a
     run started from the API may still be going). Two runs at once would each publish a version
-    and write the night's segments."""
+    and write the night's segments. `over`: whether the run a held claim names has ended."""
     try:
-        claim = starts.claim(now, _run_over)
+        claim = starts.claim(now, over or _run_over)
     except Conflict as error:
         return _skipped(error.message)
     running = models.in_progress()
@@ -182,7 +183,8 @@ def pipeline_start_check(execution: str, state_machine: str, started_at: datetim
     on, the start claim then naming it, so that POST /models/train refuses a start until it ends;
     or why it gives way: the claim is held, or a run of the pipeline that started before it is
     still going (POST /models/train's, or the schedule's event delivered twice)."""
-    claim = scheduled_claim(now)
+    # A claim naming this run is its own, taken by this check before a retry of it.
+    claim = scheduled_claim(now, lambda run: run == execution or _run_over(run))
     if isinstance(claim, str):
         return claim
     try:

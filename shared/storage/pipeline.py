@@ -27,8 +27,10 @@ from shared.storage.dynamo import CLIENT_CONFIG
 # Every state of statemachines/training.asl.json by the stage it belongs to
 # (tests/unit/test_training_pipeline_state_machine.py checks that none is missing).
 TABLES = ("events", "users", "items")
+CHECK = "check"
 STAGE_OF_STATE: dict[str, str | None] = {
-    "Scheduled?": "start", "Check for another run": "start", "Another run?": "start",
+    # A scheduled run's check: until it is through, it is no run to give way to (it gives way itself).
+    "Scheduled?": CHECK, "Check for another run": CHECK, "Another run?": CHECK,
     "Record the start failure": "start", "Skipped": "skipped",
     "Read the run's settings": "start", "No overrides": "start", "Start the run": "start",
     "Plan the exports": "export", "Export the tables": "export", "Record the export failure": "export",
@@ -58,9 +60,9 @@ class PipelineRun(BaseModel):
     stage: str | None = Field(
         default=None, description="start, export (the tables to S3), query (Athena: the events export into the "
                                   "window's interactions), fit (fit, evaluation, gate, publish and activation: "
-                                  "the train function's run), done, or skipped (a scheduled run that found "
-                                  "another starting or in progress: `skipped` says which): where a running run "
-                                  "is, or where a failed one failed")
+                                  "the train function's run), done; for a scheduled run, check (whether another "
+                                  "run goes first) and skipped (one did: `skipped` says which): where a running "
+                                  "run is, or where a failed one failed")
     started_at: datetime
     stopped_at: datetime | None = None
     error: str | None = Field(default=None, description="A failed run's error, e.g. ExportFailed, TrainingFailed")
@@ -84,9 +86,10 @@ class TrainingPipeline:
 
     def start(self, overrides: dict[str, Any]) -> str:
         """Starts a run with these training overrides; a 409 while one is running (a second would
-        export the tables again and race the first to activate)."""
+        export the tables again and race the first to activate). A scheduled run still in its
+        check is none: the start claim the caller holds makes it give way."""
         running = self.latest()
-        if running is not None and running.status == "RUNNING":
+        if running is not None and running.status == "RUNNING" and running.stage != CHECK:
             raise Conflict(f"training pipeline run {running.name} is in its {running.stage or 'first'} stage "
                            f"(started {running.started_at:%Y-%m-%d %H:%M:%S} UTC); follow it with GET /models")
         name = f"train-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
@@ -103,8 +106,7 @@ class TrainingPipeline:
             if not found:
                 return None
             execution = client().describe_execution(executionArn=found[0]["executionArn"])
-            history = client().get_execution_history(executionArn=execution["executionArn"], reverseOrder=True,
-                                                     maxResults=HISTORY_EVENTS_READ)["events"]
+            history = self._history(execution["executionArn"])
         output = _output(execution.get("output"))
         return PipelineRun(name=execution["name"], status=execution["status"], stage=_stage(history),
                            started_at=execution["startDate"], stopped_at=execution.get("stopDate"),
@@ -113,11 +115,19 @@ class TrainingPipeline:
 
     def running_before(self, execution_arn: str, started_at: datetime) -> list[str]:
         """The names of the runs in progress that started before this one (of two started in the
-        same instant, the one whose ARN sorts first): the one a scheduled run gives way to."""
+        same instant, the one whose ARN sorts first) and are past a scheduled run's check: those a
+        scheduled run holding the start claim gives way to. One still in its check (or in no
+        state yet) is not: it meets the claim and gives way itself; two waiting on each other
+        would train nothing."""
         with service_faults("Step Functions", "read the training pipeline's runs in progress"):
-            running = self._running(100)
-        return [e["name"] for e in running if e["executionArn"] != execution_arn
-                and (e["startDate"], e["executionArn"]) < (started_at, execution_arn)]
+            earlier = [e for e in self._running(100) if e["executionArn"] != execution_arn
+                       and (e["startDate"], e["executionArn"]) < (started_at, execution_arn)]
+            return [e["name"] for e in earlier if _stage(self._history(e["executionArn"])) not in (None, CHECK)]
+
+    def _history(self, execution_arn: str) -> list[dict[str, Any]]:
+        """The newest events of a run, newest first."""
+        return client().get_execution_history(executionArn=execution_arn, reverseOrder=True,
+                                              maxResults=HISTORY_EVENTS_READ)["events"]
 
     def _running(self, most: int) -> list[dict[str, Any]]:
         return client().list_executions(stateMachineArn=self.state_machine_arn, statusFilter="RUNNING",

@@ -576,6 +576,103 @@ def test_a_scheduled_run_gives_way_to_a_start_that_holds_the_claim_and_runs_once
         starts.claim(datetime.now(timezone.utc), lambda run: run != trained.arn)
 
 
+def test_two_scheduled_runs_started_together_train_once(stack, monkeypatch):
+    """The schedule's event delivered twice: run b's check takes the claim before run a's, which
+    started first. a meets the claim and gives way; b must not give way to a, still in its check
+    (before, each gave way to the other and nothing trained)."""
+    stack.deploy("lambda", background=True)
+    b_claimed, a_refused, b_listed = threading.Event(), threading.Event(), threading.Event()
+    claim, running_before = TrainingStarts.claim, pipeline_store.TrainingPipeline.running_before
+
+    def claim_in_order(self, now, over):  # a's check meets b's claim, and is still running as b lists the runs
+        if threading.current_thread().name != "execution-nightly-a":
+            got = claim(self, now, over)
+            b_claimed.set()
+            return got
+        assert b_claimed.wait(30)
+        try:
+            return claim(self, now, over)
+        except Conflict:
+            a_refused.set()
+            assert b_listed.wait(30)
+            raise
+
+    def listed_after_a_refused(self, execution, started_at):
+        assert a_refused.wait(30)
+        try:
+            return running_before(self, execution, started_at)
+        finally:
+            b_listed.set()
+
+    monkeypatch.setattr(TrainingStarts, "claim", claim_in_order)
+    monkeypatch.setattr(pipeline_store.TrainingPipeline, "running_before", listed_after_a_refused)
+    a = stack.run(name="nightly-a")
+    b = stack.run(name="nightly-b")
+    assert stack.step_functions.wait(120)
+
+    assert (a.status, b.status) == ("SUCCEEDED", "SUCCEEDED"), (a.cause, b.cause)
+    assert "was started" in a.output["start"]["skipped"]
+    assert len(stack.fit.manifests) == 1 and stack.fit.manifests[0]["status"] == "accepted"
+
+
+def test_a_start_during_a_scheduled_runs_check_goes_through_and_the_scheduled_run_gives_way(stack, api, monkeypatch):
+    """POST /models/train takes the claim while a scheduled run is in its check: the scheduled run
+    gives way, and the start is not refused because of it (before, both were)."""
+    stack.deploy("lambda", background=True)
+    admin_claimed, scheduled_refused, posted = threading.Event(), threading.Event(), threading.Event()
+    claim = TrainingStarts.claim
+
+    def claim_in_order(self, now, over):
+        if threading.current_thread().name != "execution-nightly-s":  # the admin function's
+            got = claim(self, now, over)
+            admin_claimed.set()
+            assert scheduled_refused.wait(30)
+            return got
+        assert admin_claimed.wait(30)
+        try:
+            return claim(self, now, over)
+        except Conflict:
+            scheduled_refused.set()
+            assert posted.wait(30)  # still in its check while the start looks for a run in progress
+            raise
+
+    monkeypatch.setattr(TrainingStarts, "claim", claim_in_order)
+    scheduled = stack.run(name="nightly-s")
+    try:
+        status, body = api.json("POST", "/models/train")
+    finally:
+        posted.set()
+    assert stack.step_functions.wait(120)
+
+    assert status == 202, body
+    assert scheduled.status == "SUCCEEDED" and scheduled.output["start"]["skipped"]
+    started, = [e for e in stack.step_functions.executions.values() if e is not scheduled]
+    assert started.status == "SUCCEEDED", (started.error, started.cause)
+    assert len(stack.fit.manifests) == 1
+
+
+def test_a_retried_check_does_not_skip_its_own_run(stack):
+    """Lambda may fail the check's answer after the check ran (Lambda.ServiceException), and the
+    task is retried: the claim then names this very run, which is no reason to give way."""
+    stack.deploy("lambda", background=True)
+    exporting, go_on = threading.Event(), threading.Event()
+    stack.exports.on_first_describe.append(lambda: exporting.set() or go_on.wait(60))
+    run = stack.run(name="nightly-1")
+    try:
+        assert exporting.wait(60), (run.status, run.error, run.cause)
+        retried = stack.fit.handler({"task": "start_check", "execution": run.arn, "state_machine": stack.arn,
+                                     "started_at": run.started.isoformat()}, LambdaContext(function_name="TrainFunction"))
+        assert retried == {"skipped": None}
+        # Another run's check still meets the claim, which names the first.
+        other = stack.fit.handler({"task": "start_check", "execution": run.arn + "-other", "state_machine": stack.arn,
+                                   "started_at": run.started.isoformat()}, LambdaContext(function_name="TrainFunction"))
+        assert "nightly-1 was started" in other["skipped"]
+    finally:
+        go_on.set()
+        assert stack.step_functions.wait(120)
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+
+
 def test_a_failed_export_fails_the_run_and_get_models_says_which_stage_and_why(stack, api):
     stack.deploy("lambda")
     stack.exports.fail["UsersTable"] = "Access Denied to bucket test-exports"
