@@ -47,8 +47,11 @@ class Codes(dict):
             self.values.append(value)
             return len(self.values) - 1
 
-    def of(self, values: Sequence[Any]) -> np.ndarray:
-        if set(map(type, values)) <= _PLAIN:
+    def of(self, values: Sequence[Any], texts_or_none: bool = False) -> np.ndarray:
+        """The code of each value. `texts_or_none`: the caller has checked that every value is a
+        text or None (the nightly read checks each column once; a second pass over ten million
+        values was 2.6 s of its 40)."""
+        if texts_or_none or set(map(type, values)) <= _PLAIN:
             return np.fromiter(map(self.__getitem__, values), np.int32, len(values))
         return np.fromiter(map(self.code, values), np.int32, len(values))
 

@@ -98,7 +98,7 @@ class _Columns:
             # At most RECENT_EVENTS each, as RecentActivity.history reads them.
             rows = [orjson.loads(decompressed(recent[owner]))[:RECENT_EVENTS] for owner in page]
             fields = _fields_of_rows([row for events in rows for row in events])
-            self._add(page, [len(events) for events in rows], fields)
+            self._add(page, [len(events) for events in rows], fields, texts_checked=True)
         except UNREADABLE:
             # Not the rows ingest writes: each customer as serving reads them, one at a time.
             for owner in page:
@@ -116,12 +116,15 @@ class _Columns:
         fields[2], fields[3] = quantities(fields[2]), np.array(fields[3], dtype=np.float64)
         self._add(owners, [len(history) for history in histories], fields)
 
-    def _add(self, owners: list[str], counts: list[int], fields: list[Any]) -> None:
+    def _add(self, owners: list[str], counts: list[int], fields: list[Any], texts_checked: bool = False) -> None:
         """A page: its owners, each one's count of events, and their events' fields (HistoryEvent's
-        order, the quantities and times arrays). Nothing is kept of a page that fails."""
+        order, the quantities and times arrays). Nothing is kept of a page that fails.
+        `texts_checked`: every item, type, channel, currency and campaign is known to be a text or
+        None (_fields_of_rows checked them)."""
         item, kind, quantity, timestamp, channel, price, currency, campaign, discount = fields
-        page = [self.items.of(item), self.types.of(kind), quantity, timestamp, self.channels.of(channel),
-                np.array(price, dtype=np.float64), self.currencies.of(currency), self.campaigns.of(campaign),
+        page = [self.items.of(item, texts_checked), self.types.of(kind, texts_checked), quantity, timestamp,
+                self.channels.of(channel, texts_checked), np.array(price, dtype=np.float64),
+                self.currencies.of(currency, texts_checked), self.campaigns.of(campaign, texts_checked),
                 np.array(discount, dtype=bool)]
         self.user_ids += owners
         self.counts += counts
