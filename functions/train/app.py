@@ -60,8 +60,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if event.get("task") == EXPORT_PLAN:
         return plan_events_export(settings.export_bucket, now, settings.export_retention_days)
     if event.get("task") == START_CHECK:
-        return {"skipped": pipeline_start_check(event["execution"], event["state_machine"],
-                                                datetime.fromisoformat(event["started_at"]), now)}
+        return {"skipped": pipeline_start_check(event["execution"], event["state_machine"], now)}
     chains = export_chains(event)
     if event.get("task") == EXPORT_QUERIES:
         return export_queries(settings.export_bucket, settings.athena_database, event["run"], chains["events"],
@@ -178,23 +177,23 @@ def scheduled_claim(now: datetime, over: Callable[[str], bool] | None = None) ->
     return _skipped(f"training run {running.version} is in progress")
 
 
-def pipeline_start_check(execution: str, state_machine: str, started_at: datetime, now: datetime) -> str | None:
+def pipeline_start_check(execution: str, state_machine: str, now: datetime) -> str | None:
     """For a TrainingPipeline run its Nightly schedule started (its execution's ARN): None to go
     on, the start claim then naming it, so that POST /models/train refuses a start until it ends;
-    or why it gives way: the claim is held, or a run of the pipeline that started before it is
-    still going (POST /models/train's, or the schedule's event delivered twice)."""
+    or why it gives way: the claim is held, or another run of the pipeline is past its own
+    check (POST /models/train's, or the schedule's event delivered twice)."""
     # A claim naming this run is its own, taken by this check before a retry of it.
     claim = scheduled_claim(now, lambda run: run == execution or _run_over(run))
     if isinstance(claim, str):
         return claim
     try:
-        earlier = TrainingPipeline(state_machine).running_before(execution, started_at)
+        others = TrainingPipeline(state_machine).others_in_progress(execution)
     except BaseException:
         starts.release(claim)  # nothing started: the claim need not hold for its minute
         raise
-    if earlier:
+    if others:
         starts.release(claim)
-        return _skipped(f"training pipeline run {earlier[0]} is in progress")
+        return _skipped(f"training pipeline run {others[0]} is in progress")
     starts.name(claim, execution)
     return None
 

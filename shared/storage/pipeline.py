@@ -113,16 +113,15 @@ class TrainingPipeline:
                            error=execution.get("error"), cause=execution.get("cause"),
                            version=_text(output.get("fit"), "version"), skipped=_text(output.get("start"), "skipped"))
 
-    def running_before(self, execution_arn: str, started_at: datetime) -> list[str]:
-        """The names of the runs in progress that started before this one (of two started in the
-        same instant, the one whose ARN sorts first) and are past a scheduled run's check: those a
-        scheduled run holding the start claim gives way to. One still in its check (or in no
-        state yet) is not: it meets the claim and gives way itself; two waiting on each other
-        would train nothing."""
+    def others_in_progress(self, execution_arn: str) -> list[str]:
+        """The names of the other runs in progress that are past a scheduled run's check: those a
+        scheduled run holding the start claim gives way to, whenever they started (a start
+        let through while its own check waited out Lambda's throttling is one). One still in
+        its check (or in no state yet) is not: it meets the claim and gives way itself; two
+        waiting on each other would train nothing."""
         with service_faults("Step Functions", "read the training pipeline's runs in progress"):
-            earlier = [e for e in self._running(100) if e["executionArn"] != execution_arn
-                       and (e["startDate"], e["executionArn"]) < (started_at, execution_arn)]
-            return [e["name"] for e in earlier if _stage(self._history(e["executionArn"])) not in (None, CHECK)]
+            others = [e for e in self._running(100) if e["executionArn"] != execution_arn]
+            return [e["name"] for e in others if _stage(self._history(e["executionArn"])) not in (None, CHECK)]
 
     def _history(self, execution_arn: str) -> list[dict[str, Any]]:
         """The newest events of a run, newest first."""

@@ -582,7 +582,7 @@ def test_two_scheduled_runs_started_together_train_once(stack, monkeypatch):
     (before, each gave way to the other and nothing trained)."""
     stack.deploy("lambda", background=True)
     b_claimed, a_refused, b_listed = threading.Event(), threading.Event(), threading.Event()
-    claim, running_before = TrainingStarts.claim, pipeline_store.TrainingPipeline.running_before
+    claim, others_in_progress = TrainingStarts.claim, pipeline_store.TrainingPipeline.others_in_progress
 
     def claim_in_order(self, now, over):  # a's check meets b's claim, and is still running as b lists the runs
         if threading.current_thread().name != "execution-nightly-a":
@@ -597,15 +597,15 @@ def test_two_scheduled_runs_started_together_train_once(stack, monkeypatch):
             assert b_listed.wait(30)
             raise
 
-    def listed_after_a_refused(self, execution, started_at):
+    def listed_after_a_refused(self, execution):
         assert a_refused.wait(30)
         try:
-            return running_before(self, execution, started_at)
+            return others_in_progress(self, execution)
         finally:
             b_listed.set()
 
     monkeypatch.setattr(TrainingStarts, "claim", claim_in_order)
-    monkeypatch.setattr(pipeline_store.TrainingPipeline, "running_before", listed_after_a_refused)
+    monkeypatch.setattr(pipeline_store.TrainingPipeline, "others_in_progress", listed_after_a_refused)
     a = stack.run(name="nightly-a")
     b = stack.run(name="nightly-b")
     assert stack.step_functions.wait(120)
@@ -651,6 +651,39 @@ def test_a_start_during_a_scheduled_runs_check_goes_through_and_the_scheduled_ru
     assert len(stack.fit.manifests) == 1
 
 
+def test_a_scheduled_run_whose_check_comes_late_gives_way_to_a_run_started_after_it(stack, monkeypatch):
+    """Lambda throttled the scheduled run's check past the start claim's minute, and a start got
+    through meanwhile: it started after the scheduled run, and is exporting by the time the check
+    runs. The scheduled run gives way to it all the same."""
+    stack.deploy("lambda", background=True)
+    exporting, go_on, may_check = threading.Event(), threading.Event(), threading.Event()
+    stack.exports.on_first_describe.append(lambda: exporting.set() or go_on.wait(60))
+    claim = TrainingStarts.claim
+
+    def claim_late(self, now, over):
+        if threading.current_thread().name == "execution-nightly-1":
+            assert may_check.wait(60)
+        return claim(self, now, over)
+
+    monkeypatch.setattr(TrainingStarts, "claim", claim_late)
+    nightly = stack.run(name="nightly-1")
+    manual = stack.run({"config": {}}, name="manual-1")
+    try:
+        assert exporting.wait(60), (manual.status, manual.error, manual.cause)
+        may_check.set()
+        deadline = time.monotonic() + 60
+        while nightly.status == "RUNNING":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert nightly.status == "SUCCEEDED" and "manual-1 is in progress" in nightly.output["start"]["skipped"]
+    finally:
+        may_check.set()
+        go_on.set()
+        assert stack.step_functions.wait(120)
+    assert manual.status == "SUCCEEDED", (manual.error, manual.cause)
+    assert len(stack.fit.manifests) == 1
+
+
 def test_a_retried_check_does_not_skip_its_own_run(stack):
     """Lambda may fail the check's answer after the check ran (Lambda.ServiceException), and the
     task is retried: the claim then names this very run, which is no reason to give way."""
@@ -660,12 +693,12 @@ def test_a_retried_check_does_not_skip_its_own_run(stack):
     run = stack.run(name="nightly-1")
     try:
         assert exporting.wait(60), (run.status, run.error, run.cause)
-        retried = stack.fit.handler({"task": "start_check", "execution": run.arn, "state_machine": stack.arn,
-                                     "started_at": run.started.isoformat()}, LambdaContext(function_name="TrainFunction"))
+        retried = stack.fit.handler({"task": "start_check", "execution": run.arn, "state_machine": stack.arn},
+                                    LambdaContext(function_name="TrainFunction"))
         assert retried == {"skipped": None}
         # Another run's check still meets the claim, which names the first.
-        other = stack.fit.handler({"task": "start_check", "execution": run.arn + "-other", "state_machine": stack.arn,
-                                   "started_at": run.started.isoformat()}, LambdaContext(function_name="TrainFunction"))
+        other = stack.fit.handler({"task": "start_check", "execution": run.arn + "-other", "state_machine": stack.arn},
+                                  LambdaContext(function_name="TrainFunction"))
         assert "nightly-1 was started" in other["skipped"]
     finally:
         go_on.set()
