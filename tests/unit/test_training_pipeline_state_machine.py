@@ -31,7 +31,7 @@ from devstack.step_functions import (Execution, Interpreter, LocalStepFunctions,
                                      load_definition, payload, read_path, write_path)
 from devstack.template import PROJECT_ROOT, resolve_conditions, resources
 from shared.config import get_settings
-from shared.errors import Conflict
+from shared.errors import Conflict, StorageUnavailable
 from shared.storage import pipeline as pipeline_store
 from shared.storage.blobs import S3Blobs
 from shared.storage.exports import Export, table_items, write_export
@@ -769,6 +769,27 @@ def test_throttled_tasks_are_retried_with_backoff_and_the_run_goes_on(stack, api
     # each table's export polled twice, a minute apart.
     assert sorted(execution.waited) == [30.0, 30.0] + [60.0] * 7
     assert stack.fit.manifests[0]["status"] == "accepted"
+
+
+def test_a_fault_in_the_scheduled_runs_check_is_retried_and_the_night_trains(stack, monkeypatch):
+    """S3 throttled as the check took the claim (after botocore's own retries): the task is tried
+    again after a backoff, not the night failed at its start."""
+    stack.deploy("lambda")
+    claim, faults = TrainingStarts.claim, [StorageUnavailable("model bucket throttled")]
+
+    def throttled_once(self, now, over):
+        if faults:
+            raise faults.pop()
+        return claim(self, now, over)
+
+    monkeypatch.setattr(TrainingStarts, "claim", throttled_once)
+
+    execution = stack.run()
+
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    checks = [r for resource, r in execution.calls if r.get("Payload", {}).get("task") == "start_check"]
+    assert len(checks) == 2 and 30.0 in execution.waited
+    assert len(stack.fit.manifests) == 1
 
 
 def test_a_throttle_that_outlasts_the_retries_fails_the_run_at_its_stage(stack, api):
