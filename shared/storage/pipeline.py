@@ -87,11 +87,13 @@ class TrainingPipeline:
     def start(self, overrides: dict[str, Any]) -> str:
         """Starts a run with these training overrides; a 409 while one is running (a second would
         export the tables again and race the first to activate). A scheduled run still in its
-        check is none: the start claim the caller holds makes it give way."""
-        running = self.latest()
-        if running is not None and running.status == "RUNNING" and running.stage != CHECK:
-            raise Conflict(f"training pipeline run {running.name} is in its {running.stage or 'first'} stage "
-                           f"(started {running.started_at:%Y-%m-%d %H:%M:%S} UTC); follow it with GET /models")
+        check is none: the start claim the caller holds makes it give way. Every run in progress
+        is looked at: a newer one in its check must not hide an older one exporting."""
+        running = self._in_progress(waiting={CHECK})
+        if running:
+            execution, stage = running[0]
+            raise Conflict(f"training pipeline run {execution['name']} is in its {stage or 'first'} stage "
+                           f"(started {execution['startDate']:%Y-%m-%d %H:%M:%S} UTC); follow it with GET /models")
         name = f"train-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
         with service_faults("Step Functions", "start the training pipeline"):
             return client().start_execution(stateMachineArn=self.state_machine_arn, name=name,
@@ -119,9 +121,16 @@ class TrainingPipeline:
         let through while its own check waited out Lambda's throttling is one). One still in
         its check (or in no state yet) is not: it meets the claim and gives way itself; two
         waiting on each other would train nothing."""
+        return [execution["name"] for execution, _ in self._in_progress({None, CHECK}, execution_arn)]
+
+    def _in_progress(self, waiting: set[str | None],
+                     other_than: str | None = None) -> list[tuple[dict[str, Any], str | None]]:
+        """The runs in progress (but `other_than`), newest first, each with its stage, less those
+        whose stage is in `waiting`."""
         with service_faults("Step Functions", "read the training pipeline's runs in progress"):
-            others = [e for e in self._running(100) if e["executionArn"] != execution_arn]
-            return [e["name"] for e in others if _stage(self._history(e["executionArn"])) not in (None, CHECK)]
+            running = [e for e in self._running(100) if e["executionArn"] != other_than]
+            staged = [(e, _stage(self._history(e["executionArn"]))) for e in running]
+        return [(execution, stage) for execution, stage in staged if stage not in waiting]
 
     def _history(self, execution_arn: str) -> list[dict[str, Any]]:
         """The newest events of a run, newest first."""

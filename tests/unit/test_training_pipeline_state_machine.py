@@ -684,6 +684,37 @@ def test_a_scheduled_run_whose_check_comes_late_gives_way_to_a_run_started_after
     assert len(stack.fit.manifests) == 1
 
 
+def test_a_start_is_refused_beside_a_run_exporting_though_a_newer_one_is_in_its_check(stack, api, monkeypatch):
+    """A run exports; a scheduled run started since is in its check. The newest run in progress is
+    the one in its check, and must not hide the one exporting: a start is refused."""
+    stack.deploy("lambda", background=True)
+    exporting, go_on, checking, may_check = threading.Event(), threading.Event(), threading.Event(), threading.Event()
+    stack.exports.on_first_describe.append(lambda: exporting.set() or go_on.wait(60))
+    claim = TrainingStarts.claim
+
+    def claim_later(self, now, over):
+        if threading.current_thread().name == "execution-nightly-1":
+            checking.set()
+            assert may_check.wait(60)
+        return claim(self, now, over)
+
+    monkeypatch.setattr(TrainingStarts, "claim", claim_later)
+    manual = stack.run({"config": {}}, name="manual-1")
+    try:
+        assert exporting.wait(60), (manual.status, manual.error, manual.cause)
+        stack.run(name="nightly-1")
+        assert checking.wait(60)
+
+        status, body = api.json("POST", "/models/train")
+
+        assert status == 409 and "manual-1" in body["error"]["message"], body
+    finally:
+        may_check.set()
+        go_on.set()
+        assert stack.step_functions.wait(120)
+    assert manual.status == "SUCCEEDED" and len(stack.fit.manifests) == 1
+
+
 def test_a_retried_check_does_not_skip_its_own_run(stack):
     """Lambda may fail the check's answer after the check ran (Lambda.ServiceException), and the
     task is retried: the claim then names this very run, which is no reason to give way."""
