@@ -25,19 +25,19 @@ import re
 import secrets
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, ValidatorFunctionWrapHandler, WrapValidator
 
 from shared.errors import Conflict, NotFound
 from shared.events import Moment, format_timestamp
 from shared.observability import logger
 from shared.segments.thresholds import check_thresholds
 from shared.storage.blobs import Blobs, LocalBlobs, S3Blobs
+from shared.training.config import BlendWeights, TrainingConfig
 
 if TYPE_CHECKING:
     from shared.training.artifact import ModelArtifact
-    from shared.training.config import TrainingConfig
 
 ACTIVE_KEY = "active.json"
 # A few kilobytes beside the model: popular items for cold starts when the model cannot be loaded.
@@ -52,6 +52,23 @@ class ArtifactInfo(BaseModel):
     key: str
     sha256: str
     bytes: int
+
+
+class BlendChoiceRecord(BaseModel):
+    """The blend a run's validation folds chose (shared/training/pipeline.py), kept so that later
+    runs may take it instead of choosing again (TrainingConfig.blend_reuse_days)."""
+
+    weights: BlendWeights
+    reason: str = Field(max_length=2000, description="What the validation folds scored")
+    chosen_at: Moment = Field(description="The end of the run whose validation folds chose it")
+
+
+def _unreadable_as_none(value: Any, handler: ValidatorFunctionWrapHandler) -> BlendChoiceRecord | None:
+    """A choice that does not read is none: the next run chooses again, and the manifest still reads."""
+    try:
+        return handler(value)
+    except ValidationError:
+        return None
 
 
 class Manifest(BaseModel):
@@ -71,6 +88,10 @@ class Manifest(BaseModel):
     strategy_reason: str = Field(default="", description="Why this strategy, with the holdout's figures")
     fit_device: str = Field(default="", description="Where ALS fitted: cpu, gpu, or cpu with the reason a GPU "
                                                     "that was asked for could not be used (empty: before this was recorded)")
+    blend_choice: Annotated[BlendChoiceRecord | None, WrapValidator(_unreadable_as_none)] = Field(
+        default=None, description="The blend validation chose, by this run or an earlier one whose choice it took "
+                                  "(blend_reuse_days); none when the configuration fixed the blend or too few "
+                                  "customers could validate one")
     active: bool = False
 
 

@@ -75,6 +75,12 @@ class TrainingConfig(BaseModel):
         default=2, ge=1, le=6,
         description="Periods of holdout_days before the holdout the blend is chosen on (best sum of NDCGs), "
                     "each with its own fit: one more fit per fold")
+    blend_reuse_days: Count = Field(
+        default=6, ge=0, le=365,
+        description="Take the blend the active version's run chose on its validation folds, instead of choosing "
+                    "again, while that choice is at most this many days old and the rest of the configuration is "
+                    "unchanged: the folds are most of a run's time, and a week-old choice served as well as a "
+                    "fresh one on both real shops (docs/model.md); 0: every run chooses")
     max_validation_users: Count = Field(default=5000, ge=1, le=1_000_000,
                                         description="Customers sampled to choose the blend")
     max_holdout_users: Count = Field(default=20_000, ge=1, le=10_000_000,

@@ -28,11 +28,12 @@ from typing import TypeVar
 from shared.errors import StorageUnavailable
 from shared.observability import logger
 from shared.storage.exports import UnusableExport
-from shared.storage.models import Manifest, ModelStore, run_manifest
-from shared.training.config import TrainingConfig
+from shared.storage.models import BlendChoiceRecord, Manifest, ModelStore, run_manifest
+from shared.training.config import BlendWeights, TrainingConfig
 from shared.training.fit_device import CPU, Device, resolve
 from shared.training.interactions import TooManyInteractions
-from shared.training.pipeline import ACCEPTED, POPULAR, TrainingData, TrainingOutcome, train_model
+from shared.training.hybrid import Blend
+from shared.training.pipeline import ACCEPTED, POPULAR, BlendChoice, TrainingData, TrainingOutcome, train_model
 
 DataLoader = Callable[[TrainingConfig, datetime], TrainingData]
 T = TypeVar("T")
@@ -56,12 +57,13 @@ def run_training(load: DataLoader, models: ModelStore, config: TrainingConfig,
         started = time.perf_counter()
         data = load(config, end)
         manifest.timings["load"] = time.perf_counter() - started
-        outcome = train_model(data, config, _active_ndcg(models), device)
+        outcome = train_model(data, config, _active_ndcg(models), device, _active_blend_choice(models, config))
         manifest.status, manifest.reason = outcome.status, outcome.reason
         manifest.strategy, manifest.strategy_reason = outcome.strategy, outcome.strategy_reason
         manifest.metrics, manifest.counts = outcome.metrics, outcome.counts
         manifest.timings.update(outcome.timings)
         manifest.fit_device = outcome.gpu_failure or manifest.fit_device
+        manifest.blend_choice = _blend_choice_record(outcome.blend_choice)
         if outcome.artifact is not None:
             started = time.perf_counter()
             models.publish(manifest, outcome.artifact)
@@ -122,3 +124,37 @@ def _active_ndcg(models: ModelStore) -> float | None:
     if pointer is None:
         return None
     return models.manifest(pointer.version).metrics.get("model", {}).get("ndcg")
+
+
+# What a run's blend choice does not depend on: a choice made under other values of these still holds.
+NOT_CHOICE_PARAMETERS = ("as_of", "blend_reuse_days", "max_interactions", "min_gain_over_popularity",
+                         "max_drop_from_active")
+
+
+def _active_blend_choice(models: ModelStore, config: TrainingConfig) -> BlendChoice | None:
+    """The blend the active version's run chose on its validation folds (or took from an earlier
+    run), when it was chosen under this run's configuration: a change of any parameter that shapes
+    the choice (the window, the weights, the folds, ALS's) chooses again."""
+    pointer = models.active()
+    if pointer is None:
+        return None
+    manifest = models.manifest(pointer.version)
+    record = manifest.blend_choice
+    if record is None or _choice_parameters(manifest.parameters) != _choice_parameters(config.model_dump(mode="json")):
+        return None
+    weights = record.weights
+    return BlendChoice(Blend(weights.als, weights.knn, weights.popularity), record.reason, record.chosen_at.timestamp())
+
+
+def _choice_parameters(parameters: dict) -> dict:
+    return {name: value for name, value in parameters.items() if name not in NOT_CHOICE_PARAMETERS}
+
+
+def _blend_choice_record(choice: BlendChoice | None) -> BlendChoiceRecord | None:
+    """What a later run may take: a validated choice only (not one the configuration fixed, nor the
+    default of a run too small to validate)."""
+    if choice is None or choice.at is None:
+        return None
+    blend = choice.blend
+    return BlendChoiceRecord(weights=BlendWeights(als=blend.als, knn=blend.knn, popularity=blend.popularity),
+                             reason=choice.reason[:2000], chosen_at=datetime.fromtimestamp(choice.at, timezone.utc))

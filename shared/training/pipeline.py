@@ -4,7 +4,8 @@ Three splits of the window, all counted back from its end (now, or `as_of`):
 - validation: the `validation_folds` (2) periods of `holdout_days` before the holdout, each scored
   with its own fit on the events before it. The blend's weights (shared/training/hybrid.py) are
   chosen there, from `BLENDS`, on the shop's own data (best sum of NDCGs over the folds); the
-  holdout itself is never looked at;
+  holdout itself is never looked at. A run may take an earlier run's choice instead, while it is
+  at most `blend_reuse_days` old (`reusable`);
 - holdout: the last `holdout_days`. The chosen blend and popularity are scored there, and the gate
   decides which strategy serves: the model, or popularity when the model does not beat it;
 - everything: the published version is fitted on the whole window.
@@ -15,7 +16,8 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -69,6 +71,7 @@ class TrainingOutcome:
     strategy_reason: str = ""
     popularity_is_better: bool = False  # rejected because popularity beat the model on the holdout
     gpu_failure: str = ""  # the fits fell back to the CPU, and why (WarmStart)
+    blend_choice: BlendChoice | None = None  # the evaluation's: the blend, why, and which run's validation chose it
 
 
 def decide(model: Metrics, baseline: Metrics, active_ndcg: float | None, config: TrainingConfig) -> tuple[str, str]:
@@ -244,9 +247,22 @@ def ranked_by_blends(fitted: Fitted, users: np.ndarray, blends: tuple[Blend, ...
     return {blend: np.vstack(parts) if parts else np.zeros((0, k), np.int64) for blend, parts in ranked.items()}
 
 
+class BlendChoice(NamedTuple):
+    blend: Blend
+    reason: str  # why this blend, as the run that chose it said
+    at: float | None = None  # the end of the run whose validation folds chose it; None: fixed, or the default
+    taken_again: str = ""  # how old a choice a later run took, and why it could
+
+    @property
+    def described(self) -> str:
+        return f"{self.reason}; {self.taken_again}" if self.taken_again else self.reason
+
+
 def choose_blend(interactions: Interactions, cutoff: float, config: TrainingConfig,
-                 shape: tuple[int, int], warm: WarmStart | None = None) -> tuple[Blend, str]:
-    """The blend with the best sum of NDCGs over the validation folds, never looking at the holdout.
+                 shape: tuple[int, int], warm: WarmStart | None = None,
+                 chosen_before: BlendChoice | None = None) -> BlendChoice:
+    """The blend with the best sum of NDCGs over the validation folds, never looking at the holdout;
+    or `chosen_before`, an earlier run's validated choice, while it is `reusable`.
 
     Fold i (from 0) is the `holdout_days` ending `i x holdout_days` before the cutoff, scored with
     a fit on the events before it: fold 0 is the month before the holdout, fold 1 the month before
@@ -255,7 +271,14 @@ def choose_blend(interactions: Interactions, cutoff: float, config: TrainingConf
     is left out; none left, the default blend."""
     if config.blend is not None:
         blend = Blend(config.blend.als, config.blend.knn, config.blend.popularity)
-        return blend, f"blend fixed by the configuration: {blend.as_dict()}"
+        return BlendChoice(blend, f"blend fixed by the configuration: {blend.as_dict()}")
+    end = cutoff + config.holdout_days * DAY
+    if chosen_before is not None and reusable(chosen_before, end, config):
+        assert chosen_before.at is not None
+        chosen = datetime.fromtimestamp(chosen_before.at, timezone.utc)
+        return chosen_before._replace(taken_again=(f"chosen by the run ending {chosen:%Y-%m-%d %H:%M} UTC, "
+                                                   f"{(end - chosen_before.at) / DAY:.1f} days before this one, "
+                                                   f"and taken again (blend_reuse_days {config.blend_reuse_days})"))
     folds: list[tuple[int, dict[Blend, Metrics]]] = []
     warm = warm or WarmStart()
     for fold in reversed(range(config.validation_folds)):  # oldest first: each fit starts from the one before
@@ -264,16 +287,26 @@ def choose_blend(interactions: Interactions, cutoff: float, config: TrainingConf
         if scored is not None:
             folds.insert(0, scored)
     if not folds:
-        return DEFAULT_BLEND, (f"too few customers to validate on (fewer than {config.min_users_to_evaluate} in "
-                               f"each of {config.validation_folds} validation folds): the default blend "
-                               f"{DEFAULT_BLEND.as_dict()}")
+        return BlendChoice(DEFAULT_BLEND, (f"too few customers to validate on (fewer than {config.min_users_to_evaluate} "
+                                           f"in each of {config.validation_folds} validation folds): the default "
+                                           f"blend {DEFAULT_BLEND.as_dict()}"))
     totals = {blend: sum(scored[blend].ndcg for _, scored in folds) for blend in BLENDS}
     best = max(BLENDS, key=lambda blend: (round(totals[blend], 6), -BLENDS.index(blend)))
     per_fold = "; ".join(f"{customers} customers: {scored[best].ndcg:.4f}, popularity alone {scored[BLENDS[0]].ndcg:.4f}"
                          for customers, scored in folds)
-    return best, (f"blend {best.as_dict()} scored NDCG@{config.top_k} {totals[best] / len(folds):.4f} on average on "
-                  f"{len(folds)} validation split{'s' if len(folds) > 1 else ''} of {config.holdout_days} days "
-                  f"before the holdout ({per_fold})")
+    return BlendChoice(best, (f"blend {best.as_dict()} scored NDCG@{config.top_k} {totals[best] / len(folds):.4f} "
+                              f"on average on {len(folds)} validation split{'s' if len(folds) > 1 else ''} of "
+                              f"{config.holdout_days} days before the holdout ({per_fold})"), end)
+
+
+def reusable(earlier: BlendChoice, end: float, config: TrainingConfig) -> bool:
+    """Whether a run ending at `end` may take an `earlier` choice instead of making one: a
+    validated choice, at most `blend_reuse_days` old, never a later run's (as_of runs a backfill
+    at an earlier end). A run's folds end where its holdout starts, so only the choice of a run
+    ending no later than this one has seen none of this holdout. The configuration the choice was
+    made under is the caller's to compare (shared/training/job.py)."""
+    return (config.blend_reuse_days > 0 and earlier.at is not None
+            and 0 <= end - earlier.at <= config.blend_reuse_days * DAY)
 
 
 def _score_fold(interactions: Interactions, start: float, end: float, config: TrainingConfig,
@@ -303,11 +336,18 @@ def sampled(evaluated: Holdout, most: int, seed: int) -> Holdout:
 class Evaluation:
     """What the holdout says: the chosen blend and popularity, scored alike."""
 
-    blend: Blend
-    blend_reason: str
+    choice: BlendChoice
     model: Metrics
     popularity: Metrics
     evaluated_users: int
+
+    @property
+    def blend(self) -> Blend:
+        return self.choice.blend
+
+    @property
+    def blend_reason(self) -> str:
+        return self.choice.described
 
 
 @dataclass
@@ -333,9 +373,10 @@ class HoldoutSplit:
 
 
 def evaluate(data: TrainingData, config: TrainingConfig, warm: WarmStart | None = None,
-             split: HoldoutSplit | None = None) -> Evaluation | str:
-    """Choose the blend before the holdout, fit it, score it and popularity on the holdout; or why not.
-    `split`: the data's HoldoutSplit, when the caller made it already."""
+             split: HoldoutSplit | None = None, chosen_before: BlendChoice | None = None) -> Evaluation | str:
+    """Choose the blend before the holdout (or take `chosen_before`: choose_blend), fit it, score it and
+    popularity on the holdout; or why not. `split`: the data's HoldoutSplit, when the caller made
+    it already."""
     split = split or HoldoutSplit.of(_until_end(data), data.end, config)
     interactions, shape, cutoff, earlier, evaluated = (split.interactions, split.shape, split.cutoff, split.earlier,
                                                        split.evaluated)
@@ -344,7 +385,8 @@ def evaluate(data: TrainingData, config: TrainingConfig, warm: WarmStart | None 
                 f"days; at least {config.min_users_to_evaluate} are needed to evaluate a model")
     evaluated = sampled(evaluated, config.max_holdout_users, config.random_seed)
     warm = warm or WarmStart()
-    blend, blend_reason = choose_blend(interactions, cutoff, config, shape, warm)
+    choice = choose_blend(interactions, cutoff, config, shape, warm, chosen_before)
+    blend = choice.blend
     fitted = fit_blend(earlier, config, blend, warm)
     if blend.als == 0 and blend.knn == 0:  # popularity alone: one row for every customer
         model = ranking_metrics(top_items_of_one_row(fitted.scorer.weighed(blend, None, None, 1)[0], evaluated.users,
@@ -355,11 +397,12 @@ def evaluate(data: TrainingData, config: TrainingConfig, warm: WarmStart | None 
         model = score_blends(fitted, evaluated, (blend,), config.top_k)[blend]
     baseline = ranking_metrics(top_items_of_one_row(fitted.popularity, evaluated.users, fitted.bought, config.top_k),
                                evaluated.relevant, shape[1])
-    return Evaluation(blend, blend_reason, model, baseline, len(evaluated.users))
+    return Evaluation(choice, model, baseline, len(evaluated.users))
 
 
 def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float | None = None,
-                device: Device = CPU) -> TrainingOutcome:
+                device: Device = CPU, chosen_before: BlendChoice | None = None) -> TrainingOutcome:
+    """`chosen_before`: the blend the active version's run chose, which this run may take (choose_blend)."""
     timings: dict[str, float] = {}
     interactions = _until_end(data)
     shape = (len(interactions.user_ids), len(interactions.item_ids))
@@ -386,7 +429,7 @@ def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float |
 
     started = time.perf_counter()
     warm = WarmStart(device)
-    result = evaluate(data, config, warm, split)
+    result = evaluate(data, config, warm, split, chosen_before)
     del split, evaluated  # the final fit's history takes their place
     timings["evaluate"] = time.perf_counter() - started
     assert isinstance(result, Evaluation)  # the same customers were counted above
@@ -415,7 +458,7 @@ def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float |
     artifact = _artifact(data, interactions, config, fitted, strategy, warm)
     return TrainingOutcome(status, reason, {"model": result.model.as_dict(), "popularity": result.popularity.as_dict()},
                            artifact, counts, timings, strategy, strategy_reason, popularity_is_better,
-                           warm.gpu_failure)
+                           warm.gpu_failure, result.choice)
 
 
 def _until_end(data: TrainingData) -> Interactions:

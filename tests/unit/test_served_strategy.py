@@ -183,10 +183,10 @@ def test_a_fold_with_too_few_customers_is_left_out_and_none_left_is_the_default_
     def since(days: int):
         return interactions.select(interactions.timestamps >= cutoff - days * DAY)
 
-    blend, reason = choose_blend(since(14), cutoff, config, shape)  # nobody known before either fold
+    blend, reason, _, _ = choose_blend(since(14), cutoff, config, shape)  # nobody known before either fold
     assert blend == DEFAULT_BLEND and "too few customers" in reason
 
-    blend, reason = choose_blend(since(28), cutoff, config, shape)  # nobody known before the older fold
+    blend, reason, _, _ = choose_blend(since(28), cutoff, config, shape)  # nobody known before the older fold
     assert blend in BLENDS and "on 1 validation split of 14 days" in reason
 
 
