@@ -47,7 +47,7 @@ def night(interactions, end: float, config: TrainingConfig) -> tuple[Blend, dict
         return None
     evaluated = sampled(split.evaluated, config.max_holdout_users, config.random_seed)
     warm = WarmStart()
-    chosen, _ = choose_blend(split.interactions, split.cutoff, config, split.shape, warm)
+    chosen = choose_blend(split.interactions, split.cutoff, config, split.shape, warm).blend
     fitted = fit_blend(split.earlier, config, Blend(1, 1, 1), warm)
     scored = {blend: metrics.ndcg for blend, metrics in score_blends(fitted, evaluated, BLENDS, config.top_k).items()}
     popular = ranking_metrics(top_items_of_one_row(fitted.popularity, evaluated.users, fitted.bought, config.top_k),

@@ -77,7 +77,7 @@ class TrainingConfig(BaseModel):
                     "each with its own fit: one more fit per fold")
     blend_reuse_days: Count = Field(
         default=6, ge=0, le=365,
-        description="Take the blend the active version's run chose on its validation folds, instead of choosing "
+        description="Take the blend the newest run chose on its validation folds, instead of choosing "
                     "again, while that choice is at most this many days old and the rest of the configuration is "
                     "unchanged: the folds are most of a run's time, and a week-old choice served as well as a "
                     "fresh one on both real shops (docs/model.md); 0: every run chooses")

@@ -32,7 +32,7 @@ from shared.storage.models import BlendChoiceRecord, Manifest, ModelStore, run_m
 from shared.training.config import BlendWeights, TrainingConfig
 from shared.training.fit_device import CPU, Device, resolve
 from shared.training.interactions import TooManyInteractions
-from shared.training.hybrid import Blend
+from shared.training.hybrid import BLENDS, Blend
 from shared.training.pipeline import ACCEPTED, POPULAR, BlendChoice, TrainingData, TrainingOutcome, train_model
 
 DataLoader = Callable[[TrainingConfig, datetime], TrainingData]
@@ -57,7 +57,7 @@ def run_training(load: DataLoader, models: ModelStore, config: TrainingConfig,
         started = time.perf_counter()
         data = load(config, end)
         manifest.timings["load"] = time.perf_counter() - started
-        outcome = train_model(data, config, _active_ndcg(models), device, _active_blend_choice(models, config))
+        outcome = train_model(data, config, _active_ndcg(models), device, latest_blend_choice(models, config, end))
         manifest.status, manifest.reason = outcome.status, outcome.reason
         manifest.strategy, manifest.strategy_reason = outcome.strategy, outcome.strategy_reason
         manifest.metrics, manifest.counts = outcome.metrics, outcome.counts
@@ -131,19 +131,24 @@ NOT_CHOICE_PARAMETERS = ("as_of", "blend_reuse_days", "max_interactions", "min_g
                          "max_drop_from_active")
 
 
-def _active_blend_choice(models: ModelStore, config: TrainingConfig) -> BlendChoice | None:
-    """The blend the active version's run chose on its validation folds (or took from an earlier
-    run), when it was chosen under this run's configuration: a change of any parameter that shapes
-    the choice (the window, the weights, the folds, ALS's) chooses again."""
-    pointer = models.active()
-    if pointer is None:
+def latest_blend_choice(models: ModelStore, config: TrainingConfig, end: datetime) -> BlendChoice | None:
+    """The newest blend a run's validation folds chose by `end` (this run's), among every version's
+    runs, whatever their outcome: which version the gate or an operator activated must not decide
+    which choice a later holdout scores. Only a choice made under this run's configuration counts
+    (a change of any parameter that shapes it, the window, the weights, the folds, ALS's, chooses
+    again), and only one of the current grid (`BLENDS`: a deploy that changed it chooses again)."""
+    if config.blend is not None or config.blend_reuse_days == 0:
+        return None  # nothing to take: no manifest need be read
+    wanted = _choice_parameters(config.model_dump(mode="json"))
+    found = [manifest.blend_choice for manifest in models.manifests()
+             if manifest.blend_choice is not None and manifest.blend_choice.chosen_at <= end
+             and _choice_parameters(manifest.parameters) == wanted]
+    if not found:
         return None
-    manifest = models.manifest(pointer.version)
-    record = manifest.blend_choice
-    if record is None or _choice_parameters(manifest.parameters) != _choice_parameters(config.model_dump(mode="json")):
-        return None
+    record = max(found, key=lambda choice: choice.chosen_at)
     weights = record.weights
-    return BlendChoice(Blend(weights.als, weights.knn, weights.popularity), record.reason, record.chosen_at.timestamp())
+    blend = Blend(weights.als, weights.knn, weights.popularity)
+    return BlendChoice(blend, record.reason, record.chosen_at.timestamp()) if blend in BLENDS else None
 
 
 def _choice_parameters(parameters: dict) -> dict:

@@ -301,12 +301,13 @@ def choose_blend(interactions: Interactions, cutoff: float, config: TrainingConf
 
 def reusable(earlier: BlendChoice, end: float, config: TrainingConfig) -> bool:
     """Whether a run ending at `end` may take an `earlier` choice instead of making one: a
-    validated choice, at most `blend_reuse_days` old, never a later run's (as_of runs a backfill
-    at an earlier end). A run's folds end where its holdout starts, so only the choice of a run
-    ending no later than this one has seen none of this holdout. The configuration the choice was
-    made under is the caller's to compare (shared/training/job.py)."""
+    validated choice, at most `blend_reuse_days` old in whole days (a nightly run starts a little
+    later or earlier each night), never a later run's (as_of runs a backfill at an earlier end). A
+    run's folds end where its holdout starts, so only the choice of a run ending no later than
+    this one has seen none of this holdout. The configuration the choice was made under is the
+    caller's to compare (shared/training/job.py)."""
     return (config.blend_reuse_days > 0 and earlier.at is not None
-            and 0 <= end - earlier.at <= config.blend_reuse_days * DAY)
+            and 0 <= end - earlier.at and round((end - earlier.at) / DAY) <= config.blend_reuse_days)
 
 
 def _score_fold(interactions: Interactions, start: float, end: float, config: TrainingConfig,
@@ -402,7 +403,7 @@ def evaluate(data: TrainingData, config: TrainingConfig, warm: WarmStart | None 
 
 def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float | None = None,
                 device: Device = CPU, chosen_before: BlendChoice | None = None) -> TrainingOutcome:
-    """`chosen_before`: the blend the active version's run chose, which this run may take (choose_blend)."""
+    """`chosen_before`: the newest blend a run chose (job.latest_blend_choice), which this run may take (choose_blend)."""
     timings: dict[str, float] = {}
     interactions = _until_end(data)
     shape = (len(interactions.user_ids), len(interactions.item_ids))

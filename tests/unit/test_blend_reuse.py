@@ -1,6 +1,6 @@
-"""A run takes the blend the active version's run chose while that choice is recent
-(blend_reuse_days), and never one that could have seen its holdout or was made under another
-configuration."""
+"""A run takes the blend the newest run chose while that choice is recent (blend_reuse_days),
+and never one that could have seen its holdout, was made under another configuration or is not
+of the grid."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def runs(tmp_path, monkeypatch):
     return run
 
 
-def test_a_run_takes_the_blend_the_active_versions_run_chose_days_before_without_scoring_folds(runs):
+def test_a_run_takes_the_blend_a_run_chose_days_before_without_scoring_folds(runs):
     first = runs(END - timedelta(days=3))
     assert first.active and runs.folds  # it chose, on its validation folds
     assert first.blend_choice.chosen_at == END - timedelta(days=3)
@@ -58,8 +58,18 @@ def test_a_run_takes_the_blend_the_active_versions_run_chose_days_before_without
     assert second.status == "accepted"  # the holdout still scores it, and the gate still decides
 
 
+@pytest.mark.parametrize("first_days_before", [6, 6 + 11 / 24])  # six nights, give or take a start's drift
+def test_a_choice_six_nights_old_is_taken_though_its_run_started_later_in_its_night(runs, first_days_before):
+    runs(END - timedelta(days=first_days_before))
+
+    runs(END)
+
+    assert runs.folds == []
+
+
 @pytest.mark.parametrize("first_days_before, config", [
     (7, {}),  # older than blend_reuse_days
+    (6.6, {}),  # seven nights, in whole days
     (3, {"blend_reuse_days": 0}),  # every run chooses
     (0, {"blend_reuse_days": 0}),  # even a run of the same end
     (-2, {}),  # a backfill: the later run's folds covered this run's holdout
@@ -103,6 +113,31 @@ def test_a_stored_choice_that_does_not_read_is_chosen_again_and_the_manifest_sti
     stored["blend_choice"]["weights"] = {"als": "lots"}
     runs.store.blobs.put(key, json.dumps(stored).encode())
     assert runs.store.manifest(first.version).blend_choice is None
+
+    second = runs(END)
+
+    assert runs.folds and second.blend_choice.chosen_at == END
+
+
+def test_the_newest_choice_is_taken_whichever_version_the_gate_let_serve(runs):
+    """Which version serves is the gate's (or an operator's) decision, on holdouts this run's
+    overlaps: it must not decide which choice this run's holdout scores."""
+    older = runs(END - timedelta(days=5))
+    runs(END - timedelta(days=1), blend_reuse_days=0)  # chooses again
+    runs.store.activate(older.version)  # an operator's rollback
+
+    runs(END)
+
+    assert runs.folds == []
+    assert runs.store.manifests()[0].blend_choice.chosen_at == END - timedelta(days=1)  # not the version serving
+
+
+def test_a_choice_not_of_the_grid_is_not_taken(runs):
+    first = runs(END - timedelta(days=1))
+    key = f"models/{first.version}/manifest.json"
+    stored = json.loads(runs.store.blobs.get(key))
+    stored["blend_choice"]["weights"] = {"als": 0.3, "knn": 0, "popularity": 0}  # by hand, or an older grid's
+    runs.store.blobs.put(key, json.dumps(stored).encode())
 
     second = runs(END)
 
