@@ -99,8 +99,8 @@ def run_night(event: dict[str, Any], chains: dict[str, list[str]], version: str 
                                      "items": settings.items_table}, settings.local_export_dir,
                                     settings.export_bucket, chains, Path(workdir))
             # The window's interactions: Athena's output on AWS, the same SQL on DuckDB locally.
-            queried = (download_queried(settings.export_bucket,
-                                        {part: event[part] for part in ("interactions", "ids")}, Path(workdir))
+            queried = (download_queried(settings.export_bucket, {part: event[part] for part in ("interactions", "ids")},
+                                        Path(workdir), chains.get("events", []))
                        if event.get("interactions") else query_locally(exports.events, config, at, Path(workdir)))
             read = read_nightly_from_exports(exports, config, at, queried, settings.events_table, outcomes_since=since)
         else:

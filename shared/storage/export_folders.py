@@ -14,8 +14,14 @@ file, before any of it is read:
   writes one for each empty partition) may be absent, but not replaced;
 - the folder holds no file the manifest does not list (Athena skips names that start with _ or .,
   and folder markers; so does the local stand-in).
-Each file then holds the items its manifest counts, without a line of it counted. A file changed
-between this check and the query (seconds on AWS) is not caught here.
+Each file then holds the items its manifest counts, without a line of it counted.
+
+A file changed while the query reads the folder is caught after it, before training reads the
+query's output: on one machine the folder's files are compared with how they stood before the
+check (`CheckedFolder.unchanged`: size, modification time and inode, which a rewrite or a
+replacement changes); on AWS the fit stage checks the chain in the bucket again
+(training_data.download_queried), which catches a file that is still not the one DynamoDB wrote.
+A file changed and put back while Athena read it is not caught.
 
 Where the data folder is: a full export writes its files in its own folder (AWSDynamoDB/<id>/data/),
 an incremental one in the folder its prefix shares (AWSDynamoDB/data/). The pipeline gives each
@@ -26,17 +32,51 @@ the manifest lists.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from shared.errors import NotFound
 from shared.storage.blobs import S3Blobs
 from shared.storage.exports import DamagedExport, Export, ListedFile, file_checksums, listed_in, not_read, parsed_summary
 
 
-def check_local(export: Export) -> str:
-    """`export` on local disk as its manifest lists it, or a DamagedExport; its data folder (a key)."""
+@dataclass(frozen=True)
+class CheckedFolder:
+    """An export's data folder on local disk, checked, and its files as they stood before the check."""
+
+    path: Path
+    files: dict[str, tuple[int, int, int]]
+
+    def unchanged(self) -> None:
+        """A DamagedExport naming the first file written, replaced, deleted or put there since."""
+        now = _stat_of(self.path)
+        changed = sorted(name for name in self.files.keys() | now.keys() if self.files.get(name) != now.get(name))
+        if changed:
+            raise DamagedExport.of(self.path / changed[0], "not as it stood before the query read its folder "
+                                                           "(written, replaced, removed or added since)")
+
+
+def _stat_of(folder: Path) -> dict[str, tuple[int, int, int]]:
+    """Each file of the folder a query reads: its size, modification time (ns) and inode."""
+    found = {}
+    for path in (folder.iterdir() if folder.is_dir() else ()):
+        if not_read(path.name):
+            continue
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # deleted as it was listed
+            continue
+        found[path.name] = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    return found
+
+
+def check_local(export: Export) -> CheckedFolder:
+    """`export` on local disk as its manifest lists it, or a DamagedExport; its data folder, with
+    its files as they stood before the check (a change after that is `unchanged`'s to find)."""
     listed = export.listing()
     folder = folder_of(export.summary["manifestFilesS3Key"], listed, str(export.root / export.summary["manifestFilesS3Key"]))
     found = export.root / folder
+    before = CheckedFolder(found, _stat_of(found))
     stored = {str(path.relative_to(export.root)): path.stat().st_size
               for path in (found.iterdir() if found.is_dir() else ()) if path.is_file()}
 
@@ -50,7 +90,7 @@ def check_local(export: Export) -> str:
         return None if read == file.md5 else f"MD5 {read} where its manifest lists {file.md5}"
 
     check_folder(listed, stored, altered, lambda key: str(export.root / key))
-    return folder
+    return before
 
 
 def check_in_bucket(bucket: str, summary_key: str) -> str:

@@ -31,7 +31,7 @@ from shared.storage.customers import (SCAN_SEGMENTS, USER_HISTORY_FIELDS, Custom
 from shared.observability import logger
 from shared.storage.blobs import S3Blobs
 from shared.storage.child_process import Running, in_child
-from shared.storage.export_folders import check_local
+from shared.storage.export_folders import check_in_bucket, check_local
 from shared.storage.export_queries import QueryRun, read_ids, read_interactions, statements, window_bounds
 from shared.storage.exports import DamagedExport, Export, UnusableExport, download_export, latest_chain, table_items
 from shared.storage.outcomes import OUTCOME_FIELDS, OutcomePages, Outcomes, outcomes_of_chain
@@ -267,22 +267,30 @@ def query_locally(events: list[Export], config: TrainingConfig, now: datetime, w
 
     from shared.storage.duckdb_athena import run_statements
 
-    # DuckDB reads each data folder whole: each file the one listed, and no other.
-    folders = [str(export.root / check_local(export)) for export in events]
+    # DuckDB reads each data folder whole: each file the one listed, and no other, and the same
+    # after the query as before it.
+    checked = [check_local(export) for export in events]
     output, ids = workdir / "interactions", workdir / "ids"
-    run = QueryRun(database="shoprecs", run_id="local", output=str(output), ids=str(ids), events_data=tuple(folders))
+    run = QueryRun(database="shoprecs", run_id="local", output=str(output), ids=str(ids),
+                   events_data=tuple(str(folder.path) for folder in checked))
     try:
         run_statements(statements(run, *window_bounds(now, config.window_days)).values(), resolve=Path)
     except duckdb.IOException as error:  # a data file cut short: DuckDB's message names it
         if not any(folder in str(error) for folder in run.events_data):
             raise
         raise DamagedExport.of(str(error).rpartition(": ")[2], f"unreadable ({error})") from None
+    for folder in checked:
+        folder.unchanged()
     return Queried(sorted(output.iterdir()), sorted(ids.iterdir()))
 
 
-def download_queried(bucket: str, prefixes: dict[str, str], workdir: Path) -> Queried:
+def download_queried(bucket: str, prefixes: dict[str, str], workdir: Path, events_chain: list[str]) -> Queried:
     """The query stage's output on AWS (the TrainingPipeline's Athena UNLOADs: `prefixes`, its
-    "interactions" and "ids" key prefixes), downloaded to `workdir`."""
+    "interactions" and "ids" key prefixes), downloaded to `workdir`. The events exports Athena
+    read (`events_chain`, their summaries' keys) are checked again first, as the query stage
+    checked them before Athena read them: a file replaced since may have been read."""
+    for summary_key in events_chain:
+        check_in_bucket(bucket, summary_key)
     blobs = S3Blobs(bucket)
     found: dict[str, list[Path]] = {}
     for part in ("interactions", "ids"):

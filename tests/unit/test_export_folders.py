@@ -50,6 +50,52 @@ def test_the_local_query_refuses_an_export_whose_file_was_replaced_before_it_rea
     assert not (tmp_path / "after" / "interactions").exists()  # refused before the query ran
 
 
+@pytest.mark.parametrize("change", ["rewritten", "replaced", "deleted", "added"])
+def test_the_local_query_refuses_an_export_whose_folder_changed_while_it_read_it(events_export, tmp_path, monkeypatch,
+                                                                                 change):
+    from shared.storage import duckdb_athena
+
+    victim = events_export.data_files()[2]
+    run_statements = duckdb_athena.run_statements
+
+    def changing_as_it_reads(statements, resolve):
+        if change == "rewritten":  # in place: the same inode, written again
+            with victim.open("r+b") as data:
+                data.write(half_of(victim))
+                data.truncate()
+        elif change == "replaced":  # a copy moved over it, as an editor saves
+            copy = victim.with_name("_copy")
+            copy.write_bytes(half_of(victim))
+            copy.replace(victim)
+        elif change == "deleted":
+            victim.unlink()
+        else:
+            (victim.parent / "copied-from-another-export.json.gz").write_bytes(victim.read_bytes())
+        (victim.parent / ".hidden-and-never-read").write_bytes(b"x")  # a name no query reads: no change
+        return run_statements(statements, resolve)
+
+    monkeypatch.setattr(duckdb_athena, "run_statements", changing_as_it_reads)
+    named = victim.name if change != "added" else "copied-from-another-export.json.gz"
+
+    with pytest.raises(DamagedExport, match=re.escape(f"{victim.parent / named} is not as it stood before the query "
+                                                      f"read its folder")):
+        query_locally([events_export], CONFIG, END, tmp_path / "during")
+
+
+def test_the_local_query_passes_a_folder_that_only_gained_a_hidden_file(events_export, tmp_path, monkeypatch):
+    from shared.storage import duckdb_athena
+
+    run_statements = duckdb_athena.run_statements
+
+    def adding_a_hidden_file(statements, resolve):
+        (events_export.data_files()[0].parent / "_SUCCESS").write_bytes(b"")
+        return run_statements(statements, resolve)
+
+    monkeypatch.setattr(duckdb_athena, "run_statements", adding_a_hidden_file)
+
+    assert read_ids(query_locally([events_export], CONFIG, END, tmp_path / "hidden").ids).users
+
+
 def intruders(path: Path) -> bytes:
     """The file's events, each of a customer of its own ("intruder..."): whose they are tells who read them."""
     return gzip.compress(gzip.decompress(path.read_bytes()).replace(b'"user_id":{"S":"u', b'"user_id":{"S":"intruder'))

@@ -782,6 +782,35 @@ def test_an_events_export_altered_in_the_bucket_fails_the_run_at_the_query_stage
     assert f"s3://{EXPORT_BUCKET}/{altered['key']} is not the file its manifest lists (ETag " in failed["cause"]
 
 
+def test_an_events_export_altered_while_athena_reads_it_fails_the_fit_before_it_trains(stack, api):
+    """The query stage checked the folder; a file replaced after that, while Athena read it, is
+    found by the fit stage's second look, before it reads what Athena wrote."""
+    stack.deploy("lambda")
+    query = stack.athena.start_query_execution_sync
+    altered: dict[str, str] = {}
+
+    def altering_then_querying(request: dict[str, Any]) -> dict[str, Any]:
+        if request["QueryString"].startswith("UNLOAD") and not altered:
+            s3 = boto3.client("s3")
+            key = next(entry["Key"] for entry in s3.list_objects_v2(Bucket=EXPORT_BUCKET)["Contents"]
+                       if "/events/" in entry["Key"] and entry["Key"].endswith(".json.gz"))
+            whole = gzip.decompress(s3.get_object(Bucket=EXPORT_BUCKET, Key=key)["Body"].read())
+            s3.put_object(Bucket=EXPORT_BUCKET, Key=key, Body=gzip.compress(whole[:whole.index(b"\n") + 1]))
+            altered["key"] = key
+        return query(request)
+
+    stack.step_functions.machines[stack.arn].tasks["arn:aws:states:::athena:startQueryExecution.sync"] = (
+        altering_then_querying)
+
+    stack.run()
+
+    assert altered and any("UNLOAD" in statement for statement in stack.athena.statements)  # Athena read it
+    manifest, = stack.fit.manifests
+    assert manifest["status"] == "failed" and manifest["artifact"] is None
+    assert f"s3://{EXPORT_BUCKET}/{altered['key']} is not the file its manifest lists (ETag " in manifest["reason"]
+    assert ModelStore(S3Blobs(MODEL_BUCKET)).active() is None
+
+
 def test_throttled_tasks_are_retried_with_backoff_and_the_run_goes_on(stack, api):
     stack.deploy("lambda")
     stack.exports.throttle["EventsTable"] = 2
