@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from itertools import zip_longest
 from typing import Any
 
 import numpy as np
@@ -155,8 +156,19 @@ def _fields_of_rows(rows: list[list[Any]]) -> list[Any]:
     an error for a row ingest does not write."""
     if not rows:
         return [[], [], np.zeros(0, np.int64), np.zeros(0), [], [], [], [], []]
-    stamps, item, kind, quantity, channel, price, currency, campaign, discount = zip(
-        *[row + _DEFAULTS_AFTER[len(row)] for row in rows])
+    lengths = set(map(len, rows))
+    if not lengths <= _STORED_LENGTHS:
+        raise KeyError(f"a stored row of {min(lengths - _STORED_LENGTHS)} fields")
+    # Transposed in C: a row's left-out trailing fields come as _LEFT_OUT, then take their
+    # defaults, in the columns that have any (a padded copy of each row was a fifth of the read).
+    columns = list(zip_longest(*rows, fillvalue=_LEFT_OUT))
+    columns += [()] * (len(_DEFAULT_OF) - len(columns))
+    shortest = min(lengths)
+    for field in range(shortest, len(_DEFAULT_OF)):
+        default = _DEFAULT_OF[field]
+        columns[field] = ([default if value is _LEFT_OUT else value for value in columns[field]] if columns[field]
+                          else [default] * len(rows))
+    stamps, item, kind, quantity, channel, price, currency, campaign, discount = columns
     # The checks of RecentEvent.from_row, a column at a time: a row serving refuses is refused here.
     if not set(map(type, stamps)) | set(map(type, item)) | set(map(type, kind)) <= {str}:
         raise TypeError("a stored row's time, item or type is not a text")
@@ -174,8 +186,11 @@ def _whole(stored: Sequence[Any]) -> np.ndarray:
         raise ValueError("a quantity past int64") from error
 
 
-# What RecentEvent.from_row fills in after a stored row of each length (KeyError: not a row it reads).
-_DEFAULTS_AFTER = {n: [1, None, None, None, None, 0][n - 3:] for n in range(3, 10)}
+# What RecentEvent.from_row fills in for each field a stored row leaves out (its trailing
+# defaults), and the lengths of the rows it reads.
+_DEFAULT_OF = (None, None, None, 1, None, None, None, None, 0)
+_STORED_LENGTHS = frozenset(range(3, len(_DEFAULT_OF) + 1))
+_LEFT_OUT = object()
 
 
 def _seconds(stamps: Sequence[str]) -> np.ndarray:

@@ -74,6 +74,27 @@ def test_times_quantities_and_lengths_ingest_never_writes_are_read_as_serving_re
     assert histories["odd"][1].quantity == 10 ** 30
 
 
+def test_rows_of_every_stored_length_are_decoded_in_columns_as_serving_reads_them(monkeypatch):
+    """A row leaves out its trailing defaults (RecentEvent.row): each length, mixed in one page,
+    is read in columns, not by the one-customer-at-a-time fallback, with serving's defaults."""
+    full = ["2026-10-01T09:00:00.000000Z", "i1", "purchase", 3, "web", 9.5, "EUR", "c1", 1]
+    rows = [full[:length] for length in (9, 3, 5, 4, 8, 6, 7, 3)]
+    payloads = {"every-length": zlib.compress(json.dumps(rows).encode()),
+                "only-short": zlib.compress(json.dumps([full[:3], full[:4]]).encode())}
+    expected = served(payloads)
+
+    class NoFallback:
+        def __init__(self, *args):
+            raise AssertionError("a page was read one customer at a time")
+
+    monkeypatch.setattr(recent_histories, "RecentActivity", NoFallback)
+    monkeypatch.setattr(recent_histories, "PAGE", 1)  # a page of short rows alone, too
+    histories = nightly_histories(list(payloads), dict(payloads), NO_TABLE)
+
+    assert dict(histories) == expected
+    assert [event.quantity for event in histories["only-short"]] == [1, 3]  # a row of three: quantity 1
+
+
 def stored_the_old_way(events: list[Event]) -> None:
     """Events as the code before the recent-activity item wrote them: no item."""
     for stored in events:
