@@ -139,8 +139,14 @@ def latest_blend_choice(models: ModelStore, config: TrainingConfig, end: datetim
     again), and only one of the current grid (`BLENDS`: a deploy that changed it chooses again)."""
     if config.blend is not None or config.blend_reuse_days == 0:
         return None  # nothing to take: no manifest need be read
+    try:
+        manifests = models.manifests()
+    except StorageUnavailable as error:  # the run chooses: the folds' time, not the night
+        logger.warning("the runs' blend choices could not be read: this run chooses its own",
+                       extra={"reason": error.message})
+        return None
     wanted = _choice_parameters(config.model_dump(mode="json"))
-    found = [manifest.blend_choice for manifest in models.manifests()
+    found = [manifest.blend_choice for manifest in manifests
              if manifest.blend_choice is not None and manifest.blend_choice.chosen_at <= end
              and _choice_parameters(manifest.parameters) == wanted]
     if not found:

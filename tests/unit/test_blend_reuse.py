@@ -142,3 +142,17 @@ def test_a_choice_not_of_the_grid_is_not_taken(runs):
     second = runs(END)
 
     assert runs.folds and second.blend_choice.chosen_at == END
+
+
+def test_a_run_that_cannot_read_the_earlier_choices_chooses_its_own(runs, monkeypatch):
+    from shared.errors import StorageUnavailable
+
+    runs(END - timedelta(days=1))
+
+    def unreachable():
+        raise StorageUnavailable("list the model bucket: S3 is throttling")
+
+    monkeypatch.setattr(runs.store, "manifests", unreachable)
+    second = runs(END)
+
+    assert second.status == "accepted" and runs.folds  # trained, choosing its own blend
