@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 from shared.errors import NotFound
 from shared.storage.blobs import S3Blobs
@@ -48,25 +49,26 @@ class CheckedFolder:
     files: dict[str, tuple[int, int, int]]
 
     def unchanged(self) -> None:
-        """A DamagedExport naming the first file written, replaced, deleted or put there since."""
-        now = _stat_of(self.path)
-        changed = sorted(name for name in self.files.keys() | now.keys() if self.files.get(name) != now.get(name))
+        """A DamagedExport naming the first file a query reads written, replaced, deleted or put
+        there since (names no query reads may come and go)."""
+        now = _files_of(self.path)
+        changed = sorted(name for name in self.files.keys() | now.keys()
+                         if not not_read(name) and self.files.get(name) != now.get(name))
         if changed:
             raise DamagedExport.of(self.path / changed[0], "not as it stood before the query read its folder "
                                                            "(written, replaced, removed or added since)")
 
 
-def _stat_of(folder: Path) -> dict[str, tuple[int, int, int]]:
-    """Each file of the folder a query reads: its size, modification time (ns) and inode."""
+def _files_of(folder: Path) -> dict[str, tuple[int, int, int]]:
+    """Each file of the folder, by name: its size, modification time (ns) and inode."""
     found = {}
     for path in (folder.iterdir() if folder.is_dir() else ()):
-        if not_read(path.name):
-            continue
         try:
             stat = path.stat()
         except FileNotFoundError:  # deleted as it was listed
             continue
-        found[path.name] = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        if S_ISREG(stat.st_mode):
+            found[path.name] = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
     return found
 
 
@@ -76,9 +78,8 @@ def check_local(export: Export) -> CheckedFolder:
     listed = export.listing()
     folder = folder_of(export.summary["manifestFilesS3Key"], listed, str(export.root / export.summary["manifestFilesS3Key"]))
     found = export.root / folder
-    before = CheckedFolder(found, _stat_of(found))
-    stored = {str(path.relative_to(export.root)): path.stat().st_size
-              for path in (found.iterdir() if found.is_dir() else ()) if path.is_file()}
+    before = CheckedFolder(found, _files_of(found))
+    stored = {folder + name: size for name, (size, _, _) in before.files.items()}  # one listing for both
 
     def altered(file: ListedFile) -> str | None:
         if file.md5 is None:
