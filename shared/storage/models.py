@@ -3,6 +3,8 @@
 Layout (the same in the bucket and in LOCAL_MODEL_DIR):
     models/<version>/model.npz        the artifact (written first)
     models/<version>/statistics.json  its customer statistics, what segmentation reads (next)
+    models/<version>/fit-<n>.npz      item factors of its fits before the holdout's end, for later
+                                      runs' first fits (shared/training/earlier_fits.py)
     models/<version>/manifest.json    status, metrics, parameters, window, timings, checksum
     active.json                       {"version", "sha256", "activated_at"}: written last, in one put
     training-start.json               the claim of the latest POST /models/train (shared/storage/training_start.py)
@@ -20,6 +22,7 @@ so the functions that read manifests, pointers and statistics do not ship it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -63,12 +66,29 @@ class BlendChoiceRecord(BaseModel):
     chosen_at: Moment = Field(description="The end of the run whose validation folds chose it")
 
 
+class KeptFitRecord(BaseModel):
+    """Item factors a run kept of one of its fits (shared/training/earlier_fits.py)."""
+
+    key: str = Field(pattern=r"^models/v[0-9]{8}-[0-9]{6}-[0-9a-f]{4}/fit-[0-9]{1,2}\.npz$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+    until: Moment = Field(description="The fit saw the events before this moment")
+
+
 def _unreadable_as_none(value: Any, handler: ValidatorFunctionWrapHandler) -> BlendChoiceRecord | None:
     """A choice that does not read is none: the next run chooses again, and the manifest still reads."""
     try:
         return handler(value)
     except ValidationError:
         return None
+
+
+def _unreadable_as_empty(value: Any, handler: ValidatorFunctionWrapHandler) -> list[KeptFitRecord]:
+    """Kept fits that do not read are none: the next run fits cold, and the manifest still reads."""
+    try:
+        return handler(value)
+    except ValidationError:
+        return []
 
 
 class Manifest(BaseModel):
@@ -92,6 +112,11 @@ class Manifest(BaseModel):
         default=None, description="The blend validation chose, by this run or an earlier one whose choice it took "
                                   "(blend_reuse_days); none when the configuration fixed the blend or too few "
                                   "customers could validate one")
+    fit_start: str = Field(default="", description="Where the run's first ALS fit started: cold, or from which "
+                                                   "earlier run's fit (start_reuse_days)")
+    kept_fits: Annotated[list[KeptFitRecord], WrapValidator(_unreadable_as_empty)] = Field(
+        default_factory=list, description="Item factors of the run's fits before its holdout's end, which a later "
+                                          "run's first fit may start from")
     active: bool = False
 
 
@@ -140,6 +165,18 @@ class ModelStore:
         self.blobs.put(key, data)
         self.put_statistics(manifest.version, artifact.customer_statistics)
         manifest.artifact = ArtifactInfo(key=key, sha256=sha256(data), bytes=len(data))
+
+    def keep_fit(self, version: str, index: int, data: bytes, until: datetime) -> KeptFitRecord:
+        key = f"models/{version}/fit-{index}.npz"
+        self.blobs.put(key, data)
+        return KeptFitRecord(key=key, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), until=until)
+
+    def kept_fit(self, record: KeptFitRecord) -> bytes:
+        """The bytes `record` names, checked against its checksum (Conflict when they differ)."""
+        data = self.blobs.get(record.key)
+        if hashlib.sha256(data).hexdigest() != record.sha256:
+            raise Conflict(f"{record.key} does not match its checksum", field="version")
+        return data
 
     def put_statistics(self, version: str, statistics: dict[str, Any]) -> None:
         self.blobs.put(f"models/{version}/{STATISTICS_FILE}",

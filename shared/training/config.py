@@ -61,6 +61,13 @@ class TrainingConfig(BaseModel):
         description="ALS iterations of a fit that starts from the run's previous fit (the validation folds, the "
                     "holdout and the final fit each add a few weeks to the one before); 0: every fit starts from "
                     "random factors with `iterations`")
+    start_reuse_days: Count = Field(
+        default=7, ge=0, le=365,
+        description="A run's first ALS fit starts from the item factors of an earlier run's fit (with "
+                    "`warm_iterations`) when that fit's events ended no later than its own and at most this many "
+                    "days before, under the same configuration: the one cold fit was most of a night's fitting, "
+                    "and a night or a week old start scored as well as a cold fit on both real shops "
+                    "(docs/model.md); 0: every run's first fit is cold")
     random_seed: Count = Field(default=42, ge=0, le=MAX_SEED)
     popularity_days: Count = Field(default=30, ge=1, le=3650,
                                    description="Window of the plain popularity baseline bench/quality.py reports")

@@ -20,16 +20,19 @@ nor for too little data.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import partial
 from typing import TypeVar
 
-from shared.errors import StorageUnavailable
+from shared.errors import Conflict, NotFound, StorageUnavailable
 from shared.observability import logger
 from shared.storage.exports import UnusableExport
-from shared.storage.models import BlendChoiceRecord, Manifest, ModelStore, run_manifest
+from shared.storage.models import BlendChoiceRecord, KeptFitRecord, Manifest, ModelStore, run_manifest
 from shared.training.config import BlendWeights, TrainingConfig
+from shared.training.earlier_fits import EarlierFit, ItemFactors, UnusableFit
 from shared.training.fit_device import CPU, Device, resolve
 from shared.training.interactions import TooManyInteractions
 from shared.training.hybrid import BLENDS, Blend
@@ -57,17 +60,24 @@ def run_training(load: DataLoader, models: ModelStore, config: TrainingConfig,
         started = time.perf_counter()
         data = load(config, end)
         manifest.timings["load"] = time.perf_counter() - started
-        outcome = train_model(data, config, _active_ndcg(models), device, latest_blend_choice(models, config, end))
+        runs = _earlier_runs(models, config)
+        outcome = train_model(data, config, _active_ndcg(models), device, latest_blend_choice(runs, config, end),
+                              earlier_fits(models, runs, config))
         manifest.status, manifest.reason = outcome.status, outcome.reason
         manifest.strategy, manifest.strategy_reason = outcome.strategy, outcome.strategy_reason
         manifest.metrics, manifest.counts = outcome.metrics, outcome.counts
         manifest.timings.update(outcome.timings)
         manifest.fit_device = outcome.gpu_failure or manifest.fit_device
         manifest.blend_choice = _blend_choice_record(outcome.blend_choice)
+        manifest.fit_start = outcome.fit_start
         if outcome.artifact is not None:
             started = time.perf_counter()
             models.publish(manifest, outcome.artifact)
             manifest.timings["publish"] = time.perf_counter() - started
+        if outcome.kept_fits:
+            started = time.perf_counter()
+            manifest.kept_fits = _keep_fits(models, manifest.version, outcome.kept_fits)
+            manifest.timings["keep_fits"] = time.perf_counter() - started
         activate = should_activate(outcome, manifest, _active_strategy(models))
     except TooManyInteractions as error:
         manifest.status = "failed"
@@ -128,25 +138,32 @@ def _active_ndcg(models: ModelStore) -> float | None:
 
 # What a run's blend choice does not depend on: a choice made under other values of these still holds.
 NOT_CHOICE_PARAMETERS = ("as_of", "blend_reuse_days", "max_interactions", "min_gain_over_popularity",
-                         "max_drop_from_active")
+                         "max_drop_from_active", "start_reuse_days")
 
 
-def latest_blend_choice(models: ModelStore, config: TrainingConfig, end: datetime) -> BlendChoice | None:
+def _earlier_runs(models: ModelStore, config: TrainingConfig) -> list[Manifest]:
+    """Every version's manifest, when this run may take something of theirs: a blend choice, a fit."""
+    if (config.blend is not None or config.blend_reuse_days == 0) and \
+            (config.start_reuse_days == 0 or config.warm_iterations == 0):
+        return []  # nothing to take: no manifest need be read
+    try:
+        return models.manifests()
+    except StorageUnavailable as error:  # the run chooses and fits cold: the time of both, not the night
+        logger.warning("the earlier runs could not be read: this run chooses its own blend and fits cold",
+                       extra={"reason": error.message})
+        return []
+
+
+def latest_blend_choice(runs: list[Manifest], config: TrainingConfig, end: datetime) -> BlendChoice | None:
     """The newest blend a run's validation folds chose by `end` (this run's), among every version's
     runs, whatever their outcome: which version the gate or an operator activated must not decide
     which choice a later holdout scores. Only a choice made under this run's configuration counts
     (a change of any parameter that shapes it, the window, the weights, the folds, ALS's, chooses
     again), and only one of the current grid (`BLENDS`: a deploy that changed it chooses again)."""
     if config.blend is not None or config.blend_reuse_days == 0:
-        return None  # nothing to take: no manifest need be read
-    try:
-        manifests = models.manifests()
-    except StorageUnavailable as error:  # the run chooses: the folds' time, not the night
-        logger.warning("the runs' blend choices could not be read: this run chooses its own",
-                       extra={"reason": error.message})
         return None
     wanted = _choice_parameters(config.model_dump(mode="json"))
-    found = [manifest.blend_choice for manifest in manifests
+    found = [manifest.blend_choice for manifest in runs
              if manifest.blend_choice is not None and manifest.blend_choice.chosen_at <= end
              and _choice_parameters(manifest.parameters) == wanted]
     if not found:
@@ -155,6 +172,40 @@ def latest_blend_choice(models: ModelStore, config: TrainingConfig, end: datetim
     weights = record.weights
     blend = Blend(weights.als, weights.knn, weights.popularity)
     return BlendChoice(blend, record.reason, record.chosen_at.timestamp()) if blend in BLENDS else None
+
+
+def earlier_fits(models: ModelStore, runs: list[Manifest], config: TrainingConfig) -> list[EarlierFit]:
+    """The fits earlier runs kept under this configuration (every parameter that shapes a fit; the
+    same as for a blend choice), whatever their outcome: which one the first fit starts from is
+    WarmStart's to decide (earlier_fits.newest_usable), knowing when its own events end. Each is
+    read only then."""
+    if config.start_reuse_days == 0 or config.warm_iterations == 0:
+        return []
+    wanted = _choice_parameters(config.model_dump(mode="json"))
+    return [EarlierFit(record.until.timestamp(), manifest.version, partial(_read_fit, models, record))
+            for manifest in runs if _choice_parameters(manifest.parameters) == wanted
+            for record in manifest.kept_fits]
+
+
+def _read_fit(models: ModelStore, record: KeptFitRecord) -> ItemFactors:
+    try:
+        return ItemFactors.from_bytes(models.kept_fit(record))
+    except (NotFound, Conflict, StorageUnavailable) as error:
+        raise UnusableFit(error.message) from error
+
+
+def _keep_fits(models: ModelStore, version: str, fits: list[ItemFactors]) -> list[KeptFitRecord]:
+    """Each fit's item factors beside the version, for later runs. One that S3 does not take is
+    left out (logged): a later run's first fit is cold, or starts from another."""
+    kept = []
+    for index, fit in enumerate(fits):
+        # To the second, rounded down: a later run compares it with its own fit's end, exactly once read.
+        until = datetime.fromtimestamp(math.floor(fit.until), timezone.utc)
+        try:
+            kept.append(models.keep_fit(version, index, fit.to_bytes(), until))
+        except StorageUnavailable as error:
+            logger.warning("a fit's item factors were not kept", extra={"reason": error.message, "index": index})
+    return kept
 
 
 def _choice_parameters(parameters: dict) -> dict:

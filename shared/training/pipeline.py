@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
@@ -24,11 +25,13 @@ from scipy.sparse import csr_matrix
 
 from shared.bulk import mapped_on_threads
 from shared.events import EventType
+from shared.observability import logger
 from shared.training.artifact import ModelArtifact
 from shared.training.blend_ranking import rank_blends
 from shared.training.complements import (Complements, basket_keys_by_day, complements_for_artifact,
                                          compute_complements, titles_by_index)
 from shared.training.config import TrainingConfig
+from shared.training.earlier_fits import EarlierFit, ItemFactors, UnusableFit, newest_usable, start_from
 from shared.training.evaluation import Holdout, Metrics, holdout, ranking_metrics, top_items_of_one_row
 from shared.training.fit_device import CPU, GPU, Device
 from shared.training.hybrid import (BLENDS, DEFAULT_BLEND, Blend, Scorer, item_neighbours, recent_popularity,
@@ -72,6 +75,8 @@ class TrainingOutcome:
     popularity_is_better: bool = False  # rejected because popularity beat the model on the holdout
     gpu_failure: str = ""  # the fits fell back to the CPU, and why (WarmStart)
     blend_choice: BlendChoice | None = None  # the evaluation's: the blend, why, and which run's validation chose it
+    fit_start: str = ""  # where the run's first ALS fit started (WarmStart.first_start)
+    kept_fits: list[ItemFactors] = field(default_factory=list)  # the fits before the holdout's end, for later runs
 
 
 def decide(model: Metrics, baseline: Metrics, active_ndcg: float | None, config: TrainingConfig) -> tuple[str, str]:
@@ -127,20 +132,29 @@ class WarmStart:
     times, each fit on a few weeks more than the one before (validation folds oldest first, the
     holdout, everything). Each fit after the first starts from the one before and runs
     `warm_iterations` (3), not `iterations` (15): 24 iterations a run instead of 60, as good on
-    both real shops (docs/model.md has the measure)."""
+    both real shops (docs/model.md has the measure). The first starts from an `earlier` run's
+    fit when earlier_fits.py's rules allow (`item_ids`: the run's items), and cold otherwise;
+    `kept` holds each fit's item factors, with the moment its events end, for later runs."""
 
-    def __init__(self, device: Device = CPU) -> None:
+    def __init__(self, device: Device = CPU, earlier: Sequence[EarlierFit] = (),
+                 item_ids: list[str] | None = None) -> None:
         self.device = device
         self.factors: tuple[np.ndarray, np.ndarray] | None = None
         self.gpu_failure = ""  # why the fits went on on the CPU after a GPU fit failed
+        self.earlier, self.item_ids = list(earlier), item_ids
+        self.kept: list[ItemFactors] = []
+        self.first_start = ""  # where the run's first fit started: cold, or which earlier run's fit
 
-    def fit(self, matrix: csr_matrix, config: TrainingConfig) -> np.ndarray:
-        """The item factors of a fit on `matrix`, from the last fit's factors when they fit its shape.
-        A GPU fit that fails (out of the device's memory, a CUDA error) is done again on the CPU,
-        and so is every later fit of the run: a night's model a little later, not none."""
+    def fit(self, matrix: csr_matrix, config: TrainingConfig, until: float | None = None) -> np.ndarray:
+        """The item factors of a fit on `matrix` (the events before `until`, when given), from the
+        last fit's factors when they fit its shape, or for the run's first fit from an earlier
+        run's. A GPU fit that fails (out of the device's memory, a CUDA error) is done again on
+        the CPU, and so is every later fit of the run: a night's model a little later, not none."""
         start = self.factors
         if start is not None and (len(start[0]), *start[1].shape) != (*matrix.shape, config.factors):
             start = None
+        if self.factors is None and until is not None:
+            start = self._earlier_start(matrix.shape[0], config, until)
         try:
             self.factors = fit_als(matrix, config, start, self.device)
         except (RuntimeError, MemoryError) as error:  # what implicit's CUDA code raises
@@ -149,7 +163,27 @@ class WarmStart:
             self.device = CPU
             self.gpu_failure = f"cpu: the GPU fit failed ({type(error).__name__}: {error})"
             self.factors = fit_als(matrix, config, start, CPU)
+        if until is not None and self.item_ids is not None:
+            self.kept.append(ItemFactors(until, self.item_ids, self.factors[1]))
         return self.factors[1]
+
+    def _earlier_start(self, users: int, config: TrainingConfig, until: float) -> tuple[np.ndarray, np.ndarray] | None:
+        chosen = newest_usable(self.earlier, until, config) if self.item_ids is not None else None
+        if chosen is None or config.warm_iterations == 0:
+            self.first_start = f"cold ({config.iterations} iterations): no earlier run's fit to start from"
+            return None
+        try:
+            start = start_from(chosen.read(), self.item_ids, users, until, config)  # type: ignore[arg-type]
+        except UnusableFit as error:
+            logger.warning("an earlier run's fit could not be used: the first fit is cold",
+                           extra={"version": chosen.version, "reason": str(error)})
+            self.first_start = (f"cold ({config.iterations} iterations): the fit of run {chosen.version} "
+                                f"could not be used ({error})")
+            return None
+        self.first_start = (f"from the fit of run {chosen.version}, whose events ended "
+                            f"{(until - chosen.until) / DAY:.1f} days before this fit's "
+                            f"({config.warm_iterations} iterations)")
+        return start
 
 
 def popularity(interactions: Interactions, until: float, config: TrainingConfig, n_items: int) -> np.ndarray:
@@ -210,7 +244,7 @@ class Fitted:
 
 def fit_blend(history: History, config: TrainingConfig, blend: Blend, warm: WarmStart | None = None) -> Fitted:
     """ALS (when the blend uses it), item neighbours and recent popularity, on the history."""
-    item_factors = ((warm or WarmStart()).fit(history.rows, config) if blend.als > 0
+    item_factors = ((warm or WarmStart()).fit(history.rows, config, history.until) if blend.als > 0
                     else np.zeros((0, config.factors), np.float32))
     neighbours = item_neighbours(history.bought, config.neighbours) if blend.knn > 0 else None
     scorer = Scorer(item_factors, config.regularization, neighbours, history.popularity, blend, config.random_seed)
@@ -402,8 +436,11 @@ def evaluate(data: TrainingData, config: TrainingConfig, warm: WarmStart | None 
 
 
 def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float | None = None,
-                device: Device = CPU, chosen_before: BlendChoice | None = None) -> TrainingOutcome:
-    """`chosen_before`: the newest blend a run chose (job.latest_blend_choice), which this run may take (choose_blend)."""
+                device: Device = CPU, chosen_before: BlendChoice | None = None,
+                earlier_fits: Sequence[EarlierFit] = ()) -> TrainingOutcome:
+    """`chosen_before`: the newest blend a run chose (job.latest_blend_choice), which this run may take
+    (choose_blend); `earlier_fits`: earlier runs' kept fits under this configuration, which its first
+    fit may start from (WarmStart)."""
     timings: dict[str, float] = {}
     interactions = _until_end(data)
     shape = (len(interactions.user_ids), len(interactions.item_ids))
@@ -429,8 +466,9 @@ def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float |
                                strategy=POPULAR, strategy_reason="too little data to evaluate a model: popular items")
 
     started = time.perf_counter()
-    warm = WarmStart(device)
+    warm = WarmStart(device, earlier_fits, interactions.item_ids)
     result = evaluate(data, config, warm, split, chosen_before)
+    cutoff = split.cutoff
     del split, evaluated  # the final fit's history takes their place
     timings["evaluate"] = time.perf_counter() - started
     assert isinstance(result, Evaluation)  # the same customers were counted above
@@ -459,7 +497,8 @@ def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float |
     artifact = _artifact(data, interactions, config, fitted, strategy, warm)
     return TrainingOutcome(status, reason, {"model": result.model.as_dict(), "popularity": result.popularity.as_dict()},
                            artifact, counts, timings, strategy, strategy_reason, popularity_is_better,
-                           warm.gpu_failure, result.choice)
+                           warm.gpu_failure, result.choice, warm.first_start,
+                           [fit for fit in warm.kept if fit.until <= cutoff])  # the final fit has seen everything
 
 
 def _until_end(data: TrainingData) -> Interactions:
