@@ -393,21 +393,13 @@ def write_export(table: str, root: Path, segments: int = 4, now: datetime | None
     return read_export(root, str(summary_key))
 
 
-def checksums(data: bytes) -> dict[str, str]:
-    """A data file's md5Checksum and etag, as DynamoDB lists them (the ETag of an object put in one part)."""
-    return _listed_checksums(hashlib.md5(data, usedforsecurity=False))
-
-
 def file_checksums(path: Path) -> dict[str, str]:
-    """`checksums` of the file at `path`, read in blocks (an export's files can be larger than memory)."""
+    """The file's md5Checksum and etag, as DynamoDB lists a data file's (the ETag of an object put
+    in one part), read in blocks (an export's files can be larger than memory)."""
     digest = hashlib.md5(usedforsecurity=False)
     with path.open("rb") as data:
         while block := data.read(8 << 20):
             digest.update(block)
-    return _listed_checksums(digest)
-
-
-def _listed_checksums(digest: Any) -> dict[str, str]:
     return {"md5Checksum": base64.b64encode(digest.digest()).decode(), "etag": digest.hexdigest()}
 
 

@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from shared.storage.export_queries import export_queries, read_ids
-from shared.storage.exports import DamagedExport, Export, checksums, write_export
+from shared.storage.exports import DamagedExport, Export, file_checksums, write_export
 from shared.storage.training_data import query_locally
 from shared.training.config import TrainingConfig
 from tests.conftest import MODEL_BUCKET
@@ -167,7 +167,7 @@ def with_an_empty_partition(export: Export) -> Path:
     empty = export.data_files()[0].parent / "empty-partition.json.gz"
     empty.write_bytes(gzip.compress(b""))
     listing = export.root / export.summary["manifestFilesS3Key"]
-    entry = {"itemCount": 0, **checksums(empty.read_bytes()), "dataFileS3Key": str(empty.relative_to(export.root))}
+    entry = {"itemCount": 0, **file_checksums(empty), "dataFileS3Key": str(empty.relative_to(export.root))}
     listing.write_text(listing.read_text() + json.dumps(entry) + "\n")
     return empty
 

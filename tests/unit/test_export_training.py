@@ -18,7 +18,7 @@ from devstack.gateway import LambdaContext
 from shared.storage import dynamo
 from shared.storage.history import CustomerReads
 from shared.storage.export_queries import QueryRun, read_ids, read_interactions, statements
-from shared.storage.exports import INCREMENTAL, DamagedExport, Export, checksums, compressed_blocks, download_export, exports_in, gzip_lines, latest_chain, table_items, write_export
+from shared.storage.exports import INCREMENTAL, DamagedExport, Export, compressed_blocks, download_export, exports_in, file_checksums, gzip_lines, latest_chain, table_items, write_export
 from shared.storage import training_data
 from shared.storage.child_process import in_child
 from shared.storage.training_data import (TableExports, interaction_row, interaction_rows, query_locally, read_nightly,
@@ -620,7 +620,7 @@ def test_a_line_of_the_events_export_without_an_item_gives_the_query_no_row_and_
     listing = export.root / export.summary["manifestFilesS3Key"]
     entries = [json.loads(line) for line in listing.read_text().splitlines()]
     entries[0]["itemCount"] += 2
-    entries[0].update(checksums(victim.read_bytes()))  # as if DynamoDB had written it so
+    entries[0].update(file_checksums(victim))  # as if DynamoDB had written it so
     listing.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
 
     ids = read_ids(query_locally(exports.events, config, now, tmp_path / "b").ids)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
+import hashlib
 import json
 import re
 import subprocess
@@ -219,14 +221,13 @@ def test_the_train_function_handles_its_schedule_and_on_demand_events(moto_table
 
 def put_export(bucket: str, summary_key: str) -> None:
     """A full export of one event in `bucket`, its manifest-summary.json at `summary_key`."""
-    from shared.storage.exports import checksums
-
     s3, folder = boto3.client("s3"), summary_key.rsplit("/", 1)[0]
     data = gzip.compress(b'{"Item":{"user_id":{"S":"u1"},"event_id":{"S":"e1"},"item_id":{"S":"i1"},'
                          b'"event_type":{"S":"view"},"ts":{"S":"2026-12-01T10:00:00.000000Z"}}}\n')
     s3.put_object(Bucket=bucket, Key=f"{folder}/data/part-0.json.gz", Body=data)
     s3.put_object(Bucket=bucket, Key=f"{folder}/manifest-files.json", Body=json.dumps(
-        {"itemCount": 1, **checksums(data), "dataFileS3Key": f"{folder}/data/part-0.json.gz"}))
+        {"itemCount": 1, "md5Checksum": base64.b64encode(hashlib.md5(data).digest()).decode(),
+         "etag": hashlib.md5(data).hexdigest(), "dataFileS3Key": f"{folder}/data/part-0.json.gz"}))
     s3.put_object(Bucket=bucket, Key=summary_key, Body=json.dumps(
         {"exportType": "FULL_EXPORT", "exportTime": "2026-12-02T03:00:00+00:00", "itemCount": 1,
          "manifestFilesS3Key": f"{folder}/manifest-files.json"}))
