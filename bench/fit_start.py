@@ -44,12 +44,13 @@ def holdout_fit(split: HoldoutSplit, evaluated, config: TrainingConfig,
     """The night's holdout fit, cold or from `earlier`: each blend's NDCG, seconds, the kept fit, how it started."""
     item_ids = split.interactions.item_ids
     fits = [] if earlier is None else [EarlierFit(earlier.until, "earlier", lambda: earlier)]
-    warm = WarmStart(earlier=fits, item_ids=item_ids)
+    kept: list[ItemFactors] = []
+    warm = WarmStart(earlier=fits, item_ids=item_ids, keep=kept.append, keep_until=split.cutoff)
     started = time.perf_counter()
     fitted = fit_blend(split.earlier, config, Blend(1, 1, 1), warm)
     seconds = time.perf_counter() - started
     scored = score_blends(fitted, evaluated, SCORED, config.top_k)
-    return [scored[blend].ndcg for blend in SCORED], seconds, warm.kept[-1], warm.first_start
+    return [scored[blend].ndcg for blend in SCORED], seconds, kept[-1], warm.first_start
 
 
 def run_shop(name: str, nights: int, gaps: list[int], config: TrainingConfig) -> None:

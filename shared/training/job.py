@@ -20,6 +20,7 @@ nor for too little data.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -62,7 +63,7 @@ def run_training(load: DataLoader, models: ModelStore, config: TrainingConfig,
         manifest.timings["load"] = time.perf_counter() - started
         runs = _earlier_runs(models, config)
         outcome = train_model(data, config, _active_ndcg(models), device, latest_blend_choice(runs, config, end),
-                              earlier_fits(models, runs, config))
+                              earlier_fits(models, runs, config), _fit_keeper(models, manifest))
         manifest.status, manifest.reason = outcome.status, outcome.reason
         manifest.strategy, manifest.strategy_reason = outcome.strategy, outcome.strategy_reason
         manifest.metrics, manifest.counts = outcome.metrics, outcome.counts
@@ -74,10 +75,6 @@ def run_training(load: DataLoader, models: ModelStore, config: TrainingConfig,
             started = time.perf_counter()
             models.publish(manifest, outcome.artifact)
             manifest.timings["publish"] = time.perf_counter() - started
-        if outcome.kept_fits:
-            started = time.perf_counter()
-            manifest.kept_fits = _keep_fits(models, manifest.version, outcome.kept_fits)
-            manifest.timings["keep_fits"] = time.perf_counter() - started
         activate = should_activate(outcome, manifest, _active_strategy(models))
     except TooManyInteractions as error:
         manifest.status = "failed"
@@ -194,18 +191,23 @@ def _read_fit(models: ModelStore, record: KeptFitRecord) -> ItemFactors:
         raise UnusableFit(error.message) from error
 
 
-def _keep_fits(models: ModelStore, version: str, fits: list[ItemFactors]) -> list[KeptFitRecord]:
-    """Each fit's item factors beside the version, for later runs. One that S3 does not take is
-    left out (logged): a later run's first fit is cold, or starts from another."""
-    kept = []
-    for index, fit in enumerate(fits):
+def _fit_keeper(models: ModelStore, manifest: Manifest) -> Callable[[ItemFactors], None]:
+    """What keeps each fit a run hands it (WarmStart) beside the run's version, as it is made, and
+    lists it in the manifest: its factors are not held until the run publishes, and a run that
+    fails later still leaves them. One that S3 does not take is left out (logged): a later run's
+    first fit is cold, or starts from another."""
+    numbers = itertools.count()
+
+    def keep(fit: ItemFactors) -> None:
         # To the second, rounded down: a later run compares it with its own fit's end, exactly once read.
         until = datetime.fromtimestamp(math.floor(fit.until), timezone.utc)
+        number = next(numbers)
         try:
-            kept.append(models.keep_fit(version, index, fit.to_bytes(), until))
+            manifest.kept_fits.append(models.keep_fit(manifest.version, number, fit.to_bytes(), until))
         except StorageUnavailable as error:
-            logger.warning("a fit's item factors were not kept", extra={"reason": error.message, "index": index})
-    return kept
+            logger.warning("a fit's item factors were not kept", extra={"reason": error.message, "number": number})
+
+    return keep
 
 
 def _choice_parameters(parameters: dict) -> dict:

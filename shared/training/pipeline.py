@@ -13,9 +13,10 @@ Three splits of the window, all counted back from its end (now, or `as_of`):
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
@@ -76,7 +77,6 @@ class TrainingOutcome:
     gpu_failure: str = ""  # the fits fell back to the CPU, and why (WarmStart)
     blend_choice: BlendChoice | None = None  # the evaluation's: the blend, why, and which run's validation chose it
     fit_start: str = ""  # where the run's first ALS fit started (WarmStart.first_start)
-    kept_fits: list[ItemFactors] = field(default_factory=list)  # the fits before the holdout's end, for later runs
 
 
 def decide(model: Metrics, baseline: Metrics, active_ndcg: float | None, config: TrainingConfig) -> tuple[str, str]:
@@ -133,16 +133,17 @@ class WarmStart:
     holdout, everything). Each fit after the first starts from the one before and runs
     `warm_iterations` (3), not `iterations` (15): 24 iterations a run instead of 60, as good on
     both real shops (docs/model.md has the measure). The first starts from an `earlier` run's
-    fit when earlier_fits.py's rules allow (`item_ids`: the run's items), and cold otherwise;
-    `kept` holds each fit's item factors, with the moment its events end, for later runs."""
+    fit when earlier_fits.py's rules allow (`item_ids`: the run's items), and cold otherwise.
+    `keep` is handed the item factors of each fit whose events end by `keep_until` (the holdout's
+    start: the final fit has seen everything), for later runs, as each is made."""
 
-    def __init__(self, device: Device = CPU, earlier: Sequence[EarlierFit] = (),
-                 item_ids: list[str] | None = None) -> None:
+    def __init__(self, device: Device = CPU, earlier: Sequence[EarlierFit] = (), item_ids: list[str] | None = None,
+                 keep: Callable[[ItemFactors], None] | None = None, keep_until: float = -math.inf) -> None:
         self.device = device
         self.factors: tuple[np.ndarray, np.ndarray] | None = None
         self.gpu_failure = ""  # why the fits went on on the CPU after a GPU fit failed
         self.earlier, self.item_ids = list(earlier), item_ids
-        self.kept: list[ItemFactors] = []
+        self.keep, self.keep_until = keep, keep_until
         self.first_start = ""  # where the run's first fit started: cold, or which earlier run's fit
 
     def fit(self, matrix: csr_matrix, config: TrainingConfig, until: float | None = None) -> np.ndarray:
@@ -163,8 +164,8 @@ class WarmStart:
             self.device = CPU
             self.gpu_failure = f"cpu: the GPU fit failed ({type(error).__name__}: {error})"
             self.factors = fit_als(matrix, config, start, CPU)
-        if until is not None and self.item_ids is not None:
-            self.kept.append(ItemFactors(until, self.item_ids, self.factors[1]))
+        if self.keep is not None and self.item_ids is not None and until is not None and until <= self.keep_until:
+            self.keep(ItemFactors(until, self.item_ids, self.factors[1]))
         return self.factors[1]
 
     def _earlier_start(self, users: int, config: TrainingConfig, until: float) -> tuple[np.ndarray, np.ndarray] | None:
@@ -437,10 +438,11 @@ def evaluate(data: TrainingData, config: TrainingConfig, warm: WarmStart | None 
 
 def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float | None = None,
                 device: Device = CPU, chosen_before: BlendChoice | None = None,
-                earlier_fits: Sequence[EarlierFit] = ()) -> TrainingOutcome:
+                earlier_fits: Sequence[EarlierFit] = (), keep_fit: Callable[[ItemFactors], None] | None = None
+                ) -> TrainingOutcome:
     """`chosen_before`: the newest blend a run chose (job.latest_blend_choice), which this run may take
     (choose_blend); `earlier_fits`: earlier runs' kept fits under this configuration, which its first
-    fit may start from (WarmStart)."""
+    fit may start from; `keep_fit`: handed each fit a later run may start from (WarmStart)."""
     timings: dict[str, float] = {}
     interactions = _until_end(data)
     shape = (len(interactions.user_ids), len(interactions.item_ids))
@@ -466,9 +468,8 @@ def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float |
                                strategy=POPULAR, strategy_reason="too little data to evaluate a model: popular items")
 
     started = time.perf_counter()
-    warm = WarmStart(device, earlier_fits, interactions.item_ids)
+    warm = WarmStart(device, earlier_fits, interactions.item_ids, keep_fit, split.cutoff)
     result = evaluate(data, config, warm, split, chosen_before)
-    cutoff = split.cutoff
     del split, evaluated  # the final fit's history takes their place
     timings["evaluate"] = time.perf_counter() - started
     assert isinstance(result, Evaluation)  # the same customers were counted above
@@ -497,8 +498,7 @@ def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float |
     artifact = _artifact(data, interactions, config, fitted, strategy, warm)
     return TrainingOutcome(status, reason, {"model": result.model.as_dict(), "popularity": result.popularity.as_dict()},
                            artifact, counts, timings, strategy, strategy_reason, popularity_is_better,
-                           warm.gpu_failure, result.choice, warm.first_start,
-                           [fit for fit in warm.kept if fit.until <= cutoff])  # the final fit has seen everything
+                           warm.gpu_failure, result.choice, warm.first_start)
 
 
 def _until_end(data: TrainingData) -> Interactions:

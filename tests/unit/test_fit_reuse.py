@@ -150,6 +150,20 @@ def test_a_fit_s3_does_not_take_is_left_out_and_the_run_still_publishes(runs, mo
     assert first.status == "accepted" and first.active and len(first.kept_fits) == 2
 
 
+def test_a_run_that_fails_after_its_fits_still_keeps_them_for_the_next(runs, monkeypatch):
+    def failing(*args, **kwargs):
+        raise RuntimeError("the artifact could not be made")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(pipeline, "_artifact", failing)
+        failed = runs(END - timedelta(days=1))
+    assert failed.status == "failed" and len(failed.kept_fits) == 3
+
+    second = runs(END)
+
+    assert all(runs.warm) and failed.version in second.fit_start
+
+
 def test_the_newest_fit_that_ended_before_the_fits_events_and_recently_enough_is_the_start():
     until = END.timestamp()
     config = TrainingConfig()
