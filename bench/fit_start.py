@@ -43,9 +43,10 @@ def holdout_fit(split: HoldoutSplit, evaluated, config: TrainingConfig,
                 earlier: ItemFactors | None) -> tuple[list[float], float, ItemFactors, str]:
     """The night's holdout fit, cold or from `earlier`: each blend's NDCG, seconds, the kept fit, how it started."""
     item_ids = split.interactions.item_ids
-    fits = [] if earlier is None else [EarlierFit(earlier.until, "earlier", lambda: earlier)]
+    fits = [] if earlier is None else [EarlierFit(earlier.until, earlier.began, "earlier", lambda: earlier)]
     kept: list[ItemFactors] = []
-    warm = WarmStart(earlier=fits, item_ids=item_ids, keep=kept.append, keep_until=split.cutoff)
+    warm = WarmStart(earlier=fits, item_ids=item_ids, keep=kept.append, keep_until=split.cutoff,
+                     run_end=split.cutoff + config.holdout_days * DAY)
     started = time.perf_counter()
     fitted = fit_blend(split.earlier, config, Blend(1, 1, 1), warm)
     seconds = time.perf_counter() - started

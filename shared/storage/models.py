@@ -73,6 +73,7 @@ class KeptFitRecord(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int = Field(ge=0)
     until: Moment = Field(description="The fit saw the events before this moment")
+    chain_began: Moment = Field(description="The end of the run whose cold fit it descends from (start_chain_days)")
 
 
 def _unreadable_as_none(value: Any, handler: ValidatorFunctionWrapHandler) -> BlendChoiceRecord | None:
@@ -166,10 +167,11 @@ class ModelStore:
         self.put_statistics(manifest.version, artifact.customer_statistics)
         manifest.artifact = ArtifactInfo(key=key, sha256=sha256(data), bytes=len(data))
 
-    def keep_fit(self, version: str, index: int, data: bytes, until: datetime) -> KeptFitRecord:
+    def keep_fit(self, version: str, index: int, data: bytes, until: datetime, chain_began: datetime) -> KeptFitRecord:
         key = f"models/{version}/fit-{index}.npz"
         self.blobs.put(key, data)
-        return KeptFitRecord(key=key, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), until=until)
+        return KeptFitRecord(key=key, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), until=until,
+                             chain_began=chain_began)
 
     def kept_fit(self, record: KeptFitRecord) -> bytes:
         """The bytes `record` names, checked against its checksum (Conflict when they differ)."""

@@ -68,6 +68,11 @@ class TrainingConfig(BaseModel):
                     "days before, under the same configuration: the one cold fit was most of a night's fitting, "
                     "and a night or a week old start scored as well as a cold fit on both real shops "
                     "(docs/model.md); 0: every run's first fit is cold")
+    start_chain_days: Count = Field(
+        default=28, ge=1, le=365,
+        description="A start carries what every fit before it learnt: a run's first fit is cold when the kept fits "
+                    "descend from the cold fit of a run that ended more than this many days before, so the chain "
+                    "begins again, and what an erasure removed from the data leaves the starts within that time")
     random_seed: Count = Field(default=42, ge=0, le=MAX_SEED)
     popularity_days: Count = Field(default=30, ge=1, le=3650,
                                    description="Window of the plain popularity baseline bench/quality.py reports")

@@ -135,7 +135,7 @@ def _active_ndcg(models: ModelStore) -> float | None:
 
 # What a run's blend choice does not depend on: a choice made under other values of these still holds.
 NOT_CHOICE_PARAMETERS = ("as_of", "blend_reuse_days", "max_interactions", "min_gain_over_popularity",
-                         "max_drop_from_active", "start_reuse_days")
+                         "max_drop_from_active", "start_reuse_days", "start_chain_days")
 
 
 def _earlier_runs(models: ModelStore, config: TrainingConfig) -> list[Manifest]:
@@ -179,33 +179,41 @@ def earlier_fits(models: ModelStore, runs: list[Manifest], config: TrainingConfi
     if config.start_reuse_days == 0 or config.warm_iterations == 0:
         return []
     wanted = _choice_parameters(config.model_dump(mode="json"))
-    return [EarlierFit(record.until.timestamp(), manifest.version, partial(_read_fit, models, record))
+    return [EarlierFit(record.until.timestamp(), record.chain_began.timestamp(), manifest.version,
+                       partial(_read_fit, models, record))
             for manifest in runs if _choice_parameters(manifest.parameters) == wanted
             for record in manifest.kept_fits]
 
 
 def _read_fit(models: ModelStore, record: KeptFitRecord) -> ItemFactors:
+    """Whatever keeps the file from being read (missing, damaged, or an S3 error of any kind:
+    AccessDenied, a disabled KMS key, not only the transient ones the store retries) makes it
+    unusable: the first fit is cold, and the run goes on."""
     try:
-        return ItemFactors.from_bytes(models.kept_fit(record))
+        data = models.kept_fit(record)
     except (NotFound, Conflict, StorageUnavailable) as error:
         raise UnusableFit(error.message) from error
+    except Exception as error:  # noqa: BLE001 - a start is a saving, never worth the run
+        raise UnusableFit(f"{type(error).__name__}: {error}") from error
+    return ItemFactors.from_bytes(data)
 
 
 def _fit_keeper(models: ModelStore, manifest: Manifest) -> Callable[[ItemFactors], None]:
     """What keeps each fit a run hands it (WarmStart) beside the run's version, as it is made, and
     lists it in the manifest: its factors are not held until the run publishes, and a run that
-    fails later still leaves them. One that S3 does not take is left out (logged): a later run's
-    first fit is cold, or starts from another."""
+    fails later still leaves them. One that S3 does not take, for whatever reason, is left out
+    (logged): a later run's first fit is cold, or starts from another."""
     numbers = itertools.count()
 
     def keep(fit: ItemFactors) -> None:
-        # To the second, rounded down: a later run compares it with its own fit's end, exactly once read.
-        until = datetime.fromtimestamp(math.floor(fit.until), timezone.utc)
+        # To the second, rounded down: a later run compares the end with its own fit's, exactly once
+        # read; and the chain's beginning, earlier, only errs toward beginning a chain again.
+        until, began = (datetime.fromtimestamp(math.floor(moment), timezone.utc) for moment in (fit.until, fit.began))
         number = next(numbers)
         try:
-            manifest.kept_fits.append(models.keep_fit(manifest.version, number, fit.to_bytes(), until))
-        except StorageUnavailable as error:
-            logger.warning("a fit's item factors were not kept", extra={"reason": error.message, "number": number})
+            manifest.kept_fits.append(models.keep_fit(manifest.version, number, fit.to_bytes(), until, began))
+        except Exception:  # noqa: BLE001 - any S3 error (AccessDenied too): a saving lost, never the run
+            logger.exception("a fit's item factors were not kept", extra={"number": number})
 
     return keep
 

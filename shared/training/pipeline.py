@@ -32,7 +32,7 @@ from shared.training.blend_ranking import rank_blends
 from shared.training.complements import (Complements, basket_keys_by_day, complements_for_artifact,
                                          compute_complements, titles_by_index)
 from shared.training.config import TrainingConfig
-from shared.training.earlier_fits import EarlierFit, ItemFactors, UnusableFit, newest_usable, start_from
+from shared.training.earlier_fits import EarlierFit, ItemFactors, UnusableFit, start_from, usable
 from shared.training.evaluation import Holdout, Metrics, holdout, ranking_metrics, top_items_of_one_row
 from shared.training.fit_device import CPU, GPU, Device
 from shared.training.hybrid import (BLENDS, DEFAULT_BLEND, Blend, Scorer, item_neighbours, recent_popularity,
@@ -138,13 +138,16 @@ class WarmStart:
     start: the final fit has seen everything), for later runs, as each is made."""
 
     def __init__(self, device: Device = CPU, earlier: Sequence[EarlierFit] = (), item_ids: list[str] | None = None,
-                 keep: Callable[[ItemFactors], None] | None = None, keep_until: float = -math.inf) -> None:
+                 keep: Callable[[ItemFactors], None] | None = None, keep_until: float = -math.inf,
+                 run_end: float | None = None) -> None:
         self.device = device
         self.factors: tuple[np.ndarray, np.ndarray] | None = None
         self.gpu_failure = ""  # why the fits went on on the CPU after a GPU fit failed
         self.earlier, self.item_ids = list(earlier), item_ids
         self.keep, self.keep_until = keep, keep_until
         self.first_start = ""  # where the run's first fit started: cold, or which earlier run's fit
+        self.run_end = run_end
+        self.chain_began: float | None = None  # the end of the run whose cold fit the latest descends from
 
     def fit(self, matrix: csr_matrix, config: TrainingConfig, until: float | None = None) -> np.ndarray:
         """The item factors of a fit on `matrix` (the events before `until`, when given), from the
@@ -154,8 +157,9 @@ class WarmStart:
         start = self.factors
         if start is not None and (len(start[0]), *start[1].shape) != (*matrix.shape, config.factors):
             start = None
+        chain_began = self.chain_began
         if self.factors is None and until is not None:
-            start = self._earlier_start(matrix.shape[0], config, until)
+            start, chain_began = self._earlier_start(matrix.shape[0], config, until)
         try:
             self.factors = fit_als(matrix, config, start, self.device)
         except (RuntimeError, MemoryError) as error:  # what implicit's CUDA code raises
@@ -164,27 +168,38 @@ class WarmStart:
             self.device = CPU
             self.gpu_failure = f"cpu: the GPU fit failed ({type(error).__name__}: {error})"
             self.factors = fit_als(matrix, config, start, CPU)
-        if self.keep is not None and self.item_ids is not None and until is not None and until <= self.keep_until:
-            self.keep(ItemFactors(until, self.item_ids, self.factors[1]))
+        # A cold fit begins a chain of starts, dated by its run's end.
+        cold = start is None or config.warm_iterations == 0
+        self.chain_began = (self.run_end if self.run_end is not None else until) if cold else chain_began
+        if (self.keep is not None and self.item_ids is not None and until is not None and until <= self.keep_until
+                and config.warm_iterations > 0):  # a run of cold fits starts nothing from them
+            self.keep(ItemFactors(until, self.item_ids, self.factors[1], self.chain_began))
         return self.factors[1]
 
-    def _earlier_start(self, users: int, config: TrainingConfig, until: float) -> tuple[np.ndarray, np.ndarray] | None:
-        chosen = newest_usable(self.earlier, until, config) if self.item_ids is not None else None
-        if chosen is None or config.warm_iterations == 0:
-            self.first_start = f"cold ({config.iterations} iterations): no earlier run's fit to start from"
-            return None
-        try:
-            start = start_from(chosen.read(), self.item_ids, users, until, config)  # type: ignore[arg-type]
-        except UnusableFit as error:
-            logger.warning("an earlier run's fit could not be used: the first fit is cold",
-                           extra={"version": chosen.version, "reason": str(error)})
-            self.first_start = (f"cold ({config.iterations} iterations): the fit of run {chosen.version} "
-                                f"could not be used ({error})")
-            return None
-        self.first_start = (f"from the fit of run {chosen.version}, whose events ended "
-                            f"{(until - chosen.until) / DAY:.1f} days before this fit's "
-                            f"({config.warm_iterations} iterations)")
-        return start
+    def _earlier_start(self, users: int, config: TrainingConfig,
+                       until: float) -> tuple[tuple[np.ndarray, np.ndarray] | None, float | None]:
+        """The newest usable earlier fit's start and when its chain began (one that turns out
+        unusable gives way to the next); None for a cold fit."""
+        cold = f"cold ({config.iterations} iterations): "
+        if config.warm_iterations == 0:
+            self.first_start = cold + "every fit is cold (warm_iterations 0)"
+            return None, None
+        run_end = self.run_end if self.run_end is not None else until
+        candidates, why_none = usable(self.earlier if self.item_ids is not None else [], until, run_end, config)
+        self.first_start = cold + why_none
+        for chosen in candidates:
+            try:
+                start = start_from(chosen.read(), self.item_ids, users, until, config)
+            except UnusableFit as error:
+                logger.warning("an earlier run's fit could not be used", extra={"version": chosen.version,
+                                                                               "reason": str(error)})
+                self.first_start = cold + f"the fit of run {chosen.version} could not be used ({error})"
+                continue
+            self.first_start = (f"from the fit of run {chosen.version}, whose events ended "
+                                f"{(until - chosen.until) / DAY:.1f} days before this fit's "
+                                f"({config.warm_iterations} iterations)")
+            return start, chosen.chain_began
+        return None, None
 
 
 def popularity(interactions: Interactions, until: float, config: TrainingConfig, n_items: int) -> np.ndarray:
@@ -468,7 +483,7 @@ def train_model(data: TrainingData, config: TrainingConfig, active_ndcg: float |
                                strategy=POPULAR, strategy_reason="too little data to evaluate a model: popular items")
 
     started = time.perf_counter()
-    warm = WarmStart(device, earlier_fits, interactions.item_ids, keep_fit, split.cutoff)
+    warm = WarmStart(device, earlier_fits, interactions.item_ids, keep_fit, split.cutoff, data.end)
     result = evaluate(data, config, warm, split, chosen_before)
     del split, evaluated  # the final fit's history takes their place
     timings["evaluate"] = time.perf_counter() - started
@@ -517,7 +532,7 @@ def _artifact(data: TrainingData, interactions: Interactions, config: TrainingCo
                     else np.zeros((0, config.factors), np.float32))
     if strategy != POPULAR and item_factors.shape[0] == 0:
         # A blend without ALS still publishes factors: similar items and explanations use them.
-        item_factors = (warm or WarmStart()).fit(fitted.rows, config)
+        item_factors = (warm or WarmStart()).fit(fitted.rows, config, data.end + 1)
     parameters = config.model_dump(mode="json")
     if scorer is not None:
         parameters["blend"] = scorer.blend.as_dict()

@@ -4,6 +4,7 @@ configuration, or one that does not read."""
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import timedelta
 
@@ -15,7 +16,7 @@ from shared.storage.blobs import LocalBlobs
 from shared.storage.models import ModelStore
 from shared.training import pipeline
 from shared.training.config import TrainingConfig
-from shared.training.earlier_fits import EarlierFit, ItemFactors, UnusableFit, newest_usable, start_from
+from shared.training.earlier_fits import EarlierFit, ItemFactors, UnusableFit, start_from, usable
 from shared.training.job import run_training
 from shared.training.matrix import DAY
 from shared.training.pipeline import TrainingData
@@ -84,7 +85,7 @@ def test_a_week_later_the_run_that_chooses_again_starts_its_folds_from_the_last_
     (8, {}),  # older than start_reuse_days
     (-2, {}),  # a backfill: the later run's fits saw this run's holdout
     (0, {"start_reuse_days": 0}),  # every run's first fit cold
-    (1, {"factors": 32}),  # kept under other parameters
+    (1, {"alpha": 2.0}),  # kept under other parameters
     (1, {"regularization": 1.0}),
     (1, {"event_weights": {"purchase": 1, "view": 0.2}}),
 ])
@@ -96,6 +97,32 @@ def test_a_run_fits_cold_when_no_kept_fit_is_recent_earlier_and_of_its_configura
 
     assert runs.warm[0] is False
     assert second.fit_start.startswith("cold") or config.get("start_reuse_days") == 0
+
+
+def test_the_manifest_says_why_a_first_fit_is_cold(runs):
+    assert runs(END - timedelta(days=8)).fit_start == (
+        "cold (15 iterations): no earlier run kept a fit under this configuration")
+
+    assert runs(END).fit_start == ("cold (15 iterations): no fit an earlier run kept ended before this fit's "
+                                   "events and at most 7 days before them")
+
+
+def test_a_chain_of_starts_begins_again_from_a_cold_fit_after_start_chain_days(runs):
+    """What an erasure removed from the data must leave the starts too: every fit carries what the
+    fits it descends from learnt, back to the chain's cold fit."""
+    cold = runs(END - timedelta(days=2))
+    middle = runs(END - timedelta(days=1))
+    assert cold.version in middle.fit_start
+    assert middle.kept_fits[-1].chain_began == END - timedelta(days=2)  # the cold fit's run, passed on
+
+    assert middle.version in runs(END, start_chain_days=2).fit_start  # two days: still the chain
+
+    again = runs(END, start_chain_days=1)
+
+    assert runs.warm[0] is False and again.fit_start == (
+        "cold (15 iterations): the fits earlier runs kept descend from a cold fit of a run more than 1 days "
+        "before this one (start_chain_days): the chain begins again")
+    assert again.kept_fits[-1].chain_began == END  # a new chain, from this run's cold fit
 
 
 def test_a_run_of_cold_fits_only_starts_no_fit_from_an_earlier_one(runs):
@@ -136,18 +163,70 @@ def test_a_kept_fit_that_does_not_read_leaves_the_first_fit_cold_and_the_run_tra
         assert f"cold (15 iterations): the fit of run {first.version} could not be used" in second.fit_start
 
 
+def test_a_run_of_cold_fits_only_keeps_none_no_later_run_could_start_from(runs):
+    cold = runs(END - timedelta(days=1), warm_iterations=0)
+
+    assert cold.kept_fits == [] and not [key for key in runs.store.blobs.keys("models/") if "/fit-" in key]
+
+
+def test_a_blend_without_als_says_where_the_fit_it_publishes_started(runs):
+    """Similar items and explanations use ALS factors: the artifact's fit is made even for a kNN
+    blend, the run's only ALS fit, and the manifest says where it started (a fixed blend is
+    another configuration: the hybrid run's fits are not its to start from)."""
+    runs(END - timedelta(days=1))
+
+    second = runs(END, blend={"als": 0, "knn": 1, "popularity": 0})
+
+    assert second.strategy == "knn" and runs.warm == [False]
+    assert second.fit_start == "cold (15 iterations): no earlier run kept a fit under this configuration"
+
+
 def test_a_fit_s3_does_not_take_is_left_out_and_the_run_still_publishes(runs, monkeypatch):
     kept = runs.store.keep_fit
 
-    def throttled_once(version, index, data, until):
+    def throttled_once(version, index, *rest):
         if index == 0:
             raise StorageUnavailable("put the fit: S3 is throttling")
-        return kept(version, index, data, until)
+        return kept(version, index, *rest)
 
     monkeypatch.setattr(runs.store, "keep_fit", throttled_once)
     first = runs(END - timedelta(days=1))
 
     assert first.status == "accepted" and first.active and len(first.kept_fits) == 2
+
+
+@pytest.mark.parametrize("method", ["keep_fit", "kept_fit"])
+def test_an_s3_error_of_any_kind_on_a_kept_fit_costs_the_start_never_the_run(runs, monkeypatch, method):
+    """AccessDenied, a KMS key disabled: not the transient faults the store turns into
+    StorageUnavailable, and still only a saving lost."""
+    from botocore.exceptions import ClientError
+
+    first = runs(END - timedelta(days=1))
+
+    def denied(*args, **kwargs):
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "PutObject")
+
+    monkeypatch.setattr(runs.store, method, denied)
+    second = runs(END)
+
+    assert second.status == "accepted" and second.active
+    if method == "kept_fit":
+        assert runs.warm[0] is False and "could not be used" in second.fit_start
+    else:
+        assert second.kept_fits == [] and first.version in second.fit_start
+
+
+def test_a_kept_fit_that_cannot_be_used_gives_way_to_the_next_newest():
+    """The listing gives ends to the second: of two fits in the same second, the newer may turn
+    out to have ended after this fit's events once its file is read."""
+    config = TrainingConfig(factors=4)
+    warm = pipeline.WarmStart(item_ids=["a"], earlier=[
+        EarlierFit(100.0, 100.0, "v-later", lambda: ItemFactors(100.7, ["a"], np.ones((1, 4), np.float32))),
+        EarlierFit(100.0, 100.0, "v-earlier", lambda: ItemFactors(100.2, ["a"], np.ones((1, 4), np.float32)))])
+
+    start = warm._earlier_start(3, config, 100.5)
+
+    assert start is not None and "v-earlier" in warm.first_start
 
 
 def test_a_run_that_fails_after_its_fits_still_keeps_them_for_the_next(runs, monkeypatch):
@@ -164,17 +243,21 @@ def test_a_run_that_fails_after_its_fits_still_keeps_them_for_the_next(runs, mon
     assert all(runs.warm) and failed.version in second.fit_start
 
 
-def test_the_newest_fit_that_ended_before_the_fits_events_and_recently_enough_is_the_start():
+def test_the_fits_that_ended_before_the_fits_events_and_recently_enough_are_the_starts_newest_first():
     until = END.timestamp()
     config = TrainingConfig()
 
-    def fit(days_before):
-        return EarlierFit(until - days_before * DAY, f"v{days_before}", lambda: None)
+    def fit(days_before, chain_days_before=20):
+        return EarlierFit(until - days_before * DAY, until - chain_days_before * DAY, f"v{days_before}", lambda: None)
 
-    assert newest_usable([fit(8), fit(3), fit(1), fit(-1 / 86_400)], until, config).version == "v1"
-    assert newest_usable([fit(7.4)], until, config).version == "v7.4"  # seven nights, a start's drift
-    assert newest_usable([fit(7.6), fit(-1)], until, config) is None
-    assert newest_usable([fit(1)], until, config.model_copy(update={"start_reuse_days": 0})) is None
+    def versions(*fits, config=config):
+        return [fit.version for fit in usable(list(fits), until, until, config)[0]]
+
+    assert versions(fit(8), fit(3), fit(1), fit(-1 / 86_400)) == ["v1", "v3"]
+    assert versions(fit(7.4)) == ["v7.4"]  # seven nights, a start's drift
+    assert versions(fit(7.6), fit(-1)) == []
+    assert versions(fit(1), config=config.model_copy(update={"start_reuse_days": 0})) == []
+    assert versions(fit(1, chain_days_before=28.4), fit(2, chain_days_before=28.6)) == ["v1"]  # whole days
 
 
 def test_a_start_keeps_the_items_it_knows_starts_new_ones_cold_and_solves_every_customer_afresh():
@@ -197,9 +280,26 @@ def test_a_start_whose_own_file_says_it_ended_after_the_fits_events_is_refused()
     start_from(earlier, ["a"], 1, 100.5, TrainingConfig(factors=4))
 
 
-@pytest.mark.parametrize("data", [b"", b"PK\x03\x04 not a zip",
-                                  ItemFactors(1.0, ["a", "b"], np.ones((3, 4), np.float32)).to_bytes(),
-                                  ItemFactors(1.0, ["a"], np.full((1, 4), np.nan, np.float32)).to_bytes()])
+def test_a_start_of_another_width_is_refused():
+    with pytest.raises(UnusableFit):
+        start_from(ItemFactors(1.0, ["a"], np.ones((1, 8), np.float32)), ["a"], 1, 2.0, TrainingConfig(factors=4))
+
+
+def npz(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"PK\x03\x04 not a zip",
+    ItemFactors(1.0, ["a", "b"], np.ones((3, 4), np.float32)).to_bytes(),
+    ItemFactors(1.0, ["a"], np.full((1, 4), np.nan, np.float32)).to_bytes(),
+    npz(until=np.float64(1), item_ids=np.array(["a"]), factors=np.array([["x", "y"]])),  # texts, not numbers
+    npz(until=np.float64(1), item_ids=np.array([["a"]]), factors=np.ones((1, 4), np.float32)),
+    npz(until=np.float64("nan"), item_ids=np.array(["a"]), factors=np.ones((1, 4), np.float32)),
+    npz(item_ids=np.array(["a"]), factors=np.ones((1, 4), np.float32)),
+])
 def test_kept_factors_that_do_not_decode_are_refused_as_unusable(data):
     with pytest.raises(UnusableFit):
         ItemFactors.from_bytes(data)
