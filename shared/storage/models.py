@@ -26,6 +26,7 @@ import hashlib
 import json
 import re
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -76,20 +77,16 @@ class KeptFitRecord(BaseModel):
     chain_began: Moment = Field(description="The end of the run whose cold fit it descends from (start_chain_days)")
 
 
-def _unreadable_as_none(value: Any, handler: ValidatorFunctionWrapHandler) -> BlendChoiceRecord | None:
-    """A choice that does not read is none: the next run chooses again, and the manifest still reads."""
-    try:
-        return handler(value)
-    except ValidationError:
-        return None
+def _unreadable_as(absent: Callable[[], Any]) -> WrapValidator:
+    """A record an earlier run left for later runs that does not read is absent (a blend choice:
+    none, the next run chooses again; kept fits: none, it fits cold), and the manifest still reads."""
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            return absent()
 
-
-def _unreadable_as_empty(value: Any, handler: ValidatorFunctionWrapHandler) -> list[KeptFitRecord]:
-    """Kept fits that do not read are none: the next run fits cold, and the manifest still reads."""
-    try:
-        return handler(value)
-    except ValidationError:
-        return []
+    return WrapValidator(validate)
 
 
 class Manifest(BaseModel):
@@ -109,13 +106,13 @@ class Manifest(BaseModel):
     strategy_reason: str = Field(default="", description="Why this strategy, with the holdout's figures")
     fit_device: str = Field(default="", description="Where ALS fitted: cpu, gpu, or cpu with the reason a GPU "
                                                     "that was asked for could not be used (empty: before this was recorded)")
-    blend_choice: Annotated[BlendChoiceRecord | None, WrapValidator(_unreadable_as_none)] = Field(
+    blend_choice: Annotated[BlendChoiceRecord | None, _unreadable_as(lambda: None)] = Field(
         default=None, description="The blend validation chose, by this run or an earlier one whose choice it took "
                                   "(blend_reuse_days); none when the configuration fixed the blend or too few "
                                   "customers could validate one")
     fit_start: str = Field(default="", description="Where the run's first ALS fit started: cold, or from which "
                                                    "earlier run's fit (start_reuse_days)")
-    kept_fits: Annotated[list[KeptFitRecord], WrapValidator(_unreadable_as_empty)] = Field(
+    kept_fits: Annotated[list[KeptFitRecord], _unreadable_as(list)] = Field(
         default_factory=list, description="Item factors of the run's fits before its holdout's end, which a later "
                                           "run's first fit may start from")
     active: bool = False

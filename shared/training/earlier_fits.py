@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.training.config import TrainingConfig
-from shared.training.matrix import DAY
+from shared.training.matrix import DAY, at_most_days_before
 
 
 class UnusableFit(ValueError):
@@ -90,8 +90,7 @@ def usable(earlier: list[EarlierFit], until: float, run_end: float,
     none, why."""
     if not earlier:
         return [], "no earlier run kept a fit under this configuration"
-    recent = [fit for fit in earlier
-              if fit.until <= until and round((until - fit.until) / DAY) <= config.start_reuse_days]
+    recent = [fit for fit in earlier if at_most_days_before(fit.until, until, config.start_reuse_days)]
     if not recent or config.start_reuse_days == 0:
         return [], (f"no fit an earlier run kept ended before this fit's events and at most "
                     f"{config.start_reuse_days} days before them")

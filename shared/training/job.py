@@ -138,10 +138,17 @@ NOT_CHOICE_PARAMETERS = ("as_of", "blend_reuse_days", "max_interactions", "min_g
                          "max_drop_from_active", "start_reuse_days", "start_chain_days")
 
 
+def _takes_choices(config: TrainingConfig) -> bool:
+    return config.blend is None and config.blend_reuse_days > 0
+
+
+def _takes_fits(config: TrainingConfig) -> bool:
+    return config.start_reuse_days > 0 and config.warm_iterations > 0
+
+
 def _earlier_runs(models: ModelStore, config: TrainingConfig) -> list[Manifest]:
     """Every version's manifest, when this run may take something of theirs: a blend choice, a fit."""
-    if (config.blend is not None or config.blend_reuse_days == 0) and \
-            (config.start_reuse_days == 0 or config.warm_iterations == 0):
+    if not _takes_choices(config) and not _takes_fits(config):
         return []  # nothing to take: no manifest need be read
     try:
         return models.manifests()
@@ -157,7 +164,7 @@ def latest_blend_choice(runs: list[Manifest], config: TrainingConfig, end: datet
     which choice a later holdout scores. Only a choice made under this run's configuration counts
     (a change of any parameter that shapes it, the window, the weights, the folds, ALS's, chooses
     again), and only one of the current grid (`BLENDS`: a deploy that changed it chooses again)."""
-    if config.blend is not None or config.blend_reuse_days == 0:
+    if not _takes_choices(config):
         return None
     wanted = _choice_parameters(config.model_dump(mode="json"))
     found = [manifest.blend_choice for manifest in runs
@@ -174,9 +181,9 @@ def latest_blend_choice(runs: list[Manifest], config: TrainingConfig, end: datet
 def earlier_fits(models: ModelStore, runs: list[Manifest], config: TrainingConfig) -> list[EarlierFit]:
     """The fits earlier runs kept under this configuration (every parameter that shapes a fit; the
     same as for a blend choice), whatever their outcome: which one the first fit starts from is
-    WarmStart's to decide (earlier_fits.newest_usable), knowing when its own events end. Each is
-    read only then."""
-    if config.start_reuse_days == 0 or config.warm_iterations == 0:
+    WarmStart's to decide (earlier_fits.usable), knowing when its own events end. Each is read
+    only then."""
+    if not _takes_fits(config):
         return []
     wanted = _choice_parameters(config.model_dump(mode="json"))
     return [EarlierFit(record.until.timestamp(), record.chain_began.timestamp(), manifest.version,

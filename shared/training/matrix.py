@@ -12,6 +12,13 @@ from shared.training.interactions import EVENT_CODES, Interactions
 DAY = 86_400.0
 
 
+def at_most_days_before(earlier: float, later: float, days: int) -> bool:
+    """Whether `earlier` is no later than `later` and at most `days` before it in whole days (a
+    nightly run starts a little later or earlier each night): what a run may take of an earlier
+    run's, a blend choice or a fit."""
+    return earlier <= later and round((later - earlier) / DAY) <= days
+
+
 def interaction_weights(interactions: Interactions, config: TrainingConfig, now: float) -> np.ndarray:
     """Weight of each event: its type's weight, more for larger quantities, less when old."""
     by_code = np.zeros(len(EVENT_CODES), dtype=np.float32)

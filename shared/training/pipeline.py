@@ -39,7 +39,7 @@ from shared.training.hybrid import (BLENDS, DEFAULT_BLEND, Blend, Scorer, item_n
                                     zscore)
 from shared.training.interactions import EVENT_CODES, Interactions
 from shared.training.interests import INTEREST_LIST_LENGTH, MAX_INTERESTS, MIN_INTEREST_BUYERS, normalise
-from shared.training.matrix import DAY, confidence_matrix, purchase_matrix
+from shared.training.matrix import DAY, at_most_days_before, confidence_matrix, purchase_matrix
 
 ACCEPTED, REJECTED, INSUFFICIENT_DATA = "accepted", "rejected", "insufficient_data"
 POPULAR = "popular"
@@ -357,7 +357,7 @@ def reusable(earlier: BlendChoice, end: float, config: TrainingConfig) -> bool:
     this one has seen none of this holdout. The configuration the choice was made under is the
     caller's to compare (shared/training/job.py)."""
     return (config.blend_reuse_days > 0 and earlier.at is not None
-            and 0 <= end - earlier.at and round((end - earlier.at) / DAY) <= config.blend_reuse_days)
+            and at_most_days_before(earlier.at, end, config.blend_reuse_days))
 
 
 def _score_fold(interactions: Interactions, start: float, end: float, config: TrainingConfig,
