@@ -30,6 +30,7 @@ from shared.events import EventType
 
 DAY = 86_400.0
 BLOCK = 1024  # items per block when the item-item similarities are computed
+STANDARDIZED_BYTES = 256 * 1024  # rows standardized at a time: within a core's cache (standardized)
 # Neighbour similarities are cosine raised to this power: a close neighbour counts for much more
 # than several loose ones (measured on both shops' validation splits, docs/model.md).
 SHARPENING = 2.0
@@ -77,7 +78,9 @@ def item_neighbours(purchases: csr_matrix, k: int, sharpening: float = SHARPENIN
     scores every item."""
     bought = (purchases > 0).astype(np.float32).tocsr()
     norms = np.sqrt(np.asarray(bought.sum(axis=0)).ravel())
-    normalized = bought.multiply(1.0 / np.maximum(norms, 1e-12)[None, :]).tocsc().astype(np.float32)
+    # Customers x items, as CSR: the right operand of each block's product below in its left one's
+    # format (scipy turned a CSC one into CSR for every block: a third of the products' time).
+    normalized = bought.multiply(1.0 / np.maximum(norms, 1e-12)[None, :]).tocsr().astype(np.float32)
     n_items = purchases.shape[1]
     keep = min(k, n_items)
     by_item = normalized.T.tocsr()
@@ -149,15 +152,26 @@ def standardized(scores: np.ndarray, overwrite: bool = False) -> tuple[np.ndarra
     `overwrite`: the raw scores are the caller's alone and it is done with them (the validation's
     chunks), so they become the answer (the same numbers): on a catalogue of 200,000 items a chunk
     of scores is 51 MB, and two copies of it less, per thread, were a tenth of a 10M training
-    run's peak memory."""
-    scores = np.subtract(scores, scores.mean(axis=1, keepdims=True), out=scores if overwrite else None)
-    # np.std, though it centres the rows again into a temporary of their size: its sum takes the
-    # same path for one row and for a chunk, so a customer served alone is scaled as in the
-    # validation's chunks, and a flat row's leftover from centring comes out 0 (spread 1). A
-    # one-pass einsum over the centred rows did neither.
-    spread = scores.std(axis=1, keepdims=True)
-    spread = np.where(spread > 0, spread, 1.0)
-    return np.divide(scores, spread, out=scores), spread[:, 0]
+    run's peak memory.
+
+    A few rows at a time (STANDARDIZED_BYTES), so that the seven passes over them (centring, and
+    np.std's own) read the cache, not memory: a third less time on a 200,000-item chunk. Every
+    step is a row's own, so a row comes out the same alone and in a chunk of any size."""
+    dtype = np.result_type(scores.dtype, 1.0)  # what the arithmetic below makes of the scores
+    answer = scores if overwrite else np.empty(scores.shape, dtype)
+    spreads = np.empty(len(scores), dtype)
+    step = max(1, STANDARDIZED_BYTES // max(1, scores[:1].nbytes))
+    for start in range(0, len(scores), step):
+        rows, out = scores[start : start + step], answer[start : start + step]
+        np.subtract(rows, rows.mean(axis=1, keepdims=True), out=out)
+        # np.std, though it centres the rows again into a temporary of their size: its sum takes
+        # the same path for one row and for many, and a flat row's leftover from centring comes
+        # out 0 (spread 1). A one-pass einsum over the centred rows did neither.
+        spread = out.std(axis=1, keepdims=True)
+        spread = np.where(spread > 0, spread, 1.0)
+        np.divide(out, spread, out=out)
+        spreads[start : start + step] = spread[:, 0]
+    return answer, spreads
 
 
 def blend_terms(blend: Blend, als: Any, knn: Any, popularity: Any) -> list[tuple[float, Any]]:

@@ -174,3 +174,19 @@ def test_a_flat_row_whose_mean_is_not_exact_keeps_spread_one(value):
     alike made every item -1 instead of 0)."""
     scores, spread = standardized(np.full((2, 1000), value, np.float32))
     assert np.all(spread == 1.0) and np.abs(scores).max() < 1e-3
+
+
+@pytest.mark.parametrize("items", [1_000, 100_003])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_standardized_a_few_rows_at_a_time_is_numpy_over_the_whole_chunk(items, dtype):
+    """Rows are standardized a few at a time (to stay in the cache): each must come out exactly
+    as numpy's mean and std over the whole chunk make it, with several rows to a step (a small
+    catalogue) and one or two (a large one)."""
+    raw = np.random.default_rng(11).normal(1.5, 3.0, (67, items)).astype(dtype)
+    raw[5] = 0.7  # flat
+    centred = raw - raw.mean(axis=1, keepdims=True)
+    spread = centred.std(axis=1, keepdims=True)
+    spread = np.where(spread > 0, spread, 1.0)
+    scores, spreads = standardized(raw)
+    assert np.array_equal(scores, centred / spread) and np.array_equal(spreads, spread[:, 0])
+    assert scores.dtype == spreads.dtype == dtype
