@@ -37,19 +37,17 @@ window_events AS (
     ) AS stored
     WHERE stamp IS NOT NULL  -- a day or an hour that does not exist
 ),
--- Returns are no interaction of their own: they take back the purchases of their (customer, item).
-returned AS (
-    SELECT user_id, item_id, SUM(quantity) AS units
-    FROM window_events WHERE event_type = 'return' GROUP BY user_id, item_id
-),
-bought AS (
-    SELECT user_id, item_id, SUM(quantity) AS units
-    FROM window_events WHERE event_type = 'purchase' GROUP BY user_id, item_id
-),
+-- Returns are no interaction of their own: they take back the purchases of their (customer, item),
+-- and those returned in full are left out. One pass over the window's purchases and returns (a
+-- pass each, and a join, cost a tenth more of the whole query on DuckDB); a (customer, item) with
+-- no return, or no purchase, has a NULL difference: not returned in full.
 returned_in_full AS (
-    SELECT bought.user_id, bought.item_id
-    FROM bought JOIN returned ON bought.user_id = returned.user_id AND bought.item_id = returned.item_id
-    WHERE bought.units - returned.units <= 0
+    SELECT user_id, item_id
+    FROM window_events
+    WHERE event_type IN ('purchase', 'return')
+    GROUP BY user_id, item_id
+    HAVING SUM(CASE WHEN event_type = 'purchase' THEN quantity END)
+           - SUM(CASE WHEN event_type = 'return' THEN quantity END) <= 0
 ),
 kept AS (
     SELECT window_events.*
