@@ -102,7 +102,7 @@ def fit_als(matrix: csr_matrix, config: TrainingConfig, start: tuple[np.ndarray,
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    warm = start is not None and config.warm_iterations > 0
+    warm = starts_warm(start, config)
     model = AlternatingLeastSquares(factors=config.factors, regularization=config.regularization, alpha=1.0,
                                     iterations=config.warm_iterations if warm else config.iterations,
                                     random_state=config.random_seed)
@@ -116,6 +116,11 @@ def fit_als(matrix: csr_matrix, config: TrainingConfig, start: tuple[np.ndarray,
         fitting.fit(matrix, show_progress=False)
     fitted = fitting.to_cpu() if device == GPU else fitting
     return np.asarray(fitted.user_factors), np.asarray(fitted.item_factors)
+
+
+def starts_warm(start: tuple[np.ndarray, np.ndarray] | None, config: TrainingConfig) -> bool:
+    """Whether a fit from `start` runs warm (`warm_iterations` from it) rather than cold."""
+    return start is not None and config.warm_iterations > 0
 
 
 def _first_factors(shape: tuple[int, int], config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -169,12 +174,15 @@ class WarmStart:
             self.gpu_failure = f"cpu: the GPU fit failed ({type(error).__name__}: {error})"
             self.factors = fit_als(matrix, config, start, CPU)
         # A cold fit begins a chain of starts, dated by its run's end.
-        cold = start is None or config.warm_iterations == 0
-        self.chain_began = (self.run_end if self.run_end is not None else until) if cold else chain_began
+        self.chain_began = chain_began if starts_warm(start, config) else self._run_end(until)
         if (self.keep is not None and self.item_ids is not None and until is not None and until <= self.keep_until
                 and config.warm_iterations > 0):  # a run of cold fits starts nothing from them
             self.keep(ItemFactors(until, self.item_ids, self.factors[1], self.chain_began))
         return self.factors[1]
+
+    def _run_end(self, until: float | None) -> float | None:
+        """The end of the run the fits belong to, or without one given, the fit's own."""
+        return self.run_end if self.run_end is not None else until
 
     def _earlier_start(self, users: int, config: TrainingConfig,
                        until: float) -> tuple[tuple[np.ndarray, np.ndarray] | None, float | None]:
@@ -184,8 +192,8 @@ class WarmStart:
         if config.warm_iterations == 0:
             self.first_start = cold + "every fit is cold (warm_iterations 0)"
             return None, None
-        run_end = self.run_end if self.run_end is not None else until
-        candidates, why_none = usable(self.earlier if self.item_ids is not None else [], until, run_end, config)
+        candidates, why_none = usable(self.earlier if self.item_ids is not None else [], until,
+                                      self._run_end(until), config)
         self.first_start = cold + why_none
         for chosen in candidates:
             try:
