@@ -495,7 +495,8 @@ def _parses(stamp: str) -> bool:
 
 def net_of_returns(interactions: Interactions, returned: dict[tuple[str, str], float]) -> Interactions:
     """Without the purchases of every (user, item) whose units bought, less those returned
-    (`returned`, in the same window), are none: an item returned in full is no positive."""
+    (`returned`, in the same window), are none: an item returned in full is no positive, and an
+    item or a customer with no other interaction is not read at all, as on the export path."""
     if not returned or not len(interactions):
         return interactions
     user_index = {user_id: i for i, user_id in enumerate(interactions.user_ids)}
@@ -516,4 +517,4 @@ def net_of_returns(interactions: Interactions, returned: dict[tuple[str, str], f
             if bought[key] - returned[(interactions.user_ids[key // n_items], interactions.item_ids[key % n_items])] <= 0]
     if not gone:
         return interactions
-    return interactions.select(~(purchase & np.isin(pair, np.array(gone, dtype=np.int64))))
+    return interactions.kept(~(purchase & np.isin(pair, np.array(gone, dtype=np.int64))))

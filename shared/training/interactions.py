@@ -45,7 +45,12 @@ class Interactions:
         gone = np.fromiter(map(user_ids.__contains__, self.user_ids), bool, len(self.user_ids))
         if not gone.any():
             return self
-        rows = self.select(~gone[self.users])
+        return self.kept(~gone[self.users])
+
+    def kept(self, mask: np.ndarray) -> Interactions:
+        """The rows of `mask`, as reading only them gives: ids coded in the order they first come,
+        and an id none of them names gone (the export path's reader knows only the ids its rows name)."""
+        rows = self.select(mask)
         users, kept_users = _coded_in_order_seen(rows.users, self.user_ids)
         items, kept_items = _coded_in_order_seen(rows.items, self.item_ids)
         return Interactions(kept_users, kept_items, users, items, rows.event_codes, rows.quantities, rows.timestamps,
