@@ -112,6 +112,10 @@ class Manifest(BaseModel):
                                   "customers could validate one")
     fit_start: str = Field(default="", description="Where the run's first ALS fit started: cold, or from which "
                                                    "earlier run's fit (start_reuse_days)")
+    method: Annotated[str, _unreadable_as(str)] = Field(
+        default="", max_length=200, description="How the run fitted and scored (shared/training/method.py): a later "
+                                                "run takes its blend choice and kept fits only when it fits and "
+                                                "scores the same way (empty: before this was recorded)")
     kept_fits: Annotated[list[KeptFitRecord], _unreadable_as(list)] = Field(
         default_factory=list, description="Item factors of the run's fits before its holdout's end, which a later "
                                           "run's first fit may start from")

@@ -89,7 +89,7 @@ def usable(earlier: list[EarlierFit], until: float, run_end: float,
     newest first (the module's rules; the configuration the caller compared), and when there is
     none, why."""
     if not earlier:
-        return [], "no earlier run kept a fit under this configuration"
+        return [], "no earlier run kept a fit under this configuration, fitted the same way"
     recent = [fit for fit in earlier if at_most_days_before(fit.until, until, config.start_reuse_days)]
     if not recent or config.start_reuse_days == 0:
         return [], (f"no fit an earlier run kept ended before this fit's events and at most "

@@ -36,6 +36,7 @@ from shared.training.config import BlendWeights, TrainingConfig
 from shared.training.earlier_fits import EarlierFit, ItemFactors, UnusableFit
 from shared.training.fit_device import CPU, Device, resolve
 from shared.training.interactions import TooManyInteractions
+from shared.training.method import method
 from shared.training.hybrid import BLENDS, Blend
 from shared.training.pipeline import ACCEPTED, POPULAR, BlendChoice, TrainingData, TrainingOutcome, train_model
 
@@ -53,7 +54,7 @@ def run_training(load: DataLoader, models: ModelStore, config: TrainingConfig,
     end = config.as_of or now
     device, fit_device = resolve(device)
     manifest = run_manifest(config, now, version)
-    manifest.fit_device = fit_device
+    manifest.fit_device, manifest.method = fit_device, method()
     _patiently(lambda: models.save(manifest), "the run's manifest")
     logger.info("training started", extra={"version": manifest.version, "end": manifest.window["end"]})
     activate = False
@@ -136,6 +137,12 @@ def _active_ndcg(models: ModelStore) -> float | None:
 # What a run's blend choice does not depend on: a choice made under other values of these still holds.
 NOT_CHOICE_PARAMETERS = ("as_of", "blend_reuse_days", "max_interactions", "min_gain_over_popularity",
                          "max_drop_from_active", "start_reuse_days", "start_chain_days")
+# What an ALS fit does not depend on besides: the other parts, the folds, how many customers are
+# scored and on how many items. A fit depends on the events before its end (checked by the
+# start's own rules) and on every other parameter: the window, the weights, ALS's own.
+NOT_FIT_PARAMETERS = (*NOT_CHOICE_PARAMETERS, "holdout_days", "popularity_days", "popularity_half_life_days",
+                      "neighbours", "blend", "validation_folds", "max_validation_users", "max_holdout_users",
+                      "top_k", "min_users_to_evaluate")
 
 
 def _takes_choices(config: TrainingConfig) -> bool:
@@ -163,13 +170,14 @@ def latest_blend_choice(runs: list[Manifest], config: TrainingConfig, end: datet
     runs, whatever their outcome: which version the gate or an operator activated must not decide
     which choice a later holdout scores. Only a choice made under this run's configuration counts
     (a change of any parameter that shapes it, the window, the weights, the folds, ALS's, chooses
-    again), and only one of the current grid (`BLENDS`: a deploy that changed it chooses again)."""
+    again), by a run that scored the same way (method.py: a deploy that changed how chooses again),
+    and only one of the current grid (`BLENDS`: a deploy that changed it chooses again too)."""
     if not _takes_choices(config):
         return None
     wanted = _choice_parameters(config.model_dump(mode="json"))
     found = [manifest.blend_choice for manifest in runs
              if manifest.blend_choice is not None and manifest.blend_choice.chosen_at <= end
-             and _choice_parameters(manifest.parameters) == wanted]
+             and _choice_parameters(manifest.parameters) == wanted and manifest.method == method()]
     if not found:
         return None
     record = max(found, key=lambda choice: choice.chosen_at)
@@ -179,16 +187,16 @@ def latest_blend_choice(runs: list[Manifest], config: TrainingConfig, end: datet
 
 
 def earlier_fits(models: ModelStore, runs: list[Manifest], config: TrainingConfig) -> list[EarlierFit]:
-    """The fits earlier runs kept under this configuration (every parameter that shapes a fit; the
-    same as for a blend choice), whatever their outcome: which one the first fit starts from is
-    WarmStart's to decide (earlier_fits.usable), knowing when its own events end. Each is read
-    only then."""
+    """The fits earlier runs kept under this configuration (every parameter that shapes a fit:
+    those of the scores alone, the folds and the gate may differ) and fitted the same way
+    (method.py), whatever their outcome: which one the first fit starts from is WarmStart's to
+    decide (earlier_fits.usable), knowing when its own events end. Each is read only then."""
     if not _takes_fits(config):
         return []
-    wanted = _choice_parameters(config.model_dump(mode="json"))
+    wanted = _fit_parameters(config.model_dump(mode="json"))
     return [EarlierFit(record.until.timestamp(), record.chain_began.timestamp(), manifest.version,
                        partial(_read_fit, models, record))
-            for manifest in runs if _choice_parameters(manifest.parameters) == wanted
+            for manifest in runs if _fit_parameters(manifest.parameters) == wanted and manifest.method == method()
             for record in manifest.kept_fits]
 
 
@@ -227,6 +235,10 @@ def _fit_keeper(models: ModelStore, manifest: Manifest) -> Callable[[ItemFactors
 
 def _choice_parameters(parameters: dict) -> dict:
     return {name: value for name, value in parameters.items() if name not in NOT_CHOICE_PARAMETERS}
+
+
+def _fit_parameters(parameters: dict) -> dict:
+    return {name: value for name, value in parameters.items() if name not in NOT_FIT_PARAMETERS}
 
 
 def _blend_choice_record(choice: BlendChoice | None) -> BlendChoiceRecord | None:

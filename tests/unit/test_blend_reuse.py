@@ -1,6 +1,6 @@
 """A run takes the blend the newest run chose while that choice is recent (blend_reuse_days),
-and never one that could have seen its holdout, was made under another configuration or is not
-of the grid."""
+and never one that could have seen its holdout, was made under another configuration or another
+way of scoring, or is not of the grid."""
 
 from __future__ import annotations
 
@@ -95,6 +95,20 @@ def test_settings_the_choice_does_not_depend_on_still_let_a_run_take_it(runs):
     second = runs(END, max_interactions=9_000_000, blend_reuse_days=3, min_gain_over_popularity=0.5)
 
     assert runs.folds == [] and "taken again (blend_reuse_days 3)" in second.strategy_reason
+
+
+@pytest.mark.parametrize("method", ["2; implicit 0.7.3", ""])  # a deploy that changed the scoring; before it was recorded
+def test_a_run_chooses_again_when_the_choice_was_scored_another_way(runs, method):
+    first = runs(END - timedelta(days=1))
+    assert first.method and runs.store.manifest(first.version).method == first.method
+    key = f"models/{first.version}/manifest.json"
+    stored = json.loads(runs.store.blobs.get(key))
+    stored["method"] = method
+    runs.store.blobs.put(key, json.dumps(stored).encode())
+
+    second = runs(END)
+
+    assert runs.folds and second.blend_choice.chosen_at == END and "taken again" not in second.strategy_reason
 
 
 def test_a_fixed_blend_records_no_choice_for_later_runs_to_take(runs):

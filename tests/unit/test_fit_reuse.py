@@ -101,7 +101,7 @@ def test_a_run_fits_cold_when_no_kept_fit_is_recent_earlier_and_of_its_configura
 
 def test_the_manifest_says_why_a_first_fit_is_cold(runs):
     assert runs(END - timedelta(days=8)).fit_start == (
-        "cold (15 iterations): no earlier run kept a fit under this configuration")
+        "cold (15 iterations): no earlier run kept a fit under this configuration, fitted the same way")
 
     assert runs(END).fit_start == ("cold (15 iterations): no fit an earlier run kept ended before this fit's "
                                    "events and at most 7 days before them")
@@ -133,12 +133,32 @@ def test_a_run_of_cold_fits_only_starts_no_fit_from_an_earlier_one(runs):
     assert runs.warm and not any(runs.warm)
 
 
-def test_settings_that_do_not_shape_a_fit_still_let_a_run_start_from_it(runs):
+@pytest.mark.parametrize("config", [
+    {"max_interactions": 9_000_000, "blend_reuse_days": 0, "start_reuse_days": 3},
+    # What scores the parts and the folds, not the fit: a blend choice is made again, the fit kept.
+    {"top_k": 5, "neighbours": 20, "popularity_days": 14, "max_validation_users": 100, "max_holdout_users": 200},
+])
+def test_settings_that_do_not_shape_a_fit_still_let_a_run_start_from_it(runs, config):
     first = runs(END - timedelta(days=1))
 
-    second = runs(END, max_interactions=9_000_000, blend_reuse_days=0, start_reuse_days=3)
+    second = runs(END, **config)
 
     assert all(runs.warm) and first.version in second.fit_start
+
+
+@pytest.mark.parametrize("method", ["2; implicit 0.7.3", ""])  # a deploy that changed the fitting; before it was recorded
+def test_a_run_fits_cold_rather_than_start_from_a_fit_made_another_way(runs, method):
+    first = runs(END - timedelta(days=1))
+    key = f"models/{first.version}/manifest.json"
+    stored = json.loads(runs.store.blobs.get(key))
+    stored["method"] = method
+    runs.store.blobs.put(key, json.dumps(stored).encode())
+
+    second = runs(END)
+
+    assert runs.warm[0] is False
+    assert second.fit_start == ("cold (15 iterations): no earlier run kept a fit under this configuration, "
+                                "fitted the same way")
 
 
 @pytest.mark.parametrize("damage", ["bytes", "missing", "record"])
@@ -171,14 +191,16 @@ def test_a_run_of_cold_fits_only_keeps_none_no_later_run_could_start_from(runs):
 
 def test_a_blend_without_als_says_where_the_fit_it_publishes_started(runs):
     """Similar items and explanations use ALS factors: the artifact's fit is made even for a kNN
-    blend, the run's only ALS fit, and the manifest says where it started (a fixed blend is
-    another configuration: the hybrid run's fits are not its to start from)."""
+    blend, the run's only ALS fit, and the manifest says where it started (a fixed blend fits
+    as a chosen one does, but the hybrid run kept only fits that ended at its holdout, 15 days
+    before the events this one saw)."""
     runs(END - timedelta(days=1))
 
     second = runs(END, blend={"als": 0, "knn": 1, "popularity": 0})
 
     assert second.strategy == "knn" and runs.warm == [False]
-    assert second.fit_start == "cold (15 iterations): no earlier run kept a fit under this configuration"
+    assert second.fit_start == ("cold (15 iterations): no fit an earlier run kept ended before this fit's events "
+                                "and at most 7 days before them")
 
 
 def test_a_fit_s3_does_not_take_is_left_out_and_the_run_still_publishes(runs, monkeypatch):
