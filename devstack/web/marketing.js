@@ -426,10 +426,16 @@ function showCustomSegments(listing) {
     el("span", { class: "muted" }, describe(c.rule)), " ",
     el("button", { type: "button", class: "link", "aria-label": `Delete ${c.name}`, onclick: guarded(() => deleteSegment(c)) }, "Delete")))
     : [el("li", { class: "muted" }, "None yet.")]),
-  ...(listing.unreadable || []).map((id) => el("li", { "data-segment": id }, el("code", {}, id), " ",
-    el("span", { class: "muted" }, "cannot be read: delete it and define it again"), " ",
+  ...(listing.unreadable || []).map((id) => namedOnly(id, "cannot be read: delete it and define it again")),
+  ...(listing.unlisted || []).map((id) =>
+    namedOnly(id, "too large to list (still applied): delete it and define it again, smaller")));
+}
+
+/** A stored definition the listing gives by its id alone: why, and a button that deletes it. */
+function namedOnly(id, why) {
+  return el("li", { "data-segment": id }, el("code", {}, id), " ", el("span", { class: "muted" }, why), " ",
     el("button", { type: "button", class: "link", "aria-label": `Delete ${id}`,
-      onclick: guarded(() => deleteSegment({ segment_id: id, name: id })) }, "Delete"))));
+      onclick: guarded(() => deleteSegment({ segment_id: id, name: id })) }, "Delete"));
 }
 
 async function deleteSegment(segment) {

@@ -18,7 +18,7 @@ from shared.http_params import PathId
 from shared.observability import logger, metrics, tracer
 from shared.segments.families import FAMILIES
 from shared.segments.rules import (MAX_CUSTOM_SEGMENTS, MAX_DEFINITION_BODY_BYTES, CustomSegment, CustomSegmentIn,
-                                  listed_size)
+                                  listable, listed_size)
 from shared.segments.statistics import ActiveStatistics
 from shared.segments.service import current_members, customer_segments
 from shared.serving.catalog_snapshot import KeyedSnapshot
@@ -92,6 +92,10 @@ class SegmentList(BaseModel):
     unreadable: list[str] = Field(description=(
         "Ids of stored custom definitions that cannot be read (written by an older version, or damaged). "
         "They are not applied; DELETE /segments/{id} removes them"))
+    unlisted: list[str] = Field(description=(
+        f"Ids of custom definitions too large to list: larger as listed than the {MAX_DEFINITION_BODY_BYTES:,} bytes "
+        "POST /segments takes (stored before it bounded a definition as listed). They are still applied; "
+        "DELETE /segments/{id} and define it again, smaller, to list it"))
 
 
 class Member(BaseModel):
@@ -117,9 +121,10 @@ def list_segments(family: Annotated[Family | None, Query()] = None,
                   cursor: Annotated[str | None, Query(max_length=2048)] = None) -> SegmentList:
     listing = segment_store.listing(family, limit, cursor)
     stored = segment_store.read_definitions()
+    custom, unlisted = listable(stored.readable)
     return SegmentList(run=listing.run, materialized_at=listing.at, families=listing.families,
                        segments=[SegmentSummary(**entry) for entry in listing.segments],
-                       next_cursor=listing.next_cursor, custom=stored.readable, unreadable=stored.unreadable)
+                       next_cursor=listing.next_cursor, custom=custom, unreadable=stored.unreadable, unlisted=unlisted)
 
 
 @app.post(

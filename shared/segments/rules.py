@@ -285,6 +285,27 @@ def listed_size(definition: CustomSegment) -> int:
     return len(json.dumps(definition.model_dump(mode="json")))
 
 
+# The most GET /segments lists of the definitions: MAX_CUSTOM_SEGMENTS of the largest it takes,
+# so that with a page of segments the answer stays under Lambda's 6 MB.
+MAX_LISTED_DEFINITIONS_BYTES = MAX_CUSTOM_SEGMENTS * MAX_DEFINITION_BODY_BYTES
+
+
+def listable(definitions: list[CustomSegment]) -> tuple[list[CustomSegment], list[str]]:
+    """The definitions GET /segments lists in full, in order, and the ids of those it cannot: one
+    larger as listed than POST /segments takes now (stored before it bounded a definition as
+    listed, or by hand), or past MAX_LISTED_DEFINITIONS_BYTES with those before it (by hand: more
+    than MAX_CUSTOM_SEGMENTS). Those are still applied: only their listing would break the page."""
+    listed, unlisted, total = [], [], 0
+    for definition in definitions:
+        size = listed_size(definition)
+        if size <= MAX_DEFINITION_BODY_BYTES and total + size <= MAX_LISTED_DEFINITIONS_BYTES:
+            listed.append(definition)
+            total += size
+        else:
+            unlisted.append(definition.segment_id)
+    return listed, unlisted
+
+
 def stored_text(definition: CustomSegment) -> str:
     """The form a definition is stored in; creation checks that it reads back with `from_stored_text`."""
     return definition.model_dump_json()

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 import pytest
 
 from shared.segments.families import segment_id_for
+from shared.segments.rules import CustomSegmentIn, stored_text
 from shared.storage import dynamo
-from shared.storage.segments import INDEX_KEY, SegmentStore
+from shared.storage.segments import CUSTOM_PARTITION, INDEX_KEY, SegmentStore
 from tests.factories import members_by_segment
 from tests.browser.conftest import CHROMIUM
 
@@ -185,6 +187,37 @@ def test_a_shop_with_a_segment_for_each_of_many_cities_shows_the_largest_and_say
         dynamo.batch_delete(table, [dynamo.deserialize({k: item[k] for k in ("segment_id", "sk")}) for item in written])
         dynamo.client.cache_clear()
     assert api.request("GET", "/segments").body["run"] == dynamo.deserialize(demo_run)["run"]
+
+
+def test_definitions_the_listing_names_by_id_alone_are_shown_and_can_be_deleted(shop_stack_state, page, monkeypatch):
+    """One that does not read, and one stored before the size limit too large to list (it still
+    applies): each is named with what to do, and its button deletes it."""
+    state, api, _ = shop_stack_state
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", state.dynamodb_endpoint)
+    dynamo.client.cache_clear()
+    table = state.tables["SegmentsTable"]
+    large = CustomSegmentIn.model_validate({"name": "Far away", "rule": {
+        "field": "city", "op": "in", "value": ["\U0001F600" * 20] * 340}}).stored(datetime.now(timezone.utc))
+    stored = {"custom:garbled": "{not json", large.segment_id: stored_text(large)}
+    try:
+        for segment_id, text in stored.items():
+            dynamo.client().put_item(TableName=table, Item={"segment_id": {"S": CUSTOM_PARTITION},
+                                                            "sk": {"S": segment_id}, "definition": {"S": text}})
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.goto(f"{state.url}/marketing")
+
+        expect(page.locator('#custom-segments li[data-segment="custom:garbled"]')).to_contain_text(
+            "cannot be read: delete it and define it again")
+        unlisted = page.locator(f'#custom-segments li[data-segment="{large.segment_id}"]')
+        expect(unlisted).to_contain_text("too large to list (still applied): delete it and define it again, smaller")
+        unlisted.get_by_role("button", name=f"Delete {large.segment_id}").click()
+        expect(page.locator("#segment-status")).to_contain_text(f"Deleted {large.segment_id}.")
+        expect(unlisted).to_have_count(0)
+        assert api.request("GET", "/segments").body["unlisted"] == []
+        expect(page.locator("#errors")).to_have_text("")
+    finally:
+        dynamo.batch_delete(table, [{"segment_id": CUSTOM_PARTITION, "sk": segment_id} for segment_id in stored])
+        dynamo.client.cache_clear()
 
 
 def test_an_api_error_is_shown_on_the_page(shop_stack, page):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from itertools import accumulate
 from typing import Any
 
 import pytest
@@ -120,6 +121,45 @@ def test_a_definition_that_would_list_past_the_limit_is_413_though_its_body_is_u
     assert status == 413 and body["error"]["fields"][0]["field"] == "body", body
     assert "as GET /segments lists it" in body["error"]["message"]
     assert api.json("POST", "/segments", cities(340, "a"))[0] == 201  # the same in ASCII lists as it is sent
+
+
+def test_definitions_too_large_to_list_are_named_not_listed_and_still_applied(api, moto_tables):
+    """Stored before POST /segments bounded a definition as listed: a hundred of them would list as
+    10 MB, past Lambda's 6 MB for everyone. The page names them instead, and they still apply."""
+    emoji = "\U0001F600" * 20
+    legacy = rules.CustomSegmentIn.model_validate({"name": "Germany or far away", "rule": {"any": [
+        {"field": "country", "op": "==", "value": "DE"}, {"field": "city", "op": "in", "value": [emoji] * 340}]}})
+    stored = legacy.stored(datetime.now(timezone.utc))
+    assert rules.listed_size(stored) > rules.MAX_DEFINITION_BODY_BYTES  # about 80 KB listed
+    dynamo.client().put_item(TableName=moto_tables["SegmentsTable"], Item={
+        "segment_id": {"S": CUSTOM_PARTITION}, "sk": {"S": stored.segment_id}, "definition": {"S": rules.stored_text(stored)}})
+    assert api.json("POST", "/segments", {**GERMANY, "name": "Germany"})[0] == 201
+    a_german_customer(api)
+
+    call = api.call("GET", "/segments")
+    listing = json.loads(call.body)
+    assert [c["segment_id"] for c in listing["custom"]] == ["custom:germany"]
+    assert listing["unlisted"] == [stored.segment_id] and listing["unreadable"] == []
+    assert len(call.body) < 10_000
+
+    assert custom_tags(api) == {"custom:germany", stored.segment_id}  # applied on request
+    assert materialize(moto_tables)["segments"][stored.segment_id]["members"] == 1  # and nightly
+
+
+def test_the_listed_definitions_stop_at_the_listing_budget():
+    at = datetime.now(timezone.utc)
+    big = [rules.CustomSegmentIn.model_validate({"name": f"Cities {n}", "rule": {
+        "field": "city", "op": "in", "value": [f"{n:03d}-" + "a" * 30] * 800}}).stored(at) for n in range(120)]
+    sizes = [rules.listed_size(definition) for definition in big]
+    assert 25_000 < min(sizes) and max(sizes) <= rules.MAX_DEFINITION_BODY_BYTES
+
+    listed, unlisted = rules.listable(big)
+
+    fits = sum(1 for total in accumulate(sizes) if total <= rules.MAX_LISTED_DEFINITIONS_BYTES)
+    assert 90 < fits < 120
+    assert [d.segment_id for d in listed] == [d.segment_id for d in big[:fits]]
+    assert unlisted == [d.segment_id for d in big[fits:]]
+    assert sum(map(rules.listed_size, listed)) <= rules.MAX_LISTED_DEFINITIONS_BYTES
 
 
 def test_the_101st_custom_segment_is_refused_naming_the_limit(api, moto_tables):
