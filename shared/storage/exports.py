@@ -121,7 +121,10 @@ class ListedFile(NamedTuple):
 
 
 def listed_in(listing: bytes, where: Path | str) -> list[ListedFile]:
-    """manifest-files.json's data files (`listing`, the file's bytes, read from `where`)."""
+    """manifest-files.json's data files (`listing`, the file's bytes, read from `where`). Each key
+    once (a file listed twice would be read twice by the readers that follow the listing, once by
+    a query over the folder), and each a key under the bucket's root: a key that climbs out of
+    it (`..`, or absolute) would be read, or downloaded to, outside the export."""
     try:
         entries = [json.loads(line) for line in listing.splitlines() if line.strip()]
         listed = [ListedFile(entry["dataFileS3Key"], entry.get("itemCount"), entry.get("etag"), entry.get("md5Checksum"))
@@ -129,9 +132,18 @@ def listed_in(listing: bytes, where: Path | str) -> list[ListedFile]:
         if not all(isinstance(file.key, str) and (file.items is None or (type(file.items) is int and file.items >= 0))
                    and all(tag is None or isinstance(tag, str) for tag in (file.etag, file.md5)) for file in listed):
             raise TypeError("a key or a checksum that is not text, or a count that is not a whole number")
+        if outside := next((file.key for file in listed if not _within_root(file.key)), None):
+            raise ValueError(f"the key {outside[:200]!r} is not under the export's root")
+        if len({file.key for file in listed}) != len(listed):
+            raise ValueError("a data file listed twice")
     except (ValueError, KeyError, TypeError, AttributeError) as error:  # cut short, or not DynamoDB's listing
         raise DamagedExport.of(where, f"not a manifest of data files ({type(error).__name__}: {error})") from None
     return listed
+
+
+def _within_root(key: str) -> bool:
+    parts = key.split("/")
+    return bool(key) and not key.startswith("/") and "\\" not in key and ".." not in parts and "\0" not in key
 
 
 def read_summary(path: Path) -> dict[str, Any]:
@@ -140,12 +152,20 @@ def read_summary(path: Path) -> dict[str, Any]:
 
 
 def parsed_summary(summary: bytes, where: Path | str) -> dict[str, Any]:
-    """A manifest-summary.json's bytes (read from `where`), as read_summary checks them."""
+    """A manifest-summary.json's bytes (read from `where`), as read_summary checks them: the keys
+    the readers use, of the types they use them as. An export of a type other than DynamoDB's two
+    is damaged, not skipped: a chain without its incremental export would train on what that
+    export deleted (an erased customer's events)."""
     try:
         parsed = json.loads(summary)
         if not isinstance(parsed.get("manifestFilesS3Key"), str):
             raise KeyError("manifestFilesS3Key")
-        _period_end(parsed)
+        if parsed.get("exportType", FULL) not in (FULL, INCREMENTAL):
+            raise ValueError(f"exportType {str(parsed['exportType'])[:100]!r}")
+        if "itemCount" in parsed and not (type(parsed["itemCount"]) is int and parsed["itemCount"] >= 0):
+            raise TypeError("itemCount is not a whole number")
+        if _period_end(parsed).tzinfo is None:
+            raise ValueError("an export time without a zone")
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise DamagedExport.of(where, f"not a whole manifest summary ({type(error).__name__}: {error})") from None
     return parsed
@@ -437,7 +457,7 @@ def plan_events_export(bucket: str, now: datetime, retention_days: int, prefix: 
     or {"events": {"type": INCREMENTAL, "from": ..., "to": ...}, "chain": [summary keys, full first]}.
     The chain is read from the exports the pipeline took under `prefix` in `bucket`."""
     blobs = S3Blobs(bucket)
-    summaries = sorted(((key, json.loads(blobs.get(key))) for key in blobs.keys(prefix)
+    summaries = sorted(((key, parsed_summary(blobs.get(key), f"s3://{bucket}/{key}")) for key in blobs.keys(prefix)
                         if "/events/AWSDynamoDB/" in key and key.endswith("/manifest-summary.json")),
                        key=lambda entry: _period_end(entry[1]))
     chain = _newest_chain(summaries, lambda entry: entry[1].get("exportType", FULL))

@@ -279,6 +279,11 @@ def query_locally(events: list[Export], config: TrainingConfig, now: datetime, w
         if not any(folder in str(error) for folder in run.events_data):
             raise
         raise DamagedExport.of(str(error).rpartition(": ")[2], f"unreadable ({error})") from None
+    except duckdb.InvalidInputException as error:  # a line that is not JSON, or not an object: named too
+        named = re.search(r'in file "([^"]+)"', str(error))
+        if named is None or not any(named[1].startswith(folder) for folder in run.events_data):
+            raise
+        raise DamagedExport.of(named[1], f"not DynamoDB's export format ({str(error)[:300]})") from None
     for folder in checked:
         folder.unchanged()
     return Queried(sorted(output.iterdir()), sorted(ids.iterdir()))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import boto3
 import pytest
 
-from shared.storage.exports import FULL, INCREMENTAL, plan_events_export
+from shared.storage.exports import FULL, INCREMENTAL, DamagedExport, plan_events_export
 
 BUCKET = "plan-exports"
 NOW = datetime(2026, 12, 8, 3, 0, tzinfo=timezone.utc)
@@ -26,7 +27,8 @@ def took(night: str, kind: str, hours_ago: float, period_hours: float = 24, tabl
     times = ({"exportTime": end.isoformat()} if kind == FULL else
              {"exportFromTime": (end - timedelta(hours=period_hours)).isoformat(), "exportToTime": end.isoformat()})
     key = f"exports/{night}/{table}/AWSDynamoDB/{night}-id/manifest-summary.json"
-    boto3.client("s3").put_object(Bucket=BUCKET, Key=key, Body=json.dumps({"exportType": kind, **times}).encode())
+    summary = {"exportType": kind, **times, "manifestFilesS3Key": key.replace("summary", "files")}
+    boto3.client("s3").put_object(Bucket=BUCKET, Key=key, Body=json.dumps(summary).encode())
     return key
 
 
@@ -56,3 +58,17 @@ def test_a_full_export_starts_a_new_chain_when_an_incremental_one_cannot_follow(
     for night, kind, hours_ago in exports:
         took(night, kind, hours_ago)
     assert plan_events_export(bucket, NOW, retention_days=7)["events"] == {"type": FULL}, why
+
+
+@pytest.mark.parametrize("written", [b'{"exportType": "FULL_EXPORT", "exportTi', b"[]",
+                                     b'{"exportType": "FULL_EXPORT", "exportTime": "2026-12-07T03:00:00", '
+                                     b'"manifestFilesS3Key": "m"}'])
+def test_a_summary_in_the_bucket_that_does_not_read_fails_the_plan_naming_it(bucket, written):
+    """Cut short, or put there by hand: the night says which file and what to do, not a KeyError."""
+    took("n1", FULL, hours_ago=24)
+    key = "exports/n2/events/AWSDynamoDB/n2-id/manifest-summary.json"
+    boto3.client("s3").put_object(Bucket=BUCKET, Key=key, Body=written)
+
+    with pytest.raises(DamagedExport, match=re.escape(f"s3://{BUCKET}/{key} is not a whole manifest summary") + ".*"
+                       + re.escape("take a new full export")):
+        plan_events_export(bucket, NOW, retention_days=7)

@@ -619,19 +619,71 @@ def test_a_line_of_the_events_export_without_an_item_gives_the_query_no_row_and_
     expected = read_ids(query_locally(exports.events, config, now, tmp_path / "a").ids)
     export = exports.events[0]
     victim = export.data_files()[0]
-    victim.write_bytes(gzip.compress(gzip.decompress(victim.read_bytes()) + b'{"Item": null}\n{}\n'))
-    listing = export.root / export.summary["manifestFilesS3Key"]
-    entries = [json.loads(line) for line in listing.read_text().splitlines()]
-    entries[0]["itemCount"] += 2
-    entries[0].update(file_checksums(victim))  # as if DynamoDB had written it so
-    listing.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+    no_customer = {"event_id": {"S": "x"}, "item_id": {"S": "sku-x"}, "event_type": {"S": "view"}, "ts": {"S": END_STAMP}}
+    as_if_written_so(export, victim, b'{"Item": null}\n{}\n' + json.dumps({"Item": no_customer}).encode() + b"\n")
 
-    ids = read_ids(query_locally(exports.events, config, now, tmp_path / "b").ids)
+    queried = query_locally(exports.events, config, now, tmp_path / "b")
+    ids = read_ids(queried.ids)
 
     assert None not in ids.users and ids == expected and len(ids.users) > 10
+    assert "sku-x" not in read_interactions(queried.interactions, queried.ids, 10**6).item_ids
 
 
-@pytest.mark.parametrize("written", ['{"exportType": "FULL_EXPORT", "exportTi', '{"exportType": "FULL_EXPORT"}', "[]"])
+END_STAMP = END.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def as_if_written_so(export: Export, victim: Path, lines: bytes) -> None:
+    """`lines` added to a data file of `export`, its manifest's count and checksums with them, as if
+    DynamoDB had written it so: only a reader that reads the lines can tell."""
+    victim.write_bytes(gzip.compress(gzip.decompress(victim.read_bytes()) + lines))
+    listing = export.root / export.summary["manifestFilesS3Key"]
+    entries = [json.loads(line) for line in listing.read_text().splitlines()]
+    entry = next(entry for entry in entries if export.root / entry["dataFileS3Key"] == victim)
+    entry["itemCount"] += lines.count(b"\n")
+    entry.update(file_checksums(victim))
+    listing.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+
+
+@pytest.mark.parametrize("line", [b'{"Item": {"user_id": {"S": "u-9"}} and then', b"[1, 2]", b'{"Item": "a text"}',
+                                  b'{"Item": {"user_id": "not DynamoDB JSON", "item_id": {"S": "i"}}}'])
+def test_a_line_of_the_events_export_that_is_not_an_item_fails_the_query_naming_the_file(seeded, tmp_path, line):
+    """Not what DynamoDB writes, in a file whose checksum its manifest gives (so by hand, or a
+    manifest written again): the run is refused naming the file, not an error of DuckDB's."""
+    exports = export_all(seeded, tmp_path / "exports")
+    victim = exports.events[0].data_files()[0]
+    as_if_written_so(exports.events[0], victim, line + b"\n")
+    config, now = TrainingConfig(), datetime.now(timezone.utc)
+
+    with pytest.raises(DamagedExport, match=re.escape(f"export file {victim} is not DynamoDB's export format")):
+        query_locally(exports.events, config, now, tmp_path / "q")
+
+
+@pytest.mark.parametrize("change", ["twice", "climbing", "absolute"])
+def test_a_listing_naming_a_file_twice_or_outside_the_export_is_refused(seeded, tmp_path, change):
+    """A file listed twice would be read twice by the readers that follow the listing (the outcomes
+    counted twice) and once by the query; a key outside the export would be read, or downloaded
+    to, where the export is not."""
+    export = write_export(seeded["UsersTable"], tmp_path / "users", items_per_file=20)
+    listing = export.root / export.summary["manifestFilesS3Key"]
+    entries = [json.loads(line) for line in listing.read_text().splitlines()]
+    if change == "twice":
+        entries.append(entries[0])
+    else:
+        entries[0]["dataFileS3Key"] = ("../" + entries[0]["dataFileS3Key"] if change == "climbing"
+                                       else str(export.root / entries[0]["dataFileS3Key"]))
+    listing.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+
+    with pytest.raises(DamagedExport, match=re.escape(f"{listing} is not a manifest of data files")):
+        list(table_items([export], ("user_id",)))
+
+
+@pytest.mark.parametrize("written", [
+    '{"exportType": "FULL_EXPORT", "exportTi', '{"exportType": "FULL_EXPORT"}', "[]",
+    # A type of neither kind: skipped, an incremental export's deletes would be lost from the chain.
+    '{"exportType": "Incremental", "exportToTime": "2026-12-01T00:00:00+00:00", "manifestFilesS3Key": "m"}',
+    '{"exportType": "FULL_EXPORT", "exportTime": "2026-12-01T00:00:00", "manifestFilesS3Key": "m"}',  # no zone
+    '{"exportType": "FULL_EXPORT", "exportTime": "2026-12-01T00:00:00Z", "manifestFilesS3Key": "m", "itemCount": "many"}',
+])
 def test_a_manifest_summary_that_does_not_read_is_refused_naming_it(seeded, tmp_path, written):
     """An interrupted copy, or a file put there by hand: the night says which file, not a JSONDecodeError."""
     write_export(seeded["ItemsTable"], tmp_path / "items")
