@@ -68,6 +68,31 @@ def storable(value: datetime) -> datetime:
 
 Moment = Annotated[AwareDatetime, BeforeValidator(iso_text), AfterValidator(storable)]
 CurrencyCode = Annotated[str, Strict(), StringConstraints(pattern=r"^[A-Z]{3}$")]
+# ISO 4217's codes in use, and those withdrawn since 2000 (a shop's imported history may hold them).
+ISO_4217 = frozenset("""
+    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD BTN BWP BYN
+    BZD CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP
+    GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF
+    KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR
+    MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK
+    SGD SHP SLE SLL SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD USN UYI
+    UYU UYW UZS VED VES VND VUV WST XAF XAG XAU XBA XBB XBC XBD XCD XCG XDR XOF XPD XPF XPT XSU XTS XUA
+    XXX YER ZAR ZMW ZWG ZWL
+    ADP AFA ATS AZM BEF BGL BYB BYR CSD CUC CYP DEM EEK ESP FIM FRF GHC GRD GWP HRK IEP ITL LTL LUF LVL
+    MGF MRO MTL MZM NLG PTE ROL SDD SIT SKK SRG STD TMM TPE TRL VEB VEF XEU YUM ZMK ZWD ZWN ZWR
+""".split())
+
+
+def iso_4217(code: str) -> str:
+    if code not in ISO_4217:
+        raise ValueError("must be an ISO 4217 currency code, such as EUR")
+    return code
+
+
+# What an event may name: its spend and refunds are summed per currency on the customer's profile,
+# so a code of ISO 4217's only (a typo would split a customer's spend, and endless made-up codes
+# would grow the profile past DynamoDB's 400 KB item).
+EventCurrency = Annotated[CurrencyCode, AfterValidator(iso_4217)]
 # Money: below 10,000,000,000 (10 digits before the point), at most 4 decimals kept; an event's
 # price is then rounded to its currency's minor units. A binary float sent in JSON (2.07 may
 # arrive as 2.0700000000000003) is rounded, not refused.
@@ -214,7 +239,7 @@ class Event(BaseModel):
     timestamp: Moment = Field(description="ISO 8601 with a zone, e.g. 2025-03-01T10:00:00Z")
     quantity: Annotated[int, Strict(), Field(ge=1, le=MAX_QUANTITY)] = 1
     # currency comes first so that the price can be rounded to its minor units
-    currency: CurrencyCode | None = Field(default=None, description="ISO 4217; required with price")
+    currency: EventCurrency | None = Field(default=None, description="ISO 4217; required with price")
     price: SentMoney | None = Field(
         default=None,
         description=(

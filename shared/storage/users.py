@@ -26,7 +26,7 @@ from shared.storage.scan import parallel_scan, scan_by_key
 from shared.consent import HISTORY_LIMIT, Consent, ConsentHistory, ConsentUpdate, Recorder
 from shared.contact import ContactLedger
 from shared.users import PurchaseSummary, User, UserProfileIn, may_profile, with_linked_objections
-from shared.versions import next_version
+from shared.versions import MAX_VERSION, next_version
 
 PartT = TypeVar("PartT", bound=BaseModel)
 # An erasure's erasure_status on its suppression record.
@@ -197,7 +197,6 @@ class UserStore:
         grants are consent to processing that the erasure ends. The put is conditional on the
         consent and the linked ids read just before, so a consent change or a link recorded in
         between is never lost: the read and the put are tried again."""
-        optional = {"purchases": True, "history": True, "recent": True}
         for delay in dynamo.backoff_delays(5):
             row = self.row(user_id) or {}
             consent = row.get("consent")
@@ -221,21 +220,12 @@ class UserStore:
             if values:
                 request["ExpressionAttributeValues"] = dynamo.serialize(values)
             # The purchase keys, the recent activity and the consent history go in the same
-            # transaction: no ingest or consent change can slip in between. Each names its owner, so a
-            # row of a customer whose id happens to end so is never deleted for one.
-            deletes = {
-                "purchases": {"TableName": self.users_table, "Key": dynamo.serialize(purchases_key(user_id)),
-                              "ConditionExpression": "attribute_not_exists(user_id) OR purchases_of = :of",
-                              "ExpressionAttributeValues": dynamo.serialize({":of": user_id})},
-                "history": {"TableName": self.users_table, "Key": dynamo.serialize(consent_key(user_id)),
-                            "ConditionExpression": "attribute_not_exists(user_id) OR consent_of = :of",
-                            "ExpressionAttributeValues": dynamo.serialize({":of": user_id})},
-                "recent": {"TableName": self.users_table, "Key": dynamo.serialize(recent_key(user_id)),
-                           "ConditionExpression": "attribute_not_exists(user_id) OR recent_of = :of",
-                           "ExpressionAttributeValues": dynamo.serialize({":of": user_id})},
-            }
-            names = [name for name in deletes if optional[name]]
-            actions = [{"Put": request}, *({"Delete": deletes[name]} for name in names)]
+            # transaction: no ingest or consent change can slip in between. Their keys are the id and
+            # a NUL, which no id holds (limits.ID_PATTERN): they are this customer's whoever wrote
+            # them, and one without its owner's mark (by hand) goes too, for the erasure to be whole.
+            actions = [{"Put": request}, *({"Delete": {"TableName": self.users_table, "Key": dynamo.serialize(key)}}
+                                           for key in (purchases_key(user_id), consent_key(user_id),
+                                                       recent_key(user_id)))]
             try:
                 with dynamo.aws_faults("record the erasure"):
                     dynamo.client().transact_write_items(TransactItems=actions)
@@ -243,12 +233,6 @@ class UserStore:
             except ClientError as error:
                 if dynamo.error_code(error) != "TransactionCanceledException":
                     raise
-                reasons = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
-                failed = [name for name, code in zip(names, reasons[1:]) if code == "ConditionalCheckFailed"]
-                if failed and reasons[0] in (None, "None"):
-                    for name in failed:  # that key holds a customer whose id ends so
-                        optional[name] = False
-                    continue
             time.sleep(delay)
         raise StorageUnavailable("erase: the customer's consent or links kept changing; try again")
 
@@ -848,8 +832,12 @@ def _recent_of(raw: dict[str, Any], user_id: str) -> RecentActivity:
         # The item only repeats the profile row's erasure: one that does not read is the item's fault.
         if erased_at not in (None, "") and not _is_time(erased_at):
             raise ValueError("an erasure that is not a time")
-        # A version that is not a whole number does not read (ValueError), nor one that is not a number.
-        return RecentActivity(tuple(decode(payload)), int(raw["recent_version"]["N"]), erased_at)
+        # A version that is not a whole number does not read (ValueError), nor one that is not a
+        # number, nor one the next rewrite could not store (DynamoDB keeps 38 digits): by hand.
+        version = int(raw["recent_version"]["N"])
+        if not -MAX_VERSION < version < MAX_VERSION:
+            raise ValueError(f"a version out of range: {str(version)[:50]}")
+        return RecentActivity(tuple(decode(payload)), version, erased_at)
     except UNREADABLE as error:
         logger.warning("unreadable recent-activity item: the events are read instead, ingest replaces it",
                        extra={"error": f"{type(error).__name__}: {error}"[:200]})

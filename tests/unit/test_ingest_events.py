@@ -93,6 +93,9 @@ def test_the_summary_tracks_first_and_last_purchase_and_spend_per_currency(api):
     ({"colour": "red"}, "colour"),
     ({"price": -1, "currency": "EUR"}, "price"),
     ({"price": 3, "currency": "euro"}, "currency"),
+    # Not ISO 4217: spend is summed per currency, so a typo (or a made-up code) would split it.
+    ({"price": 3, "currency": "RMB"}, "currency"),
+    ({"price": 3, "currency": "ZZZ"}, "currency"),
 ])
 def test_each_kind_of_bad_event_is_rejected_naming_its_field(api, change, field):
     bad = {**event("bad"), **change}
@@ -101,6 +104,14 @@ def test_each_kind_of_bad_event_is_rejected_naming_its_field(api, change, field)
     assert status == 207
     assert body["accepted"] == 1
     assert field in fields_of(body["rejected"][0])
+
+
+def test_a_currency_withdrawn_since_2000_is_taken_for_imported_history(api):
+    sent = [purchase("p-1", price=100, currency="HRK", timestamp="2022-06-01T10:00:00Z"),
+            purchase("p-2", price=5, currency="EUR")]
+
+    assert api.json("POST", "/events", {"events": sent})[0] == 200
+    assert api.json("GET", "/users/u-1")[1]["summary"]["spend"] == {"HRK": "100", "EUR": "5"}
 
 
 def test_a_purchase_without_a_price_is_rejected(api):

@@ -51,3 +51,20 @@ def test_an_event_sent_twice_in_a_batch_and_refused_for_an_erasure_is_refused_tw
 
     assert (status, body["accepted"], body["duplicates"], body["refused_after_erasure"]) == (207, 1, 0, 2), body
     assert [rejection["index"] for rejection in body["rejected"]] == [0, 1]
+
+
+@pytest.mark.parametrize("version", ["99999999999999999999999999999999999999", str(2**53),
+                                     "-99999999999999999999999999999999999999"])
+def test_a_recent_activity_version_the_next_rewrite_could_not_store_is_replaced_and_the_batch_stored(api, version):
+    """By hand: 10^38 - 1 plus one has 39 digits, past what DynamoDB stores; the item is read as
+    unreadable, started again from the stored events, and the batch (a neighbour's too) is stored."""
+    assert api.json("POST", "/events", {"events": [event("v-1", timestamp=ago(hours=2))]})[0] == 200
+    damage("u-1\x00recent", {"recent_version": {"N": version}})
+
+    status, body = api.json("POST", "/events", {"events": [event("v-2"), event("v-3", user_id="u-2")]})
+
+    assert (status, body["accepted"]) == (200, 2), body
+    stored = dynamo.client().get_item(TableName=get_settings().users_table, Key={"user_id": {"S": "u-1\x00recent"}},
+                                      ConsistentRead=True)["Item"]
+    assert stored["recent_version"] == {"N": "1"}
+    assert [e["event_id"] for e in api.json("GET", "/users/u-1/export")[1]["events"]] == ["v-1", "v-2"]

@@ -7,7 +7,7 @@ import pytest
 
 from shared.config import get_settings
 from shared.storage import dynamo
-from tests.factories import event, purchase
+from tests.factories import ago, event, purchase
 from tests.unit.test_erasure_faults import sweep
 from tests.unit.test_unreadable_rows import damage
 
@@ -55,6 +55,28 @@ def test_a_customers_entry_of_an_old_run_that_does_not_read_stops_no_erasure_or_
 
 NULL_IN_CONSENT = {"consent": {"M": {"email": {"M": {"granted": {"BOOL": False}, "source": {"S": "web"},
                                                      "text_version": {"NULL": True}}}}}}
+
+
+@pytest.mark.parametrize("suffix, mark", [("\x00purchases", "purchases_of"), ("\x00recent", "recent_of"),
+                                          ("\x00consent", "consent_of")])
+def test_an_erasure_deletes_the_customers_companion_items_even_without_their_owner_mark(api, suffix, mark):
+    """Written by hand without the mark, the item is still the customer's (no id holds a NUL): an
+    erasure that left it would keep their bought set, events or consent, and bring them back."""
+    assert api.json("POST", "/events", {"events": [purchase("p-1", item_id="sku-old", order_id="o-1")]})[0] == 200
+    assert api.json("PUT", "/users/u-1/consent", {"email": {"granted": True}, "source": "signup-form"})[0] == 200
+    table, key = get_settings().users_table, {"user_id": {"S": "u-1" + suffix}}
+    dynamo.client().update_item(TableName=table, Key=key, UpdateExpression=f"REMOVE {mark}")
+    assert "Item" in dynamo.client().get_item(TableName=table, Key=key, ConsistentRead=True)
+
+    status, body = api.json("DELETE", "/users/u-1")
+
+    assert status == 200 and body["status"] == "complete", body
+    assert "Item" not in dynamo.client().get_item(TableName=table, Key=key, ConsistentRead=True)
+    after = purchase("p-2", item_id="sku-new", order_id="o-1", timestamp=ago(seconds=-5))  # stamped after the erasure
+    status, body = api.json("POST", "/events", {"events": [after]})
+    assert status == 200, body
+    summary = api.json("GET", "/users/u-1")[1]["summary"]
+    assert (summary["orders"], summary["lines"]) == (1, 1), summary  # o-1 counted afresh, not as bought before
 
 
 def test_a_null_in_a_stored_consent_blocks_no_erasure(api):
