@@ -27,6 +27,14 @@ def check_thresholds(statistics: dict[str, Any]) -> None:
     _percentiles(statistics.get("spend_percentiles", {}), "spend_percentiles", [key for _, key, _ in VALUE_TIERS])
     clv = _mapping(statistics.get("clv") or {}, "clv")
     _percentiles(clv.get("value_percentiles") or {}, "clv.value_percentiles", [key for _, key, _ in CLV_TIERS])
+    horizon = clv.get("horizon_days")  # none, or 0: the default's (tags.clv_horizon)
+    if horizon and not (type(horizon) is int and 0 < horizon <= MAX_HORIZON_DAYS):
+        raise ValueError(f"clv.horizon_days is not a whole number of days from 1 to {MAX_HORIZON_DAYS}")
+
+
+# A prediction's horizon, at most: a century. Training writes 90 days; a negative one (by hand)
+# would take a logarithm of a negative number in every repeat buyer's CLV.
+MAX_HORIZON_DAYS = 36_500
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:

@@ -115,6 +115,9 @@ WHOLE = {"customers": 10, "recency_days_quintiles": [10.0, 30.0, 60.0, 120.0], "
     ({"spend_quintiles": {"EUR": [10.0, None, 40.0, 80.0]}}, "spend_quintiles.EUR[1]"),
     ({"clv": {"value_percentiles": {"EUR": {"40": "5", "70": 20.0, "90": 60.0}}}}, "clv.value_percentiles.EUR.40"),
     ({"spend_percentiles": ["EUR"]}, "spend_percentiles"),
+    # By hand: every repeat buyer's CLV would take a logarithm of a negative number.
+    ({"clv": {**WHOLE["clv"], "horizon_days": -400}}, "clv.horizon_days"),
+    ({"clv": {**WHOLE["clv"], "horizon_days": 10**9}}, "clv.horizon_days"),
 ])
 def test_statistics_missing_a_threshold_are_refused_where_read_not_in_every_customers_tags(store, caplog, damage, named):
     """Tags index the thresholds without a check: before, one missing key failed GET
