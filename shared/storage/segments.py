@@ -329,8 +329,9 @@ class SegmentStore:
         further = _part_keys(INDEX_KEY["segment_id"], head["run"], len(sizes) - 1)
         number = {key["sk"]: k for k, key in enumerate(further, start=1)}
         parts = {0: head["segments"]} if 0 in wanted else {}
-        parts |= {number[row["sk"]]: row.get("segments") or {} for row in
-                  dynamo.batch_get(self.table, [further[k - 1] for k in wanted if k], consistent=True)}
+        # A part whose segments are not a map (written by hand) lists none, as an entry that does not read.
+        parts |= {number[row["sk"]]: segments if isinstance(segments := row.get("segments"), dict) else {}
+                  for row in dynamo.batch_get(self.table, [further[k - 1] for k in wanted if k], consistent=True)}
         if len(parts) < len(wanted):  # expired (no run for INDEX_PARTS_KEPT_SECONDS): listed without them
             logger.warning("segment index parts missing", extra={"run": head["run"], "parts": wanted,
                                                                  "found": sorted(parts)})
@@ -380,7 +381,9 @@ class SegmentStore:
                 response = dynamo.client().query(**request)
             for row in response.get("Items", []):
                 page = dynamo.deserialize(row)
-                here, members = _page_number(page["sk"]), page.get("members")
+                here, members = _page_number(page["sk"], run), page.get("members")
+                if here is None:  # a key in the range that no run writes (by hand): not a page
+                    continue
                 if not isinstance(members, dict):  # written by hand: no member to show
                     members = {}
                 for user_id in sorted(members):
@@ -641,6 +644,13 @@ def _ordered(head: dict[str, Any]) -> tuple[dict[str, tuple[int, int]], list[int
     try:
         spans = {name: (int(start), int(count)) for name, (start, count) in head["families"].items()}
         sizes = [int(size) for size in head["sizes"]]
+        # As a run writes them: the families tile the parts' entries. Spans past them (by hand)
+        # would give pages of nothing, each with a cursor to the next, without end.
+        tiles = sorted(spans.values())
+        if (any(size < 0 for size in sizes) or any(count < 0 for _, count in tiles)
+                or [start for start, _ in tiles] != list(accumulate((count for _, count in tiles[:-1]), initial=0))[:len(tiles)]
+                or sum(count for _, count in tiles) != sum(sizes)):
+            raise ValueError("family spans that do not tile the index's parts")
     except (KeyError, TypeError, ValueError, AttributeError):
         logger.warning("the segment index's order does not read: read whole", extra={"run": head["run"]})
         return None
@@ -707,8 +717,10 @@ def _page_key(run: str, number: int) -> str:
     return f"p#{run}#{number:06d}"
 
 
-def _page_number(page_key: str) -> int:
-    return int(page_key.rsplit("#", 1)[1])
+def _page_number(page_key: str, run: str) -> int | None:
+    """The number of a page of `run` from its key; None for a key that is not one (_page_key's form)."""
+    number = page_key.removeprefix(f"p#{run}#")
+    return int(number) if len(number) == 6 and number.isascii() and number.isdigit() else None
 
 
 # A member cursor starts with this and a mark of its segment (a run id never starts so): passed to

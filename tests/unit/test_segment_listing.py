@@ -113,6 +113,25 @@ def test_a_missing_index_part_leaves_a_gap_not_an_error(store, moto_tables):
     assert 0 < len(listed) < len(whole) and all(s in whole for s in listed)
 
 
+@pytest.mark.parametrize("segments_of_part", [["x"], "x"], ids=["a list", "a text"])
+def test_an_index_part_whose_segments_are_not_a_map_lists_none_of_them_not_a_500(api, moto_tables, monkeypatch,
+                                                                                  segments_of_part):
+    monkeypatch.setattr(segments, "PAGE_CHARACTERS", 1_500)
+    table = moto_tables["SegmentsTable"]
+    SegmentStore(table).write_run("r1", AT, members_by_segment(run_rows()))
+    part = next(item["sk"]["S"] for item in dynamo.client().scan(TableName=table)["Items"]
+                if item["segment_id"]["S"] == "#index" and item["sk"]["S"] != "current")
+    set_on_index(table, {"segment_id": "#index", "sk": part}, "SET #segments = :x", {":x": segments_of_part},
+                 {"#segments": "segments"})
+
+    status, listing = api.json("GET", "/segments?limit=1000")
+    whole = expected_order(run_rows())
+    assert status == 200 and 0 < len(listing["segments"]) < len(whole), listing
+    status, answer = api.json("POST", "/campaigns", {"name": "x", "channel": "email",
+                                                     "segment_id": "geography:city-nowhere"})
+    assert status == 404 and answer["error"]["fields"][0]["field"] == "segment_id", answer
+
+
 def test_a_cursor_of_another_run_or_family_or_not_given_out_is_a_clear_400(store):
     rfm_cursor = store.listing("rfm", 1, None).next_cursor
     every_cursor = store.listing(None, 5, None).next_cursor  # its place is a city's
@@ -195,7 +214,10 @@ def set_on_index(table: str, key: dict, expression: str, values: dict, names: di
 @pytest.mark.parametrize("expression, values", [
     ("SET families.rfm = :x", {":x": "x"}),
     ("SET sizes = :x", {":x": ["x"]}),
-], ids=["families", "sizes"])
+    # Whole numbers, past the index: each page would be empty, with a cursor to the next, without end.
+    ("SET families.rfm = :x", {":x": [0, 10**15]}),
+    ("SET families.rfm = :x", {":x": [7, 3]}),
+], ids=["families", "sizes", "a span past the index", "spans that overlap"])
 def test_an_index_order_written_by_hand_is_read_whole_instead(api, moto_tables, expression, values):
     SegmentStore(moto_tables["SegmentsTable"]).write_run("r1", AT, members_by_segment(run_rows()[:40]))
     before = api.json("GET", "/segments?limit=100")[1]["segments"]
@@ -203,6 +225,7 @@ def test_an_index_order_written_by_hand_is_read_whole_instead(api, moto_tables, 
 
     status, listing = api.json("GET", "/segments?limit=100")
     assert status == 200 and listing["segments"] == before and len(before) > 3
+    assert listing["next_cursor"] is None
 
 
 def test_index_entries_and_members_written_by_hand_are_left_out_not_a_500(api, moto_tables):
@@ -221,6 +244,18 @@ def test_index_entries_and_members_written_by_hand_are_left_out_not_a_500(api, m
     assert status == 200 and [s["segment_id"] for s in listing["segments"]] == ["rfm:champions"]
     status, members = api.json("GET", "/segments/rfm%3Achampions/members")
     assert status == 200 and [m["user_id"] for m in members["members"]] == ["u-0", "u-2"]
+
+
+@pytest.mark.parametrize("sk", ["p#r1#000001#x", "p#r1#00001x", "p#r1#\u0661\u0662\u0663\u0664\u0665\u0666"])
+def test_an_item_in_a_segments_page_range_that_is_no_page_is_passed_over_not_a_500(api, moto_tables, sk):
+    table = moto_tables["SegmentsTable"]
+    rows = [("rfm:champions", "rfm", "Champions", f"u-{n}", "bought often") for n in range(3)]
+    SegmentStore(table).write_run("r1", AT, members_by_segment(rows))
+    dynamo.client().put_item(TableName=table, Item=dynamo.serialize(
+        {"segment_id": "rfm:champions", "sk": sk, "members": {"u-zzz": "by hand"}}))
+
+    status, members = api.json("GET", "/segments/rfm%3Achampions/members")
+    assert status == 200 and [m["user_id"] for m in members["members"]] == ["u-0", "u-1", "u-2"], members
 
 
 @pytest.mark.parametrize("damage", [{":x": "yesterday"}, {":x": 5}], ids=["a time that is none", "a number"])
