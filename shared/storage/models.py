@@ -49,6 +49,8 @@ CACHED_POPULAR_KEY = "popular.json"
 STATISTICS_FILE = "statistics.json"
 # A run still "training" after Lambda's longest timeout was killed.
 ABANDONED_AFTER = timedelta(minutes=16)
+# How far ahead of this clock a run's start may be (another instance's clock): further is by hand.
+CLOCK_SKEW = timedelta(minutes=5)
 ACTIVATABLE = {"accepted"}
 
 
@@ -141,6 +143,17 @@ def run_manifest(config: TrainingConfig, now: datetime, version: str | None = No
                             "end": format_timestamp(end)})
 
 
+class CachedPopular(BaseModel):
+    """popular.json: the active version's popular lists, a few kilobytes that serving reads when
+    the model cannot be loaded."""
+
+    version: str
+    items: list[str]
+    by_country: dict[str, list[str]]
+    by_category: dict[str, list[str]] = Field(default_factory=dict)
+    by_interest: dict[str, list[str]] = Field(default_factory=dict)
+
+
 class ActivePointer(BaseModel):
     version: str
     sha256: str
@@ -199,7 +212,7 @@ class ModelStore:
             if body["version"] != version or not isinstance(statistics, dict):
                 raise ValueError("not the statistics of this version")
             check_thresholds(statistics)
-        except (ValueError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError, RecursionError) as error:  # nested past the parser's depth
             raise Conflict(f"{key} cannot be used: {error}", field="version") from error
         return statistics
 
@@ -299,9 +312,18 @@ class ModelStore:
         return manifest
 
     def cached_popular(self) -> dict[str, Any] | None:
+        """popular.json as activation writes it; None when there is none, or when it does not read
+        (cut short, or by hand: logged), as serving would have none: it is written again on the next
+        activation."""
         try:
-            return json.loads(self.blobs.get(CACHED_POPULAR_KEY))
+            raw = self.blobs.get(CACHED_POPULAR_KEY)
         except NotFound:
+            return None
+        try:
+            return CachedPopular.model_validate_json(raw).model_dump()
+        except ValidationError as error:
+            logger.error("popular.json does not read: serving goes without it",
+                         extra={"reason": str(error)[:300]})
             return None
 
     def load(self, manifest: Manifest) -> ModelArtifact:
@@ -354,6 +376,9 @@ class ModelStore:
     @staticmethod
     def _with_state(manifest: Manifest, active: ActivePointer | None) -> Manifest:
         manifest.active = active is not None and active.version == manifest.version
-        if manifest.status == "training" and datetime.now(timezone.utc) - manifest.started_at > ABANDONED_AFTER:
+        started = datetime.now(timezone.utc) - manifest.started_at
+        if manifest.status == "training" and started > ABANDONED_AFTER:
             manifest.status, manifest.reason = "abandoned", "the run stopped before it finished"
+        elif manifest.status == "training" and started < -CLOCK_SKEW:  # by hand: it would hold off every start
+            manifest.status, manifest.reason = "abandoned", "its start time is in the future: not a run's"
         return manifest

@@ -88,7 +88,7 @@ def _held_by(raw: bytes, now: datetime) -> tuple[datetime, str | None] | None:
         run = body["run"]
         if claimed_at.tzinfo is None or not (run is None or isinstance(run, str)):
             return None
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # the last: nested past the parser's depth
         return None
     # A claim a little ahead of `now` holds too: a start that began a moment after this one, or on
     # an instance whose clock is ahead. One far ahead (by hand) holds nothing.

@@ -90,6 +90,27 @@ def test_a_run_still_in_progress_is_never_pruned_but_an_abandoned_one_is(store):
     assert listed(store) == ["finished", "running"]
 
 
+def test_a_run_started_in_the_future_is_abandoned_not_in_progress_forever(store):
+    """By hand: a run 'training' since 9999 would hold off every start, and never be pruned as old."""
+    now = datetime.now(timezone.utc)
+    add_version(store, "ahead", -timedelta(days=365), status="training", now=now)
+    add_version(store, "a-clock-ahead", -timedelta(minutes=2), status="training", now=now)  # another instance's clock
+
+    states = {m.version: (m.status, m.reason) for m in store.manifests()}
+    assert states["ahead"] == ("abandoned", "its start time is in the future: not a run's")
+    assert states["a-clock-ahead"][0] == "training" and store.in_progress().version == "a-clock-ahead"
+
+
+def test_a_popular_json_that_does_not_read_is_as_none(store):
+    for damaged in (b"", b"{", b"[1]", b'{"version": "x"}', b"[" * 5000 + b"]" * 5000,
+                    b'{"version": "x", "items": 5, "by_country": []}'):
+        store.blobs.put("popular.json", damaged)
+        assert store.cached_popular() is None, damaged
+    store.blobs.put("popular.json", b'{"version": "v1", "items": ["a"], "by_country": {"DE": ["a"]}}')
+    assert store.cached_popular() == {"version": "v1", "items": ["a"], "by_country": {"DE": ["a"]},
+                                      "by_category": {}, "by_interest": {}}
+
+
 def test_a_prune_cut_short_leaves_a_listed_version_that_cannot_be_activated_and_goes_next_time(store, monkeypatch):
     add_version(store, "old", timedelta(days=100))
     add_version(store, "new", timedelta(days=0))

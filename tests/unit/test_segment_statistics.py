@@ -85,12 +85,13 @@ def test_the_nightly_run_writes_missing_statistics_from_the_model(store):
     assert ActiveStatistics(store, 0).get().values == {"customers": 5}
 
 
-def test_damaged_statistics_keep_those_in_memory_and_the_nightly_run_mends_them(store, caplog):
+@pytest.mark.parametrize("damaged", [b"{not json", b"[" * 5000 + b"]" * 5000], ids=["cut short", "nested deep"])
+def test_damaged_statistics_keep_those_in_memory_and_the_nightly_run_mends_them(store, caplog, damaged):
     publish(store, "v1", {"customers": 1})
     statistics = ActiveStatistics(store, 0)
     statistics.get()
     publish(store, "v2", {"customers": 2})
-    store.blobs.put("models/v2/statistics.json", b"{not json")
+    store.blobs.put("models/v2/statistics.json", damaged)
 
     assert statistics.get().version == "v1"
     assert "cannot read the active model's customer statistics" in caplog.text

@@ -44,7 +44,8 @@ def test_a_start_that_never_named_its_run_holds_until_the_claim_is_old(blobs):
 
 
 @pytest.mark.parametrize("damaged", [b"", b"{", b"[]", b'{"claimed_at": "2026-12-01T09:00:00", "run": null}',
-                                     b'{"claimed_at": "2026-12-01T09:00:00+00:00", "run": 7}'])
+                                     b'{"claimed_at": "2026-12-01T09:00:00+00:00", "run": 7}',
+                                     b"[" * 5000 + b"]" * 5000])  # nested past the parser's depth
 def test_a_damaged_claim_holds_nothing(blobs, damaged):
     blobs.put(START_KEY, damaged)
 
