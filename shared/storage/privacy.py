@@ -61,10 +61,13 @@ class PrivacyStore:
         self.segments = SegmentStore(segments_table)
 
     def set_consent(self, user_id: str, update: ConsentUpdate, recorder: Recorder) -> Consent:
-        """Record the purposes sent; profiling withdrawn ends the behavioural memberships now."""
-        consent = user_from_row(self.users.set_consent(user_id, update, recorder)).consent
+        """Record the purposes sent; profiling withdrawn ends the behavioural memberships now, the
+        customer's and their linked visitor ids' (the nightly run lists those as members of their own)."""
+        row = self.users.set_consent(user_id, update, recorder)
+        consent = user_from_row(row).consent
         if Purpose.PROFILING in update.updates() and not consent.granted(Purpose.PROFILING):
-            self.segments.end_memberships(user_id, needs_consent)
+            for owner in dict.fromkeys([user_id, *linked_visitors(row)]):
+                self.segments.end_memberships(owner, needs_consent)
         return consent
 
     def consent(self, user_id: str) -> tuple[Consent, ConsentHistory]:

@@ -501,13 +501,20 @@ def is_user_row(item: dict[str, Any]) -> bool:
 
 def withheld(users_table: str, user_ids: list[str], since: str, behavioural: bool) -> set[str]:
     """Of `user_ids`, those a list computed at `since` must no longer show: erased after it, or,
-    for a list built from behaviour, objecting to profiling now. Read strongly consistent, as
-    consent decides."""
+    for a list built from behaviour, objecting to profiling now, themselves or (a visitor id
+    linked to a customer) through their customer, whose objection covers them. Read strongly
+    consistent, as consent decides."""
     rows = dynamo.batch_get(users_table, [{"user_id": user} for user in dict.fromkeys(user_ids)],
-                            consistent=True, projection="user_id, consent, erased_at")
+                            consistent=True, projection="user_id, consent, erased_at, linked_to")
+    objecting: set[str] = set()
+    if behavioural:
+        customers = {row["linked_to"] for row in rows if isinstance(row.get("linked_to"), str)}
+        linked = dynamo.batch_get(users_table, [{"user_id": user} for user in customers], consistent=True,
+                                  projection="user_id, consent") if customers else []
+        objecting = {row["user_id"] for row in [*rows, *linked] if not may_profile(user_from_row(row))}
     return {row["user_id"] for row in rows
             if (erasure_read(row.get("erased_at")) or "") > since
-            or (behavioural and not may_profile(user_from_row(row)))}
+            or row["user_id"] in objecting or (isinstance(row.get("linked_to"), str) and row["linked_to"] in objecting)}
 
 
 # --- what ingest writes: the purchase summary, in the same transaction as the events ---

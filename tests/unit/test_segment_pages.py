@@ -113,6 +113,33 @@ def test_an_objection_ends_the_behavioural_memberships_and_keeps_the_declared(mo
     assert [entry.pages for entry in store._entries("u-00002")] == [{"geography:de": 1}]
 
 
+@pytest.mark.parametrize("run_written", ["before", "after"])
+def test_a_customers_objection_covers_their_linked_visitor_ids_in_the_members_listed(api, moto_tables, run_written):
+    """The nightly run lists a linked visitor id as a member of its own. The customer's objection
+    ends its memberships too ("before": the run was written before it), and a run computed before
+    the objection but written after it shows it to no one ("after")."""
+    assert api.json("PUT", "/users/u-1", {"country": "DE"})[0] == 200
+    assert api.json("POST", "/users/u-1/visitors", {"visitor_id": "v_phone"})[0] == 200
+    store = SegmentStore(moto_tables["SegmentsTable"])
+    members = [("rfm:champions", "rfm", "Champions", user, "bought often") for user in ("u-1", "v_phone", "u-2")]
+    members += [("geography:de", "geography", "Country: DE", "v_phone", "said so")]
+    computed = "2026-12-01T00:00:00+00:00"  # before the objection
+    if run_written == "before":
+        store.write_run("r1", computed, members_by_segment(members))
+
+    status, body = api.json("PUT", "/users/u-1/consent", {"profiling": {"granted": False}, "source": "app-settings"})
+    assert status == 200, body
+    if run_written == "after":
+        store.write_run("r1", computed, members_by_segment(members))
+
+    listed = api.json("GET", "/segments/rfm%3Achampions/members")[1]["members"]
+    assert [m["user_id"] for m in listed] == ["u-2"]
+    declared = api.json("GET", "/segments/geography%3Ade/members")[1]["members"]
+    assert [m["user_id"] for m in declared] == ["v_phone"]  # not built from behaviour: the objection keeps it
+    if run_written == "before":  # ended where stored, not only hidden when listed
+        assert [m["segment_id"] for m in store.memberships("v_phone")] == ["geography:de"]
+
+
 def test_erasure_leaves_nothing_of_the_customer_in_any_run(moto_tables):
     store = SegmentStore(moto_tables["SegmentsTable"])
     store.write_run("r1", "2026-12-01T00:00:00+00:00",
