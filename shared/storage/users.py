@@ -517,6 +517,15 @@ def withheld(users_table: str, user_ids: list[str], since: str, behavioural: boo
             or row["user_id"] in objecting or (isinstance(row.get("linked_to"), str) and row["linked_to"] in objecting)}
 
 
+def current_users(users_table: str, user_ids: list[str]) -> dict[str, User]:
+    """The consent, erasure and contact ledger of each of `user_ids` as stored now, read strongly
+    consistent: what a job that read the shop minutes ago checks before it writes a customer's
+    line. An id without a row is left out."""
+    rows = dynamo.batch_get(users_table, [{"user_id": user} for user in dict.fromkeys(user_ids)],
+                            consistent=True, projection=f"user_id, consent, erased_at, {CONTACTS_FIELD}")
+    return {row["user_id"]: user_from_row(row) for row in rows}
+
+
 # --- what ingest writes: the purchase summary, in the same transaction as the events ---
 
 SUMMARY_FIELDS = ("orders", "lines", "units", "spend", "returned", "returns", "first_purchase_at", "last_purchase_at")

@@ -108,6 +108,37 @@ def test_the_contact_cap_and_withdrawn_consent_leave_customers_out_and_say_why(s
     assert campaign["counts"]["reachable"] == len(opted_in) - 2
 
 
+@pytest.mark.parametrize("change", ["erased", "unsubscribed", "objected to personalization"])
+def test_a_customer_who_is_erased_or_objects_while_the_job_runs_gets_no_line(shop_api, monkeypatch, change):
+    """The job reads the shop once, and may run for minutes: each block is read again before it
+    is written, so a change made after the read still keeps the customer out."""
+    from shared.campaigns import job
+
+    api, shop, opted_in = shop_api
+    leaving = opted_in[3]
+    catalog_snapshot = job.catalog_snapshot  # read_shop's last read: the customers are read by then
+
+    def read_then_change(*args):
+        data = catalog_snapshot(*args)
+        if change == "erased":
+            assert api.json("DELETE", f"/users/{leaving}")[0] == 200
+        else:
+            purpose = "email" if change == "unsubscribed" else "personalization"
+            assert api.json("PUT", f"/users/{leaving}/consent", {purpose: {"granted": False},
+                                                                  "source": "app-settings"})[0] == 200
+        return data
+
+    monkeypatch.setattr(job, "catalog_snapshot", read_then_change)
+    campaign = run(api, {"name": "while it runs", "channel": "email"})
+
+    users = {json.loads(line)["input"]["userId"] for line in exported(campaign["output"]["jsonl"]).decode().splitlines()}
+    assert users == set(opted_in) - {leaving}
+    reason = {"erased": "erased", "unsubscribed": "no email consent"}.get(change, change)
+    before = len(shop.users) - len(opted_in) if reason == "no email consent" else 0  # those who never opted in
+    assert campaign["counts"]["left_out"][reason] == before + 1
+    assert campaign["counts"]["reachable"] == campaign["counts"]["written"] == len(opted_in) - 1
+
+
 def test_a_segment_limits_the_audience_to_its_members_computed_now_and_a_dry_run_counts_them(shop_api):
     api, shop, opted_in = shop_api
     countries = {u["user_id"]: u.get("country") for u in shop.users}
@@ -146,6 +177,27 @@ def test_an_item_audience_ranks_likely_customers_and_leaves_out_buyers_and_the_u
     model = [line["output"]["score"] for line in lines if line["output"]["evidence"] == "model"]
     assert model == sorted(model, reverse=True)
     assert all(line["input"]["itemId"] == item_id and line["output"]["reason"] for line in lines)
+
+
+def test_an_item_audience_leaves_out_a_customer_erased_while_the_job_runs(shop_api, monkeypatch):
+    from shared.campaigns import job
+
+    api, shop, opted_in = shop_api
+    item_id = shop.items[0]["item_id"]
+    body = {"name": "restock", "channel": "email", "item_id": item_id, "max_customers": 10}
+    first = [json.loads(line)["output"]["userId"] for line in exported(run(api, body)["output"]["jsonl"]).decode().splitlines()]
+    catalog_snapshot = job.catalog_snapshot
+
+    def read_then_erase(*args):
+        data = catalog_snapshot(*args)
+        assert api.json("DELETE", f"/users/{first[0]}")[0] == 200
+        return data
+
+    monkeypatch.setattr(job, "catalog_snapshot", read_then_erase)
+    campaign = run(api, body)
+
+    users = [json.loads(line)["output"]["userId"] for line in exported(campaign["output"]["jsonl"]).decode().splitlines()]
+    assert users == first[1:] and campaign["counts"]["left_out"]["erased"] == 1
 
 
 def test_a_new_item_reaches_customers_who_buy_its_category(shop_api):
