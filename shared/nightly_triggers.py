@@ -24,6 +24,7 @@ from shared.storage.bus import EventBus, NoBus
 from shared.storage.catalog import triggers_catalog
 from shared.storage.customers import Customers
 from shared.storage.segments import SegmentStore
+from shared.storage.users import withheld
 from shared.triggers import (TRACKED_SEGMENTS, SegmentRun, Trigger, interest_events, segment_events,
                              viewed_item_events)
 
@@ -86,6 +87,12 @@ def publish_run_triggers(settings: Any, bus: EventBus, previous: SegmentRun | No
             triggers += interest_events(customers.users, bought, items, since, now)
         if erased:
             triggers = [trigger for trigger in triggers if getattr(trigger.detail, "user_id", None) not in erased]
+        # The customers were read minutes (on the export path, hours) before: one who objected to
+        # profiling or was erased since, themselves or through their customer, is named by none.
+        named = {user_id for trigger in triggers if isinstance(user_id := getattr(trigger.detail, "user_id", None), str)}
+        if named:
+            gone = withheld(settings.users_table, sorted(named), format_timestamp(customers.as_of or now), True)
+            triggers = [trigger for trigger in triggers if getattr(trigger.detail, "user_id", None) not in gone]
         published = bus.publish(triggers)
     except Exception as error:  # noqa: BLE001 - whatever the bus or stored data did, the segments are written
         foreseen = isinstance(error, StorageUnavailable)  # else a fault of the triggers' own: with its traceback

@@ -217,7 +217,7 @@ def segment_events(previous: SegmentRun | None, current: SegmentRun, users: Mapp
         before, now = previous.members.get(segment_id, {}), current.members.get(segment_id, {})
         name = current.names.get(segment_id) or previous.names.get(segment_id) or segment_id
         changes = [(SegmentEntered, user_id, f"entered {name}: {now[user_id]}")
-                   for user_id in sorted(now.keys() - before.keys())]
+                   for user_id in sorted(now.keys() - before.keys()) if reachable(users.get(user_id))]
         changes += [(SegmentLeft, user_id, f"no longer in {name} (it was: {before[user_id]})")
                     for user_id in sorted(before.keys() - now.keys())
                     if user_id in known and reachable(users.get(user_id))]

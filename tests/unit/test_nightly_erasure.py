@@ -37,23 +37,44 @@ def members(api, segment_id: str) -> list[str]:
     return [member["user_id"] for member in page["members"]]
 
 
-def test_a_customer_erased_while_the_nightly_run_trains_is_not_written_back(api, moto_tables, tmp_path):
-    tables, settings = moto_tables, get_settings()
-    store, bus = SegmentStore(tables["SegmentsTable"]), LocalBus(tmp_path / "bus.jsonl")
+def a_night_that_has_read(api, tables: dict[str, str], bus: LocalBus):
+    """A run a night before (the triggers' baseline), a new item (a trigger's cause), then tonight's
+    read: (the segment store, tonight, what it read)."""
+    store = SegmentStore(tables["SegmentsTable"])
     shop(api)
-    materialize_segments(settings, store, {}, datetime.now(timezone.utc) - timedelta(hours=1), "r0", bus=bus)
-    assert api.json("POST", "/items", {"items": [item("knife", category="kitchen")]})[0] == 200  # a trigger's cause
+    materialize_segments(get_settings(), store, {}, datetime.now(timezone.utc) - timedelta(hours=1), "r0", bus=bus)
+    assert api.json("POST", "/items", {"items": [item("knife", category="kitchen")]})[0] == 200
     now = datetime.now(timezone.utc)
     read = read_nightly(tables["EventsTable"], tables["UsersTable"], tables["ItemsTable"], training_config(None), now)
+    return store, now, read
+
+
+def test_a_customer_erased_while_the_nightly_run_trains_is_not_written_back(api, moto_tables, tmp_path):
+    bus = LocalBus(tmp_path / "bus.jsonl")
+    store, now, read = a_night_that_has_read(api, moto_tables, bus)
 
     status, erased = api.json("DELETE", "/users/u-1")  # while the run trains
     assert (status, erased["status"]) == (200, "complete")
-    materialize_segments(settings, store, {}, now, now.strftime("%Y%m%dT%H%M%S"), read.segments.customers, bus)
+    materialize_segments(get_settings(), store, {}, now, now.strftime("%Y%m%dT%H%M%S"), read.segments.customers, bus)
 
     assert store.memberships("u-1") == []
     assert api.json("GET", "/users/u-1/export")[1]["segment_memberships"] == []
     assert store.memberships("u-2")  # the others' are written
     assert {json.loads(e["Detail"]).get("user_id") for e in bus.read()} == {"u-2"}  # no trigger names u-1
+
+
+def test_a_customer_who_objects_while_the_nightly_run_trains_is_named_by_no_trigger(api, moto_tables, tmp_path):
+    """Triggers are made from the customers the run read; an objection to profiling since (minutes
+    before on the Scan path, hours on the export path) must keep them out of every event."""
+    bus = LocalBus(tmp_path / "bus.jsonl")
+    store, now, read = a_night_that_has_read(api, moto_tables, bus)
+
+    objection = {"profiling": {"granted": False}, "source": "app-settings"}
+    assert api.json("PUT", "/users/u-1/consent", objection)[0] == 200  # while the run trains
+    materialize_segments(get_settings(), store, {}, now, now.strftime("%Y%m%dT%H%M%S"), read.segments.customers, bus)
+
+    named = [json.loads(e["Detail"]).get("user_id") for e in bus.read()]
+    assert "u-2" in named and "u-1" not in named
 
 
 def test_a_customer_erased_after_the_export_the_run_reads_is_not_listed(api, moto_tables):

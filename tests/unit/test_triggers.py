@@ -83,6 +83,19 @@ def test_the_first_run_is_the_baseline_and_the_erased_or_objecting_leave_without
     assert segment_events(previous, current, users, {"objects", "erased"}, NOW) == []
 
 
+def test_only_a_reachable_customer_is_named_entering_a_segment():
+    """A linked visitor id is its customer's device, listed as a member of its own: an event naming
+    it would name the customer twice, one of them by device. One who objects is named by none."""
+    previous = SegmentRun("r1", {}, {})
+    current = SegmentRun("r2", {"rfm:at-risk": {"u-1": "x", "v_phone": "x", "objects": "x"}}, {})
+    users = {"v_phone": user("v_phone", linked_to="u-1"),
+             "objects": user("objects", consent=Consent(profiling=PurposeConsent(granted=False)))}
+
+    found = details(segment_events(previous, current, users, {"u-1", "v_phone", "objects"}, NOW))
+
+    assert [d["user_id"] for d in found] == ["u-1"]
+
+
 # --- items at upsert ---
 
 def row(**fields) -> dict:
