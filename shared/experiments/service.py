@@ -5,11 +5,12 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, StorageUnavailable
 from shared.events import format_timestamp
 from shared.experiments.attribution import ATTRIBUTION_WINDOW, Touch, credit, daily_report
 from shared.experiments.results import daily_tallies, exposures, summarize
 from shared.experiments.spec import ACTIVE, POPULAR, Experiment, ExperimentSpec
+from shared.observability import logger
 from shared.storage.experiments import ExperimentStore
 from shared.storage.outcomes import Outcomes
 from shared.storage.models import ModelStore
@@ -77,8 +78,15 @@ REPORT_DAYS = 60  # the attribution report's reach: the longest window (30 days)
 
 def outcomes_since(experiments: ExperimentStore, now: datetime) -> str:
     """How far back the nightly read keeps impressions, clicks and purchases: the report's days,
-    or the start of the oldest experiment whose results are still written."""
-    starts = [e.started_at for e in experiments.all() if _results_due(e, now)]
+    or the start of the oldest experiment whose results are still written. When the experiments
+    cannot be listed (S3 unavailable), the report's days: the night trains all the same, and the
+    results that need more wait for the next one."""
+    try:
+        starts = [e.started_at for e in experiments.all() if _results_due(e, now)]
+    except StorageUnavailable as error:
+        logger.warning("the experiments could not be listed: the night keeps the report's days of outcomes",
+                       extra={"reason": error.message})
+        starts = []
     return format_timestamp(min([now - timedelta(days=REPORT_DAYS), *starts]))
 
 

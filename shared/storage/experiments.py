@@ -59,7 +59,7 @@ class ExperimentStore:
 
     def get(self, experiment_id: str) -> Experiment:
         try:
-            return Experiment.model_validate_json(self.blobs.get(_key(experiment_id)), context=STORED)
+            return _stored_experiment(self.blobs.get(_key(experiment_id)), _key(experiment_id))
         except NotFound:
             raise NotFound(f"experiment {experiment_id} does not exist", field="experiment_id") from None
         except ValueError:
@@ -130,7 +130,7 @@ class ExperimentStore:
     def _read_one(self, key: str) -> Experiment | None:
         """None when deleted meanwhile or unreadable: one record never breaks a list for the others."""
         try:
-            return Experiment.model_validate_json(self.blobs.get(key), context=STORED)
+            return _stored_experiment(self.blobs.get(key), key)
         except NotFound:
             return None
         except ValueError:
@@ -161,7 +161,9 @@ class ExperimentStore:
             return None
         except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth (by hand)
             read = None
-        if not isinstance(read, dict):
+        # Nested deeper than any file a run writes (by hand): the answer that holds it could not be
+        # written (pydantic stops at 255 levels), for this experiment or for every one listed.
+        if not isinstance(read, dict) or _deeper_than(read, MAX_STORED_DEPTH):
             logger.error("a stored experiment file does not read: left out", extra={"key": key})
             return None
         return read
@@ -183,6 +185,34 @@ def _standard_json(value: Any) -> bytes:
     """JSON any reader of the bucket takes (Athena, jq, a browser): a number that is not finite
     (an interval before any data: unbounded) is written null, as the API shows it."""
     return json.dumps(finite(value), allow_nan=False).encode()
+
+
+# Results and the report are a few levels deep: one past this was not written by a run.
+MAX_STORED_DEPTH = 32
+
+
+def _deeper_than(value: Any, most: int) -> bool:
+    """Whether JSON `value` nests more than `most` levels of objects and arrays."""
+    level = [value]
+    for _ in range(most):
+        level = [inner for outer in level if isinstance(outer, (dict, list))
+                 for inner in (outer.values() if isinstance(outer, dict) else outer)]
+        if not level:
+            return False
+    return any(isinstance(inner, (dict, list)) for inner in level)
+
+
+def _stored_experiment(raw: bytes, key: str) -> Experiment:
+    """The experiment stored at `key`; ValueError for one that is not that key's (by hand: a stop
+    would write another key and leave this one running for ever), or that started before the day
+    its id names (by hand: the nightly tallies would count every day back to it)."""
+    experiment = Experiment.model_validate_json(raw, context=STORED)
+    if _key(experiment.experiment_id) != key:
+        raise ValueError(f"its experiment_id {experiment.experiment_id[:100]!r} is not its key's")
+    day = _day(key)
+    if day and experiment.started_at < datetime.strptime(day, "%Y%m%d").replace(tzinfo=timezone.utc) - timedelta(days=1):
+        raise ValueError("it started before the day its id names")
+    return experiment
 
 
 def _key(experiment_id: str) -> str:

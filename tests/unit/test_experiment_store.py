@@ -185,18 +185,55 @@ def test_the_newest_list_holds_the_limit_when_a_newer_record_does_not_read(blobs
     assert [e.experiment_id for e in store.recent(2)] == [ended[2].experiment_id, ended[1].experiment_id]
 
 
-def test_a_results_file_nested_past_the_parsers_depth_is_left_out(blobs):
+@pytest.mark.parametrize("deep", [("[" * 100_000 + "]" * 100_000).encode(),
+                                  # parses, but no answer could hold it (pydantic writes 255 levels at most)
+                                  ('{"as_of": "x", "a":' * 300 + "1" + "}" * 300).encode()],
+                         ids=["past the parser", "past what an answer holds"])
+def test_a_results_file_nested_past_the_parsers_depth_is_left_out(blobs, deep):
     store = ExperimentStore(blobs)
     store.save(experiment(1))
     store.put_results(experiment(1).experiment_id, "2026-09-03", {"as_of": "2026-09-03"})
     store.put_results(experiment(1).experiment_id, "2026-09-04", {"as_of": "2026-09-04"})
-    deep = ("[" * 100_000 + "]" * 100_000).encode()
     blobs.put(f"experiments/{experiment(1).experiment_id}/results/2026-09-05.json", deep)
     blobs.put("attribution/report.json", deep)
 
     assert store.latest_results(experiment(1).experiment_id) == {"as_of": "2026-09-04"}
     assert [day["as_of"] for day in store.results(experiment(1).experiment_id)] == ["2026-09-03", "2026-09-04"]
     assert store.report() == {"as_of": None, "days": []}
+
+
+@pytest.mark.parametrize("change", [{"experiment_id": "exp-20260901-000000"}, {"started_at": "1000-01-01T00:00:00Z"}],
+                         ids=["another id than its key's", "a start before its id's day"])
+def test_a_record_written_by_hand_that_is_not_its_keys_is_left_out_and_blocks_nothing(blobs, change):
+    """An id not its key's: a stop would write the other key, and this one run for ever, holding
+    its surface. A start back in the year 1000: every night would tally every day since."""
+    from shared.errors import Conflict
+    from shared.experiments.service import outcomes_since
+
+    store = ExperimentStore(blobs)
+    running = experiment(40, "running")
+    blobs.put(f"experiments/{running.experiment_id}/experiment.json",
+              json.dumps({**running.model_dump(mode="json"), **change}).encode())
+
+    assert store.all() == [] and store.running() == []
+    with pytest.raises(Conflict, match="its stored record does not read"):
+        store.get(running.experiment_id)
+    assert outcomes_since(store, NOW) == "2026-10-02T03:00:00.000000Z"  # the report's 60 days
+
+
+def test_the_nightly_read_keeps_the_reports_days_when_the_experiments_cannot_be_listed(blobs, monkeypatch):
+    """S3 unavailable: the night trains all the same, not stopped at its first line."""
+    from shared.errors import StorageUnavailable
+    from shared.experiments.service import outcomes_since
+
+    store = ExperimentStore(blobs)
+    store.save(experiment(40, "running"))
+
+    def unavailable():
+        raise StorageUnavailable("list the model bucket: S3 is throttling")
+
+    monkeypatch.setattr(store, "all", unavailable)
+    assert outcomes_since(store, NOW) == "2026-10-02T03:00:00.000000Z"
 
 
 def test_results_before_any_data_are_standard_json_with_unbounded_intervals_as_null(blobs):
