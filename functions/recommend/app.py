@@ -33,11 +33,9 @@ from shared.storage.models import ModelStore
 from shared.storage.experiments import ExperimentStore
 from shared.storage.secrets import configured_recommendation_key
 from shared.storage.secrets import configured_visitor_tokens as visitor_tokens
-from shared.storage.users import UserStore, purchased_items
 
 settings = get_settings()
 catalog = CatalogStore(settings.items_table)
-users = UserStore(settings.users_table)
 model_store = ModelStore.from_settings(settings.model_bucket, settings.local_model_dir)
 active_model = ActiveModel(model_store, settings.model_refresh_seconds, ServingModel)
 cached_popular = CachedPopular(model_store, settings.model_refresh_seconds)
@@ -93,7 +91,9 @@ def active_complements() -> ComplementData | None:
 bought_together_rules = BoughtTogetherRules(ComplementSources(
     complements=active_complements, catalog=CatalogReader(),
     popular=lambda limit, category: recommender.popular(limit, category, None),
-    profile=users.find, purchased=lambda user_id: purchased_items(settings.users_table, user_id),
+    # The profile with a linked customer's objections (a visitor id's cart alone decides then), and
+    # the bought set from the same round trip.
+    profile=customer_reads.profile, purchased=customer_reads.purchased,
 ))
 
 

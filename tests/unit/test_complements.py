@@ -315,7 +315,8 @@ def test_bought_together_through_the_api(api, monkeypatch):
     assert api.json("GET", "/items/nope/bought-together")[0] == 404
 
 
-def test_basket_through_the_api_for_the_shop_and_for_a_customer(api, monkeypatch):
+def bought_together_by_four(api, monkeypatch) -> None:
+    """sku-1, sku-2 and sku-3, each bought with the others by four customers, as the function's complements."""
     put(api, ("sku-1", {}), ("sku-2", {}), ("sku-3", {}))
     api.json("GET", "/items/sku-1/bought-together")  # loads the function
     lines = Baskets()
@@ -324,6 +325,10 @@ def test_basket_through_the_api_for_the_shop_and_for_a_customer(api, monkeypatch
     lines.add(9, 3)
     found = data(lines.complements(4), ["sku-1", "sku-2", "sku-3", "sku-9"])
     monkeypatch.setattr(recommend_module().bought_together_rules.sources, "complements", lambda: found)
+
+
+def test_basket_through_the_api_for_the_shop_and_for_a_customer(api, monkeypatch):
+    bought_together_by_four(api, monkeypatch)
     assert api.json("POST", "/events", {"events": [purchase("p-1", user_id="u-1", item_id="sku-3")]})[0] == 200
 
     status, body = api.json("POST", "/recommendations/basket?limit=5", {"item_ids": ["sku-1"]})
@@ -339,6 +344,21 @@ def test_basket_through_the_api_for_the_shop_and_for_a_customer(api, monkeypatch
     assert customer.json("POST", "/users/u-2/basket-recommendations", {"item_ids": ["sku-1"]})[0] == 403
     assert customer.json("POST", "/recommendations/basket", {"item_ids": ["sku-1"]})[0] == 404  # not public
     assert customer.json("GET", "/items/sku-1/bought-together")[0] == 200
+
+
+def test_a_linked_visitor_id_of_a_customer_who_objected_gets_a_basket_from_the_cart_alone(api, monkeypatch):
+    """The objection covers the visitor ids linked to the customer: their bought set is not read."""
+    bought_together_by_four(api, monkeypatch)
+    assert api.json("POST", "/events", {"events": [purchase("p-1", user_id="v_phone", item_id="sku-3")]})[0] == 200
+    assert api.json("PUT", "/users/u-1", {"country": "DE"})[0] == 200
+    assert api.json("POST", "/users/u-1/visitors", {"visitor_id": "v_phone"})[0] == 200
+    before = api.json("POST", "/recommendations/basket", {"item_ids": ["sku-1"], "user_id": "v_phone"})[1]
+    assert {i["item_id"] for i in before["items"]} == {"sku-2"}  # the visitor bought sku-3: left out
+
+    assert api.json("PUT", "/users/u-1/consent", {"personalization": False})[0] == 200
+
+    status, body = api.json("POST", "/recommendations/basket", {"item_ids": ["sku-1"], "user_id": "v_phone"})
+    assert status == 200 and "sku-3" in {i["item_id"] for i in body["items"]}, body
 
 
 @pytest.mark.parametrize("body", [{"item_ids": []}, {"item_ids": [f"s-{i}" for i in range(101)]},
