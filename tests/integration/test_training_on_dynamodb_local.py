@@ -164,6 +164,6 @@ def test_the_nightly_segments_agree_with_the_tags_computed_on_request(local_api,
 def test_before_any_nightly_run_there_are_no_segments_and_members_are_a_404(local_api):
     assert local_api.json("GET", "/segments")[1] == {"run": None, "materialized_at": None, "families": {},
                                                      "segments": [], "next_cursor": None, "custom": [],
-                                                     "unreadable": []}
+                                                     "unreadable": [], "unlisted": []}
     status, body = local_api.json("GET", "/segments/rfm:champions/members")
     assert status == 404 and body["error"]["fields"][0]["field"] == "segment_id"
