@@ -85,13 +85,12 @@ def publish_run_triggers(settings: Any, bus: EventBus, previous: SegmentRun | No
             bought = purchased_item_ids(customers.histories)
             triggers += viewed_item_events(customers.histories, customers.users, items, since, now)
             triggers += interest_events(customers.users, bought, items, since, now)
-        if erased:
-            triggers = [trigger for trigger in triggers if getattr(trigger.detail, "user_id", None) not in erased]
         # The customers were read minutes (on the export path, hours) before: one who objected to
         # profiling or was erased since, themselves or through their customer, is named by none.
         named = {user_id for trigger in triggers if isinstance(user_id := getattr(trigger.detail, "user_id", None), str)}
-        if named:
-            gone = withheld(settings.users_table, sorted(named), format_timestamp(customers.as_of or now), True)
+        gone = set(erased) | (withheld(settings.users_table, sorted(named - erased),
+                                       format_timestamp(customers.as_of or now), True) if named - erased else set())
+        if gone:
             triggers = [trigger for trigger in triggers if getattr(trigger.detail, "user_id", None) not in gone]
         published = bus.publish(triggers)
     except Exception as error:  # noqa: BLE001 - whatever the bus or stored data did, the segments are written

@@ -209,9 +209,9 @@ class _Recheck:
         return self.allowed[user_id]
 
     def _check(self, block: list[str]) -> None:
-        now = self.current(block)
+        stored = self.current(block)
         for user_id in block:
-            user = now.get(user_id)
+            user = stored.get(user_id)
             why = contact_block(user, self.request.channel, self.caps, self.now)
             if why is None and may_personalize(self.read.get(user_id)) and not may_personalize(user):
                 why = "objected to personalization"
