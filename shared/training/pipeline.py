@@ -93,9 +93,11 @@ def decide(model: Metrics, baseline: Metrics, active_ndcg: float | None, config:
 
 
 def fit_als(matrix: csr_matrix, config: TrainingConfig, start: tuple[np.ndarray, np.ndarray] | None = None,
-            device: Device = CPU) -> tuple[np.ndarray, np.ndarray]:
+            device: Device = CPU, cold_iterations: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """implicit's ALS with BLAS on one thread (implicit parallelises itself), seeded, quiet; from
-    `start` (user and item factors of the same shape) with `warm_iterations`, when given. On the
+    `start` (user and item factors of the same shape) with `warm_iterations`, when given, and
+    otherwise cold with `cold_iterations` (by default `iterations`: WarmStart gives fewer to a
+    fit that warm fits will go on from). On the
     GPU (a device fit_device.resolve allowed), implicit's own to_gpu and to_cpu carry the factors
     there and back. A cold GPU fit starts from factors drawn here with the run's seed: implicit's
     GPU model seeds from the clock when the seed is 0, and a run must be reproducible."""
@@ -104,7 +106,7 @@ def fit_als(matrix: csr_matrix, config: TrainingConfig, start: tuple[np.ndarray,
 
     warm = starts_warm(start, config)
     model = AlternatingLeastSquares(factors=config.factors, regularization=config.regularization, alpha=1.0,
-                                    iterations=config.warm_iterations if warm else config.iterations,
+                                    iterations=config.warm_iterations if warm else cold_iterations or config.iterations,
                                     random_state=config.random_seed)
     if warm:
         assert start is not None
@@ -136,9 +138,12 @@ class WarmStart:
     """The factors of a run's latest ALS fit. A run fits the same customers and items up to four
     times, each fit on a few weeks more than the one before (validation folds oldest first, the
     holdout, everything). Each fit after the first starts from the one before and runs
-    `warm_iterations` (3), not `iterations` (15): 24 iterations a run instead of 60, as good on
-    both real shops (docs/model.md has the measure). The first starts from an `earlier` run's
-    fit when earlier_fits.py's rules allow (`item_ids`: the run's items), and cold otherwise.
+    `warm_iterations` (3), not `iterations` (15). The first starts from an `earlier` run's
+    fit when earlier_fits.py's rules allow (`item_ids`: the run's items), and cold otherwise;
+    a cold one that warm fits go on from before the holdout's runs that many `warm_iterations`
+    fewer, so that the holdout's fit, which the gate judges, has had `iterations` in all: 18
+    iterations on a shop's first night instead of 60, as good on both real shops (docs/model.md
+    has the measure).
     `keep` is handed the item factors of each fit whose events end by `keep_until` (the holdout's
     start: the final fit has seen everything), for later runs, as each is made."""
 
@@ -154,25 +159,30 @@ class WarmStart:
         self.run_end = run_end
         self.chain_began: float | None = None  # the end of the run whose cold fit the latest descends from
 
-    def fit(self, matrix: csr_matrix, config: TrainingConfig, until: float | None = None) -> np.ndarray:
+    def fit(self, matrix: csr_matrix, config: TrainingConfig, until: float | None = None,
+            fits_before_holdout: int = 0) -> np.ndarray:
         """The item factors of a fit on `matrix` (the events before `until`, when given), from the
         last fit's factors when they fit its shape, or for the run's first fit from an earlier
-        run's. A GPU fit that fails (out of the device's memory, a CUDA error) is done again on
-        the CPU, and so is every later fit of the run: a night's model a little later, not none."""
+        run's. `fits_before_holdout`: the fits still to come up to the holdout's, this one left
+        out, which a cold fit leaves their share of the iterations to (a fold then left out for
+        too few customers leaves the holdout's fit that share short). A GPU fit that fails (out of
+        the device's memory, a CUDA error) is done again on the CPU, and so is every later fit of
+        the run: a night's model a little later, not none."""
         start = self.factors
         if start is not None and (len(start[0]), *start[1].shape) != (*matrix.shape, config.factors):
             start = None
         chain_began = self.chain_began
+        cold_iterations = max(1, config.iterations - config.warm_iterations * fits_before_holdout)
         if self.factors is None and until is not None:
-            start, chain_began = self._earlier_start(matrix.shape[0], config, until)
+            start, chain_began = self._earlier_start(matrix.shape[0], config, until, cold_iterations)
         try:
-            self.factors = fit_als(matrix, config, start, self.device)
+            self.factors = fit_als(matrix, config, start, self.device, cold_iterations)
         except (RuntimeError, MemoryError) as error:  # what implicit's CUDA code raises
             if self.device != GPU:
                 raise
             self.device = CPU
             self.gpu_failure = f"cpu: the GPU fit failed ({type(error).__name__}: {error})"
-            self.factors = fit_als(matrix, config, start, CPU)
+            self.factors = fit_als(matrix, config, start, CPU, cold_iterations)
         # A cold fit begins a chain of starts, dated by its run's end.
         self.chain_began = chain_began if starts_warm(start, config) else self._run_end(until)
         if (self.keep is not None and self.item_ids is not None and until is not None and until <= self.keep_until
@@ -184,11 +194,11 @@ class WarmStart:
         """The end of the run the fits belong to, or without one given, the fit's own."""
         return self.run_end if self.run_end is not None else until
 
-    def _earlier_start(self, users: int, config: TrainingConfig,
-                       until: float) -> tuple[tuple[np.ndarray, np.ndarray] | None, float | None]:
+    def _earlier_start(self, users: int, config: TrainingConfig, until: float,
+                       cold_iterations: int) -> tuple[tuple[np.ndarray, np.ndarray] | None, float | None]:
         """The newest usable earlier fit's start and when its chain began (one that turns out
         unusable gives way to the next); None for a cold fit."""
-        cold = f"cold ({config.iterations} iterations): "
+        cold = f"cold ({cold_iterations} iterations): "
         if config.warm_iterations == 0:
             self.first_start = cold + "every fit is cold (warm_iterations 0)"
             return None, None
@@ -266,9 +276,11 @@ class Fitted:
     popularity: np.ndarray  # popular_scores at the part's end
 
 
-def fit_blend(history: History, config: TrainingConfig, blend: Blend, warm: WarmStart | None = None) -> Fitted:
+def fit_blend(history: History, config: TrainingConfig, blend: Blend, warm: WarmStart | None = None,
+              fits_before_holdout: int = 0) -> Fitted:
     """ALS (when the blend uses it), item neighbours and recent popularity, on the history."""
-    item_factors = ((warm or WarmStart()).fit(history.rows, config, history.until) if blend.als > 0
+    item_factors = ((warm or WarmStart()).fit(history.rows, config, history.until, fits_before_holdout)
+                    if blend.als > 0
                     else np.zeros((0, config.factors), np.float32))
     neighbours = item_neighbours(history.bought, config.neighbours) if blend.knn > 0 else None
     scorer = Scorer(item_factors, config.regularization, neighbours, history.popularity, blend, config.random_seed)
@@ -341,7 +353,8 @@ def choose_blend(interactions: Interactions, cutoff: float, config: TrainingConf
     warm = warm or WarmStart()
     for fold in reversed(range(config.validation_folds)):  # oldest first: each fit starts from the one before
         fold_end = cutoff - fold * config.holdout_days * DAY
-        scored = _score_fold(interactions, fold_end - config.holdout_days * DAY, fold_end, config, shape, warm)
+        scored = _score_fold(interactions, fold_end - config.holdout_days * DAY, fold_end, config, shape, warm,
+                             fits_before_holdout=fold + 1)
         if scored is not None:
             folds.insert(0, scored)
     if not folds:
@@ -369,16 +382,18 @@ def reusable(earlier: BlendChoice, end: float, config: TrainingConfig) -> bool:
 
 
 def _score_fold(interactions: Interactions, start: float, end: float, config: TrainingConfig,
-                shape: tuple[int, int], warm: WarmStart) -> tuple[int, dict[Blend, Metrics]] | None:
+                shape: tuple[int, int], warm: WarmStart,
+                fits_before_holdout: int) -> tuple[int, dict[Blend, Metrics]] | None:
     """Every blend of `BLENDS`, fitted on the events before `start`, scored on [start, end); None
-    (and no fit) when fewer than `min_users_to_evaluate` customers bought something new there."""
+    (and no fit) when fewer than `min_users_to_evaluate` customers bought something new there.
+    `fits_before_holdout`: WarmStart.fit's."""
     earlier = History.before(interactions, start, config, shape)
     in_fold = (interactions.timestamps >= start) & (interactions.timestamps < end)
     evaluated = holdout(purchase_matrix(interactions, shape, in_fold), earlier.bought, known_users=earlier.known_users)
     if len(evaluated.users) < config.min_users_to_evaluate:
         return None
     evaluated = sampled(evaluated, config.max_validation_users, config.random_seed)
-    fitted = fit_blend(earlier, config, Blend(1, 1, 1), warm)
+    fitted = fit_blend(earlier, config, Blend(1, 1, 1), warm, fits_before_holdout)
     return len(evaluated.users), score_blends(fitted, evaluated, BLENDS, config.top_k)
 
 

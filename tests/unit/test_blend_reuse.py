@@ -29,9 +29,9 @@ def runs(tmp_path, monkeypatch):
     scored = pipeline._score_fold
     folds: list[float] = []
 
-    def counting(interactions, start, end, config, shape, warm):
+    def counting(interactions, start, end, config, shape, warm, **passed):
         folds.append(end)
-        return scored(interactions, start, end, config, shape, warm)
+        return scored(interactions, start, end, config, shape, warm, **passed)
 
     monkeypatch.setattr(pipeline, "_score_fold", counting)
 
@@ -97,7 +97,7 @@ def test_settings_the_choice_does_not_depend_on_still_let_a_run_take_it(runs):
     assert runs.folds == [] and "taken again (blend_reuse_days 3)" in second.strategy_reason
 
 
-@pytest.mark.parametrize("method", ["2; implicit 0.7.3", ""])  # a deploy that changed the scoring; before it was recorded
+@pytest.mark.parametrize("method", ["1; implicit 0.7.3", ""])  # a deploy that changed the scoring; before it was recorded
 def test_a_run_chooses_again_when_the_choice_was_scored_another_way(runs, method):
     first = runs(END - timedelta(days=1))
     assert first.method and runs.store.manifest(first.version).method == first.method

@@ -34,9 +34,9 @@ def runs(tmp_path, monkeypatch):
     fit = pipeline.fit_als
     warm: list[bool] = []
 
-    def recording(matrix, config, start=None, device=pipeline.CPU):
+    def recording(matrix, config, start=None, device=pipeline.CPU, cold_iterations=None):
         warm.append(start is not None and config.warm_iterations > 0)
-        return fit(matrix, config, start, device)
+        return fit(matrix, config, start, device, cold_iterations)
 
     monkeypatch.setattr(pipeline, "fit_als", recording)
 
@@ -51,7 +51,7 @@ def runs(tmp_path, monkeypatch):
 
 def test_a_run_starts_its_first_fit_from_the_fit_the_run_the_night_before_kept(runs):
     first = runs(END - timedelta(days=1))
-    assert first.fit_start.startswith("cold (15 iterations)") and runs.warm[0] is False
+    assert first.fit_start.startswith("cold (9 iterations)") and runs.warm[0] is False
 
     second = runs(END)
 
@@ -100,10 +100,11 @@ def test_a_run_fits_cold_when_no_kept_fit_is_recent_earlier_and_of_its_configura
 
 
 def test_the_manifest_says_why_a_first_fit_is_cold(runs):
+    # Both choose the blend (8 days apart): the cold fit leaves two warm fits their iterations.
     assert runs(END - timedelta(days=8)).fit_start == (
-        "cold (15 iterations): no earlier run kept a fit under this configuration, fitted the same way")
+        "cold (9 iterations): no earlier run kept a fit under this configuration, fitted the same way")
 
-    assert runs(END).fit_start == ("cold (15 iterations): no fit an earlier run kept ended before this fit's "
+    assert runs(END).fit_start == ("cold (9 iterations): no fit an earlier run kept ended before this fit's "
                                    "events and at most 7 days before them")
 
 
@@ -146,7 +147,7 @@ def test_settings_that_do_not_shape_a_fit_still_let_a_run_start_from_it(runs, co
     assert all(runs.warm) and first.version in second.fit_start
 
 
-@pytest.mark.parametrize("method", ["2; implicit 0.7.3", ""])  # a deploy that changed the fitting; before it was recorded
+@pytest.mark.parametrize("method", ["1; implicit 0.7.3", ""])  # a deploy that changed the fitting; before it was recorded
 def test_a_run_fits_cold_rather_than_start_from_a_fit_made_another_way(runs, method):
     first = runs(END - timedelta(days=1))
     key = f"models/{first.version}/manifest.json"
@@ -157,7 +158,7 @@ def test_a_run_fits_cold_rather_than_start_from_a_fit_made_another_way(runs, met
     second = runs(END)
 
     assert runs.warm[0] is False
-    assert second.fit_start == ("cold (15 iterations): no earlier run kept a fit under this configuration, "
+    assert second.fit_start == ("cold (9 iterations): no earlier run kept a fit under this configuration, "
                                 "fitted the same way")
 
 
@@ -180,6 +181,7 @@ def test_a_kept_fit_that_does_not_read_leaves_the_first_fit_cold_and_the_run_tra
 
     assert second.status == "accepted" and runs.warm[0] is False
     if damage != "record":
+        # The second takes the first's blend: its first fit is the holdout's, with all 15.
         assert f"cold (15 iterations): the fit of run {first.version} could not be used" in second.fit_start
 
 
@@ -246,7 +248,7 @@ def test_a_kept_fit_that_cannot_be_used_gives_way_to_the_next_newest():
         EarlierFit(100.0, 100.0, "v-later", lambda: ItemFactors(100.7, ["a"], np.ones((1, 4), np.float32))),
         EarlierFit(100.0, 100.0, "v-earlier", lambda: ItemFactors(100.2, ["a"], np.ones((1, 4), np.float32)))])
 
-    start = warm._earlier_start(3, config, 100.5)
+    start = warm._earlier_start(3, config, 100.5, config.iterations)
 
     assert start is not None and "v-earlier" in warm.first_start
 

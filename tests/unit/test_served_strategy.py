@@ -157,7 +157,7 @@ def test_the_blend_with_the_best_sum_over_the_validation_folds_wins(monkeypatch)
     folds = {0: scored_as({a: 0.126, b: 0.125}), 1: scored_as({a: 0.120, b: 0.128})}
     asked = []
 
-    def score_fold(interactions, start, end, config, shape, warm):
+    def score_fold(interactions, start, end, config, shape, warm, fits_before_holdout):
         fold = round((NOW - 30 * DAY - end) / (30 * DAY))
         asked.append((start, end))
         return 100, folds[fold]

@@ -45,9 +45,18 @@ def test_a_run_fits_cold_once_then_each_fit_starts_from_the_one_before(interacti
     # A fixed blend skips the folds: the holdout's fit is cold, the final one warm.
     assert fits == [(15, False), (3, True)]
 
+    # Choosing the blend: two folds, the holdout, everything. The cold first fit leaves to the two
+    # warm fits after it the iterations they run, so the holdout's fit has had 15, as a cold one.
     fits.clear()
     train_model(TrainingData(interactions, NOW), config.model_copy(update={"blend": None}))
-    assert fits[0] == (15, False) and fits[1:] == [(3, True)] * (len(fits) - 1) and len(fits) >= 3
+    assert fits == [(9, False), (3, True), (3, True), (3, True)]
+
+    # Six weeks of events: no one to score the oldest fold on (nothing before it), so the second
+    # is the first fit, and it leaves the holdout's fit only its share.
+    fits.clear()
+    six_weeks = interactions.select(interactions.timestamps >= NOW - 40 * DAY)
+    train_model(TrainingData(six_weeks, NOW), config.model_copy(update={"blend": None}))
+    assert fits == [(12, False), (3, True), (3, True)]
 
     fits.clear()
     train_model(TrainingData(interactions, NOW), config.model_copy(update={"warm_iterations": 0}))
