@@ -30,7 +30,6 @@ from shared.events import EventType
 
 DAY = 86_400.0
 BLOCK = 1024  # items per block when the item-item similarities are computed
-STANDARDIZED_BYTES = 256 * 1024  # rows standardized at a time: within a core's cache (standardized)
 # Neighbour similarities are cosine raised to this power: a close neighbour counts for much more
 # than several loose ones (measured on both shops' validation splits, docs/model.md).
 SHARPENING = 2.0
@@ -143,35 +142,13 @@ def _max_per_cell(users: np.ndarray, items: np.ndarray, stamps: np.ndarray, n_it
     return (key[last] % n_items).astype(np.int64), stamps[last]
 
 
-def zscore(scores: np.ndarray, overwrite: bool = False) -> np.ndarray:
-    return standardized(scores, overwrite)[0]
-
-
-def standardized(scores: np.ndarray, overwrite: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Each row minus its mean, over its standard deviation; and that deviation (1 for a flat row).
-    `overwrite`: the raw scores are the caller's alone and it is done with them (the validation's
-    chunks), so they become the answer (the same numbers): on a catalogue of 200,000 items a chunk
-    of scores is 51 MB, and two copies of it less, per thread, were a tenth of a 10M training
-    run's peak memory.
-
-    A few rows at a time (STANDARDIZED_BYTES), so that the seven passes over them (centring, and
-    np.std's own) read the cache, not memory: 40% less time on a 200,000-item chunk. Every
-    step is a row's own, so a row comes out the same alone and in a chunk of any size."""
-    dtype = np.result_type(scores.dtype, 1.0)  # what the arithmetic below makes of the scores
-    answer = scores if overwrite else np.empty(scores.shape, dtype)
-    spreads = np.empty(len(scores), dtype)
-    step = max(1, STANDARDIZED_BYTES // max(1, scores[:1].nbytes))
-    for start in range(0, len(scores), step):
-        rows, out = scores[start : start + step], answer[start : start + step]
-        np.subtract(rows, rows.mean(axis=1, keepdims=True), out=out)
-        # np.std, though it centres the rows again into a temporary of their size: its sum takes
-        # the same path for one row and for many, and a flat row's leftover from centring comes
-        # out 0 (spread 1). A one-pass einsum over the centred rows did neither.
-        spread = out.std(axis=1, keepdims=True)
-        spread = np.where(spread > 0, spread, 1.0)
-        np.divide(out, spread, out=out)
-        spreads[start : start + step] = spread[:, 0]
-    return answer, spreads
+def zscore(scores: np.ndarray) -> np.ndarray:
+    """Each row minus its mean, over its standard deviation (1 for a flat row: np.std of the
+    centred row, whose leftover from centring comes out 0). For popularity, one row for everyone;
+    the parts a customer has are standardized from their moments (Scorer.parts)."""
+    centred = scores - scores.mean(axis=1, keepdims=True)
+    spread = centred.std(axis=1, keepdims=True)
+    return centred / np.where(spread > 0, spread, 1.0)
 
 
 def blend_terms(blend: Blend, als: Any, knn: Any, popularity: Any) -> list[tuple[float, Any]]:
@@ -195,7 +172,13 @@ def weigh(terms: list[tuple[float, Any]], shape: tuple[int, ...]) -> np.ndarray:
 
 
 class Scorer:
-    """Scores every item for confidence rows (customers x items), as the blend says."""
+    """Scores every item for confidence rows (customers x items), as the blend says.
+
+    A part is standardized over every item with its mean and spread worked out from what it is
+    made of, not from the scores (a pass over them each, and np.std's five: a fifth of a 10M
+    run's validation): ALS's from the customer's factors and the item factors' mean and
+    covariance, kNN's from the few cells its sparse product holds. The same numbers whatever the
+    rows around a row, so serving, campaigns and the validation score alike."""
 
     def __init__(self, item_factors: np.ndarray, regularization: float, neighbours: csr_matrix | None,
                  popularity: np.ndarray, blend: Blend, random_seed: int = 42) -> None:
@@ -204,15 +187,56 @@ class Scorer:
         self.neighbours = neighbours
         self.popularity = zscore(np.log1p(np.asarray(popularity, dtype=np.float32))[None, :])[0]
         self.als = _als_for(item_factors, regularization, random_seed) if item_factors.shape[0] else None
+        if self.als is not None:
+            self.item_mean, self.item_covariance = _mean_and_covariance(self.als.item_factors)
 
-    def parts(self, rows: csr_matrix) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The raw ALS and kNN scores of the rows (None for a part the blend does not use)."""
+    def parts(self, rows: csr_matrix) -> tuple[tuple[np.ndarray, np.ndarray] | None, tuple[np.ndarray, np.ndarray] | None]:
+        """The standardized ALS and kNN scores of the rows, each with the rows' spreads (None for a
+        part the blend does not use). The arrays are new: the caller may overwrite them."""
         als = knn = None
         if self.blend.als > 0 and self.als is not None:
-            factors = self.als.recalculate_user(np.arange(rows.shape[0]), rows)
-            als = np.asarray(factors, dtype=np.float32).reshape(rows.shape[0], -1) @ self.als.item_factors.T
+            factors = self._fold_in(rows)
+            mean, spread = self._als_moments(factors)
+            scores = factors @ self.als.item_factors.T
+            np.subtract(scores, mean.astype(np.float32)[:, None], out=scores)
+            np.divide(scores, spread.astype(np.float32)[:, None], out=scores)
+            als = scores, spread
         if self.blend.knn > 0 and self.neighbours is not None:
-            knn = np.asarray((_history_weights(rows) @ self.neighbours).todense(), dtype=np.float32)
+            product = self._knn_product(rows)
+            mean, spread = _sparse_moments(product, self.n_items)
+            mean32, spread32 = mean.astype(np.float32), spread.astype(np.float32)
+            scores = np.empty(product.shape, np.float32)
+            scores[:] = (-mean32 / spread32)[:, None]  # (0 - mean) / spread: the cells not stored
+            row = np.repeat(np.arange(product.shape[0]), np.diff(product.indptr))
+            scores[row, product.indices] = (product.data - mean32[row]) / spread32[row]
+            knn = scores, spread
+        return als, knn
+
+    def _fold_in(self, rows: csr_matrix) -> np.ndarray:
+        factors = self.als.recalculate_user(np.arange(rows.shape[0]), rows)
+        return np.asarray(factors, dtype=np.float32).reshape(rows.shape[0], -1)
+
+    def _als_moments(self, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's mean and spread of its ALS scores over every item (u . v for each item v):
+        u . mean(v), and the square root of u' cov(v) u; 1 for a flat row. In double precision,
+        by einsum's own loops (not BLAS), so a row comes out the same alone and among others."""
+        wide = factors.astype(np.float64)
+        mean = np.einsum("ij,j->i", wide, self.item_mean)
+        variance = np.einsum("ij,ij->i", np.einsum("ij,jk->ik", wide, self.item_covariance), wide)
+        return mean, _spread(variance)
+
+    def _knn_product(self, rows: csr_matrix) -> csr_matrix:
+        product = (_history_weights(rows) @ self.neighbours).tocsr()
+        product.sort_indices()  # each row's cells summed in column order: the same alone or among others
+        return product
+
+    def spreads(self, rows: csr_matrix) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The rows' spreads of the ALS and kNN parts, without scoring any item (None: not used)."""
+        als = knn = None
+        if self.blend.als > 0 and self.als is not None:
+            als = self._als_moments(self._fold_in(rows))[1]
+        if self.blend.knn > 0 and self.neighbours is not None:
+            knn = _sparse_moments(self._knn_product(rows), self.n_items)[1]
         return als, knn
 
     def scores(self, rows: csr_matrix) -> np.ndarray:
@@ -221,12 +245,7 @@ class Scorer:
     def scores_and_spreads(self, rows: csr_matrix) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """The blended scores, and each row's spread of the raw ALS and kNN parts (None for a part
         the blend does not use): what scales a history item's share of a score (batch reasons)."""
-        als, knn = self.parts(rows)
-        als_spread = knn_spread = None
-        if als is not None:
-            als, als_spread = standardized(als)  # a copy: serving keeps the raw parts to explain with
-        if knn is not None:
-            knn, knn_spread = standardized(knn)
+        (als, als_spread), (knn, knn_spread) = (part or (None, None) for part in self.parts(rows))
         return self.weighed(self.blend, als, knn, rows.shape[0]), als_spread, knn_spread
 
     def weighed(self, blend: Blend, als: np.ndarray | None, knn: np.ndarray | None, n_rows: int) -> np.ndarray:
@@ -238,25 +257,59 @@ class Scorer:
         """For each item, how much each history item added to its score (the popularity part
         belongs to no history item): the ALS part as implicit's explain splits it, the kNN part
         as the neighbour similarities weighted by the history, both on the blend's scale."""
-        als, knn = self.parts(row)
+        als_spread, knn_spread = self.spreads(row)
         found: dict[int, dict[int, float]] = {item: {} for item in items}
         history = row.indices
-        if knn is not None:
-            spread = float(standardized(knn)[1][0])
+        if knn_spread is not None:
+            spread = float(knn_spread[0])
             weights = _history_weights(row)
             for item in items:
                 column = self.neighbours[history, item].toarray().ravel() * weights.data
                 for j, value in zip(history, column):
                     if value:
                         found[item][int(j)] = found[item].get(int(j), 0.0) + self.blend.knn * value / spread
-        if als is not None:
-            spread = float(standardized(als)[1][0])
+        if als_spread is not None:
+            spread = float(als_spread[0])
             cholesky = None
             for item in items:
                 _, parts, cholesky = self.als.explain(0, row, item, user_weights=cholesky, N=len(history))
                 for j, value in parts:
                     found[item][int(j)] = found[item].get(int(j), 0.0) + self.blend.als * value / spread
         return found
+
+
+def _spread(variance: np.ndarray) -> np.ndarray:
+    """The square root of each variance; 1 where it is none (a flat row), as zscore's."""
+    spread = np.sqrt(np.maximum(variance, 0.0))
+    return np.where(spread > 0, spread, 1.0)
+
+
+def _mean_and_covariance(vectors: np.ndarray, block: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of the rows and their covariance (over all of them, not a sample's), in double
+    precision, a block of rows at a time: a copy of 200,000 items' factors in doubles would be
+    100 MB more at the run's peak."""
+    mean = np.zeros(vectors.shape[1])
+    for start in range(0, len(vectors), block):
+        mean += vectors[start : start + block].sum(axis=0, dtype=np.float64)
+    mean /= max(1, len(vectors))
+    covariance = np.zeros((vectors.shape[1], vectors.shape[1]))
+    for start in range(0, len(vectors), block):
+        centred = vectors[start : start + block].astype(np.float64) - mean
+        covariance += centred.T @ centred
+    return mean, covariance / max(1, len(vectors))
+
+
+def _sparse_moments(product: csr_matrix, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's mean and spread over all `n_items` columns of a sparse matrix (the columns it
+    does not store are 0), in double precision, each row's cells in their stored order."""
+    rows = product.shape[0]
+    row = np.repeat(np.arange(rows), np.diff(product.indptr))
+    values = product.data.astype(np.float64)
+    mean = np.bincount(row, weights=values, minlength=rows) / n_items
+    deviations = np.bincount(row, weights=np.square(values - mean[row]), minlength=rows)
+    # Each column not stored is 0, mean away from the mean.
+    variance = (deviations + (n_items - np.diff(product.indptr)) * np.square(mean)) / n_items
+    return mean, _spread(variance)
 
 
 def _history_weights(rows: csr_matrix) -> csr_matrix:

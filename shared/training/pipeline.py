@@ -35,8 +35,7 @@ from shared.training.config import TrainingConfig
 from shared.training.earlier_fits import EarlierFit, ItemFactors, UnusableFit, start_from, usable
 from shared.training.evaluation import Holdout, Metrics, holdout, ranking_metrics, top_items_of_one_row
 from shared.training.fit_device import CPU, GPU, Device
-from shared.training.hybrid import (BLENDS, DEFAULT_BLEND, Blend, Scorer, item_neighbours, recent_popularity,
-                                    zscore)
+from shared.training.hybrid import BLENDS, DEFAULT_BLEND, Blend, Scorer, item_neighbours, recent_popularity
 from shared.training.interactions import EVENT_CODES, Interactions
 from shared.training.interests import INTEREST_LIST_LENGTH, MAX_INTERESTS, MIN_INTEREST_BUYERS, normalise
 from shared.training.matrix import DAY, at_most_days_before, confidence_matrix, purchase_matrix
@@ -302,9 +301,7 @@ def ranked_by_blends(fitted: Fitted, users: np.ndarray, blends: tuple[Blend, ...
 
     def ranked_chunk(start: int) -> dict[Blend, np.ndarray]:
         chunk = users[start : start + BLEND_CHUNK]
-        als, knn = fitted.scorer.parts(fitted.rows[chunk])  # this chunk's own arrays: standardized in place
-        als = zscore(als, overwrite=True) if als is not None else None
-        knn = zscore(knn, overwrite=True) if knn is not None else None
+        (als, _), (knn, _) = (part or (None, None) for part in fitted.scorer.parts(fitted.rows[chunk]))
         # A blend's scores hold a NaN only where a part does (its z-scores are bounded, its
         # weights at most 100): checked once here, not once per blend.
         nan_free = popularity_nan_free and not any(np.isnan(part).any() for part in (als, knn) if part is not None)

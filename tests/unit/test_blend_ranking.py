@@ -9,7 +9,7 @@ from scipy.sparse import coo_matrix
 from shared.training import blend_ranking
 from shared.training.blend_ranking import rank_blends
 from shared.training.evaluation import best_first
-from shared.training.hybrid import BLENDS, Blend, Scorer, standardized, zscore
+from shared.training.hybrid import BLENDS, Blend, Scorer, zscore
 
 K = 10
 
@@ -127,66 +127,3 @@ def test_parts_with_a_nan_are_ranked_on_every_item_as_best_first_ranks_them():
     lists = rank_blends(BLENDS, als, knn, scorer.popularity, excluded, K, nan_free=False)
     expected = on_every_item(scorer, als, knn, excluded)
     assert all(np.array_equal(lists[blend], expected[blend]) for blend in BLENDS)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_standardizing_over_the_raw_scores_gives_the_same_numbers(dtype):
-    """Validation standardizes its chunks over the raw scores, serving a copy: they must rank alike."""
-    raw = np.random.default_rng(3).normal(2.0, 5.0, (6, 1000)).astype(dtype)
-    raw[2] = 7.0  # a flat row: spread 1
-    kept = raw.copy()
-    scores, spread = standardized(raw)
-    assert np.array_equal(raw, kept)  # not overwritten unless asked
-    again, again_spread = standardized(raw, overwrite=True)
-    assert again is raw and again.dtype == dtype
-    assert np.array_equal(again, scores) and np.array_equal(again_spread, spread) and spread[2] == 1.0
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_standardized_rows_have_mean_zero_and_spread_one(dtype):
-    """Each row comes out centred, over its own spread (the float64 standard deviation, within the
-    type's rounding); a flat row keeps spread 1."""
-    raw = np.random.default_rng(5).normal(3.0, 4.0, (5, 200_000)).astype(dtype)
-    raw[1] *= 1000.0
-    raw[4] = -2.5
-    exact = raw.astype(np.float64).std(axis=1)
-    scores, spread = standardized(raw)
-    assert np.allclose(spread[:4], exact[:4], rtol=1e-5) and spread[4] == 1.0
-    assert np.allclose(scores[:4].astype(np.float64).mean(axis=1), 0.0, atol=1e-4)
-    assert np.allclose(scores[:4].astype(np.float64).std(axis=1), 1.0, rtol=1e-5)
-    assert np.all(scores[4] == 0.0)
-
-
-def test_a_row_is_scaled_alike_alone_and_in_a_chunk():
-    """Serving scores a customer alone, the validation and the campaigns in chunks: the same row
-    must come out the same, or a near tie between two items ranks one way online and another in
-    an email."""
-    rows = np.random.default_rng(9).normal(0.3, 2.0, (64, 200_001)).astype(np.float32)
-    together, spread = standardized(rows)
-    for r in (0, 1, 63):
-        alone, alone_spread = standardized(rows[r : r + 1])
-        assert alone_spread[0] == spread[r] and np.array_equal(alone[0], together[r])
-
-
-@pytest.mark.parametrize("value", [0.1, 0.7, 1 / 3, 123.456])
-def test_a_flat_row_whose_mean_is_not_exact_keeps_spread_one(value):
-    """Centring a flat row can leave a tiny constant; it is no spread to scale by (all popularity
-    alike made every item -1 instead of 0)."""
-    scores, spread = standardized(np.full((2, 1000), value, np.float32))
-    assert np.all(spread == 1.0) and np.abs(scores).max() < 1e-3
-
-
-@pytest.mark.parametrize("items", [1_000, 100_003])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_standardized_a_few_rows_at_a_time_is_numpy_over_the_whole_chunk(items, dtype):
-    """Rows are standardized a few at a time (to stay in the cache): each must come out exactly
-    as numpy's mean and std over the whole chunk make it, with several rows to a step (a small
-    catalogue) and one or two (a large one)."""
-    raw = np.random.default_rng(11).normal(1.5, 3.0, (67, items)).astype(dtype)
-    raw[5] = 0.7  # flat
-    centred = raw - raw.mean(axis=1, keepdims=True)
-    spread = centred.std(axis=1, keepdims=True)
-    spread = np.where(spread > 0, spread, 1.0)
-    scores, spreads = standardized(raw)
-    assert np.array_equal(scores, centred / spread) and np.array_equal(spreads, spread[:, 0])
-    assert scores.dtype == spreads.dtype == dtype

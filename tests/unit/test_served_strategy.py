@@ -291,7 +291,7 @@ def test_a_part_holding_nans_ranks_in_the_validation_as_a_full_check_would(fitte
 
     def with_nans(scorer, rows):
         als, knn = parts(scorer, rows)
-        als[::3, ::7] = np.nan  # as factors gone to NaN would give
+        als[0][::3, ::7] = np.nan  # as factors gone to NaN would give
         return als, knn
 
     monkeypatch.setattr(type(fitted.scorer), "parts", with_nans)
