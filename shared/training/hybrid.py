@@ -171,6 +171,9 @@ def weigh(terms: list[tuple[float, Any]], shape: tuple[int, ...]) -> np.ndarray:
     return total
 
 
+Part = tuple[np.ndarray, np.ndarray]  # a part's standardized scores (rows x items), and each row's spread
+
+
 class Scorer:
     """Scores every item for confidence rows (customers x items), as the blend says.
 
@@ -190,7 +193,7 @@ class Scorer:
         if self.als is not None:
             self.item_mean, self.item_covariance = _mean_and_covariance(self.als.item_factors)
 
-    def parts(self, rows: csr_matrix) -> tuple[tuple[np.ndarray, np.ndarray] | None, tuple[np.ndarray, np.ndarray] | None]:
+    def parts(self, rows: csr_matrix) -> tuple[Part | None, Part | None]:
         """The standardized ALS and kNN scores of the rows, each with the rows' spreads (None for a
         part the blend does not use). The arrays are new: the caller may overwrite them."""
         als = knn = None
