@@ -282,9 +282,10 @@ class Scorer:
 
 
 def _spread(variance: np.ndarray) -> np.ndarray:
-    """The square root of each variance; 1 where it is none (a flat row), as zscore's."""
+    """The square root of each variance; 1 where it is none (a flat row), as zscore's, or too
+    small for the float32 the scores are divided in (it would make them infinite)."""
     spread = np.sqrt(np.maximum(variance, 0.0))
-    return np.where(spread > 0, spread, 1.0)
+    return np.where(spread >= np.finfo(np.float32).tiny, spread, 1.0)
 
 
 def _mean_and_covariance(vectors: np.ndarray, block: int = 8192) -> tuple[np.ndarray, np.ndarray]:

@@ -546,7 +546,8 @@ def _until_end(data: TrainingData) -> Interactions:
 def _artifact(data: TrainingData, interactions: Interactions, config: TrainingConfig, fitted: Fitted | None,
               strategy: str, warm: WarmStart | None = None) -> ModelArtifact:
     n_items = len(interactions.item_ids)
-    scores = popular_scores(interactions, data.end + 1, config, n_items)
+    # The final fit's history is as of the same moment: its popular scores are these.
+    scores = fitted.popularity if fitted is not None else popular_scores(interactions, data.end + 1, config, n_items)
     scorer = fitted.scorer if fitted is not None else None
     item_factors = (scorer.als.item_factors if scorer is not None and scorer.als is not None
                     else np.zeros((0, config.factors), np.float32))

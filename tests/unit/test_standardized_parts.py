@@ -80,3 +80,12 @@ def test_a_flat_popularity_keeps_spread_one(value):
     """Centring a flat row can leave a tiny constant; it is no spread to scale by (all popularity
     alike made every item -1 instead of 0)."""
     assert np.abs(zscore(np.full((1, 1000), value, np.float32))).max() < 1e-3
+
+
+def test_scores_too_small_for_float32_to_spread_are_flat_not_infinite(rows):
+    """Item factors near nothing (a shop's fit gone to almost zero): a spread float32 holds as 0
+    would make every score infinite or NaN, and every list arbitrary."""
+    factors = np.random.default_rng(6).normal(0.0, 1e-24, (ITEMS, 16)).astype(np.float32)
+    scorer = Scorer(factors, 0.1, None, np.ones(ITEMS, np.float32), Blend(als=1))
+    (als, spread), _ = scorer.parts(rows)
+    assert np.isfinite(als).all() and np.all(spread == 1.0)
