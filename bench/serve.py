@@ -172,7 +172,9 @@ event = api_event(route, "GET", "/users/{user}/recommendations", "limit={limit}"
 assert handler(event, LambdaContext(function_name=route.function))["statusCode"] == 200
 print(time.perf_counter() - started)
 """
-    output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=os.environ, check=True)
+    output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=os.environ)
+    if output.returncode != 0:
+        raise SystemExit(f"the cold start's process ended with {output.returncode}:\n{output.stdout[-500:]}\n{output.stderr[-3000:]}")
     return float(output.stdout.strip().splitlines()[-1])
 
 
