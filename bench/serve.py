@@ -170,7 +170,13 @@ route = next(r for r in http_routes(load_template()) if r.path == "/users/{{user
 handler = load_handler(route)
 event = api_event(route, "GET", "/users/{user}/recommendations", "limit={limit}", {{}}, b"", {{"user_id": "{user}"}}, "127.0.0.1", customer_context("{user}"))
 assert handler(event, LambdaContext(function_name=route.function))["statusCode"] == 200
-print(time.perf_counter() - started)
+print(time.perf_counter() - started, flush=True)
+# Not the interpreter's own exit: the catalog snapshot is loading in a daemon thread, and CPython
+# 3.11 ends such a thread with pthread_exit, which can abort ("FATAL: exception not rethrown") when
+# the thread is inside a compiled extension then (python/cpython#87135; PyO3/pyo3#4874 for Rust
+# ones such as pydantic-core). A Lambda instance never exits that way: it is frozen, then killed.
+import os
+os._exit(0)
 """
     output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=os.environ)
     if output.returncode != 0:
